@@ -1,0 +1,98 @@
+"""Layers every net uses: Input, Split and InnerProduct."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .. import fillers
+from ..layer import Layer, register
+
+
+@register("Input")
+class InputLayer(Layer):
+    """Net inputs: tops of the shapes in input_param, filled by the user before forward."""
+
+    exact_bottoms = 0
+    min_tops = 1
+    is_data = True
+
+    def setup(self, bottom_shapes):
+        shapes = self.lp.input_param.shape
+        n = len(self.top_names)
+        self.check(len(shapes) in (0, 1, n),
+                   f"give 0, 1 or {n} (one per top) shapes, not {len(shapes)}", "input_param.shape")
+        self._shapes = [tuple(int(d) for d in shapes[0 if len(shapes) == 1 else i].dim)
+                        if len(shapes) else () for i in range(n)]
+
+    def reshape(self, bottom_shapes):
+        return list(self._shapes)
+
+    def forward(self):
+        # The net binds the user's blobs as this layer's tops; nothing is computed here.
+        raise RuntimeError("Input layers are not run")
+
+
+@register("Split")
+class SplitLayer(Layer):
+    """One bottom read by several consumers: every top is the bottom, and diffs add up."""
+
+    exact_bottoms = 1
+    min_tops = 1
+
+    def reshape(self, bottom_shapes):
+        return [bottom_shapes[0]] * len(self.top_names)
+
+    def forward(self, x):
+        # views, so each top is its own autograd node whose gradients are summed into x
+        return tuple(x.view(x.shape) for _ in self.top_names)
+
+
+def canonical_axis(axis: int, num_axes: int, layer: Layer, field: str) -> int:
+    """Caffe's CanonicalAxisIndex: negative axes count from the end; out of range is an error."""
+    layer.check(-num_axes <= axis < num_axes,
+                f"axis {axis} out of range for a {num_axes}-axis blob", field)
+    return axis + num_axes if axis < 0 else axis
+
+
+@register("InnerProduct")
+class InnerProductLayer(Layer):
+    """Fully connected: flattens axes from `axis` on, y = x·Wᵀ + b (W is N×K, or K×N if transpose)."""
+
+    min_bottoms = 1
+    max_bottoms = 1
+    exact_tops = 1
+
+    def setup(self, bottom_shapes):
+        p = self.lp.inner_product_param
+        shape = bottom_shapes[0]
+        self.check(p.HasField("num_output"), "num_output must be given", "inner_product_param")
+        self.N = p.num_output
+        self.bias_term = p.bias_term
+        self.transpose = p.transpose
+        self.axis = canonical_axis(p.axis, len(shape), self, "inner_product_param.axis")
+        self.K = math.prod(shape[self.axis:])
+        if self.num_blobs == 0:
+            wshape = (self.K, self.N) if self.transpose else (self.N, self.K)
+            self.add_blob(fillers.fill(p.weight_filler, wshape, where=self.name))
+            if self.bias_term:
+                self.add_blob(fillers.fill(p.bias_filler, (self.N,), where=self.name))
+
+    def reshape(self, bottom_shapes):
+        shape = bottom_shapes[0]
+        k = math.prod(shape[self.axis:])
+        self.check(k == self.K, f"input size {k} (shape {shape} from axis {self.axis}) does not "
+                   f"match the weights' {self.K}")
+        return [tuple(shape[: self.axis]) + (self.N,)]
+
+    def forward(self, x):
+        lead = x.shape[: self.axis]
+        x2 = x.reshape(-1, self.K)
+        w = self.blob_params[0]
+        b = self.blob_params[1] if self.bias_term else None
+        if self.transpose:
+            y = x2 @ w if b is None else torch.addmm(b, x2, w)
+        else:
+            y = torch.nn.functional.linear(x2, w, b)
+        return y.reshape(*lead, self.N)

@@ -1,0 +1,231 @@
+"""Normalisation layers: BatchNorm (Caffe's exact statistics), Scale, Bias and MVN."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .. import fillers
+from ..layer import Layer, register
+from .common import canonical_axis
+
+
+@register("BatchNorm")
+class BatchNormLayer(Layer):
+    """Caffe's BatchNorm: per-channel normalisation, no learned scale or shift.
+
+    Blobs: 0 = running sum of batch means, 1 = running sum of unbiased batch variances,
+    2 = the scale factor (a one-element running count); all start at zero. With batch
+    statistics (use_global_stats false; Caffe's default in TRAIN) the layer normalises
+    with the batch mean and biased variance and updates
+
+        factor ← λ·factor + 1,  mean_sum ← λ·mean_sum + μ,  var_sum ← λ·var_sum + m/(m−1)·σ²
+
+    (λ = moving_average_fraction, m = values per channel). With global statistics
+    (TEST's default) it normalises with mean_sum/factor and var_sum/factor (zero when the
+    factor is zero). eps goes inside the square root. The solver never changes the blobs.
+    """
+
+    exact_bottoms = 1
+    exact_tops = 1
+    frozen_blobs = (0, 1, 2)
+
+    def setup(self, bottom_shapes):
+        from ..proto import caffe_pb2
+
+        p = self.lp.batch_norm_param
+        shape = bottom_shapes[0]
+        self.fraction = p.moving_average_fraction
+        self.use_global_stats = (self.phase == caffe_pb2.TEST) if not p.HasField(
+            "use_global_stats") else p.use_global_stats
+        self.eps = p.eps
+        self.channels = 1 if len(shape) == 1 else shape[1]
+        if self.num_blobs == 0:
+            for s in ((self.channels,), (self.channels,), (1,)):
+                self.add_blob(torch.zeros(s), requires_grad=False)
+        # Caffe masks the statistics from the solver by giving them lr_mult 0.
+        for i in range(3):
+            if len(self.lp.param) == i:
+                self.lp.param.add().lr_mult = 0.0
+            else:
+                self.check(self.lp.param[i].lr_mult == 0,
+                           "the statistics blobs cannot be learned; lr_mult must be 0",
+                           f"param[{i}].lr_mult")
+
+    def reshape(self, bottom_shapes):
+        shape = bottom_shapes[0]
+        if len(shape) >= 2:
+            self.check(shape[1] == self.channels,
+                       f"bottom has {shape[1]} channels, the layer was set up for {self.channels}")
+        return [shape]
+
+    def forward(self, x):
+        shape = x.shape
+        x3 = x.reshape(shape[0], 1) if x.dim() == 1 else x
+        mean_sum, var_sum, factor = self.blob_params[0], self.blob_params[1], self.blob_params[2]
+        if self.use_global_stats:
+            inv = torch.where(factor == 0, torch.zeros_like(factor), 1.0 / factor)
+            y = F.batch_norm(x3, mean_sum * inv, var_sum * inv, None, None, False, 0.0,
+                             self.eps)
+            return y.reshape(shape)
+        # Batch statistics: the fused kernel with momentum 1 leaves exactly the batch mean
+        # and the unbiased batch variance in the scratch buffers, then Caffe's sums update.
+        m = x3.numel() // self.channels
+        run_mean = torch.zeros(self.channels, dtype=x.dtype, device=x.device)
+        run_var = torch.zeros(self.channels, dtype=x.dtype, device=x.device)
+        if x3.dim() > 2 or x3.shape[0] > 1:
+            y = torch.batch_norm(x3, None, None, run_mean, run_var, True, 1.0, self.eps,
+                                 torch.backends.cudnn.enabled)
+        else:  # one value per channel: no unbiased variance to take
+            y = torch.zeros_like(x3)
+            run_mean.copy_(x3.detach().reshape(-1))
+            run_var.zero_()
+        if m <= 1:
+            run_var.zero_()
+        with torch.no_grad():
+            factor.mul_(self.fraction).add_(1.0)
+            mean_sum.mul_(self.fraction).add_(run_mean)
+            var_sum.mul_(self.fraction).add_(run_var)
+        return y.reshape(shape)
+
+    def extra_repr(self):
+        return (f"name={self.name!r}, channels={self.channels}, eps={self.eps}, "
+                f"fraction={self.fraction}, use_global_stats={self.use_global_stats}")
+
+
+def _param_axes(layer: Layer, bottom_shape, axis: int, num_axes: int, field: str):
+    """The axes [axis, axis+num_axes) of the bottom a per-channel blob spans (num_axes -1: to the end)."""
+    n = len(bottom_shape)
+    if n == 0:
+        layer.check(axis in (0, -1), f"axis {axis} out of range for a scalar bottom", field)
+        return 0, 0
+    axis = canonical_axis(axis, n, layer, field) if not (axis == n and num_axes == 0) else axis
+    if num_axes == -1:
+        end = n
+    else:
+        layer.check(num_axes >= 0, f"num_axes must be -1 or >= 0, not {num_axes}", field)
+        end = axis + num_axes
+        layer.check(end <= n, f"axis {axis} + num_axes {num_axes} exceeds the bottom's {n} axes",
+                    field)
+    return axis, end
+
+
+class _Broadcast(Layer):
+    """Shared by Scale and Bias: a blob (or second bottom) spanning some axes of bottom 0."""
+
+    min_bottoms = 1
+    max_bottoms = 2
+    exact_tops = 1
+
+    def _setup_axes(self, bottom_shapes, p, field):
+        shape = bottom_shapes[0]
+        if len(bottom_shapes) == 2:
+            other = bottom_shapes[1]
+            n = len(shape)
+            self.axis = canonical_axis(p.axis, n, self, f"{field}.axis") if n else 0
+            self.end = self.axis + len(other)
+            self.check(self.end <= n and tuple(shape[self.axis:self.end]) == tuple(other),
+                       f"second bottom's shape {tuple(other)} must equal bottom 0's axes "
+                       f"{self.axis}.. of {tuple(shape)}")
+            return tuple(other)
+        self.axis, self.end = _param_axes(self, shape, p.axis, p.num_axes, field)
+        return tuple(shape[self.axis:self.end])
+
+    def _view(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """t reshaped to broadcast against x over axes [axis, end)."""
+        return t.reshape(tuple(x.shape[self.axis:self.end]) + (1,) * (x.dim() - self.end))
+
+
+@register("Scale")
+class ScaleLayer(_Broadcast):
+    """y = x · s (+ b): s is a learned blob (one bottom) or the second bottom, spanning axes
+    [axis, axis+num_axes) of x and broadcast over the rest; bias_term adds a learned b."""
+
+    def setup(self, bottom_shapes):
+        p = self.lp.scale_param
+        span = self._setup_axes(bottom_shapes, p, "scale_param")
+        self._own = len(bottom_shapes) == 1
+        self.bias_term = p.bias_term
+        if self.num_blobs == 0:
+            if self._own:
+                fp = p.filler if p.HasField("filler") else fillers.filler_param(type="constant",
+                                                                                 value=1.0)
+                self.add_blob(fillers.fill(fp, span, where=self.name))
+            if self.bias_term:
+                fp = p.bias_filler if p.HasField("bias_filler") else fillers.filler_param(
+                    type="constant", value=0.0)
+                self.add_blob(fillers.fill(fp, span, where=self.name))
+
+    def reshape(self, bottom_shapes):
+        shape = bottom_shapes[0]
+        span = tuple(shape[self.axis:self.end])
+        want = tuple(self.blob_params[0].shape) if self._own else tuple(bottom_shapes[1])
+        self.check(span == want, f"bottom shape {tuple(shape)} does not match the scale's "
+                   f"{want} at axis {self.axis}")
+        return [shape]
+
+    def forward(self, x, *rest):
+        s = self.blob_params[0] if self._own else rest[0]
+        s = self._view(s, x)
+        if self.bias_term:
+            b = self._view(self.blob_params[1 if self._own else 0], x)
+            return torch.addcmul(b, x, s)
+        return x * s
+
+
+@register("Bias")
+class BiasLayer(_Broadcast):
+    """y = x + b: b is a learned blob (one bottom) or the second bottom, spanning axes
+    [axis, axis+num_axes) of x and broadcast over the rest."""
+
+    def setup(self, bottom_shapes):
+        p = self.lp.bias_param
+        span = self._setup_axes(bottom_shapes, p, "bias_param")
+        self._own = len(bottom_shapes) == 1
+        if self._own and self.num_blobs == 0:
+            fp = p.filler if p.HasField("filler") else fillers.filler_param(type="constant",
+                                                                             value=0.0)
+            self.add_blob(fillers.fill(fp, span, where=self.name))
+
+    def reshape(self, bottom_shapes):
+        shape = bottom_shapes[0]
+        span = tuple(shape[self.axis:self.end])
+        want = tuple(self.blob_params[0].shape) if self._own else tuple(bottom_shapes[1])
+        self.check(span == want, f"bottom shape {tuple(shape)} does not match the bias's "
+                   f"{want} at axis {self.axis}")
+        return [shape]
+
+    def forward(self, x, *rest):
+        b = self.blob_params[0] if self._own else rest[0]
+        return x + self._view(b, x)
+
+
+@register("MVN")
+class MVNLayer(Layer):
+    """Mean-variance normalisation per (num, channel), or per num across channels:
+    y = (x − mean) / (std + eps), or x − mean when normalize_variance is false."""
+
+    exact_bottoms = 1
+    exact_tops = 1
+
+    def setup(self, bottom_shapes):
+        p = self.lp.mvn_param
+        self.normalize_variance = p.normalize_variance
+        self.across_channels = p.across_channels
+        self.eps = p.eps
+
+    def reshape(self, bottom_shapes):
+        return [bottom_shapes[0]]
+
+    def forward(self, x):
+        shape = x.shape
+        n = shape[0]
+        rows = x.reshape(n, -1) if self.across_channels else x.reshape(
+            n * (shape[1] if x.dim() > 1 else 1), -1)
+        centred = rows - rows.mean(dim=1, keepdim=True)
+        if self.normalize_variance:
+            std = centred.pow(2).mean(dim=1, keepdim=True).sqrt()
+            centred = centred / (std + self.eps)
+        return centred.reshape(shape)

@@ -1,0 +1,80 @@
+"""Process-wide settings, as Caffe's singleton held them: CPU/GPU mode, device, RNG seed,
+and the multi-process solver count and rank."""
+
+from __future__ import annotations
+
+import torch
+
+from .errors import DecaffeError
+
+TRAIN = 0
+TEST = 1
+
+_state = {"mode": "cpu", "device_id": 0, "solver_count": 1, "solver_rank": 0,
+          "multiprocess": False}
+
+
+def set_mode_cpu() -> None:
+    """Run every net on the CPU from the next pass on."""
+    _state["mode"] = "cpu"
+
+
+def set_mode_gpu() -> None:
+    """Run every net on the current CUDA device from the next pass on."""
+    if not torch.cuda.is_available():
+        raise DecaffeError("set_mode_gpu: no CUDA device is available to PyTorch")
+    _state["mode"] = "gpu"
+
+
+def set_device(device_id: int) -> None:
+    """Choose the CUDA device used in GPU mode (Caffe's set_device)."""
+    if torch.cuda.is_available():
+        if not 0 <= device_id < torch.cuda.device_count():
+            raise DecaffeError(f"set_device: device {device_id} does not exist "
+                               f"({torch.cuda.device_count()} CUDA devices)")
+        torch.cuda.set_device(device_id)
+    _state["device_id"] = int(device_id)
+
+
+def mode() -> str:
+    return _state["mode"]
+
+
+def device() -> torch.device:
+    """The torch device the current mode computes on."""
+    if _state["mode"] == "gpu":
+        return torch.device("cuda", _state["device_id"])
+    return torch.device("cpu")
+
+
+def set_random_seed(seed: int) -> None:
+    """Seed every random number decaffe draws (fillers, dropout, data shuffling)."""
+    torch.manual_seed(int(seed))
+    import numpy as np
+    np.random.seed(int(seed) % (2**32))
+    import random
+    random.seed(int(seed))
+
+
+def solver_count() -> int:
+    return _state["solver_count"]
+
+
+def set_solver_count(n: int) -> None:
+    _state["solver_count"] = int(n)
+
+
+def solver_rank() -> int:
+    return _state["solver_rank"]
+
+
+def set_solver_rank(r: int) -> None:
+    _state["solver_rank"] = int(r)
+
+
+def multiprocess() -> bool:
+    return _state["multiprocess"]
+
+
+def set_multiprocess(flag: bool) -> None:
+    _state["multiprocess"] = bool(flag)

@@ -1,0 +1,904 @@
+"""Net: a torch.nn.Module built from a NetParameter, with Caffe's semantics and pycaffe's API.
+
+Building follows Caffe's Net::Init: filter layers by the NetState (phase, level,
+stages), insert Split layers where a blob feeds several consumers, then set up
+each layer in order, wiring bottoms and tops by name (a top named like the
+bottom at the same index is computed in place), recording loss weights and
+parameters (shared by name), and deciding which layers and bottoms need a
+backward pass exactly as Caffe does.
+
+Running: each layer's forward is torch code. Blobs are rebound to each layer's
+outputs, so ``net.blobs[name].data`` after a pass is what Caffe would show
+(for an in-place chain, the last layer's output). Two backward paths exist:
+
+- ``backward()`` (pycaffe): layer by layer from the diffs held in the blobs,
+  filling every bottom diff as Caffe does, parameter diffs accumulating;
+- ``forward_backward()`` (the solver's path): one autograd pass from the
+  weighted losses into the parameters' gradients, no intermediate diffs kept.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from . import mode as _mode
+from .blob import Blob, ParamBlob
+from .errors import DecaffeError, NetError, suggest
+from .layer import Layer, layer_class
+from .proto import caffe_pb2
+
+TRAIN, TEST = _mode.TRAIN, _mode.TEST
+
+
+# ----------------------------------------------------------------------------------------------
+# NetState filtering and split insertion (Caffe's FilterNet / InsertSplits)
+# ----------------------------------------------------------------------------------------------
+def state_meets_rule(state, rule) -> bool:
+    """Whether a NetState satisfies one include/exclude NetStateRule."""
+    if rule.HasField("phase") and rule.phase != state.phase:
+        return False
+    if rule.HasField("min_level") and state.level < rule.min_level:
+        return False
+    if rule.HasField("max_level") and state.level > rule.max_level:
+        return False
+    stages = set(state.stage)
+    if any(s not in stages for s in rule.stage):
+        return False
+    if any(s in stages for s in rule.not_stage):
+        return False
+    return True
+
+
+def filter_net(param, state=None):
+    """A copy of param keeping only the layers the NetState (default: param.state) includes."""
+    state = state if state is not None else param.state
+    out = caffe_pb2.NetParameter()
+    out.CopyFrom(param)
+    del out.layer[:]
+    for lp in param.layer:
+        if len(lp.include) and len(lp.exclude):
+            raise NetError("specify either include rules or exclude rules, not both", layer=lp.name)
+        included = not len(lp.include)
+        if included and any(state_meets_rule(state, r) for r in lp.exclude):
+            included = False
+        if not included and any(state_meets_rule(state, r) for r in lp.include):
+            included = True
+        if included:
+            out.layer.add().CopyFrom(lp)
+    return out
+
+
+def _split_layer_name(layer_name: str, blob_name: str, top_index: int) -> str:
+    return f"{blob_name}_{layer_name}_{top_index}_split"
+
+
+def _split_blob_name(layer_name: str, blob_name: str, top_index: int, k: int) -> str:
+    return f"{blob_name}_{layer_name}_{top_index}_split_{k}"
+
+
+def insert_splits(param):
+    """A copy of param with a Split layer after every top read by more than one consumer.
+
+    A top with an explicit non-zero loss_weight counts as one consumer, as in Caffe;
+    names follow Caffe's ``{blob}_{layer}_{index}_split[_k]`` pattern.
+    """
+    last_top: dict[str, tuple[int, int]] = {}
+    source_of: dict[tuple[int, int], tuple[int, int]] = {}
+    consumers: collections.Counter = collections.Counter()
+    loss_weight_of: dict[tuple[int, int], float] = {}
+    for i, lp in enumerate(param.layer):
+        for j, name in enumerate(lp.bottom):
+            if name not in last_top:
+                raise NetError(f"unknown bottom blob '{name}' (bottom index {j}); "
+                               f"no earlier layer produces it{suggest(name, last_top)}",
+                               layer=lp.name, blob=name)
+            src = last_top[name]
+            source_of[(i, j)] = src
+            consumers[src] += 1
+        for j, name in enumerate(lp.top):
+            last_top[name] = (i, j)
+        for j in range(min(len(lp.loss_weight), len(lp.top))):
+            src = last_top[lp.top[j]]
+            loss_weight_of[src] = lp.loss_weight[j]
+            if lp.loss_weight[j]:
+                consumers[src] += 1
+    out = caffe_pb2.NetParameter()
+    out.CopyFrom(param)
+    del out.layer[:]
+    next_split: collections.Counter = collections.Counter()
+    for i, src_lp in enumerate(param.layer):
+        lp = out.layer.add()
+        lp.CopyFrom(src_lp)
+        for j in range(len(lp.bottom)):
+            src = source_of[(i, j)]
+            if consumers[src] > 1:
+                lp.bottom[j] = _split_blob_name(param.layer[src[0]].name, lp.bottom[j], src[1],
+                                                next_split[src])
+                next_split[src] += 1
+        for j in range(len(lp.top)):
+            count = consumers[(i, j)]
+            if count <= 1:
+                continue
+            weight = loss_weight_of.get((i, j), 0.0)
+            split = out.layer.add()
+            split.name = _split_layer_name(lp.name, lp.top[j], j)
+            split.type = "Split"
+            split.bottom.append(lp.top[j])
+            for k in range(count):
+                split.top.append(_split_blob_name(lp.name, lp.top[j], j, k))
+                if weight:
+                    split.loss_weight.append(weight if k == 0 else 0.0)
+            if weight:
+                del lp.loss_weight[:]
+                next_split[(i, j)] += 1
+    return out
+
+
+def load_net_param(source) -> caffe_pb2.NetParameter:
+    """A NetParameter from a prototxt path, prototxt text or message, upgraded as Caffe does."""
+    from .formats import prototxt
+
+    if isinstance(source, caffe_pb2.NetParameter):
+        from .formats import upgrade
+
+        p = caffe_pb2.NetParameter()
+        p.CopyFrom(source)
+        if upgrade.net_needs_upgrade(p):
+            upgrade.upgrade_net(p)
+        return p
+    if isinstance(source, (bytes, os.PathLike)):
+        source = os.fsdecode(source)
+    if isinstance(source, str):
+        return prototxt.read_net(source)
+    raise DecaffeError(f"cannot build a net from {type(source).__name__}")
+
+
+# ----------------------------------------------------------------------------------------------
+# pycaffe's view of a layer
+# ----------------------------------------------------------------------------------------------
+class LayerView:
+    """What pycaffe's net.layers[i] gives: type, blobs, and setup/reshape on Blob lists."""
+
+    def __init__(self, net: Net, index: int):
+        self._net, self._index = net, index
+
+    @property
+    def layer(self) -> Layer:
+        return self._net._layers[self._index]
+
+    @property
+    def type(self) -> str:
+        return self.layer.type
+
+    @property
+    def name(self) -> str:
+        return self.layer.name
+
+    @property
+    def blobs(self) -> list[ParamBlob]:
+        return self._net._param_blobs[self._index]
+
+    def setup(self, bottom: Sequence[Blob], top: Sequence[Blob]) -> None:
+        self.layer.setup([b.shape for b in bottom])
+        self.reshape(bottom, top)
+
+    def reshape(self, bottom: Sequence[Blob], top: Sequence[Blob]) -> None:
+        shapes = self.layer.reshape([b.shape for b in bottom])
+        for t, s in zip(top, shapes):
+            t.reshape(*s)
+
+    def __repr__(self) -> str:
+        return f"<Layer {self.name!r} type={self.type!r}>"
+
+
+# ----------------------------------------------------------------------------------------------
+# The Net
+# ----------------------------------------------------------------------------------------------
+class Net(torch.nn.Module):
+    """A Caffe net. pycaffe's constructors all work:
+
+    ``Net(prototxt, phase)``, ``Net(prototxt, weights, phase)``,
+    ``Net(prototxt, phase, weights=..., level=..., stages=...)``, and
+    ``Net(net_parameter_message)`` (phase, level and stages taken from its state).
+    """
+
+    def __init__(self, network, *args, phase=None, weights=None, level=None, stages=None,
+                 dtype: torch.dtype = torch.float32):
+        super().__init__()
+        # pycaffe's positional forms: (file, phase) and (file, weights, phase)
+        args = list(args)
+        if args and isinstance(args[0], (str, bytes, os.PathLike)):
+            weights = args.pop(0)
+        if args:
+            phase = args.pop(0)
+        if args:
+            raise DecaffeError("Net(network, [weights,] phase): too many positional arguments")
+        param = load_net_param(network)
+        self.source = network if isinstance(network, str) else None
+        if phase is not None:
+            if phase not in (TRAIN, TEST):
+                raise DecaffeError(f"phase must be caffe.TRAIN (0) or caffe.TEST (1), not {phase!r}")
+            param.state.phase = phase
+        elif not isinstance(network, caffe_pb2.NetParameter):
+            raise DecaffeError("Net(prototxt, ...): a phase (caffe.TRAIN or caffe.TEST) is required")
+        if level is not None:
+            param.state.level = int(level)
+        if stages is not None:
+            del param.state.stage[:]
+            param.state.stage.extend(stages)
+        self._dtype = dtype
+        self._device = torch.device("cpu")
+        self._dirty_blobs: set[Blob] = set()
+        self._build(param)
+        if weights is not None:
+            self.copy_from(os.fsdecode(weights))
+
+    # -- construction ---------------------------------------------------------------------------
+    def _build(self, in_param) -> None:
+        self.phase = in_param.state.phase
+        self.state = caffe_pb2.NetState()
+        self.state.CopyFrom(in_param.state)
+        param = insert_splits(filter_net(in_param))
+        self.net_param = param  # the layers as built (splits included), as Caffe keeps them
+        self.name = param.name
+        self.force_backward = param.force_backward
+        self.debug_info = param.debug_info
+
+        self._layers = torch.nn.ModuleList()
+        self._layer_names: list[str] = []
+        self._blob_names: list[str] = []
+        self._blob_index: dict[str, int] = {}
+        self._blob_list: list[Blob] = []
+        self._bottom_ids: list[list[int]] = []
+        self._top_ids: list[list[int]] = []
+        self._bottom_need_backward: list[list[bool]] = []
+        self._layer_need_backward: list[bool] = []
+        self._blob_need_backward: list[bool] = []
+        self._loss_weights: list[list[float]] = []  # per layer, per top
+        self._input_ids: list[int] = []
+        self._param_blobs: list[list[ParamBlob]] = []
+        self._param_specs: list[list] = []
+        # learnable parameters in Caffe's order (owners only), with their multipliers
+        self.learnable_params: list[torch.nn.Parameter] = []
+        self.params_lr: list[float] = []
+        self.params_weight_decay: list[float] = []
+        self._has_lr: list[bool] = []
+        self._has_decay: list[bool] = []
+        self._param_names_index: dict[str, tuple[int, int]] = {}
+        self._param_owner_learnable: dict[tuple[int, int], int] = {}
+
+        available: set[str] = set()
+        shapes: dict[int, tuple] = {}
+        for li, lp in enumerate(param.layer):
+            if not lp.HasField("phase"):
+                lp.phase = self.phase
+            if len(lp.propagate_down) and len(lp.propagate_down) != len(lp.bottom):
+                raise NetError("propagate_down must be given 0 or bottom-count times "
+                               f"({len(lp.propagate_down)} given for {len(lp.bottom)} bottoms)",
+                               layer=lp.name)
+            cls = layer_class(lp.type, lp.name)
+            layer = cls(lp, lp.phase)
+            self._check_counts(layer, lp)
+            bottom_ids, need = [], []
+            layer_needs = False
+            for j, bname in enumerate(lp.bottom):
+                if bname not in available:
+                    raise NetError(f"bottom blob '{bname}' (index {j}) is not produced by any "
+                                   f"earlier layer{suggest(bname, available)}",
+                                   layer=lp.name, blob=bname)
+                bid = self._blob_index[bname]
+                available.discard(bname)
+                bottom_ids.append(bid)
+                pd = lp.propagate_down[j] if len(lp.propagate_down) else True
+                need.append(self._blob_need_backward[bid] and pd)
+                layer_needs |= self._blob_need_backward[bid]
+            top_ids = []
+            for j, tname in enumerate(lp.top):
+                if j < len(lp.bottom) and tname == lp.bottom[j]:
+                    top_ids.append(self._blob_index[tname])  # in place
+                elif tname in self._blob_index:
+                    raise NetError(f"top blob '{tname}' is produced by more than one layer",
+                                   layer=lp.name, blob=tname)
+                else:
+                    top_ids.append(self._new_blob(tname))
+                available.add(tname)
+            bottom_shapes = [shapes[b] for b in bottom_ids]
+            try:
+                layer.setup(bottom_shapes)
+                top_shapes = layer.reshape(bottom_shapes)
+            except DecaffeError:
+                raise
+            except Exception as e:  # a torch shape error deep inside a layer
+                raise NetError(f"cannot set up with bottom shapes {bottom_shapes}: {e}",
+                               layer=lp.name) from e
+            # layers that make anonymous extra tops (AutoTopBlobs)
+            while len(top_ids) < len(top_shapes):
+                top_ids.append(self._new_blob(f"(automatic {lp.name} {len(top_ids)})"))
+            if len(top_shapes) != len(top_ids):
+                raise NetError(f"layer makes {len(top_shapes)} tops, {len(top_ids)} named",
+                               layer=lp.name)
+            for tid, s in zip(top_ids, top_shapes):
+                shapes[tid] = tuple(s)
+                self._blob_list[tid].reshape(*s)
+            if layer.is_loss and not len(lp.loss_weight):
+                lp.loss_weight.append(1.0)
+            weights = [lp.loss_weight[j] if j < len(lp.loss_weight) else 0.0
+                       for j in range(len(top_ids))]
+            if self._dtype != torch.float32:
+                layer.to(self._dtype)
+            # parameters: multipliers, sharing, gradient needs
+            if len(lp.param) > layer.num_blobs:
+                raise NetError(f"{len(lp.param)} param specs given for {layer.num_blobs} "
+                               "parameter blobs", layer=lp.name)
+            specs = [lp.param[k] if k < len(lp.param) else caffe_pb2.ParamSpec()
+                     for k in range(layer.num_blobs)]
+            for k, spec in enumerate(specs):
+                if spec.lr_mult != 0 and k not in layer.frozen_blobs:
+                    layer_needs = True
+            self._layers.append(layer)
+            self._layer_names.append(lp.name)
+            self._bottom_ids.append(bottom_ids)
+            self._top_ids.append(top_ids)
+            self._bottom_need_backward.append(need)
+            self._loss_weights.append(weights)
+            self._param_specs.append(specs)
+            for k in range(layer.num_blobs):
+                self._append_param(li, k)
+            self._param_blobs.append([ParamBlob(p, name=f"{lp.name}/{k}", owner=self)
+                                      for k, p in enumerate(layer.blob_params)])
+            self._layer_need_backward.append(layer_needs)
+            if layer_needs:
+                for tid in top_ids:
+                    self._blob_need_backward[tid] = True
+            if lp.type == "Input":
+                self._input_ids.extend(top_ids)
+        self._decide_backward(param)
+        self._output_ids = [self._blob_index[n] for n in sorted(available)]
+        self._output_set = set(self._output_ids)
+        self._blob_loss_weight = [0.0] * len(self._blob_list)
+        self._loss_tops: list[tuple[int, int, float]] = []  # (layer, top index, weight)
+        for li, weights in enumerate(self._loss_weights):
+            for j, w in enumerate(weights):
+                self._blob_loss_weight[self._top_ids[li][j]] = w
+                if w:
+                    self._loss_tops.append((li, j, w))
+        self._fill_loss_diffs()
+        self._set_requires_grad()
+        self._io: list = [None] * len(self._layers)
+        self._is_input = [layer.type == "Input" for layer in self._layers]
+        self._needs_graph = any(self._layer_need_backward)
+
+    def _check_counts(self, layer: Layer, lp) -> None:
+        nb, nt = len(lp.bottom), len(lp.top)
+        for what, n, exact, lo, hi in (("bottom", nb, layer.exact_bottoms, layer.min_bottoms,
+                                        layer.max_bottoms),
+                                       ("top", nt, layer.exact_tops, layer.min_tops,
+                                        layer.max_tops)):
+            if what == "top" and getattr(layer, "auto_tops", False):
+                continue
+            if exact is not None and n != exact:
+                raise NetError(f"{layer.type} takes {exact} {what} blob(s), {n} given",
+                               layer=lp.name)
+            if lo is not None and n < lo:
+                raise NetError(f"{layer.type} takes at least {lo} {what} blob(s), {n} given",
+                               layer=lp.name)
+            if hi is not None and n > hi:
+                raise NetError(f"{layer.type} takes at most {hi} {what} blob(s), {n} given",
+                               layer=lp.name)
+
+    def _new_blob(self, name: str) -> int:
+        bid = len(self._blob_list)
+        self._blob_names.append(name)
+        self._blob_index[name] = bid
+        self._blob_list.append(Blob((), name=name, owner=self, device=self._device,
+                                    dtype=self._dtype))
+        self._blob_need_backward.append(False)
+        return bid
+
+    def _append_param(self, li: int, k: int) -> None:
+        layer, spec = self._layers[li], self._param_specs[li][k]
+        lp = layer.lp
+        pname = spec.name
+        if not pname or pname not in self._param_names_index:
+            if pname:
+                self._param_names_index[pname] = (li, k)
+            self._param_owner_learnable[(li, k)] = len(self.learnable_params)
+            self.learnable_params.append(layer.blob_params[k])
+            frozen = k in layer.frozen_blobs
+            self._has_lr.append(spec.HasField("lr_mult"))
+            self._has_decay.append(spec.HasField("decay_mult"))
+            self.params_lr.append(0.0 if frozen else spec.lr_mult)
+            self.params_weight_decay.append(0.0 if frozen else spec.decay_mult)
+            return
+        oli, ok = self._param_names_index[pname]
+        owner = self._layers[oli].blob_params[ok]
+        mine = layer.blob_params[k]
+        if spec.share_mode == caffe_pb2.ParamSpec.PERMISSIVE:
+            if owner.numel() != mine.numel():
+                raise NetError(f"shared parameter '{pname}' has {mine.numel()} values here and "
+                               f"{owner.numel()} in its owner '{self._layer_names[oli]}'",
+                               layer=lp.name)
+            if owner.shape != mine.shape:
+                raise NetError(f"shared parameter '{pname}': shapes {tuple(mine.shape)} and "
+                               f"{tuple(owner.shape)} differ; decaffe shares only equal shapes",
+                               layer=lp.name)
+        elif owner.shape != mine.shape:
+            raise NetError(f"shared parameter '{pname}' has shape {tuple(mine.shape)} here and "
+                           f"{tuple(owner.shape)} in its owner '{self._layer_names[oli]}'",
+                           layer=lp.name)
+        layer.blob_params[k] = owner
+        lid = self._param_owner_learnable[(oli, ok)]
+        self._param_owner_learnable[(li, k)] = lid
+        for has, vals, field in ((self._has_lr, self.params_lr, "lr_mult"),
+                                 (self._has_decay, self.params_weight_decay, "decay_mult")):
+            if spec.HasField(field):
+                value = getattr(spec, field)
+                if has[lid] and vals[lid] != value:
+                    raise NetError(f"shared parameter '{pname}' has mismatched {field}",
+                                   layer=lp.name)
+                has[lid] = True
+                vals[lid] = value
+
+    def _decide_backward(self, param) -> None:
+        """Caffe's pruning: only layers under a loss need backward; force_backward overrides."""
+        under_loss: set[int] = set()
+        skip: set[int] = set()
+        for li in range(len(self._layers) - 1, -1, -1):
+            contributes, skip_down = False, True
+            for j, tid in enumerate(self._top_ids[li]):
+                if self._loss_weights[li][j] or tid in under_loss:
+                    contributes = True
+                if tid not in skip:
+                    skip_down = False
+            if self._layer_need_backward[li] and skip_down:
+                self._layer_need_backward[li] = False
+                self._bottom_need_backward[li] = [False] * len(self._bottom_ids[li])
+            if not contributes:
+                self._layer_need_backward[li] = False
+            for j, bid in enumerate(self._bottom_ids[li]):
+                if contributes:
+                    under_loss.add(bid)
+                else:
+                    self._bottom_need_backward[li][j] = False
+                if not self._bottom_need_backward[li][j]:
+                    skip.add(bid)
+        self._param_need_grad = [
+            [self._layer_need_backward[li] and spec.lr_mult != 0 and k not in layer.frozen_blobs
+             for k, spec in enumerate(self._param_specs[li])]
+            for li, layer in enumerate(self._layers)]
+        if param.force_backward:
+            for li, layer in enumerate(self._layers):
+                self._layer_need_backward[li] = True
+                for j, bid in enumerate(self._bottom_ids[li]):
+                    need = self._bottom_need_backward[li][j] or layer.allow_force_backward(j)
+                    self._bottom_need_backward[li][j] = need
+                    self._blob_need_backward[bid] = self._blob_need_backward[bid] or need
+                self._param_need_grad[li] = [k not in layer.frozen_blobs
+                                             for k in range(layer.num_blobs)]
+
+    def _set_requires_grad(self) -> None:
+        # A shared parameter needs a gradient when any layer using it computes one.
+        wanted: dict[int, bool] = {}
+        for li, layer in enumerate(self._layers):
+            for k, p in enumerate(layer.blob_params):
+                wanted[id(p)] = wanted.get(id(p), False) or self._param_need_grad[li][k]
+        for layer in self._layers:
+            for p in layer.blob_params:
+                p.requires_grad_(wanted[id(p)])
+        # inputs whose gradient some layer asks for (force_backward)
+        self._input_needs_grad = {}
+        for li in range(len(self._layers)):
+            for j, bid in enumerate(self._bottom_ids[li]):
+                if self._bottom_need_backward[li][j]:
+                    self._input_needs_grad[bid] = True
+
+    def _fill_loss_diffs(self) -> None:
+        """Caffe fills a loss top's diff with its loss weight at setup."""
+        for li, j, w in self._loss_tops:
+            blob = self._blob_list[self._top_ids[li][j]]
+            blob.tensor("diff").fill_(w)
+
+    # -- devices --------------------------------------------------------------------------------
+    def _ensure_device(self) -> None:
+        dev = _mode.device()
+        if dev != self._device:
+            self.to_device(dev)
+
+    def to_device(self, dev: torch.device) -> None:
+        """Move parameters and blobs to dev (done automatically when the mode changes)."""
+        for blobs in self._param_blobs:
+            for b in blobs:
+                b.push()
+        self._layers.to(dev)
+        for b in self._blob_list:
+            b.to(dev)
+        for blobs in self._param_blobs:
+            for b in blobs:
+                b.to(dev)
+        self._device = dev
+        self._dirty_blobs.clear()
+        self._io = [None] * len(self._layers)
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    def _push_host_writes(self) -> None:
+        if self._dirty_blobs:
+            for b in list(self._dirty_blobs):
+                b.push()
+            self._dirty_blobs.clear()
+
+    # -- running --------------------------------------------------------------------------------
+    def _forward_range(self, start: int, end: int, record: bool = True,
+                       grad: bool | None = None) -> torch.Tensor | None:
+        """Run layers start..end (inclusive); returns the weighted loss (a tensor) or None."""
+        self._ensure_device()
+        self._push_host_writes()
+        blobs = self._blob_list
+        cur: dict[int, torch.Tensor] = {}
+        want_grad = self._needs_graph if grad is None else grad
+        with torch.set_grad_enabled(want_grad):
+            loss = None
+            for li in range(start, end + 1):
+                layer = self._layers[li]
+                bids = self._bottom_ids[li]
+                bottoms = []
+                for j, bid in enumerate(bids):
+                    t = cur.get(bid)
+                    if t is None:
+                        t = blobs[bid].tensor()
+                        if want_grad and bid in self._input_needs_grad and not t.requires_grad:
+                            t = t.detach().requires_grad_()
+                        cur[bid] = t
+                    if t.requires_grad and not self._bottom_need_backward[li][j]:
+                        t = t.detach()
+                    bottoms.append(t)
+                if self._is_input[li]:
+                    # Input tops are the blobs the user fills; they are never rebound.
+                    out = []
+                    for tid in self._top_ids[li]:
+                        t = blobs[tid].tensor()
+                        if want_grad and tid in self._input_needs_grad:
+                            t = t.detach().requires_grad_()
+                        cur[tid] = t
+                        out.append(t)
+                else:
+                    if want_grad and not self._layer_need_backward[li]:
+                        with torch.no_grad():
+                            out = layer(*bottoms)
+                    else:
+                        out = layer(*bottoms)
+                    if isinstance(out, torch.Tensor):
+                        out = (out,)
+                    for tid, t in zip(self._top_ids[li], out):
+                        cur[tid] = t
+                        blobs[tid].bind(t)
+                if record:
+                    self._io[li] = (bottoms, out)
+                for j, w in enumerate(self._loss_weights[li]):
+                    if w:
+                        term = out[j].sum() * w if out[j].dim() else out[j] * w
+                        loss = term if loss is None else loss + term
+        return loss
+
+    def forward_backward(self) -> float:
+        """One forward and one backward pass for the solver; returns the weighted loss.
+
+        Gradients accumulate into the parameters (Caffe's param diffs); no blob diffs are kept.
+        """
+        loss = self._forward_range(0, len(self._layers) - 1, record=False)
+        self._io = [None] * len(self._layers)
+        if loss is None:
+            return 0.0
+        if loss.requires_grad:
+            loss.backward()
+        return float(loss.detach())
+
+    def forward_loss(self) -> float:
+        """A forward pass without a graph (test nets); returns the weighted loss."""
+        loss = self._forward_range(0, len(self._layers) - 1, record=False, grad=False)
+        return 0.0 if loss is None else float(loss)
+
+    def _backward_range(self, start: int, end: int) -> None:
+        """Caffe's BackwardFromTo: layer by layer, each reading its tops' diffs."""
+        self._push_host_writes()
+        blobs = self._blob_list
+        for li in range(start, end - 1, -1):
+            if not self._layer_need_backward[li] or self._io[li] is None:
+                continue
+            bottoms, tops = self._io[li]
+            outs, grads = [], []
+            for j, t in enumerate(tops):
+                if t.requires_grad:
+                    outs.append(t)
+                    grads.append(blobs[self._top_ids[li][j]].tensor("diff").reshape(t.shape))
+            if not outs:
+                continue
+            layer = self._layers[li]
+            want_b = [j for j, b in enumerate(bottoms)
+                      if self._bottom_need_backward[li][j] and b.requires_grad]
+            want_p = [p for p in layer.blob_params if p.requires_grad]
+            inputs = [bottoms[j] for j in want_b] + want_p
+            if not inputs:
+                continue
+            got = torch.autograd.grad(outs, inputs, grads, retain_graph=True, allow_unused=True)
+            # a bottom read twice by one layer gets the sum, as Caffe's split would give
+            summed: dict[int, torch.Tensor] = {}
+            for j, g in zip(want_b, got[:len(want_b)]):
+                bid = self._bottom_ids[li][j]
+                if g is None:
+                    g = torch.zeros_like(bottoms[j])
+                summed[bid] = summed[bid] + g if bid in summed else g
+            for bid, g in summed.items():
+                blob = blobs[bid]
+                blob._set("diff", g.detach().reshape(blob.shape).clone())
+            for p, g in zip(want_p, got[len(want_b):]):
+                if g is None:
+                    continue
+                if p.grad is None:
+                    p.grad = g.detach().clone()
+                else:
+                    p.grad.add_(g)
+
+    # -- pycaffe: forward / backward ----------------------------------------------------------
+    def _layer_index(self, name: str) -> int:
+        try:
+            return self._layer_names.index(name)
+        except ValueError:
+            raise NetError(f"no layer named '{name}'{suggest(name, self._layer_names)}") from None
+
+    def _forward(self, start: int, end: int) -> float:
+        loss = self._forward_range(start, end)
+        return 0.0 if loss is None else float(loss.detach())
+
+    def _backward(self, start: int, end: int) -> None:
+        self._backward_range(start, end)
+
+    def forward(self, blobs=None, start=None, end=None, **kwargs):
+        """pycaffe's Net.forward: optional inputs by name; returns {output name: array}."""
+        blobs = list(blobs or [])
+        start_ind = self._layer_index(start) if start is not None else 0
+        if end is not None:
+            end_ind = self._layer_index(end)
+            outputs = set([end] + blobs)
+        else:
+            end_ind = len(self._layers) - 1
+            outputs = set(self.outputs + blobs)
+        if kwargs:
+            if set(kwargs) != set(self.inputs):
+                raise DecaffeError(f"input blob arguments {sorted(kwargs)} do not match the "
+                                   f"net's inputs {self.inputs}")
+            for name, value in kwargs.items():
+                if np.shape(value)[0] != self.blobs[name].shape[0]:
+                    raise DecaffeError(f"input '{name}' is not batch sized: "
+                                       f"{np.shape(value)[0]} vs {self.blobs[name].shape[0]}")
+                self.blobs[name].data[...] = value
+        self._forward(start_ind, end_ind)
+        return {out: self.blobs[out].data for out in outputs}
+
+    def backward(self, diffs=None, start=None, end=None, **kwargs):
+        """pycaffe's Net.backward: optional output diffs by name; returns {name: diff}."""
+        diffs = list(diffs or [])
+        start_ind = self._layer_index(start) if start is not None else len(self._layers) - 1
+        if end is not None:
+            end_ind = self._layer_index(end)
+            outputs = set([end] + diffs)
+        else:
+            end_ind = 0
+            outputs = set(self.inputs + diffs)
+        if kwargs:
+            if set(kwargs) != set(self.outputs):
+                raise DecaffeError(f"top diff arguments {sorted(kwargs)} do not match the "
+                                   f"net's outputs {self.outputs}")
+            for name, value in kwargs.items():
+                if np.shape(value)[0] != self.blobs[name].shape[0]:
+                    raise DecaffeError(f"diff '{name}' is not batch sized")
+                self.blobs[name].diff[...] = value
+        self._backward(start_ind, end_ind)
+        return {out: self.blobs[out].diff for out in outputs}
+
+    def reshape(self) -> None:
+        """Recompute every blob's shape from the inputs' shapes (Caffe's Net::Reshape)."""
+        shapes = {bid: self._blob_list[bid].shape for bid in self._input_ids}
+        for li, layer in enumerate(self._layers):
+            if layer.type == "Input":
+                continue
+            bshapes = []
+            for bid in self._bottom_ids[li]:
+                bshapes.append(shapes.get(bid, self._blob_list[bid].shape))
+            try:
+                tshapes = layer.reshape(bshapes)
+            except DecaffeError:
+                raise
+            except Exception as e:
+                raise NetError(f"cannot reshape to bottom shapes {bshapes}: {e}",
+                               layer=layer.name) from e
+            for tid, s in zip(self._top_ids[li], tshapes):
+                shapes[tid] = tuple(s)
+                self._blob_list[tid].reshape(*s)
+        self._fill_loss_diffs()
+
+    def clear_param_diffs(self) -> None:
+        for p in self.learnable_params:
+            if p.grad is not None:
+                p.grad.zero_()
+
+    # -- pycaffe: attributes ----------------------------------------------------------------
+    @property
+    def blobs(self) -> collections.OrderedDict:
+        return collections.OrderedDict(zip(self._blob_names, self._blob_list))
+
+    @property
+    def _blobs(self) -> list[Blob]:
+        return list(self._blob_list)
+
+    @property
+    def params(self) -> collections.OrderedDict:
+        return collections.OrderedDict(
+            (name, blobs) for name, blobs in zip(self._layer_names, self._param_blobs) if blobs)
+
+    @property
+    def layers(self) -> list[LayerView]:
+        return [LayerView(self, i) for i in range(len(self._layers))]
+
+    @property
+    def layer_dict(self) -> collections.OrderedDict:
+        return collections.OrderedDict(zip(self._layer_names, self.layers))
+
+    @property
+    def inputs(self) -> list[str]:
+        return [self._blob_names[i] for i in self._input_ids]
+
+    @property
+    def outputs(self) -> list[str]:
+        return [self._blob_names[i] for i in self._output_ids]
+
+    @property
+    def _inputs(self) -> list[int]:
+        return list(self._input_ids)
+
+    @property
+    def _outputs(self) -> list[int]:
+        return list(self._output_ids)
+
+    @property
+    def _blob_loss_weights(self) -> list[float]:
+        return list(self._blob_loss_weight)
+
+    @property
+    def blob_loss_weights(self) -> collections.OrderedDict:
+        return collections.OrderedDict(zip(self._blob_names, self._blob_loss_weight))
+
+    def top_names_of(self, name: str) -> list[str]:
+        return [self._blob_names[i] for i in self._top_ids[self._layer_index(name)]]
+
+    @property
+    def top_names(self) -> collections.OrderedDict:
+        return collections.OrderedDict(
+            (n, [self._blob_names[i] for i in ids]) for n, ids in zip(self._layer_names,
+                                                                       self._top_ids))
+
+    @property
+    def bottom_names(self) -> collections.OrderedDict:
+        return collections.OrderedDict(
+            (n, [self._blob_names[i] for i in ids]) for n, ids in zip(self._layer_names,
+                                                                       self._bottom_ids))
+
+    def layer_need_backward(self, i: int) -> bool:
+        return self._layer_need_backward[i]
+
+    def bottom_need_backward(self, i: int) -> list[bool]:
+        return list(self._bottom_need_backward[i])
+
+    def learnable_param_id(self, layer_index: int, blob_index: int) -> int:
+        """Index into learnable_params of a layer's blob (its owner's, when shared)."""
+        return self._param_owner_learnable[(layer_index, blob_index)]
+
+    # -- weights ------------------------------------------------------------------------------
+    def copy_from(self, path: str) -> None:
+        """Load weights by layer name from a .caffemodel or .caffemodel.h5 (Caffe's CopyTrainedLayersFrom)."""
+        from .formats import weights as wfmt
+
+        self.copy_from_layers(wfmt.load_weights(path), source=path)
+
+    def copy_from_layers(self, layers, source: str = "<weights>") -> None:
+        """Copy from [(layer name, [BlobRecord or array, ...]), ...]; unknown layers are skipped."""
+        from .formats.weights import shapes_match
+
+        index = {n: i for i, n in enumerate(self._layer_names)}
+        for name, records in layers:
+            li = index.get(name)
+            if li is None:
+                continue
+            targets = self._layers[li].blob_params
+            if len(targets) != len(records):
+                raise NetError(f"{source} has {len(records)} blobs for this layer, the net "
+                               f"has {len(targets)}", layer=name)
+            for k, (p, rec) in enumerate(zip(targets, records)):
+                arr = getattr(rec, "array", rec)
+                legacy = getattr(rec, "legacy", False)
+                if not shapes_match(tuple(p.shape), arr.shape, legacy):
+                    raise NetError(f"cannot copy blob {k} from {source}: its shape is "
+                                   f"{tuple(arr.shape)}, the net's is {tuple(p.shape)}",
+                                   layer=name)
+                with torch.no_grad():
+                    p.data.copy_(torch.from_numpy(np.ascontiguousarray(arr)).reshape(p.shape))
+        for blobs in self._param_blobs:
+            for b in blobs:
+                b._dirty = {"data": False, "diff": False}
+
+    def share_with(self, other: Net) -> None:
+        """Use other's parameter blobs for layers of the same name (Caffe's ShareTrainedLayersWith)."""
+        index = {n: i for i, n in enumerate(self._layer_names)}
+        for oli, name in enumerate(other._layer_names):
+            li = index.get(name)
+            if li is None:
+                continue
+            src = other._layers[oli].blob_params
+            dst = self._layers[li].blob_params
+            if len(src) != len(dst):
+                raise NetError(f"cannot share: {len(src)} blobs in the source layer, "
+                               f"{len(dst)} here", layer=name)
+            for k in range(len(dst)):
+                if src[k].shape != dst[k].shape:
+                    raise NetError(f"cannot share blob {k}: shapes {tuple(src[k].shape)} and "
+                                   f"{tuple(dst[k].shape)} differ", layer=name)
+                old = dst[k]
+                dst[k] = src[k]
+                self._replace_param(old, src[k])
+            self._param_blobs[li] = [ParamBlob(p, name=f"{name}/{k}", owner=self)
+                                     for k, p in enumerate(dst)]
+
+    def _replace_param(self, old, new) -> None:
+        for i, p in enumerate(self.learnable_params):
+            if p is old:
+                self.learnable_params[i] = new
+        for layer in self._layers:
+            for k, p in enumerate(layer.blob_params):
+                if p is old:
+                    layer.blob_params[k] = new
+
+    def to_proto(self, write_diff: bool = False):
+        """(NetParameter of the layers as built, {layer index: [arrays]}, diffs or None)."""
+        data, diffs = {}, ({} if write_diff else None)
+        for li, layer in enumerate(self._layers):
+            if layer.num_blobs:
+                data[li] = [p.detach().cpu().numpy() for p in layer.blob_params]
+                if write_diff:
+                    diffs[li] = [(p.grad if p.grad is not None else torch.zeros_like(p))
+                                 .detach().cpu().numpy() for p in layer.blob_params]
+        param = caffe_pb2.NetParameter()
+        param.name = self.name
+        for layer in self._layers:
+            param.layer.add().CopyFrom(layer.lp)
+        return param, data, diffs
+
+    def save(self, path: str, write_diff: bool = False) -> None:
+        """Write a .caffemodel as Caffe's Net::ToProto would (written to a temp file, then renamed)."""
+        from .formats import weights as wfmt
+
+        param, data, diffs = self.to_proto(write_diff)
+        wfmt.save_caffemodel(path, param, data, diffs)
+
+    def save_hdf5(self, path: str, write_diff: bool = False) -> None:
+        from .formats import weights as wfmt
+
+        _, data, diffs = self.to_proto(write_diff)
+        wfmt.save_hdf5(path, [(self._layer_names[li], arrs) for li, arrs in data.items()],
+                       None if diffs is None else
+                       [(self._layer_names[li], arrs) for li, arrs in diffs.items()])
+
+    def load_hdf5(self, path: str) -> None:
+        from .formats import weights as wfmt
+
+        self.copy_from_layers(wfmt.load_hdf5(path), source=path)
+
+    def __repr__(self) -> str:
+        return f"<decaffe.Net {self.name!r}: {len(self._layers)} layers, phase " \
+               f"{'TRAIN' if self.phase == TRAIN else 'TEST'}>"
