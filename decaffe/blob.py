@@ -54,6 +54,13 @@ class Blob:
         self._shape = tuple(t.shape)
         self._dirty["data"] = False
 
+    def set_diff(self, t: torch.Tensor) -> None:
+        """Make t the blob's diff (a gradient the engine computed); host copies become stale."""
+        if tuple(t.shape) != self._shape:
+            t = t.reshape(self._shape)
+        self._g = t
+        self._dirty["diff"] = False
+
     def push(self) -> None:
         """Upload host writes to the device (called by the net before a pass)."""
         for which in ("data", "diff"):

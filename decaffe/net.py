@@ -371,7 +371,31 @@ class Net(torch.nn.Module):
         self._set_requires_grad()
         self._io: list = [None] * len(self._layers)
         self._is_input = [layer.type == "Input" for layer in self._layers]
+        self._fused = self._find_fusions()
         self._needs_graph = any(self._layer_need_backward)
+
+    def _find_fusions(self) -> dict[int, int]:
+        """BatchNorm layers whose output only a per-channel Scale reads, both in place on one
+        blob: the solver's passes run the pair as one batch-norm kernel with the Scale's
+        blobs as its weight and bias. Nothing visible changes (the blob shows the Scale's
+        output either way); pycaffe's forward/backward run the layers one by one."""
+        fused = {}
+        for i in range(len(self._layers) - 1):
+            bn, sc = self._layers[i], self._layers[i + 1]
+            if bn.type != "BatchNorm" or sc.type != "Scale" or len(self._bottom_ids[i + 1]) != 1:
+                continue
+            blob = self._bottom_ids[i][0]
+            if not (self._top_ids[i] == [blob] and self._bottom_ids[i + 1] == [blob]
+                    and self._top_ids[i + 1] == [blob]):
+                continue
+            span = tuple(sc.blob_params[0].shape)
+            if sc.axis != 1 or span != (bn.channels,) or any(self._loss_weights[i]) \
+                    or any(self._loss_weights[i + 1]):
+                continue
+            if self._layer_need_backward[i] != self._layer_need_backward[i + 1]:
+                continue
+            fused[i] = i + 1
+        return fused
 
     def _check_counts(self, layer: Layer, lp) -> None:
         nb, nt = len(lp.bottom), len(lp.top)
@@ -536,16 +560,23 @@ class Net(torch.nn.Module):
 
     # -- running --------------------------------------------------------------------------------
     def _forward_range(self, start: int, end: int, record: bool = True,
-                       grad: bool | None = None) -> torch.Tensor | None:
-        """Run layers start..end (inclusive); returns the weighted loss (a tensor) or None."""
+                       grad: bool | None = None, fuse: bool = False) -> torch.Tensor | None:
+        """Run layers start..end (inclusive); returns the weighted loss (a tensor) or None.
+
+        record keeps each layer's inputs and outputs for pycaffe's layer-by-layer backward;
+        fuse runs BatchNorm+Scale pairs as one kernel (solver passes only)."""
         self._ensure_device()
         self._push_host_writes()
         blobs = self._blob_list
         cur: dict[int, torch.Tensor] = {}
         want_grad = self._needs_graph if grad is None else grad
+        fused = self._fused if fuse else {}
+        skip = -1
         with torch.set_grad_enabled(want_grad):
             loss = None
             for li in range(start, end + 1):
+                if li == skip:
+                    continue
                 layer = self._layers[li]
                 bids = self._bottom_ids[li]
                 bottoms = []
@@ -568,6 +599,15 @@ class Net(torch.nn.Module):
                             t = t.detach().requires_grad_()
                         cur[tid] = t
                         out.append(t)
+                elif li in fused and fused[li] <= end:
+                    sc = self._layers[fused[li]]
+                    w = sc.blob_params[0]
+                    b = sc.blob_params[1] if sc.bias_term else None
+                    with torch.set_grad_enabled(want_grad and self._layer_need_backward[li]):
+                        out = (layer.normalize(bottoms[0], w, b),)
+                    skip = fused[li]
+                    cur[self._top_ids[li][0]] = out[0]
+                    blobs[self._top_ids[li][0]].bind(out[0])
                 else:
                     if want_grad and not self._layer_need_backward[li]:
                         with torch.no_grad():
@@ -592,7 +632,7 @@ class Net(torch.nn.Module):
 
         Gradients accumulate into the parameters (Caffe's param diffs); no blob diffs are kept.
         """
-        loss = self._forward_range(0, len(self._layers) - 1, record=False)
+        loss = self._forward_range(0, len(self._layers) - 1, record=False, fuse=True)
         self._io = [None] * len(self._layers)
         if loss is None:
             return 0.0
@@ -602,7 +642,8 @@ class Net(torch.nn.Module):
 
     def forward_loss(self) -> float:
         """A forward pass without a graph (test nets); returns the weighted loss."""
-        loss = self._forward_range(0, len(self._layers) - 1, record=False, grad=False)
+        loss = self._forward_range(0, len(self._layers) - 1, record=False, grad=False,
+                                   fuse=True)
         return 0.0 if loss is None else float(loss)
 
     def _backward_range(self, start: int, end: int) -> None:
@@ -636,8 +677,8 @@ class Net(torch.nn.Module):
                     g = torch.zeros_like(bottoms[j])
                 summed[bid] = summed[bid] + g if bid in summed else g
             for bid, g in summed.items():
-                blob = blobs[bid]
-                blob._set("diff", g.detach().reshape(blob.shape).clone())
+                # may alias the top's diff through a view (Reshape, Flatten): so does Caffe's
+                blobs[bid].set_diff(g.detach())
             for p, g in zip(want_p, got[len(want_b):]):
                 if g is None:
                     continue

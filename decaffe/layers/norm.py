@@ -62,12 +62,17 @@ class BatchNormLayer(Layer):
         return [shape]
 
     def forward(self, x):
+        return self.normalize(x)
+
+    def normalize(self, x, weight=None, bias=None):
+        """The layer's output; with weight/bias, also a following per-channel Scale's, fused
+        into the same kernel (the net does this where the Scale's input is visible to no one)."""
         shape = x.shape
         x3 = x.reshape(shape[0], 1) if x.dim() == 1 else x
         mean_sum, var_sum, factor = self.blob_params[0], self.blob_params[1], self.blob_params[2]
         if self.use_global_stats:
             inv = torch.where(factor == 0, torch.zeros_like(factor), 1.0 / factor)
-            y = F.batch_norm(x3, mean_sum * inv, var_sum * inv, None, None, False, 0.0,
+            y = F.batch_norm(x3, mean_sum * inv, var_sum * inv, weight, bias, False, 0.0,
                              self.eps)
             return y.reshape(shape)
         # Batch statistics: the fused kernel with momentum 1 leaves exactly the batch mean
@@ -76,10 +81,12 @@ class BatchNormLayer(Layer):
         run_mean = torch.zeros(self.channels, dtype=x.dtype, device=x.device)
         run_var = torch.zeros(self.channels, dtype=x.dtype, device=x.device)
         if x3.dim() > 2 or x3.shape[0] > 1:
-            y = torch.batch_norm(x3, None, None, run_mean, run_var, True, 1.0, self.eps,
+            y = torch.batch_norm(x3, weight, bias, run_mean, run_var, True, 1.0, self.eps,
                                  torch.backends.cudnn.enabled)
         else:  # one value per channel: no unbiased variance to take
             y = torch.zeros_like(x3)
+            if bias is not None:
+                y = y + bias.reshape(1, -1)
             run_mean.copy_(x3.detach().reshape(-1))
             run_var.zero_()
         if m <= 1:
