@@ -71,6 +71,8 @@ class Layer(torch.nn.Module):
     exact_tops: ClassVar[int | None] = None
     min_tops: ClassVar[int | None] = None
     max_tops: ClassVar[int | None] = None
+    # Layers that make their required tops even when the prototxt names fewer (AutoTopBlobs).
+    auto_tops: ClassVar[bool] = False
     # Loss layers put loss_weight 1 on their first top unless the prototxt says otherwise.
     is_loss: ClassVar[bool] = False
     # Indices of blobs the solver must never update (BatchNorm's statistics).
