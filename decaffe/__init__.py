@@ -1,12 +1,40 @@
 """decaffe: Caffe, decaffeinated. Caffe's formats, layers, solvers and pycaffe API on PyTorch."""
 
-from .errors import (DataError, DecaffeError, FormatError, LayerParamError, NetError,  # noqa: F401
-                     ParseError, SolverError)
-from .layer import Layer as TorchLayer, layer_type_list, register  # noqa: F401
-from .mode import (TEST, TRAIN, set_device, set_mode_cpu, set_mode_gpu,  # noqa: F401
-                   set_random_seed)
-from .blob import Blob  # noqa: F401
-from .net import Net  # noqa: F401
+import importlib as _importlib
+
+from .errors import (  # noqa: F401
+    DataError,
+    DecaffeError,
+    FormatError,
+    LayerParamError,
+    NetError,
+    ParseError,
+    SolverError,
+)
+from .mode import TEST, TRAIN, set_device, set_mode_cpu, set_mode_gpu, set_random_seed  # noqa: F401
 from .proto import caffe_pb2  # noqa: F401
 
 __version__ = "1.0.0"
+
+# Names whose modules import torch load on first use, so that tools which only read and
+# write Caffe's files (upgrades, conversions) start in a fraction of a second.
+_LAZY = {
+    "Net": ("net", "Net"),
+    "Blob": ("blob", "Blob"),
+    "TorchLayer": ("layer", "Layer"),
+    "layer_type_list": ("layer", "layer_type_list"),
+    "register": ("layer", "register"),
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        module, attr = _LAZY[name]
+        value = getattr(_importlib.import_module(f"{__name__}.{module}"), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'decaffe' has no attribute '{name}'")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_LAZY))

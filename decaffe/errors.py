@@ -29,7 +29,8 @@ class ParseError(DecaffeError):
 
 
 class FormatError(DecaffeError):
-    """A binary file (caffemodel, binaryproto, solverstate, HDF5) that is corrupt or inconsistent."""
+    """A binary file (caffemodel, binaryproto, solverstate, HDF5) that is corrupt or
+    inconsistent."""
 
 
 class NetError(DecaffeError):

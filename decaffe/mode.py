@@ -3,9 +3,12 @@ and the multi-process solver count and rank."""
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from .errors import DecaffeError
+
+if TYPE_CHECKING:
+    import torch
 
 TRAIN = 0
 TEST = 1
@@ -21,6 +24,8 @@ def set_mode_cpu() -> None:
 
 def set_mode_gpu() -> None:
     """Run every net on the current CUDA device from the next pass on."""
+    import torch
+
     if not torch.cuda.is_available():
         raise DecaffeError("set_mode_gpu: no CUDA device is available to PyTorch")
     _state["mode"] = "gpu"
@@ -28,6 +33,8 @@ def set_mode_gpu() -> None:
 
 def set_device(device_id: int) -> None:
     """Choose the CUDA device used in GPU mode (Caffe's set_device)."""
+    import torch
+
     if torch.cuda.is_available():
         if not 0 <= device_id < torch.cuda.device_count():
             raise DecaffeError(f"set_device: device {device_id} does not exist "
@@ -42,6 +49,8 @@ def mode() -> str:
 
 def device() -> torch.device:
     """The torch device the current mode computes on."""
+    import torch
+
     if _state["mode"] == "gpu":
         return torch.device("cuda", _state["device_id"])
     return torch.device("cpu")
@@ -49,6 +58,8 @@ def device() -> torch.device:
 
 def set_random_seed(seed: int) -> None:
     """Seed every random number decaffe draws (fillers, dropout, data shuffling)."""
+    import torch
+
     torch.manual_seed(int(seed))
     import numpy as np
     np.random.seed(int(seed) % (2**32))

@@ -51,16 +51,39 @@ def _explain(reason: str) -> str:
     return reason
 
 
+class _Lines:
+    """The text's lines for protobuf's tokenizer, noting when it has read them all (the
+    tokenizer only reads past the last line when it reaches the end of the text)."""
+
+    def __init__(self, text: str):
+        self._lines = text.split("\n")
+        self.exhausted = False
+
+    def __iter__(self):
+        yield from self._lines  # split on newlines, as text_format.Parse does
+        self.exhausted = True
+
+    def end_position(self) -> tuple[int, int]:
+        return len(self._lines), len(self._lines[-1]) + 1
+
+
 def parse_text(text: str, message, path: str | None = None):
     """Parse protobuf text into message (cleared first); a ParseError names path:line:column."""
     message.Clear()
+    lines = _Lines(text)
     try:
-        text_format.Parse(text, message, allow_unknown_extension=False)
+        text_format.ParseLines(lines, message, allow_unknown_extension=False)
     except text_format.ParseError as e:
         line, column = e.GetLine(), e.GetColumn()
         reason = str(e)
         # protobuf prefixes "line:col : " to its message; keep only the reason
         reason = re.sub(r"^\d+:\d+ : ", "", reason)
+        reason = re.sub(r"^'': ", "", reason)
+        if lines.exhausted and reason.startswith("Expected"):
+            # the tokenizer ran out of text: point at the end, as C++ protobuf does
+            line, column = lines.end_position()
+            reason = re.sub(r",? (but found|got):? ?(''|)\.?$", "", reason)
+            reason = reason.rstrip(".") + " but the file ended"
         raise ParseError(_explain(reason), path, line, column) from None
     except UnicodeDecodeError as e:
         raise ParseError(f"not UTF-8 text: {e}", path) from None
@@ -83,8 +106,10 @@ def read_text(path: str, message):
     return parse_text(text, message, path)
 
 
-def read_net(source: str, upgrade: bool = True) -> caffe_pb2.NetParameter:
-    """A NetParameter from a .prototxt path (or prototxt text), upgraded as Caffe does on load."""
+def read_net(source: str, upgrade: bool = True,
+             keep_batchnorm_params: bool = False) -> caffe_pb2.NetParameter:
+    """A NetParameter from a .prototxt path (or prototxt text), upgraded as Caffe does on load
+    (keep_batchnorm_params: see decaffe.formats.upgrade.upgrade_net_as_needed)."""
     param = caffe_pb2.NetParameter()
     if _looks_like_path(source):
         read_text(source, param)
@@ -96,7 +121,7 @@ def read_net(source: str, upgrade: bool = True) -> caffe_pb2.NetParameter:
         from . import upgrade as up
 
         if up.net_needs_upgrade(param):
-            up.upgrade_net(param, where)
+            up.upgrade_net(param, where, keep_batchnorm_params)
     return param
 
 
@@ -136,9 +161,9 @@ def format_float(v: float) -> str:
         return "nan"
     if math.isinf(v):
         return "inf" if v > 0 else "-inf"
-    s = "%.6g" % v
+    s = f"{v:.6g}"
     if _float32(float(s)) != _float32(v):
-        s = "%.9g" % v
+        s = f"{v:.9g}"
     return s
 
 
@@ -147,9 +172,9 @@ def format_double(v: float) -> str:
         return "nan"
     if math.isinf(v):
         return "inf" if v > 0 else "-inf"
-    s = "%.15g" % v
+    s = f"{v:.15g}"
     if float(s) != v:
-        s = "%.17g" % v
+        s = f"{v:.17g}"
     return s
 
 
@@ -172,10 +197,18 @@ def _scalar(field, value) -> str:
     return str(value)
 
 
+def _is_repeated(field) -> bool:
+    # recent protobuf (7.x here) has is_repeated and no longer has `label`
+    flag = getattr(field, "is_repeated", None)
+    if flag is not None:
+        return bool(flag)
+    return field.label == descriptor.FieldDescriptor.LABEL_REPEATED
+
+
 def _print(message, indent: int, out: list[str]) -> None:
     pad = "  " * indent
     for field, value in message.ListFields():
-        repeated = field.label == descriptor.FieldDescriptor.LABEL_REPEATED
+        repeated = _is_repeated(field)
         values = value if repeated else [value]
         for v in values:
             if field.type == descriptor.FieldDescriptor.TYPE_MESSAGE:
