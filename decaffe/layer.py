@@ -75,8 +75,9 @@ class Layer(torch.nn.Module):
     auto_tops: ClassVar[bool] = False
     # Loss layers put loss_weight 1 on their first top unless the prototxt says otherwise.
     is_loss: ClassVar[bool] = False
-    # Indices of blobs the solver must never update (BatchNorm's statistics).
-    frozen_blobs: ClassVar[tuple[int, ...]] = ()
+    # Indices of blobs that never receive a gradient (BatchNorm's statistics: Caffe's
+    # backward computes no diff for them; the solver still applies their ParamSpec).
+    no_grad_blobs: ClassVar[tuple[int, ...]] = ()
     # Layers that read no bottoms and produce data (Data, Input, ...): run without a graph.
     is_data: ClassVar[bool] = False
 

@@ -67,7 +67,7 @@ def check_gradients(prototxt: str, inputs: dict[str, np.ndarray], *, phase=decaf
         for lname, blobs in net.params.items():
             layer = net.layer_dict[lname].layer
             for i, b in enumerate(blobs):
-                if i in layer.frozen_blobs:
+                if i in layer.no_grad_blobs:
                     continue
                 targets.append((f"param {lname}[{i}]", b, np.array(b.diff)))
     assert targets, "nothing to check"

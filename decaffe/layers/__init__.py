@@ -1,8 +1,8 @@
 """Every Caffe layer type, one module per family; importing this package registers them all."""
 
-from . import common, norm  # noqa: F401
-
 import importlib as _importlib
+
+from . import common, norm  # noqa: F401
 
 # Families written as separate modules; each registers its types on import.
 for _name in ("vision", "neuron", "shape", "loss", "data", "recurrent", "python_layer"):

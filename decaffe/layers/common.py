@@ -58,7 +58,8 @@ def canonical_axis(axis: int, num_axes: int, layer: Layer, field: str) -> int:
 
 @register("InnerProduct")
 class InnerProductLayer(Layer):
-    """Fully connected: flattens axes from `axis` on, y = x·Wᵀ + b (W is N×K, or K×N if transpose)."""
+    """Fully connected: flattens axes from `axis` on, y = x·Wᵀ + b (W is N×K, or K×N with
+    transpose)."""
 
     min_bottoms = 1
     max_bottoms = 1

@@ -1,0 +1,338 @@
+"""Neuron layers: one bottom, one top of the same shape, each value mapped on its own.
+
+ReLU, PReLU, Sigmoid, TanH, Dropout, ELU, AbsVal, BNLL, Power, Exp, Log, Threshold,
+Clip and Swish, with Caffe's parameters, defaults, checks and gradients. Autograd gives
+every backward except where Caffe's differs from the analytic one (Power's constant
+case) or where Caffe has none (Threshold: a gradient through it raises, see
+``no_backward``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from .. import fillers
+from ..layer import ElementwiseLayer, Layer, register
+
+
+# ----------------------------------------------------------------------------------------------
+# helpers shared with the other layer families
+# ----------------------------------------------------------------------------------------------
+class _Refused(torch.autograd.Function):
+    """Runs fn on the inputs; a backward through the result raises the layer's error."""
+
+    @staticmethod
+    def forward(ctx, layer, message, fn, *inputs):
+        ctx.layer, ctx.message = layer, message
+        return fn(*inputs)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        raise ctx.layer.error(ctx.message)
+
+
+def no_backward(layer: Layer, message: str, fn: Callable, *inputs: torch.Tensor):
+    """fn(*inputs), such that asking for a gradient through the result raises a
+    LayerParamError naming the layer, as Caffe aborts (NOT_IMPLEMENTED / CHECK) when it
+    would have to run such a backward. Without a graph, plainly fn(*inputs)."""
+    if torch.is_grad_enabled() and any(t.requires_grad for t in inputs):
+        return _Refused.apply(layer, message, fn, *inputs)
+    return fn(*inputs)
+
+
+class _ConstantLike(torch.autograd.Function):
+    """A tensor of x's shape filled with value, whose gradient to x is exactly zero
+    (value + 0·x would be NaN wherever x is not finite)."""
+
+    @staticmethod
+    def forward(ctx, x, value):
+        return torch.full_like(x, value)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return torch.zeros_like(grad), None
+
+
+def constant_like(x: torch.Tensor, value: float) -> torch.Tensor:
+    """x's shape filled with value; the gradient flowing back to x is zero."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _ConstantLike.apply(x, value)
+    return torch.full_like(x, value)
+
+
+# ----------------------------------------------------------------------------------------------
+# the layers
+# ----------------------------------------------------------------------------------------------
+@register("ReLU")
+class ReLULayer(ElementwiseLayer):
+    """y = max(x, 0) + negative_slope·min(x, 0). The gradient is 1 where x > 0 and
+    negative_slope where x <= 0 (so at exactly 0 it is the slope, as in Caffe)."""
+
+    def setup(self, bottom_shapes):
+        self.negative_slope = float(self.lp.relu_param.negative_slope)
+
+    def forward(self, x):
+        if self.negative_slope == 0.0:
+            return torch.relu(x)
+        return F.leaky_relu(x, self.negative_slope)
+
+
+@register("PReLU")
+class PReLULayer(ElementwiseLayer):
+    """ReLU with a learned negative slope per channel (axis 1), or one slope shared by
+    all channels (channel_shared: the blob is a scalar with no axes). The slopes are
+    filled by prelu_param.filler, default constant 0.25. The bottom needs >= 2 axes."""
+
+    def setup(self, bottom_shapes):
+        p = self.lp.prelu_param
+        shape = bottom_shapes[0]
+        self.check(len(shape) >= 2, f"the bottom must have at least 2 axes, its shape is "
+                   f"{tuple(shape)}")
+        self.channel_shared = p.channel_shared
+        channels = shape[1]
+        if self.num_blobs == 0:
+            fp = p.filler if p.HasField("filler") else fillers.filler_param(type="constant",
+                                                                             value=0.25)
+            self.add_blob(fillers.fill(fp, () if self.channel_shared else (channels,),
+                                       where=self.name))
+        want = 1 if self.channel_shared else channels
+        self.check(self.blob_params[0].numel() == want,
+                   f"the slope blob has {self.blob_params[0].numel()} values; "
+                   f"{'channel_shared wants 1' if self.channel_shared else f'{want} channels'}",
+                   "prelu_param.channel_shared")
+
+    def reshape(self, bottom_shapes):
+        shape = bottom_shapes[0]
+        self.check(len(shape) >= 2, f"the bottom must have at least 2 axes, its shape is "
+                   f"{tuple(shape)}")
+        if not self.channel_shared:
+            self.check(shape[1] == self.blob_params[0].numel(),
+                       f"bottom has {shape[1]} channels, the slopes were set up for "
+                       f"{self.blob_params[0].numel()}")
+        return [shape]
+
+    def forward(self, x):
+        w = self.blob_params[0]
+        if x.dim() < 2 or (not self.channel_shared and x.shape[1] != w.numel()):
+            self.reshape([tuple(x.shape)])  # raises Caffe's error for these shapes
+        return F.prelu(x, w)
+
+
+@register("Sigmoid")
+class SigmoidLayer(ElementwiseLayer):
+    """y = 1 / (1 + exp(−x))."""
+
+    def forward(self, x):
+        return torch.sigmoid(x)
+
+
+@register("TanH")
+class TanHLayer(ElementwiseLayer):
+    """y = tanh(x)."""
+
+    def forward(self, x):
+        return torch.tanh(x)
+
+
+@register("Dropout")
+class DropoutLayer(ElementwiseLayer):
+    """TRAIN: keeps each value with probability 1 − dropout_ratio and scales the kept
+    ones by 1/(1 − dropout_ratio); the backward uses the same mask and scale. The mask
+    is drawn from torch's generator, so caffe.set_random_seed makes it reproducible.
+    TEST: the identity (the top shares the bottom's memory; Caffe copies the values).
+
+    Caffe accepts any ratio in [0, 1]; a ratio of 1 makes its scale infinite and every
+    output NaN, so decaffe asks for 0 <= dropout_ratio < 1.
+    """
+
+    def setup(self, bottom_shapes):
+        from ..proto import caffe_pb2
+
+        ratio = float(self.lp.dropout_param.dropout_ratio)
+        self.check(0.0 <= ratio < 1.0, f"must be in [0, 1), not {ratio}",
+                   "dropout_param.dropout_ratio")
+        self.ratio = ratio
+        self.train = self.phase == caffe_pb2.TRAIN
+
+    def forward(self, x):
+        if self.train and self.ratio > 0.0:
+            return F.dropout(x, self.ratio, training=True)
+        return x.view(x.shape)
+
+
+@register("ELU")
+class ELULayer(ElementwiseLayer):
+    """y = x for x > 0, alpha·(exp(x) − 1) otherwise; gradient 1, or y + alpha."""
+
+    def setup(self, bottom_shapes):
+        self.alpha = float(self.lp.elu_param.alpha)
+
+    def forward(self, x):
+        return F.elu(x, self.alpha)
+
+
+@register("AbsVal")
+class AbsValLayer(ElementwiseLayer):
+    """y = |x|; gradient sign(x), which is 0 at 0."""
+
+    def forward(self, x):
+        return torch.abs(x)
+
+
+@register("BNLL")
+class BNLLLayer(ElementwiseLayer):
+    """Binomial normal log likelihood, y = log(1 + exp(x)), computed without overflow
+    (Caffe: x + log(1 + exp(−x)) for x > 0); gradient sigmoid(x)."""
+
+    def forward(self, x):
+        # softplus switches to y = x above 20, where log(1 + exp(−x)) is below float
+        # resolution, and so matches Caffe's overflow-safe form.
+        return F.softplus(x)
+
+
+@register("Power")
+class PowerLayer(ElementwiseLayer):
+    """y = (shift + scale·x)^power.
+
+    As in Caffe, when power·scale is 0 the input is ignored: y is 1 (power 0) or
+    shift^power everywhere and the gradient is exactly 0; with power 1 the gradient is
+    scale. Elsewhere the gradient is power·scale·(shift + scale·x)^(power−1) (Caffe
+    writes it power·y/x when shift is 0, which is the same value where x ≠ 0).
+    """
+
+    def setup(self, bottom_shapes):
+        p = self.lp.power_param
+        self.power, self.scale, self.shift = float(p.power), float(p.scale), float(p.shift)
+        self.diff_scale = self.power * self.scale
+        if self.diff_scale == 0.0:
+            # pow in float, as C's pow: a negative shift to a fractional power is NaN
+            self.value = 1.0 if self.power == 0.0 else float(
+                torch.tensor(self.shift, dtype=torch.float64).pow(self.power))
+
+    def forward(self, x):
+        if self.diff_scale == 0.0:
+            return constant_like(x, self.value)
+        y = x
+        if self.scale != 1.0:
+            y = y * self.scale
+        if self.shift != 0.0:
+            y = y + self.shift
+        if self.power != 1.0:
+            y = y.square() if self.power == 2.0 else y.pow(self.power)
+        return x.view(x.shape) if y is x else y
+
+
+@register("Exp")
+class ExpLayer(ElementwiseLayer):
+    """y = base^(shift + scale·x), base −1 meaning e. Caffe computes it as
+    base^shift · exp(ln(base)·scale·x); base must be positive (or −1)."""
+
+    def setup(self, bottom_shapes):
+        p = self.lp.exp_param
+        base, scale, shift = float(p.base), float(p.scale), float(p.shift)
+        if base != -1.0:
+            self.check(base > 0.0, f"must be strictly positive (or -1 for e), not {base}",
+                       "exp_param.base")
+        log_base = 1.0 if base == -1.0 else math.log(base)
+        self.check(math.isfinite(log_base), f"log(base) = log({base}) is not finite",
+                   "exp_param.base")
+        self.inner_scale = log_base * scale
+        if shift == 0.0:
+            self.outer_scale = 1.0
+        else:
+            self.outer_scale = math.exp(shift) if base == -1.0 else _pow(base, shift)
+
+    def forward(self, x):
+        y = torch.exp(x) if self.inner_scale == 1.0 else torch.exp(x * self.inner_scale)
+        return y if self.outer_scale == 1.0 else y * self.outer_scale
+
+
+def _pow(a: float, b: float) -> float:
+    """C's pow for finite positive a: overflow gives inf, not an exception."""
+    try:
+        return math.pow(a, b)
+    except OverflowError:
+        return math.inf
+
+
+@register("Log")
+class LogLayer(ElementwiseLayer):
+    """y = log_base(shift + scale·x), base −1 meaning e; base must be positive (or −1)
+    and not 1. Gradient scale / ((shift + scale·x)·ln(base))."""
+
+    def setup(self, bottom_shapes):
+        p = self.lp.log_param
+        base = float(p.base)
+        if base != -1.0:
+            self.check(base > 0.0, f"must be strictly positive (or -1 for e), not {base}",
+                       "log_param.base")
+        log_base = 1.0 if base == -1.0 else math.log(base)
+        self.check(math.isfinite(log_base) and log_base != 0.0,
+                   f"1/log(base) = 1/log({base}) is not finite", "log_param.base")
+        self.base_scale = 1.0 / log_base
+        self.scale, self.shift = float(p.scale), float(p.shift)
+
+    def forward(self, x):
+        y = x
+        if self.scale != 1.0:
+            y = y * self.scale
+        if self.shift != 0.0:
+            y = y + self.shift
+        y = torch.log(y)
+        return y if self.base_scale == 1.0 else y * self.base_scale
+
+
+@register("Threshold")
+class ThresholdLayer(ElementwiseLayer):
+    """y = 1 where x > threshold, else 0.
+
+    Caffe has no backward for this layer (NOT_IMPLEMENTED aborts the process). decaffe
+    raises a LayerParamError naming the layer when a gradient must flow through it; set
+    ``propagate_down: false`` on the layer (or keep it off the path to any loss) to use it
+    in a net that runs backward.
+    """
+
+    def setup(self, bottom_shapes):
+        self.threshold = float(self.lp.threshold_param.threshold)
+
+    def _step(self, x):
+        return (x > self.threshold).to(x.dtype)
+
+    def forward(self, x):
+        return no_backward(self, "Threshold has no backward (Caffe: NOT_IMPLEMENTED); set "
+                           "propagate_down: false on this layer", self._step, x)
+
+
+@register("Clip")
+class ClipLayer(ElementwiseLayer):
+    """y = max(min, min(x, max)); the gradient passes where min <= x <= max and is 0
+    elsewhere. Both bounds are required. If min > max every output is min (Caffe's
+    formula), with zero gradient."""
+
+    def setup(self, bottom_shapes):
+        p = self.lp.clip_param
+        for f in ("min", "max"):
+            self.check(p.HasField(f), "is required", f"clip_param.{f}")
+        self.min, self.max = float(p.min), float(p.max)
+
+    def forward(self, x):
+        if self.min > self.max:
+            return constant_like(x, self.min)
+        return torch.clamp(x, self.min, self.max)
+
+
+@register("Swish")
+class SwishLayer(ElementwiseLayer):
+    """y = x·sigmoid(beta·x)."""
+
+    def setup(self, bottom_shapes):
+        self.beta = float(self.lp.swish_param.beta)
+
+    def forward(self, x):
+        if self.beta == 1.0:
+            return F.silu(x)
+        return x * torch.sigmoid(x * self.beta)
