@@ -1,0 +1,89 @@
+"""pycaffe's ``caffe.Classifier``: a Net in the TEST phase that classifies images.
+
+Images (H×W×K, as ``caffe.io.load_image`` gives) are resized to ``image_dims``, cropped to
+the net's input size (the centre crop, or with ``oversample`` the four corners and the
+centre plus their mirror images, whose predictions are averaged), preprocessed by a
+``caffe.io.Transformer`` (transpose to K×H×W, then channel_swap, raw_scale, mean,
+input_scale) and run through the net in batches of its input's size.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import pyio
+from .mode import TEST
+from .net import Net
+
+
+def forward_all(net: Net, blobs=None, **kwargs) -> dict:
+    """pycaffe's Net.forward_all: run all the given inputs through the net, batch by batch
+    (the last batch padded with zeros), and return each output for every input."""
+    own = getattr(type(net), "forward_all", None)
+    if own is not None:
+        return own(net, blobs=blobs, **kwargs)
+    names = list(kwargs)
+    outputs = set(net.outputs + list(blobs or []))
+    num = len(kwargs[names[0]])
+    batch = net.blobs[names[0]].shape[0]
+    collected: dict[str, list] = {o: [] for o in outputs}
+    for start in range(0, num, batch):
+        feed = {}
+        for n in names:
+            part = np.asarray(kwargs[n][start:start + batch])
+            if len(part) < batch:
+                pad = np.zeros((batch - len(part),) + part.shape[1:], part.dtype)
+                part = np.concatenate([part, pad])
+            feed[n] = part
+        outs = net.forward(blobs=blobs, **feed)
+        for o, arr in outs.items():
+            collected[o].extend(np.array(arr, copy=True))
+    return {o: np.asarray(v)[:num] for o, v in collected.items()}
+
+
+class Classifier(Net):
+    """Classifier(model_file, pretrained_file, image_dims=None, mean=None, input_scale=None,
+    raw_scale=None, channel_swap=None); ``predict(images, oversample=True)`` gives the first
+    output's class scores, one row per image."""
+
+    def __init__(self, model_file, pretrained_file, image_dims=None, mean=None,
+                 input_scale=None, raw_scale=None, channel_swap=None):
+        super().__init__(model_file, pretrained_file, TEST)
+        in_ = self.inputs[0]
+        self.transformer = pyio.Transformer({in_: self.blobs[in_].data.shape})
+        self.transformer.set_transpose(in_, (2, 0, 1))
+        if mean is not None:
+            self.transformer.set_mean(in_, mean)
+        if input_scale is not None:
+            self.transformer.set_input_scale(in_, input_scale)
+        if raw_scale is not None:
+            self.transformer.set_raw_scale(in_, raw_scale)
+        if channel_swap is not None:
+            self.transformer.set_channel_swap(in_, channel_swap)
+        self.crop_dims = np.array(self.blobs[in_].data.shape[2:])
+        if image_dims is None or not len(image_dims):
+            image_dims = self.crop_dims
+        self.image_dims = image_dims
+
+    def predict(self, inputs, oversample: bool = True) -> np.ndarray:
+        """Class scores for each H×W×K image in inputs."""
+        input_ = np.zeros((len(inputs), self.image_dims[0], self.image_dims[1],
+                           inputs[0].shape[2]), dtype=np.float32)
+        for ix, in_ in enumerate(inputs):
+            input_[ix] = pyio.resize_image(in_, self.image_dims)
+        if oversample:
+            input_ = pyio.oversample(input_, self.crop_dims)
+        else:
+            center = np.array(self.image_dims) / 2.0
+            crop = np.tile(center, (1, 2))[0] + np.concatenate([-self.crop_dims / 2.0,
+                                                                 self.crop_dims / 2.0])
+            crop = crop.astype(int)
+            input_ = input_[:, crop[0]:crop[2], crop[1]:crop[3], :]
+        caffe_in = np.zeros(np.array(input_.shape)[[0, 3, 1, 2]], dtype=np.float32)
+        for ix, in_ in enumerate(input_):
+            caffe_in[ix] = self.transformer.preprocess(self.inputs[0], in_)
+        out = forward_all(self, **{self.inputs[0]: caffe_in})
+        predictions = out[self.outputs[0]]
+        if oversample:
+            predictions = predictions.reshape((len(predictions) // 10, 10, -1)).mean(1)
+        return predictions
