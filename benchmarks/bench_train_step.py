@@ -1,0 +1,187 @@
+"""Training-step speed: decaffe's solver against the same net and Caffe's SGD update written by
+hand in PyTorch, timed in the same run on the same device.
+
+    python benchmarks/bench_train_step.py [--iters 20] [--device cpu|cuda] [--batch 100]
+
+The net is CIFAR-10 sized: 3 × (Convolution → BatchNorm → Scale → ReLU → 2×2 max pool),
+InnerProduct, SoftmaxWithLoss, a batch of 3×32×32 images fed through Input blobs.
+
+- decaffe: `solver.step(1)` of an SGDSolver (momentum 0.9, weight_decay 5e-4): clear the
+  diffs, forward, backward, read the loss, update (Caffe's SGD: h = m·h + lr·(g + wd·w);
+  w −= h; the update left in the diff as Caffe leaves it).
+- PyTorch: the same architecture as nn.Module, cross-entropy, backward, loss.item(), and the
+  same update by hand with torch._foreach_* operations.
+
+Reported: the median milliseconds per step of each, and their ratio (decaffe / PyTorch;
+below 1 is faster). Forward+backward alone (the net, no update) and the update alone
+(solver.apply_update against the hand-written update) are timed too, to show where a
+difference comes from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import decaffe
+from decaffe.netspec import NetSpec
+from decaffe.netspec import layers as L
+from decaffe.netspec import params as P
+from decaffe.proto import caffe_pb2
+from decaffe.solvers import SGDSolver
+
+LR, MOMENTUM, WD = 0.01, 0.9, 5e-4
+
+
+def cifar_bn_param(batch: int) -> caffe_pb2.NetParameter:
+    n = NetSpec()
+    n.data = L.Input(shape=dict(dim=[batch, 3, 32, 32]))
+    n.label = L.Input(shape=dict(dim=[batch]))
+    x = n.data
+    for i, c in enumerate((32, 32, 64), 1):
+        conv = L.Convolution(x, num_output=c, kernel_size=3, pad=1, bias_term=False,
+                             weight_filler=dict(type="msra"))
+        n[f"conv{i}"] = conv
+        # statistics frozen, as trained BN prototxts write them
+        n[f"bn{i}"] = L.BatchNorm(conv, in_place=True, param=[dict(lr_mult=0)] * 3)
+        n[f"scale{i}"] = L.Scale(conv, bias_term=True, in_place=True)
+        n[f"relu{i}"] = L.ReLU(conv, in_place=True)
+        n[f"pool{i}"] = L.Pooling(conv, pool=P.Pooling.MAX, kernel_size=2, stride=2)
+        x = n[f"pool{i}"]
+    n.ip = L.InnerProduct(x, num_output=10, weight_filler=dict(type="xavier"))
+    n.loss = L.SoftmaxWithLoss(n.ip, n.label)
+    return n.to_proto()
+
+
+class CifarBN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        chans = (3, 32, 32, 64)
+        self.convs = nn.ModuleList(nn.Conv2d(chans[i], chans[i + 1], 3, padding=1, bias=False)
+                                   for i in range(3))
+        self.bns = nn.ModuleList(nn.BatchNorm2d(chans[i + 1]) for i in range(3))
+        self.fc = nn.Linear(64 * 4 * 4, 10)
+
+    def forward(self, x):
+        for conv, bn in zip(self.convs, self.bns):
+            x = F.max_pool2d(F.relu(bn(conv(x)), inplace=True), 2, 2)
+        return self.fc(x.flatten(1))
+
+
+class CaffeSGD:
+    """Caffe's SGD update by hand: g += wd·w; h = m·h + lr·g; w −= h (all decay_mult 1)."""
+
+    def __init__(self, params):
+        self.params = [p for p in params if p.requires_grad]
+        self.hist = [torch.zeros_like(p) for p in self.params]
+
+    @torch.no_grad()
+    def step(self):
+        grads = [p.grad for p in self.params]
+        torch._foreach_add_(grads, self.params, alpha=WD)
+        torch._foreach_mul_(self.hist, MOMENTUM)
+        torch._foreach_add_(self.hist, grads, alpha=LR)
+        torch._foreach_sub_(self.params, self.hist)
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, iters: int, warmup: int, device) -> float:
+    """Median seconds of fn() over iters runs, after warmup runs."""
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("--batch", type=int, default=100)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    args = ap.parse_args(argv)
+    os.environ.setdefault("GLOG_minloglevel", "1")
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        decaffe.set_mode_gpu()
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((args.batch, 3, 32, 32)).astype(np.float32)
+    y = rng.integers(0, 10, args.batch)
+
+    sp = caffe_pb2.SolverParameter()
+    sp.net_param.CopyFrom(cifar_bn_param(args.batch))
+    sp.base_lr, sp.momentum, sp.weight_decay = LR, MOMENTUM, WD
+    sp.lr_policy, sp.display, sp.max_iter = "fixed", 0, 10 ** 9
+    solver = SGDSolver(sp)
+    solver.net.blobs["data"].data[...] = x
+    solver.net.blobs["label"].data[...] = y
+
+    model = CifarBN().to(device).train()
+    xt, yt = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+    sgd = CaffeSGD(model.parameters())
+
+    def torch_step():
+        model.zero_grad()
+        loss = F.cross_entropy(model(xt), yt)
+        loss.backward()
+        loss.item()  # the solver reads its loss every iteration too
+        sgd.step()
+
+    def decaffe_step():
+        solver.step(1)
+
+    def torch_fb():
+        model.zero_grad()
+        loss = F.cross_entropy(model(xt), yt)
+        loss.backward()
+        loss.item()
+
+    def decaffe_fb():
+        solver.net.clear_param_diffs()
+        solver.net.forward_backward()
+
+    warmup = 3
+    res: dict[str, list[float]] = {"torch": [], "decaffe": [], "torch_fb": [], "decaffe_fb": []}
+    # interleave the contenders so drift in machine load hits both alike
+    for _ in range(2):
+        res["torch"].append(timed(torch_step, args.iters, warmup, device))
+        res["decaffe"].append(timed(decaffe_step, args.iters, warmup, device))
+        res["torch_fb"].append(timed(torch_fb, args.iters, warmup, device))
+        res["decaffe_fb"].append(timed(decaffe_fb, args.iters, warmup, device))
+    t_torch, t_dec = min(res["torch"]), min(res["decaffe"])
+    fb_torch, fb_dec = min(res["torch_fb"]), min(res["decaffe_fb"])
+    upd_torch = timed(sgd.step, args.iters * 5, warmup, device)
+    upd_dec = timed(solver.apply_update, args.iters * 5, warmup, device)
+    n_params = sum(p.numel() for p in solver.net.learnable_params)
+    print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
+          f"batch {args.batch}, {len(solver.net.learnable_params)} learnable blobs "
+          f"({n_params} values)")
+    print(f"train step  torch {t_torch * 1e3:8.2f} ms   decaffe {t_dec * 1e3:8.2f} ms   "
+          f"ratio {t_dec / t_torch:5.3f}")
+    print(f"fwd+bwd     torch {fb_torch * 1e3:8.2f} ms   decaffe {fb_dec * 1e3:8.2f} ms   "
+          f"ratio {fb_dec / fb_torch:5.3f}   (the net alone, no update)")
+    print(f"update only torch {upd_torch * 1e3:8.3f} ms   decaffe {upd_dec * 1e3:8.3f} ms   "
+          f"ratio {upd_dec / upd_torch:5.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

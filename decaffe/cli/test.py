@@ -1,0 +1,76 @@
+"""`decaffe test -model M -weights W [-iterations 50] [-gpu N] [-phase TEST] [-level N]
+[-stage a,b]`: Caffe's `caffe test`, scoring a model.
+
+Builds the net (phase TEST unless -phase says otherwise), loads the weights, runs
+`iterations` forward passes, logging each batch's outputs ("Batch i, NAME = x"), then the
+mean loss ("Loss: x") and each output's mean over the batches, with its weighted loss for
+loss outputs ("NAME = mean (* weight = weighted loss)"), in glog's line format on stderr.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import log
+from ..errors import DecaffeError
+from ..proto import caffe_pb2
+from .flags import FlagParser
+from .train import parse_gpus, parse_phase, parse_stages, require_file, single_device
+
+
+def main(argv: list[str]) -> int:
+    fp = FlagParser(argv[0], "Score a model (caffe test).")
+    fp.flag("model", default="", help="the model definition protocol buffer text file")
+    fp.flag("weights", default="", help="the trained weights (.caffemodel or .caffemodel.h5)")
+    fp.flag("iterations", type=int, default=50, help="the number of iterations to run")
+    fp.flag("gpu", default="", help="optional; run in GPU mode on the given device id")
+    fp.flag("phase", default="", help="optional; network phase (TRAIN or TEST), default TEST")
+    fp.flag("level", type=int, default=0, help="optional; network level")
+    fp.flag("stage", default="", help="optional; network stages, separated by ','")
+    args = fp.parse(argv[1:])
+    handler = log.install_python_logging()
+    try:
+        return _test(args)
+    finally:
+        log.uninstall_python_logging(handler)
+
+
+def _test(args) -> int:
+    from ..net import Net
+
+    if not args.model:
+        raise DecaffeError("-model: need a model definition to score")
+    if not args.weights:
+        raise DecaffeError("-weights: need model weights to score")
+    if args.iterations < 1:
+        raise DecaffeError(f"-iterations: must be at least 1, not {args.iterations}")
+    require_file(args.model, "model")
+    require_file(args.weights, "weights")
+    phase = parse_phase(args.phase, caffe_pb2.TEST)
+    single_device(parse_gpus(args.gpu))
+    net = Net(args.model, phase, level=args.level, stages=parse_stages(args.stage))
+    net.copy_from(args.weights)
+    log.info(f"Running for {args.iterations} iterations.")
+    outputs = net.outputs
+    scores = None
+    loss = np.float32(0)
+    for i in range(args.iterations):
+        loss += np.float32(net.forward_loss())
+        values, names = [], []
+        for name in outputs:
+            arr = np.asarray(net.blobs[name].data, dtype=np.float32).reshape(-1)
+            values.append(arr)
+            names.extend([name] * arr.size)
+        flat = np.concatenate(values) if values else np.zeros(0, np.float32)
+        for name, v in zip(names, flat):
+            log.info(f"Batch {i}, {name} = {log.fmt(v)}")
+        scores = flat.copy() if scores is None else scores + flat
+    loss = np.float32(loss / np.float32(args.iterations))
+    log.info(f"Loss: {log.fmt(loss)}")
+    weights = net.blob_loss_weights
+    for name, total in zip(names, scores if scores is not None else []):
+        mean = np.float32(total / np.float32(args.iterations))
+        w = float(weights[name])
+        extra = f" (* {log.fmt(w)} = {log.fmt(np.float32(w) * mean)} loss)" if w else ""
+        log.info(f"{name} = {log.fmt(mean)}{extra}")
+    return 0

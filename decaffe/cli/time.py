@@ -1,0 +1,108 @@
+"""`decaffe time -model M [-weights W] [-iterations 50] [-gpu N] [-phase TRAIN] [-level N]
+[-stage a,b]`: Caffe's `caffe time`, benchmarking a model layer by layer.
+
+One untimed forward and backward pass first (so memory is allocated), then `iterations`
+rounds of each layer's forward in order and each layer's backward in reverse order, timed
+one layer at a time (on a GPU the device is synchronised around each layer, as Caffe's CUDA
+event timer measures device time). Logs each round's forward-backward time, each layer's
+average forward and backward time, and Caffe's "Average Forward pass", "Average Backward
+pass", "Average Forward-Backward" and "Total Time" lines.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from .. import log
+from ..errors import DecaffeError
+from ..proto import caffe_pb2
+from .flags import FlagParser
+from .train import parse_gpus, parse_phase, parse_stages, require_file, single_device
+
+
+def main(argv: list[str]) -> int:
+    fp = FlagParser(argv[0], "Benchmark the execution time of a model (caffe time).")
+    fp.flag("model", default="", help="the model definition protocol buffer text file")
+    fp.flag("weights", default="", help="optional; weights to load first")
+    fp.flag("iterations", type=int, default=50, help="the number of iterations to run")
+    fp.flag("gpu", default="", help="optional; run in GPU mode on the given device id")
+    fp.flag("phase", default="", help="optional; network phase (TRAIN or TEST), default TRAIN")
+    fp.flag("level", type=int, default=0, help="optional; network level")
+    fp.flag("stage", default="", help="optional; network stages, separated by ','")
+    args = fp.parse(argv[1:])
+    handler = log.install_python_logging()
+    try:
+        return _time(args)
+    finally:
+        log.uninstall_python_logging(handler)
+
+
+def _ms(seconds: float) -> str:
+    return log.fmt(seconds * 1000.0)
+
+
+def _time(args) -> int:
+    from ..net import Net
+
+    if not args.model:
+        raise DecaffeError("-model: need a model definition to time")
+    if args.iterations < 1:
+        raise DecaffeError(f"-iterations: must be at least 1, not {args.iterations}")
+    require_file(args.model, "model")
+    if args.weights:
+        require_file(args.weights, "weights")
+    phase = parse_phase(args.phase, caffe_pb2.TRAIN)
+    single_device(parse_gpus(args.gpu))
+    net = Net(args.model, phase, level=args.level, stages=parse_stages(args.stage))
+    if args.weights:
+        net.copy_from(args.weights)
+    n = len(net._layers)
+    names = list(net._layer_names)
+
+    def sync() -> None:
+        if net.device.type == "cuda":
+            torch.cuda.synchronize(net.device)
+
+    log.info("Performing Forward")
+    initial_loss = net._forward(0, n - 1)
+    log.info(f"Initial loss: {log.fmt(initial_loss)}")
+    log.info("Performing Backward")
+    net._backward(n - 1, 0)
+    sync()
+    log.info("*** Benchmark begins ***")
+    log.info(f"Testing for {args.iterations} iterations.")
+    forward_per_layer = [0.0] * n
+    backward_per_layer = [0.0] * n
+    forward_total = backward_total = 0.0
+    total_start = time.perf_counter()
+    for j in range(args.iterations):
+        iter_start = time.perf_counter()
+        for i in range(n):
+            t0 = time.perf_counter()
+            net._forward(i, i)
+            sync()
+            forward_per_layer[i] += time.perf_counter() - t0
+        forward_total += time.perf_counter() - iter_start
+        back_start = time.perf_counter()
+        for i in range(n - 1, -1, -1):
+            t0 = time.perf_counter()
+            net._backward(i, i)
+            sync()
+            backward_per_layer[i] += time.perf_counter() - t0
+        backward_total += time.perf_counter() - back_start
+        log.info(f"Iteration: {j + 1} forward-backward time: "
+                 f"{_ms(time.perf_counter() - iter_start)} ms.")
+    total = time.perf_counter() - total_start
+    iters = args.iterations
+    log.info("Average time per layer: ")
+    for i in range(n):
+        log.info(f"{names[i]:>10s}\tforward: {_ms(forward_per_layer[i] / iters)} ms.")
+        log.info(f"{names[i]:>10s}\tbackward: {_ms(backward_per_layer[i] / iters)} ms.")
+    log.info(f"Average Forward pass: {_ms(forward_total / iters)} ms.")
+    log.info(f"Average Backward pass: {_ms(backward_total / iters)} ms.")
+    log.info(f"Average Forward-Backward: {_ms(total / iters)} ms.")
+    log.info(f"Total Time: {_ms(total)} ms.")
+    log.info("*** Benchmark ends ***")
+    return 0
