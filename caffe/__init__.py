@@ -1,8 +1,43 @@
-"""pycaffe, decaffeinated: `import caffe` gives decaffe under pycaffe's names."""
+"""pycaffe, decaffeinated: `import caffe` gives decaffe under pycaffe's names.
 
-from decaffe import (TEST, TRAIN, Net, layer_type_list, set_device,  # noqa: F401
-                     set_mode_cpu, set_mode_gpu, set_random_seed)
-from decaffe import __version__  # noqa: F401
+Every public name of pycaffe's `caffe` package is here, with pycaffe's behaviour:
+Net, the solvers, NetSpec (layers/params/to_proto), io, Classifier, Detector, draw,
+coord_map, Timer, logging, mode and device settings, and the multi-process API.
+"""
+
+from decaffe import (  # noqa: F401
+                     TEST,
+                     TRAIN,
+                     Net,
+                     __version__,  # noqa: F401
+                     layer_type_list,
+                     set_device,
+                     set_mode_cpu,
+                     set_mode_gpu,
+                     set_random_seed,
+)
 from decaffe.layers.python_layer import Layer  # noqa: F401
+from decaffe.log import init_log, log  # noqa: F401
+from decaffe.mode import (  # noqa: F401
+                     set_multiprocess,
+                     set_solver_count,
+                     set_solver_rank,
+                     solver_count,
+                     solver_rank,
+)
+from decaffe.parallel import NCCL, has_nccl  # noqa: F401
+from decaffe.solvers import (  # noqa: F401
+                     AdaDeltaSolver,
+                     AdaGradSolver,
+                     AdamSolver,
+                     NesterovSolver,
+                     RMSPropSolver,
+                     SGDSolver,
+                     get_solver,
+)
+from decaffe.timer import Timer  # noqa: F401
 
+from . import io  # noqa: F401
+from .classifier import Classifier  # noqa: F401
+from .detector import Detector  # noqa: F401
 from .net_spec import NetSpec, layers, params, to_proto  # noqa: F401

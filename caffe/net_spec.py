@@ -1,4 +1,14 @@
 """pycaffe's caffe.net_spec module."""
 
-from decaffe.netspec import (Function, Layers, NetSpec, Parameters, Top,  # noqa: F401
-                             assign_proto, layers, param_name_dict, params, to_proto)
+from decaffe.netspec import (  # noqa: F401
+                             Function,
+                             Layers,
+                             NetSpec,
+                             Parameters,
+                             Top,
+                             assign_proto,
+                             layers,
+                             param_name_dict,
+                             params,
+                             to_proto,
+)

@@ -1,0 +1,3 @@
+"""pycaffe's caffe.detector module."""
+
+from decaffe.detector import Detector  # noqa: F401
