@@ -149,12 +149,12 @@ def load_net_param(source) -> caffe_pb2.NetParameter:
         p = caffe_pb2.NetParameter()
         p.CopyFrom(source)
         if upgrade.net_needs_upgrade(p):
-            upgrade.upgrade_net(p)
+            upgrade.upgrade_net(p, keep_batchnorm_params=True)
         return p
     if isinstance(source, (bytes, os.PathLike)):
         source = os.fsdecode(source)
     if isinstance(source, str):
-        return prototxt.read_net(source)
+        return prototxt.read_net(source, keep_batchnorm_params=True)
     raise DecaffeError(f"cannot build a net from {type(source).__name__}")
 
 
@@ -222,10 +222,12 @@ class Net(torch.nn.Module):
         self.source = network if isinstance(network, str) else None
         if phase is not None:
             if phase not in (TRAIN, TEST):
-                raise DecaffeError(f"phase must be caffe.TRAIN (0) or caffe.TEST (1), not {phase!r}")
+                raise DecaffeError("phase must be caffe.TRAIN (0) or caffe.TEST (1), "
+                                   f"not {phase!r}")
             param.state.phase = phase
         elif not isinstance(network, caffe_pb2.NetParameter):
-            raise DecaffeError("Net(prototxt, ...): a phase (caffe.TRAIN or caffe.TEST) is required")
+            raise DecaffeError("Net(prototxt, ...): a phase (caffe.TRAIN or caffe.TEST) is "
+                               "required")
         if level is not None:
             param.state.level = int(level)
         if stages is not None:
@@ -254,8 +256,8 @@ class Net(torch.nn.Module):
         self._blob_names: list[str] = []
         self._blob_index: dict[str, int] = {}
         self._blob_list: list[Blob] = []
-        self._bottom_ids: list[list[int]] = []
-        self._top_ids: list[list[int]] = []
+        self._bottom_idx: list[list[int]] = []
+        self._top_idx: list[list[int]] = []
         self._bottom_need_backward: list[list[bool]] = []
         self._layer_need_backward: list[bool] = []
         self._blob_need_backward: list[bool] = []
@@ -337,13 +339,12 @@ class Net(torch.nn.Module):
                                "parameter blobs", layer=lp.name)
             specs = [lp.param[k] if k < len(lp.param) else caffe_pb2.ParamSpec()
                      for k in range(layer.num_blobs)]
-            for k, spec in enumerate(specs):
-                if spec.lr_mult != 0 and k not in layer.frozen_blobs:
-                    layer_needs = True
+            if any(spec.lr_mult != 0 for spec in specs):
+                layer_needs = True
             self._layers.append(layer)
             self._layer_names.append(lp.name)
-            self._bottom_ids.append(bottom_ids)
-            self._top_ids.append(top_ids)
+            self._bottom_idx.append(bottom_ids)
+            self._top_idx.append(top_ids)
             self._bottom_need_backward.append(need)
             self._loss_weights.append(weights)
             self._param_specs.append(specs)
@@ -364,7 +365,7 @@ class Net(torch.nn.Module):
         self._loss_tops: list[tuple[int, int, float]] = []  # (layer, top index, weight)
         for li, weights in enumerate(self._loss_weights):
             for j, w in enumerate(weights):
-                self._blob_loss_weight[self._top_ids[li][j]] = w
+                self._blob_loss_weight[self._top_idx[li][j]] = w
                 if w:
                     self._loss_tops.append((li, j, w))
         self._fill_loss_diffs()
@@ -372,6 +373,9 @@ class Net(torch.nn.Module):
         self._io: list = [None] * len(self._layers)
         self._is_input = [layer.type == "Input" for layer in self._layers]
         self._fused = self._find_fusions()
+        # pycaffe's per-layer callbacks: before/after_forward/backward(fn(layer_index))
+        self._callbacks: dict[str, list] = {"before_forward": [], "after_forward": [],
+                                            "before_backward": [], "after_backward": []}
         self._needs_graph = any(self._layer_need_backward)
 
     def _find_fusions(self) -> dict[int, int]:
@@ -382,11 +386,11 @@ class Net(torch.nn.Module):
         fused = {}
         for i in range(len(self._layers) - 1):
             bn, sc = self._layers[i], self._layers[i + 1]
-            if bn.type != "BatchNorm" or sc.type != "Scale" or len(self._bottom_ids[i + 1]) != 1:
+            if bn.type != "BatchNorm" or sc.type != "Scale" or len(self._bottom_idx[i + 1]) != 1:
                 continue
-            blob = self._bottom_ids[i][0]
-            if not (self._top_ids[i] == [blob] and self._bottom_ids[i + 1] == [blob]
-                    and self._top_ids[i + 1] == [blob]):
+            blob = self._bottom_idx[i][0]
+            if not (self._top_idx[i] == [blob] and self._bottom_idx[i + 1] == [blob]
+                    and self._top_idx[i + 1] == [blob]):
                 continue
             span = tuple(sc.blob_params[0].shape)
             if sc.axis != 1 or span != (bn.channels,) or any(self._loss_weights[i]) \
@@ -433,11 +437,10 @@ class Net(torch.nn.Module):
                 self._param_names_index[pname] = (li, k)
             self._param_owner_learnable[(li, k)] = len(self.learnable_params)
             self.learnable_params.append(layer.blob_params[k])
-            frozen = k in layer.frozen_blobs
             self._has_lr.append(spec.HasField("lr_mult"))
             self._has_decay.append(spec.HasField("decay_mult"))
-            self.params_lr.append(0.0 if frozen else spec.lr_mult)
-            self.params_weight_decay.append(0.0 if frozen else spec.decay_mult)
+            self.params_lr.append(spec.lr_mult)
+            self.params_weight_decay.append(spec.decay_mult)
             return
         oli, ok = self._param_names_index[pname]
         owner = self._layers[oli].blob_params[ok]
@@ -474,17 +477,17 @@ class Net(torch.nn.Module):
         skip: set[int] = set()
         for li in range(len(self._layers) - 1, -1, -1):
             contributes, skip_down = False, True
-            for j, tid in enumerate(self._top_ids[li]):
+            for j, tid in enumerate(self._top_idx[li]):
                 if self._loss_weights[li][j] or tid in under_loss:
                     contributes = True
                 if tid not in skip:
                     skip_down = False
             if self._layer_need_backward[li] and skip_down:
                 self._layer_need_backward[li] = False
-                self._bottom_need_backward[li] = [False] * len(self._bottom_ids[li])
+                self._bottom_need_backward[li] = [False] * len(self._bottom_idx[li])
             if not contributes:
                 self._layer_need_backward[li] = False
-            for j, bid in enumerate(self._bottom_ids[li]):
+            for j, bid in enumerate(self._bottom_idx[li]):
                 if contributes:
                     under_loss.add(bid)
                 else:
@@ -492,17 +495,17 @@ class Net(torch.nn.Module):
                 if not self._bottom_need_backward[li][j]:
                     skip.add(bid)
         self._param_need_grad = [
-            [self._layer_need_backward[li] and spec.lr_mult != 0 and k not in layer.frozen_blobs
+            [self._layer_need_backward[li] and spec.lr_mult != 0 and k not in layer.no_grad_blobs
              for k, spec in enumerate(self._param_specs[li])]
             for li, layer in enumerate(self._layers)]
         if param.force_backward:
             for li, layer in enumerate(self._layers):
                 self._layer_need_backward[li] = True
-                for j, bid in enumerate(self._bottom_ids[li]):
+                for j, bid in enumerate(self._bottom_idx[li]):
                     need = self._bottom_need_backward[li][j] or layer.allow_force_backward(j)
                     self._bottom_need_backward[li][j] = need
                     self._blob_need_backward[bid] = self._blob_need_backward[bid] or need
-                self._param_need_grad[li] = [k not in layer.frozen_blobs
+                self._param_need_grad[li] = [k not in layer.no_grad_blobs
                                              for k in range(layer.num_blobs)]
 
     def _set_requires_grad(self) -> None:
@@ -517,14 +520,14 @@ class Net(torch.nn.Module):
         # inputs whose gradient some layer asks for (force_backward)
         self._input_needs_grad = {}
         for li in range(len(self._layers)):
-            for j, bid in enumerate(self._bottom_ids[li]):
+            for j, bid in enumerate(self._bottom_idx[li]):
                 if self._bottom_need_backward[li][j]:
                     self._input_needs_grad[bid] = True
 
     def _fill_loss_diffs(self) -> None:
         """Caffe fills a loss top's diff with its loss weight at setup."""
         for li, j, w in self._loss_tops:
-            blob = self._blob_list[self._top_ids[li][j]]
+            blob = self._blob_list[self._top_idx[li][j]]
             blob.tensor("diff").fill_(w)
 
     # -- devices --------------------------------------------------------------------------------
@@ -577,8 +580,10 @@ class Net(torch.nn.Module):
             for li in range(start, end + 1):
                 if li == skip:
                     continue
+                for fn in self._callbacks["before_forward"]:
+                    fn(li)
                 layer = self._layers[li]
-                bids = self._bottom_ids[li]
+                bids = self._bottom_idx[li]
                 bottoms = []
                 for j, bid in enumerate(bids):
                     t = cur.get(bid)
@@ -593,7 +598,7 @@ class Net(torch.nn.Module):
                 if self._is_input[li]:
                     # Input tops are the blobs the user fills; they are never rebound.
                     out = []
-                    for tid in self._top_ids[li]:
+                    for tid in self._top_idx[li]:
                         t = blobs[tid].tensor()
                         if want_grad and tid in self._input_needs_grad:
                             t = t.detach().requires_grad_()
@@ -606,8 +611,8 @@ class Net(torch.nn.Module):
                     with torch.set_grad_enabled(want_grad and self._layer_need_backward[li]):
                         out = (layer.normalize(bottoms[0], w, b),)
                     skip = fused[li]
-                    cur[self._top_ids[li][0]] = out[0]
-                    blobs[self._top_ids[li][0]].bind(out[0])
+                    cur[self._top_idx[li][0]] = out[0]
+                    blobs[self._top_idx[li][0]].bind(out[0])
                 else:
                     if want_grad and not self._layer_need_backward[li]:
                         with torch.no_grad():
@@ -616,11 +621,13 @@ class Net(torch.nn.Module):
                         out = layer(*bottoms)
                     if isinstance(out, torch.Tensor):
                         out = (out,)
-                    for tid, t in zip(self._top_ids[li], out):
+                    for tid, t in zip(self._top_idx[li], out):
                         cur[tid] = t
                         blobs[tid].bind(t)
                 if record:
                     self._io[li] = (bottoms, out)
+                for fn in self._callbacks["after_forward"]:
+                    fn(li)
                 for j, w in enumerate(self._loss_weights[li]):
                     if w:
                         term = out[j].sum() * w if out[j].dim() else out[j] * w
@@ -649,43 +656,51 @@ class Net(torch.nn.Module):
     def _backward_range(self, start: int, end: int) -> None:
         """Caffe's BackwardFromTo: layer by layer, each reading its tops' diffs."""
         self._push_host_writes()
-        blobs = self._blob_list
         for li in range(start, end - 1, -1):
-            if not self._layer_need_backward[li] or self._io[li] is None:
+            for fn in self._callbacks["before_backward"]:
+                fn(li)
+            self._backward_layer(li)
+            for fn in self._callbacks["after_backward"]:
+                fn(li)
+
+    def _backward_layer(self, li: int) -> None:
+        """One layer's backward from its tops' diffs (Caffe's Layer::Backward)."""
+        if not self._layer_need_backward[li] or self._io[li] is None:
+            return
+        blobs = self._blob_list
+        bottoms, tops = self._io[li]
+        outs, grads = [], []
+        for j, t in enumerate(tops):
+            if t.requires_grad:
+                outs.append(t)
+                grads.append(blobs[self._top_idx[li][j]].tensor("diff").reshape(t.shape))
+        if not outs:
+            return
+        layer = self._layers[li]
+        want_b = [j for j, b in enumerate(bottoms)
+                  if self._bottom_need_backward[li][j] and b.requires_grad]
+        want_p = [p for p in layer.blob_params if p.requires_grad]
+        inputs = [bottoms[j] for j in want_b] + want_p
+        if not inputs:
+            return
+        got = torch.autograd.grad(outs, inputs, grads, retain_graph=True, allow_unused=True)
+        # a bottom read twice by one layer gets the sum, as Caffe's split would give
+        summed: dict[int, torch.Tensor] = {}
+        for j, g in zip(want_b, got[:len(want_b)]):
+            bid = self._bottom_idx[li][j]
+            if g is None:
+                g = torch.zeros_like(bottoms[j])
+            summed[bid] = summed[bid] + g if bid in summed else g
+        for bid, g in summed.items():
+            # may alias the top's diff through a view (Reshape, Flatten): so does Caffe's
+            blobs[bid].set_diff(g.detach())
+        for p, g in zip(want_p, got[len(want_b):]):
+            if g is None:
                 continue
-            bottoms, tops = self._io[li]
-            outs, grads = [], []
-            for j, t in enumerate(tops):
-                if t.requires_grad:
-                    outs.append(t)
-                    grads.append(blobs[self._top_ids[li][j]].tensor("diff").reshape(t.shape))
-            if not outs:
-                continue
-            layer = self._layers[li]
-            want_b = [j for j, b in enumerate(bottoms)
-                      if self._bottom_need_backward[li][j] and b.requires_grad]
-            want_p = [p for p in layer.blob_params if p.requires_grad]
-            inputs = [bottoms[j] for j in want_b] + want_p
-            if not inputs:
-                continue
-            got = torch.autograd.grad(outs, inputs, grads, retain_graph=True, allow_unused=True)
-            # a bottom read twice by one layer gets the sum, as Caffe's split would give
-            summed: dict[int, torch.Tensor] = {}
-            for j, g in zip(want_b, got[:len(want_b)]):
-                bid = self._bottom_ids[li][j]
-                if g is None:
-                    g = torch.zeros_like(bottoms[j])
-                summed[bid] = summed[bid] + g if bid in summed else g
-            for bid, g in summed.items():
-                # may alias the top's diff through a view (Reshape, Flatten): so does Caffe's
-                blobs[bid].set_diff(g.detach())
-            for p, g in zip(want_p, got[len(want_b):]):
-                if g is None:
-                    continue
-                if p.grad is None:
-                    p.grad = g.detach().clone()
-                else:
-                    p.grad.add_(g)
+            if p.grad is None:
+                p.grad = g.detach().clone()
+            else:
+                p.grad.add_(g)
 
     # -- pycaffe: forward / backward ----------------------------------------------------------
     def _layer_index(self, name: str) -> int:
@@ -751,7 +766,7 @@ class Net(torch.nn.Module):
             if layer.type == "Input":
                 continue
             bshapes = []
-            for bid in self._bottom_ids[li]:
+            for bid in self._bottom_idx[li]:
                 bshapes.append(shapes.get(bid, self._blob_list[bid].shape))
             try:
                 tshapes = layer.reshape(bshapes)
@@ -760,7 +775,7 @@ class Net(torch.nn.Module):
             except Exception as e:
                 raise NetError(f"cannot reshape to bottom shapes {bshapes}: {e}",
                                layer=layer.name) from e
-            for tid, s in zip(self._top_ids[li], tshapes):
+            for tid, s in zip(self._top_idx[li], tshapes):
                 shapes[tid] = tuple(s)
                 self._blob_list[tid].reshape(*s)
         self._fill_loss_diffs()
@@ -817,19 +832,19 @@ class Net(torch.nn.Module):
         return collections.OrderedDict(zip(self._blob_names, self._blob_loss_weight))
 
     def top_names_of(self, name: str) -> list[str]:
-        return [self._blob_names[i] for i in self._top_ids[self._layer_index(name)]]
+        return [self._blob_names[i] for i in self._top_idx[self._layer_index(name)]]
 
     @property
     def top_names(self) -> collections.OrderedDict:
         return collections.OrderedDict(
             (n, [self._blob_names[i] for i in ids]) for n, ids in zip(self._layer_names,
-                                                                       self._top_ids))
+                                                                       self._top_idx))
 
     @property
     def bottom_names(self) -> collections.OrderedDict:
         return collections.OrderedDict(
             (n, [self._blob_names[i] for i in ids]) for n, ids in zip(self._layer_names,
-                                                                       self._bottom_ids))
+                                                                       self._bottom_idx))
 
     def layer_need_backward(self, i: int) -> bool:
         return self._layer_need_backward[i]
@@ -841,9 +856,31 @@ class Net(torch.nn.Module):
         """Index into learnable_params of a layer's blob (its owner's, when shared)."""
         return self._param_owner_learnable[(layer_index, blob_index)]
 
+    def _bottom_ids(self, i: int) -> list[int]:
+        """pycaffe's Net._bottom_ids(i): indices into _blobs of layer i's bottoms."""
+        return list(self._bottom_idx[i])
+
+    def _top_ids(self, i: int) -> list[int]:
+        """pycaffe's Net._top_ids(i): indices into _blobs of layer i's tops."""
+        return list(self._top_idx[i])
+
+    def before_forward(self, fn) -> None:
+        """Call fn(layer_index) before each layer's forward (pycaffe)."""
+        self._callbacks["before_forward"].append(fn)
+
+    def after_forward(self, fn) -> None:
+        self._callbacks["after_forward"].append(fn)
+
+    def before_backward(self, fn) -> None:
+        self._callbacks["before_backward"].append(fn)
+
+    def after_backward(self, fn) -> None:
+        self._callbacks["after_backward"].append(fn)
+
     # -- weights ------------------------------------------------------------------------------
     def copy_from(self, path: str) -> None:
-        """Load weights by layer name from a .caffemodel or .caffemodel.h5 (Caffe's CopyTrainedLayersFrom)."""
+        """Load weights by layer name from a .caffemodel or .caffemodel.h5 (Caffe's
+        CopyTrainedLayersFrom)."""
         from .formats import weights as wfmt
 
         self.copy_from_layers(wfmt.load_weights(path), source=path)
@@ -862,6 +899,8 @@ class Net(torch.nn.Module):
                 raise NetError(f"{source} has {len(records)} blobs for this layer, the net "
                                f"has {len(targets)}", layer=name)
             for k, (p, rec) in enumerate(zip(targets, records)):
+                if rec is None:  # Caffe's HDF5 weights omit blobs shared with another layer
+                    continue
                 arr = getattr(rec, "array", rec)
                 legacy = getattr(rec, "legacy", False)
                 if not shapes_match(tuple(p.shape), arr.shape, legacy):
@@ -875,7 +914,8 @@ class Net(torch.nn.Module):
                 b._dirty = {"data": False, "diff": False}
 
     def share_with(self, other: Net) -> None:
-        """Use other's parameter blobs for layers of the same name (Caffe's ShareTrainedLayersWith)."""
+        """Use other's parameter blobs for layers of the same name (Caffe's
+        ShareTrainedLayersWith)."""
         index = {n: i for i, n in enumerate(self._layer_names)}
         for oli, name in enumerate(other._layer_names):
             li = index.get(name)
@@ -921,7 +961,8 @@ class Net(torch.nn.Module):
         return param, data, diffs
 
     def save(self, path: str, write_diff: bool = False) -> None:
-        """Write a .caffemodel as Caffe's Net::ToProto would (written to a temp file, then renamed)."""
+        """Write a .caffemodel as Caffe's Net::ToProto would (to a temporary file, then
+        renamed into place)."""
         from .formats import weights as wfmt
 
         param, data, diffs = self.to_proto(write_diff)
@@ -943,3 +984,17 @@ class Net(torch.nn.Module):
     def __repr__(self) -> str:
         return f"<decaffe.Net {self.name!r}: {len(self._layers)} layers, phase " \
                f"{'TRAIN' if self.phase == TRAIN else 'TEST'}>"
+
+
+def _attach_pycaffe_helpers() -> None:
+    # pycaffe defines these in Python on top of the C++ Net; so do we
+    from . import pycaffe_net as _p
+
+    Net.forward_all = _p.forward_all
+    Net.forward_backward_all = _p.forward_backward_all
+    Net._batch = _p._batch
+    Net.set_input_arrays = _p.set_input_arrays
+    Net._set_input_arrays = _p.set_input_arrays
+
+
+_attach_pycaffe_helpers()

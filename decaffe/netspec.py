@@ -187,7 +187,8 @@ class NetSpec:
 
 
 class Layers:
-    """`L.<Type>(*bottoms, **fields)`: one top, a tuple of tops (ntop > 1), or the layer (ntop 0)."""
+    """`L.<Type>(*bottoms, **fields)`: one top, a tuple of tops (ntop > 1), or the layer
+    (ntop 0)."""
 
     def __getattr__(self, name: str):
         if name.startswith("__"):

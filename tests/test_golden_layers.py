@@ -1,9 +1,9 @@
 """Every `layer` case in the goldens replays through decaffe within Caffe's tolerances."""
 
 import pytest
+from golden_replay import cases, replay_layer_case
 
 import caffe
-from golden_replay import cases, replay_layer_case
 
 LAYER_CASES = cases("layer")
 

@@ -12,7 +12,8 @@ import sys
 # verb -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "upgrade_net_proto_text": ("upgrade", "upgrade a V0/V1 net prototxt to the current format"),
-    "upgrade_net_proto_binary": ("upgrade", "upgrade a binary net (caffemodel) to the current format"),
+    "upgrade_net_proto_binary": ("upgrade", "upgrade a binary net (caffemodel) to the current "
+                                 "format"),
     "upgrade_solver_proto_text": ("upgrade", "upgrade a solver prototxt (solver_type -> type)"),
     "train": ("train", "train a net from a solver prototxt (caffe train)"),
     "test": ("test", "score a net's outputs over some iterations (caffe test)"),
@@ -24,6 +25,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compute_image_mean": ("compute_image_mean", "compute a database's mean image"),
     "extract_features": ("extract_features", "save a net's blobs over a database into databases"),
     "prepare_digits": ("prepare_digits", "build the bundled handwritten-digits LMDBs"),
+    "draw_net": ("draw_net", "draw a net as a graph (PNG/SVG/PDF)"),
+    "fold_bn": ("fold_bn", "fold BatchNorm/Scale into the preceding layer's weights"),
+    "bn_stats": ("bn_stats", "show or recompute BatchNorm statistics"),
 }
 
 

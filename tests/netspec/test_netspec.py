@@ -3,13 +3,13 @@
 import os
 
 import pytest
+from golden_replay import GOLDEN, cases
 from google.protobuf import text_format
 
 import caffe
 from caffe import layers as L
 from caffe import params as P
 from caffe.proto import caffe_pb2
-from golden_replay import GOLDEN, cases
 
 NETSPEC_CASES = cases("netspec")
 
@@ -91,12 +91,12 @@ def test_params_enums_and_errors():
     assert P.Pooling.MAX == caffe_pb2.PoolingParameter.MAX
     assert P.Eltwise.SUM == caffe_pb2.EltwiseParameter.SUM
     with pytest.raises(AttributeError):
-        P.Pooling.NOPE
+        _ = P.Pooling.NOPE
     with pytest.raises(TypeError, match="input 0 is not a Top"):
         L.ReLU("data")
     n = caffe.NetSpec()
     with pytest.raises(AttributeError, match="no top named"):
-        n.missing
+        _ = n.missing
 
 
 def test_netspec_builds_a_net():
