@@ -780,6 +780,14 @@ class Net(torch.nn.Module):
                 self._blob_list[tid].reshape(*s)
         self._fill_loss_diffs()
 
+    def close(self) -> None:
+        """Stop the net's background work (data layers' prefetch threads); a closed data layer
+        refuses further passes. Also done when the net is garbage-collected."""
+        for layer in self._layers:
+            close = getattr(layer, "close", None)
+            if callable(close):
+                close()
+
     def clear_param_diffs(self) -> None:
         for p in self.learnable_params:
             if p.grad is not None:

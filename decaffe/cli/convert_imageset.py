@@ -37,19 +37,12 @@ def main(argv: list[str]) -> int:
                     "(joined as a string: end it with /)")
     fp.add_argument("listfile", help="text file of 'FILENAME LABEL' lines")
     fp.add_argument("db_name", help="the database to create")
-    args = fp.parse(_bare_bools(argv[1:], ("gray", "shuffle", "check_size", "encoded")))
+    args = fp.parse(argv[1:])
     convert_imageset(args.root_folder, args.listfile, args.db_name, backend=args.backend,
                      gray=args.gray, shuffle=args.shuffle, resize_height=args.resize_height,
                      resize_width=args.resize_width, check_size=args.check_size,
                      encoded=args.encoded, encode_type=args.encode_type)
     return 0
-
-
-def _bare_bools(args: list[str], names) -> list[str]:
-    """gflags reads a bare boolean flag as true and never takes the next word as its value
-    (FlagParser's optional value would swallow a positional argument): spell it out."""
-    bare = {f"{dash}{n}" for n in names for dash in ("-", "--")}
-    return [f"{a}=true" if a in bare else a for a in args]
 
 
 def convert_imageset(root_folder: str, listfile: str, db_name: str, *, backend: str = "lmdb",

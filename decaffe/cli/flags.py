@@ -1,5 +1,6 @@
 """gflags-style flags on argparse: every flag answers to -name and --name, with a value
-given as `-name value` or `-name=value`; booleans also take -name=true/false and -noname."""
+given as `-name value` or `-name=value`. Booleans, as in gflags, are `-name` (true),
+`-name=true|false` and `-noname`; a bare boolean never takes the next word as its value."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ class FlagParser(argparse.ArgumentParser):
                          add_help=False, allow_abbrev=False, **kw)
         self.add_argument("-help", "--help", "-h", action="help",
                           help="show this help and exit")
+        self._bool_names: set[str] = set()
 
     def flag(self, name: str, **kw):
         """A valued flag: -name / --name."""
@@ -19,28 +21,32 @@ class FlagParser(argparse.ArgumentParser):
 
     def bool_flag(self, name: str, default: bool = False, help: str = ""):
         """A boolean flag: -name, -name=true|false, -noname."""
-        self.add_argument(f"-{name}", f"--{name}", dest=name, nargs="?", const="true",
-                          default="true" if default else "false", type=_boolstr, help=help)
-        self.add_argument(f"-no{name}", f"--no{name}", dest=name, action="store_const",
-                          const=False, help=argparse.SUPPRESS)
+        self._bool_names.add(name)
+        self.add_argument(f"-{name}", f"--{name}", dest=name, action="store_true",
+                          default=default, help=help + " (also -no" + name + ", -"
+                          + name + "=false)")
+        self.add_argument(f"-no{name}", f"--no{name}", dest=name, action="store_false",
+                          help=argparse.SUPPRESS)
 
     def parse(self, argv: list[str]) -> argparse.Namespace:
-        ns = self.parse_args(argv)
-        for k, v in vars(ns).items():
-            if isinstance(v, str) and v in ("true", "false") and k in self._bools():
-                setattr(ns, k, v == "true")
-        return ns
+        return self.parse_args([self._spell_bool(a) for a in argv])
 
-    def _bools(self):
-        return {a.dest for a in self._actions if a.type is _boolstr}
+    def _spell_bool(self, arg: str) -> str:
+        """-name=value for a boolean flag becomes -name or -noname."""
+        if not arg.startswith("-") or "=" not in arg:
+            return arg
+        key, value = arg.split("=", 1)
+        name = key.lstrip("-")
+        if name not in self._bool_names:
+            return arg
+        dashes = key[: len(key) - len(name)]
+        return f"{dashes}{name}" if _boolstr(value) else f"{dashes}no{name}"
 
 
-def _boolstr(v):
-    if isinstance(v, bool):
-        return v
+def _boolstr(v: str) -> bool:
     s = str(v).lower()
     if s in ("1", "true", "t", "yes", "y"):
         return True
     if s in ("0", "false", "f", "no", "n"):
         return False
-    raise argparse.ArgumentTypeError(f"expected true or false, not {v!r}")
+    raise SystemExit(f"decaffe: expected true or false for a boolean flag, not {v!r}")

@@ -73,4 +73,5 @@ def _test(args) -> int:
         w = float(weights[name])
         extra = f" (* {log.fmt(w)} = {log.fmt(np.float32(w) * mean)} loss)" if w else ""
         log.info(f"{name} = {log.fmt(mean)}{extra}")
+    net.close()
     return 0

@@ -243,5 +243,7 @@ def _train(args) -> int:
     finally:
         if bar is not None:
             bar.close()
+        for net in [solver.net, *solver.test_nets]:
+            net.close()
     log.info("Optimization Done.")
     return 0

@@ -317,3 +317,23 @@ def test_solver_pass_fuses_batchnorm_scale_with_identical_results(phase):
             np.testing.assert_allclose(p.diff, g, rtol=1e-4, atol=1e-6, err_msg=k)
     for s, p in zip(fused_stats, b.params["bn"]):
         np.testing.assert_allclose(p.data, s, rtol=1e-6)
+
+
+def test_close_stops_data_layers(tmp_path):
+    import lmdb
+
+    from decaffe.pyio import array_to_datum
+
+    db = tmp_path / "db"
+    env = lmdb.open(str(db), map_size=1 << 20)
+    with env.begin(write=True) as txn:
+        for i in range(3):
+            txn.put(f"{i:08d}".encode(), array_to_datum(np.full((1, 2, 2), i, np.uint8),
+                                                        i).SerializeToString())
+    env.close()
+    net = make(f'layer {{ name: "d" type: "Data" top: "data" top: "label" '
+               f'data_param {{ source: "{db}" batch_size: 2 backend: LMDB }} }}')
+    net.forward()
+    net.close()
+    with pytest.raises(decaffe.DecaffeError, match="closed"):
+        net.forward()
