@@ -669,6 +669,11 @@ class Net(torch.nn.Module):
             return
         blobs = self._blob_list
         bottoms, tops = self._io[li]
+        if not tops:  # Silence: Caffe zeroes the diffs of the bottoms it swallows
+            for j, bid in enumerate(self._bottom_idx[li]):
+                if self._bottom_need_backward[li][j]:
+                    blobs[bid].set_diff(torch.zeros_like(bottoms[j]))
+            return
         outs, grads = [], []
         for j, t in enumerate(tops):
             if t.requires_grad:

@@ -337,3 +337,13 @@ def test_close_stops_data_layers(tmp_path):
     net.close()
     with pytest.raises(decaffe.DecaffeError, match="closed"):
         net.forward()
+
+
+def test_silence_zeroes_the_diffs_of_its_bottoms():
+    net = make("force_backward: true\n" + inp() + ip("ip", "data", "ip") +
+               'layer { name: "s" type: "Silence" bottom: "ip" }\n')
+    net.forward(data=np.ones((2, 4), np.float32))
+    net.blobs["ip"].diff[...] = 5
+    net.backward()
+    np.testing.assert_array_equal(net.blobs["ip"].diff, 0)
+    np.testing.assert_array_equal(net.blobs["data"].diff, 0)
