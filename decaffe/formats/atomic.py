@@ -8,6 +8,14 @@ import os
 import tempfile
 
 
+def _umask_mode() -> int:
+    """The mode a plain open() would give a new file (0666 less the umask), which mkstemp's
+    private 0600 would otherwise replace."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 @contextlib.contextmanager
 def atomic_write(path: str, mode: str = "wb"):
     """Open a temporary file in path's folder; on success it replaces path, else it is removed."""
@@ -15,6 +23,7 @@ def atomic_write(path: str, mode: str = "wb"):
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
                                dir=folder)
+    os.chmod(tmp, _umask_mode())
     try:
         with os.fdopen(fd, mode) as f:
             yield f
@@ -42,6 +51,7 @@ class _AtomicPath:
         fd, self.tmp = tempfile.mkstemp(prefix="." + os.path.basename(self.path) + ".",
                                         suffix=".tmp", dir=folder)
         os.close(fd)
+        os.chmod(self.tmp, _umask_mode())
         return self.tmp
 
     def __exit__(self, exc_type, exc, tb):
