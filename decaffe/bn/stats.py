@@ -1,0 +1,232 @@
+"""BatchNorm statistics: inspecting them, and recomputing them from data.
+
+Caffe's BatchNorm keeps three blobs: the running sum of batch means, the running sum of
+unbiased batch variances, and the scale factor (a running count). With
+λ = moving_average_fraction each training pass does
+
+    factor ← λ·factor + 1,  mean_sum ← λ·mean_sum + μ_batch,  var_sum ← λ·var_sum + σ²_batch·m/(m−1)
+
+and with global statistics the layer uses mean = mean_sum/factor and var = var_sum/factor
+(both 0 when the factor is 0). With λ = 1 the factor counts the batches and the two
+quotients are the exact averages of the batch means and unbiased batch variances — what
+:func:`recompute` produces, for a net whose statistics no longer match its weights (after
+fine-tuning with frozen statistics, pruning, or a changed input distribution).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..errors import DecaffeError
+from ..proto import caffe_pb2
+from .fold import BlobGraph, _match_layers, source_param
+
+
+# ----------------------------------------------------------------------------------------------
+# Inspecting
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class BNInfo:
+    """One BatchNorm layer's statistics as its global-statistics forward would use them."""
+
+    layer: str
+    channels: int
+    factor: float
+    mean_min: float
+    mean_max: float
+    var_min: float
+    var_max: float
+    eps: float
+    use_global_stats: bool
+    warnings: list[str] = field(default_factory=list)
+
+
+def _learnable_specs(lp, trains: bool) -> str | None:
+    """Why the solver would change a BatchNorm's statistics blobs, or None.
+
+    The blobs get no gradient, but like any blob they take their ParamSpec: with lr_mult > 0
+    the solver counts them as parameters and applies weight decay to them (an entry that
+    does not set lr_mult has the default, 1; a layer without entries has three such). A net
+    without a loss is never trained, so missing entries only matter in one with a loss."""
+    specs = [f"param[{k}].lr_mult = {spec.lr_mult:g} (decay_mult {spec.decay_mult:g})"
+             for k, spec in enumerate(lp.param) if spec.lr_mult > 0]
+    if len(lp.param) < 3 and trains:
+        specs.append(f"no param[{len(lp.param)}..2] entries (lr_mult 1, decay_mult 1)")
+    if not specs:
+        return None
+    return (f"{'; '.join(specs)}: the solver treats the statistics as learnable, and weight "
+            "decay shrinks them every iteration unless decay_mult is 0; write "
+            "`param { lr_mult: 0 decay_mult: 0 }` three times")
+
+
+def inspect(net) -> list[BNInfo]:
+    """Every BatchNorm layer of a built net, with warnings for:
+
+    - a scale factor of 0 (no statistics: the global forward divides by sqrt(eps) alone);
+    - variances that are negative or zero (NaN or huge outputs; dead channels);
+    - batch statistics in a TEST-phase net (use_global_stats: false: outputs depend on the
+      batch, and every forward changes the stored statistics);
+    - statistics with lr_mult > 0 (weight decay changes them during training; in a net with
+      a loss, missing param entries count, as their default lr_mult is 1);
+    - no Scale layer reading its output (no learned γ and β after the normalisation).
+    """
+    param = source_param(net)
+    index = _match_layers(net, param)
+    graph = BlobGraph.of(param)
+    trains = any(w != 0 for w in net.blob_loss_weights.values())
+    out = []
+    for i, lp in enumerate(param.layer):
+        if lp.type != "BatchNorm":
+            continue
+        layer = net._layers[index[i]]
+        mean_sum, var_sum, factor = (p.detach().cpu().double().numpy().reshape(-1)
+                                     for p in layer.blob_params)
+        f = float(factor[0]) if factor.size else 0.0
+        s = 0.0 if f == 0 else 1.0 / f
+        mean, var = mean_sum * s, var_sum * s
+        info = BNInfo(lp.name, int(layer.channels), f,
+                      float(mean.min()) if mean.size else 0.0,
+                      float(mean.max()) if mean.size else 0.0,
+                      float(var.min()) if var.size else 0.0,
+                      float(var.max()) if var.size else 0.0,
+                      float(layer.eps), bool(layer.use_global_stats))
+        w = info.warnings
+        if f == 0:
+            w.append("scale factor is 0: no statistics were accumulated, so the global "
+                     "forward uses mean 0 and variance 0 (y = x/sqrt(eps))")
+        elif not np.isfinite(f):
+            w.append(f"scale factor is {f}: the statistics are unusable")
+        if f != 0:
+            bad = ~np.isfinite(mean) | ~np.isfinite(var)
+            if bad.any():
+                w.append(f"{int(bad.sum())} of {var.size} channels have non-finite "
+                         "statistics")
+            nonpos = np.isfinite(var) & (var <= 0)
+            if nonpos.any():
+                neg = int((var < 0).sum())
+                w.append(f"{int(nonpos.sum())} of {var.size} channels have variance <= 0 "
+                         f"({neg} negative, min {float(var[np.isfinite(var)].min()):.6g}): "
+                         "below -eps sqrt(var+eps) is NaN; zero means a constant channel "
+                         "scaled by 1/sqrt(eps)")
+        if net.phase == caffe_pb2.TEST and not layer.use_global_stats:
+            w.append("use_global_stats is false in the TEST phase: outputs depend on the "
+                     "batch, and every forward pass changes the stored statistics")
+        learnable = _learnable_specs(lp, trains)
+        if learnable:
+            w.append(learnable)
+        readers = graph.readers_of((i, 0))
+        if not any(param.layer[k].type == "Scale" for k, _ in readers):
+            what = ", ".join(f"{param.layer[k].type} '{param.layer[k].name}'"
+                             for k, _ in readers) or "nothing (a net output)"
+            w.append(f"no Scale layer follows (its output is read by {what}): the "
+                     "normalised values get no learned scale and shift")
+        out.append(info)
+    return out
+
+
+def format_table(infos: list[BNInfo]) -> str:
+    """The `decaffe bn_stats show` table: one row per layer, its warnings under it."""
+    head = (f"{'layer':<24} {'channels':>8} {'factor':>10} {'mean min':>11} {'mean max':>11} "
+            f"{'var min':>11} {'var max':>11} {'eps':>8}  stats")
+    lines = [head, "-" * len(head)]
+    for b in infos:
+        lines.append(f"{b.layer:<24} {b.channels:>8} {b.factor:>10.5g} {b.mean_min:>11.4g} "
+                     f"{b.mean_max:>11.4g} {b.var_min:>11.4g} {b.var_max:>11.4g} "
+                     f"{b.eps:>8.3g}  {'global' if b.use_global_stats else 'batch'}")
+        for w in b.warnings:
+            lines.append(f"  WARNING {b.layer}: {w}")
+    n = sum(len(b.warnings) for b in infos)
+    lines.append(f"{len(infos)} BatchNorm layer(s), {n} warning(s)")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------
+# Recomputing
+# ----------------------------------------------------------------------------------------------
+Feed = Callable[[int], Mapping[str, np.ndarray]] | Iterable[Mapping[str, np.ndarray]]
+
+
+def _batches(feed: Feed | None):
+    if feed is None:
+        return None
+    if callable(feed):
+        return (feed(i) for i in _count())
+    return iter(feed)
+
+
+def _count():
+    i = 0
+    while True:
+        yield i
+        i += 1
+
+
+def recompute(net, iterations: int, feed: Feed | None = None,
+              progress: Callable[[int, int], None] | None = None) -> list[str]:
+    """Zero every BatchNorm's statistics, run `iterations` forward passes with batch
+    statistics and λ = 1 (an exact average), and leave the result in the net's blobs.
+
+    The passes run the net as it is built (its phase's layers, Dropout included in TRAIN,
+    with no gradient and no parameter update) up to its last BatchNorm; every BatchNorm
+    normalises with its batch's statistics, as in training. Nets with Data layers read their
+    own batches; nets with Input blobs need `feed`: a callable i -> {input name: array} or an
+    iterable of such dicts. progress(i, iterations) is called after each pass.
+    Returns the BatchNorm layer names.
+    """
+    if iterations < 1:
+        raise DecaffeError(f"iterations: must be at least 1, not {iterations}")
+    layers = [(li, layer) for li, layer in enumerate(net._layers) if layer.type == "BatchNorm"]
+    if not layers:
+        raise DecaffeError("the net has no BatchNorm layer: nothing to recompute")
+    batches = _batches(feed)
+    if batches is None and net.inputs:
+        raise DecaffeError(f"the net reads the input blobs {net.inputs}: give feed= batches "
+                           "for them (or use a net with Data layers)")
+    last = max(li for li, _ in layers)
+    saved = [(layer.use_global_stats, layer.fraction) for _, layer in layers]
+    seen: set[int] = set()
+    with torch.no_grad():
+        for _, layer in layers:
+            for p in layer.blob_params:
+                if id(p) not in seen:  # shared statistics are zeroed once
+                    seen.add(id(p))
+                    p.zero_()
+    try:
+        for _, layer in layers:
+            layer.use_global_stats = False
+            layer.fraction = 1.0
+        for it in range(iterations):
+            if batches is not None:
+                try:
+                    batch = next(batches)
+                except StopIteration:
+                    raise DecaffeError(f"feed ran out after {it} batches; {iterations} were "
+                                       "asked for") from None
+                _set_inputs(net, batch)
+            net._forward_range(0, last, record=False, grad=False)
+            if progress is not None:
+                progress(it + 1, iterations)
+    finally:
+        for (_, layer), (g, frac) in zip(layers, saved):
+            layer.use_global_stats, layer.fraction = g, frac
+    return [layer.name for _, layer in layers]
+
+
+def _set_inputs(net, batch: Mapping[str, np.ndarray]) -> None:
+    reshaped = False
+    for name, arr in batch.items():
+        if name not in net.inputs:
+            raise DecaffeError(f"feed gives '{name}', which is not an input of the net "
+                               f"(inputs: {net.inputs})")
+        arr = np.asarray(arr)
+        if net.blobs[name].shape != arr.shape:
+            net.blobs[name].reshape(*arr.shape)
+            reshaped = True
+    if reshaped:
+        net.reshape()
+    for name, arr in batch.items():
+        net.blobs[name].data[...] = arr
