@@ -10,8 +10,9 @@ Nets:
   batch statistics) with SoftmaxWithLoss, batch 8 of 3×224×224.
 
 For each: decaffe's solver path (Net.forward_backward, the step training uses), pycaffe's
-path (net.forward(); net.backward()), and PyTorch (nn.Module forward, loss.backward()).
-The ratio is decaffe / PyTorch; below 1 is faster than hand-written PyTorch.
+path (net.forward(); net.backward()), and PyTorch (nn.Module forward, loss.backward()),
+called in turn, median per call. The ratio is decaffe / PyTorch; below 1 is faster than
+hand-written PyTorch.
 """
 
 from __future__ import annotations
@@ -150,18 +151,21 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def timed(fn, iters: int, warmup: int, device) -> float:
-    """Median seconds of fn() over iters runs, after warmup runs."""
-    for _ in range(warmup):
-        fn()
+def timed_interleaved(fns: dict, iters: int, warmup: int, device) -> dict[str, float]:
+    """Median seconds per call of each fn, calling them in turn (A B C A B C ...) so that
+    any drift in the machine's load touches every contender alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
     _sync(device)
-    times = []
+    times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(iters):
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for key, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            times[key].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def bench(name: str, param, model: nn.Module, shape, classes: int, iters: int, device):
@@ -189,15 +193,9 @@ def bench(name: str, param, model: nn.Module, shape, classes: int, iters: int, d
         model.zero_grad()
         F.cross_entropy(model(xt), yt).backward()
 
-    warmup = 3
-    results = {}
-    # interleave the contenders so drift in machine load hits both alike
-    for label, fn in (("torch", step_torch), ("decaffe", step_solver_path),
-                      ("torch2", step_torch), ("decaffe2", step_solver_path),
-                      ("pycaffe", step_pycaffe_path)):
-        results[label] = timed(fn, iters, warmup, device)
-    t_torch = min(results["torch"], results["torch2"])
-    t_dec = min(results["decaffe"], results["decaffe2"])
+    results = timed_interleaved({"torch": step_torch, "decaffe": step_solver_path,
+                                 "pycaffe": step_pycaffe_path}, iters, 2, device)
+    t_torch, t_dec = results["torch"], results["decaffe"]
     print(f"{name:10s} torch {t_torch * 1e3:9.2f} ms   decaffe {t_dec * 1e3:9.2f} ms   "
           f"ratio {t_dec / t_torch:5.3f}   (pycaffe forward()+backward() "
           f"{results['pycaffe'] * 1e3:9.2f} ms, ratio {results['pycaffe'] / t_torch:5.3f})")
@@ -220,7 +218,7 @@ def main(argv=None) -> int:
             bench(name, cifar_bn_param(100), CifarBN(), (100, 3, 32, 32), 10, args.iters, device)
         elif name == "resnet50":
             bench(name, resnet50_param(8), ResNet50(), (8, 3, 224, 224), 1000,
-                  max(3, args.iters // 4), device)
+                  max(5, args.iters // 2), device)
         else:
             raise SystemExit(f"unknown net {name}")
     return 0

@@ -159,15 +159,24 @@ def main(argv=None) -> int:
         solver.net.forward_backward()
 
     warmup = 3
-    res: dict[str, list[float]] = {"torch": [], "decaffe": [], "torch_fb": [], "decaffe_fb": []}
-    # interleave the contenders so drift in machine load hits both alike
-    for _ in range(2):
-        res["torch"].append(timed(torch_step, args.iters, warmup, device))
-        res["decaffe"].append(timed(decaffe_step, args.iters, warmup, device))
-        res["torch_fb"].append(timed(torch_fb, args.iters, warmup, device))
-        res["decaffe_fb"].append(timed(decaffe_fb, args.iters, warmup, device))
-    t_torch, t_dec = min(res["torch"]), min(res["decaffe"])
-    fb_torch, fb_dec = min(res["torch_fb"]), min(res["decaffe_fb"])
+    # call the contenders in turn (A B C D A B C D ...), median per call, so that drift in
+    # the machine's load touches all of them alike
+    fns = {"torch": torch_step, "decaffe": decaffe_step, "torch_fb": torch_fb,
+           "decaffe_fb": decaffe_fb}
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    samples: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(2 * args.iters):
+        for key, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            samples[key].append(time.perf_counter() - t0)
+    res = {k: statistics.median(v) for k, v in samples.items()}
+    t_torch, t_dec = res["torch"], res["decaffe"]
+    fb_torch, fb_dec = res["torch_fb"], res["decaffe_fb"]
     upd_torch = timed(sgd.step, args.iters * 5, warmup, device)
     upd_dec = timed(solver.apply_update, args.iters * 5, warmup, device)
     n_params = sum(p.numel() for p in solver.net.learnable_params)
