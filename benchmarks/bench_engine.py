@@ -45,7 +45,9 @@ RESNET50 = os.path.join(ROOT, "tests", "models", "zoo", "KaimingHe__deep-residua
 # ----------------------------------------------------------------------------------------------
 # CIFAR-10-sized BN net
 # ----------------------------------------------------------------------------------------------
-def cifar_bn_param(batch: int):
+def cifar_bn_param(batch: int, frozen_stats: bool = False):
+    """The CIFAR-10-sized BN net; frozen_stats gives BatchNorm `param { lr_mult: 0 }` ×3, as
+    trained BN prototxts write it (it matters only to a solver)."""
     n = NetSpec()
     n.data = L.Input(shape=dict(dim=[batch, 3, 32, 32]))
     n.label = L.Input(shape=dict(dim=[batch]))
@@ -54,7 +56,8 @@ def cifar_bn_param(batch: int):
         conv = L.Convolution(x, num_output=c, kernel_size=3, pad=1, bias_term=False,
                              weight_filler=dict(type="msra"))
         n[f"conv{i}"] = conv
-        n[f"bn{i}"] = L.BatchNorm(conv, in_place=True)
+        frozen = dict(param=[dict(lr_mult=0)] * 3) if frozen_stats else {}
+        n[f"bn{i}"] = L.BatchNorm(conv, in_place=True, **frozen)
         n[f"scale{i}"] = L.Scale(conv, bias_term=True, in_place=True)
         n[f"relu{i}"] = L.ReLU(conv, in_place=True)
         n[f"pool{i}"] = L.Pooling(conv, pool=P.Pooling.MAX, kernel_size=2, stride=2)

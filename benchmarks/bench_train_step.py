@@ -28,52 +28,17 @@ import time
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
-import decaffe
-from decaffe.netspec import NetSpec
-from decaffe.netspec import layers as L
-from decaffe.netspec import params as P
-from decaffe.proto import caffe_pb2
-from decaffe.solvers import SGDSolver
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from bench_engine import CifarBN, cifar_bn_param  # noqa: E402  (the same net in both)
+
+import decaffe  # noqa: E402
+from decaffe.proto import caffe_pb2  # noqa: E402
+from decaffe.solvers import SGDSolver  # noqa: E402
 
 LR, MOMENTUM, WD = 0.01, 0.9, 5e-4
-
-
-def cifar_bn_param(batch: int) -> caffe_pb2.NetParameter:
-    n = NetSpec()
-    n.data = L.Input(shape=dict(dim=[batch, 3, 32, 32]))
-    n.label = L.Input(shape=dict(dim=[batch]))
-    x = n.data
-    for i, c in enumerate((32, 32, 64), 1):
-        conv = L.Convolution(x, num_output=c, kernel_size=3, pad=1, bias_term=False,
-                             weight_filler=dict(type="msra"))
-        n[f"conv{i}"] = conv
-        # statistics frozen, as trained BN prototxts write them
-        n[f"bn{i}"] = L.BatchNorm(conv, in_place=True, param=[dict(lr_mult=0)] * 3)
-        n[f"scale{i}"] = L.Scale(conv, bias_term=True, in_place=True)
-        n[f"relu{i}"] = L.ReLU(conv, in_place=True)
-        n[f"pool{i}"] = L.Pooling(conv, pool=P.Pooling.MAX, kernel_size=2, stride=2)
-        x = n[f"pool{i}"]
-    n.ip = L.InnerProduct(x, num_output=10, weight_filler=dict(type="xavier"))
-    n.loss = L.SoftmaxWithLoss(n.ip, n.label)
-    return n.to_proto()
-
-
-class CifarBN(nn.Module):
-    def __init__(self):
-        super().__init__()
-        chans = (3, 32, 32, 64)
-        self.convs = nn.ModuleList(nn.Conv2d(chans[i], chans[i + 1], 3, padding=1, bias=False)
-                                   for i in range(3))
-        self.bns = nn.ModuleList(nn.BatchNorm2d(chans[i + 1]) for i in range(3))
-        self.fc = nn.Linear(64 * 4 * 4, 10)
-
-    def forward(self, x):
-        for conv, bn in zip(self.convs, self.bns):
-            x = F.max_pool2d(F.relu(bn(conv(x)), inplace=True), 2, 2)
-        return self.fc(x.flatten(1))
 
 
 class CaffeSGD:
@@ -127,7 +92,7 @@ def main(argv=None) -> int:
     y = rng.integers(0, 10, args.batch)
 
     sp = caffe_pb2.SolverParameter()
-    sp.net_param.CopyFrom(cifar_bn_param(args.batch))
+    sp.net_param.CopyFrom(cifar_bn_param(args.batch, frozen_stats=True))
     sp.base_lr, sp.momentum, sp.weight_decay = LR, MOMENTUM, WD
     sp.lr_policy, sp.display, sp.max_iter = "fixed", 0, 10 ** 9
     solver = SGDSolver(sp)

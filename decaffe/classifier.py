@@ -41,6 +41,24 @@ def forward_all(net: Net, blobs=None, **kwargs) -> dict:
     return {o: np.asarray(v)[:num] for o, v in collected.items()}
 
 
+def input_transformer(net: Net, mean=None, input_scale=None, raw_scale=None,
+                      channel_swap=None) -> pyio.Transformer:
+    """The caffe.io.Transformer pycaffe's Classifier and Detector set up for the net's first
+    input: H×W×K images in, K×H×W out, with the optional mean, scales and channel order."""
+    in_ = net.inputs[0]
+    transformer = pyio.Transformer({in_: net.blobs[in_].data.shape})
+    transformer.set_transpose(in_, (2, 0, 1))
+    if mean is not None:
+        transformer.set_mean(in_, mean)
+    if input_scale is not None:
+        transformer.set_input_scale(in_, input_scale)
+    if raw_scale is not None:
+        transformer.set_raw_scale(in_, raw_scale)
+    if channel_swap is not None:
+        transformer.set_channel_swap(in_, channel_swap)
+    return transformer
+
+
 class Classifier(Net):
     """Classifier(model_file, pretrained_file, image_dims=None, mean=None, input_scale=None,
     raw_scale=None, channel_swap=None); ``predict(images, oversample=True)`` gives the first
@@ -50,16 +68,7 @@ class Classifier(Net):
                  input_scale=None, raw_scale=None, channel_swap=None):
         super().__init__(model_file, pretrained_file, TEST)
         in_ = self.inputs[0]
-        self.transformer = pyio.Transformer({in_: self.blobs[in_].data.shape})
-        self.transformer.set_transpose(in_, (2, 0, 1))
-        if mean is not None:
-            self.transformer.set_mean(in_, mean)
-        if input_scale is not None:
-            self.transformer.set_input_scale(in_, input_scale)
-        if raw_scale is not None:
-            self.transformer.set_raw_scale(in_, raw_scale)
-        if channel_swap is not None:
-            self.transformer.set_channel_swap(in_, channel_swap)
+        self.transformer = input_transformer(self, mean, input_scale, raw_scale, channel_swap)
         self.crop_dims = np.array(self.blobs[in_].data.shape[2:])
         if image_dims is None or not len(image_dims):
             image_dims = self.crop_dims

@@ -43,6 +43,19 @@ class FlagParser(argparse.ArgumentParser):
         return f"{dashes}{name}" if _boolstr(value) else f"{dashes}no{name}"
 
 
+def add_net_flags(fp: FlagParser, weights_help: str, phase_default: str) -> None:
+    """The flags `caffe test` and `caffe time` share: the model, its weights, how many
+    iterations, the device and the NetState (phase, level, stages)."""
+    fp.flag("model", default="", help="the model definition protocol buffer text file")
+    fp.flag("weights", default="", help=weights_help)
+    fp.flag("iterations", type=int, default=50, help="the number of iterations to run")
+    fp.flag("gpu", default="", help="optional; run in GPU mode on the given device id")
+    fp.flag("phase", default="", help=f"optional; network phase (TRAIN or TEST), default "
+            f"{phase_default}")
+    fp.flag("level", type=int, default=0, help="optional; network level")
+    fp.flag("stage", default="", help="optional; network stages, separated by ','")
+
+
 def _boolstr(v: str) -> bool:
     s = str(v).lower()
     if s in ("1", "true", "t", "yes", "y"):

@@ -14,19 +14,13 @@ import numpy as np
 from .. import log
 from ..errors import DecaffeError
 from ..proto import caffe_pb2
-from .flags import FlagParser
+from .flags import FlagParser, add_net_flags
 from .train import parse_gpus, parse_phase, parse_stages, require_file, single_device
 
 
 def main(argv: list[str]) -> int:
     fp = FlagParser(argv[0], "Score a model (caffe test).")
-    fp.flag("model", default="", help="the model definition protocol buffer text file")
-    fp.flag("weights", default="", help="the trained weights (.caffemodel or .caffemodel.h5)")
-    fp.flag("iterations", type=int, default=50, help="the number of iterations to run")
-    fp.flag("gpu", default="", help="optional; run in GPU mode on the given device id")
-    fp.flag("phase", default="", help="optional; network phase (TRAIN or TEST), default TEST")
-    fp.flag("level", type=int, default=0, help="optional; network level")
-    fp.flag("stage", default="", help="optional; network stages, separated by ','")
+    add_net_flags(fp, "the trained weights (.caffemodel or .caffemodel.h5)", "TEST")
     args = fp.parse(argv[1:])
     handler = log.install_python_logging()
     try:

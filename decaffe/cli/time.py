@@ -18,19 +18,13 @@ import torch
 from .. import log
 from ..errors import DecaffeError
 from ..proto import caffe_pb2
-from .flags import FlagParser
+from .flags import FlagParser, add_net_flags
 from .train import parse_gpus, parse_phase, parse_stages, require_file, single_device
 
 
 def main(argv: list[str]) -> int:
     fp = FlagParser(argv[0], "Benchmark the execution time of a model (caffe time).")
-    fp.flag("model", default="", help="the model definition protocol buffer text file")
-    fp.flag("weights", default="", help="optional; weights to load first")
-    fp.flag("iterations", type=int, default=50, help="the number of iterations to run")
-    fp.flag("gpu", default="", help="optional; run in GPU mode on the given device id")
-    fp.flag("phase", default="", help="optional; network phase (TRAIN or TEST), default TRAIN")
-    fp.flag("level", type=int, default=0, help="optional; network level")
-    fp.flag("stage", default="", help="optional; network stages, separated by ','")
+    add_net_flags(fp, "optional; weights to load first", "TRAIN")
     args = fp.parse(argv[1:])
     handler = log.install_python_logging()
     try:
