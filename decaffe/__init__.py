@@ -24,6 +24,17 @@ _LAZY = {
     "TorchLayer": ("layer", "Layer"),
     "layer_type_list": ("layer", "layer_type_list"),
     "register": ("layer", "register"),
+    "NetSpec": ("netspec", "NetSpec"),
+    "layers": ("netspec", "layers"),
+    "params": ("netspec", "params"),
+    "to_proto": ("netspec", "to_proto"),
+    "get_solver": ("solvers", "get_solver"),
+    "SGDSolver": ("solvers", "SGDSolver"),
+    "NesterovSolver": ("solvers", "NesterovSolver"),
+    "AdaGradSolver": ("solvers", "AdaGradSolver"),
+    "RMSPropSolver": ("solvers", "RMSPropSolver"),
+    "AdaDeltaSolver": ("solvers", "AdaDeltaSolver"),
+    "AdamSolver": ("solvers", "AdamSolver"),
 }
 
 

@@ -347,3 +347,13 @@ def test_silence_zeroes_the_diffs_of_its_bottoms():
     net.backward()
     np.testing.assert_array_equal(net.blobs["ip"].diff, 0)
     np.testing.assert_array_equal(net.blobs["data"].diff, 0)
+
+
+def test_decaffe_public_api_names():
+    for name in ("Net", "Blob", "NetSpec", "layers", "params", "to_proto", "get_solver",
+                 "SGDSolver", "AdamSolver", "TRAIN", "TEST", "set_mode_cpu", "set_device",
+                 "layer_type_list", "caffe_pb2", "DecaffeError"):
+        assert getattr(decaffe, name) is not None, name
+    assert decaffe.get_solver is caffe.get_solver and decaffe.Net is caffe.Net
+    with pytest.raises(AttributeError):
+        _ = decaffe.no_such_name
