@@ -1,4 +1,3 @@
 """Every Caffe layer type, one module per family; importing this package registers them all."""
 
-from . import (common, data, loss, neuron, norm, python_layer, recurrent,  # noqa: F401
-               shape, vision)
+from . import common, data, loss, neuron, norm, python_layer, recurrent, shape, vision  # noqa: F401
