@@ -24,9 +24,9 @@ _LAZY = {
     "TorchLayer": ("layer", "Layer"),
     "layer_type_list": ("layer", "layer_type_list"),
     "register": ("layer", "register"),
+    # NetSpec's L and P are caffe.layers / caffe.params (or decaffe.netspec.layers/params):
+    # decaffe.layers is the package of layer implementations.
     "NetSpec": ("netspec", "NetSpec"),
-    "layers": ("netspec", "layers"),
-    "params": ("netspec", "params"),
     "to_proto": ("netspec", "to_proto"),
     "get_solver": ("solvers", "get_solver"),
     "SGDSolver": ("solvers", "SGDSolver"),

@@ -15,6 +15,7 @@ as Caffe's ExactNumBottomBlobs and friends do.
 
 from __future__ import annotations
 
+import importlib
 from typing import ClassVar
 
 import torch
@@ -41,7 +42,7 @@ def register(*type_names: str):
 
 def layer_class(type_name: str, layer_name: str = "?") -> type[Layer]:
     """The class registered for a Caffe type, or a NetError suggesting close names."""
-    from . import layers  # noqa: F401  (importing the package registers every layer)
+    importlib.import_module(f"{__package__}.layers")  # registers every layer type
 
     try:
         return _REGISTRY[type_name]
@@ -52,8 +53,7 @@ def layer_class(type_name: str, layer_name: str = "?") -> type[Layer]:
 
 def layer_type_list() -> list[str]:
     """Every registered Caffe layer type, sorted (pycaffe's caffe.layer_type_list)."""
-    from . import layers  # noqa: F401
-
+    importlib.import_module(f"{__package__}.layers")
     return sorted(_REGISTRY)
 
 

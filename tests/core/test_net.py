@@ -350,10 +350,23 @@ def test_silence_zeroes_the_diffs_of_its_bottoms():
 
 
 def test_decaffe_public_api_names():
-    for name in ("Net", "Blob", "NetSpec", "layers", "params", "to_proto", "get_solver",
+    for name in ("Net", "Blob", "NetSpec", "to_proto", "get_solver",
                  "SGDSolver", "AdamSolver", "TRAIN", "TEST", "set_mode_cpu", "set_device",
                  "layer_type_list", "caffe_pb2", "DecaffeError"):
         assert getattr(decaffe, name) is not None, name
     assert decaffe.get_solver is caffe.get_solver and decaffe.Net is caffe.Net
     with pytest.raises(AttributeError):
         _ = decaffe.no_such_name
+
+
+def test_layer_registry_fills_in_a_fresh_process():
+    # decaffe.layers is the layer package; building a net must register every type even
+    # when nothing imported that package first
+    import subprocess
+    import sys
+
+    code = ("import decaffe, sys; from decaffe.layer import layer_class; "
+            "layer_class('HDF5Data'); print(len(decaffe.layer_type_list()))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert int(r.stdout) > 50
