@@ -844,9 +844,6 @@ class Net(torch.nn.Module):
     def blob_loss_weights(self) -> collections.OrderedDict:
         return collections.OrderedDict(zip(self._blob_names, self._blob_loss_weight))
 
-    def top_names_of(self, name: str) -> list[str]:
-        return [self._blob_names[i] for i in self._top_idx[self._layer_index(name)]]
-
     @property
     def top_names(self) -> collections.OrderedDict:
         return collections.OrderedDict(
