@@ -20,6 +20,7 @@ piped or redirected log never contains it.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import math
@@ -290,6 +291,16 @@ def install_python_logging(level: int = logging.INFO) -> GlogHandler:
         lg.propagate = False
     logging.captureWarnings(True)
     return handler
+
+
+@contextlib.contextmanager
+def python_logging(level: int = logging.INFO):
+    """Python logging routed through glog-format lines for the duration of a command."""
+    handler = install_python_logging(level)
+    try:
+        yield handler
+    finally:
+        uninstall_python_logging(handler)
 
 
 def uninstall_python_logging(handler: GlogHandler) -> None:

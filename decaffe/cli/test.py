@@ -22,11 +22,8 @@ def main(argv: list[str]) -> int:
     fp = FlagParser(argv[0], "Score a model (caffe test).")
     add_net_flags(fp, "the trained weights (.caffemodel or .caffemodel.h5)", "TEST")
     args = fp.parse(argv[1:])
-    handler = log.install_python_logging()
-    try:
+    with log.python_logging():
         return _test(args)
-    finally:
-        log.uninstall_python_logging(handler)
 
 
 def _test(args) -> int:

@@ -26,11 +26,8 @@ def main(argv: list[str]) -> int:
     fp = FlagParser(argv[0], "Benchmark the execution time of a model (caffe time).")
     add_net_flags(fp, "optional; weights to load first", "TRAIN")
     args = fp.parse(argv[1:])
-    handler = log.install_python_logging()
-    try:
+    with log.python_logging():
         return _time(args)
-    finally:
-        log.uninstall_python_logging(handler)
 
 
 def _ms(seconds: float) -> str:

@@ -177,11 +177,8 @@ def main(argv: list[str]) -> int:
     fp.bool_flag("progress", default=True, help="show a progress bar when stderr is a terminal")
     args = fp.parse(argv[1:])
 
-    handler = log.install_python_logging()
-    try:
+    with log.python_logging():
         return _train(args)
-    finally:
-        log.uninstall_python_logging(handler)
 
 
 def _train(args) -> int:

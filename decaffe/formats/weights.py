@@ -703,17 +703,24 @@ _LAYER_KNOWN = _known_numbers(caffe_pb2.LayerParameter.DESCRIPTOR)
 _NET_KNOWN = _known_numbers(caffe_pb2.NetParameter.DESCRIPTOR)
 
 
+def _serialized_around(message, field: str, number: int, known) -> tuple[bytes, bytes]:
+    """message serialized without its repeated `field`, split where that field's records
+    (field number `number`) belong, so the caller can write them in between."""
+    if len(getattr(message, field)):
+        rest = type(message)()
+        rest.CopyFrom(message)
+        rest.ClearField(field)
+    else:
+        rest = message
+    body = rest.SerializeToString()
+    cut = _split_serialized(body, known, number)
+    return body[:cut], body[cut:]
+
+
 def _layer_pieces(lp: caffe_pb2.LayerParameter, arrays: Sequence[np.ndarray] | None,
                   diffs: Sequence[np.ndarray] | None, index: int) -> list:
-    if len(lp.blobs):
-        small = caffe_pb2.LayerParameter()
-        small.CopyFrom(lp)
-        small.ClearField("blobs")
-    else:
-        small = lp
-    body = small.SerializeToString()
-    cut = _split_serialized(body, _LAYER_KNOWN, _V2_BLOBS)
-    pieces: list = [body[:cut]]
+    before, after = _serialized_around(lp, "blobs", _V2_BLOBS, _LAYER_KNOWN)
+    pieces: list = [before]
     arrays = arrays or []
     if diffs is not None and len(diffs) != len(arrays):
         raise DecaffeError(f"{_layer_label(lp.name, index)}: {len(arrays)} blobs but "
@@ -722,7 +729,7 @@ def _layer_pieces(lp: caffe_pb2.LayerParameter, arrays: Sequence[np.ndarray] | N
         inner = encode_blob(arr, None if diffs is None else diffs[k])
         pieces.append(_tag(_V2_BLOBS, _LEN) + _encode_varint(_pieces_size(inner)))
         pieces.extend(inner)
-    pieces.append(body[cut:])
+    pieces.append(after)
     return [_tag(_NET_LAYER, _LEN) + _encode_varint(_pieces_size(pieces))] + pieces
 
 
@@ -734,20 +741,13 @@ def save_caffemodel(path: str, net_param: caffe_pb2.NetParameter,
     diffs, when given, are written beside the data as with ``snapshot_diff``).  float64
     arrays are written as ``double_data``, anything else as float32.  The file is written
     atomically and is byte-identical to C++ protobuf's serialization of the same message."""
-    if len(net_param.layer):
-        head = caffe_pb2.NetParameter()
-        head.CopyFrom(net_param)
-        head.ClearField("layer")
-    else:
-        head = net_param
-    head_bytes = head.SerializeToString()
-    cut = _split_serialized(head_bytes, _NET_KNOWN, _NET_LAYER)
+    before, after = _serialized_around(net_param, "layer", _NET_LAYER, _NET_KNOWN)
     with atomic_write(os.fspath(path), "wb") as f:
-        f.write(head_bytes[:cut])
+        f.write(before)
         for i, lp in enumerate(net_param.layer):
             _write_pieces(f, _layer_pieces(lp, data.get(i), None if diffs is None
                                            else diffs.get(i), i))
-        f.write(head_bytes[cut:])
+        f.write(after)
 
 
 # ---------------------------------------------------------------------------------------------
