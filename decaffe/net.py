@@ -604,21 +604,15 @@ class Net(torch.nn.Module):
                             t = t.detach().requires_grad_()
                         cur[tid] = t
                         out.append(t)
-                elif li in fused and fused[li] <= end:
-                    sc = self._layers[fused[li]]
-                    w = sc.blob_params[0]
-                    b = sc.blob_params[1] if sc.bias_term else None
-                    with torch.set_grad_enabled(want_grad and self._layer_need_backward[li]):
-                        out = (layer.normalize(bottoms[0], w, b),)
-                    skip = fused[li]
-                    cur[self._top_idx[li][0]] = out[0]
-                    blobs[self._top_idx[li][0]].bind(out[0])
                 else:
-                    if want_grad and not self._layer_need_backward[li]:
-                        with torch.no_grad():
+                    with torch.set_grad_enabled(want_grad and self._layer_need_backward[li]):
+                        if li in fused and fused[li] <= end:
+                            sc = self._layers[fused[li]]
+                            out = layer.normalize(bottoms[0], sc.blob_params[0],
+                                                  sc.blob_params[1] if sc.bias_term else None)
+                            skip = fused[li]
+                        else:
                             out = layer(*bottoms)
-                    else:
-                        out = layer(*bottoms)
                     if isinstance(out, torch.Tensor):
                         out = (out,)
                     for tid, t in zip(self._top_idx[li], out):
