@@ -14,9 +14,11 @@ RTOL_FWD, ATOL_FWD = 1e-4, 1e-5
 RTOL_BWD, ATOL_BWD = 1e-3, 1e-4
 
 
-def cases(kind: str) -> list[dict]:
+def cases(kind: str, fork: bool = False) -> list[dict]:
+    """The INDEX.json cases of one kind: BVLC's by default, the forks' (`fork_*`) with fork=True."""
     with open(os.path.join(GOLDEN, "INDEX.json")) as f:
-        return [c for c in json.load(f)["cases"] if c["kind"] == kind]
+        return [c for c in json.load(f)["cases"]
+                if c["kind"] == kind and c["name"].startswith("fork_") == fork]
 
 
 def assert_close(got, want, rtol, atol, what: str) -> None:
