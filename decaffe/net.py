@@ -149,12 +149,12 @@ def load_net_param(source) -> caffe_pb2.NetParameter:
         p = caffe_pb2.NetParameter()
         p.CopyFrom(source)
         if upgrade.net_needs_upgrade(p):
-            upgrade.upgrade_net(p, keep_batchnorm_params=True)
+            upgrade.upgrade_net(p)
         return p
     if isinstance(source, (bytes, os.PathLike)):
         source = os.fsdecode(source)
     if isinstance(source, str):
-        return prototxt.read_net(source, keep_batchnorm_params=True)
+        return prototxt.read_net(source)
     raise DecaffeError(f"cannot build a net from {type(source).__name__}")
 
 
