@@ -139,3 +139,28 @@ def test_golden_snapshot_of_our_run_matches_caffes_files(tmp_path, monkeypatch):
     assert [h.shape for h in ours.history] == [h.shape for h in theirs.history]
     for a, b in zip(ours.history, theirs.history):
         np.testing.assert_allclose(a, b, rtol=2e-3, atol=1e-7)
+
+
+def test_saved_net_describes_its_layers_as_caffe_1_0_does(tmp_path, monkeypatch):
+    """Caffe 1.0 writes each layer's parameter as set up, so BatchNorm's statistics carry the
+    `param { lr_mult: 0 }` entries its set-up added; decaffe's .caffemodel says the same
+    (every layer field equal to Caffe's final snapshot, the blobs aside)."""
+    from decaffe.proto import caffe_pb2
+
+    monkeypatch.chdir(GOLDEN)
+    for case in SOLVER_CASES:
+        name = case["name"]
+        solver = get_solver(name + ".solver.prototxt")
+        out = str(tmp_path / "net.caffemodel")
+        solver.net.save(out)
+        ours, caffe = caffe_pb2.NetParameter(), caffe_pb2.NetParameter()
+        with open(out, "rb") as f:
+            ours.ParseFromString(f.read())
+        with open(name + ".final.caffemodel", "rb") as f:
+            caffe.ParseFromString(f.read())
+        for p in (ours, caffe):
+            for lp in p.layer:
+                lp.ClearField("blobs")
+        assert ours == caffe, name
+        bn = [lp for lp in ours.layer if lp.type == "BatchNorm"]
+        assert bn and all([s.lr_mult for s in lp.param] == [0, 0, 0] for lp in bn)
