@@ -40,11 +40,14 @@ class BatchNormLayer(Layer):
 
         p = self.lp.batch_norm_param
         shape = bottom_shapes[0]
+        # Caffe 1.0 reads the bottom's shape(1) in set-up and reshape: fewer axes are fatal
+        self.check(len(shape) >= 2, f"the bottom must have at least 2 axes (num, channels, ...), "
+                   f"its shape is {tuple(shape)}")
         self.fraction = p.moving_average_fraction
         self.use_global_stats = (self.phase == caffe_pb2.TEST) if not p.HasField(
             "use_global_stats") else p.use_global_stats
         self.eps = p.eps
-        self.channels = 1 if len(shape) == 1 else shape[1]
+        self.channels = shape[1]
         if self.num_blobs == 0:
             for s in ((self.channels,), (self.channels,), (1,)):
                 self.add_blob(torch.zeros(s), requires_grad=False)
@@ -61,9 +64,10 @@ class BatchNormLayer(Layer):
 
     def reshape(self, bottom_shapes):
         shape = bottom_shapes[0]
-        if len(shape) >= 2:
-            self.check(shape[1] == self.channels,
-                       f"bottom has {shape[1]} channels, the layer was set up for {self.channels}")
+        self.check(len(shape) >= 2, f"the bottom must have at least 2 axes (num, channels, ...), "
+                   f"its shape is {tuple(shape)}")
+        self.check(shape[1] == self.channels,
+                   f"bottom has {shape[1]} channels, the layer was set up for {self.channels}")
         return [shape]
 
     def forward(self, x):
