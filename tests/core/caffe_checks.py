@@ -98,6 +98,14 @@ NET_ROWS: list[tuple] = [
               'param { name: "w" } inner_product_param { num_output: 3 bias_term: false }')
      + lay("b", "InnerProduct", ["a"], ["b"],
            'param { name: "w" } inner_product_param { num_output: 2 bias_term: false }')),
+    ("share_permissive_count", "net.cpp Net::AppendParam",
+     "Cannot share param 'w' owned by layer 'a' with layer 'b'; count mismatch.", "refused",
+     "NetError", "b", "shared parameter 'w' has 6 values here and 9",
+     X2 + lay("a", "InnerProduct", ["data"], ["a"],
+              'param { name: "w" } inner_product_param { num_output: 3 bias_term: false }')
+     + lay("b", "InnerProduct", ["a"], ["b"], 'param { name: "w" share_mode: PERMISSIVE } '
+                                             'inner_product_param { num_output: 2 '
+                                             'bias_term: false }')),
     ("share_lr_mult", "net.cpp Net::AppendParam", "Shared param 'w' has mismatched lr_mult.",
      "refused", "NetError", "b", "mismatched lr_mult",
      X2 + lay("a", "InnerProduct", ["data"], ["a"],
@@ -429,6 +437,14 @@ NET_ROWS: list[tuple] = [
      "axis X out of range for N-D Blob with shape ...", "refused", "LayerParamError", "r",
      "out of range", D4 + lay("r", "Softmax", ["data"], ["r"], "softmax_param { axis: 5 }")),
 ]
+
+# Checks at weight loading, tested elsewhere or in test_refusals.py:
+# - net.cpp CopyTrainedLayersFrom "Incompatible number of blobs for layer X" (NetError;
+#   test_refusals.py::test_weights_with_another_blob_count_are_refused)
+# - net.cpp CopyTrainedLayersFrom "Cannot copy param N weights from layer 'X'; shape
+#   mismatch." (NetError; test_net.py::test_copy_from_shape_mismatch_names_layer_blob_and_shapes)
+# - sgd_solver.cpp RestoreSolverStateFromBinaryProto "Incorrect length of history blobs."
+#   (SolverError; test_solver_snapshot.py)
 
 # What Caffe only logs (net.cpp), and where decaffe logs the same line
 LOGGED = [

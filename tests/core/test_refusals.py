@@ -154,6 +154,22 @@ def test_case08_through_the_command_line():
     assert "Ignoring source layer conv1" in r.stderr
 
 
+def test_weights_with_another_blob_count_are_refused(tmp_path):
+    """net.cpp CopyTrainedLayersFrom: CHECK_EQ(target_blobs.size(), source_layer.blobs_size())
+    'Incompatible number of blobs for layer X'."""
+    import caffe
+
+    text = (D4 + lay("c", "Convolution", ["data"], ["c"],
+                     "convolution_param { num_output: 2 kernel_size: 3 }"))
+    path = tmp_path / "n.prototxt"
+    path.write_text(text)
+    caffe.Net(str(path), caffe.TEST).save(str(tmp_path / "w.caffemodel"))
+    path.write_text(text.replace("kernel_size: 3", "kernel_size: 3 bias_term: false"))
+    with pytest.raises(errors.NetError, match="has 2 blobs for this layer, the net has 1") as e:
+        caffe.Net(str(path), str(tmp_path / "w.caffemodel"), caffe.TEST)
+    assert e.value.layer == "c"
+
+
 # ---------------------------------------------------------------------------------------------
 # Two-top loss layers: Caffe's default loss_weight counts as one given
 # ---------------------------------------------------------------------------------------------
