@@ -649,6 +649,11 @@ def _upgraded_records(header: caffe_pb2.NetParameter, layers, path: str) -> list
         log.info("Successfully upgraded file specified using deprecated input fields.")
         log.warning("Note that future Caffe releases will only support input layers and not "
                     "input fields.")
+    if any(version == 2 and param.type == "BatchNorm" and len(param.param) == 3
+           for version, _, param, *_ in layers):
+        # weights carry no param specs to act on, but Caffe says it upgrades them
+        log.info(f"Attempting to upgrade batch norm layers using deprecated params: {path}")
+        log.info("Successfully upgraded batch norm layers using deprecated params.")
     return out
 
 
