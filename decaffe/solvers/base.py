@@ -93,7 +93,7 @@ def upgrade_snapshot_prefix(param, path: str) -> None:
         log.info(f"snapshot_prefix was not specified and is set to {param.snapshot_prefix}")
     elif os.path.isdir(param.snapshot_prefix):
         param.snapshot_prefix = os.path.join(param.snapshot_prefix, os.path.basename(stem_path))
-        log.info(f"snapshot_prefix is a directory and is set to {param.snapshot_prefix}")
+        log.info(f"snapshot_prefix was a directory and is replaced to {param.snapshot_prefix}")
 
 
 def _read_net(path: str):

@@ -172,7 +172,7 @@ def test_missing_net_file_is_named(tmp_path, monkeypatch):
         get_solver('net: "nonexistent.prototxt"\nbase_lr: 0.1\nlr_policy: "fixed"\n')
 
 
-def test_snapshot_prefix_defaults_to_the_solver_file(tmp_path, monkeypatch):
+def test_snapshot_prefix_defaults_to_the_solver_file(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     with open("my_solver.prototxt", "w") as f:
         f.write(_text(snapshot=5))
@@ -182,6 +182,11 @@ def test_snapshot_prefix_defaults_to_the_solver_file(tmp_path, monkeypatch):
     with open("other.prototxt", "w") as f:
         f.write(_text(snapshot=5, snapshot_prefix="snaps"))
     assert get_solver("other.prototxt").param.snapshot_prefix == os.path.join("snaps", "other")
+    # Caffe's UpgradeSnapshotPrefixProperty lines
+    err = capsys.readouterr().err
+    assert "] snapshot_prefix was not specified and is set to my_solver\n" in err
+    moved = os.path.join("snaps", "other")
+    assert f"] snapshot_prefix was a directory and is replaced to {moved}" in err
 
 
 def test_random_seed_makes_the_fillers_repeatable():
