@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -132,6 +133,7 @@ class Solver:
             tn.share_with(self.net)
         log.info("Solver scaffolding done.")
         self._iter = 0
+        self._iterations_last: int | None = None  # the iteration of the last display line
         self.lr_state = lr_policy.LRState()
         self.rule = self.rule_class(param)
         lr, decay = list(self.net.params_lr), list(self.net.params_weight_decay)
@@ -328,6 +330,10 @@ class Solver:
         self.losses = []
         self.smoothed_loss = 0.0
         net = self.net
+        # Caffe 1.0's display line reports the speed since the last one (or this Step)
+        timer_start = time.perf_counter()
+        if self._iterations_last is None:
+            self._iterations_last = start_iter
         iter_size = p.iter_size
         # in multi-process training only the root solver (rank 0) tests, displays and
         # snapshots on schedule, as Caffe's root_solver() decides
@@ -352,7 +358,12 @@ class Solver:
             loss = _f32(loss / _f32(iter_size))
             self._update_smoothed_loss(float(loss), start_iter, average_loss)
             if display:
-                log.info(f"Iteration {self._iter}, loss = {log.fmt(self.smoothed_loss)}")
+                lapse = time.perf_counter() - timer_start
+                per_s = (self._iter - self._iterations_last) / (lapse if lapse else 1.0)
+                log.info(f"Iteration {self._iter} ({log.fmt(per_s)} iter/s, {log.fmt(lapse)}s/"
+                         f"{p.display} iters), loss = {log.fmt(self.smoothed_loss)}")
+                timer_start = time.perf_counter()
+                self._iterations_last = self._iter
                 self._log_outputs(net, "Train")
                 if p.debug_info:
                     self._debug_forward_backward()

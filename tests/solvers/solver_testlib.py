@@ -16,7 +16,11 @@ GLOG_LINE = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d{6} +\d+ [^ ]+:\d+\] ")
 RE_TRAIN_OUTPUT = re.compile(r"Train net output #(\d+): (\S+) = ([\.\deE+-]+)")
 RE_TEST_OUTPUT = re.compile(r"Test net output #(\d+): (\S+) = ([\.\deE+-]+)")
 RE_LR = re.compile(r"lr = ([-+]?[0-9]*\.?[0-9]+([eE]?[-+]?[0-9]+)?)")
-RE_LOSS = re.compile(r"Iteration (\d+), loss = ([\.\deE+-]+)")
+# Caffe 1.0's display line "Iteration N (X iter/s, Ys/D iters), loss = L", and Solve's last
+# "Iteration N, loss = L"
+RE_LOSS = re.compile(r"Iteration (\d+)(?: \(\S+ iter/s, \S+s/\d+ iters\))?, loss = ([\.\deE+-]+)")
+RE_DISPLAY = re.compile(r"\] Iteration (\d+) \((\S+) iter/s, (\S+)s/(\d+) iters\), loss = (\S+)$",
+                        re.MULTILINE)
 
 
 def write_h5(folder: str, name: str, data: np.ndarray, label: np.ndarray) -> str:

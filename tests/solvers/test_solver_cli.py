@@ -361,12 +361,12 @@ def test_sighup_snapshots_and_sigint_stops_with_one_snapshot(job):
         proc = subprocess.Popen([sys.executable, "-m", "decaffe", "train", "-solver",
                                  "long.prototxt"], stderr=log, stdout=log, env=env)
     try:
-        _wait_for("train.log", r"Iteration 3, loss", proc)
+        _wait_for("train.log", r"Iteration 3 \(", proc)
         proc.send_signal(signal.SIGHUP)  # default effect: snapshot and go on
         hup = _wait_for("train.log", r"Snapshotting to binary proto file snap/tiny_iter_(\d+)"
                                      r"\.caffemodel", proc)
         first = int(hup.group(1))
-        _wait_for("train.log", rf"Iteration {first + 2}, loss", proc)
+        _wait_for("train.log", rf"Iteration {first + 2} \(", proc)
         proc.send_signal(signal.SIGINT)  # default effect: stop (with a snapshot)
         rc = proc.wait(timeout=240)
     finally:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from solver_testlib import (
     GLOG_LINE,
+    RE_DISPLAY,
     RE_LOSS,
     RE_LR,
     RE_TEST_OUTPUT,
@@ -102,6 +103,14 @@ def test_display_and_smoothed_loss(workdir, capsys):
         assert GLOG_LINE.match(line), line
     shown = {int(i): float(v) for i, v in RE_LOSS.findall(err)}
     assert sorted(shown) == [0, 2, 4, 6]
+    # Caffe 1.0's display line: speed and time since the last one, then the smoothed loss;
+    # Solve's last line (iteration 6) has no speed
+    display = RE_DISPLAY.findall(err)
+    assert [int(d[0]) for d in display] == [0, 2, 4]
+    assert all(int(d[3]) == 2 for d in display)
+    assert float(display[0][1]) == 0 and all(float(d[1]) > 0 for d in display[1:])
+    assert all(float(d[2]) >= 0 for d in display)
+    assert re.search(r"\] Iteration 6, loss = \S+$", err, re.MULTILINE)
     smoothed = [np.mean(losses[max(0, i - 2):i + 1]) for i in range(6)]
     for it in (0, 2, 4):
         assert shown[it] == pytest.approx(smoothed[it], rel=1e-4)
