@@ -91,7 +91,8 @@ def test_case01_upgrade_tool_refuses_too(tmp_path, capsys):
     assert not out.exists()
 
 
-def test_case01_mixed_caffemodel_is_refused(tmp_path):
+def test_case01_mixed_caffemodel_is_refused(tmp_path, capsys):
+    from decaffe.cli import main
     from decaffe.formats import weights
     from decaffe.proto import caffe_pb2
 
@@ -104,6 +105,11 @@ def test_case01_mixed_caffemodel_is_refused(tmp_path):
     path.write_bytes(param.SerializeToString())
     with pytest.raises(errors.FormatError, match="Refusing to upgrade inconsistent"):
         weights.load_weights(str(path))
+    capsys.readouterr()
+    out = tmp_path / "out.caffemodel"
+    assert main(["upgrade_net_proto_binary", str(path), str(out)]) != 0
+    assert "Refusing to upgrade inconsistent NetParameter input" in capsys.readouterr().err
+    assert not out.exists()
 
 
 # ---------------------------------------------------------------------------------------------
