@@ -338,6 +338,8 @@ class Net(torch.nn.Module):
                                f"{default}", layer=lp.name)
             weights = [lp.loss_weight[j] if j < len(lp.loss_weight) else 0.0
                        for j in range(len(top_ids))]
+            if len(lp.blobs) and lp.type not in ("RNN", "LSTM"):
+                self._load_definition_blobs(layer, lp)
             if self._dtype != torch.float32:
                 layer.to(self._dtype)
             # parameters: multipliers, sharing, gradient needs
@@ -425,6 +427,31 @@ class Net(torch.nn.Module):
             if hi is not None and n > hi:
                 raise NetError(f"{layer.type} takes at most {hi} {what} blob(s), {n} given",
                                layer=lp.name)
+
+    def _load_definition_blobs(self, layer: Layer, lp) -> None:
+        """Blobs written in the layer's definition (a caffemodel's NetParameter, a prototxt
+        with `blobs`) are its starting values, as Caffe's Layer constructor reads them
+        (recurrent layers excepted: Caffe's replaces them with its unrolled net's). A count
+        or a shape the layer cannot use is refused, as Caffe's convolution refuses it."""
+        from .formats.weights import blobproto_message_to_record, shapes_match
+
+        if len(lp.blobs) != layer.num_blobs:
+            raise NetError(f"Incorrect number of weight blobs: the definition gives "
+                           f"{len(lp.blobs)}, the layer has {layer.num_blobs}", layer=lp.name)
+        for k, (p, msg) in enumerate(zip(layer.blob_params, lp.blobs)):
+            try:
+                rec = blobproto_message_to_record(msg)
+            except DecaffeError:
+                raise
+            except Exception as e:  # a BlobProto whose values and shape disagree
+                raise NetError(f"blobs[{k}] in the definition cannot be read: {e}",
+                               layer=lp.name) from None
+            if not shapes_match(tuple(p.shape), rec.array.shape, rec.legacy):
+                raise NetError(f"Incorrect weight shape: expected shape {tuple(p.shape)}; "
+                               f"instead, blobs[{k}] in the definition has shape "
+                               f"{rec.array.shape}", layer=lp.name)
+            with torch.no_grad():
+                p.data.copy_(torch.from_numpy(np.ascontiguousarray(rec.array)).reshape(p.shape))
 
     def _new_blob(self, name: str) -> int:
         bid = len(self._blob_list)

@@ -250,6 +250,18 @@ NET_ROWS: list[tuple] = [
      "refused", "LayerParamError", "c", "same shape",
      D4 + inp((2, 4, 5, 5), "b") + lay("c", "Convolution", ["data", "b"], ["c", "d"],
                                       "convolution_param { num_output: 2 kernel_size: 3 }")),
+    ("conv_definition_blob_count", "base_conv_layer.cpp LayerSetUp (blobs read from the "
+     "definition by Layer's constructor)", "Incorrect number of weight blobs.", "fixed",
+     "NetError", "c", "Incorrect number of weight blobs",
+     D4 + lay("c", "Convolution", ["data"], ["c"],
+              "convolution_param { num_output: 1 kernel_size: 1 } "
+              "blobs { shape { dim: 1 dim: 4 dim: 1 dim: 1 } data: 1 data: 2 data: 3 data: 4 }")),
+    ("conv_definition_blob_shape", "base_conv_layer.cpp LayerSetUp",
+     "Incorrect weight shape: expected shape ...; instead, shape was ...", "fixed", "NetError",
+     "c", "Incorrect weight shape",
+     D4 + lay("c", "Convolution", ["data"], ["c"],
+              "convolution_param { num_output: 1 kernel_size: 1 bias_term: false } "
+              "blobs { shape { dim: 1 dim: 2 dim: 1 dim: 1 } data: 1 data: 2 }")),
     ("crop_offsets", "crop_layer.cpp LayerSetUp", "number of offset values specified must be "
      "equal to the number of dimensions following axis.", "refused", "LayerParamError", "c",
      "crop_param.offset",

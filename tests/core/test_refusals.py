@@ -176,6 +176,29 @@ def test_weights_with_another_blob_count_are_refused(tmp_path):
     assert e.value.layer == "c"
 
 
+def test_blobs_in_the_definition_are_the_layers_starting_values(tmp_path):
+    """Caffe's Layer constructor reads `blobs` written in the layer's definition (a
+    caffemodel as NetParameter, a prototxt that carries them); legacy 4-D shapes count as
+    Blob::ShapeEquals says. A recurrent layer's are replaced by its unrolled net's."""
+    text = (D4.replace("dim: 4 dim: 6 dim: 6", "dim: 2") + lay(
+        "ip", "InnerProduct", ["data"], ["ip"], "inner_product_param { num_output: 1 } "
+        "blobs { num: 1 channels: 1 height: 1 width: 2 data: 3 data: 4 } "
+        "blobs { shape { dim: 1 } data: 5 }"))
+    net = decaffe.Net(prototxt.read_net(text), decaffe.TEST)
+    np.testing.assert_array_equal(net.params["ip"][0].data, [[3, 4]])
+    np.testing.assert_array_equal(net.params["ip"][1].data, [5])
+    net.blobs["data"].data[...] = [[1, 1], [2, 0]]
+    net.forward()
+    np.testing.assert_allclose(net.blobs["ip"].data, [[12], [11]])
+    # saving writes the current values, once
+    net.params["ip"][1].data[...] = 7
+    net.save(str(tmp_path / "w.caffemodel"))
+    from decaffe.proto import caffe_pb2
+
+    saved = caffe_pb2.NetParameter.FromString((tmp_path / "w.caffemodel").read_bytes())
+    assert [list(b.data) for b in saved.layer[1].blobs] == [[3, 4], [7]]
+
+
 # ---------------------------------------------------------------------------------------------
 # Two-top loss layers: Caffe's default loss_weight counts as one given
 # ---------------------------------------------------------------------------------------------
