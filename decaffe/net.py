@@ -921,17 +921,22 @@ class Net(torch.nn.Module):
         CopyTrainedLayersFrom)."""
         from .formats import weights as wfmt
 
-        self.copy_from_layers(wfmt.load_weights(path), source=path)
+        self.copy_from_layers(wfmt.load_weights(path), source=path,
+                              first_of_name=not os.fspath(path).endswith(".h5"))
 
-    def copy_from_layers(self, layers, source: str = "<weights>") -> None:
+    def copy_from_layers(self, layers, source: str = "<weights>",
+                         first_of_name: bool = True) -> None:
         """Copy from [(layer name, [BlobRecord or array, ...]), ...] (Caffe's
         CopyTrainedLayersFrom): a layer the net lacks is skipped and logged at INFO as
         "Ignoring source layer NAME", as Caffe logs it; a blob count or shape that differs
-        raises NetError naming the layer."""
+        raises NetError naming the layer. Where several layers share a name, a binary
+        caffemodel fills the first (Caffe searches from the start), HDF5 the last (Caffe's
+        name index): first_of_name chooses."""
         from . import log
         from .formats.weights import shapes_match
 
-        index = {n: i for i, n in enumerate(self._layer_names)}
+        names = list(enumerate(self._layer_names))
+        index = {n: i for i, n in (reversed(names) if first_of_name else names)}
         for name, records in layers:
             li = index.get(name)
             if li is None:
@@ -1022,7 +1027,7 @@ class Net(torch.nn.Module):
     def load_hdf5(self, path: str) -> None:
         from .formats import weights as wfmt
 
-        self.copy_from_layers(wfmt.load_hdf5(path), source=path)
+        self.copy_from_layers(wfmt.load_hdf5(path), source=path, first_of_name=False)
 
     def __repr__(self) -> str:
         return f"<decaffe.Net {self.name!r}: {len(self._layers)} layers, phase " \

@@ -199,6 +199,32 @@ def test_blobs_in_the_definition_are_the_layers_starting_values(tmp_path):
     assert [list(b.data) for b in saved.layer[1].blobs] == [[3, 4], [7]]
 
 
+@pytest.mark.parametrize("suffix,filled", [(".caffemodel", 0), (".caffemodel.h5", 1)])
+def test_weights_for_a_name_two_layers_share(tmp_path, suffix, filled):
+    """Caffe builds nets with duplicate layer names; CopyTrainedLayersFrom fills the first
+    such layer from a binary caffemodel (it searches from the start) and the last from HDF5
+    (its name index keeps the last)."""
+    import caffe
+
+    two = (D4.replace("dim: 4 dim: 6 dim: 6", "dim: 2")
+           + lay("ip", "InnerProduct", ["data"], ["a"], "inner_product_param { num_output: 2 }")
+           + lay("ip", "InnerProduct", ["a"], ["b"], "inner_product_param { num_output: 2 }"))
+    one = (D4.replace("dim: 4 dim: 6 dim: 6", "dim: 2")
+           + lay("ip", "InnerProduct", ["data"], ["a"], "inner_product_param { num_output: 2 }"))
+    (tmp_path / "one.prototxt").write_text(one)
+    (tmp_path / "two.prototxt").write_text(two)
+    src = caffe.Net(str(tmp_path / "one.prototxt"), caffe.TEST)
+    src.params["ip"][0].data[...] = [[1, 2], [3, 4]]
+    src.params["ip"][1].data[...] = [5, 6]
+    w = str(tmp_path / f"w{suffix}")
+    src.save_hdf5(w) if suffix.endswith(".h5") else src.save(w)
+    net = caffe.Net(str(tmp_path / "two.prototxt"), w, caffe.TEST)
+    layers = [i for i, n in enumerate(net._layer_names) if n == "ip"]
+    for k, li in enumerate(layers):
+        got = net.layers[li].blobs[0].data
+        assert np.array_equal(got, [[1, 2], [3, 4]]) == (k == filled)
+
+
 # ---------------------------------------------------------------------------------------------
 # Two-top loss layers: Caffe's default loss_weight counts as one given
 # ---------------------------------------------------------------------------------------------
