@@ -202,28 +202,26 @@ class LayerView:
 class Net(torch.nn.Module):
     """A Caffe net. pycaffe's constructors all work:
 
-    ``Net(prototxt, phase)``, ``Net(prototxt, weights, phase)``,
-    ``Net(prototxt, phase, weights=..., level=..., stages=...)``, and
-    ``Net(net_parameter_message)`` (phase, level and stages taken from its state).
+    ``Net(prototxt, phase)``, ``Net(prototxt, weights, phase)`` (weights may be None),
+    ``Net(prototxt, phase, level=0, stages=None, weights=None)`` (also by position or with
+    ``network_file=``), and ``Net(net_parameter_message)`` (phase, level and stages taken from
+    its state). Other argument lists raise DecaffeError naming the argument.
     """
 
-    def __init__(self, network, *args, phase=None, weights=None, level=None, stages=None,
-                 dtype: torch.dtype = torch.float32):
+    def __init__(self, network=None, *args, network_file=None, phase=None, weights=None,
+                 level=None, stages=None, dtype: torch.dtype = torch.float32):
         super().__init__()
-        # pycaffe's positional forms: (file, phase) and (file, weights, phase)
-        args = list(args)
-        if args and isinstance(args[0], (str, bytes, os.PathLike)):
-            weights = args.pop(0)
-        if args:
-            phase = args.pop(0)
-        if args:
-            raise DecaffeError("Net(network, [weights,] phase): too many positional arguments")
+        if (network is None) == (network_file is None):
+            raise DecaffeError("Net(): give the network (a prototxt path) once, by position or "
+                               "as network_file=")
+        network = network if network is not None else network_file
+        from .pycaffe_net import net_init_args
+
+        # pycaffe's forms: (file, phase, level, stages, weights) and (file, weights, phase)
+        phase, weights, level, stages = net_init_args(args, phase, weights, level, stages)
         param = load_net_param(network)
         self.source = network if isinstance(network, str) else None
         if phase is not None:
-            if phase not in (TRAIN, TEST):
-                raise DecaffeError("phase must be caffe.TRAIN (0) or caffe.TEST (1), "
-                                   f"not {phase!r}")
             param.state.phase = phase
         elif not isinstance(network, caffe_pb2.NetParameter):
             raise DecaffeError("Net(prototxt, ...): a phase (caffe.TRAIN or caffe.TEST) is "
@@ -238,7 +236,7 @@ class Net(torch.nn.Module):
         self._dirty_blobs: set[Blob] = set()
         self._build(param)
         if weights is not None:
-            self.copy_from(os.fsdecode(weights))
+            self.copy_from(weights)
 
     # -- construction ---------------------------------------------------------------------------
     def _build(self, in_param) -> None:
@@ -562,6 +560,30 @@ class Net(torch.nn.Module):
             self._dirty_blobs.clear()
 
     # -- running --------------------------------------------------------------------------------
+    def _stored(self, bid: int, first: int, end: int, want_grad: bool) -> torch.Tensor:
+        """Blob bid's tensor as a pass reads it from storage for layers first..end: a copy if
+        the blob's memory is handed out and one of those layers writes the blob (in place),
+        since that copies into memory autograd may have saved."""
+        blob = self._blob_list[bid]
+        t = blob.tensor()
+        if want_grad and blob.handed_out:
+            writers = self._writers.get(bid, ())
+            if any(first <= w <= end for w in writers):
+                t = t.clone()
+        return t
+
+    @property
+    def _writers(self) -> dict[int, list[int]]:
+        """{blob index: the layers that write it as a top}, in layer order."""
+        w = self.__dict__.get("_writers_cache")
+        if w is None:
+            w = collections.defaultdict(list)
+            for li, tops in enumerate(self._top_idx):
+                for tid in tops:
+                    w[tid].append(li)
+            self.__dict__["_writers_cache"] = w
+        return w
+
     def _forward_range(self, start: int, end: int, record: bool = True,
                        grad: bool | None = None, fuse: bool = False) -> torch.Tensor | None:
         """Run layers start..end (inclusive); returns the weighted loss (a tensor) or None.
@@ -588,7 +610,7 @@ class Net(torch.nn.Module):
                 for j, bid in enumerate(bids):
                     t = cur.get(bid)
                     if t is None:
-                        t = blobs[bid].tensor()
+                        t = self._stored(bid, li, end, want_grad)
                         if want_grad and bid in self._input_needs_grad and not t.requires_grad:
                             t = t.detach().requires_grad_()
                         cur[bid] = t
@@ -599,7 +621,7 @@ class Net(torch.nn.Module):
                     # Input tops are the blobs the user fills; they are never rebound.
                     out = []
                     for tid in self._top_idx[li]:
-                        t = blobs[tid].tensor()
+                        t = self._stored(tid, li + 1, end, want_grad)
                         if want_grad and tid in self._input_needs_grad:
                             t = t.detach().requires_grad_()
                         cur[tid] = t

@@ -298,7 +298,7 @@ class PythonLayer(_TorchLayer):
         for j, hb in enumerate(host_bottoms):
             blob = Blob(hb.shape, name=self._bottom_name(j), dtype=hb.dtype)
             # in place: the shared blob starts as a copy, so the bottom tensor stays untouched
-            blob.bind(hb.clone() if self._in_place(j) else hb)
+            blob.bind(hb.clone() if self._in_place(j) else hb, owned=True)
             blobs.append(blob)
         bottom, top = self._with_bottoms(blobs)
         self._call("reshape", self.user.reshape, bottom, top)
@@ -315,19 +315,19 @@ class PythonLayer(_TorchLayer):
             blob = Blob(hb.shape, name=self._bottom_name(j), dtype=hb.dtype)
             if self._in_place(j):
                 # one blob, as in Caffe: the top's data, its diff read as top and written as bottom
-                blob.bind(host_tops[j])
-                blob._set("diff", self._host(grads[j]).reshape(hb.shape).clone())
+                blob.bind(host_tops[j], owned=True)
+                blob._set("diff", self._host(grads[j]).reshape(hb.shape).clone(), owned=True)
             else:
-                blob.bind(hb)
+                blob.bind(hb, owned=True)
             bottoms.append(blob)
         for j, (ht, g) in enumerate(zip(host_tops, grads)):
             if self._in_place(j):
                 tops.append(bottoms[j])
                 continue
             blob = Blob(ht.shape, name=self.top_names[j], dtype=ht.dtype)
-            blob.bind(ht)
+            blob.bind(ht, owned=True)
             # a copy: the user's code must not write into autograd's gradient buffers
-            blob._set("diff", self._host(g).reshape(ht.shape).clone())
+            blob._set("diff", self._host(g).reshape(ht.shape).clone(), owned=True)
             tops.append(blob)
         self._call("backward", self.user.backward, tops, list(need), bottoms)
         self.user.blobs._push()
