@@ -162,7 +162,9 @@ def load_net_param(source) -> caffe_pb2.NetParameter:
 # pycaffe's view of a layer
 # ----------------------------------------------------------------------------------------------
 class LayerView:
-    """What pycaffe's net.layers[i] gives: type, blobs, and setup/reshape on Blob lists."""
+    """What pycaffe's net.layers[i] gives for a layer written in C++: ``type``, ``blobs`` (its
+    parameter Blobs) and ``setup``/``reshape`` on lists of Blobs (pycaffe's Layer binding);
+    ``name`` and ``layer`` (the decaffe Layer) besides."""
 
     def __init__(self, net: Net, index: int):
         self._net, self._index = net, index
@@ -314,6 +316,8 @@ class Net(torch.nn.Module):
             except DecaffeError:
                 raise
             except Exception as e:  # a torch shape error deep inside a layer
+                if hasattr(e, "_decaffe_python_layer"):
+                    raise  # a Python layer's own exception goes on as itself
                 raise NetError(f"cannot set up with bottom shapes {bottom_shapes}: {e}",
                                layer=lp.name) from e
             # layers that make anonymous extra tops (AutoTopBlobs)
@@ -738,12 +742,14 @@ class Net(torch.nn.Module):
         self._backward_range(start, end)
 
     def forward(self, blobs=None, start=None, end=None, **kwargs):
-        """pycaffe's Net.forward: optional inputs by name; returns {output name: array}."""
+        """pycaffe's Net.forward: optional inputs by name, run layers start..end (names,
+        inclusive); returns {name: array} for the net's outputs, or with ``end`` the end
+        layer's tops, plus ``blobs`` (BVLC master's pycaffe)."""
         blobs = list(blobs or [])
         start_ind = self._layer_index(start) if start is not None else 0
         if end is not None:
             end_ind = self._layer_index(end)
-            outputs = set([end] + blobs)
+            outputs = set(self._blob_names[i] for i in self._top_idx[end_ind]) | set(blobs)
         else:
             end_ind = len(self._layers) - 1
             outputs = set(self.outputs + blobs)
@@ -760,12 +766,14 @@ class Net(torch.nn.Module):
         return {out: self.blobs[out].data for out in outputs}
 
     def backward(self, diffs=None, start=None, end=None, **kwargs):
-        """pycaffe's Net.backward: optional output diffs by name; returns {name: diff}."""
+        """pycaffe's Net.backward: optional output diffs by name, run layers start..end
+        backwards (names, inclusive); returns {name: diff} for the net's inputs, or with
+        ``end`` the end layer's bottoms, plus ``diffs`` (BVLC master's pycaffe)."""
         diffs = list(diffs or [])
         start_ind = self._layer_index(start) if start is not None else len(self._layers) - 1
         if end is not None:
             end_ind = self._layer_index(end)
-            outputs = set([end] + diffs)
+            outputs = set(self._blob_names[i] for i in self._bottom_idx[end_ind]) | set(diffs)
         else:
             end_ind = 0
             outputs = set(self.inputs + diffs)
@@ -794,6 +802,8 @@ class Net(torch.nn.Module):
             except DecaffeError:
                 raise
             except Exception as e:
+                if hasattr(e, "_decaffe_python_layer"):
+                    raise  # a Python layer's own exception goes on as itself
                 raise NetError(f"cannot reshape to bottom shapes {bshapes}: {e}",
                                layer=layer.name) from e
             for tid, s in zip(self._top_idx[li], tshapes):
@@ -829,8 +839,17 @@ class Net(torch.nn.Module):
             (name, blobs) for name, blobs in zip(self._layer_names, self._param_blobs) if blobs)
 
     @property
-    def layers(self) -> list[LayerView]:
-        return [LayerView(self, i) for i in range(len(self._layers))]
+    def layers(self) -> list:
+        """pycaffe's Net.layers: for a Python layer the user's own ``caffe.Layer`` object (its
+        methods and attributes, as boost.python hands back the object the net created), for
+        any other layer a LayerView (type, blobs, setup, reshape); the same objects on every
+        call."""
+        views = self.__dict__.get("_layer_views")
+        if views is None or len(views) != len(self._layers):
+            views = [layer.user if layer.type == "Python" and getattr(layer, "user", None)
+                     is not None else LayerView(self, i) for i, layer in enumerate(self._layers)]
+            self.__dict__["_layer_views"] = views
+        return list(views)
 
     @property
     def layer_dict(self) -> collections.OrderedDict:
