@@ -210,6 +210,10 @@ class Net(torch.nn.Module):
     its state). Other argument lists raise DecaffeError naming the argument.
     """
 
+    # TEST phase on the CPU: compute so that an item's outputs do not depend on the other
+    # items of the batch, as Caffe's per-image computation gives (False: a little faster)
+    items_apart: bool = True
+
     def __init__(self, network=None, *args, network_file=None, phase=None, weights=None,
                  level=None, stages=None, dtype: torch.dtype = torch.float32):
         super().__init__()
@@ -577,6 +581,35 @@ class Net(torch.nn.Module):
         return t
 
     @property
+    def _batch_item_layers(self) -> frozenset[int]:
+        """Layers whose kernels make an item's outputs depend on the batch size
+        (Layer.batch_items overridden)."""
+        got = self.__dict__.get("_batch_items_cache")
+        if got is None:
+            got = frozenset(li for li, layer in enumerate(self._layers)
+                            if type(layer).batch_items is not Layer.batch_items)
+            self.__dict__["_batch_items_cache"] = got
+        return got
+
+    @staticmethod
+    def _items_apart(layer: Layer, bottoms: list[torch.Tensor]):
+        """layer(*bottoms) with each item's outputs independent of the batch size, as in
+        Caffe's per-image computation: bottoms padded with zero items to the count the layer
+        asks for, the extra outputs dropped (TEST phase on the CPU)."""
+        if not bottoms or bottoms[0].dim() == 0:
+            return layer(*bottoms)
+        num = bottoms[0].shape[0]
+        want = layer.batch_items([tuple(b.shape) for b in bottoms])
+        if want == num or any(b.dim() == 0 or b.shape[0] != num for b in bottoms):
+            return layer(*bottoms)
+        padded = [torch.cat([b, b.new_zeros((want - num,) + tuple(b.shape[1:]))])
+                  for b in bottoms]
+        out = layer(*padded)
+        if isinstance(out, torch.Tensor):
+            return out[:num]
+        return tuple(o[:num] for o in out)
+
+    @property
     def _writers(self) -> dict[int, list[int]]:
         """{blob index: the layers that write it as a top}, in layer order."""
         w = self.__dict__.get("_writers_cache")
@@ -600,6 +633,8 @@ class Net(torch.nn.Module):
         cur: dict[int, torch.Tensor] = {}
         want_grad = self._needs_graph if grad is None else grad
         fused = self._fused if fuse else {}
+        items = self._batch_item_layers if self.items_apart and self.phase == TEST and \
+            self._device.type == "cpu" else ()
         skip = -1
         with torch.set_grad_enabled(want_grad):
             loss = None
@@ -637,6 +672,8 @@ class Net(torch.nn.Module):
                             out = layer.normalize(bottoms[0], sc.blob_params[0],
                                                   sc.blob_params[1] if sc.bias_term else None)
                             skip = fused[li]
+                        elif li in items and not torch.is_grad_enabled():
+                            out = self._items_apart(layer, bottoms)
                         else:
                             out = layer(*bottoms)
                     if isinstance(out, torch.Tensor):
