@@ -1,5 +1,6 @@
 """The Faster R-CNN / R-FCN family of fork layers: ROIPooling, PSROIPooling, SmoothL1Loss,
-Proposal.
+Proposal, and R-FCN's online hard example mining (SoftmaxWithLossOHEM, SmoothL1LossOHEM,
+BoxAnnotatorOHEM).
 
 - ROIPooling and SmoothL1Loss follow rbgirshick/caffe-fast-rcnn (py-faster-rcnn's Caffe).
 - PSROIPooling follows daijifeng001/caffe-rfcn (R-FCN).
@@ -20,7 +21,18 @@ import numpy as np
 import torch
 
 from ..layer import Layer, register
-from .loss import _LossLayer
+from ..proto import caffe_pb2
+from .loss import (
+    BATCH_SIZE,
+    FULL,
+    LOG_FLT_MIN,
+    VALID,
+    SoftmaxWithLossLayer,
+    _axis_split,
+    _LossLayer,
+)
+
+_LossParam = caffe_pb2.LossParameter
 
 
 def _c_round(v: np.ndarray) -> np.ndarray:
@@ -489,3 +501,188 @@ class ProposalLayer(Layer):
         if len(self.top_names) < 2:
             return rois_t
         return rois_t, torch.as_tensor(np.concatenate(scores), dtype=score.dtype, device=dev)
+
+
+# ------------------------------------------------------------------------------------------
+# Online hard example mining (R-FCN): SoftmaxWithLossOHEM, SmoothL1LossOHEM, BoxAnnotatorOHEM
+# ------------------------------------------------------------------------------------------
+_PRE_FIXED = _LossParam.PRE_FIXED
+
+
+def _legacy_dims(shape) -> tuple[int, int, int, int]:
+    """Caffe's num/channels/height/width of a blob of at most 4 axes (missing ones are 1)."""
+    s = tuple(int(v) for v in shape) + (1,) * (4 - len(shape))
+    return s[0], s[1], s[2], s[3]
+
+
+@register("SoftmaxWithLossOHEM")
+class SoftmaxWithLossOHEMLayer(SoftmaxWithLossLayer):
+    """SoftmaxWithLoss with R-FCN's per-instance loss: an optional third top (the label
+    bottom's shape) holds −log(max(p[label], FLT_MIN)) at every position, 0 where the label
+    is ignored, for BoxAnnotatorOHEM to rank; it carries no gradient. The loss and its
+    gradient are SoftmaxWithLoss's, with loss_param.normalization PRE_FIXED dividing by
+    loss_param.pre_fixed_normalizer (at least 1).
+    Source: caffe-rfcn / soeaver's caffe-priv softmax_loss_ohem_layer.
+    """
+
+    max_loss_tops = 3
+
+    def reshape(self, bottom_shapes):
+        shapes = super().reshape(bottom_shapes)
+        if self._num_tops() >= 3:
+            shapes[2] = tuple(bottom_shapes[1])
+        return shapes
+
+    def _normalizer(self, mode, outer, inner, valid_count):  # noqa: D401 - Caffe's name
+        if mode == _PRE_FIXED:
+            return max(1.0, float(np.float32(self.lp.loss_param.pre_fixed_normalizer)))
+        return SoftmaxWithLossLayer._normalizer(mode, outer, inner, valid_count)
+
+    def forward(self, x, label):
+        out = super().forward(x, label)
+        if self._num_tops() < 3:
+            return out
+        outer, c, inner = _axis_split(x.shape, self.axis)
+        with torch.no_grad():
+            scores = x.detach().reshape(outer, c, inner)
+            lab = label.detach().reshape(outer, inner)
+            index, keep, _ = self._class_index(lab, c, self.ignore)
+            logp = torch.log_softmax(scores, dim=1).gather(1, index[:, None])[:, 0]
+            nll = (-logp).clamp_max(-LOG_FLT_MIN)
+            if keep is not None:
+                nll = torch.where(keep, nll, torch.zeros((), dtype=nll.dtype))
+        return (*out, nll.reshape(label.shape))
+
+
+@register("SmoothL1LossOHEM")
+class SmoothL1LossOHEMLayer(_LossLayer):
+    """R-FCN's SmoothL1 loss for OHEM (σ = 1): Σ smoothL1(w · (a − b)) / normaliser.
+
+    Bottoms: predictions, targets and optionally weights w (BoxAnnotatorOHEM's bbox loss
+    weights). The normaliser is loss_param.normalization (default VALID; FULL and VALID are
+    num·height·width, BATCH_SIZE num, PRE_FIXED pre_fixed_normalizer, NONE 1; at least 1).
+    An optional second top (num, 1, height, width) holds each instance's loss summed over
+    channels, with no gradient. The fork's backward is smoothL1'(w · (a − b)) · ±loss_weight /
+    normaliser, without the factor w (decaffe keeps it: the same for 0/1 weights); the
+    weights get no gradient.
+    Source: caffe-rfcn / soeaver's caffe-priv smooth_L1_loss_ohem_layer.
+    """
+
+    exact_bottoms = None
+    min_bottoms = 2
+    max_bottoms = 3
+    max_loss_tops = 2
+
+    def allow_force_backward(self, bottom_index: int) -> bool:
+        return bottom_index < 2
+
+    def setup(self, bottom_shapes):
+        self._check_tops()
+        self.normalization = self._normalization(VALID)
+
+    def reshape(self, bottom_shapes):
+        self._check_first_axis(bottom_shapes)
+        a = tuple(bottom_shapes[0])
+        self.check(len(a) <= 4, f"{self._bottom(0)} must have at most 4 axes, has shape {a}")
+        for i, s in enumerate(bottom_shapes[1:], start=1):
+            self.check(_legacy_dims(s)[1:] == _legacy_dims(a)[1:] and math.prod(s) == math.prod(a),
+                       f"{self._bottom(i)} has shape {tuple(s)}, {self._bottom(0)} has {a}: "
+                       "channels, height and width must agree")
+        n, _, h, w = _legacy_dims(a)
+        self.outer, self.inner = n, h * w
+        return [(), (n, 1, h, w)][:self._num_tops()]
+
+    def _normalizer_value(self) -> float:
+        mode = self.normalization
+        if mode in (FULL, VALID):
+            value = float(self.outer * self.inner)
+        elif mode == BATCH_SIZE:
+            value = float(self.outer)
+        elif mode == _PRE_FIXED:
+            value = float(np.float32(self.lp.loss_param.pre_fixed_normalizer))
+        else:
+            value = 1.0
+        return max(1.0, value)
+
+    def forward(self, a, b, *weights):
+        raw = a - b.reshape(a.shape)
+        if weights:
+            scaled = raw * weights[0].detach().reshape(a.shape)
+            d = raw + (scaled - raw).detach()  # the value w·(a−b), the fork's gradient of a−b
+        else:
+            d = raw
+        ad = d.abs()
+        e = torch.where(ad < 1.0, 0.5 * d * d, ad - 0.5)
+        loss = e.sum() / self._normalizer_value()
+        if self._num_tops() < 2:
+            return loss
+        n, c, h, w = _legacy_dims(a.shape)
+        per = e.detach().reshape(n, c, h, w).sum(dim=1, keepdim=True)
+        return loss, per
+
+
+@register("BoxAnnotatorOHEM")
+class BoxAnnotatorOHEMLayer(Layer):
+    """R-FCN's hard example selection: keeps the roi_per_img highest-loss ROIs of each image.
+
+    Bottoms: ROIs (R, 5, ...), per-ROI loss (R, 1, ...), labels (R, 1, ...), bbox loss
+    weights (R, K, ...). Tops: labels with ignore_label (default −1) everywhere except the
+    kept ROIs, and bbox loss weights zeroed except for the kept ROIs. ROIs are ranked by loss,
+    highest first (equal losses keep their order: the fork's std::sort leaves it unspecified);
+    an image's quota is roi_per_img (required, > 0). No backward.
+    Source: caffe-rfcn src/caffe/layers/box_annotator_ohem_layer.cu.
+    """
+
+    exact_bottoms = 4
+    exact_tops = 2
+
+    def allow_force_backward(self, bottom_index: int) -> bool:
+        return False
+
+    def setup(self, bottom_shapes):
+        p = self.lp.box_annotator_ohem_param
+        f = "box_annotator_ohem_param.roi_per_img"
+        self.check(p.HasField("roi_per_img"), "required field is not set (the fork declares "
+                   "it `required`)", f)
+        self.check(p.roi_per_img > 0, "must be > 0", f)
+        self.roi_per_img = int(p.roi_per_img)
+        self.ignore_label = float(p.ignore_label)
+
+    def reshape(self, bottom_shapes):
+        shapes = [_legacy_dims(s) for s in bottom_shapes]
+        n, _, h, w = shapes[0]
+        self.check(shapes[0][1] == 5, f"bottom '{self.bottom_names[0]}' must have 5 channels, "
+                   f"has shape {tuple(bottom_shapes[0])}")
+        for i in (1, 2):
+            self.check(shapes[i] == (n, 1, h, w), f"bottom '{self.bottom_names[i]}' must be "
+                       f"({n}, 1, {h}, {w}), has shape {tuple(bottom_shapes[i])}")
+        self.check(shapes[3][0] == n and shapes[3][2:] == (h, w),
+                   f"bottom '{self.bottom_names[3]}' must be ({n}, K, {h}, {w}), has shape "
+                   f"{tuple(bottom_shapes[3])}")
+        return [(n, 1, h, w), (n, shapes[3][1], h, w)]
+
+    def forward(self, rois, loss, labels, bbox_weights):
+        n, _, h, w = _legacy_dims(rois.shape)
+        spatial = h * w
+        r = rois.detach().reshape(n, 5, spatial).cpu().numpy()
+        img = np.trunc(r[:, 0, :]).astype(np.int64).reshape(-1)  # per (roi, position)
+        num_imgs = int(img.max()) + 1 if img.size else 0
+        self.check(img.size == 0 or num_imgs > 0, "number of images must be greater than 0")
+        order = np.argsort(-loss.detach().reshape(-1).cpu().numpy(), kind="stable")
+        left = np.full(max(num_imgs, 0), self.roi_per_img)
+        keep = np.zeros(img.size, bool)
+        for index in order:
+            b = img[index]
+            if b >= 0 and left[b] > 0:
+                left[b] -= 1
+                keep[index] = True
+        dev = labels.device
+        keep_t = torch.as_tensor(keep, device=dev)
+        lab = labels.detach().reshape(-1)
+        top_labels = torch.where(keep_t, lab, torch.full_like(lab, self.ignore_label))
+        k = _legacy_dims(bbox_weights.shape)[1]
+        bw = bbox_weights.detach().reshape(n, k, spatial)
+        keep_w = keep_t.reshape(n, 1, spatial)
+        top_w = torch.where(keep_w, bw, torch.zeros_like(bw))
+        return (top_labels.reshape(n, 1, h, w),
+                top_w.reshape(n, k, h, w))
