@@ -50,7 +50,7 @@ class _Separable(Layer):
     def _matrices(self, in_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
 
-    def _apply(self, x: torch.Tensor, in_hw: tuple[int, int]) -> torch.Tensor:
+    def _resample(self, x: torch.Tensor, in_hw: tuple[int, int]) -> torch.Tensor:
         cache = self.__dict__.setdefault("_mats", {})
         key = (in_hw, x.dtype, x.device)
         mats = cache.get(key)
@@ -162,7 +162,7 @@ class InterpLayer(_Separable):
 
     def forward(self, x, ref=None):
         dims = self._out_size(tuple(x.shape), tuple(ref.shape) if ref is not None else None)
-        return self._apply(x, (x.shape[2], x.shape[3]) + dims)
+        return self._resample(x, (x.shape[2], x.shape[3]) + dims)
 
     def allow_force_backward(self, bottom_index: int) -> bool:
         return bottom_index == 0
@@ -368,7 +368,7 @@ class ResizeLayer(_Separable):
 
     def forward(self, x):
         ho, wo = self._out(tuple(x.shape))
-        return self._apply(x, (x.shape[2], x.shape[3], ho, wo))
+        return self._resample(x, (x.shape[2], x.shape[3], ho, wo))
 
 
 def _bilinear_axis(n_in: int, n_out: int, align: bool) -> np.ndarray:
@@ -437,7 +437,7 @@ class BilinearInterpolateLayer(_Separable):
 
     def forward(self, x):
         self.reshape([tuple(x.shape)])
-        return self._apply(x, (x.shape[2], x.shape[3]))
+        return self._resample(x, (x.shape[2], x.shape[3]))
 
 
 @register("PixelShuffle")
