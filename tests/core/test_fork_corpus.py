@@ -85,6 +85,19 @@ def _channels(lp) -> int:
     return 3
 
 
+def _guidance_channels(param) -> dict[str, int]:
+    """GuidedDropout guidance blob -> the channel count of the blob it guides (the num_output
+    of the last layer before it that has one)."""
+    out, channels = {}, {}
+    for lp in param.layer:
+        n = lp.inner_product_param.num_output or lp.convolution_param.num_output
+        for t in lp.top:
+            channels[t] = n or channels.get(lp.bottom[0] if lp.bottom else "", 0)
+        if lp.type == "GuidedDropout" and len(lp.bottom) == 2:
+            out[lp.bottom[1]] = channels.get(lp.bottom[0], 1)
+    return out
+
+
 def _resize(dims, size) -> None:
     if len(dims) == 4 and size is not None:
         dims[0], dims[2], dims[3] = 1, size[0], size[1]
@@ -96,6 +109,7 @@ def with_inputs(param, size: tuple[int, int] | None) -> caffe_pb2.NetParameter:
     out = caffe_pb2.NetParameter()
     out.CopyFrom(param)
     del out.layer[:]
+    guided = _guidance_channels(param)
     for lp in param.layer:
         if lp.type == "Input":
             new = out.layer.add()
@@ -117,7 +131,9 @@ def with_inputs(param, size: tuple[int, int] | None) -> caffe_pb2.NetParameter:
         inp.exclude.extend(lp.exclude)
         for i, top in enumerate(lp.top):
             dims = inp.input_param.shape.add().dim
-            if i == 0 and top != "guidance":
+            if top in guided:  # a GuidedDropout's guidance: one score per channel
+                dims.extend((n, guided[top]))
+            elif i == 0:
                 dims.extend((n, _channels(lp), h, w))
             elif lp.type == "AnnotatedData":
                 dims.extend((1, 1, 1, 8))
