@@ -41,7 +41,7 @@ class GuidedDropoutLayer(Layer):
                    f"\"stochastic\", not {self.kind!r}", "guided_dropout_param.type")
         self.threshold = float(p.guidance_threshold)
         self.scaler = float(p.sigmoid_scaler)
-        self.train = self.phase == caffe_pb2.TRAIN
+        self.in_train = self.phase == caffe_pb2.TRAIN
 
     def reshape(self, bottom_shapes):
         x, g = tuple(bottom_shapes[0]), tuple(bottom_shapes[1])
@@ -58,7 +58,7 @@ class GuidedDropoutLayer(Layer):
         if self.kind == "deterministic":
             mask = (g > self.threshold).to(x.dtype)
             s = mask.sum(1, keepdim=True)
-        elif self.train:
+        elif self.in_train:
             prob = torch.sigmoid(g * self.scaler)
             mask = (torch.rand_like(prob) <= prob).to(x.dtype)
             s = prob.sum(1, keepdim=True)
@@ -170,10 +170,10 @@ class SeLuDropoutLayer(ElementwiseLayer):
         self.alpha = float(p.alpha)
         self.a = ((1 - self.q) * (1 + self.q * self.alpha ** 2)) ** -0.5
         self.b = -self.a * self.q * self.alpha
-        self.train = self.phase == caffe_pb2.TRAIN
+        self.in_train = self.phase == caffe_pb2.TRAIN
 
     def forward(self, x):
-        if not self.train or self.q == 0.0:
+        if not self.in_train or self.q == 0.0:
             return x.view(x.shape)
         keep = (torch.rand_like(x) >= self.q).to(x.dtype)
         return self.a * (x * keep + self.alpha * (1 - keep)) + self.b

@@ -103,7 +103,7 @@ class BNLayer(Layer):
             self.frozen = bool(field(p, "frozen", False))
             self.momentum = float(field(p, "momentum", 0.9))
             self.eps = float(field(p, "eps", 1e-5))
-            self.train = self.phase == caffe_pb2.TRAIN and not self.frozen
+            self.batch_stats = self.phase == caffe_pb2.TRAIN and not self.frozen
             if self.num_blobs == 0:
                 self.add_blob(fillers.fill(_filler(p, "slope_filler"), bshape,
                                            where=self.name))
@@ -134,7 +134,7 @@ class BNLayer(Layer):
             return self._forward_segnet(x)
         scale, shift = _per_channel(self.blob(0), x), _per_channel(self.blob(1), x)
         run_mean, run_inv = self.blob(2), self.blob(3)
-        if self.train:
+        if self.batch_stats:
             axes = _reduce_axes(x)
             mean = x.mean(axes, keepdim=True)
             var = ((x - mean) ** 2).mean(axes, keepdim=True)
@@ -192,7 +192,7 @@ class BatchNormKyleLayer(Layer):
         self.fraction = float(p.moving_average_fraction)
         self.eps = float(p.eps)
         self.alpha_beta = bool(field(p, "use_alpha_beta", False))
-        self.use_global = (self.phase == caffe_pb2.TEST) if not p.HasField(
+        self.use_global_stats = (self.phase == caffe_pb2.TEST) if not p.HasField(
             "use_global_stats") else p.use_global_stats
         self.channels = 1 if len(shape) == 1 else shape[1]
         c = self.channels
@@ -218,7 +218,7 @@ class BatchNormKyleLayer(Layer):
         shape = x.shape
         x2 = x.reshape(shape[0], 1) if x.dim() == 1 else x
         mean_sum, var_sum, factor = self.blob(0), self.blob(1), self.blob(2)
-        if self.use_global:
+        if self.use_global_stats:
             f = factor.detach()
             inv = torch.where(f == 0, torch.zeros_like(f), 1.0 / f)
             mean = _per_channel(mean_sum.detach() * inv, x2)
@@ -236,7 +236,7 @@ class BatchNormKyleLayer(Layer):
         y = (x2 - mean) / torch.sqrt(var + self.eps)
         if self.alpha_beta:
             alpha, beta = self.blob(3), self.blob(4)
-            if self.use_global:
+            if self.use_global_stats:
                 alpha, beta = alpha.detach(), beta.detach()
             y = y * _per_channel(alpha, x2) + _per_channel(beta, x2)
         return y.reshape(shape)
