@@ -26,7 +26,7 @@ from .. import fillers
 from .. import log as _log
 from ..layer import Layer, register
 from ..proto import caffe_pb2
-from .loss import BATCH_SIZE, FLT_MIN, FULL, NONE, VALID, _LossLayer
+from .loss import FLT_MIN, VALID, _LossLayer
 
 F32 = np.float32
 _MB = caffe_pb2.MultiBoxLossParameter
