@@ -411,3 +411,67 @@ def test_detection_evaluate_by_hand():
     np.testing.assert_allclose(y, [[-1, 1, 1, -1, -1], [-1, 2, 0, -1, -1],
                                    [0, 1, 0.9, 1, 0], [0, 1, 0.8, 0, 1],
                                    [0, 2, 0.7, 0, 1], [1, 1, 0.6, 0, 1]], rtol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------
+# layer_type_list, NetSpec, draw
+# ------------------------------------------------------------------------------------------
+SSD_TYPES = ("PriorBox", "Permute", "Normalize", "DetectionOutput", "MultiBoxLoss",
+             "DetectionEvaluate", "AnnotatedData")
+
+
+def test_layer_type_list_names_the_ssd_layers():
+    listed = caffe.layer_type_list()
+    assert all(t in listed for t in SSD_TYPES)
+
+
+def ssd_netspec():
+    from caffe import layers as L
+    from caffe import params as P
+
+    n = caffe.NetSpec()
+    n.feat, n.img, n.label = L.Input(shape=[dict(dim=[2, 4, 3, 3]), dict(dim=[2, 3, 24, 24]),
+                                            dict(dim=[1, 1, 2, 8])], ntop=3)
+    n.norm = L.Normalize(n.feat, norm_param=dict(across_spatial=False, scale_filler=dict(
+        type="constant", value=20), channel_shared=False))
+    n.loc = L.Convolution(n.norm, num_output=16, kernel_size=1,
+                          weight_filler=dict(type="gaussian", std=0.01))
+    n.loc_perm = L.Permute(n.loc, permute_param=dict(order=[0, 2, 3, 1]))
+    n.loc_flat = L.Flatten(n.loc_perm, axis=1)
+    n.conf = L.Convolution(n.norm, num_output=12, kernel_size=1,
+                           weight_filler=dict(type="gaussian", std=0.01))
+    n.conf_perm = L.Permute(n.conf, permute_param=dict(order=[0, 2, 3, 1]))
+    n.conf_flat = L.Flatten(n.conf_perm, axis=1)
+    n.prior = L.PriorBox(n.feat, n.img, prior_box_param=dict(
+        min_size=[8.0], max_size=[16.0], aspect_ratio=[2.0], flip=True, clip=False,
+        variance=[0.1, 0.1, 0.2, 0.2]))
+    n.loss = L.MultiBoxLoss(n.loc_flat, n.conf_flat, n.prior, n.label, multibox_loss_param=dict(
+        num_classes=3, code_type=P.PriorBox.CENTER_SIZE, overlap_threshold=0.5),
+        propagate_down=[True, True, False, False])
+    return n
+
+
+def test_netspec_builds_and_trains_ssd_layers():
+    spec = ssd_netspec()
+    text = str(spec.to_proto())
+    assert 'type: "PriorBox"' in text and "prior_box_param" in text and "min_size: 8" in text
+    net = decaffe.Net(text, TRAIN)
+    rng = np.random.default_rng(10)
+    net.blobs["feat"].data[...] = rng.normal(size=(2, 4, 3, 3))
+    net.blobs["label"].data[...] = [[[[0, 1, 0, 0.1, 0.1, 0.4, 0.4, 0],
+                                      [1, 2, 0, 0.5, 0.3, 0.9, 0.8, 0]]]]
+    net.forward()
+    assert net.blobs["prior"].data.shape == (1, 2, 3 * 3 * 4 * 4)
+    assert float(net.blobs["loss"].data) > 0
+    net.backward()
+    assert np.abs(net.params["loc"][0].diff).sum() > 0
+    assert np.abs(net.params["conf"][0].diff).sum() > 0
+
+
+def test_draw_shows_ssd_layers():
+    import caffe.draw
+
+    graph = caffe.draw.get_pydot_graph(ssd_netspec().to_proto(), "LR")
+    dot = graph.to_string()
+    for t in ("PriorBox", "Permute", "Normalize", "MultiBoxLoss"):
+        assert f"({t})" in dot
