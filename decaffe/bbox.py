@@ -42,7 +42,8 @@ def bbox_size(b: np.ndarray, normalized: bool = True) -> np.ndarray:
     if not normalized:
         w, h = w + F32(1), h + F32(1)
     bad = (b[..., 2] < b[..., 0]) | (b[..., 3] < b[..., 1])
-    return np.where(bad, F32(0), (w * h).astype(F32)).astype(F32)
+    with np.errstate(all="ignore"):
+        return np.where(bad, F32(0), (w * h).astype(F32)).astype(F32)
 
 
 def clip_bbox(b: np.ndarray) -> np.ndarray:
@@ -60,10 +61,10 @@ def jaccard(a: np.ndarray, b: np.ndarray, normalized: bool = True) -> np.ndarray
     ih = np.minimum(A[..., 3], B[..., 3]) - np.maximum(A[..., 1], B[..., 1])
     if not normalized:
         iw, ih = iw + F32(1), ih + F32(1)
-    inter = (iw * ih).astype(F32)
-    sa = bbox_size(a, normalized)[:, None]
-    sb = bbox_size(b, normalized)[None, :]
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(all="ignore"):  # boxes decoded to infinities compare as C's floats do
+        inter = (iw * ih).astype(F32)
+        sa = bbox_size(a, normalized)[:, None]
+        sb = bbox_size(b, normalized)[None, :]
         iou = (inter / (sa + sb - inter)).astype(F32)
     ok = ~apart & (iw > 0) & (ih > 0)
     return np.where(ok, iou, F32(0)).astype(F32)
