@@ -214,7 +214,7 @@ def train(solver_path: str, iters: int) -> tuple[list[float], object]:
     for _ in range(iters):
         solver.step(1)
         losses.append(float(solver.net.blobs["mbox_loss"].data))
-    solver.net.close() if hasattr(solver.net, "close") else None
+    solver.net.close()  # stop the data layer's prefetch thread; the weights stay
     return losses, solver.net
 
 
