@@ -123,6 +123,13 @@ def test_permute_matches_numpy_and_fills_missing_axes():
     np.testing.assert_array_equal(net.blobs["y"].data, x.transpose(2, 0, 1, 3))
 
 
+def test_permute_identity_order_passes_through():
+    x = np.random.default_rng(0).normal(size=(2, 3, 4)).astype(np.float32)
+    net = run(inp("x", x.shape) + lay("p", "Permute", ["x"], ["y"],
+                                      "permute_param { order: 0 order: 1 }"), {"x": x})
+    np.testing.assert_array_equal(net.blobs["y"].data, x)
+
+
 def test_permute_refuses_bad_orders():
     with pytest.raises(DecaffeError, match="duplicate"):
         run(inp("x", (2, 3)) + lay("p", "Permute", ["x"], ["y"],
@@ -348,6 +355,23 @@ def test_multibox_loss_gradients_loc_and_conf():
             check_gradients(mbox_text(f"num_classes: 3 code_type: CENTER_SIZE "
                                       f"mining_type: {mining}{extra}"), inputs,
                             check_inputs=["loc", "conf"], step=1e-3)
+
+
+@pytest.mark.parametrize("param", [
+    "share_location: false mining_type: NONE code_type: CORNER",
+    "share_location: false mining_type: NONE use_prior_for_matching: false",
+    "use_prior_for_matching: false encode_variance_in_target: true",
+    "mining_type: HARD_EXAMPLE sample_size: 2 code_type: CORNER_SIZE",
+    "nms_param { nms_threshold: 0.5 } bp_inside: true",
+])
+def test_multibox_loss_options_gradients(param):
+    rng = np.random.default_rng(11)
+    lc = 3 if "share_location: false" in param else 1
+    inputs = {"loc": rng.normal(size=(1, 12 * lc)) * 0.3, "conf": rng.normal(size=(1, 9)),
+              "prior": prior_blob().astype(np.float64), "label": GT.astype(np.float64)}
+    text = mbox_text(f"num_classes: 3 code_type: CENTER_SIZE {param}", loc_classes=lc)
+    check_gradients(text, inputs, check_inputs=["loc", "conf"], step=1e-3)
+    assert float(run(text, inputs).blobs["loss"].data) > 0
 
 
 def test_multibox_loss_hard_example_and_bipartite():
