@@ -358,10 +358,10 @@ def test_multibox_loss_gradients_loc_and_conf():
 
 
 @pytest.mark.parametrize("param", [
-    "share_location: false mining_type: NONE code_type: CORNER",
+    "share_location: false mining_type: NONE match_type: BIPARTITE",
     "share_location: false mining_type: NONE use_prior_for_matching: false",
     "use_prior_for_matching: false encode_variance_in_target: true",
-    "mining_type: HARD_EXAMPLE sample_size: 2 code_type: CORNER_SIZE",
+    "mining_type: HARD_EXAMPLE sample_size: 2",
     "nms_param { nms_threshold: 0.5 } bp_inside: true",
 ])
 def test_multibox_loss_options_gradients(param):
