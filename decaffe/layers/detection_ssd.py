@@ -671,7 +671,8 @@ class MultiBoxLossLayer(_LossLayer):
         normalizer = self._normalizer(self.normalization, n, np_, torch.tensor(num_matches))
         normalizer = float(normalizer)
         dev, dt = loc.device, loc.dtype
-        total = loc.new_zeros(())
+        # Empty slices keep the loss in the graph (zero gradients) when no term applies.
+        total = loc.reshape(-1)[:0].sum() + conf.reshape(-1)[:0].sum()
         if self.use_loc and num_matches:
             where, enc, mask = self._encode_loc(loc_np, gts, all_idx, pboxes, pvar)
             ii = torch.tensor([w[0] for w in where], device=dev)

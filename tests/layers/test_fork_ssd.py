@@ -499,3 +499,33 @@ def test_draw_shows_ssd_layers():
     dot = graph.to_string()
     for t in ("PriorBox", "Permute", "Normalize", "MultiBoxLoss"):
         assert f"({t})" in dot
+
+
+# ------------------------------------------------------------------------------------------
+# box codes and the loss without ground truth
+# ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("code", [B.CORNER, B.CENTER_SIZE, B.CORNER_SIZE])
+@pytest.mark.parametrize("in_target", [False, True])
+def test_encode_decode_round_trip(code, in_target):
+    rng = np.random.default_rng(12)
+    prior = np.sort(rng.uniform(0, 1, size=(5, 2, 2)), axis=1).transpose(0, 2, 1).reshape(
+        5, 4)[:, [0, 2, 1, 3]].astype(np.float32)
+    var = np.tile(np.float32([0.1, 0.1, 0.2, 0.2]), (5, 1))
+    box = (prior + rng.uniform(-0.05, 0.05, size=(5, 4))).astype(np.float32)
+    enc = B.encode(prior, var, code, in_target, box)
+    np.testing.assert_allclose(B.decode(prior, var, code, in_target, enc), box, atol=1e-5)
+    if code == B.CORNER and not in_target:
+        np.testing.assert_allclose(enc, (box - prior) / var, rtol=1e-5)
+
+
+def test_multibox_loss_without_ground_truth():
+    inputs = {"loc": np.zeros((1, 12), np.float32), "conf": np.zeros((1, 9), np.float32),
+              "prior": prior_blob(), "label": -np.ones((1, 1, 1, 8), np.float32)}
+    net = run("force_backward: true\n" + mbox_text("num_classes: 3"), inputs)
+    assert float(net.blobs["loss"].data) == 0  # no positives, so no mined negatives
+    net.backward()
+    assert not net.blobs["conf"].diff.any()
+    # without mining every prior is a background example: log(3) each, FULL-normalized
+    net = run(mbox_text("num_classes: 3 mining_type: NONE",
+                        loss_param="loss_param { normalization: FULL }"), inputs)
+    np.testing.assert_allclose(float(net.blobs["loss"].data), math.log(3), rtol=1e-6)
