@@ -164,8 +164,14 @@ class _AnnotatedSource:
             px *= F32(tp.scale)
         if mirror:
             px = px[:, :, ::-1]
-        # The goldens' build leaves boxes where they were under transform_param's crop.
-        boxes = A.transform_boxes(ex.boxes, A.UNIT, mirror)
+        # The goldens' build (inisis/caffe) moves boxes with transform_param's crop for raw
+        # records only; decoded images report the whole image as their crop.
+        crop = A.UNIT
+        if not ex.encoded:
+            crop = np.array([F32(x0) / F32(w), F32(y0) / F32(h), F32(x0 + cw) / F32(w),
+                             F32(y0 + ch) / F32(h)], F32)
+        emit = tp.emit_constraint if tp.HasField("emit_constraint") else None
+        boxes = A.transform_boxes(ex.boxes, crop, mirror, emit)
         return px, boxes
 
     def produce(self) -> tuple:

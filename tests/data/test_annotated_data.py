@@ -301,3 +301,26 @@ def test_layer_refusals(voc):
         batch(net_text(db, anno="batch_sampler { sampler { min_scale: 0 } }"))
     with pytest.raises(DecaffeError, match="source"):
         batch(net_text(str(voc / "missing")))
+
+
+def test_transform_crop_moves_boxes_of_raw_records_only(voc):
+    """crop_size in TEST (centred): raw records' boxes are projected into the crop; encoded
+    records keep theirs (the goldens' build reports the whole image as their crop)."""
+    raw = make_db(voc)
+    (d_raw, l_raw), = batch(net_text(raw, batch=1, transform="crop_size: 20"), decaffe.TEST)
+    # image 0 is 40x30: the crop is x 10..30, y 5..25 (normalized 0.25..0.75, 1/6..5/6)
+    crop = np.array([0.25, 5 / 30, 0.75, 25 / 30])
+    box = np.array([4 / 40, 3 / 30, 20 / 40, 15 / 30])  # the first cat
+    w, h = crop[2] - crop[0], crop[3] - crop[1]
+    want = np.clip([(box[0] - crop[0]) / w, (box[1] - crop[1]) / h, (box[2] - crop[0]) / w,
+                    (box[3] - crop[1]) / h], 0, 1)
+    np.testing.assert_allclose(l_raw[0, 0, 0, 3:7], want, rtol=1e-5, atol=1e-6)
+    d2 = voc / "e"
+    d2.mkdir()
+    for f in voc.iterdir():
+        if f.is_file():
+            (d2 / f.name).write_bytes(f.read_bytes())
+    encdb = make_db(d2, encoded=True, encode_type="png")
+    (d_enc, l_enc), = batch(net_text(encdb, batch=1, transform="crop_size: 20"), decaffe.TEST)
+    np.testing.assert_array_equal(d_enc, d_raw)
+    np.testing.assert_allclose(l_enc[0, 0, 0, 3:7], box, rtol=1e-6)
