@@ -4,6 +4,8 @@ from . import common, data, loss, neuron, norm, python_layer, recurrent, shape, 
 
 # The forks' layer families, one line each (so that each family's branch adds one line).
 # isort: off
+from . import data_ssd  # noqa: F401
+from . import detection_ssd  # noqa: F401
 from . import fork_misc  # noqa: F401
 from . import fork_norm  # noqa: F401
 from . import fork_shape  # noqa: F401
