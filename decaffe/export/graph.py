@@ -90,8 +90,9 @@ def refuse_types(reason: str, *type_names: str) -> None:
         NOT_EXPORTED[name] = reason
 
 
-def exporter_for(node: Node, graph: ExportGraph) -> LayerExport:
-    """The LayerExport of a node, or an ExportError saying why it has none."""
+def exporter_for(node: Node, graph: ExportGraph, refuse: bool = True) -> LayerExport:
+    """The LayerExport of a node, or an ExportError saying why it has none (refuse: also
+    ask the entry whether it takes this layer's configuration)."""
     from . import layers  # noqa: F401  (fills EXPORTS)
 
     ex = EXPORTS.get(node.type)
@@ -102,6 +103,8 @@ def exporter_for(node: Node, graph: ExportGraph) -> LayerExport:
                       f"{suggest(node.type, EXPORTS)}; the exportable types are listed in "
                       "docs/compat.md (## Export)")
         raise ExportError(reason, layer=node.name, type=node.type)
+    if not refuse:
+        return ex
     why = ex.refuse(node, graph)
     if why:
         raise ExportError(why, layer=node.name, type=node.type)
@@ -143,6 +146,7 @@ class ExportGraph:
     varying: dict[str, tuple[bool, ...]] = field(default_factory=dict)
     dynamic_batch: bool = False
     end: int = -1
+    blob_of: dict[str, str] = field(default_factory=dict)  # value -> the blob it is a value of
 
     def shape(self, value: str) -> tuple[int, ...]:
         return self.shapes[value]
@@ -177,7 +181,8 @@ def _infer_shapes(net, nodes: list[Node], inputs: dict[str, tuple[int, ...]]
         try:
             tshapes = node.layer.reshape(bshapes)
         except DecaffeError as e:
-            raise ExportError(f"cannot take bottom shapes {bshapes}: {e}", layer=node.name,
+            msg = str(e).removeprefix(f"layer '{node.name}': ")
+            raise ExportError(f"cannot take bottom shapes {bshapes}: {msg}", layer=node.name,
                               type=node.type) from e
         except Exception as e:  # a torch shape error inside a layer's reshape
             raise ExportError(f"cannot take bottom shapes {bshapes}: {e}", layer=node.name,
@@ -231,9 +236,15 @@ def build_graph(net, end: str | None = None,
     current: dict[int, str] = {}
     used: set[str] = set()
 
+    input_blobs = {bid for li in range(last + 1) if net._layers[li].type == "Input"
+                   for bid in net._top_idx[li]}
+
     def new_value(bid: int, li: int) -> str:
         blob = blob_names[bid]
-        name = blob if last_writer.get(bid) == li else f"{blob}/{names[li]}"
+        # inputs keep their blob's name even when a layer later writes the blob in place
+        keep = (li == last_writer.get(bid) and bid not in input_blobs) or \
+            net._layers[li].type == "Input"
+        name = blob if keep else f"{blob}/{names[li]}"
         k = 1
         base = name
         while name in used:
@@ -246,6 +257,7 @@ def build_graph(net, end: str | None = None,
     input_shape_of: dict[str, tuple[int, ...]] = {}
     nodes: list[Node] = []
     read_later: set[str] = set()
+    blob_of: dict[str, str] = {}
     for li in range(last + 1):
         layer = net._layers[li]
         lp = net.net_param.layer[li]
@@ -254,6 +266,7 @@ def build_graph(net, end: str | None = None,
             for bid in net._top_idx[li]:
                 v = new_value(bid, li)
                 current[bid] = v
+                blob_of[v] = blob_names[bid]
                 inputs.append(v)
                 input_shape_of[v] = tuple(net._blob_list[bid].shape)
             continue
@@ -269,15 +282,17 @@ def build_graph(net, end: str | None = None,
                           [blob_names[b] for b in net._top_idx[li]]))
         for bid, v in zip(net._top_idx[li], tops):
             current[bid] = v
+            blob_of[v] = blob_names[bid]
     if input_shapes:
         for name, shape in input_shapes.items():
             if name not in input_shape_of:
                 raise ExportError(f"-input_shape: the net has no input '{name}' (its inputs: "
                                   f"{', '.join(inputs) or 'none'}){suggest(name, inputs)}")
             input_shape_of[name] = tuple(shape)
-    graph = ExportGraph(net, nodes, inputs, [], {}, dynamic_batch=dynamic_batch, end=last)
+    graph = ExportGraph(net, nodes, inputs, [], {}, dynamic_batch=dynamic_batch, end=last,
+                        blob_of=blob_of)
     for node in nodes:  # unsupported layers first: their message says what to do
-        exporter_for(node, graph)
+        exporter_for(node, graph, refuse=False)
     if not inputs:
         raise ExportError("the net has no inputs: a deploy net declares them with Input "
                           "layers (or input/input_shape fields), and the exported graph "
@@ -297,6 +312,8 @@ def build_graph(net, end: str | None = None,
         graph.varying = {v: tuple(a != b for a, b in zip(graph.shapes[v], other[v]))
                          if len(other[v]) == len(graph.shapes[v])
                          else (True,) * len(graph.shapes[v]) for v in graph.shapes}
+    for node in nodes:
+        exporter_for(node, graph)
     return graph
 
 

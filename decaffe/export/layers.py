@@ -423,6 +423,10 @@ def _pool_onnx(b, x: str, method: int, g, train: bool, out: str | None, node: No
         rescale = False
     last = not crop and not fix and not (method == _POOL.AVE and rescale)
     y_out = out if last else None
+    if any(pp >= kk for pp, kk in zip(pads, k + k)):  # onnxruntime wants pads below the kernel
+        fill = -np.inf if method == _POOL.MAX else 0.0
+        x = b.op("Pad", [x, b.ints([0, 0] + pads[:2] + [0, 0] + pads[2:]), b.scalar(fill)])
+        pads = [0, 0, 0, 0]
     if method == _POOL.MAX:
         y = b.op("MaxPool", [x], y_out, kernel_shape=k, strides=s, pads=pads)
     elif method == _POOL.AVE:

@@ -163,8 +163,16 @@ class OnnxBuilder:
         once); with transform, a new constant transform(array)."""
         p = node.layer.blob_params[k]
         arr = p.detach().cpu().float().numpy()
-        if transform is not None:
-            return self.const(transform(arr), hint=f"blob{k}_")
+        if transform is not None:  # blob k reshaped or transposed: still named layer/k
+            from onnx import numpy_helper
+
+            name = f"{node.name}/{k}"
+            if name in self._names:
+                return self.const(transform(arr), hint=f"blob{k}_")
+            self._names.add(name)
+            self.initializers.append(numpy_helper.from_array(
+                np.ascontiguousarray(transform(arr), dtype=np.float32), name))
+            return name
         key = id(p)
         if key not in self._blob_names:
             from onnx import numpy_helper

@@ -125,7 +125,7 @@ class SourceBuilder:
         holders = {var: val for val, var in self._vars.items()}
         out = []
         for val in values:
-            blob = val.split("/")[0].split("#")[0]
+            blob = self.graph.blob_of.get(val, val)
             var = identifier(blob)
             k = 1
             base = var

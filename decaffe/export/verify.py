@@ -105,8 +105,8 @@ def reference_outputs(graph: ExportGraph, inputs: dict[str, np.ndarray]
             net.blobs[v].data[...] = arr
         with _zero_recurrent_state(net), torch.no_grad():
             net._forward(0, graph.end)
-        return {v: np.array(net.blobs[v].data, dtype=np.float32, copy=True)
-                for v in graph.outputs}
+        return {v: np.array(net.blobs[graph.blob_of.get(v, v)].data, dtype=np.float32,
+                            copy=True) for v in graph.outputs}
     finally:
         if any(tuple(net.blobs[v].shape) != s for v, s in original.items()):
             for v, s in original.items():
