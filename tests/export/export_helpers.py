@@ -7,9 +7,16 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import pytest
 
 import caffe
 from decaffe.formats import prototxt
+
+
+# > ~5 s each on two cores: selected by -m slow, and run only with DECAFFE_SLOW=1
+SLOW = [pytest.mark.slow,
+        pytest.mark.skipif(not os.environ.get("DECAFFE_SLOW"),
+                           reason="slow export test; set DECAFFE_SLOW=1 to run it")]
 
 
 def randomize(net, seed: int = 0) -> None:
