@@ -12,7 +12,6 @@ import pytest
 import caffe
 from decaffe.formats import prototxt
 
-
 # > ~5 s each on two cores: selected by -m slow, and run only with DECAFFE_SLOW=1
 SLOW = [pytest.mark.slow,
         pytest.mark.skipif(not os.environ.get("DECAFFE_SLOW"),
