@@ -93,7 +93,7 @@ def refuse_types(reason: str, *type_names: str) -> None:
 def exporter_for(node: Node, graph: ExportGraph, refuse: bool = True) -> LayerExport:
     """The LayerExport of a node, or an ExportError saying why it has none (refuse: also
     ask the entry whether it takes this layer's configuration)."""
-    from . import layers  # noqa: F401  (fills EXPORTS)
+    from . import forks, layers  # noqa: F401  (fill EXPORTS)
 
     ex = EXPORTS.get(node.type)
     if ex is None:

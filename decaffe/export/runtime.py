@@ -123,3 +123,17 @@ HELPERS = {f.__name__: f for f in (caffe_pool_divisor, caffe_empty_windows, caff
                                    caffe_lstm, caffe_lstm_step, caffe_exp)}
 # helpers that call other helpers
 HELPER_NEEDS = {"caffe_lstm": ("caffe_lstm_step",)}
+
+
+def caffe_normalize(x, scale, across_spatial, eps):
+    """SSD's Normalize: x / √(Σx² + eps) over each item (across_spatial) or over the channels
+    of each position, times the scale (one value, or one per channel)."""
+    n, c = x.shape[0], x.shape[1]
+    x3 = x.reshape(n, c, -1)
+    dims = (1, 2) if across_spatial else (1,)
+    norm = torch.sqrt((x3 * x3).sum(dim=dims, keepdim=True) + eps)
+    s = scale.reshape(1, 1, 1) if scale.numel() == 1 else scale.reshape(1, c, 1)
+    return (x3 / norm * s).reshape(x.shape)
+
+
+HELPERS[caffe_normalize.__name__] = caffe_normalize
