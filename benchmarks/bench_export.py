@@ -79,6 +79,8 @@ def bench(name: str, batch: int, iterations: int, threads: int, tmp: str) -> dic
     folded = fold(net)
     x = np.random.default_rng(1).standard_normal((batch, 3, 224, 224)).astype(np.float32)
     for n in (net, folded):
+        n.blobs[data].reshape(*x.shape)
+        n.reshape()
         n.blobs[data].data[...] = x
     onnx_path = os.path.join(tmp, f"{name}.onnx")
     onnx_folded = os.path.join(tmp, f"{name}_folded.onnx")

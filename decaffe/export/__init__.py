@@ -80,7 +80,14 @@ def prepare(net, *, fold_bn: bool = False, input_shapes=None, end: str | None = 
     if fold_bn:
         from ..bn.fold import fold
 
+        shapes = {name: tuple(net.blobs[name].shape) for name in net.inputs}
         net, folded = fold(net, report=True)
+        # the folded net is built from the prototxt: give it the shapes the net had
+        if any(tuple(net.blobs[n].shape) != s for n, s in shapes.items() if n in net.blobs):
+            for n, s in shapes.items():
+                if n in net.blobs:
+                    net.blobs[n].reshape(*s)
+            net.reshape()
     if isinstance(input_shapes, str):
         input_shapes = parse_input_shapes(input_shapes)
     graph = build_graph(net, end=end, input_shapes=input_shapes, dynamic_batch=dynamic_batch)

@@ -78,3 +78,13 @@ def test_resnet50_fold_bn(_, tmp_path):
                         "ResNet-50-deploy.prototxt")
     net = deploy_net(path, batch=1)
     _check_fold(net, str(tmp_path), 53)
+
+
+def test_fold_bn_keeps_the_nets_current_input_shape(tmp_path):
+    """The folded net is rebuilt from the prototxt; the export still has the net's shapes."""
+    net = caffe.Net(EXAMPLE, caffe.TEST)
+    net.blobs["data"].reshape(3, 1, 8, 8)
+    net.reshape()
+    randomize(net)
+    report = to_onnx(net, str(tmp_path / "f.onnx"), fold_bn=True)
+    assert report.graph.shapes["data"] == (3, 1, 8, 8)
