@@ -75,7 +75,7 @@ def prepare(net, *, fold_bn: bool = False, input_shapes=None, end: str | None = 
     """(export graph, FoldResult or None) for a net and the export options."""
     from .graph import build_graph, parse_input_shapes
 
-    net = _as_net(net)
+    net = original = _as_net(net)
     folded = None
     if fold_bn:
         from ..bn.fold import fold
@@ -91,6 +91,10 @@ def prepare(net, *, fold_bn: bool = False, input_shapes=None, end: str | None = 
     if isinstance(input_shapes, str):
         input_shapes = parse_input_shapes(input_shapes)
     graph = build_graph(net, end=end, input_shapes=input_shapes, dynamic_batch=dynamic_batch)
+    if folded is not None:  # the checks compare with the net as it was before folding
+        graph.reference = original
+        last = net._layer_names[graph.end]
+        graph.reference_end = original._layer_names.index(last)
     return graph, folded
 
 
@@ -125,6 +129,20 @@ def _clear(*paths: str) -> None:
             os.remove(p)
 
 
+def _runtime_has_kernels(model) -> bool:
+    """Whether onnxruntime (when installed) has a kernel for every operator of the model."""
+    try:
+        from .verify import onnxruntime_session
+
+        onnxruntime_session(model.SerializeToString())
+    except ImportError:
+        return True
+    except Exception as e:
+        return "NOT_IMPLEMENTED" not in str(e) and "Could not find an implementation" \
+            not in str(e)
+    return True
+
+
 def write_onnx(graph: ExportGraph, path: str, opset: int | None = None, check: bool = True,
                tolerance: float = TOLERANCE, seed: int = 0) -> ExportReport:
     """Write and verify the ONNX form of an export graph (see to_onnx)."""
@@ -135,6 +153,11 @@ def write_onnx(graph: ExportGraph, path: str, opset: int | None = None, check: b
     chosen = opset if opset is not None else onnx_export.default_opset()
     model = onnx_export.build_model(graph, chosen)
     onnx_export.check_model(model)
+    if opset is None:  # the default: step down while onnxruntime lacks a kernel at this opset
+        while chosen > 17 and not _runtime_has_kernels(model):
+            chosen -= 1
+            model = onnx_export.build_model(graph, chosen)
+            onnx_export.check_model(model)
     tmp = path + ".unverified"
     _clear(path, tmp)
     onnx_export.save_model(model, tmp)

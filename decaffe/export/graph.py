@@ -147,6 +147,9 @@ class ExportGraph:
     dynamic_batch: bool = False
     end: int = -1
     blob_of: dict[str, str] = field(default_factory=dict)  # value -> the blob it is a value of
+    # the net the checks compare with, and its last layer (the unfolded net with fold_bn)
+    reference: Any = None
+    reference_end: int = -1
 
     def shape(self, value: str) -> tuple[int, ...]:
         return self.shapes[value]

@@ -90,8 +90,10 @@ def _zero_recurrent_state(net):
 
 def reference_outputs(graph: ExportGraph, inputs: dict[str, np.ndarray]
                       ) -> dict[str, np.ndarray]:
-    """decaffe's own outputs of the exported range for these inputs."""
-    net = graph.net
+    """decaffe's own outputs of the exported range for these inputs (of the net before
+    folding, with fold_bn)."""
+    net = graph.reference if graph.reference is not None else graph.net
+    end = graph.reference_end if graph.reference is not None else graph.end
     original = {v: tuple(net.blobs[v].shape) for v in graph.inputs}
     try:
         changed = False
@@ -104,7 +106,7 @@ def reference_outputs(graph: ExportGraph, inputs: dict[str, np.ndarray]
         for v, arr in inputs.items():
             net.blobs[v].data[...] = arr
         with _zero_recurrent_state(net), torch.no_grad():
-            net._forward(0, graph.end)
+            net._forward(0, end)
         return {v: np.array(net.blobs[graph.blob_of.get(v, v)].data, dtype=np.float32,
                             copy=True) for v in graph.outputs}
     finally:
