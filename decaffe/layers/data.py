@@ -83,19 +83,25 @@ def transform_param_of(lp, legacy=None):
     return tp
 
 
-def _solver_keep(phase: int):
-    """Caffe's Skip(): with several solvers each keeps every solver_count-th record (TRAIN)."""
+class SolverKeep:
+    """Caffe's Skip(): with several solvers each keeps every size-th record (offset counts
+    the records passed over); called once per record, says whether to keep it."""
+
+    def __init__(self, size: int, rank: int, offset: int = 0):
+        self.size, self.rank, self.offset = size, rank, offset
+
+    def __call__(self) -> bool:
+        ok = self.offset % self.size == self.rank
+        self.offset += 1
+        return ok
+
+
+def _solver_keep(phase: int) -> SolverKeep | None:
+    """The record filter of this solver process (TRAIN with several solvers), else None."""
     size, rank = _mode.solver_count(), _mode.solver_rank()
     if size <= 1 or phase == caffe_pb2.TEST:
         return None
-    state = {"offset": 0}
-
-    def keep() -> bool:
-        ok = state["offset"] % size == rank
-        state["offset"] += 1
-        return ok
-
-    return keep
+    return SolverKeep(size, rank)
 
 
 class _BaseDataLayer(Layer):
