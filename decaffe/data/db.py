@@ -342,16 +342,19 @@ class LMDBCursor(Cursor):
 
     def __init__(self, reader: _Reader):
         self._reader = reader
+        self._next_key = None
         self.seek_to_first()
 
     def seek_to_first(self) -> None:
         self._valid = bool(self._reader.ask(b"F")[0])
         self._item = None
+        self._next_key = None
 
     def seek(self, key: bytes) -> bool:
         """Go to key (or the first record after it, wrapping); True when key itself is there."""
         exact = bool(self._reader.ask(b"S", bytes(key))[0])
         self._item = None
+        self._next_key = None
         return exact
 
     def _current(self) -> tuple[bytes, bytes]:
@@ -363,20 +366,20 @@ class LMDBCursor(Cursor):
         # Caffe's cursor stops at the end; the reader wraps, so detect the wrap by the key.
         key = self._current()[0]
         self._reader.ask(b"N", _Q.pack(1))
-        self._item = None
+        self._item = self._next_key = None
         self._valid = self._current()[0] > key
 
     def advance(self) -> bool:
         key = self._current()[0]
         self._reader.ask(b"N", _Q.pack(1))
-        self._item = None
+        self._item = self._next_key = None
         self._valid = True
         return self._current()[0] <= key
 
     def skip(self, n: int) -> None:
         """Pass over n records (wrapping around)."""
         self._reader.ask(b"N", _Q.pack(int(n)))
-        self._item = None
+        self._item = self._next_key = None
 
     @property
     def valid(self) -> bool:
@@ -384,6 +387,8 @@ class LMDBCursor(Cursor):
 
     @property
     def key(self) -> bytes:
+        if self._item is None and self._next_key is not None:
+            return self._next_key
         return self._current()[0]
 
     @property
@@ -395,9 +400,11 @@ class LMDBCursor(Cursor):
         payload = self._reader.ask(b"T", _TAKE.pack(int(n), size, rank, offset))
         if keep is not None:
             keep.offset = _Q.unpack_from(payload)[0]
+        klen = _FRAME.unpack_from(payload, 8)[0]
         self._item = None
+        self._next_key = payload[12:12 + klen]
         self._valid = True
-        return _records(payload)
+        return _records(payload, 12 + klen)
 
     def close(self) -> None:
         self._item = None

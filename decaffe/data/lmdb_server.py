@@ -16,8 +16,9 @@ opcode byte; replies with ``K`` (ok) or ``E`` (an error message follows, UTF-8).
 - ``C``: the current record, as one record of ``T``'s reply.
 - ``T`` n size rank offset (4 × 8 bytes): the next n records kept by a solver of ``rank``
   out of ``size`` (every record whose running ``offset`` % size == rank; size 1 keeps all),
-  wrapping around at the end; reply the new offset (8 bytes), then per record its key and
-  value lengths (4 bytes each), key, value.
+  wrapping around at the end; reply the new offset (8 bytes), the next record's key (its
+  length in 4 bytes, then the key), then per record its key and value lengths (4 bytes
+  each), key, value.
 - ``N`` n: pass over n records (wrapping).
 - ``Q``: end. End of input ends the process too, so it never outlives its parent.
 """
@@ -107,7 +108,8 @@ def serve(path: str, inp, out) -> int:
                     offset += 1
                     if not cur.next():
                         cur.first()
-                parts[1] = _Q.pack(offset)
+                nxt = cur.key()
+                parts[1] = _Q.pack(offset) + _LEN.pack(len(nxt)) + nxt
                 _send(out, b"".join(parts))
             else:
                 _send(out, b"E" + b"unknown request " + op)
