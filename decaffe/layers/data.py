@@ -517,26 +517,40 @@ def read_hdf5_list(path: str) -> list[str]:
 
 
 def load_hdf5_tops(path: str, names: list[str]) -> list[np.ndarray]:
-    """The datasets named after the tops, as float32 arrays with one row count."""
+    """The datasets named after the tops, as float32 arrays with one row count (float or
+    integer data of at least 1 axis, as Caffe's hdf5_load_nd_dataset takes). Any failure,
+    reading included, is a DataError naming the file, the dataset and what was expected."""
     import h5py
 
+    from ..errors import FormatError
+    from ..formats.weights import h5_array
+
+    if "\0" in path:
+        raise DataError(f"HDF5 file {path!r}: the path holds a NUL byte")
     try:
         f = h5py.File(path, "r")
     except (OSError, ValueError) as e:
         raise DataError(f"cannot open HDF5 file '{path}': {e}") from None
     out = []
-    with f:
-        for name in names:
-            if name not in f or not isinstance(f[name], h5py.Dataset):
-                raise DataError(f"HDF5 file '{path}' has no dataset '{name}' "
-                                f"(datasets: {sorted(k for k in f)})")
-            ds = f[name]
-            if ds.dtype.kind not in "fiub":
-                raise DataError(f"HDF5 dataset '{name}' in '{path}' has type {ds.dtype}; "
-                                "float or integer data is needed")
-            if ds.ndim < 1:
-                raise DataError(f"HDF5 dataset '{name}' in '{path}' must have at least 1 axis")
-            out.append(np.ascontiguousarray(ds[()], dtype=np.float32))
+    try:
+        with f:
+            for name in names:
+                if name not in f or not isinstance(f[name], h5py.Dataset):
+                    raise DataError(f"HDF5 file '{path}' has no dataset '{name}' "
+                                    f"(datasets: {sorted(k for k in f)})")
+                ds = f[name]
+                if ds.ndim < 1:
+                    raise DataError(f"HDF5 dataset '{name}' in '{path}' must have at least 1 "
+                                    f"axis (rows), not shape {ds.shape}")
+                arr = h5_array(ds, path, f"dataset '{name}'", "fiub",
+                               "float or integer data, at least 1 axis")
+                out.append(np.ascontiguousarray(arr, dtype=np.float32))
+    except FormatError as e:
+        raise DataError(str(e)) from None
+    except (KeyError, RuntimeError, TypeError, ValueError, OSError, AttributeError,
+            IndexError) as e:
+        raise DataError(f"HDF5 file '{path}' cannot be read ({type(e).__name__}: {e}); "
+                        f"expected datasets {names}") from None
     rows = out[0].shape[0]
     for name, arr in zip(names, out):
         if arr.shape[0] != rows:
