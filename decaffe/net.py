@@ -332,7 +332,10 @@ class Net(torch.nn.Module):
                                layer=lp.name)
             for tid, s in zip(top_ids, top_shapes):
                 shapes[tid] = tuple(s)
-                self._blob_list[tid].reshape(*s)
+                try:
+                    self._blob_list[tid].reshape(*s)
+                except DecaffeError as e:  # a size Caffe refuses, before any allocation
+                    raise NetError(f"top {e}", layer=lp.name) from None
             if layer.is_loss and not len(lp.loss_weight):
                 lp.loss_weight.append(1.0)
             if len(lp.loss_weight) and len(lp.loss_weight) != len(top_ids):
@@ -852,7 +855,10 @@ class Net(torch.nn.Module):
                                layer=layer.name) from e
             for tid, s in zip(self._top_idx[li], tshapes):
                 shapes[tid] = tuple(s)
-                self._blob_list[tid].reshape(*s)
+                try:
+                    self._blob_list[tid].reshape(*s)
+                except DecaffeError as e:  # a size Caffe refuses, before any allocation
+                    raise NetError(f"top {e}", layer=layer.name) from None
         self._fill_loss_diffs()
 
     def close(self) -> None:
