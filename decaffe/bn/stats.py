@@ -11,6 +11,13 @@ and with global statistics the layer uses mean = mean_sum/factor and var = var_s
 quotients are the exact averages of the batch means and unbiased batch variances — what
 :func:`recompute` produces, for a net whose statistics no longer match its weights (after
 fine-tuning with frozen statistics, pruning, or a changed input distribution).
+
+The forks' layers take part too: ``BatchNormKyle`` keeps BatchNorm's three blobs (and is
+treated exactly like it); yjxiong/Cysu's ``BN`` keeps a running mean and a running *inverse
+standard deviation* s (blobs 2 and 3), shown here as variance 1/s² − eps, and recomputed as
+the exact average of the batch means and batch inverse standard deviations (the quantity
+its momentum average estimates). SegNet's ``BN`` keeps no statistics (bn_mode LEARN uses
+the batch's, INFERENCE has them folded into its scale and shift): it is listed with a note.
 """
 
 from __future__ import annotations
@@ -62,11 +69,14 @@ def inspect(net) -> list[BNInfo]:
     graph = BlobGraph.of(param)
     out = []
     for i, lp in enumerate(param.layer):
-        if lp.type != "BatchNorm":
+        if lp.type == "BN":
+            out.append(_inspect_fork_bn(net, lp, net._layers[index[i]]))
+            continue
+        if lp.type not in ("BatchNorm", "BatchNormKyle"):
             continue
         layer = net._layers[index[i]]
         mean_sum, var_sum, factor = (p.detach().cpu().double().numpy().reshape(-1)
-                                     for p in layer.blob_params)
+                                     for p in layer.blob_params[:3])
         f = float(factor[0]) if factor.size else 0.0
         s = 0.0 if f == 0 else 1.0 / f
         mean, var = mean_sum * s, var_sum * s
@@ -98,13 +108,46 @@ def inspect(net) -> list[BNInfo]:
             w.append("use_global_stats is false in the TEST phase: outputs depend on the "
                      "batch, and every forward pass changes the stored statistics")
         readers = graph.readers_of((i, 0))
-        if not any(param.layer[k].type == "Scale" for k, _ in readers):
+        if lp.type == "BatchNormKyle" and layer.alpha_beta:
+            pass  # its own alpha and beta scale and shift
+        elif not any(param.layer[k].type == "Scale" for k, _ in readers):
             what = ", ".join(f"{param.layer[k].type} '{param.layer[k].name}'"
                              for k, _ in readers) or "nothing (a net output)"
             w.append(f"no Scale layer follows (its output is read by {what}): the "
                      "normalised values get no learned scale and shift")
         out.append(info)
     return out
+
+
+def _inspect_fork_bn(net, lp, layer) -> BNInfo:
+    """A fork BN's row: yjxiong/Cysu's running mean and inverse std, or SegNet's note."""
+    if layer.segnet:
+        info = BNInfo(lp.name, int(layer.channels), float("nan"), float("nan"), float("nan"),
+                      float("nan"), float("nan"), 1e-9, not layer.learn)
+        info.warnings.append(
+            "SegNet BN: no stored statistics (bn_mode LEARN normalises with the batch's; "
+            "INFERENCE has them folded into scale and shift)" if layer.learn else
+            "SegNet BN in bn_mode INFERENCE: y = scale·x + shift, statistics folded in")
+        return info
+    mean = layer.blob(2).detach().cpu().double().numpy().reshape(-1)
+    inv = layer.blob(3).detach().cpu().double().numpy().reshape(-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        var = 1.0 / (inv * inv) - layer.eps
+    info = BNInfo(lp.name, int(layer.channels), float("nan"), float(mean.min()),
+                  float(mean.max()), float(var.min()), float(var.max()), float(layer.eps),
+                  not layer.batch_stats)
+    bad = ~np.isfinite(mean) | ~np.isfinite(inv)
+    if bad.any():
+        info.warnings.append(f"{int(bad.sum())} of {inv.size} channels have non-finite "
+                             "statistics")
+    nonpos = np.isfinite(inv) & (inv <= 0)
+    if nonpos.any():
+        info.warnings.append(f"{int(nonpos.sum())} of {inv.size} channels have an inverse "
+                             "standard deviation <= 0: the normalisation flips or zeroes them")
+    if layer.frozen:
+        info.warnings.append("frozen: the statistics, scale and shift never change in "
+                             "training")
+    return info
 
 
 def format_table(infos: list[BNInfo]) -> str:
@@ -158,27 +201,38 @@ def recompute(net, iterations: int, feed: Feed | None = None,
     """
     if iterations < 1:
         raise DecaffeError(f"iterations: must be at least 1, not {iterations}")
-    layers = [(li, layer) for li, layer in enumerate(net._layers) if layer.type == "BatchNorm"]
-    if not layers:
+    layers = [(li, layer) for li, layer in enumerate(net._layers)
+              if layer.type in ("BatchNorm", "BatchNormKyle")]
+    fork = [(li, layer) for li, layer in enumerate(net._layers)
+            if layer.type == "BN" and not layer.segnet]
+    if not layers and not fork:
         raise DecaffeError("the net has no BatchNorm layer: nothing to recompute")
     batches = _batches(feed)
     if batches is None and net.inputs:
         raise DecaffeError(f"the net reads the input blobs {net.inputs}: give feed= batches "
                            "for them (or use a net with Data layers)")
-    last = max(li for li, _ in layers)
+    last = max(li for li, _ in layers + fork)
     saved = [(layer.use_global_stats, layer.fraction) for _, layer in layers]
+    saved_fork = [(layer.batch_stats, layer.momentum) for _, layer in fork]
     seen: set[int] = set()
     with torch.no_grad():
         for _, layer in layers:
-            for p in layer.blob_params:
+            for p in layer.blob_params[:3]:  # BatchNormKyle's alpha and beta stay
                 if id(p) not in seen:  # shared statistics are zeroed once
                     seen.add(id(p))
                     p.zero_()
+        for _, layer in fork:
+            layer.blob(2).zero_()
+            layer.blob(3).zero_()
     try:
         for _, layer in layers:
             layer.use_global_stats = False
             layer.fraction = 1.0
+        for _, layer in fork:
+            layer.batch_stats = True
         for it in range(iterations):
+            for _, layer in fork:  # momentum it/(it+1): an exact running average
+                layer.momentum = it / (it + 1)
             if batches is not None:
                 try:
                     batch = next(batches)
@@ -192,7 +246,9 @@ def recompute(net, iterations: int, feed: Feed | None = None,
     finally:
         for (_, layer), (g, frac) in zip(layers, saved):
             layer.use_global_stats, layer.fraction = g, frac
-    return [layer.name for _, layer in layers]
+        for (_, layer), (b, m) in zip(fork, saved_fork):
+            layer.batch_stats, layer.momentum = b, m
+    return [layer.name for _, layer in sorted(layers + fork, key=lambda t: t[0])]
 
 
 def _set_inputs(net, batch: Mapping[str, np.ndarray]) -> None:

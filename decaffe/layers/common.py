@@ -93,6 +93,12 @@ class InnerProductLayer(Layer):
                    f"match the weights' {self.K}")
         return [tuple(shape[: self.axis]) + (self.N,)]
 
+    def batch_items(self, bottom_shapes):
+        # the CPU's sgemm (MKL) sums a row in an order that depends on the row count unless
+        # it is a multiple of 4 (a single row goes through gemv): pad to one
+        num = bottom_shapes[0][0]
+        return -(-num // 4) * 4 if self.axis >= 1 else num
+
     def forward(self, x):
         lead = x.shape[: self.axis]
         x2 = x.reshape(-1, self.K)

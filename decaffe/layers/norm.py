@@ -68,6 +68,9 @@ class BatchNormLayer(Layer):
                    f"its shape is {tuple(shape)}")
         self.check(shape[1] == self.channels,
                    f"bottom has {shape[1]} channels, the layer was set up for {self.channels}")
+        # Caffe divides the count by num·channels here (a crash when either is 0)
+        self.check(all(d > 0 for d in shape[:2]), f"the bottom's num and channels must be "
+                   f"positive, not shape {tuple(shape)} (BatchNorm has nothing to normalize)")
         return [shape]
 
     def forward(self, x):
@@ -234,6 +237,11 @@ class MVNLayer(Layer):
         self.eps = p.eps
 
     def reshape(self, bottom_shapes):
+        shape = tuple(bottom_shapes[0])
+        # Caffe divides the count by num (and channels): a crash when either is 0
+        self.check(len(shape) >= 1 and all(d > 0 for d in shape[:1 if self.across_channels
+                                                                 else 2]),
+                   f"an empty batch or zero channels (shape {shape}) has no mean or variance")
         return [bottom_shapes[0]]
 
     def forward(self, x):
