@@ -279,32 +279,30 @@ def test_python_loss_layer_takes_part_in_backward(cases_path, tmp_path):
         sys.modules.pop("pyloss_for_test", None)
 
 
-class _OwnError(Exception):
-    pass
-
-
 def test_python_layer_exception_reaches_the_caller_as_itself(tmp_path, monkeypatch):
     (tmp_path / "raising_for_test.py").write_text(
         "import caffe\n"
-        "from test_pycaffe_object_model import _OwnError\n"
+        "class OwnError(Exception):\n"
+        "    pass\n"
         "class Raise(caffe.Layer):\n"
         "    def reshape(self, bottom, top):\n"
         "        top[0].reshape(*bottom[0].data.shape)\n"
         "    def forward(self, bottom, top):\n"
         "        if self.param_str == 'forward':\n"
-        "            raise _OwnError('mine')\n"
+        "            raise OwnError('mine')\n"
         "        top[0].data[...] = bottom[0].data\n"
         "    def backward(self, top, propagate_down, bottom):\n"
         "        raise KeyError('backward key')\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.syspath_prepend(HERE)
     text = ('force_backward: true\n'
             'layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 2 } } }\n'
             'layer { name: "odd name" type: "Python" bottom: "x" top: "y" python_param { '
             'module: "raising_for_test" layer: "Raise" param_str: "%s" } }\n')
     net = caffe.Net(_write(tmp_path, text % "forward"), caffe.TRAIN)
-    with pytest.raises(_OwnError) as info:
+    own_error = sys.modules["raising_for_test"].OwnError
+    with pytest.raises(own_error) as info:
         net.forward()
+    assert type(info.value) is own_error
     assert any("forward of Python layer 'odd name'" in n for n in info.value.__notes__)
     net = caffe.Net(_write(tmp_path, text % "", "n2.prototxt"), caffe.TRAIN)
     net.forward()

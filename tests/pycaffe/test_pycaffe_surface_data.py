@@ -12,9 +12,28 @@ import re
 import sys
 
 import pytest
-from test_pycaffe_surface import NET, SOLVER  # noqa: E402
 
 import caffe
+
+NET = """
+layer { name: "data" type: "Input" top: "data"
+        input_param { shape { dim: 1 dim: 3 dim: 4 dim: 4 } } }
+layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip"
+        inner_product_param { num_output: 2 weight_filler { type: "gaussian" std: 1 } } }
+"""
+
+SOLVER = """
+base_lr: 0.01 lr_policy: "fixed" max_iter: 2 display: 0 snapshot_after_train: false
+test_iter: 1 test_interval: 100 test_initialization: false
+net_param {
+  layer { name: "data" type: "DummyData" top: "x" top: "y"
+          dummy_data_param { shape { dim: 2 dim: 3 } shape { dim: 2 dim: 2 }
+                             data_filler { type: "gaussian" } data_filler { type: "constant" } } }
+  layer { name: "ip" type: "InnerProduct" bottom: "x" top: "ip"
+          inner_product_param { num_output: 2 weight_filler { type: "gaussian" std: 1 } } }
+  layer { name: "loss" type: "EuclideanLoss" bottom: "ip" bottom: "y" top: "loss" }
+}
+"""
 
 SURFACE_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pycaffe_surface.json")
 SURFACE = json.load(open(SURFACE_FILE))
@@ -61,7 +80,7 @@ def objects(tmp_path, monkeypatch):
     solver_file.write_text(SOLVER)
     solver = caffe.get_solver(str(solver_file))
     deploy = tmp_path / "deploy.prototxt"
-    deploy.write_text(NET.replace("dim: 4 dim: 3", "dim: 1 dim: 3 dim: 4 dim: 4"))
+    deploy.write_text(NET)
     n = caffe.NetSpec()
     n.data = caffe.layers.Input(shape=dict(dim=[1, 2]))
     yield {"Net": [net], "Blob": [net.blobs["ip"], net.params["ip"][0]],
