@@ -434,7 +434,7 @@ def test_net_with_none_weights_builds_with_fillers():
     assert list(again.blobs) == list(net.blobs)
 
 
-def test_net_constructor_forms_and_errors(tmp_path):
+def test_net_constructor_forms_and_errors(tmp_path, capfd):
     text = CONV_NET + 'layer { name: "s" type: "ReLU" bottom: "ip" top: "r" include { stage: "x" '
     text += 'min_level: 1 } }\n'
     path = _write(tmp_path, text)
@@ -446,8 +446,11 @@ def test_net_constructor_forms_and_errors(tmp_path):
     assert names(caffe.Net(path, caffe.TEST, level=1, stages=("x",))) == \
         ["data", "conv", "relu", "ip", "s"]
     assert names(caffe.Net(network_file=path, phase=caffe.TEST)) == ["data", "conv", "relu", "ip"]
+    capfd.readouterr()
     legacy = caffe.Net(path, weights, caffe.TEST)
+    assert "DEPRECATION WARNING" in capfd.readouterr().err  # as pycaffe's legacy form logs
     kw = caffe.Net(path, caffe.TEST, weights=weights)
+    assert "DEPRECATION" not in capfd.readouterr().err
     np.testing.assert_array_equal(legacy.params["ip"][0].data, kw.params["ip"][0].data)
     for args, kwargs, match in [
             ((path, 3), {}, "phase must be caffe.TRAIN"),
