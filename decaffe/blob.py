@@ -15,10 +15,91 @@ next pass.
 
 from __future__ import annotations
 
+import operator
+import os
+import resource
+
 import numpy as np
 import torch
 
 from .errors import DecaffeError
+
+INT_MAX = 2**31 - 1  # Caffe's Blob::Reshape limit on a blob's element count
+_CHECK_MEMORY_FROM = 1 << 24  # bytes; smaller blobs are not worth a look at free memory
+
+
+def check_shape(shape, what: str) -> tuple[int, ...]:
+    """shape as a tuple of ints, refused (DecaffeError naming `what` and the dimension) when a
+    dimension is not an integer or is negative, or the element count passes INT_MAX, as
+    Caffe's Blob::Reshape checks."""
+    dims = []
+    for i, d in enumerate(shape):
+        if isinstance(d, bool):
+            d = int(d)
+        try:
+            v = operator.index(d)
+        except TypeError:
+            raise DecaffeError(f"{what}: dimension {i} of {tuple(shape)} is {d!r}, not an "
+                               "integer") from None
+        if v < 0:
+            raise DecaffeError(f"{what}: negative dimension in {tuple(shape)} "
+                               f"(dimension {i} is {v})")
+        dims.append(v)
+    count = 1
+    for i, v in enumerate(dims):
+        if v == 0:
+            break
+        count *= v
+        if count > INT_MAX:
+            raise DecaffeError(f"{what}: shape {tuple(dims)} has more than INT_MAX ({INT_MAX}) "
+                               f"elements, Caffe's limit for a blob (passed at dimension {i})")
+    return tuple(dims)
+
+
+def free_memory(device: torch.device | str | None = None) -> int:
+    """Bytes that can still be allocated on device: CUDA's free memory; on the CPU the
+    system's available memory, less what the address-space limit (RLIMIT_AS) leaves."""
+    dev = torch.device(device or "cpu")
+    if dev.type == "cuda":
+        return int(torch.cuda.mem_get_info(dev)[0])
+    avail = None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    avail = int(line.split()[1]) * 1024
+                    break
+    except OSError:
+        pass
+    if avail is None:
+        try:
+            avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, AttributeError):
+            avail = 1 << 62
+    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+    if limit != resource.RLIM_INFINITY:
+        try:
+            with open("/proc/self/statm") as f:
+                used = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError):
+            used = 0
+        avail = min(avail, max(0, limit - used))
+    return avail
+
+
+def check_memory(shape, itemsize: int, device, what: str) -> None:
+    """Refuse (DecaffeError naming `what` and the shape) a blob whose bytes pass the free
+    memory of the device, before anything is allocated."""
+    count = 1
+    for v in shape:
+        count *= int(v)
+    need = count * int(itemsize)
+    if need < _CHECK_MEMORY_FROM:
+        return
+    free = free_memory(device)
+    if need > free:
+        raise DecaffeError(f"{what}: shape {tuple(shape)} needs {need / 2**20:.1f} MiB, more "
+                           f"than the {free / 2**20:.1f} MiB free on {device or 'cpu'}")
 
 
 class Blob:
@@ -206,13 +287,15 @@ class Blob:
         return self._legacy(3)
 
     def reshape(self, *shape) -> None:
-        """Change the blob's shape; contents are kept only when the shape is unchanged."""
+        """Change the blob's shape; contents are kept only when the shape is unchanged.
+        Dimensions must be non-negative integers with at most INT_MAX elements in all, and
+        the blob must fit in the device's free memory (DecaffeError naming the blob)."""
         if len(shape) == 1 and not isinstance(shape[0], (int, np.integer)):
             shape = tuple(shape[0])
-        shape = tuple(int(s) for s in shape)
-        if any(s < 0 for s in shape):
-            raise DecaffeError(f"blob '{self.name}': negative dimension in {shape}")
+        shape = check_shape(shape, f"blob '{self.name}'")
         if shape != self._shape:
+            check_memory(shape, torch.finfo(self._dtype).bits // 8, self._device,
+                         f"blob '{self.name}'")
             self._shape = shape
             for which in ("data", "diff"):
                 self._set(which, None)
@@ -275,8 +358,10 @@ class ParamBlob(Blob):
     def reshape(self, *shape) -> None:
         if len(shape) == 1 and not isinstance(shape[0], (int, np.integer)):
             shape = tuple(shape[0])
-        shape = tuple(int(s) for s in shape)
+        shape = check_shape(shape, f"blob '{self.name}'")
         if shape != tuple(self.param.shape):
+            check_memory(shape, self.param.element_size(), self.param.device,
+                         f"blob '{self.name}'")
             self.param.data = torch.zeros(shape, device=self.param.device, dtype=self.param.dtype)
             self.param.grad = None
             self._shape = shape

@@ -149,12 +149,12 @@ def load_net_param(source) -> caffe_pb2.NetParameter:
         p = caffe_pb2.NetParameter()
         p.CopyFrom(source)
         if upgrade.net_needs_upgrade(p):
-            upgrade.upgrade_net(p, keep_batchnorm_params=True)
+            upgrade.upgrade_net(p)
         return p
     if isinstance(source, (bytes, os.PathLike)):
         source = os.fsdecode(source)
     if isinstance(source, str):
-        return prototxt.read_net(source, keep_batchnorm_params=True)
+        return prototxt.read_net(source)
     raise DecaffeError(f"cannot build a net from {type(source).__name__}")
 
 
@@ -332,9 +332,19 @@ class Net(torch.nn.Module):
                                layer=lp.name)
             for tid, s in zip(top_ids, top_shapes):
                 shapes[tid] = tuple(s)
-                self._blob_list[tid].reshape(*s)
+                try:
+                    self._blob_list[tid].reshape(*s)
+                except DecaffeError as e:  # a size Caffe refuses, before any allocation
+                    raise NetError(f"top {e}", layer=lp.name) from None
             if layer.is_loss and not len(lp.loss_weight):
                 lp.loss_weight.append(1.0)
+            if len(lp.loss_weight) and len(lp.loss_weight) != len(top_ids):
+                # Caffe's Layer::SetLossWeights (a loss layer's default counts as one given)
+                default = " (a loss layer's first top gets loss_weight 1 unless given; give " \
+                    "one per top, e.g. loss_weight: 1 loss_weight: 0)" if layer.is_loss else ""
+                raise NetError(f"loss_weight must be unspecified or specified once per top "
+                               f"blob: {len(lp.loss_weight)} given for {len(top_ids)} tops"
+                               f"{default}", layer=lp.name)
             weights = [lp.loss_weight[j] if j < len(lp.loss_weight) else 0.0
                        for j in range(len(top_ids))]
             if self._dtype != torch.float32:
@@ -850,7 +860,10 @@ class Net(torch.nn.Module):
                                layer=layer.name) from e
             for tid, s in zip(self._top_idx[li], tshapes):
                 shapes[tid] = tuple(s)
-                self._blob_list[tid].reshape(*s)
+                try:
+                    self._blob_list[tid].reshape(*s)
+                except DecaffeError as e:  # a size Caffe refuses, before any allocation
+                    raise NetError(f"top {e}", layer=layer.name) from None
         self._fill_loss_diffs()
 
     def close(self) -> None:
@@ -987,13 +1000,18 @@ class Net(torch.nn.Module):
         self.copy_from_layers(wfmt.load_weights(path), source=path)
 
     def copy_from_layers(self, layers, source: str = "<weights>") -> None:
-        """Copy from [(layer name, [BlobRecord or array, ...]), ...]; unknown layers are skipped."""
+        """Copy from [(layer name, [BlobRecord or array, ...]), ...] (Caffe's
+        CopyTrainedLayersFrom): a layer the net lacks is skipped and logged at INFO as
+        "Ignoring source layer NAME", as Caffe logs it; a blob count or shape that differs
+        raises NetError naming the layer."""
+        from . import log
         from .formats.weights import shapes_match
 
         index = {n: i for i, n in enumerate(self._layer_names)}
         for name, records in layers:
             li = index.get(name)
             if li is None:
+                log.info(f"Ignoring source layer {name}")
                 continue
             targets = self._layers[li].blob_params
             if len(targets) != len(records):

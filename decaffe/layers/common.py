@@ -41,6 +41,12 @@ class SplitLayer(Layer):
     exact_bottoms = 1
     min_tops = 1
 
+    def setup(self, bottom_shapes):
+        # Caffe's SplitLayer keeps a diff per top, so no top may be the bottom itself
+        self.check(self.top_names[0] != self.bottom_names[0],
+                   f"Split Layer does not allow in-place computation (top '{self.top_names[0]}' "
+                   "is its bottom)")
+
     def reshape(self, bottom_shapes):
         return [bottom_shapes[0]] * len(self.top_names)
 
