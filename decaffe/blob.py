@@ -236,6 +236,26 @@ class Blob:
     def diff(self, value) -> None:
         self._assign("diff", value)
 
+    def _gpu_ptr(self, which: str) -> int:
+        if self._device.type != "cuda":
+            raise DecaffeError(f"blob '{self.name}': no GPU memory; the net runs on the CPU "
+                               "(caffe.set_mode_gpu() and a pass move it)")
+        if self._owner is not None:
+            self._owner._push_host_writes()
+        else:
+            self.push()
+        return self.tensor(which).data_ptr()
+
+    @property
+    def _gpu_data_ptr(self) -> int:
+        """The device address of data (pycaffe's GPU builds; for PyCUDA and the like)."""
+        return self._gpu_ptr("data")
+
+    @property
+    def _gpu_diff_ptr(self) -> int:
+        """The device address of diff (pycaffe's GPU builds)."""
+        return self._gpu_ptr("diff")
+
     @property
     def shape(self) -> tuple[int, ...]:
         return self._shape

@@ -735,11 +735,16 @@ class Net(torch.nn.Module):
         """
         loss = self._forward_range(0, len(self._layers) - 1, record=False, fuse=True)
         self._io = [None] * len(self._layers)
-        if loss is None:
-            return 0.0
-        if loss.requires_grad:
+        if loss is not None and loss.requires_grad:
             loss.backward()
-        return float(loss.detach())
+        before, after = self._callbacks["before_backward"], self._callbacks["after_backward"]
+        if before or after:  # Caffe calls them layer by layer, last layer first
+            for li in range(len(self._layers) - 1, -1, -1):
+                for fn in before:
+                    fn(li)
+                for fn in after:
+                    fn(li)
+        return 0.0 if loss is None else float(loss.detach())
 
     def forward_loss(self) -> float:
         """A forward pass without a graph (test nets); returns the weighted loss."""
@@ -986,18 +991,32 @@ class Net(torch.nn.Module):
         """pycaffe's Net._top_ids(i): indices into _blobs of layer i's tops."""
         return list(self._top_idx[i])
 
+    def _add_callback(self, when: str, fn) -> None:
+        # pycaffe takes a callable, or an object with run(layer) (Net::Callback, e.g. NCCL)
+        run = fn if callable(fn) else getattr(fn, "run", None)
+        if not callable(run):
+            raise DecaffeError(f"Net.{when}: {fn!r} is neither callable nor has run(layer)")
+        self._callbacks[when].append(run)
+
     def before_forward(self, fn) -> None:
-        """Call fn(layer_index) before each layer's forward (pycaffe)."""
-        self._callbacks["before_forward"].append(fn)
+        """Call fn(layer_index) before each layer's forward (pycaffe); fn may also be an
+        object with a run(layer_index) method."""
+        self._add_callback("before_forward", fn)
 
     def after_forward(self, fn) -> None:
-        self._callbacks["after_forward"].append(fn)
+        """Call fn(layer_index) after each layer's forward (pycaffe)."""
+        self._add_callback("after_forward", fn)
 
     def before_backward(self, fn) -> None:
-        self._callbacks["before_backward"].append(fn)
+        """Call fn(layer_index) before each layer's backward (pycaffe). On the solver's path,
+        where one autograd pass computes every layer, the backward callbacks run after it,
+        last layer first."""
+        self._add_callback("before_backward", fn)
 
     def after_backward(self, fn) -> None:
-        self._callbacks["after_backward"].append(fn)
+        """Call fn(layer_index) after each layer's backward (pycaffe; see before_backward);
+        pycaffe's train.py passes its NCCL object here."""
+        self._add_callback("after_backward", fn)
 
     # -- weights ------------------------------------------------------------------------------
     def copy_from(self, path: str) -> None:

@@ -193,6 +193,12 @@ def net_init_args(args: tuple, phase=None, weights=None, level=None, stages=None
         if given[name] is not None:
             raise DecaffeError(f"Net(): '{name}' given both by position and by keyword")
         given[name] = value
+    if names[0] == "weights" and args[0] is not None:
+        from . import log
+
+        # pycaffe's Net_Init_Load logs the same deprecation
+        log.warning("DEPRECATION WARNING - deprecated use of Python interface: use "
+                    "Net(network_file, phase, weights=...) instead")
     phase, weights, level, stages = (given[k] for k in ("phase", "weights", "level", "stages"))
     if phase is not None and not (_is_phase(phase) and int(phase) in (0, 1)):
         raise DecaffeError(f"Net(): phase must be caffe.TRAIN (0) or caffe.TEST (1), not "

@@ -290,3 +290,4 @@ def test_layer_objects_and_blob_reshape(tmp_path):
     net.reshape()
     assert net.blobs["ip"].data.shape == (7, 2)
     assert net.blobs["data"].num == 7 and net.blobs["data"].channels == 3
+
