@@ -371,3 +371,111 @@ def test_yolov3_refuses_bad_shapes():
     with pytest.raises(DecaffeError, match="300 rows"):
         decaffe.Net(inp("x", (1, 24, 4, 4)) + inp("label", (1, 30, 5))
                     + lay("Yolov3", ["x", "label"], ["loss"], body), decaffe.TRAIN)
+
+
+# ------------------------------------------------------------------------------------------
+# RegionLoss (YOLOv2 loss)
+# ------------------------------------------------------------------------------------------
+R_BIASES = [1.08, 1.19, 3.42, 4.41, 6.63, 11.38]
+
+
+def region_loss_ref(x, labels, num_class, num, thresh, obj_s, noobj_s, cls_s, coord_s,
+                    bias_match, rescore, warmup):
+    n, _, side, _ = x.shape
+    length = 5 + num_class
+    stride = side * side
+    flat = x.reshape(n, -1)
+    diff = np.zeros_like(flat)
+
+    def s(v):
+        return 1 / (1 + math.exp(-v))
+
+    def box(b, a, idx, i, j):
+        return ((i + s(flat[b, idx])) / side, (j + s(flat[b, idx + stride])) / side,
+                math.exp(flat[b, idx + 2 * stride]) * R_BIASES[2 * a] / side,
+                math.exp(flat[b, idx + 3 * stride]) * R_BIASES[2 * a + 1] / side)
+
+    def delta_box(b, truth, a, idx, i, j, scale):
+        pred = box(b, a, idx, i, j)
+        tx, ty = truth[0] * side - i, truth[1] * side - j
+        tw = math.log(truth[2] * side / R_BIASES[2 * a])
+        th = math.log(truth[3] * side / R_BIASES[2 * a + 1])
+        for c, t in ((0, tx), (1, ty)):
+            g = s(flat[b, idx + c * stride])
+            diff[b, idx + c * stride] = -scale * (t - g) * g * (1 - g)
+        diff[b, idx + 2 * stride] = -scale * (tw - flat[b, idx + 2 * stride])
+        diff[b, idx + 3 * stride] = -scale * (th - flat[b, idx + 3 * stride])
+        return iou_center(pred, truth)
+
+    for b in range(n):
+        lab = labels[b].reshape(300, 5)
+        for sp in range(stride):
+            for a in range(num):
+                idx = a * length * stride + sp
+                y2, x2 = divmod(sp, side)
+                pred = box(b, a, idx, x2, y2)
+                best = 0.0
+                for t in range(300):
+                    if not lab[t, 1]:
+                        break
+                    best = max(best, iou_center(pred, lab[t, 1:]))
+                o = s(flat[b, idx + 4 * stride])
+                diff[b, idx + 4 * stride] = 0 if best > thresh else noobj_s * o * (1 - o) * o
+                if warmup:
+                    delta_box(b, ((x2 + .5) / side, (y2 + .5) / side, R_BIASES[2 * a] / side,
+                                  R_BIASES[2 * a + 1] / side), a, idx, x2, y2, 0.01)
+        for t in range(300):
+            cls, tx, ty, tw, th = lab[t]
+            if not tw:
+                break
+            i, j = int(tx * side), int(ty * side)
+            pos = j * side + i
+            best_n, best_iou = 0, 0.0
+            for a in range(num):
+                idx = a * length * stride + pos
+                p = box(b, a, idx, i, j)
+                pw, ph = (R_BIASES[2 * a] / side, R_BIASES[2 * a + 1] / side) if bias_match \
+                    else (p[2], p[3])
+                iou = iou_center((0, 0, pw, ph), (0, 0, tw, th))
+                if iou > best_iou:
+                    best_n, best_iou = a, iou
+            idx = best_n * length * stride + pos
+            scale = coord_s if rescore else coord_s * (2 - tw * th)
+            iou = delta_box(b, (tx, ty, tw, th), best_n, idx, i, j, scale)
+            o = s(flat[b, idx + 4 * stride])
+            diff[b, idx + 4 * stride] = -obj_s * ((iou if rescore else 1) - o) * (1 - o) * o
+            logits = flat[b, idx + 5 * stride: idx + (5 + num_class) * stride: stride]
+            p = np.exp(logits - logits.max())
+            p /= p.sum()
+            for c in range(num_class):
+                diff[b, idx + (5 + c) * stride] = -cls_s * ((c == int(cls)) - p[c])
+    return (diff ** 2).sum() / n, diff.reshape(x.shape) / n
+
+
+@pytest.mark.parametrize("bias_match,rescore,warmup", [(True, True, True), (False, False, False),
+                                                        (True, False, False)])
+def test_region_loss_and_the_forks_gradient(bias_match, rescore, warmup, monkeypatch):
+    from decaffe.layers.yolo import RegionLossLayer
+
+    monkeypatch.setattr(RegionLossLayer, "passes_run", 0 if warmup else 10 ** 6)
+    rng = np.random.default_rng(int(bias_match) + 2 * int(rescore))
+    x = rng.normal(0, 1, (2, 3 * 7, 4, 4))
+    labels = _labels(rng, 2, [2, 3])
+    body = (f"region_loss_param {{ num_class: 2 coords: 4 num: 3 softmax: 1 "
+            f"rescore: {int(rescore)} bias_match: {int(bias_match)} object_scale: 5 "
+            "class_scale: 1 noobject_scale: 1 coord_scale: 1 thresh: 0.6 "
+            + " ".join(f"biases: {b}" for b in R_BIASES + [0, 0, 0, 0]) + " }")
+    labels[:, :, 0] %= 2
+    text = ("force_backward: true\n" + inp("x", x.shape) + inp("label", (2, 300, 5))
+            + lay("RegionLoss", ["x", "label"], ["loss"], body + " propagate_down: true "
+                  "propagate_down: false"))
+    net = decaffe.Net(text, decaffe.TRAIN, dtype=torch.float64)
+    net.blobs["x"].data[...] = x
+    net.blobs["label"].data[...] = labels
+    net.forward()
+    net.backward()
+    loss, grad = region_loss_ref(x.astype(np.float32).astype(np.float64), labels, 2, 3, 0.6, 5,
+                                 1, 1, 1, bias_match, rescore, warmup)
+    assert net.blobs["loss"].data == pytest.approx(loss, rel=1e-4)
+    np.testing.assert_allclose(net.blobs["x"].diff, grad, rtol=1e-4, atol=1e-6)
+    assert RegionLossLayer.passes_run == (1 if warmup else 10 ** 6 + 1)
