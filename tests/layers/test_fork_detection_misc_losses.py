@@ -1,8 +1,11 @@
-"""CenterLoss (ydwen/caffe-face, decaffe/layers/face.py) and SegAccuracy (DeepLab,
-decaffe/layers/segeval.py): values from the forks' definitions, the fork's centre update,
-a finite-difference check of the feature gradient, and the refusals."""
+"""CenterLoss (ydwen/caffe-face) and MarginInnerProduct (sphereface), decaffe/layers/face.py,
+and SegAccuracy (DeepLab), decaffe/layers/segeval.py: values from the forks' definitions,
+their own (non-derivative) updates, finite-difference checks where the backward is a
+derivative, and the refusals."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
@@ -155,3 +158,94 @@ def test_seg_accuracy_refuses_unexpected_labels_and_shapes():
     with pytest.raises(DecaffeError, match="must be"):
         decaffe.Net(inp("s", (1, 3, 2, 2)) + inp("l", (1, 1, 2, 3))
                     + lay("SegAccuracy", ["s", "l"], ["acc"]), decaffe.TEST)
+
+
+# ------------------------------------------------------------------------------------------
+# MarginInnerProduct (sphereface)
+# ------------------------------------------------------------------------------------------
+def margin_ref(x, w, label, margin, lam):
+    """sphereface's Forward_cpu and Backward_cpu (x diff for top_diff = g), in float64."""
+    w = w / np.sqrt((w * w).sum(1, keepdims=True))
+    m, n = x.shape[0], w.shape[0]
+    xn = np.sqrt((x * x).sum(1))
+    xw = x @ w.T
+    cos = xw / xn[:, None]
+    s0 = np.sign(cos)
+    top = xw.copy()
+
+    def terms(c, s_0):
+        c2, c3, c4 = c ** 2, c ** 3, c ** 4
+        if margin == "DOUBLE":
+            return 2 * s_0 * c2 - 1, 4 * s_0 * c, -(2 * s_0 * c2 + 1)
+        if margin == "TRIPLE":
+            s1 = np.sign(abs(c) - 0.5)
+            s2 = s_0 * (1 + s1) - 2
+            return s1 * (4 * c3 - 3 * c) + s2, s1 * (12 * c2 - 3), -(8 * s1 * c3 - s2)
+        s3 = s_0 * np.sign(2 * c2 - 1)
+        s4 = 2 * s_0 + s3 - 3
+        return (s3 * (8 * c4 - 8 * c2 + 1) + s4, s3 * (32 * c3 - 16 * c),
+                -(s3 * (24 * c4 - 8 * c2 - 1) - s4))
+
+    for i in range(m):
+        j = int(label[i])
+        top[i, j] = xn[i] * terms(cos[i, j], s0[i, j])[0]
+    top = (top + lam * xw) / (1 + lam)
+    g = np.random.default_rng(9).standard_normal((m, n))
+    dx = np.zeros_like(x)
+    for i in range(m):
+        for j in range(n):
+            if j != int(label[i]):
+                dx[i] += g[i, j] / (1 + lam) * w[j]
+            else:
+                _, cw, cx = terms(cos[i, j], s0[i, j])
+                cx = cx / xn[i]
+                u = math.sqrt(cw * cw + cx * cx)
+                dx[i] += g[i, j] / (1 + lam) * (cw / u * w[j] + cx / u * x[i])
+    dx += lam / (1 + lam) * g @ w
+    return top, g, dx, g.T @ x, w
+
+
+
+@pytest.mark.parametrize("margin", ["DOUBLE", "TRIPLE", "QUADRUPLE"])
+def test_margin_inner_product_matches_sphereface(margin):
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((5, 6))
+    w0 = rng.standard_normal((4, 6))
+    label = np.array([0, 3, 1, 1, 2], np.float64)
+    body = (f"margin_inner_product_param {{ num_output: 4 type: {margin} base: 1000 "
+            "gamma: 0.12 power: 1 iteration: 10 lambda_min: 5 "
+            'weight_filler { type: "xavier" } }')
+    text = ("force_backward: true\n" + inp("x", x.shape) + inp("label", (5,))
+            + lay("MarginInnerProduct", ["x", "label"], ["fc", "lambda"], body
+                  + " propagate_down: true propagate_down: false", name="fc6"))
+    net = decaffe.Net(text, decaffe.TRAIN, dtype=torch.float64)
+    net.params["fc6"][0].data[...] = w0
+    net.blobs["x"].data[...] = x
+    net.blobs["label"].data[...] = label
+    net.forward()
+    lam = max(1000 * (1 + 0.12 * 11) ** -1, 5)
+    assert net.blobs["lambda"].data[0] == pytest.approx(lam, rel=1e-6)
+    top, g, dx, dw, w_norm = margin_ref(x, w0, label, margin, lam)
+    np.testing.assert_allclose(net.blobs["fc"].data, top, rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(net.params["fc6"][0].data, w_norm, rtol=1e-6)
+    net.blobs["fc"].diff[...] = g
+    net.params["fc6"][0].diff[...] = 0
+    net.backward()
+    np.testing.assert_allclose(net.blobs["x"].diff, dx, rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(net.params["fc6"][0].diff, dw, rtol=1e-6, atol=1e-10)
+    net.forward()  # the iteration counter advances with every pass
+    assert net.blobs["lambda"].data[0] == pytest.approx(max(1000 / (1 + 0.12 * 12), 5))
+
+
+def test_margin_inner_product_single_gradient_check():
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3, 4))
+    label = np.array([1, 0, 2], np.float64)
+    w = rng.standard_normal((3, 4))
+    w /= np.sqrt((w * w).sum(1, keepdims=True))  # already unit rows: stable under the step
+    check_gradients(inp("x", x.shape) + inp("label", (3,))
+                    + lay("MarginInnerProduct", ["x", "label"], ["fc"],
+                          "margin_inner_product_param { num_output: 3 type: SINGLE }",
+                          name="fc"),
+                    {"x": x, "label": label}, check_inputs=["x"], check_params=False,
+                    params={"fc": [w]})
