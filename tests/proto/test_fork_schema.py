@@ -350,3 +350,27 @@ def test_upgrade_text_upgrades_a_v1_file_that_carries_fork_parameters(tmp_path, 
     assert [lp.type for lp in net.layer] == ["Input", "Pooling"]
     assert net.layer[1].pooling_param.HasField("ceil_mode")
     assert net.layer[1].pooling_param.ceil_mode is False
+
+
+def test_spp_net_v0_files_upgrade_with_their_nested_parameters(tmp_path, capsys):
+    # ShaoqingRen/SPP_net's V0 nets nest V1 parameter messages and say "inner_product"
+    fork_net = next(n for n in CORPUS if n.local_path.endswith("Zeiler_conv5.prototxt"))
+    src, dst = tmp_path / "spp.prototxt", tmp_path / "spp_up.prototxt"
+    src.write_text(fork_net.text)
+    rc, _ = _cli(capsys, "upgrade_net_proto_text", str(src), str(dst))
+    assert rc == 0
+    net = prototxt.read_text(str(dst), caffe_pb2.NetParameter())
+    assert not net.layers
+    by_name = {lp.name: lp for lp in net.layer}
+    conv1 = by_name["conv1"]
+    assert conv1.type == "Convolution"
+    cp = conv1.convolution_param
+    assert (cp.num_output, list(cp.kernel_size), list(cp.pad), list(cp.stride)) == \
+        (96, [7], [1], [2])
+    assert cp.weight_filler.std == pytest.approx(0.01)
+    assert [p.lr_mult for p in conv1.param] == [1, 2]
+    assert by_name["norm1"].lrn_param.norm_region == caffe_pb2.LRNParameter.WITHIN_CHANNEL
+    types = {lp.type for lp in net.layer}
+    assert {"InnerProduct", "Pooling", "Concat", "Dropout", "Flatten"} <= types
+    fc = next(lp for lp in net.layer if lp.type == "InnerProduct")
+    assert fc.inner_product_param.num_output > 0
