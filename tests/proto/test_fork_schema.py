@@ -374,3 +374,24 @@ def test_spp_net_v0_files_upgrade_with_their_nested_parameters(tmp_path, capsys)
     assert {"InnerProduct", "Pooling", "Concat", "Dropout", "Flatten"} <= types
     fc = next(lp for lp in net.layer if lp.type == "InnerProduct")
     assert fc.inner_product_param.num_output > 0
+
+
+def test_netspec_reaches_the_fork_parameter_messages():
+    import caffe
+    from caffe import layers as L
+
+    n = caffe.NetSpec()
+    n.data, n.rois = L.Input(shape=[dict(dim=[1, 8, 10, 10]), dict(dim=[3, 5])], ntop=2)
+    n.pool = L.ROIPooling(n.data, n.rois, pooled_h=2, pooled_w=3, spatial_scale=0.5)
+    n.ps = L.PSROIPooling(n.data, n.rois, spatial_scale=0.5, output_dim=2, group_size=2)
+    n.bn = L.BN(n.data, frozen=True)
+    n.p6 = L.Pooling(n.data, kernel_size=3, stride=2, ceil_mode=False)
+    # the Resize layer's message is ResizeLayerParameter (SSD owns ResizeParameter): by name
+    n.rs = L.Resize(n.data, resize_param=dict(height=4, width=4))
+    net = text_format.Parse(str(n.to_proto()), caffe_pb2.NetParameter())
+    layers = {lp.name: lp for lp in net.layer}
+    assert layers["pool"].roi_pooling_param.pooled_w == 3
+    assert layers["ps"].psroi_pooling_param.group_size == 2
+    assert layers["bn"].bn_param.frozen
+    assert layers["p6"].pooling_param.HasField("ceil_mode")
+    assert layers["rs"].resize_param.height == 4
