@@ -144,29 +144,28 @@ class ROIPoolingLayer(Layer):
         flat = torch.zeros((num, c, ph_n, pw_n), dtype=torch.long, device=x.device)
         xd = x.detach()
         for i in range(num):
-            # crop to the rows/columns any bin of this ROI touches
             h0, h1 = int(hs[i].min()), int(he[i].max())
             w0, w1 = int(ws[i].min()), int(we[i].max())
             if h1 <= h0 or w1 <= w0:
                 continue
-            crop = xd[b[i], :, h0:h1, w0:w1]  # (C, h, w)
-            hh = torch.arange(h0, h1, device=x.device)
-            ww = torch.arange(w0, w1, device=x.device)
-            mask_h = ((hh[None] >= torch.as_tensor(hs[i], device=x.device)[:, None])
-                      & (hh[None] < torch.as_tensor(he[i], device=x.device)[:, None]))
-            mask_w = ((ww[None] >= torch.as_tensor(ws[i], device=x.device)[:, None])
-                      & (ww[None] < torch.as_tensor(we[i], device=x.device)[:, None]))
-            # max over columns of each bin, then over rows: the first maximum in row-major
-            # order (smallest row, then smallest column), as Caffe's strict '>' scan keeps
-            t = crop[:, :, None, :].masked_fill(~mask_w[None, None], -math.inf)
-            iw = t.argmax(dim=3)  # (C, h, PW): first max column per row
-            mw = t.gather(3, iw[..., None])[..., 0]  # (C, h, PW)
-            t2 = mw.permute(0, 2, 1)[:, None].masked_fill(~mask_h[None, :, None, :],
-                                                           -math.inf)  # (C, PH, PW, h)
-            ih = t2.argmax(dim=3)  # (C, PH, PW)
-            iw_t = iw.permute(0, 2, 1)[:, None].expand(c, ph_n, pw_n, h1 - h0)
-            iw_sel = iw_t.gather(3, ih[..., None])[..., 0]
-            flat[i] = (ih + h0) * width + (iw_sel + w0)
+            crop = xd[b[i], :, h0:h1, w0:w1].contiguous()  # the cells this ROI's bins touch
+            # max over each bin's columns, then over its rows: the first maximum in row-major
+            # order (smallest row, then smallest column), as Caffe's strict '>' scan keeps;
+            # torch.max returns the first index of equal maxima
+            m1 = torch.full((c, h1 - h0, pw_n), -math.inf, dtype=x.dtype, device=x.device)
+            i1 = torch.zeros((c, h1 - h0, pw_n), dtype=torch.long, device=x.device)
+            for pw in range(pw_n):
+                a, z = int(ws[i, pw]) - w0, int(we[i, pw]) - w0
+                if z > a:
+                    m1[:, :, pw], i1[:, :, pw] = crop[:, :, a:z].max(dim=2)
+                    i1[:, :, pw] += a + w0
+            for ph in range(ph_n):
+                a, z = int(hs[i, ph]) - h0, int(he[i, ph]) - h0
+                if z > a:
+                    _, ih = m1[:, a:z].max(dim=1)  # (C, PW)
+                    ih = ih + a
+                    iw = i1.gather(1, ih[:, None, :])[:, 0]
+                    flat[i, :, ph] = (ih + h0) * width + iw
         nonempty = (he[:, :, None] > hs[:, :, None]) & (we[:, None, :] > ws[:, None, :])
         valid = torch.as_tensor(nonempty, device=x.device)[:, None].expand(num, c, ph_n, pw_n)
         base = (torch.as_tensor(b, device=x.device)[:, None] * c

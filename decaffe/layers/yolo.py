@@ -1,5 +1,5 @@
 """The YOLO family of fork layers from eric612/MobileNet-YOLO: YoloDetectionOutput (YOLOv2),
-Yolov3DetectionOutput, Reorg.
+Yolov3DetectionOutput, Reorg, and the Yolov3 and RegionLoss (YOLOv2) training losses.
 
 Detection outputs follow the fork's Forward_cpu: boxes and scores in the bottom's precision,
 one class-agnostic greedy NMS over every image's candidates (IoU ≥ nms_threshold
@@ -11,6 +11,8 @@ it unspecified).
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
@@ -294,3 +296,352 @@ class ReorgLayer(Layer):
         t = x.reshape(n, s, s, oc, h, w)
         return t.permute(0, 3, 4, 1, 5, 2).reshape(n, oc, h * s, w * s)
 
+
+
+# ------------------------------------------------------------------------------------------
+# Yolov3 (the training loss)
+# ------------------------------------------------------------------------------------------
+def _iou_center_vec(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The fork's box_iou between (…, 4) centre-size boxes, broadcast, in float32."""
+    f = np.float32
+    a = a.astype(f)
+    b = b.astype(f)
+    two = f(2)
+
+    def overlap(x1, w1, x2, w2):
+        left = np.maximum(x1 - w1 / two, x2 - w2 / two)
+        right = np.minimum(x1 + w1 / two, x2 + w2 / two)
+        return right - left
+
+    w = overlap(a[..., 0], a[..., 2], b[..., 0], b[..., 2])
+    h = overlap(a[..., 1], a[..., 3], b[..., 1], b[..., 3])
+    inter = np.where((w < 0) | (h < 0), f(0), w * h).astype(f)
+    union = (a[..., 2] * a[..., 3] + b[..., 2] * b[..., 3] - inter).astype(f)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (inter / union).astype(f)
+
+
+class _DeltaLoss(torch.autograd.Function):
+    """Forward: the precomputed loss; backward: loss_weight · the fork's delta (its own
+    gradient, not the derivative of its loss)."""
+
+    @staticmethod
+    def forward(ctx, x, loss, grad):
+        ctx.save_for_backward(grad)
+        return loss.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        (grad,) = ctx.saved_tensors
+        return g * grad, None, None
+
+
+@register("Yolov3")
+class Yolov3Layer(Layer):
+    """YOLOv3's training loss for one scale (eric612/MobileNet-YOLO).
+
+    Bottoms: predictions (N, num·(5 + num_class), S, S) and labels, per image up to 300 rows
+    [class, x, y, w, h] (normalised centre-size) ended by a row whose x (for the no-object
+    term) or w (for the assignment) is 0. Top: the loss Σ delta² / N, where delta is the
+    fork's: σ(objectness) for every anchor whose best IoU with a truth is ≤ thresh;
+    for each truth, the anchor of the mask whose prior fits its size best at the truth's cell
+    gets −coord_scale·(2 − w·h)·(target − output) on its σ(x), σ(y), raw w, h,
+    −(1 − σ(objectness)) (× object_scale with use_logic_gradient) and −class_scale·(onehot −
+    σ(class)) (a second truth on the same anchor only sets 1 − σ of its own class). The
+    backward is loss_weight/N · delta, times σ' on the logistic channels with
+    use_logic_gradient — the fork's gradient, which is not the derivative of its loss, so
+    there is no finite-difference check of it. The labels get no gradient.
+    Source: eric612/MobileNet-YOLO src/caffe/layers/yolov3_layer.cpp.
+    """
+
+    exact_bottoms = 2
+    exact_tops = 1
+    is_loss = True
+    max_truths = 300
+
+    def allow_force_backward(self, bottom_index: int) -> bool:
+        return bottom_index == 0
+
+    def setup(self, bottom_shapes):
+        p = self.lp.yolov3_param
+        f = "yolov3_param"
+        self.num_class = int(p.num_class)
+        self.num = int(p.num)
+        self.anchors_scale = int(p.anchors_scale)
+        self.object_scale = float(np.float32(p.object_scale))
+        self.class_scale = float(np.float32(p.class_scale))
+        self.coord_scale = float(np.float32(p.coord_scale))
+        self.thresh = float(np.float32(p.thresh))
+        self.use_logic_gradient = bool(p.use_logic_gradient)
+        self.check(not p.use_focal_loss, "use_focal_loss is not supported", f"{f}.use_focal_loss")
+        self.biases = np.asarray(p.biases, np.float32)
+        self.mask = [int(m) for m in p.mask]
+        self.check(len(self.mask) >= self.num, f"needs num ({self.num}) mask values, has "
+                   f"{len(self.mask)}", f"{f}.mask")
+        self.check(self.biases.size >= 2 and self.biases.size % 2 == 0
+                   and max(self.mask[:self.num], default=0) < self.biases.size // 2,
+                   "biases must hold a (w, h) pair for every anchor the mask names",
+                   f"{f}.biases")
+
+    def reshape(self, bottom_shapes):
+        x, label = tuple(bottom_shapes[0]), tuple(bottom_shapes[1])
+        self.check(len(x) == 4 and x[2] == x[3], f"bottom '{self.bottom_names[0]}' must be "
+                   f"N x C x S x S, has shape {x}")
+        length = 5 + self.num_class
+        self.check(x[1] == self.num * length, f"bottom '{self.bottom_names[0]}' has {x[1]} "
+                   f"channels, num·(5 + num_class) = {self.num * length} expected")
+        self.check(len(label) >= 1 and label[0] == x[0]
+                   and math.prod(label[1:]) == self.max_truths * 5,
+                   f"bottom '{self.bottom_names[1]}' must hold {self.max_truths} rows of 5 "
+                   f"values per image, has shape {label}")
+        return [()]
+
+    def _delta(self, x: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(delta, swap) as the fork's Forward_cpu leaves diff_ and swap_."""
+        f = np.float32
+        n, _, side, _ = x.shape
+        length = 5 + self.num_class
+        v = x.reshape(n, self.num, length, side * side)
+        swap = v.copy()
+        logistic = np.ones(length, bool)
+        logistic[2:4] = False
+        swap[:, :, logistic] = (f(1) / (f(1) + np.exp(-v[:, :, logistic]))).astype(f)
+        delta = np.zeros_like(swap)
+        scale_wh = f(side * self.anchors_scale)
+        s_idx = np.arange(side * side)
+        col, row = (s_idx % side).astype(f), (s_idx // side).astype(f)
+        anchors = np.asarray(self.mask[:self.num])
+        bw = self.biases[2 * anchors][:, None]
+        bh = self.biases[2 * anchors + 1][:, None]
+        for b in range(n):
+            lab = labels[b].reshape(self.max_truths, 5)
+            # the no-object term: anchors whose best IoU with a truth is at most thresh
+            nx = next((t for t in range(self.max_truths) if not lab[t, 1]), self.max_truths)
+            pred = np.stack([(col[None] + swap[b, :, 0]) / f(side),
+                             (row[None] + swap[b, :, 1]) / f(side),
+                             np.exp(swap[b, :, 2]) * bw / scale_wh,
+                             np.exp(swap[b, :, 3]) * bh / scale_wh], axis=-1)  # (num, S², 4)
+            if nx:
+                ious = _iou_center_vec(pred[:, :, None, :], lab[None, None, :nx, 1:5])
+                best = np.maximum(np.nanmax(np.where(np.isnan(ious), 0, ious), axis=2), 0)
+            else:
+                best = np.zeros((self.num, side * side), f)
+            delta[b, :, 4] = np.where(best > f(self.thresh), f(0), swap[b, :, 4])
+            # each truth trains the mask's anchor whose prior fits it best, at its cell
+            for t in range(self.max_truths):
+                cls, tx, ty, tw, th = (float(v_) for v_ in lab[t])
+                if not f(tw):
+                    break
+                i, j = int(f(tx) * side), int(f(ty) * side)
+                pos = j * side + i
+                priors = np.stack([np.zeros(self.biases.size // 2, f),
+                                   np.zeros(self.biases.size // 2, f),
+                                   self.biases[0::2] / scale_wh,
+                                   self.biases[1::2] / scale_wh], axis=-1)
+                ious = _iou_center_vec(priors, np.array([0, 0, tw, th], f)[None])
+                best_n, best_iou = -1, f(0)
+                for k, iou in enumerate(ious):
+                    if iou > best_iou:
+                        best_n, best_iou = k, iou
+                if best_n not in self.mask[:self.num]:
+                    continue
+                a = self.mask[:self.num].index(best_n)
+                m = self.mask[a]
+                scale = f(self.coord_scale) * (f(2) - f(tw) * f(th))
+                targets = (f(tx) * f(side) - f(i), f(ty) * f(side) - f(j),
+                           f(np.log(f(tw) * scale_wh / self.biases[2 * m])),
+                           f(np.log(f(th) * scale_wh / self.biases[2 * m + 1])))
+                for c in range(4):
+                    delta[b, a, c, pos] = -scale * (targets[c] - swap[b, a, c, pos])
+                obj = -(f(1) - swap[b, a, 4, pos])
+                delta[b, a, 4, pos] = obj * f(self.object_scale) if self.use_logic_gradient \
+                    else obj
+                k = int(cls)
+                if not 0 <= k < self.num_class:
+                    raise self.error(f"image {b}, truth {t}: class {cls:g} is outside [0, "
+                                     f"{self.num_class})")
+                if delta[b, a, 5, pos]:
+                    delta[b, a, 5 + k, pos] = f(1) - swap[b, a, 5 + k, pos]
+                else:
+                    onehot = (np.arange(self.num_class) == k).astype(f)
+                    delta[b, a, 5:, pos] = -f(self.class_scale) * (onehot - swap[b, a, 5:, pos])
+        return delta, swap
+
+    def forward(self, x, label):
+        if torch.is_grad_enabled() and label.requires_grad:
+            raise self.error(f"{self.type} Layer cannot backpropagate to label inputs.",
+                             "propagate_down")
+        dt = np.float64 if x.dtype == torch.float64 else np.float32
+        xs = x.detach().cpu().numpy().astype(np.float32)
+        labels = label.detach().reshape(x.shape[0], -1).cpu().numpy().astype(np.float32)
+        delta, swap = self._delta(xs, labels)
+        n = x.shape[0]
+        loss = torch.as_tensor(np.sum(delta.astype(dt) ** 2) / n, dtype=x.dtype, device=x.device)
+        grad = delta.copy()
+        if self.use_logic_gradient:
+            logistic = np.ones(5 + self.num_class, bool)
+            logistic[2:4] = False
+            grad[:, :, logistic] *= (np.float32(1) - swap[:, :, logistic]) * swap[:, :, logistic]
+        grad_t = torch.as_tensor(grad.reshape(x.shape) / n, dtype=x.dtype, device=x.device)
+        if torch.is_grad_enabled() and x.requires_grad:
+            return _DeltaLoss.apply(x, loss, grad_t)
+        return loss
+
+
+# ------------------------------------------------------------------------------------------
+# RegionLoss (YOLOv2's training loss)
+# ------------------------------------------------------------------------------------------
+@register("RegionLoss")
+class RegionLossLayer(Layer):
+    """YOLOv2's training loss (eric612/MobileNet-YOLO's RegionLoss).
+
+    Bottoms: predictions (N, num·(5 + num_class), S, S) — per anchor x, y, w, h (raw),
+    objectness (logistic) and class scores (softmax) — and labels as for Yolov3 (300 rows
+    [class, x, y, w, h] per image). Top: Σ delta² / N with the fork's delta:
+    noobject_scale·σo·σo' for anchors whose best IoU with a truth is ≤ thresh; while fewer
+    than 12800/N passes have run (a count shared by every RegionLoss layer of the process,
+    as the fork's global `iter`), 0.01-weighted pulls of every anchor towards its prior at
+    its cell's centre; for each truth, the anchor at its cell whose prior (bias_match) or
+    prediction fits its size best gets coordinate deltas (σ' included for x, y) scaled by
+    coord_scale (× (2 − w·h) unless rescore), objectness object_scale·(IoU or 1 − σo)·σo',
+    and class_scale·(softmax − onehot). The backward is loss_weight/N · delta, the fork's
+    own gradient. class_map files are not supported; the labels get no gradient.
+    Source: eric612/MobileNet-YOLO src/caffe/layers/region_loss_layer.cpp.
+    """
+
+    exact_bottoms = 2
+    exact_tops = 1
+    is_loss = True
+    max_truths = 300
+    warmup_passes = 12800
+    passes_run = 0  # the fork's process-wide `iter`
+
+    def allow_force_backward(self, bottom_index: int) -> bool:
+        return bottom_index == 0
+
+    def setup(self, bottom_shapes):
+        p = self.lp.region_loss_param
+        f = "region_loss_param"
+        self.check(not p.class_map, "class_map files are not supported", f"{f}.class_map")
+        self.check(p.coords == 4, "only 4 coordinates are supported (the fork's layout)",
+                   f"{f}.coords")
+        self.num_class = int(p.num_class)
+        self.num = int(p.num)
+        self.bias_match = bool(p.bias_match)
+        self.rescore = bool(p.rescore)
+        self.object_scale = float(np.float32(p.object_scale))
+        self.noobject_scale = float(np.float32(p.noobject_scale))
+        self.class_scale = float(np.float32(p.class_scale))
+        self.coord_scale = float(np.float32(p.coord_scale))
+        self.thresh = float(np.float32(p.thresh))
+        biases = list(p.biases) if len(p.biases) >= 10 else [0.0] * 10
+        self.biases = np.asarray(biases, np.float32)
+        self.check(self.biases.size >= 2 * self.num, f"needs 2·num = {2 * self.num} biases, "
+                   f"has {self.biases.size}", f"{f}.biases")
+
+    def reshape(self, bottom_shapes):
+        x, label = tuple(bottom_shapes[0]), tuple(bottom_shapes[1])
+        self.check(len(x) == 4 and x[2] == x[3], f"bottom '{self.bottom_names[0]}' must be "
+                   f"N x C x S x S, has shape {x}")
+        length = 5 + self.num_class
+        self.check(x[1] == self.num * length, f"bottom '{self.bottom_names[0]}' has {x[1]} "
+                   f"channels, num·(5 + num_class) = {self.num * length} expected")
+        self.check(len(label) >= 1 and label[0] == x[0]
+                   and math.prod(label[1:]) == self.max_truths * 5,
+                   f"bottom '{self.bottom_names[1]}' must hold {self.max_truths} rows of 5 "
+                   f"values per image, has shape {label}")
+        return [()]
+
+    def _delta(self, x: np.ndarray, labels: np.ndarray, warmup: bool) -> np.ndarray:
+        f = np.float32
+        n, _, side, _ = x.shape
+        length = 5 + self.num_class
+        v = x.reshape(n, self.num, length, side * side).astype(f)
+        obj = (f(1) / (f(1) + np.exp(-v[:, :, 4]))).astype(f)
+        cls = v[:, :, 5:]
+        e = np.exp(cls - cls.max(axis=2, keepdims=True)).astype(f)
+        prob = (e / e.sum(axis=2, keepdims=True)).astype(f)
+        sx = (f(1) / (f(1) + np.exp(-v[:, :, 0]))).astype(f)
+        sy = (f(1) / (f(1) + np.exp(-v[:, :, 1]))).astype(f)
+        delta = np.zeros_like(v)
+        s_idx = np.arange(side * side)
+        col, row = (s_idx % side).astype(f), (s_idx // side).astype(f)
+        bw = self.biases[0:2 * self.num:2][:, None]
+        bh = self.biases[1:2 * self.num:2][:, None]
+        fs = f(side)
+        for b in range(n):
+            lab = labels[b].reshape(self.max_truths, 5)
+            nx = next((t for t in range(self.max_truths) if not lab[t, 1]), self.max_truths)
+            pred = np.stack([(col[None] + sx[b]) / fs, (row[None] + sy[b]) / fs,
+                             np.exp(v[b, :, 2]) * bw / fs, np.exp(v[b, :, 3]) * bh / fs],
+                            axis=-1)
+            if nx:
+                ious = _iou_center_vec(pred[:, :, None, :], lab[None, None, :nx, 1:5])
+                best = np.maximum(np.nanmax(np.where(np.isnan(ious), 0, ious), axis=2), 0)
+            else:
+                best = np.zeros((self.num, side * side), f)
+            o = obj[b]
+            delta[b, :, 4] = np.where(best > f(self.thresh), f(0),
+                                      -f(self.noobject_scale) * (f(0) - o) * ((f(1) - o) * o))
+            if warmup:  # pull every anchor towards its prior at its cell's centre
+                s = f(0.01)
+                tx = ((col[None] + 0.5) / side).astype(f) * fs - col[None]
+                ty = ((row[None] + 0.5) / side).astype(f) * fs - row[None]
+                tw = np.log((bw / fs).astype(f) * fs / bw).astype(f)
+                th = np.log((bh / fs).astype(f) * fs / bh).astype(f)
+                delta[b, :, 0] = -s * (tx - sx[b]) * sx[b] * (f(1) - sx[b])
+                delta[b, :, 1] = -s * (ty - sy[b]) * sy[b] * (f(1) - sy[b])
+                delta[b, :, 2] = -s * (tw - v[b, :, 2])
+                delta[b, :, 3] = -s * (th - v[b, :, 3])
+            for t in range(self.max_truths):
+                label_cls, tx0, ty0, tw0, th0 = (f(val) for val in lab[t])
+                if not tw0:
+                    break
+                k = int(label_cls)
+                if not 0 <= k < self.num_class:
+                    raise self.error(f"image {b}, truth {t}: class {float(label_cls):g} is "
+                                     f"outside [0, {self.num_class})")
+                i, j = int(tx0 * fs), int(ty0 * fs)
+                pos = j * side + i
+                best_n, best_iou = 0, f(0)
+                for a in range(self.num):
+                    if self.bias_match:
+                        pw, ph = bw[a, 0] / fs, bh[a, 0] / fs
+                    else:
+                        pw, ph = pred[a, pos, 2], pred[a, pos, 3]
+                    iou = _iou_center_vec(np.array([0, 0, pw, ph], f),
+                                          np.array([0, 0, tw0, th0], f))
+                    if iou > best_iou:
+                        best_n, best_iou = a, iou
+                a = best_n
+                scale = f(self.coord_scale) if self.rescore else \
+                    f(self.coord_scale) * (f(2) - tw0 * th0)
+                iou = _iou_center_vec(pred[a, pos], np.array([tx0, ty0, tw0, th0], f))
+                gx, gy = sx[b, a, pos], sy[b, a, pos]
+                delta[b, a, 0, pos] = -scale * (tx0 * fs - f(i) - gx) * gx * (f(1) - gx)
+                delta[b, a, 1, pos] = -scale * (ty0 * fs - f(j) - gy) * gy * (f(1) - gy)
+                delta[b, a, 2, pos] = -scale * (f(np.log(tw0 * fs / bw[a, 0])) - v[b, a, 2, pos])
+                delta[b, a, 3, pos] = -scale * (f(np.log(th0 * fs / bh[a, 0])) - v[b, a, 3, pos])
+                oa = obj[b, a, pos]
+                target = iou if self.rescore else f(1)
+                delta[b, a, 4, pos] = -f(self.object_scale) * (target - oa) * ((f(1) - oa) * oa)
+                onehot = (np.arange(self.num_class) == k).astype(f)
+                delta[b, a, 5:, pos] = -f(self.class_scale) * (onehot - prob[b, a, :, pos])
+        return delta
+
+    def forward(self, x, label):
+        if torch.is_grad_enabled() and label.requires_grad:
+            raise self.error(f"{self.type} Layer cannot backpropagate to label inputs.",
+                             "propagate_down")
+        n = x.shape[0]
+        warmup = RegionLossLayer.passes_run < self.warmup_passes // n
+        xs = x.detach().cpu().numpy().astype(np.float32)
+        labels = label.detach().reshape(n, -1).cpu().numpy().astype(np.float32)
+        delta = self._delta(xs, labels, warmup)
+        RegionLossLayer.passes_run += 1
+        dt = np.float64 if x.dtype == torch.float64 else np.float32
+        loss = torch.as_tensor(np.sum(delta.astype(dt) ** 2) / n, dtype=x.dtype, device=x.device)
+        grad = torch.as_tensor(delta.reshape(x.shape) / n, dtype=x.dtype, device=x.device)
+        if torch.is_grad_enabled() and x.requires_grad:
+            return _DeltaLoss.apply(x, loss, grad)
+        return loss

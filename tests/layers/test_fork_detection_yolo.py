@@ -1,6 +1,8 @@
 """eric612/MobileNet-YOLO's layers (decaffe/layers/yolo.py): YoloDetectionOutput,
-Yolov3DetectionOutput and Reorg against loop references written from the fork's Forward_cpu
-and darknet's reorg_cpu; Reorg's gradient by finite differences; the fork's refusals."""
+Yolov3DetectionOutput, Reorg and the Yolov3 loss against loop references written from the
+fork's Forward_cpu/Backward_cpu and darknet's reorg_cpu; Reorg's gradient by finite
+differences (Yolov3's backward is the fork's delta, not a derivative: checked against the
+reference instead); the fork's refusals."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from gradcheck import check_gradients
 
 import decaffe
@@ -245,3 +248,234 @@ def test_reorg_refusals(shape, body, msg):
     with pytest.raises(DecaffeError, match=msg):
         decaffe.Net(inp("x", shape) + lay("Reorg", ["x"], ["y"], body, name="reorg1"),
                     decaffe.TEST)
+
+
+# ------------------------------------------------------------------------------------------
+# Yolov3 (loss)
+# ------------------------------------------------------------------------------------------
+Y3_BIASES = [10, 13, 16, 30, 33, 23, 30, 61, 62, 45, 59, 119]
+
+
+def yolov3_loss_ref(x, labels, num_class, num, scale, thresh, obj_s, cls_s, coord_s, mask,
+                    logic):
+    """eric612's Yolov3Layer::Forward_cpu/Backward_cpu, scalar loops in float64."""
+    n, _, side, _ = x.shape
+    length = 5 + num_class
+    stride = side * side
+    flat = x.reshape(n, -1)
+    swap = flat.copy()
+    diff = np.zeros_like(flat)
+    for b in range(n):
+        for k in range(num * length):
+            if k % length not in (2, 3):
+                swap[b, k * stride:(k + 1) * stride] = 1 / (1 + np.exp(-flat[b, k * stride:
+                                                                             (k + 1) * stride]))
+    nb = len(Y3_BIASES) // 2
+    for b in range(n):
+        lab = labels[b].reshape(300, 5)
+        for s in range(stride):
+            for a in range(num):
+                idx = a * length * stride + s
+                y2, x2 = divmod(s, side)
+                m = mask[a]
+                pred = ((x2 + swap[b, idx]) / side, (y2 + swap[b, idx + stride]) / side,
+                        math.exp(swap[b, idx + 2 * stride]) * Y3_BIASES[2 * m] / (side * scale),
+                        math.exp(swap[b, idx + 3 * stride]) * Y3_BIASES[2 * m + 1]
+                        / (side * scale))
+                best = 0.0
+                for t in range(300):
+                    if not lab[t, 1]:
+                        break
+                    best = max(best, iou_center(pred, lab[t, 1:]))
+                diff[b, idx + 4 * stride] = 0 if best > thresh else swap[b, idx + 4 * stride]
+        for t in range(300):
+            cls, tx, ty, tw, th = lab[t]
+            if not tw:
+                break
+            i, j = int(tx * side), int(ty * side)
+            best_n, best_iou = -1, 0.0
+            for k in range(nb):
+                iou = iou_center((0, 0, Y3_BIASES[2 * k] / (side * scale),
+                                  Y3_BIASES[2 * k + 1] / (side * scale)), (0, 0, tw, th))
+                if iou > best_iou:
+                    best_n, best_iou = k, iou
+            if best_n not in mask[:num]:
+                continue
+            a = mask[:num].index(best_n)
+            m = mask[a]
+            idx = a * length * stride + j * side + i
+            sc = coord_s * (2 - tw * th)
+            tgt = (tx * side - i, ty * side - j, math.log(tw * side * scale / Y3_BIASES[2 * m]),
+                   math.log(th * side * scale / Y3_BIASES[2 * m + 1]))
+            for c in range(4):
+                diff[b, idx + c * stride] = -sc * (tgt[c] - swap[b, idx + c * stride])
+            o = -(1 - swap[b, idx + 4 * stride])
+            diff[b, idx + 4 * stride] = o * obj_s if logic else o
+            ci = idx + 5 * stride
+            if diff[b, ci]:
+                diff[b, ci + stride * int(cls)] = 1 - swap[b, ci + stride * int(cls)]
+            else:
+                for c in range(num_class):
+                    diff[b, ci + c * stride] = -cls_s * ((c == int(cls)) - swap[b, ci + c * stride])
+    loss = (diff ** 2).sum() / n
+    grad = diff.copy()
+    if logic:
+        for b in range(n):
+            for k in range(num * length):
+                if k % length not in (2, 3):
+                    sl = slice(k * stride, (k + 1) * stride)
+                    grad[b, sl] *= (1 - swap[b, sl]) * swap[b, sl]
+    return loss, grad.reshape(x.shape) / n
+
+
+def _labels(rng, n, boxes_per_image):
+    lab = np.zeros((n, 300, 5))
+    for b in range(n):
+        for t in range(boxes_per_image[b]):
+            lab[b, t] = [rng.integers(0, 3), rng.uniform(0.05, 0.95), rng.uniform(0.05, 0.95),
+                         rng.uniform(0.05, 0.6), rng.uniform(0.05, 0.6)]
+    return lab
+
+
+@pytest.mark.parametrize("logic,seed", [(False, 0), (True, 1), (False, 2)])
+def test_yolov3_loss_and_the_forks_gradient(logic, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, 1, (2, 3 * 8, 4, 4))
+    labels = _labels(rng, 2, [3, 1])
+    labels[0, 1, 1:3] = labels[0, 0, 1:3]  # two truths in one cell
+    body = ("loss_weight: 2 yolov3_param { num_class: 3 num: 3 object_scale: 5 class_scale: 1 "
+            "noobject_scale: 1 coord_scale: 1 thresh: 0.6 anchors_scale: 16 "
+            + " ".join(f"biases: {b}" for b in Y3_BIASES)
+            + f" mask: 0 mask: 1 mask: 2 use_logic_gradient: {'true' if logic else 'false'} }}")
+    text = ("force_backward: true\n" + inp("x", x.shape) + inp("label", (2, 1, 300, 5))
+            + lay("Yolov3", ["x", "label"], ["loss"], body + " propagate_down: true "
+                  "propagate_down: false"))
+    net = decaffe.Net(text, decaffe.TRAIN, dtype=torch.float64)
+    net.blobs["x"].data[...] = x
+    net.blobs["label"].data[...] = labels.reshape(2, 1, 300, 5)
+    net.forward()
+    net.backward()
+    loss, grad = yolov3_loss_ref(x.astype(np.float32).astype(np.float64), labels, 3, 3, 16, 0.6,
+                                 5, 1, 1, [0, 1, 2], logic)
+    assert net.blobs["loss"].data == pytest.approx(loss, rel=1e-4)
+    np.testing.assert_allclose(net.blobs["x"].diff, 2 * grad, rtol=1e-4, atol=1e-6)
+    assert np.abs(grad).max() > 0
+
+
+def test_yolov3_refuses_bad_shapes():
+    body = "yolov3_param { num_class: 3 num: 3 " + " ".join(
+        f"biases: {b}" for b in Y3_BIASES) + " mask: 0 mask: 1 mask: 2 }"
+    with pytest.raises(DecaffeError, match="channels"):
+        decaffe.Net(inp("x", (1, 20, 4, 4)) + inp("label", (1, 300, 5))
+                    + lay("Yolov3", ["x", "label"], ["loss"], body), decaffe.TRAIN)
+    with pytest.raises(DecaffeError, match="300 rows"):
+        decaffe.Net(inp("x", (1, 24, 4, 4)) + inp("label", (1, 30, 5))
+                    + lay("Yolov3", ["x", "label"], ["loss"], body), decaffe.TRAIN)
+
+
+# ------------------------------------------------------------------------------------------
+# RegionLoss (YOLOv2 loss)
+# ------------------------------------------------------------------------------------------
+R_BIASES = [1.08, 1.19, 3.42, 4.41, 6.63, 11.38]
+
+
+def region_loss_ref(x, labels, num_class, num, thresh, obj_s, noobj_s, cls_s, coord_s,
+                    bias_match, rescore, warmup):
+    n, _, side, _ = x.shape
+    length = 5 + num_class
+    stride = side * side
+    flat = x.reshape(n, -1)
+    diff = np.zeros_like(flat)
+
+    def s(v):
+        return 1 / (1 + math.exp(-v))
+
+    def box(b, a, idx, i, j):
+        return ((i + s(flat[b, idx])) / side, (j + s(flat[b, idx + stride])) / side,
+                math.exp(flat[b, idx + 2 * stride]) * R_BIASES[2 * a] / side,
+                math.exp(flat[b, idx + 3 * stride]) * R_BIASES[2 * a + 1] / side)
+
+    def delta_box(b, truth, a, idx, i, j, scale):
+        pred = box(b, a, idx, i, j)
+        tx, ty = truth[0] * side - i, truth[1] * side - j
+        tw = math.log(truth[2] * side / R_BIASES[2 * a])
+        th = math.log(truth[3] * side / R_BIASES[2 * a + 1])
+        for c, t in ((0, tx), (1, ty)):
+            g = s(flat[b, idx + c * stride])
+            diff[b, idx + c * stride] = -scale * (t - g) * g * (1 - g)
+        diff[b, idx + 2 * stride] = -scale * (tw - flat[b, idx + 2 * stride])
+        diff[b, idx + 3 * stride] = -scale * (th - flat[b, idx + 3 * stride])
+        return iou_center(pred, truth)
+
+    for b in range(n):
+        lab = labels[b].reshape(300, 5)
+        for sp in range(stride):
+            for a in range(num):
+                idx = a * length * stride + sp
+                y2, x2 = divmod(sp, side)
+                pred = box(b, a, idx, x2, y2)
+                best = 0.0
+                for t in range(300):
+                    if not lab[t, 1]:
+                        break
+                    best = max(best, iou_center(pred, lab[t, 1:]))
+                o = s(flat[b, idx + 4 * stride])
+                diff[b, idx + 4 * stride] = 0 if best > thresh else noobj_s * o * (1 - o) * o
+                if warmup:
+                    delta_box(b, ((x2 + .5) / side, (y2 + .5) / side, R_BIASES[2 * a] / side,
+                                  R_BIASES[2 * a + 1] / side), a, idx, x2, y2, 0.01)
+        for t in range(300):
+            cls, tx, ty, tw, th = lab[t]
+            if not tw:
+                break
+            i, j = int(tx * side), int(ty * side)
+            pos = j * side + i
+            best_n, best_iou = 0, 0.0
+            for a in range(num):
+                idx = a * length * stride + pos
+                p = box(b, a, idx, i, j)
+                pw, ph = (R_BIASES[2 * a] / side, R_BIASES[2 * a + 1] / side) if bias_match \
+                    else (p[2], p[3])
+                iou = iou_center((0, 0, pw, ph), (0, 0, tw, th))
+                if iou > best_iou:
+                    best_n, best_iou = a, iou
+            idx = best_n * length * stride + pos
+            scale = coord_s if rescore else coord_s * (2 - tw * th)
+            iou = delta_box(b, (tx, ty, tw, th), best_n, idx, i, j, scale)
+            o = s(flat[b, idx + 4 * stride])
+            diff[b, idx + 4 * stride] = -obj_s * ((iou if rescore else 1) - o) * (1 - o) * o
+            logits = flat[b, idx + 5 * stride: idx + (5 + num_class) * stride: stride]
+            p = np.exp(logits - logits.max())
+            p /= p.sum()
+            for c in range(num_class):
+                diff[b, idx + (5 + c) * stride] = -cls_s * ((c == int(cls)) - p[c])
+    return (diff ** 2).sum() / n, diff.reshape(x.shape) / n
+
+
+@pytest.mark.parametrize("bias_match,rescore,warmup", [(True, True, True), (False, False, False),
+                                                        (True, False, False)])
+def test_region_loss_and_the_forks_gradient(bias_match, rescore, warmup, monkeypatch):
+    from decaffe.layers.yolo import RegionLossLayer
+
+    monkeypatch.setattr(RegionLossLayer, "passes_run", 0 if warmup else 10 ** 6)
+    rng = np.random.default_rng(int(bias_match) + 2 * int(rescore))
+    x = rng.normal(0, 1, (2, 3 * 7, 4, 4))
+    labels = _labels(rng, 2, [2, 3])
+    body = (f"region_loss_param {{ num_class: 2 coords: 4 num: 3 softmax: 1 "
+            f"rescore: {int(rescore)} bias_match: {int(bias_match)} object_scale: 5 "
+            "class_scale: 1 noobject_scale: 1 coord_scale: 1 thresh: 0.6 "
+            + " ".join(f"biases: {b}" for b in R_BIASES + [0, 0, 0, 0]) + " }")
+    labels[:, :, 0] %= 2
+    text = ("force_backward: true\n" + inp("x", x.shape) + inp("label", (2, 300, 5))
+            + lay("RegionLoss", ["x", "label"], ["loss"], body + " propagate_down: true "
+                  "propagate_down: false"))
+    net = decaffe.Net(text, decaffe.TRAIN, dtype=torch.float64)
+    net.blobs["x"].data[...] = x
+    net.blobs["label"].data[...] = labels
+    net.forward()
+    net.backward()
+    loss, grad = region_loss_ref(x.astype(np.float32).astype(np.float64), labels, 2, 3, 0.6, 5,
+                                 1, 1, 1, bias_match, rescore, warmup)
+    assert net.blobs["loss"].data == pytest.approx(loss, rel=1e-4)
+    np.testing.assert_allclose(net.blobs["x"].diff, grad, rtol=1e-4, atol=1e-6)
+    assert RegionLossLayer.passes_run == (1 if warmup else 10 ** 6 + 1)

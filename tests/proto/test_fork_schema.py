@@ -48,20 +48,10 @@ def test_fork_golden_prototxt_parses(path):
     assert net.layer, "no layers read"
 
 
-def test_every_corpus_net_parses_and_keeps_its_layer_types():
-    failures = []
-    for fork_net in CORPUS:
-        try:
-            net = prototxt.parse_text(fork_net.text, caffe_pb2.NetParameter(),
-                                      fork_net.local_path)
-        except Exception as e:  # collect all, report together
-            failures.append(f"{fork_net.local_path}: {e}")
-            continue
-        expected = set(fork_net.row["layer_types"].split(","))
-        got = set(_layer_types(net))
-        if got != expected:
-            failures.append(f"{fork_net.local_path}: types {sorted(got ^ expected)} differ")
-    assert not failures, "\n".join(failures[:20])
+@pytest.mark.parametrize("fork_net", CORPUS, ids=lambda n: n.local_path)
+def test_corpus_net_parses_and_keeps_its_layer_types(fork_net):
+    net = prototxt.parse_text(fork_net.text, caffe_pb2.NetParameter(), fork_net.local_path)
+    assert set(_layer_types(net)) == set(fork_net.row["layer_types"].split(","))
 
 
 def test_templates_parse_only_after_gen_model_substitution():
@@ -350,3 +340,48 @@ def test_upgrade_text_upgrades_a_v1_file_that_carries_fork_parameters(tmp_path, 
     assert [lp.type for lp in net.layer] == ["Input", "Pooling"]
     assert net.layer[1].pooling_param.HasField("ceil_mode")
     assert net.layer[1].pooling_param.ceil_mode is False
+
+
+def test_spp_net_v0_files_upgrade_with_their_nested_parameters(tmp_path, capsys):
+    # ShaoqingRen/SPP_net's V0 nets nest V1 parameter messages and say "inner_product"
+    fork_net = next(n for n in CORPUS if n.local_path.endswith("Zeiler_conv5.prototxt"))
+    src, dst = tmp_path / "spp.prototxt", tmp_path / "spp_up.prototxt"
+    src.write_text(fork_net.text)
+    rc, _ = _cli(capsys, "upgrade_net_proto_text", str(src), str(dst))
+    assert rc == 0
+    net = prototxt.read_text(str(dst), caffe_pb2.NetParameter())
+    assert not net.layers
+    by_name = {lp.name: lp for lp in net.layer}
+    conv1 = by_name["conv1"]
+    assert conv1.type == "Convolution"
+    cp = conv1.convolution_param
+    assert (cp.num_output, list(cp.kernel_size), list(cp.pad), list(cp.stride)) == \
+        (96, [7], [1], [2])
+    assert cp.weight_filler.std == pytest.approx(0.01)
+    assert [p.lr_mult for p in conv1.param] == [1, 2]
+    assert by_name["norm1"].lrn_param.norm_region == caffe_pb2.LRNParameter.WITHIN_CHANNEL
+    types = {lp.type for lp in net.layer}
+    assert {"InnerProduct", "Pooling", "Concat", "Dropout", "Flatten"} <= types
+    fc = next(lp for lp in net.layer if lp.type == "InnerProduct")
+    assert fc.inner_product_param.num_output > 0
+
+
+def test_netspec_reaches_the_fork_parameter_messages():
+    import caffe
+    from caffe import layers as L
+
+    n = caffe.NetSpec()
+    n.data, n.rois = L.Input(shape=[dict(dim=[1, 8, 10, 10]), dict(dim=[3, 5])], ntop=2)
+    n.pool = L.ROIPooling(n.data, n.rois, pooled_h=2, pooled_w=3, spatial_scale=0.5)
+    n.ps = L.PSROIPooling(n.data, n.rois, spatial_scale=0.5, output_dim=2, group_size=2)
+    n.bn = L.BN(n.data, frozen=True)
+    n.p6 = L.Pooling(n.data, kernel_size=3, stride=2, ceil_mode=False)
+    # the Resize layer's message is ResizeLayerParameter (SSD owns ResizeParameter): by name
+    n.rs = L.Resize(n.data, resize_param=dict(height=4, width=4))
+    net = text_format.Parse(str(n.to_proto()), caffe_pb2.NetParameter())
+    layers = {lp.name: lp for lp in net.layer}
+    assert layers["pool"].roi_pooling_param.pooled_w == 3
+    assert layers["ps"].psroi_pooling_param.group_size == 2
+    assert layers["bn"].bn_param.frozen
+    assert layers["p6"].pooling_param.HasField("ceil_mode")
+    assert layers["rs"].resize_param.height == 4
