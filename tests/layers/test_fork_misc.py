@@ -442,3 +442,89 @@ def test_netspec_builds_and_draw_draws_them():
                       for node in graph.get_nodes())
     for t in ("ConvolutionDepthwise", "BN", "ReLU6", "ShuffleChannel", "Pad", "Interp"):
         assert t in labels
+
+
+# ----------------------------------------------------------------------------------------------
+# GuidedDropout, CenterLoss, SeLu, SeLuDropout, SegAccuracy
+# ----------------------------------------------------------------------------------------------
+def test_guided_dropout():
+    x = RNG.standard_normal((2, 4, 3))
+    g = np.array([[1.0, -1.0, 0.5, -0.2], [-1.0, -2.0, -3.0, -0.5]])
+    net = run("GuidedDropout", 'guided_dropout_param { type: "deterministic" }',
+              {"x": x, "g": g})
+    mask = (g > 0).astype(float)
+    s = mask.sum(1, keepdims=True)
+    factor = np.where(s > 0, mask * 4 / np.where(s > 0, s, 1), mask)
+    np.testing.assert_allclose(net.blobs["y"].data, x * factor[:, :, None])
+    grad("GuidedDropout", 'guided_dropout_param { type: "deterministic" }', {"x": x, "g": g},
+         check_inputs=["x"])
+    body = 'guided_dropout_param { type: "stochastic" sigmoid_scaler: 2 }'
+    net = run("GuidedDropout", body, {"x": x, "g": g}, phase=decaffe.TEST)
+    np.testing.assert_array_equal(net.blobs["y"].data, x)
+    net = run("GuidedDropout", body, {"x": x, "g": g})
+    p = 1 / (1 + np.exp(-2 * g))
+    scale = 4 / p.sum(1, keepdims=True)
+    y = net.blobs["y"].data
+    kept = np.isclose(y, x * scale[:, :, None]).all(2)
+    dropped = (y == 0).all(2)
+    assert (kept | dropped).all() and kept.any()
+    with pytest.raises(DecaffeError, match="type"):
+        run("GuidedDropout", 'guided_dropout_param { type: "random" }', {"x": x, "g": g})
+
+
+def test_center_loss():
+    x, label = RNG.standard_normal((5, 3)), np.array([0, 2, 2, 1, 2.0])
+    centers = RNG.standard_normal((4, 3))
+    body = "center_loss_param { num_output: 4 }"
+    net = run("CenterLoss", body, {"x": x, "label": label}, tops=("loss",), params=[centers])
+    d = x - centers[label.astype(int)]
+    assert net.blobs["loss"].data == pytest.approx((d * d).sum() / 5 / 2)
+    net.params["l"][0].diff[...] = 0
+    net.backward()
+    np.testing.assert_allclose(net.blobs["x"].diff, d / 5)
+    want = np.zeros((4, 3))
+    for j in range(4):
+        rows = label.astype(int) == j
+        want[j] = (centers[j] - x[rows]).sum(0) / (1 + rows.sum())
+    np.testing.assert_allclose(net.params["l"][0].diff, want)
+    grad("CenterLoss", body, {"x": x, "label": label}, check_inputs=["x"], check_params=False)
+
+
+def test_selu_and_selu_dropout():
+    x = RNG.standard_normal((3, 50))
+    net = run("SeLu", "", {"x": x})
+    lam, alpha = np.float32(1.050700987), np.float32(1.67326324)
+    np.testing.assert_allclose(net.blobs["y"].data,
+                               lam * np.where(x > 0, x, alpha * (np.exp(x) - 1)), rtol=1e-7)
+    xs = x[:, :8]
+    grad("SeLu", "", {"x": xs + np.sign(xs) * 0.05})  # away from the kink at 0
+    body = "selu_dropout_param { dropout_ratio: 0.2 }"
+    net = run("SeLuDropout", body, {"x": x}, phase=decaffe.TEST)
+    np.testing.assert_array_equal(net.blobs["y"].data, x)
+    net = run("SeLuDropout", body, {"x": x})
+    q, al = float(np.float32(0.2)), float(np.float32(-1.75809934))
+    a = ((1 - q) * (1 + q * al * al)) ** -0.5
+    b = -a * q * al
+    y = net.blobs["y"].data
+    kept = np.isclose(y, a * x + b)
+    assert (kept | np.isclose(y, a * al + b)).all() and 0.6 < kept.mean() < 0.95
+    net.blobs["y"].diff[...] = 1
+    net.backward()
+    np.testing.assert_allclose(net.blobs["x"].diff, np.where(kept, a, 0.0))
+
+
+def test_seg_accuracy():
+    scores = RNG.standard_normal((2, 3, 4, 5))
+    label = RNG.integers(0, 4, (2, 1, 4, 5)).astype(float)  # 3 is ignored
+    net = run("SegAccuracy", "seg_accuracy_param { ignore_label: 3 }",
+              {"s": scores, "label": label})
+    pred, lab = scores.argmax(1).ravel(), label.ravel().astype(int)
+    keep = lab != 3
+    pred, lab = pred[keep], lab[keep]
+    m = np.zeros((3, 3))
+    np.add.at(m, (lab, pred), 1)
+    recall = np.mean([m[i, i] / m[i].sum() for i in range(3) if m[i].sum()])
+    union = m.sum(0) + m.sum(1) - np.diag(m)
+    iou = np.mean([m[i, i] / union[i] for i in range(3) if union[i]])
+    np.testing.assert_allclose(net.blobs["y"].data.ravel(),
+                               [np.trace(m) / m.sum(), recall, iou], rtol=1e-12)
