@@ -528,3 +528,54 @@ def test_seg_accuracy():
     iou = np.mean([m[i, i] / union[i] for i in range(3) if union[i]])
     np.testing.assert_allclose(net.blobs["y"].data.ravel(),
                                [np.trace(m) / m.sum(), recall, iou], rtol=1e-12)
+
+
+def _margin_ref(x, w, label, kind, lam, g):
+    """SphereFace's forward and its bottom gradient, one sample and one class at a time."""
+    w = w / np.linalg.norm(w, axis=1, keepdims=True)
+    top, dx = x @ w.T, np.zeros_like(x)
+    for i in range(x.shape[0]):
+        xn = np.linalg.norm(x[i])
+        for j in range(w.shape[0]):
+            if kind == "SINGLE" or j != label[i]:
+                dx[i] += (g[i, j] / (1 + lam) if kind != "SINGLE" else g[i, j]) * w[j]
+                continue
+            c = x[i] @ w[j] / xn
+            s0 = np.sign(c)
+            if kind == "DOUBLE":
+                psi = 2 * s0 * c * c - 1
+                cw, cx = 4 * s0 * c, -(2 * s0 * c * c + 1) / xn
+            else:  # QUADRUPLE
+                s3 = s0 * np.sign(2 * c * c - 1)
+                s4 = 2 * s0 + s3 - 3
+                psi = s3 * (8 * c ** 4 - 8 * c * c + 1) + s4
+                cw = s3 * (32 * c ** 3 - 16 * c)
+                cx = -(s3 * (24 * c ** 4 - 8 * c * c - 1) - s4) / xn
+            top[i, j] = xn * psi
+            nrm = np.hypot(cw, cx)
+            dx[i] += g[i, j] / (1 + lam) * (cw / nrm * w[j] + cx / nrm * x[i])
+    if kind != "SINGLE":
+        top = (top + lam * (x @ w.T)) / (1 + lam)
+        dx += lam / (1 + lam) * (g @ w)
+    return top, dx, w
+
+
+@pytest.mark.parametrize("kind", ["SINGLE", "DOUBLE", "QUADRUPLE"])
+def test_margin_inner_product(kind):
+    x, w = RNG.standard_normal((4, 6)), RNG.standard_normal((5, 6))
+    label = np.array([0, 3, 4, 3.0])
+    body = (f"margin_inner_product_param {{ num_output: 5 type: {kind} base: 10 gamma: 0.5 "
+            "power: 2 lambda_min: 0.1 iteration: 3 }")
+    net = run("MarginInnerProduct", body, {"x": x, "label": label}, tops=("y", "lambda"),
+              params=[w])
+    lam = max(10 * (1 + 0.5 * 4) ** -2, float(np.float32(0.1)))
+    assert net.blobs["lambda"].data[0] == pytest.approx(lam)
+    g = RNG.standard_normal((4, 5))
+    top, dx, wn = _margin_ref(x, w, label.astype(int), kind, lam, g)
+    np.testing.assert_allclose(net.blobs["y"].data, top, atol=1e-10)
+    np.testing.assert_allclose(net.params["l"][0].data, wn, atol=1e-12)  # normalised in place
+    net.blobs["y"].diff[...] = g
+    net.params["l"][0].diff[...] = 0
+    net.backward()
+    np.testing.assert_allclose(net.blobs["x"].diff, dx, atol=1e-10)
+    np.testing.assert_allclose(net.params["l"][0].diff, g.T @ x, atol=1e-10)
