@@ -374,3 +374,100 @@ class MarginInnerProductLayer(Layer):
         if len(self.top_names) == 1:
             return top
         return top, torch.full((1,), lam, dtype=x.dtype, device=x.device)
+
+
+class _YoloSegLoss(torch.autograd.Function):
+    """Σ((sigmoid(x) − label)·s)² / N with the fork's gradient (sigmoid(x) − label)·s/N (no
+    sigmoid derivative, no factor 2)."""
+
+    @staticmethod
+    def forward(ctx, x, label, scale: float):
+        diff = (torch.sigmoid(x) - label) * scale
+        ctx.save_for_backward(diff)
+        return (diff * diff).sum() / x.shape[0]
+
+    @staticmethod
+    def backward(ctx, g):
+        (diff,) = ctx.saved_tensors
+        return diff * (g / diff.shape[0]), None, None
+
+
+@register("YoloSeg")
+class YoloSegLayer(Layer):
+    """eric612/MobileNet-YOLO's YoloSeg loss: bottoms the segmentation logits (N, ...) and a
+    label blob of the same count (and, in the fork's nets, a third bottom the layer does not
+    read). loss = Σ((sigmoid(x) − label)·object_scale)² / N; the fork's backward is
+    (sigmoid(x) − label)·object_scale·loss_weight/N, which decaffe keeps."""
+
+    min_bottoms = 2
+    max_bottoms = 3
+    exact_tops = 1
+    is_loss = True
+
+    def setup(self, bottom_shapes):
+        self.scale = float(self.lp.yolo_seg_param.object_scale)
+
+    def reshape(self, bottom_shapes):
+        a, b = tuple(bottom_shapes[0]), tuple(bottom_shapes[1])
+        self.check(math.prod(a) == math.prod(b), f"the label {b} must have as many values as "
+                   f"the prediction {a}")
+        return [()]
+
+    def allow_force_backward(self, bottom_index: int) -> bool:
+        return bottom_index == 0
+
+    def forward(self, x, label, *unused):
+        self.reshape([tuple(x.shape), tuple(label.shape)])
+        return _YoloSegLoss.apply(x, label.detach().reshape(x.shape), self.scale)
+
+
+@register("SegmentationEvaluate")
+class SegmentationEvaluateLayer(Layer):
+    """eric612/MobileNet-YOLO's SegmentationEvaluate: per channel c of the first image, the
+    IoU of {prediction > threshold} and {ground truth > threshold}
+    (segmentation_evaluate_param; 0 when nothing matches). Top (1, 1, 1, C_gt). When the
+    prediction's size differs from the ground truth's, the prediction is first turned into
+    8-bit (value·255, clamped) and resized with OpenCV's INTER_AREA, then compared with
+    threshold·255 (truncated), as the fork does. No backward."""
+
+    exact_bottoms = 2
+    exact_tops = 1
+
+    def setup(self, bottom_shapes):
+        p = self.lp.segmentation_evaluate_param
+        self.check(p.HasField("num_classes"), "must provide num_classes",
+                   "segmentation_evaluate_param.num_classes")
+        self.threshold = float(p.threshold)
+
+    def reshape(self, bottom_shapes):
+        seg, gt = tuple(bottom_shapes[0]), tuple(bottom_shapes[1])
+        self.check(len(seg) == 4 and len(gt) == 4 and seg[1] >= gt[1],
+                   f"prediction {seg} and ground truth {gt} must be 4-axis, the prediction "
+                   "with at least the ground truth's channels")
+        return [(1, 1, 1, gt[1])]
+
+    def allow_force_backward(self, bottom_index: int) -> bool:
+        return False
+
+    def forward(self, seg, gt):
+        self.reshape([tuple(seg.shape), tuple(gt.shape)])
+        if seg.device.type == "meta":
+            return seg.new_empty((1, 1, 1, gt.shape[1]))
+        s = seg.detach()[0].cpu().double().numpy()
+        g = gt.detach()[0].cpu().double().numpy()
+        out = []
+        for c in range(g.shape[0]):
+            if s.shape[1:] == g.shape[1:]:
+                pred = s[c] > self.threshold
+            else:
+                import cv2
+                import numpy as np
+
+                img = np.clip(s[c] * 255, 0, 255).astype(np.uint8)
+                img = cv2.resize(img, (g.shape[2], g.shape[1]), interpolation=cv2.INTER_AREA)
+                pred = img > int(self.threshold * 255)
+            truth = g[c] > self.threshold
+            match = int((pred & truth).sum())
+            union = int(truth.sum()) + int(pred.sum()) - match
+            out.append(match / union if match else 0.0)
+        return torch.tensor(out, dtype=seg.dtype, device=seg.device).reshape(1, 1, 1, -1)

@@ -579,3 +579,21 @@ def test_margin_inner_product(kind):
     net.backward()
     np.testing.assert_allclose(net.blobs["x"].diff, dx, atol=1e-10)
     np.testing.assert_allclose(net.params["l"][0].diff, g.T @ x, atol=1e-10)
+
+
+def test_yolo_seg_and_segmentation_evaluate():
+    x, lab = RNG.standard_normal((2, 1, 3, 4)), RNG.integers(0, 2, (2, 1, 3, 4)).astype(float)
+    net = run("YoloSeg", "yolo_seg_param { object_scale: 2 }", {"x": x, "lab": lab},
+              tops=("loss",))
+    d = (1 / (1 + np.exp(-x)) - lab) * 2
+    assert net.blobs["loss"].data == pytest.approx((d * d).sum() / 2)
+    net.backward()
+    np.testing.assert_allclose(net.blobs["x"].diff, d / 2)  # the fork's gradient
+    seg = RNG.uniform(0, 1, (1, 2, 4, 4))
+    gt = (RNG.uniform(0, 1, (1, 2, 4, 4)) > 0.5).astype(float)
+    net = run("SegmentationEvaluate", "segmentation_evaluate_param { num_classes: 2 }",
+              {"seg": seg, "gt": gt})
+    for c in range(2):
+        p, t = seg[0, c] > 0.5, gt[0, c] > 0.5
+        iou = (p & t).sum() / (p | t).sum() if (p & t).any() else 0.0
+        assert net.blobs["y"].data.ravel()[c] == pytest.approx(iou)
