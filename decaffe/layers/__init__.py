@@ -4,6 +4,7 @@ from . import common, data, loss, neuron, norm, python_layer, recurrent, shape, 
 
 # The forks' layer families, one line each (isort would merge them into one line).
 # isort: off
+from . import fork_data  # noqa: F401
 from . import fork_misc  # noqa: F401
 from . import fork_norm  # noqa: F401
 from . import fork_shape  # noqa: F401

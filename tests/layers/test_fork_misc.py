@@ -597,3 +597,42 @@ def test_yolo_seg_and_segmentation_evaluate():
         p, t = seg[0, c] > 0.5, gt[0, c] > 0.5
         iou = (p & t).sum() / (p | t).sum() if (p & t).any() else 0.0
         assert net.blobs["y"].data.ravel()[c] == pytest.approx(iou)
+
+
+# ----------------------------------------------------------------------------------------------
+# DenseImageData (SegNet, ENet)
+# ----------------------------------------------------------------------------------------------
+def test_dense_image_data(tmp_path):
+    import cv2
+
+    rng = np.random.default_rng(3)
+    lines = []
+    imgs, labs = [], []
+    for i in range(3):
+        img = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
+        lab = rng.integers(0, 5, (6, 8), dtype=np.uint8)
+        cv2.imwrite(str(tmp_path / f"i{i}.png"), img)
+        cv2.imwrite(str(tmp_path / f"l{i}.png"), lab)
+        lines.append(f"i{i}.png l{i}.png")
+        imgs.append(img)
+        labs.append(lab)
+    (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
+    text = (f'layer {{ name: "d" type: "DenseImageData" top: "data" top: "label" '
+            f'dense_image_data_param {{ source: "{tmp_path / "list.txt"}" batch_size: 2 '
+            f'root_folder: "{tmp_path}/" new_height: 4 new_width: 8 label_divide_factor: 2 }} '
+            f'transform_param {{ mean_value: 10 mean_value: 20 mean_value: 30 scale: 0.5 }} }}')
+    net = decaffe.Net(text, decaffe.TRAIN)
+    assert net.blobs["data"].data.shape == (2, 3, 4, 8)
+    assert net.blobs["label"].data.shape == (2, 1, 2, 4)
+    for _ in range(2):  # the second batch wraps around to the first pair
+        net.forward()
+    order = [2, 0]
+    mean = np.array([10, 20, 30], np.float32).reshape(3, 1, 1)
+    for k, i in enumerate(order):
+        img = cv2.resize(imgs[i], (8, 4), interpolation=cv2.INTER_LINEAR)
+        np.testing.assert_allclose(net.blobs["data"].data[k],
+                                   (img.transpose(2, 0, 1) - mean) * 0.5, atol=1e-5)
+        lab = cv2.resize(labs[i], (4, 2), interpolation=cv2.INTER_NEAREST)
+        np.testing.assert_array_equal(net.blobs["label"].data[k, 0], lab)
+    with pytest.raises(DecaffeError, match="mirror"):
+        decaffe.Net(text.replace("scale: 0.5", "scale: 0.5 mirror: true"), decaffe.TRAIN)
