@@ -52,24 +52,6 @@ class BNInfo:
     warnings: list[str] = field(default_factory=list)
 
 
-def _learnable_specs(lp, trains: bool) -> str | None:
-    """Why the solver would change a BatchNorm's statistics blobs, or None.
-
-    The blobs get no gradient, but like any blob they take their ParamSpec: with lr_mult > 0
-    the solver counts them as parameters and applies weight decay to them (an entry that
-    does not set lr_mult has the default, 1; a layer without entries has three such). A net
-    without a loss is never trained, so missing entries only matter in one with a loss."""
-    specs = [f"param[{k}].lr_mult = {spec.lr_mult:g} (decay_mult {spec.decay_mult:g})"
-             for k, spec in enumerate(lp.param) if spec.lr_mult > 0]
-    if len(lp.param) < 3 and trains:
-        specs.append(f"no param[{len(lp.param)}..2] entries (lr_mult 1, decay_mult 1)")
-    if not specs:
-        return None
-    return (f"{'; '.join(specs)}: the solver treats the statistics as learnable, and weight "
-            "decay shrinks them every iteration unless decay_mult is 0; write "
-            "`param { lr_mult: 0 decay_mult: 0 }` three times")
-
-
 def inspect(net) -> list[BNInfo]:
     """Every BatchNorm layer of a built net, with warnings for:
 
@@ -77,14 +59,14 @@ def inspect(net) -> list[BNInfo]:
     - variances that are negative or zero (NaN or huge outputs; dead channels);
     - batch statistics in a TEST-phase net (use_global_stats: false: outputs depend on the
       batch, and every forward changes the stored statistics);
-    - statistics with lr_mult > 0 (weight decay changes them during training; in a net with
-      a loss, missing param entries count, as their default lr_mult is 1);
     - no Scale layer reading its output (no learned γ and β after the normalisation).
+
+    Learnable statistics need no warning: as in Caffe 1.0, a net refuses a non-zero lr_mult
+    on them and gives missing entries lr_mult 0.
     """
     param = source_param(net)
     index = _match_layers(net, param)
     graph = BlobGraph.of(param)
-    trains = any(w != 0 for w in net.blob_loss_weights.values())
     out = []
     for i, lp in enumerate(param.layer):
         if lp.type == "BN":
@@ -125,9 +107,6 @@ def inspect(net) -> list[BNInfo]:
         if net.phase == caffe_pb2.TEST and not layer.use_global_stats:
             w.append("use_global_stats is false in the TEST phase: outputs depend on the "
                      "batch, and every forward pass changes the stored statistics")
-        learnable = _learnable_specs(lp, trains)
-        if learnable:
-            w.append(learnable)
         readers = graph.readers_of((i, 0))
         if lp.type == "BatchNormKyle" and layer.alpha_beta:
             pass  # its own alpha and beta scale and shift

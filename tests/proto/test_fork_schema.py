@@ -91,7 +91,7 @@ def _field_proto(message: str, name: str):
     ("LayerParameter", "smooth_l1_loss_param", 8266712, "message"),
     ("LayerParameter", "box_annotator_ohem_param", 10000, "message"),
     ("LayerParameter", "psroi_pooling_param", 10001, "message"),
-    ("LayerParameter", "proposal_param", 8266713, "message"),
+    ("LayerParameter", "proposal_param", 1000, "message"),
     ("ROIPoolingParameter", "pooled_h", 1, "uint32"),
     ("ROIPoolingParameter", "pooled_w", 2, "uint32"),
     ("ROIPoolingParameter", "spatial_scale", 3, "float"),
@@ -117,6 +117,18 @@ def _field_proto(message: str, name: str):
     ("LayerParameter", "relu6_param", 100000, "message"),
     ("LayerParameter", "shuffle_channel_param", 164, "message"),
     ("AnnotatedDataParameter", "yolo_data_jitter", 5, "float"),
+    # inisis/caffe, the golden fork build
+    ("LayerParameter", "resize_param", 251, "message"),
+    ("ResizeLayerParameter", "is_pyramid_test", 3, "bool"),
+    ("LayerParameter", "hardsigmoid_param", 501, "message"),
+    ("LayerParameter", "unsqueeze_param", 502, "message"),
+    ("LayerParameter", "pad_param", 504, "message"),
+    ("LayerParameter", "bilinear_interpolate_param", 505, "message"),
+    ("LayerParameter", "max_unpool_param", 506, "message"),
+    ("LayerParameter", "pixelshuffle_param", 507, "message"),
+    ("PadParameter", "pad_value", 6, "float"),
+    ("BatchNormParameter", "use_alpha_beta", 9, "bool"),
+    ("UpsampleParameter", "dims_num", 30101, "int32"),
     # fork fields on BVLC messages
     ("PoolingParameter", "ceil_mode", 1013, "bool"),
     ("PoolingParameter", "round_mode", 13, "enum"),
@@ -138,6 +150,9 @@ def test_fork_defaults():
     assert caffe_pb2.BNParameter().eps == pytest.approx(1e-5)
     assert caffe_pb2.InterpParameter().zoom_factor == 1
     assert caffe_pb2.ReLU6Parameter().threshold == 6.0
+    assert caffe_pb2.HardSigmoidParameter().alpha == pytest.approx(0.2)
+    assert caffe_pb2.BilinearInterpolateParameter().align_corners is True
+    assert caffe_pb2.UpsampleParameter().dims_num == 4
     assert caffe_pb2.DropoutParameter().scale_train is True
     assert caffe_pb2.BoxAnnotatorOHEMParameter().ignore_label == -1
     p = caffe_pb2.ProposalParameter()
