@@ -7,6 +7,7 @@ from . import common, data, loss, neuron, norm, python_layer, recurrent, shape, 
 from . import data_ssd  # noqa: F401
 from . import detection_ssd  # noqa: F401
 from . import face  # noqa: F401
+from . import fork_data  # noqa: F401
 from . import fork_misc  # noqa: F401
 from . import fork_norm  # noqa: F401
 from . import fork_shape  # noqa: F401

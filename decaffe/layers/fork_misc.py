@@ -239,3 +239,238 @@ class SegAccuracyLayer(Layer):
         iou = float(torch.where(same, 1.0, diag / torch.where(union > 0, union, 1)).mean())
         return torch.tensor([acc, recall, iou], dtype=scores.dtype,
                             device=scores.device).reshape(1, 1, 1, 3)
+
+
+def _sign(t: torch.Tensor) -> torch.Tensor:
+    return torch.sign(t)
+
+
+class _MarginIP(torch.autograd.Function):
+    """SphereFace's margin inner product with the fork's own backward (its bottom gradient
+    for the label column is a normalised mix of w and x, not the analytic derivative)."""
+
+    @staticmethod
+    def forward(ctx, x, w, label, kind: int, lam: float):
+        wx = x @ w.t()
+        ctx.save_for_backward(x, w, label)
+        ctx.kind, ctx.lam = kind, lam
+        if kind == 0:
+            return wx
+        xn = x.norm(dim=1)
+        rows = torch.arange(x.shape[0], device=x.device)
+        cos = wx[rows, label] / xn
+        s0 = _sign(cos)
+        if kind == 1:
+            target = xn * (2 * s0 * cos ** 2 - 1)
+        elif kind == 2:
+            s1 = _sign(cos.abs() - 0.5)
+            s2 = s0 * (1 + s1) - 2
+            target = xn * (s1 * (4 * cos ** 3 - 3 * cos) + s2)
+        else:
+            s3 = s0 * _sign(2 * cos ** 2 - 1)
+            s4 = 2 * s0 + s3 - 3
+            target = xn * (s3 * (8 * cos ** 4 - 8 * cos ** 2 + 1) + s4)
+        top = wx.clone()
+        top[rows, label] = target
+        return (top + lam * wx) / (1 + lam)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w, label = ctx.saved_tensors
+        dw = g.t() @ x
+        if ctx.kind == 0:
+            return g @ w, dw, None, None, None
+        lam = ctx.lam
+        rows = torch.arange(x.shape[0], device=x.device)
+        xn = x.norm(dim=1)
+        cos = (x * w[label]).sum(1) / xn
+        s0 = _sign(cos)
+        if ctx.kind == 1:
+            cw = 4 * s0 * cos
+            cx = -(2 * s0 * cos ** 2 + 1) / xn
+        elif ctx.kind == 2:
+            s1 = _sign(cos.abs() - 0.5)
+            s2 = s0 * (1 + s1) - 2
+            cw = s1 * (12 * cos ** 2 - 3)
+            cx = -(8 * s1 * cos ** 3 - s2) / xn
+        else:
+            s3 = s0 * _sign(2 * cos ** 2 - 1)
+            s4 = 2 * s0 + s3 - 3
+            cw = s3 * (32 * cos ** 3 - 16 * cos)
+            cx = -(s3 * (24 * cos ** 4 - 8 * cos ** 2 - 1) - s4) / xn
+        norm = torch.sqrt(cw * cw + cx * cx)
+        cw, cx = cw / norm, cx / norm
+        g_other = g.clone()
+        g_other[rows, label] = 0
+        g_lab = g[rows, label]
+        dx = (g_other @ w) / (1 + lam)
+        dx = dx + (g_lab * cw / (1 + lam)).unsqueeze(1) * w[label]
+        dx = dx + (g_lab * cx / (1 + lam)).unsqueeze(1) * x
+        dx = dx + lam / (1 + lam) * (g @ w)
+        return dx, dw, None, None, None
+
+
+@register("MarginInnerProduct")
+class MarginInnerProductLayer(Layer):
+    """SphereFace's MarginInnerProduct (wy1iu/sphereface): bottoms features (M, ...) flattened
+    from margin_inner_product_param.axis into K values and labels (M); blob 0 the weights
+    (num_output, K). Each forward first normalises every weight row to unit length (in the
+    blob, as the fork), counts an iteration and sets λ = max(base·(1 + gamma·iter)^−power,
+    lambda_min) (top 1, if given). Top 0 is x·Wᵀ, except that for SINGLE nothing more is done
+    and otherwise the label column becomes |x|·ψ(θ) (DOUBLE 2·sign(c)·c² − 1, TRIPLE and
+    QUADRUPLE the fork's sign-corrected cos 3θ and cos 4θ) and the whole row (ψ + λ·x·Wᵀ)/(1 + λ).
+    Backward: the weights get topᵀ·x (the plain inner product's); the features get the fork's
+    gradient, whose label-column part is a unit-normalised mix of w and x."""
+
+    exact_bottoms = 2
+    min_tops = 1
+    max_tops = 2
+
+    KINDS = {"SINGLE": 0, "DOUBLE": 1, "TRIPLE": 2, "QUADRUPLE": 3}
+
+    def setup(self, bottom_shapes):
+        p = self.lp.margin_inner_product_param
+        f = "margin_inner_product_param"
+        shape = tuple(bottom_shapes[0])
+        self.check(p.num_output > 0, "must be given and > 0", f"{f}.num_output")
+        self.axis = p.axis if p.axis >= 0 else len(shape) + p.axis
+        self.check(0 <= self.axis < len(shape), f"axis {p.axis} is outside the bottom's "
+                   f"{len(shape)} axes", f"{f}.axis")
+        self.k = math.prod(shape[self.axis:])
+        self.kind = self.KINDS[enum_name(p, "type", "SINGLE")]
+        self.iteration = int(p.iteration)
+        self.base, self.gamma = float(p.base), float(p.gamma)
+        self.power, self.lambda_min = float(p.power), float(p.lambda_min)
+        if self.num_blobs == 0:
+            fp = p.weight_filler if p.HasField("weight_filler") else fillers.filler_param(
+                type="constant", value=0.0)
+            self.add_blob(fillers.fill(fp, (p.num_output, self.k), where=self.name))
+
+    def reshape(self, bottom_shapes):
+        shape, label = tuple(bottom_shapes[0]), tuple(bottom_shapes[1])
+        m = math.prod(shape[:self.axis])
+        self.check(math.prod(shape[self.axis:]) == self.k, "input size incompatible with "
+                   f"the weights: {math.prod(shape[self.axis:])} values per sample, not {self.k}")
+        self.check(math.prod(label) == m, f"{math.prod(label)} labels for {m} samples")
+        tops = [shape[:self.axis] + (self.blob(0).shape[0],)]
+        return tops + [(1,)] * (len(self.top_names) - 1)
+
+    def allow_force_backward(self, bottom_index: int) -> bool:
+        return bottom_index == 0
+
+    def forward(self, x, label):
+        self.reshape([tuple(x.shape), tuple(label.shape)])
+        w = self.blob(0)
+        if x.device.type != "meta":
+            self.iteration += 1
+            with torch.no_grad():
+                w.div_(w.norm(dim=1, keepdim=True))
+        lam = max(self.base * (1.0 + self.gamma * self.iteration) ** -self.power,
+                  self.lambda_min)
+        m = math.prod(x.shape[:self.axis])
+        lab = label.detach().reshape(-1).to(torch.int64)
+        if lab.numel() and x.device.type != "meta":
+            self.check(int(lab.min()) >= 0 and int(lab.max()) < w.shape[0],
+                       f"labels must be in [0, {w.shape[0]})")
+        top = _MarginIP.apply(x.reshape(m, self.k), w, lab, self.kind, lam)
+        top = top.reshape(tuple(x.shape[:self.axis]) + (w.shape[0],))
+        if len(self.top_names) == 1:
+            return top
+        return top, torch.full((1,), lam, dtype=x.dtype, device=x.device)
+
+
+class _YoloSegLoss(torch.autograd.Function):
+    """Σ((sigmoid(x) − label)·s)² / N with the fork's gradient (sigmoid(x) − label)·s/N (no
+    sigmoid derivative, no factor 2)."""
+
+    @staticmethod
+    def forward(ctx, x, label, scale: float):
+        diff = (torch.sigmoid(x) - label) * scale
+        ctx.save_for_backward(diff)
+        return (diff * diff).sum() / x.shape[0]
+
+    @staticmethod
+    def backward(ctx, g):
+        (diff,) = ctx.saved_tensors
+        return diff * (g / diff.shape[0]), None, None
+
+
+@register("YoloSeg")
+class YoloSegLayer(Layer):
+    """eric612/MobileNet-YOLO's YoloSeg loss: bottoms the segmentation logits (N, ...) and a
+    label blob of the same count (and, in the fork's nets, a third bottom the layer does not
+    read). loss = Σ((sigmoid(x) − label)·object_scale)² / N; the fork's backward is
+    (sigmoid(x) − label)·object_scale·loss_weight/N, which decaffe keeps."""
+
+    min_bottoms = 2
+    max_bottoms = 3
+    exact_tops = 1
+    is_loss = True
+
+    def setup(self, bottom_shapes):
+        self.scale = float(self.lp.yolo_seg_param.object_scale)
+
+    def reshape(self, bottom_shapes):
+        a, b = tuple(bottom_shapes[0]), tuple(bottom_shapes[1])
+        self.check(math.prod(a) == math.prod(b), f"the label {b} must have as many values as "
+                   f"the prediction {a}")
+        return [()]
+
+    def allow_force_backward(self, bottom_index: int) -> bool:
+        return bottom_index == 0
+
+    def forward(self, x, label, *unused):
+        self.reshape([tuple(x.shape), tuple(label.shape)])
+        return _YoloSegLoss.apply(x, label.detach().reshape(x.shape), self.scale)
+
+
+@register("SegmentationEvaluate")
+class SegmentationEvaluateLayer(Layer):
+    """eric612/MobileNet-YOLO's SegmentationEvaluate: per channel c of the first image, the
+    IoU of {prediction > threshold} and {ground truth > threshold}
+    (segmentation_evaluate_param; 0 when nothing matches). Top (1, 1, 1, C_gt). When the
+    prediction's size differs from the ground truth's, the prediction is first turned into
+    8-bit (value·255, clamped) and resized with OpenCV's INTER_AREA, then compared with
+    threshold·255 (truncated), as the fork does. No backward."""
+
+    exact_bottoms = 2
+    exact_tops = 1
+
+    def setup(self, bottom_shapes):
+        p = self.lp.segmentation_evaluate_param
+        self.check(p.HasField("num_classes"), "must provide num_classes",
+                   "segmentation_evaluate_param.num_classes")
+        self.threshold = float(p.threshold)
+
+    def reshape(self, bottom_shapes):
+        seg, gt = tuple(bottom_shapes[0]), tuple(bottom_shapes[1])
+        self.check(len(seg) == 4 and len(gt) == 4 and seg[1] >= gt[1],
+                   f"prediction {seg} and ground truth {gt} must be 4-axis, the prediction "
+                   "with at least the ground truth's channels")
+        return [(1, 1, 1, gt[1])]
+
+    def allow_force_backward(self, bottom_index: int) -> bool:
+        return False
+
+    def forward(self, seg, gt):
+        self.reshape([tuple(seg.shape), tuple(gt.shape)])
+        if seg.device.type == "meta":
+            return seg.new_empty((1, 1, 1, gt.shape[1]))
+        s = seg.detach()[0].cpu().double().numpy()
+        g = gt.detach()[0].cpu().double().numpy()
+        out = []
+        for c in range(g.shape[0]):
+            if s.shape[1:] == g.shape[1:]:
+                pred = s[c] > self.threshold
+            else:
+                import cv2
+                import numpy as np
+
+                img = np.clip(s[c] * 255, 0, 255).astype(np.uint8)
+                img = cv2.resize(img, (g.shape[2], g.shape[1]), interpolation=cv2.INTER_AREA)
+                pred = img > int(self.threshold * 255)
+            truth = g[c] > self.threshold
+            match = int((pred & truth).sum())
+            union = int(truth.sum()) + int(pred.sum()) - match
+            out.append(match / union if match else 0.0)
+        return torch.tensor(out, dtype=seg.dtype, device=seg.device).reshape(1, 1, 1, -1)

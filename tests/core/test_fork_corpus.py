@@ -135,9 +135,15 @@ def with_inputs(param, size: tuple[int, int] | None) -> caffe_pb2.NetParameter:
                 dims.extend((n, guided[top]))
             elif i == 0:
                 dims.extend((n, _channels(lp), h, w))
-            elif lp.type == "AnnotatedData":
+            elif top == "seg_label":  # MobileNet-YOLO: the mask at 1/seg_scales
+                f = max(lp.annotated_data_param.seg_scales, 1)
+                dims.extend((1, 1, h // f, w // f))
+            elif lp.type in ("AnnotatedData", "LaneData"):
                 dims.extend((1, 1, 1, 8))
-            elif lp.type in ("ImageSegData", "DenseImageData", "LaneData") or top == "seg_label":
+            elif lp.type == "DenseImageData":
+                f = max(lp.dense_image_data_param.label_divide_factor, 1)
+                dims.extend((1, 1, h // f, w // f))
+            elif lp.type == "ImageSegData":
                 dims.extend((1, 1, h, w))
             else:
                 dims.extend((1,))

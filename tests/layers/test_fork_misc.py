@@ -442,3 +442,197 @@ def test_netspec_builds_and_draw_draws_them():
                       for node in graph.get_nodes())
     for t in ("ConvolutionDepthwise", "BN", "ReLU6", "ShuffleChannel", "Pad", "Interp"):
         assert t in labels
+
+
+# ----------------------------------------------------------------------------------------------
+# GuidedDropout, CenterLoss, SeLu, SeLuDropout, SegAccuracy
+# ----------------------------------------------------------------------------------------------
+def test_guided_dropout():
+    x = RNG.standard_normal((2, 4, 3))
+    g = np.array([[1.0, -1.0, 0.5, -0.2], [-1.0, -2.0, -3.0, -0.5]])
+    net = run("GuidedDropout", 'guided_dropout_param { type: "deterministic" }',
+              {"x": x, "g": g})
+    mask = (g > 0).astype(float)
+    s = mask.sum(1, keepdims=True)
+    factor = np.where(s > 0, mask * 4 / np.where(s > 0, s, 1), mask)
+    np.testing.assert_allclose(net.blobs["y"].data, x * factor[:, :, None])
+    grad("GuidedDropout", 'guided_dropout_param { type: "deterministic" }', {"x": x, "g": g},
+         check_inputs=["x"])
+    body = 'guided_dropout_param { type: "stochastic" sigmoid_scaler: 2 }'
+    net = run("GuidedDropout", body, {"x": x, "g": g}, phase=decaffe.TEST)
+    np.testing.assert_array_equal(net.blobs["y"].data, x)
+    net = run("GuidedDropout", body, {"x": x, "g": g})
+    p = 1 / (1 + np.exp(-2 * g))
+    scale = 4 / p.sum(1, keepdims=True)
+    y = net.blobs["y"].data
+    kept = np.isclose(y, x * scale[:, :, None]).all(2)
+    dropped = (y == 0).all(2)
+    assert (kept | dropped).all() and kept.any()
+    with pytest.raises(DecaffeError, match="type"):
+        run("GuidedDropout", 'guided_dropout_param { type: "random" }', {"x": x, "g": g})
+
+
+def test_center_loss():
+    x, label = RNG.standard_normal((5, 3)), np.array([0, 2, 2, 1, 2.0])
+    centers = RNG.standard_normal((4, 3))
+    body = "center_loss_param { num_output: 4 }"
+    net = run("CenterLoss", body, {"x": x, "label": label}, tops=("loss",), params=[centers])
+    d = x - centers[label.astype(int)]
+    assert net.blobs["loss"].data == pytest.approx((d * d).sum() / 5 / 2)
+    net.params["l"][0].diff[...] = 0
+    net.backward()
+    np.testing.assert_allclose(net.blobs["x"].diff, d / 5)
+    want = np.zeros((4, 3))
+    for j in range(4):
+        rows = label.astype(int) == j
+        want[j] = (centers[j] - x[rows]).sum(0) / (1 + rows.sum())
+    np.testing.assert_allclose(net.params["l"][0].diff, want)
+    grad("CenterLoss", body, {"x": x, "label": label}, check_inputs=["x"], check_params=False)
+
+
+def test_selu_and_selu_dropout():
+    x = RNG.standard_normal((3, 50))
+    net = run("SeLu", "", {"x": x})
+    lam, alpha = np.float32(1.050700987), np.float32(1.67326324)
+    np.testing.assert_allclose(net.blobs["y"].data,
+                               lam * np.where(x > 0, x, alpha * (np.exp(x) - 1)), rtol=1e-7)
+    xs = x[:, :8]
+    grad("SeLu", "", {"x": xs + np.sign(xs) * 0.05})  # away from the kink at 0
+    body = "selu_dropout_param { dropout_ratio: 0.2 }"
+    net = run("SeLuDropout", body, {"x": x}, phase=decaffe.TEST)
+    np.testing.assert_array_equal(net.blobs["y"].data, x)
+    net = run("SeLuDropout", body, {"x": x})
+    q, al = float(np.float32(0.2)), float(np.float32(-1.75809934))
+    a = ((1 - q) * (1 + q * al * al)) ** -0.5
+    b = -a * q * al
+    y = net.blobs["y"].data
+    kept = np.isclose(y, a * x + b)
+    assert (kept | np.isclose(y, a * al + b)).all() and 0.6 < kept.mean() < 0.95
+    net.blobs["y"].diff[...] = 1
+    net.backward()
+    np.testing.assert_allclose(net.blobs["x"].diff, np.where(kept, a, 0.0))
+
+
+def test_seg_accuracy():
+    scores = RNG.standard_normal((2, 3, 4, 5))
+    label = RNG.integers(0, 4, (2, 1, 4, 5)).astype(float)  # 3 is ignored
+    net = run("SegAccuracy", "seg_accuracy_param { ignore_label: 3 }",
+              {"s": scores, "label": label})
+    pred, lab = scores.argmax(1).ravel(), label.ravel().astype(int)
+    keep = lab != 3
+    pred, lab = pred[keep], lab[keep]
+    m = np.zeros((3, 3))
+    np.add.at(m, (lab, pred), 1)
+    recall = np.mean([m[i, i] / m[i].sum() for i in range(3) if m[i].sum()])
+    union = m.sum(0) + m.sum(1) - np.diag(m)
+    iou = np.mean([m[i, i] / union[i] for i in range(3) if union[i]])
+    np.testing.assert_allclose(net.blobs["y"].data.ravel(),
+                               [np.trace(m) / m.sum(), recall, iou], rtol=1e-12)
+
+
+def _margin_ref(x, w, label, kind, lam, g):
+    """SphereFace's forward and its bottom gradient, one sample and one class at a time."""
+    w = w / np.linalg.norm(w, axis=1, keepdims=True)
+    top, dx = x @ w.T, np.zeros_like(x)
+    for i in range(x.shape[0]):
+        xn = np.linalg.norm(x[i])
+        for j in range(w.shape[0]):
+            if kind == "SINGLE" or j != label[i]:
+                dx[i] += (g[i, j] / (1 + lam) if kind != "SINGLE" else g[i, j]) * w[j]
+                continue
+            c = x[i] @ w[j] / xn
+            s0 = np.sign(c)
+            if kind == "DOUBLE":
+                psi = 2 * s0 * c * c - 1
+                cw, cx = 4 * s0 * c, -(2 * s0 * c * c + 1) / xn
+            else:  # QUADRUPLE
+                s3 = s0 * np.sign(2 * c * c - 1)
+                s4 = 2 * s0 + s3 - 3
+                psi = s3 * (8 * c ** 4 - 8 * c * c + 1) + s4
+                cw = s3 * (32 * c ** 3 - 16 * c)
+                cx = -(s3 * (24 * c ** 4 - 8 * c * c - 1) - s4) / xn
+            top[i, j] = xn * psi
+            nrm = np.hypot(cw, cx)
+            dx[i] += g[i, j] / (1 + lam) * (cw / nrm * w[j] + cx / nrm * x[i])
+    if kind != "SINGLE":
+        top = (top + lam * (x @ w.T)) / (1 + lam)
+        dx += lam / (1 + lam) * (g @ w)
+    return top, dx, w
+
+
+@pytest.mark.parametrize("kind", ["SINGLE", "DOUBLE", "QUADRUPLE"])
+def test_margin_inner_product(kind):
+    x, w = RNG.standard_normal((4, 6)), RNG.standard_normal((5, 6))
+    label = np.array([0, 3, 4, 3.0])
+    body = (f"margin_inner_product_param {{ num_output: 5 type: {kind} base: 10 gamma: 0.5 "
+            "power: 2 lambda_min: 0.1 iteration: 3 }")
+    net = run("MarginInnerProduct", body, {"x": x, "label": label}, tops=("y", "lambda"),
+              params=[w])
+    lam = max(10 * (1 + 0.5 * 4) ** -2, float(np.float32(0.1)))
+    assert net.blobs["lambda"].data[0] == pytest.approx(lam)
+    g = RNG.standard_normal((4, 5))
+    top, dx, wn = _margin_ref(x, w, label.astype(int), kind, lam, g)
+    np.testing.assert_allclose(net.blobs["y"].data, top, atol=1e-10)
+    np.testing.assert_allclose(net.params["l"][0].data, wn, atol=1e-12)  # normalised in place
+    net.blobs["y"].diff[...] = g
+    net.params["l"][0].diff[...] = 0
+    net.backward()
+    np.testing.assert_allclose(net.blobs["x"].diff, dx, atol=1e-10)
+    np.testing.assert_allclose(net.params["l"][0].diff, g.T @ x, atol=1e-10)
+
+
+def test_yolo_seg_and_segmentation_evaluate():
+    x, lab = RNG.standard_normal((2, 1, 3, 4)), RNG.integers(0, 2, (2, 1, 3, 4)).astype(float)
+    net = run("YoloSeg", "yolo_seg_param { object_scale: 2 }", {"x": x, "lab": lab},
+              tops=("loss",))
+    d = (1 / (1 + np.exp(-x)) - lab) * 2
+    assert net.blobs["loss"].data == pytest.approx((d * d).sum() / 2)
+    net.backward()
+    np.testing.assert_allclose(net.blobs["x"].diff, d / 2)  # the fork's gradient
+    seg = RNG.uniform(0, 1, (1, 2, 4, 4))
+    gt = (RNG.uniform(0, 1, (1, 2, 4, 4)) > 0.5).astype(float)
+    net = run("SegmentationEvaluate", "segmentation_evaluate_param { num_classes: 2 }",
+              {"seg": seg, "gt": gt})
+    for c in range(2):
+        p, t = seg[0, c] > 0.5, gt[0, c] > 0.5
+        iou = (p & t).sum() / (p | t).sum() if (p & t).any() else 0.0
+        assert net.blobs["y"].data.ravel()[c] == pytest.approx(iou)
+
+
+# ----------------------------------------------------------------------------------------------
+# DenseImageData (SegNet, ENet)
+# ----------------------------------------------------------------------------------------------
+def test_dense_image_data(tmp_path):
+    import cv2
+
+    rng = np.random.default_rng(3)
+    lines = []
+    imgs, labs = [], []
+    for i in range(3):
+        img = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
+        lab = rng.integers(0, 5, (6, 8), dtype=np.uint8)
+        cv2.imwrite(str(tmp_path / f"i{i}.png"), img)
+        cv2.imwrite(str(tmp_path / f"l{i}.png"), lab)
+        lines.append(f"i{i}.png l{i}.png")
+        imgs.append(img)
+        labs.append(lab)
+    (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
+    text = (f'layer {{ name: "d" type: "DenseImageData" top: "data" top: "label" '
+            f'dense_image_data_param {{ source: "{tmp_path / "list.txt"}" batch_size: 2 '
+            f'root_folder: "{tmp_path}/" new_height: 4 new_width: 8 label_divide_factor: 2 }} '
+            f'transform_param {{ mean_value: 10 mean_value: 20 mean_value: 30 scale: 0.5 }} }}')
+    net = decaffe.Net(text, decaffe.TRAIN)
+    assert net.blobs["data"].data.shape == (2, 3, 4, 8)
+    assert net.blobs["label"].data.shape == (2, 1, 2, 4)
+    for _ in range(2):  # the second batch wraps around to the first pair
+        net.forward()
+    order = [2, 0]
+    mean = np.array([10, 20, 30], np.float32).reshape(3, 1, 1)
+    for k, i in enumerate(order):
+        img = cv2.resize(imgs[i], (8, 4), interpolation=cv2.INTER_LINEAR)
+        np.testing.assert_allclose(net.blobs["data"].data[k],
+                                   (img.transpose(2, 0, 1) - mean) * 0.5, atol=1e-5)
+        lab = cv2.resize(labs[i], (4, 2), interpolation=cv2.INTER_NEAREST)
+        np.testing.assert_array_equal(net.blobs["label"].data[k, 0], lab)
+    with pytest.raises(DecaffeError, match="mirror"):
+        decaffe.Net(text.replace("scale: 0.5", "scale: 0.5 mirror: true"), decaffe.TRAIN)
