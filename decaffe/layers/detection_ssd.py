@@ -644,12 +644,11 @@ class MultiBoxLossLayer(_LossLayer):
                 else:
                     order = B._descending(loss[cand])
                     sel = set(int(cand[t]) for t in order[:num_sel])
-                for j in range(len(m)):
-                    if m[j] > -1:
-                        if self.mining == _MB.HARD_EXAMPLE and j not in sel:
-                            m[j] = -1
-                    elif m[j] == -1 and j in sel:
-                        negs[i].append(j)
+                chosen = np.zeros(len(m), bool)
+                chosen[list(sel)] = True
+                negs[i].extend(int(j) for j in np.nonzero((m == -1) & chosen)[0])
+                if self.mining == _MB.HARD_EXAMPLE:
+                    m[(m > -1) & ~chosen] = -1
         return negs
 
     def forward(self, loc, conf, prior, label):
