@@ -47,7 +47,7 @@ class _AnnotatedSource:
         self.layer_name = layer.name
         self.db, self.cursor, self.rng = db, cursor, rng
         self.tp, self.samplers = layer.tp, layer.samplers
-        self.batch_size, self.top_shape = layer.batch_size, layer.data_shape
+        self.batch_size = layer.batch_size
         self.phase, self.color = layer.phase, layer.color
         self.labels, self.anno_type = layer.labels, layer.anno_type
         self.mean, self.mean_values = layer.mean, layer.mean_values
@@ -73,14 +73,21 @@ class _AnnotatedSource:
                 img = img[..., None]
         else:
             c, h, w = d.channels, d.height, d.width
-            if len(d.data) != c * h * w or c * h * w == 0:
-                raise self._fail(f"{name}: {len(d.data)} data bytes for a {c}x{h}x{w} Datum "
-                                 "(AnnotatedData reads uint8 pixels)")
-            img = np.frombuffer(d.data, np.uint8).reshape(c, h, w).transpose(1, 2, 0).copy()
+            if len(d.data) == c * h * w and c * h * w > 0:
+                img = np.frombuffer(d.data, np.uint8).reshape(c, h, w).transpose(1, 2, 0).copy()
+            elif not len(d.data) and len(d.float_data) == c * h * w and c * h * w > 0:
+                img = np.asarray(d.float_data, F32).reshape(c, h, w).transpose(1, 2, 0).copy()
+            else:
+                raise self._fail(f"{name}: {len(d.data)} data bytes and {len(d.float_data)} "
+                                 f"float_data values for a {c}x{h}x{w} Datum")
         return _Example(img, A.datum_boxes(ad), bool(d.encoded), int(d.label))
 
     def _augment(self, ex: _Example, name: str) -> _Example:
         tp, rng = self.tp, self.rng
+        if ex.img.dtype != np.uint8 and (self.samplers or tp.HasField("expand_param")
+                                         or tp.HasField("distort_param")):
+            raise self._fail(f"{name}: float_data records cannot be distorted, expanded or "
+                             "sampled (the fork crops and expands byte pixels only)")
         if tp.HasField("distort_param"):
             if not ex.encoded:
                 raise self._fail(f"{name}: distort_param works on encoded images only (the "
@@ -179,7 +186,7 @@ class _AnnotatedSource:
             recs = self.cursor.take(self.batch_size, self.keep)
         except DataError as e:
             raise self._fail(str(e)) from None
-        data = np.empty((self.batch_size,) + self.top_shape, F32)
+        data = None  # shaped by the batch's first example, as the fork reshapes per batch
         rows, labels = [], []
         for item, (key, value) in enumerate(recs):
             name = record_name(key, self.source)
@@ -191,10 +198,12 @@ class _AnnotatedSource:
                 raise
             except DataError as e:
                 raise self._fail(str(e)) from None
-            if px.shape != self.top_shape:
+            if data is None:
+                data = np.empty((self.batch_size,) + px.shape, F32)
+            elif px.shape != data.shape[1:]:
                 raise self._fail(f"{name} gives a {'x'.join(map(str, px.shape))} example, the "
-                                 f"top is {'x'.join(map(str, self.top_shape))} (resize or crop "
-                                 "to one size)")
+                                 f"batch's first gives {'x'.join(map(str, data.shape[1:]))} "
+                                 "(resize or crop to one size)")
             data[item] = px
             labels.append(ex.label)
             for group, inst, box, diff in boxes:

@@ -324,3 +324,45 @@ def test_transform_crop_moves_boxes_of_raw_records_only(voc):
     (d_enc, l_enc), = batch(net_text(encdb, batch=1, transform="crop_size: 20"), decaffe.TEST)
     np.testing.assert_array_equal(d_enc, d_raw)
     np.testing.assert_allclose(l_enc[0, 0, 0, 3:7], box, rtol=1e-6)
+
+
+def _anno_lmdb(path, examples) -> str:
+    """An LMDB of AnnotatedDatums written directly: (C×H×W array, [(label, box)])."""
+    env = lmdb.open(path, map_size=1 << 24)
+    with env.begin(write=True) as txn:
+        for i, (arr, boxes) in enumerate(examples):
+            ad = caffe_pb2.AnnotatedDatum(type=caffe_pb2.AnnotatedDatum.BBOX)
+            d = ad.datum
+            d.channels, d.height, d.width = arr.shape
+            if arr.dtype == np.uint8:
+                d.data = arr.tobytes()
+            else:
+                d.float_data.extend(arr.ravel().tolist())
+            for label, box in boxes:
+                g = ad.annotation_group.add(group_label=label)
+                b = g.annotation.add(instance_id=0).bbox
+                b.xmin, b.ymin, b.xmax, b.ymax = box
+            txn.put(f"{i:08d}".encode(), ad.SerializeToString())
+    env.close()
+    return path
+
+
+def test_layer_batch_shape_follows_its_first_record_and_reads_float_data(tmp_path):
+    rng = np.random.default_rng(1)
+    a = rng.integers(0, 256, size=(3, 6, 5), dtype=np.uint8)
+    b = rng.integers(0, 256, size=(3, 4, 7), dtype=np.uint8)
+    db = _anno_lmdb(str(tmp_path / "sizes"), [(a, [(1, (0.1, 0.1, 0.5, 0.5))]), (b, [])])
+    net = decaffe.Net(net_text(db, batch=1, transform="scale: 0.5"), decaffe.TEST)
+    net.forward()
+    np.testing.assert_allclose(net.blobs["data"].data[0], a * np.float32(0.5))
+    net.forward()
+    assert net.blobs["data"].data.shape == (1, 3, 4, 7)
+    np.testing.assert_array_equal(net.blobs["label"].data, -np.ones((1, 1, 1, 8)))
+    f = rng.normal(size=(1, 3, 3)).astype(np.float32)
+    fdb = _anno_lmdb(str(tmp_path / "float"), [(f, [(2, (0, 0, 1, 1))])])
+    net = decaffe.Net(net_text(fdb, batch=2, transform="mean_value: 1"), decaffe.TEST)
+    net.forward()
+    np.testing.assert_allclose(net.blobs["data"].data, np.stack([f, f]) - 1, rtol=1e-6)
+    np.testing.assert_allclose(net.blobs["label"].data[0, 0, :, :2], [[0, 2], [1, 2]])
+    with pytest.raises(DecaffeError, match="float_data"):
+        batch(net_text(fdb, anno="batch_sampler { }"))
