@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from golden_replay import cases, replay_layer_case
 from gradcheck import check_gradients
 
@@ -31,6 +32,16 @@ def test_every_ssd_layer_case_is_replayed():
 @pytest.mark.parametrize("case", SSD_CASES, ids=[c["name"] for c in SSD_CASES])
 def test_ssd_golden(case):
     replay_layer_case(caffe, case["name"], case["phase"])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("case", SSD_CASES, ids=[c["name"] for c in SSD_CASES])
+def test_ssd_golden_on_gpu(case):
+    caffe.set_mode_gpu()
+    try:
+        replay_layer_case(caffe, case["name"], case["phase"])
+    finally:
+        caffe.set_mode_cpu()
 
 
 # ------------------------------------------------------------------------------------------
