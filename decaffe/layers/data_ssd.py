@@ -92,9 +92,8 @@ class _AnnotatedSource:
             if not ex.encoded:
                 raise self._fail(f"{name}: distort_param works on encoded images only (the "
                                  "fork's DistortImage)")
-            ex.img = A.reencode_jpg(_chan(A.distort_image(_squeeze(ex.img), tp.distort_param,
-                                                          rng)))
-            ex.img = _chan(ex.img)
+            distorted = A.distort_image(_squeeze(ex.img), tp.distort_param, rng)
+            ex.img = _chan(A.reencode_jpg(distorted))
         if tp.HasField("expand_param"):
             ep = tp.expand_param
             if float(rng.uniform(0, 1)) <= ep.prob and abs(ep.max_expand_ratio - 1) >= 1e-2:
