@@ -138,8 +138,10 @@ class _AnnotatedSource:
         """(C×h×w float32 pixels, boxes) after resize, crop, mirror, mean and scale."""
         tp, rng = self.tp, self.rng
         img = ex.img
-        if tp.HasField("resize_param"):
-            img = A.resize_image(img, tp.resize_param, rng)
+        resize = tp.resize_param if tp.HasField("resize_param") else None
+        size = img.shape[:2]
+        if resize is not None:
+            img = A.resize_image(img, resize, rng)
         h, w = img.shape[:2]
         ch = int(tp.crop_h) or int(tp.crop_size)
         cw = int(tp.crop_w) or int(tp.crop_size)
@@ -177,7 +179,7 @@ class _AnnotatedSource:
             crop = np.array([F32(x0) / F32(w), F32(y0) / F32(h), F32(x0 + cw) / F32(w),
                              F32(y0 + ch) / F32(h)], F32)
         emit = tp.emit_constraint if tp.HasField("emit_constraint") else None
-        boxes = A.transform_boxes(ex.boxes, crop, mirror, emit)
+        boxes = A.transform_boxes(ex.boxes, crop, mirror, emit, resize, size)
         return px, boxes
 
     def produce(self) -> tuple:
@@ -265,10 +267,12 @@ class AnnotatedDataLayer(_BaseDataLayer):
                              "transform_param.noise_param")
         if tp.HasField("resize_param"):
             rp = tp.resize_param
-            self.check(rp.resize_mode == _RESIZE.WARP, "only resize_mode WARP is supported",
-                       "transform_param.resize_param.resize_mode")
             self.check(rp.height > 0 and rp.width > 0, "height and width must be positive",
                        "transform_param.resize_param")
+            self.check(not (rp.resize_mode == _RESIZE.FIT_SMALL_SIZE and rp.height_scale
+                            and rp.width_scale), "FIT_SMALL_SIZE with height_scale/width_scale "
+                       "(the fork's box extrapolation) is not supported",
+                       "transform_param.resize_param.height_scale")
         if tp.HasField("expand_param"):
             self.check(tp.expand_param.max_expand_ratio >= 1, "must be at least 1",
                        "transform_param.expand_param.max_expand_ratio")
@@ -327,7 +331,7 @@ class AnnotatedDataLayer(_BaseDataLayer):
             c, h, w = int(d.channels), int(d.height), int(d.width)
         tp = self.tp
         if tp.HasField("resize_param"):
-            h, w = int(tp.resize_param.height), int(tp.resize_param.width)
+            h, w = A.resized_size(tp.resize_param, h, w)
         ch = int(tp.crop_h) or int(tp.crop_size)
         cw = int(tp.crop_w) or int(tp.crop_size)
         if ch and cw:

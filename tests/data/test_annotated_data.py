@@ -294,9 +294,9 @@ def test_layer_refusals(voc):
     with pytest.raises(DecaffeError, match="distort_param"):
         batch(net_text(db, transform="distort_param { brightness_prob: 1 "
                                      "brightness_delta: 3 }"))
-    with pytest.raises(DecaffeError, match="resize_mode"):
+    with pytest.raises(DecaffeError, match="height_scale"):
         batch(net_text(db, transform="resize_param { resize_mode: FIT_SMALL_SIZE height: 5 "
-                                     "width: 5 }"))
+                                     "width: 5 height_scale: 4 width_scale: 4 }"))
     with pytest.raises(DecaffeError, match="min_scale"):
         batch(net_text(db, anno="batch_sampler { sampler { min_scale: 0 } }"))
     with pytest.raises(DecaffeError, match="source"):
@@ -366,3 +366,23 @@ def test_layer_batch_shape_follows_its_first_record_and_reads_float_data(tmp_pat
     np.testing.assert_allclose(net.blobs["label"].data[0, 0, :, :2], [[0, 2], [1, 2]])
     with pytest.raises(DecaffeError, match="float_data"):
         batch(net_text(fdb, anno="batch_sampler { }"))
+
+
+def test_layer_fit_large_size_and_pad_and_fit_small_size(voc):
+    """A 40x30 image into 24x24, keeping its aspect: 24x18 pixels between 3-row pads, boxes
+    moved with it; FIT_SMALL_SIZE to 12x12 gives 16x12."""
+    db = make_db(voc)
+    (data, label), = batch(net_text(db, batch=1, transform=(
+        "resize_param { resize_mode: FIT_LARGE_SIZE_AND_PAD height: 24 width: 24 "
+        "pad_value: 7 }")), decaffe.TEST)
+    assert data.shape == (1, 3, 24, 24)
+    assert (data[0, :, :3] == 7).all() and (data[0, :, 21:] == 7).all()
+    img = cv2.resize(cv2.imread(str(voc / "img0.png")), (24, 18))
+    np.testing.assert_array_equal(data[0, :, 3:21], img.transpose(2, 0, 1))
+    x0, y0, x1, y1 = 4 / 40, 3 / 30, 20 / 40, 15 / 30  # the first cat
+    np.testing.assert_allclose(label[0, 0, 0, 3:7], [x0, (3 + y0 * 18) / 24, x1,
+                                                     (3 + y1 * 18) / 24], rtol=1e-5)
+    (small, label2), = batch(net_text(db, batch=1, transform=(
+        "resize_param { resize_mode: FIT_SMALL_SIZE height: 12 width: 12 }")), decaffe.TEST)
+    assert small.shape == (1, 3, 12, 16)
+    np.testing.assert_allclose(label2[0, 0, 0, 3:7], [x0, y0, x1, y1], rtol=1e-5)
