@@ -56,6 +56,14 @@ V0_LAYER_TYPES: dict[str, int] = {
     "window_data": V1.WINDOW_DATA,
 }
 
+# ShaoqingRen/SPP_net's V0 files: one more type string, and the V1 parameter messages nested
+# in the V0 layer (V0 field -> V1 field), which its fork's upgrade carried over whole.
+SPP_NET_V0_LAYER_TYPES: dict[str, int] = {"inner_product": V1.INNER_PRODUCT}
+_SPP_NET_V0_PARAMS = (("conv_param", "convolution_param"), ("pool_param", "pooling_param"),
+                      ("lrn_param", "lrn_param"), ("concat_param", "concat_param"),
+                      ("inner_product_param", "inner_product_param"),
+                      ("dropout_param", "dropout_param"))
+
 # V1 enum values -> current type strings (Caffe's UpgradeV1LayerType).
 V1_LAYER_TYPES: dict[int, str] = {
     V1.NONE: "", V1.ABSVAL: "AbsVal", V1.ACCURACY: "Accuracy", V1.ARGMAX: "ArgMax",
@@ -207,9 +215,12 @@ def _upgrade_v0_layer(lc: caffe_pb2.V1LayerParameter, index: int,
         out.name = v0.name
     t = v0.type
     if v0.HasField("type"):
-        if t not in V0_LAYER_TYPES:
+        if t not in V0_LAYER_TYPES and t not in SPP_NET_V0_LAYER_TYPES:
             raise ParseError(f"{label}: unknown V0 layer type '{t}'", source)
-        out.type = V0_LAYER_TYPES[t]
+        out.type = V0_LAYER_TYPES.get(t, SPP_NET_V0_LAYER_TYPES.get(t))
+    for v0_field, v1_field in _SPP_NET_V0_PARAMS:
+        if v0.HasField(v0_field):
+            getattr(out, v1_field).MergeFrom(getattr(v0, v0_field))
     for b in v0.blobs:
         out.blobs.add().CopyFrom(b)
     out.blobs_lr.extend(v0.blobs_lr)

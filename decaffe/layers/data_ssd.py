@@ -54,6 +54,7 @@ class _AnnotatedSource:
         self.keep = _solver_keep(layer.phase)
         self.source = db.path
         self.layer_anno_overrides = layer.anno_override
+        self.policies, self.policy_probs = layer.policies, layer.policy_probs
 
     def _fail(self, msg: str) -> DataLayerError:
         return DataLayerError(msg, layer=self.layer_name)
@@ -134,11 +135,20 @@ class _AnnotatedSource:
         canvas[...] = np.clip(self.mean.transpose(1, 2, 0), 0, 255).astype(np.uint8)
         canvas[y:y + h, x:x + w] = saved
 
+    def _policy(self):
+        """The resize_param for this image: the only one, or one drawn by the policies'
+        probabilities (eric612's repeated resize_param); None without any."""
+        if not self.policies:
+            return None
+        if len(self.policies) == 1:
+            return self.policies[0]
+        return self.policies[int(self.rng.choice(len(self.policies), p=self.policy_probs))]
+
     def _transform(self, ex: _Example, name: str):
         """(C×h×w float32 pixels, boxes) after resize, crop, mirror, mean and scale."""
         tp, rng = self.tp, self.rng
         img = ex.img
-        resize = tp.resize_param if tp.HasField("resize_param") else None
+        resize = self._policy()
         size = img.shape[:2]
         if resize is not None:
             img = A.resize_image(img, resize, rng)
@@ -220,6 +230,14 @@ class _AnnotatedSource:
         return tuple(out)
 
 
+def resize_policies(tp) -> list:
+    """transform_param's resize_param entries (one in SSD; several, each with a
+    probability, in eric612/MobileNet-YOLO)."""
+    if hasattr(tp.resize_param, "add"):  # a repeated field
+        return list(tp.resize_param)
+    return [tp.resize_param] if tp.HasField("resize_param") else []
+
+
 def _squeeze(img: np.ndarray) -> np.ndarray:
     return img[..., 0] if img.ndim == 3 and img.shape[2] == 1 else img
 
@@ -238,9 +256,10 @@ class AnnotatedDataLayer(_BaseDataLayer):
     ``prob`` the image goes on a canvas up to ``max_expand_ratio`` times larger, filled with
     the mean), each ``annotated_data_param.batch_sampler`` proposes random crops meeting its
     constraints and one is taken at random (boxes are kept per ``emit_constraint``, projected
-    and clipped), then ``resize_param`` (WARP), crop_size (random in TRAIN, centred in TEST),
-    mirror (boxes mirrored too), mean and scale. Images re-stored by the fork as JPEG
-    (distorted, expanded or cropped encoded records) go through the same JPEG round trip.
+    and clipped), then ``resize_param`` (one policy; several are drawn by their ``prob``),
+    crop_size (random in TRAIN, centred in TEST), mirror (boxes mirrored too), mean and scale.
+    Images re-stored by the fork as JPEG (distorted, expanded or cropped encoded records) go
+    through the same JPEG round trip.
 
     The label top is ``[1, 1, B, 8]``, one row per box in the batch: [item, group_label,
     instance_id, xmin, ymin, xmax, ymax, difficult]; a single row of -1 when the batch has
@@ -265,14 +284,21 @@ class AnnotatedDataLayer(_BaseDataLayer):
         if tp.HasField("noise_param"):
             raise self.error("the SSD noise transformations are not supported",
                              "transform_param.noise_param")
-        if tp.HasField("resize_param"):
-            rp = tp.resize_param
+        self.policies = resize_policies(tp)
+        self.policy_probs = None
+        for rp in self.policies:
             self.check(rp.height > 0 and rp.width > 0, "height and width must be positive",
                        "transform_param.resize_param")
             self.check(not (rp.resize_mode == _RESIZE.FIT_SMALL_SIZE and rp.height_scale
                             and rp.width_scale), "FIT_SMALL_SIZE with height_scale/width_scale "
                        "(the fork's box extrapolation) is not supported",
                        "transform_param.resize_param.height_scale")
+        if len(self.policies) > 1:
+            probs = np.asarray([rp.prob for rp in self.policies], np.float64)
+            self.check(((probs >= 0) & (probs <= 1)).all() and abs(probs.sum() - 1) < 1e-6,
+                       f"the policies' probabilities must each be in [0, 1] and sum to 1, not "
+                       f"{probs.tolist()}", "transform_param.resize_param.prob")
+            self.policy_probs = probs / probs.sum()
         if tp.HasField("expand_param"):
             self.check(tp.expand_param.max_expand_ratio >= 1, "must be at least 1",
                        "transform_param.expand_param.max_expand_ratio")
@@ -330,8 +356,8 @@ class AnnotatedDataLayer(_BaseDataLayer):
         else:
             c, h, w = int(d.channels), int(d.height), int(d.width)
         tp = self.tp
-        if tp.HasField("resize_param"):
-            h, w = A.resized_size(tp.resize_param, h, w)
+        if self.policies:
+            h, w = A.resized_size(self.policies[0], h, w)
         ch = int(tp.crop_h) or int(tp.crop_size)
         cw = int(tp.crop_w) or int(tp.crop_size)
         if ch and cw:

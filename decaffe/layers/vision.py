@@ -490,7 +490,8 @@ def _check_pool_method(layer: Layer, method: int, pad, kernel, field: str) -> No
 class PoolingLayer(Layer):
     """Caffe's Pooling over the H×W plane of a (N, C, H, W) bottom.
 
-    Output size ceil((in + 2·pad − k) / stride) + 1 (floor with round_mode FLOOR); with any
+    Output size ceil((in + 2·pad − k) / stride) + 1 (floor with round_mode FLOOR or the
+    forks' ceil_mode: false); with any
     padding, a last window that would start at or beyond in + pad is dropped. MAX takes the
     first maximum in row-major order over the image pixels of the window; its optional second
     top is the argmax as the flat index h·W + w into the bottom's plane (a float). AVE sums the
@@ -509,7 +510,8 @@ class PoolingLayer(Layer):
         f = "pooling_param"
         self.method = p.pool
         self.global_pooling = p.global_pooling
-        self.ceil = p.round_mode == _POOL.CEIL
+        # the forks' ceil_mode: false (caffe-priv, PR #3057) floors like round_mode FLOOR
+        self.ceil = p.round_mode == _POOL.CEIL and p.ceil_mode
         self.check(p.round_mode in (_POOL.CEIL, _POOL.FLOOR),
                    f"unknown rounding mode {p.round_mode}", f"{f}.round_mode")
         has_k, has_kh, has_kw = p.HasField("kernel_size"), p.HasField("kernel_h"), p.HasField(

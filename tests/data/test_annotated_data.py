@@ -386,3 +386,15 @@ def test_layer_fit_large_size_and_pad_and_fit_small_size(voc):
         "resize_param { resize_mode: FIT_SMALL_SIZE height: 12 width: 12 }")), decaffe.TEST)
     assert small.shape == (1, 3, 12, 16)
     np.testing.assert_allclose(label2[0, 0, 0, 3:7], [x0, y0, x1, y1], rtol=1e-5)
+
+
+def test_layer_draws_one_of_several_resize_policies(voc):
+    """eric612's repeated resize_param: one policy per image, by probability."""
+    db = make_db(voc)
+    two = ("resize_param { prob: 0.5 resize_mode: WARP height: 12 width: 12 } "
+           "resize_param { prob: 0.5 resize_mode: FIT_LARGE_SIZE_AND_PAD height: 12 width: 12 }")
+    (data, _), = batch(net_text(db, batch=3, transform=two))
+    assert data.shape == (3, 3, 12, 12)
+    bad = two.replace("prob: 0.5 resize_mode: WARP", "prob: 0.2 resize_mode: WARP")
+    with pytest.raises(DecaffeError, match="sum to 1"):
+        batch(net_text(db, transform=bad))
