@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "draw_net": ("draw_net", "draw a net as a graph (PNG/SVG/PDF)"),
     "fold_bn": ("fold_bn", "fold BatchNorm/Scale into the preceding layer's weights"),
     "bn_stats": ("bn_stats", "show or recompute BatchNorm statistics"),
+    "export": ("export", "export a net to ONNX, torch.export or PyTorch source, verified"),
 }
 
 

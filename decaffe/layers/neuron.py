@@ -189,7 +189,13 @@ class ELULayer(ElementwiseLayer):
 
 @register("AbsVal")
 class AbsValLayer(ElementwiseLayer):
-    """y = |x|; gradient sign(x), which is 0 at 0."""
+    """y = |x|; gradient sign(x), which is 0 at 0. Not allowed in place (Caffe 1.0's
+    AbsValLayer::LayerSetUp refuses it)."""
+
+    def setup(self, bottom_shapes):
+        self.check(self.top_names[0] != self.bottom_names[0],
+                   f"AbsVal Layer does not allow in-place computation (top '{self.top_names[0]}' "
+                   "is its bottom)")
 
     def forward(self, x):
         return torch.abs(x)
