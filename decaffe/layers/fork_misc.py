@@ -182,11 +182,13 @@ class SeLuDropoutLayer(ElementwiseLayer):
 @register("SegAccuracy")
 class SegAccuracyLayer(Layer):
     """DeepLab v2's SegAccuracy: bottoms scores (N, C, H, W) and labels (N, 1, H, W); the
-    prediction is the argmax over C. Pixels whose label is one of seg_accuracy_param's
+    prediction is the argmax over C, a tie going to the higher class (DeepLab ranks
+    (score, class) pairs with std::greater). Pixels whose label is one of seg_accuracy_param's
     ignore_label values are skipped. A C×C confusion matrix accumulates over passes (cleared
     each pass with reset: true, the default); the top (1, 1, 1, 3) holds the pixel accuracy,
-    the mean recall over classes present in the labels and the mean IoU over classes with a
-    non-empty union. No backward."""
+    the mean recall over classes present in the labels and the mean IoU over all C classes,
+    a class absent from labels and predictions counting 1 (DeepLab's avgJaccard). No
+    backward."""
 
     exact_bottoms = 2
     exact_tops = 1
@@ -212,7 +214,8 @@ class SegAccuracyLayer(Layer):
         self.reshape([tuple(scores.shape), tuple(label.shape)])
         if scores.device.type == "meta":
             return scores.new_empty((1, 1, 1, 3))
-        pred = scores.detach().argmax(1).reshape(-1).cpu()
+        c = scores.shape[1]
+        pred = (c - 1 - scores.detach().flip(1).argmax(1)).reshape(-1).cpu()
         lab = label.detach().reshape(-1).cpu().to(torch.int64)
         keep = torch.ones_like(lab, dtype=torch.bool)
         for v in self.ignore:
@@ -232,7 +235,7 @@ class SegAccuracyLayer(Layer):
         present = rows > 0
         recall = float((diag[present] / rows[present]).mean()) if present.any() else 0.0
         union = rows + cols - diag
-        nz = union > 0
-        iou = float((diag[nz] / union[nz]).mean()) if nz.any() else 0.0
+        same = union == diag  # DeepLab counts 1 where intersection == union (0/0 included)
+        iou = float(torch.where(same, 1.0, diag / torch.where(union > 0, union, 1)).mean())
         return torch.tensor([acc, recall, iou], dtype=scores.dtype,
                             device=scores.device).reshape(1, 1, 1, 3)

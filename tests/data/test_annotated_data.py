@@ -398,3 +398,26 @@ def test_layer_draws_one_of_several_resize_policies(voc):
     bad = two.replace("prob: 0.5 resize_mode: WARP", "prob: 0.2 resize_mode: WARP")
     with pytest.raises(DecaffeError, match="sum to 1"):
         batch(net_text(db, transform=bad))
+
+
+def test_layer_position_resumes_the_same_batches(voc):
+    """position()/set_position(): after a recorded position the layer repeats its batches,
+    random transformations included."""
+    db = make_db(voc, encoded=True, encode_type="png")
+    net = decaffe.Net(net_text(db, batch=2, transform="mirror: true resize_param { "
+                               "resize_mode: WARP height: 16 width: 16 }",
+                               anno="batch_sampler { sampler { min_scale: 0.5 } "
+                                    "max_trials: 5 max_sample: 1 }"), decaffe.TRAIN)
+    layer = net.layers[0].layer if hasattr(net.layers[0], "layer") else net.layers[0]
+    net.forward()
+    pos = layer.position()
+    assert pos["kind"] == "_AnnotatedSource"
+    after = []
+    for _ in range(2):
+        net.forward()
+        after.append((net.blobs["data"].data.copy(), net.blobs["label"].data.copy()))
+    layer.set_position(pos)
+    for d, lab in after:
+        net.forward()
+        np.testing.assert_array_equal(net.blobs["data"].data, d)
+        np.testing.assert_array_equal(net.blobs["label"].data, lab)
