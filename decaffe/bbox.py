@@ -211,17 +211,35 @@ def nms_fast(boxes: np.ndarray, scores: np.ndarray, score_threshold: float,
     if top_k > -1:
         order = order[:top_k]
     boxes = as_boxes(boxes)
-    kept: list[int] = []
+    if len(order) == 0:
+        return []
+    cand_boxes = boxes[order]
+    # Overlaps among the candidates: all at once when that is small, else row by row.
+    full = jaccard(cand_boxes, cand_boxes) if len(order) <= 2048 else None
+
+    def row(p, cols=slice(None)):
+        if full is not None:
+            return full[p, cols]
+        return jaccard(cand_boxes[p:p + 1], cand_boxes[cols])[0]
+
     thr = F32(nms_threshold)
-    for idx in order:
-        keep = True
-        if kept:
-            keep = bool((jaccard(boxes[idx:idx + 1], boxes[kept])[0] <= thr).all())
-        if keep:
-            kept.append(int(idx))
+    if not (eta < 1 and thr > 0.5):
+        # A fixed threshold: each kept box rules out what it overlaps (NaN overlaps too).
+        out = np.zeros(len(order), bool)
+        kept_pos = []
+        for p in range(len(order)):
+            if out[p]:
+                continue
+            kept_pos.append(p)
+            out |= ~(row(p) <= thr)
+        return [int(order[p]) for p in kept_pos]
+    kept_pos = []
+    for p in range(len(order)):
+        if not kept_pos or bool((row(p, kept_pos) <= thr).all()):
+            kept_pos.append(p)
             if eta < 1 and thr > 0.5:
                 thr = F32(thr * F32(eta))
-    return kept
+    return [int(order[p]) for p in kept_pos]
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, top_k: int) -> list[int]:

@@ -22,12 +22,9 @@ import os
 import sys
 import xml.etree.ElementTree as ET
 
-import cv2
 import numpy as np
 from google.protobuf import text_format
 
-from ..data.datum import image_to_datum
-from ..data.db import NEW, open_db
 from ..errors import DataError, ParseError
 from ..proto import caffe_pb2
 from .flags import FlagParser
@@ -97,6 +94,8 @@ def read_image(path: str, height: int, width: int, min_dim: int, max_dim: int,
                is_color: bool) -> np.ndarray | None:
     """The fork's ReadImageToCVMat: aspect-keeping min_dim/max_dim scaling, or a resize to
     height×width, bilinear."""
+    import cv2  # loaded when converting, not for -help
+
     if not os.path.isfile(path):
         return None
     img = cv2.imread(path, cv2.IMREAD_COLOR if is_color else cv2.IMREAD_GRAYSCALE)
@@ -122,6 +121,10 @@ def image_datum(path: str, label: int, height: int, width: int, min_dim: int, ma
                 is_color: bool, encoding: str) -> caffe_pb2.Datum | None:
     """The fork's ReadImageToDatum: raw pixels, or the image encoded (the file's own bytes
     when nothing would change them), with channels/height/width recorded either way."""
+    import cv2
+
+    from ..data.datum import image_to_datum
+
     img = read_image(path, height, width, min_dim, max_dim, is_color)
     if img is None:
         return None
@@ -254,6 +257,10 @@ def convert_annoset(root_folder: str, listfile: str, db_name: str, *,
                     resize_width: int = 0, check_size: bool = False, encoded: bool = False,
                     encode_type: str = "", seed: int | None = None, log=sys.stderr) -> int:
     """Build the database; returns the number of records stored."""
+    import cv2
+
+    from ..data.db import NEW, open_db
+
     if anno_type not in ("classification", "detection"):
         raise DataError(f"-anno_type: unknown annotation type '{anno_type}' (classification "
                         "or detection)")

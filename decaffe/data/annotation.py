@@ -47,11 +47,15 @@ def meets_emit(src: np.ndarray, box: np.ndarray, emit) -> bool:
     return bool(B.coverage(box[None], src[None])[0, 0] > F32(emit.emit_overlap))
 
 
-def transform_boxes(boxes: list[Box], crop: np.ndarray, mirror: bool, emit=None) -> list[Box]:
-    """TransformAnnotation: the boxes that meet the emit constraint (when given), projected
+def transform_boxes(boxes: list[Box], crop: np.ndarray, mirror: bool, emit=None,
+                    resize=None, size: tuple[int, int] = (0, 0)) -> list[Box]:
+    """TransformAnnotation: the boxes (first moved by resize_param's policy on an image of
+    size (height, width), when given) that meet the emit constraint (when given), projected
     into crop (and dropped when nothing is left), then mirrored left-right."""
     out = []
     for group, inst, box, diff in boxes:
+        if resize is not None:
+            box = resize_box(box, resize, size[1], size[0])
         if emit is not None and not meets_emit(crop, box, emit):
             continue
         proj = B.project(crop, box)
@@ -235,11 +239,77 @@ def reencode_jpg(img: np.ndarray) -> np.ndarray:
     return out
 
 
+_PAD = {_RESIZE.CONSTANT: cv2.BORDER_CONSTANT, _RESIZE.MIRRORED: cv2.BORDER_REFLECT_101,
+        _RESIZE.REPEAT_NEAREST: cv2.BORDER_REPLICATE}
+
+
+def resized_size(p, height: int, width: int) -> tuple[int, int]:
+    """InferNewSize: the (height, width) resize_param gives an image of this size."""
+    if p.resize_mode != _RESIZE.FIT_SMALL_SIZE:
+        return int(p.height), int(p.width)
+    aspect = F32(width) / F32(height)
+    if aspect < F32(p.width) / F32(p.height):
+        return int(np.floor(F32(p.width) / aspect)), int(p.width)
+    return int(p.height), int(np.floor(aspect * F32(p.height)))
+
+
 def resize_image(img: np.ndarray, p, rng: np.random.Generator) -> np.ndarray:
-    """ApplyResize, WARP mode: cv::resize to width×height with one of interp_mode chosen
-    uniformly (LINEAR when none is given)."""
+    """ApplyResize: WARP (cv::resize to width×height), FIT_SMALL_SIZE (keep the aspect ratio,
+    the short side reaching its target) or FIT_LARGE_SIZE_AND_PAD (keep the aspect ratio
+    inside width×height, pad the rest by pad_mode / pad_value), with one of interp_mode
+    chosen uniformly (LINEAR when none is given)."""
     interp = cv2.INTER_LINEAR
     if len(p.interp_mode):
         interp = _INTERP[p.interp_mode[int(rng.integers(len(p.interp_mode)))]]
-    out = cv2.resize(img, (int(p.width), int(p.height)), interpolation=interp)
+    h, w = img.shape[:2]
+    nh, nw = int(p.height), int(p.width)
+    if p.resize_mode == _RESIZE.FIT_LARGE_SIZE_AND_PAD:
+        aspect = F32(w) / F32(h)
+        if aspect > F32(nw) / F32(nh):
+            rh, rw = int(np.floor(F32(nw) / aspect)), nw
+        else:
+            rh, rw = nh, int(np.floor(aspect * F32(nh)))
+        out = cv2.resize(img, (rw, rh), interpolation=interp)
+        pad = list(p.pad_value) or [0.0]
+        channels = 1 if img.ndim == 2 else img.shape[2]
+        if len(pad) not in (1, channels):
+            raise DataError(f"resize_param.pad_value: give 1 value or one per channel "
+                            f"({channels}), not {len(pad)}")
+        value = [float(pad[0])] * channels if len(pad) == 1 else [float(v) for v in pad]
+        top, left = (nh - rh) // 2, (nw - rw) // 2
+        out = cv2.copyMakeBorder(out, top, nh - rh - top, left, nw - rw - left,
+                                 _PAD[p.pad_mode], value=value)
+    else:
+        nh, nw = resized_size(p, h, w)
+        out = cv2.resize(img, (nw, nh), interpolation=interp)
     return out if out.ndim == img.ndim else out[..., None]
+
+
+def resize_box(box: np.ndarray, p, width: int, height: int) -> np.ndarray:
+    """UpdateBBoxByResizePolicy: a normalized box of a width×height image, in the image
+    resize_param makes (padding included for FIT_LARGE_SIZE_AND_PAD)."""
+    nh, nw = F32(p.height), F32(p.width)
+    w, h = F32(width), F32(height)
+    aspect = w / h
+    x0, y0, x1, y1 = (F32(v) for v in (box[0] * w, box[1] * h, box[2] * w, box[3] * h))
+    zero = F32(0)
+    if p.resize_mode == _RESIZE.FIT_LARGE_SIZE_AND_PAD:
+        if aspect > nw / nh:
+            pad = (nh - nw / aspect) / F32(2)
+            x0, x1 = max(zero, x0 * nw / w), min(nw, x1 * nw / w)
+            y0 = pad + max(zero, y0 * (nh - F32(2) * pad) / h)
+            y1 = pad + min(nh, y1 * (nh - F32(2) * pad) / h)
+        else:
+            pad = (nw - aspect * nh) / F32(2)
+            x0 = pad + max(zero, x0 * (nw - F32(2) * pad) / w)
+            x1 = pad + min(nw, x1 * (nw - F32(2) * pad) / w)
+            y0, y1 = max(zero, y0 * nh / h), min(nh, y1 * nh / h)
+    else:
+        if p.resize_mode == _RESIZE.FIT_SMALL_SIZE:
+            if aspect < nw / nh:
+                nh = nw / aspect
+            else:
+                nw = aspect * nh
+        x0, x1 = max(zero, x0 * nw / w), min(nw, x1 * nw / w)
+        y0, y1 = max(zero, y0 * nh / h), min(nh, y1 * nh / h)
+    return np.array([x0 / nw, y0 / nh, x1 / nw, y1 / nh], F32)

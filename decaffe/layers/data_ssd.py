@@ -5,6 +5,8 @@ and mirror."""
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 from google.protobuf.message import DecodeError
@@ -17,7 +19,15 @@ from ..data.transformer import load_mean_file
 from ..errors import DataError
 from ..layer import register
 from ..proto import caffe_pb2
-from .data import DataLayerError, _BaseDataLayer, _solver_keep, layer_rng, transform_param_of
+from .data import (
+    DataLayerError,
+    _BaseDataLayer,
+    _solver_keep,
+    layer_rng,
+    rng_state,
+    set_rng_state,
+    transform_param_of,
+)
 
 F32 = np.float32
 _RESIZE = caffe_pb2.ResizeParameter
@@ -47,16 +57,45 @@ class _AnnotatedSource:
         self.layer_name = layer.name
         self.db, self.cursor, self.rng = db, cursor, rng
         self.tp, self.samplers = layer.tp, layer.samplers
-        self.batch_size, self.top_shape = layer.batch_size, layer.data_shape
+        self.batch_size = layer.batch_size
         self.phase, self.color = layer.phase, layer.color
         self.labels, self.anno_type = layer.labels, layer.anno_type
         self.mean, self.mean_values = layer.mean, layer.mean_values
         self.keep = _solver_keep(layer.phase)
         self.source = db.path
         self.layer_anno_overrides = layer.anno_override
+        self.policies, self.policy_probs = layer.policies, layer.policy_probs
 
     def _fail(self, msg: str) -> DataLayerError:
         return DataLayerError(msg, layer=self.layer_name)
+
+    def state(self) -> dict:
+        """The position after the batches produced so far: next key, Skip offset, rng."""
+        return {"kind": "_AnnotatedSource", "key": self.cursor.key.hex(),
+                "offset": None if self.keep is None else self.keep.offset,
+                "rng": rng_state(self.rng)}
+
+    def restore(self, state: dict) -> None:
+        key = bytes.fromhex(state["key"])
+        if hasattr(self.cursor, "seek"):
+            found = self.cursor.seek(key)
+        else:
+            self.cursor.seek_to_first()
+            while self.cursor.key < key:
+                if self.cursor.advance():
+                    break
+            found = self.cursor.key == key
+        if not found:
+            raise self._fail(f"record {key!r} recorded as the next one is not in "
+                             f"'{self.source}' (was the database changed?)")
+        if self.keep is not None and state.get("offset") is not None:
+            self.keep.offset = int(state["offset"])
+        set_rng_state(self.rng, state.get("rng"))
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.cursor.close()
+        self.db.close()
 
     def example(self, key, value) -> _Example:
         ad = parse_annotated(value, key, self.source)
@@ -73,21 +112,27 @@ class _AnnotatedSource:
                 img = img[..., None]
         else:
             c, h, w = d.channels, d.height, d.width
-            if len(d.data) != c * h * w or c * h * w == 0:
-                raise self._fail(f"{name}: {len(d.data)} data bytes for a {c}x{h}x{w} Datum "
-                                 "(AnnotatedData reads uint8 pixels)")
-            img = np.frombuffer(d.data, np.uint8).reshape(c, h, w).transpose(1, 2, 0).copy()
+            if len(d.data) == c * h * w and c * h * w > 0:
+                img = np.frombuffer(d.data, np.uint8).reshape(c, h, w).transpose(1, 2, 0).copy()
+            elif not len(d.data) and len(d.float_data) == c * h * w and c * h * w > 0:
+                img = np.asarray(d.float_data, F32).reshape(c, h, w).transpose(1, 2, 0).copy()
+            else:
+                raise self._fail(f"{name}: {len(d.data)} data bytes and {len(d.float_data)} "
+                                 f"float_data values for a {c}x{h}x{w} Datum")
         return _Example(img, A.datum_boxes(ad), bool(d.encoded), int(d.label))
 
     def _augment(self, ex: _Example, name: str) -> _Example:
         tp, rng = self.tp, self.rng
+        if ex.img.dtype != np.uint8 and (self.samplers or tp.HasField("expand_param")
+                                         or tp.HasField("distort_param")):
+            raise self._fail(f"{name}: float_data records cannot be distorted, expanded or "
+                             "sampled (the fork crops and expands byte pixels only)")
         if tp.HasField("distort_param"):
             if not ex.encoded:
                 raise self._fail(f"{name}: distort_param works on encoded images only (the "
                                  "fork's DistortImage)")
-            ex.img = A.reencode_jpg(_chan(A.distort_image(_squeeze(ex.img), tp.distort_param,
-                                                          rng)))
-            ex.img = _chan(ex.img)
+            distorted = A.distort_image(_squeeze(ex.img), tp.distort_param, rng)
+            ex.img = _chan(A.reencode_jpg(distorted))
         if tp.HasField("expand_param"):
             ep = tp.expand_param
             if float(rng.uniform(0, 1)) <= ep.prob and abs(ep.max_expand_ratio - 1) >= 1e-2:
@@ -128,12 +173,23 @@ class _AnnotatedSource:
         canvas[...] = np.clip(self.mean.transpose(1, 2, 0), 0, 255).astype(np.uint8)
         canvas[y:y + h, x:x + w] = saved
 
+    def _policy(self):
+        """The resize_param for this image: the only one, or one drawn by the policies'
+        probabilities (eric612's repeated resize_param); None without any."""
+        if not self.policies:
+            return None
+        if len(self.policies) == 1:
+            return self.policies[0]
+        return self.policies[int(self.rng.choice(len(self.policies), p=self.policy_probs))]
+
     def _transform(self, ex: _Example, name: str):
         """(C×h×w float32 pixels, boxes) after resize, crop, mirror, mean and scale."""
         tp, rng = self.tp, self.rng
         img = ex.img
-        if tp.HasField("resize_param"):
-            img = A.resize_image(img, tp.resize_param, rng)
+        resize = self._policy()
+        size = img.shape[:2]
+        if resize is not None:
+            img = A.resize_image(img, resize, rng)
         h, w = img.shape[:2]
         ch = int(tp.crop_h) or int(tp.crop_size)
         cw = int(tp.crop_w) or int(tp.crop_size)
@@ -171,7 +227,7 @@ class _AnnotatedSource:
             crop = np.array([F32(x0) / F32(w), F32(y0) / F32(h), F32(x0 + cw) / F32(w),
                              F32(y0 + ch) / F32(h)], F32)
         emit = tp.emit_constraint if tp.HasField("emit_constraint") else None
-        boxes = A.transform_boxes(ex.boxes, crop, mirror, emit)
+        boxes = A.transform_boxes(ex.boxes, crop, mirror, emit, resize, size)
         return px, boxes
 
     def produce(self) -> tuple:
@@ -179,7 +235,7 @@ class _AnnotatedSource:
             recs = self.cursor.take(self.batch_size, self.keep)
         except DataError as e:
             raise self._fail(str(e)) from None
-        data = np.empty((self.batch_size,) + self.top_shape, F32)
+        data = None  # shaped by the batch's first example, as the fork reshapes per batch
         rows, labels = [], []
         for item, (key, value) in enumerate(recs):
             name = record_name(key, self.source)
@@ -191,10 +247,12 @@ class _AnnotatedSource:
                 raise
             except DataError as e:
                 raise self._fail(str(e)) from None
-            if px.shape != self.top_shape:
+            if data is None:
+                data = np.empty((self.batch_size,) + px.shape, F32)
+            elif px.shape != data.shape[1:]:
                 raise self._fail(f"{name} gives a {'x'.join(map(str, px.shape))} example, the "
-                                 f"top is {'x'.join(map(str, self.top_shape))} (resize or crop "
-                                 "to one size)")
+                                 f"batch's first gives {'x'.join(map(str, data.shape[1:]))} "
+                                 "(resize or crop to one size)")
             data[item] = px
             labels.append(ex.label)
             for group, inst, box, diff in boxes:
@@ -208,6 +266,14 @@ class _AnnotatedSource:
             else:
                 out.append(torch.full((1, 1, 1, 8), -1.0))
         return tuple(out)
+
+
+def resize_policies(tp) -> list:
+    """transform_param's resize_param entries (one in SSD; several, each with a
+    probability, in eric612/MobileNet-YOLO)."""
+    if hasattr(tp.resize_param, "add"):  # a repeated field
+        return list(tp.resize_param)
+    return [tp.resize_param] if tp.HasField("resize_param") else []
 
 
 def _squeeze(img: np.ndarray) -> np.ndarray:
@@ -228,9 +294,10 @@ class AnnotatedDataLayer(_BaseDataLayer):
     ``prob`` the image goes on a canvas up to ``max_expand_ratio`` times larger, filled with
     the mean), each ``annotated_data_param.batch_sampler`` proposes random crops meeting its
     constraints and one is taken at random (boxes are kept per ``emit_constraint``, projected
-    and clipped), then ``resize_param`` (WARP), crop_size (random in TRAIN, centred in TEST),
-    mirror (boxes mirrored too), mean and scale. Images re-stored by the fork as JPEG
-    (distorted, expanded or cropped encoded records) go through the same JPEG round trip.
+    and clipped), then ``resize_param`` (one policy; several are drawn by their ``prob``),
+    crop_size (random in TRAIN, centred in TEST), mirror (boxes mirrored too), mean and scale.
+    Images re-stored by the fork as JPEG (distorted, expanded or cropped encoded records) go
+    through the same JPEG round trip.
 
     The label top is ``[1, 1, B, 8]``, one row per box in the batch: [item, group_label,
     instance_id, xmin, ymin, xmax, ymax, difficult]; a single row of -1 when the batch has
@@ -255,12 +322,21 @@ class AnnotatedDataLayer(_BaseDataLayer):
         if tp.HasField("noise_param"):
             raise self.error("the SSD noise transformations are not supported",
                              "transform_param.noise_param")
-        if tp.HasField("resize_param"):
-            rp = tp.resize_param
-            self.check(rp.resize_mode == _RESIZE.WARP, "only resize_mode WARP is supported",
-                       "transform_param.resize_param.resize_mode")
+        self.policies = resize_policies(tp)
+        self.policy_probs = None
+        for rp in self.policies:
             self.check(rp.height > 0 and rp.width > 0, "height and width must be positive",
                        "transform_param.resize_param")
+            self.check(not (rp.resize_mode == _RESIZE.FIT_SMALL_SIZE and rp.height_scale
+                            and rp.width_scale), "FIT_SMALL_SIZE with height_scale/width_scale "
+                       "(the fork's box extrapolation) is not supported",
+                       "transform_param.resize_param.height_scale")
+        if len(self.policies) > 1:
+            probs = np.asarray([rp.prob for rp in self.policies], np.float64)
+            self.check(((probs >= 0) & (probs <= 1)).all() and abs(probs.sum() - 1) < 1e-6,
+                       f"the policies' probabilities must each be in [0, 1] and sum to 1, not "
+                       f"{probs.tolist()}", "transform_param.resize_param.prob")
+            self.policy_probs = probs / probs.sum()
         if tp.HasField("expand_param"):
             self.check(tp.expand_param.max_expand_ratio >= 1, "must be at least 1",
                        "transform_param.expand_param.max_expand_ratio")
@@ -303,7 +379,7 @@ class AnnotatedDataLayer(_BaseDataLayer):
                        else (self.batch_size, 1, 1, 1))
         self._top_shapes = [(self.batch_size,) + self.data_shape] + (
             [label_shape] if self.labels else [])
-        self._start(src.produce, p.prefetch)
+        self._start(src, p.prefetch)
 
     def _probe(self, first, key, source) -> tuple[int, int, int]:
         """InferBlobShape from the first record: channels, then the resize / crop size."""
@@ -318,8 +394,8 @@ class AnnotatedDataLayer(_BaseDataLayer):
         else:
             c, h, w = int(d.channels), int(d.height), int(d.width)
         tp = self.tp
-        if tp.HasField("resize_param"):
-            h, w = int(tp.resize_param.height), int(tp.resize_param.width)
+        if self.policies:
+            h, w = A.resized_size(self.policies[0], h, w)
         ch = int(tp.crop_h) or int(tp.crop_size)
         cw = int(tp.crop_w) or int(tp.crop_size)
         if ch and cw:

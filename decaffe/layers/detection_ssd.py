@@ -644,12 +644,11 @@ class MultiBoxLossLayer(_LossLayer):
                 else:
                     order = B._descending(loss[cand])
                     sel = set(int(cand[t]) for t in order[:num_sel])
-                for j in range(len(m)):
-                    if m[j] > -1:
-                        if self.mining == _MB.HARD_EXAMPLE and j not in sel:
-                            m[j] = -1
-                    elif m[j] == -1 and j in sel:
-                        negs[i].append(j)
+                chosen = np.zeros(len(m), bool)
+                chosen[list(sel)] = True
+                negs[i].extend(int(j) for j in np.nonzero((m == -1) & chosen)[0])
+                if self.mining == _MB.HARD_EXAMPLE:
+                    m[(m > -1) & ~chosen] = -1
         return negs
 
     def forward(self, loc, conf, prior, label):
@@ -795,8 +794,11 @@ def output_bbox(box: np.ndarray, height: int, width: int, resize) -> np.ndarray:
         else:
             pad = (rw - rh * aspect) / F32(2)
             src = np.array([pad / rw, 0, 1 - pad / rw, 1], F32)
-        proj = B.project(src, box)
-        box = proj if proj is not None else box
+        # ProjectBBox writes its result whenever the boxes overlap, even if it is then empty.
+        if not (box[0] >= src[2] or box[2] <= src[0] or box[1] >= src[3] or box[3] <= src[1]):
+            sw, sh = src[2] - src[0], src[3] - src[1]
+            box = B.clip_bbox(np.array([(box[0] - src[0]) / sw, (box[1] - src[1]) / sh,
+                                        (box[2] - src[0]) / sw, (box[3] - src[1]) / sh], F32))
     elif mode == _RESIZE.FIT_SMALL_SIZE and resize.height_scale and resize.width_scale:
         out = B.scale_bbox(box, int(resize.height_scale), int(resize.width_scale))
         return np.clip(out, 0, np.array([width, height, width, height], F32)).astype(F32)

@@ -294,9 +294,9 @@ def test_layer_refusals(voc):
     with pytest.raises(DecaffeError, match="distort_param"):
         batch(net_text(db, transform="distort_param { brightness_prob: 1 "
                                      "brightness_delta: 3 }"))
-    with pytest.raises(DecaffeError, match="resize_mode"):
+    with pytest.raises(DecaffeError, match="height_scale"):
         batch(net_text(db, transform="resize_param { resize_mode: FIT_SMALL_SIZE height: 5 "
-                                     "width: 5 }"))
+                                     "width: 5 height_scale: 4 width_scale: 4 }"))
     with pytest.raises(DecaffeError, match="min_scale"):
         batch(net_text(db, anno="batch_sampler { sampler { min_scale: 0 } }"))
     with pytest.raises(DecaffeError, match="source"):
@@ -324,3 +324,100 @@ def test_transform_crop_moves_boxes_of_raw_records_only(voc):
     (d_enc, l_enc), = batch(net_text(encdb, batch=1, transform="crop_size: 20"), decaffe.TEST)
     np.testing.assert_array_equal(d_enc, d_raw)
     np.testing.assert_allclose(l_enc[0, 0, 0, 3:7], box, rtol=1e-6)
+
+
+def _anno_lmdb(path, examples) -> str:
+    """An LMDB of AnnotatedDatums written directly: (C×H×W array, [(label, box)])."""
+    env = lmdb.open(path, map_size=1 << 24)
+    with env.begin(write=True) as txn:
+        for i, (arr, boxes) in enumerate(examples):
+            ad = caffe_pb2.AnnotatedDatum(type=caffe_pb2.AnnotatedDatum.BBOX)
+            d = ad.datum
+            d.channels, d.height, d.width = arr.shape
+            if arr.dtype == np.uint8:
+                d.data = arr.tobytes()
+            else:
+                d.float_data.extend(arr.ravel().tolist())
+            for label, box in boxes:
+                g = ad.annotation_group.add(group_label=label)
+                b = g.annotation.add(instance_id=0).bbox
+                b.xmin, b.ymin, b.xmax, b.ymax = box
+            txn.put(f"{i:08d}".encode(), ad.SerializeToString())
+    env.close()
+    return path
+
+
+def test_layer_batch_shape_follows_its_first_record_and_reads_float_data(tmp_path):
+    rng = np.random.default_rng(1)
+    a = rng.integers(0, 256, size=(3, 6, 5), dtype=np.uint8)
+    b = rng.integers(0, 256, size=(3, 4, 7), dtype=np.uint8)
+    db = _anno_lmdb(str(tmp_path / "sizes"), [(a, [(1, (0.1, 0.1, 0.5, 0.5))]), (b, [])])
+    net = decaffe.Net(net_text(db, batch=1, transform="scale: 0.5"), decaffe.TEST)
+    net.forward()
+    np.testing.assert_allclose(net.blobs["data"].data[0], a * np.float32(0.5))
+    net.forward()
+    assert net.blobs["data"].data.shape == (1, 3, 4, 7)
+    np.testing.assert_array_equal(net.blobs["label"].data, -np.ones((1, 1, 1, 8)))
+    f = rng.normal(size=(1, 3, 3)).astype(np.float32)
+    fdb = _anno_lmdb(str(tmp_path / "float"), [(f, [(2, (0, 0, 1, 1))])])
+    net = decaffe.Net(net_text(fdb, batch=2, transform="mean_value: 1"), decaffe.TEST)
+    net.forward()
+    np.testing.assert_allclose(net.blobs["data"].data, np.stack([f, f]) - 1, rtol=1e-6)
+    np.testing.assert_allclose(net.blobs["label"].data[0, 0, :, :2], [[0, 2], [1, 2]])
+    with pytest.raises(DecaffeError, match="float_data"):
+        batch(net_text(fdb, anno="batch_sampler { }"))
+
+
+def test_layer_fit_large_size_and_pad_and_fit_small_size(voc):
+    """A 40x30 image into 24x24, keeping its aspect: 24x18 pixels between 3-row pads, boxes
+    moved with it; FIT_SMALL_SIZE to 12x12 gives 16x12."""
+    db = make_db(voc)
+    (data, label), = batch(net_text(db, batch=1, transform=(
+        "resize_param { resize_mode: FIT_LARGE_SIZE_AND_PAD height: 24 width: 24 "
+        "pad_value: 7 }")), decaffe.TEST)
+    assert data.shape == (1, 3, 24, 24)
+    assert (data[0, :, :3] == 7).all() and (data[0, :, 21:] == 7).all()
+    img = cv2.resize(cv2.imread(str(voc / "img0.png")), (24, 18))
+    np.testing.assert_array_equal(data[0, :, 3:21], img.transpose(2, 0, 1))
+    x0, y0, x1, y1 = 4 / 40, 3 / 30, 20 / 40, 15 / 30  # the first cat
+    np.testing.assert_allclose(label[0, 0, 0, 3:7], [x0, (3 + y0 * 18) / 24, x1,
+                                                     (3 + y1 * 18) / 24], rtol=1e-5)
+    (small, label2), = batch(net_text(db, batch=1, transform=(
+        "resize_param { resize_mode: FIT_SMALL_SIZE height: 12 width: 12 }")), decaffe.TEST)
+    assert small.shape == (1, 3, 12, 16)
+    np.testing.assert_allclose(label2[0, 0, 0, 3:7], [x0, y0, x1, y1], rtol=1e-5)
+
+
+def test_layer_draws_one_of_several_resize_policies(voc):
+    """eric612's repeated resize_param: one policy per image, by probability."""
+    db = make_db(voc)
+    two = ("resize_param { prob: 0.5 resize_mode: WARP height: 12 width: 12 } "
+           "resize_param { prob: 0.5 resize_mode: FIT_LARGE_SIZE_AND_PAD height: 12 width: 12 }")
+    (data, _), = batch(net_text(db, batch=3, transform=two))
+    assert data.shape == (3, 3, 12, 12)
+    bad = two.replace("prob: 0.5 resize_mode: WARP", "prob: 0.2 resize_mode: WARP")
+    with pytest.raises(DecaffeError, match="sum to 1"):
+        batch(net_text(db, transform=bad))
+
+
+def test_layer_position_resumes_the_same_batches(voc):
+    """position()/set_position(): after a recorded position the layer repeats its batches,
+    random transformations included."""
+    db = make_db(voc, encoded=True, encode_type="png")
+    net = decaffe.Net(net_text(db, batch=2, transform="mirror: true resize_param { "
+                               "resize_mode: WARP height: 16 width: 16 }",
+                               anno="batch_sampler { sampler { min_scale: 0.5 } "
+                                    "max_trials: 5 max_sample: 1 }"), decaffe.TRAIN)
+    layer = net.layers[0].layer if hasattr(net.layers[0], "layer") else net.layers[0]
+    net.forward()
+    pos = layer.position()
+    assert pos["kind"] == "_AnnotatedSource"
+    after = []
+    for _ in range(2):
+        net.forward()
+        after.append((net.blobs["data"].data.copy(), net.blobs["label"].data.copy()))
+    layer.set_position(pos)
+    for d, lab in after:
+        net.forward()
+        np.testing.assert_array_equal(net.blobs["data"].data, d)
+        np.testing.assert_array_equal(net.blobs["label"].data, lab)

@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from golden_replay import cases, replay_layer_case
 from gradcheck import check_gradients
 
@@ -31,6 +32,16 @@ def test_every_ssd_layer_case_is_replayed():
 @pytest.mark.parametrize("case", SSD_CASES, ids=[c["name"] for c in SSD_CASES])
 def test_ssd_golden(case):
     replay_layer_case(caffe, case["name"], case["phase"])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("case", SSD_CASES, ids=[c["name"] for c in SSD_CASES])
+def test_ssd_golden_on_gpu(case):
+    caffe.set_mode_gpu()
+    try:
+        replay_layer_case(caffe, case["name"], case["phase"])
+    finally:
+        caffe.set_mode_cpu()
 
 
 # ------------------------------------------------------------------------------------------
@@ -550,3 +561,20 @@ def test_detection_evaluate_in_pixels_with_name_size_file(tmp_path):
     np.testing.assert_allclose(evaluate("")[1], [0, 1, 0.9, 0, 1], rtol=1e-6)
     with pytest.raises(DecaffeError, match="name_size_file"):
         evaluate(f'name_size_file: "{tmp_path / "missing.txt"}"')
+
+
+def test_output_bbox_undoes_the_resize_policies():
+    from decaffe.layers.detection_ssd import output_bbox
+    from decaffe.proto import caffe_pb2
+
+    box = np.array([0.1, 0.2, 0.5, 1.2], np.float32)
+    plain = output_bbox(box, 100, 200, None)
+    np.testing.assert_allclose(plain, [20, 20, 100, 100], rtol=1e-6)  # clipped, in pixels
+    warp = caffe_pb2.ResizeParameter(resize_mode=caffe_pb2.ResizeParameter.WARP, height=300,
+                                     width=300)
+    np.testing.assert_allclose(output_bbox(box, 100, 200, warp), plain, rtol=1e-6)
+    # a 200x100 image padded into 300x300: the image spans y 75..225 of the padded square
+    pad = caffe_pb2.ResizeParameter(
+        resize_mode=caffe_pb2.ResizeParameter.FIT_LARGE_SIZE_AND_PAD, height=300, width=300)
+    out = output_bbox(np.array([0.0, 0.25, 0.5, 0.75], np.float32), 100, 200, pad)
+    np.testing.assert_allclose(out, [0, 0, 100, 100], rtol=1e-5, atol=1e-4)
