@@ -27,7 +27,6 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..errors import DecaffeError, NetError, suggest
-from ..proto import caffe_pb2
 
 
 class ExportError(NetError):
@@ -328,5 +327,3 @@ def blob_arrays(node: Node) -> list[np.ndarray]:
 def count(shape) -> int:
     return math.prod(shape)
 
-
-TEST = caffe_pb2.TEST

@@ -405,7 +405,7 @@ def _empty(g) -> tuple[list[int], list[int]]:
     return rows, cols
 
 
-def _pool_onnx(b, x: str, method: int, g, train: bool, out: str | None, node: Node) -> str:
+def _pool_onnx(b, x: str, method: int, g, out: str | None) -> str:
     """Caffe's pooling of x with geometry g as ONNX operators; returns the output name."""
     k, s, p = list(g.kernel), list(g.stride), list(g.pad)
     if method == _POOL.AVE and g.kernel == g.size and g.pad == (0, 0):
@@ -495,8 +495,7 @@ class PoolingExport(LayerExport):
 
     def onnx(self, b, node):
         x = node.bottoms[0]
-        _pool_onnx(b, x, node.layer.method, self._geom(node, b.shape(x)), False, node.tops[0],
-                   node)
+        _pool_onnx(b, x, node.layer.method, self._geom(node, b.shape(x)), node.tops[0])
 
     def torch(self, s, node):
         x = node.bottoms[0]
@@ -514,12 +513,12 @@ class SPPExport(LayerExport):
         x = node.bottoms[0]
         levels = node.layer._geoms(tuple(b.shape(x)))
         if len(levels) == 1:
-            _pool_onnx(b, x, node.layer.method, levels[0], False, node.tops[0], node)
+            _pool_onnx(b, x, node.layer.method, levels[0], node.tops[0])
             return
         n, c = b.shape(x)[:2]
         flat = []
         for g in levels:
-            y = _pool_onnx(b, x, node.layer.method, g, False, None, node)
+            y = _pool_onnx(b, x, node.layer.method, g, None)
             flat.append(b.reshape(y, [-1 if b.graph.varies(x, 0) else n, c * g.out[0] * g.out[1]]))
         b.op("Concat", flat, node.tops[0], axis=1)
 
