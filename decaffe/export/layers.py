@@ -483,8 +483,6 @@ def _pool_torch(s, x: str, method: int, g) -> str:
 class PoolingExport(LayerExport):
     def refuse(self, node, graph):
         layer = node.layer
-        if len(node.tops) > 1:
-            return "the argmax mask (second top) of MAX pooling is not exported"
         if layer.method == _POOL.STOCHASTIC and layer.phase == caffe_pb2.TRAIN:
             return ("STOCHASTIC pooling in the TRAIN phase samples at random; export the "
                     "TEST-phase net")
@@ -495,11 +493,60 @@ class PoolingExport(LayerExport):
 
     def onnx(self, b, node):
         x = node.bottoms[0]
-        _pool_onnx(b, x, node.layer.method, self._geom(node, b.shape(x)), node.tops[0])
+        g = self._geom(node, b.shape(x))
+        if len(node.tops) > 1:
+            return _max_pool_mask_onnx(b, x, g, node.tops)
+        _pool_onnx(b, x, node.layer.method, g, node.tops[0])
 
     def torch(self, s, node):
         x = node.bottoms[0]
-        return _pool_torch(s, s.v(x), node.layer.method, self._geom(node, s.shape(x)))
+        g = self._geom(node, s.shape(x))
+        if len(node.tops) > 1:
+            rows, cols = _empty(g)
+            return (f"{s.h('caffe_max_pool_mask')}({s.v(x)}, {_tuple(g.kernel)}, "
+                    f"{_tuple(g.stride)}, {_tuple(g.pad)}, {_tuple(g.after)}, {rows!r}, "
+                    f"{cols!r})")
+        return _pool_torch(s, s.v(x), node.layer.method, g)
+
+
+def _max_pool_mask_onnx(b, x: str, g, tops) -> None:
+    """MAX pooling with Caffe's argmax mask top: the flat index h·W + w into the bottom's
+    plane (a float), −1 (and −FLT_MAX) where a window holds no image pixel."""
+    k, s = list(g.kernel), list(g.stride)
+    h, w = g.size
+    wp = w + g.pad[1] + max(g.after[1], 0)
+    pads = list(g.pad) + [max(a, 0) for a in g.after]
+    explicit = any(pp >= kk for pp, kk in zip(pads, k + k))
+    if explicit:  # indices then count in the padded plane
+        x = b.op("Pad", [x, b.ints([0, 0] + pads[:2] + [0, 0] + pads[2:]),
+                         b.scalar(-np.inf)])
+        pads = [0, 0, 0, 0]
+    full = [(n + pp + a - kk) // ss + 1 for n, pp, a, kk, ss in
+            zip(g.size, g.pad, [max(a, 0) for a in g.after], k, s)]
+    y, idx = b.op("MaxPool", [x], 2, kernel_shape=k, strides=s, pads=pads)
+    if explicit:
+        hp = h + g.pad[0] + max(g.after[0], 0)
+        plane = b.op("Mod", [idx, b.const(np.int64(hp * wp), np.int64)])
+        row = b.op("Sub", [b.op("Div", [plane, b.const(np.int64(wp), np.int64)]),
+                           b.const(np.int64(g.pad[0]), np.int64)])
+        col = b.op("Sub", [b.op("Mod", [plane, b.const(np.int64(wp), np.int64)]),
+                           b.const(np.int64(g.pad[1]), np.int64)])
+        idx = b.op("Add", [b.op("Mul", [row, b.const(np.int64(w), np.int64)]), col])
+    else:  # onnxruntime counts over the whole (unpadded) tensor
+        idx = b.op("Mod", [idx, b.const(np.int64(h * w), np.int64)])
+    mask = b.op("Cast", [idx], to=1)
+    if tuple(full) != tuple(g.out):
+        y = b.slice(y, [0, 0], list(g.out), [2, 3])
+        mask = b.slice(mask, [0, 0], list(g.out), [2, 3])
+    rows, cols = _empty(g)
+    if rows or cols:
+        hole = np.zeros(g.out, dtype=bool)
+        hole[rows, :] = True
+        hole[:, cols] = True
+        y = b.op("Where", [b.const(hole, np.bool_), b.scalar(-FLT_MAX), y])
+        mask = b.op("Where", [b.const(hole, np.bool_), b.scalar(-1.0), mask])
+    b.identity(y, tops[0])
+    b.identity(mask, tops[1])
 
 
 @register_export("SPP")
