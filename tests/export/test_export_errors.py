@@ -131,6 +131,8 @@ def test_a_wrong_export_is_kept_unverified(tmp_path, monkeypatch):
         to_torch_program(net, str(tmp_path / "n.pt2"))
     assert _left(tmp_path) == ["model.py.unverified", "n.onnx.unverified", "n.pt2.unverified",
                                "weights.pth.unverified"]
+    with pytest.raises(ExportError, match="the torch.export export differs"):
+        to_torch_program(net)  # in memory: checked all the same
     # without the run only onnx's checker stands between the export and its name
     report = to_onnx(net, str(tmp_path / "n.onnx"), check=False)
     assert not report.verified and os.path.exists(report.path)
