@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "parse_log": ("logtools", "turn a training log into train/test CSV tables"),
     "plot_log": ("logtools", "plot loss, accuracy and learning rate from a training log"),
     "convert_imageset": ("convert_imageset", "make an LMDB/LevelDB of Datums from an image list"),
+    "convert_annoset": ("convert_annoset", "make an LMDB/LevelDB of SSD's AnnotatedDatums"),
     "compute_image_mean": ("compute_image_mean", "compute a database's mean image"),
     "extract_features": ("extract_features", "save a net's blobs over a database into databases"),
     "prepare_digits": ("prepare_digits", "build the bundled handwritten-digits LMDBs"),

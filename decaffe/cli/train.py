@@ -184,10 +184,6 @@ def main(argv: list[str]) -> int:
 
 
 def _train(args) -> int:
-    import torch
-
-    from ..solvers import read_solver_param, solver_class
-
     if not args.solver:
         raise DecaffeError("-solver: need a solver definition to train")
     if args.snapshot and args.weights:
@@ -197,6 +193,17 @@ def _train(args) -> int:
     if args.snapshot:
         require_file(args.snapshot, "snapshot")
     signals = SignalHandler(args.sigint_effect, args.sighup_effect)
+    # In place from here, as Caffe installs them before building the solver: a signal while
+    # the nets are built or weights load takes effect at the first iteration.
+    with signals:
+        return _train_with(args, signals)
+
+
+def _train_with(args, signals) -> int:
+    import torch
+
+    from ..solvers import read_solver_param, solver_class
+
     param, _ = read_solver_param(args.solver)
     param.train_state.level = args.level
     param.train_state.stage.extend(parse_stages(args.stage))
@@ -239,8 +246,7 @@ def _train(args) -> int:
         solver.progress = bar if bar.enabled else None
     log.info("Starting Optimization")
     try:
-        with signals:
-            solver.solve()
+        solver.solve()
     finally:
         if bar is not None:
             bar.close()
