@@ -124,11 +124,23 @@ class DropoutExport(LayerExport):
                     "built in the TEST phase, where it is the identity")
         return None
 
+    def _test_scale(self, node) -> float:
+        """1, or 1 − ratio for the Faster R-CNN forks' scale_train: false (Caffe's 1/scale_
+        in float32, as the layer computes it)."""
+        if getattr(node.layer, "scale_train", True):
+            return 1.0
+        scale = np.float32(1.0) / (np.float32(1.0) - np.float32(node.layer.ratio))
+        return float(np.float32(1.0) / scale)
+
     def onnx(self, b, node):
-        b.identity(node.bottoms[0], node.tops[0])
+        k = self._test_scale(node)
+        if k == 1.0:
+            return b.identity(node.bottoms[0], node.tops[0])
+        b.op("Mul", [node.bottoms[0], b.scalar(k)], node.tops[0])
 
     def torch(self, s, node):
-        return s.v(node.bottoms[0])
+        k = self._test_scale(node)
+        return s.v(node.bottoms[0]) if k == 1.0 else f"{s.v(node.bottoms[0])} * {k!r}"
 
 
 def _constant_onnx(b, x: str, value: float, out: str) -> None:

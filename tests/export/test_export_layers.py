@@ -76,6 +76,8 @@ CASES = [
      '"cl" type: "Clip" bottom: "x" top: "cl" clip_param { min: -0.5 max: 0.7 } } layer { '
      'name: "sw" type: "Swish" bottom: "x" top: "sw" swish_param { beta: 1.5 } } layer { '
      'name: "d" type: "Dropout" bottom: "x" top: "d" }', X),
+    ("dropout_scale_train_false", 'layer { name: "d" type: "Dropout" bottom: "x" top: "y" '
+     'dropout_param { dropout_ratio: 0.3 scale_train: false } }', X),
     ("power_exp_log", 'layer { name: "a" type: "AbsVal" bottom: "x" top: "a" } layer { '
      'name: "pw" type: "Power" bottom: "a" top: "pw" power_param { power: 1.5 scale: 2 shift: '
      '0.5 } } layer { name: "p2" type: "Power" bottom: "x" top: "p2" power_param { power: 2 } '
