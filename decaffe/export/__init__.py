@@ -114,8 +114,8 @@ def _judge(report: ExportReport, tmp_paths: list[str], final_paths: list[str]) -
     if not worst <= report.tolerance:
         bad = max(report.differences, key=report.differences.get)
         err = ExportError(f"the {report.form} export differs from decaffe: output '{bad}' by "
-                          f"{report.differences[bad]:.3g} > tolerance {report.tolerance:g}; "
-                          f"kept as {', '.join(tmp_paths)}")
+                          f"{report.differences[bad]:.3g} > tolerance {report.tolerance:g}"
+                          + (f"; kept as {', '.join(tmp_paths)}" if tmp_paths else ""))
         err.report = report
         raise err
     for tmp, final in zip(tmp_paths, final_paths):
@@ -257,14 +257,22 @@ def to_torch_program(net, path: str | None = None, *, dynamic_batch: bool = Fals
                      fold_bn: bool = False, input_shapes=None, end: str | None = None,
                      check: bool = True, tolerance: float = TOLERANCE, seed: int = 0):
     """The net as a torch.export ExportedProgram (its weights inside; torch.export.load runs
-    it without decaffe). With path, also written there (torch.export.save) and verified
-    against decaffe like to_onnx."""
+    it without decaffe), checked against decaffe like to_onnx (ExportError above
+    tolerance). With path, also written there (torch.export.save; '.unverified' when the
+    check fails)."""
     graph, _ = prepare(net, fold_bn=fold_bn, input_shapes=input_shapes, end=end,
                        dynamic_batch=dynamic_batch)
     if path is None:
         from .torch_module import export_program
+        from .verify import torch_runner
 
-        return export_program(graph)
+        program = export_program(graph)
+        if check:
+            report = ExportReport("torch.export", "<memory>", tolerance=tolerance, graph=graph)
+            report.differences = _differences(graph, torch_runner(program.module(), graph),
+                                              seed)
+            _judge(report, [], [])
+        return program
     return write_torch_program(graph, path, check, tolerance, seed).program
 
 

@@ -28,6 +28,10 @@ refuse_types("DetectionOutput decodes boxes and keeps a data-dependent number of
              "per image (per-class NMS, keep_top_k); export up to its inputs with -end (the "
              "layer before it, e.g. -end mbox_priorbox, gives mbox_loc, mbox_conf_flatten and "
              "mbox_priorbox as outputs) and decode outside the graph", "DetectionOutput")
+refuse_types("Proposal decodes anchors and keeps a data-dependent number of boxes (NMS); stop "
+             "before it with -end and run the proposal step outside the graph", "Proposal")
+refuse_types("ROIPooling/PSROIPooling bins depend on the ROI values; they are not exported yet: "
+             "stop before them with -end", "ROIPooling", "PSROIPooling")
 refuse_types("MaxUnPool scatters values to the positions of a MAX pooling's argmax mask, "
              "which is not exported; stop before it with -end", "MaxUnPool")
 

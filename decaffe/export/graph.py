@@ -27,7 +27,6 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..errors import DecaffeError, NetError, suggest
-from ..proto import caffe_pb2
 
 
 class ExportError(NetError):
@@ -98,6 +97,10 @@ def exporter_for(node: Node, graph: ExportGraph, refuse: bool = True) -> LayerEx
     ex = EXPORTS.get(node.type)
     if ex is None:
         reason = NOT_EXPORTED.get(node.type)
+        if reason is None and getattr(node.layer, "is_loss", False):
+            reason = NOT_EXPORTED.get("SoftmaxWithLoss")
+        elif reason is None and getattr(node.layer, "is_data", False) and node.type != "Input":
+            reason = NOT_EXPORTED.get("Data")
         if reason is None:
             reason = (f"no exporter for layer type '{node.type}'"
                       f"{suggest(node.type, EXPORTS)}; the exportable types are listed in "
@@ -328,5 +331,3 @@ def blob_arrays(node: Node) -> list[np.ndarray]:
 def count(shape) -> int:
     return math.prod(shape)
 
-
-TEST = caffe_pb2.TEST

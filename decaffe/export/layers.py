@@ -124,11 +124,23 @@ class DropoutExport(LayerExport):
                     "built in the TEST phase, where it is the identity")
         return None
 
+    def _test_scale(self, node) -> float:
+        """1, or 1 − ratio for the Faster R-CNN forks' scale_train: false (Caffe's 1/scale_
+        in float32, as the layer computes it)."""
+        if getattr(node.layer, "scale_train", True):
+            return 1.0
+        scale = np.float32(1.0) / (np.float32(1.0) - np.float32(node.layer.ratio))
+        return float(np.float32(1.0) / scale)
+
     def onnx(self, b, node):
-        b.identity(node.bottoms[0], node.tops[0])
+        k = self._test_scale(node)
+        if k == 1.0:
+            return b.identity(node.bottoms[0], node.tops[0])
+        b.op("Mul", [node.bottoms[0], b.scalar(k)], node.tops[0])
 
     def torch(self, s, node):
-        return s.v(node.bottoms[0])
+        k = self._test_scale(node)
+        return s.v(node.bottoms[0]) if k == 1.0 else f"{s.v(node.bottoms[0])} * {k!r}"
 
 
 def _constant_onnx(b, x: str, value: float, out: str) -> None:
@@ -405,7 +417,7 @@ def _empty(g) -> tuple[list[int], list[int]]:
     return rows, cols
 
 
-def _pool_onnx(b, x: str, method: int, g, train: bool, out: str | None, node: Node) -> str:
+def _pool_onnx(b, x: str, method: int, g, out: str | None) -> str:
     """Caffe's pooling of x with geometry g as ONNX operators; returns the output name."""
     k, s, p = list(g.kernel), list(g.stride), list(g.pad)
     if method == _POOL.AVE and g.kernel == g.size and g.pad == (0, 0):
@@ -483,8 +495,6 @@ def _pool_torch(s, x: str, method: int, g) -> str:
 class PoolingExport(LayerExport):
     def refuse(self, node, graph):
         layer = node.layer
-        if len(node.tops) > 1:
-            return "the argmax mask (second top) of MAX pooling is not exported"
         if layer.method == _POOL.STOCHASTIC and layer.phase == caffe_pb2.TRAIN:
             return ("STOCHASTIC pooling in the TRAIN phase samples at random; export the "
                     "TEST-phase net")
@@ -495,12 +505,60 @@ class PoolingExport(LayerExport):
 
     def onnx(self, b, node):
         x = node.bottoms[0]
-        _pool_onnx(b, x, node.layer.method, self._geom(node, b.shape(x)), False, node.tops[0],
-                   node)
+        g = self._geom(node, b.shape(x))
+        if len(node.tops) > 1:
+            return _max_pool_mask_onnx(b, x, g, node.tops)
+        _pool_onnx(b, x, node.layer.method, g, node.tops[0])
 
     def torch(self, s, node):
         x = node.bottoms[0]
-        return _pool_torch(s, s.v(x), node.layer.method, self._geom(node, s.shape(x)))
+        g = self._geom(node, s.shape(x))
+        if len(node.tops) > 1:
+            rows, cols = _empty(g)
+            return (f"{s.h('caffe_max_pool_mask')}({s.v(x)}, {_tuple(g.kernel)}, "
+                    f"{_tuple(g.stride)}, {_tuple(g.pad)}, {_tuple(g.after)}, {rows!r}, "
+                    f"{cols!r})")
+        return _pool_torch(s, s.v(x), node.layer.method, g)
+
+
+def _max_pool_mask_onnx(b, x: str, g, tops) -> None:
+    """MAX pooling with Caffe's argmax mask top: the flat index h·W + w into the bottom's
+    plane (a float), −1 (and −FLT_MAX) where a window holds no image pixel."""
+    k, s = list(g.kernel), list(g.stride)
+    h, w = g.size
+    wp = w + g.pad[1] + max(g.after[1], 0)
+    pads = list(g.pad) + [max(a, 0) for a in g.after]
+    explicit = any(pp >= kk for pp, kk in zip(pads, k + k))
+    if explicit:  # indices then count in the padded plane
+        x = b.op("Pad", [x, b.ints([0, 0] + pads[:2] + [0, 0] + pads[2:]),
+                         b.scalar(-np.inf)])
+        pads = [0, 0, 0, 0]
+    full = [(n + pp + a - kk) // ss + 1 for n, pp, a, kk, ss in
+            zip(g.size, g.pad, [max(a, 0) for a in g.after], k, s)]
+    y, idx = b.op("MaxPool", [x], 2, kernel_shape=k, strides=s, pads=pads)
+    if explicit:
+        hp = h + g.pad[0] + max(g.after[0], 0)
+        plane = b.op("Mod", [idx, b.const(np.int64(hp * wp), np.int64)])
+        row = b.op("Sub", [b.op("Div", [plane, b.const(np.int64(wp), np.int64)]),
+                           b.const(np.int64(g.pad[0]), np.int64)])
+        col = b.op("Sub", [b.op("Mod", [plane, b.const(np.int64(wp), np.int64)]),
+                           b.const(np.int64(g.pad[1]), np.int64)])
+        idx = b.op("Add", [b.op("Mul", [row, b.const(np.int64(w), np.int64)]), col])
+    else:  # onnxruntime counts over the whole (unpadded) tensor
+        idx = b.op("Mod", [idx, b.const(np.int64(h * w), np.int64)])
+    mask = b.op("Cast", [idx], to=1)
+    if tuple(full) != tuple(g.out):
+        y = b.slice(y, [0, 0], list(g.out), [2, 3])
+        mask = b.slice(mask, [0, 0], list(g.out), [2, 3])
+    rows, cols = _empty(g)
+    if rows or cols:
+        hole = np.zeros(g.out, dtype=bool)
+        hole[rows, :] = True
+        hole[:, cols] = True
+        y = b.op("Where", [b.const(hole, np.bool_), b.scalar(-FLT_MAX), y])
+        mask = b.op("Where", [b.const(hole, np.bool_), b.scalar(-1.0), mask])
+    b.identity(y, tops[0])
+    b.identity(mask, tops[1])
 
 
 @register_export("SPP")
@@ -514,12 +572,12 @@ class SPPExport(LayerExport):
         x = node.bottoms[0]
         levels = node.layer._geoms(tuple(b.shape(x)))
         if len(levels) == 1:
-            _pool_onnx(b, x, node.layer.method, levels[0], False, node.tops[0], node)
+            _pool_onnx(b, x, node.layer.method, levels[0], node.tops[0])
             return
         n, c = b.shape(x)[:2]
         flat = []
         for g in levels:
-            y = _pool_onnx(b, x, node.layer.method, g, False, None, node)
+            y = _pool_onnx(b, x, node.layer.method, g, None)
             flat.append(b.reshape(y, [-1 if b.graph.varies(x, 0) else n, c * g.out[0] * g.out[1]]))
         b.op("Concat", flat, node.tops[0], axis=1)
 

@@ -194,7 +194,12 @@ def generate(graph: ExportGraph) -> tuple[str, dict[str, torch.Tensor]]:
     inputs = {v: tuple(graph.shapes[v]) for v in graph.inputs}
     src.append(f"INPUTS = {inputs!r}")
     src.append(f"OUTPUTS = {list(graph.outputs)!r}")
-    src.append(f"CAFFE_NAMES = {s.caffe_names!r}")
+    if s.caffe_names:  # attribute -> Caffe layer name, one per line
+        src.append("CAFFE_NAMES = {")
+        src.extend(f"    {a!r}: {n!r}," for a, n in s.caffe_names.items())
+        src.append("}")
+    else:
+        src.append("CAFFE_NAMES = {}")
     src.append("")
     for name in s.helpers:
         src.append("")

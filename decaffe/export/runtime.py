@@ -118,11 +118,27 @@ def caffe_exp(x, inner_scale, outer_scale):
     return torch.exp(x * inner_scale) * outer_scale
 
 
+def caffe_max_pool_mask(x, kernel, stride, pad, after, empty_rows, empty_cols):
+    """Caffe's MAX pooling with its argmax mask: (top, h·W + w of each window's maximum in
+    the bottom's plane, as floats); windows with no image pixel give −FLT_MAX and −1."""
+    w = x.shape[3]
+    xp = F.pad(x, (pad[1], after[1], pad[0], after[0]), value=float("-inf"))
+    y, idx = F.max_pool2d(xp, kernel, stride, return_indices=True)
+    wp = xp.shape[3]
+    mask = ((idx // wp - pad[0]) * w + (idx % wp - pad[1])).to(x.dtype)
+    if empty_rows or empty_cols:
+        y = caffe_empty_windows(y, empty_rows, empty_cols, -3.4028234663852886e38)
+        mask = caffe_empty_windows(mask, empty_rows, empty_cols, -1.0)
+    return y, mask
+
+
 HELPERS = {f.__name__: f for f in (caffe_pool_divisor, caffe_empty_windows, caffe_lrn_within,
                                    caffe_batch_norm_batch, caffe_mvn, caffe_argmax, caffe_rnn,
-                                   caffe_lstm, caffe_lstm_step, caffe_exp)}
+                                   caffe_lstm, caffe_lstm_step, caffe_exp,
+                                   caffe_max_pool_mask)}
 # helpers that call other helpers
-HELPER_NEEDS = {"caffe_lstm": ("caffe_lstm_step",)}
+HELPER_NEEDS = {"caffe_lstm": ("caffe_lstm_step",),
+                "caffe_max_pool_mask": ("caffe_empty_windows",)}
 
 
 def caffe_normalize(x, scale, across_spatial, eps):

@@ -131,6 +131,20 @@ def test_a_wrong_export_is_kept_unverified(tmp_path, monkeypatch):
         to_torch_program(net, str(tmp_path / "n.pt2"))
     assert _left(tmp_path) == ["model.py.unverified", "n.onnx.unverified", "n.pt2.unverified",
                                "weights.pth.unverified"]
+    with pytest.raises(ExportError, match="the torch.export export differs"):
+        to_torch_program(net)  # in memory: checked all the same
     # without the run only onnx's checker stands between the export and its name
     report = to_onnx(net, str(tmp_path / "n.onnx"), check=False)
     assert not report.verified and os.path.exists(report.path)
+
+
+def test_any_loss_layer_is_refused_by_its_kind(tmp_path, monkeypatch):
+    """A loss layer without its own entry (a fork's) gets the loss message."""
+    net = _net(INPUT + 'layer { name: "l" type: "Input" top: "l" input_param { shape { dim: 1 '
+               'dim: 1 dim: 6 dim: 6 } } } layer { name: "loss" type: "EuclideanLoss" bottom: '
+               '"data" bottom: "l" top: "loss" }')
+    from decaffe.export import graph
+
+    monkeypatch.delitem(graph.NOT_EXPORTED, "EuclideanLoss")
+    with pytest.raises(ExportError, match=r"layer 'loss': \(EuclideanLoss\) a loss or accuracy"):
+        to_onnx(net, str(tmp_path / "n.onnx"))

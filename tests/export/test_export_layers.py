@@ -47,6 +47,10 @@ CASES = [
      'pooling_param { pool: AVE kernel_size: 3 stride: 3 pad: 2 } }', {"x": (1, 2, 7, 8)}),
     ("pool_floor", 'layer { name: "p" type: "Pooling" bottom: "x" top: "y" '
      'pooling_param { pool: MAX kernel_size: 2 stride: 2 round_mode: FLOOR } }', X),
+    ("pool_max_mask", 'layer { name: "p" type: "Pooling" bottom: "x" top: "y" top: "m" '
+     'pooling_param { pool: MAX kernel_size: 3 stride: 2 pad: 1 } }', {"x": (2, 3, 8, 10)}),
+    ("pool_max_mask_empty", 'layer { name: "p" type: "Pooling" bottom: "x" top: "y" top: "m" '
+     'pooling_param { pool: MAX kernel_size: 1 stride: 3 } }', {"x": (1, 2, 5, 7)}),
     ("pool_global", 'layer { name: "p" type: "Pooling" bottom: "x" top: "y" '
      'pooling_param { pool: AVE global_pooling: true } } layer { name: "q" type: "Pooling" '
      'bottom: "x" top: "z" pooling_param { pool: MAX global_pooling: true } }', X),
@@ -72,6 +76,8 @@ CASES = [
      '"cl" type: "Clip" bottom: "x" top: "cl" clip_param { min: -0.5 max: 0.7 } } layer { '
      'name: "sw" type: "Swish" bottom: "x" top: "sw" swish_param { beta: 1.5 } } layer { '
      'name: "d" type: "Dropout" bottom: "x" top: "d" }', X),
+    ("dropout_scale_train_false", 'layer { name: "d" type: "Dropout" bottom: "x" top: "y" '
+     'dropout_param { dropout_ratio: 0.3 scale_train: false } }', X),
     ("power_exp_log", 'layer { name: "a" type: "AbsVal" bottom: "x" top: "a" } layer { '
      'name: "pw" type: "Power" bottom: "a" top: "pw" power_param { power: 1.5 scale: 2 shift: '
      '0.5 } } layer { name: "p2" type: "Power" bottom: "x" top: "p2" power_param { power: 2 } '
@@ -148,6 +154,9 @@ CASES = [
 ]
 
 
+CASE = {c[0]: c for c in CASES}
+
+
 @pytest.mark.parametrize("name,text,inputs", CASES, ids=[c[0] for c in CASES])
 def test_layer_exports_match_decaffe(name, text, inputs, tmp_path):
     net = net_of(text, inputs)
@@ -158,7 +167,7 @@ def test_pooling_keeps_caffe_windows_in_onnx(tmp_path):
     """Caffe's ceil rounding with the last window clipped: explicit pads, no ceil_mode."""
     import onnx
 
-    net = net_of(CASES[5][1], CASES[5][2])
+    net = net_of(*CASE["pool_max_ceil_clip"][1:])
     from decaffe.export import to_onnx
 
     to_onnx(net, str(tmp_path / "p.onnx"))
@@ -194,7 +203,7 @@ def test_dynamic_batch(batch, tmp_path):
 def test_dynamic_batch_refuses_recurrent(tmp_path):
     from decaffe.export import ExportError, to_onnx
 
-    net = net_of(CASES[-3][1], CASES[-3][2])
+    net = net_of(*CASE["rnn"][1:])
     with pytest.raises(ExportError, match=r"layer 'r': \(RNN\).*timesteps"):
         to_onnx(net, str(tmp_path / "r.onnx"), dynamic_batch=True)
     assert not list(tmp_path.iterdir())
@@ -204,7 +213,7 @@ def test_onnx_uses_caffe_names(tmp_path):
     """Blob names stay value names, weights are initializers named layer/k."""
     import onnx
 
-    net = net_of(CASES[18][1], X)
+    net = net_of(*CASE["batchnorm_scale_bias"][1:])
     from decaffe.export import to_onnx
 
     to_onnx(net, str(tmp_path / "n.onnx"))
