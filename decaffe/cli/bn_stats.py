@@ -58,13 +58,13 @@ def _build(model: str, phase: int, args):
 
 
 def _show(argv: list[str]) -> int:
-    from ..bn import stats as stats  # noqa: PLC0414
-
     fp = FlagParser(f"{argv[0]} show", "Show BatchNorm statistics and their problems.")
     _common(fp)
     fp.flag("weights", default="", help="optional; the trained weights")
     fp.flag("phase", default="", help="optional; network phase (TRAIN or TEST), default TEST")
     args = fp.parse(argv[2:])
+    from ..bn import stats  # after parsing: -help needs no PyTorch
+
     if not args.model:
         raise DecaffeError("-model: required")
     require_file(args.model, "model")
@@ -100,8 +100,6 @@ def _scores(label: str, values: dict[str, float]) -> str:
 
 
 def _recompute(argv: list[str]) -> int:
-    from ..bn import stats as stats  # noqa: PLC0414
-
     fp = FlagParser(f"{argv[0]} recompute",
                     "Recompute BatchNorm statistics as an exact average over N batches.")
     _common(fp)
@@ -114,6 +112,8 @@ def _recompute(argv: list[str]) -> int:
     fp.flag("test_model", default="",
             help="optional; the net to score in the TEST phase (default: -model)")
     args = fp.parse(argv[2:])
+    from ..bn import stats  # after parsing: -help needs no PyTorch
+
     for flag in ("model", "weights", "out"):
         if not getattr(args, flag):
             raise DecaffeError(f"-{flag}: required")

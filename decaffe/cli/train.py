@@ -22,8 +22,6 @@ from __future__ import annotations
 import os
 import signal
 
-import torch
-
 from .. import log
 from .. import mode as _mode
 from ..errors import DecaffeError
@@ -42,6 +40,8 @@ def parse_gpus(flag: str) -> list[int]:
     if not flag:
         return []
     if flag == "all":
+        import torch
+
         n = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if n == 0:
             raise DecaffeError("-gpu all: no CUDA device is available to PyTorch")
@@ -58,6 +58,8 @@ def parse_gpus(flag: str) -> list[int]:
 
 def use_gpu(device_id: int) -> str:
     """Switch to GPU mode on a device; a clear error when there is none. Returns its name."""
+    import torch
+
     if not torch.cuda.is_available():
         raise DecaffeError(f"-gpu {device_id}: no CUDA device is available to PyTorch (torch "
                            f"{torch.__version__}); run without -gpu to use the CPU")
@@ -199,6 +201,8 @@ def _train(args) -> int:
 
 
 def _train_with(args, signals) -> int:
+    import torch
+
     from ..solvers import read_solver_param, solver_class
 
     param, _ = read_solver_param(args.solver)
