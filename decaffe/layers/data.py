@@ -178,8 +178,10 @@ class _BaseDataLayer(Layer):
         if self._finalizer is not None:
             self._finalizer.detach()
             self._finalizer = None
-        self._loader.close()
-        self._loader = None
+        loader, self._loader = self._loader, None
+        loader.close(timeout=120.0)  # the thread must be done with the source before it moves
+        if loader.alive:
+            raise self._error("the prefetch thread did not stop; cannot move its source")
         try:
             src.restore(state)
         except (KeyError, TypeError, ValueError, IndexError) as e:
