@@ -664,12 +664,9 @@ def worker_main(seed_dir: str) -> int:
     import gc
     import traceback
 
-    import torch
-
-    from decaffe.errors import DecaffeError
-
-    torch.set_num_threads(1)
     import logging
+
+    from decaffe.errors import DecaffeError  # torch loads with the first net (one thread)
 
     logging.disable(logging.WARNING)
     with open(os.path.join(seed_dir, "seeds.json")) as f:
