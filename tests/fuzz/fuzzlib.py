@@ -330,8 +330,6 @@ def hdf5_mutation(src: str, dst: str, r: random.Random) -> None:
     """A structural change to an HDF5 file, made with h5py (or a byte mutation): a dataset
     retyped, reshaped, emptied, grown huge without data, replaced by a group or removed, an
     attribute or extra dataset added, a scalar given a wrong type."""
-    import h5py
-    import numpy as np
 
     if r.random() < 0.35:
         with open(src, "rb") as f:
@@ -340,6 +338,19 @@ def hdf5_mutation(src: str, dst: str, r: random.Random) -> None:
             f.write(byte_mutation(data, r))
         return
     shutil.copyfile(src, dst)
+    try:
+        _hdf5_structural(dst, r)
+    except Exception:  # noqa: BLE001 - an op that does not apply here: mutate the bytes
+        with open(src, "rb") as f:
+            data = f.read()
+        with open(dst, "wb") as f:
+            f.write(byte_mutation(data, r))
+
+
+def _hdf5_structural(dst: str, r: random.Random) -> None:
+    import h5py
+    import numpy as np
+
     with h5py.File(dst, "a") as f:
         names = []
         f.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
@@ -662,9 +673,8 @@ def _is_overcap(e: BaseException) -> bool:
 
 def worker_main(seed_dir: str) -> int:
     import gc
-    import traceback
-
     import logging
+    import traceback
 
     from decaffe.errors import DecaffeError  # torch loads with the first net (one thread)
 
