@@ -615,6 +615,10 @@ def _load(case: dict, seeds: dict, cache: dict) -> None:
             nets.append(net)
             for _ in range(4):
                 net.forward()
+        elif fmt == "warmup":  # imports and a first net, before any case is timed
+            net = decaffe.Net(seeds["net.prototxt"], decaffe.TEST)
+            nets.append(net)
+            net.forward()
         elif fmt.startswith("selftest_"):  # the harness's own check of its outcomes
             kind = fmt[len("selftest_"):]
             if kind == "crash":
@@ -732,13 +736,20 @@ class Worker:
             [sys.executable, os.path.abspath(__file__), "--worker", self.seed_dir],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
             text=True, preexec_fn=_cap_memory(self.cap), cwd=self.seed_dir)
+        # Start-up (torch's import, on a busy machine) is not part of any case's time.
+        res = self._ask({"fmt": "warmup", "index": -1, "path": "", "extra": {}}, 600.0)
+        if res.get("outcome") != "loaded":
+            raise RuntimeError(f"the fuzz worker does not start: {res}")
 
     def run(self, case: Case, timeout: float) -> dict:
-        import selectors
-
         if self.proc is None or self.proc.poll() is not None:
             self.start()
         msg = {"fmt": case.fmt, "index": case.index, "path": case.path, "extra": case.extra}
+        return self._ask(msg, timeout)
+
+    def _ask(self, msg: dict, timeout: float) -> dict:
+        import selectors
+
         try:
             self.proc.stdin.write(json.dumps(msg) + "\n")
             self.proc.stdin.flush()
