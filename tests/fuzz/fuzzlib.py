@@ -724,8 +724,8 @@ def _cap_memory(cap: int):
 class Worker:
     """A worker process under the memory cap; restarted after a crash or a hang."""
 
-    def __init__(self, seed_dir: str, cap: int):
-        self.seed_dir, self.cap = seed_dir, cap
+    def __init__(self, seed_dir: str, cap: int, warm: bool = True):
+        self.seed_dir, self.cap, self.warm = seed_dir, cap, warm
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
@@ -736,6 +736,8 @@ class Worker:
             [sys.executable, os.path.abspath(__file__), "--worker", self.seed_dir],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
             text=True, preexec_fn=_cap_memory(self.cap), cwd=self.seed_dir)
+        if not self.warm:
+            return
         # Start-up (torch's import, on a busy machine) is not part of any case's time.
         res = self._ask({"fmt": "warmup", "index": -1, "path": "", "extra": {}}, 600.0)
         if res.get("outcome") != "loaded":

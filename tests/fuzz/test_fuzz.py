@@ -43,7 +43,7 @@ def test_mutations_are_seeded_and_varied(tmp_path):
 def test_harness_tells_every_outcome_apart(tmp_path):
     cases = ["named", "unnamed", "other", "crash", "hang", "overcap"]
     seeds = fuzzlib.prepare_seeds(str(tmp_path))
-    worker = fuzzlib.Worker(seeds["folder"], fuzzlib.MEMORY_CAP)
+    worker = fuzzlib.Worker(seeds["folder"], fuzzlib.MEMORY_CAP, warm=False)
     try:
         got = {}
         for kind in cases:
