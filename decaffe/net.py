@@ -240,9 +240,19 @@ class Net(torch.nn.Module):
         self._dtype = dtype
         self._device = torch.device("cpu")
         self._dirty_blobs: set[Blob] = set()
-        self._build(param)
-        if weights is not None:
-            self.copy_from(weights)
+        try:
+            self._build(param)
+            if weights is not None:
+                self.copy_from(os.fsdecode(weights))
+        except BaseException:
+            # a net that fails to build releases what its layers opened (databases, threads)
+            for layer in [*getattr(self, "_layers", ()), getattr(self, "_building", None)]:
+                close = getattr(layer, "close", None)
+                if callable(close):
+                    close()
+            raise
+        finally:
+            self.__dict__.pop("_building", None)
 
     # -- construction ---------------------------------------------------------------------------
     def _build(self, in_param) -> None:
@@ -314,6 +324,7 @@ class Net(torch.nn.Module):
                     top_ids.append(self._new_blob(tname))
                 available.add(tname)
             bottom_shapes = [shapes[b] for b in bottom_ids]
+            self.__dict__["_building"] = layer  # closed with the others if the build fails
             try:
                 layer.setup(bottom_shapes)
                 top_shapes = layer.reshape(bottom_shapes)

@@ -260,6 +260,8 @@ def _check_shape(shape: tuple[int, ...]) -> int:
     count = 1
     for d in shape:
         count *= d
+    if count > 2**31 - 1:  # Caffe's Blob::Reshape refuses it (blob size exceeds INT_MAX)
+        raise _Corrupt(f"a blob's shape {shape} has more than INT_MAX elements")
     return count
 
 

@@ -178,8 +178,10 @@ class _BaseDataLayer(Layer):
         if self._finalizer is not None:
             self._finalizer.detach()
             self._finalizer = None
-        self._loader.close()
-        self._loader = None
+        loader, self._loader = self._loader, None
+        loader.close(timeout=120.0)  # the thread must be done with the source before it moves
+        if loader.alive:
+            raise self._error("the prefetch thread did not stop; cannot move its source")
         try:
             src.restore(state)
         except (KeyError, TypeError, ValueError, IndexError) as e:
@@ -471,6 +473,14 @@ class ImageDataLayer(_BaseDataLayer):
                    "new_height and new_width must be set together", "image_data_param.new_height")
         self.check(p.batch_size > 0, "must be positive", "image_data_param.batch_size")
         self.check(bool(p.source), "a list file must be given", "image_data_param.source")
+        if new_h and new_w:  # the resize would allocate it: refuse what a blob cannot hold
+            from ..blob import check_memory, check_shape
+
+            try:
+                shape = check_shape((p.batch_size, 3, new_h, new_w), "image_data_param")
+                check_memory(shape, 4, "cpu", "image_data_param")
+            except DecaffeError as e:
+                raise self._error(f"new_height x new_width: {e}") from None
         rng = layer_rng()
         with self._guard("transform_param"):
             tr = DataTransformer(transform_param_of(self.lp, p), self.phase, rng=rng)

@@ -186,9 +186,9 @@ class Solver:
             with open(probe, "w"):
                 pass
             os.remove(probe)
-        except OSError:
+        except (OSError, ValueError):  # ValueError: a NUL byte in the prefix
             raise SolverError(f"snapshot_prefix: cannot write to snapshot prefix "
-                              f"'{p.snapshot_prefix}'; make sure that the directory exists and "
+                              f"{p.snapshot_prefix!r}; make sure that the directory exists and "
                               "is writeable") from None
 
     def _train_net_param(self) -> tuple[caffe_pb2.NetParameter, caffe_pb2.NetParameter]:

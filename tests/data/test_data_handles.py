@@ -121,3 +121,24 @@ def test_handles_end_with_close_del_and_failure(tmp_path):
             net.forward()
     assert all(p.wait(5) is not None for p in procs)
     assert os.path.isdir(db)
+
+
+def test_a_net_that_fails_to_build_releases_its_data_layers(tmp_path, monkeypatch):
+    from decaffe.data import db as dbmod
+
+    db = str(tmp_path / "db")
+    _write(db, [0, 1, 2, 3]).close()
+    started = []
+    real = dbmod._Reader.__init__
+
+    def spy(self, *a, **kw):
+        real(self, *a, **kw)
+        started.append(self.proc)
+
+    monkeypatch.setattr(dbmod._Reader, "__init__", spy)
+    text = (f'layer {{ name: "d" type: "Data" top: "data" top: "label" data_param {{ '
+            f'source: "{db}" backend: LMDB batch_size: 2 }} }} '
+            'layer { name: "bad" type: "InnerProduct" bottom: "data" top: "ip" }')
+    with pytest.raises(DecaffeError, match="num_output"):
+        caffe.Net(text, caffe.TRAIN)  # the second layer is refused after the first opened
+    assert started and all(p.wait(5) is not None for p in started)

@@ -171,3 +171,21 @@ def test_nul_byte_in_paths_is_a_decaffe_error(tmp_path):
             'backend: LMDB batch_size: 1 } }')
     with pytest.raises(DecaffeError, match="NUL"):
         decaffe.Net(text, decaffe.TEST)
+
+
+def test_nul_in_snapshot_prefix_and_huge_image_resize(tmp_path):
+    (tmp_path / "n.prototxt").write_text(IP)
+    param = caffe_pb2.SolverParameter(net=str(tmp_path / "n.prototxt"), base_lr=0.1,
+                                      lr_policy="fixed", max_iter=1, snapshot=1,
+                                      snapshot_prefix=str(tmp_path / "a\0b"))
+    with pytest.raises(SolverError, match="snapshot_prefix"):
+        decaffe.SGDSolver(param)
+    import cv2
+
+    cv2.imwrite(str(tmp_path / "i.png"), np.zeros((4, 4, 3), np.uint8))
+    (tmp_path / "l.txt").write_text("i.png 0\n")
+    text = ('layer { name: "img" type: "ImageData" top: "data" top: "label" image_data_param { '
+            f'source: "{tmp_path / "l.txt"}" root_folder: "{tmp_path}/" batch_size: 1 '
+            'new_height: 2000000000 new_width: 2000000000 } }')
+    with pytest.raises(NetError, match="layer 'img'.*INT_MAX"):
+        decaffe.Net(text, decaffe.TEST)
