@@ -392,10 +392,12 @@ class Solver:
         if self.requested_early_exit:
             log.info("Optimization stopped early.")
             return
-        if root and p.display and self._iter % p.display == 0:
+        if p.display and self._iter % p.display == 0 and (root or _mode.sync_bn()):
+            # with -sync_bn every worker joins this pass: its BatchNorm needs every batch
             loss = self.net.forward_loss()
-            self._update_smoothed_loss(loss, start_iter, p.average_loss)
-            log.info(f"Iteration {self._iter}, loss = {log.fmt(self.smoothed_loss)}")
+            if root:
+                self._update_smoothed_loss(loss, start_iter, p.average_loss)
+                log.info(f"Iteration {self._iter}, loss = {log.fmt(self.smoothed_loss)}")
         if root and p.test_interval and self._iter % p.test_interval == 0:
             self.test_all()
         log.info("Optimization Done.")
