@@ -75,6 +75,9 @@ class Blob:
         if self._dirty[which]:
             return self._host[which]
         t = self.tensor(which).detach()
+        if t.dtype in (torch.bfloat16, torch.float16):
+            # a bf16/fp16 activation (decaffe.precision): pycaffe sees a float32 copy
+            return t.float().cpu().numpy()
         if t.device.type == "cpu":
             return t.numpy()
         host = t.cpu().numpy()

@@ -28,6 +28,7 @@ from .. import log
 from .. import mode as _mode
 from ..errors import DecaffeError
 from ..proto import caffe_pb2
+from . import speed
 from .flags import FlagParser
 
 EFFECTS = ("stop", "snapshot", "none")
@@ -181,6 +182,7 @@ def main(argv: list[str]) -> int:
     fp.flag("nan_effect", default="stop", choices=("stop", "continue"),
             help="on a NaN or infinite loss: stop with an error naming the layer, or continue")
     fp.bool_flag("progress", default=True, help="show a progress bar when stderr is a terminal")
+    speed.add_flags(fp)
     args = fp.parse(argv[1:])
 
     with log.python_logging():
@@ -245,6 +247,7 @@ def _train(args, argv: list[str] | None = None) -> int:
         else:
             log.info("Use CPU.")
             _mode.set_mode_cpu()
+    speed.apply(args)
     if args.sync_bn and worker is None:
         log.info("-sync_bn: a single worker; BatchNorm uses its own batch as always")
 
@@ -260,8 +263,13 @@ def _solve(args, param, signals, worker) -> int:
     from ..solvers import solver_class
 
     solver = solver_class(param.type)(param)
+    for net in [solver.net, *solver.test_nets]:
+        speed.prepare(net)
     solver.stop_on_nonfinite = args.nan_effect == "stop"
     solver.set_action_function(signals.action)
+    from ..threads import Retuner
+
+    solver.add_callback(Retuner().poll, None)  # thread count follows the machine's load
     resume = args.snapshot
     if resume == "auto":
         from ..distributed.resume import newest_complete_snapshot

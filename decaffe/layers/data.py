@@ -53,7 +53,9 @@ def _pool() -> ThreadPoolExecutor:
     """Threads shared by every data layer for decoding images (OpenCV releases the GIL)."""
     global _POOL
     if _POOL is None:
-        _POOL = ThreadPoolExecutor(max_workers=max(2, min(4, os.cpu_count() or 2)),
+        from ..threads import decode_workers
+
+        _POOL = ThreadPoolExecutor(max_workers=decode_workers(max(2, min(4, os.cpu_count() or 2))),
                                    thread_name_prefix="decaffe-decode")
     return _POOL
 

@@ -66,6 +66,8 @@ class BatchNormLayer(Layer):
         shape = x.shape
         x3 = x.reshape(shape[0], 1) if x.dim() == 1 else x
         mean_sum, var_sum, factor = self.blob_params[0], self.blob_params[1], self.blob_params[2]
+        if x3.dtype != mean_sum.dtype and x3.device.type == "cpu":
+            x3 = x3.to(mean_sum.dtype)  # bf16/fp16 autocast: the statistics stay float32
         if self.use_global_stats:
             inv = torch.where(factor == 0, torch.zeros_like(factor), 1.0 / factor)
             y = F.batch_norm(x3, mean_sum * inv, var_sum * inv, weight, bias, False, 0.0,
@@ -79,10 +81,8 @@ class BatchNormLayer(Layer):
         # Batch statistics: the fused kernel with momentum 1 leaves exactly the batch mean
         # and the unbiased batch variance in the scratch buffers, then Caffe's sums update.
         m = x3.numel() // self.channels
-        # the statistics stay float32 under autocast (bf16/fp16 activations)
+        # the statistics stay float32 under autocast (bf16/fp16 activations on a GPU)
         stat_dtype = mean_sum.dtype
-        if x3.dtype != stat_dtype and x3.device.type == "cpu":
-            x3 = x3.to(stat_dtype)
         run_mean = torch.zeros(self.channels, dtype=stat_dtype, device=x.device)
         run_var = torch.zeros(self.channels, dtype=stat_dtype, device=x.device)
         if x3.dim() > 2 or x3.shape[0] > 1:

@@ -26,7 +26,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from .. import log
+from .. import log, precision
 from .. import mode as _mode
 from ..errors import SolverError, suggest
 from ..proto import caffe_pb2
@@ -332,6 +332,7 @@ class Solver:
         # in multi-process training only the root solver (rank 0) tests, displays and
         # snapshots on schedule, as Caffe's root_solver() decides
         root = _mode.solver_rank() == 0
+        scaler = precision.loss_scaler_for(self)  # fp16 only
         while self._iter < stop_iter:
             net.clear_param_diffs()
             if (root and p.test_interval and self._iter % p.test_interval == 0
@@ -359,7 +360,8 @@ class Solver:
             for _, on_ready in self._callbacks:
                 if on_ready is not None:
                     on_ready()
-            self.apply_update()
+            if scaler is None or precision.unscale_gradients(self, scaler):
+                self.apply_update()
             if display and p.debug_info:
                 self._debug_update()
             self._iter += 1
