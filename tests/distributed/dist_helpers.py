@@ -38,7 +38,8 @@ layer { name: "sc" type: "Scale" bottom: "ip1" top: "ip1" scale_param { bias_ter
 layer {{ name: "data" type: "HDF5Data" top: "data" top: "label"
         hdf5_data_param {{ source: "{listing}" batch_size: {batch} }} }}
 layer {{ name: "ip1" type: "InnerProduct" bottom: "data" top: "ip1"
-        inner_product_param {{ num_output: 6 weight_filler {{ type: "gaussian" std: 0.3 }} }} }}{mid}
+        inner_product_param {{ num_output: 6
+                               weight_filler {{ type: "gaussian" std: 0.3 }} }} }}{mid}
 layer {{ name: "relu" type: "ReLU" bottom: "ip1" top: "ip1" }}
 layer {{ name: "ip2" type: "InnerProduct" bottom: "ip1" top: "ip2"
         inner_product_param {{ num_output: 3 weight_filler {{ type: "xavier" }} }} }}
@@ -94,3 +95,9 @@ def params(net_path: str, model: str) -> dict[str, np.ndarray]:
            for i, b in enumerate(blobs)}
     net.close()
     return out
+
+
+def final(folder, tag: str, iteration: int = 12) -> dict[str, np.ndarray]:
+    """The weights the run `tag` (write_solver) snapshotted at the end."""
+    return params(os.path.join(folder, f"net_{tag}.prototxt"),
+                  os.path.join(folder, tag, f"snap_iter_{iteration}.caffemodel"))

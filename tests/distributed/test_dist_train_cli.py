@@ -41,11 +41,9 @@ def test_two_workers_equal_one_worker_with_the_double_batch(tmp_path):
     # rank 0 alone logs: one "Iteration 4, loss" line, not two
     assert r.stderr.count("Iteration 4, loss = ") == 1
     H.train("-solver", one)
-    got = H.params(str(tmp_path / "net_two.prototxt"), str(tmp_path / "two" / "snap_iter_12.caffemodel"))
-    want = H.params(str(tmp_path / "net_one.prototxt"), str(tmp_path / "one" / "snap_iter_12.caffemodel"))
+    got = H.final(tmp_path, "two")
+    want = H.final(tmp_path, "one")
     _close(got, want)
-    init = H.params(str(tmp_path / "net_one.prototxt"), str(tmp_path / "one" / "snap_iter_12.caffemodel"))
-    assert any(np.abs(v).max() > 0 for v in init.values())
 
 
 def test_sync_bn_statistics_are_the_global_batch_ones(tmp_path):
@@ -61,8 +59,8 @@ def test_sync_bn_statistics_are_the_global_batch_ones(tmp_path):
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-4000:]
     H.train("-solver", one)
-    got = H.params(str(tmp_path / "net_two.prototxt"), str(tmp_path / "two" / "snap_iter_12.caffemodel"))
-    want = H.params(str(tmp_path / "net_one.prototxt"), str(tmp_path / "one" / "snap_iter_12.caffemodel"))
+    got = H.final(tmp_path, "two")
+    want = H.final(tmp_path, "one")
     _close(got, want, rtol=2e-5, atol=2e-6)
     assert want["bn/2"][0] > 1  # the statistics did accumulate
 
@@ -74,7 +72,7 @@ def test_without_sync_bn_each_worker_keeps_its_own_statistics(tmp_path):
     listing = H.write_data(str(tmp_path), 64, seed=4)
     two = H.write_solver(str(tmp_path), "two", listing, 4, bn=True, base_lr=0)
     H.train("-solver", two, "-workers", "2")
-    got = H.params(str(tmp_path / "net_two.prototxt"), str(tmp_path / "two" / "snap_iter_12.caffemodel"))
+    got = H.final(tmp_path, "two")
     import h5py
 
     with h5py.File(str(tmp_path / "data.h5")) as f:
@@ -86,14 +84,11 @@ def test_without_sync_bn_each_worker_keeps_its_own_statistics(tmp_path):
     (even / "list.txt").write_text(str(even / "data.h5") + "\n")
     own = H.write_solver(str(even), "own", str(even / "list.txt"), 4, bn=True, base_lr=0)
     H.train("-solver", own)
-    mine = H.params(str(even / "net_own.prototxt"), str(even / "own" / "snap_iter_12.caffemodel"))
+    mine = H.final(even, "own")
     for k in ("bn/0", "bn/1", "bn/2"):
         np.testing.assert_allclose(got[k], mine[k], rtol=1e-5, atol=1e-6, err_msg=k)
-    whole = H.write_solver(str(tmp_path), "whole", listing, 8, bn=True, base_lr=0)
-    H.train("-solver", whole)
-    glob_stats = H.params(str(tmp_path / "net_whole.prototxt"),
-                          str(tmp_path / "whole" / "snap_iter_12.caffemodel"))
-    assert not np.allclose(got["bn/1"], glob_stats["bn/1"], rtol=1e-3)
+    # and not those of all records (rank 1's odd ones differ)
+    assert not np.allclose(x[0::2].mean(0), x[1::2].mean(0), rtol=1e-2)
 
 
 def test_a_killed_worker_is_named_and_snapshot_auto_resumes_exactly(tmp_path):
