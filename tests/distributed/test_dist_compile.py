@@ -44,7 +44,8 @@ def _losses(net_param, shape, classes, iters, compiled: bool) -> tuple[list, dic
 
 
 def _mlp_bn(batch: int):
-    from decaffe.netspec import NetSpec, layers as L
+    from decaffe.netspec import NetSpec
+    from decaffe.netspec import layers as L
 
     n = NetSpec()
     n.data = L.Input(shape=dict(dim=[batch, 5]))
