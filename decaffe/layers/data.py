@@ -283,16 +283,19 @@ class _ImageSource:
     """Reads, resizes and transforms a batch of listed images (runs in the worker)."""
 
     def __init__(self, layer_name, lines, root, new_h, new_w, is_color, transformer, batch_size,
-                 shuffle_rng, start):
+                 shuffle_rng, start, phase=caffe_pb2.TRAIN):
         self.layer_name, self.lines, self.root = layer_name, lines, root
         self.new_h, self.new_w, self.is_color = new_h, new_w, is_color
         self.transformer, self.batch_size = transformer, batch_size
         self.shuffle_rng, self.pos = shuffle_rng, start
+        # several solvers: each keeps every solver_count-th image, as the Data layer does
+        self.keep = _solver_keep(phase)
 
     def _next_indices(self) -> list[int]:
         out = []
-        for _ in range(self.batch_size):
-            out.append(self.pos)
+        while len(out) < self.batch_size:
+            if self.keep is None or self.keep():
+                out.append(self.pos)
             self.pos += 1
             if self.pos >= len(self.lines):
                 self.pos = 0
@@ -365,7 +368,7 @@ class ImageDataLayer(_BaseDataLayer):
             shape = tr.output_shape(hwc_to_chw(first).shape)
         self._top_shapes = [(p.batch_size,) + shape, (p.batch_size,)]
         src = _ImageSource(self.name, lines, root, new_h, new_w, p.is_color, tr, p.batch_size,
-                           shuffle_rng, start)
+                           shuffle_rng, start, self.phase)
         self.transformer = tr
         self._start(src.produce, self.lp.data_param.prefetch)
 
