@@ -737,6 +737,10 @@ class Net(torch.nn.Module):
             raise NetError(f"no layer named '{name}'{suggest(name, self._layer_names)}") from None
 
     def _forward(self, start: int, end: int) -> float:
+        if (self._compiled is not None and not self._needs_graph and start == 0
+                and end == len(self._layers) - 1):
+            loss = self._compiled.forward(grad=False)  # a deploy net, compiled
+            return 0.0 if loss is None else float(loss.detach())
         loss = self._forward_range(start, end)
         return 0.0 if loss is None else float(loss.detach())
 

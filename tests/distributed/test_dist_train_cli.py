@@ -20,6 +20,7 @@ import time
 import dist_helpers as H
 import numpy as np
 import pytest
+import torch
 
 from decaffe.distributed import has_nccl
 
@@ -195,3 +196,52 @@ def test_snapshot_auto_picks_the_newest_complete_snapshot(tmp_path):
         f.write(b"\x08")
     os.remove(prefix + "_iter_4.caffemodel")
     assert newest_complete_snapshot(prefix).endswith("snap_iter_2.solverstate")
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return sorted(int(c) for c in f.read().split())
+    except OSError:
+        return []
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="needs Linux /proc")
+def test_the_parent_names_a_killed_worker_and_exits_non_zero(tmp_path):
+    listing = H.write_data(str(tmp_path), 64)
+    solver = H.write_solver(str(tmp_path), "par", listing, 4, max_iter=100000, snapshot=10)
+    parent = subprocess.Popen([sys.executable, "-m", "decaffe", "train", "-solver", solver,
+                               "-workers", "2"], env=H.env(DECAFFE_HEARTBEAT_TIMEOUT=20),
+                              cwd=H.REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True)
+    try:
+        deadline = time.monotonic() + 180
+        first = tmp_path / "par" / "snap_iter_10.solverstate"
+        while not first.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        kids = _children(parent.pid)
+        assert first.exists() and len(kids) == 2, kids
+        os.kill(kids[1], 9)  # rank 1: the second worker started
+        out = parent.communicate(timeout=60)[0]
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+        for k in _children(parent.pid):
+            os.kill(k, 9)
+    assert parent.returncode != 0
+    assert "worker rank 1" in out and "SIGKILL" in out, out[-3000:]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.device_count() < 2,
+                    reason="needs two CUDA devices")
+def test_two_gpus_equal_one_gpu_with_the_double_batch(tmp_path):
+    """NCCL: -gpu 0,1 against -gpu 0 with the double batch."""
+    listing = H.write_data(str(tmp_path), 64)
+    two = H.write_solver(str(tmp_path), "two", listing, 4, bn=True)
+    one = H.write_solver(str(tmp_path), "one", listing, 8, bn=True)
+    r = H.train("-solver", two, "-gpu", "0,1", "-sync_bn")
+    assert "All 2 workers end with bitwise-equal weights" in r.stderr
+    assert "backend nccl" in r.stderr
+    H.train("-solver", one, "-gpu", "0")
+    _close(H.final(tmp_path, "two"), H.final(tmp_path, "one"), rtol=1e-4, atol=1e-5)
