@@ -133,13 +133,30 @@ def init_group(uid=b"", *, timeout_s: float = 1800.0) -> bool:
     kwargs = {}
     if be == "nccl":
         kwargs["device_id"] = torch.device("cuda", torch.cuda.current_device())
+    timeout = datetime.timedelta(seconds=timeout_s)
     try:
+        if method == "env://" and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+            kwargs["store"] = _attempt_store(timeout)
+            method = None
         dist.init_process_group(be, init_method=method, world_size=count, rank=rank,
-                                timeout=datetime.timedelta(seconds=timeout_s), **kwargs)
+                                timeout=timeout, **kwargs)
     except (RuntimeError, ValueError, OSError) as e:
         raise ParallelError(f"rank {rank} of {count} could not join the group at {method} "
                             f"({be}): {e}") from e
     return True
+
+
+def _attempt_store(timeout):
+    """The launcher's store (torchrun's agent, or decaffe train's parent) under a prefix of
+    this attempt: after `torchrun --max_restarts` restarts the workers, the store still holds
+    the previous attempt's addresses, which a new group must not read."""
+    from torch.distributed import PrefixStore, TCPStore
+
+    client = TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]),
+                      is_master=False, timeout=timeout)
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    run = os.environ.get("TORCHELASTIC_RUN_ID", os.environ.get("DECAFFE_RUN_ID", "run"))
+    return PrefixStore(f"decaffe-pg/{run}/{attempt}/", client)
 
 
 def shutdown() -> None:

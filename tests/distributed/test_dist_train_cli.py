@@ -245,3 +245,37 @@ def test_two_gpus_equal_one_gpu_with_the_double_batch(tmp_path):
     assert "backend nccl" in r.stderr
     H.train("-solver", one, "-gpu", "0")
     _close(H.final(tmp_path, "two"), H.final(tmp_path, "one"), rtol=1e-4, atol=1e-5)
+
+
+def test_torchrun_max_restarts_recovers_a_lost_worker(tmp_path):
+    """torchrun --max_restarts 1 with -snapshot auto: a SIGKILLed worker makes torchrun
+    restart both; they resume from the newest snapshot (each attempt joins its own group,
+    not the previous attempt's addresses left in the store) and finish."""
+    listing = H.write_data(str(tmp_path), 160, seed=5)
+    solver = H.write_solver(str(tmp_path), "tr", listing, 4, max_iter=160, snapshot=20,
+                            base_lr=0.05)
+    port = H.free_port()
+    run = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node",
+                            "2", "--max_restarts", "1", "--rdzv_backend", "c10d",
+                            "--rdzv_endpoint", f"127.0.0.1:{port}", "-m", "decaffe", "train",
+                            "-solver", solver, "-snapshot", "auto"], cwd=H.REPO,
+                           env=H.env(DECAFFE_HEARTBEAT_TIMEOUT=20), stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+    try:
+        first = tmp_path / "tr" / "snap_iter_20.solverstate"
+        deadline = time.monotonic() + 180
+        while not first.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        agents = _children(run.pid)
+        workers = [w for a in agents for w in _children(a)] or agents
+        assert first.exists() and len(workers) >= 2, workers
+        os.kill(max(workers), 9)
+        out = run.communicate(timeout=240)[0]
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    if "Resuming from" not in out:
+        pytest.skip("the run finished before the kill (machine too fast)")
+    assert run.returncode == 0, out[-3000:]
+    assert (tmp_path / "tr" / "snap_iter_160.caffemodel").exists()
