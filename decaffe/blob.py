@@ -2,17 +2,104 @@
 
 On the CPU the arrays share memory with the tensors, so writing
 `blob.data[...] = x` changes what the next forward reads, with no copy.
+An array, once handed out, stays the blob's memory, as in pycaffe: the
+engine's later outputs (forward) and gradients (backward) of the same shape
+are copied into it, so an array taken before ``net.forward()`` shows the new
+values after it. Until an array is handed out the blob just holds the
+engine's tensors (no copy: the solver's passes keep their speed).
 On a GPU the arrays are host copies, synchronised as Caffe's SyncedMemory
-does: reading gives the device's latest values; writing marks the host copy
-as the newest, and the net uploads it before its next pass.
+does: reading gives the device's latest values (into the same host array);
+writing marks the host copy as the newest, and the net uploads it before its
+next pass.
 """
 
 from __future__ import annotations
+
+import operator
+import os
+import resource
 
 import numpy as np
 import torch
 
 from .errors import DecaffeError
+
+INT_MAX = 2**31 - 1  # Caffe's Blob::Reshape limit on a blob's element count
+_CHECK_MEMORY_FROM = 1 << 24  # bytes; smaller blobs are not worth a look at free memory
+
+
+def check_shape(shape, what: str) -> tuple[int, ...]:
+    """shape as a tuple of ints, refused (DecaffeError naming `what` and the dimension) when a
+    dimension is not an integer or is negative, or the element count passes INT_MAX, as
+    Caffe's Blob::Reshape checks."""
+    dims = []
+    for i, d in enumerate(shape):
+        if isinstance(d, bool):
+            d = int(d)
+        try:
+            v = operator.index(d)
+        except TypeError:
+            raise DecaffeError(f"{what}: dimension {i} of {tuple(shape)} is {d!r}, not an "
+                               "integer") from None
+        if v < 0:
+            raise DecaffeError(f"{what}: negative dimension in {tuple(shape)} "
+                               f"(dimension {i} is {v})")
+        dims.append(v)
+    count = 1
+    for i, v in enumerate(dims):
+        if v == 0:
+            break
+        count *= v
+        if count > INT_MAX:
+            raise DecaffeError(f"{what}: shape {tuple(dims)} has more than INT_MAX ({INT_MAX}) "
+                               f"elements, Caffe's limit for a blob (passed at dimension {i})")
+    return tuple(dims)
+
+
+def free_memory(device: torch.device | str | None = None) -> int:
+    """Bytes that can still be allocated on device: CUDA's free memory; on the CPU the
+    system's available memory, less what the address-space limit (RLIMIT_AS) leaves."""
+    dev = torch.device(device or "cpu")
+    if dev.type == "cuda":
+        return int(torch.cuda.mem_get_info(dev)[0])
+    avail = None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    avail = int(line.split()[1]) * 1024
+                    break
+    except OSError:
+        pass
+    if avail is None:
+        try:
+            avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, AttributeError):
+            avail = 1 << 62
+    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+    if limit != resource.RLIM_INFINITY:
+        try:
+            with open("/proc/self/statm") as f:
+                used = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError):
+            used = 0
+        avail = min(avail, max(0, limit - used))
+    return avail
+
+
+def check_memory(shape, itemsize: int, device, what: str) -> None:
+    """Refuse (DecaffeError naming `what` and the shape) a blob whose bytes pass the free
+    memory of the device, before anything is allocated."""
+    count = 1
+    for v in shape:
+        count *= int(v)
+    need = count * int(itemsize)
+    if need < _CHECK_MEMORY_FROM:
+        return
+    free = free_memory(device)
+    if need > free:
+        raise DecaffeError(f"{what}: shape {tuple(shape)} needs {need / 2**20:.1f} MiB, more "
+                           f"than the {free / 2**20:.1f} MiB free on {device or 'cpu'}")
 
 
 class Blob:
@@ -29,36 +116,68 @@ class Blob:
         self._g: torch.Tensor | None = None
         self._host = {"data": None, "diff": None}
         self._dirty = {"data": False, "diff": False}
+        # owned: the tensor is memory the blob made (not an engine tensor it was bound to);
+        # out: an array over that memory was handed out, so later values are copied into it
+        self._owned = {"data": False, "diff": False}
+        self._out = {"data": False, "diff": False}
 
     # -- tensors, for the engine -------------------------------------------------------
     def _get(self, which: str) -> torch.Tensor | None:
         return self._t if which == "data" else self._g
 
-    def _set(self, which: str, t: torch.Tensor | None) -> None:
+    def _set(self, which: str, t: torch.Tensor | None, owned: bool = False) -> None:
         if which == "data":
             self._t = t
         else:
             self._g = t
+        self._owned[which] = owned and t is not None
+        self._out[which] = False
 
     def tensor(self, which: str = "data") -> torch.Tensor:
         """The device tensor behind data or diff (allocated as zeros when first needed)."""
         t = self._get(which)
         if t is None or tuple(t.shape) != self._shape:
             t = torch.zeros(self._shape, device=self._device, dtype=self._dtype)
-            self._set(which, t)
+            self._set(which, t, owned=True)
         return t
 
-    def bind(self, t: torch.Tensor) -> None:
-        """Make t the blob's data (a layer's fresh output); host copies become stale."""
-        self._t = t
+    @property
+    def handed_out(self) -> bool:
+        """Whether an array of this blob's data is held outside (later outputs are copied
+        into it rather than rebinding the blob)."""
+        return self._out["data"]
+
+    def _keep(self, which: str, t: torch.Tensor) -> bool:
+        """Copy t into the handed-out memory of `which` if there is one of t's shape."""
+        if not self._out[which]:
+            return False
+        home = self._get(which)
+        if home is None or home.shape != t.shape or home.dtype != t.dtype \
+                or home.device != t.device:
+            return False
+        if home.data_ptr() != t.data_ptr() or home.stride() != t.stride():
+            with torch.no_grad():
+                home.copy_(t)
+        self._dirty[which] = False
+        return True
+
+    def bind(self, t: torch.Tensor, owned: bool = False) -> None:
+        """Make t the blob's data (a layer's fresh output): copied into the array handed out,
+        if any, else bound as it is (owned: t is memory nothing else uses)."""
+        if self._keep("data", t):
+            return
+        self._set("data", t, owned)
         self._shape = tuple(t.shape)
         self._dirty["data"] = False
 
-    def set_diff(self, t: torch.Tensor) -> None:
-        """Make t the blob's diff (a gradient the engine computed); host copies become stale."""
+    def set_diff(self, t: torch.Tensor, owned: bool = False) -> None:
+        """Make t the blob's diff (a gradient the engine computed), copied into the array
+        handed out, if any."""
         if tuple(t.shape) != self._shape:
             t = t.reshape(self._shape)
-        self._g = t
+        if self._keep("diff", t):
+            return
+        self._set("diff", t, owned)
         self._dirty["diff"] = False
 
     def push(self) -> None:
@@ -74,14 +193,26 @@ class Blob:
     def _array(self, which: str) -> np.ndarray:
         if self._dirty[which]:
             return self._host[which]
-        t = self.tensor(which).detach()
+        t = self.tensor(which)
         if t.dtype in (torch.bfloat16, torch.float16):
             # a bf16/fp16 activation (decaffe.precision): pycaffe sees a float32 copy
-            return t.float().cpu().numpy()
+            return t.detach().float().cpu().numpy()
         if t.device.type == "cpu":
-            return t.numpy()
-        host = t.cpu().numpy()
-        self._host[which] = host
+            if not self._out[which]:
+                if not self._owned[which]:
+                    # an engine tensor (maybe in autograd's graph): the array gets memory of
+                    # its own, which later passes write into
+                    t = t.detach().clone()
+                    self._set(which, t, owned=True)
+                self._out[which] = True
+            return t.detach().numpy()
+        host = self._host[which]
+        if host is not None and host.shape == tuple(t.shape) and host.dtype == np.float32 \
+                and t.dtype == torch.float32:
+            host[...] = t.detach().cpu().numpy()  # the same host memory, as SyncedMemory
+        else:
+            host = t.detach().cpu().numpy()
+            self._host[which] = host
         self._dirty[which] = True
         if self._owner is not None:
             self._owner._dirty_blobs.add(self)
@@ -139,13 +270,15 @@ class Blob:
         return self._legacy(3)
 
     def reshape(self, *shape) -> None:
-        """Change the blob's shape; contents are kept only when the shape is unchanged."""
+        """Change the blob's shape; contents are kept only when the shape is unchanged.
+        Dimensions must be non-negative integers with at most INT_MAX elements in all, and
+        the blob must fit in the device's free memory (DecaffeError naming the blob)."""
         if len(shape) == 1 and not isinstance(shape[0], (int, np.integer)):
             shape = tuple(shape[0])
-        shape = tuple(int(s) for s in shape)
-        if any(s < 0 for s in shape):
-            raise DecaffeError(f"blob '{self.name}': negative dimension in {shape}")
+        shape = check_shape(shape, f"blob '{self.name}'")
         if shape != self._shape:
+            check_memory(shape, torch.finfo(self._dtype).bits // 8, self._device,
+                         f"blob '{self.name}'")
             self._shape = shape
             for which in ("data", "diff"):
                 self._set(which, None)
@@ -159,7 +292,7 @@ class Blob:
         for which in ("data", "diff"):
             t = self._get(which)
             if t is not None and t.device != device:
-                self._set(which, t.detach().to(device))
+                self._set(which, t.detach().to(device), owned=True)
             self._host[which] = None
 
     def __repr__(self) -> str:
@@ -177,11 +310,13 @@ class ParamBlob(Blob):
         super().__init__(param.shape, name=name, owner=owner, device=param.device,
                          dtype=param.dtype)
         self.param = param
+        # the parameter and its .grad are the blob's own memory, kept across passes
+        self._owned = {"data": True, "diff": True}
 
     def _get(self, which: str):
         return self.param.data if which == "data" else self.param.grad
 
-    def _set(self, which: str, t) -> None:
+    def _set(self, which: str, t, owned: bool = True) -> None:
         if which == "data":
             if t is not None:
                 self.param.data = t
@@ -206,8 +341,10 @@ class ParamBlob(Blob):
     def reshape(self, *shape) -> None:
         if len(shape) == 1 and not isinstance(shape[0], (int, np.integer)):
             shape = tuple(shape[0])
-        shape = tuple(int(s) for s in shape)
+        shape = check_shape(shape, f"blob '{self.name}'")
         if shape != tuple(self.param.shape):
+            check_memory(shape, self.param.element_size(), self.param.device,
+                         f"blob '{self.name}'")
             self.param.data = torch.zeros(shape, device=self.param.device, dtype=self.param.dtype)
             self.param.grad = None
             self._shape = shape

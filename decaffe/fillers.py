@@ -8,6 +8,7 @@ import math
 
 import torch
 
+from .blob import check_memory, check_shape
 from .errors import DecaffeError
 from .proto import caffe_pb2
 
@@ -34,7 +35,9 @@ def _norm_count(fp, shape) -> float:
 
 def fill(fp, shape, dtype: torch.dtype = torch.float32, where: str = "") -> torch.Tensor:
     """A new tensor of this shape filled as the FillerParameter fp says."""
-    shape = tuple(int(s) for s in shape)
+    what = f"layer '{where}', parameter blob" if where else "filler"
+    shape = check_shape(shape, what)
+    check_memory(shape, torch.finfo(dtype).bits // 8, "cpu", what)
     kind = fp.type
     if kind == "constant":
         return torch.full(shape, fp.value, dtype=dtype)

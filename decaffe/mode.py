@@ -3,6 +3,7 @@ and the multi-process solver count and rank."""
 
 from __future__ import annotations
 
+import operator
 from typing import TYPE_CHECKING
 
 from .errors import DecaffeError
@@ -35,11 +36,21 @@ def set_device(device_id: int) -> None:
     """Choose the CUDA device used in GPU mode (Caffe's set_device)."""
     import torch
 
+    try:
+        device_id = operator.index(device_id)
+    except TypeError:
+        raise DecaffeError(f"set_device: the device id must be an integer, not "
+                           f"{device_id!r}") from None
     if torch.cuda.is_available():
         if not 0 <= device_id < torch.cuda.device_count():
             raise DecaffeError(f"set_device: device {device_id} does not exist "
                                f"({torch.cuda.device_count()} CUDA devices)")
         torch.cuda.set_device(device_id)
+    elif device_id != 0:
+        # Device 0 stays accepted without CUDA: CPU scripts call set_device(0) before
+        # set_mode_cpu(); any other id names a device that is not there.
+        raise DecaffeError(f"set_device: device {device_id} does not exist (no CUDA device "
+                           "is available to PyTorch)")
     _state["device_id"] = int(device_id)
 
 

@@ -4,8 +4,7 @@
     One row per BatchNorm layer: channels, scale factor, the ranges of the mean and variance
     the global-statistics forward uses, eps, and whether the layer uses global or batch
     statistics in that phase; then warnings (factor 0, variances <= 0, batch statistics in
-    the TEST phase, statistics with lr_mult > 0 (in a net with a loss, missing param
-    entries too), no Scale after the layer).
+    the TEST phase, no Scale after the layer).
     Exit status 0 (warnings are reports, not errors).
 
 ``decaffe bn_stats recompute -model train_val.prototxt -weights in.caffemodel -iterations N
@@ -58,13 +57,13 @@ def _build(model: str, phase: int, args):
 
 
 def _show(argv: list[str]) -> int:
-    from ..bn import stats as stats  # noqa: PLC0414
-
     fp = FlagParser(f"{argv[0]} show", "Show BatchNorm statistics and their problems.")
     _common(fp)
     fp.flag("weights", default="", help="optional; the trained weights")
     fp.flag("phase", default="", help="optional; network phase (TRAIN or TEST), default TEST")
     args = fp.parse(argv[2:])
+    from ..bn import stats  # after parsing: -help needs no PyTorch
+
     if not args.model:
         raise DecaffeError("-model: required")
     require_file(args.model, "model")
@@ -100,8 +99,6 @@ def _scores(label: str, values: dict[str, float]) -> str:
 
 
 def _recompute(argv: list[str]) -> int:
-    from ..bn import stats as stats  # noqa: PLC0414
-
     fp = FlagParser(f"{argv[0]} recompute",
                     "Recompute BatchNorm statistics as an exact average over N batches.")
     _common(fp)
@@ -114,6 +111,8 @@ def _recompute(argv: list[str]) -> int:
     fp.flag("test_model", default="",
             help="optional; the net to score in the TEST phase (default: -model)")
     args = fp.parse(argv[2:])
+    from ..bn import stats  # after parsing: -help needs no PyTorch
+
     for flag in ("model", "weights", "out"):
         if not getattr(args, flag):
             raise DecaffeError(f"-{flag}: required")

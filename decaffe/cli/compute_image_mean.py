@@ -13,8 +13,6 @@ import sys
 
 import numpy as np
 
-from ..data.datum import datum_array, parse_datum
-from ..data.db import READ, open_db
 from ..errors import DataError
 from ..formats.atomic import atomic_write
 from ..proto import caffe_pb2
@@ -44,6 +42,9 @@ def main(argv: list[str]) -> int:
 
 def compute_image_mean(db_path: str, backend: str = "lmdb") -> np.ndarray:
     """The C×H×W float32 mean of a database's Datums, as Caffe computes it."""
+    from ..data.datum import datum_array, parse_datum
+    from ..data.db import READ, open_db
+
     total = None
     count = 0
     with open_db(db_path, backend, READ) as db:

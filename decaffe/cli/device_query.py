@@ -7,8 +7,6 @@ an error, status 1).
 
 from __future__ import annotations
 
-import torch
-
 from .. import log
 from ..errors import DecaffeError
 from .flags import FlagParser
@@ -33,6 +31,8 @@ _FIELDS = (
 
 def device_lines(device_id: int) -> list[str]:
     """'Label: value' lines for one device, as Caffe's Caffe::DeviceQuery prints them."""
+    import torch
+
     props = torch.cuda.get_device_properties(device_id)
     lines = [f"{'Device id:':31s}{device_id}"]
     for label, attr, fmt in _FIELDS:
@@ -46,6 +46,8 @@ def main(argv: list[str]) -> int:
                     "device_query).")
     fp.flag("gpu", default="", help="device ids separated by ',' or 'all' (default: all)")
     args = fp.parse(argv[1:])
+    import torch  # after flag parsing: -help answers without loading PyTorch
+
     log.info(f"Querying GPUs {args.gpu}")
     available = torch.cuda.is_available()
     count = torch.cuda.device_count() if available else 0

@@ -13,7 +13,6 @@ import sys
 
 import numpy as np
 
-from ..data.db import NEW, open_db
 from ..errors import DecaffeError
 from ..proto import caffe_pb2
 from .flags import FlagParser
@@ -54,6 +53,8 @@ def extract_features(weights: str, model: str, blob_names: list[str], db_names: 
                      num_batches: int, backend: str = "lmdb", log=sys.stderr) -> list[int]:
     """Run the extraction; returns how many examples each database received."""
     import decaffe
+
+    from ..data.db import NEW, open_db
 
     if len(blob_names) != len(db_names):
         raise DecaffeError(f"the number of blob names ({len(blob_names)}) and database names "

@@ -6,10 +6,26 @@ from __future__ import annotations
 
 import argparse
 
+# The name the command was run as: `decaffe` or Caffe's own `caffe` (set by cli.main).
+COMMAND_NAME = "decaffe"
+
+
+class _DefaultsFormatter(argparse.HelpFormatter):
+    """Shows each flag's default, as gflags' --help does, where there is one worth showing."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if ("default" in text or default in (None, "", argparse.SUPPRESS)
+                or isinstance(default, bool) or not action.option_strings):
+            return text
+        return f"{text} (default: {default})"
+
 
 class FlagParser(argparse.ArgumentParser):
     def __init__(self, prog: str, description: str = "", **kw):
-        super().__init__(prog=f"decaffe {prog}", description=description,
+        kw.setdefault("formatter_class", _DefaultsFormatter)
+        super().__init__(prog=f"{COMMAND_NAME} {prog}", description=description,
                          add_help=False, allow_abbrev=False, **kw)
         self.add_argument("-help", "--help", "-h", action="help",
                           help="show this help and exit")
@@ -23,8 +39,8 @@ class FlagParser(argparse.ArgumentParser):
         """A boolean flag: -name, -name=true|false, -noname."""
         self._bool_names.add(name)
         self.add_argument(f"-{name}", f"--{name}", dest=name, action="store_true",
-                          default=default, help=help + " (also -no" + name + ", -"
-                          + name + "=false)")
+                          default=default, help=f"{help} (default: {str(default).lower()}; "
+                          f"also -no{name}, -{name}=false)")
         self.add_argument(f"-no{name}", f"--no{name}", dest=name, action="store_false",
                           help=argparse.SUPPRESS)
 

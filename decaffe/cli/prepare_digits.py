@@ -4,7 +4,6 @@ from the copy scikit-learn ships. Existing databases are kept."""
 
 from __future__ import annotations
 
-from ..data.digits import ensure_digits
 from .flags import FlagParser
 
 
@@ -12,6 +11,8 @@ def main(argv: list[str]) -> int:
     fp = FlagParser(argv[0], "Build the bundled 8x8 handwritten-digits LMDBs.")
     fp.flag("out", default="data/digits", help="folder for the two databases")
     args = fp.parse(argv[1:])
+    from ..data.digits import ensure_digits  # after parsing: -help needs no PyTorch
+
     train, test = ensure_digits(args.out)
     print(train)
     print(test)

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import time
 
-import torch
-
 from .. import log
 from ..errors import DecaffeError
 from ..proto import caffe_pb2
@@ -37,6 +35,8 @@ def _ms(seconds: float) -> str:
 
 
 def _time(args) -> int:
+    import torch
+
     from ..net import Net
 
     if not args.model:

@@ -22,8 +22,6 @@ from __future__ import annotations
 import os
 import signal
 
-import torch
-
 from .. import log
 from .. import mode as _mode
 from ..errors import DecaffeError
@@ -43,6 +41,8 @@ def parse_gpus(flag: str) -> list[int]:
     if not flag:
         return []
     if flag == "all":
+        import torch
+
         n = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if n == 0:
             raise DecaffeError("-gpu all: no CUDA device is available to PyTorch")
@@ -59,6 +59,8 @@ def parse_gpus(flag: str) -> list[int]:
 
 def use_gpu(device_id: int) -> str:
     """Switch to GPU mode on a device; a clear error when there is none. Returns its name."""
+    import torch
+
     if not torch.cuda.is_available():
         raise DecaffeError(f"-gpu {device_id}: no CUDA device is available to PyTorch (torch "
                            f"{torch.__version__}); run without -gpu to use the CPU")
@@ -190,8 +192,6 @@ def main(argv: list[str]) -> int:
 
 
 def _train(args, argv: list[str] | None = None) -> int:
-    from ..solvers import read_solver_param
-
     if not args.solver:
         raise DecaffeError("-solver: need a solver definition to train")
     if args.snapshot and args.weights:
@@ -201,6 +201,17 @@ def _train(args, argv: list[str] | None = None) -> int:
     if args.snapshot and args.snapshot != "auto":
         require_file(args.snapshot, "snapshot")
     signals = SignalHandler(args.sigint_effect, args.sighup_effect)
+    # In place from here, as Caffe installs them before building the solver: a signal while
+    # the nets are built or weights load takes effect at the first iteration.
+    with signals:
+        return _train_with(args, signals, argv)
+
+
+def _train_with(args, signals, argv: list[str] | None = None) -> int:
+    import torch
+
+    from ..solvers import read_solver_param
+
     param, _ = read_solver_param(args.solver)
     param.train_state.level = args.level
     param.train_state.stage.extend(parse_stages(args.stage))
@@ -296,8 +307,7 @@ def _solve(args, param, signals, worker) -> int:
         solver.progress = bar if bar.enabled else None
     log.info("Starting Optimization")
     try:
-        with signals:
-            solver.solve()
+        solver.solve()
     finally:
         if bar is not None:
             bar.close()

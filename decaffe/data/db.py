@@ -9,18 +9,25 @@ first record at the end, as Caffe's data layers do. Writers buffer puts in a
 
 LMDB is opened read-only and without LMDB's reader lock, so reading writes nothing at all
 (read-only media work) and other readers are never locked out; as with Caffe, a database
-should not be written while it is read. Readers in one process share one environment.
-LevelDB allows one process to open a database and has no read-only mode (opening it
-rewrites its own log and manifest, never its records); within a process readers share one
-handle, and a database held by another process is read from a snapshot of its files.
+should not be written while it is read. Each LMDB reader is a process of its own
+(``lmdb_server.py``), so a script's own ``lmdb`` handle never collides with decaffe's and no
+handle outlives its reader or the files it read. LevelDB allows one process to open a
+database and has no read-only mode (opening it rewrites its own log and manifest, never its
+records); within a process readers share one handle while the folder's files are the same
+ones, and a database held by another process is read from a snapshot of its files.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import struct
+import subprocess
+import sys
 import tempfile
 import threading
+import weakref
 from collections.abc import Iterator
 
 from ..errors import DataError
@@ -42,6 +49,8 @@ def open_db(path: str, backend="lmdb", mode: str = READ) -> DB:
     """Open a database (Caffe's db::GetDB + Open)."""
     name = backend_name(backend)
     path = os.fspath(path)
+    if "\0" in path:
+        raise DataError(f"database path {path!r} holds a NUL byte")
     if mode not in (READ, WRITE, NEW):
         raise ValueError(f"mode must be READ, WRITE or NEW, not {mode!r}")
     if name == "lmdb":
@@ -153,12 +162,102 @@ def _bytes(key) -> bytes:
 # ----------------------------------------------------------------------------------------------
 # LMDB
 # ----------------------------------------------------------------------------------------------
-# One environment per LMDB in a process (the lmdb package allows no second): readers share it.
-_shared_lock = threading.Lock()
-_shared_lmdb: dict[str, list] = {}  # real path -> [lmdb.Environment, users]
+_FRAME = struct.Struct("<I")
+_PAIR = struct.Struct("<II")
+_TAKE = struct.Struct("<qqqq")
+_Q = struct.Struct("<q")
+_SERVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lmdb_server.py")
+
+
+def _stop_reader(proc) -> None:
+    """End a reader process: close its input (it exits at end of input), then wait."""
+    if proc.poll() is None:
+        with contextlib.suppress(OSError):
+            proc.stdin.close()
+        try:
+            proc.wait(2.0)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    for f in (proc.stdin, proc.stdout):
+        with contextlib.suppress(OSError):
+            f.close()
+
+
+class _Reader:
+    """The parent's end of one reader process (lmdb_server.py): framed requests, replies."""
+
+    def __init__(self, path: str, fail):
+        self._fail = fail
+        self._lock = threading.Lock()
+        env = dict(os.environ)
+        env.pop("PYTHONSTARTUP", None)
+        try:
+            self.proc = subprocess.Popen([sys.executable, "-u", _SERVER, path],
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         env=env, close_fds=True)
+        except OSError as e:
+            raise fail("cannot start the LMDB reader process", e) from None
+        # Ends the process when this object goes away, and at interpreter exit.
+        self._finalizer = weakref.finalize(self, _stop_reader, self.proc)
+        ok, payload = self._reply()
+        if not ok:
+            self.close()
+            raise fail(payload.decode("utf-8", "replace"), "not an LMDB")
+
+    def _reply(self) -> tuple[bool, bytes]:
+        head = self._read(4)
+        body = self._read(_FRAME.unpack(head)[0])
+        return body[:1] == b"K", body[1:]
+
+    def _read(self, n: int) -> bytes:
+        out = self.proc.stdout
+        buf = out.read(n) if n else b""
+        while len(buf) < n:
+            more = out.read(n - len(buf))
+            if not more:
+                raise self._fail("the LMDB reader process ended unexpectedly",
+                                 f"exit status {self.proc.poll()}")
+            buf += more
+        return buf
+
+    def ask(self, op: bytes, arg: bytes = b"") -> bytes:
+        with self._lock:
+            if not self._finalizer.alive:
+                raise self._fail("the database was closed", "closed")
+            try:
+                self.proc.stdin.write(_FRAME.pack(1 + len(arg)) + op + arg)
+                self.proc.stdin.flush()
+            except (OSError, ValueError):
+                raise self._fail("the LMDB reader process ended unexpectedly",
+                                 f"exit status {self.proc.poll()}") from None
+            ok, payload = self._reply()
+        if not ok:
+            raise self._fail(payload.decode("utf-8", "replace"), "read error")
+        return payload
+
+    def close(self) -> None:
+        self._finalizer()
+
+
+def _records(payload: bytes, start: int = 8) -> list[tuple[bytes, bytes]]:
+    out, pos, view = [], start, memoryview(payload)
+    n = len(payload)
+    while pos < n:
+        klen, vlen = _PAIR.unpack_from(payload, pos)
+        pos += 8
+        out.append((bytes(view[pos:pos + klen]), bytes(view[pos + klen:pos + klen + vlen])))
+        pos += klen + vlen
+    return out
 
 
 class LMDB(DB):
+    """An LMDB. Read (mode READ) in a reader process of its own (``lmdb_server.py``): the
+    ``lmdb`` package refuses a second handle on one environment in a process, and a script's
+    own handle and decaffe's never meet this way. Each open starts its own reader, so no
+    handle outlives close(), a failure, or the files it read (a database rebuilt at the same
+    path is read afresh)."""
+
     backend = "LMDB"
     _INITIAL_MAP = 1 << 26  # grows by doubling when full, as Caffe's LMDBTransaction does
 
@@ -168,7 +267,7 @@ class LMDB(DB):
 
         self._lmdb = lmdb
         self.env = None
-        self._key = None
+        self._reader = None
         if mode == READ:
             if not os.path.exists(path):
                 raise self._missing("no such file or directory", "ENOENT")
@@ -176,14 +275,7 @@ class LMDB(DB):
                 hint = " (it looks like a LevelDB: set backend: LEVELDB)" if _is_leveldb(path) \
                     else ""
                 raise self._missing(f"no data.mdb in the folder{hint}", "not an LMDB")
-            key = os.path.realpath(path)
-            with _shared_lock:
-                entry = _shared_lmdb.get(key)
-                if entry is None:
-                    entry = _shared_lmdb[key] = [self._open_readonly(path), 0]
-                entry[1] += 1
-            self._key = key
-            self.env = entry[0]
+            self._reader = _Reader(path, self._missing)
         else:
             if mode == NEW:
                 try:
@@ -200,22 +292,17 @@ class LMDB(DB):
             except lmdb.Error as e:
                 raise DataError(f"cannot open LMDB '{path}' for writing: {e}") from None
 
-    def _open_readonly(self, path: str):
-        # No reader lock: nothing in the database's folder is ever written (not even
-        # lock.mdb's reader table), read-only media work, and no reader is locked out.
-        try:
-            return self._lmdb.open(path, readonly=True, lock=False, subdir=os.path.isdir(path),
-                                   readahead=False)
-        except self._lmdb.Error as e:
-            raise self._missing("not a readable LMDB", e) from None
-
     def __len__(self) -> int:
+        if self._reader is not None:
+            return _Q.unpack(self._reader.ask(b"L"))[0]
         return int(self.env.stat()["entries"])
 
     def cursor(self) -> LMDBCursor:
         if self.mode != READ:
             raise DataError(f"LMDB '{self.path}' was opened for writing, not reading")
-        return LMDBCursor(self)
+        if self._reader is None:
+            raise DataError(f"LMDB '{self.path}' is closed")
+        return LMDBCursor(self._reader)
 
     def transaction(self) -> LMDBTransaction:
         if self.mode == READ:
@@ -223,20 +310,25 @@ class LMDB(DB):
         return LMDBTransaction(self)
 
     def close(self) -> None:
+        reader = getattr(self, "_reader", None)
+        if reader is not None:
+            self._reader = None
+            reader.close()
         env = getattr(self, "env", None)
-        if env is None:
-            return
-        self.env = None
-        if self._key is None:
+        if env is not None:
+            self.env = None
             env.close()
+
+    def items(self) -> Iterator[tuple[bytes, bytes]]:
+        if self._reader is None:
+            yield from super().items()
             return
-        with _shared_lock:
-            entry = _shared_lmdb.get(self._key)
-            if entry is not None:
-                entry[1] -= 1
-                if entry[1] <= 0:
-                    entry[0].close()
-                    del _shared_lmdb[self._key]
+        left = len(self)
+        cur = self.cursor()
+        while left > 0:
+            chunk = cur.take(min(left, 1024))
+            left -= len(chunk)
+            yield from chunk
 
     def __del__(self):
         try:
@@ -246,17 +338,48 @@ class LMDB(DB):
 
 
 class LMDBCursor(Cursor):
-    def __init__(self, db: LMDB):
-        self._db = db
-        self._txn = db.env.begin(write=False, buffers=False)
-        self._cur = self._txn.cursor()
-        self._valid = self._cur.first()
+    """A cursor kept in the reader process; batches of records cross in one reply."""
+
+    def __init__(self, reader: _Reader):
+        self._reader = reader
+        self._next_key = None
+        self.seek_to_first()
 
     def seek_to_first(self) -> None:
-        self._valid = self._cur.first()
+        self._valid = bool(self._reader.ask(b"F")[0])
+        self._item = None
+        self._next_key = None
+
+    def seek(self, key: bytes) -> bool:
+        """Go to key (or the first record after it, wrapping); True when key itself is there."""
+        exact = bool(self._reader.ask(b"S", bytes(key))[0])
+        self._item = None
+        self._next_key = None
+        return exact
+
+    def _current(self) -> tuple[bytes, bytes]:
+        if self._item is None:
+            self._item = _records(self._reader.ask(b"C"))[0]
+        return self._item
 
     def next(self) -> None:
-        self._valid = self._cur.next()
+        # Caffe's cursor stops at the end; the reader wraps, so detect the wrap by the key.
+        key = self._current()[0]
+        self._reader.ask(b"N", _Q.pack(1))
+        self._item = self._next_key = None
+        self._valid = self._current()[0] > key
+
+    def advance(self) -> bool:
+        key = self._current()[0]
+        self._reader.ask(b"N", _Q.pack(1))
+        self._item = self._next_key = None
+        self._valid = True
+        return self._current()[0] <= key
+
+    def skip(self, n: int) -> None:
+        """Pass over n records (wrapping around)."""
+        self._reader.ask(b"N", _Q.pack(int(n)))
+        self._item = self._next_key = None
 
     @property
     def valid(self) -> bool:
@@ -264,29 +387,27 @@ class LMDBCursor(Cursor):
 
     @property
     def key(self) -> bytes:
-        return self._cur.key()
+        if self._item is None and self._next_key is not None:
+            return self._next_key
+        return self._current()[0]
 
     @property
     def value(self) -> bytes:
-        return self._cur.value()
+        return self._current()[1]
 
     def take(self, n: int, keep=None) -> list[tuple[bytes, bytes]]:
+        size, rank, offset = (1, 0, 0) if keep is None else (keep.size, keep.rank, keep.offset)
+        payload = self._reader.ask(b"T", _TAKE.pack(int(n), size, rank, offset))
         if keep is not None:
-            return super().take(n, keep)
-        # The common case in C: the cursor's own iterator, restarted at the end.
-        out: list[tuple[bytes, bytes]] = []
-        cur = self._cur
-        while len(out) < n:
-            out.append(cur.item())
-            if not cur.next():
-                cur.first()
-        return out
+            keep.offset = _Q.unpack_from(payload)[0]
+        klen = _FRAME.unpack_from(payload, 8)[0]
+        self._item = None
+        self._next_key = payload[12:12 + klen]
+        self._valid = True
+        return _records(payload, 12 + klen)
 
     def close(self) -> None:
-        if self._txn is not None:
-            self._cur.close()
-            self._txn.abort()
-            self._txn = None
+        self._item = None
 
 
 class LMDBTransaction(Transaction):
@@ -318,7 +439,22 @@ def _is_leveldb(path: str) -> bool:
 # ----------------------------------------------------------------------------------------------
 # LevelDB
 # ----------------------------------------------------------------------------------------------
-_shared: dict[str, list] = {}  # real path -> [plyvel.DB, users, snapshot folder or None]
+_shared_lock = threading.Lock()
+_shared: dict[str, list] = {}  # real path -> [plyvel.DB, users, snapshot folder or None, files]
+
+
+def _leveldb_identity(path: str):
+    """Which files a LevelDB folder holds: the folder's and its LOCK file's identity (a
+    database rebuilt at the same path has others; opening one never changes them)."""
+    out = []
+    for p in (path, os.path.join(path, "LOCK")):
+        try:
+            st = os.stat(p)
+        except OSError:
+            out.append(None)
+            continue
+        out.append((st.st_dev, st.st_ino, st.st_ctime_ns))
+    return tuple(out)
 
 
 def _plyvel():
@@ -364,6 +500,12 @@ class LevelDB(DB):
             key = os.path.realpath(path)
             with _shared_lock:
                 entry = _shared.get(key)
+                if entry is not None and entry[3] != _leveldb_identity(path):
+                    # Rebuilt at the same path: the old handle (still used by someone) is
+                    # theirs; this reader gets a handle on the new files.
+                    del _shared[key]
+                    entry[3] = None
+                    entry = None
                 if entry is None:
                     snap = None
                     try:
@@ -376,9 +518,10 @@ class LevelDB(DB):
                         db = plyvel.DB(snap, create_if_missing=False, max_open_files=100)
                     except plyvel.Error as e:
                         raise self._missing("corrupt or unreadable", e) from None
-                    entry = _shared[key] = [db, 0, snap]
+                    entry = _shared[key] = [db, 0, snap, _leveldb_identity(path)]
                 entry[1] += 1
             self._key = key
+            self._entry = entry
             self.db = entry[0]
         else:
             try:
@@ -410,13 +553,13 @@ class LevelDB(DB):
             self.db.close()
         else:
             with _shared_lock:
-                entry = _shared.get(self._key)
-                if entry is not None:
-                    entry[1] -= 1
-                    if entry[1] <= 0:
-                        entry[0].close()
-                        if entry[2]:
-                            shutil.rmtree(entry[2], ignore_errors=True)
+                entry = self._entry
+                entry[1] -= 1
+                if entry[1] <= 0:
+                    entry[0].close()
+                    if entry[2]:
+                        shutil.rmtree(entry[2], ignore_errors=True)
+                    if _shared.get(self._key) is entry:
                         del _shared[self._key]
         self.db = None
 

@@ -93,6 +93,8 @@ def parse_text(text: str, message, path: str | None = None):
 def read_text(path: str, message):
     """Parse a text file into message."""
     path = os.fspath(path)
+    if "\0" in path:
+        raise ParseError("cannot read file: the path holds a NUL byte", repr(path))
     try:
         with open(path, "rb") as f:
             raw = f.read()

@@ -11,7 +11,8 @@ Unusual encodings (non-packed repeated floats, V0 nets whose blobs sit inside th
 Semantics follow Caffe:
 
 - Loading upgrades as ``ReadNetParamsFromBinaryFileOrDie`` does: V1 ``layers`` become
-  layers with the same names and blobs (``layer`` entries beside them are ignored), V0 nets
+  layers with the same names and blobs (a file with ``layer`` entries beside them is
+  refused, as Caffe 1.0 refuses it), V0 nets
   are upgraded through :mod:`decaffe.formats.upgrade`, old input fields become an ``Input``
   layer named "input".
 - A blob's shape is ``shape.dim`` or, when any of num/channels/height/width is present, the
@@ -38,6 +39,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from google.protobuf import message as _pbmessage
 
+from .. import log
 from ..errors import DecaffeError, FormatError
 from ..proto import caffe_pb2
 from .atomic import atomic_path, atomic_write
@@ -464,8 +466,50 @@ class RawCaffemodel:
         return [(lay.name, list(lay.blobs)) for lay in self.layers]
 
 
+def _no_nul(path: str) -> str:
+    if "\0" in path:
+        raise FormatError(f"{path!r}: the path holds a NUL byte")
+    return path
+
+
+_H5_ERRORS = (KeyError, RuntimeError, TypeError, ValueError, OSError, AttributeError,
+              IndexError, OverflowError)  # what h5py raises on a damaged file
+
+
+def h5_array(ds, path: str, where: str, kinds: str = "fiub",
+             expected: str = "a float or integer array") -> np.ndarray:
+    """A dataset's values after checking, before reading, that it is a dataset of the
+    expected kind whose size Caffe could hold (INT_MAX elements) and memory can; any
+    failure is a FormatError naming the file, the dataset and what was expected."""
+    import h5py
+
+    from ..blob import check_memory, check_shape
+
+    if not isinstance(ds, h5py.Dataset):
+        raise FormatError(f"{path}: {where} is a group; expected {expected}")
+    try:
+        dtype, shape = ds.dtype, tuple(ds.shape)
+    except _H5_ERRORS as e:
+        raise FormatError(f"{path}: {where} cannot be read ({type(e).__name__}: {e}); "
+                          f"expected {expected}") from None
+    if dtype.kind not in kinds or dtype.fields is not None or dtype.subdtype is not None:
+        raise FormatError(f"{path}: {where} has type {dtype}; expected {expected}")
+    try:
+        check_memory(check_shape(shape, f"{path}: {where}"), max(4, dtype.itemsize), "cpu",
+                     f"{path}: {where}")
+    except FormatError:
+        raise
+    except DecaffeError as e:
+        raise FormatError(str(e)) from None
+    try:
+        return np.asarray(ds[()])
+    except _H5_ERRORS as e:
+        raise FormatError(f"{path}: {where} (shape {shape}, type {dtype}) cannot be read "
+                          f"({type(e).__name__}: {e})") from None
+
+
 def _read_bytes(path: str) -> bytes:
-    path = os.fspath(path)
+    path = _no_nul(os.fspath(path))
     try:
         with open(path, "rb") as f:
             return f.read()
@@ -606,6 +650,7 @@ def write_caffemodel_raw(model: RawCaffemodel, path: str) -> None:
 # ---------------------------------------------------------------------------------------------
 def _map_file(path: str):
     """The file's bytes: a read-only mmap (no copy), or bytes for files mmap refuses."""
+    _no_nul(path)
     try:
         with open(path, "rb") as f:
             try:
@@ -620,16 +665,33 @@ def _map_file(path: str):
         raise FormatError(f"{path}: cannot read: {e.strerror}") from None
 
 
-def _upgraded_records(header: caffe_pb2.NetParameter, layers) -> list:
-    """(name, blobs) after Caffe's upgrade: V1 layers replace any V2 ones; old input fields
-    add a blob-less Input layer named "input" first."""
+def _upgraded_records(header: caffe_pb2.NetParameter, layers, path: str) -> list:
+    """(name, blobs) after Caffe's upgrade: V1 layers become layers (a file that has both
+    kinds is refused, as Caffe 1.0's UpgradeV1Net refuses it); old input fields add a
+    blob-less Input layer named "input" first."""
     v1 = [(name, blobs) for version, name, _, blobs, *_ in layers if version == 1]
+    if v1 and len(v1) != len(layers):
+        v2 = next(name for version, name, *_ in layers if version == 2)
+        raise FormatError(
+            f"{path}: Refusing to upgrade inconsistent NetParameter input; the definition "
+            "includes both 'layer' and 'layers' fields (first 'layer': "
+            f"'{v2}', first 'layers': '{v1[0][0]}')")
     if v1:
+        # the lines Caffe's UpgradeNetAsNeeded logs on the way
+        log.info("Attempting to upgrade input file specified using deprecated "
+                 f"V1LayerParameter: {path}")
+        log.info("Successfully upgraded file specified using deprecated V1LayerParameter")
         out = v1
     else:
         out = [(name, blobs) for version, name, _, blobs, *_ in layers if version == 2]
-    if len(header.input) and (len(header.input_dim) or len(header.input_shape)):
-        out.insert(0, ("input", []))
+    if len(header.input):
+        log.info("Attempting to upgrade input file specified using deprecated input fields: "
+                 f"{path}")
+        if len(header.input_dim) or len(header.input_shape):
+            out.insert(0, ("input", []))
+        log.info("Successfully upgraded file specified using deprecated input fields.")
+        log.warning("Note that future Caffe releases will only support input layers and not "
+                    "input fields.")
     return out
 
 
@@ -675,7 +737,7 @@ def load_weights(path: str) -> list[tuple[str, list[BlobRecord]]]:
             header, layers, _ = _scan_net(buf, path, copy=True, blob_cls=BlobRecord)
         except _Unusual:
             return _load_via_protobuf(buf, path)
-        return _upgraded_records(header, layers)
+        return _upgraded_records(header, layers, path)
     finally:
         if isinstance(buf, mmap.mmap):
             # every array was copied out, so nothing should still point into the map
@@ -793,17 +855,17 @@ def _h5_blobs(group, path: str, name: str) -> list[np.ndarray | None]:
     indices = {}
     for key in group:
         if isinstance(group[key], h5py.Dataset):
-            if not key.isdigit():
-                raise FormatError(f"{path}: layer '{name}': unexpected dataset '{key}'")
+            if not key.isdigit() or len(key) > 9:
+                raise FormatError(f"{path}: layer '{name}': unexpected dataset '{key}' "
+                                  "(expected blob datasets '0', '1', ...)")
             indices[int(key)] = key
+    if indices and max(indices) >= 4096:
+        raise FormatError(f"{path}: layer '{name}': blob dataset '{max(indices)}' (expected "
+                          "'0', '1', ... one per blob)")
     out: list[np.ndarray | None] = [None] * (max(indices) + 1 if indices else 0)
     for i, key in indices.items():
-        ds = group[key]
-        dtype = np.float64 if ds.dtype == np.float64 else np.float32
-        try:
-            out[i] = np.asarray(ds[()], dtype=dtype)
-        except (OSError, TypeError, ValueError) as e:
-            raise FormatError(f"{path}: layer '{name}', blob {i}: cannot read: {e}") from None
+        arr = h5_array(group[key], path, f"layer '{name}', blob {i} (dataset '{key}')")
+        out[i] = arr.astype(np.float64 if arr.dtype == np.float64 else np.float32, copy=False)
     return out
 
 
@@ -813,31 +875,48 @@ def load_hdf5(path: str) -> list[tuple[str, list[BlobRecord | None]]]:
     it shares another layer's parameter is None."""
     import h5py
 
-    path = os.fspath(path)
+    path = _no_nul(os.fspath(path))
     if not os.path.exists(path):
         raise FormatError(f"{path}: no such file")
     try:
         f = h5py.File(path, "r")
-    except OSError as e:
+    except (OSError, ValueError) as e:
         raise FormatError(f"{path}: not an HDF5 file: {e}") from None
-    with f:
-        if "data" not in f or not isinstance(f["data"], h5py.Group):
-            raise FormatError(f"{path}: no 'data' group: not Caffe HDF5 weights")
-        diff_group = f["diff"] if "diff" in f else None
-        out = []
-        for name, group in _h5_layers(f["data"]):
-            arrays = _h5_blobs(group, path, name)
-            diffs: list = []
-            if diff_group is not None and name in diff_group:
-                diffs = _h5_blobs(diff_group[name], path, name)
-            records: list[BlobRecord | None] = []
-            for i, arr in enumerate(arrays):
-                if arr is None:
-                    records.append(None)
-                    continue
-                d = diffs[i] if i < len(diffs) else None
-                records.append(BlobRecord(arr, False, d))
-            out.append((name, records))
+    try:
+        with f:
+            return _load_hdf5_file(f, path)
+    except FormatError:
+        raise
+    except _H5_ERRORS as e:
+        raise FormatError(f"{path}: the HDF5 weights cannot be read ({type(e).__name__}: "
+                          f"{e}); expected Caffe's layout (group 'data'/<layer>/<blob>)") \
+            from None
+
+
+def _load_hdf5_file(f, path: str) -> list[tuple[str, list[BlobRecord | None]]]:
+    import h5py
+
+    if "data" not in f or not isinstance(f["data"], h5py.Group):
+        raise FormatError(f"{path}: no 'data' group: not Caffe HDF5 weights")
+    diff_group = f["diff"] if "diff" in f else None
+    if diff_group is not None and not isinstance(diff_group, h5py.Group):
+        raise FormatError(f"{path}: 'diff' is a dataset; expected a group of layers")
+    out = []
+    for name, group in _h5_layers(f["data"]):
+        arrays = _h5_blobs(group, path, name)
+        diffs: list = []
+        if diff_group is not None and name in diff_group:
+            if not isinstance(diff_group[name], h5py.Group):
+                raise FormatError(f"{path}: 'diff/{name}' is a dataset; expected a group")
+            diffs = _h5_blobs(diff_group[name], path, name)
+        records: list[BlobRecord | None] = []
+        for i, arr in enumerate(arrays):
+            if arr is None:
+                records.append(None)
+                continue
+            d = diffs[i] if i < len(diffs) else None
+            records.append(BlobRecord(arr, False, d))
+        out.append((name, records))
     return out
 
 

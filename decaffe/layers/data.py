@@ -85,19 +85,25 @@ def transform_param_of(lp, legacy=None):
     return tp
 
 
-def _solver_keep(phase: int):
-    """Caffe's Skip(): with several solvers each keeps every solver_count-th record (TRAIN)."""
+class SolverKeep:
+    """Caffe's Skip(): with several solvers each keeps every size-th record (offset counts
+    the records passed over); called once per record, says whether to keep it."""
+
+    def __init__(self, size: int, rank: int, offset: int = 0):
+        self.size, self.rank, self.offset = size, rank, offset
+
+    def __call__(self) -> bool:
+        ok = self.offset % self.size == self.rank
+        self.offset += 1
+        return ok
+
+
+def _solver_keep(phase: int) -> SolverKeep | None:
+    """The record filter of this solver process (TRAIN with several solvers), else None."""
     size, rank = _mode.solver_count(), _mode.solver_rank()
     if size <= 1 or phase == caffe_pb2.TEST:
         return None
-    state = {"offset": 0}
-
-    def keep() -> bool:
-        ok = state["offset"] % size == rank
-        state["offset"] += 1
-        return ok
-
-    return keep
+    return SolverKeep(size, rank)
 
 
 class _BaseDataLayer(Layer):
@@ -111,6 +117,9 @@ class _BaseDataLayer(Layer):
         # Follows the net's device and dtype (Net moves and casts its layers' buffers).
         self.register_buffer("_where", torch.empty(0), persistent=False)
         self._loader = None
+        self._source = None
+        self._depth = 0
+        self._position = None
         self._finalizer = None
         self._top_shapes: list[tuple[int, ...]] = []
 
@@ -131,20 +140,53 @@ class _BaseDataLayer(Layer):
     def _error(self, message: str, field: str | None = None) -> DataLayerError:
         return DataLayerError(f"{field}: {message}" if field else message, layer=self.name)
 
-    def _start(self, produce, depth: int) -> None:
+    def _start(self, source, depth: int) -> None:
+        """Serve batches from source.produce(): `depth` ahead in a thread, or inline (0).
+        Each batch carries the source's position after it (source.state()), so the layer
+        knows where the batches it handed out end, however far the thread has read."""
         self.close()
+        self._source, self._depth = source, int(depth)
+        self._position = source.state()
         name = f"layer '{self.name}'"
+        produce = _with_state(source)
         loader = Prefetcher(produce, depth, name) if depth > 0 else SyncLoader(produce, name)
         self._loader = loader
-        # Stop the thread when the layer goes away, and at interpreter exit.
-        self._finalizer = weakref.finalize(self, loader.close)
+        # Stop the thread and release the source's files when the layer goes away, and at
+        # interpreter exit.
+        self._finalizer = weakref.finalize(self, _close_all, loader, source)
 
     def close(self) -> None:
-        """Stop this layer's prefetch thread (also done when the layer is collected)."""
+        """Stop this layer's prefetch thread and release its files (databases, reader
+        processes); also done when the layer is collected and at interpreter exit."""
         if self._finalizer is not None:
             self._finalizer()
             self._finalizer = None
         self._loader = None
+
+    def position(self) -> dict | None:
+        """Where this layer is in its source after the batches it has handed out (records,
+        shuffle and random state), as JSON-able values; None for a layer that keeps none."""
+        return self._position
+
+    def set_position(self, state: dict) -> None:
+        """Continue from a position() of a layer built from the same definition (what
+        prefetching read beyond it is discarded)."""
+        src = self._source
+        if src is None or self._loader is None:
+            raise self._error("the layer is closed or was never set up")
+        if not isinstance(state, dict) or state.get("kind") != type(src).__name__:
+            raise self._error(f"the recorded data position is not one of a {self.type} layer "
+                              f"(got {state!r:.80})")
+        if self._finalizer is not None:
+            self._finalizer.detach()
+            self._finalizer = None
+        self._loader.close()
+        self._loader = None
+        try:
+            src.restore(state)
+        except (KeyError, TypeError, ValueError, IndexError) as e:
+            raise self._error(f"the recorded data position cannot be used ({e})") from None
+        self._start(src, self._depth)
 
     def forward(self):
         if self._loader is None:
@@ -152,8 +194,34 @@ class _BaseDataLayer(Layer):
         dev, dtype = self._where.device, self._where.dtype
         if dev.type == "cuda":
             self._loader.pin = True
-        batch = self._loader.get()
+        *batch, self._position = self._loader.get()
         return tuple(t.to(device=dev, dtype=dtype, non_blocking=True) for t in batch)
+
+
+def _with_state(source):
+    """produce() that appends the source's state to each batch and releases the source's
+    files as soon as it fails (the failure is final)."""
+    def produce() -> tuple:
+        try:
+            return tuple(source.produce()) + (source.state(),)
+        except BaseException:
+            source.close()
+            raise
+    return produce
+
+
+def _close_all(loader, source) -> None:
+    loader.close()
+    source.close()
+
+
+def rng_state(rng: np.random.Generator | None):
+    return None if rng is None else rng.bit_generator.state
+
+
+def set_rng_state(rng: np.random.Generator | None, state) -> None:
+    if rng is not None and state is not None:
+        rng.bit_generator.state = state
 
 
 # ----------------------------------------------------------------------------------------------
@@ -183,6 +251,34 @@ class _DatumSource:
         if not self.labels:
             return (data,)
         return data, torch.tensor([d.label for d in datums], dtype=torch.float32)
+
+    def state(self) -> dict:
+        return {"kind": "_DatumSource", "key": self.cursor.key.hex(),
+                "offset": None if self.keep is None else self.keep.offset,
+                "rng": rng_state(self.transformer.rng)}
+
+    def restore(self, state: dict) -> None:
+        key = bytes.fromhex(state["key"])
+        if hasattr(self.cursor, "seek"):
+            found = self.cursor.seek(key)
+        else:
+            self.cursor.seek_to_first()
+            while self.cursor.key < key:
+                if self.cursor.advance():
+                    break
+            found = self.cursor.key == key
+        if not found:
+            raise DataLayerError(f"record {key!r} recorded as the next one is not in "
+                                 f"'{self.source}' (was the database changed?)",
+                                 layer=self.layer_name)
+        if self.keep is not None and state.get("offset") is not None:
+            self.keep.offset = int(state["offset"])
+        set_rng_state(self.transformer.rng, state.get("rng"))
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.cursor.close()
+        self.db.close()
 
     def _pixels(self, recs, datums) -> torch.Tensor:
         d0 = datums[0]
@@ -229,24 +325,30 @@ class DataLayer(_BaseDataLayer):
             color = True
         with self._guard("data_param.source"):
             db = open_db(p.source, p.backend, READ)
-        cursor = db.cursor()
-        if not cursor.valid:
-            cursor.close()
+        try:  # a failure here releases the database at once
+            with self._guard("data_param.source"):
+                cursor = db.cursor()
+                if not cursor.valid:
+                    raise self._error(f"the database '{p.source}' is empty", "data_param.source")
+                if p.rand_skip:
+                    skip = int(rng.integers(p.rand_skip))
+                    if hasattr(cursor, "skip"):
+                        cursor.skip(skip)
+                    else:
+                        for _ in range(skip):
+                            cursor.advance()
+                key = cursor.key
+                first = datum_array(parse_datum(cursor.value, key, p.source), key, p.source,
+                                    color)
+                shape = tr.output_shape(first.shape)
+        except BaseException:
             db.close()
-            raise self._error(f"the database '{p.source}' is empty", "data_param.source")
-        if p.rand_skip:
-            skip = int(rng.integers(p.rand_skip))
-            for _ in range(skip):
-                cursor.advance()
-        with self._guard("data_param.source"):
-            key = cursor.key
-            first = datum_array(parse_datum(cursor.value, key, p.source), key, p.source, color)
-            shape = tr.output_shape(first.shape)
+            raise
         labels = len(self.top_names) > 1
         self._top_shapes = [(p.batch_size,) + shape] + ([(p.batch_size,)] if labels else [])
         src = _DatumSource(self.name, db, cursor, tr, p.batch_size, labels, self.phase, color)
         self.transformer = tr
-        self._start(src.produce, p.prefetch)
+        self._start(src, p.prefetch)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -290,6 +392,15 @@ class _ImageSource:
         self.shuffle_rng, self.pos = shuffle_rng, start
         # several solvers: each keeps every solver_count-th image, as the Data layer does
         self.keep = _solver_keep(phase)
+        self.base_lines = list(lines)  # the order before the first shuffle
+        self.shuffle_start = rng_state(shuffle_rng)
+        self.shuffles = -1
+        if shuffle_rng is not None:
+            self.shuffle()  # Caffe shuffles at setup, then at every wrap-around
+
+    def shuffle(self) -> None:
+        self.shuffle_rng.shuffle(self.lines)
+        self.shuffles += 1
 
     def _next_indices(self) -> list[int]:
         out = []
@@ -300,8 +411,36 @@ class _ImageSource:
             if self.pos >= len(self.lines):
                 self.pos = 0
                 if self.shuffle_rng is not None:
-                    self.shuffle_rng.shuffle(self.lines)
+                    self.shuffle()
         return out
+
+    def state(self) -> dict:
+        return {"kind": "_ImageSource", "pos": self.pos, "shuffles": self.shuffles,
+                "lines": len(self.lines), "rng": rng_state(self.transformer.rng),
+                "offset": None if self.keep is None else self.keep.offset}
+
+    def restore(self, state: dict) -> None:
+        if int(state["lines"]) != len(self.lines):
+            raise DataLayerError(f"the position was recorded for a list of {state['lines']} "
+                                 f"images; the list now has {len(self.lines)}",
+                                 layer=self.layer_name)
+        if self.shuffle_rng is not None:
+            # Replay the shuffles from the setup's order: the order is theirs alone.
+            self.lines[:] = self.base_lines
+            set_rng_state(self.shuffle_rng, self.shuffle_start)
+            self.shuffles = -1
+            for _ in range(int(state["shuffles"]) + 1):
+                self.shuffle()
+        pos = int(state["pos"])
+        if not 0 <= pos < len(self.lines):
+            raise ValueError(f"position {pos} outside the list")
+        self.pos = pos
+        if self.keep is not None and state.get("offset") is not None:
+            self.keep.offset = int(state["offset"])
+        set_rng_state(self.transformer.rng, state.get("rng"))
+
+    def close(self) -> None:
+        pass
 
     def _load(self, item):
         name = self.root + item[0]
@@ -351,7 +490,6 @@ class ImageDataLayer(_BaseDataLayer):
         shuffle_rng = None
         if p.shuffle:
             shuffle_rng = np.random.default_rng(int(rng.integers(2**63 - 1)))
-            shuffle_rng.shuffle(lines)
         start = 0
         if p.rand_skip:
             start = int(rng.integers(p.rand_skip))
@@ -360,6 +498,9 @@ class ImageDataLayer(_BaseDataLayer):
         root = p.root_folder
         # Resolved now, as the working directory is now: reading ahead never depends on it.
         lines = [(name, label, os.path.abspath(root + name)) for name, label in lines]
+        src = _ImageSource(self.name, lines, root, new_h, new_w, p.is_color, tr, p.batch_size,
+                           shuffle_rng, start, self.phase)
+        lines = src.lines
         first = read_image(lines[start][2], new_h, new_w, p.is_color)
         if first is None:
             raise self._error(f"could not load image '{root + lines[start][0]}'",
@@ -367,10 +508,8 @@ class ImageDataLayer(_BaseDataLayer):
         with self._guard("image_data_param.source"):
             shape = tr.output_shape(hwc_to_chw(first).shape)
         self._top_shapes = [(p.batch_size,) + shape, (p.batch_size,)]
-        src = _ImageSource(self.name, lines, root, new_h, new_w, p.is_color, tr, p.batch_size,
-                           shuffle_rng, start, self.phase)
         self.transformer = tr
-        self._start(src.produce, self.lp.data_param.prefetch)
+        self._start(src, self.lp.data_param.prefetch)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -386,26 +525,40 @@ def read_hdf5_list(path: str) -> list[str]:
 
 
 def load_hdf5_tops(path: str, names: list[str]) -> list[np.ndarray]:
-    """The datasets named after the tops, as float32 arrays with one row count."""
+    """The datasets named after the tops, as float32 arrays with one row count (float or
+    integer data of at least 1 axis, as Caffe's hdf5_load_nd_dataset takes). Any failure,
+    reading included, is a DataError naming the file, the dataset and what was expected."""
     import h5py
 
+    from ..errors import FormatError
+    from ..formats.weights import h5_array
+
+    if "\0" in path:
+        raise DataError(f"HDF5 file {path!r}: the path holds a NUL byte")
     try:
         f = h5py.File(path, "r")
     except (OSError, ValueError) as e:
         raise DataError(f"cannot open HDF5 file '{path}': {e}") from None
     out = []
-    with f:
-        for name in names:
-            if name not in f or not isinstance(f[name], h5py.Dataset):
-                raise DataError(f"HDF5 file '{path}' has no dataset '{name}' "
-                                f"(datasets: {sorted(k for k in f)})")
-            ds = f[name]
-            if ds.dtype.kind not in "fiub":
-                raise DataError(f"HDF5 dataset '{name}' in '{path}' has type {ds.dtype}; "
-                                "float or integer data is needed")
-            if ds.ndim < 1:
-                raise DataError(f"HDF5 dataset '{name}' in '{path}' must have at least 1 axis")
-            out.append(np.ascontiguousarray(ds[()], dtype=np.float32))
+    try:
+        with f:
+            for name in names:
+                if name not in f or not isinstance(f[name], h5py.Dataset):
+                    raise DataError(f"HDF5 file '{path}' has no dataset '{name}' "
+                                    f"(datasets: {sorted(k for k in f)})")
+                ds = f[name]
+                if ds.ndim < 1:
+                    raise DataError(f"HDF5 dataset '{name}' in '{path}' must have at least 1 "
+                                    f"axis (rows), not shape {ds.shape}")
+                arr = h5_array(ds, path, f"dataset '{name}'", "fiub",
+                               "float or integer data, at least 1 axis")
+                out.append(np.ascontiguousarray(arr, dtype=np.float32))
+    except FormatError as e:
+        raise DataError(str(e)) from None
+    except (KeyError, RuntimeError, TypeError, ValueError, OSError, AttributeError,
+            IndexError) as e:
+        raise DataError(f"HDF5 file '{path}' cannot be read ({type(e).__name__}: {e}); "
+                        f"expected datasets {names}") from None
     rows = out[0].shape[0]
     for name, arr in zip(names, out):
         if arr.shape[0] != rows:
@@ -449,7 +602,40 @@ class _HDF5Source:
     def _row_perm(self):
         if self.rng is None:
             return None
+        self.rng_before_rows = rng_state(self.rng)
         return self.rng.permutation(self.arrays[0].shape[0])
+
+    def state(self) -> dict:
+        return {"kind": "_HDF5Source", "files": len(self.files),
+                "file_perm": [int(i) for i in self.file_perm],
+                "current_file": int(self.current_file), "row": int(self.row),
+                "offset": int(self.offset),
+                "rng": getattr(self, "rng_before_rows", None)}
+
+    def restore(self, state: dict) -> None:
+        perm = [int(i) for i in state["file_perm"]]
+        if int(state["files"]) != len(self.files) or sorted(perm) != list(range(len(self.files))):
+            raise DataLayerError(f"the position was recorded for a list of {state['files']} "
+                                 f"HDF5 files; the list now has {len(self.files)}",
+                                 layer=self.layer_name)
+        current = int(state["current_file"])
+        if not 0 <= current < len(self.files):
+            raise ValueError(f"file {current} outside the list")
+        reload = perm != [int(i) for i in self.file_perm] or current != self.current_file
+        self.file_perm = np.asarray(perm)
+        self.current_file = current
+        if reload:
+            self.arrays = self._load()
+        # the rows' order, drawn again from the generator's state before it was drawn
+        set_rng_state(self.rng, state.get("rng"))
+        self.row_perm = self._row_perm()
+        row = int(state["row"])
+        if not 0 <= row < self.arrays[0].shape[0]:
+            raise ValueError(f"row {row} outside the file")
+        self.row, self.offset = row, int(state["offset"])
+
+    def close(self) -> None:
+        pass
 
     def _next_file(self) -> None:
         # Caffe's Next() at the end of a file: the next file (reshuffled at the wrap).
@@ -517,7 +703,7 @@ class HDF5DataLayer(_BaseDataLayer):
                           None)
         self._top_shapes = [(p.batch_size,) + tuple(s) for s in src.shapes]
         # As in Caffe, no prefetching: rows come from memory; h5py stays in this thread.
-        self._start(src.produce, 0)
+        self._start(src, 0)
 
 
 @register("HDF5Output")
@@ -736,6 +922,15 @@ class _WindowSource:
         self.mean, self.mean_values, self.channels = mean, mean_values, channels
         self.rng, self.cache = rng, cache
 
+    def state(self) -> dict:
+        return {"kind": "_WindowSource", "rng": rng_state(self.rng)}
+
+    def restore(self, state: dict) -> None:
+        set_rng_state(self.rng, state["rng"])
+
+    def close(self) -> None:
+        pass
+
     def _image(self, index: int) -> np.ndarray:
         path = self.images[index][0]
         if self.cache is not None:
@@ -888,4 +1083,4 @@ class WindowDataLayer(_BaseDataLayer):
         src = _WindowSource(self.name, images, fg, bg, p, crop, bool(tp.mirror), scale, mean,
                             mean_values, channels, layer_rng(), cache)
         self._top_shapes = [(int(p.batch_size), channels, crop, crop), (int(p.batch_size),)]
-        self._start(src.produce, self.lp.data_param.prefetch)
+        self._start(src, self.lp.data_param.prefetch)

@@ -251,12 +251,40 @@ class _ConvolutionBase(Layer):
         top = plan.lead + (self.num_output,) + plan.out
         return [top] * len(bottom_shapes)
 
-    def _convolve(self, x: torch.Tensor) -> torch.Tensor:
+    def batch_items(self, bottom_shapes):
+        # oneDNN computes a batch of one with another algorithm than larger batches for some
+        # shapes (small outputs, 1x1 kernels): then a single item runs as two
+        shape = tuple(bottom_shapes[0])
+        if shape[0] != 1 or self.spec.axis == 0:
+            return shape[0]
+        key = (shape, torch.get_num_threads())
+        probes = self.__dict__.setdefault("_single_item_probes", {})
+        if key not in probes:
+            probes[key] = self._single_item_differs(shape)
+        return 2 if probes[key] else 1
+
+    def _single_item_differs(self, shape: tuple[int, ...]) -> bool:
+        """Whether an item computed alone differs from the same item in a batch of two, on
+        random data and weights of the layer's shapes (fixed seed; the global RNG is not
+        touched)."""
+        g = torch.Generator().manual_seed(0)
+        like = self.blob_params[0]
+        x = torch.randn((2,) + shape[1:], generator=g, dtype=like.dtype)
+        w = torch.randn(like.shape, generator=g, dtype=like.dtype)
+        b = torch.randn(self.num_output, generator=g, dtype=like.dtype) if self.bias_term \
+            else None
+        with torch.no_grad():
+            two = self._convolve(x, w, b)
+            one = self._convolve(x[:1], w, b)
+        return not torch.equal(one[0], two[0])
+
+    def _convolve(self, x: torch.Tensor, w=None, b=None) -> torch.Tensor:
         shape = tuple(x.shape)
         plan = self._plans.get(shape) or self._plan(shape)
         x = x.reshape((plan.num,) + shape[self.spec.axis:])
-        w = self.blob_params[0]
-        b = self.blob_params[1] if self.bias_term else None
+        if w is None:
+            w = self.blob_params[0]
+            b = self.blob_params[1] if self.bias_term else None
         s = self.spec
         if self.transposed:
             fn = _CONV_T_FN.get(self.num_spatial)
@@ -425,10 +453,35 @@ class _PoolCache:
         return t
 
 
+def _window_rows(g: _PoolGeom, axis: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per axis, the input index of each window's k positions, windows one after another
+    (o·k of them, clamped into the image), and whether each lies in the image."""
+    n, k, st, p, o = (g.size[axis], g.kernel[axis], g.stride[axis], g.pad[axis], g.out[axis])
+    pos = (torch.arange(o, device=device)[:, None] * st - p
+           + torch.arange(k, device=device)[None, :]).reshape(-1)
+    inside = (pos >= 0) & (pos < n)
+    return pos.clamp(0, max(n - 1, 0)), inside
+
+
+def _gather_windows(x: torch.Tensor, g: _PoolGeom, fill: float):
+    """The windows of a stride larger than the kernel, gathered side by side (each k wide),
+    so a k-stride pool computes them: Caffe allocates nothing for the gaps between windows,
+    and padding the input out to the stride could ask for any amount of memory."""
+    rows, rin = _window_rows(g, 0, x.device)
+    cols, cin = _window_rows(g, 1, x.device)
+    xg = x.index_select(2, rows).index_select(3, cols)
+    outside = ~(rin[:, None] & cin[None, :])
+    if bool(outside.any()):
+        xg = xg.masked_fill(outside, fill)
+    return xg, rows, cols
+
+
 def _pool(x: torch.Tensor, method: int, g: _PoolGeom, train: bool, want_mask: bool,
           cache: _PoolCache):
     """Caffe's pooling of a (N, C, H, W) tensor: (top, mask or None)."""
     k, s, p = g.kernel, g.stride, g.pad
+    if g.torch_ceil is None and any(st > kk for st, kk in zip(s, k)):
+        return _pool_gathered(x, method, g, train, want_mask, cache)
     if method == _POOL.MAX:
         if g.torch_ceil is not None:
             if want_mask:
@@ -476,6 +529,35 @@ def _pool(x: torch.Tensor, method: int, g: _PoolGeom, train: bool, want_mask: bo
     return cols.gather(2, pick).reshape(n, c, g.out[0], g.out[1]), None
 
 
+def _pool_gathered(x: torch.Tensor, method: int, g: _PoolGeom, train: bool, want_mask: bool,
+                   cache: _PoolCache):
+    """_pool for strides beyond the kernel: the same windows, gathered (no padding out to
+    the stride)."""
+    k = g.kernel
+    if method == _POOL.MAX:
+        xg, rows, cols = _gather_windows(x, g, -math.inf)
+        if not want_mask:
+            y = F.max_pool2d(xg, k, k)
+            mask = None
+        else:
+            y, idx = F.max_pool2d(xg, k, k, return_indices=True)
+            wg = xg.shape[3]
+            mask = (rows[idx // wg] * g.size[1] + cols[idx % wg]).to(x.dtype)
+        if g.empty:
+            hole = cache.empty(g, x.device)
+            y = y.masked_fill(hole, -FLT_MAX)
+            if mask is not None:
+                mask = mask.masked_fill(hole, -1.0)
+        return y, mask
+    if method == _POOL.AVE:
+        xg, _, _ = _gather_windows(x, g, 0.0)
+        return F.avg_pool2d(xg, k, k, divisor_override=1) / cache.divisor(g, x), None
+    xg, _, _ = _gather_windows(x, g, 0.0)
+    gathered = _PoolGeom(tuple(xg.shape[2:]), k, k, (0, 0), g.out, None, (0, 0), False)
+    # STOCHASTIC has no padding: the gathered plane pools exactly like the padded one
+    return _pool(xg, method, gathered, train, want_mask, cache)
+
+
 def _check_pool_method(layer: Layer, method: int, pad, kernel, field: str) -> None:
     layer.check(method in (_POOL.MAX, _POOL.AVE, _POOL.STOCHASTIC),
                 f"unknown pooling method {method}", field)
@@ -490,7 +572,8 @@ def _check_pool_method(layer: Layer, method: int, pad, kernel, field: str) -> No
 class PoolingLayer(Layer):
     """Caffe's Pooling over the H×W plane of a (N, C, H, W) bottom.
 
-    Output size ceil((in + 2·pad − k) / stride) + 1 (floor with round_mode FLOOR); with any
+    Output size ceil((in + 2·pad − k) / stride) + 1 (floor with round_mode FLOOR or the
+    forks' ceil_mode: false); with any
     padding, a last window that would start at or beyond in + pad is dropped. MAX takes the
     first maximum in row-major order over the image pixels of the window; its optional second
     top is the argmax as the flat index h·W + w into the bottom's plane (a float). AVE sums the
@@ -509,7 +592,8 @@ class PoolingLayer(Layer):
         f = "pooling_param"
         self.method = p.pool
         self.global_pooling = p.global_pooling
-        self.ceil = p.round_mode == _POOL.CEIL
+        # the forks' ceil_mode: false (caffe-priv, PR #3057) floors like round_mode FLOOR
+        self.ceil = p.round_mode == _POOL.CEIL and p.ceil_mode
         self.check(p.round_mode in (_POOL.CEIL, _POOL.FLOOR),
                    f"unknown rounding mode {p.round_mode}", f"{f}.round_mode")
         has_k, has_kh, has_kw = p.HasField("kernel_size"), p.HasField("kernel_h"), p.HasField(
@@ -662,6 +746,8 @@ class LRNLayer(Layer):
         shape = tuple(bottom_shapes[0])
         self.check(len(shape) == 4, f"the bottom must have 4 axes (num, channels, height, "
                    f"width), not shape {shape}")
+        self.check(shape[1] > 0, f"the bottom has no channels (shape {shape}); LRN normalizes "
+                   "over channels")
         return [shape]
 
     def forward(self, x):

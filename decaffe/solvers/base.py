@@ -143,7 +143,9 @@ class Solver:
         self.losses: list = []
         self.smoothed_loss = 0.0
         self.learning_rate = 0.0
-        self.stop_on_nonfinite = True
+        # pycaffe's step() never raises on a NaN/inf loss (Caffe logs it and goes on); the
+        # `decaffe train` command stops by default (-nan_effect) and sets this
+        self.stop_on_nonfinite = False
         self.progress: log.ProgressBar | None = None
 
     # -- construction ---------------------------------------------------------------------------
@@ -540,6 +542,7 @@ class Solver:
         p = self.param
         hdf5 = p.snapshot_format == caffe_pb2.SolverParameter.HDF5
         prefix = p.snapshot_prefix
+        snap.remove_orphans(prefix)  # temporaries a killed run left for this prefix
         if hdf5:
             model = snap.snapshot_filename(prefix, self._iter, ".caffemodel.h5")
             log.info(f"Snapshotting to HDF5 file {model}")
@@ -563,13 +566,54 @@ class Solver:
             current_step=self.lr_state.current_step,
             history=[h.detach().cpu().numpy() for h in self.updater.history],
             minimum_loss=self.lr_state.minimum_loss if plateau else None,
-            iter_last_event=self.lr_state.iter_last_event if plateau else None)
+            iter_last_event=self.lr_state.iter_last_event if plateau else None,
+            positions=self.data_positions())
+
+    def _nets_by_key(self) -> dict:
+        return {"train": self.net, **{f"test{i}": n for i, n in enumerate(self.test_nets)}}
+
+    def data_positions(self) -> dict:
+        """Where every data layer of the train and test nets is (beyond Caffe: written with
+        each snapshot so a resumed run sees the batches an uninterrupted one would), and
+        torch's random state."""
+        nets = {}
+        for key, net in self._nets_by_key().items():
+            layers = {}
+            for layer in getattr(net, "_layers", ()):
+                position = getattr(layer, "position", None)
+                state = position() if callable(position) else None
+                if state is not None:
+                    layers[layer.name] = state
+            nets[key] = layers
+        return {"format": 1, "nets": nets,
+                "torch_rng": torch.get_rng_state().numpy().tobytes().hex()}
+
+    def set_data_positions(self, positions: dict, source: str = "") -> None:
+        """Put each data layer where `positions` (data_positions()) says; a layer it does not
+        name keeps its place, as in Caffe."""
+        nets = positions.get("nets")
+        if not isinstance(nets, dict):
+            raise SolverError(f"{source}: decaffe's data positions name no nets")
+        for key, net in self._nets_by_key().items():
+            recorded = nets.get(key) or {}
+            for layer in getattr(net, "_layers", ()):
+                if layer.name in recorded and callable(getattr(layer, "set_position", None)):
+                    layer.set_position(recorded[layer.name])
+        rng = positions.get("torch_rng")
+        if isinstance(rng, str):
+            try:
+                torch.set_rng_state(torch.frombuffer(bytearray.fromhex(rng), dtype=torch.uint8))
+            except (ValueError, RuntimeError) as e:
+                raise SolverError(f"{source}: the recorded random state cannot be used "
+                                  f"({e})") from None
 
     def restore(self, state_file: str) -> None:
         """Continue from a .solverstate or .solverstate.h5 (ours or Caffe's): the iteration,
         the learning-rate counters, the history, and the weights it names."""
         state_file = os.fspath(state_file)
         state = snap.read_state(state_file)
+        for prefix in {snap.prefix_of(state_file), self.param.snapshot_prefix or None} - {None}:
+            snap.remove_orphans(prefix)  # temporaries a killed run left behind
         history = self.updater.history
         if len(state.history) != len(history):
             raise SolverError(f"{state_file}: incorrect length of history blobs: the file has "
@@ -594,6 +638,8 @@ class Solver:
         with torch.no_grad():
             for arr, h in zip(state.history, history):
                 h.copy_(torch.from_numpy(np.ascontiguousarray(arr)).reshape(h.shape))
+        if state.positions is not None:
+            self.set_data_positions(state.positions, state_file)
 
     def __repr__(self) -> str:
         return f"<decaffe.{type(self).__name__} iter={self._iter} net={self.net.name!r}>"

@@ -184,6 +184,16 @@ class AdamRule(UpdateRule):
         self.beta2 = f32(param.momentum2)
         self.delta = f32(param.delta)
 
+    def check(self):
+        from ..errors import SolverError
+
+        # Caffe takes these on trust; outside [0, 1) the bias correction divides by zero
+        # (momentum 1) or takes the root of a negative number (momentum2 > 1).
+        for name in ("momentum", "momentum2"):
+            value = getattr(self.param, name)
+            if not 0 <= value < 1:
+                raise SolverError(f"{name}: Adam needs a value in [0, 1), not {value}")
+
     def correction(self, it: int) -> float:
         """√(1−β2^t)/(1−β1^t) with t = it + 1, in double as Caffe computes it, then float."""
         t = it + 1

@@ -80,30 +80,27 @@ def test_backend_names():
         backend_name("rocksdb")
 
 
-def test_read_only_open_never_writes(tmp_path, monkeypatch):
+def test_read_only_open_never_writes(tmp_path):
     path = write_lmdb(str(tmp_path / "db"), [(b"k", b"v")])
-    seen = []
-    real = lmdb.open
+    import inspect
 
-    def spy(p, **kw):
-        seen.append(kw)
-        return real(p, **kw)
+    from decaffe.data import lmdb_server
 
-    monkeypatch.setattr(lmdb, "open", spy)
+    src = inspect.getsource(lmdb_server.serve)
+    assert "readonly=True" in src and "lock=False" in src
     files = {n: open(os.path.join(path, n), "rb").read() for n in os.listdir(path)}
     with open_db(path, "lmdb", READ) as db:
         assert list(db.items()) == [(b"k", b"v")]
         with pytest.raises(DataError, match="read-only"):
             db.transaction()
-    assert seen and all(kw.get("readonly") and kw.get("lock") is False for kw in seen)
     # nothing in the folder changed, lock.mdb included
     assert {n: open(os.path.join(path, n), "rb").read() for n in os.listdir(path)} == files
 
 
-def test_lmdb_readers_share_one_environment(tmp_path):
+def test_lmdb_readers_are_independent_and_coexist_with_a_client_handle(tmp_path):
     path = write_lmdb(str(tmp_path / "db"), [(b"a", b"1"), (b"b", b"2")])
-    a, b = open_db(path), open_db(path)  # the lmdb package alone would refuse the second
-    assert a.env is b.env
+    client = lmdb.open(path, readonly=True)  # the script's own handle, held throughout
+    a, b = open_db(path), open_db(path)
     ca, cb = a.cursor(), b.cursor()
     ca.next()
     assert (ca.key, cb.key) == (b"b", b"a")  # independent positions
@@ -111,6 +108,59 @@ def test_lmdb_readers_share_one_environment(tmp_path):
     a.close()
     assert list(b.items()) == [(b"a", b"1"), (b"b", b"2")]
     b.close()
+    assert client.stat()["entries"] == 2
+    client.close()
+
+
+def test_lmdb_reader_process_ends_on_close_and_collection(tmp_path):
+    path = write_lmdb(str(tmp_path / "db"), [(b"a", b"1")])
+    db = open_db(path)
+    proc = db._reader.proc
+    db.close()
+    assert proc.poll() is not None
+    db = open_db(path)
+    proc = db._reader.proc
+    del db
+    import gc
+
+    gc.collect()
+    assert proc.wait(5) is not None
+    with pytest.raises(DataError, match="NUL"):
+        open_db(str(tmp_path / "d\0b"))
+
+
+def test_lmdb_cursor_wraps_skips_and_seeks(tmp_path):
+    items = [(b"%02d" % i, b"v%d" % i) for i in range(5)]
+    path = write_lmdb(str(tmp_path / "db"), items)
+    with open_db(path) as db:
+        cur = db.cursor()
+        assert cur.take(7) == items + items[:2]
+        assert cur.key == b"02"
+        cur.skip(4)
+        assert cur.key == b"01"
+        assert cur.seek(b"03") and cur.value == b"v3"
+        assert not cur.seek(b"031") and cur.key == b"04"
+        assert not cur.seek(b"99") and cur.key == b"00"  # past the end: wraps
+        assert cur.advance() is False and cur.key == b"01"
+        cur.skip(3)
+        assert cur.advance() is True and cur.key == b"00"
+
+
+def test_leveldb_rebuilt_at_the_same_path_is_read_afresh(tmp_path):
+    pytest.importorskip("plyvel")
+    import shutil
+
+    path = str(tmp_path / "ldb")
+    _fill(path, "leveldb", [(b"a", b"old")])
+    old = open_db(path, "leveldb")
+    assert list(old.items()) == [(b"a", b"old")]
+    shutil.rmtree(path)
+    # rebuilt by another process (LevelDB refuses a writer here while `old` is open)
+    subprocess.run([sys.executable, "-c", f"import plyvel; d = plyvel.DB({path!r}, "
+                    "create_if_missing=True); d.put(b'a', b'new'); d.close()"], check=True)
+    with open_db(path, "leveldb") as new:
+        assert list(new.items()) == [(b"a", b"new")]
+    old.close()
 
 
 def test_lmdb_map_grows_when_full(tmp_path, monkeypatch):

@@ -74,7 +74,7 @@ def test_compiled_training_gives_eager_losses_on_a_small_bn_net():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("DECAFFE_SLOW_TESTS"), reason="slow: DECAFFE_SLOW_TESTS=1")
+@pytest.mark.skipif(not os.environ.get("DECAFFE_SLOW"), reason="slow: DECAFFE_SLOW=1")
 def test_compiled_training_gives_eager_losses_on_the_cifar_bn_benchmark_net():
     """The issue's check: 20 iterations of the CIFAR BN benchmark net, losses within 1e-5
     relative (compiling it takes minutes on 2 busy cores: slow)."""

@@ -336,6 +336,27 @@ def test_signal_handler_effects():
     assert quiet.action() == "none"
 
 
+def test_signal_handlers_are_in_place_before_the_solver_is_built(tmp_path, monkeypatch):
+    import decaffe.solvers as solvers
+
+    seen = []
+
+    def spy(kind):
+        seen.append(signal.getsignal(signal.SIGINT))
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(solvers, "solver_class", spy)
+    solver = tmp_path / "s.prototxt"
+    solver.write_text('net: "n.prototxt" base_lr: 0.1 max_iter: 1 lr_policy: "fixed"\n')
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(RuntimeError, match="stop here"):
+        from decaffe.cli.train import main
+
+        main(["train", "-solver", str(solver)])
+    assert seen and getattr(seen[0], "__self__", None).__class__.__name__ == "SignalHandler"
+    assert signal.getsignal(signal.SIGINT) is before  # and restored afterwards
+
+
 def _wait_for(path: str, pattern: str, proc, timeout: float = 240.0) -> re.Match:
     start = time.time()
     while time.time() - start < timeout:
