@@ -281,6 +281,8 @@ def _solve(args, param, signals, worker) -> int:
     from ..threads import Retuner
 
     solver.add_callback(Retuner().poll, None)  # thread count follows the machine's load
+    if worker is not None:
+        worker.prepare(solver)
     resume = args.snapshot
     if resume == "auto":
         from ..distributed.resume import newest_complete_snapshot

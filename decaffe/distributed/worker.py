@@ -69,6 +69,27 @@ class Worker:
         return self.rank == 0
 
     # -- the solver -------------------------------------------------------------------------
+    def prepare(self, solver) -> None:
+        """Before a resume: each worker takes its own data positions from a snapshot (rank 0
+        writes every worker's; see AgreedActions), and rank 0 writes them all."""
+        rank, own_set, own_get = self.rank, solver.set_data_positions, solver.data_positions
+
+        def set_positions(positions: dict, source: str = "") -> None:
+            workers = positions.get("workers") if isinstance(positions, dict) else None
+            if isinstance(workers, dict) and str(rank) in workers:
+                positions = workers[str(rank)]
+            own_set(positions, source)
+
+        def get_positions() -> dict:
+            mine = own_get()
+            gathered = self._actions.gathered if self._actions is not None else None
+            return dict(mine, workers=gathered) if gathered else mine
+
+        # instance attributes: the solver's own methods stay as they are for one process
+        solver.set_data_positions = set_positions
+        if self.root:
+            solver.data_positions = get_positions
+
     def attach(self, solver, action_fn) -> None:
         """Link the solver to the others: rank 0's state everywhere, gradients averaged, the
         signal actions agreed."""
@@ -76,7 +97,7 @@ class Worker:
         if self.watchdog is not None:
             nccl.diagnose = self.watchdog.diagnose
         self.nccl = nccl
-        self._actions = AgreedActions(action_fn, nccl, self.root)
+        self._actions = AgreedActions(action_fn, nccl, self.root, solver)
         sync_state_from_root(solver, nccl)
         solver.add_callback(self._actions.before_reduce, nccl.on_gradients_ready)
         solver.set_action_function(self._actions.action)
@@ -152,9 +173,10 @@ class AgreedActions:
     sees the same request. Only rank 0 snapshots on request (the others ignore SNAPSHOT);
     STOP stops all at the same iteration."""
 
-    def __init__(self, local_fn, nccl: NCCL, root: bool):
-        self.local_fn, self.nccl, self.root = local_fn, nccl, root
+    def __init__(self, local_fn, nccl: NCCL, root: bool, solver=None):
+        self.local_fn, self.nccl, self.root, self.solver = local_fn, nccl, root, solver
         nccl.control_out = [0.0, 0.0]  # [snapshot requested, stop requested]
+        self.gathered: dict | None = None  # every worker's data positions, for rank 0
 
     def before_reduce(self) -> None:
         """on_start callback: nothing (the flags go out with the gradients)."""
@@ -171,6 +193,8 @@ class AgreedActions:
                 agreed = "stop"
             elif control[0] > 0 and self.root:
                 agreed = "snapshot"
+            if self._snapshot_follows(control):
+                self._gather_positions()
         if self.local_fn is not None:
             request = self.local_fn()
             while request != "none":
@@ -179,6 +203,35 @@ class AgreedActions:
                     self.nccl.control_out[slot] = 1.0
                 request = self.local_fn()
         return agreed
+
+
+    def _snapshot_follows(self, control: list[float]) -> bool:
+        """Whether rank 0 snapshots right after this iteration (all workers know it: the
+        schedule, an agreed request, a stop, or the last iteration)."""
+        s = self.solver
+        if s is None:
+            return False
+        p = s.param
+        return bool((p.snapshot and s.iter % p.snapshot == 0) or control[0] > 0
+                    or control[1] > 0 or (s.iter >= p.max_iter and p.snapshot_after_train))
+
+    def _gather_positions(self) -> None:
+        """Every worker's data positions (each reads other records) to rank 0, which writes
+        them with the snapshot, so a resumed run continues each worker where it was."""
+        import torch.distributed as dist
+
+        data_positions = getattr(type(self.solver), "data_positions", None)
+        if data_positions is None:
+            return
+        mine = data_positions(self.solver)
+        everyone: list = [None] * dist.get_world_size()
+        try:
+            dist.all_gather_object(everyone, mine)
+        except RuntimeError as e:
+            if self.nccl.diagnose is not None:
+                raise self.nccl.diagnose(e) from e
+            raise
+        self.gathered = {str(r): pos for r, pos in enumerate(everyone)}
 
 
 def sync_state_from_root(solver, nccl: NCCL) -> None:

@@ -174,7 +174,9 @@ class Solver:
 
     def _check_snapshot_prefix(self) -> None:
         p = self.param
-        if not p.snapshot:
+        # as Caffe, only the root solver (which alone snapshots) probes the folder: several
+        # workers probing one file name at once would race
+        if not p.snapshot or _mode.solver_rank() != 0:
             return
         if not p.HasField("snapshot_prefix"):
             raise SolverError(f"snapshot_prefix: snapshot is set (every {p.snapshot} "

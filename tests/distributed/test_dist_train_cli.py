@@ -95,9 +95,9 @@ def test_without_sync_bn_each_worker_keeps_its_own_statistics(tmp_path):
 def test_a_killed_worker_is_named_and_snapshot_auto_resumes_exactly(tmp_path):
     """SIGKILL one worker mid-run: the other exits non-zero within 60 s naming rank 1. The
     rerun with -snapshot auto continues from the newest snapshot and ends bitwise equal to an
-    uninterrupted run. (Each snapshot falls on an epoch boundary of the data: 160 records =
-    2 workers × batch 4 × 20 iterations, so the data layers restart where they were.)"""
-    listing = H.write_data(str(tmp_path), 160, seed=5)
+    uninterrupted run. The snapshots fall inside epochs (100 records, 8 per iteration): rank 0
+    writes every worker's data position with them, and each worker resumes at its own."""
+    listing = H.write_data(str(tmp_path), 100, seed=5)
     solver = H.write_solver(str(tmp_path), "cut", listing, 4, max_iter=160, snapshot=20,
                             base_lr=0.05)
     port = H.free_port()
