@@ -26,6 +26,7 @@ from decaffe.mode import (  # noqa: F401
                      solver_rank,
 )
 from decaffe.parallel import NCCL, has_nccl  # noqa: F401
+from decaffe.precision import set_precision  # noqa: F401  (decaffe's: bf16/fp16/tf32 passes)
 from decaffe.solvers import (  # noqa: F401
                      AdaDeltaSolver,
                      AdaGradSolver,

@@ -35,6 +35,8 @@ _LAZY = {
     "RMSPropSolver": ("solvers", "RMSPropSolver"),
     "AdaDeltaSolver": ("solvers", "AdaDeltaSolver"),
     "AdamSolver": ("solvers", "AdamSolver"),
+    "set_precision": ("precision", "set_precision"),
+    "compile_net": ("compile", "compile_net"),
 }
 
 

@@ -194,6 +194,9 @@ class Blob:
         if self._dirty[which]:
             return self._host[which]
         t = self.tensor(which)
+        if t.dtype in (torch.bfloat16, torch.float16):
+            # a bf16/fp16 activation (decaffe.precision): pycaffe sees a float32 copy
+            return t.detach().float().cpu().numpy()
         if t.device.type == "cpu":
             if not self._out[which]:
                 if not self._owned[which]:

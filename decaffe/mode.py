@@ -15,7 +15,7 @@ TRAIN = 0
 TEST = 1
 
 _state = {"mode": "cpu", "device_id": 0, "solver_count": 1, "solver_rank": 0,
-          "multiprocess": False}
+          "multiprocess": False, "sync_bn": False}
 
 
 def set_mode_cpu() -> None:
@@ -100,3 +100,13 @@ def multiprocess() -> bool:
 
 def set_multiprocess(flag: bool) -> None:
     _state["multiprocess"] = bool(flag)
+
+
+def sync_bn() -> bool:
+    """Whether TRAIN-phase BatchNorm takes its batch statistics over every worker's batch
+    (decaffe train -sync_bn; see decaffe.distributed.sync_bn)."""
+    return _state["sync_bn"]
+
+
+def set_sync_bn(flag: bool) -> None:
+    _state["sync_bn"] = bool(flag)

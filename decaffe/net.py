@@ -240,6 +240,8 @@ class Net(torch.nn.Module):
         self._dtype = dtype
         self._device = torch.device("cpu")
         self._dirty_blobs: set[Blob] = set()
+        self._compiled = None  # decaffe.compile's passes, when -compile is on
+        self._loss_scale = 1.0  # fp16 training: the loss scaler's factor
         try:
             self._build(param)
             if weights is not None:
@@ -601,9 +603,22 @@ class Net(torch.nn.Module):
         for blobs in self._param_blobs:
             for b in blobs:
                 b.to(dev)
+        from . import precision
+
+        if precision.channels_last(dev, self._compiled is not None):
+            self._to_channels_last()
         self._device = dev
         self._dirty_blobs.clear()
         self._io = [None] * len(self._layers)
+
+    def _to_channels_last(self) -> None:
+        """Convolution weights in channels_last order (cuDNN's tensor-core layout)."""
+        with torch.no_grad():
+            for layer in self._layers:
+                if layer.type in ("Convolution", "Deconvolution"):
+                    for p in layer.blob_params:
+                        if p.dim() == 4:
+                            p.data = p.data.contiguous(memory_format=torch.channels_last)
 
     @property
     def device(self) -> torch.device:
@@ -684,7 +699,10 @@ class Net(torch.nn.Module):
         items = self._batch_item_layers if self.items_apart and self.phase == TEST and \
             self._device.type == "cpu" else ()
         skip = -1
-        with torch.set_grad_enabled(want_grad):
+        from . import precision
+
+        low = precision.low_precision_dtype() is not None
+        with torch.set_grad_enabled(want_grad), precision.autocast(self._device):
             loss = None
             for li in range(start, end + 1):
                 if li == skip:
@@ -726,6 +744,10 @@ class Net(torch.nn.Module):
                             out = layer(*bottoms)
                     if isinstance(out, torch.Tensor):
                         out = (out,)
+                    if low:  # the net's outputs stay float32 under bf16/fp16
+                        out = tuple(t.float() if tid in self._output_set and
+                                    t.is_floating_point() else t
+                                    for tid, t in zip(self._top_idx[li], out))
                     for tid, t in zip(self._top_idx[li], out):
                         cur[tid] = t
                         blobs[tid].bind(t)
@@ -735,7 +757,7 @@ class Net(torch.nn.Module):
                     fn(li)
                 for j, w in enumerate(self._loss_weights[li]):
                     if w:
-                        term = out[j].sum() * w if out[j].dim() else out[j] * w
+                        term = out[j].float().sum() * w if out[j].dim() else out[j].float() * w
                         loss = term if loss is None else loss + term
         return loss
 
@@ -744,10 +766,13 @@ class Net(torch.nn.Module):
 
         Gradients accumulate into the parameters (Caffe's param diffs); no blob diffs are kept.
         """
-        loss = self._forward_range(0, len(self._layers) - 1, record=False, fuse=True)
+        if self._compiled is not None:
+            loss = self._compiled.forward(grad=True)
+        else:
+            loss = self._forward_range(0, len(self._layers) - 1, record=False, fuse=True)
         self._io = [None] * len(self._layers)
         if loss is not None and loss.requires_grad:
-            loss.backward()
+            (loss * self._loss_scale if self._loss_scale != 1.0 else loss).backward()
         before, after = self._callbacks["before_backward"], self._callbacks["after_backward"]
         if before or after:  # Caffe calls them layer by layer, last layer first
             for li in range(len(self._layers) - 1, -1, -1):
@@ -759,8 +784,11 @@ class Net(torch.nn.Module):
 
     def forward_loss(self) -> float:
         """A forward pass without a graph (test nets); returns the weighted loss."""
-        loss = self._forward_range(0, len(self._layers) - 1, record=False, grad=False,
-                                   fuse=True)
+        if self._compiled is not None:
+            loss = self._compiled.forward(grad=False)
+        else:
+            loss = self._forward_range(0, len(self._layers) - 1, record=False, grad=False,
+                                       fuse=True)
         return 0.0 if loss is None else float(loss)
 
     def _backward_range(self, start: int, end: int) -> None:
@@ -825,6 +853,10 @@ class Net(torch.nn.Module):
             raise NetError(f"no layer named '{name}'{suggest(name, self._layer_names)}") from None
 
     def _forward(self, start: int, end: int) -> float:
+        if (self._compiled is not None and not self._needs_graph and start == 0
+                and end == len(self._layers) - 1):
+            loss = self._compiled.forward(grad=False)  # a deploy net, compiled
+            return 0.0 if loss is None else float(loss.detach())
         loss = self._forward_range(start, end)
         return 0.0 if loss is None else float(loss.detach())
 

@@ -14,6 +14,7 @@ import numpy as np
 from .. import log
 from ..errors import DecaffeError
 from ..proto import caffe_pb2
+from . import speed
 from .flags import FlagParser, add_net_flags
 from .train import parse_gpus, parse_phase, parse_stages, require_file, single_device
 
@@ -21,6 +22,7 @@ from .train import parse_gpus, parse_phase, parse_stages, require_file, single_d
 def main(argv: list[str]) -> int:
     fp = FlagParser(argv[0], "Score a model (caffe test).")
     add_net_flags(fp, "the trained weights (.caffemodel or .caffemodel.h5)", "TEST")
+    speed.add_flags(fp)
     args = fp.parse(argv[1:])
     with log.python_logging():
         return _test(args)
@@ -39,8 +41,10 @@ def _test(args) -> int:
     require_file(args.weights, "weights")
     phase = parse_phase(args.phase, caffe_pb2.TEST)
     single_device(parse_gpus(args.gpu))
+    speed.apply(args)
     net = Net(args.model, phase, level=args.level, stages=parse_stages(args.stage))
     net.copy_from(args.weights)
+    speed.prepare(net)
     log.info(f"Running for {args.iterations} iterations.")
     outputs = net.outputs
     scores = None

@@ -16,6 +16,7 @@ import time
 from .. import log
 from ..errors import DecaffeError
 from ..proto import caffe_pb2
+from . import speed
 from .flags import FlagParser, add_net_flags
 from .train import parse_gpus, parse_phase, parse_stages, require_file, single_device
 
@@ -23,6 +24,7 @@ from .train import parse_gpus, parse_phase, parse_stages, require_file, single_d
 def main(argv: list[str]) -> int:
     fp = FlagParser(argv[0], "Benchmark the execution time of a model (caffe time).")
     add_net_flags(fp, "optional; weights to load first", "TRAIN")
+    speed.add_flags(fp)
     args = fp.parse(argv[1:])
     with log.python_logging():
         return _time(args)
@@ -46,6 +48,7 @@ def _time(args) -> int:
         require_file(args.weights, "weights")
     phase = parse_phase(args.phase, caffe_pb2.TRAIN)
     single_device(parse_gpus(args.gpu))
+    speed.apply(args)
     net = Net(args.model, phase, level=args.level, stages=parse_stages(args.stage))
     if args.weights:
         net.copy_from(args.weights)
@@ -96,4 +99,28 @@ def _time(args) -> int:
     log.info(f"Average Forward-Backward: {_ms(total / iters)} ms.")
     log.info(f"Total Time: {_ms(total)} ms.")
     log.info("*** Benchmark ends ***")
+    if args.precision != "fp32" or args.compile:
+        _whole_step(net, args, sync)
     return 0
+
+
+def _whole_step(net, args, sync) -> None:
+    """The whole pass as the solver runs it (one forward+backward, no per-layer timing or
+    synchronisation), at the chosen precision, compiled with -compile: the figure that
+    per-layer timing cannot give (a compiled net has no layers to time one by one)."""
+    speed.prepare(net)
+    what = ", ".join([args.precision] + (["compiled"] if args.compile else []))
+    for _ in range(2):  # warm-up: compilation, autotuning, allocator
+        net.zero_grad(set_to_none=True)
+        net.forward_backward()
+    sync()
+    times = []
+    for _ in range(args.iterations):
+        net.zero_grad(set_to_none=True)
+        t0 = time.perf_counter()
+        net.forward_backward()
+        sync()
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    log.info(f"Whole step ({what}): forward-backward median {_ms(times[len(times) // 2])} ms, "
+             f"average {_ms(sum(times) / len(times))} ms over {len(times)} iterations.")

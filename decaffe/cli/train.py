@@ -26,6 +26,7 @@ from .. import log
 from .. import mode as _mode
 from ..errors import DecaffeError
 from ..proto import caffe_pb2
+from . import speed
 from .flags import FlagParser
 
 EFFECTS = ("stop", "snapshot", "none")
@@ -167,9 +168,15 @@ def main(argv: list[str]) -> int:
     fp.flag("weights", default="", help="optional; the pretrained weights to initialize "
             "finetuning, separated by ','; not together with -snapshot")
     fp.flag("snapshot", default="", help="optional; the snapshot solver state to resume "
-            "training")
-    fp.flag("gpu", default="", help="optional; run in GPU mode on the given device id "
-            "('all' or several ids: multi-GPU training is not available yet)")
+            "training; 'auto': the newest complete snapshot under the solver's "
+            "snapshot_prefix, or a fresh start when there is none")
+    fp.flag("gpu", default="", help="optional; run in GPU mode on the given device ids, "
+            "separated by ',' ('all': every device); several ids train data-parallel, one "
+            "worker process per device")
+    fp.flag("workers", type=int, default=0, help="optional; train data-parallel in this many "
+            "CPU worker processes (gloo), as -gpu does on GPUs")
+    fp.bool_flag("sync_bn", default=False, help="with several workers, BatchNorm normalises "
+                 "with the statistics of the global batch (Caffe: each worker's own)")
     fp.flag("sigint_effect", default="stop", help="action on SIGINT: snapshot, stop or none")
     fp.flag("sighup_effect", default="snapshot", help="action on SIGHUP: snapshot, stop or none")
     fp.flag("level", type=int, default=0, help="optional; network level")
@@ -177,70 +184,126 @@ def main(argv: list[str]) -> int:
     fp.flag("nan_effect", default="stop", choices=("stop", "continue"),
             help="on a NaN or infinite loss: stop with an error naming the layer, or continue")
     fp.bool_flag("progress", default=True, help="show a progress bar when stderr is a terminal")
+    speed.add_flags(fp)
     args = fp.parse(argv[1:])
 
     with log.python_logging():
-        return _train(args)
+        return _train(args, argv)
 
 
-def _train(args) -> int:
+def _train(args, argv: list[str] | None = None) -> int:
     if not args.solver:
         raise DecaffeError("-solver: need a solver definition to train")
     if args.snapshot and args.weights:
         raise DecaffeError("give a snapshot to resume training (-snapshot) or weights to "
                            "finetune (-weights), but not both")
     require_file(args.solver, "solver")
-    if args.snapshot:
+    if args.snapshot and args.snapshot != "auto":
         require_file(args.snapshot, "snapshot")
     signals = SignalHandler(args.sigint_effect, args.sighup_effect)
     # In place from here, as Caffe installs them before building the solver: a signal while
     # the nets are built or weights load takes effect at the first iteration.
     with signals:
-        return _train_with(args, signals)
+        return _train_with(args, signals, argv)
 
 
-def _train_with(args, signals) -> int:
+def _train_with(args, signals, argv: list[str] | None = None) -> int:
     import torch
 
-    from ..solvers import read_solver_param, solver_class
+    from ..solvers import read_solver_param
 
     param, _ = read_solver_param(args.solver)
     param.train_state.level = args.level
     param.train_state.stage.extend(parse_stages(args.stage))
 
     gpus = parse_gpus(args.gpu)
+    want_gpu = bool(gpus)
     if not gpus and param.solver_mode == caffe_pb2.SolverParameter.GPU:
         if torch.cuda.is_available():
             gpus = [param.device_id]
+            want_gpu = True
         elif param.HasField("solver_mode"):
             log.warning("solver_mode is GPU but no CUDA device is available to PyTorch; "
                         "training on the CPU")
-    if len(gpus) > 1:
-        raise DecaffeError(f"-gpu {args.gpu}: training on {len(gpus)} GPUs (data parallel) is "
-                           "not implemented yet; give one device id, e.g. -gpu 0")
-    if gpus:
-        log.info(f"Using GPUs {gpus[0]}")
-        name = use_gpu(gpus[0])
-        log.info(f"GPU {gpus[0]}: {name}")
-        param.device_id = gpus[0]
+    if args.workers < 0:
+        raise DecaffeError(f"-workers: must be >= 0, not {args.workers}")
+    _mode.set_sync_bn(args.sync_bn)
+    worker = None
+    from ..distributed import worker as _worker
+
+    if _worker.launched():
+        if args.gpu:
+            gpus = parse_gpus(args.gpu)
+        worker = _worker.join(gpus if args.gpu else [], want_gpu=want_gpu)
+        if worker.device.startswith("cuda"):
+            param.device_id = int(worker.device.split(":")[1])
     else:
-        log.info("Use CPU.")
-        _mode.set_mode_cpu()
+        count = max(len(gpus) if args.gpu else 1, args.workers)
+        if args.gpu and args.workers and args.workers != len(gpus):
+            raise DecaffeError(f"-workers {args.workers} with -gpu {args.gpu}: one worker per "
+                               f"device ({len(gpus)} devices)")
+        if len(set(gpus)) != len(gpus):
+            raise DecaffeError(f"-gpu {args.gpu}: a device is named twice")
+        if count > 1:
+            from ..distributed import launch
+
+            for d in (gpus if args.gpu else []):
+                use_gpu(d)  # every device exists, before any worker starts
+            return launch.run(list(argv or ["train"]), count, gpus if args.gpu else None)
+        if gpus:
+            log.info(f"Using GPUs {gpus[0]}")
+            name = use_gpu(gpus[0])
+            log.info(f"GPU {gpus[0]}: {name}")
+            param.device_id = gpus[0]
+        else:
+            log.info("Use CPU.")
+            _mode.set_mode_cpu()
+    speed.apply(args)
+    if args.sync_bn and worker is None:
+        log.info("-sync_bn: a single worker; BatchNorm uses its own batch as always")
+
+    try:
+        return _solve(args, param, signals, worker)
+    except BaseException as e:
+        if worker is not None:
+            worker.fail(e if not isinstance(e, KeyboardInterrupt) else "interrupted")
+        raise
+
+
+def _solve(args, param, signals, worker) -> int:
+    from ..solvers import solver_class
 
     solver = solver_class(param.type)(param)
+    for net in [solver.net, *solver.test_nets]:
+        speed.prepare(net)
     solver.stop_on_nonfinite = args.nan_effect == "stop"
     solver.set_action_function(signals.action)
-    if args.snapshot:
-        log.info(f"Resuming from {args.snapshot}")
-        solver.restore(args.snapshot)
+    from ..threads import Retuner
+
+    solver.add_callback(Retuner().poll, None)  # thread count follows the machine's load
+    if worker is not None:
+        worker.prepare(solver)
+    resume = args.snapshot
+    if resume == "auto":
+        from ..distributed.resume import newest_complete_snapshot
+
+        resume = newest_complete_snapshot(param.snapshot_prefix)
+        if resume is None:
+            log.info(f"-snapshot auto: no complete snapshot under "
+                     f"{param.snapshot_prefix}_iter_*; starting fresh")
+    if resume:
+        log.info(f"Resuming from {resume}")
+        solver.restore(resume)
     elif args.weights:
         for name in args.weights.split(","):
             if name:
                 require_file(name, "weights")
         solver.load_weights(args.weights)
 
+    if worker is not None:
+        worker.attach(solver, signals.action)
     bar = None
-    if args.progress:
+    if args.progress and (worker is None or worker.root):
         bar = log.ProgressBar(param.max_iter, solver.iter,
                               batch_size(solver.net) * param.iter_size)
         solver.progress = bar if bar.enabled else None
@@ -252,5 +315,7 @@ def _train_with(args, signals) -> int:
             bar.close()
         for net in [solver.net, *solver.test_nets]:
             net.close()
+    if worker is not None:
+        worker.finish(solver)
     log.info("Optimization Done.")
     return 0

@@ -53,7 +53,9 @@ def _pool() -> ThreadPoolExecutor:
     """Threads shared by every data layer for decoding images (OpenCV releases the GIL)."""
     global _POOL
     if _POOL is None:
-        _POOL = ThreadPoolExecutor(max_workers=max(2, min(4, os.cpu_count() or 2)),
+        from ..threads import decode_workers
+
+        _POOL = ThreadPoolExecutor(max_workers=decode_workers(max(2, min(4, os.cpu_count() or 2))),
                                    thread_name_prefix="decaffe-decode")
     return _POOL
 
@@ -385,11 +387,13 @@ class _ImageSource:
     """Reads, resizes and transforms a batch of listed images (runs in the worker)."""
 
     def __init__(self, layer_name, lines, root, new_h, new_w, is_color, transformer, batch_size,
-                 shuffle_rng, start):
+                 shuffle_rng, start, phase=caffe_pb2.TRAIN):
         self.layer_name, self.lines, self.root = layer_name, lines, root
         self.new_h, self.new_w, self.is_color = new_h, new_w, is_color
         self.transformer, self.batch_size = transformer, batch_size
         self.shuffle_rng, self.pos = shuffle_rng, start
+        # several solvers: each keeps every solver_count-th image, as the Data layer does
+        self.keep = _solver_keep(phase)
         self.base_lines = list(lines)  # the order before the first shuffle
         self.shuffle_start = rng_state(shuffle_rng)
         self.shuffles = -1
@@ -402,8 +406,9 @@ class _ImageSource:
 
     def _next_indices(self) -> list[int]:
         out = []
-        for _ in range(self.batch_size):
-            out.append(self.pos)
+        while len(out) < self.batch_size:
+            if self.keep is None or self.keep():
+                out.append(self.pos)
             self.pos += 1
             if self.pos >= len(self.lines):
                 self.pos = 0
@@ -413,7 +418,8 @@ class _ImageSource:
 
     def state(self) -> dict:
         return {"kind": "_ImageSource", "pos": self.pos, "shuffles": self.shuffles,
-                "lines": len(self.lines), "rng": rng_state(self.transformer.rng)}
+                "lines": len(self.lines), "rng": rng_state(self.transformer.rng),
+                "offset": None if self.keep is None else self.keep.offset}
 
     def restore(self, state: dict) -> None:
         if int(state["lines"]) != len(self.lines):
@@ -431,6 +437,8 @@ class _ImageSource:
         if not 0 <= pos < len(self.lines):
             raise ValueError(f"position {pos} outside the list")
         self.pos = pos
+        if self.keep is not None and state.get("offset") is not None:
+            self.keep.offset = int(state["offset"])
         set_rng_state(self.transformer.rng, state.get("rng"))
 
     def close(self) -> None:
@@ -501,7 +509,7 @@ class ImageDataLayer(_BaseDataLayer):
         # Resolved now, as the working directory is now: reading ahead never depends on it.
         lines = [(name, label, os.path.abspath(root + name)) for name, label in lines]
         src = _ImageSource(self.name, lines, root, new_h, new_w, p.is_color, tr, p.batch_size,
-                           shuffle_rng, start)
+                           shuffle_rng, start, self.phase)
         lines = src.lines
         first = read_image(lines[start][2], new_h, new_w, p.is_color)
         if first is None:

@@ -6,7 +6,9 @@ import torch
 import torch.nn.functional as F
 
 from .. import fillers
+from .. import mode as _mode
 from ..layer import Layer, register
+from ..proto import caffe_pb2
 from .common import canonical_axis
 
 
@@ -36,8 +38,6 @@ class BatchNormLayer(Layer):
     no_grad_blobs = (0, 1, 2)
 
     def setup(self, bottom_shapes):
-        from ..proto import caffe_pb2
-
         p = self.lp.batch_norm_param
         shape = bottom_shapes[0]
         # Caffe 1.0 reads the bottom's shape(1) in set-up and reshape: fewer axes are fatal
@@ -82,16 +82,25 @@ class BatchNormLayer(Layer):
         shape = x.shape
         x3 = x.reshape(shape[0], 1) if x.dim() == 1 else x
         mean_sum, var_sum, factor = self.blob_params[0], self.blob_params[1], self.blob_params[2]
+        if x3.dtype != mean_sum.dtype and x3.device.type == "cpu":
+            x3 = x3.to(mean_sum.dtype)  # bf16/fp16 autocast: the statistics stay float32
         if self.use_global_stats:
             inv = torch.where(factor == 0, torch.zeros_like(factor), 1.0 / factor)
             y = F.batch_norm(x3, mean_sum * inv, var_sum * inv, weight, bias, False, 0.0,
                              self.eps)
             return y.reshape(shape)
+        if _mode.sync_bn() and self.phase == caffe_pb2.TRAIN and x3.dim() >= 2:
+            from ..distributed import sync_bn
+
+            if sync_bn.active():
+                return self._normalize_global_batch(x3, weight, bias).reshape(shape)
         # Batch statistics: the fused kernel with momentum 1 leaves exactly the batch mean
         # and the unbiased batch variance in the scratch buffers, then Caffe's sums update.
         m = x3.numel() // self.channels
-        run_mean = torch.zeros(self.channels, dtype=x.dtype, device=x.device)
-        run_var = torch.zeros(self.channels, dtype=x.dtype, device=x.device)
+        # the statistics stay float32 under autocast (bf16/fp16 activations on a GPU)
+        stat_dtype = mean_sum.dtype
+        run_mean = torch.zeros(self.channels, dtype=stat_dtype, device=x.device)
+        run_var = torch.zeros(self.channels, dtype=stat_dtype, device=x.device)
         if x3.dim() > 2 or x3.shape[0] > 1:
             y = torch.batch_norm(x3, weight, bias, run_mean, run_var, True, 1.0, self.eps,
                                  torch.backends.cudnn.enabled)
@@ -108,6 +117,19 @@ class BatchNormLayer(Layer):
             mean_sum.mul_(self.fraction).add_(run_mean)
             var_sum.mul_(self.fraction).add_(run_var)
         return y.reshape(shape)
+
+    def _normalize_global_batch(self, x3, weight, bias):
+        """-sync_bn with several workers: statistics of the global batch (see
+        decaffe.distributed.sync_bn)."""
+        from ..distributed import sync_bn
+
+        mean_sum, var_sum, factor = self.blob_params[0], self.blob_params[1], self.blob_params[2]
+        y, mean, var = sync_bn.normalize(x3, weight, bias, self.eps)
+        with torch.no_grad():
+            factor.mul_(self.fraction).add_(1.0)
+            mean_sum.mul_(self.fraction).add_(mean.to(mean_sum.dtype))
+            var_sum.mul_(self.fraction).add_(var.to(var_sum.dtype))
+        return y
 
     def extra_repr(self):
         return (f"name={self.name!r}, channels={self.channels}, eps={self.eps}, "

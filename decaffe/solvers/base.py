@@ -27,7 +27,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from .. import log
+from .. import log, precision
 from .. import mode as _mode
 from ..errors import SolverError, suggest
 from ..proto import caffe_pb2
@@ -176,7 +176,9 @@ class Solver:
 
     def _check_snapshot_prefix(self) -> None:
         p = self.param
-        if not p.snapshot:
+        # as Caffe, only the root solver (which alone snapshots) probes the folder: several
+        # workers probing one file name at once would race
+        if not p.snapshot or _mode.solver_rank() != 0:
             return
         if not p.HasField("snapshot_prefix"):
             raise SolverError(f"snapshot_prefix: snapshot is set (every {p.snapshot} "
@@ -340,6 +342,7 @@ class Solver:
         # in multi-process training only the root solver (rank 0) tests, displays and
         # snapshots on schedule, as Caffe's root_solver() decides
         root = _mode.solver_rank() == 0
+        scaler = precision.loss_scaler_for(self)  # fp16 only
         while self._iter < stop_iter:
             net.clear_param_diffs()
             if (root and p.test_interval and self._iter % p.test_interval == 0
@@ -372,7 +375,8 @@ class Solver:
             for _, on_ready in self._callbacks:
                 if on_ready is not None:
                     on_ready()
-            self.apply_update()
+            if scaler is None or precision.unscale_gradients(self, scaler):
+                self.apply_update()
             if display and p.debug_info:
                 self._debug_update()
             self._iter += 1
@@ -405,10 +409,12 @@ class Solver:
         if self.requested_early_exit:
             log.info("Optimization stopped early.")
             return
-        if root and p.display and self._iter % p.display == 0:
+        if p.display and self._iter % p.display == 0 and (root or _mode.sync_bn()):
+            # with -sync_bn every worker joins this pass: its BatchNorm needs every batch
             loss = self.net.forward_loss()
-            self._update_smoothed_loss(loss, start_iter, p.average_loss)
-            log.info(f"Iteration {self._iter}, loss = {log.fmt(self.smoothed_loss)}")
+            if root:
+                self._update_smoothed_loss(loss, start_iter, p.average_loss)
+                log.info(f"Iteration {self._iter}, loss = {log.fmt(self.smoothed_loss)}")
         if root and p.test_interval and self._iter % p.test_interval == 0:
             self.test_all()
         log.info("Optimization Done.")
