@@ -12,7 +12,7 @@ parameters and shapes:
 - ConvolutionDepthwise/DepthwiseConvolution: Convolution; ReLU6, HardSwish, HardSigmoid,
   ShuffleChannel, Axpy: elementwise and reshape operators;
 - SeLu, SeLuDropout (TEST), Reorg (darknet's layout), Unsqueeze, Pad (constant, edge,
-  reflect, or a crop);
+  reflect, or a crop), BatchNormKyle, BN (yjxiong/Cysu form);
 - DetectionOutput (SSD's, YOLO's), Proposal, ROIPooling, and Upsample/MaxUnPool with a mask
   are refused with the way out (-end).
 """
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from .graph import LayerExport, count, refuse_types, register_export
-from .layers import ConvolutionExport, _tuple
+from .layers import BatchNormExport, ConvolutionExport, _tuple
 
 register_export("ConvolutionDepthwise", "DepthwiseConvolution")(ConvolutionExport)
 
@@ -347,3 +347,73 @@ class PadExport(LayerExport):
         x4 = f"{x}.reshape(-1, 1, {shape[-2]}, {shape[-1]})"
         return (f"F.pad({x4}, {_tuple((left, r, u, d))}, mode="
                 f"{self._MODES[layer.mode][1]!r}).reshape({_tuple(s.target(node.tops[0]))})")
+
+
+@register_export("BatchNormKyle")
+class BatchNormKyleExport(LayerExport):
+    """BVLC BatchNorm's normalisation, then (use_alpha_beta) blobs 3 and 4 as scale and shift."""
+
+    def _affine(self, b, node, shape):
+        if not node.layer.alpha_beta:
+            return None
+        view = (-1,) + (1,) * (len(shape) - 2)
+        return (b.blob(node, 3, lambda a: a.reshape(view)),
+                b.blob(node, 4, lambda a: a.reshape(view)))
+
+    def onnx(self, b, node):
+        shape = b.shape(node.bottoms[0])
+        affine = self._affine(b, node, shape) if len(shape) > 1 else None
+        tmp = b.fresh("normalized")
+        BatchNormExport().onnx(b, _renamed(node, tmp if affine else node.tops[0]))
+        if affine:
+            b.op("Add", [b.op("Mul", [tmp, affine[0]]), affine[1]], node.tops[0])
+
+    def refuse(self, node, graph):
+        if len(graph.shape(node.bottoms[0])) < 2 and node.layer.alpha_beta:
+            return "a one-axis bottom with use_alpha_beta is not exported"
+        return None
+
+    def torch(self, s, node):
+        y = BatchNormExport().torch(s, node)
+        if not node.layer.alpha_beta:
+            return y
+        nd = len(s.shape(node.bottoms[0]))
+        view = _tuple((-1,) + (1,) * (nd - 2))
+        return f"({y}) * {s.p(node, 3)}.reshape({view}) + {s.p(node, 4)}.reshape({view})"
+
+
+def _renamed(node, top: str):
+    """node with its (single) top value renamed (to write an intermediate value)."""
+    import dataclasses
+
+    return dataclasses.replace(node, tops=[top])
+
+
+@register_export("BN")
+class BNExport(LayerExport):
+    """yjxiong/Cysu's BN at TEST (or frozen): (x − running mean)·running inverse std·scale +
+    shift, its four blobs of shape (1, C, 1, 1)."""
+
+    def refuse(self, node, graph):
+        layer = node.layer
+        if layer.segnet:
+            return "the SegNet form of BN is not exported yet; stop before it with -end"
+        if layer.batch_stats:
+            return ("a TRAIN-phase BN normalises with batch statistics; export the TEST-phase "
+                    "net")
+        return None
+
+    def onnx(self, b, node):
+        x = node.bottoms[0]
+        nd = len(b.shape(x))
+        view = (-1,) + (1,) * (nd - 2)
+        mean, inv, scale, shift = (b.blob(node, k, lambda a: a.reshape(view))
+                                   for k in (2, 3, 0, 1))
+        y = b.op("Mul", [b.op("Mul", [b.op("Sub", [x, mean]), inv]), scale])
+        b.op("Add", [y, shift], node.tops[0])
+
+    def torch(self, s, node):
+        nd = len(s.shape(node.bottoms[0]))
+        view = _tuple((1, -1) + (1,) * (nd - 2))
+        p = [f"{s.p(node, k)}.reshape({view})" for k in range(4)]
+        return f"({s.v(node.bottoms[0])} - {p[2]}) * {p[3]} * {p[0]} + {p[1]}"

@@ -54,6 +54,9 @@ CASES = [
      'name: "f" type: "Pad" bottom: "x" top: "f" pad_param { pad_d: 3 pad_r: 2 pad_type: '
      'REFLECT } } layer { name: "c" type: "Pad" bottom: "x" top: "c" pad_param { pad_u: -1 '
      'pad_r: -2 } }'),
+    ("fork_bn", "BN", X + 'layer { name: "b" type: "BN" bottom: "x" top: "b" } layer { name: '
+     '"k" type: "BatchNormKyle" bottom: "x" top: "k" batch_norm_param { use_alpha_beta: true } '
+     '} layer { name: "k2" type: "BatchNormKyle" bottom: "x" top: "k2" }'),
 ]
 
 
