@@ -26,6 +26,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import forks, layers  # noqa: F401  (fill the EXPORTS table on import)
 from .graph import EXPORTS, ExportError, ExportGraph, LayerExport, register_export  # noqa: F401
 
 TOLERANCE = 1e-4

@@ -11,7 +11,10 @@ parameters and shapes:
 - Upsample (one bottom): nearest Resize with integer scales; PixelShuffle: DepthToSpace;
 - ConvolutionDepthwise/DepthwiseConvolution: Convolution; ReLU6, HardSwish, HardSigmoid,
   ShuffleChannel, Axpy: elementwise and reshape operators;
-- DetectionOutput, and Upsample/MaxUnPool with a mask, are refused with the way out (-end).
+- SeLu, SeLuDropout (TEST), Reorg (darknet's layout), Unsqueeze, Pad (constant, edge,
+  reflect, or a crop), BatchNormKyle, BN (yjxiong/Cysu form);
+- DetectionOutput (SSD's, YOLO's), Proposal, ROIPooling, and Upsample/MaxUnPool with a mask
+  are refused with the way out (-end).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import numpy as np
 import torch
 
 from .graph import LayerExport, count, refuse_types, register_export
-from .layers import ConvolutionExport, _tuple
+from .layers import BatchNormExport, ConvolutionExport, _tuple
 
 register_export("ConvolutionDepthwise", "DepthwiseConvolution")(ConvolutionExport)
 
@@ -236,3 +239,181 @@ class AxpyExport(LayerExport):
         nd = len(s.shape(node.bottoms[1]))
         c = s.shape(node.bottoms[1])[1]
         return f"{a}.reshape({a}.shape[0], {c}{', 1' * (nd - 2)}) * {x} + {y}"
+
+
+refuse_types("YOLO's detection output decodes boxes and keeps a data-dependent number of them "
+             "(NMS); export up to its inputs with -end and decode outside the graph",
+             "YoloDetectionOutput", "Yolov3DetectionOutput")
+refuse_types("an evaluation or training-only layer (it scores against labels or picks training "
+             "examples), not part of a deploy graph; stop before it with -end",
+             "DetectionEvaluate", "SegAccuracy", "BoxAnnotatorOHEM")
+
+
+@register_export("SeLu")
+class SeLuExport(LayerExport):
+    def onnx(self, b, node):
+        layer = node.layer
+        b.op("Selu", node.bottoms, node.tops[0], alpha=layer.alpha, gamma=layer.lam)
+
+    def torch(self, s, node):
+        layer, x = node.layer, s.v(node.bottoms[0])
+        return (f"{layer.lam!r} * torch.where({x} > 0, {x}, {layer.alpha!r} * "
+                f"torch.expm1(torch.clamp({x}, max=0)))")
+
+
+@register_export("SeLuDropout")
+class SeLuDropoutExport(LayerExport):
+    def refuse(self, node, graph):
+        if node.layer.in_train and node.layer.q > 0:
+            return ("a TRAIN-phase SeLuDropout drops random values at every pass; export the "
+                    "TEST-phase net, where it is the identity")
+        return None
+
+    def onnx(self, b, node):
+        b.identity(node.bottoms[0], node.tops[0])
+
+    def torch(self, s, node):
+        return s.v(node.bottoms[0])
+
+
+@register_export("Reorg")
+class ReorgExport(LayerExport):
+    """darknet's reorg: a reshape, a transpose and a reshape."""
+
+    def _plan(self, node, shape):
+        n, c, h, w = shape
+        st = node.layer.stride
+        oc = c // (st * st)
+        if not node.layer.reverse:
+            return (n, oc, h, st, w, st), (0, 3, 5, 1, 2, 4)
+        return (n, st, st, oc, h, w), (0, 3, 4, 1, 5, 2)
+
+    def onnx(self, b, node):
+        x = node.bottoms[0]
+        split, perm = self._plan(node, b.shape(x))
+        y = b.reshape(x, [0] + list(split[1:]))
+        y = b.op("Transpose", [y], perm=list(perm))
+        b.reshape(y, b.target(node.tops[0]), node.tops[0])
+
+    def torch(self, s, node):
+        x = s.v(node.bottoms[0])
+        split, perm = self._plan(node, s.shape(node.bottoms[0]))
+        return (f"{x}.reshape({x}.shape[0], {', '.join(str(d) for d in split[1:])})"
+                f".permute{_tuple(perm)}.reshape({_tuple(s.target(node.tops[0]))})")
+
+
+@register_export("Unsqueeze")
+class UnsqueezeExport(LayerExport):
+    """A new axis of size 1: a reshape to the top's shape."""
+
+    def onnx(self, b, node):
+        b.reshape(node.bottoms[0], b.target(node.tops[0]), node.tops[0])
+
+    def torch(self, s, node):
+        return f"{s.v(node.bottoms[0])}.reshape({_tuple(s.target(node.tops[0]))})"
+
+
+@register_export("Pad")
+class PadExport(LayerExport):
+    """inisis/caffe's Pad of the last two axes: ONNX Pad (constant, edge, reflect) or, with
+    negative pads, a crop."""
+
+    _MODES = {"CONSTANT": ("constant", "constant"), "REPLICATE": ("edge", "replicate"),
+              "REFLECT": ("reflect", "reflect")}
+
+    def onnx(self, b, node):
+        layer, x = node.layer, node.bottoms[0]
+        u, d, left, r = layer.pads
+        shape = b.shape(x)
+        nd = len(shape)
+        if layer.crop:
+            b.slice(x, [-u, -left], [shape[-2] + d, shape[-1] + r], [nd - 2, nd - 1],
+                    node.tops[0])
+            return
+        pads = [0] * (nd - 2) + [u, left] + [0] * (nd - 2) + [d, r]
+        ins = [x, b.ints(pads)]
+        if layer.mode == "CONSTANT":
+            ins.append(b.scalar(layer.value))
+        b.op("Pad", ins, node.tops[0], mode=self._MODES[layer.mode][0])
+
+    def torch(self, s, node):
+        layer, x = node.layer, s.v(node.bottoms[0])
+        u, d, left, r = layer.pads
+        shape = s.shape(node.bottoms[0])
+        if layer.crop:
+            return f"{x}[..., {-u}:{shape[-2] + d}, {-left}:{shape[-1] + r}]"
+        if layer.mode == "CONSTANT":
+            return f"F.pad({x}, {_tuple((left, r, u, d))}, value={layer.value!r})"
+        x4 = f"{x}.reshape(-1, 1, {shape[-2]}, {shape[-1]})"
+        return (f"F.pad({x4}, {_tuple((left, r, u, d))}, mode="
+                f"{self._MODES[layer.mode][1]!r}).reshape({_tuple(s.target(node.tops[0]))})")
+
+
+@register_export("BatchNormKyle")
+class BatchNormKyleExport(LayerExport):
+    """BVLC BatchNorm's normalisation, then (use_alpha_beta) blobs 3 and 4 as scale and shift."""
+
+    def _affine(self, b, node, shape):
+        if not node.layer.alpha_beta:
+            return None
+        view = (-1,) + (1,) * (len(shape) - 2)
+        return (b.blob(node, 3, lambda a: a.reshape(view)),
+                b.blob(node, 4, lambda a: a.reshape(view)))
+
+    def onnx(self, b, node):
+        shape = b.shape(node.bottoms[0])
+        affine = self._affine(b, node, shape) if len(shape) > 1 else None
+        tmp = b.fresh("normalized")
+        BatchNormExport().onnx(b, _renamed(node, tmp if affine else node.tops[0]))
+        if affine:
+            b.op("Add", [b.op("Mul", [tmp, affine[0]]), affine[1]], node.tops[0])
+
+    def refuse(self, node, graph):
+        if len(graph.shape(node.bottoms[0])) < 2 and node.layer.alpha_beta:
+            return "a one-axis bottom with use_alpha_beta is not exported"
+        return None
+
+    def torch(self, s, node):
+        y = BatchNormExport().torch(s, node)
+        if not node.layer.alpha_beta:
+            return y
+        nd = len(s.shape(node.bottoms[0]))
+        view = _tuple((-1,) + (1,) * (nd - 2))
+        return f"({y}) * {s.p(node, 3)}.reshape({view}) + {s.p(node, 4)}.reshape({view})"
+
+
+def _renamed(node, top: str):
+    """node with its (single) top value renamed (to write an intermediate value)."""
+    import dataclasses
+
+    return dataclasses.replace(node, tops=[top])
+
+
+@register_export("BN")
+class BNExport(LayerExport):
+    """yjxiong/Cysu's BN at TEST (or frozen): (x − running mean)·running inverse std·scale +
+    shift, its four blobs of shape (1, C, 1, 1)."""
+
+    def refuse(self, node, graph):
+        layer = node.layer
+        if layer.segnet:
+            return "the SegNet form of BN is not exported yet; stop before it with -end"
+        if layer.batch_stats:
+            return ("a TRAIN-phase BN normalises with batch statistics; export the TEST-phase "
+                    "net")
+        return None
+
+    def onnx(self, b, node):
+        x = node.bottoms[0]
+        nd = len(b.shape(x))
+        view = (-1,) + (1,) * (nd - 2)
+        mean, inv, scale, shift = (b.blob(node, k, lambda a: a.reshape(view))
+                                   for k in (2, 3, 0, 1))
+        y = b.op("Mul", [b.op("Mul", [b.op("Sub", [x, mean]), inv]), scale])
+        b.op("Add", [y, shift], node.tops[0])
+
+    def torch(self, s, node):
+        nd = len(s.shape(node.bottoms[0]))
+        view = _tuple((1, -1) + (1,) * (nd - 2))
+        p = [f"{s.p(node, k)}.reshape({view})" for k in range(4)]
+        return f"({s.v(node.bottoms[0])} - {p[2]}) * {p[3]} * {p[0]} + {p[1]}"

@@ -618,7 +618,7 @@ class LRNExport(LayerExport):
 # ----------------------------------------------------------------------------------------------
 def _bn_stats(layer) -> tuple[np.ndarray, np.ndarray]:
     """mean and variance exactly as the layer computes them (float32)."""
-    mean_sum, var_sum, factor = (p.detach().cpu().float() for p in layer.blob_params)
+    mean_sum, var_sum, factor = (p.detach().cpu().float() for p in layer.blob_params[:3])
     inv = torch.where(factor == 0, torch.zeros_like(factor), 1.0 / factor)
     return (mean_sum * inv).numpy(), (var_sum * inv).numpy()
 

@@ -24,13 +24,15 @@ def randomize(net, seed: int = 0) -> None:
     for lname, blobs in net.params.items():
         kind = net.layer_dict[lname].type
         for i, b in enumerate(blobs):
-            if kind == "BatchNorm":
+            if kind in ("BatchNorm", "BatchNormKyle") and i < 3:
                 if i == 0:
                     b.data[...] = rng.standard_normal(b.shape) * 0.1
                 elif i == 1:
                     b.data[...] = rng.uniform(0.5, 1.5, b.shape)
                 else:
                     b.data[...] = 1.0
+            elif kind == "BN" and i == 3:  # a running inverse standard deviation
+                b.data[...] = rng.uniform(0.5, 1.5, b.shape)
             elif kind == "Scale":
                 b.data[...] = rng.uniform(0.5, 1.5, b.shape) if i == 0 else \
                     rng.standard_normal(b.shape) * 0.1

@@ -19,6 +19,7 @@ from decaffe.layer import layer_type_list
 
 X = ('layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 2 dim: 4 dim: 6 '
      'dim: 5 } } } ')
+X8 = X.replace("dim: 4 dim: 6 dim: 5", "dim: 8 dim: 6 dim: 4")  # Reorg: stride 2 divides
 IMG = ('layer { name: "img" type: "Input" top: "img" input_param { shape { dim: 2 dim: 3 '
        'dim: 60 dim: 50 } } } ')
 
@@ -42,6 +43,20 @@ CASES = [
      '"x" top: "sc" shuffle_channel_param { group: 2 } } layer { name: "dw" type: '
      '"ConvolutionDepthwise" bottom: "x" top: "dw" convolution_param { num_output: 4 '
      'kernel_size: 3 pad: 1 } }'),
+    ("yolo_misc", "Reorg", X8 + 'layer { name: "ro" type: "Reorg" bottom: "x" top: "ro" '
+     'reorg_param { stride: 2 } } layer { name: "rr" type: "Reorg" bottom: "x" top: "rr" '
+     'reorg_param { stride: 2 reverse: true } } layer { name: "se" type: "SeLu" bottom: "x" '
+     'top: "se" } layer { name: "sd" type: "SeLuDropout" bottom: "x" top: "sd" } layer { '
+     'name: "u" type: "Unsqueeze" bottom: "x" top: "u" unsqueeze_param { dim: 1 } }'),
+    ("pad", "Pad", X + 'layer { name: "p" type: "Pad" bottom: "x" top: "p" pad_param { '
+     'pad_u: 1 pad_d: 2 pad_l: 0 pad_r: 3 pad_value: 0.5 } } layer { name: "e" type: "Pad" '
+     'bottom: "x" top: "e" pad_param { pad_u: 2 pad_l: 1 pad_type: REPLICATE } } layer { '
+     'name: "f" type: "Pad" bottom: "x" top: "f" pad_param { pad_d: 3 pad_r: 2 pad_type: '
+     'REFLECT } } layer { name: "c" type: "Pad" bottom: "x" top: "c" pad_param { pad_u: -1 '
+     'pad_r: -2 } }'),
+    ("fork_bn", "BN", X + 'layer { name: "b" type: "BN" bottom: "x" top: "b" } layer { name: '
+     '"k" type: "BatchNormKyle" bottom: "x" top: "k" batch_norm_param { use_alpha_beta: true } '
+     '} layer { name: "k2" type: "BatchNormKyle" bottom: "x" top: "k2" }'),
 ]
 
 
