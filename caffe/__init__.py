@@ -37,7 +37,9 @@ from decaffe.solvers import (  # noqa: F401
 )
 from decaffe.timer import Timer  # noqa: F401
 
-from . import io  # noqa: F401
+# pycaffe's __init__ imports these submodules, so they are attributes of the package:
+# caffe.proto.caffe_pb2.BlobProto() works after a plain `import caffe`.
+from . import _caffe, io, proto, pycaffe  # noqa: F401
 from .classifier import Classifier  # noqa: F401
 from .detector import Detector  # noqa: F401
 from .net_spec import NetSpec, layers, params, to_proto  # noqa: F401

@@ -2,9 +2,15 @@
 
 On the CPU the arrays share memory with the tensors, so writing
 `blob.data[...] = x` changes what the next forward reads, with no copy.
+An array, once handed out, stays the blob's memory, as in pycaffe: the
+engine's later outputs (forward) and gradients (backward) of the same shape
+are copied into it, so an array taken before ``net.forward()`` shows the new
+values after it. Until an array is handed out the blob just holds the
+engine's tensors (no copy: the solver's passes keep their speed).
 On a GPU the arrays are host copies, synchronised as Caffe's SyncedMemory
-does: reading gives the device's latest values; writing marks the host copy
-as the newest, and the net uploads it before its next pass.
+does: reading gives the device's latest values (into the same host array);
+writing marks the host copy as the newest, and the net uploads it before its
+next pass.
 """
 
 from __future__ import annotations
@@ -110,36 +116,68 @@ class Blob:
         self._g: torch.Tensor | None = None
         self._host = {"data": None, "diff": None}
         self._dirty = {"data": False, "diff": False}
+        # owned: the tensor is memory the blob made (not an engine tensor it was bound to);
+        # out: an array over that memory was handed out, so later values are copied into it
+        self._owned = {"data": False, "diff": False}
+        self._out = {"data": False, "diff": False}
 
     # -- tensors, for the engine -------------------------------------------------------
     def _get(self, which: str) -> torch.Tensor | None:
         return self._t if which == "data" else self._g
 
-    def _set(self, which: str, t: torch.Tensor | None) -> None:
+    def _set(self, which: str, t: torch.Tensor | None, owned: bool = False) -> None:
         if which == "data":
             self._t = t
         else:
             self._g = t
+        self._owned[which] = owned and t is not None
+        self._out[which] = False
 
     def tensor(self, which: str = "data") -> torch.Tensor:
         """The device tensor behind data or diff (allocated as zeros when first needed)."""
         t = self._get(which)
         if t is None or tuple(t.shape) != self._shape:
             t = torch.zeros(self._shape, device=self._device, dtype=self._dtype)
-            self._set(which, t)
+            self._set(which, t, owned=True)
         return t
 
-    def bind(self, t: torch.Tensor) -> None:
-        """Make t the blob's data (a layer's fresh output); host copies become stale."""
-        self._t = t
+    @property
+    def handed_out(self) -> bool:
+        """Whether an array of this blob's data is held outside (later outputs are copied
+        into it rather than rebinding the blob)."""
+        return self._out["data"]
+
+    def _keep(self, which: str, t: torch.Tensor) -> bool:
+        """Copy t into the handed-out memory of `which` if there is one of t's shape."""
+        if not self._out[which]:
+            return False
+        home = self._get(which)
+        if home is None or home.shape != t.shape or home.dtype != t.dtype \
+                or home.device != t.device:
+            return False
+        if home.data_ptr() != t.data_ptr() or home.stride() != t.stride():
+            with torch.no_grad():
+                home.copy_(t)
+        self._dirty[which] = False
+        return True
+
+    def bind(self, t: torch.Tensor, owned: bool = False) -> None:
+        """Make t the blob's data (a layer's fresh output): copied into the array handed out,
+        if any, else bound as it is (owned: t is memory nothing else uses)."""
+        if self._keep("data", t):
+            return
+        self._set("data", t, owned)
         self._shape = tuple(t.shape)
         self._dirty["data"] = False
 
-    def set_diff(self, t: torch.Tensor) -> None:
-        """Make t the blob's diff (a gradient the engine computed); host copies become stale."""
+    def set_diff(self, t: torch.Tensor, owned: bool = False) -> None:
+        """Make t the blob's diff (a gradient the engine computed), copied into the array
+        handed out, if any."""
         if tuple(t.shape) != self._shape:
             t = t.reshape(self._shape)
-        self._g = t
+        if self._keep("diff", t):
+            return
+        self._set("diff", t, owned)
         self._dirty["diff"] = False
 
     def push(self) -> None:
@@ -155,11 +193,23 @@ class Blob:
     def _array(self, which: str) -> np.ndarray:
         if self._dirty[which]:
             return self._host[which]
-        t = self.tensor(which).detach()
+        t = self.tensor(which)
         if t.device.type == "cpu":
-            return t.numpy()
-        host = t.cpu().numpy()
-        self._host[which] = host
+            if not self._out[which]:
+                if not self._owned[which]:
+                    # an engine tensor (maybe in autograd's graph): the array gets memory of
+                    # its own, which later passes write into
+                    t = t.detach().clone()
+                    self._set(which, t, owned=True)
+                self._out[which] = True
+            return t.detach().numpy()
+        host = self._host[which]
+        if host is not None and host.shape == tuple(t.shape) and host.dtype == np.float32 \
+                and t.dtype == torch.float32:
+            host[...] = t.detach().cpu().numpy()  # the same host memory, as SyncedMemory
+        else:
+            host = t.detach().cpu().numpy()
+            self._host[which] = host
         self._dirty[which] = True
         if self._owner is not None:
             self._owner._dirty_blobs.add(self)
@@ -239,7 +289,7 @@ class Blob:
         for which in ("data", "diff"):
             t = self._get(which)
             if t is not None and t.device != device:
-                self._set(which, t.detach().to(device))
+                self._set(which, t.detach().to(device), owned=True)
             self._host[which] = None
 
     def __repr__(self) -> str:
@@ -257,11 +307,13 @@ class ParamBlob(Blob):
         super().__init__(param.shape, name=name, owner=owner, device=param.device,
                          dtype=param.dtype)
         self.param = param
+        # the parameter and its .grad are the blob's own memory, kept across passes
+        self._owned = {"data": True, "diff": True}
 
     def _get(self, which: str):
         return self.param.data if which == "data" else self.param.grad
 
-    def _set(self, which: str, t) -> None:
+    def _set(self, which: str, t, owned: bool = True) -> None:
         if which == "data":
             if t is not None:
                 self.param.data = t

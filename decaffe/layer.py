@@ -110,6 +110,14 @@ class Layer(torch.nn.Module):
     def forward(self, *bottoms: torch.Tensor):  # pragma: no cover - abstract
         raise NotImplementedError(f"{type(self).__name__}.forward")
 
+    def batch_items(self, bottom_shapes: list[Shape]) -> int:
+        """How many items (along axis 0) to compute for bottoms of these shapes so that each
+        item's outputs do not depend on the batch size, as in Caffe, which computes image by
+        image (asked in TEST phase on the CPU; the net pads the bottoms with zero items and
+        drops their outputs). Layers whose kernels sum in a batch-size-dependent order
+        override it. Default: the bottoms' own number of items."""
+        return bottom_shapes[0][0]
+
     def allow_force_backward(self, bottom_index: int) -> bool:
         """Whether force_backward may ask for this bottom's gradient (labels: no)."""
         return True

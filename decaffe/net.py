@@ -149,12 +149,12 @@ def load_net_param(source) -> caffe_pb2.NetParameter:
         p = caffe_pb2.NetParameter()
         p.CopyFrom(source)
         if upgrade.net_needs_upgrade(p):
-            upgrade.upgrade_net(p, keep_batchnorm_params=True)
+            upgrade.upgrade_net(p)
         return p
     if isinstance(source, (bytes, os.PathLike)):
         source = os.fsdecode(source)
     if isinstance(source, str):
-        return prototxt.read_net(source, keep_batchnorm_params=True)
+        return prototxt.read_net(source)
     raise DecaffeError(f"cannot build a net from {type(source).__name__}")
 
 
@@ -162,7 +162,9 @@ def load_net_param(source) -> caffe_pb2.NetParameter:
 # pycaffe's view of a layer
 # ----------------------------------------------------------------------------------------------
 class LayerView:
-    """What pycaffe's net.layers[i] gives: type, blobs, and setup/reshape on Blob lists."""
+    """What pycaffe's net.layers[i] gives for a layer written in C++: ``type``, ``blobs`` (its
+    parameter Blobs) and ``setup``/``reshape`` on lists of Blobs (pycaffe's Layer binding);
+    ``name`` and ``layer`` (the decaffe Layer) besides."""
 
     def __init__(self, net: Net, index: int):
         self._net, self._index = net, index
@@ -202,28 +204,30 @@ class LayerView:
 class Net(torch.nn.Module):
     """A Caffe net. pycaffe's constructors all work:
 
-    ``Net(prototxt, phase)``, ``Net(prototxt, weights, phase)``,
-    ``Net(prototxt, phase, weights=..., level=..., stages=...)``, and
-    ``Net(net_parameter_message)`` (phase, level and stages taken from its state).
+    ``Net(prototxt, phase)``, ``Net(prototxt, weights, phase)`` (weights may be None),
+    ``Net(prototxt, phase, level=0, stages=None, weights=None)`` (also by position or with
+    ``network_file=``), and ``Net(net_parameter_message)`` (phase, level and stages taken from
+    its state). Other argument lists raise DecaffeError naming the argument.
     """
 
-    def __init__(self, network, *args, phase=None, weights=None, level=None, stages=None,
-                 dtype: torch.dtype = torch.float32):
+    # TEST phase on the CPU: compute so that an item's outputs do not depend on the other
+    # items of the batch, as Caffe's per-image computation gives (False: a little faster)
+    items_apart: bool = True
+
+    def __init__(self, network=None, *args, network_file=None, phase=None, weights=None,
+                 level=None, stages=None, dtype: torch.dtype = torch.float32):
         super().__init__()
-        # pycaffe's positional forms: (file, phase) and (file, weights, phase)
-        args = list(args)
-        if args and isinstance(args[0], (str, bytes, os.PathLike)):
-            weights = args.pop(0)
-        if args:
-            phase = args.pop(0)
-        if args:
-            raise DecaffeError("Net(network, [weights,] phase): too many positional arguments")
+        if (network is None) == (network_file is None):
+            raise DecaffeError("Net(): give the network (a prototxt path) once, by position or "
+                               "as network_file=")
+        network = network if network is not None else network_file
+        from .pycaffe_net import net_init_args
+
+        # pycaffe's forms: (file, phase, level, stages, weights) and (file, weights, phase)
+        phase, weights, level, stages = net_init_args(args, phase, weights, level, stages)
         param = load_net_param(network)
         self.source = network if isinstance(network, str) else None
         if phase is not None:
-            if phase not in (TRAIN, TEST):
-                raise DecaffeError("phase must be caffe.TRAIN (0) or caffe.TEST (1), "
-                                   f"not {phase!r}")
             param.state.phase = phase
         elif not isinstance(network, caffe_pb2.NetParameter):
             raise DecaffeError("Net(prototxt, ...): a phase (caffe.TRAIN or caffe.TEST) is "
@@ -239,7 +243,7 @@ class Net(torch.nn.Module):
         try:
             self._build(param)
             if weights is not None:
-                self.copy_from(os.fsdecode(weights))
+                self.copy_from(weights)
         except BaseException:
             # a net that fails to build releases what its layers opened (databases, threads)
             for layer in [*getattr(self, "_layers", ()), getattr(self, "_building", None)]:
@@ -327,6 +331,8 @@ class Net(torch.nn.Module):
             except DecaffeError:
                 raise
             except Exception as e:  # a torch shape error deep inside a layer
+                if hasattr(e, "_decaffe_python_layer"):
+                    raise  # a Python layer's own exception goes on as itself
                 raise NetError(f"cannot set up with bottom shapes {bottom_shapes}: {e}",
                                layer=lp.name) from e
             # layers that make anonymous extra tops (AutoTopBlobs)
@@ -343,6 +349,13 @@ class Net(torch.nn.Module):
                     raise NetError(f"top {e}", layer=lp.name) from None
             if layer.is_loss and not len(lp.loss_weight):
                 lp.loss_weight.append(1.0)
+            if len(lp.loss_weight) and len(lp.loss_weight) != len(top_ids):
+                # Caffe's Layer::SetLossWeights (a loss layer's default counts as one given)
+                default = " (a loss layer's first top gets loss_weight 1 unless given; give " \
+                    "one per top, e.g. loss_weight: 1 loss_weight: 0)" if layer.is_loss else ""
+                raise NetError(f"loss_weight must be unspecified or specified once per top "
+                               f"blob: {len(lp.loss_weight)} given for {len(top_ids)} tops"
+                               f"{default}", layer=lp.name)
             weights = [lp.loss_weight[j] if j < len(lp.loss_weight) else 0.0
                        for j in range(len(top_ids))]
             if self._dtype != torch.float32:
@@ -576,6 +589,59 @@ class Net(torch.nn.Module):
             self._dirty_blobs.clear()
 
     # -- running --------------------------------------------------------------------------------
+    def _stored(self, bid: int, first: int, end: int, want_grad: bool) -> torch.Tensor:
+        """Blob bid's tensor as a pass reads it from storage for layers first..end: a copy if
+        the blob's memory is handed out and one of those layers writes the blob (in place),
+        since that copies into memory autograd may have saved."""
+        blob = self._blob_list[bid]
+        t = blob.tensor()
+        if want_grad and blob.handed_out:
+            writers = self._writers.get(bid, ())
+            if any(first <= w <= end for w in writers):
+                t = t.clone()
+        return t
+
+    @property
+    def _batch_item_layers(self) -> frozenset[int]:
+        """Layers whose kernels make an item's outputs depend on the batch size
+        (Layer.batch_items overridden)."""
+        got = self.__dict__.get("_batch_items_cache")
+        if got is None:
+            got = frozenset(li for li, layer in enumerate(self._layers)
+                            if type(layer).batch_items is not Layer.batch_items)
+            self.__dict__["_batch_items_cache"] = got
+        return got
+
+    @staticmethod
+    def _items_apart(layer: Layer, bottoms: list[torch.Tensor]):
+        """layer(*bottoms) with each item's outputs independent of the batch size, as in
+        Caffe's per-image computation: bottoms padded with zero items to the count the layer
+        asks for, the extra outputs dropped (TEST phase on the CPU)."""
+        if not bottoms or bottoms[0].dim() == 0:
+            return layer(*bottoms)
+        num = bottoms[0].shape[0]
+        want = layer.batch_items([tuple(b.shape) for b in bottoms])
+        if want == num or any(b.dim() == 0 or b.shape[0] != num for b in bottoms):
+            return layer(*bottoms)
+        padded = [torch.cat([b, b.new_zeros((want - num,) + tuple(b.shape[1:]))])
+                  for b in bottoms]
+        out = layer(*padded)
+        if isinstance(out, torch.Tensor):
+            return out[:num]
+        return tuple(o[:num] for o in out)
+
+    @property
+    def _writers(self) -> dict[int, list[int]]:
+        """{blob index: the layers that write it as a top}, in layer order."""
+        w = self.__dict__.get("_writers_cache")
+        if w is None:
+            w = collections.defaultdict(list)
+            for li, tops in enumerate(self._top_idx):
+                for tid in tops:
+                    w[tid].append(li)
+            self.__dict__["_writers_cache"] = w
+        return w
+
     def _forward_range(self, start: int, end: int, record: bool = True,
                        grad: bool | None = None, fuse: bool = False) -> torch.Tensor | None:
         """Run layers start..end (inclusive); returns the weighted loss (a tensor) or None.
@@ -588,6 +654,8 @@ class Net(torch.nn.Module):
         cur: dict[int, torch.Tensor] = {}
         want_grad = self._needs_graph if grad is None else grad
         fused = self._fused if fuse else {}
+        items = self._batch_item_layers if self.items_apart and self.phase == TEST and \
+            self._device.type == "cpu" else ()
         skip = -1
         with torch.set_grad_enabled(want_grad):
             loss = None
@@ -602,7 +670,7 @@ class Net(torch.nn.Module):
                 for j, bid in enumerate(bids):
                     t = cur.get(bid)
                     if t is None:
-                        t = blobs[bid].tensor()
+                        t = self._stored(bid, li, end, want_grad)
                         if want_grad and bid in self._input_needs_grad and not t.requires_grad:
                             t = t.detach().requires_grad_()
                         cur[bid] = t
@@ -613,7 +681,7 @@ class Net(torch.nn.Module):
                     # Input tops are the blobs the user fills; they are never rebound.
                     out = []
                     for tid in self._top_idx[li]:
-                        t = blobs[tid].tensor()
+                        t = self._stored(tid, li + 1, end, want_grad)
                         if want_grad and tid in self._input_needs_grad:
                             t = t.detach().requires_grad_()
                         cur[tid] = t
@@ -625,6 +693,8 @@ class Net(torch.nn.Module):
                             out = layer.normalize(bottoms[0], sc.blob_params[0],
                                                   sc.blob_params[1] if sc.bias_term else None)
                             skip = fused[li]
+                        elif li in items and not torch.is_grad_enabled():
+                            out = self._items_apart(layer, bottoms)
                         else:
                             out = layer(*bottoms)
                     if isinstance(out, torch.Tensor):
@@ -730,12 +800,14 @@ class Net(torch.nn.Module):
         self._backward_range(start, end)
 
     def forward(self, blobs=None, start=None, end=None, **kwargs):
-        """pycaffe's Net.forward: optional inputs by name; returns {output name: array}."""
+        """pycaffe's Net.forward: optional inputs by name, run layers start..end (names,
+        inclusive); returns {name: array} for the net's outputs, or with ``end`` the end
+        layer's tops, plus ``blobs`` (BVLC master's pycaffe)."""
         blobs = list(blobs or [])
         start_ind = self._layer_index(start) if start is not None else 0
         if end is not None:
             end_ind = self._layer_index(end)
-            outputs = set([end] + blobs)
+            outputs = set(self._blob_names[i] for i in self._top_idx[end_ind]) | set(blobs)
         else:
             end_ind = len(self._layers) - 1
             outputs = set(self.outputs + blobs)
@@ -752,12 +824,14 @@ class Net(torch.nn.Module):
         return {out: self.blobs[out].data for out in outputs}
 
     def backward(self, diffs=None, start=None, end=None, **kwargs):
-        """pycaffe's Net.backward: optional output diffs by name; returns {name: diff}."""
+        """pycaffe's Net.backward: optional output diffs by name, run layers start..end
+        backwards (names, inclusive); returns {name: diff} for the net's inputs, or with
+        ``end`` the end layer's bottoms, plus ``diffs`` (BVLC master's pycaffe)."""
         diffs = list(diffs or [])
         start_ind = self._layer_index(start) if start is not None else len(self._layers) - 1
         if end is not None:
             end_ind = self._layer_index(end)
-            outputs = set([end] + diffs)
+            outputs = set(self._blob_names[i] for i in self._bottom_idx[end_ind]) | set(diffs)
         else:
             end_ind = 0
             outputs = set(self.inputs + diffs)
@@ -786,6 +860,8 @@ class Net(torch.nn.Module):
             except DecaffeError:
                 raise
             except Exception as e:
+                if hasattr(e, "_decaffe_python_layer"):
+                    raise  # a Python layer's own exception goes on as itself
                 raise NetError(f"cannot reshape to bottom shapes {bshapes}: {e}",
                                layer=layer.name) from e
             for tid, s in zip(self._top_idx[li], tshapes):
@@ -824,8 +900,17 @@ class Net(torch.nn.Module):
             (name, blobs) for name, blobs in zip(self._layer_names, self._param_blobs) if blobs)
 
     @property
-    def layers(self) -> list[LayerView]:
-        return [LayerView(self, i) for i in range(len(self._layers))]
+    def layers(self) -> list:
+        """pycaffe's Net.layers: for a Python layer the user's own ``caffe.Layer`` object (its
+        methods and attributes, as boost.python hands back the object the net created), for
+        any other layer a LayerView (type, blobs, setup, reshape); the same objects on every
+        call."""
+        views = self.__dict__.get("_layer_views")
+        if views is None or len(views) != len(self._layers):
+            views = [layer.user if layer.type == "Python" and getattr(layer, "user", None)
+                     is not None else LayerView(self, i) for i, layer in enumerate(self._layers)]
+            self.__dict__["_layer_views"] = views
+        return list(views)
 
     @property
     def layer_dict(self) -> collections.OrderedDict:
@@ -907,13 +992,18 @@ class Net(torch.nn.Module):
         self.copy_from_layers(wfmt.load_weights(path), source=path)
 
     def copy_from_layers(self, layers, source: str = "<weights>") -> None:
-        """Copy from [(layer name, [BlobRecord or array, ...]), ...]; unknown layers are skipped."""
+        """Copy from [(layer name, [BlobRecord or array, ...]), ...] (Caffe's
+        CopyTrainedLayersFrom): a layer the net lacks is skipped and logged at INFO as
+        "Ignoring source layer NAME", as Caffe logs it; a blob count or shape that differs
+        raises NetError naming the layer."""
+        from . import log
         from .formats.weights import shapes_match
 
         index = {n: i for i, n in enumerate(self._layer_names)}
         for name, records in layers:
             li = index.get(name)
             if li is None:
+                log.info(f"Ignoring source layer {name}")
                 continue
             targets = self._layers[li].blob_params
             if len(targets) != len(records):

@@ -10,6 +10,8 @@ values can differ from scikit-image's in the last bits and at the borders.
 
 from __future__ import annotations
 
+import os
+
 import cv2
 import numpy as np
 
@@ -196,7 +198,11 @@ class Transformer:
         self.raw_scale[in_] = scale
 
     def set_mean(self, in_: str, mean: np.ndarray) -> None:
-        """The mean subtracted: one value per channel (K,) or an input-shaped K×H×W array."""
+        """The mean subtracted: one value per channel (K,), or a K×H'×W' (or H'×W') array,
+        resized to the input's H×W when its size differs (BVLC master's pycaffe: the values
+        are scaled to [0, 1], resized bilinearly by resize_image, and scaled back), e.g. the
+        3×256×256 ImageNet mean for a 3×227×227 input. Raises IOValueError (a ValueError)
+        for a channel count other than the input's or a mean of other than 1 to 3 axes."""
         self.__check_input(in_)
         mean = np.asarray(mean)
         ms = mean.shape
@@ -209,8 +215,12 @@ class Transformer:
                 ms = (1,) + ms
             if len(ms) != 3:
                 raise IOValueError("Mean shape invalid")
-            if tuple(ms) != self.inputs[in_][1:]:
-                raise IOValueError("Mean shape incompatible with input shape.")
+            in_shape = self.inputs[in_][1:]
+            if tuple(ms) != in_shape:
+                if len(in_shape) != 3 or ms[0] != in_shape[0]:
+                    raise IOValueError(f"Mean shape incompatible with input shape: mean "
+                                       f"{tuple(ms)}, input {in_shape}")
+                mean = _resize_mean(mean.reshape(ms), in_shape[1:])
         self.mean[in_] = mean
 
     def set_input_scale(self, in_: str, scale: float) -> None:
@@ -219,14 +229,36 @@ class Transformer:
         self.input_scale[in_] = scale
 
 
+def _resize_mean(mean: np.ndarray, new_dims) -> np.ndarray:
+    """A K×H'×W' mean resized to K×new_dims as BVLC master's set_mean does: scaled to [0, 1]
+    by its own min and max, resized as an image, scaled back."""
+    m_min, m_max = float(mean.min()), float(mean.max())
+    if not m_max > m_min:  # a constant mean stays constant
+        return np.full((mean.shape[0],) + tuple(new_dims), m_min, dtype=mean.dtype)
+    normal = (mean - m_min) / (m_max - m_min)
+    resized = resize_image(normal.transpose((1, 2, 0)), new_dims).transpose((2, 0, 1))
+    return resized * (m_max - m_min) + m_min
+
+
 # ----------------------------------------------------------------------------------------------
 # Image IO
 # ----------------------------------------------------------------------------------------------
 _GRAY = np.array([0.2125, 0.7154, 0.0721], np.float64)  # pycaffe's gray (R, G, B weights)
 
 
-def load_image(filename: str, color: bool = True) -> np.ndarray:
-    """An image file as float32 in [0, 1]: H×W×3 RGB (color) or H×W×1 intensity."""
+def load_image(filename, color: bool = True) -> np.ndarray:
+    """An image as float32 in [0, 1]: H×W×3 RGB (color) or H×W×1 intensity.
+
+    filename is a path (str or os.PathLike) or a binary file-like object (anything with
+    ``read()``, e.g. io.BytesIO of a downloaded JPEG), as scikit-image's imread, which pycaffe
+    used, accepts. Raises DataError for an unreadable or undecodable image."""
+    if hasattr(filename, "read"):
+        return _decoded(_decode(filename.read(), _describe(filename)), color)
+    if isinstance(filename, (bytes, os.PathLike)):
+        filename = os.fsdecode(filename)
+    if not isinstance(filename, str):
+        raise IOValueError(f"load_image takes a path or a file-like object, not "
+                           f"{type(filename).__name__}")
     img = cv2.imread(filename, cv2.IMREAD_UNCHANGED)
     if img is None:
         try:
@@ -236,6 +268,31 @@ def load_image(filename: str, color: bool = True) -> np.ndarray:
             raise DataError(f"cannot read image '{filename}': {e.strerror or e}") from None
         if img is None:
             raise DataError(f"cannot decode image '{filename}'")
+    return _decoded(img, color)
+
+
+def _describe(f) -> str:
+    name = getattr(f, "name", None)
+    return f"'{name}'" if isinstance(name, str) else f"from a {type(f).__name__}"
+
+
+def _decode(data, where: str) -> np.ndarray:
+    if isinstance(data, str):
+        raise IOValueError(f"cannot read image {where}: the file-like object gives text; "
+                           "open it in binary mode")
+    try:
+        buf = np.frombuffer(memoryview(data), np.uint8)
+    except TypeError:
+        raise IOValueError(f"cannot read image {where}: read() gave "
+                           f"{type(data).__name__}, not bytes") from None
+    img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) if buf.size else None
+    if img is None:
+        raise DataError(f"cannot decode image {where}")
+    return img
+
+
+def _decoded(img: np.ndarray, color: bool) -> np.ndarray:
+    """A decoded OpenCV image (BGR(A) or gray, any depth) as pycaffe's float image."""
     if img.dtype == np.uint8:
         scale = 255.0
     elif img.dtype == np.uint16:

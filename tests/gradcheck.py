@@ -65,7 +65,7 @@ def check_gradients(prototxt: str, inputs: dict[str, np.ndarray], *, phase=decaf
         targets.append((f"input {name}", net.blobs[name], np.array(net.blobs[name].diff)))
     if check_params:
         for lname, blobs in net.params.items():
-            layer = net.layer_dict[lname].layer
+            layer = net._layers[list(net.layer_dict).index(lname)]
             for i, b in enumerate(blobs):
                 if i in layer.no_grad_blobs:
                     continue

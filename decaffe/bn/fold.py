@@ -18,6 +18,12 @@ BatchNorm is kept, with the reason, when its input comes from any other layer (C
 Eltwise, Pooling, an input, ...), when its input blob is also read by other layers, when it
 uses batch statistics (``use_global_stats: false``), or when the absorbing layer shares its
 weights or normalises a different axis.
+
+The forks' normalisation layers fold the same way (with any Scale/Bias after them):
+``BN`` of yjxiong/Cysu in its fixed form (TEST phase or ``frozen``),
+y = (x − mean)·inv_std·scale + shift, so a = inv_std·scale, c = shift − mean·a; ``BN`` of
+SegNet/ENet with ``bn_mode: INFERENCE``, y = scale·x + shift; and ``BatchNormKyle`` with
+global statistics (BatchNorm's map, then its alpha and beta when use_alpha_beta).
 """
 
 from __future__ import annotations
@@ -34,6 +40,8 @@ from ..proto import caffe_pb2
 
 # Layers whose output channels are a linear function of their weights, per channel.
 ABSORBERS = ("Convolution", "Deconvolution", "InnerProduct")
+# Normalisation layers that fold: BVLC's and the forks' (decaffe.layers.fork_norm).
+NORMS = ("BatchNorm", "BN", "BatchNormKyle")
 
 Version = tuple[int, int]  # (layer index, top index) of one value a blob name holds
 
@@ -268,14 +276,44 @@ def _chain(param, graph: BlobGraph, net, index: list[int], bn_i: int, channels: 
     return out
 
 
-def _affine(net, index, param, bn_i: int, chain: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """(a, c) in float64 with chain(x) = a·x + c per channel."""
-    bn = net._layers[index[bn_i]]
-    mean_sum, var_sum, factor = (p.detach().cpu().double().numpy() for p in bn.blob_params)
+def _batch_stats_reason(lp, bn) -> str | None:
+    """Why this normalisation layer is no fixed per-channel map, or None."""
+    if lp.type == "BN":
+        if bn.segnet:
+            return None if not bn.learn else (
+                "it is a SegNet BN in bn_mode LEARN: it normalises with batch statistics "
+                "(run SegNet's statistics step and bn_mode: INFERENCE first)")
+        return None if not bn.batch_stats else (
+            "it normalises with batch statistics (a TRAIN-phase BN that is not frozen)")
+    if not bn.use_global_stats:
+        return ("it uses batch statistics (use_global_stats: false), so its output "
+                "depends on the batch and is no fixed map to fold")
+    return None
+
+
+def _norm_affine(lp, bn) -> tuple[np.ndarray, np.ndarray]:
+    """(a, c) in float64 with layer(x) = a·x + c per channel, for a fixed normalisation."""
+    blobs = [p.detach().cpu().double().numpy().reshape(-1) for p in bn.blob_params]
+    if lp.type == "BN":
+        if bn.segnet:  # INFERENCE: scale·x + shift
+            return blobs[0], blobs[1]
+        scale, shift, mean, inv_std = blobs
+        a = inv_std * scale
+        return a, shift - mean * a
+    mean_sum, var_sum, factor = blobs[:3]
     s = 0.0 if factor[0] == 0 else 1.0 / factor[0]
     mean, var = mean_sum * s, var_sum * s
     a = 1.0 / np.sqrt(var + bn.eps)
     c = -mean * a
+    if lp.type == "BatchNormKyle" and bn.alpha_beta:
+        a, c = a * blobs[3], c * blobs[3] + blobs[4]
+    return a, c
+
+
+def _affine(net, index, param, bn_i: int, chain: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """(a, c) in float64 with chain(x) = a·x + c per channel."""
+    bn = net._layers[index[bn_i]]
+    a, c = _norm_affine(param.layer[bn_i], bn)
     for k in chain:
         layer = net._layers[index[k]]
         blobs = [p.detach().cpu().double().numpy().reshape(-1) for p in layer.blob_params]
@@ -330,15 +368,16 @@ def fold_result(net, source: caffe_pb2.NetParameter | None = None) -> FoldResult
     kept: list[KeptLayer] = []
     remove: set[int] = set()
     for i, lp in enumerate(param.layer):
-        if lp.type != "BatchNorm":
+        if lp.type not in NORMS:
             continue
         bn = net._layers[index[i]]
-        reason = None
         src = graph.source.get((i, 0))
         producer = param.layer[src[0]] if src is not None else None
-        if not bn.use_global_stats:
-            reason = ("it uses batch statistics (use_global_stats: false), so its output "
-                      "depends on the batch and is no fixed map to fold")
+        reason = _batch_stats_reason(lp, bn)
+        if reason is not None:
+            pass
+        elif len(lp.top) != 1:
+            reason = "it has more than one top (the batch mean and variance)"
         elif producer is None:
             reason = f"its input '{lp.bottom[0]}' is not produced by any layer"
         elif producer.type not in ABSORBERS:

@@ -11,6 +11,13 @@ and with global statistics the layer uses mean = mean_sum/factor and var = var_s
 quotients are the exact averages of the batch means and unbiased batch variances — what
 :func:`recompute` produces, for a net whose statistics no longer match its weights (after
 fine-tuning with frozen statistics, pruning, or a changed input distribution).
+
+The forks' layers take part too: ``BatchNormKyle`` keeps BatchNorm's three blobs (and is
+treated exactly like it); yjxiong/Cysu's ``BN`` keeps a running mean and a running *inverse
+standard deviation* s (blobs 2 and 3), shown here as variance 1/s² − eps, and recomputed as
+the exact average of the batch means and batch inverse standard deviations (the quantity
+its momentum average estimates). SegNet's ``BN`` keeps no statistics (bn_mode LEARN uses
+the batch's, INFERENCE has them folded into its scale and shift): it is listed with a note.
 """
 
 from __future__ import annotations
@@ -45,24 +52,6 @@ class BNInfo:
     warnings: list[str] = field(default_factory=list)
 
 
-def _learnable_specs(lp, trains: bool) -> str | None:
-    """Why the solver would change a BatchNorm's statistics blobs, or None.
-
-    The blobs get no gradient, but like any blob they take their ParamSpec: with lr_mult > 0
-    the solver counts them as parameters and applies weight decay to them (an entry that
-    does not set lr_mult has the default, 1; a layer without entries has three such). A net
-    without a loss is never trained, so missing entries only matter in one with a loss."""
-    specs = [f"param[{k}].lr_mult = {spec.lr_mult:g} (decay_mult {spec.decay_mult:g})"
-             for k, spec in enumerate(lp.param) if spec.lr_mult > 0]
-    if len(lp.param) < 3 and trains:
-        specs.append(f"no param[{len(lp.param)}..2] entries (lr_mult 1, decay_mult 1)")
-    if not specs:
-        return None
-    return (f"{'; '.join(specs)}: the solver treats the statistics as learnable, and weight "
-            "decay shrinks them every iteration unless decay_mult is 0; write "
-            "`param { lr_mult: 0 decay_mult: 0 }` three times")
-
-
 def inspect(net) -> list[BNInfo]:
     """Every BatchNorm layer of a built net, with warnings for:
 
@@ -70,21 +59,24 @@ def inspect(net) -> list[BNInfo]:
     - variances that are negative or zero (NaN or huge outputs; dead channels);
     - batch statistics in a TEST-phase net (use_global_stats: false: outputs depend on the
       batch, and every forward changes the stored statistics);
-    - statistics with lr_mult > 0 (weight decay changes them during training; in a net with
-      a loss, missing param entries count, as their default lr_mult is 1);
     - no Scale layer reading its output (no learned γ and β after the normalisation).
+
+    Learnable statistics need no warning: as in Caffe 1.0, a net refuses a non-zero lr_mult
+    on them and gives missing entries lr_mult 0.
     """
     param = source_param(net)
     index = _match_layers(net, param)
     graph = BlobGraph.of(param)
-    trains = any(w != 0 for w in net.blob_loss_weights.values())
     out = []
     for i, lp in enumerate(param.layer):
-        if lp.type != "BatchNorm":
+        if lp.type == "BN":
+            out.append(_inspect_fork_bn(net, lp, net._layers[index[i]]))
+            continue
+        if lp.type not in ("BatchNorm", "BatchNormKyle"):
             continue
         layer = net._layers[index[i]]
         mean_sum, var_sum, factor = (p.detach().cpu().double().numpy().reshape(-1)
-                                     for p in layer.blob_params)
+                                     for p in layer.blob_params[:3])
         f = float(factor[0]) if factor.size else 0.0
         s = 0.0 if f == 0 else 1.0 / f
         mean, var = mean_sum * s, var_sum * s
@@ -115,17 +107,47 @@ def inspect(net) -> list[BNInfo]:
         if net.phase == caffe_pb2.TEST and not layer.use_global_stats:
             w.append("use_global_stats is false in the TEST phase: outputs depend on the "
                      "batch, and every forward pass changes the stored statistics")
-        learnable = _learnable_specs(lp, trains)
-        if learnable:
-            w.append(learnable)
         readers = graph.readers_of((i, 0))
-        if not any(param.layer[k].type == "Scale" for k, _ in readers):
+        if lp.type == "BatchNormKyle" and layer.alpha_beta:
+            pass  # its own alpha and beta scale and shift
+        elif not any(param.layer[k].type == "Scale" for k, _ in readers):
             what = ", ".join(f"{param.layer[k].type} '{param.layer[k].name}'"
                              for k, _ in readers) or "nothing (a net output)"
             w.append(f"no Scale layer follows (its output is read by {what}): the "
                      "normalised values get no learned scale and shift")
         out.append(info)
     return out
+
+
+def _inspect_fork_bn(net, lp, layer) -> BNInfo:
+    """A fork BN's row: yjxiong/Cysu's running mean and inverse std, or SegNet's note."""
+    if layer.segnet:
+        info = BNInfo(lp.name, int(layer.channels), float("nan"), float("nan"), float("nan"),
+                      float("nan"), float("nan"), 1e-9, not layer.learn)
+        info.warnings.append(
+            "SegNet BN: no stored statistics (bn_mode LEARN normalises with the batch's; "
+            "INFERENCE has them folded into scale and shift)" if layer.learn else
+            "SegNet BN in bn_mode INFERENCE: y = scale·x + shift, statistics folded in")
+        return info
+    mean = layer.blob(2).detach().cpu().double().numpy().reshape(-1)
+    inv = layer.blob(3).detach().cpu().double().numpy().reshape(-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        var = 1.0 / (inv * inv) - layer.eps
+    info = BNInfo(lp.name, int(layer.channels), float("nan"), float(mean.min()),
+                  float(mean.max()), float(var.min()), float(var.max()), float(layer.eps),
+                  not layer.batch_stats)
+    bad = ~np.isfinite(mean) | ~np.isfinite(inv)
+    if bad.any():
+        info.warnings.append(f"{int(bad.sum())} of {inv.size} channels have non-finite "
+                             "statistics")
+    nonpos = np.isfinite(inv) & (inv <= 0)
+    if nonpos.any():
+        info.warnings.append(f"{int(nonpos.sum())} of {inv.size} channels have an inverse "
+                             "standard deviation <= 0: the normalisation flips or zeroes them")
+    if layer.frozen:
+        info.warnings.append("frozen: the statistics, scale and shift never change in "
+                             "training")
+    return info
 
 
 def format_table(infos: list[BNInfo]) -> str:
@@ -179,27 +201,38 @@ def recompute(net, iterations: int, feed: Feed | None = None,
     """
     if iterations < 1:
         raise DecaffeError(f"iterations: must be at least 1, not {iterations}")
-    layers = [(li, layer) for li, layer in enumerate(net._layers) if layer.type == "BatchNorm"]
-    if not layers:
+    layers = [(li, layer) for li, layer in enumerate(net._layers)
+              if layer.type in ("BatchNorm", "BatchNormKyle")]
+    fork = [(li, layer) for li, layer in enumerate(net._layers)
+            if layer.type == "BN" and not layer.segnet]
+    if not layers and not fork:
         raise DecaffeError("the net has no BatchNorm layer: nothing to recompute")
     batches = _batches(feed)
     if batches is None and net.inputs:
         raise DecaffeError(f"the net reads the input blobs {net.inputs}: give feed= batches "
                            "for them (or use a net with Data layers)")
-    last = max(li for li, _ in layers)
+    last = max(li for li, _ in layers + fork)
     saved = [(layer.use_global_stats, layer.fraction) for _, layer in layers]
+    saved_fork = [(layer.batch_stats, layer.momentum) for _, layer in fork]
     seen: set[int] = set()
     with torch.no_grad():
         for _, layer in layers:
-            for p in layer.blob_params:
+            for p in layer.blob_params[:3]:  # BatchNormKyle's alpha and beta stay
                 if id(p) not in seen:  # shared statistics are zeroed once
                     seen.add(id(p))
                     p.zero_()
+        for _, layer in fork:
+            layer.blob(2).zero_()
+            layer.blob(3).zero_()
     try:
         for _, layer in layers:
             layer.use_global_stats = False
             layer.fraction = 1.0
+        for _, layer in fork:
+            layer.batch_stats = True
         for it in range(iterations):
+            for _, layer in fork:  # momentum it/(it+1): an exact running average
+                layer.momentum = it / (it + 1)
             if batches is not None:
                 try:
                     batch = next(batches)
@@ -213,7 +246,9 @@ def recompute(net, iterations: int, feed: Feed | None = None,
     finally:
         for (_, layer), (g, frac) in zip(layers, saved):
             layer.use_global_stats, layer.fraction = g, frac
-    return [layer.name for _, layer in layers]
+        for (_, layer), (b, m) in zip(fork, saved_fork):
+            layer.batch_stats, layer.momentum = b, m
+    return [layer.name for _, layer in sorted(layers + fork, key=lambda t: t[0])]
 
 
 def _set_inputs(net, batch: Mapping[str, np.ndarray]) -> None:

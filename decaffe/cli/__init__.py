@@ -25,12 +25,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "parse_log": ("logtools", "turn a training log into train/test CSV tables"),
     "plot_log": ("logtools", "plot loss, accuracy and learning rate from a training log"),
     "convert_imageset": ("convert_imageset", "make an LMDB/LevelDB of Datums from an image list"),
+    "convert_annoset": ("convert_annoset", "make an LMDB/LevelDB of SSD's AnnotatedDatums"),
     "compute_image_mean": ("compute_image_mean", "compute a database's mean image"),
     "extract_features": ("extract_features", "save a net's blobs over a database into databases"),
     "prepare_digits": ("prepare_digits", "build the bundled handwritten-digits LMDBs"),
     "draw_net": ("draw_net", "draw a net as a graph (PNG/SVG/PDF)"),
     "fold_bn": ("fold_bn", "fold BatchNorm/Scale into the preceding layer's weights"),
     "bn_stats": ("bn_stats", "show or recompute BatchNorm statistics"),
+    "export": ("export", "export a net to ONNX, torch.export or PyTorch source, verified"),
 }
 
 

@@ -4,8 +4,7 @@
     One row per BatchNorm layer: channels, scale factor, the ranges of the mean and variance
     the global-statistics forward uses, eps, and whether the layer uses global or batch
     statistics in that phase; then warnings (factor 0, variances <= 0, batch statistics in
-    the TEST phase, statistics with lr_mult > 0 (in a net with a loss, missing param
-    entries too), no Scale after the layer).
+    the TEST phase, no Scale after the layer).
     Exit status 0 (warnings are reports, not errors).
 
 ``decaffe bn_stats recompute -model train_val.prototxt -weights in.caffemodel -iterations N

@@ -184,7 +184,6 @@ def main(argv: list[str]) -> int:
 
 
 def _train(args) -> int:
-
     if not args.solver:
         raise DecaffeError("-solver: need a solver definition to train")
     if args.snapshot and args.weights:

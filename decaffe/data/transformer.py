@@ -75,7 +75,8 @@ class DataTransformer:
             raise DataError(f"{where}transform_param: cannot set both force_color and "
                             "force_gray")
         for field in ("resize_param", "noise_param", "distort_param", "expand_param"):
-            if param.HasField(field):
+            # resize_param is repeated (eric612's fork); the others are optional
+            if (len(param.resize_param) if field == "resize_param" else param.HasField(field)):
                 raise DataError(f"{where}transform_param.{field}: the SSD transformations are "
                                 "not supported by this layer")
         self.mean_file = param.mean_file if param.HasField("mean_file") else None

@@ -11,7 +11,8 @@ Caffe has changed its net format several times and upgrades old files as it read
    Data, ImageData and WindowData parameters into ``transform_param``.
 3. V1 -> V2: ``layers { type: ENUM }`` becomes ``layer { type: "String" }``; ``blobs_lr``,
    ``weight_decay``, ``param`` (names) and ``blob_share_mode`` become ``param { ... }``
-   entries; blobs (weights) are kept.  Any ``layer`` entries already present are dropped.
+   entries; blobs (weights) are kept.  A net that also has ``layer`` entries is refused
+   (Caffe 1.0's "Refusing to upgrade inconsistent NetParameter input").
 4. Input fields: ``input`` with ``input_shape`` or ``input_dim`` becomes an ``Input`` layer
    named "input" placed first; the fields are cleared either way.
 5. BatchNorm: a BatchNorm layer declaring exactly three ``param`` entries (the old way of
@@ -19,20 +20,18 @@ Caffe has changed its net format several times and upgrades old files as it read
 
 Solvers: the ``solver_type`` enum becomes the ``type`` string.
 
-Problems Caffe only logs (a V0 field given to a layer type that has no such field) are
-reported through the ``logging`` module and make :func:`upgrade_net_as_needed` return
-False; problems Caffe aborts on raise :class:`~decaffe.errors.ParseError` naming the file
-and the layer.
+Caffe 1.0's upgrade_proto.cpp is the reference. What Caffe only logs (a V0 field given to
+a layer type that has no such field, the "Attempting to upgrade ..." progress lines) is
+logged with Caffe's own words through :mod:`decaffe.log` (glog's line format) and makes
+:func:`upgrade_net_as_needed` return False where Caffe's does; what Caffe aborts on raises
+:class:`~decaffe.errors.ParseError` naming the file and the layer.
 """
 
 from __future__ import annotations
 
-import logging
-
+from .. import log
 from ..errors import ParseError
 from ..proto import caffe_pb2
-
-log = logging.getLogger(__name__)
 
 __all__ = [
     "net_needs_upgrade", "upgrade_net", "upgrade_net_as_needed", "solver_needs_upgrade",
@@ -98,10 +97,6 @@ _SOLVER_TYPES = {
 _DATA_LAYERS = ((V1.DATA, "data_param"), (V1.IMAGE_DATA, "image_data_param"),
                 (V1.WINDOW_DATA, "window_data_param"))
 _TRANSFORM_FIELDS = ("scale", "mean_file", "crop_size", "mirror")
-
-
-def _where(source: str | None) -> str:
-    return source or "<net>"
 
 
 def _layer_label(name: str, index: int) -> str:
@@ -217,8 +212,7 @@ def _upgrade_v0_layer(lc: caffe_pb2.V1LayerParameter, index: int,
 
     def unknown(field: str) -> None:
         nonlocal ok
-        log.error("%s: %s: unknown parameter %s for layer type %s", _where(source), label,
-                  field, t)
+        log.error(f"Unknown parameter {field} for layer type {t}")
         ok = False
 
     def route(field: str, targets: dict[str, tuple[str, str, str]]) -> None:
@@ -376,8 +370,7 @@ def _upgrade_v1_layer(v1: caffe_pb2.V1LayerParameter, out: caffe_pb2.LayerParame
         if v1.HasField(field):
             getattr(out, field).CopyFrom(getattr(v1, field))
     if v1.HasField("layer"):
-        log.error("%s: %s: input NetParameter has a V0 layer -- ignoring", _where(source),
-                  _layer_label(v1.name, index))
+        log.error("Input NetParameter has V0 layer -- ignoring.")
         ok = False
     return ok
 
@@ -385,16 +378,21 @@ def _upgrade_v1_layer(v1: caffe_pb2.V1LayerParameter, out: caffe_pb2.LayerParame
 def _upgrade_v1_net(param: caffe_pb2.NetParameter, source: str | None) -> bool:
     ok = True
     if len(param.layer) > 0:
-        log.error("%s: the net to upgrade already has 'layer' fields; they are ignored",
-                  _where(source))
-        ok = False
-        del param.layer[:]
+        # Caffe 1.0 stops here (LOG(FATAL)); older Caffe dropped the `layer` entries silently
+        raise ParseError(
+            "Refusing to upgrade inconsistent NetParameter input; the definition includes "
+            "both 'layer' and 'layers' fields. The current format defines 'layer' fields "
+            "with string type like layer { type: 'Layer' ... } and not layers { type: "
+            "LAYER ... }. Manually switch the definition to 'layer' format to continue. "
+            f"({len(param.layer)} 'layer' and {len(param.layers)} 'layers' entries; first "
+            f"'layer': '{param.layer[0].name}', first 'layers': '{param.layers[0].name}')",
+            source)
     v1_layers = list(param.layers)
     upgraded = []
     for i, v1 in enumerate(v1_layers):
         lp = caffe_pb2.LayerParameter()
         if not _upgrade_v1_layer(v1, lp, i, source):
-            log.error("%s: upgrade of input layer %d failed", _where(source), i)
+            log.error(f"Upgrade of input layer {i} failed.")
             ok = False
         upgraded.append(lp)
     del param.layers[:]
@@ -442,34 +440,55 @@ def upgrade_net_as_needed(param: caffe_pb2.NetParameter, source: str | None = No
                           keep_batchnorm_params: bool = False) -> bool:
     """Caffe's UpgradeNetAsNeeded, in place.  Returns False when some V0/V1 field could not
     be carried over (logged, as Caffe does, and the upgrade goes on); raises ParseError
-    where Caffe aborts.
+    where Caffe aborts (a net with both ``layer`` and ``layers``, an unknown V0 type, a
+    padding layer Caffe cannot fold, an input without a shape).
 
-    keep_batchnorm_params leaves a BatchNorm layer's three ``param`` entries in place. Caffe
-    drops them (and then its solver decays the statistics like any parameter); decaffe keeps
-    them when it builds a net, so that old prototxts' ``lr_mult: 0`` keeps statistics frozen."""
+    keep_batchnorm_params leaves a BatchNorm layer's three ``param`` entries in place, which
+    Caffe never does (it drops them, and Caffe 1.0's BatchNorm adds ``lr_mult: 0`` ones);
+    decaffe's own net building follows Caffe and does not use it."""
     ok = True
-    where = _where(source)
+    where = source or ""
     if net_needs_v0_to_v1_upgrade(param):
-        log.info("%s: upgrading V0LayerParameter layers", where)
+        log.info("Attempting to upgrade input file specified using deprecated "
+                 f"V0LayerParameter: {where}")
         if not _upgrade_v0_net(param, source):
             ok = False
-            log.error("%s: had one or more problems upgrading V0NetParameter to "
-                      "NetParameter (see above); continuing anyway", where)
+            log.error("Warning: had one or more problems upgrading V0NetParameter to "
+                      "NetParameter (see above); continuing anyway.")
+        else:
+            log.info("Successfully upgraded file specified using deprecated V0LayerParameter")
+        log.warning("Note that future Caffe releases will not support V0NetParameter; use "
+                    "./build/tools/upgrade_net_proto_text for prototxt and "
+                    "./build/tools/upgrade_net_proto_binary for model weights upgrade this "
+                    "and any other net protos to the new format.")
     if net_needs_data_upgrade(param):
-        log.info("%s: upgrading deprecated data transformation parameters", where)
+        log.info("Attempting to upgrade input file specified using deprecated "
+                 f"transformation parameters: {where}")
         _upgrade_data_transformation(param)
+        log.info("Successfully upgraded file specified using deprecated data transformation "
+                 "parameters.")
+        log.warning("Note that future Caffe releases will only support transform_param "
+                    "messages for transformation fields.")
     if net_needs_v1_to_v2_upgrade(param):
-        log.info("%s: upgrading V1LayerParameter layers", where)
+        log.info("Attempting to upgrade input file specified using deprecated "
+                 f"V1LayerParameter: {where}")
         if not _upgrade_v1_net(param, source):
             ok = False
-            log.error("%s: had one or more problems upgrading V1LayerParameter (see above); "
-                      "continuing anyway", where)
+            log.error("Warning: had one or more problems upgrading V1LayerParameter (see "
+                      "above); continuing anyway.")
+        else:
+            log.info("Successfully upgraded file specified using deprecated V1LayerParameter")
     if net_needs_input_upgrade(param):
-        log.info("%s: upgrading deprecated input fields to an Input layer", where)
+        log.info("Attempting to upgrade input file specified using deprecated input fields: "
+                 f"{where}")
         _upgrade_input(param, source)
+        log.info("Successfully upgraded file specified using deprecated input fields.")
+        log.warning("Note that future Caffe releases will only support input layers and not "
+                    "input fields.")
     if net_needs_batchnorm_upgrade(param) and not keep_batchnorm_params:
-        log.info("%s: upgrading BatchNorm layers that declare three param entries", where)
+        log.info(f"Attempting to upgrade batch norm layers using deprecated params: {where}")
         _upgrade_batchnorm(param)
+        log.info("Successfully upgraded batch norm layers using deprecated params.")
     return ok
 
 
@@ -496,6 +515,8 @@ def upgrade_solver_as_needed(param: caffe_pb2.SolverParameter,
     ``type: "AdaGrad"``.  Setting both fields is an error, as in Caffe."""
     if not solver_needs_upgrade(param):
         return True
+    log.info("Attempting to upgrade input file specified using deprecated 'solver_type' "
+             f"field (enum)': {source or ''}")
     if param.HasField("type"):
         raise ParseError("failed to upgrade solver: the old solver_type field (enum) and the "
                          "new type field (string) cannot both be specified", source)
@@ -503,6 +524,10 @@ def upgrade_solver_as_needed(param: caffe_pb2.SolverParameter,
         raise ParseError(f"unknown solver_type {param.solver_type}", source)
     param.type = _SOLVER_TYPES[param.solver_type]
     param.ClearField("solver_type")
+    log.info("Successfully upgraded file specified using deprecated 'solver_type' field "
+             "(enum) to 'type' field (string).")
+    log.warning("Note that future Caffe releases will only support 'type' field (string) for "
+                "a solver's type.")
     return True
 
 

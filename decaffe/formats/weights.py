@@ -11,7 +11,8 @@ Unusual encodings (non-packed repeated floats, V0 nets whose blobs sit inside th
 Semantics follow Caffe:
 
 - Loading upgrades as ``ReadNetParamsFromBinaryFileOrDie`` does: V1 ``layers`` become
-  layers with the same names and blobs (``layer`` entries beside them are ignored), V0 nets
+  layers with the same names and blobs (a file with ``layer`` entries beside them is
+  refused, as Caffe 1.0 refuses it), V0 nets
   are upgraded through :mod:`decaffe.formats.upgrade`, old input fields become an ``Input``
   layer named "input".
 - A blob's shape is ``shape.dim`` or, when any of num/channels/height/width is present, the
@@ -38,6 +39,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from google.protobuf import message as _pbmessage
 
+from .. import log
 from ..errors import DecaffeError, FormatError
 from ..proto import caffe_pb2
 from .atomic import atomic_path, atomic_write
@@ -665,16 +667,33 @@ def _map_file(path: str):
         raise FormatError(f"{path}: cannot read: {e.strerror}") from None
 
 
-def _upgraded_records(header: caffe_pb2.NetParameter, layers) -> list:
-    """(name, blobs) after Caffe's upgrade: V1 layers replace any V2 ones; old input fields
-    add a blob-less Input layer named "input" first."""
+def _upgraded_records(header: caffe_pb2.NetParameter, layers, path: str) -> list:
+    """(name, blobs) after Caffe's upgrade: V1 layers become layers (a file that has both
+    kinds is refused, as Caffe 1.0's UpgradeV1Net refuses it); old input fields add a
+    blob-less Input layer named "input" first."""
     v1 = [(name, blobs) for version, name, _, blobs, *_ in layers if version == 1]
+    if v1 and len(v1) != len(layers):
+        v2 = next(name for version, name, *_ in layers if version == 2)
+        raise FormatError(
+            f"{path}: Refusing to upgrade inconsistent NetParameter input; the definition "
+            "includes both 'layer' and 'layers' fields (first 'layer': "
+            f"'{v2}', first 'layers': '{v1[0][0]}')")
     if v1:
+        # the lines Caffe's UpgradeNetAsNeeded logs on the way
+        log.info("Attempting to upgrade input file specified using deprecated "
+                 f"V1LayerParameter: {path}")
+        log.info("Successfully upgraded file specified using deprecated V1LayerParameter")
         out = v1
     else:
         out = [(name, blobs) for version, name, _, blobs, *_ in layers if version == 2]
-    if len(header.input) and (len(header.input_dim) or len(header.input_shape)):
-        out.insert(0, ("input", []))
+    if len(header.input):
+        log.info("Attempting to upgrade input file specified using deprecated input fields: "
+                 f"{path}")
+        if len(header.input_dim) or len(header.input_shape):
+            out.insert(0, ("input", []))
+        log.info("Successfully upgraded file specified using deprecated input fields.")
+        log.warning("Note that future Caffe releases will only support input layers and not "
+                    "input fields.")
     return out
 
 
@@ -720,7 +739,7 @@ def load_weights(path: str) -> list[tuple[str, list[BlobRecord]]]:
             header, layers, _ = _scan_net(buf, path, copy=True, blob_cls=BlobRecord)
         except _Unusual:
             return _load_via_protobuf(buf, path)
-        return _upgraded_records(header, layers)
+        return _upgraded_records(header, layers, path)
     finally:
         if isinstance(buf, mmap.mmap):
             # every array was copied out, so nothing should still point into the map

@@ -41,6 +41,12 @@ class SplitLayer(Layer):
     exact_bottoms = 1
     min_tops = 1
 
+    def setup(self, bottom_shapes):
+        # Caffe's SplitLayer keeps a diff per top, so no top may be the bottom itself
+        self.check(self.top_names[0] != self.bottom_names[0],
+                   f"Split Layer does not allow in-place computation (top '{self.top_names[0]}' "
+                   "is its bottom)")
+
     def reshape(self, bottom_shapes):
         return [bottom_shapes[0]] * len(self.top_names)
 
@@ -86,6 +92,12 @@ class InnerProductLayer(Layer):
         self.check(k == self.K, f"input size {k} (shape {shape} from axis {self.axis}) does not "
                    f"match the weights' {self.K}")
         return [tuple(shape[: self.axis]) + (self.N,)]
+
+    def batch_items(self, bottom_shapes):
+        # the CPU's sgemm (MKL) sums a row in an order that depends on the row count unless
+        # it is a multiple of 4 (a single row goes through gemv): pad to one
+        num = bottom_shapes[0][0]
+        return -(-num // 4) * 4 if self.axis >= 1 else num
 
     def forward(self, x):
         lead = x.shape[: self.axis]

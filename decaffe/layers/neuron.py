@@ -147,6 +147,10 @@ class DropoutLayer(ElementwiseLayer):
 
     Caffe accepts any ratio in [0, 1]; a ratio of 1 makes its scale infinite and every
     output NaN, so decaffe asks for 0 <= dropout_ratio < 1.
+
+    The Faster R-CNN forks' dropout_param.scale_train: false moves the scaling to TEST:
+    TRAIN keeps the values unscaled, TEST multiplies by 1 − dropout_ratio (their
+    dropout_layer.cpp); backward follows the same rule.
     """
 
     def setup(self, bottom_shapes):
@@ -157,11 +161,19 @@ class DropoutLayer(ElementwiseLayer):
                    "dropout_param.dropout_ratio")
         self.ratio = ratio
         self.train = self.phase == caffe_pb2.TRAIN
+        self.scale_train = bool(self.lp.dropout_param.scale_train)
 
     def forward(self, x):
-        if self.train and self.ratio > 0.0:
-            return F.dropout(x, self.ratio, training=True)
-        return x.view(x.shape)
+        if self.scale_train:
+            if self.train and self.ratio > 0.0:
+                return F.dropout(x, self.ratio, training=True)
+            return x.view(x.shape)
+        if self.train:
+            keep = F.dropout(torch.ones_like(x), self.ratio, training=True) != 0
+            return x * keep
+        # Caffe scales by 1/scale_ with scale_ = 1/(1 - ratio) in the blob's precision
+        scale = torch.tensor(1.0, dtype=x.dtype) / (1.0 - torch.tensor(self.ratio, dtype=x.dtype))
+        return x * (1.0 / scale).to(x.device)
 
 
 @register("ELU")
@@ -177,7 +189,13 @@ class ELULayer(ElementwiseLayer):
 
 @register("AbsVal")
 class AbsValLayer(ElementwiseLayer):
-    """y = |x|; gradient sign(x), which is 0 at 0."""
+    """y = |x|; gradient sign(x), which is 0 at 0. Not allowed in place (Caffe 1.0's
+    AbsValLayer::LayerSetUp refuses it)."""
+
+    def setup(self, bottom_shapes):
+        self.check(self.top_names[0] != self.bottom_names[0],
+                   f"AbsVal Layer does not allow in-place computation (top '{self.top_names[0]}' "
+                   "is its bottom)")
 
     def forward(self, x):
         return torch.abs(x)

@@ -23,10 +23,12 @@ class BatchNormLayer(Layer):
 
     (λ = moving_average_fraction, m = values per channel). With global statistics
     (TEST's default) it normalises with mean_sum/factor and var_sum/factor (zero when the
-    factor is zero). eps goes inside the square root. The blobs get no gradient; the
-    solver leaves them alone when the prototxt gives them ``param { lr_mult: 0 }`` (the
-    usual idiom, kept through upgrades), and otherwise applies weight decay to them as the
-    Caffe of our goldens does.
+    factor is zero). eps goes inside the square root.
+
+    The blobs get no gradient, and as in Caffe 1.0's BatchNormLayer::LayerSetUp no solver
+    changes them: each blob without a ``param`` entry gets one with ``lr_mult: 0`` (written
+    into the layer's parameter, so a saved net carries it), and an entry with a non-zero
+    lr_mult is refused (LayerParamError naming the layer and ``param[i].lr_mult``).
     """
 
     exact_bottoms = 1
@@ -38,23 +40,34 @@ class BatchNormLayer(Layer):
 
         p = self.lp.batch_norm_param
         shape = bottom_shapes[0]
+        # Caffe 1.0 reads the bottom's shape(1) in set-up and reshape: fewer axes are fatal
+        self.check(len(shape) >= 2, f"the bottom must have at least 2 axes (num, channels, ...), "
+                   f"its shape is {tuple(shape)}")
         self.fraction = p.moving_average_fraction
         self.use_global_stats = (self.phase == caffe_pb2.TEST) if not p.HasField(
             "use_global_stats") else p.use_global_stats
         self.eps = p.eps
-        self.channels = 1 if len(shape) == 1 else shape[1]
+        self.channels = shape[1]
         if self.num_blobs == 0:
             for s in ((self.channels,), (self.channels,), (1,)):
                 self.add_blob(torch.zeros(s), requires_grad=False)
-        # The statistics get no gradient, but like any blob they carry a ParamSpec: the Caffe
-        # our goldens come from lets weight decay shrink them unless `param { lr_mult: 0 }`
-        # (×3) freezes them, the prototxt idiom for BatchNorm. Newer BVLC freezes them always.
+        # Caffe 1.0 masks the statistics from the solver with lr_mult 0 (weight decay still
+        # enters the solver's history, but an lr_mult of 0 makes every update zero).
+        for i in range(self.num_blobs):
+            if len(self.lp.param) == i:
+                self.lp.param.add().lr_mult = 0.0
+            else:
+                self.check(self.lp.param[i].lr_mult == 0,
+                           f"Cannot configure batch normalization statistics as layer "
+                           f"parameters (lr_mult is {self.lp.param[i].lr_mult:g}, must be 0)",
+                           f"param[{i}].lr_mult")
 
     def reshape(self, bottom_shapes):
         shape = bottom_shapes[0]
-        if len(shape) >= 2:
-            self.check(shape[1] == self.channels,
-                       f"bottom has {shape[1]} channels, the layer was set up for {self.channels}")
+        self.check(len(shape) >= 2, f"the bottom must have at least 2 axes (num, channels, ...), "
+                   f"its shape is {tuple(shape)}")
+        self.check(shape[1] == self.channels,
+                   f"bottom has {shape[1]} channels, the layer was set up for {self.channels}")
         # Caffe divides the count by num·channels here (a crash when either is 0)
         self.check(all(d > 0 for d in shape[:2]), f"the bottom's num and channels must be "
                    f"positive, not shape {tuple(shape)} (BatchNorm has nothing to normalize)")

@@ -19,8 +19,9 @@ from ``sys.path`` and a class in it deriving from :class:`Layer` (exported as
 - ``share_in_parallel`` is accepted and has no effect (as in Caffe 1.0).
 
 On a GPU the user's code sees host copies: bottoms are downloaded, tops and diffs uploaded
-after the call. Exceptions raised by the user's code surface as :class:`PythonLayerError`
-naming the layer, with the original exception chained.
+after the call. An exception raised by the user's code reaches the caller as itself (its own
+type, as pycaffe lets it through), with a note naming the layer and the method; a module or
+class that cannot be loaded is a :class:`PythonLayerError` naming the layer and field.
 """
 
 from __future__ import annotations
@@ -38,7 +39,25 @@ from ..layer import register
 
 
 class PythonLayerError(NetError):
-    """An error raised by, or about, the user's code of a Python layer; names the layer."""
+    """An error about a Python layer's set-up (its module or class); names the layer. What the
+    user's own code raises reaches the caller as itself (see note_exception)."""
+
+
+# set on an exception raised by a Python layer's code: the layer's name (the net lets it pass)
+USER_ERROR = "_decaffe_python_layer"
+
+
+def note_exception(e: BaseException, note: str) -> None:
+    """Add a note to e (``BaseException.add_note``, Python >= 3.11; on 3.10 the same
+    ``__notes__`` list, which tools such as pytest and the exceptiongroup backport print)."""
+    if hasattr(e, "add_note"):
+        e.add_note(note)
+    else:  # Python 3.10
+        notes = getattr(e, "__notes__", None)
+        if not isinstance(notes, list):
+            notes = []
+        notes.append(note)
+        e.__notes__ = notes
 
 
 class BlobVec:
@@ -211,14 +230,18 @@ class PythonLayer(_TorchLayer):
     def _error(self, message: str) -> PythonLayerError:
         return PythonLayerError(message, layer=self.name)
 
-    def _call(self, what: str, fn, *args) -> None:
-        """Run user code; its exceptions become PythonLayerError naming the layer."""
+    def _call(self, what: str, fn, *args):
+        """Run user code; an exception it raises goes on as itself (pycaffe lets the user's
+        exception through), with a note naming this layer."""
         try:
-            fn(*args)
-        except PythonLayerError:
-            raise
+            return fn(*args)
         except Exception as e:
-            raise self._error(f"{what} raised {type(e).__name__}: {e}") from e
+            if not hasattr(e, USER_ERROR):
+                p = self.lp.python_param
+                note_exception(e, f"raised in {what} of Python layer '{self.name}' "
+                                  f"({p.module}.{p.layer})")
+                setattr(e, USER_ERROR, self.name)
+            raise
 
     # -- blobs handed to the user -------------------------------------------------------------
     def _in_place(self, j: int) -> bool:
@@ -255,11 +278,7 @@ class PythonLayer(_TorchLayer):
         if self.user is None:
             cls = self._load_class()
             p = self.lp.python_param
-            try:
-                user = cls(self.lp)
-            except Exception as e:
-                raise self._error(f"creating {p.module}.{p.layer} raised {type(e).__name__}: "
-                                  f"{e}") from e
+            user = self._call("__init__", cls, self.lp)
             user._init_base(self.lp)  # tolerate a subclass __init__ that skipped ours
             user.__dict__["_name"] = self.name
             user.__dict__["_decaffe_layer"] = self
@@ -298,7 +317,7 @@ class PythonLayer(_TorchLayer):
         for j, hb in enumerate(host_bottoms):
             blob = Blob(hb.shape, name=self._bottom_name(j), dtype=hb.dtype)
             # in place: the shared blob starts as a copy, so the bottom tensor stays untouched
-            blob.bind(hb.clone() if self._in_place(j) else hb)
+            blob.bind(hb.clone() if self._in_place(j) else hb, owned=True)
             blobs.append(blob)
         bottom, top = self._with_bottoms(blobs)
         self._call("reshape", self.user.reshape, bottom, top)
@@ -315,19 +334,19 @@ class PythonLayer(_TorchLayer):
             blob = Blob(hb.shape, name=self._bottom_name(j), dtype=hb.dtype)
             if self._in_place(j):
                 # one blob, as in Caffe: the top's data, its diff read as top and written as bottom
-                blob.bind(host_tops[j])
-                blob._set("diff", self._host(grads[j]).reshape(hb.shape).clone())
+                blob.bind(host_tops[j], owned=True)
+                blob._set("diff", self._host(grads[j]).reshape(hb.shape).clone(), owned=True)
             else:
-                blob.bind(hb)
+                blob.bind(hb, owned=True)
             bottoms.append(blob)
         for j, (ht, g) in enumerate(zip(host_tops, grads)):
             if self._in_place(j):
                 tops.append(bottoms[j])
                 continue
             blob = Blob(ht.shape, name=self.top_names[j], dtype=ht.dtype)
-            blob.bind(ht)
+            blob.bind(ht, owned=True)
             # a copy: the user's code must not write into autograd's gradient buffers
-            blob._set("diff", self._host(g).reshape(ht.shape).clone())
+            blob._set("diff", self._host(g).reshape(ht.shape).clone(), owned=True)
             tops.append(blob)
         self._call("backward", self.user.backward, tops, list(need), bottoms)
         self.user.blobs._push()

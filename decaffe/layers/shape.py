@@ -285,6 +285,9 @@ class ReshapeLayer(_Planned):
     exact_tops = 1
 
     def setup(self, bottom_shapes):
+        self.check(self.top_names[0] != self.bottom_names[0],
+                   f"Reshape Layer does not allow in-place computation (top '{self.top_names[0]}' "
+                   "is its bottom)")
         dims = [int(d) for d in self.lp.reshape_param.shape.dim]
         self.copy_axes = [i for i, d in enumerate(dims) if d == 0]
         inferred = [i for i, d in enumerate(dims) if d == -1]

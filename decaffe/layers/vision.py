@@ -251,12 +251,40 @@ class _ConvolutionBase(Layer):
         top = plan.lead + (self.num_output,) + plan.out
         return [top] * len(bottom_shapes)
 
-    def _convolve(self, x: torch.Tensor) -> torch.Tensor:
+    def batch_items(self, bottom_shapes):
+        # oneDNN computes a batch of one with another algorithm than larger batches for some
+        # shapes (small outputs, 1x1 kernels): then a single item runs as two
+        shape = tuple(bottom_shapes[0])
+        if shape[0] != 1 or self.spec.axis == 0:
+            return shape[0]
+        key = (shape, torch.get_num_threads())
+        probes = self.__dict__.setdefault("_single_item_probes", {})
+        if key not in probes:
+            probes[key] = self._single_item_differs(shape)
+        return 2 if probes[key] else 1
+
+    def _single_item_differs(self, shape: tuple[int, ...]) -> bool:
+        """Whether an item computed alone differs from the same item in a batch of two, on
+        random data and weights of the layer's shapes (fixed seed; the global RNG is not
+        touched)."""
+        g = torch.Generator().manual_seed(0)
+        like = self.blob_params[0]
+        x = torch.randn((2,) + shape[1:], generator=g, dtype=like.dtype)
+        w = torch.randn(like.shape, generator=g, dtype=like.dtype)
+        b = torch.randn(self.num_output, generator=g, dtype=like.dtype) if self.bias_term \
+            else None
+        with torch.no_grad():
+            two = self._convolve(x, w, b)
+            one = self._convolve(x[:1], w, b)
+        return not torch.equal(one[0], two[0])
+
+    def _convolve(self, x: torch.Tensor, w=None, b=None) -> torch.Tensor:
         shape = tuple(x.shape)
         plan = self._plans.get(shape) or self._plan(shape)
         x = x.reshape((plan.num,) + shape[self.spec.axis:])
-        w = self.blob_params[0]
-        b = self.blob_params[1] if self.bias_term else None
+        if w is None:
+            w = self.blob_params[0]
+            b = self.blob_params[1] if self.bias_term else None
         s = self.spec
         if self.transposed:
             fn = _CONV_T_FN.get(self.num_spatial)
@@ -544,7 +572,8 @@ def _check_pool_method(layer: Layer, method: int, pad, kernel, field: str) -> No
 class PoolingLayer(Layer):
     """Caffe's Pooling over the H×W plane of a (N, C, H, W) bottom.
 
-    Output size ceil((in + 2·pad − k) / stride) + 1 (floor with round_mode FLOOR); with any
+    Output size ceil((in + 2·pad − k) / stride) + 1 (floor with round_mode FLOOR or the
+    forks' ceil_mode: false); with any
     padding, a last window that would start at or beyond in + pad is dropped. MAX takes the
     first maximum in row-major order over the image pixels of the window; its optional second
     top is the argmax as the flat index h·W + w into the bottom's plane (a float). AVE sums the
@@ -563,7 +592,8 @@ class PoolingLayer(Layer):
         f = "pooling_param"
         self.method = p.pool
         self.global_pooling = p.global_pooling
-        self.ceil = p.round_mode == _POOL.CEIL
+        # the forks' ceil_mode: false (caffe-priv, PR #3057) floors like round_mode FLOOR
+        self.ceil = p.round_mode == _POOL.CEIL and p.ceil_mode
         self.check(p.round_mode in (_POOL.CEIL, _POOL.FLOOR),
                    f"unknown rounding mode {p.round_mode}", f"{f}.round_mode")
         has_k, has_kh, has_kw = p.HasField("kernel_size"), p.HasField("kernel_h"), p.HasField(

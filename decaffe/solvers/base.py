@@ -143,7 +143,9 @@ class Solver:
         self.losses: list = []
         self.smoothed_loss = 0.0
         self.learning_rate = 0.0
-        self.stop_on_nonfinite = True
+        # pycaffe's step() never raises on a NaN/inf loss (Caffe logs it and goes on); the
+        # `decaffe train` command stops by default (-nan_effect) and sets this
+        self.stop_on_nonfinite = False
         self.progress: log.ProgressBar | None = None
 
     # -- construction ---------------------------------------------------------------------------

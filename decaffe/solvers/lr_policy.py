@@ -40,9 +40,11 @@ def check_policy(param) -> None:
         what = f"'{policy}'" if policy else "missing"
         raise SolverError(f"lr_policy: unknown learning rate policy {what}"
                           f"{suggest(policy, POLICIES)} (known: {known})")
-    if policy == "step" and param.stepsize <= 0:
-        raise SolverError(f"stepsize: the 'step' policy needs stepsize > 0, not {param.stepsize}")
-    if policy in ("step", "exp", "inv", "multistep") and param.gamma < 0:
+    if policy in ("step", "sigmoid") and param.stepsize <= 0:
+        raise SolverError(f"stepsize: the '{policy}' policy needs stepsize > 0, not "
+                          f"{param.stepsize}")
+    # Caffe 1.0's GetLearningRate: CHECK_GE(gamma, 0) for these (sigmoid included)
+    if policy in ("step", "exp", "inv", "multistep", "sigmoid") and param.gamma < 0:
         raise SolverError(f"gamma: the '{policy}' policy needs gamma >= 0, not {param.gamma}")
     if policy == "poly" and param.max_iter <= 0:
         raise SolverError("max_iter: the 'poly' policy needs max_iter > 0")

@@ -99,14 +99,12 @@ layer { name: "s2" type: "Scale" bottom: "c1" top: "c1" scale_param { bias_term:
 layer { name: "bn_batch" type: "BatchNorm" bottom: "c1" top: "c1"
         batch_norm_param { use_global_stats: false } }
 layer { name: "s3" type: "Scale" bottom: "c1" top: "c1" scale_param { bias_term: true } }
-layer { name: "bn_lr" type: "BatchNorm" bottom: "c1" top: "c1" param { lr_mult: 1 decay_mult: 1 } }
-layer { name: "s4" type: "Scale" bottom: "c1" top: "c1" scale_param { bias_term: true } }
 layer { name: "bn_noscale" type: "BatchNorm" bottom: "c1" top: "c1" }
 layer { name: "r" type: "ReLU" bottom: "c1" top: "c1" }
 """
 
 
-def test_bn_stats_show_reports_the_five_problems(tmp_path, capsys):
+def test_bn_stats_show_reports_the_four_problems(tmp_path, capsys):
     model = tmp_path / "problems.prototxt"
     model.write_text(PROBLEMS)
     net = decaffe.Net(str(model), decaffe.TEST)
@@ -124,22 +122,20 @@ def test_bn_stats_show_reports_the_five_problems(tmp_path, capsys):
     assert lines[0].split() == ["layer", "channels", "factor", "mean", "min", "mean", "max",
                                 "var", "min", "var", "max", "eps", "stats"]
     warnings = [ln for ln in lines if ln.startswith("  WARNING")]
-    assert len(warnings) == 5
+    assert len(warnings) == 4
     assert warnings[0].startswith("  WARNING bn_zero: scale factor is 0")
     assert warnings[1].startswith("  WARNING bn_negvar: 1 of 3 channels have variance <= 0 "
                                   "(1 negative")
     assert warnings[2].startswith("  WARNING bn_batch: use_global_stats is false in the TEST "
                                   "phase")
-    assert warnings[3].startswith("  WARNING bn_lr: param[0].lr_mult = 1 (decay_mult 1): the "
-                                  "solver treats the statistics as learnable")
-    assert warnings[4].startswith("  WARNING bn_noscale: no Scale layer follows (its output is "
+    assert warnings[3].startswith("  WARNING bn_noscale: no Scale layer follows (its output is "
                                   "read by ReLU 'r')")
     row = next(ln for ln in lines if ln.startswith("bn_batch "))
     assert row.split()[1] == "3" and row.endswith("batch")
-    assert lines[-1] == "5 BatchNorm layer(s), 5 warning(s)"
+    assert lines[-1] == "4 BatchNorm layer(s), 4 warning(s)"
     # without weights every factor is 0
     assert main(["bn_stats", "show", "-model", str(model)]) == 0
-    assert capsys.readouterr().out.count("scale factor is 0") == 5
+    assert capsys.readouterr().out.count("scale factor is 0") == 4
 
 
 def test_bn_stats_usage_and_errors(tmp_path, capsys):

@@ -180,9 +180,7 @@ def test_inspect_clean_net_has_no_warnings_and_right_ranges():
 def test_inspect_reports_each_problem():
     text = (INPUT + _block(1) + _block(2, bottom="c1") + _block(3, bottom="c2")
             + _block(4, 'batch_norm_param { use_global_stats: false }', bottom="c3")
-            + _block(5, with_scale=False, bottom="c4")
-            + _block(6, 'param { lr_mult: 1 } param { lr_mult: 0 } param { lr_mult: 0 }',
-                     bottom="c5"))
+            + _block(5, with_scale=False, bottom="c4") + _block(6, bottom="c5"))
     net = make_net(text, seed=1)
     net.params["bn1"][2].data[...] = 0  # factor 0
     v = np.array(net.params["bn2"][1].data)
@@ -199,22 +197,11 @@ def test_inspect_reports_each_problem():
     assert len(infos["bn5"].warnings) == 1
     assert "no Scale layer follows (its output is read by Convolution 'c6')" in \
         infos["bn5"].warnings[0]
-    assert len(infos["bn6"].warnings) == 1
-    assert infos["bn6"].warnings[0].startswith("param[0].lr_mult = 1 (decay_mult 1): the "
-                                               "solver treats the statistics as learnable")
     table = format_table(list(infos.values()))
     assert table.splitlines()[2].startswith("bn1 ")
     assert "  WARNING bn1: scale factor is 0" in table
-    assert table.endswith("6 BatchNorm layer(s), 5 warning(s)")
-
-
-def test_inspect_default_lr_mult_counts_as_learnable():
-    net = make_net(INPUT + _block(1, "param { decay_mult: 0 }"))
-    (info,) = inspect(net)
-    assert info.warnings == ["param[0].lr_mult = 1 (decay_mult 0): the solver treats the "
-                             "statistics as learnable, and weight decay shrinks them every "
-                             "iteration unless decay_mult is 0; write "
-                             "`param { lr_mult: 0 decay_mult: 0 }` three times"]
+    assert infos["bn6"].warnings == []
+    assert table.endswith("6 BatchNorm layer(s), 4 warning(s)")
 
 
 LOSS = ('layer { name: "label" type: "Input" top: "label" input_param { shape { dim: 2 } } }\n'
@@ -223,14 +210,13 @@ LOSS = ('layer { name: "label" type: "Input" top: "label" input_param { shape { 
         'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" }\n')
 
 
-def test_inspect_missing_param_entries_matter_only_in_a_net_with_a_loss():
+def test_inspect_statistics_without_param_entries_are_frozen_not_warned():
+    """Caffe 1.0 gives the statistics lr_mult 0 whatever the net, so nothing to warn about;
+    the built layer carries the three specs."""
     frozen = "param { lr_mult: 0 decay_mult: 0 } " * 3
-    (deploy,) = inspect(make_net(INPUT + _block(1)))
-    assert deploy.warnings == []
-    (train,) = inspect(make_net(INPUT + _block(1) + LOSS))
-    assert train.warnings == [
-        "no param[0..2] entries (lr_mult 1, decay_mult 1): the solver treats the statistics "
-        "as learnable, and weight decay shrinks them every iteration unless decay_mult is 0; "
-        "write `param { lr_mult: 0 decay_mult: 0 }` three times"]
-    (ok,) = inspect(make_net(INPUT + _block(1, frozen) + LOSS))
-    assert ok.warnings == []
+    for text in (INPUT + _block(1), INPUT + _block(1) + LOSS, INPUT + _block(1, frozen) + LOSS):
+        net = make_net(text)
+        (info,) = inspect(net)
+        assert info.warnings == []
+        bn = net._layers[net._layer_names.index("bn1")]
+        assert [p.lr_mult for p in bn.lp.param] == [0, 0, 0]

@@ -73,7 +73,7 @@ def test_transformer_resizes_and_checks():
     with pytest.raises(ValueError, match="Mean channels incompatible"):
         t.set_mean("data", np.zeros(2))
     with pytest.raises(ValueError, match="Mean shape incompatible"):
-        t.set_mean("data", np.zeros((3, 5, 5)))
+        t.set_mean("data", np.zeros((2, 4, 5)))  # other channels cannot be resized
     with pytest.raises(ValueError, match="Mean shape invalid"):
         t.set_mean("data", np.zeros((1, 3, 4, 5)))
     t.set_mean("data", np.zeros((3, 4, 5)))  # elementwise mean of the input's shape

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -32,6 +32,8 @@ LEGACY_NETS = [r for r in MANIFEST if r["kind"] == "net"
                and (r["format"] in ("V0", "V1") or r["old_input"])
                and not r["parses_with_ssd_caffe_proto"].startswith("FAIL")]
 LEGACY_SOLVERS = [r for r in MANIFEST if r["kind"] == "solver" and r["format"] in ("V0", "V1")]
+
+GLOG_E = re.compile(r"^E\d{4} \d\d:\d\d:\d\d\.\d{6} +\d+ [^ ]+:\d+\] ")
 
 
 def _main(capsys, *args) -> tuple[int, str, str]:
@@ -287,12 +289,19 @@ def test_v0_data_layer_fields():
     assert np.isclose([w.fg_threshold, w.bg_threshold, w.fg_fraction], [0.6, 0.4, 0.3]).all()
 
 
-def test_v0_field_without_a_home_is_logged_and_reported(caplog):
+def test_v0_field_without_a_home_is_logged_and_reported(capsys):
+    """Caffe logs (ERROR, glog format) and goes on; the result says it was not clean."""
     net = _net('layers { layer { name: "r" type: "relu" num_output: 3 } '
                'bottom: "x" top: "x" } input: "x"')
-    with caplog.at_level(logging.ERROR, logger=upgrade.__name__):
-        assert upgrade.upgrade_net_as_needed(net, "odd.prototxt") is False
-    assert "num_output" in caplog.text and "odd.prototxt" in caplog.text
+    assert upgrade.upgrade_net_as_needed(net, "odd.prototxt") is False
+    err = capsys.readouterr().err.splitlines()
+    assert any(GLOG_E.match(ln) and ln.endswith("] Unknown parameter num_output for layer "
+                                                "type relu") for ln in err), err
+    assert any(ln.endswith("] Attempting to upgrade input file specified using deprecated "
+                           "V0LayerParameter: odd.prototxt") for ln in err)
+    assert any(GLOG_E.match(ln) and ln.endswith(
+        "] Warning: had one or more problems upgrading V0NetParameter to NetParameter (see "
+        "above); continuing anyway.") for ln in err)
     assert net.layer[0].type == "ReLU"
 
 
@@ -372,12 +381,15 @@ def test_v1_layers_become_layer_with_param_specs():
     assert d.type == "Deconvolution" and a.type == "AbsVal"
 
 
-def test_v1_upgrade_drops_layer_entries_already_present(caplog):
+def test_v1_net_with_layer_entries_too_is_refused():
+    """Caffe 1.0's UpgradeV1Net: LOG(FATAL) "Refusing to upgrade inconsistent NetParameter
+    input" (older Caffe dropped the `layer` entries, BVLC/caffe#3381)."""
     net = _net('layer { name: "new" type: "ReLU" } '
                'layers { name: "old" type: RELU bottom: "x" top: "x" }')
-    with caplog.at_level(logging.ERROR, logger=upgrade.__name__):
-        assert upgrade.upgrade_net_as_needed(net) is False
-    assert [lp.name for lp in net.layer] == ["old"]
+    with pytest.raises(ParseError, match="mixed.prototxt: Refusing to upgrade inconsistent "
+                       "NetParameter input; the definition includes both 'layer' and "
+                       "'layers' fields.*first 'layer': 'new', first 'layers': 'old'"):
+        upgrade.upgrade_net_as_needed(net, "mixed.prototxt")
 
 
 def test_every_v1_enum_value_has_a_type():

@@ -236,11 +236,17 @@ def test_v1_caffemodel_loads_with_legacy_shapes(tmp_path):
     assert w.shapes_match((5, 64), records[3][1][0].array.shape, True)
 
 
-def test_v1_caffemodel_with_layer_entries_keeps_only_the_v1_ones(tmp_path):
+def test_v1_caffemodel_with_layer_entries_too_is_refused(tmp_path):
+    """Caffe 1.0's UpgradeV1Net refuses a net with both 'layer' and 'layers' (older Caffe
+    dropped the 'layer' entries)."""
+    from decaffe.errors import FormatError
+
     net = _v1_model()
-    net.layer.add(name="ignored", type="ReLU").blobs.add().data.append(1)
+    net.layer.add(name="extra", type="ReLU").blobs.add().data.append(1)
     path = _write(tmp_path / "mixed.caffemodel", net.SerializeToString())
-    assert "ignored" not in [n for n, _ in w.load_weights(path)]
+    with pytest.raises(FormatError, match=r"mixed.caffemodel: Refusing to upgrade inconsistent "
+                       r"NetParameter input.*first 'layer': 'extra', first 'layers': 'conv1'"):
+        w.load_weights(path)
 
 
 def test_upgrade_net_proto_binary_keeps_the_blobs(tmp_path, capsys):

@@ -217,8 +217,10 @@ def test_softmax_loss_second_top_is_probability_without_gradient():
     r = rng(8)
     x = r.normal(size=(3, 4)).astype(np.float32)
     label = labels_for(r, (3,), 4)
+    # one loss_weight per top: Caffe's default of 1 alone would count for one of two tops
     net = net_with({"x": x, "label": label},
-                   lay("loss", "SoftmaxWithLoss", ["x", "label"], ["loss", "prob"]))
+                   lay("loss", "SoftmaxWithLoss", ["x", "label"], ["loss", "prob"],
+                       "loss_weight: 1 loss_weight: 0"))
     assert net.blobs["prob"].shape == (3, 4)
     assert net.blob_loss_weights["loss"] == 1 and net.blob_loss_weights["prob"] == 0
     net.forward()
@@ -542,14 +544,15 @@ def test_infogain_from_source(tmp_path, xs, ls, axis, param, ignore, mode, legac
         param = param.replace("infogain_loss_param {", f"infogain_loss_param {{ {source_param}")
     else:
         param += f" infogain_loss_param {{ {source_param} }}"
-    body = lay("loss", "InfogainLoss", ["x", "label"], ["loss", "prob"], param)
+    body = lay("loss", "InfogainLoss", ["x", "label"], ["loss", "prob"],
+               param + " loss_weight: 1 loss_weight: 0")
     net = run({"x": x.astype(np.float32), "label": label.astype(np.float32)}, body)
     want, grad = infogain_np(x, label, h, axis, ignore, mode)
     np.testing.assert_allclose(float(net.blobs["loss"].data), want, rtol=1e-5)
     np.testing.assert_allclose(net.blobs["x"].diff, grad, rtol=1e-4, atol=1e-7)
     np.testing.assert_allclose(net.blobs["prob"].data, softmax_np(x, axis), rtol=1e-5)
     # the probability top passes no gradient back (as in Caffe): check the loss alone
-    body = body.replace('top: "prob"', "")
+    body = body.replace('top: "prob"', "").replace("loss_weight: 1 loss_weight: 0", "")
     check_gradients(inp("x", xs) + inp("label", ls) + body, {"x": x, "label": label},
                     check_inputs=["x"])
 

@@ -303,9 +303,10 @@ def test_parse_resize_param():
         "resize_param { prob: 1 resize_mode: WARP height: 300 width: 300 }",
         caffe_pb2.TransformationParameter(),
     )
-    assert tp.resize_param.prob == 1.0
-    assert tp.resize_param.resize_mode == caffe_pb2.ResizeParameter.WARP
-    assert (tp.resize_param.height, tp.resize_param.width) == (300, 300)
+    (rp,) = tp.resize_param  # repeated, as in eric612's fork; SSD files hold one
+    assert rp.prob == 1.0
+    assert rp.resize_mode == caffe_pb2.ResizeParameter.WARP
+    assert (rp.height, rp.width) == (300, 300)
 
 
 def test_parse_ssd_solver_fields():

@@ -1,16 +1,13 @@
 """Every `solver` golden case replays through decaffe's pycaffe API: the case's solver and
 net, the weights of its .init.caffemodel, the recorded batch fed into the Input blobs before
 each `solver.step(1)`, then the loss and every weight (BatchNorm's statistics included)
-compared with what the original Caffe recorded. Then Caffe's own snapshot
-(NAME_iter_8.solverstate + .caffemodel) is restored and training continues from it.
+compared with what BVLC Caffe 1.0 recorded, after every step, with no blob patched. Then
+Caffe's own snapshot (NAME_iter_8.solverstate + .caffemodel) is restored and training
+continues from it.
 
-One parameter needs care. conv1's bias feeds a BatchNorm, so its exact gradient is zero and
-what Caffe computed for it is rounding noise (|g| ~ 1e-8). SGD-like rules turn that noise
-into nothing, but AdaGrad, RMSProp and Adam divide by the gradient's own running magnitude
-(with delta ≥ 1e-8) and turn it into steps of up to the learning rate, so its trajectory is
-Caffe's rounding, not the rule. For those three rules the replay sets conv1's bias to
-Caffe's recorded value before each step (it cannot change the loss: BatchNorm removes it)
-and compares every other parameter — including bn1's mean, which absorbs that bias.
+The cases' Convolution before BatchNorm has no bias (a bias there has an exactly zero true
+gradient, which adaptive rules would turn into steps driven by rounding noise), and Caffe
+1.0's BatchNorm gives its statistics `lr_mult: 0`, so weight decay never shrinks them.
 """
 
 from __future__ import annotations
@@ -26,8 +23,6 @@ from decaffe.solvers.snapshot import read_state
 
 SOLVER_CASES = cases("solver")
 _AFTER_8: dict = {}  # name -> the replayed solver after 8 steps (shared by the two tests)
-NOISE_RULES = ("AdaGrad", "RMSProp", "Adam")
-NOISE_PARAM = ("conv1", 1)
 
 
 def _iters(z) -> list[int]:
@@ -40,14 +35,10 @@ def _feed(solver, z, it: int) -> None:
 
 
 def _replay(name: str, z, n_steps: int | None = None):
-    """A solver trained like Caffe's recording; returns it (with the noise param forced)."""
+    """A solver trained like Caffe's recording, yielded after each step."""
     solver = get_solver(name + ".solver.prototxt")
     solver.net.copy_from(name + ".init.caffemodel")
-    forced = solver.type in NOISE_RULES
     for it in _iters(z)[:n_steps]:
-        if forced and it > 0:
-            solver.net.params[NOISE_PARAM[0]][NOISE_PARAM[1]].data[...] = \
-                z[f"weights/{it - 1}/{NOISE_PARAM[0]}/{NOISE_PARAM[1]}"]
         _feed(solver, z, it)
         solver.step(1)
         yield it, solver
@@ -67,14 +58,14 @@ def test_solver_golden(case, monkeypatch):
             if not key.startswith(f"weights/{it}/"):
                 continue
             _, _, lname, i = key.split("/")
-            if solver.type in NOISE_RULES and (lname, int(i)) == NOISE_PARAM:
-                continue
             assert_close(solver.net.params[lname][int(i)].data, z[key], 2e-3, 2e-4,
                          f"{name}: weights {lname}/{i} after iteration {it}")
             compared += 1
         if solver.iter == 8:
             _AFTER_8[name] = solver
-    assert compared >= 8 * 9
+    # every blob of every layer, after every step
+    n_blobs = sum(len(blobs) for blobs in solver.net.params.values())
+    assert compared == len(_iters(z)) * n_blobs and n_blobs == 11
 
 
 @pytest.mark.parametrize("case", SOLVER_CASES, ids=[c["name"] for c in SOLVER_CASES])
@@ -97,32 +88,23 @@ def test_restore_caffe_solverstate(case, monkeypatch):
         for i, b in enumerate(blobs):
             assert_close(b.data, z[f"weights/7/{lname}/{i}"], 1e-6, 1e-7,
                          f"{name}: restored {lname}/{i}")
-    # the history is Caffe's, and matches ours (but for the noise parameter's)
-    n = len(ours.net.learnable_params)
-    noise = ours.net.learnable_param_id(ours.net._layer_names.index(NOISE_PARAM[0]),
-                                        NOISE_PARAM[1])
+    # the history is Caffe's, and matches ours
     assert len(state.history) == len(ours.updater.history)
     for k, (h_caffe, h_ours, h_file) in enumerate(zip(caffe.updater.history,
                                                       ours.updater.history, state.history)):
         np.testing.assert_array_equal(h_caffe.numpy(), h_file)
-        if ours.type in NOISE_RULES and k % n == noise:
-            continue
         scale = float(np.abs(h_file).max())
         err = float(np.abs(h_ours.numpy() - h_file).max())
         assert err <= 2e-3 * scale + 1e-6, f"{name}: history {k} differs by {err:.3g}"
     # stepping on: Caffe's restored state and ours stay together
     for it in range(3):
         for solver in (caffe, ours):
-            if ours.type in NOISE_RULES:
-                solver.net.params[NOISE_PARAM[0]][NOISE_PARAM[1]].data[...] = 0
             _feed(solver, z, it)
             solver.step(1)
         assert_close(caffe.net.blobs["loss"].data, ours.net.blobs["loss"].data, 1e-3, 1e-4,
                      f"{name}: loss after restoring, step {it}")
         for lname, blobs in caffe.net.params.items():
             for i, b in enumerate(blobs):
-                if ours.type in NOISE_RULES and (lname, i) == NOISE_PARAM:
-                    continue
                 assert_close(b.data, ours.net.params[lname][i].data, 2e-3, 2e-4,
                              f"{name}: {lname}/{i}, step {it} after restoring")
     assert caffe.iter == 11
@@ -157,3 +139,28 @@ def test_golden_snapshot_of_our_run_matches_caffes_files(tmp_path, monkeypatch):
     assert [h.shape for h in ours.history] == [h.shape for h in theirs.history]
     for a, b in zip(ours.history, theirs.history):
         np.testing.assert_allclose(a, b, rtol=2e-3, atol=1e-7)
+
+
+def test_saved_net_describes_its_layers_as_caffe_1_0_does(tmp_path, monkeypatch):
+    """Caffe 1.0 writes each layer's parameter as set up, so BatchNorm's statistics carry the
+    `param { lr_mult: 0 }` entries its set-up added; decaffe's .caffemodel says the same
+    (every layer field equal to Caffe's final snapshot, the blobs aside)."""
+    from decaffe.proto import caffe_pb2
+
+    monkeypatch.chdir(GOLDEN)
+    for case in SOLVER_CASES:
+        name = case["name"]
+        solver = get_solver(name + ".solver.prototxt")
+        out = str(tmp_path / "net.caffemodel")
+        solver.net.save(out)
+        ours, caffe = caffe_pb2.NetParameter(), caffe_pb2.NetParameter()
+        with open(out, "rb") as f:
+            ours.ParseFromString(f.read())
+        with open(name + ".final.caffemodel", "rb") as f:
+            caffe.ParseFromString(f.read())
+        for p in (ours, caffe):
+            for lp in p.layer:
+                lp.ClearField("blobs")
+        assert ours == caffe, name
+        bn = [lp for lp in ours.layer if lp.type == "BatchNorm"]
+        assert bn and all([s.lr_mult for s in lp.param] == [0, 0, 0] for lp in bn)

@@ -173,6 +173,7 @@ def _nan_net_solver(workdir, bad_batch: int, **fields):
 
 def test_nan_loss_stops_naming_iteration_and_layer(workdir):
     s = _nan_net_solver(workdir, 2)
+    s.stop_on_nonfinite = True  # what `decaffe train -nan_effect=stop` sets
     before = s.net.params["ip1"][0].data.copy()
     with pytest.raises(NonFiniteLossError) as e:
         s.step(5)
@@ -191,14 +192,15 @@ def test_nan_from_a_layer_names_that_layer(workdir):
         top: "logged" } layer { name: "loss"''').replace('bottom: "ip1" bottom: "label"',
                                                         'bottom: "logged" bottom: "label"')
     s = get_solver(solver_text(net, type="SGD", **BASE))
+    s.stop_on_nonfinite = True
     with pytest.raises(NonFiniteLossError) as e:
         s.step(1)
     assert e.value.layer == "log" and e.value.iteration == 0
 
 
-def test_nan_loss_can_be_ignored(workdir):
-    s = _nan_net_solver(workdir, 1)
-    s.stop_on_nonfinite = False
+def test_nan_loss_goes_on_by_default(workdir):
+    s = _nan_net_solver(workdir, 1)  # pycaffe's step() never raises on a NaN loss
+    assert s.stop_on_nonfinite is False
     s.step(3)
     assert s.iter == 3
     assert np.isnan(s.net.params["ip1"][0].data).all()

@@ -19,7 +19,7 @@ POLICIES = {
     "inv": dict(base_lr=0.01, gamma=1e-4, power=0.75),
     "multistep": dict(base_lr=0.1, gamma=0.3, stepvalue=[2, 5, 5, 9]),
     "poly": dict(base_lr=0.2, power=2.0, max_iter=12),
-    "sigmoid": dict(base_lr=0.05, gamma=-0.5, stepsize=4),
+    "sigmoid": dict(base_lr=0.05, gamma=0.5, stepsize=4),
 }
 
 
@@ -88,6 +88,11 @@ def test_plateau_lowers_the_rate_when_the_loss_stops_improving():
     ("step", {"stepsize": 2, "gamma": -0.1}, "gamma"),
     ("inv", {"gamma": -1.0}, "gamma"),
     ("poly", {"power": 1.0}, "max_iter"),
+    # Caffe 1.0 refuses a negative gamma for sigmoid too (1.0.0-rc3 accepted it)
+    ("sigmoid", {"gamma": -0.5, "stepsize": 4}, "gamma"),
+    ("sigmoid", {"gamma": 0.5}, "stepsize"),
+    ("exp", {"gamma": -0.5}, "gamma"),
+    ("multistep", {"gamma": -0.5, "stepvalue": [1]}, "gamma"),
 ])
 def test_policy_errors_name_the_field(policy, fields, field):
     with pytest.raises(SolverError) as e:
@@ -97,10 +102,11 @@ def test_policy_errors_name_the_field(policy, fields, field):
         assert "'step'" in str(e.value)  # a suggestion
 
 
-def test_sigmoid_accepts_a_negative_gamma():
-    # the golden Caffe decays with gamma < 0 (solver_sgd_sigmoid); no check rejects it
-    p = _param("sigmoid", base_lr=1.0, gamma=-2.0, stepsize=1)
+def test_sigmoid_with_a_positive_gamma_rises_to_base_lr():
+    # Caffe 1.0 allows only gamma >= 0, so its sigmoid policy is a warm-up
+    p = _param("sigmoid", base_lr=1.0, gamma=2.0, stepsize=1)
     lr_policy.check_policy(p)
     assert lr_policy.learning_rate(p, 1, lr_policy.LRState()) == pytest.approx(0.5)
-    assert lr_policy.learning_rate(p, 50, lr_policy.LRState()) == pytest.approx(
-        1 / (1 + math.exp(98)), abs=1e-30)
+    assert lr_policy.learning_rate(p, 50, lr_policy.LRState()) == pytest.approx(1.0)
+    assert lr_policy.learning_rate(p, 0, lr_policy.LRState()) == pytest.approx(
+        1 / (1 + math.exp(2)), rel=1e-6)

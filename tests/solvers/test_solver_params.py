@@ -202,11 +202,19 @@ layer { name: "loss" type: "EuclideanLoss" bottom: "ip" bottom: "label" top: "lo
 """
 
 
+_FROZEN = "param { lr_mult: 0 decay_mult: 0 } " * 3
+
+
 @pytest.mark.parametrize("params,want", [
-    ("", [(1, 1)] * 3),  # no ParamSpec: learnable (lr 1, decay 1), as the golden Caffe has it
-    ("param { lr_mult: 0 } param { lr_mult: 0 } param { lr_mult: 0 }", [(0, 1)] * 3),
-    ("param { lr_mult: 0 decay_mult: 0 } param { lr_mult: 0 decay_mult: 0 } "
-     "param { lr_mult: 0 decay_mult: 0 }", [(0, 0)] * 3),
+    # no ParamSpec: Caffe 1.0's BatchNorm adds `lr_mult: 0` (decay_mult keeps its default 1)
+    ("", [(0, 1)] * 3),
+    # exactly three entries (the old way of freezing): Caffe 1.0's upgrade clears them, and
+    # BatchNorm adds its own, so their lr_mult and decay_mult no longer matter
+    ("param { lr_mult: 0 } " * 3, [(0, 1)] * 3),
+    (_FROZEN, [(0, 1)] * 3),
+    ("param { lr_mult: 1 } " * 3, [(0, 1)] * 3),
+    # fewer than three: kept, the missing ones added
+    ("param { lr_mult: 0 decay_mult: 0 }", [(0, 0), (0, 1), (0, 1)]),
 ])
 def test_batchnorm_statistics_multipliers(tmp_path, monkeypatch, params, want):
     monkeypatch.chdir(tmp_path)
@@ -216,13 +224,58 @@ def test_batchnorm_statistics_multipliers(tmp_path, monkeypatch, params, want):
     mults = list(zip(s.updater.lr_mults, s.updater.decay_mults))
     assert mults[:2] == [(1, 1), (1, 1)]
     assert mults[2:] == want
-    before = [p.detach().clone() for p in s.net.learnable_params[2:]]
     s.step(1)
-    stats = s.net.params["bn"]
-    if want[0][0] == 0:
-        # frozen: exactly the moving sums of one batch
-        assert float(stats[2].data[0]) == 1.0
-    else:
-        # learnable: the solver decays them right after the forward pass added the batch
-        assert float(stats[2].data[0]) == pytest.approx(1.0 - 0.1 * 0.1 * 1.0, rel=1e-6)
-    assert before[2].item() == 0.0
+    # frozen: exactly the moving sums of one batch, weight decay notwithstanding
+    assert float(s.net.params["bn"][2].data[0]) == 1.0
+    # what Caffe 1.0 writes when it saves the net: the specs BatchNorm added
+    bn = [lp for lp in s.net.to_proto()[0].layer if lp.name == "bn"][0]
+    assert [(p.lr_mult, p.decay_mult) for p in bn.param] == want
+
+
+@pytest.mark.parametrize("params,index", [
+    ("param { lr_mult: 1 }", 0),
+    ("param { lr_mult: 0 } param { lr_mult: 0.5 decay_mult: 0 }", 1),
+    ("param { decay_mult: 0 }", 0),  # lr_mult's default is 1
+])
+def test_batchnorm_refuses_learnable_statistics(tmp_path, monkeypatch, params, index):
+    """Caffe 1.0's CHECK_EQ(param(i).lr_mult(), 0): 'Cannot configure batch normalization
+    statistics as layer parameters.'"""
+    from decaffe.errors import LayerParamError
+
+    monkeypatch.chdir(tmp_path)
+    write_h5(str(tmp_path), "train", *mlp_data(8))
+    with pytest.raises(LayerParamError, match=rf"layer 'bn'.*param\[{index}\]\.lr_mult.*"
+                       "Cannot configure batch normalization statistics") as e:
+        get_solver(solver_text(BN_NET.replace("PARAMS", params), **BASE))
+    assert e.value.layer == "bn"
+
+
+def test_batchnorm_statistics_change_only_by_the_moving_average(tmp_path, monkeypatch):
+    """SGD with momentum and a large weight decay, BatchNorm without `param` entries: after
+    every step the statistics are exactly Caffe's moving sums of the batches seen (computed
+    here in numpy from the inner product's weights before the step), nothing else."""
+    monkeypatch.chdir(tmp_path)
+    x, t = mlp_data(8)
+    write_h5(str(tmp_path), "train", x, t)
+    lam = 0.5
+    net = BN_NET.replace("PARAMS", f"batch_norm_param {{ moving_average_fraction: {lam} }}")
+    s = get_solver(solver_text(net, momentum=0.9, weight_decay=0.5, base_lr=0.1,
+                               lr_policy="fixed", max_iter=5, display=0))
+    mean_sum = np.zeros(2)
+    var_sum = np.zeros(2)
+    factor = 0.0
+    for it in range(5):
+        w, b = (p.data.astype(np.float64).copy() for p in s.net.params["ip"])
+        rows = [(4 * it + k) % 8 for k in range(4)]
+        y = x[rows].astype(np.float64) @ w.T + b
+        m = y.shape[0]
+        factor = lam * factor + 1
+        mean_sum = lam * mean_sum + y.mean(0)
+        var_sum = lam * var_sum + y.var(0) * m / (m - 1)
+        s.step(1)
+        got = [p.data.astype(np.float64) for p in s.net.params["bn"]]
+        np.testing.assert_allclose(got[0], mean_sum, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(got[1], var_sum, rtol=1e-5, atol=1e-6)
+        assert got[2][0] == pytest.approx(factor, rel=1e-7)
+        # the inner product did learn (the solver ran, decay included)
+        assert not np.allclose(s.net.params["ip"][0].data, w)

@@ -1,0 +1,274 @@
+"""Box arithmetic of the SSD fork (weiliu89/caffe, src/caffe/util/bbox_util.cpp), on numpy.
+
+Boxes are float32 arrays of shape (..., 4) holding [xmin, ymin, xmax, ymax], normalized to
+the image ([0, 1]) unless said otherwise. Everything is computed in single precision, in the
+order the fork computes it, so that thresholds (overlaps, scores) decide exactly as there:
+
+- a box's size is 0 when xmax < xmin or ymax < ymin, else width·height (normalized) or
+  (width + 1)·(height + 1) (pixel boxes);
+- two boxes intersect unless one lies strictly beyond the other on an axis; the Jaccard
+  overlap is intersection / union, 0 when the intersection has no positive width or height;
+- boxes are encoded against (and decoded from) prior boxes in one of three codes:
+  CORNER (offsets of the corners), CENTER_SIZE (offsets of the centre in prior sizes and
+  log size ratios), CORNER_SIZE (corner offsets in prior sizes); each offset is divided
+  by (multiplied with, when decoding) the prior's variance unless the variance is already
+  in the target.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .proto import caffe_pb2
+
+F32 = np.float32
+CORNER = caffe_pb2.PriorBoxParameter.CORNER
+CENTER_SIZE = caffe_pb2.PriorBoxParameter.CENTER_SIZE
+CORNER_SIZE = caffe_pb2.PriorBoxParameter.CORNER_SIZE
+BIPARTITE = caffe_pb2.MultiBoxLossParameter.BIPARTITE
+PER_PREDICTION = caffe_pb2.MultiBoxLossParameter.PER_PREDICTION
+
+
+def as_boxes(a) -> np.ndarray:
+    """A float32 (N, 4) array."""
+    return np.asarray(a, F32).reshape(-1, 4)
+
+
+def bbox_size(b: np.ndarray, normalized: bool = True) -> np.ndarray:
+    """BBoxSize for each box of (..., 4): 0 for an inverted box."""
+    b = np.asarray(b, F32)
+    w = b[..., 2] - b[..., 0]
+    h = b[..., 3] - b[..., 1]
+    if not normalized:
+        w, h = w + F32(1), h + F32(1)
+    bad = (b[..., 2] < b[..., 0]) | (b[..., 3] < b[..., 1])
+    with np.errstate(all="ignore"):
+        return np.where(bad, F32(0), (w * h).astype(F32)).astype(F32)
+
+
+def clip_bbox(b: np.ndarray) -> np.ndarray:
+    """ClipBBox: every coordinate into [0, 1]."""
+    return np.clip(np.asarray(b, F32), F32(0), F32(1)).astype(F32)
+
+
+def jaccard(a: np.ndarray, b: np.ndarray, normalized: bool = True) -> np.ndarray:
+    """JaccardOverlap of every box of a (N, 4) with every box of b (M, 4): (N, M)."""
+    a, b = as_boxes(a), as_boxes(b)
+    A, B = a[:, None, :], b[None, :, :]
+    apart = ((B[..., 0] > A[..., 2]) | (B[..., 2] < A[..., 0])
+             | (B[..., 1] > A[..., 3]) | (B[..., 3] < A[..., 1]))
+    iw = np.minimum(A[..., 2], B[..., 2]) - np.maximum(A[..., 0], B[..., 0])
+    ih = np.minimum(A[..., 3], B[..., 3]) - np.maximum(A[..., 1], B[..., 1])
+    if not normalized:
+        iw, ih = iw + F32(1), ih + F32(1)
+    with np.errstate(all="ignore"):  # boxes decoded to infinities compare as C's floats do
+        inter = (iw * ih).astype(F32)
+        sa = bbox_size(a, normalized)[:, None]
+        sb = bbox_size(b, normalized)[None, :]
+        iou = (inter / (sa + sb - inter)).astype(F32)
+    ok = ~apart & (iw > 0) & (ih > 0)
+    return np.where(ok, iou, F32(0)).astype(F32)
+
+
+def coverage(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """BBoxCoverage: intersection of a (N, 4) with b (M, 4) over a's size: (N, M)."""
+    a, b = as_boxes(a), as_boxes(b)
+    A, B = a[:, None, :], b[None, :, :]
+    apart = ((B[..., 0] > A[..., 2]) | (B[..., 2] < A[..., 0])
+             | (B[..., 1] > A[..., 3]) | (B[..., 3] < A[..., 1]))
+    inter_box = np.stack([np.maximum(A[..., 0], B[..., 0]), np.maximum(A[..., 1], B[..., 1]),
+                          np.minimum(A[..., 2], B[..., 2]), np.minimum(A[..., 3], B[..., 3])],
+                         -1)
+    inter = np.where(apart, F32(0), bbox_size(inter_box))
+    sa = bbox_size(a)[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cov = (inter / sa).astype(F32)
+    return np.where(inter > 0, cov, F32(0)).astype(F32)
+
+
+def _centers(p: np.ndarray):
+    pw = p[:, 2] - p[:, 0]
+    ph = p[:, 3] - p[:, 1]
+    return pw, ph, (p[:, 0] + p[:, 2]) / F32(2), (p[:, 1] + p[:, 3]) / F32(2)
+
+
+def encode(prior: np.ndarray, var: np.ndarray, code_type: int, variance_in_target: bool,
+           box: np.ndarray) -> np.ndarray:
+    """EncodeBBox of each box against the prior at the same row: (N, 4)."""
+    p, v, b = as_boxes(prior), as_boxes(var), as_boxes(box)
+    if code_type == CORNER:
+        out = b - p
+        return out if variance_in_target else (out / v).astype(F32)
+    if code_type == CENTER_SIZE:
+        pw, ph, pcx, pcy = _centers(p)
+        bw, bh, bcx, bcy = _centers(b)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if variance_in_target:
+                cols = [(bcx - pcx) / pw, (bcy - pcy) / ph, np.log(bw / pw), np.log(bh / ph)]
+            else:
+                cols = [(bcx - pcx) / pw / v[:, 0], (bcy - pcy) / ph / v[:, 1],
+                        np.log(bw / pw) / v[:, 2], np.log(bh / ph) / v[:, 3]]
+        return np.stack(cols, 1).astype(F32)
+    if code_type == CORNER_SIZE:
+        pw, ph = p[:, 2] - p[:, 0], p[:, 3] - p[:, 1]
+        size = np.stack([pw, ph, pw, ph], 1)
+        out = (b - p) / size
+        return out.astype(F32) if variance_in_target else (out / v).astype(F32)
+    raise ValueError(f"unknown code_type {code_type}")
+
+
+def decode(prior: np.ndarray, var: np.ndarray, code_type: int, variance_in_target: bool,
+           loc: np.ndarray) -> np.ndarray:
+    """DecodeBBox of each prediction with the prior at the same row: (N, 4), not clipped."""
+    p, v, d = as_boxes(prior), as_boxes(var), as_boxes(loc)
+    if code_type == CORNER:
+        return (p + d).astype(F32) if variance_in_target else (p + v * d).astype(F32)
+    if code_type == CENTER_SIZE:
+        pw, ph, pcx, pcy = _centers(p)
+        with np.errstate(over="ignore"):
+            if variance_in_target:
+                cx = d[:, 0] * pw + pcx
+                cy = d[:, 1] * ph + pcy
+                w = np.exp(d[:, 2]) * pw
+                h = np.exp(d[:, 3]) * ph
+            else:
+                cx = v[:, 0] * d[:, 0] * pw + pcx
+                cy = v[:, 1] * d[:, 1] * ph + pcy
+                w = np.exp(v[:, 2] * d[:, 2]) * pw
+                h = np.exp(v[:, 3] * d[:, 3]) * ph
+        return np.stack([cx - w / F32(2), cy - h / F32(2), cx + w / F32(2), cy + h / F32(2)],
+                        1).astype(F32)
+    if code_type == CORNER_SIZE:
+        pw, ph = p[:, 2] - p[:, 0], p[:, 3] - p[:, 1]
+        size = np.stack([pw, ph, pw, ph], 1)
+        if variance_in_target:
+            return (p + d * size).astype(F32)
+        return (p + v * d * size).astype(F32)
+    raise ValueError(f"unknown code_type {code_type}")
+
+
+def match(gt: np.ndarray, gt_labels: np.ndarray, preds: np.ndarray, label: int, match_type: int,
+          overlap_threshold: float, ignore_cross_boundary: bool = False):
+    """MatchBBox: (indices, overlaps) for each prediction.
+
+    indices[i] is the index (into gt) of the box prediction i is matched to, -1 for none and
+    -2 for a cross-boundary prediction that is ignored; overlaps[i] its best overlap with a
+    ground-truth box of the label (label -1: every box). First a bipartite matching (the
+    highest remaining overlap pairs first, ties to the lowest prediction then ground truth),
+    then, for PER_PREDICTION, each unmatched prediction takes its best box at or above
+    overlap_threshold.
+    """
+    preds = as_boxes(preds)
+    n = len(preds)
+    indices = np.full(n, -1, np.int64)
+    overlaps = np.zeros(n, F32)
+    gt_idx = np.arange(len(gt)) if label == -1 else np.nonzero(np.asarray(gt_labels) == label)[0]
+    if len(gt_idx) == 0:
+        return indices, overlaps
+    ov = jaccard(preds, as_boxes(gt)[gt_idx])
+    if ignore_cross_boundary:
+        cross = ((preds < 0) | (preds > 1)).any(1)
+        indices[cross] = -2
+        ov[cross] = 0
+    has = ov > F32(1e-6)
+    overlaps[:] = np.where(has, ov, F32(0)).max(1)
+    cand = np.where(has, ov, F32(-1))
+    cand[indices != -1] = -1
+    while True:
+        flat = int(np.argmax(cand))
+        i, j = divmod(flat, len(gt_idx))
+        if cand[i, j] <= -1:
+            break
+        indices[i] = gt_idx[j]
+        overlaps[i] = cand[i, j]
+        cand[i, :] = -1
+        cand[:, j] = -1
+    if match_type == PER_PREDICTION:
+        thr = F32(overlap_threshold)
+        rest = np.where(has & (ov >= thr), ov, F32(-1))
+        best = np.argmax(rest, 1)
+        bestv = rest[np.arange(n), best]
+        take = (indices == -1) & (bestv > -1)
+        indices[take] = gt_idx[best[take]]
+        overlaps[take] = bestv[take]
+    return indices, overlaps
+
+
+def _descending(scores: np.ndarray) -> np.ndarray:
+    """Indices of scores, largest first, equal scores in index order (std::stable_sort)."""
+    return np.argsort(-np.asarray(scores, np.float64), kind="stable")
+
+
+def nms_fast(boxes: np.ndarray, scores: np.ndarray, score_threshold: float,
+             nms_threshold: float, eta: float, top_k: int) -> list[int]:
+    """ApplyNMSFast: indices kept, best first. Candidates score > score_threshold, at most
+    top_k of them (-1: all); a candidate is kept when its overlap with every kept box is at
+    most the (adaptive) threshold, which is multiplied by eta after each kept box while it
+    is above 0.5."""
+    scores = np.asarray(scores, F32)
+    cand = np.nonzero(scores > F32(score_threshold))[0]
+    order = cand[_descending(scores[cand])]
+    if top_k > -1:
+        order = order[:top_k]
+    boxes = as_boxes(boxes)
+    kept: list[int] = []
+    thr = F32(nms_threshold)
+    for idx in order:
+        keep = True
+        if kept:
+            keep = bool((jaccard(boxes[idx:idx + 1], boxes[kept])[0] <= thr).all())
+        if keep:
+            kept.append(int(idx))
+            if eta < 1 and thr > 0.5:
+                thr = F32(thr * F32(eta))
+    return kept
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, top_k: int) -> list[int]:
+    """ApplyNMS (used by MultiBoxLoss's mining): the top_k best, then greedily the best box,
+    dropping boxes smaller than 1e-5 and those overlapping a kept box by more than threshold."""
+    boxes = as_boxes(boxes)
+    order = list(_descending(scores))
+    if top_k > -1:
+        order = order[:top_k]
+    sizes = bbox_size(boxes)
+    kept: list[int] = []
+    while order:
+        best = order.pop(0)
+        if sizes[best] < F32(1e-5):
+            continue
+        kept.append(int(best))
+        if top_k > -1 and len(kept) >= top_k:
+            break
+        if not order:
+            break
+        rest = np.asarray(order)
+        ov = jaccard(boxes[best:best + 1], boxes[rest])[0]
+        order = [int(r) for r, o in zip(rest, ov) if sizes[r] >= F32(1e-5) and o <= F32(threshold)]
+    return kept
+
+
+def project(src: np.ndarray, box: np.ndarray):
+    """ProjectBBox: box (4,) in the coordinates of src (4,), clipped; None when outside."""
+    s, b = np.asarray(src, F32), np.asarray(box, F32)
+    if b[0] >= s[2] or b[2] <= s[0] or b[1] >= s[3] or b[3] <= s[1]:
+        return None
+    sw, sh = s[2] - s[0], s[3] - s[1]
+    out = np.array([(b[0] - s[0]) / sw, (b[1] - s[1]) / sh, (b[2] - s[0]) / sw,
+                    (b[3] - s[1]) / sh], F32)
+    out = clip_bbox(out)
+    return out if bbox_size(out) > 0 else None
+
+
+def locate(src: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """LocateBBox: a box given relative to src (4,) in src's own coordinates."""
+    s, b = np.asarray(src, F32), np.asarray(box, F32)
+    sw, sh = s[2] - s[0], s[3] - s[1]
+    return np.array([s[0] + b[0] * sw, s[1] + b[1] * sh, s[0] + b[2] * sw, s[1] + b[3] * sh],
+                    F32)
+
+
+def scale_bbox(b: np.ndarray, height: int, width: int) -> np.ndarray:
+    """ScaleBBox: normalized boxes (..., 4) to pixels."""
+    b = np.asarray(b, F32)
+    return (b * np.array([width, height, width, height], F32)).astype(F32)

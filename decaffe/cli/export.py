@@ -1,0 +1,93 @@
+"""`decaffe export -model deploy.prototxt -weights w.caffemodel -onnx net.onnx` (and/or
+`-torch net.pt2`, `-pytorch out_dir/`): export a Caffe net to ONNX, to a torch.export
+program, or to readable PyTorch source (model.py + weights.pth).
+
+The net is built in the TEST phase. Every export is checked before the command returns:
+onnx's checker (ONNX), then the exported form and decaffe run the same random inputs and
+the largest relative difference of each output is printed; above -tolerance (1e-4) the
+command fails (exit status 1) and the file keeps a `.unverified` suffix. `-check false`
+skips the run (not onnx's checker).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from ..errors import DecaffeError
+from ..proto import caffe_pb2
+from .flags import FlagParser
+from .train import parse_stages, require_file
+
+
+def main(argv: list[str]) -> int:
+    fp = FlagParser(argv[0], "Export a Caffe net to ONNX, torch.export or PyTorch source.")
+    fp.flag("model", default="", help="the deploy net (prototxt)")
+    fp.flag("weights", default="", help="its trained weights (.caffemodel or .caffemodel.h5); "
+            "without it the fillers' values are exported")
+    fp.flag("onnx", default="", help="write the ONNX model here")
+    fp.flag("torch", default="", help="write the torch.export program here (.pt2)")
+    fp.flag("pytorch", default="", help="write model.py and weights.pth into this folder")
+    fp.flag("opset", type=int, default=0, help="ONNX opset (default: the highest onnx and "
+            "onnxruntime both support, at least 17)")
+    fp.bool_flag("dynamic_batch", default=False, help="make axis 0 of every input symbolic")
+    fp.bool_flag("fold_bn", default=False, help="fold BatchNorm/Scale into the layer before "
+                 "them first (as decaffe fold_bn)")
+    fp.flag("input_shape", default="", help="input shapes replacing the prototxt's, e.g. "
+            "data:1,3,224,224 (several separated by ';')")
+    fp.flag("end", default="", help="export up to and including this layer")
+    fp.bool_flag("check", default=True, help="run the export against decaffe on random inputs")
+    fp.flag("tolerance", type=float, default=1e-4,
+            help="largest relative difference accepted")
+    fp.flag("seed", type=int, default=0, help="seed of the random check inputs")
+    fp.flag("level", type=int, default=0, help="optional; network level")
+    fp.flag("stage", default="", help="optional; network stages, separated by ','")
+    args = fp.parse(argv[1:])
+    return _export(args)
+
+
+def _export(args) -> int:
+    from .. import export as ex
+    from ..export.graph import ExportError
+    from ..net import Net
+
+    if not args.model:
+        raise DecaffeError("-model: required")
+    if not (args.onnx or args.torch or args.pytorch):
+        raise DecaffeError("give at least one of -onnx FILE, -torch FILE.pt2, -pytorch DIR")
+    if args.opset and args.opset < 1:
+        raise DecaffeError(f"-opset: must be positive, not {args.opset}")
+    require_file(args.model, "model")
+    if args.weights:
+        require_file(args.weights, "weights")
+    net = Net(args.model, caffe_pb2.TEST, weights=args.weights or None, level=args.level,
+              stages=parse_stages(args.stage))
+    graph, folded = ex.prepare(net, fold_bn=args.fold_bn, input_shapes=args.input_shape or None,
+                               end=args.end or None, dynamic_batch=args.dynamic_batch)
+    if folded is not None:
+        print(folded.summary())
+    shapes = ", ".join(f"{v} {tuple(graph.shapes[v])}" for v in graph.inputs)
+    print(f"net '{net.name}': {len(graph.nodes)} layers exported, inputs {shapes}"
+          f"{' (batch dynamic)' if args.dynamic_batch else ''}, outputs "
+          f"{', '.join(graph.outputs)}")
+    failed = False
+    jobs = [(args.onnx, lambda p: ex.write_onnx(graph, p, args.opset or None, args.check,
+                                                args.tolerance, args.seed)),
+            (args.torch, lambda p: ex.write_torch_program(graph, p, args.check,
+                                                          args.tolerance, args.seed)),
+            (args.pytorch, lambda p: ex.write_pytorch_source(graph, p, args.check,
+                                                             args.tolerance, args.seed))]
+    for path, job in jobs:
+        if not path:
+            continue
+        try:
+            report = job(path)
+        except ExportError as e:
+            if "kept as" not in str(e):
+                raise
+            if getattr(e, "report", None) is not None:
+                print("\n".join(e.report.lines()))
+            print(f"decaffe export: error: {e}", file=sys.stderr)
+            failed = True
+            continue
+        print("\n".join(report.lines()))
+    return 1 if failed else 0

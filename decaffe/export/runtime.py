@@ -1,0 +1,139 @@
+"""The helper functions a generated model.py carries: Caffe semantics that need more than one
+torch call. Each is copied into model.py (by its source) only when a layer uses it, so this
+module imports torch and math only, and every function is traceable by torch.export (all
+shape arithmetic is on Python ints fixed at export time)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def caffe_pool_divisor(size, kernel, stride, pad, out, like):
+    """Caffe's AVE divisor per output position: the window clipped to the image plus pad."""
+    sizes = []
+    for n, k, s, p, o in zip(size, kernel, stride, pad, out):
+        start = torch.arange(o, dtype=torch.int64, device=like.device) * s - p
+        sizes.append(torch.clamp(start + k, max=n + p) - start)
+    return (sizes[0][:, None] * sizes[1][None, :]).to(like.dtype)
+
+
+def caffe_empty_windows(y, rows, cols, value):
+    """y with value at the output rows/columns whose window holds no pixel of the image."""
+    r = torch.tensor([i in rows for i in range(y.shape[2])], device=y.device)
+    c = torch.tensor([j in cols for j in range(y.shape[3])], device=y.device)
+    return y.masked_fill(r[:, None] | c[None, :], value)
+
+
+def caffe_lrn_within(x, size, alpha, beta):
+    """Caffe's WITHIN_CHANNEL LRN: x · (1 + α · mean of x² over the size×size square)^−β."""
+    avg = F.avg_pool2d(x * x, size, 1, (size - 1) // 2, count_include_pad=True)
+    return x * (1.0 + alpha * avg).pow(-beta)
+
+
+def caffe_batch_norm_batch(x, eps):
+    """Caffe's BatchNorm with batch statistics (biased variance over all axes but 1)."""
+    axes = [0] + list(range(2, x.dim()))
+    mean = x.mean(axes, keepdim=True)
+    centred = x - mean
+    var = (centred * centred).mean(axes, keepdim=True)
+    return centred / torch.sqrt(var + eps)
+
+
+def caffe_mvn(x, across_channels, normalize_variance, eps):
+    """Caffe's MVN: per (num, channel), or per num across channels, x − mean, then divided by
+    std + eps when normalize_variance."""
+    shape = x.shape
+    rows = x.reshape(shape[0], -1) if across_channels else x.reshape(
+        shape[0] * (shape[1] if x.dim() > 1 else 1), -1)
+    centred = rows - rows.mean(dim=1, keepdim=True)
+    if normalize_variance:
+        std = centred.pow(2).mean(dim=1, keepdim=True).sqrt()
+        centred = centred / (std + eps)
+    return centred.reshape(shape)
+
+
+def caffe_argmax(x, axis, top_k, out_max_val):
+    """Caffe's ArgMax: the top_k indices (ties to the larger index) and optionally values;
+    axis None means over each item's values, with Caffe's (N, 1 or 2, top_k, 1) top."""
+    if axis is None:
+        data, d = x.reshape(x.shape[0], -1), 1
+    else:
+        data, d = x, axis
+    size = data.shape[d]
+    rev = data.flip(d)
+    vals, ridx = torch.sort(rev, dim=d, descending=True, stable=True)
+    vals, ridx = vals.narrow(d, 0, top_k), ridx.narrow(d, 0, top_k)
+    idx = (size - 1 - ridx).to(x.dtype)
+    if axis is not None:
+        return vals if out_max_val else idx
+    out = torch.stack((idx, vals), dim=1) if out_max_val else idx.unsqueeze(1)
+    return out.reshape(x.shape[0], 2 if out_max_val else 1, top_k,
+                       *([1] * (max(x.dim(), 3) - 3)))
+
+
+def caffe_rnn(x, cont, w_xh, b_h, w_hh, w_ho, b_o, h, x_static=None, w_s=None):
+    """Caffe's RNN unrolled over T = x.shape[0] steps from hidden state h (N×H):
+    h_t = tanh(W_hh·(cont_t·h_{t−1}) + W_xh·x_t + b_h [+ W_s·x_static]),
+    o_t = tanh(W_ho·h_t + b_o). Returns (o, h_T)."""
+    t, n = x.shape[0], x.shape[1]
+    proj = F.linear(x.reshape(t * n, -1), w_xh, b_h).reshape(t, n, -1)
+    if x_static is not None:
+        proj = proj + F.linear(x_static.reshape(n, -1), w_s).unsqueeze(0)
+    hs = []
+    for step in range(t):
+        h = torch.tanh(proj[step] + (h * cont[step].unsqueeze(1)) @ w_hh.t())
+        hs.append(h)
+    return torch.tanh(F.linear(torch.stack(hs), w_ho, b_o)), h
+
+
+def caffe_lstm(x, cont, w_xc, b_c, w_hc, h, c, x_static=None, w_s=None):
+    """Caffe's LSTM unrolled over T = x.shape[0] steps from states h, c (N×H); gates in
+    the order i, f, o, g; the forget gate and h_{t−1} are multiplied by cont_t.
+    Returns (h sequence, h_T, c_T)."""
+    t, n = x.shape[0], x.shape[1]
+    hdim = w_hc.shape[1]
+    proj = F.linear(x.reshape(t * n, -1), w_xc, b_c).reshape(t, n, -1)
+    if x_static is not None:
+        proj = proj + F.linear(x_static.reshape(n, -1), w_s).unsqueeze(0)
+    hs = []
+    for step in range(t):
+        ct = cont[step].unsqueeze(1)
+        c, h = caffe_lstm_step(c, proj[step] + (h * ct) @ w_hc.t(), ct, hdim)
+        hs.append(h)
+    return torch.stack(hs), h, c
+
+
+def caffe_lstm_step(c_prev, gates, cont, hdim):
+    """One LSTM step (Caffe's LSTMUnit) on N×4H gate inputs: returns (c, h)."""
+    sig = torch.sigmoid(gates[:, :3 * hdim])
+    i, f, o = sig[:, :hdim], sig[:, hdim:2 * hdim] * cont, sig[:, 2 * hdim:]
+    g = torch.tanh(gates[:, 3 * hdim:])
+    c = f * c_prev + i * g
+    return c, o * torch.tanh(c)
+
+
+def caffe_exp(x, inner_scale, outer_scale):
+    """Caffe's Exp: outer_scale · exp(inner_scale · x) (base^shift · exp(ln(base)·scale·x))."""
+    return torch.exp(x * inner_scale) * outer_scale
+
+
+HELPERS = {f.__name__: f for f in (caffe_pool_divisor, caffe_empty_windows, caffe_lrn_within,
+                                   caffe_batch_norm_batch, caffe_mvn, caffe_argmax, caffe_rnn,
+                                   caffe_lstm, caffe_lstm_step, caffe_exp)}
+# helpers that call other helpers
+HELPER_NEEDS = {"caffe_lstm": ("caffe_lstm_step",)}
+
+
+def caffe_normalize(x, scale, across_spatial, eps):
+    """SSD's Normalize: x / √(Σx² + eps) over each item (across_spatial) or over the channels
+    of each position, times the scale (one value, or one per channel)."""
+    n, c = x.shape[0], x.shape[1]
+    x3 = x.reshape(n, c, -1)
+    dims = (1, 2) if across_spatial else (1,)
+    norm = torch.sqrt((x3 * x3).sum(dim=dims, keepdim=True) + eps)
+    s = scale.reshape(1, 1, 1) if scale.numel() == 1 else scale.reshape(1, c, 1)
+    return (x3 / norm * s).reshape(x.shape)
+
+
+HELPERS[caffe_normalize.__name__] = caffe_normalize

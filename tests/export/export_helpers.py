@@ -1,0 +1,77 @@
+"""Shared by the export tests: nets with random weights and statistics that keep deep nets'
+activations finite, and one call that exports a net in every form and checks each against
+decaffe."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+import caffe
+from decaffe.formats import prototxt
+
+# > ~5 s each on two cores: selected by -m slow, and run only with DECAFFE_SLOW=1
+SLOW = [pytest.mark.slow,
+        pytest.mark.skipif(not os.environ.get("DECAFFE_SLOW"),
+                           reason="slow export test; set DECAFFE_SLOW=1 to run it")]
+
+
+def randomize(net, seed: int = 0) -> None:
+    """He-scaled random weights and biases; BatchNorm statistics and Scale factors near 1."""
+    rng = np.random.default_rng(seed)
+    for lname, blobs in net.params.items():
+        kind = net.layer_dict[lname].type
+        for i, b in enumerate(blobs):
+            if kind == "BatchNorm":
+                if i == 0:
+                    b.data[...] = rng.standard_normal(b.shape) * 0.1
+                elif i == 1:
+                    b.data[...] = rng.uniform(0.5, 1.5, b.shape)
+                else:
+                    b.data[...] = 1.0
+            elif kind == "Scale":
+                b.data[...] = rng.uniform(0.5, 1.5, b.shape) if i == 0 else \
+                    rng.standard_normal(b.shape) * 0.1
+            elif b.data.ndim > 1:
+                fan_in = b.data[0].size
+                b.data[...] = rng.standard_normal(b.shape) * np.sqrt(2.0 / max(fan_in, 1))
+            else:
+                b.data[...] = rng.standard_normal(b.shape) * 0.1
+
+
+def deploy_net(path: str, batch: int | None = None, drop_softmax: bool = True):
+    """A TEST-phase net from a prototxt, random weights; the last Softmax dropped (random
+    weights saturate it, hiding differences in the logits)."""
+    param = prototxt.read_net(path)
+    if drop_softmax and param.layer and param.layer[-1].type == "Softmax":
+        del param.layer[-1]
+    net = caffe.Net(param, phase=caffe.TEST)
+    if batch is not None:
+        for name in net.inputs:
+            net.blobs[name].reshape(batch, *net.blobs[name].shape[1:])
+        net.reshape()
+    randomize(net)
+    return net
+
+
+def export_all(net, tmp, forms=("onnx", "pytorch", "torch"), **opts) -> dict:
+    """Export net in each form (verified inside, tolerance 1e-4); returns the reports."""
+    from decaffe import export
+
+    out = {}
+    if "onnx" in forms:
+        out["onnx"] = export.to_onnx(net, os.path.join(tmp, "net.onnx"), **opts)
+    if "pytorch" in forms:
+        out["pytorch"] = export.to_pytorch_source(net, os.path.join(tmp, "pt"), **opts)
+    if "torch" in forms:
+        graph, _ = export.prepare(net, **{k: v for k, v in opts.items()
+                                          if k in ("fold_bn", "input_shapes", "end",
+                                                   "dynamic_batch")})
+        out["torch"] = export.write_torch_program(graph, os.path.join(tmp, "net.pt2"))
+    for form, report in out.items():
+        assert report.verified, form
+        assert report.differences and max(report.differences.values()) <= 1e-4, \
+            (form, report.differences)
+    return out

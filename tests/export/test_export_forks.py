@@ -1,0 +1,85 @@
+"""The forks' deploy layers export like BVLC's (each case runs once its fork's layers are part
+of decaffe): PriorBox as a constant, Permute, Normalize, Interp/Upsample as Resize, the mobile
+layers; DetectionOutput is refused with the way out (-end)."""
+
+from __future__ import annotations
+
+import os
+
+import onnx
+import pytest
+from conftest import MODELS
+from export_helpers import export_all, randomize
+
+import caffe
+from decaffe.errors import DecaffeError
+from decaffe.export import ExportError, to_onnx
+from decaffe.formats import prototxt
+from decaffe.layer import layer_type_list
+
+X = ('layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 2 dim: 4 dim: 6 '
+     'dim: 5 } } } ')
+IMG = ('layer { name: "img" type: "Input" top: "img" input_param { shape { dim: 2 dim: 3 '
+       'dim: 60 dim: 50 } } } ')
+
+CASES = [
+    ("priorbox_permute", "PriorBox", IMG + X + 'layer { name: "pb" type: "PriorBox" bottom: "x" '
+     'bottom: "img" top: "pb" prior_box_param { min_size: 10 max_size: 20 aspect_ratio: 2 '
+     'flip: true clip: true variance: 0.1 variance: 0.1 variance: 0.2 variance: 0.2 } } '
+     'layer { name: "pm" type: "Permute" bottom: "x" top: "pm" permute_param { order: 0 order: '
+     '2 order: 3 order: 1 } }'),
+    ("normalize", "Normalize", X + 'layer { name: "n" type: "Normalize" bottom: "x" top: "n" '
+     'norm_param { across_spatial: false channel_shared: false scale_filler { type: '
+     '"constant" value: 20 } } } layer { name: "n2" type: "Normalize" bottom: "x" top: "n2" }'),
+    ("interp", "Interp", X + 'layer { name: "i" type: "Interp" bottom: "x" top: "i" '
+     'interp_param { zoom_factor: 2 } } layer { name: "i2" type: "Interp" bottom: "x" top: "i2" '
+     'interp_param { height: 4 width: 9 } }'),
+    ("upsample_nearest", "Upsample", X + 'layer { name: "u" type: "Upsample" bottom: "x" top: '
+     '"u" upsample_param { scale: 2 } }'),
+    ("mobile", "ReLU6", X + 'layer { name: "r" type: "ReLU6" bottom: "x" top: "r" } layer { '
+     'name: "hs" type: "HardSwish" bottom: "x" top: "hs" } layer { name: "hg" type: '
+     '"HardSigmoid" bottom: "x" top: "hg" } layer { name: "sc" type: "ShuffleChannel" bottom: '
+     '"x" top: "sc" shuffle_channel_param { group: 2 } } layer { name: "dw" type: '
+     '"ConvolutionDepthwise" bottom: "x" top: "dw" convolution_param { num_output: 4 '
+     'kernel_size: 3 pad: 1 } }'),
+]
+
+
+def _fork_net(layer_type: str, text: str):
+    if layer_type not in layer_type_list():
+        pytest.skip(f"the fork layer {layer_type} is not part of decaffe on this branch")
+    try:
+        param = prototxt.read_net(text)
+    except DecaffeError as e:
+        pytest.skip(f"the fork's parameters are not in caffe.proto here: {e}")
+    net = caffe.Net(param, phase=caffe.TEST)
+    randomize(net, seed=4)
+    return net
+
+
+@pytest.mark.parametrize("name,layer_type,text", CASES, ids=[c[0] for c in CASES])
+def test_fork_layer_exports_match_decaffe(name, layer_type, text, tmp_path):
+    export_all(_fork_net(layer_type, text), str(tmp_path))
+
+
+def test_interp_is_an_onnx_resize(tmp_path):
+    net = _fork_net("Interp", CASES[2][2])
+    report = to_onnx(net, str(tmp_path / "i.onnx"), end="i")
+    ops = [n.op_type for n in onnx.load(report.path).graph.node]
+    assert "Resize" in ops
+
+
+def test_ssd_deploy_net_exports_up_to_detection_output(tmp_path):
+    path = os.path.join(MODELS, "zoo/chuanqi305__MobileNet-SSD/deploy.prototxt")
+    if "DetectionOutput" not in layer_type_list():
+        pytest.skip("the SSD fork's layers are not part of decaffe on this branch")
+    param = prototxt.read_net(path)
+    param.layer[0].input_param.shape[0].dim[:] = [1, 3, 128, 128]  # small: CI time
+    net = caffe.Net(param, phase=caffe.TEST)
+    randomize(net, seed=2)
+    with pytest.raises(ExportError, match=r"\(DetectionOutput\) .*-end"):
+        to_onnx(net, str(tmp_path / "ssd.onnx"))
+    assert not list(tmp_path.iterdir())
+    before = net.layers[[ly.name for ly in net.layers].index("detection_out") - 1].name
+    reports = export_all(net, str(tmp_path), end=before)
+    assert "mbox_priorbox" in reports["onnx"].graph.outputs

@@ -1,0 +1,444 @@
+"""The segmentation, mobile and conversion forks' layers: golden replays of the fork cases
+(made with a Caffe build carrying inisis/caffe's layers), values computed independently from
+each fork's definition, refusals, and finite-difference gradients."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from golden_replay import cases, replay_layer_case
+from gradcheck import check_gradients
+
+import decaffe
+from decaffe.errors import DecaffeError
+
+MINE = ("fork_relu6", "fork_hardswish", "fork_hardsigmoid", "fork_unsqueeze_", "fork_pixelshuffle",
+        "fork_upsample_", "fork_maxunpool_", "fork_pad_", "fork_resize_", "fork_bilinear_",
+        "fork_batchnormkyle_")
+GOLDEN = [c for c in cases("layer", fork=True) if c["name"].startswith(MINE)]
+RNG = np.random.default_rng(7)
+
+
+def inputs_text(shapes: dict[str, tuple]) -> str:
+    out = ""
+    for name, shape in shapes.items():
+        dims = " ".join(f"dim: {d}" for d in shape)
+        out += (f'layer {{ name: "{name}" type: "Input" top: "{name}" '
+                f'input_param {{ shape {{ {dims} }} }} }}\n')
+    return out
+
+
+def layer_text(type_: str, body: str = "", bottoms=("x",), tops=("y",), name="l") -> str:
+    b = " ".join(f'bottom: "{x}"' for x in bottoms)
+    t = " ".join(f'top: "{x}"' for x in tops)
+    return f'layer {{ name: "{name}" type: "{type_}" {b} {t} {body} }}\n'
+
+
+def run(type_, body, inputs: dict[str, np.ndarray], bottoms=None, tops=("y",),
+        phase=decaffe.TRAIN, params=None):
+    """Build one layer behind Inputs (float64), load params, run forward; the net."""
+    bottoms = tuple(inputs) if bottoms is None else bottoms
+    text = "force_backward: true\n" + inputs_text({k: v.shape for k, v in inputs.items()}) + \
+        layer_text(type_, body, bottoms, tops)
+    net = decaffe.Net(text, phase, dtype=torch.float64)
+    for k, v in inputs.items():
+        net.blobs[k].data[...] = v
+    for i, a in enumerate(params or []):
+        net.params["l"][i].data[...] = a
+    net.forward()
+    return net
+
+
+def grad(type_, body, inputs, bottoms=None, check_inputs=None, phase=decaffe.TRAIN, **kw):
+    bottoms = tuple(inputs) if bottoms is None else bottoms
+    check_gradients(inputs_text({k: v.shape for k, v in inputs.items()})
+                    + layer_text(type_, body, bottoms), inputs, check_inputs=check_inputs,
+                    phase=phase, **kw)
+
+
+def test_every_golden_case_of_these_layers_is_replayed():
+    assert len(GOLDEN) == 23
+
+
+@pytest.mark.parametrize("case", GOLDEN, ids=[c["name"] for c in GOLDEN])
+def test_golden(case):
+    replay_layer_case(decaffe, case["name"], case["phase"])
+
+
+# ----------------------------------------------------------------------------------------------
+# Interp: Caffe's interp2, written here per output pixel
+# ----------------------------------------------------------------------------------------------
+def interp_ref(x, pad_beg, h_eff, w_eff, ho, wo):
+    def coords(n_eff, n_out):
+        r = np.float32(n_eff - 1) / np.float32(n_out - 1) if n_out > 1 else np.float32(0)
+        out = []
+        for o in range(n_out):
+            src = np.float32(r * np.float32(o))
+            i = int(src)
+            out.append((i, 1 if i < n_eff - 1 else 0, float(src - i)))
+        return out
+    y = np.zeros(x.shape[:2] + (ho, wo))
+    off = -pad_beg
+    for oh, (h1, hp, hl) in enumerate(coords(h_eff, ho)):
+        for ow, (w1, wp, wl) in enumerate(coords(w_eff, wo)):
+            a = x[:, :, off + h1, off + w1]
+            b = x[:, :, off + h1, off + w1 + wp]
+            c = x[:, :, off + h1 + hp, off + w1]
+            d = x[:, :, off + h1 + hp, off + w1 + wp]
+            y[:, :, oh, ow] = (1 - hl) * ((1 - wl) * a + wl * b) + hl * ((1 - wl) * c + wl * d)
+    return y
+
+
+@pytest.mark.parametrize("body,size", [
+    ("zoom_factor: 3", lambda h, w: (h + (h - 1) * 2, w + (w - 1) * 2)),
+    ("shrink_factor: 2", lambda h, w: ((h - 1) // 2 + 1, (w - 1) // 2 + 1)),
+    ("height: 9 width: 4", lambda h, w: (9, 4)),
+    ("shrink_factor: 2 zoom_factor: 2",
+     lambda h, w: (((h - 1) // 2) * 2 + 1, ((w - 1) // 2) * 2 + 1)),
+    ("zoom_factor: 2 pad_beg: -1 pad_end: -2", lambda h, w: (2 * h - 1, 2 * w - 1)),
+])
+def test_interp_values(body, size):
+    x = RNG.standard_normal((2, 3, 6, 5))
+    net = run("Interp", f"interp_param {{ {body} }}", {"x": x})
+    crop = "pad_beg" in body
+    h_eff, w_eff = (6 - 3, 5 - 3) if crop else (6, 5)
+    ho, wo = size(h_eff, w_eff)
+    want = interp_ref(x, -1 if crop else 0, h_eff, w_eff, ho, wo)
+    assert net.blobs["y"].data.shape == want.shape
+    np.testing.assert_allclose(net.blobs["y"].data, want, rtol=1e-6, atol=1e-6)
+
+
+def test_interp_takes_the_second_bottoms_size():
+    x, ref = RNG.standard_normal((1, 2, 4, 3)), np.zeros((1, 5, 7, 6))
+    net = run("Interp", "interp_param { use_blob_size: true }", {"x": x, "ref": ref})
+    np.testing.assert_allclose(net.blobs["y"].data, interp_ref(x, 0, 4, 3, 7, 6), atol=1e-6)
+
+
+@pytest.mark.parametrize("body", ["interp_param { zoom_factor: 2 pad_end: -1 }",
+                                  "interp_param { height: 3 width: 7 }"])
+def test_interp_gradient(body):
+    grad("Interp", body, {"x": RNG.standard_normal((2, 2, 4, 5))})
+
+
+@pytest.mark.parametrize("body,field", [("interp_param { pad_beg: 1 zoom_factor: 2 }", "pad_beg"),
+                                        ("interp_param { }", "interp_param"),
+                                        ("interp_param { zoom_factor: 0 }", "zoom_factor"),
+                                        ("interp_param { height: 4 }", "interp_param")])
+def test_interp_refusals(body, field):
+    with pytest.raises(DecaffeError, match=field):
+        run("Interp", body, {"x": np.zeros((1, 1, 3, 3))})
+
+
+# ----------------------------------------------------------------------------------------------
+# Upsample (SegNet unpooling and nearest), MaxUnPool
+# ----------------------------------------------------------------------------------------------
+POOL = ('layer { name: "p" type: "Pooling" bottom: "x" top: "p" top: "m" '
+        'pooling_param { pool: MAX kernel_size: 2 stride: 2 } }\n')
+
+
+def _pool_then(type_, body):
+    return ("force_backward: true\n" + inputs_text({"x": (2, 3, 6, 8)}) + POOL
+            + layer_text(type_, body, ("p", "m")))
+
+
+@pytest.mark.parametrize("type_,body", [("Upsample", "upsample_param { scale: 2 }"),
+                                        ("Upsample", "upsample_param { upsample_h: 6 "
+                                                     "upsample_w: 8 }"),
+                                        ("MaxUnPool", "max_unpool_param { dst_h: 6 dst_w: 8 }")])
+def test_unpooling_puts_each_max_back_where_it_was(type_, body):
+    net = decaffe.Net(_pool_then(type_, body), decaffe.TRAIN, dtype=torch.float64)
+    x = RNG.standard_normal((2, 3, 6, 8))
+    net.blobs["x"].data[...] = x
+    net.forward()
+    want = np.zeros_like(x)
+    for n, c, i, j in np.ndindex(2, 3, 3, 4):
+        win = x[n, c, 2 * i:2 * i + 2, 2 * j:2 * j + 2]
+        a, b = np.unravel_index(win.argmax(), (2, 2))
+        want[n, c, 2 * i + a, 2 * j + b] = win.max()
+    np.testing.assert_array_equal(net.blobs["y"].data, want)
+    # backward: the top's gradient read at the mask positions
+    g = RNG.standard_normal(want.shape)
+    net.blobs["y"].diff[...] = g
+    net.backward()
+    m = net.blobs["m"].data.astype(int).reshape(2, 3, -1)
+    np.testing.assert_allclose(net.blobs["p"].diff.reshape(2, 3, -1),
+                               np.take_along_axis(g.reshape(2, 3, -1), m, 2))
+
+
+def test_upsample_pad_out_and_scale_hw():
+    x, m = np.ones((1, 1, 2, 3)), np.zeros((1, 1, 2, 3))
+    net = run("Upsample", "upsample_param { scale_h: 2 scale_w: 3 pad_out_h: true }",
+              {"x": x, "m": m})
+    assert net.blobs["y"].data.shape == (1, 1, 3, 9)
+
+
+def test_unpooling_refuses_an_index_outside_the_top():
+    x, m = np.ones((1, 1, 2, 2)), np.array([[[[0, 1], [2, 16]]]], float)
+    with pytest.raises(DecaffeError, match="outside"):
+        run("MaxUnPool", "max_unpool_param { dst_h: 4 dst_w: 4 }", {"x": x, "m": m})
+    with pytest.raises(DecaffeError, match="dst_h"):
+        run("MaxUnPool", "max_unpool_param { dst_h: 4 }", {"x": x, "m": m})
+
+
+@pytest.mark.parametrize("body,shape", [("upsample_param { scale: 3 }", (1, 2, 3, 2)),
+                                        ("upsample_param { scale: 2 dims_num: 3 }", (2, 2, 3))])
+def test_nearest_upsample_gradient(body, shape):
+    grad("Upsample", body, {"x": RNG.standard_normal(shape)})
+
+
+def test_unpool_gradient():
+    x = RNG.standard_normal((1, 2, 2, 2))
+    m = np.array([[[[0, 3], [9, 14]], [[5, 2], [8, 15]]]], float)
+    grad("MaxUnPool", "max_unpool_param { dst_h: 4 dst_w: 4 }", {"x": x, "m": m},
+         check_inputs=["x"])
+
+
+# ----------------------------------------------------------------------------------------------
+# Resize, BilinearInterpolate, PixelShuffle, Pad, Unsqueeze
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("type_,body", [
+    ("Resize", "resize_param { height: 5 width: 3 }"),
+    ("Resize", "resize_param { is_pyramid_test: true out_height_scale: 1.5 out_width_scale: 2 }"),
+    ("BilinearInterpolate", "bilinear_interpolate_param { dst_h: 7 dst_w: 3 }"),
+    ("BilinearInterpolate",
+     "bilinear_interpolate_param { scale_factor: 1.5 align_corners: false }"),
+    ("PixelShuffle", "pixelshuffle_param { upscale_factor: 2 }"),
+    ("Pad", "pad_param { pad_type: REFLECT pad_u: 1 pad_d: 2 pad_l: 2 pad_r: 0 }"),
+    ("Pad", "pad_param { pad_type: REPLICATE pad_u: 2 pad_r: 1 }"),
+    ("Pad", "pad_param { pad_value: 2 pad_u: 1 pad_l: 1 }"),
+    ("Pad", "pad_param { pad_u: -1 pad_r: -2 }"),
+    ("Unsqueeze", "unsqueeze_param { dim: 2 }"),
+])
+def test_resampling_gradients(type_, body):
+    grad(type_, body, {"x": RNG.standard_normal((1, 4, 4, 3))})
+
+
+def test_bilinear_matches_torch_interpolate():
+    x = RNG.standard_normal((2, 3, 5, 4))
+    for align in (True, False):
+        net = run("BilinearInterpolate", f"bilinear_interpolate_param {{ dst_h: 9 dst_w: 7 "
+                  f"align_corners: {str(align).lower()} }}", {"x": x})
+        want = torch.nn.functional.interpolate(torch.tensor(x), (9, 7), mode="bilinear",
+                                               align_corners=align).numpy()
+        np.testing.assert_allclose(net.blobs["y"].data, want, atol=1e-6)
+
+
+def test_resize_drops_the_missing_neighbours():
+    x = np.arange(6, dtype=float).reshape(1, 1, 2, 3)
+    net = run("Resize", "resize_param { height: 4 width: 3 }", {"x": x})
+    # rows read 0, 0.5, 1, 1.5: the last has no row below, so its weight 0.5 is lost
+    np.testing.assert_allclose(net.blobs["y"].data[0, 0, :, 0], [0, 1.5, 3, 1.5])
+
+
+def test_pad_modes_match_numpy():
+    x = RNG.standard_normal((2, 3, 4, 5))
+    for mode, np_mode in (("REFLECT", "reflect"), ("REPLICATE", "edge")):
+        net = run("Pad", f"pad_param {{ pad_type: {mode} pad_u: 3 pad_d: 1 pad_l: 2 pad_r: 4 }}",
+                  {"x": x})
+        np.testing.assert_array_equal(net.blobs["y"].data,
+                                      np.pad(x, ((0, 0), (0, 0), (3, 1), (2, 4)), np_mode))
+    net = run("Pad", "pad_param { pad_u: -1 pad_d: -2 pad_l: -1 pad_r: -1 }", {"x": x})
+    np.testing.assert_array_equal(net.blobs["y"].data, x[:, :, 1:2, 1:4])
+
+
+@pytest.mark.parametrize("body,field", [("pad_param { pad_u: 1 pad_d: -1 }", "pad_u"),
+                                        ("pad_param { pad_type: REFLECT pad_u: 4 }", "pad_type")])
+def test_pad_refusals(body, field):
+    with pytest.raises(DecaffeError, match=field):
+        run("Pad", body, {"x": np.zeros((1, 1, 4, 4))})
+    with pytest.raises(DecaffeError, match="in-place"):
+        run("Pad", "pad_param { pad_u: 1 }", {"x": np.zeros((1, 1, 4, 4))}, tops=("x",))
+
+
+def test_pixelshuffle_and_bilinear_refusals():
+    with pytest.raises(DecaffeError, match="upscale_factor"):
+        run("PixelShuffle", "pixelshuffle_param { upscale_factor: 2 }",
+            {"x": np.zeros((1, 6, 2, 2))})
+    with pytest.raises(DecaffeError, match="at least 2"):
+        run("BilinearInterpolate", "bilinear_interpolate_param { dst_h: 4 dst_w: 4 }",
+            {"x": np.zeros((1, 1, 1, 3))})
+    with pytest.raises(DecaffeError, match="scale_factor"):
+        run("BilinearInterpolate", "bilinear_interpolate_param { dst_h: 4 scale_factor: 2 }",
+            {"x": np.zeros((1, 1, 3, 3))})
+    with pytest.raises(DecaffeError, match="dim"):
+        run("Unsqueeze", "unsqueeze_param { dim: 5 }", {"x": np.zeros((1, 1, 3))})
+
+
+# ----------------------------------------------------------------------------------------------
+# mobile layers
+# ----------------------------------------------------------------------------------------------
+def test_relu6_hardswish_hardsigmoid_values_and_gradients():
+    x = np.array([[-7.0, -1.5, 0.5, 2.5, 5.0, 8.0]])
+    net = run("ReLU6", "relu6_param { negative_slope: 0.5 threshold: 2 }", {"x": x})
+    np.testing.assert_allclose(net.blobs["y"].data, [[-3.5, -0.75, 0.5, 2, 2, 2]])
+    net.blobs["y"].diff[...] = 1
+    net.backward()
+    np.testing.assert_allclose(net.blobs["x"].diff, [[0.5, 0.5, 1, 0, 0, 0]])
+    xs = {"x": np.array([[-3.7, -2.2, -0.4, 0.3, 1.9, 2.6, 4.1]])}
+    grad("ReLU6", "", {"x": np.array([[-3.0, -0.4, 0.3, 2.6, 5.7, 6.4]])})
+    grad("HardSwish", "", xs)
+    grad("HardSigmoid", "hardsigmoid_param { alpha: 0.4 beta: 0.3 }", xs)
+
+
+def test_depthwise_convolutions_are_grouped_convolutions():
+    x = RNG.standard_normal((2, 4, 6, 5))
+    body = ("convolution_param { num_output: 4 kernel_size: 3 stride: 2 pad: 1 "
+            "weight_filler { type: \"gaussian\" std: 1 } bias_filler { type: \"gaussian\" } }")
+    net = run("ConvolutionDepthwise", body, {"x": x})
+    w, b = net.params["l"][0].data, net.params["l"][1].data
+    assert w.shape == (4, 1, 3, 3)
+    want = torch.nn.functional.conv2d(torch.tensor(x), torch.tensor(w), torch.tensor(b), 2, 1,
+                                      groups=4)
+    np.testing.assert_allclose(net.blobs["y"].data, want.numpy(), atol=1e-10)
+    net2 = run("DepthwiseConvolution", body.replace("stride", "group: 4 stride"), {"x": x},
+               params=[w, b])
+    np.testing.assert_allclose(net2.blobs["y"].data, want.numpy(), atol=1e-10)
+    with pytest.raises(DecaffeError, match="num_output"):
+        run("ConvolutionDepthwise", body.replace("num_output: 4", "num_output: 8"), {"x": x})
+    grad("ConvolutionDepthwise", body, {"x": RNG.standard_normal((1, 4, 4, 4))})
+
+
+def test_shuffle_channel_and_axpy():
+    x = RNG.standard_normal((2, 6, 2, 3))
+    net = run("ShuffleChannel", "shuffle_channel_param { group: 3 }", {"x": x})
+    # group 3 of 2 channels each: order 0, 2, 4, 1, 3, 5
+    np.testing.assert_array_equal(net.blobs["y"].data, x[:, [0, 2, 4, 1, 3, 5]])
+    grad("ShuffleChannel", "shuffle_channel_param { group: 2 }", {"x": x})
+    with pytest.raises(DecaffeError, match="group"):
+        run("ShuffleChannel", "shuffle_channel_param { group: 4 }", {"x": x})
+    a, y = RNG.standard_normal((2, 6, 1, 1)), RNG.standard_normal(x.shape)
+    net = run("Axpy", "", {"a": a, "x": x, "z": y})
+    np.testing.assert_allclose(net.blobs["y"].data, a * x + y)
+    grad("Axpy", "", {"a": a, "x": x, "z": y})
+    with pytest.raises(DecaffeError, match="scale"):
+        run("Axpy", "", {"a": np.zeros((2, 6, 2, 1)), "x": x, "z": y})
+
+
+# ----------------------------------------------------------------------------------------------
+# BN (yjxiong/Cysu and SegNet/ENet forms), BatchNormKyle
+# ----------------------------------------------------------------------------------------------
+BN_YJ = ('bn_param { slope_filler { type: "gaussian" } bias_filler { type: "gaussian" } '
+         'momentum: 0.8 eps: 0.01 }')
+
+
+def test_bn_yjxiong_train_test_and_frozen():
+    x = RNG.standard_normal((3, 2, 4, 5)) * 2 + 1
+    scale, shift = RNG.standard_normal((1, 2, 1, 1)), RNG.standard_normal((1, 2, 1, 1))
+    mean0, inv0 = RNG.standard_normal((1, 2, 1, 1)), np.abs(RNG.standard_normal((1, 2, 1, 1)))
+    net = run("BN", BN_YJ, {"x": x}, params=[scale, shift, mean0, inv0])
+    mu = x.mean((0, 2, 3), keepdims=True)
+    inv = 1 / np.sqrt(x.var((0, 2, 3), keepdims=True) + 0.01)
+    np.testing.assert_allclose(net.blobs["y"].data, (x - mu) * inv * scale + shift, atol=1e-10)
+    m = float(np.float32(0.8))  # bn_param.momentum is a float
+    np.testing.assert_allclose(net.params["l"][2].data, (1 - m) * mu + m * mean0, atol=1e-12)
+    np.testing.assert_allclose(net.params["l"][3].data, (1 - m) * inv + m * inv0, atol=1e-12)
+    frozen = BN_YJ.replace("momentum", "frozen: true momentum")
+    for phase, body in ((decaffe.TEST, BN_YJ), (decaffe.TRAIN, frozen)):
+        net = run("BN", body, {"x": x}, phase=phase, params=[scale, shift, mean0, inv0])
+        np.testing.assert_allclose(net.blobs["y"].data, (x - mean0) * inv0 * scale + shift,
+                                   atol=1e-10)
+        np.testing.assert_array_equal(net.params["l"][2].data, mean0)
+
+
+def test_bn_yjxiong_gradients():
+    x = {"x": RNG.standard_normal((2, 3, 3, 2))}
+    grad("BN", BN_YJ, x)
+    grad("BN", BN_YJ.replace("momentum", "frozen: true momentum"), x, check_params=False)
+
+
+def test_bn_frozen_gives_no_parameter_gradient_and_test_backward_is_the_forks():
+    x = RNG.standard_normal((2, 2, 3, 3))
+    scale, shift = np.array([2.0, -1.0]).reshape(1, 2, 1, 1), np.zeros((1, 2, 1, 1))
+    mean0 = np.array([0.5, -0.5]).reshape(1, 2, 1, 1)
+    inv0 = np.array([2.0, 0.5]).reshape(1, 2, 1, 1)
+    g = RNG.standard_normal(x.shape)
+    frozen = BN_YJ.replace("momentum", "frozen: true momentum")
+    net = run("BN", frozen, {"x": x},
+              params=[scale, shift, mean0, inv0])
+    net.blobs["y"].diff[...] = g
+    net.backward()
+    np.testing.assert_allclose(net.blobs["x"].diff, g * scale * inv0)
+    assert not net.params["l"][0].diff.any() and not net.params["l"][1].diff.any()
+    text = "force_backward: true\n" + inputs_text({"x": x.shape}) + layer_text("BN", BN_YJ)
+    net = decaffe.Net(text, decaffe.TEST, dtype=torch.float64)
+    net.blobs["x"].data[...] = x
+    for i, a in enumerate([scale, shift, mean0, inv0]):
+        net.params["l"][i].data[...] = a
+    net.forward()
+    net.blobs["y"].diff[...] = g
+    net.backward()
+    xhat = (x - mean0) * inv0
+    gh = g * scale
+    ax = (0, 2, 3)
+    want = inv0 * (gh - gh.mean(ax, keepdims=True) - xhat * (gh * xhat).mean(ax, keepdims=True))
+    np.testing.assert_allclose(net.blobs["x"].diff, want, atol=1e-10)
+    np.testing.assert_allclose(net.params["l"][0].diff.ravel(), (g * xhat).sum(ax), atol=1e-10)
+
+
+BN_SEG = ('bn_param { scale_filler { type: "constant" value: 1.5 } '
+          'shift_filler { type: "constant" value: 0.25 } }')
+
+
+def test_bn_segnet_learn_inference_and_tops():
+    x = RNG.standard_normal((2, 3, 4, 4)) + 2
+    net = run("BN", BN_SEG, {"x": x}, tops=("y", "mean", "var"))
+    assert len(net.params["l"]) == 2 and net.params["l"][0].data.shape == (1, 3, 1, 1)
+    mu = x.mean((0, 2, 3), keepdims=True)
+    var = (x * x).mean((0, 2, 3), keepdims=True) - mu * mu
+    np.testing.assert_allclose(net.blobs["y"].data, (x - mu) / np.sqrt(var + 1e-9) * 1.5 + 0.25,
+                               atol=1e-9)
+    np.testing.assert_allclose(net.blobs["mean"].data, mu, atol=1e-12)
+    np.testing.assert_allclose(net.blobs["var"].data, var, atol=1e-12)
+    inf = BN_SEG.replace("} }", "} bn_mode: INFERENCE }")
+    net = run("BN", inf, {"x": x}, phase=decaffe.TEST)
+    np.testing.assert_allclose(net.blobs["y"].data, 1.5 * x + 0.25)
+    grad("BN", BN_SEG, {"x": RNG.standard_normal((2, 2, 3, 3))})
+    grad("BN", inf, {"x": RNG.standard_normal((2, 2, 3, 3))})
+
+
+def test_batchnormkyle_gradients():
+    grad("BatchNormKyle", "batch_norm_param { use_alpha_beta: true }",
+         {"x": RNG.standard_normal((3, 2, 2, 2))})
+    grad("BatchNormKyle", "batch_norm_param { use_alpha_beta: true }",
+         {"x": RNG.standard_normal((3, 2, 2, 2))}, phase=decaffe.TEST, check_params=False)
+
+
+# ----------------------------------------------------------------------------------------------
+# registry, NetSpec, draw
+# ----------------------------------------------------------------------------------------------
+TYPES = ["Interp", "Upsample", "MaxUnPool", "Resize", "BilinearInterpolate", "PixelShuffle",
+         "ConvolutionDepthwise", "DepthwiseConvolution", "ReLU6", "HardSwish", "HardSigmoid",
+         "ShuffleChannel", "Axpy", "Pad", "Unsqueeze", "BN", "BatchNormKyle"]
+
+
+def test_layer_type_list_lists_them():
+    assert set(TYPES) <= set(decaffe.layer_type_list())
+
+
+def test_netspec_builds_and_draw_draws_them():
+    from decaffe import draw
+    from decaffe.netspec import NetSpec
+    from decaffe.netspec import layers as L
+
+    n = NetSpec()
+    n.data = L.Input(shape=dict(dim=[1, 4, 6, 6]))
+    n.dw = L.ConvolutionDepthwise(n.data,
+                                  convolution_param=dict(num_output=4, kernel_size=3, pad=1))
+    n.bn = L.BN(n.dw, bn_param=dict(frozen=True))
+    n.r6 = L.ReLU6(n.bn, relu6_param=dict(threshold=4))
+    n.sh = L.ShuffleChannel(n.r6, shuffle_channel_param=dict(group=2))
+    n.pad = L.Pad(n.sh, pad_param=dict(pad_type=2, pad_u=1))
+    n.up = L.Interp(n.pad, interp_param=dict(zoom_factor=2))
+    proto = n.to_proto()
+    text = str(proto)
+    assert 'type: "ConvolutionDepthwise"' in text and "relu6_param" in text
+    net = decaffe.Net(text, decaffe.TEST)
+    net.forward()
+    assert net.blobs["up"].data.shape == (1, 4, 13, 11)
+    pytest.importorskip("pydot")
+    graph = draw.get_pydot_graph(proto, "LR")
+    labels = " ".join(str(node.get_name()) + str(node.get_attributes())
+                      for node in graph.get_nodes())
+    for t in ("ConvolutionDepthwise", "BN", "ReLU6", "ShuffleChannel", "Pad", "Interp"):
+        assert t in labels
