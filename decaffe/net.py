@@ -245,7 +245,7 @@ class Net(torch.nn.Module):
         try:
             self._build(param)
             if weights is not None:
-                self.copy_from(os.fsdecode(weights))
+                self.copy_from(weights)
         except BaseException:
             # a net that fails to build releases what its layers opened (databases, threads)
             for layer in [*getattr(self, "_layers", ()), getattr(self, "_building", None)]:

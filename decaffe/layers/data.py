@@ -143,7 +143,10 @@ class _BaseDataLayer(Layer):
     def _start(self, source, depth: int) -> None:
         """Serve batches from source.produce(): `depth` ahead in a thread, or inline (0).
         Each batch carries the source's position after it (source.state()), so the layer
-        knows where the batches it handed out end, however far the thread has read."""
+        knows where the batches it handed out end, however far the thread has read. A bare
+        produce() callable is taken too (its layer then records no position)."""
+        if not hasattr(source, "produce"):
+            source = _CallableSource(source)
         self.close()
         self._source, self._depth = source, int(depth)
         self._position = source.state()
@@ -200,6 +203,62 @@ class _BaseDataLayer(Layer):
         return tuple(t.to(device=dev, dtype=dtype, non_blocking=True) for t in batch)
 
 
+class _CallableSource:
+    """A produce() callable as a source that keeps no position and holds no files."""
+
+    def __init__(self, produce):
+        self.produce = produce
+
+    def state(self) -> None:
+        return None
+
+    def restore(self, state) -> None:
+        raise ValueError("this layer records no position")
+
+    def close(self) -> None:
+        pass
+
+
+class CursorSource:
+    """What a source reading a database through a cursor records and releases: the next
+    record's key, the multi-solver skip offset and its random generators' states. Needs
+    attributes cursor, db, keep, source (the path) and layer_name; _rngs() lists the
+    generators (default: the transformer's, else `rng`)."""
+
+    def _rngs(self) -> list:
+        tr = getattr(self, "transformer", None)
+        return [tr.rng] if tr is not None else [getattr(self, "rng", None)]
+
+    def state(self) -> dict:
+        return {"kind": type(self).__name__, "key": self.cursor.key.hex(),
+                "offset": None if self.keep is None else self.keep.offset,
+                "rngs": [rng_state(g) for g in self._rngs()]}
+
+    def restore(self, state: dict) -> None:
+        key = bytes.fromhex(state["key"])
+        if hasattr(self.cursor, "seek"):
+            found = self.cursor.seek(key)
+        else:
+            self.cursor.seek_to_first()
+            while self.cursor.key < key:
+                if self.cursor.advance():
+                    break
+            found = self.cursor.key == key
+        if not found:
+            raise DataLayerError(f"record {key!r} recorded as the next one is not in "
+                                 f"'{self.source}' (was the database changed?)",
+                                 layer=self.layer_name)
+        if self.keep is not None and state.get("offset") is not None:
+            self.keep.offset = int(state["offset"])
+        for g, st in zip(self._rngs(), state.get("rngs") or []):
+            set_rng_state(g, st)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.cursor.close()
+        self.db.close()
+
+
 def _with_state(source):
     """produce() that appends the source's state to each batch and releases the source's
     files as soon as it fails (the failure is final)."""
@@ -229,7 +288,7 @@ def set_rng_state(rng: np.random.Generator | None, state) -> None:
 # ----------------------------------------------------------------------------------------------
 # Data: a database of Datums
 # ----------------------------------------------------------------------------------------------
-class _DatumSource:
+class _DatumSource(CursorSource):
     """Reads batches of Datums from a cursor and transforms them (runs in the worker)."""
 
     def __init__(self, layer_name, db, cursor, transformer, batch_size, labels, phase, color):
@@ -253,34 +312,6 @@ class _DatumSource:
         if not self.labels:
             return (data,)
         return data, torch.tensor([d.label for d in datums], dtype=torch.float32)
-
-    def state(self) -> dict:
-        return {"kind": "_DatumSource", "key": self.cursor.key.hex(),
-                "offset": None if self.keep is None else self.keep.offset,
-                "rng": rng_state(self.transformer.rng)}
-
-    def restore(self, state: dict) -> None:
-        key = bytes.fromhex(state["key"])
-        if hasattr(self.cursor, "seek"):
-            found = self.cursor.seek(key)
-        else:
-            self.cursor.seek_to_first()
-            while self.cursor.key < key:
-                if self.cursor.advance():
-                    break
-            found = self.cursor.key == key
-        if not found:
-            raise DataLayerError(f"record {key!r} recorded as the next one is not in "
-                                 f"'{self.source}' (was the database changed?)",
-                                 layer=self.layer_name)
-        if self.keep is not None and state.get("offset") is not None:
-            self.keep.offset = int(state["offset"])
-        set_rng_state(self.transformer.rng, state.get("rng"))
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.cursor.close()
-        self.db.close()
 
     def _pixels(self, recs, datums) -> torch.Tensor:
         d0 = datums[0]

@@ -20,6 +20,7 @@ from ..errors import DataError
 from ..layer import register
 from ..proto import caffe_pb2
 from .data import (
+    CursorSource,
     DataLayerError,
     _BaseDataLayer,
     _solver_keep,
@@ -50,7 +51,7 @@ class _Example:
         self.img, self.boxes, self.encoded, self.label = img, boxes, encoded, label
 
 
-class _AnnotatedSource:
+class _AnnotatedSource(CursorSource):
     """Reads and transforms batches of AnnotatedDatums (runs in the prefetch worker)."""
 
     def __init__(self, layer, db, cursor, rng):
@@ -354,26 +355,32 @@ class AnnotatedDataLayer(_BaseDataLayer):
             self.mean_values = np.asarray(tp.mean_value, F32)
         with self._guard("data_param.source"):
             db = open_db(p.source, p.backend, READ)
-        cursor = db.cursor()
-        if not cursor.valid:
-            cursor.close()
+        try:  # a failure here releases the database at once
+            cursor = db.cursor()
+            if not cursor.valid:
+                raise self._error(f"the database '{p.source}' is empty", "data_param.source")
+            rng = layer_rng()
+            if p.rand_skip:
+                skip = int(rng.integers(p.rand_skip))
+                if hasattr(cursor, "skip"):
+                    cursor.skip(skip)
+                else:
+                    for _ in range(skip):
+                        cursor.advance()
+            with self._guard("data_param.source"):
+                first = parse_annotated(cursor.value, cursor.key, p.source)
+            self.anno_type = None
+            if first.HasField("type") or ap.HasField("anno_type"):
+                self.anno_type = int(ap.anno_type if ap.HasField("anno_type") else first.type)
+                self.check(self.anno_type == caffe_pb2.AnnotatedDatum.BBOX,
+                           "unknown annotation type", "annotated_data_param.anno_type")
+            self.anno_override = ap.HasField("anno_type")
+            self.labels = len(self.top_names) > 1
+            self.data_shape = self._probe(first, cursor.key, p.source)
+            src = _AnnotatedSource(self, db, cursor, rng)
+        except BaseException:
             db.close()
-            raise self._error(f"the database '{p.source}' is empty", "data_param.source")
-        rng = layer_rng()
-        if p.rand_skip:
-            for _ in range(int(rng.integers(p.rand_skip))):
-                cursor.advance()
-        with self._guard("data_param.source"):
-            first = parse_annotated(cursor.value, cursor.key, p.source)
-        self.anno_type = None
-        if first.HasField("type") or ap.HasField("anno_type"):
-            self.anno_type = int(ap.anno_type if ap.HasField("anno_type") else first.type)
-            self.check(self.anno_type == caffe_pb2.AnnotatedDatum.BBOX,
-                       "unknown annotation type", "annotated_data_param.anno_type")
-        self.anno_override = ap.HasField("anno_type")
-        self.labels = len(self.top_names) > 1
-        self.data_shape = self._probe(first, cursor.key, p.source)
-        src = _AnnotatedSource(self, db, cursor, rng)
+            raise
         boxes = sum(len(g.annotation) for g in first.annotation_group)
         label_shape = ((1, 1, max(boxes, 1), 8) if self.anno_type is not None
                        else (self.batch_size, 1, 1, 1))

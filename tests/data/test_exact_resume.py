@@ -202,3 +202,27 @@ def test_orphaned_temporaries_are_removed_on_next_write_and_resume(workdir):
     s.restore("snap_iter_1.solverstate")
     assert not os.path.exists(orphans[0])
     s.net.close()
+
+
+def test_test_nets_resume_where_they_were(workdir):
+    path = _write_solver(workdir, "lmdb", "BINARYPROTO")
+    text = (workdir / "net.prototxt").read_text()
+    test_layer = text.split('layer { name: "ip"')[0].replace('name: "d"', 'name: "dt"').replace(
+        'name: "r" ', "")
+    text = text.replace('top: "label" }', 'top: "label" include { phase: TRAIN } }', 1)
+    text = text.replace('layer { name: "ip"',
+                        test_layer.replace('top: "label" }',
+                                           'top: "label" include { phase: TEST } }')
+                        + ' layer { name: "ip"', 1)
+    (workdir / "net.prototxt").write_text(text)
+    (workdir / "solver.prototxt").write_text(
+        (workdir / "solver.prototxt").read_text() + "test_iter: 1\ntest_interval: 3\n")
+    full = decaffe.get_solver(path)
+    full.solve()
+    want = full.test_nets[0]._layers[0].position()
+    full.net.close(), full.test_nets[0].close()
+    resumed = decaffe.get_solver(path)
+    resumed.solve("snap_iter_4.solverstate")
+    assert snap.read_state("snap_iter_4.solverstate").positions["nets"]["test0"]["dt"]
+    assert resumed.test_nets[0]._layers[0].position() == want
+    resumed.net.close(), resumed.test_nets[0].close()
