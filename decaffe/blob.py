@@ -120,6 +120,7 @@ class Blob:
         # out: an array over that memory was handed out, so later values are copied into it
         self._owned = {"data": False, "diff": False}
         self._out = {"data": False, "diff": False}
+        self._src: torch.Tensor | None = None  # the engine tensor the data array was copied from
 
     # -- tensors, for the engine -------------------------------------------------------
     def _get(self, which: str) -> torch.Tensor | None:
@@ -138,6 +139,7 @@ class Blob:
         t = self._get(which)
         if t is None or tuple(t.shape) != self._shape:
             t = torch.zeros(self._shape, device=self._device, dtype=self._dtype)
+            t._decaffe_home = True
             self._set(which, t, owned=True)
         return t
 
@@ -157,7 +159,13 @@ class Blob:
             return False
         if home.data_ptr() != t.data_ptr() or home.stride() != t.stride():
             with torch.no_grad():
-                home.copy_(t)
+                if which == "data" and t is self._src and not t.requires_grad \
+                        and not getattr(t, "_decaffe_home", False):
+                    # the layer handed back the tensor it keeps (DummyData's constant tops):
+                    # writes into the array reach it, as into Caffe's never-refilled blob
+                    t.copy_(home)
+                else:
+                    home.copy_(t)
         self._dirty[which] = False
         return True
 
@@ -202,8 +210,11 @@ class Blob:
                 if not self._owned[which]:
                     # an engine tensor (maybe in autograd's graph): the array gets memory of
                     # its own, which later passes write into
-                    t = t.detach().clone()
+                    src, t = t, t.detach().clone()
+                    t._decaffe_home = True
                     self._set(which, t, owned=True)
+                    if which == "data":
+                        self._src = src
                 self._out[which] = True
             return t.detach().numpy()
         host = self._host[which]

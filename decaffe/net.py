@@ -631,13 +631,13 @@ class Net(torch.nn.Module):
             self._dirty_blobs.clear()
 
     # -- running --------------------------------------------------------------------------------
-    def _stored(self, bid: int, first: int, end: int, want_grad: bool) -> torch.Tensor:
+    def _stored(self, bid: int, first: int, end: int) -> torch.Tensor:
         """Blob bid's tensor as a pass reads it from storage for layers first..end: a copy if
         the blob's memory is handed out and one of those layers writes the blob (in place),
-        since that copies into memory autograd may have saved."""
+        since that copies into memory that autograd, or a view another layer made, holds."""
         blob = self._blob_list[bid]
         t = blob.tensor()
-        if want_grad and blob.handed_out:
+        if blob.handed_out:
             writers = self._writers.get(bid, ())
             if any(first <= w <= end for w in writers):
                 t = t.clone()
@@ -715,7 +715,7 @@ class Net(torch.nn.Module):
                 for j, bid in enumerate(bids):
                     t = cur.get(bid)
                     if t is None:
-                        t = self._stored(bid, li, end, want_grad)
+                        t = self._stored(bid, li, end)
                         if want_grad and bid in self._input_needs_grad and not t.requires_grad:
                             t = t.detach().requires_grad_()
                         cur[bid] = t
@@ -726,7 +726,7 @@ class Net(torch.nn.Module):
                     # Input tops are the blobs the user fills; they are never rebound.
                     out = []
                     for tid in self._top_idx[li]:
-                        t = self._stored(tid, li + 1, end, want_grad)
+                        t = self._stored(tid, li + 1, end)
                         if want_grad and tid in self._input_needs_grad:
                             t = t.detach().requires_grad_()
                         cur[tid] = t
