@@ -16,7 +16,14 @@ from ..data.datum import hwc_to_chw, read_image
 from ..data.transformer import DataTransformer
 from ..errors import DataError
 from ..layer import register
-from .data import DataLayerError, _BaseDataLayer, layer_rng, transform_param_of
+from .data import (
+    DataLayerError,
+    _BaseDataLayer,
+    layer_rng,
+    rng_state,
+    set_rng_state,
+    transform_param_of,
+)
 
 
 def read_pair_list(path: str) -> list[tuple[str, str]]:
@@ -41,6 +48,15 @@ class _DenseSource:
         self.layer, self.lines, self.new_hw, self.label_hw = layer, lines, new_hw, label_hw
         self.is_color, self.transformer, self.batch_size = is_color, transformer, batch_size
         self.shuffle_rng, self.pos = shuffle_rng, start
+        self.base_lines = list(lines)  # the order before the first shuffle
+        self.shuffle_start = rng_state(shuffle_rng)
+        self.shuffles = -1
+        if shuffle_rng is not None:
+            self.shuffle()  # shuffled at setup, then at every wrap-around
+
+    def shuffle(self) -> None:
+        self.shuffle_rng.shuffle(self.lines)
+        self.shuffles += 1
 
     def _next(self):
         item = self.lines[self.pos]
@@ -48,8 +64,31 @@ class _DenseSource:
         if self.pos >= len(self.lines):
             self.pos = 0
             if self.shuffle_rng is not None:
-                self.shuffle_rng.shuffle(self.lines)
+                self.shuffle()
         return item
+
+    def state(self) -> dict:
+        return {"kind": "_DenseSource", "pos": self.pos, "shuffles": self.shuffles,
+                "lines": len(self.lines), "rng": rng_state(self.transformer.rng)}
+
+    def restore(self, state: dict) -> None:
+        if int(state["lines"]) != len(self.lines):
+            raise DataLayerError(f"the position was recorded for a list of {state['lines']} "
+                                 f"pairs; the list now has {len(self.lines)}", layer=self.layer)
+        if self.shuffle_rng is not None:  # replay the shuffles from the setup's order
+            self.lines[:] = self.base_lines
+            set_rng_state(self.shuffle_rng, self.shuffle_start)
+            self.shuffles = -1
+            for _ in range(int(state["shuffles"]) + 1):
+                self.shuffle()
+        pos = int(state["pos"])
+        if not 0 <= pos < len(self.lines):
+            raise DataLayerError(f"position {pos} outside the list", layer=self.layer)
+        self.pos = pos
+        set_rng_state(self.transformer.rng, state.get("rng"))
+
+    def close(self) -> None:
+        pass
 
     def produce(self) -> tuple:
         items = [self._next() for _ in range(self.batch_size)]
@@ -117,21 +156,21 @@ class DenseImageDataLayer(_BaseDataLayer):
         shuffle_rng = None
         if p.shuffle:
             shuffle_rng = np.random.default_rng(int(rng.integers(2**63 - 1)))
-            shuffle_rng.shuffle(lines)
         start = 0
         if p.rand_skip:
             start = int(rng.integers(p.rand_skip))
             self.check(start < len(lines), f"cannot skip {start} of {len(lines)} pairs",
                        f"{f}.rand_skip")
-        first = read_image(lines[start][0], new_h, new_w, p.is_color)
+        src = _DenseSource(self.name, lines, (new_h, new_w), (0, 0), p.is_color, tr,
+                           p.batch_size, shuffle_rng, start)
+        first = read_image(src.lines[start][0], new_h, new_w, p.is_color)
         if first is None:
-            raise self._error(f"could not load image '{lines[start][0]}'", f"{f}.source")
+            raise self._error(f"could not load image '{src.lines[start][0]}'", f"{f}.source")
         h, w = first.shape[:2]
         label_hw = (new_h // factor, new_w // factor) if new_h else (h // factor, w // factor)
         with self._guard(f"{f}.source"):
             shape = tr.output_shape(hwc_to_chw(first).shape)
         self._top_shapes = [(p.batch_size,) + shape, (p.batch_size, 1) + label_hw]
-        src = _DenseSource(self.name, lines, (new_h, new_w), label_hw, p.is_color, tr,
-                           p.batch_size, shuffle_rng, start)
+        src.label_hw = label_hw
         self.transformer = tr
-        self._start(src.produce, self.lp.data_param.prefetch)
+        self._start(src, self.lp.data_param.prefetch)

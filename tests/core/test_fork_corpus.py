@@ -6,6 +6,7 @@ big for that run only with DECAFFE_RUN_SLOW=1, except one per repository."""
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 
@@ -18,15 +19,10 @@ from decaffe.errors import DecaffeError, NetError
 from decaffe.formats import prototxt
 from decaffe.proto import caffe_pb2
 
-# Layer types helpers fork-rcnn (R-CNN, YOLO, OHEM) and fork-ssd (SSD) implement: a net that
-# fails only for one of these is expected to until their branches are merged (the
-# coordinator empties this set then).
-PENDING_TYPES = {
-    "ROIPooling", "PSROIPooling", "SmoothL1Loss", "Proposal", "SoftmaxWithLossOHEM",
-    "SmoothL1LossOHEM", "BoxAnnotatorOHEM", "RegionLoss", "Reorg", "YoloDetectionOutput",
-    "Yolov3", "Yolov3DetectionOutput", "PriorBox", "Permute", "Normalize", "DetectionOutput",
-    "MultiBoxLoss", "DetectionEvaluate",
-}
+# Layer types helper fork-rcnn (YOLO) implements and main does not have yet: a net that fails
+# only for one of these is expected to until that branch is merged (the coordinator empties
+# this set then).
+PENDING_TYPES = {"RegionLoss", "Yolov3"}
 
 # Data layers (their sources are not shipped) become Inputs.
 DATA_TYPES = {"Data", "ImageData", "AnnotatedData", "ImageSegData", "DenseImageData",
@@ -116,6 +112,8 @@ def with_inputs(param, size: tuple[int, int] | None) -> caffe_pb2.NetParameter:
             new.CopyFrom(lp)
             for s in new.input_param.shape:
                 _resize(s.dim, size)
+                if len(s.dim) == 2 and s.dim[1] == 5:  # ROIs: 2 instead of the 300 declared
+                    s.dim[0] = min(s.dim[0], 2)
             continue
         if lp.type not in DATA_TYPES and not (
                 lp.type == "Python" and not lp.bottom
@@ -156,7 +154,7 @@ def with_inputs(param, size: tuple[int, int] | None) -> caffe_pb2.NetParameter:
     return out
 
 
-def _fill(net, rng) -> None:
+def _fill(net, rng, hw) -> None:
     for lname, blobs in net.params.items():  # unit statistics: deploy nets stay finite
         t = net.layer_dict[lname].type
         if t in ("BatchNorm", "BatchNormKyle"):
@@ -172,8 +170,22 @@ def _fill(net, rng) -> None:
             blob.data[...] = [0, 1, 0, 0.1, 0.2, 0.6, 0.7, 0]
         elif "label" in name:
             blob.data[...] = rng.integers(0, 2, blob.shape)
+        elif blob.data.ndim == 2 and blob.shape[1] == 5:  # ROIs: image 0, x1 y1 x2 y2
+            n = blob.shape[0]
+            xy = rng.uniform(0, hw[1] / 2, (n, 2))
+            blob.data[...] = np.concatenate([np.zeros((n, 1)), xy, xy + hw[1] / 3], 1)
+        elif name == "im_info":
+            blob.data[...] = [hw[0], hw[1], 1.0][:blob.shape[-1]]
         else:
             blob.data[...] = rng.standard_normal(blob.shape)
+
+
+def _image_hw(net) -> tuple[int, int]:
+    """The height and width of the net's first 4-axis input."""
+    for name in net.inputs:
+        if len(net.blobs[name].shape) == 4:
+            return tuple(net.blobs[name].shape[2:])
+    return (224, 224)
 
 
 def _no_data_in(param, phase) -> bool:
@@ -198,8 +210,14 @@ def _layer_count(path: str) -> int:
 
 
 SAMPLE = _sample_paths()
-CASES = [pytest.param(p, marks=[SLOW] if p not in SAMPLE and _layer_count(p) > HEAVY_LAYERS
-                      else [], id=p) for p in NETS]
+def _heavy(path: str) -> bool:
+    """Deep nets, and nets with VGG-sized (4096-wide) fully connected layers (half a GB of
+    weights per build), run only with DECAFFE_RUN_SLOW=1."""
+    return _layer_count(path) > HEAVY_LAYERS or "num_output: 4096" in NETS[path].text
+
+
+CASES = [pytest.param(p, marks=[SLOW] if p not in SAMPLE and _heavy(p) else [], id=p)
+         for p in NETS]
 
 
 @pytest.mark.parametrize("path", CASES)
@@ -230,11 +248,12 @@ def test_fork_net_builds_and_runs(path, phase):
                 if "unknown layer type" in str(e):
                     raise
                 last = e
+                gc.collect()  # the failed build's weights
         if net is None:
             if _no_data_in(param, phase) and "unknown bottom blob" in str(last):
                 return  # a file for the other phase only: Caffe fails the same way
             raise last
-        _fill(net, np.random.default_rng(0))
+        _fill(net, np.random.default_rng(0), _image_hw(net))
         loss = net._forward(0, len(net.layers) - 1)
     except NetError as e:
         if pending and any(t in str(e) for t in pending):
@@ -242,8 +261,11 @@ def test_fork_net_builds_and_runs(path, phase):
         raise
     assert np.isfinite(loss), f"loss {loss} at input size {used}"
     assert net.outputs or any(net._blob_loss_weights)
+    # decoded boxes exponentiate random-weight logits: they may overflow, as in Caffe
+    boxes = {t for lp in param.layer if lp.type.endswith("DetectionOutput") for t in lp.top}
     for name in net.outputs:
-        assert np.all(np.isfinite(net.blobs[name].data)), name
+        if name not in boxes:
+            assert np.all(np.isfinite(net.blobs[name].data)), name
     assert sys.modules.get("caffe") is caffe
 
 
