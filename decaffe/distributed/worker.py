@@ -106,6 +106,14 @@ class Worker:
             solver.set_data_positions(positions, "rank 0's snapshot")
         solver.add_callback(self._actions.before_reduce, nccl.on_gradients_ready)
         solver.set_action_function(self._actions.action)
+        non_finite = getattr(solver, "_non_finite", None)
+        if non_finite is not None:
+            def local_diagnosis(loss, _orig=non_finite):
+                # the failing worker re-runs its layers alone: no collective may run there
+                _mode.set_sync_bn(False)
+                return _orig(loss)
+
+            solver._non_finite = local_diagnosis
 
     def fail(self, error: BaseException | str) -> None:
         """This worker fails by itself: tell the others (they stop, naming this rank)."""
