@@ -9,6 +9,8 @@ import torch
 # Tests run tiny tensors, often two pytest workers at once on two cores: one thread each
 # avoids the thread pool's contention (a 2x2 max-pool took 12 ms with 2 threads, 5 µs with 1).
 torch.set_num_threads(1)
+# the same for decaffe's commands run in or from the tests (decaffe.threads reads it)
+os.environ.setdefault("DECAFFE_THREADS", "1")
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 GOLDEN = os.path.join(HERE, "golden")

@@ -63,6 +63,7 @@ class Worker:
     watchdog: Watchdog | None = None
     nccl: NCCL | None = None
     _actions: AgreedActions | None = field(default=None, repr=False)
+    _restored_positions: dict | None = field(default=None, repr=False)
 
     @property
     def root(self) -> bool:
@@ -75,6 +76,7 @@ class Worker:
         rank, own_set, own_get = self.rank, solver.set_data_positions, solver.data_positions
 
         def set_positions(positions: dict, source: str = "") -> None:
+            self._restored_positions = positions
             workers = positions.get("workers") if isinstance(positions, dict) else None
             if isinstance(workers, dict) and str(rank) in workers:
                 positions = workers[str(rank)]
@@ -98,9 +100,20 @@ class Worker:
             nccl.diagnose = self.watchdog.diagnose
         self.nccl = nccl
         self._actions = AgreedActions(action_fn, nccl, self.root, solver)
-        sync_state_from_root(solver, nccl)
+        positions = sync_state_from_root(solver, nccl, self._restored_positions)
+        if positions is not None and self._restored_positions is None:
+            # rank 0 resumed from a snapshot this host cannot see: its positions still hold
+            solver.set_data_positions(positions, "rank 0's snapshot")
         solver.add_callback(self._actions.before_reduce, nccl.on_gradients_ready)
         solver.set_action_function(self._actions.action)
+        non_finite = getattr(solver, "_non_finite", None)
+        if non_finite is not None:
+            def local_diagnosis(loss, _orig=non_finite):
+                # the failing worker re-runs its layers alone: no collective may run there
+                _mode.set_sync_bn(False)
+                return _orig(loss)
+
+            solver._non_finite = local_diagnosis
 
     def fail(self, error: BaseException | str) -> None:
         """This worker fails by itself: tell the others (they stop, naming this rank)."""
@@ -234,14 +247,16 @@ class AgreedActions:
         self.gathered = {str(r): pos for r, pos in enumerate(everyone)}
 
 
-def sync_state_from_root(solver, nccl: NCCL) -> None:
+def sync_state_from_root(solver, nccl: NCCL, positions: dict | None = None) -> dict | None:
     """Give every worker rank 0's weights (statistics included), solver history, iteration
-    and learning-rate counters, so all start bitwise equal whatever each one loaded."""
+    and learning-rate counters, so all start bitwise equal whatever each one loaded; returns
+    the data positions rank 0 resumed with (None when it started fresh)."""
     import torch.distributed as dist
 
     nccl.bcast()
     lr = solver.lr_state
-    meta = [solver.iter, lr.current_step, float(lr.minimum_loss), lr.iter_last_event]
+    meta = [solver.iter, lr.current_step, float(lr.minimum_loss), lr.iter_last_event,
+            positions]
     box = [meta]
     try:
         dist.broadcast_object_list(box, src=0)
@@ -260,11 +275,12 @@ def sync_state_from_root(solver, nccl: NCCL) -> None:
         if nccl.diagnose is not None:
             raise nccl.diagnose(e) from e
         raise
-    it, step, minimum, last = box[0]
+    it, step, minimum, last, root_positions = box[0]
     solver.iter = int(it)
     lr.current_step = int(step)
     lr.minimum_loss = float(minimum)
     lr.iter_last_event = int(last)
+    return root_positions
 
 
 def join(gpus: list[int], *, want_gpu: bool) -> Worker:

@@ -55,7 +55,7 @@ def _value_only(t: torch.Tensor, fn) -> torch.Tensor:
 
 
 def _prod(shape) -> int:
-    return math.prod(int(s) for s in shape)
+    return math.prod([int(s) for s in shape])  # a list: torch.compile traces it, not a generator
 
 
 def _tracing() -> bool:

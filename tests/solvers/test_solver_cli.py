@@ -181,7 +181,7 @@ def test_finetune_from_weights(job, capsys):
      "but not both"),
     (["-solver", "solver.prototxt", "-snapshot", "gone.solverstate"],
      "-snapshot: cannot open 'gone.solverstate'"),
-    (["-solver", "solver.prototxt", "-gpu", "0,1"], "not implemented yet"),
+    (["-solver", "solver.prototxt", "-gpu", "0,1"], "no CUDA device is available"),
     (["-solver", "solver.prototxt", "-gpu", "x"], "-gpu: expected device ids"),
     (["-solver", "solver.prototxt", "-sigint_effect", "explode"],
      '-sigint_effect: invalid signal effect "explode"'),
