@@ -2,7 +2,7 @@
 action-recognition repositories built on Caffe's forks) builds in both phases and runs a
 forward pass. Data layers whose data is not shipped become Input layers of the shapes their
 nets expect, at the smallest input size the net accepts (so the run stays fast); nets too
-big for that run only with DECAFFE_RUN_SLOW=1, except one per repository."""
+big for that run only with DECAFFE_SLOW=1, except one per repository."""
 
 from __future__ import annotations
 
@@ -19,11 +19,6 @@ from decaffe.errors import DecaffeError, NetError
 from decaffe.formats import prototxt
 from decaffe.proto import caffe_pb2
 
-# Layer types helper fork-rcnn (YOLO) implements and main does not have yet: a net that fails
-# only for one of these is expected to until that branch is merged (the coordinator empties
-# this set then).
-PENDING_TYPES = {"RegionLoss", "Yolov3"}
-
 # Data layers (their sources are not shipped) become Inputs.
 DATA_TYPES = {"Data", "ImageData", "AnnotatedData", "ImageSegData", "DenseImageData",
               "VideoData", "LaneData"}
@@ -31,12 +26,10 @@ DATA_TYPES = {"Data", "ImageData", "AnnotatedData", "ImageSegData", "DenseImageD
 # not part of the corpus: nets that need them are checked to parse and upgrade only.
 FOREIGN_MODULES = {"rpn.proposal_layer", "roi_data_layer.layer", "rpn.anchor_target_layer",
                    "rpn.proposal_target_layer", "spatial_dropout"}
-# V0 files whose layer type strings only their own fork knew (SPP_net's 'inner_product').
-V0_FORK_TYPES = "ShaoqingRen__SPP_net/"
-SLOW = pytest.mark.skipif(os.environ.get("DECAFFE_RUN_SLOW") != "1",
-                          reason="a big net: set DECAFFE_RUN_SLOW=1 to run it")
+SLOW = pytest.mark.skipif(os.environ.get("DECAFFE_SLOW") != "1",
+                          reason="a big net: set DECAFFE_SLOW=1 to run it")
 SIZES = (64, 96, 128, 160, 224, 320)
-HEAVY_LAYERS = 180  # bigger nets: DECAFFE_RUN_SLOW=1, but one per repo
+HEAVY_LAYERS = 180  # bigger nets: DECAFFE_SLOW=1, but one per repo
 
 
 NETS = {n.local_path: n for n in nets()}
@@ -195,10 +188,6 @@ def _no_data_in(param, phase) -> bool:
         lp.include for lp in data)
 
 
-def _needed_types(param) -> set[str]:
-    return {lp.type for lp in param.layer}
-
-
 def _build(param, phase):
     stages = [s for lp in param.layer for r in lp.include if r.phase == phase for s in r.stage]
     return caffe.Net(param, phase=phase, stages=stages[:1])
@@ -212,7 +201,7 @@ def _layer_count(path: str) -> int:
 SAMPLE = _sample_paths()
 def _heavy(path: str) -> bool:
     """Deep nets, and nets with VGG-sized (4096-wide) fully connected layers (half a GB of
-    weights per build), run only with DECAFFE_RUN_SLOW=1."""
+    weights per build), run only with DECAFFE_SLOW=1."""
     return _layer_count(path) > HEAVY_LAYERS or "num_output: 4096" in NETS[path].text
 
 
@@ -224,41 +213,29 @@ CASES = [pytest.param(p, marks=[SLOW] if p not in SAMPLE and _heavy(p) else [], 
 @pytest.mark.parametrize("phase", [caffe.TRAIN, caffe.TEST], ids=["TRAIN", "TEST"])
 def test_fork_net_builds_and_runs(path, phase):
     text = NETS[path].text
-    if path.startswith(V0_FORK_TYPES):
-        try:
-            prototxt.read_net(text)
-        except DecaffeError as e:
-            assert "inner_product" in str(e)
-            pytest.xfail("SPP_net's own V0 type 'inner_product' (formats/upgrade.py)")
     param = prototxt.read_net(text)
-    pending = _needed_types(param) & PENDING_TYPES
     foreign = {lp.python_param.module for lp in param.layer
                if lp.type == "Python"} & FOREIGN_MODULES
     if foreign:
         pytest.skip(f"needs the repository's Python modules {sorted(foreign)}")
     net = used = None
     last: Exception | None = None
-    try:
-        for used in [(s, s) for s in SIZES] + [None]:
-            p = with_inputs(param, used)
-            try:
-                net = _build(p, phase)
-                break
-            except DecaffeError as e:  # too small for this net: try the next size
-                if "unknown layer type" in str(e):
-                    raise
-                last = e
-                gc.collect()  # the failed build's weights
-        if net is None:
-            if _no_data_in(param, phase) and "unknown bottom blob" in str(last):
-                return  # a file for the other phase only: Caffe fails the same way
-            raise last
-        _fill(net, np.random.default_rng(0), _image_hw(net))
-        loss = net._forward(0, len(net.layers) - 1)
-    except NetError as e:
-        if pending and any(t in str(e) for t in pending):
-            pytest.xfail(f"pending layer types {sorted(pending)}: {e}")
-        raise
+    for used in [(s, s) for s in SIZES] + [None]:
+        p = with_inputs(param, used)
+        try:
+            net = _build(p, phase)
+            break
+        except DecaffeError as e:  # too small for this net: try the next size
+            if "unknown layer type" in str(e):
+                raise
+            last = e
+            gc.collect()  # the failed build's weights
+    if net is None:
+        if _no_data_in(param, phase) and "unknown bottom blob" in str(last):
+            return  # a file for the other phase only: Caffe fails the same way
+        raise last
+    _fill(net, np.random.default_rng(0), _image_hw(net))
+    loss = net._forward(0, len(net.layers) - 1)
     assert np.isfinite(loss), f"loss {loss} at input size {used}"
     assert net.outputs or any(net._blob_loss_weights)
     # decoded boxes exponentiate random-weight logits: they may overflow, as in Caffe
