@@ -129,6 +129,9 @@ def with_inputs(param, size: tuple[int, int] | None) -> caffe_pb2.NetParameter:
             elif top == "seg_label":  # MobileNet-YOLO: the mask at 1/seg_scales
                 f = max(lp.annotated_data_param.seg_scales, 1)
                 dims.extend((1, 1, h // f, w // f))
+            elif lp.type == "AnnotatedData" and lp.annotated_data_param.yolo_data_type == 1:
+                # MobileNet-YOLO: 300 rows of [class, x, y, w, h] per image
+                dims.extend((n, 1, 300, 5))
             elif lp.type in ("AnnotatedData", "LaneData"):
                 dims.extend((1, 1, 1, 8))
             elif lp.type == "DenseImageData":
@@ -161,6 +164,10 @@ def _fill(net, rng, hw) -> None:
         if name.endswith("label") and blob.data.ndim == 4 and blob.shape[-1] == 8:
             # AnnotatedData: [item, label, instance, xmin, ymin, xmax, ymax, difficult]
             blob.data[...] = [0, 1, 0, 0.1, 0.2, 0.6, 0.7, 0]
+        elif name.endswith("label") and blob.data.ndim == 4 and blob.shape[-2:] == (300, 5):
+            # YOLO labels: one box per image, the rest zero rows (no box)
+            blob.data[...] = 0
+            blob.data[:, :, 0] = [1, 0.5, 0.5, 0.3, 0.4]
         elif "label" in name:
             blob.data[...] = rng.integers(0, 2, blob.shape)
         elif blob.data.ndim == 2 and blob.shape[1] == 5:  # ROIs: image 0, x1 y1 x2 y2
