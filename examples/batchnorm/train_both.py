@@ -166,8 +166,8 @@ def statistics_demo(weights: str, args) -> dict:
     with open(batch_path, "w") as f:
         f.write(str(batch_net))
     nets = {
-        "global": caffe.Net(os.path.join(HERE, "cnn_bn_deploy.prototxt"), weights, caffe.TEST),
-        "batch": caffe.Net(batch_path, weights, caffe.TEST),
+        "global": caffe.Net(os.path.join(HERE, "cnn_bn_deploy.prototxt"), caffe.TEST, weights=weights),
+        "batch": caffe.Net(batch_path, caffe.TEST, weights=weights),
     }
     images, labels = test_images()
     order = np.argsort(labels, kind="stable")
@@ -191,7 +191,7 @@ def fold_demo(weights: str) -> dict:
     """decaffe.bn.fold on the trained deploy net: outputs before/after and forward time."""
     from decaffe.bn import compare, fold_result, time_forward
 
-    net = caffe.Net(os.path.join(HERE, "cnn_bn_deploy.prototxt"), weights, caffe.TEST)
+    net = caffe.Net(os.path.join(HERE, "cnn_bn_deploy.prototxt"), caffe.TEST, weights=weights)
     net.blobs["data"].reshape(120, 1, 8, 8)
     net.reshape()
     result = fold_result(net)
