@@ -166,7 +166,8 @@ def statistics_demo(weights: str, args) -> dict:
     with open(batch_path, "w") as f:
         f.write(str(batch_net))
     nets = {
-        "global": caffe.Net(os.path.join(HERE, "cnn_bn_deploy.prototxt"), caffe.TEST, weights=weights),
+        "global": caffe.Net(os.path.join(HERE, "cnn_bn_deploy.prototxt"), caffe.TEST,
+                            weights=weights),
         "batch": caffe.Net(batch_path, caffe.TEST, weights=weights),
     }
     images, labels = test_images()
