@@ -12,22 +12,11 @@ import pytest
 import torch
 from golden_replay import replay_layer_case
 from gradcheck import check_gradients
+from prototxt_text import inp, lay
 
 import caffe
 import decaffe
 from decaffe.errors import DecaffeError
-
-
-def inp(name, shape):
-    dims = " ".join(f"dim: {d}" for d in shape)
-    return (f'layer {{ name: "{name}" type: "Input" top: "{name}" '
-            f'input_param {{ shape {{ {dims} }} }} }}\n')
-
-
-def lay(type_, bottoms, tops, body="", name="l"):
-    b = " ".join(f'bottom: "{x}"' for x in bottoms)
-    t = " ".join(f'top: "{x}"' for x in tops)
-    return f'layer {{ name: "{name}" type: "{type_}" {b} {t} {body} }}\n'
 
 
 def forward(text, inputs, phase=decaffe.TEST, dtype=torch.float32):
