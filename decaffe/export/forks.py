@@ -33,8 +33,8 @@ refuse_types("DetectionOutput decodes boxes and keeps a data-dependent number of
              "mbox_priorbox as outputs) and decode outside the graph", "DetectionOutput")
 refuse_types("Proposal decodes anchors and keeps a data-dependent number of boxes (NMS); stop "
              "before it with -end and run the proposal step outside the graph", "Proposal")
-refuse_types("ROIPooling/PSROIPooling bins depend on the ROI values; they are not exported yet: "
-             "stop before them with -end", "ROIPooling", "PSROIPooling")
+refuse_types("PSROIPooling bins depend on the ROI values; it is not exported yet: "
+             "stop before it with -end", "PSROIPooling")
 refuse_types("MaxUnPool scatters values to the positions of a MAX pooling's argmax mask, "
              "which is not exported; stop before it with -end", "MaxUnPool")
 
@@ -417,3 +417,66 @@ class BNExport(LayerExport):
         view = _tuple((1, -1) + (1,) * (nd - 2))
         p = [f"{s.p(node, k)}.reshape({view})" for k in range(4)]
         return f"({s.v(node.bottoms[0])} - {p[2]}) * {p[3]} * {p[0]} + {p[1]}"
+
+
+def _onnx_round(b, v: str) -> str:
+    """C's round() (half away from zero; ONNX Round is half to even)."""
+    a = b.op("Abs", [v])
+    f = b.op("Floor", [a])
+    up = b.op("Cast", [b.op("GreaterOrEqual", [b.op("Sub", [a, f]), b.scalar(0.5)])], to=1)
+    return b.op("Mul", [b.op("Sign", [v]), b.op("Add", [f, up])])
+
+
+def _onnx_roi_bins(b, start: str, end: str, pooled: int, size: int):
+    """ONNX form of runtime.caffe_roi_bins: (R, pooled, size) masks, (R, pooled) non-empty."""
+    one = b.scalar(1.0)
+    extent = b.op("Max", [b.op("Add", [b.op("Sub", [end, start]), one]), one])
+    bin_size = b.op("Div", [extent, b.scalar(float(pooled))])  # (R, 1)
+    k = b.const(np.arange(pooled, dtype=np.float32)[None])
+    lo = b.op("Add", [b.op("Floor", [b.op("Mul", [k, bin_size])]), start])
+    hi = b.op("Add", [b.op("Ceil", [b.op("Mul", [b.op("Add", [k, one]), bin_size])]), start])
+    zero, top = b.scalar(0.0), b.scalar(float(size))
+    lo = b.op("Clip", [lo, zero, top])
+    hi = b.op("Clip", [hi, zero, top])
+    cells = b.const(np.arange(size, dtype=np.float32).reshape(1, 1, size))
+    lo3 = b.op("Unsqueeze", [lo, b.ints([2])])
+    hi3 = b.op("Unsqueeze", [hi, b.ints([2])])
+    mask = b.op("And", [b.op("GreaterOrEqual", [cells, lo3]), b.op("Less", [cells, hi3])])
+    return mask, b.op("Greater", [hi, lo])
+
+
+@register_export("ROIPooling")
+class ROIPoolingExport(LayerExport):
+    """rbgirshick's ROIPooling from elementwise operators, not ONNX MaxRoiPool: MaxRoiPool
+    rounds the corners half to even and sizes its bins without Caffe's +1 and floor/ceil
+    edges. Each bin's maximum is a masked ReduceMax over its columns, then over its rows."""
+
+    fixed_batch = "its ROIs' count is the rois input's axis 0, not the batch"
+
+    def onnx(self, b, node):
+        layer = node.layer
+        x, rois = node.bottoms
+        _, _, height, width = b.shape(x)
+        ph, pw = layer.pooled_h, layer.pooled_w
+        r = b.reshape(rois, [-1, 5])
+        idx = b.op("Cast", [b.slice(r, [0], [1], [1])], to=7)  # truncates, as C's int cast
+        feat = b.op("Gather", [x, b.reshape(idx, [-1])], axis=0)  # (R, C, H, W)
+        corner = _onnx_round(b, b.mul_scalar(b.slice(r, [1], [5], [1]), layer.spatial_scale))
+        sw, sh, ew, eh = (b.slice(corner, [i], [i + 1], [1]) for i in range(4))
+        mask_h, full_h = _onnx_roi_bins(b, sh, eh, ph, height)
+        mask_w, full_w = _onnx_roi_bins(b, sw, ew, pw, width)
+        ninf = b.scalar(-np.inf)
+        mw = b.reshape(mask_w, [-1, 1, 1, pw, width])
+        t = b.op("Where", [mw, b.op("Unsqueeze", [feat, b.ints([3])]), ninf])
+        t = b.reduce("ReduceMax", t, [4], False)  # (R, C, H, PW)
+        t = b.op("Unsqueeze", [b.op("Transpose", [t], perm=[0, 1, 3, 2]), b.ints([2])])
+        mh = b.reshape(mask_h, [-1, 1, ph, 1, height])
+        t = b.reduce("ReduceMax", b.op("Where", [mh, t, ninf]), [4], False)  # (R, C, PH, PW)
+        full = b.op("And", [b.reshape(full_h, [-1, 1, ph, 1]), b.reshape(full_w, [-1, 1, 1, pw])])
+        b.op("Where", [full, t, b.scalar(0.0)], node.tops[0])
+
+    def torch(self, s, node):
+        layer = node.layer
+        x, rois = (s.v(v) for v in node.bottoms)
+        return (f"{s.h('caffe_roi_pool')}({x}, {rois}, {layer.pooled_h}, {layer.pooled_w}, "
+                f"{float(layer.spatial_scale)!r})")
