@@ -35,8 +35,6 @@ refuse_types("Proposal decodes anchors and keeps a data-dependent number of boxe
              "before it with -end and run the proposal step outside the graph", "Proposal")
 refuse_types("PSROIPooling bins depend on the ROI values; it is not exported yet: "
              "stop before it with -end", "PSROIPooling")
-refuse_types("MaxUnPool scatters values to the positions of a MAX pooling's argmax mask, "
-             "which is not exported; stop before it with -end", "MaxUnPool")
 
 
 @register_export("PriorBox")
@@ -135,25 +133,53 @@ class SeparableResizeExport(LayerExport):
                 f"{s.const(node, aw.T, 'cols')})")
 
 
-@register_export("Upsample")
-class UpsampleExport(LayerExport):
-    def refuse(self, node, graph):
-        if getattr(node.layer, "with_mask", False):
-            return ("Upsample with a mask (SegNet unpooling) needs a MAX pooling's argmax "
-                    "mask, which is not exported; stop before it with -end")
-        return None
-
-    def _scales(self, node, nd):
-        k = 2 if node.layer.dims_num == 4 else 1
-        return [1] * (nd - k) + [node.layer.scale] * k
+class UnpoolExport(LayerExport):
+    """SegNet's unpooling (Upsample with a mask bottom, MaxUnPool): each value goes to the
+    flat position its MAX pooling's mask gives in a zero (N, C, H·W) top: ScatterElements."""
 
     def onnx(self, b, node):
+        x, mask = node.bottoms[:2]
+        n, c = b.shape(x)[:2]
+        out = b.shape(node.tops[0])
+        idx = b.op("Cast", [b.reshape(mask, [0, c, -1])], to=7)
+        zeros = b.const(np.zeros((n, c, out[2] * out[3]), np.float32), hint="zeros")
+        if b.graph.varies(x, 0):
+            size = b.op("Concat", [b.slice(b.op("Shape", [idx]), [0], [1], [0]),
+                                   b.ints([c, out[2] * out[3]])], axis=0)
+            zeros = b.op("Expand", [b.const(np.zeros((1, c, 1), np.float32)), size])
+        y = b.op("ScatterElements", [zeros, idx, b.reshape(x, [0, c, -1])], axis=2)
+        b.reshape(y, b.target(node.tops[0]), node.tops[0])
+
+    def torch(self, s, node):
+        x, mask = (s.v(v) for v in node.bottoms[:2])
+        c = s.shape(node.bottoms[0])[1]
+        out = s.shape(node.tops[0])
+        return (f"{x}.new_zeros(({x}.shape[0], {c}, {out[2] * out[3]})).scatter(2, "
+                f"{mask}.reshape({mask}.shape[0], {c}, -1).to(torch.int64), "
+                f"{x}.reshape({x}.shape[0], {c}, -1)).reshape({x}.shape[0], {c}, {out[2]}, "
+                f"{out[3]})")
+
+
+register_export("MaxUnPool")(UnpoolExport)
+
+
+@register_export("Upsample")
+class UpsampleExport(LayerExport):
+    def onnx(self, b, node):
+        if len(node.bottoms) == 2:
+            return UnpoolExport().onnx(b, node)
         x = node.bottoms[0]
         scales = self._scales(node, len(b.shape(x)))
         b.op("Resize", [x, "", b.const(np.asarray(scales, np.float32))], node.tops[0],
              mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor")
 
+    def _scales(self, node, nd):
+        k = 2 if node.layer.dims_num == 4 else 1
+        return [1] * (nd - k) + [node.layer.scale] * k
+
     def torch(self, s, node):
+        if len(node.bottoms) == 2:
+            return UnpoolExport().torch(s, node)
         x = s.v(node.bottoms[0])
         y = f"{x}.repeat_interleave({node.layer.scale}, dim=-1)"
         if node.layer.dims_num == 4:
@@ -392,12 +418,19 @@ def _renamed(node, top: str):
 @register_export("BN")
 class BNExport(LayerExport):
     """yjxiong/Cysu's BN at TEST (or frozen): (x − running mean)·running inverse std·scale +
-    shift, its four blobs of shape (1, C, 1, 1)."""
+    shift, its four blobs of shape (1, C, 1, 1); SegNet/ENet's BN (two blobs): scale·x +
+    shift (INFERENCE), or normalised by the batch's mean and E[x²] − mean² first (LEARN)."""
 
     def refuse(self, node, graph):
         layer = node.layer
         if layer.segnet:
-            return "the SegNet form of BN is not exported yet; stop before it with -end"
+            if layer.learn and len(node.tops) > 1:
+                return ("SegNet's BN in LEARN mode with batch mean/variance tops is a training "
+                        "form; export the net with bn_mode INFERENCE")
+            if layer.learn and graph.dynamic_batch:
+                return ("SegNet's BN in LEARN mode normalises with the batch's statistics; "
+                        "export without -dynamic_batch")
+            return None
         if layer.batch_stats:
             return ("a TRAIN-phase BN normalises with batch statistics; export the TEST-phase "
                     "net")
@@ -407,6 +440,17 @@ class BNExport(LayerExport):
         x = node.bottoms[0]
         nd = len(b.shape(x))
         view = (-1,) + (1,) * (nd - 2)
+        if node.layer.segnet:
+            scale, shift = (b.blob(node, k, lambda a: a.reshape(view)) for k in (0, 1))
+            if node.layer.learn:  # batch statistics: E[x²] − E[x]², as the fork computes
+                axes = [0] + list(range(2, nd))
+                mean = b.reduce("ReduceMean", x, axes, True)
+                var = b.op("Sub", [b.reduce("ReduceMean", b.op("Mul", [x, x]), axes, True),
+                                   b.op("Mul", [mean, mean])])
+                x = b.op("Div", [b.op("Sub", [x, mean]),
+                                 b.op("Sqrt", [b.op("Add", [var, b.scalar(1e-9)])])])
+            b.op("Add", [b.op("Mul", [x, scale]), shift], node.tops[0])
+            return
         mean, inv, scale, shift = (b.blob(node, k, lambda a: a.reshape(view))
                                    for k in (2, 3, 0, 1))
         y = b.op("Mul", [b.op("Mul", [b.op("Sub", [x, mean]), inv]), scale])
@@ -415,6 +459,15 @@ class BNExport(LayerExport):
     def torch(self, s, node):
         nd = len(s.shape(node.bottoms[0]))
         view = _tuple((1, -1) + (1,) * (nd - 2))
+        if node.layer.segnet:
+            x = s.v(node.bottoms[0])
+            scale, shift = (f"{s.p(node, k)}.reshape({view})" for k in (0, 1))
+            if node.layer.learn:
+                axes = _tuple([0] + list(range(2, nd)))
+                mean = f"{x}.mean({axes}, keepdim=True)"
+                var = f"({x} * {x}).mean({axes}, keepdim=True) - {mean} * {mean}"
+                x = f"({x} - {mean}) / torch.sqrt({var} + 1e-9)"
+            return f"{x} * {scale} + {shift}"
         p = [f"{s.p(node, k)}.reshape({view})" for k in range(4)]
         return f"({s.v(node.bottoms[0])} - {p[2]}) * {p[3]} * {p[0]} + {p[1]}"
 

@@ -1,6 +1,7 @@
 """The forks' deploy layers export like BVLC's (each case runs once its fork's layers are part
 of decaffe): PriorBox as a constant, Permute, Normalize, Interp/Upsample as Resize, the mobile
-layers; DetectionOutput is refused with the way out (-end)."""
+layers, ROIPooling, SegNet's unpooling (Upsample with a mask, MaxUnPool) and BN;
+DetectionOutput is refused with the way out (-end)."""
 
 from __future__ import annotations
 
@@ -54,6 +55,19 @@ CASES = [
      'name: "f" type: "Pad" bottom: "x" top: "f" pad_param { pad_d: 3 pad_r: 2 pad_type: '
      'REFLECT } } layer { name: "c" type: "Pad" bottom: "x" top: "c" pad_param { pad_u: -1 '
      'pad_r: -2 } }'),
+    ("roi_pooling", "ROIPooling", X + 'layer { name: "r" type: "Input" top: "r" input_param { '
+     'shape { dim: 9 dim: 5 } } } layer { name: "p" type: "ROIPooling" bottom: "x" bottom: "r" '
+     'top: "p" roi_pooling_param { pooled_h: 3 pooled_w: 2 spatial_scale: 0.25 } } layer { '
+     'name: "q" type: "ROIPooling" bottom: "x" bottom: "r" top: "q" roi_pooling_param { '
+     'pooled_h: 4 pooled_w: 7 spatial_scale: 0.5 } }'),
+    ("segnet_unpool", "Upsample", X + 'layer { name: "mp" type: "Pooling" bottom: "x" top: "mp" '
+     'top: "mask" pooling_param { pool: MAX kernel_size: 2 stride: 2 } } layer { name: "u" '
+     'type: "Upsample" bottom: "mp" bottom: "mask" top: "u" upsample_param { scale: 2 '
+     'upsample_h: 6 upsample_w: 5 } } layer { name: "mu" type: "MaxUnPool" bottom: "mp" '
+     'bottom: "mask" top: "mu" max_unpool_param { dst_h: 6 dst_w: 5 } }'),
+    ("segnet_bn", "BN", X + 'layer { name: "b" type: "BN" bottom: "x" top: "b" bn_param { '
+     'bn_mode: INFERENCE } } layer { name: "l" type: "BN" bottom: "x" top: "l" bn_param { '
+     'bn_mode: LEARN } }'),
     ("fork_bn", "BN", X + 'layer { name: "b" type: "BN" bottom: "x" top: "b" } layer { name: '
      '"k" type: "BatchNormKyle" bottom: "x" top: "k" batch_norm_param { use_alpha_beta: true } '
      '} layer { name: "k2" type: "BatchNormKyle" bottom: "x" top: "k2" }'),
