@@ -33,8 +33,6 @@ refuse_types("DetectionOutput decodes boxes and keeps a data-dependent number of
              "mbox_priorbox as outputs) and decode outside the graph", "DetectionOutput")
 refuse_types("Proposal decodes anchors and keeps a data-dependent number of boxes (NMS); stop "
              "before it with -end and run the proposal step outside the graph", "Proposal")
-refuse_types("PSROIPooling bins depend on the ROI values; it is not exported yet: "
-             "stop before it with -end", "PSROIPooling")
 
 
 @register_export("PriorBox")
@@ -533,3 +531,61 @@ class ROIPoolingExport(LayerExport):
         x, rois = (s.v(v) for v in node.bottoms)
         return (f"{s.h('caffe_roi_pool')}({x}, {rois}, {layer.pooled_h}, {layer.pooled_w}, "
                 f"{float(layer.spatial_scale)!r})")
+
+
+def _onnx_psroi_bins(b, start: str, end: str, group: int, size: int):
+    """ONNX form of runtime.caffe_psroi_bins: (R, group, size) 0/1 masks, (R, group) counts."""
+    extent = b.op("Max", [b.op("Sub", [end, start]), b.scalar(0.1)])
+    bin_size = b.op("Div", [extent, b.scalar(float(group))])  # (R, 1)
+    k = b.const(np.arange(group, dtype=np.float32)[None])
+    lo = b.op("Floor", [b.op("Add", [b.op("Mul", [k, bin_size]), start])])
+    k1 = b.const(np.arange(1, group + 1, dtype=np.float32)[None])
+    hi = b.op("Ceil", [b.op("Add", [b.op("Mul", [k1, bin_size]), start])])
+    zero, top = b.scalar(0.0), b.scalar(float(size))
+    lo = b.op("Clip", [lo, zero, top])
+    hi = b.op("Clip", [hi, zero, top])
+    cells = b.const(np.arange(size, dtype=np.float32).reshape(1, 1, size))
+    lo3 = b.op("Unsqueeze", [lo, b.ints([2])])
+    hi3 = b.op("Unsqueeze", [hi, b.ints([2])])
+    mask = b.op("And", [b.op("GreaterOrEqual", [cells, lo3]), b.op("Less", [cells, hi3])])
+    return b.op("Cast", [mask], to=1), b.op("Sub", [hi, lo])
+
+
+@register_export("PSROIPooling")
+class PSROIPoolingExport(LayerExport):
+    """R-FCN's PSROIPooling: each bin's average of its own channel group as masked sums
+    (Mul, ReduceSum over columns then rows) divided by the bin's cell count."""
+
+    fixed_batch = "its ROIs' count is the rois input's axis 0, not the batch"
+
+    def onnx(self, b, node):
+        layer = node.layer
+        x, rois = node.bottoms
+        _, _, height, width = b.shape(x)
+        d, g = layer.output_dim, layer.group_size
+        r = b.reshape(rois, [-1, 5])
+        idx = b.op("Cast", [b.slice(r, [0], [1], [1])], to=7)
+        feat = b.op("Gather", [x, b.reshape(idx, [-1])], axis=0)
+        feat = b.reshape(feat, [-1, d, g, g, height, width])
+        corner = _onnx_round(b, b.slice(r, [1], [5], [1]))
+        start = b.mul_scalar(b.slice(corner, [0], [2], [1]), layer.spatial_scale)
+        end = b.mul_scalar(b.op("Add", [b.slice(corner, [2], [4], [1]), b.scalar(1.0)]),
+                           layer.spatial_scale)
+        sw, sh = (b.slice(start, [i], [i + 1], [1]) for i in (0, 1))
+        ew, eh = (b.slice(end, [i], [i + 1], [1]) for i in (0, 1))
+        mask_h, n_h = _onnx_psroi_bins(b, sh, eh, g, height)
+        mask_w, n_w = _onnx_psroi_bins(b, sw, ew, g, width)
+        t = b.op("Mul", [feat, b.reshape(mask_w, [-1, 1, 1, g, 1, width])])
+        t = b.reduce("ReduceSum", t, [5], False)  # (R, D, G, G, H)
+        t = b.op("Mul", [t, b.reshape(mask_h, [-1, 1, g, 1, height])])
+        t = b.reduce("ReduceSum", t, [4], False)  # (R, D, G, G)
+        area = b.op("Mul", [b.reshape(n_h, [-1, 1, g, 1]), b.reshape(n_w, [-1, 1, 1, g])])
+        avg = b.op("Div", [t, b.op("Max", [area, b.scalar(1.0)])])
+        b.op("Where", [b.op("Greater", [area, b.scalar(0.0)]), avg, b.scalar(0.0)],
+             node.tops[0])
+
+    def torch(self, s, node):
+        layer = node.layer
+        x, rois = (s.v(v) for v in node.bottoms)
+        return (f"{s.h('caffe_psroi_pool')}({x}, {rois}, {layer.output_dim}, "
+                f"{layer.group_size}, {float(layer.spatial_scale)!r})")

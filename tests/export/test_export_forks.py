@@ -1,6 +1,6 @@
 """The forks' deploy layers export like BVLC's (each case runs once its fork's layers are part
 of decaffe): PriorBox as a constant, Permute, Normalize, Interp/Upsample as Resize, the mobile
-layers, ROIPooling, SegNet's unpooling (Upsample with a mask, MaxUnPool) and BN;
+layers, ROIPooling, PSROIPooling, SegNet's unpooling (Upsample with a mask, MaxUnPool) and BN;
 DetectionOutput is refused with the way out (-end)."""
 
 from __future__ import annotations
@@ -60,6 +60,10 @@ CASES = [
      'top: "p" roi_pooling_param { pooled_h: 3 pooled_w: 2 spatial_scale: 0.25 } } layer { '
      'name: "q" type: "ROIPooling" bottom: "x" bottom: "r" top: "q" roi_pooling_param { '
      'pooled_h: 4 pooled_w: 7 spatial_scale: 0.5 } }'),
+    ("psroi_pooling", "PSROIPooling", X8.replace("dim: 8", "dim: 18") + 'layer { name: "r" '
+     'type: "Input" top: "r" input_param { shape { dim: 7 dim: 5 } } } layer { name: "p" '
+     'type: "PSROIPooling" bottom: "x" bottom: "r" top: "p" psroi_pooling_param { '
+     'spatial_scale: 0.5 output_dim: 2 group_size: 3 } }'),
     ("segnet_unpool", "Upsample", X + 'layer { name: "mp" type: "Pooling" bottom: "x" top: "mp" '
      'top: "mask" pooling_param { pool: MAX kernel_size: 2 stride: 2 } } layer { name: "u" '
      'type: "Upsample" bottom: "mp" bottom: "mask" top: "u" upsample_param { scale: 2 '
