@@ -589,3 +589,43 @@ class PSROIPoolingExport(LayerExport):
         x, rois = (s.v(v) for v in node.bottoms)
         return (f"{s.h('caffe_psroi_pool')}({x}, {rois}, {layer.output_dim}, "
                 f"{layer.group_size}, {float(layer.spatial_scale)!r})")
+
+
+@register_export("GuidedDropout")
+class GuidedDropoutExport(LayerExport):
+    """Cysu's GuidedDropout: "deterministic" keeps the (n, c) planes whose guidance is above
+    the threshold, scaled by C / (number kept) (a sample keeping none is left as 0·x);
+    "stochastic" at TEST is the identity."""
+
+    def refuse(self, node, graph):
+        if node.layer.kind != "deterministic" and node.layer.in_train:
+            return ("a TRAIN-phase stochastic GuidedDropout drops random channels at every "
+                    "pass; export the TEST-phase net, where it is the identity")
+        return None
+
+    def onnx(self, b, node):
+        x, guide = node.bottoms
+        if node.layer.kind != "deterministic":
+            b.identity(x, node.tops[0])
+            return
+        shape = b.shape(x)
+        mask = b.op("Cast", [b.op("Greater", [b.reshape(guide, [0, shape[1]]),
+                                              b.scalar(node.layer.threshold)])], to=1)
+        kept = b.reduce("ReduceSum", mask, [1], True)
+        some = b.op("Greater", [kept, b.scalar(0.0)])
+        scaled = b.op("Div", [b.mul_scalar(mask, float(shape[1])),
+                              b.op("Where", [some, kept, b.scalar(1.0)])])
+        factor = b.op("Where", [some, scaled, mask])
+        factor = b.reshape(factor, [0, shape[1]] + [1] * (len(shape) - 2))
+        b.op("Mul", [x, factor], node.tops[0])
+
+    def torch(self, s, node):
+        x, guide = (s.v(v) for v in node.bottoms)
+        if node.layer.kind != "deterministic":
+            return x
+        shape = s.shape(node.bottoms[0])
+        c = shape[1]
+        view = _tuple((-1, c) + (1,) * (len(shape) - 2))
+        mask = f"({guide}.reshape(-1, {c}) > {float(node.layer.threshold)!r}).to({x}.dtype)"
+        return (f"{x} * (lambda m: torch.where(m.sum(1, keepdim=True) > 0, m * {c} / "
+                f"torch.clamp(m.sum(1, keepdim=True), min=1), m))({mask}).reshape({view})")

@@ -1,7 +1,7 @@
 """The forks' deploy layers export like BVLC's (each case runs once its fork's layers are part
 of decaffe): PriorBox as a constant, Permute, Normalize, Interp/Upsample as Resize, the mobile
-layers, ROIPooling, PSROIPooling, SegNet's unpooling (Upsample with a mask, MaxUnPool) and BN;
-DetectionOutput is refused with the way out (-end)."""
+layers, ROIPooling, PSROIPooling, SegNet's unpooling (Upsample with a mask, MaxUnPool) and
+BN, GuidedDropout; DetectionOutput is refused with the way out (-end)."""
 
 from __future__ import annotations
 
@@ -64,6 +64,11 @@ CASES = [
      'type: "Input" top: "r" input_param { shape { dim: 7 dim: 5 } } } layer { name: "p" '
      'type: "PSROIPooling" bottom: "x" bottom: "r" top: "p" psroi_pooling_param { '
      'spatial_scale: 0.5 output_dim: 2 group_size: 3 } }'),
+    ("guided_dropout", "GuidedDropout", X + 'layer { name: "g" type: "Input" top: "g" '
+     'input_param { shape { dim: 2 dim: 4 } } } layer { name: "d" type: "GuidedDropout" '
+     'bottom: "x" bottom: "g" top: "d" guided_dropout_param { guidance_threshold: 0.3 } } '
+     'layer { name: "s" type: "GuidedDropout" bottom: "x" bottom: "g" top: "s" '
+     'guided_dropout_param { type: "stochastic" } }'),
     ("segnet_unpool", "Upsample", X + 'layer { name: "mp" type: "Pooling" bottom: "x" top: "mp" '
      'top: "mask" pooling_param { pool: MAX kernel_size: 2 stride: 2 } } layer { name: "u" '
      'type: "Upsample" bottom: "mp" bottom: "mask" top: "u" upsample_param { scale: 2 '
