@@ -121,3 +121,31 @@ def test_ssd_deploy_net_exports_up_to_detection_output(tmp_path):
     before = net.layers[[ly.name for ly in net.layers].index("detection_out") - 1].name
     reports = export_all(net, str(tmp_path), end=before)
     assert "mbox_priorbox" in reports["onnx"].graph.outputs
+
+
+def test_roi_pooling_export_rounds_corners_as_caffe(tmp_path):
+    """Corners at exact halves (2.5 → 3 in C, 2 half-to-even) and ROIs past the image: the
+    exported graph and the generated helper give decaffe's (rbgirshick's) bins."""
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    from decaffe.export import runtime
+
+    net = _fork_net("ROIPooling", next(c[2] for c in CASES if c[0] == "roi_pooling"))
+    report = to_onnx(net, str(tmp_path / "roi.onnx"))
+    rois = np.array([[0, 5, 1, 10, 9], [1, 3, 5, 7, 11], [0, -3, -5, 30, 40],
+                     [1, 1, 1, 1, 1], [0, 6.99, 2.01, 6.2, 5.5], [1, 9, 7, 4, 2],
+                     [0, 0, 0, 0.5, 0.5], [1, 2.5, 2.5, 2.5, 2.5], [0, 4.5, 1.5, 8.5, 9.5]],
+                    np.float32)
+    x = np.random.default_rng(3).standard_normal((2, 4, 6, 5)).astype(np.float32)
+    net.blobs["x"].data[...] = x
+    net.blobs["r"].data[...] = rois
+    net.forward()
+    sess = ort.InferenceSession(report.path, providers=["CPUExecutionProvider"])
+    got = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {"x": x, "r": rois})))
+    for top, (ph, pw, scale) in {"p": (3, 2, 0.25), "q": (4, 7, 0.5)}.items():
+        np.testing.assert_array_equal(got[top], net.blobs[top].data)
+        helper = runtime.caffe_roi_pool(torch.from_numpy(x), torch.from_numpy(rois), ph, pw,
+                                        scale)
+        np.testing.assert_array_equal(helper.numpy(), net.blobs[top].data)
