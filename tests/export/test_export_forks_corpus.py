@@ -4,7 +4,8 @@ PyTorch source, each matching decaffe within 1e-4 relative on random weights and
 (checked inside the exporters; export_all asserts each form was verified).
 
 Deploy nets are those whose TEST phase has no loss or accuracy layer. Data layers become
-Inputs at the smallest size the net takes (as tests/core/test_fork_corpus.py builds them).
+Inputs at the smallest size the net takes (as tests/core/test_fork_corpus.py builds them;
+DummyData image sources too).
 Layers with a data-dependent output count (DetectionOutput, YOLO's detection outputs,
 Proposal and py-faster-rcnn's Python proposal layer) are refused by the exporter, so those
 nets export up to the layer before the first of them. A net decaffe cannot build is skipped
@@ -99,6 +100,16 @@ def _build(path: str):
                 break
             keep.append(lp)
         del param.layer[len(keep):]
+    for lp in param.layer:  # DummyData stands for the images: an Input of its shapes
+        if lp.type == "DummyData" and not lp.bottom:
+            dp = lp.dummy_data_param
+            shapes = [list(sh.dim) for sh in dp.shape] or [
+                [dp.num[i], dp.channels[i], dp.height[i], dp.width[i]]
+                for i in range(len(dp.num))]
+            lp.type = "Input"
+            lp.ClearField("dummy_data_param")
+            for dims in shapes:
+                lp.input_param.shape.add().dim.extend(dims)
     last: Exception | None = None
     for size in [(s, s) for s in SIZES] + [None]:
         try:
