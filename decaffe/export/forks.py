@@ -33,10 +33,6 @@ refuse_types("DetectionOutput decodes boxes and keeps a data-dependent number of
              "mbox_priorbox as outputs) and decode outside the graph", "DetectionOutput")
 refuse_types("Proposal decodes anchors and keeps a data-dependent number of boxes (NMS); stop "
              "before it with -end and run the proposal step outside the graph", "Proposal")
-refuse_types("ROIPooling/PSROIPooling bins depend on the ROI values; they are not exported yet: "
-             "stop before them with -end", "ROIPooling", "PSROIPooling")
-refuse_types("MaxUnPool scatters values to the positions of a MAX pooling's argmax mask, "
-             "which is not exported; stop before it with -end", "MaxUnPool")
 
 
 @register_export("PriorBox")
@@ -135,25 +131,53 @@ class SeparableResizeExport(LayerExport):
                 f"{s.const(node, aw.T, 'cols')})")
 
 
-@register_export("Upsample")
-class UpsampleExport(LayerExport):
-    def refuse(self, node, graph):
-        if getattr(node.layer, "with_mask", False):
-            return ("Upsample with a mask (SegNet unpooling) needs a MAX pooling's argmax "
-                    "mask, which is not exported; stop before it with -end")
-        return None
-
-    def _scales(self, node, nd):
-        k = 2 if node.layer.dims_num == 4 else 1
-        return [1] * (nd - k) + [node.layer.scale] * k
+class UnpoolExport(LayerExport):
+    """SegNet's unpooling (Upsample with a mask bottom, MaxUnPool): each value goes to the
+    flat position its MAX pooling's mask gives in a zero (N, C, H·W) top: ScatterElements."""
 
     def onnx(self, b, node):
+        x, mask = node.bottoms[:2]
+        n, c = b.shape(x)[:2]
+        out = b.shape(node.tops[0])
+        idx = b.op("Cast", [b.reshape(mask, [0, c, -1])], to=7)
+        zeros = b.const(np.zeros((n, c, out[2] * out[3]), np.float32), hint="zeros")
+        if b.graph.varies(x, 0):
+            size = b.op("Concat", [b.slice(b.op("Shape", [idx]), [0], [1], [0]),
+                                   b.ints([c, out[2] * out[3]])], axis=0)
+            zeros = b.op("Expand", [b.const(np.zeros((1, c, 1), np.float32)), size])
+        y = b.op("ScatterElements", [zeros, idx, b.reshape(x, [0, c, -1])], axis=2)
+        b.reshape(y, b.target(node.tops[0]), node.tops[0])
+
+    def torch(self, s, node):
+        x, mask = (s.v(v) for v in node.bottoms[:2])
+        c = s.shape(node.bottoms[0])[1]
+        out = s.shape(node.tops[0])
+        return (f"{x}.new_zeros(({x}.shape[0], {c}, {out[2] * out[3]})).scatter(2, "
+                f"{mask}.reshape({mask}.shape[0], {c}, -1).to(torch.int64), "
+                f"{x}.reshape({x}.shape[0], {c}, -1)).reshape({x}.shape[0], {c}, {out[2]}, "
+                f"{out[3]})")
+
+
+register_export("MaxUnPool")(UnpoolExport)
+
+
+@register_export("Upsample")
+class UpsampleExport(LayerExport):
+    def onnx(self, b, node):
+        if len(node.bottoms) == 2:
+            return UnpoolExport().onnx(b, node)
         x = node.bottoms[0]
         scales = self._scales(node, len(b.shape(x)))
         b.op("Resize", [x, "", b.const(np.asarray(scales, np.float32))], node.tops[0],
              mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor")
 
+    def _scales(self, node, nd):
+        k = 2 if node.layer.dims_num == 4 else 1
+        return [1] * (nd - k) + [node.layer.scale] * k
+
     def torch(self, s, node):
+        if len(node.bottoms) == 2:
+            return UnpoolExport().torch(s, node)
         x = s.v(node.bottoms[0])
         y = f"{x}.repeat_interleave({node.layer.scale}, dim=-1)"
         if node.layer.dims_num == 4:
@@ -392,12 +416,19 @@ def _renamed(node, top: str):
 @register_export("BN")
 class BNExport(LayerExport):
     """yjxiong/Cysu's BN at TEST (or frozen): (x − running mean)·running inverse std·scale +
-    shift, its four blobs of shape (1, C, 1, 1)."""
+    shift, its four blobs of shape (1, C, 1, 1); SegNet/ENet's BN (two blobs): scale·x +
+    shift (INFERENCE), or normalised by the batch's mean and E[x²] − mean² first (LEARN)."""
 
     def refuse(self, node, graph):
         layer = node.layer
         if layer.segnet:
-            return "the SegNet form of BN is not exported yet; stop before it with -end"
+            if layer.learn and len(node.tops) > 1:
+                return ("SegNet's BN in LEARN mode with batch mean/variance tops is a training "
+                        "form; export the net with bn_mode INFERENCE")
+            if layer.learn and graph.dynamic_batch:
+                return ("SegNet's BN in LEARN mode normalises with the batch's statistics; "
+                        "export without -dynamic_batch")
+            return None
         if layer.batch_stats:
             return ("a TRAIN-phase BN normalises with batch statistics; export the TEST-phase "
                     "net")
@@ -407,6 +438,17 @@ class BNExport(LayerExport):
         x = node.bottoms[0]
         nd = len(b.shape(x))
         view = (-1,) + (1,) * (nd - 2)
+        if node.layer.segnet:
+            scale, shift = (b.blob(node, k, lambda a: a.reshape(view)) for k in (0, 1))
+            if node.layer.learn:  # batch statistics: E[x²] − E[x]², as the fork computes
+                axes = [0] + list(range(2, nd))
+                mean = b.reduce("ReduceMean", x, axes, True)
+                var = b.op("Sub", [b.reduce("ReduceMean", b.op("Mul", [x, x]), axes, True),
+                                   b.op("Mul", [mean, mean])])
+                x = b.op("Div", [b.op("Sub", [x, mean]),
+                                 b.op("Sqrt", [b.op("Add", [var, b.scalar(1e-9)])])])
+            b.op("Add", [b.op("Mul", [x, scale]), shift], node.tops[0])
+            return
         mean, inv, scale, shift = (b.blob(node, k, lambda a: a.reshape(view))
                                    for k in (2, 3, 0, 1))
         y = b.op("Mul", [b.op("Mul", [b.op("Sub", [x, mean]), inv]), scale])
@@ -415,5 +457,175 @@ class BNExport(LayerExport):
     def torch(self, s, node):
         nd = len(s.shape(node.bottoms[0]))
         view = _tuple((1, -1) + (1,) * (nd - 2))
+        if node.layer.segnet:
+            x = s.v(node.bottoms[0])
+            scale, shift = (f"{s.p(node, k)}.reshape({view})" for k in (0, 1))
+            if node.layer.learn:
+                axes = _tuple([0] + list(range(2, nd)))
+                mean = f"{x}.mean({axes}, keepdim=True)"
+                var = f"({x} * {x}).mean({axes}, keepdim=True) - {mean} * {mean}"
+                x = f"({x} - {mean}) / torch.sqrt({var} + 1e-9)"
+            return f"{x} * {scale} + {shift}"
         p = [f"{s.p(node, k)}.reshape({view})" for k in range(4)]
         return f"({s.v(node.bottoms[0])} - {p[2]}) * {p[3]} * {p[0]} + {p[1]}"
+
+
+def _onnx_round(b, v: str) -> str:
+    """C's round() (half away from zero; ONNX Round is half to even)."""
+    a = b.op("Abs", [v])
+    f = b.op("Floor", [a])
+    up = b.op("Cast", [b.op("GreaterOrEqual", [b.op("Sub", [a, f]), b.scalar(0.5)])], to=1)
+    return b.op("Mul", [b.op("Sign", [v]), b.op("Add", [f, up])])
+
+
+def _onnx_roi_bins(b, start: str, end: str, pooled: int, size: int):
+    """ONNX form of runtime.caffe_roi_bins: (R, pooled, size) masks, (R, pooled) non-empty."""
+    one = b.scalar(1.0)
+    extent = b.op("Max", [b.op("Add", [b.op("Sub", [end, start]), one]), one])
+    bin_size = b.op("Div", [extent, b.scalar(float(pooled))])  # (R, 1)
+    k = b.const(np.arange(pooled, dtype=np.float32)[None])
+    lo = b.op("Add", [b.op("Floor", [b.op("Mul", [k, bin_size])]), start])
+    hi = b.op("Add", [b.op("Ceil", [b.op("Mul", [b.op("Add", [k, one]), bin_size])]), start])
+    zero, top = b.scalar(0.0), b.scalar(float(size))
+    lo = b.op("Clip", [lo, zero, top])
+    hi = b.op("Clip", [hi, zero, top])
+    cells = b.const(np.arange(size, dtype=np.float32).reshape(1, 1, size))
+    lo3 = b.op("Unsqueeze", [lo, b.ints([2])])
+    hi3 = b.op("Unsqueeze", [hi, b.ints([2])])
+    mask = b.op("And", [b.op("GreaterOrEqual", [cells, lo3]), b.op("Less", [cells, hi3])])
+    return mask, b.op("Greater", [hi, lo])
+
+
+@register_export("ROIPooling")
+class ROIPoolingExport(LayerExport):
+    """rbgirshick's ROIPooling from elementwise operators, not ONNX MaxRoiPool: MaxRoiPool
+    rounds the corners half to even and sizes its bins without Caffe's +1 and floor/ceil
+    edges. Each bin's maximum is a masked ReduceMax over its columns, then over its rows."""
+
+    fixed_batch = "its ROIs' count is the rois input's axis 0, not the batch"
+
+    def onnx(self, b, node):
+        layer = node.layer
+        x, rois = node.bottoms
+        _, _, height, width = b.shape(x)
+        ph, pw = layer.pooled_h, layer.pooled_w
+        r = b.reshape(rois, [-1, 5])
+        idx = b.op("Cast", [b.slice(r, [0], [1], [1])], to=7)  # truncates, as C's int cast
+        feat = b.op("Gather", [x, b.reshape(idx, [-1])], axis=0)  # (R, C, H, W)
+        corner = _onnx_round(b, b.mul_scalar(b.slice(r, [1], [5], [1]), layer.spatial_scale))
+        sw, sh, ew, eh = (b.slice(corner, [i], [i + 1], [1]) for i in range(4))
+        mask_h, full_h = _onnx_roi_bins(b, sh, eh, ph, height)
+        mask_w, full_w = _onnx_roi_bins(b, sw, ew, pw, width)
+        ninf = b.scalar(-np.inf)
+        mw = b.reshape(mask_w, [-1, 1, 1, pw, width])
+        t = b.op("Where", [mw, b.op("Unsqueeze", [feat, b.ints([3])]), ninf])
+        t = b.reduce("ReduceMax", t, [4], False)  # (R, C, H, PW)
+        t = b.op("Unsqueeze", [b.op("Transpose", [t], perm=[0, 1, 3, 2]), b.ints([2])])
+        mh = b.reshape(mask_h, [-1, 1, ph, 1, height])
+        t = b.reduce("ReduceMax", b.op("Where", [mh, t, ninf]), [4], False)  # (R, C, PH, PW)
+        full = b.op("And", [b.reshape(full_h, [-1, 1, ph, 1]), b.reshape(full_w, [-1, 1, 1, pw])])
+        b.op("Where", [full, t, b.scalar(0.0)], node.tops[0])
+
+    def torch(self, s, node):
+        layer = node.layer
+        x, rois = (s.v(v) for v in node.bottoms)
+        return (f"{s.h('caffe_roi_pool')}({x}, {rois}, {layer.pooled_h}, {layer.pooled_w}, "
+                f"{float(layer.spatial_scale)!r})")
+
+
+def _onnx_psroi_bins(b, start: str, end: str, group: int, size: int):
+    """ONNX form of runtime.caffe_psroi_bins: (R, group, size) 0/1 masks, (R, group) counts."""
+    extent = b.op("Max", [b.op("Sub", [end, start]), b.scalar(0.1)])
+    bin_size = b.op("Div", [extent, b.scalar(float(group))])  # (R, 1)
+    k = b.const(np.arange(group, dtype=np.float32)[None])
+    lo = b.op("Floor", [b.op("Add", [b.op("Mul", [k, bin_size]), start])])
+    k1 = b.const(np.arange(1, group + 1, dtype=np.float32)[None])
+    hi = b.op("Ceil", [b.op("Add", [b.op("Mul", [k1, bin_size]), start])])
+    zero, top = b.scalar(0.0), b.scalar(float(size))
+    lo = b.op("Clip", [lo, zero, top])
+    hi = b.op("Clip", [hi, zero, top])
+    cells = b.const(np.arange(size, dtype=np.float32).reshape(1, 1, size))
+    lo3 = b.op("Unsqueeze", [lo, b.ints([2])])
+    hi3 = b.op("Unsqueeze", [hi, b.ints([2])])
+    mask = b.op("And", [b.op("GreaterOrEqual", [cells, lo3]), b.op("Less", [cells, hi3])])
+    return b.op("Cast", [mask], to=1), b.op("Sub", [hi, lo])
+
+
+@register_export("PSROIPooling")
+class PSROIPoolingExport(LayerExport):
+    """R-FCN's PSROIPooling: each bin's average of its own channel group as masked sums
+    (Mul, ReduceSum over columns then rows) divided by the bin's cell count."""
+
+    fixed_batch = "its ROIs' count is the rois input's axis 0, not the batch"
+
+    def onnx(self, b, node):
+        layer = node.layer
+        x, rois = node.bottoms
+        _, _, height, width = b.shape(x)
+        d, g = layer.output_dim, layer.group_size
+        r = b.reshape(rois, [-1, 5])
+        idx = b.op("Cast", [b.slice(r, [0], [1], [1])], to=7)
+        feat = b.op("Gather", [x, b.reshape(idx, [-1])], axis=0)
+        feat = b.reshape(feat, [-1, d, g, g, height, width])
+        corner = _onnx_round(b, b.slice(r, [1], [5], [1]))
+        start = b.mul_scalar(b.slice(corner, [0], [2], [1]), layer.spatial_scale)
+        end = b.mul_scalar(b.op("Add", [b.slice(corner, [2], [4], [1]), b.scalar(1.0)]),
+                           layer.spatial_scale)
+        sw, sh = (b.slice(start, [i], [i + 1], [1]) for i in (0, 1))
+        ew, eh = (b.slice(end, [i], [i + 1], [1]) for i in (0, 1))
+        mask_h, n_h = _onnx_psroi_bins(b, sh, eh, g, height)
+        mask_w, n_w = _onnx_psroi_bins(b, sw, ew, g, width)
+        t = b.op("Mul", [feat, b.reshape(mask_w, [-1, 1, 1, g, 1, width])])
+        t = b.reduce("ReduceSum", t, [5], False)  # (R, D, G, G, H)
+        t = b.op("Mul", [t, b.reshape(mask_h, [-1, 1, g, 1, height])])
+        t = b.reduce("ReduceSum", t, [4], False)  # (R, D, G, G)
+        area = b.op("Mul", [b.reshape(n_h, [-1, 1, g, 1]), b.reshape(n_w, [-1, 1, 1, g])])
+        avg = b.op("Div", [t, b.op("Max", [area, b.scalar(1.0)])])
+        b.op("Where", [b.op("Greater", [area, b.scalar(0.0)]), avg, b.scalar(0.0)],
+             node.tops[0])
+
+    def torch(self, s, node):
+        layer = node.layer
+        x, rois = (s.v(v) for v in node.bottoms)
+        return (f"{s.h('caffe_psroi_pool')}({x}, {rois}, {layer.output_dim}, "
+                f"{layer.group_size}, {float(layer.spatial_scale)!r})")
+
+
+@register_export("GuidedDropout")
+class GuidedDropoutExport(LayerExport):
+    """Cysu's GuidedDropout: "deterministic" keeps the (n, c) planes whose guidance is above
+    the threshold, scaled by C / (number kept) (a sample keeping none is left as 0·x);
+    "stochastic" at TEST is the identity."""
+
+    def refuse(self, node, graph):
+        if node.layer.kind != "deterministic" and node.layer.in_train:
+            return ("a TRAIN-phase stochastic GuidedDropout drops random channels at every "
+                    "pass; export the TEST-phase net, where it is the identity")
+        return None
+
+    def onnx(self, b, node):
+        x, guide = node.bottoms
+        if node.layer.kind != "deterministic":
+            b.identity(x, node.tops[0])
+            return
+        shape = b.shape(x)
+        mask = b.op("Cast", [b.op("Greater", [b.reshape(guide, [0, shape[1]]),
+                                              b.scalar(node.layer.threshold)])], to=1)
+        kept = b.reduce("ReduceSum", mask, [1], True)
+        some = b.op("Greater", [kept, b.scalar(0.0)])
+        scaled = b.op("Div", [b.mul_scalar(mask, float(shape[1])),
+                              b.op("Where", [some, kept, b.scalar(1.0)])])
+        factor = b.op("Where", [some, scaled, mask])
+        factor = b.reshape(factor, [0, shape[1]] + [1] * (len(shape) - 2))
+        b.op("Mul", [x, factor], node.tops[0])
+
+    def torch(self, s, node):
+        x, guide = (s.v(v) for v in node.bottoms)
+        if node.layer.kind != "deterministic":
+            return x
+        shape = s.shape(node.bottoms[0])
+        c = shape[1]
+        view = _tuple((-1, c) + (1,) * (len(shape) - 2))
+        mask = f"({guide}.reshape(-1, {c}) > {float(node.layer.threshold)!r}).to({x}.dtype)"
+        return (f"{x} * (lambda m: torch.where(m.sum(1, keepdim=True) > 0, m * {c} / "
+                f"torch.clamp(m.sum(1, keepdim=True), min=1), m))({mask}).reshape({view})")

@@ -153,3 +153,79 @@ def caffe_normalize(x, scale, across_spatial, eps):
 
 
 HELPERS[caffe_normalize.__name__] = caffe_normalize
+
+
+def caffe_roi_bins(start, end, pooled, size, like):
+    """rbgirshick's ROIPooling bins along one axis: per ROI, a (R, pooled, size) mask of the
+    cells of each bin [floor(k·bin) + start, ceil((k+1)·bin) + start) clipped to [0, size),
+    and a (R, pooled) flag of the non-empty bins (bin = max(end − start + 1, 1) / pooled)."""
+    bin_size = torch.clamp(end - start + 1, min=1) / pooled
+    k = torch.arange(pooled, dtype=like.dtype, device=like.device)
+    lo = torch.clamp(torch.floor(k[None] * bin_size[:, None]) + start[:, None], 0, size)
+    hi = torch.clamp(torch.ceil((k[None] + 1) * bin_size[:, None]) + start[:, None], 0, size)
+    cells = torch.arange(size, dtype=like.dtype, device=like.device)
+    return (cells >= lo[..., None]) & (cells < hi[..., None]), hi > lo
+
+
+def caffe_round(v):
+    """C's round(): half away from zero (torch.round is half to even)."""
+    a = torch.abs(v)
+    f = torch.floor(a)
+    return torch.sign(v) * (f + (a - f >= 0.5).to(v.dtype))
+
+
+def caffe_roi_pool(x, rois, pooled_h, pooled_w, spatial_scale):
+    """rbgirshick/caffe-fast-rcnn's ROIPooling: (R, C, PH, PW) maxima of the ROIs' bins (corners
+    round(coord · spatial_scale), C rounding); an empty bin gives 0."""
+    r = rois.reshape(rois.shape[0], 5)
+    feat = x[r[:, 0].to(torch.int64)]  # (R, C, H, W): the ROI's image
+    corner = caffe_round(r[:, 1:5] * spatial_scale)
+    mask_h, full_h = caffe_roi_bins(corner[:, 1], corner[:, 3], pooled_h, x.shape[2], x)
+    mask_w, full_w = caffe_roi_bins(corner[:, 0], corner[:, 2], pooled_w, x.shape[3], x)
+    # max over each bin's columns, then over its rows
+    t = torch.where(mask_w[:, None, None], feat[:, :, :, None, :], -float("inf")).amax(-1)
+    t = torch.where(mask_h[:, None, :, None, :], t.transpose(2, 3)[:, :, None],
+                    -float("inf")).amax(-1)
+    full = full_h[:, None, :, None] & full_w[:, None, None, :]
+    return torch.where(full, t, torch.zeros((), dtype=x.dtype, device=x.device))
+
+
+for _f in (caffe_roi_bins, caffe_round, caffe_roi_pool):
+    HELPERS[_f.__name__] = _f
+HELPER_NEEDS["caffe_roi_pool"] = ("caffe_roi_bins", "caffe_round")
+
+
+def caffe_psroi_bins(start, end, group, size, like):
+    """R-FCN's PSROIPooling bins along one axis: per ROI a (R, group, size) 0/1 mask of each
+    bin [floor(k·bin + start), ceil((k+1)·bin + start)) clipped to [0, size) and its (R, group)
+    cell count (bin = max(end − start, 0.1) / group)."""
+    bin_size = torch.clamp(end - start, min=0.1) / group
+    k = torch.arange(group, dtype=like.dtype, device=like.device)
+    lo = torch.clamp(torch.floor(k[None] * bin_size[:, None] + start[:, None]), 0, size)
+    hi = torch.clamp(torch.ceil((k[None] + 1) * bin_size[:, None] + start[:, None]), 0, size)
+    cells = torch.arange(size, dtype=like.dtype, device=like.device)
+    mask = (cells >= lo[..., None]) & (cells < hi[..., None])
+    return mask.to(like.dtype), hi - lo
+
+
+def caffe_psroi_pool(x, rois, output_dim, group_size, spatial_scale):
+    """R-FCN's PSROIPooling: (R, D, G, G) averages of channel (d·G + i)·G + j over bin (i, j)
+    (corners round(x1)·scale, (round(x2) + 1)·scale, C rounding); an empty bin gives 0."""
+    r = rois.reshape(rois.shape[0], 5)
+    feat = x[r[:, 0].to(torch.int64)]
+    num, g = feat.shape[0], group_size
+    feat = feat.reshape(num, output_dim, g, g, x.shape[2], x.shape[3])
+    corner = caffe_round(r[:, 1:5])
+    start, end = corner[:, :2] * spatial_scale, (corner[:, 2:] + 1) * spatial_scale
+    mask_w, n_w = caffe_psroi_bins(start[:, 0], end[:, 0], g, x.shape[3], x)
+    mask_h, n_h = caffe_psroi_bins(start[:, 1], end[:, 1], g, x.shape[2], x)
+    t = (feat * mask_w[:, None, None, :, None, :]).sum(-1)  # (R, D, G, G, H)
+    t = (t * mask_h[:, None, :, None, :]).sum(-1)  # (R, D, G, G)
+    area = (n_h[:, :, None] * n_w[:, None, :])[:, None]
+    return torch.where(area > 0, t / torch.clamp(area, min=1),
+                       torch.zeros((), dtype=x.dtype, device=x.device))
+
+
+for _f in (caffe_psroi_bins, caffe_psroi_pool):
+    HELPERS[_f.__name__] = _f
+HELPER_NEEDS["caffe_psroi_pool"] = ("caffe_psroi_bins", "caffe_round")

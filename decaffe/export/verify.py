@@ -29,6 +29,8 @@ def random_inputs(graph: ExportGraph, seed: int = 0, batch: int | None = None
         kind = _input_kind(graph, v)
         if kind is not None and kind[0] == "int":
             arr = rng.integers(0, max(kind[1], 1), shape).astype(np.float32)
+        elif kind is not None and kind[0] == "rois":
+            arr = _random_rois(rng, shape, *kind[1:])
         elif kind is not None and kind[0] == "binary":
             arr = rng.integers(0, 2, shape).astype(np.float32)
         else:
@@ -37,11 +39,27 @@ def random_inputs(graph: ExportGraph, seed: int = 0, batch: int | None = None
     return out
 
 
+def _random_rois(rng, shape, batch: int, height: float, width: float) -> np.ndarray:
+    """Valid ROI rows [batch index, x1, y1, x2, y2] inside a height x width image (input
+    pixels), some of them crossing its edges as proposals may."""
+    num = shape[0]
+    x1 = rng.uniform(-0.1, 0.9, num) * width
+    y1 = rng.uniform(-0.1, 0.9, num) * height
+    x2 = x1 + rng.uniform(0.05, 0.6, num) * width
+    y2 = y1 + rng.uniform(0.05, 0.6, num) * height
+    rows = np.stack([rng.integers(0, batch, num), x1, y1, x2, y2], axis=1)
+    return rows.astype(np.float32).reshape(shape)
+
+
 def _input_kind(graph: ExportGraph, value: str):
     for node in graph.nodes:
         for j, b in enumerate(node.bottoms):
             if b != value:
                 continue
+            if node.type in ("ROIPooling", "PSROIPooling") and j == 1:
+                n, _, h, w = graph.shapes[node.bottoms[0]]
+                scale = float(node.layer.spatial_scale) or 1.0
+                return ("rois", n, h / scale, w / scale)
             if node.type == "Embed":
                 return ("int", node.layer.K)
             if node.type == "BatchReindex" and j == 1:

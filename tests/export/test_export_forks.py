@@ -1,6 +1,7 @@
 """The forks' deploy layers export like BVLC's (each case runs once its fork's layers are part
 of decaffe): PriorBox as a constant, Permute, Normalize, Interp/Upsample as Resize, the mobile
-layers; DetectionOutput is refused with the way out (-end)."""
+layers, ROIPooling, PSROIPooling, SegNet's unpooling (Upsample with a mask, MaxUnPool) and
+BN, GuidedDropout; DetectionOutput is refused with the way out (-end)."""
 
 from __future__ import annotations
 
@@ -54,6 +55,28 @@ CASES = [
      'name: "f" type: "Pad" bottom: "x" top: "f" pad_param { pad_d: 3 pad_r: 2 pad_type: '
      'REFLECT } } layer { name: "c" type: "Pad" bottom: "x" top: "c" pad_param { pad_u: -1 '
      'pad_r: -2 } }'),
+    ("roi_pooling", "ROIPooling", X + 'layer { name: "r" type: "Input" top: "r" input_param { '
+     'shape { dim: 9 dim: 5 } } } layer { name: "p" type: "ROIPooling" bottom: "x" bottom: "r" '
+     'top: "p" roi_pooling_param { pooled_h: 3 pooled_w: 2 spatial_scale: 0.25 } } layer { '
+     'name: "q" type: "ROIPooling" bottom: "x" bottom: "r" top: "q" roi_pooling_param { '
+     'pooled_h: 4 pooled_w: 7 spatial_scale: 0.5 } }'),
+    ("psroi_pooling", "PSROIPooling", X8.replace("dim: 8", "dim: 18") + 'layer { name: "r" '
+     'type: "Input" top: "r" input_param { shape { dim: 7 dim: 5 } } } layer { name: "p" '
+     'type: "PSROIPooling" bottom: "x" bottom: "r" top: "p" psroi_pooling_param { '
+     'spatial_scale: 0.5 output_dim: 2 group_size: 3 } }'),
+    ("guided_dropout", "GuidedDropout", X + 'layer { name: "g" type: "Input" top: "g" '
+     'input_param { shape { dim: 2 dim: 4 } } } layer { name: "d" type: "GuidedDropout" '
+     'bottom: "x" bottom: "g" top: "d" guided_dropout_param { guidance_threshold: 0.3 } } '
+     'layer { name: "s" type: "GuidedDropout" bottom: "x" bottom: "g" top: "s" '
+     'guided_dropout_param { type: "stochastic" } }'),
+    ("segnet_unpool", "Upsample", X + 'layer { name: "mp" type: "Pooling" bottom: "x" top: "mp" '
+     'top: "mask" pooling_param { pool: MAX kernel_size: 2 stride: 2 } } layer { name: "u" '
+     'type: "Upsample" bottom: "mp" bottom: "mask" top: "u" upsample_param { scale: 2 '
+     'upsample_h: 6 upsample_w: 5 } } layer { name: "mu" type: "MaxUnPool" bottom: "mp" '
+     'bottom: "mask" top: "mu" max_unpool_param { dst_h: 6 dst_w: 5 } }'),
+    ("segnet_bn", "BN", X + 'layer { name: "b" type: "BN" bottom: "x" top: "b" bn_param { '
+     'bn_mode: INFERENCE } } layer { name: "l" type: "BN" bottom: "x" top: "l" bn_param { '
+     'bn_mode: LEARN } }'),
     ("fork_bn", "BN", X + 'layer { name: "b" type: "BN" bottom: "x" top: "b" } layer { name: '
      '"k" type: "BatchNormKyle" bottom: "x" top: "k" batch_norm_param { use_alpha_beta: true } '
      '} layer { name: "k2" type: "BatchNormKyle" bottom: "x" top: "k2" }'),
@@ -98,3 +121,31 @@ def test_ssd_deploy_net_exports_up_to_detection_output(tmp_path):
     before = net.layers[[ly.name for ly in net.layers].index("detection_out") - 1].name
     reports = export_all(net, str(tmp_path), end=before)
     assert "mbox_priorbox" in reports["onnx"].graph.outputs
+
+
+def test_roi_pooling_export_rounds_corners_as_caffe(tmp_path):
+    """Corners at exact halves (2.5 → 3 in C, 2 half-to-even) and ROIs past the image: the
+    exported graph and the generated helper give decaffe's (rbgirshick's) bins."""
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    from decaffe.export import runtime
+
+    net = _fork_net("ROIPooling", next(c[2] for c in CASES if c[0] == "roi_pooling"))
+    report = to_onnx(net, str(tmp_path / "roi.onnx"))
+    rois = np.array([[0, 5, 1, 10, 9], [1, 3, 5, 7, 11], [0, -3, -5, 30, 40],
+                     [1, 1, 1, 1, 1], [0, 6.99, 2.01, 6.2, 5.5], [1, 9, 7, 4, 2],
+                     [0, 0, 0, 0.5, 0.5], [1, 2.5, 2.5, 2.5, 2.5], [0, 4.5, 1.5, 8.5, 9.5]],
+                    np.float32)
+    x = np.random.default_rng(3).standard_normal((2, 4, 6, 5)).astype(np.float32)
+    net.blobs["x"].data[...] = x
+    net.blobs["r"].data[...] = rois
+    net.forward()
+    sess = ort.InferenceSession(report.path, providers=["CPUExecutionProvider"])
+    got = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {"x": x, "r": rois})))
+    for top, (ph, pw, scale) in {"p": (3, 2, 0.25), "q": (4, 7, 0.5)}.items():
+        np.testing.assert_array_equal(got[top], net.blobs[top].data)
+        helper = runtime.caffe_roi_pool(torch.from_numpy(x), torch.from_numpy(rois), ph, pw,
+                                        scale)
+        np.testing.assert_array_equal(helper.numpy(), net.blobs[top].data)
