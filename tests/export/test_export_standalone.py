@@ -30,7 +30,12 @@ RUNNER = textwrap.dedent("""
 
     sys.meta_path.insert(0, NoDecaffe())
     root = os.path.realpath(sys.argv[1])
-    sys.path[:] = [p for p in sys.path if p and not os.path.realpath(p).startswith(root)]
+    # the checkout's own folders go; a virtual environment inside it (CI's .venv) stays
+    def _checkout(p):
+        rp = os.path.realpath(p)
+        inside = rp == root or rp.startswith(root + os.sep)
+        return inside and 'site-packages' not in rp.split(os.sep)
+    sys.path[:] = [p for p in sys.path if p and not _checkout(p)]
     out_dir = sys.argv[2]
     try:
         import decaffe  # noqa: F401
