@@ -128,7 +128,7 @@ def with_inputs(param, size: tuple[int, int] | None) -> caffe_pb2.NetParameter:
                 dims.extend((n, _channels(lp), h, w))
             elif top == "seg_label":  # MobileNet-YOLO: the mask at 1/seg_scales
                 f = max(lp.annotated_data_param.seg_scales, 1)
-                dims.extend((1, 1, h // f, w // f))
+                dims.extend((1, _seg_channels(param, top), h // f, w // f))
             elif lp.type == "AnnotatedData" and lp.annotated_data_param.yolo_data_type == 1:
                 # MobileNet-YOLO: 300 rows of [class, x, y, w, h] per image
                 dims.extend((n, 1, 300, 5))
@@ -150,6 +150,18 @@ def with_inputs(param, size: tuple[int, int] | None) -> caffe_pb2.NetParameter:
     return out
 
 
+def _seg_channels(param, label: str) -> int:
+    """A YoloSeg label has one map per channel of the prediction it is compared with (the
+    num_output of the convolution that makes YoloSeg's first bottom); other uses take one."""
+    made = {t: lp for lp in param.layer for t in lp.top}
+    for lp in param.layer:
+        if lp.type == "YoloSeg" and len(lp.bottom) > 1 and lp.bottom[1] == label:
+            src = made.get(lp.bottom[0])
+            if src is not None and src.type == "Convolution":
+                return src.convolution_param.num_output
+    return 1
+
+
 def _fill(net, rng, hw) -> None:
     for lname, blobs in net.params.items():  # unit statistics: deploy nets stay finite
         t = net.layer_dict[lname].type
@@ -167,15 +179,16 @@ def _fill(net, rng, hw) -> None:
         elif name.endswith("label") and blob.data.ndim == 4 and blob.shape[-2:] == (300, 5):
             # YOLO labels: one box per image, the rest zero rows (no box)
             blob.data[...] = 0
-            blob.data[:, :, 0] = [1, 0.5, 0.5, 0.3, 0.4]
+            blob.data[:, :, 0] = [0, 0.5, 0.5, 0.3, 0.4]  # class 0: every net has it
         elif "label" in name:
             blob.data[...] = rng.integers(0, 2, blob.shape)
         elif blob.data.ndim == 2 and blob.shape[1] == 5:  # ROIs: image 0, x1 y1 x2 y2
             n = blob.shape[0]
             xy = rng.uniform(0, hw[1] / 2, (n, 2))
             blob.data[...] = np.concatenate([np.zeros((n, 1)), xy, xy + hw[1] / 3], 1)
-        elif name == "im_info":
-            blob.data[...] = [hw[0], hw[1], 1.0][:blob.shape[-1]]
+        elif name == "im_info":  # height, width, then scales (pvanet gives 6 values)
+            blob.data[...] = 1.0
+            blob.data[..., :2] = hw
         else:
             blob.data[...] = rng.standard_normal(blob.shape)
 
