@@ -5,8 +5,6 @@ and mirror."""
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import torch
 from google.protobuf.message import DecodeError
@@ -25,8 +23,6 @@ from .data import (
     _BaseDataLayer,
     _solver_keep,
     layer_rng,
-    rng_state,
-    set_rng_state,
     transform_param_of,
 )
 
@@ -69,34 +65,6 @@ class _AnnotatedSource(CursorSource):
 
     def _fail(self, msg: str) -> DataLayerError:
         return DataLayerError(msg, layer=self.layer_name)
-
-    def state(self) -> dict:
-        """The position after the batches produced so far: next key, Skip offset, rng."""
-        return {"kind": "_AnnotatedSource", "key": self.cursor.key.hex(),
-                "offset": None if self.keep is None else self.keep.offset,
-                "rng": rng_state(self.rng)}
-
-    def restore(self, state: dict) -> None:
-        key = bytes.fromhex(state["key"])
-        if hasattr(self.cursor, "seek"):
-            found = self.cursor.seek(key)
-        else:
-            self.cursor.seek_to_first()
-            while self.cursor.key < key:
-                if self.cursor.advance():
-                    break
-            found = self.cursor.key == key
-        if not found:
-            raise self._fail(f"record {key!r} recorded as the next one is not in "
-                             f"'{self.source}' (was the database changed?)")
-        if self.keep is not None and state.get("offset") is not None:
-            self.keep.offset = int(state["offset"])
-        set_rng_state(self.rng, state.get("rng"))
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.cursor.close()
-        self.db.close()
 
     def example(self, key, value) -> _Example:
         ad = parse_annotated(value, key, self.source)
