@@ -7,14 +7,17 @@ end loaded or with a decaffe error naming its source; the table counts how cases
 faults unnamed, other (not a decaffe error), crash, hang, overcap. Faults are listed after
 the table with their details; the exit status is 1 when there is any.
 
-Usage: python tools/fuzz.py [--count 5000] [--seed 20261130] [--formats a,b]
+Usage: python tools/fuzz.py [--count 5000] [--seed 20261130] [--formats a,b] [--jobs N]
        [--timeout 30] [--minutes M] [--keep DIR]
+With --jobs N, N formats run at once, each in its own runner and worker.
 CI runs a small count with other seeds (tests/fuzz/test_fuzz.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
+import multiprocessing
 import os
 import sys
 import time
@@ -24,6 +27,13 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "fuzz"))
 sys.path.insert(0, ROOT)
 
 import fuzzlib  # noqa: E402
+
+
+def _one_format(fmt: str, *, count: int, seed: int, timeout: float, cap: int,
+                keep: str | None, share: float | None) -> tuple[str, fuzzlib.Report]:
+    deadline = time.time() + share if share else None
+    return fmt, fuzzlib.run([fmt], count, seed, timeout=timeout, cap=cap, keep=keep,
+                            deadline=deadline)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,24 +48,33 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cap-gib", type=float, default=fuzzlib.MEMORY_CAP / 2**30,
                     help="address-space cap of a worker, GiB")
     ap.add_argument("--keep", default=None, help="keep the cases that fault in this folder")
+    ap.add_argument("--jobs", type=int, default=1, help="formats fuzzed at once")
     args = ap.parse_args(argv)
     formats = [f for f in args.formats.split(",") if f] or fuzzlib.available_formats()
     unknown = set(formats) - set(fuzzlib.FORMATS)
     if unknown:
         ap.error(f"unknown formats {sorted(unknown)}")
-    share = args.minutes * 60 / len(formats) if args.minutes else None
+    share = args.minutes * 60 * max(1, args.jobs) / len(formats) if args.minutes else None
     report = fuzzlib.Report()
     t_all = time.time()
-    for fmt in formats:
-        deadline = time.time() + share if share else None
-        r = fuzzlib.run([fmt], args.count, args.seed, timeout=args.timeout,
-                        cap=int(args.cap_gib * 2**30), keep=args.keep, deadline=deadline)
+    kw = dict(count=args.count, seed=args.seed, timeout=args.timeout,
+              cap=int(args.cap_gib * 2**30), keep=args.keep, share=share)
+    # spawn: each runner starts clean rather than from a copy of this process
+    ctx = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max(1, args.jobs), mp_context=ctx) as pool:
+        futures = [pool.submit(_one_format, fmt, **kw) for fmt in formats]
+        done = {}
+        for fut in concurrent.futures.as_completed(futures):
+            fmt, r = fut.result()
+            done[fmt] = r
+            c = r.counts[fmt]
+            print(f"{fmt}: {sum(c.values())} cases in {r.seconds[fmt]:.0f} s "
+                  f"({dict(c)})", flush=True)
+    for fmt in formats:  # the table in the formats' order, whatever order they ended in
+        r = done[fmt]
         report.counts.update(r.counts)
         report.seconds.update(r.seconds)
         report.faults += r.faults
-        c = r.counts[fmt]
-        print(f"{fmt}: {sum(c.values())} cases in {r.seconds[fmt]:.0f} s "
-              f"({dict(c)})", flush=True)
     print()
     print(f"seed {args.seed}, cap {args.cap_gib:g} GiB, timeout {args.timeout:g} s, "
           f"{time.time() - t_all:.0f} s in all")

@@ -23,9 +23,9 @@ import sys
 import xml.etree.ElementTree as ET
 
 import numpy as np
-from google.protobuf import text_format
 
 from ..errors import DataError, ParseError
+from ..formats import prototxt
 from ..proto import caffe_pb2
 from .flags import FlagParser
 
@@ -65,18 +65,10 @@ def main(argv: list[str]) -> int:
 
 
 def read_label_map(path: str) -> caffe_pb2.LabelMap:
-    """A LabelMap from its text file; ParseError with the file's line and column."""
+    """A LabelMap from its text file (the fork's ReadProtoFromTextFile); ParseError with the
+    file's line and column, also for a missing file or bytes that are not UTF-8."""
     lm = caffe_pb2.LabelMap()
-    try:
-        with open(path) as f:
-            text = f.read()
-    except OSError as e:
-        raise DataError(f"failed to read label map file '{path}': {e.strerror or e}") from None
-    try:
-        text_format.Parse(text, lm)
-    except text_format.ParseError as e:
-        raise ParseError(str(e), path, getattr(e, "GetLine", lambda: None)(),
-                         getattr(e, "GetColumn", lambda: None)()) from None
+    prototxt.read_text(path, lm)
     return lm
 
 

@@ -101,6 +101,47 @@ def _datum(rng: random.Random, encoded: bool = False) -> bytes:
     return d.SerializeToString()
 
 
+LABEL_MAP = """item { name: "none_of_the_above" label: 0 display_name: "background" }
+item { name: "cat" label: 1 display_name: "Cat" }
+item { name: "dog" label: 2 display_name: "Dog" }
+"""
+
+
+def _annotated(rng: random.Random) -> bytes:
+    """An SSD AnnotatedDatum: a PNG-encoded 3x12x12 image (distort_param needs encoded ones)
+    and two groups of normalised boxes."""
+    import cv2
+    import numpy as np
+
+    from decaffe.proto import caffe_pb2
+
+    arr = np.asarray([rng.randrange(256) for _ in range(3 * 12 * 12)],
+                     np.uint8).reshape(3, 12, 12)
+    ad = caffe_pb2.AnnotatedDatum(type=caffe_pb2.AnnotatedDatum.BBOX)
+    d = ad.datum
+    d.channels, d.height, d.width, d.label = 3, 12, 12, -1
+    d.data = cv2.imencode(".png", arr.transpose(1, 2, 0))[1].tobytes()
+    d.encoded = True
+    for label in (1, 2):
+        g = ad.annotation_group.add(group_label=label)
+        for inst in range(rng.randint(1, 2)):
+            x0, y0 = rng.random() * 0.5, rng.random() * 0.5
+            b = g.annotation.add(instance_id=inst).bbox
+            b.xmin, b.ymin, b.xmax, b.ymax = x0, y0, x0 + 0.4, y0 + 0.4
+            b.difficult = rng.random() < 0.3
+    return ad.SerializeToString()
+
+
+def _voc_xml(rng: random.Random) -> str:
+    objs = "".join(
+        f"<object><name>{rng.choice(['cat', 'dog'])}</name><difficult>{rng.randint(0, 1)}"
+        f"</difficult><bndbox><xmin>{x}</xmin><ymin>{y}</ymin><xmax>{x + 5}</xmax>"
+        f"<ymax>{y + 4}</ymax></bndbox></object>"
+        for x, y in [(rng.randrange(8), rng.randrange(6)) for _ in range(2)])
+    return (f"<annotation><filename>x</filename><size><width>16</width><height>12</height>"
+            f"<depth>3</depth></size>{objs}</annotation>")
+
+
 def make_seeds(folder: str) -> dict:
     """Write the valid seed files into folder; returns {name: path or value}."""
     import cv2
@@ -137,6 +178,12 @@ def make_seeds(folder: str) -> dict:
     seeds["solverstate_h5"] = p("snap_iter_2.solverstate.h5")
     assert snap.read_state(seeds["solverstate"]).learned_net
     seeds["datums"] = [_datum(rng, encoded=(i % 3 == 2)) for i in range(6)]
+    seeds["annotated"] = [_annotated(rng) for i in range(4)]
+    with open(p("labelmap.prototxt"), "w") as f:
+        f.write(LABEL_MAP)
+    for i in range(2):
+        with open(p(f"anno{i}.xml"), "w") as f:
+            f.write(_voc_xml(rng))
     imgs = []
     for i in range(3):
         arr = np.asarray([rng.randrange(256) for _ in range(8 * 8 * 3)], np.uint8).reshape(8, 8, 3)
@@ -150,7 +197,8 @@ def make_seeds(folder: str) -> dict:
         f["data"] = np.random.default_rng(1).random((5, 3, 4, 4), np.float32)
         f["label"] = np.arange(5, dtype=np.float32)
     for name in ("net.prototxt", "solver.prototxt", "w.caffemodel", "w.caffemodel.h5",
-                 "mean.binaryproto", "list.txt", "data.h5", "train.prototxt"):
+                 "mean.binaryproto", "list.txt", "data.h5", "train.prototxt",
+                 "labelmap.prototxt", "anno0.xml", "anno1.xml"):
         seeds[name] = p(name)
     seeds["folder"] = folder
     return seeds
@@ -479,6 +527,38 @@ def _case_lmdb(seeds, r, folder):
     return path, {"backend": "LMDB"}
 
 
+def _case_lmdb_annotated(seeds, r, folder):
+    import lmdb
+
+    recs = list(seeds["annotated"])
+    i = r.randrange(len(recs))
+    recs[i] = mutate(recs[i], r, "protobuf")
+    path = os.path.join(folder, "adb")
+    env = lmdb.open(path, map_size=1 << 24)
+    with env.begin(write=True) as txn:
+        for i, v in enumerate(recs):
+            txn.put(b"%08d" % i, v)
+    env.close()
+    return path, {}
+
+
+def _case_label_map(seeds, r, folder):
+    path = os.path.join(folder, "labelmap.prototxt")
+    _write_bytes(path, mutate(_read(seeds["labelmap.prototxt"]), r, "text"))
+    return path, {}
+
+
+def _case_voc_xml(seeds, r, folder):
+    for i in range(2):
+        shutil.copy(seeds[f"anno{i}.xml"], folder)
+        shutil.copy(seeds["images"][i], os.path.join(folder, f"img{i}.png"))
+    victim = os.path.join(folder, f"anno{r.randrange(2)}.xml")
+    _write_bytes(victim, mutate(_read(victim), r, "text"))
+    lst = os.path.join(folder, "list.txt")
+    _write_bytes(lst, b"img0.png anno0.xml\nimg1.png anno1.xml\n")
+    return victim, {"list": lst, "label_map": seeds["labelmap.prototxt"]}
+
+
 def _case_leveldb(seeds, r, folder):
     import plyvel
 
@@ -528,6 +608,10 @@ MAKERS = {
     "hdf5_data": _case_hdf5_data,
     "image_list": _case_image_list,
     "image": _case_image,
+    # the SSD fork's formats: AnnotatedDatum records, its LabelMap, VOC XML for convert_annoset
+    "lmdb_annotated": _case_lmdb_annotated,
+    "label_map": _case_label_map,
+    "voc_xml": _case_voc_xml,
 }
 FORMATS = list(MAKERS)
 
@@ -615,6 +699,39 @@ def _load(case: dict, seeds: dict, cache: dict) -> None:
             nets.append(net)
             for _ in range(4):
                 net.forward()
+        elif fmt == "lmdb_annotated":
+            text = _data_net(
+                'type: "AnnotatedData" transform_param { mirror: true resize_param { '
+                'prob: 1 resize_mode: WARP height: 10 width: 10 } emit_constraint { '
+                'emit_type: CENTER } distort_param { brightness_prob: 0.5 '
+                'brightness_delta: 32 } expand_param { prob: 0.5 max_expand_ratio: 2 } } '
+                f'data_param {{ source: "{path}" backend: LMDB batch_size: 2 }} '
+                'annotated_data_param { batch_sampler { max_sample: 1 max_trials: 1 } '
+                'batch_sampler { sampler { min_scale: 0.3 max_scale: 1 min_aspect_ratio: 0.5 '
+                'max_aspect_ratio: 2 } sample_constraint { min_jaccard_overlap: 0.1 } '
+                'max_sample: 1 max_trials: 10 } }')
+            net = decaffe.Net(text, decaffe.TRAIN)
+            nets.append(net)
+            for _ in range(4):
+                net.forward()
+        elif fmt == "label_map":
+            from decaffe.cli.convert_annoset import name_to_label, read_label_map
+
+            name_to_label(read_label_map(path), True, path)
+        elif fmt == "voc_xml":
+            from decaffe.cli.convert_annoset import convert_annoset
+
+            folder = os.path.dirname(path)
+            db = os.path.join(folder, "out_db")
+            with open(os.devnull, "w") as log:
+                convert_annoset(folder + "/", extra["list"], db, anno_type="detection",
+                                label_map_file=extra["label_map"], check_label=True, log=log)
+            text = _data_net(f'type: "AnnotatedData" data_param {{ source: "{db}" '
+                             'backend: LMDB batch_size: 2 }')
+            net = decaffe.Net(text, decaffe.TRAIN)
+            nets.append(net)
+            for _ in range(3):
+                net.forward()
         elif fmt == "warmup":  # imports and a first net, before any case is timed
             net = decaffe.Net(seeds["net.prototxt"], decaffe.TEST)
             nets.append(net)
@@ -661,7 +778,7 @@ def _names_source(e: BaseException, case: dict) -> bool:
             e, (SolverError, ParseError))
     if isinstance(e, NetError) and e.layer is not None and case["fmt"] in (
             "caffemodel", "caffemodel_h5", "image_list", "image", "hdf5_data", "lmdb_datum",
-            "leveldb_datum"):
+            "leveldb_datum", "lmdb_annotated"):
         # the layer that read it, and the record or item inside it
         return "record" in msg or "image" in msg or "HDF5" in msg or "blob" in msg
     return False
@@ -705,7 +822,9 @@ def worker_main(seed_dir: str) -> int:
             reply["detail"] = "".join(traceback.format_exception(e))[-1500:]
             if isinstance(e, KeyboardInterrupt):
                 raise
-        gc.collect()
+        # a full collection costs ~90 ms with torch loaded: young generations each case,
+        # everything every 64 cases, so cycles a failed case left cannot pile up
+        gc.collect(1 if case["index"] % 64 else 2)
         out.write(json.dumps(reply) + "\n")
         out.flush()
     return 0
