@@ -122,6 +122,11 @@ class Layer(torch.nn.Module):
         """Whether force_backward may ask for this bottom's gradient (labels: no)."""
         return True
 
+    def set_iter(self, iteration: int, max_iter: int) -> None:
+        """The solver's iteration and max_iter, given before each forward-backward (the
+        eric612/MobileNet-YOLO fork's Layer::set_iter, for layers with a training schedule).
+        Default: ignored."""
+
     # -- helpers for layers ---------------------------------------------------------------------
     def add_blob(self, tensor: torch.Tensor, requires_grad: bool = True) -> torch.nn.Parameter:
         """Append a parameter blob (weights, bias, statistics) in Caffe's order."""

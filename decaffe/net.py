@@ -944,6 +944,12 @@ class Net(torch.nn.Module):
             if callable(close):
                 close()
 
+    def set_iter(self, iteration: int, max_iter: int) -> None:
+        """Tell every layer the solver's iteration and max_iter (the eric612 fork's
+        per-layer set_iter; used by scheduled layers such as AssistedExcitation)."""
+        for layer in self._layers:
+            layer.set_iter(int(iteration), int(max_iter))
+
     def clear_param_diffs(self) -> None:
         for p in self.learnable_params:
             if p.grad is not None:

@@ -1,5 +1,6 @@
 """The YOLO family of fork layers from eric612/MobileNet-YOLO: YoloDetectionOutput (YOLOv2),
-Yolov3DetectionOutput, Reorg, and the Yolov3 and RegionLoss (YOLOv2) training losses.
+Yolov3DetectionOutput, Reorg, the Yolov3 and RegionLoss (YOLOv2) training losses, and
+AssistedExcitation.
 
 Detection outputs follow the fork's Forward_cpu: boxes and scores in the bottom's precision,
 one class-agnostic greedy NMS over every image's candidates (IoU ≥ nms_threshold
@@ -645,3 +646,97 @@ class RegionLossLayer(Layer):
         if torch.is_grad_enabled() and x.requires_grad:
             return _DeltaLoss.apply(x, loss, grad)
         return loss
+
+
+_INT_MIN = -(2**31)
+
+
+def _c_int(v: float) -> int:
+    """C's (int) cast of a double: truncation toward zero; NaN and values outside int come
+    out as INT_MIN, as x86's cvttsd2si gives them (the cast is undefined in C++)."""
+    if not math.isfinite(v) or not -2**31 <= v < 2**31:
+        return _INT_MIN
+    return math.trunc(v)
+
+
+def _bound(a: int, hi: int) -> int:
+    """The fork's BOUND(a, 0, hi)."""
+    return 0 if a < 0 else hi if a >= hi else a
+
+
+@register("AssistedExcitation")
+class AssistedExcitationLayer(Layer):
+    """Assisted Excitation (Derakhshani et al. 2019) as eric612/MobileNet-YOLO computes it.
+
+    Bottoms: features (N, C, H, W); labels as for Yolov3 (N, 300 rows of [class, x, y, w, h],
+    normalised centre-size, ended by a row whose x is 0); a map (N, H, W) of the same
+    spatial size (in the fork's nets the channel mean of the features, from Permute +
+    Reduction). Top: the features plus, inside every truth box (corners
+    (int)((x ∓ w/2)·W + 0.5) and likewise in y, clipped to [0, W] and [0, H]), α times the
+    map, on every channel, with α = cos(iter/max_iter · π/2) from the solver (Layer::set_iter;
+    α = 1 for a net that no solver steps, where the fork reads an unset iteration).
+    As in the fork, only the first image of a batch is excited: both of its kernels add the
+    mask from the buffer's start, which is image 0's region and is zero for images 1..N−1.
+    Backward: the features' gradient is the top's; labels and the map get none.
+    Source: eric612/MobileNet-YOLO src/caffe/layers/assisted_excitation_layer.cpp.
+    """
+
+    exact_bottoms = 3
+    exact_tops = 1
+    max_truths = 300
+
+    def setup(self, bottom_shapes):
+        self._iter, self._max_iter = 0, 0
+
+    def set_iter(self, iteration: int, max_iter: int) -> None:
+        self._iter, self._max_iter = iteration, max_iter
+
+    def allow_force_backward(self, bottom_index: int) -> bool:
+        return bottom_index == 0
+
+    def alpha(self) -> np.float32:
+        """α = cos(iter/max_iter · π/2): the quotient in float, the cosine in double."""
+        if self._max_iter == 0:
+            return np.float32(1)
+        frac = float(np.float32(self._iter) / np.float32(self._max_iter))
+        return np.float32(math.cos(frac * math.pi / 2.0))
+
+    def reshape(self, bottom_shapes):
+        x, label, mean = (tuple(s) for s in bottom_shapes)
+        self.check(len(x) == 4, f"bottom '{self.bottom_names[0]}' must be N x C x H x W, "
+                   f"has shape {x}")
+        self.check(len(label) >= 1 and label[0] == x[0]
+                   and math.prod(label[1:]) == self.max_truths * 5,
+                   f"bottom '{self.bottom_names[1]}' must hold {self.max_truths} rows of 5 "
+                   f"values per image, has shape {label}")
+        self.check(len(mean) >= 1 and mean[0] == x[0] and math.prod(mean[1:]) == x[2] * x[3],
+                   f"bottom '{self.bottom_names[2]}' must hold one {x[2]} x {x[3]} map per "
+                   f"image, has shape {mean}")
+        return [x]
+
+    def forward(self, x, label, mean):
+        if x.device.type == "meta":
+            return x.clone()
+        n, _, h, w = x.shape
+        dt = _np_dtype(x)
+        mask = np.zeros((h, w), dt)
+        if n:
+            lab = label[0].detach().cpu().numpy().astype(dt, copy=False).reshape(
+                self.max_truths, 5)
+            m0 = mean[0].detach().cpu().numpy().astype(dt, copy=False).reshape(h, w)
+            a = dt(self.alpha())
+            half = dt(2)
+            for t in range(self.max_truths):
+                cx, cy, bw, bh = lab[t, 1:5]
+                if not cx:
+                    break
+                x0 = _bound(_c_int(float((cx - bw / half) * dt(w)) + 0.5), w)
+                y0 = _bound(_c_int(float((cy - bh / half) * dt(h)) + 0.5), h)
+                x1 = _bound(_c_int(float((cx + bw / half) * dt(w)) + 0.5), w)
+                y1 = _bound(_c_int(float((cy + bh / half) * dt(h)) + 0.5), h)
+                if y1 > y0 and x1 > x0:
+                    mask[y0:y1, x0:x1] = a * m0[y0:y1, x0:x1]
+        excite = torch.zeros((n, 1, h, w), dtype=x.dtype, device=x.device)
+        if n:
+            excite[0, 0] = torch.as_tensor(mask, device=x.device)
+        return x + excite

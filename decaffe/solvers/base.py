@@ -355,6 +355,7 @@ class Solver:
                     on_start()
             display = root and bool(p.display) and self._iter % p.display == 0
             loss = _f32(0)
+            net.set_iter(self._iter, p.max_iter)  # scheduled fork layers (AssistedExcitation)
             for _ in range(iter_size):
                 one = net.forward_backward()
                 if self.stop_on_nonfinite and not math.isfinite(one):

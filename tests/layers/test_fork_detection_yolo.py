@@ -468,3 +468,98 @@ def test_region_loss_and_the_forks_gradient(bias_match, rescore, warmup, monkeyp
     assert net.blobs["loss"].data == pytest.approx(loss, rel=1e-4)
     np.testing.assert_allclose(net.blobs["x"].diff, grad, rtol=1e-4, atol=1e-6)
     assert RegionLossLayer.passes_run == (1 if warmup else 10 ** 6 + 1)
+
+
+# ------------------------------------------------------------------------------------------
+# AssistedExcitation (eric612's assisted_excitation_layer.cpp)
+# ------------------------------------------------------------------------------------------
+def assisted_excitation_ref(x, labels, mean, alpha):
+    """Pixel loops as the fork's Forward_cpu runs them: the mask is zeroed for each image and
+    written at that image's offset, but added from the buffer's start (image 0's region)."""
+    f = np.float32
+    n, c, h, w = x.shape
+    top = x.astype(f).copy()
+    mask = np.zeros(n * h * w, f)
+    for b in range(n):
+        mask[:] = 0
+        for t in range(300):
+            cx, cy, bw, bh = (f(v) for v in labels[b, t, 1:5])
+            if cx == 0:
+                break
+
+            def corner(v, size):
+                a = int(float(v * f(size)) + 0.5)  # (int) truncates toward zero
+                return min(max(a, 0), size)
+            x0, x1 = corner(cx - bw / f(2), w), corner(cx + bw / f(2), w)
+            y0, y1 = corner(cy - bh / f(2), h), corner(cy + bh / f(2), h)
+            for i in range(y0, y1):
+                for j in range(x0, x1):
+                    mask[b * h * w + i * w + j] = f(alpha) * f(mean[b].reshape(-1)[i * w + j])
+        for ch in range(c):
+            top[b, ch] += mask[: h * w].reshape(h, w)
+    return top
+
+
+AE_NET = (inp("x", (3, 2, 6, 7)) + inp("label", (3, 300, 5)) + inp("m", (3, 6, 7))
+          + lay("AssistedExcitation", ["x", "label", "m"], ["ae"], name="AE"))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_assisted_excitation_matches_the_fork(seed):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, 1, (3, 2, 6, 7)).astype(np.float32)
+    mean = rng.normal(0, 1, (3, 6, 7)).astype(np.float32)
+    labels = _labels(rng, 3, [3, 2, 1])
+    labels[0, 1, 1:5] = [0.02, 0.97, 0.5, 0.3]  # boxes past the map's edges are clipped
+    net = forward(AE_NET, {"x": x, "label": labels, "m": mean})
+    want = assisted_excitation_ref(x, labels, mean, 1.0)
+    np.testing.assert_array_equal(net.blobs["ae"].data, want)
+    assert not np.array_equal(want[0], x[0])  # image 0 is excited ...
+    np.testing.assert_array_equal(want[1:], x[1:])  # ... the others, as in the fork, not
+
+
+def test_assisted_excitation_follows_the_solvers_schedule(tmp_path):
+    """α = cos(iter/max_iter·π/2) with the solver's iteration, as Layer::set_iter gives it."""
+    rng = np.random.default_rng(3)
+    net_text = ("force_backward: true\n" + AE_NET
+                + lay("InnerProduct", ["ae"], ["ip"], "inner_product_param { num_output: 2 "
+                      'weight_filler { type: "gaussian" std: 0.1 } }', name="ip")
+                + lay("EuclideanLoss", ["ip", "ip"], ["loss"], name="loss"))
+    (tmp_path / "net.prototxt").write_text(net_text)
+    (tmp_path / "solver.prototxt").write_text(
+        f'net: "{tmp_path / "net.prototxt"}" base_lr: 0 lr_policy: "fixed" max_iter: 8 '
+        'display: 0 snapshot: 0 snapshot_after_train: false')
+    solver = decaffe.get_solver(str(tmp_path / "solver.prototxt"))
+    x = rng.normal(0, 1, (3, 2, 6, 7)).astype(np.float32)
+    mean = rng.normal(0, 1, (3, 6, 7)).astype(np.float32)
+    labels = _labels(rng, 3, [2, 1, 1])
+    for k, v in {"x": x, "label": labels, "m": mean}.items():
+        solver.net.blobs[k].data[...] = v
+    ae = solver.net.layer_dict["AE"].layer
+    for it in (0, 3, 7):
+        solver.step(it + 1 - solver.iter)  # the last forward ran at iteration `it`
+        alpha = np.float32(math.cos(float(np.float32(it) / np.float32(8)) * math.pi / 2))
+        assert ae.alpha() == alpha
+        np.testing.assert_array_equal(solver.net.blobs["ae"].data,
+                                      assisted_excitation_ref(x, labels, mean, alpha))
+
+
+def test_assisted_excitation_gradient_check():
+    rng = np.random.default_rng(4)
+    check_gradients(AE_NET, {"x": rng.normal(0, 1, (3, 2, 6, 7)),
+                             "label": _labels(rng, 3, [2, 2, 1]),
+                             "m": rng.normal(0, 1, (3, 6, 7))}, check_inputs=["x"])
+
+
+@pytest.mark.parametrize("shapes,msg", [
+    (((2, 3, 4, 4), (2, 100, 5), (2, 4, 4)), "300 rows of 5"),
+    (((2, 3, 4, 4), (2, 300, 5), (2, 3, 4)), "one 4 x 4 map per image"),
+    (((2, 3, 4, 4), (1, 300, 5), (2, 4, 4)), "300 rows of 5"),
+    (((2, 12, 4), (2, 300, 5), (2, 4, 4)), "N x C x H x W"),
+])
+def test_assisted_excitation_refusals(shapes, msg):
+    text = (inp("x", shapes[0]) + inp("label", shapes[1]) + inp("m", shapes[2])
+            + lay("AssistedExcitation", ["x", "label", "m"], ["ae"], name="AE"))
+    with pytest.raises(DecaffeError, match=msg) as e:
+        decaffe.Net(text, decaffe.TRAIN)
+    assert "AE" in str(e.value)
