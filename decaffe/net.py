@@ -161,6 +161,22 @@ def load_net_param(source) -> caffe_pb2.NetParameter:
 # ----------------------------------------------------------------------------------------------
 # pycaffe's view of a layer
 # ----------------------------------------------------------------------------------------------
+def _naming_layer(e: DecaffeError, layer: str) -> DecaffeError:
+    """A helper's bare DecaffeError (a filler, a blob-size check) raised while a layer sets
+    up, as a NetError naming that layer; errors that already name their source pass as
+    they are."""
+    if type(e) is not DecaffeError:
+        return e
+    msg = str(e)
+    for where in (f"layer '{layer}', ", f"layer '{layer}': ", f"{layer}: "):
+        if msg.startswith(where):
+            msg = msg[len(where):]
+            break
+    err = NetError(msg, layer=layer)
+    err.__cause__ = e.__cause__
+    return err
+
+
 class LayerView:
     """What pycaffe's net.layers[i] gives for a layer written in C++: ``type``, ``blobs`` (its
     parameter Blobs) and ``setup``/``reshape`` on lists of Blobs (pycaffe's Layer binding);
@@ -330,8 +346,8 @@ class Net(torch.nn.Module):
             try:
                 layer.setup(bottom_shapes)
                 top_shapes = layer.reshape(bottom_shapes)
-            except DecaffeError:
-                raise
+            except DecaffeError as e:
+                raise _naming_layer(e, lp.name) from None
             except Exception as e:  # a torch shape error deep inside a layer
                 if hasattr(e, "_decaffe_python_layer"):
                     raise  # a Python layer's own exception goes on as itself
@@ -921,8 +937,8 @@ class Net(torch.nn.Module):
                 bshapes.append(shapes.get(bid, self._blob_list[bid].shape))
             try:
                 tshapes = layer.reshape(bshapes)
-            except DecaffeError:
-                raise
+            except DecaffeError as e:
+                raise _naming_layer(e, layer.name) from None
             except Exception as e:
                 if hasattr(e, "_decaffe_python_layer"):
                     raise  # a Python layer's own exception goes on as itself

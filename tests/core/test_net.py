@@ -371,3 +371,22 @@ def test_layer_registry_fills_in_a_fresh_process():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert int(r.stdout) > 50
+
+
+@pytest.mark.parametrize("conv,want", [
+    ('kernel_size: 3 weight_filler { type: "nonexistent" }', "unknown filler type 'nonexistent'"),
+    ("kernel_h: 65536 kernel_w: 65536", "more than INT_MAX"),
+])
+def test_errors_of_helpers_during_setup_name_the_layer(conv, want):
+    """A filler's or a blob-size check's error, raised while a layer sets up, is a NetError
+    whose .layer is that layer (found by the project's fuzzing of net prototxts)."""
+    from decaffe.errors import NetError
+
+    text = ('layer { name: "d" type: "Input" top: "x" '
+            'input_param { shape { dim: 1 dim: 3 dim: 8 dim: 8 } } }\n'
+            'layer { name: "conv7" type: "Convolution" bottom: "x" top: "c" '
+            f'convolution_param {{ num_output: 4 {conv} }} }}')
+    with pytest.raises(NetError, match=want) as e:
+        decaffe.Net(text, decaffe.TEST)
+    assert e.value.layer == "conv7"
+    assert str(e.value).startswith("layer 'conv7': ") and str(e.value).count("conv7") == 1

@@ -43,6 +43,37 @@ def randomize(net, seed: int = 0) -> None:
                 b.data[...] = rng.standard_normal(b.shape) * 0.1
 
 
+LINEAR_TYPES = {"Convolution", "Deconvolution", "InnerProduct", "ConvolutionDepthwise",
+                "DepthwiseConvolution"}
+
+
+def calibrate(net, end: str | None = None, seed: int = 1) -> None:
+    """Rescale each convolution's and inner product's weights and bias, in forward order, so
+    that its top has standard deviation 1 on random input (LSUV-style). Random weights in
+    nets without normalisation (BN merged into the convolutions) otherwise grow activations
+    to ~1e7, where a final Softmax turns float32 rounding into differences of order 1.
+    Inputs are the exporter's own random inputs (valid ROIs, indices) for the net up to end."""
+    from decaffe.export.graph import build_graph
+    from decaffe.export.verify import random_inputs
+
+    for name, arr in random_inputs(build_graph(net, end=end), seed).items():
+        net.blobs[name].data[...] = arr
+    names = list(net._layer_names)
+    start = 0
+    for i, lname in enumerate(names):
+        layer = net.layer_dict[lname]
+        if layer.type not in LINEAR_TYPES or not net.params.get(lname):
+            continue
+        net.forward(start=names[start], end=lname)
+        start = i + 1
+        top = net.blobs[net.top_names[lname][0]].data
+        std = float(np.std(top))
+        if std > 0 and np.isfinite(std):
+            for b in net.params[lname][:2]:  # the layer is linear in (weights, bias) jointly
+                b.data[...] /= std
+            top[...] /= std
+
+
 def deploy_net(path: str, batch: int | None = None, drop_softmax: bool = True):
     """A TEST-phase net from a prototxt, random weights; the last Softmax dropped (random
     weights saturate it, hiding differences in the logits)."""

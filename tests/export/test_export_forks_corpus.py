@@ -5,7 +5,9 @@ PyTorch source, each matching decaffe within 1e-4 relative on random weights and
 
 Deploy nets are those whose TEST phase has no loss or accuracy layer. Data layers become
 Inputs at the smallest size the net takes (as tests/core/test_fork_corpus.py builds them;
-DummyData image sources too).
+DummyData image sources too). Random weights are calibrated so every convolution's output has
+unit deviation: nets whose BN is merged into their convolutions otherwise reach activations
+of 1e7, where no two float32 implementations agree on a final Softmax.
 Layers with a data-dependent output count (DetectionOutput, YOLO's detection outputs,
 Proposal and py-faster-rcnn's Python proposal layer) are refused by the exporter, so those
 nets export up to the layer before the first of them. A net decaffe cannot build is skipped
@@ -18,7 +20,7 @@ import os
 import sys
 
 import pytest
-from export_helpers import SLOW, export_all, randomize
+from export_helpers import SLOW, calibrate, export_all, randomize
 from fork_corpus import nets
 
 import caffe
@@ -133,6 +135,7 @@ def _build(path: str):
         i = names.index(cut)
         assert i > 0, f"{cut} is the first layer"
         end = names[i - 1]
+    calibrate(net, end)
     return net, end
 
 
