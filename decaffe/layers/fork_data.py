@@ -253,8 +253,10 @@ class SegTransformer:
         self.scale_factors = [float(np.float32(v)) for v in tp.scale_factors]
         if tp.HasField("crop_size"):
             self.crop_h = self.crop_w = int(tp.crop_size)
-        else:
+        elif tp.HasField("crop_height"):
             self.crop_h, self.crop_w = int(tp.crop_height), int(tp.crop_width)
+        else:  # hszhao/PSPNet names them crop_h and crop_w
+            self.crop_h, self.crop_w = int(tp.crop_h), int(tp.crop_w)
 
     def mean_for(self, channels: int) -> np.ndarray:
         """The mean value of each channel (one value serves all), as float32."""
@@ -373,7 +375,8 @@ class ImageSegDataLayer(_BaseDataLayer):
     ignore_label). Images are read in colour (BGR) or gray (`is_color`), images and label
     images resized bilinearly to new_height × new_width when both are set (DeepLab's
     ReadImageToCVMat, bilinear for the labels too), then go through SegTransformer
-    (scale_factors, padding, crop_size or crop_height/crop_width, mirror, mean_value, scale).
+    (scale_factors, padding, crop_size or crop_height/crop_width — PSPNet's crop_h/crop_w —,
+    mirror, mean_value, scale).
     Tops: data (N, C, H, W), label (N, 1, H, W) and, when named, data_dim (N, 1, 1, 2): each
     image's (height, width) before the transformer, capped at the data top's. H × W is the
     crop, else the first image's size. `shuffle` reshuffles at setup and every wrap-around;
@@ -390,11 +393,13 @@ class ImageSegDataLayer(_BaseDataLayer):
         tp = self.lp.transform_param
         self.check(not tp.HasField("mean_file"), "ImageSegData does not support a mean file "
                    "(as in DeepLab)", "transform_param.mean_file")
-        self.check(not (tp.HasField("crop_size") and (tp.HasField("crop_height")
-                                                      or tp.HasField("crop_width")))
-                   and tp.HasField("crop_height") == tp.HasField("crop_width"),
-                   "give either crop_size or both crop_height and crop_width",
-                   "transform_param.crop_size")
+        pairs = [tp.HasField("crop_height") or tp.HasField("crop_width"),
+                 tp.HasField("crop_h") or tp.HasField("crop_w")]
+        self.check(tp.HasField("crop_height") == tp.HasField("crop_width")
+                   and tp.HasField("crop_h") == tp.HasField("crop_w")
+                   and tp.HasField("crop_size") + sum(pairs) <= 1,
+                   "give either crop_size or both crop_height and crop_width (or PSPNet's "
+                   "crop_h and crop_w)", "transform_param.crop_size")
         new_h, new_w = int(p.new_height), int(p.new_width)
         self.check((new_h == 0) == (new_w == 0), "new_height and new_width must be set "
                    "together", f"{f}.new_height")

@@ -157,6 +157,19 @@ def test_seg_label_types_image_and_none_and_resize(tmp_path):
     assert (net.blobs["label"].data == 7).all()
 
 
+def test_seg_crop_height_width_and_pspnet_crop_h_w(tmp_path):
+    imgs, labs = _seg_data(tmp_path, [(6, 9), (6, 9)])
+    for tf in ("crop_height: 4 crop_width: 7", "crop_h: 4 crop_w: 7"):
+        net = _seg_net(tmp_path, decaffe.TEST, transform=tf)
+        net.forward()
+        assert net.blobs["data"].data.shape == (2, 3, 4, 7)
+        data, label = _ref_seg(imgs[0], labs[0], (4, 7), [0.0] * 3, 1.0, (1, 1), False)
+        np.testing.assert_array_equal(net.blobs["data"].data[0], data)
+        np.testing.assert_array_equal(net.blobs["label"].data[0, 0], label)
+    with pytest.raises(DecaffeError, match="crop_size"):
+        _seg_net(tmp_path, decaffe.TEST, transform="crop_height: 4")
+
+
 def test_seg_pixel_labels_resized_bilinearly_like_deeplab(tmp_path):
     imgs, labs = _seg_data(tmp_path, [(6, 6), (6, 6)], classes=3)
     net = _seg_net(tmp_path, decaffe.TEST, param="new_height: 4 new_width: 5")
