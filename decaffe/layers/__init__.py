@@ -14,5 +14,6 @@ from . import fork_shape  # noqa: F401
 from . import mobile  # noqa: F401
 from . import rcnn  # noqa: F401
 from . import resize  # noqa: F401
+from . import video_data  # noqa: F401
 from . import yolo  # noqa: F401
 # isort: on

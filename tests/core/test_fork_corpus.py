@@ -19,7 +19,8 @@ from decaffe.errors import DecaffeError, NetError
 from decaffe.formats import prototxt
 from decaffe.proto import caffe_pb2
 
-# Data layers (their sources are not shipped) become Inputs.
+# Data layers (their sources are not shipped) become Inputs. ImageSegData and VideoData run
+# the corpus's own definitions on small data in tests/data/test_fork_seg_video_data.py.
 DATA_TYPES = {"Data", "ImageData", "AnnotatedData", "ImageSegData", "DenseImageData",
               "VideoData", "LaneData"}
 # Python modules of the repositories' own code (py-faster-rcnn's lib/, ENet's scripts/),
