@@ -313,3 +313,55 @@ def resize_box(box: np.ndarray, p, width: int, height: int) -> np.ndarray:
         x0, x1 = max(zero, x0 * nw / w), min(nw, x1 * nw / w)
         y0, y1 = max(zero, y0 * nh / h), min(nh, y1 * nh / h)
     return np.array([x0 / nw, y0 / nh, x1 / nw, y1 / nh], F32)
+
+
+# -- lanes (eric612/MobileNet-YOLO: sampler.cpp GenerateJitterSamples, lane_data_layer.cpp) ----
+LANES, LANE_POINTS = 5, 64  # the fork's label top: 5 lanes of at most 64 points each
+
+
+def jitter_sample(jitter: float, keep_aspect: bool, rng: np.random.Generator) -> np.ndarray:
+    """GenerateJitterSamples: with probability 0.334 the whole image; else a box whose sides
+    are drawn in [1 - j, 1] (j = jitter with probability 0.333, jitter / 2 with 0.333; the
+    height equals the width when keep_aspect), placed uniformly inside the image."""
+    cumulative = np.cumsum(np.array([0.334, 0.333, 0.333], F32), dtype=F32)
+    change = int(np.searchsorted(cumulative, F32(rng.uniform(0, cumulative[-1])), "left"))
+    if change == 0:
+        return UNIT.copy()
+    j = F32(jitter) if change == 2 else F32(jitter) / F32(2)
+    w = F32(rng.uniform(F32(1) - j, 1))
+    h = w if keep_aspect else F32(rng.uniform(F32(1) - j, 1))
+    x0 = F32(rng.uniform(0, F32(1) - w))
+    y0 = F32(rng.uniform(0, F32(1) - h))
+    return np.array([x0, y0, x0 + w, y0 + h], F32)
+
+
+def lane_targets(lanes: list[list[tuple[float, float]]], crop: np.ndarray,
+                 seg_hw: tuple[int, int], thickness: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """LaneDataLayer's labels of one image: lanes (each a list of normalized (x, y) points,
+    as recorded) seen through the crop box; returns (label (5, 64, 3) float32, mask
+    seg_hw uint8).
+
+    Lane i's points go in reverse order to label[i, j] = [x, y, i], with x, y relative to
+    the crop (float32; a zero-width crop gives inf/nan) and i replaced by -1 for a point
+    outside [0, 1]. Each point inside is joined to the previous point inside by a line of
+    255 (cv::line, 8-connected) on the seg_hw mask, at int(x·width), int(y·height).
+    Slots no point fills stay 0."""
+    label = np.zeros((LANES, LANE_POINTS, 3), F32)
+    mask = np.zeros(seg_hw, np.uint8)
+    rows, cols = F32(seg_hw[0]), F32(seg_hw[1])
+    x0, y0 = F32(crop[0]), F32(crop[1])
+    cw, ch = F32(crop[2]) - x0, F32(crop[3]) - y0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for i, points in enumerate(lanes):
+            prev = None
+            for j, (x, y) in enumerate(reversed(points)):
+                x, y = (F32(x) - x0) / cw, (F32(y) - y0) / ch
+                inside = bool(0 <= x <= 1 and 0 <= y <= 1)
+                label[i, j] = (x, y, i if inside else -1)
+                if not inside:
+                    continue
+                if prev is not None and mask.size:
+                    cv2.line(mask, (int(x * cols), int(y * rows)),
+                             (int(prev[0] * cols), int(prev[1] * rows)), 255, thickness)
+                prev = (x, y)
+    return label, mask

@@ -43,6 +43,8 @@ def parse_annotated(value: bytes, key=None, source: str | None = None):
 class _Example:
     """One record's image (H×W×C uint8), boxes and whether it is still 'encoded'."""
 
+    kind = None  # the record's AnnotationType, where a source needs it
+
     def __init__(self, img, boxes, encoded, label):
         self.img, self.boxes, self.encoded, self.label = img, boxes, encoded, label
 
@@ -67,7 +69,10 @@ class _AnnotatedSource(CursorSource):
         return DataLayerError(msg, layer=self.layer_name)
 
     def example(self, key, value) -> _Example:
-        ad = parse_annotated(value, key, self.source)
+        return self._from_datum(parse_annotated(value, key, self.source), key)
+
+    def _from_datum(self, ad, key) -> _Example:
+        """The record's image (decoded, or its raw bytes) and boxes."""
         d = ad.datum
         name = record_name(key, self.source)
         if self.anno_type is not None and not ad.HasField("type") and \
@@ -97,39 +102,55 @@ class _AnnotatedSource(CursorSource):
             raise self._fail(f"{name}: float_data records cannot be distorted, expanded or "
                              "sampled (the fork crops and expands byte pixels only)")
         if tp.HasField("distort_param"):
-            if not ex.encoded:
-                raise self._fail(f"{name}: distort_param works on encoded images only (the "
-                                 "fork's DistortImage)")
-            distorted = A.distort_image(_squeeze(ex.img), tp.distort_param, rng)
-            ex.img = _chan(A.reencode_jpg(distorted))
+            self._distort(ex, name)
         if tp.HasField("expand_param"):
-            ep = tp.expand_param
-            if float(rng.uniform(0, 1)) <= ep.prob and abs(ep.max_expand_ratio - 1) >= 1e-2:
-                ratio = float(rng.uniform(1, ep.max_expand_ratio))
-                if ex.encoded:
-                    fill = self.mean_values if self.mean_values is not None else 0
-                    if self.mean is not None:
-                        fill = 0  # (a mean image fills per pixel; see below)
-                else:
-                    fill = 32  # the fork's raw path fills its buffer with ' '
-                canvas, box = A.expand_image(_squeeze(ex.img), ratio, fill, rng)
-                canvas = _chan(canvas)
-                if ex.encoded and self.mean is not None:
-                    self._fill_mean(canvas, box, ex.img.shape)
-                emit = tp.emit_constraint if tp.HasField("emit_constraint") else None
-                ex.boxes = A.transform_boxes(ex.boxes, box, False, emit)
-                ex.img = _chan(A.reencode_jpg(_squeeze(canvas))) if ex.encoded else canvas
+            self._expand(ex, name)
         if self.samplers:
             samples = A.generate_samples(ex.boxes, self.samplers, rng)
             if samples:
                 box = samples[int(rng.integers(2**31 - 1)) % len(samples)]
-                img = A.crop_image(ex.img, box)
-                if img.size == 0:
-                    raise self._fail(f"{name}: the sampled crop {box.tolist()} is empty")
+                self._crop(ex, box, name)
                 emit = tp.emit_constraint if tp.HasField("emit_constraint") else None
                 ex.boxes = A.transform_boxes(ex.boxes, B.clip_bbox(box), False, emit)
-                ex.img = _chan(A.reencode_jpg(_squeeze(img))) if ex.encoded else img
         return ex
+
+    def _distort(self, ex: _Example, name: str) -> None:
+        """DistortImage: random photometric changes, stored back as JPEG."""
+        if not ex.encoded:
+            raise self._fail(f"{name}: distort_param works on encoded images only (the "
+                             "fork's DistortImage)")
+        distorted = A.distort_image(_squeeze(ex.img), self.tp.distort_param, self.rng)
+        ex.img = _chan(A.reencode_jpg(distorted))
+
+    def _expand(self, ex: _Example, name: str) -> None:
+        """ExpandImage: with probability prob, the image on a larger canvas (boxes moved)."""
+        ep, rng = self.tp.expand_param, self.rng
+        if float(rng.uniform(0, 1)) <= ep.prob and abs(ep.max_expand_ratio - 1) >= 1e-2:
+            ratio = float(rng.uniform(1, ep.max_expand_ratio))
+            if ex.encoded:
+                fill = self.mean_values if self.mean_values is not None else 0
+                if self.mean is not None:
+                    fill = 0  # (a mean image fills per pixel; see below)
+            else:
+                fill = 32  # the fork's raw path fills its buffer with ' '
+            canvas, box = A.expand_image(_squeeze(ex.img), ratio, fill, rng)
+            canvas = _chan(canvas)
+            if ex.encoded and self.mean is not None:
+                self._fill_mean(canvas, box, ex.img.shape)
+            self._expand_boxes(ex, box, name)
+            ex.img = _chan(A.reencode_jpg(_squeeze(canvas))) if ex.encoded else canvas
+
+    def _expand_boxes(self, ex: _Example, box: np.ndarray, name: str) -> None:
+        tp = self.tp
+        emit = tp.emit_constraint if tp.HasField("emit_constraint") else None
+        ex.boxes = A.transform_boxes(ex.boxes, box, False, emit)
+
+    def _crop(self, ex: _Example, box: np.ndarray, name: str) -> None:
+        """CropImage: the pixels of the (clipped) box, stored back as JPEG when encoded."""
+        img = A.crop_image(ex.img, box)
+        if img.size == 0:
+            raise self._fail(f"{name}: the sampled crop {box.tolist()} is empty")
+        ex.img = _chan(A.reencode_jpg(_squeeze(img))) if ex.encoded else img
 
     def _fill_mean(self, canvas, box, shape) -> None:
         mh, mw = self.mean.shape[1:]
@@ -153,6 +174,15 @@ class _AnnotatedSource(CursorSource):
 
     def _transform(self, ex: _Example, name: str):
         """(C×h×w float32 pixels, boxes) after resize, crop, mirror, mean and scale."""
+        px, crop, mirror, resize, size = self._pixels(ex, name)
+        tp = self.tp
+        emit = tp.emit_constraint if tp.HasField("emit_constraint") else None
+        boxes = A.transform_boxes(ex.boxes, crop, mirror, emit, resize, size)
+        return px, boxes
+
+    def _pixels(self, ex: _Example, name: str):
+        """The pixels after resize, crop, mean, scale and mirror, with what moves boxes:
+        (C×h×w float32, crop box, mirrored, resize policy or None, size before resize)."""
         tp, rng = self.tp, self.rng
         img = ex.img
         resize = self._policy()
@@ -195,9 +225,7 @@ class _AnnotatedSource(CursorSource):
         if not ex.encoded:
             crop = np.array([F32(x0) / F32(w), F32(y0) / F32(h), F32(x0 + cw) / F32(w),
                              F32(y0 + ch) / F32(h)], F32)
-        emit = tp.emit_constraint if tp.HasField("emit_constraint") else None
-        boxes = A.transform_boxes(ex.boxes, crop, mirror, emit, resize, size)
-        return px, boxes
+        return px, crop, mirror, resize, size
 
     def produce(self) -> tuple:
         try:
@@ -280,63 +308,9 @@ class AnnotatedDataLayer(_BaseDataLayer):
     def setup(self, bottom_shapes):
         p = self.lp.data_param
         ap = self.lp.annotated_data_param
-        self.check(p.batch_size > 0, "must be positive", "data_param.batch_size")
-        self.check(bool(p.source), "a database path must be given", "data_param.source")
-        self.batch_size = int(p.batch_size)
-        tp = transform_param_of(self.lp, p)
-        self.tp = tp
-        self.check(not (tp.force_color and tp.force_gray),
-                   "cannot set both force_color and force_gray", "transform_param")
-        self.color = True if tp.force_color else (False if tp.force_gray else None)
-        if tp.HasField("noise_param"):
-            raise self.error("the SSD noise transformations are not supported",
-                             "transform_param.noise_param")
-        self.policies = resize_policies(tp)
-        self.policy_probs = None
-        for rp in self.policies:
-            self.check(rp.height > 0 and rp.width > 0, "height and width must be positive",
-                       "transform_param.resize_param")
-            self.check(not (rp.resize_mode == _RESIZE.FIT_SMALL_SIZE and rp.height_scale
-                            and rp.width_scale), "FIT_SMALL_SIZE with height_scale/width_scale "
-                       "(the fork's box extrapolation) is not supported",
-                       "transform_param.resize_param.height_scale")
-        if len(self.policies) > 1:
-            probs = np.asarray([rp.prob for rp in self.policies], np.float64)
-            self.check(((probs >= 0) & (probs <= 1)).all() and abs(probs.sum() - 1) < 1e-6,
-                       f"the policies' probabilities must each be in [0, 1] and sum to 1, not "
-                       f"{probs.tolist()}", "transform_param.resize_param.prob")
-            self.policy_probs = probs / probs.sum()
-        if tp.HasField("expand_param"):
-            self.check(tp.expand_param.max_expand_ratio >= 1, "must be at least 1",
-                       "transform_param.expand_param.max_expand_ratio")
-        self.samplers = list(ap.batch_sampler)
-        for i, bs in enumerate(self.samplers):
-            with self._guard():
-                A.check_sampler(bs, f"annotated_data_param.batch_sampler[{i}]")
-        self.mean = self.mean_values = None
-        if tp.HasField("mean_file"):
-            self.check(not len(tp.mean_value), "cannot specify mean_file and mean_value at "
-                       "the same time", "transform_param")
-            with self._guard("transform_param.mean_file"):
-                self.mean = load_mean_file(tp.mean_file)
-        elif len(tp.mean_value):
-            self.mean_values = np.asarray(tp.mean_value, F32)
-        with self._guard("data_param.source"):
-            db = open_db(p.source, p.backend, READ)
+        self._setup_transform(p, ap)
+        db, cursor, rng, first = self._open(p)
         try:  # a failure here releases the database at once
-            cursor = db.cursor()
-            if not cursor.valid:
-                raise self._error(f"the database '{p.source}' is empty", "data_param.source")
-            rng = layer_rng()
-            if p.rand_skip:
-                skip = int(rng.integers(p.rand_skip))
-                if hasattr(cursor, "skip"):
-                    cursor.skip(skip)
-                else:
-                    for _ in range(skip):
-                        cursor.advance()
-            with self._guard("data_param.source"):
-                first = parse_annotated(cursor.value, cursor.key, p.source)
             self.anno_type = None
             if first.HasField("type") or ap.HasField("anno_type"):
                 self.anno_type = int(ap.anno_type if ap.HasField("anno_type") else first.type)
@@ -355,6 +329,80 @@ class AnnotatedDataLayer(_BaseDataLayer):
         self._top_shapes = [(self.batch_size,) + self.data_shape] + (
             [label_shape] if self.labels else [])
         self._start(src, p.prefetch)
+
+    def _setup_transform(self, p, ap) -> None:
+        """data_param, transform_param and the batch samplers: checked and kept."""
+        self.check(p.batch_size > 0, "must be positive", "data_param.batch_size")
+        self.check(bool(p.source), "a database path must be given", "data_param.source")
+        self.batch_size = int(p.batch_size)
+        tp = transform_param_of(self.lp, p)
+        self.tp = tp
+        self.check(not (tp.force_color and tp.force_gray),
+                   "cannot set both force_color and force_gray", "transform_param")
+        self.color = True if tp.force_color else (False if tp.force_gray else None)
+        if tp.HasField("noise_param"):
+            raise self.error("the SSD noise transformations are not supported",
+                             "transform_param.noise_param")
+        self.policies = resize_policies(tp)
+        self.policy_probs = None
+        for rp in self.policies:
+            self.check(rp.height > 0 and rp.width > 0, "height and width must be positive",
+                       "transform_param.resize_param")
+        self._check_policies()
+        if tp.HasField("expand_param"):
+            self.check(tp.expand_param.max_expand_ratio >= 1, "must be at least 1",
+                       "transform_param.expand_param.max_expand_ratio")
+        self.samplers = list(ap.batch_sampler)
+        for i, bs in enumerate(self.samplers):
+            with self._guard():
+                A.check_sampler(bs, f"annotated_data_param.batch_sampler[{i}]")
+        self.mean = self.mean_values = None
+        if tp.HasField("mean_file"):
+            self.check(not len(tp.mean_value), "cannot specify mean_file and mean_value at "
+                       "the same time", "transform_param")
+            with self._guard("transform_param.mean_file"):
+                self.mean = load_mean_file(tp.mean_file)
+        elif len(tp.mean_value):
+            self.mean_values = np.asarray(tp.mean_value, F32)
+
+    def _check_policies(self, tolerance: float = 1e-6) -> None:
+        """The resize policies' probabilities: each in [0, 1], summing to 1."""
+        for rp in self.policies:
+            self.check(not (rp.resize_mode == _RESIZE.FIT_SMALL_SIZE and rp.height_scale
+                            and rp.width_scale), "FIT_SMALL_SIZE with height_scale/width_scale "
+                       "(the fork's box extrapolation) is not supported",
+                       "transform_param.resize_param.height_scale")
+        if len(self.policies) > 1:
+            probs = np.asarray([rp.prob for rp in self.policies], np.float64)
+            self.check(((probs >= 0) & (probs <= 1)).all()
+                       and abs(probs.sum() - 1) <= tolerance,
+                       f"the policies' probabilities must each be in [0, 1] and sum to 1, not "
+                       f"{probs.tolist()}", "transform_param.resize_param.prob")
+            self.policy_probs = probs / probs.sum()
+
+    def _open(self, p):
+        """The database, its cursor (past rand_skip), the layer's generator and the first
+        record; the database is closed again if any of it fails."""
+        with self._guard("data_param.source"):
+            db = open_db(p.source, p.backend, READ)
+        try:
+            cursor = db.cursor()
+            if not cursor.valid:
+                raise self._error(f"the database '{p.source}' is empty", "data_param.source")
+            rng = layer_rng()
+            if p.rand_skip:
+                skip = int(rng.integers(p.rand_skip))
+                if hasattr(cursor, "skip"):
+                    cursor.skip(skip)
+                else:
+                    for _ in range(skip):
+                        cursor.advance()
+            with self._guard("data_param.source"):
+                first = parse_annotated(cursor.value, cursor.key, p.source)
+        except BaseException:
+            db.close()
+            raise
+        return db, cursor, rng, first
 
     def _probe(self, first, key, source) -> tuple[int, int, int]:
         """InferBlobShape from the first record: channels, then the resize / crop size."""
@@ -378,3 +426,229 @@ class AnnotatedDataLayer(_BaseDataLayer):
                        f"crop {ch}x{cw}", "transform_param.crop_size")
             h, w = ch, cw
         return (c, h, w)
+
+
+# ----------------------------------------------------------------------------------------------
+# eric612/MobileNet-YOLO's LaneData (lane_data_layer.cpp)
+# ----------------------------------------------------------------------------------------------
+_SEG_SCALE = F32(1 / 255.0)  # DataTransformer::Transform2's scale of the drawn mask
+_LANE_TYPE = caffe_pb2.AnnotatedDatum.LANE
+
+
+class _LaneSource(_AnnotatedSource):
+    """Reads and transforms batches of lane records (runs in the prefetch worker)."""
+
+    def __init__(self, layer, db, cursor, rng):
+        super().__init__(layer, db, cursor, rng)
+        self.seg, self.yolo_type, self.jitter = layer.seg, layer.yolo_type, layer.jitter
+        self.seg_hw = layer.seg_hw
+        self.iters, self.policy_num = 0, 0
+
+    def state(self) -> dict:
+        st = super().state()
+        st.update(iters=self.iters, policy=self.policy_num)
+        return st
+
+    def restore(self, state: dict) -> None:
+        super().restore(state)
+        self.iters, self.policy_num = int(state["iters"]), int(state["policy"])
+
+    def _policy(self):
+        # one policy for ten batches at a time (the fork's iters_ % 10)
+        return self.policies[self.policy_num] if self.policies else None
+
+    def _expand_boxes(self, ex: _Example, box: np.ndarray, name: str) -> None:
+        if ex.kind == _LANE_TYPE:
+            raise self._fail(f"{name}: expand_param on a LANE record (the fork's "
+                             "TransformAnnotation stops with 'Unknown annotation type')")
+        super()._expand_boxes(ex, box, name)
+
+    def _lanes(self, ad, name: str) -> list:
+        lanes = [[(a.lanes.x, a.lanes.y) for a in g.annotation] for g in ad.annotation_group]
+        if self.labels:
+            if len(lanes) > A.LANES:
+                raise self._fail(f"{name} has {len(lanes)} lanes; the label top holds "
+                                 f"{A.LANES} per image (the fork writes the rest over the "
+                                 "next image's)")
+            for i, points in enumerate(lanes):
+                if len(points) > A.LANE_POINTS:
+                    raise self._fail(f"{name}: lane {i} has {len(points)} points; the label "
+                                     f"top holds {A.LANE_POINTS} per lane (the fork writes "
+                                     "the rest over the next lane's)")
+        return lanes
+
+    def _shape(self, img: np.ndarray, policy) -> tuple[int, int, int]:
+        """InferBlobShape of the batch's first image under this batch's policy."""
+        h, w = img.shape[:2]
+        if policy is not None:
+            h, w = A.resized_size(policy, h, w)
+        tp = self.tp
+        ch = int(tp.crop_h) or int(tp.crop_size)
+        cw = int(tp.crop_w) or int(tp.crop_size)
+        if ch and cw:
+            h, w = ch, cw
+        return (img.shape[2], h, w)
+
+    def _sample(self, ex: _Example, name: str, policy):
+        """Distortion or (only without it) expansion, then a batch-sampler or jitter box
+        cropped out; returns the box (None when nothing was sampled)."""
+        tp, rng = self.tp, self.rng
+        if tp.HasField("distort_param"):
+            self._distort(ex, name)
+        elif tp.HasField("expand_param"):
+            self._expand(ex, name)
+        box = None
+        if self.samplers:
+            samples = A.generate_samples(ex.boxes, self.samplers, rng)
+            if samples:
+                box = samples[int(rng.integers(2**31 - 1)) % len(samples)]
+        elif self.yolo_type == 1:
+            keep = policy.resize_mode == _RESIZE.FIT_LARGE_SIZE_AND_PAD
+            box = A.jitter_sample(self.jitter, keep, rng)
+        if box is not None:
+            self._crop(ex, box, name)
+        return box
+
+    def produce(self) -> tuple:
+        try:
+            recs = self.cursor.take(self.batch_size, self.keep)
+        except DataError as e:
+            raise self._fail(str(e)) from None
+        if self.policies and self.iters % 10 == 0:
+            self.policy_num = int(self.rng.choice(len(self.policies), p=self.policy_probs))
+        policy = self._policy()
+        fit_small = policy is not None and policy.resize_mode == _RESIZE.FIT_SMALL_SIZE
+        n = self.batch_size
+        data = seg = None
+        label = np.zeros((n, A.LANES, A.LANE_POINTS, 3), F32) if self.labels else None
+        crop = np.zeros(4, F32)  # an unset NormalizedBBox, kept from item to item
+        for item, (key, value) in enumerate(recs):
+            name = record_name(key, self.source)
+            try:
+                ad = parse_annotated(value, key, self.source)
+                if not ad.datum.encoded:
+                    raise self._fail(f"{name} is not an encoded image: LaneData reads encoded "
+                                     "records (the fork's raw path skips resize_param and "
+                                     "leaves seg_label's mirror stale)")
+                ex = self._from_datum(ad, key)
+                ex.kind = int(ad.type) if ad.HasField("type") else None
+                lanes = self._lanes(ad, name)
+                if item == 0:
+                    shape = self._shape(ex.img, policy)
+                    seg_hw = self.seg_hw(shape[1:]) if self.seg else (0, 0)
+                box = self._sample(ex, name, policy)
+                if box is not None:
+                    crop = box
+                px, _, mirror, _, _ = self._pixels(ex, name)
+            except DataLayerError:
+                raise
+            except DataError as e:
+                raise self._fail(str(e)) from None
+            if data is None:
+                data = np.empty((n,) + (px.shape if fit_small else shape), F32)
+            if px.shape != data.shape[1:]:
+                raise self._fail(f"{name} gives a {'x'.join(map(str, px.shape))} example, "
+                                 f"the batch needs {'x'.join(map(str, data.shape[1:]))} "
+                                 "(without resize_param a sampled crop must keep the size)")
+            data[item] = px
+            if self.labels:
+                label[item], mask = A.lane_targets(lanes, crop, seg_hw)
+                if self.seg:
+                    if seg is None:
+                        seg = np.empty((n, 1) + seg_hw, F32)
+                    # Transform2 flips the mask with the image; the lane points stay unflipped
+                    seg[item, 0] = (mask[:, ::-1] if mirror else mask).astype(F32) * _SEG_SCALE
+        self.iters += 1
+        out = [torch.from_numpy(data)]
+        if self.labels:
+            out.append(torch.from_numpy(label))
+        if self.seg:
+            out.append(torch.from_numpy(seg))
+        return tuple(out)
+
+
+@register("LaneData")
+class LaneDataLayer(AnnotatedDataLayer):
+    """eric612/MobileNet-YOLO's LaneData layer (lane_data_layer.cpp, tusimple lane nets):
+    AnnotatedDatums whose annotation groups are lanes and whose annotations are lane
+    points (``Annotation.lanes``: normalized x, y), from ``data_param.source``; tops
+    ``data``, optionally ``label`` and ``seg_label``.
+
+    Per record, in the fork's order: ``distort_param``, or ``expand_param`` only without
+    it; then a crop: one box of the ``annotated_data_param.batch_sampler``s, or with
+    ``yolo_data_type: 1`` a jitter box (sides in [1 - yolo_data_jitter, 1], or
+    [1 - jitter/2, 1], or the whole image, each a third of the time; square when the
+    policy is FIT_LARGE_SIZE_AND_PAD); then ``resize_param`` (one of several policies,
+    drawn by prob every 10 batches), crop_size, mirror, mean and scale as AnnotatedData.
+
+    ``label`` is (N, 5, 64, 3): lane i's points in reverse record order as [x, y, i],
+    x and y relative to the crop box of the image's own sample (an earlier image's in the
+    batch when none was sampled; an all-zero box before any, which gives inf/nan), i = -1
+    for a point outside the crop; the points are **not mirrored**; unfilled slots are 0.
+    ``seg_label`` is (N, 1, H / seg_scales, W / seg_scales) of the batch's first image's
+    (H, W), or (seg_resize_height, seg_resize_width): 1 on 1-pixel lines joining each
+    lane's consecutive in-crop points, 0 elsewhere, mirrored with the image.
+    Random draws follow decaffe's seed, not Caffe's stream. Errors: DataLayerError naming
+    the record for raw (non-encoded) records, more than 5 lanes or 64 points, and
+    expansion of LANE-typed records.
+    """
+
+    min_tops = 1
+    max_tops = 3
+
+    def setup(self, bottom_shapes):
+        p = self.lp.data_param
+        ap = self.lp.annotated_data_param
+        self._setup_transform(p, ap)
+        tp = self.tp
+        self.check(not (tp.HasField("distort_param") and tp.HasField("expand_param")),
+                   "cannot be given with distort_param (the fork's LaneData then frees a "
+                   "copy it does not own)", "transform_param.expand_param")
+        self.yolo_type, self.jitter = int(ap.yolo_data_type), float(ap.yolo_data_jitter)
+        if self.yolo_type == 1 and not self.samplers:
+            self.check(bool(self.policies), "yolo_data_type 1 needs one (the fork reads the "
+                       "policy's resize_mode for its jitter crop)", "transform_param.resize_param")
+            self.check(0 <= self.jitter < 1, f"must be in [0, 1), not {self.jitter}",
+                       "annotated_data_param.yolo_data_jitter")
+        self.labels = len(self.top_names) > 1
+        self.seg = len(self.top_names) > 2
+        sw, sh = int(ap.seg_resize_width), int(ap.seg_resize_height)
+        self.check(sw >= 0 and sh >= 0, "must not be negative",
+                   "annotated_data_param.seg_resize_width/height")
+        scales = int(ap.seg_scales)
+        if self.seg and not (sw and sh):
+            self.check(scales > 0, "must be positive", "annotated_data_param.seg_scales")
+        self.seg_hw = ((lambda hw: (sh, sw)) if sw and sh
+                       else (lambda hw: (hw[0] // scales, hw[1] // scales)))
+        self.anno_type, self.anno_override = None, False
+        db, cursor, rng, first = self._open(p)
+        try:
+            if not first.datum.encoded:
+                raise self._error(f"{record_name(cursor.key, p.source)} is not an encoded "
+                                  "image: LaneData reads encoded records", "data_param.source")
+            self.data_shape = self._probe(first, cursor.key, p.source)
+            src = _LaneSource(self, db, cursor, rng)
+        except BaseException:
+            db.close()
+            raise
+        n = self.batch_size
+        self._top_shapes = [(n,) + self.data_shape]
+        if self.labels:
+            self._top_shapes.append((n, A.LANES, A.LANE_POINTS, 3))
+        if self.seg:
+            self._top_shapes.append((n, 1) + self.seg_hw(self.data_shape[1:]))
+        self._start(src, p.prefetch)
+
+    def _check_policies(self, tolerance: float = 0.01) -> None:
+        """The fork's checks, every policy count: each prob in [0, 1], their sum within
+        0.01 of 1; FIT_SMALL_SIZE as the first policy only with batch_size 1."""
+        if not self.policies:
+            return
+        probs = np.asarray([rp.prob for rp in self.policies], np.float64)
+        self.check(((probs >= 0) & (probs <= 1)).all() and abs(probs.sum() - 1) <= tolerance,
+                   f"the policies' probabilities must each be in [0, 1] and sum to 1 (within "
+                   f"0.01), not {probs.tolist()}", "transform_param.resize_param.prob")
+        self.policy_probs = probs / probs.sum()
+        if self.policies[0].resize_mode == _RESIZE.FIT_SMALL_SIZE:
+            self.check(self.batch_size == 1, "only batch_size 1 with FIT_SMALL_SIZE",
+                       "data_param.batch_size")

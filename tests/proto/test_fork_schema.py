@@ -107,6 +107,11 @@ def _field_proto(message: str, name: str):
     ("LayerParameter", "relu6_param", 100000, "message"),
     ("LayerParameter", "shuffle_channel_param", 164, "message"),
     ("AnnotatedDataParameter", "yolo_data_jitter", 5, "float"),
+    ("AnnotatedDataParameter", "seg_resize_height", 10, "int32"),
+    ("Annotation", "lanes", 3, "message"),
+    ("LaneInfo", "x", 1, "float"),
+    ("LaneInfo", "y", 2, "float"),
+    ("LaneInfo", "id", 3, "int32"),
     # inisis/caffe, the golden fork build
     ("LayerParameter", "resize_param", 251, "message"),
     ("ResizeLayerParameter", "is_pyramid_test", 3, "bool"),
@@ -148,6 +153,11 @@ def test_fork_defaults():
     p = caffe_pb2.ProposalParameter()
     assert (p.feat_stride, p.base_size, p.min_size) == (16, 16, 16)
     assert (p.pre_nms_topn, p.post_nms_topn) == (6000, 300)
+
+
+def test_lane_annotation_types_keep_eric612_numbers():
+    kind = caffe_pb2.AnnotatedDatum.AnnotationType
+    assert (kind.Value("BBOX"), kind.Value("BBOXandSeg"), kind.Value("LANE")) == (0, 1, 2)
 
 
 def test_loss_normalization_keeps_bvlc_none_and_adds_pre_fixed():
