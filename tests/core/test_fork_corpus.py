@@ -20,7 +20,8 @@ from decaffe.formats import prototxt
 from decaffe.proto import caffe_pb2
 
 # Data layers (their sources are not shipped) become Inputs. ImageSegData and VideoData run
-# the corpus's own definitions on small data in tests/data/test_fork_seg_video_data.py.
+# the corpus's own definitions on small data in tests/data/test_fork_seg_video_data.py,
+# LaneData in tests/data/test_lane_data.py.
 DATA_TYPES = {"Data", "ImageData", "AnnotatedData", "ImageSegData", "DenseImageData",
               "VideoData", "LaneData"}
 # Python modules of the repositories' own code (py-faster-rcnn's lib/, ENet's scripts/),
@@ -133,7 +134,9 @@ def with_inputs(param, size: tuple[int, int] | None) -> caffe_pb2.NetParameter:
             elif lp.type == "AnnotatedData" and lp.annotated_data_param.yolo_data_type == 1:
                 # MobileNet-YOLO: 300 rows of [class, x, y, w, h] per image
                 dims.extend((n, 1, 300, 5))
-            elif lp.type in ("AnnotatedData", "LaneData"):
+            elif lp.type == "LaneData":  # 5 lanes of 64 [x, y, lane] points per image
+                dims.extend((n, 5, 64, 3))
+            elif lp.type == "AnnotatedData":
                 dims.extend((1, 1, 1, 8))
             elif lp.type == "DenseImageData":
                 f = max(lp.dense_image_data_param.label_divide_factor, 1)
