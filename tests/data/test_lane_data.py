@@ -18,6 +18,7 @@ import decaffe
 from decaffe.errors import DecaffeError
 from decaffe.layers.data import DataLayerError
 from decaffe.proto import caffe_pb2
+from decaffe.solvers import snapshot as snap
 
 F32 = np.float32
 H, W = 40, 60  # the records' images
@@ -507,3 +508,44 @@ def test_jitter_box_is_square_under_fit_large_size_and_pad(lanes_db):
             assert bw == pytest.approx(bh, rel=1e-4)
             sides.append(bw)
     assert min(sides) < 0.99  # some boxes were jittered
+
+
+def test_solver_snapshot_resumes_bitwise(lanes_db, tmp_path, monkeypatch):
+    """A snapshot records LaneData's position (records, random state, batch count and
+    policy) and -snapshot continues as the uninterrupted run, across a policy draw."""
+    db, _, _ = lanes_db
+    monkeypatch.chdir(tmp_path)
+    tf = ("mirror: true scale: 0.0039 resize_param { prob: 0.5 height: 8 width: 8 } "
+          "resize_param { prob: 0.5 height: 8 width: 8 interp_mode: AREA }")
+    net = lane_net(db, batch=2, transform=tf, anno=ANNO.replace("seg_scales: 4",
+                                                                "seg_scales: 2"), prefetch=2)
+    net += ('layer { name: "s" type: "Silence" bottom: "label" } '
+            'layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip" '
+            'inner_product_param { num_output: 16 weight_filler { type: "gaussian" std: 0.1 } } } '
+            'layer { name: "loss" type: "EuclideanLoss" bottom: "ip" bottom: "seg_label" '
+            'top: "loss" }')
+    (tmp_path / "net.prototxt").write_text(net)
+    (tmp_path / "solver.prototxt").write_text(
+        'net: "net.prototxt" base_lr: 0.01 momentum: 0.9 lr_policy: "fixed" max_iter: 13 '
+        'snapshot: 6 snapshot_prefix: "snap" random_seed: 5 display: 0\n')
+
+    def weights(s):
+        return [p.detach().clone().numpy() for p in s.net.learnable_params]
+
+    full = decaffe.get_solver("solver.prototxt")
+    full.solve()
+    want = weights(full)
+    full.net.close()
+    resumed = decaffe.get_solver("solver.prototxt")
+    resumed.solve("snap_iter_6.solverstate")
+    assert all(np.array_equal(a, b) for a, b in zip(want, weights(resumed)))
+    resumed.net.close()
+    # without the recorded position (as Caffe resumes) the batches differ
+    data = snap.read_state("snap_iter_6.solverstate")
+    assert data.positions["nets"]["train"]["data"]["iters"] == 6
+    data.positions = None
+    snap.write_state("plain_iter_6.solverstate", data)
+    plain = decaffe.get_solver("solver.prototxt")
+    plain.solve("plain_iter_6.solverstate")
+    assert not all(np.array_equal(a, b) for a, b in zip(want, weights(plain)))
+    plain.net.close()
