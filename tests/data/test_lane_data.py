@@ -549,3 +549,29 @@ def test_solver_snapshot_resumes_bitwise(lanes_db, tmp_path, monkeypatch):
     plain.solve("plain_iter_6.solverstate")
     assert not all(np.array_equal(a, b) for a, b in zip(want, weights(plain)))
     plain.net.close()
+
+
+def test_corpus_tusimple_train_net_trains_on_lane_records(lanes_db):
+    """The whole corpus net (tests/models/forks) with its LaneData reading the records at
+    64x64: YoloSeg's loss takes seg_label at conv16's 1/4 size, forward and backward."""
+    from fork_corpus import nets
+    from google.protobuf import text_format
+
+    from decaffe.formats import prototxt
+
+    db, _, _ = lanes_db
+    (fork_net,) = [n for n in nets()
+                   if n.local_path.endswith("tusimple/mobilenet_yolov3_lite_train.prototxt")]
+    param = prototxt.parse_text(fork_net.text, caffe_pb2.NetParameter(), fork_net.local_path)
+    lp = param.layer[0]
+    assert lp.type == "LaneData"
+    lp.data_param.source, lp.data_param.batch_size = db, 2
+    lp.transform_param.resize_param[0].height = lp.transform_param.resize_param[0].width = 64
+    decaffe.set_random_seed(0)
+    net = decaffe.Net(text_format.MessageToString(param), decaffe.TRAIN)
+    loss = net.forward()["Seg_loss"]
+    assert np.isfinite(loss) and loss > 0
+    assert net.blobs["seg_label"].data.shape == net.blobs["conv16"].data.shape == (2, 1, 16, 16)
+    net.backward()
+    assert np.abs(net.params["conv16"][0].diff).sum() > 0
+    net.close()
