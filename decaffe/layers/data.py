@@ -390,16 +390,37 @@ class DataLayer(_BaseDataLayer):
 _LABEL = re.compile(r"[+-]?\d+")
 
 
+def open_list(path: str):
+    """A list file opened as text (undecodable bytes kept as surrogates, so names in any
+    encoding survive); a DataError naming the file if it cannot be opened."""
+    try:
+        return open(path, encoding="utf-8", errors="surrogateescape")
+    except OSError as e:
+        raise DataError(f"cannot open the list file '{path}': {e.strerror or e}") from None
+
+
+def shuffle_and_skip(layer, p, rng: np.random.Generator, count: int, field: str,
+                     what: str = "images") -> tuple[np.random.Generator | None, int]:
+    """A list-reading data layer's shuffle generator (drawn first from rng when p.shuffle)
+    and start position (p.rand_skip: a random skip drawn next, refused past the list's
+    count entries), in the order ImageData draws them."""
+    shuffle_rng = None
+    if p.shuffle:
+        shuffle_rng = np.random.default_rng(int(rng.integers(2**63 - 1)))
+    start = 0
+    if p.rand_skip:
+        start = int(rng.integers(p.rand_skip))
+        layer.check(start < count, f"cannot skip {start} of {count} {what}",
+                    f"{field}.rand_skip")
+    return shuffle_rng, start
+
+
 def read_image_list(path: str) -> list[tuple[str, int]]:
     """The (filename, label) pairs of a Caffe image list: one 'FILENAME LABEL' per line,
     split at the last blank (so names may hold spaces); blank lines are skipped. A line
     without an integer label raises a DataError naming the file and line number."""
-    try:
-        f = open(path, encoding="utf-8", errors="surrogateescape")
-    except OSError as e:
-        raise DataError(f"cannot open the list file '{path}': {e.strerror or e}") from None
     out = []
-    with f:
+    with open_list(path) as f:
         for lineno, raw in enumerate(f, 1):
             line = raw.rstrip()
             if not line.strip():
@@ -528,14 +549,7 @@ class ImageDataLayer(_BaseDataLayer):
         if not lines:
             raise self._error(f"the list file '{p.source}' lists no images",
                               "image_data_param.source")
-        shuffle_rng = None
-        if p.shuffle:
-            shuffle_rng = np.random.default_rng(int(rng.integers(2**63 - 1)))
-        start = 0
-        if p.rand_skip:
-            start = int(rng.integers(p.rand_skip))
-            self.check(start < len(lines), f"cannot skip {start} of {len(lines)} images",
-                       "image_data_param.rand_skip")
+        shuffle_rng, start = shuffle_and_skip(self, p, rng, len(lines), "image_data_param")
         root = p.root_folder
         # Resolved now, as the working directory is now: reading ahead never depends on it.
         lines = [(name, label, os.path.abspath(root + name)) for name, label in lines]

@@ -26,6 +26,7 @@ from .data import (
     layer_rng,
     rng_state,
     set_rng_state,
+    shuffle_and_skip,
     transform_param_of,
 )
 
@@ -178,14 +179,7 @@ class DenseImageDataLayer(_BaseDataLayer):
             raise self._error(f"the list file '{p.source}' lists no images", f"{f}.source")
         root = p.root_folder
         lines = [(os.path.abspath(root + a), os.path.abspath(root + b)) for a, b in pairs]
-        shuffle_rng = None
-        if p.shuffle:
-            shuffle_rng = np.random.default_rng(int(rng.integers(2**63 - 1)))
-        start = 0
-        if p.rand_skip:
-            start = int(rng.integers(p.rand_skip))
-            self.check(start < len(lines), f"cannot skip {start} of {len(lines)} pairs",
-                       f"{f}.rand_skip")
+        shuffle_rng, start = shuffle_and_skip(self, p, rng, len(lines), f, "pairs")
         src = _DenseSource(self.name, lines, (new_h, new_w), (0, 0), p.is_color, tr,
                            p.batch_size, shuffle_rng, start)
         first = read_image(src.lines[start][0], new_h, new_w, p.is_color)
@@ -418,14 +412,7 @@ class ImageSegDataLayer(_BaseDataLayer):
         # Resolved now, as the working directory is now: reading ahead never depends on it.
         lines = [(os.path.abspath(root + a), os.path.abspath(root + b) if pixel else b)
                  for a, b in entries]
-        shuffle_rng = None
-        if p.shuffle:
-            shuffle_rng = np.random.default_rng(int(rng.integers(2**63 - 1)))
-        start = 0
-        if p.rand_skip:
-            start = int(rng.integers(p.rand_skip))
-            self.check(start < len(lines), f"cannot skip {start} of {len(lines)} images",
-                       f"{f}.rand_skip")
+        shuffle_rng, start = shuffle_and_skip(self, p, rng, len(lines), f)
         src = _SegSource(self.name, lines, (new_h, new_w), p.is_color, p.label_type,
                          int(p.ignore_label), tr, (0, 0), p.batch_size, shuffle_rng, start)
         first = read_image(src.lines[start][0], new_h, new_w, p.is_color)

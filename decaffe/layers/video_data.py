@@ -21,7 +21,7 @@ from ..data.transformer import load_mean_file
 from ..errors import DataError
 from ..layer import register
 from ..proto import caffe_pb2
-from .data import DataLayerError, _BaseDataLayer, layer_rng
+from .data import DataLayerError, _BaseDataLayer, layer_rng, open_list
 from .fork_data import ListSource
 
 _P = caffe_pb2.VideoDataParameter
@@ -31,12 +31,8 @@ def read_video_list(path: str) -> list[tuple[str, int, int]]:
     """The (folder, frame count, label) entries of a TSN list: 'FOLDER NUM_FRAMES LABEL' per
     line (the fork's `infile >> filename >> length >> label`). Blank lines are skipped; a line
     that does not parse raises a DataError naming the file and line."""
-    try:
-        f = open(path, encoding="utf-8", errors="surrogateescape")
-    except OSError as e:
-        raise DataError(f"cannot open the list file '{path}': {e.strerror or e}") from None
     out = []
-    with f:
+    with open_list(path) as f:
         for lineno, line in enumerate(f, 1):
             words = line.split()
             if not words:

@@ -322,6 +322,18 @@ def _iou_center_vec(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return (inter / union).astype(f)
 
 
+MAX_TRUTHS = 300  # rows of [class, x, y, w, h] per image in the fork's YOLO labels
+
+
+def _check_truths(layer: Layer, label: tuple, num: int) -> None:
+    """The label bottom (index 1) must hold MAX_TRUTHS rows of 5 values for each of num
+    images, as the fork's loops read it."""
+    layer.check(len(label) >= 1 and label[0] == num
+                and math.prod(label[1:]) == MAX_TRUTHS * 5,
+                f"bottom '{layer.bottom_names[1]}' must hold {MAX_TRUTHS} rows of 5 values per "
+                f"image, has shape {label}")
+
+
 class _DeltaLoss(torch.autograd.Function):
     """Forward: the precomputed loss; backward: loss_weight · the fork's delta (its own
     gradient, not the derivative of its loss)."""
@@ -358,7 +370,7 @@ class Yolov3Layer(Layer):
     exact_bottoms = 2
     exact_tops = 1
     is_loss = True
-    max_truths = 300
+    max_truths = MAX_TRUTHS
 
     def allow_force_backward(self, bottom_index: int) -> bool:
         return bottom_index == 0
@@ -391,10 +403,7 @@ class Yolov3Layer(Layer):
         length = 5 + self.num_class
         self.check(x[1] == self.num * length, f"bottom '{self.bottom_names[0]}' has {x[1]} "
                    f"channels, num·(5 + num_class) = {self.num * length} expected")
-        self.check(len(label) >= 1 and label[0] == x[0]
-                   and math.prod(label[1:]) == self.max_truths * 5,
-                   f"bottom '{self.bottom_names[1]}' must hold {self.max_truths} rows of 5 "
-                   f"values per image, has shape {label}")
+        _check_truths(self, label, x[0])
         return [()]
 
     def _delta(self, x: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -513,7 +522,7 @@ class RegionLossLayer(Layer):
     exact_bottoms = 2
     exact_tops = 1
     is_loss = True
-    max_truths = 300
+    max_truths = MAX_TRUTHS
     warmup_passes = 12800
     passes_run = 0  # the fork's process-wide `iter`
 
@@ -547,10 +556,7 @@ class RegionLossLayer(Layer):
         length = 5 + self.num_class
         self.check(x[1] == self.num * length, f"bottom '{self.bottom_names[0]}' has {x[1]} "
                    f"channels, num·(5 + num_class) = {self.num * length} expected")
-        self.check(len(label) >= 1 and label[0] == x[0]
-                   and math.prod(label[1:]) == self.max_truths * 5,
-                   f"bottom '{self.bottom_names[1]}' must hold {self.max_truths} rows of 5 "
-                   f"values per image, has shape {label}")
+        _check_truths(self, label, x[0])
         return [()]
 
     def _delta(self, x: np.ndarray, labels: np.ndarray, warmup: bool) -> np.ndarray:
@@ -683,7 +689,7 @@ class AssistedExcitationLayer(Layer):
 
     exact_bottoms = 3
     exact_tops = 1
-    max_truths = 300
+    max_truths = MAX_TRUTHS
 
     def setup(self, bottom_shapes):
         self._iter, self._max_iter = 0, 0
@@ -705,10 +711,7 @@ class AssistedExcitationLayer(Layer):
         x, label, mean = (tuple(s) for s in bottom_shapes)
         self.check(len(x) == 4, f"bottom '{self.bottom_names[0]}' must be N x C x H x W, "
                    f"has shape {x}")
-        self.check(len(label) >= 1 and label[0] == x[0]
-                   and math.prod(label[1:]) == self.max_truths * 5,
-                   f"bottom '{self.bottom_names[1]}' must hold {self.max_truths} rows of 5 "
-                   f"values per image, has shape {label}")
+        _check_truths(self, label, x[0])
         self.check(len(mean) >= 1 and mean[0] == x[0] and math.prod(mean[1:]) == x[2] * x[3],
                    f"bottom '{self.bottom_names[2]}' must hold one {x[2]} x {x[3]} map per "
                    f"image, has shape {mean}")

@@ -20,9 +20,35 @@ from decaffe.errors import DecaffeError
 from decaffe.layers.video_data import _fill_crop_sizes, _fix_offsets
 
 
+def _batches(net, n: int) -> list:
+    """n forwards' (data, label) copies."""
+    out = []
+    for _ in range(n):
+        net.forward()
+        out.append((net.blobs["data"].data.copy(), net.blobs["label"].data.copy()))
+    return out
+
+
+def _assert_same_batches(a, b) -> None:
+    """Two runs' (data, label) batches agree bitwise as far as both go."""
+    for (da, la), (db, lb) in zip(a, b):
+        np.testing.assert_array_equal(da, db)
+        np.testing.assert_array_equal(la, lb)
+
+
+def _assert_resumes(net, pos, batches, first: int) -> None:
+    """net, moved to a recorded position, reads batches[first:] next."""
+    net._layers[0].set_position(pos)
+    for k in range(first, len(batches)):
+        net.forward()
+        np.testing.assert_array_equal(net.blobs["data"].data, batches[k][0])
+        np.testing.assert_array_equal(net.blobs["label"].data, batches[k][1])
+
+
 # ----------------------------------------------------------------------------------------------
 # ImageSegData
 # ----------------------------------------------------------------------------------------------
+
 def _seg_data(tmp_path, sizes, classes=21, seed=0):
     rng = np.random.default_rng(seed)
     imgs, labs, lines = [], [], []
@@ -187,24 +213,17 @@ def test_seg_seeded_runs_repeat_and_resume_from_position(tmp_path):
     def run(seed, n):
         decaffe.set_random_seed(seed)
         net = _seg_net(tmp_path, decaffe.TRAIN, param="shuffle: true", transform=tf)
-        return net, [(net.forward(), net.blobs["data"].data.copy(),
-                      net.blobs["label"].data.copy())[1:] for _ in range(n)]
+        return net, _batches(net, n)
 
     _, a = run(11, 6)
     net, b = run(11, 3)
-    for (da, la), (db, lb) in zip(a, b):
-        np.testing.assert_array_equal(da, db)
-        np.testing.assert_array_equal(la, lb)
+    _assert_same_batches(a, b)
     pos = net._layers[0].position()
     assert pos["kind"] == "_SegSource"
     _, c = run(12, 1)
     assert not np.array_equal(c[0][0], a[0][0])
     other, _ = run(11, 1)  # the same definition and seed, one batch read (and more prefetched)
-    other._layers[0].set_position(pos)
-    for k in range(3, 6):
-        other.forward()
-        np.testing.assert_array_equal(other.blobs["data"].data, a[k][0])
-        np.testing.assert_array_equal(other.blobs["label"].data, a[k][1])
+    _assert_resumes(other, pos, a, 3)
 
 
 @pytest.mark.parametrize("case, match", [
@@ -423,22 +442,15 @@ def test_video_seeded_runs_repeat_and_resume_from_position(tmp_path):
         decaffe.set_random_seed(seed)
         net = _video_net(tmp_path, decaffe.TRAIN, batch=3, param="shuffle: true",
                          transform=tf)
-        return net, [(net.forward(), net.blobs["data"].data.copy(),
-                      net.blobs["label"].data.copy())[1:] for _ in range(n)]
+        return net, _batches(net, n)
 
     _, a = run(21, 5)
     net, b = run(21, 2)
-    for (da, la), (db, lb) in zip(a, b):
-        np.testing.assert_array_equal(da, db)
-        np.testing.assert_array_equal(la, lb)
+    _assert_same_batches(a, b)
     pos = net._layers[0].position()
     assert pos["kind"] == "_VideoSource" and len(pos["rngs"]) == 2
     other, _ = run(21, 4)
-    other._layers[0].set_position(pos)
-    for k in range(2, 5):
-        other.forward()
-        np.testing.assert_array_equal(other.blobs["data"].data, a[k][0])
-        np.testing.assert_array_equal(other.blobs["label"].data, a[k][1])
+    _assert_resumes(other, pos, a, 2)
 
 
 @pytest.mark.parametrize("case, match", [

@@ -646,6 +646,16 @@ def _data_net(layer: str) -> str:
             'layer { name: "s" type: "Silence" bottom: "data" bottom: "label" }')
 
 
+def _run_train_net(text: str, nets: list, passes: int = 4) -> None:
+    """Build a TRAIN net (kept in nets, to be closed) and run passes forwards."""
+    import decaffe
+
+    net = decaffe.Net(text, decaffe.TRAIN)
+    nets.append(net)
+    for _ in range(passes):
+        net.forward()
+
+
 def _load(case: dict, seeds: dict, cache: dict) -> None:
     import decaffe
 
@@ -678,27 +688,18 @@ def _load(case: dict, seeds: dict, cache: dict) -> None:
             text = _data_net(f'type: "Data" transform_param {{ mirror: true crop_size: 4 }} '
                              f'data_param {{ source: "{path}" backend: {extra["backend"]} '
                              'batch_size: 2 }')
-            net = decaffe.Net(text, decaffe.TRAIN)
-            nets.append(net)
-            for _ in range(4):
-                net.forward()
+            _run_train_net(text, nets)
         elif fmt == "hdf5_data":
             text = _data_net(f'type: "HDF5Data" hdf5_data_param {{ source: "{extra["list"]}" '
                              'batch_size: 2 shuffle: true }')
-            net = decaffe.Net(text, decaffe.TRAIN)
-            nets.append(net)
-            for _ in range(4):
-                net.forward()
+            _run_train_net(text, nets)
         elif fmt in ("image_list", "image"):
             lst = path if fmt == "image_list" else extra["list"]
             folder = os.path.dirname(lst) + "/"
             text = _data_net(f'type: "ImageData" transform_param {{ mirror: true }} '
                              f'image_data_param {{ source: "{lst}" root_folder: "{folder}" '
                              'batch_size: 2 shuffle: true }')
-            net = decaffe.Net(text, decaffe.TRAIN)
-            nets.append(net)
-            for _ in range(4):
-                net.forward()
+            _run_train_net(text, nets)
         elif fmt == "lmdb_annotated":
             text = _data_net(
                 'type: "AnnotatedData" transform_param { mirror: true resize_param { '
@@ -710,10 +711,7 @@ def _load(case: dict, seeds: dict, cache: dict) -> None:
                 'batch_sampler { sampler { min_scale: 0.3 max_scale: 1 min_aspect_ratio: 0.5 '
                 'max_aspect_ratio: 2 } sample_constraint { min_jaccard_overlap: 0.1 } '
                 'max_sample: 1 max_trials: 10 } }')
-            net = decaffe.Net(text, decaffe.TRAIN)
-            nets.append(net)
-            for _ in range(4):
-                net.forward()
+            _run_train_net(text, nets)
         elif fmt == "label_map":
             from decaffe.cli.convert_annoset import name_to_label, read_label_map
 
@@ -728,10 +726,7 @@ def _load(case: dict, seeds: dict, cache: dict) -> None:
                                 label_map_file=extra["label_map"], check_label=True, log=log)
             text = _data_net(f'type: "AnnotatedData" data_param {{ source: "{db}" '
                              'backend: LMDB batch_size: 2 }')
-            net = decaffe.Net(text, decaffe.TRAIN)
-            nets.append(net)
-            for _ in range(3):
-                net.forward()
+            _run_train_net(text, nets, passes=3)
         elif fmt == "warmup":  # imports and a first net, before any case is timed
             net = decaffe.Net(seeds["net.prototxt"], decaffe.TEST)
             nets.append(net)
