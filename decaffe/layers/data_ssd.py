@@ -190,8 +190,7 @@ class _AnnotatedSource(CursorSource):
         if resize is not None:
             img = A.resize_image(img, resize, rng)
         h, w = img.shape[:2]
-        ch = int(tp.crop_h) or int(tp.crop_size)
-        cw = int(tp.crop_w) or int(tp.crop_size)
+        ch, cw = crop_hw(tp)
         mirror = bool(tp.mirror) and bool(rng.integers(2))
         y0 = x0 = 0
         if ch and cw:
@@ -263,6 +262,14 @@ class _AnnotatedSource(CursorSource):
             else:
                 out.append(torch.full((1, 1, 1, 8), -1.0))
         return tuple(out)
+
+
+def crop_hw(tp) -> tuple[int, int]:
+    """The crop (height, width) of an SSD transform_param: crop_size, when set, overrides
+    crop_h and crop_w (the fork's DataTransformer); 0 means no crop."""
+    if tp.crop_size:
+        return int(tp.crop_size), int(tp.crop_size)
+    return int(tp.crop_h), int(tp.crop_w)
 
 
 def resize_policies(tp) -> list:
@@ -419,8 +426,7 @@ class AnnotatedDataLayer(_BaseDataLayer):
         tp = self.tp
         if self.policies:
             h, w = A.resized_size(self.policies[0], h, w)
-        ch = int(tp.crop_h) or int(tp.crop_size)
-        cw = int(tp.crop_w) or int(tp.crop_size)
+        ch, cw = crop_hw(tp)
         if ch and cw:
             self.check(h >= ch and w >= cw, f"the first image is {h}x{w}, smaller than the "
                        f"crop {ch}x{cw}", "transform_param.crop_size")
@@ -483,8 +489,7 @@ class _LaneSource(_AnnotatedSource):
         if policy is not None:
             h, w = A.resized_size(policy, h, w)
         tp = self.tp
-        ch = int(tp.crop_h) or int(tp.crop_size)
-        cw = int(tp.crop_w) or int(tp.crop_size)
+        ch, cw = crop_hw(tp)
         if ch and cw:
             h, w = ch, cw
         return (img.shape[2], h, w)

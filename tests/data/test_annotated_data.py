@@ -326,6 +326,19 @@ def test_transform_crop_moves_boxes_of_raw_records_only(voc):
     np.testing.assert_allclose(l_enc[0, 0, 0, 3:7], box, rtol=1e-6)
 
 
+def test_crop_size_overrides_crop_h_and_crop_w(voc):
+    """The fork's DataTransformer: crop_size, when set, replaces crop_h/crop_w."""
+    db = make_db(voc)
+    (d_size, l_size), = batch(net_text(db, batch=1, transform="crop_size: 20"), decaffe.TEST)
+    (d_both, l_both), = batch(net_text(db, batch=1, transform="crop_size: 20 crop_h: 10 "
+                                       "crop_w: 12"), decaffe.TEST)
+    assert d_both.shape[-2:] == (20, 20)
+    np.testing.assert_array_equal(d_both, d_size)
+    np.testing.assert_array_equal(l_both, l_size)
+    (d_hw, _), = batch(net_text(db, batch=1, transform="crop_h: 10 crop_w: 12"), decaffe.TEST)
+    assert d_hw.shape[-2:] == (10, 12)
+
+
 def _anno_lmdb(path, examples) -> str:
     """An LMDB of AnnotatedDatums written directly: (C×H×W array, [(label, box)])."""
     env = lmdb.open(path, map_size=1 << 24)
