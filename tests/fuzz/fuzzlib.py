@@ -132,6 +132,28 @@ def _annotated(rng: random.Random) -> bytes:
     return ad.SerializeToString()
 
 
+def _lane_record(rng: random.Random) -> bytes:
+    """A MobileNet-YOLO lane record: a PNG-encoded 12x16 image and three lanes of points,
+    one annotation group per lane (Annotation.lanes: normalised x, y)."""
+    import cv2
+    import numpy as np
+
+    from decaffe.proto import caffe_pb2
+
+    arr = np.asarray([rng.randrange(256) for _ in range(12 * 16 * 3)],
+                     np.uint8).reshape(12, 16, 3)
+    ad = caffe_pb2.AnnotatedDatum(type=caffe_pb2.AnnotatedDatum.LANE)
+    ad.datum.channels, ad.datum.height, ad.datum.width, ad.datum.label = 3, 12, 16, -1
+    ad.datum.data, ad.datum.encoded = cv2.imencode(".png", arr)[1].tobytes(), True
+    for lane in range(3):
+        g = ad.annotation_group.add(group_label=1)
+        x0, x1 = rng.random(), rng.random()
+        for k in range(5):
+            a = g.annotation.add(instance_id=k)
+            a.lanes.x, a.lanes.y, a.lanes.id = x0 + (x1 - x0) * k / 4, 0.9 - 0.15 * k, lane
+    return ad.SerializeToString()
+
+
 def _voc_xml(rng: random.Random) -> str:
     objs = "".join(
         f"<object><name>{rng.choice(['cat', 'dog'])}</name><difficult>{rng.randint(0, 1)}"
@@ -179,6 +201,7 @@ def make_seeds(folder: str) -> dict:
     assert snap.read_state(seeds["solverstate"]).learned_net
     seeds["datums"] = [_datum(rng, encoded=(i % 3 == 2)) for i in range(6)]
     seeds["annotated"] = [_annotated(rng) for i in range(4)]
+    seeds["lanes"] = [_lane_record(rng) for i in range(4)]
     with open(p("labelmap.prototxt"), "w") as f:
         f.write(LABEL_MAP)
     for i in range(2):
@@ -527,19 +550,28 @@ def _case_lmdb(seeds, r, folder):
     return path, {"backend": "LMDB"}
 
 
-def _case_lmdb_annotated(seeds, r, folder):
+def _records_lmdb(name: str, recs: list, r: random.Random, folder: str) -> str:
+    """An LMDB of the records with one of them mutated."""
     import lmdb
 
-    recs = list(seeds["annotated"])
+    recs = list(recs)
     i = r.randrange(len(recs))
     recs[i] = mutate(recs[i], r, "protobuf")
-    path = os.path.join(folder, "adb")
+    path = os.path.join(folder, name)
     env = lmdb.open(path, map_size=1 << 24)
     with env.begin(write=True) as txn:
         for i, v in enumerate(recs):
             txn.put(b"%08d" % i, v)
     env.close()
-    return path, {}
+    return path
+
+
+def _case_lmdb_annotated(seeds, r, folder):
+    return _records_lmdb("adb", seeds["annotated"], r, folder), {}
+
+
+def _case_lmdb_lane(seeds, r, folder):
+    return _records_lmdb("lanedb", seeds["lanes"], r, folder), {}
 
 
 def _case_label_map(seeds, r, folder):
@@ -608,8 +640,10 @@ MAKERS = {
     "hdf5_data": _case_hdf5_data,
     "image_list": _case_image_list,
     "image": _case_image,
-    # the SSD fork's formats: AnnotatedDatum records, its LabelMap, VOC XML for convert_annoset
+    # the forks' formats: SSD's AnnotatedDatum records, LabelMap and VOC XML (convert_annoset),
+    # MobileNet-YOLO's lane records
     "lmdb_annotated": _case_lmdb_annotated,
+    "lmdb_lane": _case_lmdb_lane,
     "label_map": _case_label_map,
     "voc_xml": _case_voc_xml,
 }
@@ -712,6 +746,15 @@ def _load(case: dict, seeds: dict, cache: dict) -> None:
                 'max_aspect_ratio: 2 } sample_constraint { min_jaccard_overlap: 0.1 } '
                 'max_sample: 1 max_trials: 10 } }')
             _run_train_net(text, nets)
+        elif fmt == "lmdb_lane":
+            text = ('layer { name: "d" type: "LaneData" top: "data" top: "label" '
+                    'top: "seg_label" transform_param { mirror: true resize_param { prob: 1 '
+                    'resize_mode: WARP height: 8 width: 8 } distort_param { brightness_prob: '
+                    f'0.5 brightness_delta: 32 }} }} data_param {{ source: "{path}" '
+                    'backend: LMDB batch_size: 2 } annotated_data_param { yolo_data_type: 1 '
+                    'yolo_data_jitter: 0.3 seg_scales: 2 } } layer { name: "s" '
+                    'type: "Silence" bottom: "data" bottom: "label" bottom: "seg_label" }')
+            _run_train_net(text, nets)
         elif fmt == "label_map":
             from decaffe.cli.convert_annoset import name_to_label, read_label_map
 
@@ -773,7 +816,7 @@ def _names_source(e: BaseException, case: dict) -> bool:
             e, (SolverError, ParseError))
     if isinstance(e, NetError) and e.layer is not None and case["fmt"] in (
             "caffemodel", "caffemodel_h5", "image_list", "image", "hdf5_data", "lmdb_datum",
-            "leveldb_datum", "lmdb_annotated"):
+            "leveldb_datum", "lmdb_annotated", "lmdb_lane"):
         # the layer that read it, and the record or item inside it
         return "record" in msg or "image" in msg or "HDF5" in msg or "blob" in msg
     return False
