@@ -7,11 +7,13 @@ big for that run only with DECAFFE_SLOW=1, except one per repository."""
 from __future__ import annotations
 
 import gc
+import importlib.util
 import os
 import sys
 
 import numpy as np
 import pytest
+import yaml
 from fork_corpus import nets
 
 import caffe
@@ -24,10 +26,38 @@ from decaffe.proto import caffe_pb2
 # LaneData in tests/data/test_lane_data.py.
 DATA_TYPES = {"Data", "ImageData", "AnnotatedData", "ImageSegData", "DenseImageData",
               "VideoData", "LaneData"}
-# Python modules of the repositories' own code (py-faster-rcnn's lib/, ENet's scripts/),
-# not part of the corpus: nets that need them are checked to parse and upgrade only.
-FOREIGN_MODULES = {"rpn.proposal_layer", "roi_data_layer.layer", "rpn.anchor_target_layer",
-                   "rpn.proposal_target_layer", "spatial_dropout"}
+# Python modules of the repositories' own code (py-faster-rcnn's lib/ and its R-FCN/PVANet
+# descendants, ENet's spatial_dropout.py), not part of the corpus. The tests re-implement them
+# in foreign_modules/ (put on sys.path while a net builds, as a user puts the repository's lib/
+# there); py-faster-rcnn's RoIDataLayer needs a roidb from the training script, so it becomes
+# an Input like the other data layers.
+REPO_PYTHON_MODULES = frozenset({"rpn.proposal_layer", "roi_data_layer.layer",
+                                 "rpn.anchor_target_layer", "rpn.proposal_target_layer",
+                                 "spatial_dropout"})
+DATA_MODULES = frozenset({"roi_data_layer.layer"})
+FOREIGN_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "foreign_modules")
+# the foreign_modules/ folders a repository's nets find first on sys.path (its own lib/ and
+# what that builds on); py-faster-rcnn's otherwise
+REPO_MODULE_DIRS = {"soeaver__caffe-model": ("py-RFCN-priv", "py-faster-rcnn"),
+                    "TimoSaemann__ENet": ("ENet",)}
+BASE_MODULE_DIRS = ("py-faster-rcnn",)
+
+
+def _module_dirs(path: str) -> list[str]:
+    names = REPO_MODULE_DIRS.get(path.split("/")[0], BASE_MODULE_DIRS)
+    return [os.path.join(FOREIGN_DIR, n) for n in names]
+
+
+def _implemented(module: str) -> bool:
+    return any(os.path.exists(os.path.join(FOREIGN_DIR, d, *module.split(".")) + ".py")
+               for d in os.listdir(FOREIGN_DIR))
+
+
+# modules that neither foreign_modules/ nor an Input stands for: their nets are skipped
+FOREIGN_MODULES = frozenset(m for m in REPO_PYTHON_MODULES - DATA_MODULES
+                            if not _implemented(m))
+ROI_DATA_ROWS = 4  # ROIs per image of a Fast R-CNN RoIDataLayer's Input
+GT_BOXES = 2
 SLOW = pytest.mark.skipif(os.environ.get("DECAFFE_SLOW") != "1",
                           reason="a big net: set DECAFFE_SLOW=1 to run it")
 SIZES = (64, 96, 128, 160, 224, 320)
@@ -110,9 +140,9 @@ def with_inputs(param, size: tuple[int, int] | None) -> caffe_pb2.NetParameter:
                 if len(s.dim) == 2 and s.dim[1] == 5:  # ROIs: 2 instead of the 300 declared
                     s.dim[0] = min(s.dim[0], 2)
             continue
-        if lp.type not in DATA_TYPES and not (
-                lp.type == "Python" and not lp.bottom
-                and lp.python_param.module in FOREIGN_MODULES):
+        roi_data = (lp.type == "Python" and not lp.bottom
+                    and lp.python_param.module in DATA_MODULES)
+        if lp.type not in DATA_TYPES and not roi_data:
             out.layer.add().CopyFrom(lp)
             continue
         h, w = size or _declared_hw(lp)
@@ -126,6 +156,8 @@ def with_inputs(param, size: tuple[int, int] | None) -> caffe_pb2.NetParameter:
             dims = inp.input_param.shape.add().dim
             if top in guided:  # a GuidedDropout's guidance: one score per channel
                 dims.extend((n, guided[top]))
+            elif roi_data and i > 0:
+                dims.extend(_roi_data_dims(top, _num_classes(lp)))
             elif i == 0:
                 dims.extend((n, _channels(lp), h, w))
             elif top == "seg_label":  # MobileNet-YOLO: the mask at 1/seg_scales
@@ -152,6 +184,50 @@ def with_inputs(param, size: tuple[int, int] | None) -> caffe_pb2.NetParameter:
             out.input_dim[4 * k] = 1
             out.input_dim[4 * k + 2], out.input_dim[4 * k + 3] = size
     return out
+
+
+def _num_classes(lp) -> int:
+    """A py-faster-rcnn layer's ``num_classes`` (its param_str, YAML)."""
+    params = yaml.safe_load(lp.python_param.param_str) or {}
+    return int(params.get("num_classes", 21))
+
+
+def _roi_data_dims(top: str, num_classes: int) -> tuple[int, ...]:
+    """The shape RoIDataLayer gives a top: im_info (1, 3); gt_boxes (G, 5) (x1 y1 x2 y2 class);
+    Fast R-CNN's rois (R, 5), labels (R,), bbox targets and weights (R, 4 * num_classes)."""
+    if top == "im_info":
+        return (1, 3)
+    if top == "gt_boxes":
+        return (GT_BOXES, 5)
+    if top == "rois":
+        return (ROI_DATA_ROWS, 5)
+    if top == "labels":
+        return (ROI_DATA_ROWS,)
+    return (ROI_DATA_ROWS, 4 * num_classes)
+
+
+def _generate_anchors():
+    """foreign_modules' rpn.generate_anchors, loaded from its file (it imports numpy only)."""
+    spec = importlib.util.spec_from_file_location(
+        "_fork_corpus_anchors", os.path.join(FOREIGN_DIR, "py-faster-rcnn", "rpn",
+                                             "generate_anchors.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.generate_anchors
+
+
+def _anchor_floor(param) -> int:
+    """The smallest image side at which some anchor of every AnchorTargetLayer lies inside the
+    image (it labels the anchors inside only; py-faster-rcnn's images are ~600 pixels)."""
+    floor = 0
+    for lp in param.layer:
+        if lp.type == "Python" and lp.python_param.module == "rpn.anchor_target_layer":
+            p = yaml.load(lp.python_param.param_str, Loader=yaml.FullLoader)
+            anchors = _generate_anchors()(p.get("base_size", 16), p.get("ratios", (0.5, 1, 2)),
+                                          np.array(p.get("scales", (8, 16, 32))))
+            side = np.maximum(anchors[:, 2] - anchors[:, 0], anchors[:, 3] - anchors[:, 1])
+            floor = max(floor, int(side.min()) + 1 + 2 * p["feat_stride"])
+    return floor
 
 
 def _seg_channels(param, label: str) -> int:
@@ -184,6 +260,12 @@ def _fill(net, rng, hw) -> None:
             # YOLO labels: one box per image, the rest zero rows (no box)
             blob.data[...] = 0
             blob.data[:, :, 0] = [0, 0.5, 0.5, 0.3, 0.4]  # class 0: every net has it
+        elif name == "gt_boxes":  # boxes inside the image, of class 1 (every net has it)
+            h, w = hw
+            frac = np.array([[0.1, 0.1, 0.6, 0.7], [0.4, 0.3, 0.9, 0.9]])
+            frac = np.resize(frac, (blob.shape[0], 4))
+            blob.data[:, :4] = np.floor(frac * [w, h, w, h])
+            blob.data[:, 4] = 1
         elif "label" in name:
             blob.data[...] = rng.integers(0, 2, blob.shape)
         elif blob.data.ndim == 2 and blob.shape[1] == 5:  # ROIs: image 0, x1 y1 x2 y2
@@ -233,9 +315,22 @@ CASES = [pytest.param(p, marks=[SLOW] if p not in SAMPLE and _heavy(p) else [], 
          for p in NETS]
 
 
+@pytest.fixture
+def foreign_modules(monkeypatch, request):
+    """The net's repository's folders of foreign_modules/ on sys.path for one test; their
+    modules leave sys.modules after it (other tests and other repositories get none)."""
+    for d in reversed(_module_dirs(request.node.callspec.params["path"])):
+        monkeypatch.syspath_prepend(d)
+    np.random.seed(0)  # the sampling layers draw from numpy's global generator, as originals
+    yield
+    for name, module in list(sys.modules.items()):
+        if (getattr(module, "__file__", None) or "").startswith(FOREIGN_DIR + os.sep):
+            del sys.modules[name]
+
+
 @pytest.mark.parametrize("path", CASES)
 @pytest.mark.parametrize("phase", [caffe.TRAIN, caffe.TEST], ids=["TRAIN", "TEST"])
-def test_fork_net_builds_and_runs(path, phase):
+def test_fork_net_builds_and_runs(path, phase, foreign_modules):
     text = NETS[path].text
     param = prototxt.read_net(text)
     foreign = {lp.python_param.module for lp in param.layer
@@ -244,7 +339,9 @@ def test_fork_net_builds_and_runs(path, phase):
         pytest.skip(f"needs the repository's Python modules {sorted(foreign)}")
     net = used = None
     last: Exception | None = None
-    for used in [(s, s) for s in SIZES] + [None]:
+    floor = _anchor_floor(param)
+    sizes = [s for s in SIZES if s >= floor] or [-(-floor // 32) * 32]
+    for used in [(s, s) for s in sizes] + [None]:
         p = with_inputs(param, used)
         try:
             net = _build(p, phase)

@@ -28,7 +28,7 @@ from decaffe.errors import DecaffeError
 from decaffe.formats import prototxt
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "core"))
-from test_fork_corpus import FOREIGN_MODULES, SIZES, with_inputs  # noqa: E402
+from test_fork_corpus import REPO_PYTHON_MODULES, SIZES, with_inputs  # noqa: E402
 
 # data-dependent output counts: the exporter refuses them and the export stops before
 CUT_TYPES = {"DetectionOutput", "Proposal", "YoloDetectionOutput", "Yolov3DetectionOutput"}
@@ -92,7 +92,7 @@ def _build(path: str):
     """The TEST net with Inputs at the smallest size it takes, random weights; its -end."""
     param = prototxt.read_net(NETS[path].text)
     foreign = {lp.python_param.module for lp in param.layer if lp.type == "Python"
-               and _in_test(lp) and lp.bottom} & FOREIGN_MODULES
+               and _in_test(lp) and lp.bottom} & REPO_PYTHON_MODULES
     cut = next((lp.name for lp in param.layer if _in_test(lp) and _cut(lp)), None)
     if foreign:
         # the proposal layer is py-faster-rcnn's own code: build the net up to it
