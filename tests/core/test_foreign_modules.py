@@ -334,3 +334,20 @@ def test_spatial_dropout_test_mode_scales_as_the_original(enet):
 def test_spatial_dropout_refuses_p_outside_0_1(enet, p):
     with pytest.raises(Exception, match="p need to be between 0 and 1"):
         _dropout("TRAIN", p, np.ones((1, 2, 2, 2), np.float32))
+
+
+def test_pva_proposal_layer2_proposes_then_samples_targets(cfg):
+    cfg.TRAIN.RPN_MIN_SIZE = 1
+    inputs = _proposal_inputs(16, [0.2, 0.9, 0.5])
+    gt = np.array([[16, 0, 31, 15, 2]], np.float32)  # the middle anchor, class 2
+    inputs["gt_boxes"] = gt
+    net = _net(inputs, "rpn.proposal_layer", "ProposalLayer2",
+               ["rois", "labels", "targets", "inside", "outside"],
+               PROPOSAL[:-1] % 16 + ", 'num_classes': 3}", caffe.TRAIN)
+    rois, labels = net.blobs["rois"].data, net.blobs["labels"].data
+    # candidates: the 3 proposals and the gt box; IoU >= 0.5 with it: the gt box and the
+    # middle proposal [16, 0, 32, 15] (256 / 272); the others touch it by at most 1 column
+    fg = rois[labels == 2]
+    assert sorted(map(tuple, fg[:, 1:].tolist())) == [(16, 0, 31, 15), (16, 0, 32, 15)]
+    assert net.blobs["targets"].data.shape == (len(labels), 12)
+    assert np.all(net.blobs["inside"].data[labels == 2][:, 8:] == 1)
