@@ -330,8 +330,24 @@ def _heavy(path: str) -> bool:
     return _layer_count(path) > HEAVY_LAYERS or "num_output: 4096" in NETS[path].text
 
 
-CASES = [pytest.param(p, marks=[SLOW] if p not in SAMPLE and _heavy(p) else [], id=p)
-         for p in NETS]
+# files Caffe itself refuses (in both phases), with the reason
+CAFFE_REFUSES = {
+    "soeaver__caffe-model/det/rfcn/models/coco/resnext101-32x4d/"
+    "deploy_rfcn_coco_resnext101-32x4d-merge.prototxt":
+        "cls_prob_reshape reshapes the 81 COCO class scores by 21 (a VOC leftover); Caffe's "
+        "Reshape refuses it too",
+}
+
+
+def _marks(p: str) -> list:
+    marks = [SLOW] if p not in SAMPLE and _heavy(p) else []
+    if p in CAFFE_REFUSES:
+        marks.append(pytest.mark.xfail(raises=DecaffeError, strict=True,
+                                       reason=CAFFE_REFUSES[p]))
+    return marks
+
+
+CASES = [pytest.param(p, marks=_marks(p), id=p) for p in NETS]
 
 
 @pytest.fixture
@@ -342,9 +358,12 @@ def foreign_modules(monkeypatch, request):
         monkeypatch.syspath_prepend(d)
     np.random.seed(0)  # the sampling layers draw from numpy's global generator, as originals
     yield
-    for name, module in list(sys.modules.items()):
-        if (getattr(module, "__file__", None) or "").startswith(FOREIGN_DIR + os.sep):
-            del sys.modules[name]
+    used = [name for name, module in sys.modules.items()
+            if (getattr(module, "__file__", None) or "").startswith(FOREIGN_DIR + os.sep)]
+    for name in used:
+        del sys.modules[name]
+    if used:  # a Python layer and its decaffe layer refer to each other: free the net now
+        gc.collect()
 
 
 @pytest.mark.parametrize("path", CASES)
