@@ -1,0 +1,218 @@
+"""SSD's DetectionOutput exports to ONNX (decoding, TopK, NonMaxSuppression, keep_top_k) and
+the exporter's own check finds onnxruntime's rows equal to decaffe's, row for row, over the
+layer's settings; what it cannot reproduce is refused with -end."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+from export_helpers import randomize
+
+import caffe
+from decaffe.export import ExportError, to_onnx, to_pytorch_source, to_torch_program
+from decaffe.formats import prototxt
+from decaffe.layer import layer_type_list
+
+pytestmark = pytest.mark.skipif("DetectionOutput" not in layer_type_list(),
+                                reason="the SSD fork's layers are not part of decaffe here")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _head(name: str, bottom: str, min_size: float, max_size: float, locs: int,
+          classes: int) -> str:
+    """loc/conf convolutions, Permute + Flatten, and a PriorBox (4 priors per cell)."""
+    text = ""
+    for kind, out in (("loc", 4 * 4 * locs), ("conf", 4 * classes)):
+        text += (f'layer {{ name: "{name}_{kind}" type: "Convolution" bottom: "{bottom}" top: '
+                 f'"{name}_{kind}" convolution_param {{ num_output: {out} kernel_size: 3 pad: 1 '
+                 f'}} }} layer {{ name: "{name}_{kind}_perm" type: "Permute" bottom: '
+                 f'"{name}_{kind}" top: "{name}_{kind}_perm" permute_param {{ order: 0 order: 2 '
+                 f'order: 3 order: 1 }} }} layer {{ name: "{name}_{kind}_flat" type: "Flatten" '
+                 f'bottom: "{name}_{kind}_perm" top: "{name}_{kind}_flat" }} ')
+    text += (f'layer {{ name: "{name}_priorbox" type: "PriorBox" bottom: "{bottom}" bottom: '
+             f'"data" top: "{name}_priorbox" prior_box_param {{ min_size: {min_size} max_size: '
+             f'{max_size} aspect_ratio: 2 flip: true variance: 0.1 variance: 0.1 variance: 0.2 '
+             f'variance: 0.2 offset: 0.5 }} }} ')
+    return text
+
+
+def ssd_text(batch: int = 1, classes: int = 4, detection: str = "") -> str:
+    """A small SSD deploy net: two feature maps (8×8, 4×4) with heads, 320 priors."""
+    share = "share_location: false" not in detection
+    locs = 1 if share else classes
+    text = (f'name: "tiny_ssd" layer {{ name: "data" type: "Input" top: "data" input_param {{ '
+            f'shape {{ dim: {batch} dim: 3 dim: 32 dim: 32 }} }} }} '
+            'layer { name: "f1" type: "Convolution" bottom: "data" top: "f1" convolution_param '
+            '{ num_output: 4 kernel_size: 3 pad: 1 stride: 4 } } '
+            'layer { name: "f1_relu" type: "ReLU" bottom: "f1" top: "f1" } '
+            'layer { name: "f2" type: "Convolution" bottom: "f1" top: "f2" convolution_param '
+            '{ num_output: 4 kernel_size: 3 pad: 1 stride: 2 } } ')
+    text += _head("f1", "f1", 6, 12, locs, classes) + _head("f2", "f2", 12, 24, locs, classes)
+    for kind, axis, parts in (("loc", 1, "flat"), ("conf", 1, "flat"), ("priorbox", 2, "")):
+        bottoms = " ".join(f'bottom: "{f}_{kind}{"_" + parts if parts else ""}"'
+                           for f in ("f1", "f2"))
+        text += (f'layer {{ name: "mbox_{kind}" type: "Concat" {bottoms} top: "mbox_{kind}" '
+                 f'concat_param {{ axis: {axis} }} }} ')
+    text += (f'layer {{ name: "mbox_conf_reshape" type: "Reshape" bottom: "mbox_conf" top: '
+             f'"mbox_conf_reshape" reshape_param {{ shape {{ dim: 0 dim: -1 dim: {classes} }} }} '
+             '} layer { name: "mbox_conf_softmax" type: "Softmax" bottom: "mbox_conf_reshape" '
+             'top: "mbox_conf_softmax" softmax_param { axis: 2 } } layer { name: '
+             '"mbox_conf_flatten" type: "Flatten" bottom: "mbox_conf_softmax" top: '
+             '"mbox_conf_flatten" } ')
+    text += ('layer { name: "detection_out" type: "DetectionOutput" bottom: "mbox_loc" bottom: '
+             '"mbox_conf_flatten" bottom: "mbox_priorbox" top: "detection_out" '
+             f'detection_output_param {{ num_classes: {classes} {detection} }} }}')
+    return text
+
+
+def ssd_net(batch: int = 1, classes: int = 4, detection: str = "", seed: int = 3):
+    net = caffe.Net(prototxt.read_net(ssd_text(batch, classes, detection)), phase=caffe.TEST)
+    randomize(net, seed=seed)
+    return net
+
+
+NMS = "nms_param { nms_threshold: 0.45 top_k: 100 } "
+SETTINGS = {
+    "center_size": NMS + "code_type: CENTER_SIZE keep_top_k: 200 confidence_threshold: 0.3",
+    "corner": NMS + "code_type: CORNER keep_top_k: 200 confidence_threshold: 0.3",
+    "corner_size": NMS + "code_type: CORNER_SIZE keep_top_k: 200 confidence_threshold: 0.3",
+    "variance_in_target": NMS + "code_type: CENTER_SIZE variance_encoded_in_target: true "
+                                "confidence_threshold: 0.3",
+    "no_share_location": NMS + "share_location: false code_type: CENTER_SIZE keep_top_k: 100 "
+                               "confidence_threshold: 0.3",
+    "no_share_corner": NMS + "share_location: false code_type: CORNER confidence_threshold: "
+                             "0.35",
+    "keep_top_k_cuts": NMS + "code_type: CENTER_SIZE keep_top_k: 7 confidence_threshold: 0.3",
+    "no_threshold_no_top_k": "nms_param { nms_threshold: 0.3 } code_type: CENTER_SIZE "
+                             "keep_top_k: 50",
+    "background_2": NMS + "background_label_id: 2 code_type: CENTER_SIZE keep_top_k: 60 "
+                          "confidence_threshold: 0.3",
+    "background_none": NMS + "share_location: false background_label_id: -1 code_type: "
+                             "CENTER_SIZE confidence_threshold: 0.3",
+    "nothing_detected": NMS + "code_type: CENTER_SIZE keep_top_k: 200 confidence_threshold: "
+                              "0.99",
+    "no_nms": "nms_param { nms_threshold: 1.0 top_k: 20 } code_type: CENTER_SIZE "
+              "keep_top_k: 30 confidence_threshold: 0.3",
+    "eta_fixed": "nms_param { nms_threshold: 0.45 eta: 0.9 top_k: 100 } code_type: "
+                 "CENTER_SIZE confidence_threshold: 0.3",
+}
+
+
+def _rows(net, report) -> np.ndarray:
+    """decaffe's detections for the exporter's own random input (as the check ran them)."""
+    from decaffe.export.verify import random_inputs
+
+    inputs = random_inputs(report.graph, 0)
+    for k, v in inputs.items():
+        net.blobs[k].data[...] = v
+    return net.forward()["detection_out"].reshape(-1, 7)
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+@pytest.mark.parametrize("setting", list(SETTINGS))
+def test_detection_output_exports_to_onnx(setting, batch, tmp_path):
+    net = ssd_net(batch, detection=SETTINGS[setting])
+    report = to_onnx(net, str(tmp_path / "ssd.onnx"))  # raises when the rows differ
+    assert report.verified and report.differences["detection_out"] <= 1e-4
+    model = onnx.load(report.path)
+    ops = {n.op_type for n in model.graph.node}
+    assert "NonMaxSuppression" in ops or setting in ("no_nms", "nothing_detected")
+    rows = _rows(net, report)
+    if setting == "nothing_detected":
+        assert rows.tolist() == [[i, -1, -1, -1, -1, -1, -1] for i in range(batch)]
+    else:
+        assert len(rows) > 1 and (rows[:, 1] >= 0).all()  # the check compared real rows
+    if setting == "keep_top_k_cuts":
+        assert len(rows) == 7 * batch
+    if setting.startswith("background_2"):
+        assert 2 not in set(rows[:, 1].tolist())
+
+
+def test_detection_output_rows_are_ordered_as_caffe(tmp_path):
+    """Rows by image, then label ascending, then score descending; the NMS really removed
+    overlapping candidates (fewer rows than candidates above the threshold)."""
+    import onnxruntime as ort
+
+    net = ssd_net(2, detection=SETTINGS["center_size"])
+    report = to_onnx(net, str(tmp_path / "ssd.onnx"))
+    x = np.random.default_rng(7).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    got = ort.InferenceSession(report.path, providers=["CPUExecutionProvider"]).run(
+        None, {"data": x})[0].reshape(-1, 7)
+    net.blobs["data"].data[...] = x
+    ref = net.forward()["detection_out"].reshape(-1, 7)
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+    keys = [(r[0], r[1], -r[2]) for r in got]
+    assert keys == sorted(keys)
+    conf = net.blobs["mbox_conf_flatten"].data.reshape(2, -1, 4)
+    assert len(got) < int((conf[:, :, 1:] > 0.3).sum())
+
+
+def test_detection_output_with_dynamic_batch(tmp_path):
+    net = ssd_net(1, detection=SETTINGS["keep_top_k_cuts"])
+    report = to_onnx(net, str(tmp_path / "ssd.onnx"), dynamic_batch=True)  # checks 1 and 2
+    assert report.verified
+    dims = report and onnx.load(report.path).graph.output[0].type.tensor_type.shape.dim
+    assert dims[2].dim_param  # the row count is symbolic
+
+
+@pytest.mark.parametrize("detection,match", [
+    ("nms_param { nms_threshold: 0.6 eta: 0.9 }", r"nms_param\.eta .*adaptive.*-end "
+     r"mbox_conf_flatten"),
+    ("background_label_id: -1", r"background_label_id -1 with share_location.*-end"),
+])
+def test_detection_output_refusals_name_end(detection, match, tmp_path):
+    net = ssd_net(detection=detection)
+    with pytest.raises(ExportError, match=r"\(DetectionOutput\) " + match):
+        to_onnx(net, str(tmp_path / "ssd.onnx"))
+    assert not list(tmp_path.iterdir())
+
+
+def test_detection_output_read_by_a_later_layer_is_refused(tmp_path):
+    text = ssd_text(detection=SETTINGS["center_size"]) + (
+        ' layer { name: "scaled" type: "Power" bottom: "detection_out" top: "scaled" '
+        'power_param { scale: 2 } }')
+    net = caffe.Net(prototxt.read_net(text), phase=caffe.TEST)
+    randomize(net, seed=3)
+    with pytest.raises(ExportError, match=r"\(DetectionOutput\) its top has a data-dependent "
+                       r"number of rows .*-end mbox_conf_flatten"):
+        to_onnx(net, str(tmp_path / "ssd.onnx"))
+    assert to_onnx(net, str(tmp_path / "ssd.onnx"), end="detection_out").verified
+
+
+def test_detection_output_torch_forms_say_onnx_supports_it(tmp_path):
+    net = ssd_net(detection=SETTINGS["center_size"])
+    for export in (lambda: to_torch_program(net, str(tmp_path / "ssd.pt2")),
+                   lambda: to_pytorch_source(net, str(tmp_path / "src"))):
+        with pytest.raises(ExportError, match=r"\(DetectionOutput\) the PyTorch forms .*"
+                           r"-onnx.*-end mbox_conf_flatten"):
+            export()
+    report = to_torch_program(net, end="mbox_conf_flatten")  # the way out works
+    assert report is not None
+
+
+def test_cli_exports_the_ssd_example_end_to_end(tmp_path):
+    sys.path.insert(0, os.path.join(ROOT, "examples", "ssd"))
+    try:
+        import ssd_example
+    finally:
+        sys.path.pop(0)
+    paths = ssd_example.write_nets(str(tmp_path), source=str(tmp_path / "none_lmdb"),
+                                   iters=1, batch=1)
+    net = caffe.Net(paths["deploy"], caffe.TEST)
+    randomize(net, seed=5)  # the fillers' untrained BatchNorm would overflow the boxes
+    weights = str(tmp_path / "ssd.caffemodel")
+    net.save(weights)
+    out = tmp_path / "ssd.onnx"
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    r = subprocess.run([sys.executable, "-m", "decaffe", "export", "-model", paths["deploy"],
+                        "-weights", weights, "-onnx", str(out)], capture_output=True,
+                       text=True, env=env, cwd=str(tmp_path), timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert out.is_file() and not (tmp_path / "ssd.onnx.unverified").exists()
+    assert "detection_out" in r.stdout + r.stderr
