@@ -216,3 +216,46 @@ def test_cli_exports_the_ssd_example_end_to_end(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert out.is_file() and not (tmp_path / "ssd.onnx.unverified").exists()
     assert "detection_out" in r.stdout + r.stderr
+
+
+def _bare_net(detection: str, batch: int = 2, priors: int = 60, classes: int = 3,
+              locs: int = 1):
+    """DetectionOutput on three Input bottoms: the check feeds it arbitrary loc, conf and
+    priors (inverted and overlapping boxes, negative variances, unsorted scores)."""
+    text = (f'layer {{ name: "loc" type: "Input" top: "loc" input_param {{ shape {{ dim: {batch} '
+            f'dim: {priors * locs * 4} }} }} }} layer {{ name: "conf" type: "Input" top: "conf" '
+            f'input_param {{ shape {{ dim: {batch} dim: {priors * classes} }} }} }} layer {{ '
+            f'name: "prior" type: "Input" top: "prior" input_param {{ shape {{ dim: 1 dim: 2 '
+            f'dim: {priors * 4} }} }} }} layer {{ name: "det" type: "DetectionOutput" bottom: '
+            f'"loc" bottom: "conf" bottom: "prior" top: "det" detection_output_param {{ '
+            f'num_classes: {classes} {detection} }} }}')
+    return caffe.Net(prototxt.read_net(text), phase=caffe.TEST)
+
+
+@pytest.mark.parametrize("code", ["CENTER_SIZE", "CORNER", "CORNER_SIZE"])
+@pytest.mark.parametrize("share", [True, False])
+def test_detection_output_on_arbitrary_bottoms_and_tied_scores(code, share, tmp_path):
+    """Random bottoms (the exporter's check), then scores quantised to a few values so that
+    many tie: TopK and the rank scores keep the fork's stable order, row for row."""
+    import onnxruntime as ort
+
+    classes = 3
+    detection = (f"share_location: {str(share).lower()} code_type: {code} keep_top_k: 25 "
+                 "confidence_threshold: 0.1 nms_param { nms_threshold: 0.3 top_k: 40 }")
+    net = _bare_net(detection, classes=classes, locs=1 if share else classes)
+    report = to_onnx(net, str(tmp_path / "det.onnx"))
+    session = ort.InferenceSession(report.path, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(11)
+    for trial in range(4):
+        feed = {name: rng.standard_normal(net.blobs[name].shape).astype(np.float32)
+                for name in ("loc", "conf", "prior")}
+        feed["conf"] = np.round(feed["conf"] * 2) / 2  # ties everywhere
+        feed["prior"][0, 0] = np.abs(feed["prior"][0, 0])  # some ordered priors
+        feed["loc"] *= 0.5
+        got = session.run(None, feed)[0].reshape(-1, 7)
+        for name, arr in feed.items():
+            net.blobs[name].data[...] = arr
+        ref = net.forward()["det"].reshape(-1, 7)
+        assert got.shape == ref.shape, trial
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+        assert len(np.unique(ref[:, 2])) < len(ref) - 5  # the scores did tie
