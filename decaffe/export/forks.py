@@ -14,10 +14,11 @@ parameters and shapes:
 - SeLu, SeLuDropout (TEST), Reorg (darknet's layout), Unsqueeze, Pad (constant, edge,
   reflect, or a crop), BatchNormKyle, BN (yjxiong/Cysu form);
 - ROIPooling, PSROIPooling: masked reductions; Upsample/MaxUnPool with a mask: ScatterElements;
-- SSD's DetectionOutput (ONNX only): in-graph decoding, TopK, ONNX NonMaxSuppression per
+- SSD's DetectionOutput: in ONNX, in-graph decoding, TopK, ONNX NonMaxSuppression per
   (image, class) over rank scores, keep_top_k by TopK, rows by NonZero — the fork's rows in
-  its order (DetectionOutputExport); adaptive NMS is refused, and the PyTorch forms refuse
-  the layer (torch.export cannot trace greedy NMS), both naming -end;
+  its order (DetectionOutputExport; adaptive NMS refused); in the generated PyTorch source an
+  eager copy of the layer; the torch.export form refuses it (greedy NMS is not traceable),
+  naming -end;
 - YOLO's detection outputs and Proposal are refused with the way out (-end).
 """
 
@@ -72,17 +73,16 @@ class DetectionOutputExport(LayerExport):
     The IoU of NonMaxSuppression is the fork's JaccardOverlap for normalised boxes
     (intersection / (size₁ + size₂ − intersection), no +1, 0 without overlap), suppressing
     above nms_threshold as the fork keeps at ≤. Refused: adaptive NMS (eta < 1 with
-    nms_threshold > 0.5), share_location with background_label_id −1 (the fork's layer
-    fails), and a top read by a later layer (its row count is data-dependent).
+    nms_threshold > 0.5; ONNX only), share_location with background_label_id −1 (the fork's
+    layer fails), and a top read by a later layer (its row count is data-dependent).
+
+    The generated PyTorch source (-pytorch) calls an eager copy of the layer
+    (runtime.caffe_detection_output, adaptive NMS included); torch.export (-torch) cannot
+    trace greedy NMS and refuses the layer.
     """
 
     def refuse(self, node, graph):
         layer = node.layer
-        if layer.eta < 1 and layer.nms_threshold > 0.5:
-            return (f"nms_param.eta {layer.eta:g} < 1 with nms_threshold "
-                    f"{layer.nms_threshold:g} > 0.5 is adaptive NMS (the threshold shrinks "
-                    "after each kept box), which ONNX NonMaxSuppression cannot express; "
-                    + _end_hint(node, graph))
         if layer.share_location and layer.background == -1:
             return ("background_label_id -1 with share_location: the fork's layer skips the "
                     "shared location predictions (label -1) and fails; " + _end_hint(node, graph))
@@ -93,6 +93,12 @@ class DetectionOutputExport(LayerExport):
 
     def onnx(self, b, node):
         layer = node.layer
+        if layer.eta < 1 and layer.nms_threshold > 0.5:
+            raise node.fail(
+                f"nms_param.eta {layer.eta:g} < 1 with nms_threshold {layer.nms_threshold:g} "
+                "> 0.5 is adaptive NMS (the threshold shrinks after each kept box), which ONNX "
+                "NonMaxSuppression cannot express; the generated PyTorch source (-pytorch) "
+                "exports it, or " + _end_hint(node, b.graph))
         loc, conf, prior = node.bottoms
         p, c, lc = layer.num_priors, layer.num_classes, layer.num_loc_classes
         classes = [k for k in range(c) if k != layer.background]
@@ -189,7 +195,7 @@ class DetectionOutputExport(LayerExport):
     @staticmethod
     def _nms(b, layer, cand: str, valid: str, nc: int, k: int) -> str:
         """ApplyNMSFast over each (image, class)'s sorted candidates: the kept mask."""
-        if layer.nms_threshold >= 1:  # no overlap exceeds 1: NMS keeps every candidate
+        if layer.nms_threshold > 1:  # no overlap exceeds 1: NMS keeps every candidate
             return valid
         x1, y1, x2, y2 = (b.slice(cand, [i], [i + 1], [-1]) for i in range(4))
         inverted = b.op("Or", [b.op("Less", [x2, x1]), b.op("Less", [y2, y1])])
@@ -224,11 +230,23 @@ class DetectionOutputExport(LayerExport):
         return b.reshape(b.op("And", [picked, flat_keep]), [0, nc, k])
 
     def torch(self, s, node):
-        raise node.fail(
-            "the PyTorch forms (-torch, -pytorch) cannot carry SSD's DetectionOutput: its "
-            "greedy per-class NMS keeps a data-dependent number of boxes, which torch.export "
-            "cannot trace; the ONNX form (-onnx) exports it (NonMaxSuppression with the "
-            "fork's decoding), or " + _end_hint(node, s.graph))
+        if s.traced:
+            raise node.fail(
+                "the torch.export form (-torch) cannot carry SSD's DetectionOutput: its greedy "
+                "per-class NMS keeps a data-dependent number of boxes, which torch.export "
+                "cannot trace; the ONNX form (-onnx, NonMaxSuppression with the fork's "
+                "decoding) and the generated PyTorch source (-pytorch, an eager NMS) export "
+                "it, or " + _end_hint(node, s.graph))
+        layer = node.layer
+        loc, conf, prior = (s.v(v) for v in node.bottoms)
+        return (f"{s.h('caffe_detection_output')}({loc}, {conf}, {prior}, "
+                f"num_priors={layer.num_priors}, num_classes={layer.num_classes}, "
+                f"share_location={layer.share_location}, "
+                f"background_label_id={layer.background}, code_type={layer.code_type}, "
+                f"variance_in_target={layer.variance_in_target}, "
+                f"confidence_threshold={layer.conf_threshold!r}, "
+                f"nms_threshold={layer.nms_threshold!r}, eta={layer.eta!r}, "
+                f"top_k={layer.top_k}, keep_top_k={layer.keep_top_k})")
 
 
 refuse_types("Proposal decodes anchors and keeps a data-dependent number of boxes (NMS); stop "

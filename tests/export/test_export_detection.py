@@ -1,6 +1,7 @@
-"""SSD's DetectionOutput exports to ONNX (decoding, TopK, NonMaxSuppression, keep_top_k) and
-the exporter's own check finds onnxruntime's rows equal to decaffe's, row for row, over the
-layer's settings; what it cannot reproduce is refused with -end."""
+"""SSD's DetectionOutput exports to ONNX (decoding, TopK, NonMaxSuppression, keep_top_k) and to
+the generated PyTorch source (an eager copy of the layer), and the exporter's own checks find
+their rows equal to decaffe's, row for row, over the layer's settings; what a form cannot
+reproduce is refused with -end (torch.export: the layer; ONNX: adaptive NMS)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ import sys
 import numpy as np
 import onnx
 import pytest
+import torch
 from export_helpers import randomize
 
 import caffe
 from decaffe.export import ExportError, to_onnx, to_pytorch_source, to_torch_program
+from decaffe.export.pytorch_source import instantiate
 from decaffe.formats import prototxt
 from decaffe.layer import layer_type_list
 
@@ -101,7 +104,11 @@ SETTINGS = {
               "keep_top_k: 30 confidence_threshold: 0.3",
     "eta_fixed": "nms_param { nms_threshold: 0.45 eta: 0.9 top_k: 100 } code_type: "
                  "CENTER_SIZE confidence_threshold: 0.3",
+    "nms_threshold_1": "nms_param { nms_threshold: 1.0 top_k: 30 } code_type: CORNER "
+                       "confidence_threshold: 0.3",
 }
+ADAPTIVE = "nms_param { nms_threshold: 0.7 eta: 0.8 } code_type: CENTER_SIZE " \
+    "confidence_threshold: 0.3"
 
 
 def _rows(net, report) -> np.ndarray:
@@ -123,6 +130,8 @@ def test_detection_output_exports_to_onnx(setting, batch, tmp_path):
     model = onnx.load(report.path)
     ops = {n.op_type for n in model.graph.node}
     assert "NonMaxSuppression" in ops or setting in ("no_nms", "nothing_detected")
+    source = to_pytorch_source(net, str(tmp_path / "src"))  # the eager copy, checked too
+    assert source.verified and source.differences["detection_out"] <= 1e-4
     rows = _rows(net, report)
     if setting == "nothing_detected":
         assert rows.tolist() == [[i, -1, -1, -1, -1, -1, -1] for i in range(batch)]
@@ -162,8 +171,7 @@ def test_detection_output_with_dynamic_batch(tmp_path):
 
 
 @pytest.mark.parametrize("detection,match", [
-    ("nms_param { nms_threshold: 0.6 eta: 0.9 }", r"nms_param\.eta .*adaptive.*-end "
-     r"mbox_conf_flatten"),
+    (ADAPTIVE, r"nms_param\.eta 0\.8 < 1 .*adaptive.*-pytorch.*-end mbox_conf_flatten"),
     ("background_label_id: -1", r"background_label_id -1 with share_location.*-end"),
 ])
 def test_detection_output_refusals_name_end(detection, match, tmp_path):
@@ -171,6 +179,21 @@ def test_detection_output_refusals_name_end(detection, match, tmp_path):
     with pytest.raises(ExportError, match=r"\(DetectionOutput\) " + match):
         to_onnx(net, str(tmp_path / "ssd.onnx"))
     assert not list(tmp_path.iterdir())
+
+
+def test_adaptive_nms_exports_to_the_pytorch_source(tmp_path):
+    """eta < 1 shrinks the threshold after each kept box: the eager copy follows it (and a
+    fixed threshold would keep other rows, so the check tells them apart)."""
+    net = ssd_net(2, detection=ADAPTIVE)
+    report = to_pytorch_source(net, str(tmp_path / "src"))
+    assert report.verified
+    fixed = ssd_net(2, detection=ADAPTIVE.replace("eta: 0.8", "eta: 1"))
+    x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    rows = []
+    for n in (net, fixed):
+        n.blobs["data"].data[...] = x
+        rows.append(n.forward()["detection_out"].shape[2])
+    assert rows[0] < rows[1]
 
 
 def test_detection_output_read_by_a_later_layer_is_refused(tmp_path):
@@ -185,15 +208,39 @@ def test_detection_output_read_by_a_later_layer_is_refused(tmp_path):
     assert to_onnx(net, str(tmp_path / "ssd.onnx"), end="detection_out").verified
 
 
-def test_detection_output_torch_forms_say_onnx_supports_it(tmp_path):
+def test_detection_output_torch_program_says_onnx_and_pytorch_take_it(tmp_path):
     net = ssd_net(detection=SETTINGS["center_size"])
-    for export in (lambda: to_torch_program(net, str(tmp_path / "ssd.pt2")),
-                   lambda: to_pytorch_source(net, str(tmp_path / "src"))):
-        with pytest.raises(ExportError, match=r"\(DetectionOutput\) the PyTorch forms .*"
-                           r"-onnx.*-end mbox_conf_flatten"):
-            export()
-    report = to_torch_program(net, end="mbox_conf_flatten")  # the way out works
-    assert report is not None
+    with pytest.raises(ExportError, match=r"\(DetectionOutput\) the torch.export form \(-torch\)"
+                       r" .*-onnx.*-pytorch.*-end mbox_conf_flatten"):
+        to_torch_program(net, str(tmp_path / "ssd.pt2"))
+    assert not list(tmp_path.iterdir())
+    assert to_torch_program(net, end="mbox_conf_flatten") is not None  # the way out works
+
+
+def test_generated_source_runs_detection_output_without_decaffe(tmp_path):
+    """model.py carries the eager DetectionOutput (torch only) and runs in a fresh process
+    with decaffe's path removed."""
+    net = ssd_net(2, detection=SETTINGS["keep_top_k_cuts"])
+    report = to_pytorch_source(net, str(tmp_path / "src"))
+    assert report.verified
+    text = (tmp_path / "src" / "model.py").read_text()
+    assert "def caffe_detection_output" in text and "decaffe" not in text.split('"""', 2)[2]
+    code = ("import importlib.abc, sys\n"
+            "class NoDecaffe(importlib.abc.MetaPathFinder):\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name.split('.')[0] in ('decaffe', 'caffe'):\n"
+            "            raise ImportError(name)\n"
+            "sys.meta_path.insert(0, NoDecaffe())\n"
+            "sys.path.insert(0, '.')\n"
+            "import model, torch\n"
+            "out = model.load()(torch.randn(2, 3, 32, 32))\n"
+            "assert not [m for m in sys.modules if m.split('.')[0] in ('decaffe', 'caffe')]\n"
+            "print(tuple(out.shape))\n")
+    r = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True,
+                       cwd=str(tmp_path / "src"), timeout=120,
+                       env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "(1, 1, 14, 7)"
 
 
 def test_cli_exports_the_ssd_example_end_to_end(tmp_path):
@@ -245,6 +292,9 @@ def test_detection_output_on_arbitrary_bottoms_and_tied_scores(code, share, tmp_
     net = _bare_net(detection, classes=classes, locs=1 if share else classes)
     report = to_onnx(net, str(tmp_path / "det.onnx"))
     session = ort.InferenceSession(report.path, providers=["CPUExecutionProvider"])
+    src = to_pytorch_source(net, str(tmp_path / "src"))
+    module = instantiate(open(os.path.join(src.path, "model.py")).read(), torch.load(
+        os.path.join(src.path, "weights.pth"), weights_only=True))
     rng = np.random.default_rng(11)
     for trial in range(4):
         feed = {name: rng.standard_normal(net.blobs[name].shape).astype(np.float32)
@@ -259,3 +309,6 @@ def test_detection_output_on_arbitrary_bottoms_and_tied_scores(code, share, tmp_
         assert got.shape == ref.shape, trial
         np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
         assert len(np.unique(ref[:, 2])) < len(ref) - 5  # the scores did tie
+        with torch.no_grad():
+            eager = module(*(torch.from_numpy(feed[v]) for v in ("loc", "conf", "prior")))
+        np.testing.assert_allclose(eager.numpy().reshape(-1, 7), ref, rtol=1e-5, atol=1e-6)
