@@ -312,3 +312,11 @@ def test_detection_output_on_arbitrary_bottoms_and_tied_scores(code, share, tmp_
         with torch.no_grad():
             eager = module(*(torch.from_numpy(feed[v]) for v in ("loc", "conf", "prior")))
         np.testing.assert_allclose(eager.numpy().reshape(-1, 7), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_detection_output_needs_opset_11(tmp_path):
+    net = _bare_net("code_type: CENTER_SIZE nms_param { nms_threshold: 0.45 top_k: 20 }")
+    with pytest.raises(ExportError, match=r"\(DetectionOutput\) ONNX \w+ needs opset 11"):
+        to_onnx(net, str(tmp_path / "det.onnx"), opset=10)
+    assert not list(tmp_path.iterdir())
+    assert to_onnx(net, str(tmp_path / "det.onnx"), opset=11).verified
