@@ -118,6 +118,8 @@ class DetectionOutputExport(LayerExport):
         scores = b.op("Transpose", [b.reshape(conf, [0, p, c])], perm=[0, 2, 1])
         if len(classes) < c:
             scores = b.op("Gather", [scores, b.ints(classes)], axis=1)  # [N, C', P]
+        # NaN scores never pass the threshold: -inf keeps them out of TopK's first places
+        scores = b.op("Where", [b.op("IsNaN", [scores]), b.scalar(-np.inf), scores])
         vals, idx = b.op("TopK", [scores, b.ints([k_top])], 2, axis=2, largest=1, sorted=1)
         valid = b.op("Greater", [vals, b.scalar(np.float32(layer.conf_threshold))])
         idx4 = b.op("Expand", [b.reshape(idx, [0, nc, k_top, 1]), b.ints([1, 1, 1, 4])])
