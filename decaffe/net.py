@@ -161,20 +161,15 @@ def load_net_param(source) -> caffe_pb2.NetParameter:
 # ----------------------------------------------------------------------------------------------
 # pycaffe's view of a layer
 # ----------------------------------------------------------------------------------------------
-def _naming_layer(e: DecaffeError, layer: str) -> DecaffeError:
+def _naming_layer(e: DecaffeError, layer: str) -> NetError:
     """A helper's bare DecaffeError (a filler, a blob-size check) raised while a layer sets
-    up, as a NetError naming that layer; errors that already name their source pass as
-    they are."""
-    if type(e) is not DecaffeError:
-        return e
+    up, as a NetError naming that layer."""
     msg = str(e)
     for where in (f"layer '{layer}', ", f"layer '{layer}': ", f"{layer}: "):
         if msg.startswith(where):
             msg = msg[len(where):]
             break
-    err = NetError(msg, layer=layer)
-    err.__cause__ = e.__cause__
-    return err
+    return NetError(msg, layer=layer)
 
 
 class LayerView:
@@ -347,7 +342,9 @@ class Net(torch.nn.Module):
                 layer.setup(bottom_shapes)
                 top_shapes = layer.reshape(bottom_shapes)
             except DecaffeError as e:
-                raise _naming_layer(e, lp.name) from None
+                if type(e) is not DecaffeError:
+                    raise  # already names its source (keeps its cause)
+                raise _naming_layer(e, lp.name) from e.__cause__
             except Exception as e:  # a torch shape error deep inside a layer
                 if hasattr(e, "_decaffe_python_layer"):
                     raise  # a Python layer's own exception goes on as itself
@@ -938,7 +935,9 @@ class Net(torch.nn.Module):
             try:
                 tshapes = layer.reshape(bshapes)
             except DecaffeError as e:
-                raise _naming_layer(e, layer.name) from None
+                if type(e) is not DecaffeError:
+                    raise  # already names its source (keeps its cause)
+                raise _naming_layer(e, layer.name) from e.__cause__
             except Exception as e:
                 if hasattr(e, "_decaffe_python_layer"):
                     raise  # a Python layer's own exception goes on as itself

@@ -13,8 +13,13 @@ parameters and shapes:
   ShuffleChannel, Axpy: elementwise and reshape operators;
 - SeLu, SeLuDropout (TEST), Reorg (darknet's layout), Unsqueeze, Pad (constant, edge,
   reflect, or a crop), BatchNormKyle, BN (yjxiong/Cysu form);
-- DetectionOutput (SSD's, YOLO's), Proposal, ROIPooling, and Upsample/MaxUnPool with a mask
-  are refused with the way out (-end).
+- ROIPooling, PSROIPooling: masked reductions; Upsample/MaxUnPool with a mask: ScatterElements;
+- SSD's DetectionOutput: in ONNX, in-graph decoding, TopK, ONNX NonMaxSuppression per
+  (image, class) over rank scores, keep_top_k by TopK, rows by NonZero — the fork's rows in
+  its order (DetectionOutputExport; adaptive NMS refused); in the generated PyTorch source an
+  eager copy of the layer; the torch.export form refuses it (greedy NMS is not traceable),
+  naming -end;
+- YOLO's detection outputs and Proposal are refused with the way out (-end).
 """
 
 from __future__ import annotations
@@ -22,15 +27,230 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..bbox import CENTER_SIZE, CORNER, CORNER_SIZE
 from .graph import LayerExport, count, refuse_types, register_export
 from .layers import BatchNormExport, ConvolutionExport, _tuple
 
 register_export("ConvolutionDepthwise", "DepthwiseConvolution")(ConvolutionExport)
 
-refuse_types("DetectionOutput decodes boxes and keeps a data-dependent number of detections "
-             "per image (per-class NMS, keep_top_k); export up to its inputs with -end (the "
-             "layer before it, e.g. -end mbox_priorbox, gives mbox_loc, mbox_conf_flatten and "
-             "mbox_priorbox as outputs) and decode outside the graph", "DetectionOutput")
+
+def _filled(b, shape: str, value: float) -> str:
+    """A float tensor of this (runtime) shape filled with value."""
+    from onnx import numpy_helper
+
+    return b.op("ConstantOfShape", [shape],
+                value=numpy_helper.from_array(np.array([value], np.float32)))
+
+
+def _end_hint(node, graph) -> str:
+    """The way out: -end at the layer before this one (its inputs become outputs)."""
+    names = [n.name for n in graph.nodes]
+    i = names.index(node.name) if node.name in names else 0
+    where = f"-end {names[i - 1]}" if i > 0 else "-end"
+    return f"export up to its inputs with {where} and decode outside the graph"
+
+
+@register_export("DetectionOutput")
+class DetectionOutputExport(LayerExport):
+    """SSD's DetectionOutput (weiliu89/caffe detection_output_layer.cpp, bbox_util.cpp) as ONNX,
+    batched over images and classes:
+
+    1. decode loc against the priors (CENTER_SIZE, CORNER, CORNER_SIZE; variances from the
+       priors or already in the target), not clipped: ``[N, L, P, 4]``;
+    2. per image and class other than background, TopK of the scores (top_k, else all P):
+       descending, equal scores in index order (the fork's stable sort); candidates are those
+       scoring > confidence_threshold;
+    3. ONNX NonMaxSuppression over each (image, class)'s sorted candidates, one NMS batch per
+       pair, with scores replaced by their rank (K − position) so that its visiting order is
+       exactly that sort whatever the runtime's tie rule; boxes with xmax < xmin or
+       ymax < ymin (JaccardOverlap 0 in the fork: its BBoxSize is 0) become all-zero boxes,
+       which NonMaxSuppression never matches (it would re-order their corners);
+    4. keep_top_k: TopK over each image's kept scores, ties in (label, rank) order;
+    5. rows [image, label, score, xmin, ymin, xmax, ymax] by NonZero of the kept mask
+       ``[N, C', K]`` (row-major: image, label ascending, score descending); with no
+       detection at all, one row [i, −1, …, −1] per image.
+
+    The IoU of NonMaxSuppression is the fork's JaccardOverlap for normalised boxes
+    (intersection / (size₁ + size₂ − intersection), no +1, 0 without overlap), suppressing
+    above nms_threshold as the fork keeps at ≤. Refused: adaptive NMS (eta < 1 with
+    nms_threshold > 0.5; ONNX only), share_location with background_label_id −1 (the fork's
+    layer fails), and a top read by a later layer (its row count is data-dependent).
+
+    The generated PyTorch source (-pytorch) calls an eager copy of the layer
+    (runtime.caffe_detection_output, adaptive NMS included); torch.export (-torch) cannot
+    trace greedy NMS and refuses the layer.
+    """
+
+    def refuse(self, node, graph):
+        layer = node.layer
+        if layer.share_location and layer.background == -1:
+            return ("background_label_id -1 with share_location: the fork's layer skips the "
+                    "shared location predictions (label -1) and fails; " + _end_hint(node, graph))
+        if node.tops[0] not in graph.outputs:
+            return ("its top has a data-dependent number of rows and is read by a later "
+                    "layer; export the net up to DetectionOutput, or " + _end_hint(node, graph))
+        return None
+
+    def onnx(self, b, node):
+        layer = node.layer
+        if layer.eta < 1 and layer.nms_threshold > 0.5:
+            raise node.fail(
+                f"nms_param.eta {layer.eta:g} < 1 with nms_threshold {layer.nms_threshold:g} "
+                "> 0.5 is adaptive NMS (the threshold shrinks after each kept box), which ONNX "
+                "NonMaxSuppression cannot express; the generated PyTorch source (-pytorch) "
+                "exports it, or " + _end_hint(node, b.graph))
+        loc, conf, prior = node.bottoms
+        p, c, lc = layer.num_priors, layer.num_classes, layer.num_loc_classes
+        classes = [k for k in range(c) if k != layer.background]
+        k_top = p if layer.top_k < 0 else min(layer.top_k, p)
+        top = node.tops[0]
+        b.dims[top] = {2: f"{node.name}_detections"}
+        fallback = self._fallback(b, loc)
+        if not classes or k_top == 0 or layer.keep_top_k == 0:  # the fork keeps nothing
+            b.reshape(fallback, [1, 1, -1, 7], top)
+            return
+        nc = len(classes)
+        boxes = self._decode(b, node, loc, prior)                      # [N, L, P, 4]
+        if layer.share_location:
+            boxes = b.op("Expand", [boxes, b.ints([1, nc, 1, 1])])      # [N, C', P, 4]
+        elif len(classes) < lc:
+            boxes = b.op("Gather", [boxes, b.ints(classes)], axis=1)
+        scores = b.op("Transpose", [b.reshape(conf, [0, p, c])], perm=[0, 2, 1])
+        if len(classes) < c:
+            scores = b.op("Gather", [scores, b.ints(classes)], axis=1)  # [N, C', P]
+        # NaN scores never pass the threshold: -inf keeps them out of TopK's first places
+        scores = b.op("Where", [b.op("IsNaN", [scores]), b.scalar(-np.inf), scores])
+        vals, idx = b.op("TopK", [scores, b.ints([k_top])], 2, axis=2, largest=1, sorted=1)
+        valid = b.op("Greater", [vals, b.scalar(np.float32(layer.conf_threshold))])
+        idx4 = b.op("Expand", [b.reshape(idx, [0, nc, k_top, 1]), b.ints([1, 1, 1, 4])])
+        cand = b.op("GatherElements", [boxes, idx4], axis=2)           # [N, C', K, 4]
+        keep = self._nms(b, layer, cand, valid, nc, k_top)              # bool [N, C', K]
+        if -1 < layer.keep_top_k < nc * k_top:
+            keep = self._keep_top_k(b, layer, vals, keep, nc, k_top)
+        at = b.op("Transpose", [b.op("NonZero", [keep])], perm=[1, 0])  # [D, 3]
+        image = b.op("Cast", [b.slice(at, [0], [1], [1])], to=1)
+        label = b.op("Gather", [b.const(np.asarray(classes, np.float32).reshape(-1, 1)),
+                                b.slice(at, [1], [2], [1])], axis=0)
+        label = b.reshape(label, [-1, 1])
+        score = b.reshape(b.op("GatherND", [vals, at]), [-1, 1])
+        box = b.op("GatherND", [cand, at])
+        rows = b.op("Concat", [image, label, score, box], axis=1)
+        # no detection at all: the fallback rows instead (they follow the zero rows)
+        both = b.op("Concat", [rows, fallback], axis=0)
+        count = b.slice(b.op("Shape", [rows]), [0], [1], [0])
+        images = b.slice(b.op("Shape", [fallback]), [0], [1], [0])
+        end = b.op("Where", [b.op("Equal", [count, b.ints([0])]), images, count])
+        out = b.op("Slice", [both, b.ints([0]), end, b.ints([0])])
+        b.reshape(out, [1, 1, -1, 7], top)
+
+    # -- parts ----------------------------------------------------------------------------------
+    @staticmethod
+    def _fallback(b, loc: str) -> str:
+        """[N, 7] rows [i, -1, -1, -1, -1, -1, -1] (N from loc, so a symbolic batch holds)."""
+        n = b.slice(b.op("Shape", [loc]), [0], [1], [0])
+        ids = b.op("Range", [b.const(np.int64(0), np.int64), b.reshape(n, []),
+                             b.const(np.int64(1), np.int64)])
+        ids = b.reshape(b.op("Cast", [ids], to=1), [-1, 1])
+        minus = _filled(b, b.op("Concat", [n, b.ints([6])], axis=0), -1.0)
+        return b.op("Concat", [ids, minus], axis=1)
+
+    @staticmethod
+    def _decode(b, node, loc: str, prior: str) -> str:
+        """DecodeBBox of every prediction: [N, L, P, 4], in the fork's order of operations."""
+        layer = node.layer
+        p, lc = layer.num_priors, layer.num_loc_classes
+        d = b.op("Transpose", [b.reshape(loc, [0, p, lc, 4])], perm=[0, 2, 1, 3])
+        flat = b.reshape(prior, [-1])
+        pb = b.reshape(b.slice(flat, [0], [p * 4], [0]), [p, 4])
+        pv = b.reshape(b.slice(flat, [p * 4], [p * 8], [0]), [p, 4])
+        in_target = layer.variance_in_target
+
+        def col(x, i):
+            return b.slice(x, [i], [i + 1], [-1])
+
+        def mul(a, c):
+            return b.op("Mul", [a, c])
+
+        code = layer.code_type
+        if code == CORNER:
+            return b.op("Add", [pb, d if in_target else mul(pv, d)])
+        pw = b.op("Sub", [col(pb, 2), col(pb, 0)])
+        ph = b.op("Sub", [col(pb, 3), col(pb, 1)])
+        if code == CORNER_SIZE:
+            size = b.op("Concat", [pw, ph, pw, ph], axis=1)
+            return b.op("Add", [pb, mul(d if in_target else mul(pv, d), size)])
+        if code != CENTER_SIZE:
+            raise node.fail(f"unknown code_type {code}")
+        two = b.scalar(2.0)
+        pcx = b.op("Div", [b.op("Add", [col(pb, 0), col(pb, 2)]), two])
+        pcy = b.op("Div", [b.op("Add", [col(pb, 1), col(pb, 3)]), two])
+        dc = [col(d, i) for i in range(4)]
+        if not in_target:
+            dc = [mul(col(pv, i), dc[i]) for i in range(4)]
+        cx = b.op("Add", [mul(dc[0], pw), pcx])
+        cy = b.op("Add", [mul(dc[1], ph), pcy])
+        hw = b.op("Div", [mul(b.op("Exp", [dc[2]]), pw), two])
+        hh = b.op("Div", [mul(b.op("Exp", [dc[3]]), ph), two])
+        return b.op("Concat", [b.op("Sub", [cx, hw]), b.op("Sub", [cy, hh]),
+                               b.op("Add", [cx, hw]), b.op("Add", [cy, hh])], axis=-1)
+
+    @staticmethod
+    def _nms(b, layer, cand: str, valid: str, nc: int, k: int) -> str:
+        """ApplyNMSFast over each (image, class)'s sorted candidates: the kept mask."""
+        if layer.nms_threshold > 1:  # no overlap exceeds 1: NMS keeps every candidate
+            return valid
+        x1, y1, x2, y2 = (b.slice(cand, [i], [i + 1], [-1]) for i in range(4))
+        inverted = b.op("Or", [b.op("Less", [x2, x1]), b.op("Less", [y2, y1])])
+        yx = b.op("Concat", [y1, x1, y2, x2], axis=-1)  # NonMaxSuppression's [y1, x1, y2, x2]
+        yx = b.op("Where", [inverted, b.scalar(0.0), yx])
+        ranks = b.const(np.arange(k, 0, -1, dtype=np.float32))
+        rank = b.op("Where", [valid, ranks, b.scalar(0.0)])
+        rank2 = b.reshape(rank, [-1, k])                                # [N·C', K]
+        sel = b.op("NonMaxSuppression", [
+            b.reshape(yx, [-1, k, 4]), b.reshape(rank2, [-1, 1, k]), b.ints([k]),
+            b.const(np.array([layer.nms_threshold], np.float32)),
+            b.const(np.array([0.5], np.float32))], center_point_box=0)
+        where = b.op("Gather", [sel, b.ints([0, 2])], axis=1)           # (pair, position)
+        ones = _filled(b, b.slice(b.op("Shape", [sel]), [0], [1], [0]), 1.0)
+        zeros = _filled(b, b.op("Shape", [rank2]), 0.0)
+        kept = b.op("ScatterND", [zeros, where, ones])
+        kept = b.op("Greater", [b.reshape(kept, [-1, nc, k]), b.scalar(0.0)])
+        return b.op("And", [kept, valid])
+
+    @staticmethod
+    def _keep_top_k(b, layer, vals: str, keep: str, nc: int, k: int) -> str:
+        """The keep_top_k best kept detections of each image (ties in label, rank order)."""
+        total = nc * k
+        flat_keep = b.reshape(keep, [0, total])
+        ms = b.op("Where", [flat_keep, b.reshape(vals, [0, total]), b.scalar(-np.inf)])
+        _, top = b.op("TopK", [ms, b.ints([layer.keep_top_k])], 2, axis=1, largest=1,
+                      sorted=1)
+        ones = _filled(b, b.op("Shape", [top]), 1.0)
+        picked = b.op("ScatterElements", [_filled(b, b.op("Shape", [ms]), 0.0), top, ones],
+                      axis=1)
+        picked = b.op("Greater", [picked, b.scalar(0.0)])
+        return b.reshape(b.op("And", [picked, flat_keep]), [0, nc, k])
+
+    def torch(self, s, node):
+        if s.traced:
+            raise node.fail(
+                "the torch.export form (-torch) cannot carry SSD's DetectionOutput: its greedy "
+                "per-class NMS keeps a data-dependent number of boxes, which torch.export "
+                "cannot trace; the ONNX form (-onnx, NonMaxSuppression with the fork's "
+                "decoding) and the generated PyTorch source (-pytorch, an eager NMS) export "
+                "it, or " + _end_hint(node, s.graph))
+        layer = node.layer
+        loc, conf, prior = (s.v(v) for v in node.bottoms)
+        return (f"{s.h('caffe_detection_output')}({loc}, {conf}, {prior}, "
+                f"num_priors={layer.num_priors}, num_classes={layer.num_classes}, "
+                f"share_location={layer.share_location}, "
+                f"background_label_id={layer.background}, code_type={layer.code_type}, "
+                f"variance_in_target={layer.variance_in_target}, "
+                f"confidence_threshold={layer.conf_threshold!r}, "
+                f"nms_threshold={layer.nms_threshold!r}, eta={layer.eta!r}, "
+                f"top_k={layer.top_k}, keep_top_k={layer.keep_top_k})")
+
+
 refuse_types("Proposal decodes anchors and keeps a data-dependent number of boxes (NMS); stop "
              "before it with -end and run the proposal step outside the graph", "Proposal")
 

@@ -35,6 +35,8 @@ OP_MIN_OPSET = {
     "Range": 11,
     "GatherElements": 11,
     "ScatterND": 11,
+    "ScatterElements": 11,
+    "GatherND": 11,
 }
 # operators whose axes turned from an attribute into an input at opset 18
 _REDUCE_AXES_INPUT_18 = {"ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1",
@@ -99,6 +101,8 @@ class OnnxBuilder:
         self._names: set[str] = set()
         self._count = 0
         self.node: Node | None = None
+        # {value: {axis: name}}: output axes whose size the data decides (DetectionOutput)
+        self.dims: dict[str, dict[int, str]] = {}
 
     # -- names ----------------------------------------------------------------------------------
     def fresh(self, hint: str = "t") -> str:
@@ -234,6 +238,8 @@ def build_model(graph: ExportGraph, opset: int):
         shape = list(graph.shapes[v])
         if graph.dynamic_batch and shape and graph.varying.get(v, (False,))[0]:
             shape[0] = "batch"
+        for axis, name in b.dims.get(v, {}).items():
+            shape[axis] = name
         return helper.make_tensor_value_info(v, TensorProto.FLOAT, shape)
 
     inputs = [info(v) for v in graph.inputs]

@@ -44,8 +44,10 @@ def identifier(name: str, taken: set[str] | None = None) -> str:
 class SourceBuilder:
     """What a LayerExport's ``torch`` method writes through: variables, blobs, helpers."""
 
-    def __init__(self, graph: ExportGraph):
+    def __init__(self, graph: ExportGraph, traced: bool = False):
         self.graph = graph
+        # the source is traced by torch.export (-torch), not only run eagerly (-pytorch)
+        self.traced = traced
         self.helpers: list[str] = []
         self.state: dict[str, torch.Tensor] = {}
         self.init_lines: list[str] = []
@@ -138,11 +140,12 @@ class SourceBuilder:
         return out
 
 
-def generate(graph: ExportGraph) -> tuple[str, dict[str, torch.Tensor]]:
-    """(model.py source, state dict) for an export graph."""
+def generate(graph: ExportGraph, traced: bool = False) -> tuple[str, dict[str, torch.Tensor]]:
+    """(model.py source, state dict) for an export graph; traced: for torch.export (layers
+    that only run eagerly refuse)."""
     from .. import __version__
 
-    s = SourceBuilder(graph)
+    s = SourceBuilder(graph, traced)
     last_read: dict[str, int] = {}
     for i, node in enumerate(graph.nodes):
         for v in node.bottoms:

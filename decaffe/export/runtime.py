@@ -1,7 +1,8 @@
 """The helper functions a generated model.py carries: Caffe semantics that need more than one
 torch call. Each is copied into model.py (by its source) only when a layer uses it, so this
 module imports torch and math only, and every function is traceable by torch.export (all
-shape arithmetic is on Python ints fixed at export time)."""
+shape arithmetic is on Python ints fixed at export time) except SSD's DetectionOutput
+(caffe_detection_output and its parts: greedy NMS, eager only, for the -pytorch form)."""
 
 from __future__ import annotations
 
@@ -229,3 +230,117 @@ def caffe_psroi_pool(x, rois, output_dim, group_size, spatial_scale):
 for _f in (caffe_psroi_bins, caffe_psroi_pool):
     HELPERS[_f.__name__] = _f
 HELPER_NEEDS["caffe_psroi_pool"] = ("caffe_psroi_bins", "caffe_round")
+
+
+# SSD's DetectionOutput, eager only (the -pytorch form): its greedy NMS keeps a data-dependent
+# number of boxes, so torch.export does not trace it and the -torch form refuses the layer.
+def caffe_ssd_decode(prior, var, code_type, variance_in_target, d):
+    """The SSD fork's DecodeBBox of predictions d (P, 4) against priors (P, 4) with variances
+    (P, 4): code_type 1 CORNER, 2 CENTER_SIZE, 3 CORNER_SIZE; not clipped."""
+    if code_type == 1:
+        return prior + d if variance_in_target else prior + var * d
+    pw = prior[:, 2] - prior[:, 0]
+    ph = prior[:, 3] - prior[:, 1]
+    if code_type == 3:
+        size = torch.stack([pw, ph, pw, ph], 1)
+        return prior + d * size if variance_in_target else prior + var * d * size
+    pcx = (prior[:, 0] + prior[:, 2]) / 2
+    pcy = (prior[:, 1] + prior[:, 3]) / 2
+    if not variance_in_target:
+        d = var * d
+    cx = d[:, 0] * pw + pcx
+    cy = d[:, 1] * ph + pcy
+    w = torch.exp(d[:, 2]) * pw
+    h = torch.exp(d[:, 3]) * ph
+    return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 1)
+
+
+def caffe_jaccard(a, b):
+    """The SSD fork's JaccardOverlap of box a (4,) with each box of b (M, 4), normalised
+    boxes: intersection / (size_a + size_b − intersection), 0 without overlap, a box with
+    xmax < xmin or ymax < ymin of size 0."""
+    apart = (b[:, 0] > a[2]) | (b[:, 2] < a[0]) | (b[:, 1] > a[3]) | (b[:, 3] < a[1])
+    iw = torch.minimum(a[2], b[:, 2]) - torch.maximum(a[0], b[:, 0])
+    ih = torch.minimum(a[3], b[:, 3]) - torch.maximum(a[1], b[:, 1])
+    zero = torch.zeros((), dtype=b.dtype)
+    size_a = torch.where((a[2] < a[0]) | (a[3] < a[1]), zero, (a[2] - a[0]) * (a[3] - a[1]))
+    size_b = torch.where((b[:, 2] < b[:, 0]) | (b[:, 3] < b[:, 1]), zero,
+                         (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]))
+    inter = iw * ih
+    iou = inter / (size_a + size_b - inter)
+    return torch.where(~apart & (iw > 0) & (ih > 0), iou, zero)
+
+
+def caffe_nms_fast(boxes, scores, score_threshold, nms_threshold, eta, top_k):
+    """The SSD fork's ApplyNMSFast: indices kept, best first (candidates scoring above
+    score_threshold, equal scores in index order, at most top_k of them; a candidate is kept
+    when no kept box overlaps it by more than the threshold, which shrinks by eta after each
+    kept box while above 0.5)."""
+    cand = torch.nonzero(scores > score_threshold).reshape(-1)
+    order = cand[torch.sort(scores[cand], descending=True, stable=True).indices]
+    if top_k > -1:
+        order = order[:top_k]
+    thr = torch.tensor(nms_threshold, dtype=torch.float32)
+    eta_t = torch.tensor(eta, dtype=torch.float32)
+    kept = []
+    for j in order.tolist():
+        if kept:
+            ov = caffe_jaccard(boxes[j], boxes[torch.tensor(kept)])
+            if not bool((ov <= thr).all()):
+                continue
+        kept.append(j)
+        if eta < 1 and thr > 0.5:
+            thr = thr * eta_t
+    return kept
+
+
+def caffe_detection_output(loc, conf, prior, num_priors, num_classes, share_location,
+                           background_label_id, code_type, variance_in_target,
+                           confidence_threshold, nms_threshold, eta, top_k, keep_top_k):
+    """SSD's DetectionOutput (weiliu89/caffe): rows [image, label, score, xmin, ymin, xmax,
+    ymax] as (1, 1, D, 7), by image, then label, then score; keep_top_k best over all
+    classes of an image; one row [i, −1, …, −1] per image when nothing is detected."""
+    n, p, c = loc.shape[0], num_priors, num_classes
+    lc = 1 if share_location else c
+    locs = loc.detach().float().cpu().reshape(n, p, lc, 4)
+    confs = conf.detach().float().cpu().reshape(n, p, c)
+    flat = prior.detach().float().cpu().reshape(-1)
+    pboxes, pvar = flat[:p * 4].reshape(p, 4), flat[p * 4:p * 8].reshape(p, 4)
+    threshold = torch.tensor(confidence_threshold, dtype=torch.float32)
+    rows = []
+    for i in range(n):
+        decoded = {}
+        for k in range(lc):
+            label = -1 if share_location else k
+            if label != background_label_id:
+                decoded[label] = caffe_ssd_decode(pboxes, pvar, code_type, variance_in_target,
+                                                  locs[i, :, k])
+        kept = {}
+        for cls in range(c):
+            if cls != background_label_id:
+                boxes = decoded[-1 if share_location else cls]
+                kept[cls] = caffe_nms_fast(boxes, confs[i, :, cls], threshold, nms_threshold,
+                                           eta, top_k)
+        if keep_top_k > -1 and sum(len(v) for v in kept.values()) > keep_top_k:
+            pairs = [(float(confs[i, j, cls]), cls, j) for cls in kept for j in kept[cls]]
+            best = sorted(pairs, key=lambda t: -t[0])[:keep_top_k]  # stable: ties keep order
+            kept = {}
+            for _, cls, j in best:
+                kept.setdefault(cls, []).append(j)
+        for cls in sorted(kept):
+            boxes = decoded[-1 if share_location else cls]
+            for j in kept[cls]:
+                rows.append(torch.cat([torch.tensor([i, cls], dtype=torch.float32),
+                                       confs[i, j, cls].reshape(1), boxes[j]]))
+    if rows:
+        out = torch.stack(rows)
+    else:
+        out = torch.full((n, 7), -1.0)
+        out[:, 0] = torch.arange(n, dtype=torch.float32)
+    return out.to(device=loc.device, dtype=loc.dtype).reshape(1, 1, -1, 7)
+
+
+for _f in (caffe_ssd_decode, caffe_jaccard, caffe_nms_fast, caffe_detection_output):
+    HELPERS[_f.__name__] = _f
+HELPER_NEEDS["caffe_nms_fast"] = ("caffe_jaccard",)
+HELPER_NEEDS["caffe_detection_output"] = ("caffe_ssd_decode", "caffe_nms_fast")

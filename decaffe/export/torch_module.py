@@ -13,7 +13,7 @@ from .pytorch_source import generate, instantiate
 def export_program(graph: ExportGraph):
     """The torch.export ExportedProgram of an export graph (axis 0 of every input symbolic
     when graph.dynamic_batch)."""
-    source, state = generate(graph)
+    source, state = generate(graph, traced=True)
     module = instantiate(source, state).requires_grad_(False)  # an inference program
     args = []
     for v in graph.inputs:

@@ -1,7 +1,8 @@
 """The forks' deploy layers export like BVLC's (each case runs once its fork's layers are part
 of decaffe): PriorBox as a constant, Permute, Normalize, Interp/Upsample as Resize, the mobile
 layers, ROIPooling, PSROIPooling, SegNet's unpooling (Upsample with a mask, MaxUnPool) and
-BN, GuidedDropout; DetectionOutput is refused with the way out (-end)."""
+BN, GuidedDropout; SSD's DetectionOutput exports to ONNX and to the generated PyTorch source
+(tests/export/test_export_detection.py) and torch.export refuses it with the way out (-end)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from export_helpers import export_all, randomize
 
 import caffe
 from decaffe.errors import DecaffeError
-from decaffe.export import ExportError, to_onnx
+from decaffe.export import ExportError, to_onnx, to_pytorch_source, to_torch_program
 from decaffe.formats import prototxt
 from decaffe.layer import layer_type_list
 
@@ -107,7 +108,11 @@ def test_interp_is_an_onnx_resize(tmp_path):
     assert "Resize" in ops
 
 
-def test_ssd_deploy_net_exports_up_to_detection_output(tmp_path):
+def test_ssd_deploy_net_exports_with_detection_output(tmp_path):
+    """MobileNet-SSD exports end to end to ONNX (DetectionOutput as NonMaxSuppression) and to
+    the generated PyTorch source (an eager DetectionOutput), each checked row for row; the
+    torch.export form refuses DetectionOutput, saying which forms take it, and exports up to
+    its inputs with -end."""
     path = os.path.join(MODELS, "zoo/chuanqi305__MobileNet-SSD/deploy.prototxt")
     if "DetectionOutput" not in layer_type_list():
         pytest.skip("the SSD fork's layers are not part of decaffe on this branch")
@@ -115,11 +120,16 @@ def test_ssd_deploy_net_exports_up_to_detection_output(tmp_path):
     param.layer[0].input_param.shape[0].dim[:] = [1, 3, 128, 128]  # small: CI time
     net = caffe.Net(param, phase=caffe.TEST)
     randomize(net, seed=2)
-    with pytest.raises(ExportError, match=r"\(DetectionOutput\) .*-end"):
-        to_onnx(net, str(tmp_path / "ssd.onnx"))
-    assert not list(tmp_path.iterdir())
+    report = to_onnx(net, str(tmp_path / "ssd.onnx"))
+    assert report.verified and report.graph.outputs == ["detection_out"]
+    assert "NonMaxSuppression" in {n.op_type for n in onnx.load(report.path).graph.node}
+    assert to_pytorch_source(net, str(tmp_path / "src")).verified
+    with pytest.raises(ExportError, match=r"\(DetectionOutput\) the torch.export form .*-onnx"
+                       r".*-end"):
+        to_torch_program(net, str(tmp_path / "ssd.pt2"))
+    assert not (tmp_path / "ssd.pt2").exists()
     before = net.layers[[ly.name for ly in net.layers].index("detection_out") - 1].name
-    reports = export_all(net, str(tmp_path), end=before)
+    reports = export_all(net, str(tmp_path / "cut"), end=before)
     assert "mbox_priorbox" in reports["onnx"].graph.outputs
 
 

@@ -9,8 +9,10 @@ DummyData image sources too). Random weights are calibrated so every convolution
 unit deviation: nets whose BN is merged into their convolutions otherwise reach activations
 of 1e7, where no two float32 implementations agree on a final Softmax.
 Layers with a data-dependent output count (DetectionOutput, YOLO's detection outputs,
-Proposal and py-faster-rcnn's Python proposal layer) are refused by the exporter, so those
-nets export up to the layer before the first of them. A net decaffe cannot build is skipped
+Proposal and py-faster-rcnn's Python proposal layer) are refused by the exporter (SSD's
+DetectionOutput by the torch.export form only; tests/export/test_export_detection.py covers
+its ONNX and PyTorch-source forms), so those nets export up to the layer before the first
+of them. A net decaffe cannot build is skipped
 with the reason; a net that builds and fails to export fails. One net per repository (its
 smallest) runs by default, the rest with DECAFFE_SLOW=1."""
 

@@ -60,7 +60,7 @@ def test_deploy_net_exports_in_every_form(path, tmp_path):
         raise
     names = [ly.name for ly in net.layers]
     types = [ly.type for ly in net.layers]
-    # SSD's DetectionOutput is refused (a data-dependent number of boxes): stop before it
+    # torch.export refuses SSD's DetectionOutput (greedy NMS): all three forms stop before it
     end = names[types.index("DetectionOutput") - 1] if "DetectionOutput" in types else None
     reports = export_all(net, str(tmp_path), input_shapes=SMALL.get(path), end=end)
     assert set(reports) == {"onnx", "pytorch", "torch"}
