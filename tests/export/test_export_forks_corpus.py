@@ -19,6 +19,7 @@ smallest) runs by default, the rest with DECAFFE_SLOW=1."""
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 
 import pytest
@@ -152,6 +153,7 @@ def test_fork_deploy_net_exports_in_every_form(path, tmp_path):
     if end is None:
         # an input no layer reads (an unused label) is no output of the exported graph
         assert reports["onnx"].graph.outputs == sorted(set(net.outputs) - set(net.inputs))
+    shutil.rmtree(tmp_path, ignore_errors=True)  # a big net's three exports: GBs over a run
 
 
 def test_the_corpus_has_deploy_nets_of_every_kind():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 
 import pytest
 from conftest import MODELS
@@ -66,6 +67,7 @@ def test_deploy_net_exports_in_every_form(path, tmp_path):
     assert set(reports) == {"onnx", "pytorch", "torch"}
     if end is None:
         assert reports["onnx"].graph.outputs == sorted(net.outputs)
+    shutil.rmtree(tmp_path, ignore_errors=True)  # a big net's three exports: GBs over a run
 
 
 def test_every_family_has_a_default_sample():
