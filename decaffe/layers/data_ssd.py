@@ -313,9 +313,7 @@ class AnnotatedDataLayer(_BaseDataLayer):
     max_tops = 2
 
     def setup(self, bottom_shapes):
-        p = self.lp.data_param
-        ap = self.lp.annotated_data_param
-        self._setup_transform(p, ap)
+        p, ap = self._setup_transform()
         db, cursor, rng, first = self._open(p)
         try:  # a failure here releases the database at once
             self.anno_type = None
@@ -337,8 +335,10 @@ class AnnotatedDataLayer(_BaseDataLayer):
             [label_shape] if self.labels else [])
         self._start(src, p.prefetch)
 
-    def _setup_transform(self, p, ap) -> None:
-        """data_param, transform_param and the batch samplers: checked and kept."""
+    def _setup_transform(self):
+        """data_param, transform_param and the batch samplers: checked and kept; returns
+        (data_param, annotated_data_param)."""
+        p, ap = self.lp.data_param, self.lp.annotated_data_param
         self.check(p.batch_size > 0, "must be positive", "data_param.batch_size")
         self.check(bool(p.source), "a database path must be given", "data_param.source")
         self.batch_size = int(p.batch_size)
@@ -371,6 +371,7 @@ class AnnotatedDataLayer(_BaseDataLayer):
                 self.mean = load_mean_file(tp.mean_file)
         elif len(tp.mean_value):
             self.mean_values = np.asarray(tp.mean_value, F32)
+        return p, ap
 
     def _check_policies(self, tolerance: float = 1e-6) -> None:
         """The resize policies' probabilities: each in [0, 1], summing to 1."""
@@ -602,9 +603,7 @@ class LaneDataLayer(AnnotatedDataLayer):
     max_tops = 3
 
     def setup(self, bottom_shapes):
-        p = self.lp.data_param
-        ap = self.lp.annotated_data_param
-        self._setup_transform(p, ap)
+        p, ap = self._setup_transform()
         tp = self.tp
         self.check(not (tp.HasField("distort_param") and tp.HasField("expand_param")),
                    "cannot be given with distort_param (the fork's LaneData then frees a "
