@@ -698,6 +698,27 @@ def _onnx_round(b, v: str) -> str:
     return b.op("Mul", [b.op("Sign", [v]), b.op("Add", [f, up])])
 
 
+def _onnx_cell_mask(b, lo: str, hi: str, size: int):
+    """Bin edges (R, bins) clipped to [0, size], and the (R, bins, size) mask of the cells
+    each [lo, hi) holds."""
+    zero, top = b.scalar(0.0), b.scalar(float(size))
+    lo = b.op("Clip", [lo, zero, top])
+    hi = b.op("Clip", [hi, zero, top])
+    cells = b.const(np.arange(size, dtype=np.float32).reshape(1, 1, size))
+    lo3 = b.op("Unsqueeze", [lo, b.ints([2])])
+    hi3 = b.op("Unsqueeze", [hi, b.ints([2])])
+    mask = b.op("And", [b.op("GreaterOrEqual", [cells, lo3]), b.op("Less", [cells, hi3])])
+    return lo, hi, mask
+
+
+def _onnx_roi_features(b, x: str, rois: str) -> tuple[str, str]:
+    """The ROIs as (R, 5) rows and each ROI's image of x, (R, C, H, W); the batch index is
+    truncated, as C's int cast does."""
+    r = b.reshape(rois, [-1, 5])
+    idx = b.op("Cast", [b.slice(r, [0], [1], [1])], to=7)
+    return r, b.op("Gather", [x, b.reshape(idx, [-1])], axis=0)
+
+
 def _onnx_roi_bins(b, start: str, end: str, pooled: int, size: int):
     """ONNX form of runtime.caffe_roi_bins: (R, pooled, size) masks, (R, pooled) non-empty."""
     one = b.scalar(1.0)
@@ -706,13 +727,7 @@ def _onnx_roi_bins(b, start: str, end: str, pooled: int, size: int):
     k = b.const(np.arange(pooled, dtype=np.float32)[None])
     lo = b.op("Add", [b.op("Floor", [b.op("Mul", [k, bin_size])]), start])
     hi = b.op("Add", [b.op("Ceil", [b.op("Mul", [b.op("Add", [k, one]), bin_size])]), start])
-    zero, top = b.scalar(0.0), b.scalar(float(size))
-    lo = b.op("Clip", [lo, zero, top])
-    hi = b.op("Clip", [hi, zero, top])
-    cells = b.const(np.arange(size, dtype=np.float32).reshape(1, 1, size))
-    lo3 = b.op("Unsqueeze", [lo, b.ints([2])])
-    hi3 = b.op("Unsqueeze", [hi, b.ints([2])])
-    mask = b.op("And", [b.op("GreaterOrEqual", [cells, lo3]), b.op("Less", [cells, hi3])])
+    lo, hi, mask = _onnx_cell_mask(b, lo, hi, size)
     return mask, b.op("Greater", [hi, lo])
 
 
@@ -729,9 +744,7 @@ class ROIPoolingExport(LayerExport):
         x, rois = node.bottoms
         _, _, height, width = b.shape(x)
         ph, pw = layer.pooled_h, layer.pooled_w
-        r = b.reshape(rois, [-1, 5])
-        idx = b.op("Cast", [b.slice(r, [0], [1], [1])], to=7)  # truncates, as C's int cast
-        feat = b.op("Gather", [x, b.reshape(idx, [-1])], axis=0)  # (R, C, H, W)
+        r, feat = _onnx_roi_features(b, x, rois)  # (R, 5), (R, C, H, W)
         corner = _onnx_round(b, b.mul_scalar(b.slice(r, [1], [5], [1]), layer.spatial_scale))
         sw, sh, ew, eh = (b.slice(corner, [i], [i + 1], [1]) for i in range(4))
         mask_h, full_h = _onnx_roi_bins(b, sh, eh, ph, height)
@@ -761,13 +774,7 @@ def _onnx_psroi_bins(b, start: str, end: str, group: int, size: int):
     lo = b.op("Floor", [b.op("Add", [b.op("Mul", [k, bin_size]), start])])
     k1 = b.const(np.arange(1, group + 1, dtype=np.float32)[None])
     hi = b.op("Ceil", [b.op("Add", [b.op("Mul", [k1, bin_size]), start])])
-    zero, top = b.scalar(0.0), b.scalar(float(size))
-    lo = b.op("Clip", [lo, zero, top])
-    hi = b.op("Clip", [hi, zero, top])
-    cells = b.const(np.arange(size, dtype=np.float32).reshape(1, 1, size))
-    lo3 = b.op("Unsqueeze", [lo, b.ints([2])])
-    hi3 = b.op("Unsqueeze", [hi, b.ints([2])])
-    mask = b.op("And", [b.op("GreaterOrEqual", [cells, lo3]), b.op("Less", [cells, hi3])])
+    lo, hi, mask = _onnx_cell_mask(b, lo, hi, size)
     return b.op("Cast", [mask], to=1), b.op("Sub", [hi, lo])
 
 
@@ -783,9 +790,7 @@ class PSROIPoolingExport(LayerExport):
         x, rois = node.bottoms
         _, _, height, width = b.shape(x)
         d, g = layer.output_dim, layer.group_size
-        r = b.reshape(rois, [-1, 5])
-        idx = b.op("Cast", [b.slice(r, [0], [1], [1])], to=7)
-        feat = b.op("Gather", [x, b.reshape(idx, [-1])], axis=0)
+        r, feat = _onnx_roi_features(b, x, rois)
         feat = b.reshape(feat, [-1, d, g, g, height, width])
         corner = _onnx_round(b, b.slice(r, [1], [5], [1]))
         start = b.mul_scalar(b.slice(corner, [0], [2], [1]), layer.spatial_scale)
