@@ -435,51 +435,59 @@ def read_image_list(path: str) -> list[tuple[str, int]]:
     return out
 
 
-class _ImageSource:
-    """Reads, resizes and transforms a batch of listed images (runs in the worker)."""
+class ListSource:
+    """A list of examples read in order, `batch_size` at a time, wrapping around and (with a
+    shuffle generator) reshuffled at setup and at every wrap, as the list-reading data layers
+    of Caffe and its forks do. Records and restores its position for exact resume: the index
+    of the next example, how many shuffles were made (replayed from the setup's order) and
+    the states of the generators that `rngs()` lists. Subclasses write produce()."""
 
-    def __init__(self, layer_name, lines, root, new_h, new_w, is_color, transformer, batch_size,
-                 shuffle_rng, start, phase=caffe_pb2.TRAIN):
-        self.layer_name, self.lines, self.root = layer_name, lines, root
-        self.new_h, self.new_w, self.is_color = new_h, new_w, is_color
-        self.transformer, self.batch_size = transformer, batch_size
+    what = "entries"  # what the list holds, in errors
+
+    def __init__(self, layer: str, lines: list, batch_size: int,
+                 shuffle_rng: np.random.Generator | None, start: int):
+        self.layer, self.lines, self.batch_size = layer, lines, batch_size
         self.shuffle_rng, self.pos = shuffle_rng, start
-        # several solvers: each keeps every solver_count-th image, as the Data layer does
-        self.keep = _solver_keep(phase)
         self.base_lines = list(lines)  # the order before the first shuffle
         self.shuffle_start = rng_state(shuffle_rng)
         self.shuffles = -1
         if shuffle_rng is not None:
-            self.shuffle()  # Caffe shuffles at setup, then at every wrap-around
+            self.shuffle()  # shuffled at setup, then at every wrap-around
+
+    def rngs(self) -> list:
+        """The generators whose states a position records (default: the transformer's)."""
+        return [self.transformer.rng]
 
     def shuffle(self) -> None:
         self.shuffle_rng.shuffle(self.lines)
         self.shuffles += 1
 
-    def _next_indices(self) -> list[int]:
-        out = []
-        while len(out) < self.batch_size:
-            if self.keep is None or self.keep():
-                out.append(self.pos)
-            self.pos += 1
-            if self.pos >= len(self.lines):
-                self.pos = 0
-                if self.shuffle_rng is not None:
-                    self.shuffle()
-        return out
+    def advance(self) -> None:
+        """Move past the current example; at the end, wrap (and reshuffle)."""
+        self.pos += 1
+        if self.pos >= len(self.lines):
+            self.pos = 0
+            if self.shuffle_rng is not None:
+                self.shuffle()
+
+    def next_item(self):
+        item = self.lines[self.pos]
+        self.advance()
+        return item
+
+    def next_items(self) -> list:
+        return [self.next_item() for _ in range(self.batch_size)]
 
     def state(self) -> dict:
-        return {"kind": "_ImageSource", "pos": self.pos, "shuffles": self.shuffles,
-                "lines": len(self.lines), "rng": rng_state(self.transformer.rng),
-                "offset": None if self.keep is None else self.keep.offset}
+        return {"kind": type(self).__name__, "pos": self.pos, "shuffles": self.shuffles,
+                "lines": len(self.lines), "rngs": [rng_state(g) for g in self.rngs()]}
 
     def restore(self, state: dict) -> None:
         if int(state["lines"]) != len(self.lines):
             raise DataLayerError(f"the position was recorded for a list of {state['lines']} "
-                                 f"images; the list now has {len(self.lines)}",
-                                 layer=self.layer_name)
-        if self.shuffle_rng is not None:
-            # Replay the shuffles from the setup's order: the order is theirs alone.
+                                 f"{self.what}; the list now has {len(self.lines)}",
+                                 layer=self.layer)
+        if self.shuffle_rng is not None:  # replay the shuffles from the setup's order
             self.lines[:] = self.base_lines
             set_rng_state(self.shuffle_rng, self.shuffle_start)
             self.shuffles = -1
@@ -487,22 +495,52 @@ class _ImageSource:
                 self.shuffle()
         pos = int(state["pos"])
         if not 0 <= pos < len(self.lines):
-            raise ValueError(f"position {pos} outside the list")
+            raise ValueError(f"position {pos} outside the list")  # set_position names the layer
         self.pos = pos
-        if self.keep is not None and state.get("offset") is not None:
-            self.keep.offset = int(state["offset"])
-        set_rng_state(self.transformer.rng, state.get("rng"))
+        for g, st in zip(self.rngs(), state.get("rngs") or [state.get("rng")]):
+            set_rng_state(g, st)
 
     def close(self) -> None:
         pass
+
+
+
+class _ImageSource(ListSource):
+    """Reads, resizes and transforms a batch of listed images (runs in the worker)."""
+
+    what = "images"
+
+    def __init__(self, layer_name, lines, root, new_h, new_w, is_color, transformer, batch_size,
+                 shuffle_rng, start, phase=caffe_pb2.TRAIN):
+        self.root, self.new_h, self.new_w, self.is_color = root, new_h, new_w, is_color
+        self.transformer = transformer
+        # several solvers: each keeps every solver_count-th image, as the Data layer does
+        self.keep = _solver_keep(phase)
+        super().__init__(layer_name, lines, batch_size, shuffle_rng, start)  # Caffe shuffles
+
+    def _next_indices(self) -> list[int]:
+        out = []
+        while len(out) < self.batch_size:
+            if self.keep is None or self.keep():
+                out.append(self.pos)
+            self.advance()
+        return out
+
+    def state(self) -> dict:
+        return {**super().state(), "offset": None if self.keep is None else self.keep.offset}
+
+    def restore(self, state: dict) -> None:
+        super().restore(state)
+        if self.keep is not None and state.get("offset") is not None:
+            self.keep.offset = int(state["offset"])
 
     def _load(self, item):
         name = self.root + item[0]
         img = read_image(item[2], self.new_h, self.new_w, self.is_color)
         if img is None:
-            raise DataLayerError(f"could not load image '{name}'", layer=self.layer_name)
+            raise DataLayerError(f"could not load image '{name}'", layer=self.layer)
         if img.dtype != np.uint8:
-            raise DataLayerError(f"image '{name}' is not 8-bit", layer=self.layer_name)
+            raise DataLayerError(f"image '{name}' is not 8-bit", layer=self.layer)
         return hwc_to_chw(img)
 
     def produce(self) -> tuple:
@@ -513,7 +551,7 @@ class _ImageSource:
             data = self.transformer.transform_list(arrays, [f"image '{self.root + it[0]}'"
                                                             for it in items])
         except DataError as e:
-            raise DataLayerError(str(e), layer=self.layer_name) from None
+            raise DataLayerError(str(e), layer=self.layer) from None
         return data, torch.tensor([it[1] for it in items], dtype=torch.float32)
 
 

@@ -22,10 +22,10 @@ from ..layer import register
 from ..proto import caffe_pb2
 from .data import (
     DataLayerError,
+    ListSource,
     _BaseDataLayer,
     layer_rng,
-    rng_state,
-    set_rng_state,
+    open_list,
     shuffle_and_skip,
     transform_param_of,
 )
@@ -34,77 +34,12 @@ from .data import (
 def read_pair_list(path: str) -> list[tuple[str, str]]:
     """The (image, label image) names of a DenseImageData list: whitespace-separated pairs,
     read as the fork's `infile >> filename >> label_filename` loop does."""
-    try:
-        with open(path, encoding="utf-8", errors="surrogateescape") as f:
-            words = f.read().split()
-    except OSError as e:
-        raise DataError(f"cannot open the list file '{path}': {e.strerror or e}") from None
+    with open_list(path) as f:
+        words = f.read().split()
     if len(words) % 2:
         raise DataError(f"the list file '{path}' has an image '{words[-1]}' without a label "
                         "image")
     return list(zip(words[0::2], words[1::2]))
-
-
-class ListSource:
-    """A list of examples read in order, `batch_size` at a time, wrapping around and (with a
-    shuffle generator) reshuffled at setup and at every wrap, as the list-reading data layers
-    of Caffe and its forks do. Records and restores its position for exact resume: the index
-    of the next example, how many shuffles were made (replayed from the setup's order) and
-    the states of the generators that `rngs()` lists. Subclasses write produce()."""
-
-    def __init__(self, layer: str, lines: list, batch_size: int,
-                 shuffle_rng: np.random.Generator | None, start: int):
-        self.layer, self.lines, self.batch_size = layer, lines, batch_size
-        self.shuffle_rng, self.pos = shuffle_rng, start
-        self.base_lines = list(lines)  # the order before the first shuffle
-        self.shuffle_start = rng_state(shuffle_rng)
-        self.shuffles = -1
-        if shuffle_rng is not None:
-            self.shuffle()  # shuffled at setup, then at every wrap-around
-
-    def rngs(self) -> list:
-        """The generators whose states a position records (default: the transformer's)."""
-        return [self.transformer.rng]
-
-    def shuffle(self) -> None:
-        self.shuffle_rng.shuffle(self.lines)
-        self.shuffles += 1
-
-    def next_item(self):
-        item = self.lines[self.pos]
-        self.pos += 1
-        if self.pos >= len(self.lines):
-            self.pos = 0
-            if self.shuffle_rng is not None:
-                self.shuffle()
-        return item
-
-    def next_items(self) -> list:
-        return [self.next_item() for _ in range(self.batch_size)]
-
-    def state(self) -> dict:
-        return {"kind": type(self).__name__, "pos": self.pos, "shuffles": self.shuffles,
-                "lines": len(self.lines), "rngs": [rng_state(g) for g in self.rngs()]}
-
-    def restore(self, state: dict) -> None:
-        if int(state["lines"]) != len(self.lines):
-            raise DataLayerError(f"the position was recorded for a list of {state['lines']} "
-                                 f"entries; the list now has {len(self.lines)}", layer=self.layer)
-        if self.shuffle_rng is not None:  # replay the shuffles from the setup's order
-            self.lines[:] = self.base_lines
-            set_rng_state(self.shuffle_rng, self.shuffle_start)
-            self.shuffles = -1
-            for _ in range(int(state["shuffles"]) + 1):
-                self.shuffle()
-        pos = int(state["pos"])
-        if not 0 <= pos < len(self.lines):
-            raise DataLayerError(f"position {pos} outside the list", layer=self.layer)
-        self.pos = pos
-        for g, st in zip(self.rngs(), state.get("rngs") or [state.get("rng")]):
-            set_rng_state(g, st)
-
-    def close(self) -> None:
-        pass
 
 
 class _DenseSource(ListSource):

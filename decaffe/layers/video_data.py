@@ -21,8 +21,7 @@ from ..data.transformer import load_mean_file
 from ..errors import DataError
 from ..layer import register
 from ..proto import caffe_pb2
-from .data import DataLayerError, _BaseDataLayer, layer_rng, open_list
-from .fork_data import ListSource
+from .data import DataLayerError, ListSource, _BaseDataLayer, layer_rng, open_list
 
 _P = caffe_pb2.VideoDataParameter
 
