@@ -364,12 +364,7 @@ class DataLayer(_BaseDataLayer):
                 if not cursor.valid:
                     raise self._error(f"the database '{p.source}' is empty", "data_param.source")
                 if p.rand_skip:
-                    skip = int(rng.integers(p.rand_skip))
-                    if hasattr(cursor, "skip"):
-                        cursor.skip(skip)
-                    else:
-                        for _ in range(skip):
-                            cursor.advance()
+                    skip_records(cursor, int(rng.integers(p.rand_skip)))
                 key = cursor.key
                 first = datum_array(parse_datum(cursor.value, key, p.source), key, p.source,
                                     color)
@@ -388,6 +383,16 @@ class DataLayer(_BaseDataLayer):
 # ImageData: a list of image files and labels
 # ----------------------------------------------------------------------------------------------
 _LABEL = re.compile(r"[+-]?\d+")
+
+
+def skip_records(cursor, n: int) -> None:
+    """Move a database cursor n records on (rand_skip), wrapping as the cursor does; the
+    reader process's single skip where the cursor has one, else n steps."""
+    if hasattr(cursor, "skip"):
+        cursor.skip(n)
+    else:
+        for _ in range(n):
+            cursor.advance()
 
 
 def open_list(path: str):

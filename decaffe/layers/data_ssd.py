@@ -23,6 +23,7 @@ from .data import (
     _BaseDataLayer,
     _solver_keep,
     layer_rng,
+    skip_records,
     transform_param_of,
 )
 
@@ -399,12 +400,7 @@ class AnnotatedDataLayer(_BaseDataLayer):
                 raise self._error(f"the database '{p.source}' is empty", "data_param.source")
             rng = layer_rng()
             if p.rand_skip:
-                skip = int(rng.integers(p.rand_skip))
-                if hasattr(cursor, "skip"):
-                    cursor.skip(skip)
-                else:
-                    for _ in range(skip):
-                        cursor.advance()
+                skip_records(cursor, int(rng.integers(p.rand_skip)))
             with self._guard("data_param.source"):
                 first = parse_annotated(cursor.value, cursor.key, p.source)
         except BaseException:
