@@ -268,16 +268,10 @@ def byte_mutation(data: bytes, r: random.Random) -> bytes:
 
 
 def _enc_varint(n: int) -> bytes:
-    n &= (1 << 64) - 1
-    out = bytearray()
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
+    """n as a protobuf varint (negative numbers as their 64-bit two's complement)."""
+    from decaffe.solvers.snapshot import _varint
+
+    return _varint(n & ((1 << 64) - 1))
 
 
 def _wire_fields(buf: bytes, start: int = 0, end: int | None = None, depth: int = 0):
