@@ -41,7 +41,7 @@ def why_not(net) -> str | None:
     """Why this net cannot be compiled, or None."""
     if not hasattr(torch, "compile"):
         return f"torch {torch.__version__} has no torch.compile"
-    types = {layer.type for layer in net._layers}
+    types = {rec.type for rec in net.layer_records}
     if "Python" in types:
         return "it has Python layers (their code is the user's, not traceable)"
     if net.debug_info:
@@ -54,10 +54,11 @@ class CompiledPasses:
 
     def __init__(self, net, mode: str | None = None):
         self.net = net
-        self.first = sum(1 for layer in net._layers if getattr(layer, "is_data", False)
+        layers = [rec.layer for rec in net.layer_records]
+        self.first = sum(1 for layer in layers if getattr(layer, "is_data", False)
                          or layer.type == "Input")
         # the data/Input layers come first in every net that has them; if not, compile all
-        if any(getattr(layer, "is_data", False) for layer in net._layers[self.first:]):
+        if any(getattr(layer, "is_data", False) for layer in layers[self.first:]):
             self.first = 0
         self.mode = mode
         self._fns: dict[bool, object] = {}
@@ -66,7 +67,7 @@ class CompiledPasses:
     def _compiled(self, grad: bool):
         fn = self._fns.get(grad)
         if fn is None:
-            net, first, last = self.net, self.first, len(self.net._layers) - 1
+            net, first, last = self.net, self.first, len(self.net.layer_records) - 1
 
             def body():
                 return net._forward_range(first, last, record=False, grad=grad, fuse=True)
@@ -78,7 +79,7 @@ class CompiledPasses:
     def forward(self, grad: bool):
         """The net's loss (a tensor or None) after one pass; grad: build the graph."""
         net = self.net
-        last = len(net._layers) - 1
+        last = len(net.layer_records) - 1
         if self._failed:
             return net._forward_range(0, last, record=False, grad=None if grad else False,
                                       fuse=True)

@@ -138,7 +138,7 @@ _set_input_arrays = set_input_arrays
 
 
 def _layer_checked(net, i: int) -> int:
-    n = len(net._layer_names)
+    n = len(net.layer_records)
     if not isinstance(i, (int, np.integer)) or not -n <= i < n:
         raise NetError(f"layer index {i!r} out of range for a net of {n} layers")
     return int(i) % n
@@ -146,12 +146,12 @@ def _layer_checked(net, i: int) -> int:
 
 def bottom_ids(net, i: int) -> list[int]:
     """Indices into net._blobs of layer i's bottoms (pycaffe's Net._bottom_ids(i))."""
-    return list(net._bottom_idx[_layer_checked(net, i)])
+    return list(net.layer_records[_layer_checked(net, i)].bottoms)
 
 
 def top_ids(net, i: int) -> list[int]:
     """Indices into net._blobs of layer i's tops (pycaffe's Net._top_ids(i))."""
-    return list(net._top_idx[_layer_checked(net, i)])
+    return list(net.layer_records[_layer_checked(net, i)].tops)
 
 
 # ----------------------------------------------------------------------------------------------
