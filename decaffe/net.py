@@ -713,6 +713,8 @@ class Net(torch.nn.Module):
 
     def to_device(self, dev: torch.device) -> None:
         """Move parameters and blobs to dev (done automatically when the mode changes)."""
+        if self._compiled is not None:
+            self._compiled.materialize()  # the last pass's blobs, made where it ran
         for rec in self._records:
             for b in rec.params:
                 b.push()
@@ -804,15 +806,19 @@ class Net(torch.nn.Module):
         return w
 
     def _forward_range(self, start: int, end: int, record: bool = True,
-                       grad: bool | None = None, fuse: bool = False) -> torch.Tensor | None:
+                       grad: bool | None = None, fuse: bool = False,
+                       cur: dict[int, torch.Tensor] | None = None,
+                       bind: bool = True) -> torch.Tensor | None:
         """Run layers start..end (inclusive); returns the weighted loss (a tensor) or None.
 
         record keeps each layer's inputs and outputs for pycaffe's layer-by-layer backward;
-        fuse runs BatchNorm+Scale pairs as one kernel (solver passes only)."""
+        fuse runs BatchNorm+Scale pairs as one kernel (solver passes only). cur: tensors to
+        read instead of the blobs of those indices, filled in with every top the pass makes;
+        bind=False leaves the blobs unbound (a compiled pass returns only some tops)."""
         self._ensure_device()
         self._push_host_writes()
         blobs = self._blob_list
-        cur: dict[int, torch.Tensor] = {}
+        cur = {} if cur is None else cur
         want_grad = self._needs_graph if grad is None else grad
         fused = self._fused if fuse else {}
         items = self._batch_item_layers if self.items_apart and self.phase == TEST and \
@@ -870,7 +876,8 @@ class Net(torch.nn.Module):
                                     for tid, t in zip(rec.tops, out))
                     for tid, t in zip(rec.tops, out):
                         cur[tid] = t
-                        blobs[tid].bind(t)
+                        if bind:
+                            blobs[tid].bind(t)
                 if record:
                     self._io[li] = (bottoms, out)
                 for fn in after:
@@ -901,6 +908,8 @@ class Net(torch.nn.Module):
         self._io = [None] * len(self._layers)
         if loss is not None and loss.requires_grad:
             (loss * self._loss_scale if self._loss_scale != 1.0 else loss).backward()
+        if self._compiled is not None:
+            self._compiled.log_compile()  # the first compiled step's time, backward included
         before, after = self._callbacks["before_backward"], self._callbacks["after_backward"]
         if before or after:  # Caffe calls them layer by layer, last layer first
             for li in range(len(self._layers) - 1, -1, -1):
@@ -984,7 +993,7 @@ class Net(torch.nn.Module):
     def _forward(self, start: int, end: int) -> float:
         if (self._compiled is not None and not self._needs_graph and start == 0
                 and end == len(self._layers) - 1):
-            loss = self._compiled.forward(grad=False)  # a deploy net, compiled
+            loss = self._compiled.forward(grad=False, fuse=False)  # a deploy net, compiled
             return 0.0 if loss is None else float(loss.detach())
         loss = self._forward_range(start, end)
         return 0.0 if loss is None else float(loss.detach())
@@ -1041,6 +1050,8 @@ class Net(torch.nn.Module):
 
     def reshape(self) -> None:
         """Recompute every blob's shape from the inputs' shapes (Caffe's Net::Reshape)."""
+        if self._compiled is not None:
+            self._compiled.drop()  # the last pass's unmade blobs take the new shapes instead
         shapes = {bid: self._blob_list[bid].shape for bid in self._input_ids}
         for rec in self._records:
             if rec.is_input:
