@@ -54,6 +54,23 @@ def set_device(device_id: int) -> None:
     _state["device_id"] = int(device_id)
 
 
+def use_gpu(device_id: int) -> str:
+    """Switch to GPU mode on device_id (decaffe's -gpu flag); a DecaffeError naming the flag
+    when PyTorch sees no CUDA device or no such device. Returns the device's name."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise DecaffeError(f"-gpu {device_id}: no CUDA device is available to PyTorch (torch "
+                           f"{torch.__version__}); run without -gpu to use the CPU")
+    count = torch.cuda.device_count()
+    if device_id >= count:
+        raise DecaffeError(f"-gpu {device_id}: no such device ({count} CUDA device"
+                           f"{'s' if count != 1 else ''}: ids 0 to {count - 1})")
+    set_device(device_id)
+    set_mode_gpu()
+    return torch.cuda.get_device_name(device_id)
+
+
 def mode() -> str:
     return _state["mode"]
 
@@ -104,7 +121,7 @@ def set_multiprocess(flag: bool) -> None:
 
 def sync_bn() -> bool:
     """Whether TRAIN-phase BatchNorm takes its batch statistics over every worker's batch
-    (decaffe train -sync_bn; see decaffe.distributed.sync_bn)."""
+    (decaffe train -sync_bn; see decaffe.sync_bn)."""
     return _state["sync_bn"]
 
 

@@ -30,6 +30,7 @@ from . import mode as _mode
 from .blob import Blob, ParamBlob
 from .errors import DecaffeError, NetError, suggest
 from .layer import Layer, layer_class
+from .net_args import net_init_args
 from .proto import caffe_pb2
 
 TRAIN, TEST = _mode.TRAIN, _mode.TEST
@@ -232,8 +233,6 @@ class Net(torch.nn.Module):
             raise DecaffeError("Net(): give the network (a prototxt path) once, by position or "
                                "as network_file=")
         network = network if network is not None else network_file
-        from .pycaffe_net import net_init_args
-
         # pycaffe's forms: (file, phase, level, stages, weights) and (file, weights, phase)
         phase, weights, level, stages = net_init_args(args, phase, weights, level, stages)
         param = load_net_param(network)
@@ -1199,17 +1198,3 @@ class Net(torch.nn.Module):
     def __repr__(self) -> str:
         return f"<decaffe.Net {self.name!r}: {len(self._layers)} layers, phase " \
                f"{'TRAIN' if self.phase == TRAIN else 'TEST'}>"
-
-
-def _attach_pycaffe_helpers() -> None:
-    # pycaffe defines these in Python on top of the C++ Net; so do we
-    from . import pycaffe_net as _p
-
-    Net.forward_all = _p.forward_all
-    Net.forward_backward_all = _p.forward_backward_all
-    Net._batch = _p._batch
-    Net.set_input_arrays = _p.set_input_arrays
-    Net._set_input_arrays = _p.set_input_arrays
-
-
-_attach_pycaffe_helpers()

@@ -40,7 +40,7 @@ from ..proto import caffe_pb2
 
 # Layers whose output channels are a linear function of their weights, per channel.
 ABSORBERS = ("Convolution", "Deconvolution", "InnerProduct")
-# Normalisation layers that fold: BVLC's and the forks' (decaffe.layers.fork_norm).
+# Normalisation layers that fold: BVLC's and the forks' (decaffe.layers.forks.norm).
 NORMS = ("BatchNorm", "BN", "BatchNormKyle")
 
 Version = tuple[int, int]  # (layer index, top index) of one value a blob name holds

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from .. import log
 from ..errors import DecaffeError
+from .common import parse_gpus
 from .flags import FlagParser
-from .train import parse_gpus
 
 # (label, property name, formatter) in Caffe's DeviceQuery order, where torch reports it
 _FIELDS = (

@@ -15,8 +15,8 @@ import sys
 
 from ..errors import DecaffeError
 from ..proto import caffe_pb2
+from .common import parse_stages, require_file
 from .flags import FlagParser
-from .train import parse_stages, require_file
 
 
 def main(argv: list[str]) -> int:
@@ -47,7 +47,7 @@ def main(argv: list[str]) -> int:
 
 def _export(args) -> int:
     from .. import export as ex
-    from ..export.graph import ExportError
+    from ..export.registry import ExportError
     from ..net import Net
 
     if not args.model:

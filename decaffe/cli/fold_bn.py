@@ -16,8 +16,8 @@ import sys
 
 from ..errors import DecaffeError
 from ..proto import caffe_pb2
+from .common import parse_gpus, parse_stages, require_file, single_device
 from .flags import FlagParser
-from .train import parse_gpus, parse_stages, require_file, single_device
 
 
 def main(argv: list[str]) -> int:

@@ -285,8 +285,6 @@ def sync_state_from_root(solver, nccl: NCCL, positions: dict | None = None) -> d
 
 def join(gpus: list[int], *, want_gpu: bool) -> Worker:
     """Join the group described by the environment (see the module docstring)."""
-    from ..cli.train import use_gpu
-
     world = _env_int("WORLD_SIZE")
     rank = _env_int("RANK")
     local_rank = _env_int("LOCAL_RANK", rank)
@@ -298,7 +296,7 @@ def join(gpus: list[int], *, want_gpu: bool) -> Worker:
             raise ParallelError(f"rank {rank}: GPU training was asked for, but no CUDA device "
                                 "is available to PyTorch")
         dev_id = ids[local_rank % len(ids)]
-        use_gpu(dev_id)
+        _mode.use_gpu(dev_id)
         device = f"cuda:{dev_id}"
     else:
         _mode.set_mode_cpu()

@@ -16,7 +16,7 @@ Common options: ``fold_bn`` (fold BatchNorm/Scale into the layer before them fir
 ``decaffe fold_bn`` does), ``input_shapes`` ({input: shape} or "data:1,3,224,224"),
 ``end`` (export up to and including that layer), ``dynamic_batch`` (axis 0 of every input
 symbolic). The net is left as it was (its input shapes are restored after the checks).
-Layers map to their exports through ``decaffe.export.graph.EXPORTS``; ``register_export``
+Layers map to their exports through ``decaffe.export.registry.EXPORTS``; ``register_export``
 adds a type.
 """
 
@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import forks, layers  # noqa: F401  (fill the EXPORTS table on import)
-from .graph import EXPORTS, ExportError, ExportGraph, LayerExport, register_export  # noqa: F401
+from .graph import ExportGraph  # noqa: F401
+from .registry import EXPORTS, ExportError, LayerExport, register_export  # noqa: F401
 
 TOLERANCE = 1e-4
 

@@ -28,8 +28,9 @@ import numpy as np
 import torch
 
 from ..bbox import CENTER_SIZE, CORNER, CORNER_SIZE
-from .graph import LayerExport, count, refuse_types, register_export
+from .graph import count
 from .layers import BatchNormExport, ConvolutionExport, _tuple
+from .registry import LayerExport, refuse_types, register_export
 
 register_export("ConvolutionDepthwise", "DepthwiseConvolution")(ConvolutionExport)
 

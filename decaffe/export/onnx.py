@@ -15,7 +15,8 @@ import os
 
 import numpy as np
 
-from .graph import ExportError, ExportGraph, Node, exporter_for
+from .graph import ExportGraph, Node
+from .registry import ExportError, exporter_for
 
 # The lowest opset at which each operator takes the form written here; operators not listed
 # take theirs at MIN_OPSET.

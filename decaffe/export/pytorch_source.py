@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from . import runtime
-from .graph import ExportGraph, Node, exporter_for
+from .graph import ExportGraph, Node
+from .registry import exporter_for
 
 _RESERVED = {"torch", "F", "math", "np", "os", "self", "Net", "load", "INPUTS", "OUTPUTS",
              "CAFFE_NAMES"} | set(dir(__builtins__) if isinstance(__builtins__, dict) else

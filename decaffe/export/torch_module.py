@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import torch
 
-from .graph import ExportError, ExportGraph
+from .graph import ExportGraph
 from .pytorch_source import generate, instantiate
+from .registry import ExportError
 
 
 def export_program(graph: ExportGraph):

@@ -10,7 +10,7 @@ from export_helpers import randomize
 
 import caffe
 from decaffe.export import ExportError, to_onnx, to_pytorch_source, to_torch_program
-from decaffe.export.graph import EXPORTS, LayerExport
+from decaffe.export.registry import EXPORTS, NOT_EXPORTED, LayerExport
 from decaffe.formats import prototxt
 
 INPUT = ('layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 '
@@ -143,8 +143,6 @@ def test_any_loss_layer_is_refused_by_its_kind(tmp_path, monkeypatch):
     net = _net(INPUT + 'layer { name: "l" type: "Input" top: "l" input_param { shape { dim: 1 '
                'dim: 1 dim: 6 dim: 6 } } } layer { name: "loss" type: "EuclideanLoss" bottom: '
                '"data" bottom: "l" top: "loss" }')
-    from decaffe.export import graph
-
-    monkeypatch.delitem(graph.NOT_EXPORTED, "EuclideanLoss")
+    monkeypatch.delitem(NOT_EXPORTED, "EuclideanLoss")
     with pytest.raises(ExportError, match=r"layer 'loss': \(EuclideanLoss\) a loss or accuracy"):
         to_onnx(net, str(tmp_path / "n.onnx"))

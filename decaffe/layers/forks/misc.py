@@ -15,10 +15,10 @@ import math
 
 import torch
 
-from .. import fillers
-from ..layer import ElementwiseLayer, Layer, register
-from ..proto import caffe_pb2
-from .fork_shape import enum_name
+from ... import fillers
+from ...layer import ElementwiseLayer, Layer, register
+from ...proto import caffe_pb2
+from .shape import enum_name
 
 
 @register("GuidedDropout")

@@ -22,8 +22,8 @@ import shutil
 import subprocess
 import sys
 
-from .errors import DecaffeError
-from .proto import caffe_pb2
+from ..errors import DecaffeError
+from ..proto import caffe_pb2
 
 # Node styles, as Caffe's draw.py defines them.
 LAYER_STYLE_DEFAULT = {"shape": "record", "fillcolor": "#6495ED", "style": "filled"}
@@ -169,11 +169,11 @@ def _as_net_param(caffe_net) -> caffe_pb2.NetParameter:
     if isinstance(caffe_net, caffe_pb2.NetParameter):
         return caffe_net
     if isinstance(caffe_net, (str, os.PathLike)):
-        from .formats import prototxt
+        from ..formats import prototxt
 
         param = prototxt.read_net(os.fspath(caffe_net), upgrade=False)
         if len(param.layers):
-            from .formats import upgrade
+            from ..formats import upgrade
 
             upgrade.upgrade_net(param, os.fspath(caffe_net))
         return param
@@ -317,7 +317,7 @@ def draw_net_to_file(caffe_net, filename: str, rankdir: str = "LR", phase=None,
         raise DrawError(f"{filename}: give the file an extension (.png, .svg, .pdf, ...) to "
                         "choose the image format")
     data = draw_net(caffe_net, rankdir, ext, phase, display_lrm)
-    from .formats.atomic import atomic_write
+    from ..formats.atomic import atomic_write
 
     with atomic_write(filename, "wb") as f:
         f.write(data)
