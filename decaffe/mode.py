@@ -4,7 +4,10 @@ and the multi-process solver count and rank."""
 from __future__ import annotations
 
 import operator
+import random
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from .errors import DecaffeError
 
@@ -25,7 +28,7 @@ def set_mode_cpu() -> None:
 
 def set_mode_gpu() -> None:
     """Run every net on the current CUDA device from the next pass on."""
-    import torch
+    import torch  # torch loads on first use: decaffe/__init__ and the file tools import this module
 
     if not torch.cuda.is_available():
         raise DecaffeError("set_mode_gpu: no CUDA device is available to PyTorch")
@@ -34,7 +37,7 @@ def set_mode_gpu() -> None:
 
 def set_device(device_id: int) -> None:
     """Choose the CUDA device used in GPU mode (Caffe's set_device)."""
-    import torch
+    import torch  # torch loads on first use: decaffe/__init__ and the file tools import this module
 
     try:
         device_id = operator.index(device_id)
@@ -57,7 +60,7 @@ def set_device(device_id: int) -> None:
 def use_gpu(device_id: int) -> str:
     """Switch to GPU mode on device_id (decaffe's -gpu flag); a DecaffeError naming the flag
     when PyTorch sees no CUDA device or no such device. Returns the device's name."""
-    import torch
+    import torch  # torch loads on first use: decaffe/__init__ and the file tools import this module
 
     if not torch.cuda.is_available():
         raise DecaffeError(f"-gpu {device_id}: no CUDA device is available to PyTorch (torch "
@@ -77,7 +80,7 @@ def mode() -> str:
 
 def device() -> torch.device:
     """The torch device the current mode computes on."""
-    import torch
+    import torch  # torch loads on first use: decaffe/__init__ and the file tools import this module
 
     if _state["mode"] == "gpu":
         return torch.device("cuda", _state["device_id"])
@@ -86,12 +89,10 @@ def device() -> torch.device:
 
 def set_random_seed(seed: int) -> None:
     """Seed every random number decaffe draws (fillers, dropout, data shuffling)."""
-    import torch
+    import torch  # torch loads on first use: decaffe/__init__ and the file tools import this module
 
     torch.manual_seed(int(seed))
-    import numpy as np
     np.random.seed(int(seed) % (2**32))
-    import random
     random.seed(int(seed))
 
 

@@ -51,7 +51,7 @@ def _common(fp: FlagParser) -> None:
 
 
 def _build(model: str, phase: int, args):
-    from ..net import Net
+    from ..net import Net  # after parsing: -help loads no PyTorch
 
     return Net(model, phase, level=args.level, stages=parse_stages(args.stage))
 

@@ -31,7 +31,7 @@ _FIELDS = (
 
 def device_lines(device_id: int) -> list[str]:
     """'Label: value' lines for one device, as Caffe's Caffe::DeviceQuery prints them."""
-    import torch
+    import torch  # after parsing: -help loads no PyTorch
 
     props = torch.cuda.get_device_properties(device_id)
     lines = [f"{'Device id:':31s}{device_id}"]

@@ -46,9 +46,9 @@ def main(argv: list[str]) -> int:
 
 
 def _export(args) -> int:
-    from .. import export as ex
-    from ..export.registry import ExportError
-    from ..net import Net
+    from .. import export as ex  # after parsing: -help loads no PyTorch
+    from ..export.registry import ExportError  # after parsing: -help loads no PyTorch
+    from ..net import Net  # after parsing: -help loads no PyTorch
 
     if not args.model:
         raise DecaffeError("-model: required")

@@ -40,8 +40,9 @@ def main(argv: list[str]) -> int:
 
 
 def _fold(args) -> int:
+    # after parsing: -help loads no PyTorch
     from ..bn.fold import compare, fold_result, random_inputs, time_forward
-    from ..net import Net, filter_net, load_net_param
+    from ..net import Net, filter_net, load_net_param  # after parsing: -help loads no PyTorch
 
     for flag in ("model", "weights", "out_model", "out_weights"):
         if not getattr(args, flag):

@@ -29,7 +29,7 @@ def main(argv: list[str]) -> int:
 
 
 def _test(args) -> int:
-    from ..net import Net
+    from ..net import Net  # after parsing: -help loads no PyTorch
 
     if not args.model:
         raise DecaffeError("-model: need a model definition to score")

@@ -35,9 +35,9 @@ def _ms(seconds: float) -> str:
 
 
 def _time(args) -> int:
-    import torch
+    import torch  # after parsing: -help loads no PyTorch
 
-    from ..net import Net
+    from ..net import Net  # after parsing: -help loads no PyTorch
 
     if not args.model:
         raise DecaffeError("-model: need a model definition to time")

@@ -134,9 +134,9 @@ def _train(args, argv: list[str] | None = None) -> int:
 
 
 def _train_with(args, signals, argv: list[str] | None = None) -> int:
-    import torch
+    import torch  # after parsing: -help loads no PyTorch
 
-    from ..solvers import read_solver_param
+    from ..solvers import read_solver_param  # after parsing: -help loads no PyTorch
 
     param, _ = read_solver_param(args.solver)
     param.train_state.level = args.level
@@ -155,7 +155,7 @@ def _train_with(args, signals, argv: list[str] | None = None) -> int:
         raise DecaffeError(f"-workers: must be >= 0, not {args.workers}")
     _mode.set_sync_bn(args.sync_bn)
     worker = None
-    from ..distributed import worker as _worker
+    from ..distributed import worker as _worker  # after parsing: -help loads no PyTorch
 
     if _worker.launched():
         if args.gpu:
@@ -171,7 +171,7 @@ def _train_with(args, signals, argv: list[str] | None = None) -> int:
         if len(set(gpus)) != len(gpus):
             raise DecaffeError(f"-gpu {args.gpu}: a device is named twice")
         if count > 1:
-            from ..distributed import launch
+            from ..distributed import launch  # after parsing: -help loads no PyTorch
 
             for d in (gpus if args.gpu else []):
                 _mode.use_gpu(d)  # every device exists, before any worker starts
@@ -197,20 +197,21 @@ def _train_with(args, signals, argv: list[str] | None = None) -> int:
 
 
 def _solve(args, param, signals, worker) -> int:
-    from ..solvers import solver_class
+    from ..solvers import solver_class  # after parsing: -help loads no PyTorch
 
     solver = solver_class(param.type)(param)
     for net in [solver.net, *solver.test_nets]:
         speed.prepare(net)
     solver.stop_on_nonfinite = args.nan_effect == "stop"
     solver.set_action_function(signals.action)
-    from ..threads import Retuner
+    from ..threads import Retuner  # after parsing: -help loads no PyTorch
 
     solver.add_callback(Retuner().poll, None)  # thread count follows the machine's load
     if worker is not None:
         worker.prepare(solver)
     resume = args.snapshot
     if resume == "auto":
+        # after parsing: -help loads no PyTorch
         from ..distributed.resume import newest_complete_snapshot
 
         resume = newest_complete_snapshot(param.snapshot_prefix)

@@ -24,6 +24,8 @@ parameters and shapes:
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 
@@ -37,6 +39,7 @@ register_export("ConvolutionDepthwise", "DepthwiseConvolution")(ConvolutionExpor
 
 def _filled(b, shape: str, value: float) -> str:
     """A float tensor of this (runtime) shape filled with value."""
+    # onnx is optional (the export extra): loaded when an ONNX graph is written
     from onnx import numpy_helper
 
     return b.op("ConstantOfShape", [shape],
@@ -629,8 +632,6 @@ class BatchNormKyleExport(LayerExport):
 
 def _renamed(node, top: str):
     """node with its (single) top value renamed (to write an intermediate value)."""
-    import dataclasses
-
     return dataclasses.replace(node, tops=[top])
 
 

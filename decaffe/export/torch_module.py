@@ -4,6 +4,8 @@ decaffe (the graph holds ATen operators only)."""
 
 from __future__ import annotations
 
+import traceback
+
 import torch
 
 from .graph import ExportGraph
@@ -41,8 +43,6 @@ def _first_line(e: Exception) -> str:
 
 def _layer_hint(e: Exception, source: str) -> str:
     """' (at layer X (Type))' from the generated line in the traceback, when there is one."""
-    import traceback
-
     lines = source.splitlines()
     for frame in reversed(traceback.extract_tb(e.__traceback__)):
         if frame.filename == "<decaffe generated model.py>" and 0 < frame.lineno <= len(lines):

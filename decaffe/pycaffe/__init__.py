@@ -12,7 +12,6 @@
 - :mod:`~decaffe.pycaffe.parallel`: ``caffe.NCCL`` (implemented in decaffe.distributed.nccl).
 
 The ``caffe`` package re-exports these under pycaffe's names. The engine (net, blob, layer,
-layers/, solvers/, formats/, data/) never imports this package.
+layers/, solvers/, formats/, data/) never imports this package. It imports none of its
+modules itself, so that `decaffe draw_net -help` (which imports draw) loads no PyTorch.
 """
-
-from .net import Net, NetMixin  # noqa: F401

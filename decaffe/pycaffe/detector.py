@@ -58,6 +58,7 @@ class Detector(Net):
     def detect_selective_search(self, image_fnames) -> list[dict]:
         """Windows proposed by the selective_search_ijcv_with_python package (MATLAB)."""
         try:
+            # optional: R-CNN's selective search, only for this method
             import selective_search_ijcv_with_python as selective_search
         except ImportError:
             raise DecaffeError("detect_selective_search needs the "

@@ -26,6 +26,7 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+from google.protobuf import text_format
 
 from .. import log, precision
 from .. import mode as _mode
@@ -679,8 +680,6 @@ def _copy_net(msg) -> caffe_pb2.NetParameter:
 
 
 def _debug_string(param) -> str:
-    from google.protobuf import text_format
-
     return text_format.MessageToString(param)
 
 

@@ -8,8 +8,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import caffe
 import decaffe
 from decaffe.errors import DecaffeError
+from decaffe.formats import prototxt
+from decaffe.net import Net as EngineNet
+from decaffe.proto import caffe_pb2
 from decaffe.pycaffe import net as pn
 
 IP_NET = """
@@ -162,3 +166,18 @@ def test_set_input_arrays_errors():
     with pytest.raises(DecaffeError, match="MemoryData"):
         _ip_net().set_input_arrays(good, lab)
     assert pn.NetMixin._set_input_arrays is pn.NetMixin.set_input_arrays
+
+
+def test_decaffe_net_and_solver_nets_carry_the_mixin():
+    """decaffe.Net and caffe.Net are the mixin over the engine's Net, and the nets a solver
+    builds are too (solver.net.forward_all works as in pycaffe)."""
+    assert decaffe.Net is caffe.Net is pn.Net
+    assert issubclass(pn.Net, EngineNet) and issubclass(pn.Net, pn.NetMixin)
+    assert not hasattr(EngineNet, "forward_all")  # the engine knows nothing of pycaffe
+    sp = caffe_pb2.SolverParameter(base_lr=0.1, lr_policy="fixed", max_iter=1, test_iter=[1],
+                                   test_interval=10)
+    sp.net_param.CopyFrom(prototxt.parse_text(IP_NET, caffe_pb2.NetParameter()))
+    solver = caffe.SGDSolver(sp)
+    assert type(solver.net) is pn.Net and type(solver.test_nets[0]) is pn.Net
+    x = np.ones((6, 3), np.float32)
+    assert solver.net.forward_all(data=x)["out"].shape == (6, 2)

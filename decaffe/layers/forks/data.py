@@ -36,22 +36,19 @@ from ... import bbox as B
 from ...data import annotation as A
 from ...data.datum import decode_image_bytes, hwc_to_chw, read_image, record_name
 from ...data.db import READ, open_db
+from ...data.sources import (
+    CursorSource,
+    DataLayerError,
+    ListSource,
+    _solver_keep,
+    open_list,
+    skip_records,
+)
 from ...data.transformer import DataTransformer, load_mean_file
 from ...errors import DataError
 from ...layer import register
 from ...proto import caffe_pb2
-from ..data import (
-    CursorSource,
-    DataLayerError,
-    ListSource,
-    _BaseDataLayer,
-    _solver_keep,
-    layer_rng,
-    open_list,
-    shuffle_and_skip,
-    skip_records,
-    transform_param_of,
-)
+from ..data import _BaseDataLayer, layer_rng, shuffle_and_skip, transform_param_of
 
 
 def read_pair_list(path: str) -> list[tuple[str, str]]:
