@@ -34,8 +34,6 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from decaffe.formats.wire import encode_varint
-
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 MEMORY_CAP = 3 << 30  # bytes of address space per worker
@@ -269,6 +267,14 @@ def byte_mutation(data: bytes, r: random.Random) -> bytes:
     return bytes(b)
 
 
+def _enc_varint(n: int) -> bytes:
+    """n as a protobuf varint (negative numbers as their 64-bit two's complement)."""
+    # lazily, as this module's other decaffe imports: its worker starts without decaffe
+    from decaffe.formats.wire import encode_varint
+
+    return encode_varint(n)
+
+
 def _wire_fields(buf: bytes, start: int = 0, end: int | None = None, depth: int = 0):
     """(start, end, number, wire, value span) of each field, nested messages too (best
     effort: stops where the bytes stop parsing)."""
@@ -322,18 +328,18 @@ def protobuf_mutation(data: bytes, r: random.Random) -> bytes:
     f0, f1, number, wire, v0 = r.choice(fields)
     op = r.choice(["extreme", "drop", "duplicate", "retype", "length", "float"])
     if op == "extreme" and wire == 0:
-        return data[:v0] + encode_varint(r.choice(EXTREME_INTS)) + data[f1:]
+        return data[:v0] + _enc_varint(r.choice(EXTREME_INTS)) + data[f1:]
     if op == "drop":
         return data[:f0] + data[f1:]
     if op == "duplicate":
         return data[:f1] + data[f0:f1] + data[f1:]
     if op == "retype":
-        tag = encode_varint((number << 3) | r.choice([0, 1, 2, 3, 4, 5, 6, 7]))
+        tag = _enc_varint((number << 3) | r.choice([0, 1, 2, 3, 4, 5, 6, 7]))
         return data[:f0] + tag + data[v0 if wire != 2 else v0:]
     if op == "length" and wire == 2:
-        tag = encode_varint((number << 3) | 2)
+        tag = _enc_varint((number << 3) | 2)
         payload = data[v0:f1]
-        return (data[:f0] + tag + encode_varint(r.choice([0, len(payload) + 1,
+        return (data[:f0] + tag + _enc_varint(r.choice([0, len(payload) + 1,
                                                         max(0, len(payload) - 1), 2**31 - 1,
                                                         2**32 + 5]))
                 + payload + data[f1:])
