@@ -72,7 +72,7 @@ def why_not(net) -> str | None:
 def cache_counters() -> dict[str, int]:
     """torch's compile-cache hit and miss counts so far in this process (FX graph cache,
     AOTAutograd cache), as ``{"fxgraph_cache_hit": n, ...}``."""
-    from torch._dynamo.utils import counters
+    from torch._dynamo.utils import counters  # heavy (loads torch._dynamo): only when compiling
 
     return {name: int(counters[group][name]) for group, name in _CACHE_COUNTERS}
 
@@ -279,7 +279,7 @@ class CompiledPasses:
 
 def _cache_dir() -> str:
     try:
-        from torch._inductor.runtime.cache_dir_utils import cache_dir
+        from torch._inductor.runtime.cache_dir_utils import cache_dir  # heavy: inductor's
     except ImportError:  # an older torch keeps it elsewhere
         return "torch's cache directory"
     return cache_dir()
@@ -295,7 +295,7 @@ def compile_net(net, mode: str | None = None, backend=None) -> bool:
         _warn_once(f"why:{net.name}", f"-compile: net '{net.name}' runs eagerly: {reason}")
         return False
     # Dropout's masks from torch's generator, as eagerly (the rerun of a pass draws them again)
-    import torch._inductor.config as inductor_config  # torch.compile's own, loaded with it
+    import torch._inductor.config as inductor_config  # heavy (loads inductor): only here
 
     inductor_config.fallback_random = True
     net._compiled = CompiledPasses(net, mode, backend)
