@@ -157,11 +157,9 @@ class CompiledPasses:
         hits = sum(after[k] - before[k] for k in ("fxgraph_cache_hit", "autograd_cache_hit"))
         misses = sum(after[k] - before[k] for k in ("fxgraph_cache_miss",
                                                      "autograd_cache_miss"))
-        cache = f"{hits} from torch's compile cache, {misses} compiled" if hits or misses \
-            else "no inductor cache involved"
         name = f" {self.net.name}" if self.net.name else ""
-        log.info(f"Compiled net{name} for {kind} in {log.fmt(took)}s ({cache}; graphs "
-                 f"cached in {_cache_dir()})")
+        log.info(f"Compiled net{name} for {kind} in {log.fmt(took)}s (torch's compile "
+                 f"caches: {hits} hits, {misses} misses, in {_cache_dir()})")
 
     def forward(self, grad: bool, fuse: bool = True):
         """The net's loss (a tensor or None) after one pass; grad: build the graph; fuse: the

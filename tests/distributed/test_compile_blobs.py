@@ -66,7 +66,7 @@ def _graph_outputs(gm) -> list:
     return [o for o in torch.utils._pytree.tree_leaves(node.args[0]) if o is not None]
 
 
-def test_compiled_step_returns_only_the_loss_and_outputs_and_makes_the_rest_on_request():
+def test_compiled_step_returns_only_the_loss_and_outputs_and_makes_the_rest_on_request(capfd):
     torch.manual_seed(1)
     eager = _solver(False)
     graphs: list = []
@@ -108,5 +108,8 @@ def test_compiled_step_returns_only_the_loss_and_outputs_and_makes_the_rest_on_r
     torch.manual_seed(6)
     compiled.step(1)
     assert len(graphs) == 1  # no recompilation
+    # the compilation was logged once, after the first step's backward
+    logged = [ln for ln in capfd.readouterr().err.splitlines() if "Compiled net" in ln]
+    assert len(logged) == 1 and "for training in" in logged[0], logged
     np.testing.assert_allclose(net.blobs["ip"].data, eager.net.blobs["ip"].data, rtol=1e-4,
                                atol=1e-5)
