@@ -145,7 +145,7 @@ class CompiledPasses:
 
             fn = torch.compile(body, backend=self.backend, mode=self.mode, dynamic=False)
             self._fns[(grad, fuse)] = fn
-            self._first = ("training" if grad else "testing" if fuse else "forward",
+            self._first = ("training" if grad else "forward passes",
                            time.perf_counter(), cache_counters())
         return fn
 

@@ -914,12 +914,17 @@ class Net(torch.nn.Module):
 
     def forward_loss(self) -> float:
         """A forward pass without a graph (test nets); returns the weighted loss."""
-        if self._compiled is not None:
-            loss = self._compiled.forward(grad=False)
-        else:
-            loss = self._forward_range(0, len(self._layers) - 1, record=False, grad=False,
-                                       fuse=True)
+        loss = self._loss_pass(fuse=True)
         return 0.0 if loss is None else float(loss)
+
+    def _loss_pass(self, fuse: bool) -> torch.Tensor | None:
+        """A forward pass without a graph, the weighted loss left a tensor (no host
+        synchronisation; the solver's test passes), compiled under -compile; fuse: run
+        BatchNorm+Scale pairs as one kernel."""
+        if self._compiled is not None:
+            return self._compiled.forward(grad=False, fuse=fuse)
+        return self._forward_range(0, len(self._layers) - 1, record=False, grad=False,
+                                   fuse=fuse)
 
     def _backward_range(self, start: int, end: int) -> None:
         """Caffe's BackwardFromTo: layer by layer, each reading its tops' diffs."""

@@ -686,10 +686,10 @@ def _debug_string(param) -> str:
 
 def _forward_no_sync(net) -> torch.Tensor | None:
     """A forward pass without a graph, returning the weighted loss as a tensor (no host sync)."""
-    fwd = getattr(net, "_forward_range", None)
-    if fwd is None:
+    loss_pass = getattr(net, "_loss_pass", None)
+    if loss_pass is None:
         return torch.tensor(net.forward_loss())
-    return fwd(0, len(net.layer_records) - 1, record=False, grad=False)
+    return loss_pass(fuse=False)
 
 
 def _flat_outputs(net, outputs: list[str]) -> torch.Tensor:
