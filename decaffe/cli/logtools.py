@@ -20,30 +20,14 @@ import csv
 import datetime
 import math
 import os
-import re
 from collections import OrderedDict
 
 from ..errors import DecaffeError
+from ..logparse import ITERATION, LEARNING_RATE, TEST_OUTPUT, TRAIN_OUTPUT, line_time
 from .flags import FlagParser
 
-_ITERATION = re.compile(r"Iteration (\d+)")
-_TRAIN_OUTPUT = re.compile(r"Train net output #(\d+): (\S+) = ([\.\deE+-]+|[-+]?(?:nan|inf))")
-_TEST_OUTPUT = re.compile(r"Test net output #(\d+): (\S+) = ([\.\deE+-]+|[-+]?(?:nan|inf))")
-_LEARNING_RATE = re.compile(r"lr = ([-+]?[0-9]*\.?[0-9]+([eE]?[-+]?[0-9]+)?)")
-_GLOG = re.compile(r"^\s*[IWEF](\d\d)(\d\d) (\d\d):(\d\d):(\d\d)\.(\d+)\s")
-
-
-def line_time(line: str, year: int) -> datetime.datetime | None:
-    """The timestamp of a glog line, or None for other lines."""
-    m = _GLOG.match(line)
-    if not m:
-        return None
-    month, day, hour, minute, second = (int(m.group(i)) for i in range(1, 6))
-    micro = int(m.group(6)[:6].ljust(6, "0"))
-    try:
-        return datetime.datetime(year, month, day, hour, minute, second, micro)
-    except ValueError:
-        return None
+_ITERATION, _TRAIN_OUTPUT, _TEST_OUTPUT = ITERATION, TRAIN_OUTPUT, TEST_OUTPUT
+_LEARNING_RATE = LEARNING_RATE
 
 
 def parse_log(path: str) -> tuple[list[OrderedDict], list[OrderedDict]]:
