@@ -1,6 +1,7 @@
 """`decaffe train -solver S [-weights W1,W2 | -snapshot X.solverstate|auto] [-gpu N]
 [-sigint_effect stop|snapshot|none] [-sighup_effect ...] [-sigterm_effect ...] [-level N]
-[-stage a,b] [-record false] [-run_dir DIR] [-tensorboard DIR]`: Caffe's `caffe train`.
+[-stage a,b] [-record false] [-run_dir DIR] [-tensorboard DIR] [-dashboard [HOST:]PORT]`:
+Caffe's `caffe train`.
 
 Reads the solver, puts -level and -stage into its train_state, picks the device (-gpu, or
 the solver's solver_mode/device_id when -gpu is not given), builds the solver its type
@@ -23,7 +24,8 @@ and requeue on; `-snapshot auto` then resumes from the newest snapshot. With sev
 workers, all stop at the same iteration (the request travels with the gradients).
 
 Every run is recorded in a run folder (decaffe.runs; PREFIX.run beside the snapshots,
--run_dir to choose, -record false for none) by rank 0; -tensorboard DIR also writes
+-run_dir to choose, -record false for none) by rank 0; -dashboard [HOST:]PORT serves its live
+page (decaffe dashboard) while it trains, from a thread beside it; -tensorboard DIR also writes
 TensorBoard event files.
 
 A loss that is NaN or infinite stops training with an error naming the iteration and the
@@ -215,6 +217,9 @@ def main(argv: list[str]) -> int:
                  "BatchNorm statistics, snapshots; see docs/runs.md)")
     fp.flag("run_dir", default="", help="optional; the run folder (default: beside the "
             "snapshots, SNAPSHOT_PREFIX.run)")
+    fp.flag("dashboard", default="", help="optional; [HOST:]PORT: serve this run's live page "
+            "(decaffe dashboard) from a thread beside training; a HOST other than loopback "
+            "needs the printed token (needs decaffe[dashboard])")
     fp.flag("tensorboard", default="", help="optional; also write TensorBoard event files "
             "(scalars, BatchNorm histograms) into this folder (needs decaffe[tensorboard])")
     fp.flag("level", type=int, default=0, help="optional; network level")
@@ -344,6 +349,9 @@ def _solve(args, param, signals, worker, argv: list[str] | None = None) -> int:
     recorder = None
     if (worker is None or worker.root) and (args.record or args.tensorboard):
         recorder = _start_recording(args, solver, argv, worker, resume or None)
+    board = None
+    if args.dashboard and (worker is None or worker.root):
+        board = _start_dashboard(args.dashboard, recorder)
     bar = None
     if args.progress and (worker is None or worker.root):
         bar = log.ProgressBar(param.max_iter, solver.iter,
@@ -362,6 +370,8 @@ def _solve(args, param, signals, worker, argv: list[str] | None = None) -> int:
     finally:
         if bar is not None:
             bar.close()
+        if board is not None:
+            board.stop()
         for net in [solver.net, *solver.test_nets]:
             net.close()
     root = worker is None or worker.root
@@ -389,6 +399,26 @@ def _solve(args, param, signals, worker, argv: list[str] | None = None) -> int:
         worker.finish(solver)
     log.info("Optimization Done.")
     return status
+
+
+def _start_dashboard(address: str, recorder):
+    """-dashboard [HOST:]PORT: the run folder's page, served from a daemon thread beside
+    training; its URL is a log line of its own."""
+    from .. import dashboard
+
+    dashboard.require()
+    # Starlette and uvicorn come with the optional `dashboard` extra, checked just above
+    from ..dashboard.server import Server, parse_address
+    from ..dashboard.sources import RunFolder
+
+    host, port = parse_address(address)
+    if recorder is None or not recorder.path:
+        raise DecaffeError("-dashboard shows the run folder, and this run records none "
+                           "(-record false, or no snapshot_prefix: give -run_dir)")
+    server = Server([RunFolder(recorder.path)], host, port).start()
+    for line in server.announce():
+        log.info(line)
+    return server
 
 
 def _start_recording(args, solver, argv, worker, resumed_from):

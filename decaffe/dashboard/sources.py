@@ -160,6 +160,7 @@ class RunFolder(Source):
         if not os.path.isdir(self.path):
             self._note(f"waiting for {self.path} (the run folder) to be written")
             return
+        self._note(None)
         self._read_meta()
         self._read_net()
         lines = self._events.read()
@@ -257,7 +258,7 @@ class RunFolder(Source):
             rec["time"] = None
         self.records.append(rec)
 
-    def _note(self, text: str) -> None:
+    def _note(self, text: str | None) -> None:
         self._set_note("state", text)
 
     def _set_note(self, key: str, text: str | None) -> None:

@@ -19,7 +19,8 @@ const el = (tag, attrs = {}, ...kids) => {
   return e;
 };
 const fmt = (v) => DPlot.fmt(v);
-const token = new URLSearchParams(location.search).get("token");
+const PARAMS = new URLSearchParams(location.search);
+const token = PARAMS.get("token");
 const withToken = (url) => token ? url + (url.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(token) : url;
 
 function hms(s) {
@@ -76,11 +77,23 @@ function schedule() {
   setTimeout(() => { state.pending = false; render(); }, 250);
 }
 
+// The run whose BatchNorm, parameters, net and snapshots are shown: the one chosen, else the
+// one named by ?run=, else the first whose net has BatchNorm layers.
 function fillRunSelect() {
   const sel = $("detail-run");
-  const keep = sel.value;
   sel.replaceChildren(...state.runs.map((r) => el("option", { value: String(r.id), text: r.name })));
-  if (keep && state.runs[+keep]) sel.value = keep;
+  let pick = state.chosen;
+  if (pick === undefined && PARAMS.has("run")) {
+    const want = PARAMS.get("run");
+    const found = state.runs.find((r) => r.name === want || String(r.id) === want);
+    if (found) pick = found.id;
+  }
+  if (pick === undefined) {
+    const withBN = state.runs.find((r) => (r.net || []).some((l) => BN_TYPES.has(l.type)));
+    pick = withBN ? withBN.id : 0;
+  }
+  if (state.runs[pick]) sel.value = String(pick);
+  if (state.detail !== +sel.value) state.built = {};
   state.detail = +sel.value || 0;
 }
 
@@ -476,8 +489,12 @@ function renderInfo(run) {
 
 // ---------------------------------------------------------------------------------------
 window.addEventListener("DOMContentLoaded", () => {
+  // the view can be named in the URL: ?log=1&smooth=0.6&x=time&run=NAME
+  if (PARAMS.get("log") === "1") $("ylog").checked = true;
+  if (PARAMS.has("smooth")) { $("smooth").value = PARAMS.get("smooth"); $("smooth-value").textContent = $("smooth").value; }
+  if (PARAMS.get("x") === "time") $("xaxis").value = "time";
   for (const id of ["xaxis", "ylog"]) $(id).addEventListener("change", () => { state.built.bn = null; render(); });
   $("smooth").addEventListener("input", () => { $("smooth-value").textContent = $("smooth").value; render(); });
-  $("detail-run").addEventListener("change", () => { state.detail = +$("detail-run").value; state.built = {}; render(); });
+  $("detail-run").addEventListener("change", () => { state.chosen = state.detail = +$("detail-run").value; state.built = {}; render(); });
   connect();
 });

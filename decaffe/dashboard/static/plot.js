@@ -124,6 +124,7 @@ const DPlot = (() => {
       this.series = series;
       const n = series.reduce((a, s) => a + s.points.filter((p) => p[1] !== null).length, 0);
       this.root.dataset.points = String(n);
+      this.root.dataset.series = String(series.length);
       this.draw();
     }
 
