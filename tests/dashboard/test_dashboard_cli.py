@@ -1,0 +1,73 @@
+"""`decaffe dashboard` as a command: it opens a log written by the original C++ Caffe and a
+run folder whose writer was killed with SIGKILL mid-record, and prints one URL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from dash_fixtures import CAFFE_LOG, ROOT, get, start_dashboard
+
+from decaffe.cli import main
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def killed_run(folder: str) -> int:
+    """A run folder whose writer dies with SIGKILL halfway through writing a record; returns
+    how many whole records it wrote."""
+    script = textwrap.dedent(f"""
+        import sys, time
+        sys.path.insert(0, {HERE!r})
+        from dash_fixtures import write_run
+        write_run({folder!r}, 60, end=False)
+        with open({folder!r} + "/events.jsonl", "a") as f:
+            f.write('{{"kind": "bn", "iter": 70, "time": 3.5, "layers": {{"bn1": {{"mean": [0.1,')
+            f.flush()
+            print("ready", flush=True)
+            time.sleep(600)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(30)
+    assert proc.returncode == -signal.SIGKILL
+    with open(os.path.join(folder, "events.jsonl")) as f:
+        return sum(1 for line in f if line.endswith("\n"))
+
+
+def test_dashboard_opens_a_caffe_log_and_a_killed_run(tmp_path):
+    folder = str(tmp_path / "killed.run")
+    whole = killed_run(folder)
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc, url, lines = start_dashboard([CAFFE_LOG, folder], env=env)
+    try:
+        assert lines[0] == "Serving 2 runs (caffe_cifar10_quick.log, killed)"
+        assert url.startswith("http://127.0.0.1:") and "token" not in url
+        status, page = get(url)
+        assert status == 200 and b"decaffe dashboard" in page
+        log, run = json.loads(get(url + "api/runs")[1])["runs"]
+        assert log["kind"] == "log" and log["records"] == 41 + 9 + 1 + 1 and log["errors"] == []
+        assert log["meta"]["max_iter"] == 4000
+        assert run["records"] == whole and run["errors"] == []
+        assert any("last line is incomplete" in n for n in run["notes"])
+        records = json.loads(get(url + "api/run/1/records")[1])["records"]
+        assert records[-1]["iter"] == 60 and not any(r["kind"] == "end" for r in records)
+    finally:
+        proc.send_signal(signal.SIGINT)  # Ctrl-C stops it
+        assert proc.wait(30) == 0
+
+
+def test_dashboard_flags_and_errors(tmp_path, capsys):
+    assert main(["dashboard", str(tmp_path / "nothing")]) == 1
+    assert "no such run folder or log" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:  # -help prints the flags and exits, as gflags does
+        main(["dashboard", "-help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "-host" in out and "-port" in out and "token" in out
