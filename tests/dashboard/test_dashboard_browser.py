@@ -53,7 +53,7 @@ def start_training(tmp_path) -> tuple[subprocess.Popen, str]:
     param = caffe_pb2.SolverParameter()
     with open(os.path.join(EXAMPLE, "solver_bn.prototxt")) as f:
         text_format.Merge(f.read(), param)
-    param.max_iter = 100000
+    param.max_iter = 2000  # BatchNorm is sampled about 500 times a run: every 4 iterations
     param.display = 5
     param.test_interval = 40
     param.snapshot = 100
@@ -112,6 +112,10 @@ def test_page_of_a_training_run_in_a_real_browser(tmp_path):
                 assert int(page.get_attribute(chart, "data-points")) > 0
                 assert int(page.get_attribute(chart, "data-series")) == channels  # one a channel
             assert page.query_selector_all("#net-graph g.layer.bn").__len__() == 3
+            # several BatchNorm samples drawn (16 channels of the first layer, 5 samples each)
+            page.wait_for_function(
+                "() => +document.querySelector('[data-chart=\"bn:conv1_bn:mean\"]')"
+                ".dataset.points >= 80", timeout=90_000)
             page.wait_for_selector("#snapshots code.resume", timeout=90_000)
             assert "-snapshot" in page.inner_text("#snapshots code.resume")
             assert "training" in page.inner_text("#summary")
