@@ -34,6 +34,7 @@ first layer whose output was not finite; -nan_effect=continue goes on as Caffe w
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 
@@ -183,6 +184,15 @@ class SignalHandler:
         return "none"
 
 
+def _bool_value(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "t", "yes", "y"):
+        return True
+    if value in ("0", "false", "f", "no", "n"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
+
+
 def batch_size(net) -> int:
     """The first data blob's first dimension (for images/s)."""
     for tops in net.top_names.values():
@@ -213,8 +223,13 @@ def main(argv: list[str]) -> int:
     fp.flag("sigterm_effect", default="snapshot", help="action on SIGTERM (preemption): "
             "snapshot (snapshot, then exit), stop (exit as SIGINT's stop does) or none; the "
             f"command then exits with status {EXIT_PREEMPTED}")
-    fp.bool_flag("record", default=True, help="record the run in a run folder (events, "
-                 "BatchNorm statistics, snapshots; see docs/runs.md)")
+    # a value after a space too (`-record false`), beside gflags' -record=false/-norecord
+    fp.add_argument("-record", "--record", dest="record", nargs="?", const=True, default=True,
+                    type=_bool_value, metavar="true|false", help="record the run in a run "
+                    "folder (events, BatchNorm statistics, snapshots; see docs/runs.md) "
+                    "(default: true; also -norecord)")
+    fp.add_argument("-norecord", "--norecord", dest="record", action="store_false",
+                    help=argparse.SUPPRESS)
     fp.flag("run_dir", default="", help="optional; the run folder (default: beside the "
             "snapshots, SNAPSHOT_PREFIX.run)")
     fp.flag("dashboard", default="", help="optional; [HOST:]PORT: serve this run's live page "

@@ -1,8 +1,9 @@
 """`decaffe train -tensorboard DIR`: a run's records as TensorBoard event files.
 
 The same values as the run folder's events (decaffe.runs): scalars ``train/loss``,
-``train/lr``, ``train/images_per_s``, ``train/<output>`` (``train/<output>/<j>`` for an
-output of several values), ``test/<score>`` for test net 0 and ``test<i>/<score>`` for
+``train/lr``, ``train/images_per_s`` (train/loss is the displayed, smoothed loss), each
+train net output as ``output/<name>`` (``output/<name>/<j>`` for an output of several
+values: the last pass's value), ``test/<score>`` for test net 0 and ``test<i>/<score>`` for
 test net i; histograms of each BatchNorm layer's stored statistics ``bn/<layer>/mean``,
 ``bn/<layer>/var`` and its Scale's ``bn/<layer>/gamma`` and ``bn/<layer>/beta``; each at
 the record's iteration. torch's SummaryWriter writes them from its own thread.
@@ -45,9 +46,9 @@ class TensorBoardSink:
             for name, value in (record.get("outputs") or {}).items():
                 if isinstance(value, list):
                     for j, v in enumerate(value):
-                        _scalar(w, f"train/{name}/{j}", v, it)
+                        _scalar(w, f"output/{name}/{j}", v, it)
                 else:
-                    _scalar(w, f"train/{name}", value, it)
+                    _scalar(w, f"output/{name}", value, it)
         elif kind == "test":
             net = int(record.get("net", 0))
             group = "test" if net == 0 else f"test{net}"

@@ -87,7 +87,7 @@ def get_solver(source, *, record: bool | str = False) -> Solver:
     Solver.record_run and decaffe.runs)."""
     param, path = read_solver_param(source)
     solver = solver_class(param.type)(param)
+    solver.solver_file = path
     if record:
-        solver.solver_file = path
         solver.record_run(None if record is True else os.fspath(record))
     return solver
