@@ -71,3 +71,26 @@ def test_dashboard_flags_and_errors(tmp_path, capsys):
     assert e.value.code == 0
     out = capsys.readouterr().out
     assert "-host" in out and "-port" in out and "token" in out
+
+
+def test_train_both_dashboard_serves_the_four_runs(tmp_path, monkeypatch, capsys):
+    import torch
+
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "examples", "batchnorm"))
+    import train_both
+
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    threads = torch.get_num_threads()
+    try:
+        assert train_both.main(["--iters", "12", "--test-every", "6", "--out", str(out),
+                                "-dashboard", "0"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    printed = capsys.readouterr().out
+    assert "Dashboard: http://127.0.0.1:" in printed
+    for name in ("cnn_plain_lr0.01", "cnn_bn_lr0.01", "cnn_plain_lr0.2", "cnn_bn_lr0.2"):
+        with open(out / f"{name}.run" / "events.jsonl") as f:
+            kinds = [json.loads(line)["kind"] for line in f]
+        assert "train" in kinds and "test" in kinds and kinds[-1] == "end", name
+        assert ("bn" in kinds) == ("_bn_" in name), name
