@@ -49,10 +49,14 @@ def bn_channels(net_path: str) -> dict[str, int]:
 def start_training(tmp_path) -> tuple[subprocess.Popen, str]:
     """`decaffe train -dashboard 0` on the BN example's solver, long enough to be watched
     while it runs; returns the process and the URL it printed."""
-    ensure_digits(os.path.join(ROOT, "data", "digits"))
+    # the example's nets read data/digits/ relative to where they run: the test's own copy,
+    # so that no other test building the repository's copy at the same time can disturb it
+    ensure_digits(str(tmp_path / "data" / "digits"))
     param = caffe_pb2.SolverParameter()
     with open(os.path.join(EXAMPLE, "solver_bn.prototxt")) as f:
         text_format.Merge(f.read(), param)
+    param.train_net = os.path.join(EXAMPLE, "cnn_bn_train.prototxt")
+    param.test_net[0] = os.path.join(EXAMPLE, "cnn_bn_test.prototxt")
     param.max_iter = 2000  # BatchNorm is sampled about 500 times a run: every 4 iterations
     param.display = 5
     param.test_interval = 40
@@ -62,7 +66,7 @@ def start_training(tmp_path) -> tuple[subprocess.Popen, str]:
     solver.write_text(text_format.MessageToString(param))
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.Popen([sys.executable, "-m", "decaffe", "train", "-solver", str(solver),
-                             "-dashboard", "0", "-threads", "1"], cwd=ROOT, env=env,
+                             "-dashboard", "0", "-threads", "1"], cwd=str(tmp_path), env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     lines = []
     deadline = time.monotonic() + 120
@@ -136,21 +140,31 @@ def test_page_of_a_training_run_in_a_real_browser(tmp_path):
         shutil.copy(shot, keep)
 
 
-def test_browser_sees_a_caffe_log(tmp_path):
-    from dash_fixtures import CAFFE_LOG, start_dashboard
+def test_browser_sees_a_caffe_log_and_a_broken_run(tmp_path):
+    from dash_fixtures import CAFFE_LOG, start_dashboard, write_run
 
-    proc, url, _ = start_dashboard([CAFFE_LOG])
+    broken = write_run(str(tmp_path / "broken.run"), 40, end=False, extra_lines=["{oops"])
+    with open(os.path.join(broken, "meta.json"), "w") as f:
+        f.write('{"format": "decaffe-run", "ver')  # truncated
+    proc, url, _ = start_dashboard([CAFFE_LOG, broken])
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             page = browser.new_page()
-            page.goto(url)
+            page.goto(url + "?run=caffe_cifar10_quick.log")  # its net and snapshots below
             page.wait_for_function("() => +(document.querySelector('[data-chart=\"loss\"]')"
                                    " || {dataset: {}}).dataset.points > 0", timeout=60_000)
-            assert points(page, "loss") == 41
-            assert points(page, "test:test net #0: accuracy") == 9
+            page.wait_for_function("() => +document.querySelector('[data-chart=\"loss\"]')"
+                                   ".dataset.points > 41", timeout=60_000)
+            assert points(page, "loss") == 41 + 5  # the log's and the broken run's
+            assert points(page, "test:test net #0: accuracy") == 9 + 3
             assert len(page.query_selector_all("#net-graph g.layer")) == 13
             assert "cifar10_quick_iter_4000.solverstate.h5" in page.inner_text("#snapshots")
+            # the broken run: what could be read, drawn, and its named errors, shown
+            problems = page.inner_text("#problems")
+            assert "broken: meta.json:1:" in problems and "not valid JSON" in problems
+            assert "broken: events.jsonl:" in problems
+            assert "broken" in page.inner_text("#summary")
             browser.close()
     finally:
         proc.kill()

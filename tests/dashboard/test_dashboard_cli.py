@@ -94,3 +94,28 @@ def test_train_both_dashboard_serves_the_four_runs(tmp_path, monkeypatch, capsys
             kinds = [json.loads(line)["kind"] for line in f]
         assert "train" in kinds and "test" in kinds and kinds[-1] == "end", name
         assert ("bn" in kinds) == ("_bn_" in name), name
+
+
+def test_train_dashboard_needs_the_run_folder_and_a_valid_address(tmp_path, capsys,
+                                                                   monkeypatch):
+    from google.protobuf import text_format
+
+    from decaffe.data.digits import ensure_digits
+    from decaffe.proto import caffe_pb2
+
+    example = os.path.join(ROOT, "examples", "batchnorm")
+    ensure_digits(str(tmp_path / "data" / "digits"))
+    param = caffe_pb2.SolverParameter()
+    with open(os.path.join(example, "solver_bn.prototxt")) as f:
+        text_format.Merge(f.read(), param)
+    param.train_net = os.path.join(example, "cnn_bn_train.prototxt")
+    param.test_net[0] = os.path.join(example, "cnn_bn_test.prototxt")
+    param.max_iter = 2
+    param.snapshot_prefix = str(tmp_path / "bn")
+    solver = tmp_path / "solver.prototxt"
+    solver.write_text(text_format.MessageToString(param))
+    monkeypatch.chdir(tmp_path)  # the nets read data/digits/ relative to here
+    assert main(["train", "-solver", str(solver), "-record", "false", "-dashboard", "0"]) == 1
+    assert "-dashboard shows the run folder" in capsys.readouterr().err
+    assert main(["train", "-solver", str(solver), "-dashboard", "localhost:port"]) == 1
+    assert "expected [HOST:]PORT" in capsys.readouterr().err
