@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import os
 import threading
 import time
@@ -30,6 +31,29 @@ KINDS = ("train", "test", "snapshot", "bn", "params", "end")
 RUN_FILES = ("meta.json", "net.json", "solver.prototxt", "train_net.prototxt", "events.jsonl")
 _CHUNK = 4 << 20  # bytes read per step: a huge file is taken in bounded pieces
 _MAX_ERRORS = 20  # named errors kept per source; the rest are counted
+# bn and params samples are the big records (up to thousands of channels each): a source keeps
+# the first HEAVY_KEEP of each kind, then every 2nd, then every 4th..., so that memory grows
+# with the logarithm of a long run's samples, not with them
+HEAVY = ("bn", "params")
+HEAVY_KEEP = 100
+
+
+def dumps(value) -> str:
+    """Compact JSON with NaN and infinities as null (a browser's JSON.parse rejects NaN)."""
+    try:
+        return json.dumps(value, allow_nan=False, separators=(",", ":"))
+    except ValueError:
+        return json.dumps(_finite(value), allow_nan=False, separators=(",", ":"))
+
+
+def _finite(value):
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 class Tail:
@@ -84,7 +108,8 @@ class Tail:
 
 class Source:
     """One run shown by the dashboard: its description (`meta`), its net's layers, its
-    records in order, and the named errors met reading it."""
+    records in order (each kept as its compact JSON text: what is sent, and a third of the
+    memory of parsed values), and the named errors met reading it."""
 
     kind = ""
 
@@ -93,10 +118,12 @@ class Source:
         self.name = name or os.path.basename(self.path.rstrip(os.sep)) or self.path
         self.meta: dict = {}
         self.net: list[dict] | None = None
-        self.records: list[dict] = []
+        self.records: list[str] = []
+        self._heavy: dict[str, list[int]] = {}
         self._errors: list[str] = []
         self._dropped_errors = 0
         self.notes: list[str] = []
+        self._notes_by_key: dict[str, str] = {}
         self.version = 0  # bumped when meta, net, errors or notes change
         self._lock = threading.Lock()
         self._last_refresh = -1.0
@@ -113,6 +140,39 @@ class Source:
             self._errors.append(message)
         else:
             self._dropped_errors += 1
+        self.version += 1
+
+    def append(self, rec: dict) -> None:
+        """Keep a record (bn and params samples thinned past HEAVY_KEEP, see above)."""
+        kind = rec["kind"]
+        if kind in HEAVY:
+            seen_kept_stride = self._heavy.setdefault(kind, [0, 0, 1])
+            seen_kept_stride[0] += 1
+            if (seen_kept_stride[0] - 1) % seen_kept_stride[2]:
+                return
+            seen_kept_stride[1] += 1
+            if seen_kept_stride[1] % HEAVY_KEEP == 0:
+                seen_kept_stride[2] *= 2
+                self._set_note(f"thin-{kind}", f"{kind} samples: {seen_kept_stride[1]} of "
+                               f"{seen_kept_stride[0]} kept so far; from here every "
+                               f"{seen_kept_stride[2]}th, to bound the dashboard's memory")
+        self.records.append(dumps(rec))
+
+    def clear_records(self) -> None:
+        self.records = []
+        self._heavy = {}
+        for key in [k for k in self._notes_by_key if k.startswith("thin-")]:
+            self._set_note(key, None)
+
+    def _set_note(self, key: str, text: str | None) -> None:
+        current = self._notes_by_key
+        if current.get(key) == text:
+            return
+        if text is None:
+            current.pop(key, None)
+        else:
+            current[key] = text
+        self.notes = list(current.values())
         self.version += 1
 
     def refresh(self, min_interval: float = 0.2) -> None:
@@ -151,7 +211,6 @@ class RunFolder(Source):
         self._meta_stamp: tuple | None = None
         self._net_read = False
         self._partial_noted = 0
-        self._notes_by_key: dict[str, str] = {}
 
     def files(self) -> dict[str, str]:
         return {n: os.path.join(self.path, n) for n in RUN_FILES}
@@ -165,8 +224,9 @@ class RunFolder(Source):
         self._read_net()
         lines = self._events.read()
         if self._events.restarted:
-            self.records = []
-            self._note("events.jsonl was truncated or replaced; read again from its start")
+            self.clear_records()
+            self._set_note("restart", "events.jsonl was truncated or replaced; read again "
+                           "from its start")
         for line_no, text in lines:
             self._record(line_no, text)
         partial = self._events.partial
@@ -256,21 +316,10 @@ class RunFolder(Source):
             return
         if not isinstance(rec.get("time"), (int, float)):
             rec["time"] = None
-        self.records.append(rec)
+        self.append(rec)
 
     def _note(self, text: str | None) -> None:
         self._set_note("state", text)
-
-    def _set_note(self, key: str, text: str | None) -> None:
-        current = self._notes_by_key
-        if current.get(key) == text:
-            return
-        if text is None:
-            current.pop(key, None)
-        else:
-            current[key] = text
-        self.notes = list(current.values())
-        self.version += 1
 
 
 class LogSource(Source):
@@ -300,10 +349,11 @@ class LogSource(Source):
             return
         lines = self._tail.read()
         if self._tail.restarted:
-            self.records = []
+            self.clear_records()
             self._reader = GlogReader(self._reader.year)
         self._lines += len(lines)
-        self.records.extend(self._reader.feed([t for _, t in lines]))
+        for rec in self._reader.feed([t for _, t in lines]):
+            self.append(rec)
         meta = dict(self._reader.meta, name=self.name)
         if meta != self._meta_seen:
             self._meta_seen = meta
@@ -320,10 +370,7 @@ class LogSource(Source):
             self._set_state(None)
 
     def _set_state(self, text: str | None) -> None:
-        notes = [text] if text else []
-        if notes != self.notes:
-            self.notes = notes
-            self.version += 1
+        self._set_note("state", text)
 
 
 def _read_json(path: str, source: Source):

@@ -261,9 +261,9 @@ def test_a_log_that_grows_is_read_from_where_it_stopped(tmp_path):
     source.refresh(0)
     whole = LogSource(CAFFE_LOG)
     whole.refresh(0)
-    whole_records = whole.records + whole._reader.flush()
+    whole_records = [json.loads(r) for r in whole.records] + whole._reader.flush()
     assert 0 < first < len(source.records)
-    assert source.records == whole_records
+    assert [json.loads(r) for r in source.records] == whole_records
     assert source._tail.offset == os.path.getsize(path)  # read once, not again per refresh
 
 
@@ -374,3 +374,23 @@ def test_stream_pushes_new_records_and_ends_with_its_client(tmp_path):
         assert raw_get(server.port, "/api/runs")[0] == 200  # and it still answers
     finally:
         server.stop()
+
+
+def test_bn_and_params_samples_are_thinned_past_a_hundred(tmp_path):
+    from dash_fixtures import bn, train
+
+    folder = write_run(str(tmp_path / "long.run"), 0, end=False)
+    with open(os.path.join(folder, "events.jsonl"), "a") as f:
+        for it in range(1, 451):
+            f.write(json.dumps(train(it)) + "\n")
+            f.write(json.dumps(bn(it)) + "\n")
+    source = RunFolder(folder)
+    source.refresh(0)
+    records = [json.loads(r) for r in source.records]
+    kept = [r["iter"] for r in records if r["kind"] == "bn"]
+    # iteration 0's sample, then 1..99 all, then every 2nd for 100 more, then every 4th
+    assert kept[:100] == list(range(0, 100))
+    assert kept[100:200] == list(range(100, 300, 2))
+    assert kept[200:] == list(range(300, 451, 4))
+    assert sum(r["kind"] == "train" for r in records) == 451  # the light records all kept
+    assert any("every 4th" in n for n in source.notes)
