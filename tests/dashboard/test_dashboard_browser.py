@@ -169,3 +169,28 @@ def test_browser_sees_a_caffe_log_and_a_broken_run(tmp_path):
     finally:
         proc.kill()
         proc.wait(30)
+
+
+def test_browser_with_the_token_of_a_non_local_dashboard(tmp_path):
+    from dash_fixtures import write_run
+
+    from decaffe.dashboard.server import Server
+    from decaffe.dashboard.sources import RunFolder
+
+    run = write_run(str(tmp_path / "net.run"), 60)
+    server = Server([RunFolder(run)], "0.0.0.0", 0).start()  # fetched over loopback only
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            page = browser.new_page()
+            denied = page.goto(f"http://127.0.0.1:{server.port}/")
+            assert denied.status == 403 and "token" in page.inner_text("body")
+            page.goto(f"http://127.0.0.1:{server.port}/?token={server.token}")
+            # the assets and the event stream come through with the token (cookie and query)
+            page.wait_for_function("() => +(document.querySelector('[data-chart=\"loss\"]')"
+                                   " || {dataset: {}}).dataset.points > 0", timeout=60_000)
+            assert page.inner_text("#connection") == "live"
+            assert len(page.query_selector_all("[data-bn-layer]")) == 2
+            browser.close()
+    finally:
+        server.stop()
