@@ -209,24 +209,33 @@ class Dashboard:
     async def _events(self, request: Request):
         """init, then records/status as the runs grow; ends when the client goes away."""
         self.streams += 1
-        try:
-            sent = [0] * len(self.sources)
-            versions = [-1] * len(self.sources)
-            for s in self.sources:
-                await asyncio.to_thread(s.refresh)
+        n = len(self.sources)
+        sent, versions, generations = [0] * n, [-1] * n, [0] * n
+
+        def init() -> str:
             runs = []
             for i, s in enumerate(self.sources):
-                sent[i], versions[i] = len(s.records), s.version
+                sent[i], versions[i], generations[i] = len(s.records), s.version, s.generation
                 runs.append(with_records(dict(s.status(), id=i), s.records[:sent[i]]))
-            yield f"event: init\ndata: {{\"runs\":[{','.join(runs)}]}}\n\n"
+            return f"event: init\ndata: {{\"runs\":[{','.join(runs)}]}}\n\n"
+
+        try:
+            for s in self.sources:
+                await asyncio.to_thread(s.refresh)
+            yield init()
             quiet = 0.0
             while True:
                 await asyncio.sleep(self.poll_interval)
                 if await request.is_disconnected():
                     return
                 quiet += self.poll_interval
-                for i, s in enumerate(self.sources):
+                for s in self.sources:
                     await asyncio.to_thread(s.refresh)
+                if any(s.generation != g for s, g in zip(self.sources, generations)):
+                    yield init()  # a file started again: the page starts again too
+                    quiet = 0.0
+                    continue
+                for i, s in enumerate(self.sources):
                     if s.version != versions[i]:
                         versions[i] = s.version
                         yield f"event: status\ndata: {dumps(dict(s.status(), id=i))}\n\n"

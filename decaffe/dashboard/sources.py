@@ -125,6 +125,7 @@ class Source:
         self.notes: list[str] = []
         self._notes_by_key: dict[str, str] = {}
         self.version = 0  # bumped when meta, net, errors or notes change
+        self.generation = 0  # bumped when the records start again (a file truncated)
         self._lock = threading.Lock()
         self._last_refresh = -1.0
 
@@ -161,6 +162,7 @@ class Source:
     def clear_records(self) -> None:
         self.records = []
         self._heavy = {}
+        self.generation += 1
         for key in [k for k in self._notes_by_key if k.startswith("thin-")]:
             self._set_note(key, None)
 

@@ -394,3 +394,24 @@ def test_bn_and_params_samples_are_thinned_past_a_hundred(tmp_path):
     assert kept[200:] == list(range(300, 451, 4))
     assert sum(r["kind"] == "train" for r in records) == 451  # the light records all kept
     assert any("every 4th" in n for n in source.notes)
+
+
+def test_a_run_folder_written_again_starts_the_page_again(tmp_path):
+    folder = write_run(str(tmp_path / "again.run"), 60, end=False)
+    server = Server([RunFolder(folder)], "127.0.0.1", 0, poll_interval=0.05).start()
+    try:
+        conn, resp = open_stream(server.port)
+        name, init = read_event(resp)
+        before = len(init["runs"][0]["records"])
+        # a fresh run in the same folder: events.jsonl written anew, shorter
+        with open(os.path.join(folder, "events.jsonl"), "w") as f:
+            f.write(json.dumps({"kind": "train", "iter": 0, "time": 0.0, "loss": 2.0}) + "\n")
+        name, msg = read_event(resp)
+        while name != "init":
+            name, msg = read_event(resp)
+        run = msg["runs"][0]
+        assert before > 1 and [r["iter"] for r in run["records"]] == [0]
+        assert any("read again from its start" in n for n in run["notes"])
+        conn.close()
+    finally:
+        server.stop()
