@@ -26,7 +26,8 @@ DEPENDENCIES = ("starlette", "uvicorn", "anyio", "h11", "click", "idna", "sniffi
 
 def build_wheel(tmp_path) -> str:
     """`pip wheel` of a copy of the project (so that the checkout gets no build/ folder),
-    offline: no build isolation, the installed setuptools builds it."""
+    offline: no build isolation, the installed setuptools (the test extra's, >= 70.1, which
+    writes wheels itself) builds it."""
     src = tmp_path / "src"
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     for name in ("decaffe", "caffe"):
