@@ -126,6 +126,7 @@ class RunRecorder:
         self._pending: dict | None = None
         self._last_rate: tuple[int, float] | None = None
         self.batch_size: int | None = None
+        self.seconds = 0.0  # spent in the observer's calls on the training thread
 
     # -- set-up ---------------------------------------------------------------------------
     def start(self) -> RunRecorder:
@@ -204,12 +205,12 @@ class RunRecorder:
         self._pending = None
         if self.closed or not self._records_now(it):
             return
-        heavy = self._heavy_due(it)
-        if heavy:
-            t0 = time.perf_counter()
+        t0 = time.perf_counter()
+        if self._heavy_due(it):
             sampler = self.sampler
             self._pending = {"weight": sampler.norms("weight"), "grad": sampler.norms("grad")}
-            self._heavy_cost_now = time.perf_counter() - t0
+        self._heavy_cost_now = time.perf_counter() - t0
+        self.seconds += self._heavy_cost_now
 
     def _heavy_due(self, it: int) -> bool:
         if self._last_heavy_iter is None:
@@ -264,8 +265,9 @@ class RunRecorder:
                                 "layers": sampler.bn_dict(layout, values[pos:])})
         for rec in records:
             self._emit(rec)
+        done = time.perf_counter()
+        self.seconds += done - t0
         if pending is not None:
-            done = time.perf_counter()
             # the first sample pays one-time set-up (kernels, allocations): not its rate
             first = self._last_heavy_iter is None
             self._heavy_cost = 0.0 if first else self._heavy_cost_now + (done - t0)
