@@ -143,8 +143,10 @@ class Source:
             self._dropped_errors += 1
         self.version += 1
 
-    def append(self, rec: dict) -> None:
-        """Keep a record (bn and params samples thinned past HEAVY_KEEP, see above)."""
+    def append(self, rec: dict, text: str | None = None) -> None:
+        """Keep a record (bn and params samples thinned past HEAVY_KEEP, see above); `text`:
+        its JSON as read, kept as it is when it is plain JSON (no NaN or Infinity, which
+        Python's reader takes and a browser's rejects), so it is not encoded again."""
         kind = rec["kind"]
         if kind in HEAVY:
             seen_kept_stride = self._heavy.setdefault(kind, [0, 0, 1])
@@ -157,7 +159,8 @@ class Source:
                 self._set_note(f"thin-{kind}", f"{kind} samples: {seen_kept_stride[1]} of "
                                f"{seen_kept_stride[0]} kept so far; from here every "
                                f"{seen_kept_stride[2]}th, to bound the dashboard's memory")
-        self.records.append(dumps(rec))
+        plain = text is not None and "NaN" not in text and "Infinity" not in text
+        self.records.append(text.strip() if plain else dumps(rec))
 
     def clear_records(self) -> None:
         self.records = []
@@ -316,9 +319,10 @@ class RunFolder(Source):
             self.error(f"events.jsonl:{line_no}: a '{rec['kind']}' record without an integer "
                        "'iter'")
             return
-        if not isinstance(rec.get("time"), (int, float)):
+        if not isinstance(rec.get("time"), (int, float)) or isinstance(rec["time"], bool):
             rec["time"] = None
-        self.append(rec)
+            text = None  # changed: encoded again
+        self.append(rec, text)
 
     def _note(self, text: str | None) -> None:
         self._set_note("state", text)

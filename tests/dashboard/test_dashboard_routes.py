@@ -415,3 +415,17 @@ def test_a_run_folder_written_again_starts_the_page_again(tmp_path):
         conn.close()
     finally:
         server.stop()
+
+
+def test_records_reach_the_page_as_valid_json(tmp_path):
+    folder = write_run(str(tmp_path / "odd.run"), 20, end=False, extra_lines=[
+        '{"kind": "train", "iter": 30, "time": 1.5, "loss": NaN, "lr": Infinity}',
+        '{"kind": "train", "iter": 40, "time": "late", "loss": 0.5}',
+        '  {"kind": "train", "iter": 50, "time": 2.5, "loss": 0.4}  '])
+    source = RunFolder(folder)
+    source.refresh(0)
+    last = source.records[-3:]
+    assert last[2] == '{"kind": "train", "iter": 50, "time": 2.5, "loss": 0.4}'  # as written
+    parsed = [json.loads(r, parse_constant=lambda c: pytest.fail(f"{c} sent")) for r in last]
+    assert parsed[0]["loss"] is None and parsed[0]["lr"] is None
+    assert parsed[1]["time"] is None
