@@ -156,9 +156,11 @@ class Source:
             seen_kept_stride[1] += 1
             if seen_kept_stride[1] % HEAVY_KEEP == 0:
                 seen_kept_stride[2] *= 2
+                stride = seen_kept_stride[2]
+                nth = f"{stride}{'nd' if stride == 2 else 'th'}"  # a power of 2
                 self._set_note(f"thin-{kind}", f"{kind} samples: {seen_kept_stride[1]} of "
-                               f"{seen_kept_stride[0]} kept so far; from here every "
-                               f"{seen_kept_stride[2]}th, to bound the dashboard's memory")
+                               f"{seen_kept_stride[0]} kept so far; from here every {nth}, "
+                               "to bound the dashboard's memory")
         plain = text is not None and "NaN" not in text and "Infinity" not in text
         self.records.append(text.strip() if plain else dumps(rec))
 
