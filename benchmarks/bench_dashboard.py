@@ -26,6 +26,7 @@ dashboard's threads are outside it).
 from __future__ import annotations
 
 import argparse
+import http.client
 import os
 import re
 import shutil
@@ -80,7 +81,7 @@ def _dashboard(run_dir: str):
                     if not chunk:
                         return
                     received[0] += len(chunk)
-        except OSError:
+        except (OSError, http.client.HTTPException):  # the server stopped mid-stream
             return
 
     threading.Thread(target=read_stream, daemon=True).start()
@@ -137,8 +138,8 @@ def main() -> int:
     what = "run folder + TensorBoard" + (" + dashboard (1 client)" if board else "")
     print(f"BatchNorm example (batch 64), {opts.rounds} rounds x {opts.block} iterations, "
           f"display {opts.display}, {opts.threads} thread(s), alternating A B B A")
-    print(f"  plain (no recorder)             {ms['plain']:8.3f} ms/step")
-    print(f"  {what:31s} {ms['watched']:8.3f} ms/step  ({samples} BN samples"
+    print(f"  {'plain (no recorder)':48s} {ms['plain']:8.3f} ms/step")
+    print(f"  {what:48s} {ms['watched']:8.3f} ms/step  ({samples} BN samples"
           + (f", {board[1][0]} bytes streamed" if board else "") + ")")
     print(f"  ratio of totals: {ms['watched'] / ms['plain']:.3f}; median per-round ratio: "
           f"{statistics.median(ratios):.3f} (target <= 1.02)")

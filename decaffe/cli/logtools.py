@@ -162,10 +162,10 @@ def plot_log(path: str, out_png: str, log_scale: tuple[str, ...] | list[str] = (
     """Draw loss, accuracy and learning rate against iterations; returns the panels drawn.
     Panels named in `log_scale` ('loss', 'accuracy', 'lr') get a logarithmic y axis (values
     <= 0 are left out there; a panel with no positive value stays linear)."""
-    import matplotlib
+    import matplotlib  # matplotlib (a few hundred ms) only for plotting
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # matplotlib, only for plotting
 
     train, test = parse_log(path)
     if not train and not test:

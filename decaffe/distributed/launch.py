@@ -13,13 +13,17 @@ is 75 too, so a job script requeues the whole run.
 
 from __future__ import annotations
 
+import datetime
 import os
 import signal
 import subprocess
 import sys
 import time
 
+from torch.distributed import TCPStore
+
 from .. import log
+from ..mode import EXIT_PREEMPTED
 from .watchdog import heartbeat_timeout
 
 
@@ -35,9 +39,6 @@ def _describe(code: int) -> str:
 def run(argv: list[str], count: int, devices: list[int] | None = None) -> int:
     """Start `count` workers running `decaffe <argv>` and wait for them; returns the exit
     status (0 when all succeed). ``devices`` names each worker's GPU for the log."""
-    import datetime
-
-    from torch.distributed import TCPStore
 
     store = TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False,
                      timeout=datetime.timedelta(seconds=300))
@@ -79,8 +80,6 @@ def run(argv: list[str], count: int, devices: list[int] | None = None) -> int:
 
 
 def _wait(procs: list[subprocess.Popen]) -> int:
-    from ..cli.train import EXIT_PREEMPTED
-
     status = 0
     preempted = False
     first_failure: float | None = None

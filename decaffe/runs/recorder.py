@@ -22,9 +22,12 @@ import weakref
 
 from .. import log
 from ..errors import DecaffeError
+from ..formats import prototxt
+from ..net import filter_net
 from ..proto import caffe_pb2
 from .events import EventWriter
 from .sample import Sampler
+from .tensorboard import TensorBoardSink
 
 FORMAT, VERSION = "decaffe-run", 1
 END_REASONS = ("finished", "sigint", "sigterm", "error")
@@ -79,8 +82,6 @@ def resume_command(command: list[str] | None, state_path: str,
 
 def net_graph(net_param) -> dict:
     """net.json: the layers as drawn (name, type, bottoms, tops, phase)."""
-    from ..net import filter_net
-
     filtered = filter_net(net_param)
     phase = caffe_pb2.Phase.Name(filtered.state.phase)
     return {"name": filtered.name,
@@ -136,8 +137,6 @@ class RunRecorder:
         first = _first_batch(solver.net)
         self.batch_size = first * solver.param.iter_size * self.world_size if first else None
         if self.tensorboard_dir is not None:
-            from .tensorboard import TensorBoardSink
-
             self.tb = TensorBoardSink(self.tensorboard_dir)
         if self.record:
             self._open_folder()
@@ -180,9 +179,6 @@ class RunRecorder:
                        {"time": time.time() - self.started, "iter": int(solver.iter),
                         "resumed_from": self.resumed_from}],
         }
-        from ..formats import prototxt
-        from ..net import filter_net
-
         try:
             write_atomic(os.path.join(path, "solver.prototxt"),
                          prototxt.to_text(p).encode("utf-8"))

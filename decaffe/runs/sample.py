@@ -130,9 +130,11 @@ class Sampler:
                     vectors.append(("beta", b.scale.blob_params[1].detach().reshape(-1).float()))
             keys = [("factor", 1)]
             parts.append(f)
+            if b.index is not None and b.index.device != mean_sum.device:
+                b.index = b.index.to(mean_sum.device)  # once, not at every sample
             for key, v in vectors:
                 if b.index is not None:
-                    v = v[b.index.to(v.device)]
+                    v = v[b.index]
                 parts.append(v)
                 keys.append((key, int(v.numel())))
             layout.append((b, keys))

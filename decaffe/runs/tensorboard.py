@@ -94,6 +94,7 @@ class TensorBoardSink:
     def _histogram(self, tag: str, arr: np.ndarray):
         """One Summary.Value with a histogram of `bins` equal buckets (torch's add_histogram
         spends ~1 ms a call on its bucket search; this one np.histogram)."""
+        # the optional tensorboard package (the extra), present once the writer was made
         from tensorboard.compat.proto.summary_pb2 import HistogramProto, Summary
 
         lo, hi = float(arr.min()), float(arr.max())

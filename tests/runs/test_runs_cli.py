@@ -190,7 +190,8 @@ def test_a_run_read_while_it_grows_and_after_sigkill(job):
     proc = R.start_train(str(job), "-solver", solver)
     events = "out/cnn_bn.run/events.jsonl"
     try:
-        R.wait_for("train.log", r"Iteration 4 \(", proc)
+        # iteration 4's record is written after its display line, before iteration 6's
+        R.wait_for("train.log", r"Iteration 6 \(", proc)
         first = read_events(events)
         assert [r["iter"] for r in first.records if r["kind"] == "train"][:3] == [0, 2, 4]
         # read on from where the first read ended: only what was appended since

@@ -232,3 +232,50 @@ def test_plot_log_draws_the_loss_on_a_log_axis_by_default(tmp_path, monkeypatch)
     assert scales == [["log", "linear"], ["linear", "linear"], ["log", "log"]]
     with pytest.raises(DecaffeError, match="unknown panel 'los'.*did you mean 'loss'"):
         logtools.parse_log_scale("los")
+
+
+def test_sigterm_handler_effects():
+    import signal
+
+    from decaffe.cli.train import SignalHandler
+
+    h = SignalHandler()  # sigterm_effect snapshot: the solver's terminate action, once
+    h._handle(signal.SIGTERM, None)
+    h._handle(signal.SIGTERM, None)  # a second SIGTERM while pending changes nothing
+    assert (h.action(), h.action(), h.sigterm_seen) == ("terminate", "none", True)
+    stop = SignalHandler(sigterm_effect="stop")
+    stop._handle(signal.SIGTERM, None)
+    assert stop.action() == "stop"
+    ignore = SignalHandler(sigterm_effect="none")
+    ignore._handle(signal.SIGTERM, None)
+    assert (ignore.action(), ignore.sigterm_seen) == ("none", False)
+    with pytest.raises(DecaffeError, match='-sigterm_effect: invalid signal effect "later"'):
+        SignalHandler(sigterm_effect="later")
+
+
+class _Link:
+    """The part of distributed.nccl.NCCL that AgreedActions uses: the control values that
+    travel with the gradients (control_out summed over the workers into control_in)."""
+
+    def __init__(self):
+        self.control_out: list[float] = []
+        self.control_in: list[float] = []
+
+
+def test_agreed_actions_terminate_wins_and_travels_in_its_own_slot():
+    from decaffe.distributed.worker import AgreedActions
+
+    local = iter(["terminate", "none"])
+    link = _Link()
+    acts = AgreedActions(lambda: next(local, "none"), link, root=False)
+    assert acts.action() == "none"  # nothing agreed yet; the local request goes out
+    assert link.control_out == [0.0, 0.0, 1.0]
+    link.control_in = [1.0, 1.0, 1.0]  # after the exchange: some worker asked each
+    assert acts.action() == "terminate" and link.control_out == [0.0, 0.0, 0.0]
+    link.control_in = [1.0, 1.0, 0.0]
+    assert acts.action() == "stop"
+    link.control_in = [1.0, 0.0, 0.0]
+    assert acts.action() == "none"  # a snapshot request: rank 0's alone
+    root = AgreedActions(lambda: "none", _Link(), root=True)
+    root.nccl.control_in = [1.0, 0.0, 0.0]
+    assert root.action() == "snapshot"
