@@ -37,7 +37,7 @@ from __future__ import annotations
 import argparse
 import signal
 
-from .. import log
+from .. import dashboard, log
 from .. import mode as _mode
 from ..errors import DecaffeError
 from ..proto import caffe_pb2
@@ -344,8 +344,6 @@ def _solve(args, param, signals, worker, argv: list[str] | None = None) -> int:
 def _start_dashboard(address: str, recorder):
     """-dashboard [HOST:]PORT: the run folder's page, served from a daemon thread beside
     training; its URL is a log line of its own."""
-    from .. import dashboard
-
     dashboard.require()
     # Starlette and uvicorn come with the optional `dashboard` extra, checked just above
     from ..dashboard.server import Server, parse_address
