@@ -15,13 +15,14 @@ import zipfile
 from dash_fixtures import ROOT, get, start_dashboard, write_run
 
 ASSETS = ("index.html", "app.js", "plot.js", "style.css")
-# The `dashboard` extra (Starlette, uvicorn) and what they and `import decaffe` need. Tests
+# The `dashboard` extra (Starlette, uvicorn) and what they and `import decaffe` need (numpy
+# and protobuf, of decaffe's own dependencies). Tests
 # never reach the network, so these are not downloaded into the fresh environment: the copies
 # this test run already has are linked into it (one .pth line). Torch is not among them: the
 # dashboard must start without it, as from `pip install 'decaffe[dashboard]'` on a machine
 # that has not installed torch's wheels yet.
 DEPENDENCIES = ("starlette", "uvicorn", "anyio", "h11", "click", "idna", "sniffio",
-                "typing_extensions", "exceptiongroup", "google.protobuf")
+                "typing_extensions", "exceptiongroup", "google.protobuf", "numpy")
 
 
 def build_wheel(tmp_path) -> str:
