@@ -119,3 +119,53 @@ def test_train_dashboard_needs_the_run_folder_and_a_valid_address(tmp_path, caps
     assert "-dashboard shows the run folder" in capsys.readouterr().err
     assert main(["train", "-solver", str(solver), "-dashboard", "localhost:port"]) == 1
     assert "expected [HOST:]PORT" in capsys.readouterr().err
+
+
+def test_a_real_training_run_killed_with_sigkill_opens(tmp_path):
+    import time
+
+    from google.protobuf import text_format
+
+    from decaffe.data.digits import ensure_digits
+    from decaffe.proto import caffe_pb2
+
+    example = os.path.join(ROOT, "examples", "batchnorm")
+    ensure_digits(str(tmp_path / "data" / "digits"))
+    param = caffe_pb2.SolverParameter()
+    with open(os.path.join(example, "solver_bn.prototxt")) as f:
+        text_format.Merge(f.read(), param)
+    param.train_net = os.path.join(example, "cnn_bn_train.prototxt")
+    param.test_net[0] = os.path.join(example, "cnn_bn_test.prototxt")
+    param.max_iter, param.display, param.snapshot_prefix = 100000, 2, str(tmp_path / "bn")
+    solver = tmp_path / "solver.prototxt"
+    solver.write_text(text_format.MessageToString(param))
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    train = subprocess.Popen([sys.executable, "-m", "decaffe", "train", "-solver", str(solver),
+                              "-threads", "1"], cwd=str(tmp_path), env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    events = tmp_path / "bn.run" / "events.jsonl"
+    deadline = time.monotonic() + 120
+
+    def bn_samples() -> int:
+        if not events.exists():
+            return 0
+        return sum(json.loads(line)["kind"] == "bn"
+                   for line in events.read_text().splitlines()[:-1])  # last may be partial
+
+    while time.monotonic() < deadline and bn_samples() < 3:
+        time.sleep(0.2)
+    train.send_signal(signal.SIGKILL)  # mid-run, no end record, no clean close
+    train.wait(30)
+    assert train.returncode == -signal.SIGKILL
+    proc, url, _ = start_dashboard([str(tmp_path / "bn.run")], env=env)
+    try:
+        (run,) = json.loads(get(url + "api/runs")[1])["runs"]
+        assert run["errors"] == [] and run["records"] > 3 and run["meta"]["max_iter"] == 100000
+        assert [layer["type"] for layer in run["net"]].count("BatchNorm") == 3
+        records = json.loads(get(url + "api/run/0/records")[1])["records"]
+        assert {"train", "bn", "params"} <= {r["kind"] for r in records}
+        assert not any(r["kind"] == "end" for r in records)
+        assert get(url)[0] == 200
+    finally:
+        proc.kill()
+        proc.wait(30)
