@@ -25,10 +25,8 @@ from ..proto import caffe_pb2
 from .loss import (
     BATCH_SIZE,
     FULL,
-    LOG_FLT_MIN,
     VALID,
     SoftmaxWithLossLayer,
-    _axis_split,
     _LossLayer,
 )
 
@@ -264,55 +262,6 @@ class PSROIPoolingLayer(Layer):
         out = torch.where(empty, torch.zeros((), dtype=total.dtype, device=dev),
                           total / area.clamp_min(1).to(total.dtype))
         return out.to(x.dtype)
-
-
-# ------------------------------------------------------------------------------------------
-# SmoothL1Loss
-# ------------------------------------------------------------------------------------------
-@register("SmoothL1Loss")
-class SmoothL1LossLayer(_LossLayer):
-    """Σ outside · smoothL1(inside · (a − b)) / N, N = a.shape[0] (Faster R-CNN).
-
-    smoothL1(x) = 0.5·σ²·x² if |x| < 1/σ², else |x| − 0.5/σ² (σ = smooth_l1_loss_param.sigma,
-    default 1). Bottoms: predictions, targets, and optionally inside and outside weights —
-    both or neither: three bottoms are refused, as the fork refuses them. All bottoms have
-    a's shape. Gradients go to the predictions and targets (the weights are never
-    back-propagated). With two bottoms and σ = 1 this is also the SSD fork's SmoothL1Loss.
-    Source: caffe-fast-rcnn src/caffe/layers/smooth_L1_loss_layer.cpp/.cu.
-    """
-
-    exact_bottoms = None
-    min_bottoms = 2
-    max_bottoms = 4
-
-    def allow_force_backward(self, bottom_index: int) -> bool:
-        return bottom_index < 2
-
-    def setup(self, bottom_shapes):
-        self._check_tops()
-        self.check(len(bottom_shapes) != 3, "If weights are used, must specify both inside and "
-                   "outside weights (4 bottoms), got 3")
-        sigma = float(np.float32(self.lp.smooth_l1_loss_param.sigma))
-        self.sigma2 = float(np.float32(sigma * sigma))
-
-    def reshape(self, bottom_shapes):
-        a = tuple(bottom_shapes[0])
-        for i, s in enumerate(bottom_shapes[1:], start=1):
-            self.check(math.prod(s) == math.prod(a),
-                       f"{self._bottom(i)} has shape {tuple(s)}, {self._bottom(0)} has {a}: "
-                       "they must have the same size")
-        return [()]
-
-    def forward(self, a, b, *weights):
-        d = a - b.reshape(a.shape)
-        if weights:
-            inside, outside = (w.detach().reshape(a.shape) for w in weights)
-            d = d * inside
-        ad = d.abs()
-        e = torch.where(ad < 1.0 / self.sigma2, 0.5 * self.sigma2 * d * d, ad - 0.5 / self.sigma2)
-        if weights:
-            e = e * outside
-        return e.sum() / a.shape[0]
 
 
 # ------------------------------------------------------------------------------------------
@@ -619,41 +568,16 @@ def _legacy_dims(shape) -> tuple[int, int, int, int]:
 
 @register("SoftmaxWithLossOHEM")
 class SoftmaxWithLossOHEMLayer(SoftmaxWithLossLayer):
-    """SoftmaxWithLoss with R-FCN's per-instance loss: an optional third top (the label
-    bottom's shape) holds −log(max(p[label], FLT_MIN)) at every position, 0 where the label
-    is ignored, for BoxAnnotatorOHEM to rank; it carries no gradient. The loss and its
-    gradient are SoftmaxWithLoss's, with loss_param.normalization PRE_FIXED dividing by
-    loss_param.pre_fixed_normalizer (at least 1).
+    """SoftmaxWithLoss with R-FCN's per-instance loss as its optional third top (as R-FCN's
+    own SoftmaxWithLoss gives it: see SoftmaxWithLossLayer) and loss_param.normalization
+    PRE_FIXED dividing by loss_param.pre_fixed_normalizer (at least 1).
     Source: caffe-rfcn / soeaver's caffe-priv softmax_loss_ohem_layer.
     """
-
-    max_loss_tops = 3
-
-    def reshape(self, bottom_shapes):
-        shapes = super().reshape(bottom_shapes)
-        if self._num_tops() >= 3:
-            shapes[2] = tuple(bottom_shapes[1])
-        return shapes
 
     def _normalizer(self, mode, outer, inner, valid_count):  # noqa: D401 - Caffe's name
         if mode == _PRE_FIXED:
             return max(1.0, float(np.float32(self.lp.loss_param.pre_fixed_normalizer)))
         return SoftmaxWithLossLayer._normalizer(mode, outer, inner, valid_count)
-
-    def forward(self, x, label):
-        out = super().forward(x, label)
-        if self._num_tops() < 3:
-            return out
-        outer, c, inner = _axis_split(x.shape, self.axis)
-        with torch.no_grad():
-            scores = x.detach().reshape(outer, c, inner)
-            lab = label.detach().reshape(outer, inner)
-            index, keep, _ = self._class_index(lab, c, self.ignore)
-            logp = torch.log_softmax(scores, dim=1).gather(1, index[:, None])[:, 0]
-            nll = (-logp).clamp_max(-LOG_FLT_MIN)
-            if keep is not None:
-                nll = torch.where(keep, nll, torch.zeros((), dtype=nll.dtype))
-        return (*out, nll.reshape(label.shape))
 
 
 @register("SmoothL1LossOHEM")
@@ -721,6 +645,64 @@ class SmoothL1LossOHEMLayer(_LossLayer):
         n, c, h, w = _legacy_dims(a.shape)
         per = e.detach().reshape(n, c, h, w).sum(dim=1, keepdim=True)
         return loss, per
+
+
+# ------------------------------------------------------------------------------------------
+# SmoothL1Loss
+# ------------------------------------------------------------------------------------------
+@register("SmoothL1Loss")
+class SmoothL1LossLayer(SmoothL1LossOHEMLayer):
+    """Σ outside · smoothL1(inside · (a − b)) / N, N = a.shape[0] (Faster R-CNN).
+
+    smoothL1(x) = 0.5·σ²·x² if |x| < 1/σ², else |x| − 0.5/σ² (σ = smooth_l1_loss_param.sigma,
+    default 1). Bottoms: predictions, targets, and optionally inside and outside weights.
+    All bottoms have a's shape. Gradients go to the predictions and targets (the weights are
+    never back-propagated). With two bottoms and σ = 1 this is also the SSD fork's
+    SmoothL1Loss. Source: caffe-fast-rcnn src/caffe/layers/smooth_L1_loss_layer.cpp/.cu.
+
+    Three bottoms (predictions, targets, weights) or a second top are R-FCN's own
+    SmoothL1Loss (daijifeng001/caffe-rfcn smooth_L1_loss_layer.cu, whose OHEM nets pass the
+    bbox weights as a third bottom and read per-ROI losses from the second top): σ = 1,
+    loss_param normalisation, the arithmetic of SmoothL1LossOHEM. caffe-fast-rcnn refuses
+    three bottoms; R-FCN's layer takes at most three, so four bottoms with two tops are
+    refused.
+    """
+
+    max_bottoms = 4
+
+    def setup(self, bottom_shapes):
+        self.rfcn = len(bottom_shapes) == 3 or len(self.top_names) == 2
+        if self.rfcn:
+            self.check(len(bottom_shapes) <= 3, "R-FCN's SmoothL1Loss (a second top) takes 2 "
+                       f"or 3 bottoms, got {len(bottom_shapes)}")
+            super().setup(bottom_shapes)
+            return
+        self._check_tops()
+        sigma = float(np.float32(self.lp.smooth_l1_loss_param.sigma))
+        self.sigma2 = float(np.float32(sigma * sigma))
+
+    def reshape(self, bottom_shapes):
+        if self.rfcn:
+            return super().reshape(bottom_shapes)
+        a = tuple(bottom_shapes[0])
+        for i, s in enumerate(bottom_shapes[1:], start=1):
+            self.check(math.prod(s) == math.prod(a),
+                       f"{self._bottom(i)} has shape {tuple(s)}, {self._bottom(0)} has {a}: "
+                       "they must have the same size")
+        return [()]
+
+    def forward(self, a, b, *weights):
+        if self.rfcn:
+            return super().forward(a, b, *weights)
+        d = a - b.reshape(a.shape)
+        if weights:
+            inside, outside = (w.detach().reshape(a.shape) for w in weights)
+            d = d * inside
+        ad = d.abs()
+        e = torch.where(ad < 1.0 / self.sigma2, 0.5 * self.sigma2 * d * d, ad - 0.5 / self.sigma2)
+        if weights:
+            e = e * outside
+        return e.sum() / a.shape[0]
 
 
 @register("BoxAnnotatorOHEM")
