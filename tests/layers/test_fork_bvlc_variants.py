@@ -167,3 +167,63 @@ def test_sample_weights_test_field():
         == 30101
     with pytest.raises(DecaffeError, match="different forks"):
         decaffe.Net(_dropout("sample_weights_test: true scale_train: false"), decaffe.TEST)
+
+
+# ------------------------------------------------------------------------------------------
+# yjxiong/caffe's Convolution dilation_h / dilation_w
+# ------------------------------------------------------------------------------------------
+def _dilated_conv_reference(x, w, b, stride, pad, dil):
+    """yjxiong/caffe's im2col arithmetic: tap (i, j) of output (y, x) reads input
+    (y·stride_h − pad_h + i·dilation_h, x·stride_w − pad_w + j·dilation_w), 0 outside."""
+    n, c, h, wd = x.shape
+    o, _, kh, kw = w.shape
+    oh = (h + 2 * pad[0] - (dil[0] * (kh - 1) + 1)) // stride[0] + 1
+    ow = (wd + 2 * pad[1] - (dil[1] * (kw - 1) + 1)) // stride[1] + 1
+    out = np.zeros((n, o, oh, ow))
+    for yy in range(oh):
+        for xx in range(ow):
+            for i in range(kh):
+                for j in range(kw):
+                    r = yy * stride[0] - pad[0] + i * dil[0]
+                    q = xx * stride[1] - pad[1] + j * dil[1]
+                    if 0 <= r < h and 0 <= q < wd:
+                        out[:, :, yy, xx] += x[:, :, r, q] @ w[:, :, i, j].T
+    return out + b[None, :, None, None]
+
+
+@pytest.mark.parametrize("type_", ["Convolution", "Deconvolution"])
+def test_convolution_dilation_h_and_w_are_yjxiongs(type_):
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 3, 11, 13))
+    text = (inp("x", x.shape) + lay(type_, ["x"], ["y"],
+            "convolution_param { num_output: 4 kernel_size: 3 stride_h: 1 stride_w: 2 "
+            "pad_h: 1 pad_w: 2 dilation_h: 2 dilation_w: 3 "
+            "weight_filler { type: 'gaussian' std: 1 } bias_filler { type: 'gaussian' } }",
+            name="conv"))
+    net = run(text, {"x": x}, phase=decaffe.TEST, backward=False)
+    w, b = net.params["conv"][0].data, net.params["conv"][1].data
+    y = net.blobs["y"].data
+    if type_ == "Convolution":
+        np.testing.assert_allclose(y, _dilated_conv_reference(x, w, b, (1, 2), (1, 2), (2, 3)),
+                                   rtol=1e-10, atol=1e-10)
+    else:  # the transpose of that convolution: its output size, and <y, v> = <x, conv(v)>
+        assert y.shape == (2, 4, (11 - 1) * 1 + 2 * 2 + 1 - 2, (13 - 1) * 2 + 3 * 2 + 1 - 4)
+        v = rng.standard_normal(y.shape)
+        # Caffe's deconvolution weight (3, 4, kh, kw) is the weight of the convolution
+        # from its top's 4 channels back to its bottom's 3 that it transposes
+        lhs = ((y - b[None, :, None, None]) * v).sum()
+        rhs = (x * _dilated_conv_reference(v, w, np.zeros(3), (1, 2), (1, 2), (2, 3))).sum()
+        assert lhs == pytest.approx(rhs, rel=1e-9)
+
+
+def test_dilation_h_and_w_refusals_and_numbers():
+    field = caffe_pb2.ConvolutionParameter.DESCRIPTOR.fields_by_name
+    assert (field["dilation_h"].number, field["dilation_w"].number) == (30101, 30102)
+    base = inp("x", (1, 2, 8, 8))
+    with pytest.raises(DecaffeError, match="either dilation or dilation_h"):
+        decaffe.Net(base + lay("Convolution", ["x"], ["y"], "convolution_param { num_output: 1 "
+                               "kernel_size: 3 dilation: 2 dilation_h: 2 dilation_w: 2 }"),
+                    decaffe.TEST)
+    with pytest.raises(DecaffeError, match="dilation must be nonzero"):
+        decaffe.Net(base + lay("Convolution", ["x"], ["y"], "convolution_param { num_output: 1 "
+                               "kernel_size: 3 dilation_h: 2 }"), decaffe.TEST)
