@@ -227,3 +227,19 @@ def test_dilation_h_and_w_refusals_and_numbers():
     with pytest.raises(DecaffeError, match="dilation must be nonzero"):
         decaffe.Net(base + lay("Convolution", ["x"], ["y"], "convolution_param { num_output: 1 "
                                "kernel_size: 3 dilation_h: 2 }"), decaffe.TEST)
+
+
+def test_inisis_width_and_height_group_parse_and_change_nothing():
+    """inisis/caffe declares ConvolutionParameter width_group/height_group (51/52) and no
+    layer of it reads them: a net that sets them builds and computes as without them."""
+    field = caffe_pb2.ConvolutionParameter.DESCRIPTOR.fields_by_name
+    assert (field["width_group"].number, field["height_group"].number) == (51, 52)
+    x = np.random.default_rng(6).standard_normal((1, 4, 6, 6))
+    conv = ("convolution_param {{ num_output: 2 kernel_size: 3 group: 2 {} "
+            "weight_filler {{ type: 'constant' value: 0.5 }} }}")
+    outs = []
+    for extra in ("", "width_group: 3 height_group: 2"):
+        net = run(inp("x", x.shape) + lay("Convolution", ["x"], ["y"], conv.format(extra)),
+                  {"x": x}, phase=decaffe.TEST, backward=False)
+        outs.append(net.blobs["y"].data.copy())
+    np.testing.assert_array_equal(outs[0], outs[1])
