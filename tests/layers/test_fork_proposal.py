@@ -16,7 +16,7 @@ from prototxt_text import inp, lay
 
 import decaffe
 from decaffe.errors import DecaffeError
-from decaffe.layers.rcnn import _generate_anchors, _greedy_nms, _sort_box_order
+from decaffe.layers.forks.rcnn import _generate_anchors, _greedy_nms, _sort_box_order
 
 FRCNN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "core",
                      "foreign_modules", "py-faster-rcnn")
