@@ -201,16 +201,16 @@ def _descending(scores: np.ndarray) -> np.ndarray:
 
 def _adaptive_thresholds(nms_threshold: float, eta: float, n: int) -> np.ndarray:
     """The threshold ApplyNMSFast compares with after k kept boxes, k = 0..n: multiplied
-    by eta (in float) after each kept box while it is above 0.5."""
-    thr = np.empty(n + 1, F32)
-    t = F32(nms_threshold)
-    for k in range(n + 1):  # the schedule only (at most until it falls under 0.5)
-        thr[k] = t
-        if eta < 1 and t > 0.5:
-            t = F32(t * F32(eta))
-        elif k + 1 <= n:
-            thr[k + 1:] = t
-            break
+    by eta (in float, one rounding per step) after each kept box while it is above 0.5."""
+    t0 = F32(nms_threshold)
+    if not (eta < 1 and t0 > 0.5):
+        return np.full(n + 1, t0, F32)
+    steps = np.full(n + 1, F32(eta), F32)
+    steps[0] = t0
+    thr = np.multiply.accumulate(steps, dtype=F32)  # sequential float products, as the fork
+    low = np.flatnonzero(thr <= F32(0.5))
+    if low.size:  # the first value at or under 0.5 stays
+        thr[low[0]:] = thr[low[0]]
     return thr
 
 

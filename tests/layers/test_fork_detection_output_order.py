@@ -256,3 +256,15 @@ def test_keep_top_k_orders_equal_scores_as_the_forks_std_sort():
     got = [int(np.flatnonzero((priors == row).all(1))[0]) for row in det[:, 3:]]
     assert got == want
     assert got != sorted(got), "the stable order would differ: the case pins the fork's"
+
+
+@pytest.mark.parametrize("thr,eta", [(0.9, 0.999), (0.7, 0.8), (0.45, 0.5), (0.51, 0.99),
+                                     (0.3, 1.0)])
+def test_adaptive_threshold_schedule_is_the_forks(thr, eta):
+    """adaptive_threshold *= eta (float) after each kept box while it is above 0.5."""
+    want, t = [], F32(thr)
+    for _ in range(700):
+        want.append(t)
+        if eta < 1 and t > 0.5:
+            t = F32(t * F32(eta))
+    np.testing.assert_array_equal(B._adaptive_thresholds(thr, eta, 699), np.array(want, F32))
