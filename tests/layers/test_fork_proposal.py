@@ -131,11 +131,14 @@ def test_min_size_scales_by_im_info_height_and_width_scales():
     assert run((100, 100, 1.0, 1.0, 9.0, 9.0))[1] == pytest.approx(0.9)
 
 
-def test_im_info_without_a_scale_is_refused():
+def test_im_info_without_a_scale_and_zero_post_nms_topn_are_refused():
     text = _net(9, 2, 2, 2, ("rois",), _param((0.5, 1, 2), (8, 16, 32), 10, 5, 0.7))
     with pytest.raises(DecaffeError, match="im_info") as e:
         decaffe.Net(text, decaffe.TEST)
     assert "rpn" in str(e.value)
+    text = _net(9, 2, 2, 3, ("rois",), _param((0.5, 1, 2), (8, 16, 32), 10, 0, 0.7))
+    with pytest.raises(DecaffeError, match="post_nms_topn"):
+        decaffe.Net(text, decaffe.TEST)
 
 
 def _sort_box_reference(p, start, end, num_top):

@@ -471,6 +471,10 @@ class ProposalLayer(Layer):
         self.check(len(p.scale) > 0, "at least one scale is needed", "proposal_param.scale")
         self.check(self.base_size > 0, "base_size must be > 0", "proposal_param.base_size")
         self.check(all(r > 0 for r in p.ratio), "ratios must be > 0", "proposal_param.ratio")
+        # the fork's nms_cpu stops only when the count reaches post_nms_topn, writing past
+        # its post_nms_topn-sized buffers when that is 0
+        self.check(self.post_nms_topn > 0, "post_nms_topn must be > 0",
+                   "proposal_param.post_nms_topn")
         self.ratios, self.scales = list(p.ratio), list(p.scale)
 
     def reshape(self, bottom_shapes):
