@@ -243,3 +243,17 @@ def test_inisis_width_and_height_group_parse_and_change_nothing():
                   {"x": x}, phase=decaffe.TEST, backward=False)
         outs.append(net.blobs["y"].data.copy())
     np.testing.assert_array_equal(outs[0], outs[1])
+
+
+def test_tsn_mem_param_parses_and_leaves_every_blob_its_value():
+    """yjxiong/caffe's NetParameter.mem_param (200) shares intermediate blobs' memory there;
+    decaffe reads it and keeps every blob (the outputs are the same either way)."""
+    field = caffe_pb2.NetParameter.DESCRIPTOR.fields_by_name["mem_param"]
+    assert field.number == 200
+    x = np.random.default_rng(8).standard_normal((2, 3))
+    body = (inp("x", x.shape) + lay("ReLU", ["x"], ["r"]) + lay("TanH", ["r"], ["t"])
+            + lay("Power", ["t"], ["y"], "power_param { scale: 2 }"))
+    net = run("mem_param { optimize_test: true exclude_blob: 'r' }\n" + body, {"x": x},
+              phase=decaffe.TEST, backward=False)
+    np.testing.assert_allclose(net.blobs["t"].data, np.tanh(np.maximum(x, 0)), rtol=1e-12)
+    np.testing.assert_allclose(net.blobs["y"].data, 2 * np.tanh(np.maximum(x, 0)), rtol=1e-12)
