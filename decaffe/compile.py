@@ -35,6 +35,7 @@ layer.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -95,7 +96,7 @@ class CompiledPasses:
     """A net's passes through torch.compile, returning only the loss and the outputs; the
     other blobs made on request (see the module docstring)."""
 
-    def __init__(self, net, mode: str | None = None, backend=None):
+    def __init__(self, net, mode: str | None = None, backend: str | Callable | None = None):
         self.net = net
         self.backend = backend if backend is not None else "inductor"
         records = net.layer_records
@@ -165,7 +166,7 @@ class CompiledPasses:
         log.info(f"Compiled net{name} for {kind} in {log.fmt(took)}s (torch's compile "
                  f"caches: {hits} hits, {misses} misses, in {_cache_dir()})")
 
-    def forward(self, grad: bool, fuse: bool = True):
+    def forward(self, grad: bool, fuse: bool = True) -> torch.Tensor | None:
         """The net's loss (a tensor or None) after one pass; grad: build the graph; fuse: the
         solver's BatchNorm+Scale kernel (False: pycaffe's layer-by-layer forward)."""
         net = self.net
@@ -287,7 +288,7 @@ def _cache_dir() -> str:
     return cache_dir()
 
 
-def compile_net(net, mode: str | None = None, backend=None) -> bool:
+def compile_net(net, mode: str | None = None, backend: str | Callable | None = None) -> bool:
     """Run this net's solver/test passes and a deploy net's forward compiled (see the module
     docstring); returns False, with one warning, where it cannot be. mode: torch.compile's
     mode; backend: its backend (default inductor; a callable backend sees the captured
