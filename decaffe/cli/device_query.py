@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from .. import log
 from ..errors import DecaffeError
-from .flags import FlagParser
+from .flags import FlagParser, gpu_ids
 from .train import parse_gpus
 
 # (label, property name, formatter) in Caffe's DeviceQuery order, where torch reports it
@@ -44,7 +44,8 @@ def device_lines(device_id: int) -> list[str]:
 def main(argv: list[str]) -> int:
     fp = FlagParser(argv[0], "Show diagnostic information for GPU devices (caffe "
                     "device_query).")
-    fp.flag("gpu", default="", help="device ids separated by ',' or 'all' (default: all)")
+    fp.flag("gpu", default="", check=gpu_ids,
+            help="device ids separated by ',' or 'all' (default: all)")
     args = fp.parse(argv[1:])
     import torch  # after flag parsing: -help answers without loading PyTorch
 

@@ -27,7 +27,7 @@ from .. import mode as _mode
 from ..errors import DecaffeError
 from ..proto import caffe_pb2
 from . import speed
-from .flags import FlagParser
+from .flags import FlagParser, at_least, gpu_ids, phase_name
 
 EFFECTS = ("stop", "snapshot", "none")
 
@@ -47,14 +47,10 @@ def parse_gpus(flag: str) -> list[int]:
         if n == 0:
             raise DecaffeError("-gpu all: no CUDA device is available to PyTorch")
         return list(range(n))
-    try:
-        ids = [int(s) for s in flag.split(",")]
-    except ValueError:
-        raise DecaffeError(f"-gpu: expected device ids separated by ',' or 'all', not "
-                           f"'{flag}'") from None
-    if any(i < 0 for i in ids):
-        raise DecaffeError(f"-gpu: device ids must be >= 0, not '{flag}'")
-    return ids
+    problem = gpu_ids(flag)
+    if problem:
+        raise DecaffeError(f"-gpu: {problem}")
+    return [int(s) for s in flag.split(",")]
 
 
 def use_gpu(device_id: int) -> str:
@@ -98,7 +94,7 @@ def parse_phase(flag: str, default: int) -> int:
         return caffe_pb2.TRAIN
     if flag == "TEST":
         return caffe_pb2.TEST
-    raise DecaffeError(f'-phase: must be "TRAIN" or "TEST", not "{flag}"')
+    raise DecaffeError(f"-phase: {phase_name(flag)}")
 
 
 def require_file(path: str, flag: str) -> None:
@@ -164,42 +160,52 @@ def batch_size(net) -> int:
 # ----------------------------------------------------------------------------------------------
 def main(argv: list[str]) -> int:
     fp = FlagParser(argv[0], "Train or finetune a model (caffe train).")
-    fp.flag("solver", default="", help="the solver definition protocol buffer text file")
+    fp.flag("solver", default="", required="need a solver definition to train", exists=True,
+            help="the solver definition protocol buffer text file")
     fp.flag("weights", default="", help="optional; the pretrained weights to initialize "
             "finetuning, separated by ','; not together with -snapshot")
-    fp.flag("snapshot", default="", help="optional; the snapshot solver state to resume "
+    fp.flag("snapshot", default="", check=_snapshot_file,
+            help="optional; the snapshot solver state to resume "
             "training; 'auto': the newest complete snapshot under the solver's "
             "snapshot_prefix, or a fresh start when there is none")
-    fp.flag("gpu", default="", help="optional; run in GPU mode on the given device ids, "
+    fp.flag("gpu", default="", check=gpu_ids,
+            help="optional; run in GPU mode on the given device ids, "
             "separated by ',' ('all': every device); several ids train data-parallel, one "
             "worker process per device")
-    fp.flag("workers", type=int, default=0, help="optional; train data-parallel in this many "
+    fp.flag("workers", type=int, default=0, check=at_least(0),
+            help="optional; train data-parallel in this many "
             "CPU worker processes (gloo), as -gpu does on GPUs")
     fp.bool_flag("sync_bn", default=False, help="with several workers, BatchNorm normalises "
                  "with the statistics of the global batch (Caffe: each worker's own)")
-    fp.flag("sigint_effect", default="stop", help="action on SIGINT: snapshot, stop or none")
-    fp.flag("sighup_effect", default="snapshot", help="action on SIGHUP: snapshot, stop or none")
+    fp.flag("sigint_effect", default="stop", check=_effect,
+            help="action on SIGINT: snapshot, stop or none")
+    fp.flag("sighup_effect", default="snapshot", check=_effect,
+            help="action on SIGHUP: snapshot, stop or none")
     fp.flag("level", type=int, default=0, help="optional; network level")
     fp.flag("stage", default="", help="optional; network stages, separated by ','")
     fp.flag("nan_effect", default="stop", choices=("stop", "continue"),
             help="on a NaN or infinite loss: stop with an error naming the layer, or continue")
     fp.bool_flag("progress", default=True, help="show a progress bar when stderr is a terminal")
     speed.add_flags(fp)
+    fp.rule(lambda a: "give a snapshot to resume training (-snapshot) or weights to finetune "
+            "(-weights), but not both" if a.snapshot and a.weights else None)
     args = fp.parse(argv[1:])
 
     with log.python_logging():
         return _train(args, argv)
 
 
+def _snapshot_file(value) -> str | None:
+    if value == "auto" or os.path.exists(value):
+        return None
+    return f"cannot open '{value}': no such file"
+
+
+def _effect(value) -> str | None:
+    return None if value in EFFECTS else f'invalid signal effect "{value}" (stop, snapshot or none)'
+
+
 def _train(args, argv: list[str] | None = None) -> int:
-    if not args.solver:
-        raise DecaffeError("-solver: need a solver definition to train")
-    if args.snapshot and args.weights:
-        raise DecaffeError("give a snapshot to resume training (-snapshot) or weights to "
-                           "finetune (-weights), but not both")
-    require_file(args.solver, "solver")
-    if args.snapshot and args.snapshot != "auto":
-        require_file(args.snapshot, "snapshot")
     signals = SignalHandler(args.sigint_effect, args.sighup_effect)
     # In place from here, as Caffe installs them before building the solver: a signal while
     # the nets are built or weights load takes effect at the first iteration.
@@ -225,8 +231,6 @@ def _train_with(args, signals, argv: list[str] | None = None) -> int:
         elif param.HasField("solver_mode"):
             log.warning("solver_mode is GPU but no CUDA device is available to PyTorch; "
                         "training on the CPU")
-    if args.workers < 0:
-        raise DecaffeError(f"-workers: must be >= 0, not {args.workers}")
     _mode.set_sync_bn(args.sync_bn)
     worker = None
     from ..distributed import worker as _worker
