@@ -36,6 +36,7 @@ from decaffe.solvers import (  # noqa: F401
                      SGDSolver,
                      get_solver,
 )
+from decaffe.threads import set_num_threads  # noqa: F401  (decaffe's: fixes the CPU threads)
 from decaffe.timer import Timer  # noqa: F401
 
 # pycaffe's __init__ imports these submodules, so they are attributes of the package:

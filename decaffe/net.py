@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from . import mode as _mode
+from . import threads
 from .blob import Blob, ParamBlob
 from .errors import DecaffeError, NetError, suggest
 from .layer import Layer, layer_class
@@ -232,6 +233,7 @@ class Net(torch.nn.Module):
             raise DecaffeError("Net(): give the network (a prototxt path) once, by position or "
                                "as network_file=")
         network = network if network is not None else network_file
+        threads.on_first_use()  # the load-aware thread count, unless the user chose one
         from .pycaffe_net import net_init_args
 
         # pycaffe's forms: (file, phase, level, stages, weights) and (file, weights, phase)

@@ -282,9 +282,6 @@ def _solve(args, param, signals, worker) -> int:
         speed.prepare(net)
     solver.stop_on_nonfinite = args.nan_effect == "stop"
     solver.set_action_function(signals.action)
-    from ..threads import Retuner
-
-    solver.add_callback(Retuner().poll, None)  # thread count follows the machine's load
     if worker is not None:
         worker.prepare(solver)
     resume = args.snapshot

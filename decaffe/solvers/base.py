@@ -27,7 +27,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from .. import log, precision
+from .. import log, precision, threads
 from .. import mode as _mode
 from ..errors import SolverError, suggest
 from ..proto import caffe_pb2
@@ -381,6 +381,7 @@ class Solver:
             if display and p.debug_info:
                 self._debug_update()
             self._iter += 1
+            threads.poll()  # the thread count follows the machine's load
             if self.progress is not None:
                 self.progress.update(self._iter, self.smoothed_loss, self.learning_rate)
             request = self._requested_action()
