@@ -217,7 +217,7 @@ def roi_max_pool(x: torch.Tensor, b: torch.Tensor, hs: torch.Tensor, he: torch.T
     pw_n = ws.shape[1]
     dev = x.device
     keyed = x.dtype != torch.float64
-    table, merge = (_keys(x), _max_key) if keyed else (_pairs(x), _max_pair)
+    merge = _max_key if keyed else _max_pair
     lh, lw = he - hs, we - ws  # (R, PH), (R, PW)
     kh = torch.zeros_like(lh)  # floor(log2(bin height)) of a non-empty bin
     for k in range(1, max(int(lh.max()), 1).bit_length()):
@@ -234,42 +234,54 @@ def roi_max_pool(x: torch.Tensor, b: torch.Tensor, hs: torch.Tensor, he: torch.T
     kh, r0, r1 = per_bin(kh, 1), per_bin(hs, 1), per_bin(he, 1)
     kw, c0, c1 = per_bin(kw, 2), per_bin(ws, 2), per_bin(we, 2)
     bb = b[:, None, None].expand(full).reshape(-1)
+    # the bins answered by each table (kw, kh), and their four blocks' cells in that table
+    groups: dict[tuple[int, int], tuple[torch.Tensor, list[torch.Tensor]]] = {}
+    for level_w in (range(int(kw[valid].max()) + 1) if bool(valid.any()) else ()):
+        in_w = valid & (kw == level_w)
+        for level_h in (range(int(kh[in_w].max()) + 1) if bool(in_w.any()) else ()):
+            q = torch.nonzero(in_w & (kh == level_h)).reshape(-1)
+            if q.numel():
+                rows, cols = height - (1 << level_h) + 1, width - (1 << level_w) + 1
+                base = bb[q] * rows
+                groups[level_w, level_h] = (q, [
+                    (base + rr) * cols + cc for rr in (r0[q], r1[q] - (1 << level_h))
+                    for cc in (c0[q], c1[q] - (1 << level_w))])
     top = x.new_zeros((num * ph_n * pw_n, c))
     arg = torch.full((num * ph_n * pw_n, c), -1, dtype=torch.int32, device=dev)
-    if bool(valid.any()):
-        row_table = table
-        for level_w in range(int(kw[valid].max()) + 1):
+    top_w = max((lw_ for lw_, _ in groups), default=-1)
+    # channels in blocks, so that each block's tables stay in the CPU's caches
+    for lo in range(0, c if groups else 0, _ROI_CHANNEL_BLOCK):
+        hi = min(c, lo + _ROI_CHANNEL_BLOCK)
+        row_table = _keys(x[:, lo:hi]) if keyed else _pairs(x[:, lo:hi])
+        for level_w in range(top_w + 1):
             if level_w:
                 s = 1 << (level_w - 1)
                 row_table = merge(tuple(t[:, :, :-s] for t in row_table),
                                   tuple(t[:, :, s:] for t in row_table))
-            in_w = valid & (kw == level_w)
-            if not bool(in_w.any()):
-                continue
+            top_h = max((lh_ for lw_, lh_ in groups if lw_ == level_w), default=-1)
             block = row_table
-            for level_h in range(int(kh[in_w].max()) + 1):
+            for level_h in range(top_h + 1):
                 if level_h:
                     s = 1 << (level_h - 1)
                     block = merge(tuple(t[:, :-s] for t in block),
                                   tuple(t[:, s:] for t in block))
-                q = torch.nonzero(in_w & (kh == level_h)).reshape(-1)
-                if q.numel() == 0:
+                if (level_w, level_h) not in groups:
                     continue
-                rows, cols = block[0].shape[1], block[0].shape[2]
-                flat = tuple(t.reshape(-1, c) for t in block)
-                base = bb[q] * rows
+                q, cells = groups[level_w, level_h]
+                flat = tuple(t.reshape(-1, hi - lo) for t in block)
                 best = None
-                for rr in (r0[q], r1[q] - (1 << level_h)):
-                    for cc in (c0[q], c1[q] - (1 << level_w)):
-                        cell = (base + rr) * cols + cc
-                        cand = tuple(t[cell] for t in flat)
-                        best = cand if best is None else merge(best, cand)
+                for cell in cells:
+                    cand = tuple(t[cell] for t in flat)
+                    best = cand if best is None else merge(best, cand)
                 value, where = _unkey(best[0]) if keyed else best
                 none = value == -math.inf
-                top[q] = torch.where(none, -_FLT_MAX, value).to(top.dtype)
-                arg[q] = torch.where(none, -1, where)
+                top[q, lo:hi] = torch.where(none, -_FLT_MAX, value).to(top.dtype)
+                arg[q, lo:hi] = torch.where(none, -1, where)
     return (top.view(num, ph_n, pw_n, c).permute(0, 3, 1, 2).contiguous(),
             arg.view(num, ph_n, pw_n, c).permute(0, 3, 1, 2).contiguous())
+
+
+_ROI_CHANNEL_BLOCK = 64
 
 
 class _ROIMaxPool(torch.autograd.Function):
@@ -366,9 +378,6 @@ class PSROIPoolingLayer(Layer):
         we = np.clip(np.ceil((k[None] + dt(1)) * bin_w[:, None] + sw[:, None]), 0,
                      width).astype(np.int64)
         dev = x.device
-        # box sums from a zero-padded 2-d prefix sum (accumulated in float64)
-        s = torch.nn.functional.pad(x.double().cumsum(2).cumsum(3), (1, 0, 1, 0))
-        s = s.reshape(-1)
         hs_t, he_t = torch.as_tensor(hs, device=dev), torch.as_tensor(he, device=dev)
         ws_t, we_t = torch.as_tensor(ws, device=dev), torch.as_tensor(we, device=dev)
         ch = ((torch.arange(d, device=dev)[:, None, None] * g
@@ -379,13 +388,49 @@ class PSROIPoolingLayer(Layer):
         row_s = hs_t[:, None, :, None] * (width + 1)
         row_e = he_t[:, None, :, None] * (width + 1)
         col_s, col_e = ws_t[:, None, None, :], we_t[:, None, None, :]
-        total = (s[plane + row_e + col_e] - s[plane + row_s + col_e]
-                 - s[plane + row_e + col_s] + s[plane + row_s + col_s])
+        # the four corners of each bin in the padded prefix-sum planes: + - - +
+        corners = torch.stack([plane + row_e + col_e, plane + row_s + col_e,
+                               plane + row_e + col_s, plane + row_s + col_s])
         area = ((he_t - hs_t)[:, :, None] * (we_t - ws_t)[:, None, :])[:, None]  # (R,1,G,G)
+        return _PSROIAvgPool.apply(x, corners, area.expand(num, d, g, g))
+
+
+# a box sum from a 2-d prefix sum: S(e, e) - S(s, e) - S(e, s) + S(s, s)
+_SIGNS = (1.0, -1.0, -1.0, 1.0)
+
+
+class _PSROIAvgPool(torch.autograd.Function):
+    """PSROIPooling's average of every bin from box sums of a zero-padded 2-d prefix sum
+    (accumulated in float64), and its adjoint as the backward: each bin's diff / area is
+    added at its four corners (signed) and a reverse 2-d prefix sum spreads it over the
+    bin's cells, as the fork's backward adds diff / bin_area to every cell of the bin.
+
+    corners: (4, R, D, G, G) flat indices into the (N·C, H+1, W+1) padded planes; area:
+    (R, D, G, G) cells per bin (an empty bin gives 0 and no gradient)."""
+
+    @staticmethod
+    def forward(ctx, x, corners, area):
+        s = torch.nn.functional.pad(x.detach().double().cumsum(2).cumsum(3), (1, 0, 1, 0))
+        s = s.reshape(-1)
+        total = sum(sign * s[corner] for sign, corner in zip(_SIGNS, corners))
         empty = area <= 0
-        out = torch.where(empty, torch.zeros((), dtype=total.dtype, device=dev),
-                          total / area.clamp_min(1).to(total.dtype))
+        out = torch.where(empty, 0.0, total / area.clamp_min(1))
+        ctx.save_for_backward(corners, area)
+        ctx.x_shape, ctx.x_dtype = x.shape, x.dtype
         return out.to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        corners, area = ctx.saved_tensors
+        n, c, height, width = ctx.x_shape
+        share = torch.where(area <= 0, 0.0, grad.double() / area.clamp_min(1)).reshape(-1)
+        spread = grad.new_zeros(n * c * (height + 1) * (width + 1), dtype=torch.float64)
+        for sign, corner in zip(_SIGNS, corners):
+            spread.index_add_(0, corner.reshape(-1), share, alpha=sign)
+        spread = spread.view(n, c, height + 1, width + 1)
+        # cell (i, j) gets every corner entry at (a, b) with a > i and b > j (padded indices)
+        gx = spread.flip((2, 3)).cumsum(2).cumsum(3).flip((2, 3))[:, :, 1:, 1:]
+        return gx.to(ctx.x_dtype), None, None
 
 
 # ------------------------------------------------------------------------------------------
