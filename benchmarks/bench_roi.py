@@ -12,7 +12,8 @@ reference with PyTorch autograd. Their outputs and input gradients are compared 
 
 The reference computes each bin directly: it gathers a window of the largest bin's size at
 every bin (masked to the bin's own cells) and reduces it (max, first maximum in row-major
-order; or mean), in chunks of ROIs that bound its memory. Reported: median ms per
+order; or mean), over chunks of ROIs of similar sizes (sorted by bin size, each chunk
+padded to its own largest bin) that bound its memory. Reported: median ms per
 forward+backward of each, alternated (A B A B ...), and decaffe / reference.
 Threads: decaffe's choice for the free cores (decaffe.threads.configure), or --threads N.
 """
@@ -55,9 +56,22 @@ def _windows(start: torch.Tensor, end: torch.Tensor, k: int):
     return cells.clamp_max(max(int(end.max()) - 1, 0)), cells < end[..., None]
 
 
-def _chunks(num: int, per_roi: int, budget: int = 40_000_000):
-    step = max(1, budget // max(per_roi, 1))
-    return [(i, min(num, i + step)) for i in range(0, num, step)]
+def _chunks(kh: torch.Tensor, kw: torch.Tensor, per_cell: int, budget: int = 20_000_000):
+    """ROIs in chunks of similar window sizes (sorted by window area), each chunk with its own
+    largest window (kh, kw) and at most `budget` gathered elements."""
+    order = torch.argsort(kh * kw)
+    chunks, lo = [], 0
+    while lo < len(order):
+        hi = lo + 1
+        while hi < len(order):
+            wh, ww = int(kh[order[hi]]), int(kw[order[hi]])
+            if (hi + 1 - lo) * per_cell * wh * ww > budget:
+                break
+            hi += 1
+        idx = order[lo:hi]
+        chunks.append((idx, max(int(kh[idx].max()), 1), max(int(kw[idx].max()), 1)))
+        lo = hi
+    return order, chunks
 
 
 def reference_roi_pool(x: torch.Tensor, rois: torch.Tensor, ph: int, pw: int,
@@ -74,27 +88,27 @@ def reference_roi_pool(x: torch.Tensor, rois: torch.Tensor, ph: int, pw: int,
     he = (torch.ceil((kp + 1) * bh[:, None]).long() + sh[:, None]).clamp(0, height)
     ws = (torch.floor(kq * bw[:, None]).long() + sw[:, None]).clamp(0, width)
     we = (torch.ceil((kq + 1) * bw[:, None]).long() + sw[:, None]).clamp(0, width)
-    kh, kw = max(int((he - hs).max()), 1), max(int((we - ws).max()), 1)
     b = rois[:, 0].long()
     planes = x.reshape(n, c, height * width)
     dead = ((eh < sh) | (ew < sw))[:, None, None, None]
+    order, chunks = _chunks((he - hs).amax(1), (we - ws).amax(1), c * ph * pw)
     out = []
-    for lo, hi in _chunks(len(rois), c * ph * pw * kh * kw):
-        rows, rin = _windows(hs[lo:hi], he[lo:hi], kh)  # (r, PH, KH)
-        cols, cin = _windows(ws[lo:hi], we[lo:hi], kw)  # (r, PW, KW)
+    for idx, kh, kw in chunks:
+        rows, rin = _windows(hs[idx], he[idx], kh)  # (r, PH, KH)
+        cols, cin = _windows(ws[idx], we[idx], kw)  # (r, PW, KW)
         cell = rows[:, :, None, :, None] * width + cols[:, None, :, None, :]
         inside = rin[:, :, None, :, None] & cin[:, None, :, None, :]  # (r, PH, PW, KH, KW)
-        r = hi - lo
-        idx = cell.reshape(r, 1, -1).expand(r, c, -1)
-        vals = torch.gather(planes[b[lo:hi]], 2, idx).reshape(r, c, ph, pw, kh * kw)
+        r = len(idx)
+        vals = torch.gather(planes[b[idx]], 2, cell.reshape(r, 1, -1).expand(r, c, -1))
+        vals = vals.reshape(r, c, ph, pw, kh * kw)
         keep = inside.reshape(r, 1, ph, pw, kh * kw) & (vals > -FLT_MAX)
         vals = torch.where(keep, vals, torch.tensor(-math.inf))
         top = vals.max(dim=4).values
         empty = ~inside.reshape(r, 1, ph, pw, -1).any(4)
         top = torch.where(top == -math.inf, torch.tensor(-FLT_MAX), top)
         top = torch.where(empty, torch.zeros(()), top)
-        out.append(torch.where(dead[lo:hi], top.detach(), top))
-    return torch.cat(out)
+        out.append(torch.where(dead[idx], top.detach(), top))
+    return torch.cat(out)[torch.argsort(order)]
 
 
 def reference_psroi_pool(x: torch.Tensor, rois: torch.Tensor, dim: int, g: int,
@@ -111,23 +125,23 @@ def reference_psroi_pool(x: torch.Tensor, rois: torch.Tensor, dim: int, g: int,
     he = torch.ceil((k + 1) * bh[:, None] + sh[:, None]).clamp(0, height).long()
     ws = torch.floor(k * bw[:, None] + sw[:, None]).clamp(0, width).long()
     we = torch.ceil((k + 1) * bw[:, None] + sw[:, None]).clamp(0, width).long()
-    kh, kw = max(int((he - hs).max()), 1), max(int((we - ws).max()), 1)
     b = rois[:, 0].long()
     planes = x.reshape(n * c, height * width)
     chan = torch.arange(dim * g * g).reshape(dim, g, g)
+    order, chunks = _chunks((he - hs).amax(1), (we - ws).amax(1), dim * g * g)
     out = []
-    for lo, hi in _chunks(len(rois), dim * g * g * kh * kw):
-        rows, rin = _windows(hs[lo:hi], he[lo:hi], kh)
-        cols, cin = _windows(ws[lo:hi], we[lo:hi], kw)
+    for idx, kh, kw in chunks:
+        rows, rin = _windows(hs[idx], he[idx], kh)
+        cols, cin = _windows(ws[idx], we[idx], kw)
         cell = rows[:, :, None, :, None] * width + cols[:, None, :, None, :]  # (r,G,G,KH,KW)
         inside = (rin[:, :, None, :, None] & cin[:, None, :, None, :]).reshape(-1, 1, g, g,
                                                                                 kh * kw)
-        plane = b[lo:hi, None, None, None] * c + chan[None]  # (r, D, G, G)
+        plane = b[idx, None, None, None] * c + chan[None]  # (r, D, G, G)
         vals = planes[plane[..., None], cell.reshape(-1, 1, g, g, kh * kw)]
         area = inside.sum(4)
         total = torch.where(inside, vals, torch.zeros(())).sum(4)
         out.append(torch.where(area > 0, total / area.clamp_min(1), torch.zeros(())))
-    return torch.cat(out)
+    return torch.cat(out)[torch.argsort(order)]
 
 
 # ---- decaffe -----------------------------------------------------------------------------
