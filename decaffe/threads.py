@@ -35,6 +35,11 @@ import os
 import statistics
 import time
 
+import torch
+
+from . import log
+from .errors import DecaffeError
+
 # fixed: the count the user fixed (None: decaffe chooses); applied: the count decaffe set
 # last (None: decaffe has not set one); decode: image-decoding threads
 _state = {"fixed": None, "decode": None, "applied": None, "retuner": None}
@@ -143,8 +148,6 @@ def torch_start_threads() -> int:
 def configure(threads: int = 0) -> int:
     """Set the thread counts for a decaffe command; ``threads`` > 0 fixes the intra-op
     count (-threads N). Returns the intra-op count in use."""
-    import torch  # here, not at the top: the command line parses its flags without torch
-
     fixed = threads if threads > 0 else _fixed_from_env()
     _state["fixed"] = fixed
     n = fixed if fixed else choose()
@@ -160,16 +163,12 @@ def set_num_threads(n: int) -> None:
     """Fix the intra-op thread count (pycaffe's ``caffe.set_num_threads``): decaffe then
     never changes it. ``n`` must be >= 1."""
     if int(n) < 1:
-        from .errors import DecaffeError
-
         raise DecaffeError(f"set_num_threads: need at least 1 thread, not {n}")
     configure(int(n))
 
 
 def user_fixed() -> bool:
     """Whether the user chose the thread count (see the module docstring)."""
-    import torch
-
     if _state["fixed"] or _fixed_from_env():
         return True
     current = torch.get_num_threads()
@@ -187,13 +186,9 @@ def on_first_use() -> None:
         configure(0)  # DECAFFE_THREADS is decaffe's to apply (PyTorch reads only OMP/MKL's)
         return
     if user_fixed():
-        import torch
-
         _state["fixed"] = torch.get_num_threads()
         return
     n = configure(0)
-    from . import log
-
     log.info(f"Using {n} CPU thread{'s' if n != 1 else ''} for kernels (chosen from the free "
              f"cores; caffe.set_num_threads(n) or DECAFFE_THREADS=n fixes it)")
 
@@ -209,8 +204,6 @@ def poll() -> None:
 
 
 def _apply(n: int) -> None:
-    import torch
-
     if _state["applied"] != n:
         torch.set_num_threads(n)
         _state["applied"] = n
@@ -240,8 +233,6 @@ class Retuner:
         if now - self._t0 < self.period:
             return
         if _state["applied"] is not None and user_fixed():
-            import torch
-
             _state["fixed"] = torch.get_num_threads()  # the user called torch.set_num_threads
             return
         cpu = _cpu_time()

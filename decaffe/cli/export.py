@@ -14,8 +14,8 @@ from __future__ import annotations
 import sys
 
 from ..proto import caffe_pb2
+from .common import parse_stages
 from .flags import FlagParser, at_least
-from .train import parse_stages
 
 
 def main(argv: list[str]) -> int:
@@ -49,9 +49,9 @@ def main(argv: list[str]) -> int:
 
 
 def _export(args) -> int:
-    from .. import export as ex
-    from ..export.graph import ExportError
-    from ..net import Net
+    from .. import export as ex  # after parsing: -help loads no PyTorch
+    from ..export.registry import ExportError  # after parsing: -help loads no PyTorch
+    from ..net import Net  # after parsing: -help loads no PyTorch
 
     net = Net(args.model, caffe_pb2.TEST, weights=args.weights or None, level=args.level,
               stages=parse_stages(args.stage))

@@ -15,8 +15,8 @@ from __future__ import annotations
 import sys
 
 from ..proto import caffe_pb2
+from .common import parse_gpus, parse_stages, single_device
 from .flags import FlagParser, at_least, gpu_ids
-from .train import parse_gpus, parse_stages, single_device
 
 
 def main(argv: list[str]) -> int:
@@ -42,8 +42,9 @@ def main(argv: list[str]) -> int:
 
 
 def _fold(args) -> int:
+    # after parsing: -help loads no PyTorch
     from ..bn.fold import compare, fold_result, random_inputs, time_forward
-    from ..net import Net, filter_net, load_net_param
+    from ..net import Net, filter_net, load_net_param  # after parsing: -help loads no PyTorch
 
     single_device(parse_gpus(args.gpu))
     stages = parse_stages(args.stage)

@@ -19,8 +19,9 @@ def add_flags(fp: FlagParser) -> None:
 
 def apply(args) -> None:
     """Set threads, precision and compilation for this process from the flags."""
+    # compile, precision and threads import torch: after parsing: -help loads no PyTorch
     from .. import compile as _compile
-    from .. import log, precision, threads
+    from .. import log, precision, threads  # after parsing: -help loads no PyTorch
     n = threads.configure(args.threads)
     log.info(f"Using {n} CPU thread{'s' if n != 1 else ''} for kernels"
              + ("" if args.threads else " (chosen from the free cores)"))
@@ -32,6 +33,7 @@ def apply(args) -> None:
 
 def prepare(net) -> None:
     """Compile a net when -compile is on."""
+    # compile imports torch: after parsing: -help loads no PyTorch
     from .. import compile as _compile
 
     if _compile.enabled():

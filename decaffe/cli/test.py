@@ -14,8 +14,8 @@ import numpy as np
 from .. import log
 from ..proto import caffe_pb2
 from . import speed
+from .common import parse_gpus, parse_phase, parse_stages, single_device
 from .flags import FlagParser, add_net_flags
-from .train import parse_gpus, parse_phase, parse_stages, single_device
 
 
 def main(argv: list[str]) -> int:
@@ -30,7 +30,7 @@ def main(argv: list[str]) -> int:
 
 
 def _test(args) -> int:
-    from ..net import Net
+    from ..net import Net  # after parsing: -help loads no PyTorch
 
     phase = parse_phase(args.phase, caffe_pb2.TEST)
     single_device(parse_gpus(args.gpu))

@@ -27,79 +27,10 @@ from .. import mode as _mode
 from ..errors import DecaffeError
 from ..proto import caffe_pb2
 from . import speed
-from .flags import FlagParser, at_least, gpu_ids, phase_name
+from .common import parse_gpus, parse_stages, require_file
+from .flags import FlagParser, at_least, gpu_ids
 
 EFFECTS = ("stop", "snapshot", "none")
-
-
-# ----------------------------------------------------------------------------------------------
-# helpers shared by train, test and time
-# ----------------------------------------------------------------------------------------------
-def parse_gpus(flag: str) -> list[int]:
-    """-gpu: '' (none), 'all' (every CUDA device) or comma-separated device ids."""
-    flag = (flag or "").strip()
-    if not flag:
-        return []
-    if flag == "all":
-        import torch
-
-        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if n == 0:
-            raise DecaffeError("-gpu all: no CUDA device is available to PyTorch")
-        return list(range(n))
-    problem = gpu_ids(flag)
-    if problem:
-        raise DecaffeError(f"-gpu: {problem}")
-    return [int(s) for s in flag.split(",")]
-
-
-def use_gpu(device_id: int) -> str:
-    """Switch to GPU mode on a device; a clear error when there is none. Returns its name."""
-    import torch
-
-    if not torch.cuda.is_available():
-        raise DecaffeError(f"-gpu {device_id}: no CUDA device is available to PyTorch (torch "
-                           f"{torch.__version__}); run without -gpu to use the CPU")
-    count = torch.cuda.device_count()
-    if device_id >= count:
-        raise DecaffeError(f"-gpu {device_id}: no such device ({count} CUDA device"
-                           f"{'s' if count != 1 else ''}: ids 0 to {count - 1})")
-    _mode.set_device(device_id)
-    _mode.set_mode_gpu()
-    return torch.cuda.get_device_name(device_id)
-
-
-def single_device(gpus: list[int]) -> None:
-    """test/time: GPU mode on the first device given (Caffe ignores the others), else CPU."""
-    while len(gpus) > 1:
-        log.info(f"Not using GPU #{gpus[-1]} for single-GPU function")
-        gpus.pop()
-    if gpus:
-        log.info(f"Use GPU with device ID {gpus[0]}")
-        name = use_gpu(gpus[0])
-        log.info(f"GPU device name: {name}")
-    else:
-        log.info("Use CPU.")
-        _mode.set_mode_cpu()
-
-
-def parse_stages(flag: str) -> list[str]:
-    return [s for s in (flag or "").split(",") if s]
-
-
-def parse_phase(flag: str, default: int) -> int:
-    if not flag:
-        return default
-    if flag == "TRAIN":
-        return caffe_pb2.TRAIN
-    if flag == "TEST":
-        return caffe_pb2.TEST
-    raise DecaffeError(f"-phase: {phase_name(flag)}")
-
-
-def require_file(path: str, flag: str) -> None:
-    if not os.path.exists(path):
-        raise DecaffeError(f"-{flag}: cannot open '{path}': no such file")
 
 
 class SignalHandler:
@@ -214,9 +145,9 @@ def _train(args, argv: list[str] | None = None) -> int:
 
 
 def _train_with(args, signals, argv: list[str] | None = None) -> int:
-    import torch
+    import torch  # after parsing: -help loads no PyTorch
 
-    from ..solvers import read_solver_param
+    from ..solvers import read_solver_param  # after parsing: -help loads no PyTorch
 
     param, _ = read_solver_param(args.solver)
     param.train_state.level = args.level
@@ -233,7 +164,7 @@ def _train_with(args, signals, argv: list[str] | None = None) -> int:
                         "training on the CPU")
     _mode.set_sync_bn(args.sync_bn)
     worker = None
-    from ..distributed import worker as _worker
+    from ..distributed import worker as _worker  # after parsing: -help loads no PyTorch
 
     if _worker.launched():
         if args.gpu:
@@ -249,14 +180,14 @@ def _train_with(args, signals, argv: list[str] | None = None) -> int:
         if len(set(gpus)) != len(gpus):
             raise DecaffeError(f"-gpu {args.gpu}: a device is named twice")
         if count > 1:
-            from ..distributed import launch
+            from ..distributed import launch  # after parsing: -help loads no PyTorch
 
             for d in (gpus if args.gpu else []):
-                use_gpu(d)  # every device exists, before any worker starts
+                _mode.use_gpu(d)  # every device exists, before any worker starts
             return launch.run(list(argv or ["train"]), count, gpus if args.gpu else None)
         if gpus:
             log.info(f"Using GPUs {gpus[0]}")
-            name = use_gpu(gpus[0])
+            name = _mode.use_gpu(gpus[0])
             log.info(f"GPU {gpus[0]}: {name}")
             param.device_id = gpus[0]
         else:
@@ -275,7 +206,7 @@ def _train_with(args, signals, argv: list[str] | None = None) -> int:
 
 
 def _solve(args, param, signals, worker) -> int:
-    from ..solvers import solver_class
+    from ..solvers import solver_class  # after parsing: -help loads no PyTorch
 
     solver = solver_class(param.type)(param)
     for net in [solver.net, *solver.test_nets]:
@@ -286,6 +217,7 @@ def _solve(args, param, signals, worker) -> int:
         worker.prepare(solver)
     resume = args.snapshot
     if resume == "auto":
+        # after parsing: -help loads no PyTorch
         from ..distributed.resume import newest_complete_snapshot
 
         resume = newest_complete_snapshot(param.snapshot_prefix)
