@@ -17,6 +17,7 @@ from prototxt_text import inp, lay
 import caffe
 import decaffe
 from decaffe.errors import DecaffeError
+from decaffe.layers.forks import rcnn
 
 
 def forward(text, inputs, phase=decaffe.TEST, dtype=torch.float32):
@@ -132,11 +133,14 @@ def random_rois(rng, count, batch, height, width, scale):
     return rois.astype(np.float32)
 
 
-@pytest.mark.parametrize("pooled,scale", [((3, 2), 1.0), ((7, 7), 0.5), ((1, 1), 0.25)])
-def test_roi_pooling_random_rois_match_the_fork_loops_forward_and_backward(pooled, scale):
+@pytest.mark.parametrize("pooled,scale,block", [((3, 2), 1.0, 64), ((7, 7), 0.5, 64),
+                                                ((1, 1), 0.25, 64), ((7, 7), 0.5, 2)])
+def test_roi_pooling_random_rois_match_the_fork_loops_forward_and_backward(pooled, scale, block,
+                                                                           monkeypatch):
     """Forward values and backward (each diff to the fork's argmax) on many ROIs of every
     size; integer-valued maps make ties everywhere, and a -inf/NaN corner makes bins where
-    no cell beats -FLT_MAX."""
+    no cell beats -FLT_MAX. block 2: the channels go through the tables in several blocks."""
+    monkeypatch.setattr(rcnn, "_ROI_CHANNEL_BLOCK", block)
     rng = np.random.default_rng(11)
     x = rng.integers(-3, 4, (2, 3, 19, 23)).astype(np.float32)
     x[1, :, :6, :5] = -np.inf
