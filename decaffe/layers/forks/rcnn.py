@@ -235,7 +235,8 @@ def roi_max_pool(x: torch.Tensor, b: torch.Tensor, hs: torch.Tensor, he: torch.T
     kw, c0, c1 = per_bin(kw, 2), per_bin(ws, 2), per_bin(we, 2)
     bb = b[:, None, None].expand(full).reshape(-1)
     # the bins answered by each table (kw, kh), and their four blocks' cells in that table
-    groups: dict[tuple[int, int], tuple[torch.Tensor, list[torch.Tensor]]] = {}
+    # (bins, their ROI, their bin within the ROI, cells)
+    groups: dict[tuple[int, int], tuple] = {}
     for level_w in (range(int(kw[valid].max()) + 1) if bool(valid.any()) else ()):
         in_w = valid & (kw == level_w)
         for level_h in (range(int(kh[in_w].max()) + 1) if bool(in_w.any()) else ()):
@@ -243,11 +244,13 @@ def roi_max_pool(x: torch.Tensor, b: torch.Tensor, hs: torch.Tensor, he: torch.T
             if q.numel():
                 rows, cols = height - (1 << level_h) + 1, width - (1 << level_w) + 1
                 base = bb[q] * rows
-                groups[level_w, level_h] = (q, [
+                groups[level_w, level_h] = (q, q // (ph_n * pw_n), q % (ph_n * pw_n), [
                     (base + rr) * cols + cc for rr in (r0[q], r1[q] - (1 << level_h))
                     for cc in (c0[q], c1[q] - (1 << level_w))])
-    top = x.new_zeros((num * ph_n * pw_n, c))
-    arg = torch.full((num * ph_n * pw_n, c), -1, dtype=torch.int32, device=dev)
+    # written in place through (R, bins, C) views of the (R, C, bins) results: no final copy
+    top = x.new_zeros((num, c, ph_n * pw_n))
+    arg = torch.full((num, c, ph_n * pw_n), -1, dtype=torch.int32, device=dev)
+    top_t, arg_t = top.permute(0, 2, 1), arg.permute(0, 2, 1)
     top_w = max((lw_ for lw_, _ in groups), default=-1)
     # channels in blocks, so that each block's tables stay in the CPU's caches
     for lo in range(0, c if groups else 0, _ROI_CHANNEL_BLOCK):
@@ -267,7 +270,7 @@ def roi_max_pool(x: torch.Tensor, b: torch.Tensor, hs: torch.Tensor, he: torch.T
                                   tuple(t[:, s:] for t in block))
                 if (level_w, level_h) not in groups:
                     continue
-                q, cells = groups[level_w, level_h]
+                q, roi, bin_in_roi, cells = groups[level_w, level_h]
                 flat = tuple(t.reshape(-1, hi - lo) for t in block)
                 best = None
                 for cell in cells:
@@ -275,10 +278,9 @@ def roi_max_pool(x: torch.Tensor, b: torch.Tensor, hs: torch.Tensor, he: torch.T
                     best = cand if best is None else merge(best, cand)
                 value, where = _unkey(best[0]) if keyed else best
                 none = value == -math.inf
-                top[q, lo:hi] = torch.where(none, -_FLT_MAX, value).to(top.dtype)
-                arg[q, lo:hi] = torch.where(none, -1, where)
-    return (top.view(num, ph_n, pw_n, c).permute(0, 3, 1, 2).contiguous(),
-            arg.view(num, ph_n, pw_n, c).permute(0, 3, 1, 2).contiguous())
+                top_t[roi, bin_in_roi, lo:hi] = torch.where(none, -_FLT_MAX, value).to(top.dtype)
+                arg_t[roi, bin_in_roi, lo:hi] = torch.where(none, -1, where)
+    return top.view(num, c, ph_n, pw_n), arg.view(num, c, ph_n, pw_n)
 
 
 _ROI_CHANNEL_BLOCK = 64
