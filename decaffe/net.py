@@ -26,6 +26,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from . import backward as _backward
 from . import mode as _mode
 from .blob import Blob, ParamBlob
 from .errors import DecaffeError, NetError, suggest
@@ -644,15 +645,17 @@ class Net(torch.nn.Module):
             self._dirty_blobs.clear()
 
     # -- running --------------------------------------------------------------------------------
-    def _stored(self, bid: int, first: int, end: int) -> torch.Tensor:
+    def _stored(self, bid: int, first: int, end: int, keep: bool = False) -> torch.Tensor:
         """Blob bid's tensor as a pass reads it from storage for layers first..end: a copy if
         the blob's memory is handed out and one of those layers writes the blob (in place),
-        since that copies into memory that autograd, or a view another layer made, holds."""
+        since that copies into memory that autograd, or a view another layer made, holds;
+        keep: a copy whenever it is handed out (a recorded graph must not change with
+        writes into the array, which backward looks for)."""
         blob = self._blob_list[bid]
         t = blob.tensor()
         if blob.handed_out:
             writers = self._writers.get(bid, ())
-            if any(first <= w <= end for w in writers):
+            if keep or any(first <= w <= end for w in writers):
                 t = t.clone()
         return t
 
@@ -715,6 +718,7 @@ class Net(torch.nn.Module):
         from . import precision
 
         low = precision.low_precision_dtype() is not None
+        keep = record and want_grad
         with torch.set_grad_enabled(want_grad), precision.autocast(self._device):
             loss = None
             for li in range(start, end + 1):
@@ -728,7 +732,7 @@ class Net(torch.nn.Module):
                 for j, bid in enumerate(bids):
                     t = cur.get(bid)
                     if t is None:
-                        t = self._stored(bid, li, end)
+                        t = self._stored(bid, li, end, keep)
                         if want_grad and bid in self._input_needs_grad and not t.requires_grad:
                             t = t.detach().requires_grad_()
                         cur[bid] = t
@@ -739,7 +743,7 @@ class Net(torch.nn.Module):
                     # Input tops are the blobs the user fills; they are never rebound.
                     out = []
                     for tid in self._top_idx[li]:
-                        t = self._stored(tid, li + 1, end)
+                        t = self._stored(tid, li + 1, end, keep)
                         if want_grad and tid in self._input_needs_grad:
                             t = t.detach().requires_grad_()
                         cur[tid] = t
@@ -807,16 +811,25 @@ class Net(torch.nn.Module):
     def _backward_range(self, start: int, end: int) -> None:
         """Caffe's BackwardFromTo: layer by layer, each reading its tops' diffs."""
         self._push_host_writes()
+        records = _backward.Records(self._io, self._bottom_idx, self._top_idx, self._blob_list)
         for li in range(start, end - 1, -1):
             for fn in self._callbacks["before_backward"]:
                 fn(li)
-            self._backward_layer(li)
+            self._backward_layer(li, records)
             for fn in self._callbacks["after_backward"]:
                 fn(li)
 
-    def _backward_layer(self, li: int) -> None:
-        """One layer's backward from its tops' diffs (Caffe's Layer::Backward)."""
-        if not self._layer_need_backward[li] or self._io[li] is None:
+    def _backward_layer(self, li: int, records: _backward.Records) -> None:
+        """One layer's backward from its tops' diffs (Caffe's Layer::Backward): on the graph
+        the forward recorded while it fits the blobs, else from the blobs' contents."""
+        if not self._layer_need_backward[li]:
+            return
+        layer = self._layers[li]
+        if not records.fits(li, layer):
+            blobs = self._blob_list
+            _backward.from_blobs(layer, [blobs[b] for b in self._bottom_idx[li]],
+                                 [blobs[t] for t in self._top_idx[li]],
+                                 self._bottom_need_backward[li])
             return
         blobs = self._blob_list
         bottoms, tops = self._io[li]
@@ -832,7 +845,6 @@ class Net(torch.nn.Module):
                 grads.append(blobs[self._top_idx[li][j]].tensor("diff").reshape(t.shape))
         if not outs:
             return
-        layer = self._layers[li]
         want_b = [j for j, b in enumerate(bottoms)
                   if self._bottom_need_backward[li][j] and b.requires_grad]
         want_p = [p for p in layer.blob_params if p.requires_grad]

@@ -31,6 +31,9 @@ class GuidedDropoutLayer(Layer):
     s_n = 0 is left unscaled. The backward applies the same mask and scale; the guidance gets
     no gradient (as in the fork)."""
 
+    # Caffe's backward reads its forward's mask: the recorded graph stays exact
+    backward_reads = "kept"
+
     exact_bottoms = 2
     exact_tops = 1
 
@@ -161,6 +164,9 @@ class SeLuDropoutLayer(ElementwiseLayer):
     y = a·v + b with a = ((1 − q)(1 + q·alpha'²))^−½ and b = −a·q·alpha', which keeps zero mean
     and unit variance; in TEST the identity. The backward passes a·dy where kept, 0 where
     dropped."""
+
+    # Caffe's backward reads its forward's mask: the recorded graph stays exact
+    backward_reads = "kept"
 
     def setup(self, bottom_shapes):
         p = self.lp.selu_dropout_param

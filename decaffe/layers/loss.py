@@ -177,10 +177,12 @@ def _axis_split(shape: Shape, axis: int) -> tuple[int, int, int]:
 @register("Softmax")
 class SoftmaxLayer(Layer):
     """y = exp(x) / Σ exp(x) along softmax_param.axis (default 1; negative counts from the
-    end), computed with the maximum subtracted, independently for every other position."""
+    end), computed with the maximum subtracted, independently for every other position.
+    Backward reads the top: dx = (dy − Σ_axis dy·y)·y (softmax_layer.cpp)."""
 
     exact_bottoms = 1
     exact_tops = 1
+    backward_reads = "tops"
 
     def setup(self, bottom_shapes):
         self._axis_param = self.lp.softmax_param.axis
@@ -192,6 +194,10 @@ class SoftmaxLayer(Layer):
 
     def forward(self, x):
         return torch.softmax(x, dim=self.axis)
+
+    def backward_from_blobs(self, bottoms, tops, top_diffs, need):
+        y, dy = tops[0], top_diffs[0].reshape(tops[0].shape)
+        return [(dy - (dy * y).sum(dim=self.axis, keepdim=True)) * y]
 
 
 # ------------------------------------------------------------------------------------------

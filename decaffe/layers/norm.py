@@ -33,6 +33,10 @@ class BatchNormLayer(Layer):
     lr_mult is refused (LayerParamError naming the layer and ``param[i].lr_mult``).
     """
 
+    # Caffe's backward reads its forward's normalised values and variance
+    # (batch_norm_layer.cpp): the recorded graph stays exact
+    backward_reads = "kept"
+
     exact_bottoms = 1
     exact_tops = 1
     no_grad_blobs = (0, 1, 2)

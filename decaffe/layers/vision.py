@@ -583,6 +583,10 @@ class PoolingLayer(Layer):
     global_pooling makes the kernel the whole plane (pad 0, stride 1 only).
     """
 
+    # Caffe's backward reads its forward's argmax mask (MAX, STOCHASTIC) or nothing but
+    # the top's diff (AVE): the recorded graph stays exact
+    backward_reads = "kept"
+
     exact_bottoms = 1
     min_tops = 1
     max_tops = 2
@@ -666,6 +670,9 @@ class SPPLayer(Layer):
     side (kernel ceil(in/2^l), stride = kernel, pad (kernel·2^l − in + 1) / 2, Caffe's ceil
     size rule), flatten each level to (N, C·bins) and concatenate the levels in order. With
     pyramid_height 1 the single level's (N, C, 1, 1) pooling is the top itself."""
+
+    # Caffe's backward reads its pooling layers' masks: the recorded graph stays exact
+    backward_reads = "kept"
 
     exact_bottoms = 1
     exact_tops = 1
