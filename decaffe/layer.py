@@ -86,6 +86,9 @@ class Layer(torch.nn.Module):
     # autograd); "tops", the tops' data too (backward_from_blobs is Caffe's formula); "kept",
     # only what the layer's forward kept (a mask, an argmax), so a recorded graph stays exact.
     backward_reads: ClassVar[str] = "bottoms"
+    # Layers whose CPU kernels sum in an order that depends on the batch size: in TEST phase
+    # each item is computed as in a group of this many items (decaffe.items); 0: not needed.
+    item_group: ClassVar[int] = 0
 
     def __init__(self, lp, phase: int):
         super().__init__()
@@ -115,14 +118,6 @@ class Layer(torch.nn.Module):
 
     def forward(self, *bottoms: torch.Tensor):  # pragma: no cover - abstract
         raise NotImplementedError(f"{type(self).__name__}.forward")
-
-    def batch_items(self, bottom_shapes: list[Shape]) -> int:
-        """How many items (along axis 0) to compute for bottoms of these shapes so that each
-        item's outputs do not depend on the batch size, as in Caffe, which computes image by
-        image (asked in TEST phase on the CPU; the net pads the bottoms with zero items and
-        drops their outputs). Layers whose kernels sum in a batch-size-dependent order
-        override it. Default: the bottoms' own number of items."""
-        return bottom_shapes[0][0]
 
     def backward_from_blobs(self, bottoms: list[torch.Tensor], tops: list[torch.Tensor],
                             top_diffs: list[torch.Tensor],

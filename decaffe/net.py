@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from . import backward as _backward
+from . import items as _items
 from . import mode as _mode
 from .blob import Blob, ParamBlob
 from .errors import DecaffeError, NetError, suggest
@@ -662,31 +663,12 @@ class Net(torch.nn.Module):
     @property
     def _batch_item_layers(self) -> frozenset[int]:
         """Layers whose kernels make an item's outputs depend on the batch size
-        (Layer.batch_items overridden)."""
+        (Layer.item_group set)."""
         got = self.__dict__.get("_batch_items_cache")
         if got is None:
-            got = frozenset(li for li, layer in enumerate(self._layers)
-                            if type(layer).batch_items is not Layer.batch_items)
+            got = frozenset(li for li, layer in enumerate(self._layers) if layer.item_group)
             self.__dict__["_batch_items_cache"] = got
         return got
-
-    @staticmethod
-    def _items_apart(layer: Layer, bottoms: list[torch.Tensor]):
-        """layer(*bottoms) with each item's outputs independent of the batch size, as in
-        Caffe's per-image computation: bottoms padded with zero items to the count the layer
-        asks for, the extra outputs dropped (TEST phase on the CPU)."""
-        if not bottoms or bottoms[0].dim() == 0:
-            return layer(*bottoms)
-        num = bottoms[0].shape[0]
-        want = layer.batch_items([tuple(b.shape) for b in bottoms])
-        if want == num or any(b.dim() == 0 or b.shape[0] != num for b in bottoms):
-            return layer(*bottoms)
-        padded = [torch.cat([b, b.new_zeros((want - num,) + tuple(b.shape[1:]))])
-                  for b in bottoms]
-        out = layer(*padded)
-        if isinstance(out, torch.Tensor):
-            return out[:num]
-        return tuple(o[:num] for o in out)
 
     @property
     def _writers(self) -> dict[int, list[int]]:
@@ -755,8 +737,8 @@ class Net(torch.nn.Module):
                             out = layer.normalize(bottoms[0], sc.blob_params[0],
                                                   sc.blob_params[1] if sc.bias_term else None)
                             skip = fused[li]
-                        elif li in items and not torch.is_grad_enabled():
-                            out = self._items_apart(layer, bottoms)
+                        elif li in items:
+                            out = _items.run(layer, bottoms)
                         else:
                             out = layer(*bottoms)
                     if isinstance(out, torch.Tensor):

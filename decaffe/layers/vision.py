@@ -189,6 +189,9 @@ class _ConvolutionBase(Layer):
                    f"{len(self.top_names)} tops)")
         shape = tuple(bottom_shapes[0])
         self.spec = _conv_spec(self, p, shape, 0)
+        # oneDNN picks its algorithm (and so its summation order) from the batch size too,
+        # one item apart: items are computed as in a batch of 2 (decaffe.items)
+        self.item_group = 2 if self.spec.axis >= 1 else 0
         self.num_spatial = len(shape) - self.spec.axis - 1
         self.channels = shape[self.spec.axis]
         self.num_output = p.num_output
@@ -251,40 +254,12 @@ class _ConvolutionBase(Layer):
         top = plan.lead + (self.num_output,) + plan.out
         return [top] * len(bottom_shapes)
 
-    def batch_items(self, bottom_shapes):
-        # oneDNN computes a batch of one with another algorithm than larger batches for some
-        # shapes (small outputs, 1x1 kernels): then a single item runs as two
-        shape = tuple(bottom_shapes[0])
-        if shape[0] != 1 or self.spec.axis == 0:
-            return shape[0]
-        key = (shape, torch.get_num_threads())
-        probes = self.__dict__.setdefault("_single_item_probes", {})
-        if key not in probes:
-            probes[key] = self._single_item_differs(shape)
-        return 2 if probes[key] else 1
-
-    def _single_item_differs(self, shape: tuple[int, ...]) -> bool:
-        """Whether an item computed alone differs from the same item in a batch of two, on
-        random data and weights of the layer's shapes (fixed seed; the global RNG is not
-        touched)."""
-        g = torch.Generator().manual_seed(0)
-        like = self.blob_params[0]
-        x = torch.randn((2,) + shape[1:], generator=g, dtype=like.dtype)
-        w = torch.randn(like.shape, generator=g, dtype=like.dtype)
-        b = torch.randn(self.num_output, generator=g, dtype=like.dtype) if self.bias_term \
-            else None
-        with torch.no_grad():
-            two = self._convolve(x, w, b)
-            one = self._convolve(x[:1], w, b)
-        return not torch.equal(one[0], two[0])
-
-    def _convolve(self, x: torch.Tensor, w=None, b=None) -> torch.Tensor:
+    def _convolve(self, x: torch.Tensor) -> torch.Tensor:
         shape = tuple(x.shape)
         plan = self._plans.get(shape) or self._plan(shape)
         x = x.reshape((plan.num,) + shape[self.spec.axis:])
-        if w is None:
-            w = self.blob_params[0]
-            b = self.blob_params[1] if self.bias_term else None
+        w = self.blob_params[0]
+        b = self.blob_params[1] if self.bias_term else None
         s = self.spec
         if self.transposed:
             fn = _CONV_T_FN.get(self.num_spatial)
