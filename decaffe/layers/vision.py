@@ -708,6 +708,10 @@ class LRNLayer(Layer):
     (zeros past the first and last channel).
     WITHIN_CHANNEL: y = x · (1 + α/n² · Σ x²)^−β, the sum over the n×n square centred on x
     (zeros outside the image); k is not used, as in Caffe.
+
+    Backward from the blobs (ACROSS_CHANNELS) follows lrn_layer.cpp, which reads the top and
+    the bottom: dx = dy·s^−β − 2αβ/n · x · Σ dy·y/s, with s = k + α/n · Σ x² from the bottom
+    (Caffe's forward keeps it) and the sums over the same n channels.
     """
 
     exact_bottoms = 1
@@ -723,6 +727,8 @@ class LRNLayer(Layer):
         self.region = p.norm_region
         self.check(self.region in (_LRN.ACROSS_CHANNELS, _LRN.WITHIN_CHANNEL),
                    f"unknown normalization region {self.region}", "lrn_param.norm_region")
+        if self.region == _LRN.ACROSS_CHANNELS:
+            self.backward_reads = "tops"  # WITHIN_CHANNEL: its inner layers' kept blobs
 
     def reshape(self, bottom_shapes):
         shape = tuple(bottom_shapes[0])
@@ -739,6 +745,19 @@ class LRNLayer(Layer):
         # then (1 + α·avg)^−β, then the product with x.
         avg = F.avg_pool2d(x * x, self.size, 1, self.pre_pad, count_include_pad=True)
         return x * (1.0 + self.alpha * avg).pow(-self.beta)
+
+    def _channel_sums(self, t):
+        # Σ over the `size` channels centred on each one, zeros past the ends
+        summed = F.avg_pool3d(t.unsqueeze(1), (self.size, 1, 1), 1, (self.pre_pad, 0, 0),
+                              count_include_pad=True)
+        return summed.squeeze(1) * self.size
+
+    def backward_from_blobs(self, bottoms, tops, top_diffs, need):
+        x, y, dy = bottoms[0], tops[0], top_diffs[0]
+        scale = self.k + self._channel_sums(x * x) * (self.alpha / self.size)
+        ratio = self._channel_sums(dy * y / scale)
+        return [dy * scale.pow(-self.beta)
+                - (2.0 * self.alpha * self.beta / self.size) * x * ratio]
 
     def extra_repr(self):
         region = "ACROSS_CHANNELS" if self.region == _LRN.ACROSS_CHANNELS else "WITHIN_CHANNEL"

@@ -228,3 +228,66 @@ def test_rerun_for_backward_leaves_dropout_draws_and_batchnorm_statistics_alone(
     np.testing.assert_array_equal(a.blobs["drop"].data, b.blobs["drop"].data)
     for pa, pb in zip(a.params["bn"], b.params["bn"]):
         np.testing.assert_array_equal(pa.data, pb.data)
+
+
+def test_lrn_across_channels_backward_reads_top_and_bottom():
+    size, alpha, beta, k = 3, 0.5, 0.75, 2.0
+    net = net_from(inp((2, 5, 2, 3)) + layer(
+        "n", "LRN", "data", "n", f"lrn_param {{ local_size: {size} alpha: {alpha} "
+                                 f"beta: {beta} k: {k} }}"))
+    x = rand(2, 5, 2, 3, seed=20)
+    net.forward(data=x)
+    y = rand(2, 5, 2, 3, seed=21)
+    net.blobs["n"].data[...] = y
+    d = rand(2, 5, 2, 3, seed=22)
+    got = net.backward(n=d)["data"]
+
+    def window(t):  # Σ over channels c-1..c+1
+        p = np.pad(t, ((0, 0), (1, 1), (0, 0), (0, 0)))
+        return p[:, :-2] + p[:, 1:-1] + p[:, 2:]
+
+    scale = k + alpha / size * window(x * x)
+    want = d * scale ** -beta - 2 * alpha * beta / size * x * window(d * y / scale)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("variance", [True, False])
+def test_mvn_backward_reads_the_top(variance):
+    net = net_from(inp((2, 3, 4)) + layer(
+        "m", "MVN", "data", "m", f"mvn_param {{ normalize_variance: {str(variance).lower()} }}"))
+    x = rand(2, 3, 4, seed=23)
+    net.forward(data=x)
+    y = rand(2, 3, 4, seed=24)
+    net.blobs["m"].data[...] = y
+    d = rand(2, 3, 4, seed=25)
+    got = net.backward(m=d)["data"]
+    if variance:
+        std = np.sqrt((x * x).mean(2, keepdims=True) - x.mean(2, keepdims=True) ** 2) + 1e-9
+        want = (d - ((y * d).sum(2, keepdims=True) * y + d.sum(2, keepdims=True)) / 4) / std
+    else:
+        want = d - d.mean(2, keepdims=True)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_lstm_unit_backward_reads_the_top_c():
+    h = 3
+    net = net_from(inp((1, 2, h), "c0") + inp((1, 2, 4 * h), "x") + inp((1, 2), "cont") +
+                   'layer { name: "u" type: "LSTMUnit" bottom: "c0" bottom: "x" '
+                   'bottom: "cont" top: "c" top: "h" propagate_down: true '
+                   'propagate_down: true propagate_down: false }\n')
+    c0, x, cont = rand(1, 2, h, seed=26), rand(1, 2, 4 * h, seed=27), \
+        np.array([[1, 0.5]], np.float32)
+    net.forward(c0=c0, x=x, cont=cont)
+    c = rand(1, 2, h, seed=28)
+    net.blobs["c"].data[...] = c
+    dc, dh = rand(1, 2, h, seed=29), rand(1, 2, h, seed=30)
+    out = net.backward(c=dc, h=dh)
+    i, f, o = (_sigmoid(x[..., j * h:(j + 1) * h]) for j in range(3))
+    f = f * cont[..., None]
+    g = np.tanh(x[..., 3 * h:])
+    t = np.tanh(c)
+    term = dc + dh * o * (1 - t * t)
+    np.testing.assert_allclose(out["c0"], term * f, rtol=1e-5, atol=1e-6)
+    want = np.concatenate([term * g * i * (1 - i), term * c0 * f * (1 - f),
+                           dh * t * o * (1 - o), term * i * (1 - g * g)], axis=-1)
+    np.testing.assert_allclose(out["x"], want, rtol=1e-5, atol=1e-6)
