@@ -21,6 +21,12 @@ exactly that arithmetic:
 - ``"alone"``: one call per item, padded with g − 1 zero items (a group's result depends on
   where in the group an item sits).
 
+Layers with g = 1 (the elementwise layers with exp, pow or tanh, LRN, Softmax) always run one
+call per item, without a probe: torch's vectorised loop and its scalar loop for the last
+values of a thread's chunk round those functions differently, the chunks' ends move with the
+batch and the thread count, and whether the rounding differs depends on the values (random
+probe data near 1 showed none where CaffeNet's LRN inputs differed).
+
 An item's result is therefore the same for every batch size, at any position in the batch.
 """
 
@@ -36,9 +42,10 @@ _SEED = 0x1D1
 
 
 def _pad(x: torch.Tensor, num: int) -> torch.Tensor:
-    """x with zero items appended along axis 0 up to num items."""
+    """A copy of x (fresh memory, so no part's alignment depends on its place in the batch)
+    with zero items appended along axis 0 up to num items."""
     if x.shape[0] == num:
-        return x
+        return x.clone()
     return torch.cat([x, x.new_zeros((num - x.shape[0],) + tuple(x.shape[1:]))])
 
 
@@ -96,12 +103,18 @@ def run(layer: Layer, bottoms: Sequence[torch.Tensor]):
     num = bottoms[0].shape[0]
     if any(b.dim() == 0 or b.shape[0] != num for b in bottoms):
         return layer(*bottoms)
-    how = plan(layer, [tuple(b.shape) for b in bottoms], group)
+    if group == 1:
+        if num == 1:
+            return layer(*bottoms)
+        how = "groups"
+    else:
+        how = plan(layer, [tuple(b.shape) for b in bottoms], group)
     if how == "whole":
         total = -(-num // group) * group
         if total == num:
             return layer(*bottoms)
-        out = layer(*[_pad(b, total) for b in bottoms])
+        out = layer(*[torch.cat([b, b.new_zeros((total - num,) + tuple(b.shape[1:]))])
+                      for b in bottoms])
         if isinstance(out, torch.Tensor):
             return out[:num]
         return tuple(y[:num] for y in out)

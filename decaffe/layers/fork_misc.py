@@ -148,6 +148,10 @@ class SeLuLayer(ElementwiseLayer):
     """SELU: y = lambda·x for x > 0, lambda·alpha·(exp(x) − 1) otherwise (selu_param lambda
     1.0507, alpha 1.6733)."""
 
+    # torch's vectorised exp and its scalar loop for a chunk's last values round differently,
+    # and chunks follow the batch: items computed one by one (decaffe.items)
+    item_group = 1
+
     def setup(self, bottom_shapes):
         p = self.lp.selu_param
         self.lam = float(getattr(p, "lambda"))

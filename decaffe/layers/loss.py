@@ -180,6 +180,10 @@ class SoftmaxLayer(Layer):
     end), computed with the maximum subtracted, independently for every other position.
     Backward reads the top: dx = (dy − Σ_axis dy·y)·y (softmax_layer.cpp)."""
 
+    # torch's vectorised exp/pow and its scalar loop for a chunk's last values round
+    # differently, and chunks follow the batch: items computed one by one (decaffe.items)
+    item_group = 1
+
     exact_bottoms = 1
     exact_tops = 1
     backward_reads = "tops"

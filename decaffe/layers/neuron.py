@@ -126,6 +126,10 @@ class PReLULayer(ElementwiseLayer):
 class SigmoidLayer(ElementwiseLayer):
     """y = 1 / (1 + exp(−x)). Backward reads the top: dx = dy·y·(1 − y) (sigmoid_layer.cpp)."""
 
+    # torch's vectorised exp/pow and its scalar loop for a chunk's last values round
+    # differently, and chunks follow the batch: items computed one by one (decaffe.items)
+    item_group = 1
+
     backward_reads = "tops"
 
     def forward(self, x):
@@ -139,6 +143,10 @@ class SigmoidLayer(ElementwiseLayer):
 @register("TanH")
 class TanHLayer(ElementwiseLayer):
     """y = tanh(x). Backward reads the top: dx = dy·(1 − y²) (tanh_layer.cpp)."""
+
+    # torch's vectorised exp/pow and its scalar loop for a chunk's last values round
+    # differently, and chunks follow the batch: items computed one by one (decaffe.items)
+    item_group = 1
 
     backward_reads = "tops"
 
@@ -196,6 +204,10 @@ class ELULayer(ElementwiseLayer):
     """y = x for x > 0, alpha·(exp(x) − 1) otherwise; gradient 1, or y + alpha. Backward
     reads the bottom and the top: dx = dy·((x > 0) + (alpha + y)·(x <= 0)) (elu_layer.cpp)."""
 
+    # torch's vectorised exp/pow and its scalar loop for a chunk's last values round
+    # differently, and chunks follow the batch: items computed one by one (decaffe.items)
+    item_group = 1
+
     backward_reads = "tops"
 
     def setup(self, bottom_shapes):
@@ -229,6 +241,10 @@ class BNLLLayer(ElementwiseLayer):
     """Binomial normal log likelihood, y = log(1 + exp(x)), computed without overflow
     (Caffe: x + log(1 + exp(−x)) for x > 0); gradient sigmoid(x)."""
 
+    # torch's vectorised exp/pow and its scalar loop for a chunk's last values round
+    # differently, and chunks follow the batch: items computed one by one (decaffe.items)
+    item_group = 1
+
     def forward(self, x):
         # softplus switches to y = x above 20, where log(1 + exp(−x)) is below float
         # resolution, and so matches Caffe's overflow-safe form.
@@ -246,6 +262,10 @@ class PowerLayer(ElementwiseLayer):
     Backward from the blobs follows power_layer.cpp, which reads the top: power 2 gives
     power·scale·(scale·x + shift), shift 0 gives power·y/x, else power·scale·y/(scale·x + shift).
     """
+
+    # torch's vectorised exp/pow and its scalar loop for a chunk's last values round
+    # differently, and chunks follow the batch: items computed one by one (decaffe.items)
+    item_group = 1
 
     backward_reads = "tops"
 
@@ -296,6 +316,10 @@ class ExpLayer(ElementwiseLayer):
     base^shift · exp(ln(base)·scale·x); base must be positive (or −1). Backward reads the
     top: dx = y·dy·ln(base)·scale (exp_layer.cpp)."""
 
+    # torch's vectorised exp/pow and its scalar loop for a chunk's last values round
+    # differently, and chunks follow the batch: items computed one by one (decaffe.items)
+    item_group = 1
+
     backward_reads = "tops"
 
     def setup(self, bottom_shapes):
@@ -334,6 +358,10 @@ def _pow(a: float, b: float) -> float:
 class LogLayer(ElementwiseLayer):
     """y = log_base(shift + scale·x), base −1 meaning e; base must be positive (or −1)
     and not 1. Gradient scale / ((shift + scale·x)·ln(base))."""
+
+    # torch's vectorised exp/pow and its scalar loop for a chunk's last values round
+    # differently, and chunks follow the batch: items computed one by one (decaffe.items)
+    item_group = 1
 
     def setup(self, bottom_shapes):
         p = self.lp.log_param
@@ -400,6 +428,10 @@ class ClipLayer(ElementwiseLayer):
 class SwishLayer(ElementwiseLayer):
     """y = x·sigmoid(beta·x). Backward reads the top (and the sigmoid of the bottom):
     dx = dy·(beta·y + sigmoid(beta·x)·(1 − beta·y)) (swish_layer.cpp)."""
+
+    # torch's vectorised exp/pow and its scalar loop for a chunk's last values round
+    # differently, and chunks follow the batch: items computed one by one (decaffe.items)
+    item_group = 1
 
     backward_reads = "tops"
 

@@ -714,6 +714,10 @@ class LRNLayer(Layer):
     (Caffe's forward keeps it) and the sums over the same n channels.
     """
 
+    # torch's vectorised exp/pow and its scalar loop for a chunk's last values round
+    # differently, and chunks follow the batch: items computed one by one (decaffe.items)
+    item_group = 1
+
     exact_bottoms = 1
     exact_tops = 1
 
