@@ -74,7 +74,7 @@ def test_each_items_outputs_do_not_depend_on_the_batch(name, threads, batches):
             .astype(np.float32)
         net = build(name, batches[0])
         full = outputs(net, x)
-        assert np.abs(full[feature][0]).max() > 0.5  # activations big enough to show rounding
+        assert np.abs(full[feature][0]).max() > 0.1  # activations big enough to show rounding
         finals = net.outputs
         for n in batches[1:]:
             net.blobs[net.inputs[0]].reshape(n, 3, size, size)
