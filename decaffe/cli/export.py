@@ -15,8 +15,8 @@ import sys
 
 from ..errors import DecaffeError
 from ..proto import caffe_pb2
+from .common import parse_stages, require_file
 from .flags import FlagParser
-from .train import parse_stages, require_file
 
 
 def main(argv: list[str]) -> int:
@@ -46,9 +46,9 @@ def main(argv: list[str]) -> int:
 
 
 def _export(args) -> int:
-    from .. import export as ex
-    from ..export.graph import ExportError
-    from ..net import Net
+    from .. import export as ex  # after parsing: -help loads no PyTorch
+    from ..export.registry import ExportError  # after parsing: -help loads no PyTorch
+    from ..net import Net  # after parsing: -help loads no PyTorch
 
     if not args.model:
         raise DecaffeError("-model: required")

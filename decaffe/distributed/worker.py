@@ -18,16 +18,20 @@ A worker is a `decaffe train` process that finds torchrun's variables in its env
 
 from __future__ import annotations
 
+import datetime
+import hashlib
 import os
 import time
 from dataclasses import dataclass, field
 
 import torch
+import torch.distributed as dist
+from torch.distributed import PrefixStore, TCPStore
 
 from .. import log
 from .. import mode as _mode
 from .nccl import NCCL, ParallelError, init_group, shutdown
-from .watchdog import Watchdog
+from .watchdog import Watchdog, _exit_with
 
 
 def launched() -> bool:
@@ -128,8 +132,6 @@ class Worker:
         if wd is not None:
             wd.mark_done()
         try:
-            import torch.distributed as dist
-
             if dist.is_initialized():
                 try:
                     if solver is not None:
@@ -148,9 +150,6 @@ class Worker:
     def _check_equal_weights(self, solver) -> None:
         """Every worker's trained weights (the blobs the solver updates from gradients; the
         BatchNorm statistics are each worker's own unless -sync_bn) must be bitwise equal."""
-        import hashlib
-
-        import torch.distributed as dist
 
         h = hashlib.sha256()
         for p in solver.net.learnable_params:
@@ -181,14 +180,17 @@ def _leave(wd: Watchdog, rank: int, world_size: int) -> None:
 
 
 class AgreedActions:
-    """Signal actions agreed by all workers: each worker's SIGINT/SIGHUP are polled just
-    before the gradient collective and summed with the gradients; after it every worker
+    """Signal actions agreed by all workers: each worker's SIGINT/SIGHUP/SIGTERM are polled
+    just before the gradient collective and summed with the gradients; after it every worker
     sees the same request. Only rank 0 snapshots on request (the others ignore SNAPSHOT);
-    STOP stops all at the same iteration."""
+    STOP and TERMINATE (stop with a snapshot) stop all at the same iteration, TERMINATE
+    first when both were asked."""
+
+    _SLOTS = {"snapshot": 0, "stop": 1, "terminate": 2}
 
     def __init__(self, local_fn, nccl: NCCL, root: bool, solver=None):
         self.local_fn, self.nccl, self.root, self.solver = local_fn, nccl, root, solver
-        nccl.control_out = [0.0, 0.0]  # [snapshot requested, stop requested]
+        nccl.control_out = [0.0, 0.0, 0.0]  # requested: [snapshot, stop, terminate]
         self.gathered: dict | None = None  # every worker's data positions, for rank 0
 
     def before_reduce(self) -> None:
@@ -201,8 +203,10 @@ class AgreedActions:
         control = self.nccl.control_in
         if control:
             self.nccl.control_in = []
-            self.nccl.control_out = [0.0, 0.0]
-            if control[1] > 0:
+            self.nccl.control_out = [0.0, 0.0, 0.0]
+            if control[2] > 0:
+                agreed = "terminate"
+            elif control[1] > 0:
                 agreed = "stop"
             elif control[0] > 0 and self.root:
                 agreed = "snapshot"
@@ -211,7 +215,7 @@ class AgreedActions:
         if self.local_fn is not None:
             request = self.local_fn()
             while request != "none":
-                slot = {"snapshot": 0, "stop": 1}.get(request)
+                slot = self._SLOTS.get(request)
                 if slot is not None:
                     self.nccl.control_out[slot] = 1.0
                 request = self.local_fn()
@@ -225,14 +229,12 @@ class AgreedActions:
         if s is None:
             return False
         p = s.param
-        return bool((p.snapshot and s.iter % p.snapshot == 0) or control[0] > 0
-                    or control[1] > 0 or (s.iter >= p.max_iter and p.snapshot_after_train))
+        return bool((p.snapshot and s.iter % p.snapshot == 0) or any(c > 0 for c in control)
+                    or (s.iter >= p.max_iter and p.snapshot_after_train))
 
     def _gather_positions(self) -> None:
         """Every worker's data positions (each reads other records) to rank 0, which writes
         them with the snapshot, so a resumed run continues each worker where it was."""
-        import torch.distributed as dist
-
         data_positions = getattr(type(self.solver), "data_positions", None)
         if data_positions is None:
             return
@@ -251,8 +253,6 @@ def sync_state_from_root(solver, nccl: NCCL, positions: dict | None = None) -> d
     """Give every worker rank 0's weights (statistics included), solver history, iteration
     and learning-rate counters, so all start bitwise equal whatever each one loaded; returns
     the data positions rank 0 resumed with (None when it started fresh)."""
-    import torch.distributed as dist
-
     nccl.bcast()
     lr = solver.lr_state
     meta = [solver.iter, lr.current_step, float(lr.minimum_loss), lr.iter_last_event,
@@ -285,8 +285,6 @@ def sync_state_from_root(solver, nccl: NCCL, positions: dict | None = None) -> d
 
 def join(gpus: list[int], *, want_gpu: bool) -> Worker:
     """Join the group described by the environment (see the module docstring)."""
-    from ..cli.train import use_gpu
-
     world = _env_int("WORLD_SIZE")
     rank = _env_int("RANK")
     local_rank = _env_int("LOCAL_RANK", rank)
@@ -298,7 +296,7 @@ def join(gpus: list[int], *, want_gpu: bool) -> Worker:
             raise ParallelError(f"rank {rank}: GPU training was asked for, but no CUDA device "
                                 "is available to PyTorch")
         dev_id = ids[local_rank % len(ids)]
-        use_gpu(dev_id)
+        _mode.use_gpu(dev_id)
         device = f"cuda:{dev_id}"
     else:
         _mode.set_mode_cpu()
@@ -316,21 +314,15 @@ def join(gpus: list[int], *, want_gpu: bool) -> Worker:
 
 
 def _backend_name() -> str:
-    import torch.distributed as dist
-
     return str(dist.get_backend()) if dist.is_initialized() else "none"
 
 
 def _start_watchdog(rank: int, world: int) -> Watchdog | None:
     """A heartbeat on our own client of the rendezvous store (not the process group's: the
     group's client is in use by collectives' set-up on the main thread)."""
-    from torch.distributed import PrefixStore, TCPStore
-
     host, port = os.environ.get("MASTER_ADDR"), os.environ.get("MASTER_PORT")
     if not host or not port:
         return None
-    import datetime
-
     try:
         client = TCPStore(host, int(port), is_master=False,
                           timeout=datetime.timedelta(seconds=30))
@@ -345,8 +337,6 @@ def _start_watchdog(rank: int, world: int) -> Watchdog | None:
     def on_failure(message: str) -> None:
         if hosts_store:
             time.sleep(3.0)  # let the others read the verdict before the store goes
-        from .watchdog import _exit_with
-
         _exit_with(message)
 
     return Watchdog(store, rank, world, on_failure=on_failure).start()

@@ -16,7 +16,7 @@ Common options: ``fold_bn`` (fold BatchNorm/Scale into the layer before them fir
 ``decaffe fold_bn`` does), ``input_shapes`` ({input: shape} or "data:1,3,224,224"),
 ``end`` (export up to and including that layer), ``dynamic_batch`` (axis 0 of every input
 symbolic). The net is left as it was (its input shapes are restored after the checks).
-Layers map to their exports through ``decaffe.export.graph.EXPORTS``; ``register_export``
+Layers map to their exports through ``decaffe.export.registry.EXPORTS``; ``register_export``
 adds a type.
 """
 
@@ -26,8 +26,21 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
+from ..bn.fold import fold
+from ..net import Net
 from . import forks, layers  # noqa: F401  (fill the EXPORTS table on import)
-from .graph import EXPORTS, ExportError, ExportGraph, LayerExport, register_export  # noqa: F401
+from . import onnx as onnx_export
+from .graph import (
+    ExportGraph,  # noqa: F401
+    build_graph,
+    parse_input_shapes,
+)
+from .pytorch_source import generate, instantiate, write
+from .registry import EXPORTS, ExportError, LayerExport, register_export  # noqa: F401
+from .torch_module import export_program
+from .verify import compare, onnx_runner, onnxruntime_session, torch_runner
 
 TOLERANCE = 1e-4
 
@@ -64,8 +77,6 @@ class ExportReport:
 
 
 def _as_net(net):
-    from ..net import Net
-
     if not isinstance(net, Net):
         raise ExportError(f"expected a decaffe/caffe Net, not {type(net).__name__}")
     return net
@@ -74,13 +85,9 @@ def _as_net(net):
 def prepare(net, *, fold_bn: bool = False, input_shapes=None, end: str | None = None,
             dynamic_batch: bool = False) -> tuple[ExportGraph, Any]:
     """(export graph, FoldResult or None) for a net and the export options."""
-    from .graph import build_graph, parse_input_shapes
-
     net = original = _as_net(net)
     folded = None
     if fold_bn:
-        from ..bn.fold import fold
-
         shapes = {name: tuple(net.blobs[name].shape) for name in net.inputs}
         net, folded = fold(net, report=True)
         # the folded net is built from the prototxt: give it the shapes the net had
@@ -100,8 +107,6 @@ def prepare(net, *, fold_bn: bool = False, input_shapes=None, end: str | None = 
 
 
 def _differences(graph: ExportGraph, run, seed: int) -> dict[str, float]:
-    from .verify import compare
-
     diffs = compare(graph, run, seed)
     if graph.dynamic_batch:  # the symbolic batch must also hold at another size
         batch = graph.shapes[graph.inputs[0]][0] + 1 if graph.shapes[graph.inputs[0]] else 2
@@ -133,8 +138,6 @@ def _clear(*paths: str) -> None:
 def _runtime_has_kernels(model) -> bool:
     """Whether onnxruntime (when installed) has a kernel for every operator of the model."""
     try:
-        from .verify import onnxruntime_session
-
         onnxruntime_session(model.SerializeToString())
     except ImportError:
         return True
@@ -147,9 +150,6 @@ def _runtime_has_kernels(model) -> bool:
 def write_onnx(graph: ExportGraph, path: str, opset: int | None = None, check: bool = True,
                tolerance: float = TOLERANCE, seed: int = 0) -> ExportReport:
     """Write and verify the ONNX form of an export graph (see to_onnx)."""
-    from . import onnx as onnx_export
-    from .verify import onnx_runner, onnxruntime_session
-
     path = os.fspath(path)
     chosen = opset if opset is not None else onnx_export.default_opset()
     model = onnx_export.build_model(graph, chosen)
@@ -188,10 +188,6 @@ def write_onnx(graph: ExportGraph, path: str, opset: int | None = None, check: b
 def write_torch_program(graph: ExportGraph, path: str, check: bool = True,
                         tolerance: float = TOLERANCE, seed: int = 0) -> ExportReport:
     """Write (torch.export.save) and verify the torch.export form of an export graph."""
-    import torch
-
-    from .torch_module import export_program
-    from .verify import torch_runner
 
     path = os.fspath(path)
     program = export_program(graph)
@@ -215,10 +211,6 @@ def write_torch_program(graph: ExportGraph, path: str, check: bool = True,
 def write_pytorch_source(graph: ExportGraph, out_dir: str, check: bool = True,
                          tolerance: float = TOLERANCE, seed: int = 0) -> ExportReport:
     """Write model.py + weights.pth into out_dir and verify them (see to_pytorch_source)."""
-    import torch
-
-    from .pytorch_source import generate, instantiate, write
-    from .verify import torch_runner
 
     out_dir = os.fspath(out_dir)
     source, state = generate(graph)
@@ -264,9 +256,6 @@ def to_torch_program(net, path: str | None = None, *, dynamic_batch: bool = Fals
     graph, _ = prepare(net, fold_bn=fold_bn, input_shapes=input_shapes, end=end,
                        dynamic_batch=dynamic_batch)
     if path is None:
-        from .torch_module import export_program
-        from .verify import torch_runner
-
         program = export_program(graph)
         if check:
             report = ExportReport("torch.export", "<memory>", tolerance=tolerance, graph=graph)

@@ -158,7 +158,7 @@ def torch_runner(module, graph: ExportGraph):
 
 
 def onnxruntime_session(model_bytes_or_path, threads: int = 0):
-    import onnxruntime as ort
+    import onnxruntime as ort  # onnxruntime is optional (the export extra): loaded to check a graph
 
     so = ort.SessionOptions()
     so.log_severity_level = 3

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .. import fillers
+from .. import fillers, sync_bn
 from .. import mode as _mode
 from ..layer import Layer, register
 from ..proto import caffe_pb2
@@ -52,6 +52,8 @@ class BatchNormLayer(Layer):
             "use_global_stats") else p.use_global_stats
         self.eps = p.eps
         self.channels = shape[1]
+        # (mean, unbiased variance) of the last batch normalised with batch statistics
+        self.batch_stats: tuple[torch.Tensor, torch.Tensor] | None = None
         if self.num_blobs == 0:
             for s in ((self.channels,), (self.channels,), (1,)):
                 self.add_blob(torch.zeros(s), requires_grad=False)
@@ -94,8 +96,6 @@ class BatchNormLayer(Layer):
                              self.eps)
             return y.reshape(shape)
         if _mode.sync_bn() and self.phase == caffe_pb2.TRAIN and x3.dim() >= 2:
-            from ..distributed import sync_bn
-
             if sync_bn.active():
                 return self._normalize_global_batch(x3, weight, bias).reshape(shape)
         # Batch statistics: the fused kernel with momentum 1 leaves exactly the batch mean
@@ -120,19 +120,25 @@ class BatchNormLayer(Layer):
             factor.mul_(self.fraction).add_(1.0)
             mean_sum.mul_(self.fraction).add_(run_mean)
             var_sum.mul_(self.fraction).add_(run_var)
+        self._keep_batch_stats(run_mean, run_var)
         return y.reshape(shape)
+
+    def _keep_batch_stats(self, mean, var) -> None:
+        # the last batch's mean and unbiased variance, for run recording (decaffe.runs): a
+        # reference to tensors the pass made anyway; not inside a compiled graph
+        if not torch.compiler.is_compiling():
+            self.batch_stats = (mean.detach(), var.detach())
 
     def _normalize_global_batch(self, x3, weight, bias):
         """-sync_bn with several workers: statistics of the global batch (see
-        decaffe.distributed.sync_bn)."""
-        from ..distributed import sync_bn
-
+        decaffe.sync_bn)."""
         mean_sum, var_sum, factor = self.blob_params[0], self.blob_params[1], self.blob_params[2]
         y, mean, var = sync_bn.normalize(x3, weight, bias, self.eps)
         with torch.no_grad():
             factor.mul_(self.fraction).add_(1.0)
             mean_sum.mul_(self.fraction).add_(mean.to(mean_sum.dtype))
             var_sum.mul_(self.fraction).add_(var.to(var_sum.dtype))
+        self._keep_batch_stats(mean, var)
         return y
 
     def extra_repr(self):

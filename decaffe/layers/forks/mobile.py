@@ -1,0 +1,162 @@
+"""Layers of the mobile-network forks.
+
+- ``ConvolutionDepthwise`` (farmingyard/ShuffleNet's conv_dw_layer): one filter per channel.
+- ``DepthwiseConvolution`` (yonghenglh6/DepthwiseConvolution, used by the MobileNet-YOLO and
+  SSD forks): Caffe's Convolution (group from the prototxt) under a faster kernel's name.
+- ``ReLU6`` (inisis/caffe and the MobileNet forks; relu6_param negative_slope, threshold),
+  ``HardSwish``, ``HardSigmoid`` (inisis/caffe, hardsigmoid_param alpha, beta).
+- ``ShuffleChannel`` (farmingyard/ShuffleNet): ShuffleNet's channel shuffle.
+- ``Axpy`` (hujie-frank/SENet): top = a·x + y with a per-channel scale a.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ...layer import ElementwiseLayer, Layer, register
+from ...proto import caffe_pb2
+from ..vision import ConvolutionLayer
+from .resize import field
+
+
+@register("ConvolutionDepthwise")
+class ConvolutionDepthwiseLayer(ConvolutionLayer):
+    """farmingyard's depthwise convolution: Caffe's Convolution with group = channels, one
+    (1, kh, kw) filter per channel; convolution_param as Convolution's (kernel, stride, pad,
+    dilation, bias_term, fillers). The top has the bottom's channel count: num_output, when
+    given, must equal it (the fork silently ignores a different value; decaffe refuses it).
+    Blobs: weights (channels, 1, kh, kw), bias (channels,)."""
+
+    def setup(self, bottom_shapes):
+        shape = tuple(bottom_shapes[0])
+        self.check(len(shape) >= 2, f"the bottom must have a channel axis, not shape {shape}")
+        p = self.lp.convolution_param
+        channels = shape[p.axis if p.axis >= 0 else len(shape) + p.axis]
+        self.check(p.num_output in (0, channels), f"num_output {p.num_output} must equal the "
+                   f"bottom's {channels} channels (one filter per channel)",
+                   "convolution_param.num_output")
+        self.check(p.group in (1, channels), f"group {p.group} must be 1 or the channel count "
+                   f"{channels}", "convolution_param.group")
+        lp = caffe_pb2.LayerParameter()
+        lp.CopyFrom(self.lp)
+        lp.convolution_param.num_output = channels
+        lp.convolution_param.group = channels
+        original, self.lp = self.lp, lp
+        try:
+            super().setup(bottom_shapes)
+        finally:
+            self.lp = original
+
+
+@register("DepthwiseConvolution")
+class DepthwiseConvolutionLayer(ConvolutionLayer):
+    """yonghenglh6's DepthwiseConvolution: exactly Caffe's Convolution (same parameters,
+    blobs and output); the fork only swapped in a faster GPU kernel for group = channels."""
+
+
+@register("ReLU6")
+class ReLU6Layer(ElementwiseLayer):
+    """y = min(max(x, 0) + negative_slope·min(x, 0), threshold) (relu6_param: negative_slope
+    default 0, threshold default 6). Gradient (x > 0) + negative_slope·(x <= 0), times
+    (x < threshold), as inisis/caffe's backward."""
+
+    def setup(self, bottom_shapes):
+        p = self.lp.relu6_param
+        self.slope = float(field(p, "negative_slope", 0.0))
+        self.threshold = float(field(p, "threshold", 6.0))
+
+    def forward(self, x):
+        return _ReLU6.apply(x, self.slope, self.threshold)
+
+
+class _ReLU6(torch.autograd.Function):
+    """The fork's value min(relu_slope(x), t) with its gradient
+    ((x > 0) + slope·(x <= 0))·(x < t), which differs from min's where slope·x >= t."""
+
+    @staticmethod
+    def forward(ctx, x, slope, threshold):
+        ctx.save_for_backward(x)
+        ctx.slope, ctx.threshold = slope, threshold
+        lin = torch.clamp(x, min=0) + slope * torch.clamp(x, max=0)
+        return torch.clamp(lin, max=threshold)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        pos = (x > 0).to(grad.dtype)
+        factor = (pos + ctx.slope * (1 - pos)) * (x < ctx.threshold).to(grad.dtype)
+        return grad * factor, None, None
+
+
+@register("HardSwish")
+class HardSwishLayer(ElementwiseLayer):
+    """y = x·min(max(x + 3, 0), 6)/6 (inisis/caffe). The fork had no backward; decaffe's is
+    the exact derivative (docs/compat.md)."""
+
+    def forward(self, x):
+        return x * torch.clamp(x + 3.0, 0.0, 6.0) / 6.0
+
+
+@register("HardSigmoid")
+class HardSigmoidLayer(ElementwiseLayer):
+    """y = min(max(alpha·x + beta, 0), 1) (hardsigmoid_param: alpha default 0.2, beta 0.5;
+    inisis/caffe). The fork had no backward; decaffe's is alpha inside (0, 1), else 0."""
+
+    def setup(self, bottom_shapes):
+        p = self.lp.hardsigmoid_param
+        self.alpha = float(field(p, "alpha", 0.2))
+        self.beta = float(field(p, "beta", 0.5))
+
+    def forward(self, x):
+        return torch.clamp(self.alpha * x + self.beta, 0.0, 1.0)
+
+
+@register("ShuffleChannel")
+class ShuffleChannelLayer(Layer):
+    """ShuffleNet's channel shuffle (farmingyard): with g = shuffle_channel_param.group
+    (default 1) and C = g·k channels, top channel j·g + i is bottom channel i·k + j. Any
+    trailing axes move with their channel; backward is the inverse permutation."""
+
+    exact_bottoms = 1
+    exact_tops = 1
+
+    def setup(self, bottom_shapes):
+        self.group = int(field(self.lp.shuffle_channel_param, "group", 1))
+        self.check(self.group >= 1, f"must be >= 1, not {self.group}",
+                   "shuffle_channel_param.group")
+
+    def reshape(self, bottom_shapes):
+        shape = tuple(bottom_shapes[0])
+        self.check(len(shape) >= 2, f"the bottom must have a channel axis, not shape {shape}")
+        self.check(shape[1] % self.group == 0, f"the bottom's {shape[1]} channels are not a "
+                   f"multiple of group {self.group}", "shuffle_channel_param.group")
+        return [shape]
+
+    def forward(self, x):
+        shape = self.reshape([tuple(x.shape)])[0]
+        n, c = shape[0], shape[1]
+        y = x.reshape(n, self.group, c // self.group, -1).transpose(1, 2)
+        return y.reshape(shape)
+
+
+@register("Axpy")
+class AxpyLayer(Layer):
+    """SENet's Axpy (hujie-frank): top = a·x + y, bottoms a (N, C) or (N, C, 1, 1), x and y
+    (N, C, ...) of one shape; a scales every value of its (n, c) plane. Backward: da = Σ dtop·x
+    over the plane, dx = a·dtop, dy = dtop."""
+
+    exact_bottoms = 3
+    exact_tops = 1
+
+    def reshape(self, bottom_shapes):
+        a, x, y = (tuple(s) for s in bottom_shapes)
+        self.check(len(x) >= 2 and a[:2] == x[:2], f"the scale (bottom 0) {a} must start with "
+                   f"x's (num, channels) {x[:2]}")
+        self.check(all(d == 1 for d in a[2:]), f"the scale (bottom 0) {a} must be (N, C, 1, 1)")
+        self.check(x == y, f"x (bottom 1) {x} and y (bottom 2) {y} must have one shape")
+        return [x]
+
+    def forward(self, a, x, y):
+        self.reshape([tuple(a.shape), tuple(x.shape), tuple(y.shape)])
+        scale = a.reshape(a.shape[:2] + (1,) * (x.dim() - 2))
+        return scale * x + y
