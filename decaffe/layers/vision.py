@@ -745,7 +745,14 @@ class LRNLayer(Layer):
 
     def forward(self, x):
         if self.region == _LRN.ACROSS_CHANNELS:
-            return F.local_response_norm(x, self.size, self.alpha, self.beta, self.k)
+            # Caffe's scale = k + α/n · Σ x² over n channels, summed as shifted slices (plain
+            # additions, all threads busy even on one item), and y = x · scale^−β
+            sq = F.pad(x * x, (0, 0, 0, 0, self.pre_pad, self.size - 1 - self.pre_pad))
+            c = x.shape[1]
+            total = sq[:, :c]
+            for i in range(1, self.size):
+                total = total + sq[:, i:i + c]
+            return x * (total * (self.alpha / self.size) + self.k).pow(-self.beta)
         # Caffe composes AVE pooling (pad (n−1)/2, stride 1: always n² in the divisor),
         # then (1 + α·avg)^−β, then the product with x.
         avg = F.avg_pool2d(x * x, self.size, 1, self.pre_pad, count_include_pad=True)
