@@ -195,6 +195,8 @@ class SoftmaxLayer(Layer):
     def reshape(self, bottom_shapes):
         shape = tuple(bottom_shapes[0])
         self.axis = canonical_axis(self._axis_param, len(shape), self, "softmax_param.axis")
+        if self.axis == 0:
+            self.item_group = 0  # a softmax across the items: no item stands alone
         return [shape]
 
     def forward(self, x):

@@ -128,3 +128,12 @@ def test_items_run_gives_every_item_its_groups_result(position_matters, how):
         torch.testing.assert_close(got[i], alone, rtol=0, atol=0)
     # a batch whose kernels give each item its group's arithmetic runs in one call
     assert items.plan(layer, [(3, 40)], 2) == ("alone" if position_matters else "whole")
+
+
+def test_softmax_across_the_batch_axis_is_not_split_into_items():
+    net = caffe.Net('layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 3 '
+                    'dim: 2 } } }\nlayer { name: "s" type: "Softmax" bottom: "x" top: "s" '
+                    'softmax_param { axis: 0 } }\n', caffe.TEST)
+    x = np.random.RandomState(2).standard_normal((3, 2)).astype(np.float32)
+    out = net.forward(x=x)["s"]
+    np.testing.assert_allclose(out, np.exp(x) / np.exp(x).sum(0), rtol=1e-5)
