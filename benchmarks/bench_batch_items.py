@@ -9,7 +9,8 @@ gives) costs, on CaffeNet (the BVLC reference deploy prototxt), GoogLeNet and Re
 For each net and batch size: decaffe's TEST-phase ``net.forward()`` as it runs by default
 (``Net.items_apart``: decaffe.items computes every Convolution item as in a batch of 2 and
 every InnerProduct row as in a product of 4 rows, in one padded call where a probe per layer,
-shape and thread count shows the kernels allow it), the same net with ``items_apart = False``,
+shape and thread count shows the kernels allow it, and LRN, Softmax and the exp/pow/tanh
+neurons one item per call), the same net with ``items_apart = False``,
 and for CaffeNet the same architecture hand-written in PyTorch (nn.Module in eval mode),
 called in turn, median per call. Reported: each decaffe time's ratio to PyTorch, the cost of
 batch independence (apart / together) from the medians and from the fastest calls (which a
