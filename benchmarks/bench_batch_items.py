@@ -35,6 +35,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
 import decaffe  # noqa: E402
+from decaffe import threads  # noqa: E402
 from decaffe.formats import prototxt  # noqa: E402
 
 CAFFENET = os.path.join(ROOT, "tests", "models", "bvlc", "models", "bvlc_reference_caffenet",
@@ -158,6 +159,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batches", default="1,10")
     ap.add_argument("--nets", default="caffenet")
     args = ap.parse_args(argv)
+    threads.configure(0)  # decaffe's thread policy (the free cores) for every contender
     torch.manual_seed(0)
     print(f"TEST phase, cpu, torch {torch.__version__}, threads {torch.get_num_threads()}")
     for name in args.nets.split(","):

@@ -73,6 +73,7 @@ def test_each_items_outputs_do_not_depend_on_the_batch(name, threads, batches):
         x = np.random.RandomState(1).uniform(-120, 135, (batches[0], 3, size, size)) \
             .astype(np.float32)
         net = build(name, batches[0])
+        torch.set_num_threads(threads)  # after the first net, which may apply DECAFFE_THREADS
         full = outputs(net, x)
         assert np.abs(full[feature][0]).max() > 0.1  # activations big enough to show rounding
         finals = net.outputs
@@ -80,6 +81,7 @@ def test_each_items_outputs_do_not_depend_on_the_batch(name, threads, batches):
             net.blobs[net.inputs[0]].reshape(n, 3, size, size)
             net.reshape()
             got = outputs(net, x[:n])
+            assert torch.get_num_threads() == threads
             for i in sorted({0, n - 1}):
                 for blob, value in got.items():
                     sq = float(((value[i].astype(np.float64) - full[blob][i]) ** 2).sum())
