@@ -10,7 +10,9 @@ switch differs from CPU to CPU.
 A layer whose kernels may do this sets ``Layer.item_group = g``. decaffe's arithmetic for an
 item is then, by definition, the layer run on a group of exactly g items that contains it (g
 is 2 for convolutions, since oneDNN treats a batch of one apart, and 4 for InnerProduct, whose
-single rows would go through GEMV). For each bottom shape and thread count a probe on random
+single rows would go through GEMV), or alone where a first probe per item shape and thread
+count shows the layer computes an item alone exactly as in such a group (then a batch of one
+costs nothing extra). For each bottom shape and thread count a probe on random
 bottoms and random weights (a fixed seed; the global generator is not touched) measures how
 this machine's kernels behave, and :func:`run` picks the fastest way that gives every item
 exactly that arithmetic:
@@ -84,9 +86,34 @@ def probe(layer: Layer, shapes: Sequence[Shape], group: int) -> str:
         return "whole" if _same(call(*xs), groups) else "groups"
 
 
+def own_group(layer: Layer, shapes: Sequence[Shape], group: int) -> int:
+    """1 where the layer computes an item alone exactly as inside a group of `group` items
+    (then no item needs company and a batch of one runs as it is), else group; measured once
+    per item shape and thread count, so the choice never depends on the batch size."""
+    key = (tuple(tuple(s[1:]) for s in shapes), torch.get_num_threads())
+    groups = layer.__dict__.setdefault("_item_groups", {})
+    got = groups.get(key)
+    if got is None:
+        gen = torch.Generator().manual_seed(_SEED)
+        params = {name: torch.randn(p.shape, generator=gen, dtype=p.dtype)
+                  for name, p in layer.named_parameters()}
+        params.update(dict(layer.named_buffers()))
+        like = next(iter(params.values())).dtype if params else torch.float32
+        xs = [torch.randn((group,) + tuple(s[1:]), generator=gen, dtype=like) for s in shapes]
+        with torch.no_grad():
+            together = _tuple(torch.func.functional_call(layer, params, tuple(xs)))
+            alone = [_tuple(torch.func.functional_call(layer, params,
+                                                       tuple(x[i:i + 1].clone() for x in xs)))
+                     for i in range(group)]
+        same = all(torch.equal(together[k][i:i + 1], alone[i][k])
+                   for i in range(group) for k in range(len(together)))
+        got = groups[key] = 1 if same else group
+    return got
+
+
 def plan(layer: Layer, shapes: Sequence[Shape], group: int) -> str:
     """probe's answer for these shapes at the current thread count, measured once."""
-    key = (tuple(tuple(s) for s in shapes), torch.get_num_threads())
+    key = (tuple(tuple(s) for s in shapes), torch.get_num_threads(), group)
     plans = layer.__dict__.setdefault("_item_plans", {})
     got = plans.get(key)
     if got is None:
@@ -103,12 +130,15 @@ def run(layer: Layer, bottoms: Sequence[torch.Tensor]):
     num = bottoms[0].shape[0]
     if any(b.dim() == 0 or b.shape[0] != num for b in bottoms):
         return layer(*bottoms)
-    if group == 1:
-        if num == 1:
-            return layer(*bottoms)
+    shapes = [tuple(b.shape) for b in bottoms]
+    if group > 1:
+        group = own_group(layer, shapes, group)
+    if group == 1 and num == 1:
+        return layer(*bottoms)
+    if group == 1 and layer.item_group == 1:
         how = "groups"
     else:
-        how = plan(layer, [tuple(b.shape) for b in bottoms], group)
+        how = plan(layer, shapes, group)
     if how == "whole":
         total = -(-num // group) * group
         if total == num:
