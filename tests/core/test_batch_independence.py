@@ -4,8 +4,8 @@ batch of 1 and at a batch of 50. Here CaffeNet (227×227), GoogLeNet and ResNet-
 random weights of trained-like magnitudes, at batches 1, 10 and 50 with 1 and 2 threads: each
 item's outputs in every blob (ResNet-50: every tenth), fc7, the pooled features and the final
 outputs included, must agree across batch sizes within that bound (decaffe.items aims at
-bit-for-bit equality, which is also checked on the items' final outputs). The default run takes CaffeNet at 10 and 1 with 1 and 2 threads;
-DECAFFE_SLOW=1 runs the matrix."""
+bit-for-bit equality, which is also checked on the items' final outputs). The default run
+takes CaffeNet at 10 and 1 with 1 and 2 threads; DECAFFE_SLOW=1 runs the matrix."""
 
 import os
 
