@@ -1,16 +1,20 @@
 """Inference speed in TEST phase on the CPU with batch-independent outputs: what computing
 each item's outputs independently of the rest of the batch (as Caffe's per-image computation
-gives) costs, on CaffeNet (the BVLC reference deploy prototxt, random weights).
+gives) costs, on CaffeNet (the BVLC reference deploy prototxt), GoogLeNet and ResNet-50
+(random weights).
 
     python benchmarks/bench_batch_items.py [--iters 5] [--size 227] [--batches 1,10]
+        [--nets caffenet,googlenet,resnet50]
 
-For each batch size: decaffe's TEST-phase ``net.forward()`` as it runs by default
-(``Net.items_apart``: InnerProduct's rows padded to a multiple of 4, a Convolution of a
-single item run as two where oneDNN would pick another algorithm for one), the same net with
-``items_apart = False``, and the same architecture hand-written in PyTorch (nn.Module in eval
-mode), called in turn, median per call. Reported: each decaffe time's ratio to PyTorch, and
-the cost of batch independence (apart / together), from the medians and from the fastest
-calls (which a loaded machine disturbs least).
+For each net and batch size: decaffe's TEST-phase ``net.forward()`` as it runs by default
+(``Net.items_apart``: decaffe.items computes every Convolution item as in a batch of 2 and
+every InnerProduct row as in a product of 4 rows, in one padded call where a probe per layer,
+shape and thread count shows the kernels allow it, and LRN, Softmax and the exp/pow/tanh
+neurons one item per call), the same net with ``items_apart = False``,
+and for CaffeNet the same architecture hand-written in PyTorch (nn.Module in eval mode),
+called in turn, median per call. Reported: each decaffe time's ratio to PyTorch, the cost of
+batch independence (apart / together) from the medians and from the fastest calls (which a
+loaded machine disturbs least), and the first call of each net (the probes run there).
 """
 
 from __future__ import annotations
@@ -36,6 +40,12 @@ from decaffe.formats import prototxt  # noqa: E402
 
 CAFFENET = os.path.join(ROOT, "tests", "models", "bvlc", "models", "bvlc_reference_caffenet",
                         "deploy.prototxt")
+OTHERS = {
+    "googlenet": (os.path.join(ROOT, "tests", "models", "bvlc", "models", "bvlc_googlenet",
+                               "deploy.prototxt"), 224),
+    "resnet50": (os.path.join(ROOT, "tests", "models", "zoo", "KaimingHe__deep-residual-networks",
+                              "prototxt", "ResNet-50-deploy.prototxt"), 224),
+}
 
 
 def caffenet_param(batch: int, size: int):
@@ -108,18 +118,57 @@ def bench(batch: int, size: int, iters: int) -> float:
     return t["apart"] / t["together"]
 
 
+def other_param(path: str, batch: int, size: int):
+    param = prototxt.read_net(path)
+    if len(param.layer) and param.layer[0].type == "Input":
+        param.layer[0].input_param.shape[0].dim[:] = [batch, 3, size, size]
+    else:
+        del param.input_shape[:]
+        param.input_dim[:] = [batch, 3, size, size]
+    return param
+
+
+def bench_other(name: str, batch: int, iters: int) -> float:
+    """decaffe with and without batch independence on a zoo net (no PyTorch twin)."""
+    path, size = OTHERS[name]
+    x = np.random.default_rng(0).standard_normal((batch, 3, size, size)).astype(np.float32)
+    apart = decaffe.Net(other_param(path, batch, size), phase=decaffe.TEST)
+    together = decaffe.Net(other_param(path, batch, size), phase=decaffe.TEST)
+    together.items_apart = False
+    together.share_with(apart)
+    first = {}
+    for key, net in (("apart", apart), ("together", together)):
+        net.blobs[net.inputs[0]].data[...] = x
+        t0 = time.perf_counter()
+        net.forward()
+        first[key] = time.perf_counter() - t0
+    t, fastest = timed_interleaved({"apart": apart.forward, "together": together.forward},
+                                   iters)
+    print(f"{name} batch {batch:3d}  decaffe {t['apart'] * 1e3:8.1f} ms, items together "
+          f"{t['together'] * 1e3:8.1f} ms: cost of batch independence "
+          f"{t['apart'] / t['together']:5.3f}x (fastest calls "
+          f"{fastest['apart'] / fastest['together']:5.3f}x); first call (probes) "
+          f"{first['apart'] * 1e3:.0f} ms vs {first['together'] * 1e3:.0f} ms")
+    return t["apart"] / t["together"]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--size", type=int, default=227)
     ap.add_argument("--batches", default="1,10")
+    ap.add_argument("--nets", default="caffenet")
     args = ap.parse_args(argv)
     threads.configure(0)  # decaffe's thread policy (the free cores) for every contender
     torch.manual_seed(0)
-    print(f"CaffeNet {args.size}x{args.size}, TEST phase, cpu, torch {torch.__version__}, "
-          f"threads {torch.get_num_threads()}")
-    for b in args.batches.split(","):
-        bench(int(b), args.size, args.iters)
+    print(f"TEST phase, cpu, torch {torch.__version__}, threads {torch.get_num_threads()}")
+    for name in args.nets.split(","):
+        for b in args.batches.split(","):
+            if name == "caffenet":
+                print(f"CaffeNet {args.size}x{args.size}", end=": ")
+                bench(int(b), args.size, args.iters)
+            else:
+                bench_other(name, int(b), args.iters)
     return 0
 
 

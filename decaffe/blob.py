@@ -200,8 +200,14 @@ class Blob:
             if self._dirty[which]:
                 host = self._host[which]
                 t = self.tensor(which)
-                with torch.no_grad():
-                    t.copy_(torch.from_numpy(host).reshape(t.shape))
+                new = torch.from_numpy(host).reshape(t.shape)
+                if which == "data" and type(self) is Blob:
+                    # fresh memory, not a write into the tensor a recorded graph may hold
+                    # (backward compares the two to find what was written since the forward)
+                    self._set("data", new.to(t.device, t.dtype, copy=True), owned=True)
+                else:
+                    with torch.no_grad():
+                        t.copy_(new)
                 self._dirty[which] = False
 
     def _array(self, which: str) -> np.ndarray:

@@ -80,6 +80,15 @@ class Layer(torch.nn.Module):
     no_grad_blobs: ClassVar[tuple[int, ...]] = ()
     # Layers that read no bottoms and produce data (Data, Input, ...): run without a graph.
     is_data: ClassVar[bool] = False
+    # What Caffe's Backward_cpu reads of the blobs besides the tops' diffs and the layer's own
+    # blobs (decaffe.backward uses it when no forward recorded a graph, or a blob was written
+    # since): "bottoms", their data (the backward re-runs the forward on the blobs under
+    # autograd); "tops", the tops' data too (backward_from_blobs is Caffe's formula); "kept",
+    # only what the layer's forward kept (a mask, an argmax), so a recorded graph stays exact.
+    backward_reads: ClassVar[str] = "bottoms"
+    # Layers whose CPU kernels sum in an order that depends on the batch size: in TEST phase
+    # each item is computed as in a group of this many items (decaffe.items); 0: not needed.
+    item_group: ClassVar[int] = 0
 
     def __init__(self, lp, phase: int):
         super().__init__()
@@ -110,13 +119,13 @@ class Layer(torch.nn.Module):
     def forward(self, *bottoms: torch.Tensor):  # pragma: no cover - abstract
         raise NotImplementedError(f"{type(self).__name__}.forward")
 
-    def batch_items(self, bottom_shapes: list[Shape]) -> int:
-        """How many items (along axis 0) to compute for bottoms of these shapes so that each
-        item's outputs do not depend on the batch size, as in Caffe, which computes image by
-        image (asked in TEST phase on the CPU; the net pads the bottoms with zero items and
-        drops their outputs). Layers whose kernels sum in a batch-size-dependent order
-        override it. Default: the bottoms' own number of items."""
-        return bottom_shapes[0][0]
+    def backward_from_blobs(self, bottoms: list[torch.Tensor], tops: list[torch.Tensor],
+                            top_diffs: list[torch.Tensor],
+                            need: list[bool]) -> list[torch.Tensor | None]:
+        """Caffe's Backward_cpu for a layer whose backward reads its tops' data
+        (``backward_reads = "tops"``): the bottoms' diffs (None where not needed) from the
+        blobs' current data and the tops' diffs, each tensor of its blob's shape."""
+        raise NotImplementedError(f"{type(self).__name__}.backward_from_blobs")
 
     def allow_force_backward(self, bottom_index: int) -> bool:
         """Whether force_backward may ask for this bottom's gradient (labels: no)."""

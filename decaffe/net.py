@@ -27,6 +27,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from . import backward as _backward
+from . import items as _items
 from . import log, precision, threads
 from . import mode as _mode
 from .blob import Blob, ParamBlob
@@ -748,46 +750,29 @@ class Net(torch.nn.Module):
             self._dirty_blobs.clear()
 
     # -- running --------------------------------------------------------------------------------
-    def _stored(self, bid: int, first: int, end: int) -> torch.Tensor:
+    def _stored(self, bid: int, first: int, end: int, keep: bool = False) -> torch.Tensor:
         """Blob bid's tensor as a pass reads it from storage for layers first..end: a copy if
         the blob's memory is handed out and one of those layers writes the blob (in place),
-        since that copies into memory that autograd, or a view another layer made, holds."""
+        since that copies into memory that autograd, or a view another layer made, holds;
+        keep: a copy whenever it is handed out (a recorded graph must not change with
+        writes into the array, which backward looks for)."""
         blob = self._blob_list[bid]
         t = blob.tensor()
         if blob.handed_out:
             writers = self._writers.get(bid, ())
-            if any(first <= w <= end for w in writers):
+            if keep or any(first <= w <= end for w in writers):
                 t = t.clone()
         return t
 
     @property
     def _batch_item_layers(self) -> frozenset[int]:
         """Layers whose kernels make an item's outputs depend on the batch size
-        (Layer.batch_items overridden)."""
+        (Layer.item_group set)."""
         got = self.__dict__.get("_batch_items_cache")
         if got is None:
-            got = frozenset(li for li, layer in enumerate(self._layers)
-                            if type(layer).batch_items is not Layer.batch_items)
+            got = frozenset(li for li, layer in enumerate(self._layers) if layer.item_group)
             self.__dict__["_batch_items_cache"] = got
         return got
-
-    @staticmethod
-    def _items_apart(layer: Layer, bottoms: list[torch.Tensor]):
-        """layer(*bottoms) with each item's outputs independent of the batch size, as in
-        Caffe's per-image computation: bottoms padded with zero items to the count the layer
-        asks for, the extra outputs dropped (TEST phase on the CPU)."""
-        if not bottoms or bottoms[0].dim() == 0:
-            return layer(*bottoms)
-        num = bottoms[0].shape[0]
-        want = layer.batch_items([tuple(b.shape) for b in bottoms])
-        if want == num or any(b.dim() == 0 or b.shape[0] != num for b in bottoms):
-            return layer(*bottoms)
-        padded = [torch.cat([b, b.new_zeros((want - num,) + tuple(b.shape[1:]))])
-                  for b in bottoms]
-        out = layer(*padded)
-        if isinstance(out, torch.Tensor):
-            return out[:num]
-        return tuple(o[:num] for o in out)
 
     @property
     def _writers(self) -> dict[int, list[int]]:
@@ -821,6 +806,7 @@ class Net(torch.nn.Module):
             self._device.type == "cpu" else ()
         skip = -1
         low = precision.low_precision_dtype() is not None
+        keep = record and want_grad
         records = self._records
         before, after = self._callbacks["before_forward"], self._callbacks["after_forward"]
         with torch.set_grad_enabled(want_grad), precision.autocast(self._device):
@@ -834,7 +820,7 @@ class Net(torch.nn.Module):
                 for j, bid in enumerate(rec.bottoms):
                     t = cur.get(bid)
                     if t is None:
-                        t = self._stored(bid, li, end)
+                        t = self._stored(bid, li, end, keep)
                         if want_grad and bid in self._input_needs_grad and not t.requires_grad:
                             t = t.detach().requires_grad_()
                         cur[bid] = t
@@ -845,7 +831,7 @@ class Net(torch.nn.Module):
                     # Input tops are the blobs the user fills; they are never rebound.
                     out = []
                     for tid in rec.tops:
-                        t = self._stored(tid, li + 1, end)
+                        t = self._stored(tid, li + 1, end, keep)
                         if want_grad and tid in self._input_needs_grad:
                             t = t.detach().requires_grad_()
                         cur[tid] = t
@@ -858,8 +844,8 @@ class Net(torch.nn.Module):
                             out = layer.normalize(bottoms[0], sc.blob_params[0],
                                                   sc.blob_params[1] if sc.bias_term else None)
                             skip = fused[li]
-                        elif li in items and not torch.is_grad_enabled():
-                            out = self._items_apart(layer, bottoms)
+                        elif li in items:
+                            out = _items.run(layer, bottoms)
                         else:
                             out = layer(*bottoms)
                     if isinstance(out, torch.Tensor):
@@ -930,17 +916,26 @@ class Net(torch.nn.Module):
     def _backward_range(self, start: int, end: int) -> None:
         """Caffe's BackwardFromTo: layer by layer, each reading its tops' diffs."""
         self._push_host_writes()
+        records = _backward.Records(self._io, [r.bottoms for r in self._records],
+                                    [r.tops for r in self._records], self._blob_list)
         for li in range(start, end - 1, -1):
             for fn in self._callbacks["before_backward"]:
                 fn(li)
-            self._backward_layer(li)
+            self._backward_layer(li, records)
             for fn in self._callbacks["after_backward"]:
                 fn(li)
 
-    def _backward_layer(self, li: int) -> None:
-        """One layer's backward from its tops' diffs (Caffe's Layer::Backward)."""
+    def _backward_layer(self, li: int, records: _backward.Records) -> None:
+        """One layer's backward from its tops' diffs (Caffe's Layer::Backward): on the graph
+        the forward recorded while it fits the blobs, else from the blobs' contents."""
         rec = self._records[li]
-        if not rec.need_backward or self._io[li] is None:
+        if not rec.need_backward:
+            return
+        layer = rec.layer
+        if not records.fits(li, layer):
+            blobs = self._blob_list
+            _backward.from_blobs(layer, [blobs[b] for b in rec.bottoms],
+                                 [blobs[t] for t in rec.tops], rec.bottom_need_backward)
             return
         blobs = self._blob_list
         bottoms, tops = self._io[li]
@@ -956,7 +951,6 @@ class Net(torch.nn.Module):
                 grads.append(blobs[rec.tops[j]].tensor("diff").reshape(t.shape))
         if not outs:
             return
-        layer = rec.layer
         want_b = [j for j, b in enumerate(bottoms)
                   if rec.bottom_need_backward[j] and b.requires_grad]
         want_p = [p for p in layer.blob_params if p.requires_grad]

@@ -79,6 +79,9 @@ class InnerProductLayer(Layer):
         self.bias_term = p.bias_term
         self.transpose = p.transpose
         self.axis = canonical_axis(p.axis, len(shape), self, "inner_product_param.axis")
+        # MKL's sgemm sums a row in an order that depends on the row count (one row goes
+        # through gemv): rows are computed as in a product of 4 (decaffe.items)
+        self.item_group = 4 if self.axis >= 1 else 0
         self.K = math.prod(shape[self.axis:])
         if self.num_blobs == 0:
             wshape = (self.K, self.N) if self.transpose else (self.N, self.K)
@@ -92,12 +95,6 @@ class InnerProductLayer(Layer):
         self.check(k == self.K, f"input size {k} (shape {shape} from axis {self.axis}) does not "
                    f"match the weights' {self.K}")
         return [tuple(shape[: self.axis]) + (self.N,)]
-
-    def batch_items(self, bottom_shapes):
-        # the CPU's sgemm (MKL) sums a row in an order that depends on the row count unless
-        # it is a multiple of 4 (a single row goes through gemv): pad to one
-        num = bottom_shapes[0][0]
-        return -(-num // 4) * 4 if self.axis >= 1 else num
 
     def forward(self, x):
         lead = x.shape[: self.axis]

@@ -178,10 +178,16 @@ def _axis_split(shape: Shape, axis: int) -> tuple[int, int, int]:
 @register("Softmax")
 class SoftmaxLayer(Layer):
     """y = exp(x) / Σ exp(x) along softmax_param.axis (default 1; negative counts from the
-    end), computed with the maximum subtracted, independently for every other position."""
+    end), computed with the maximum subtracted, independently for every other position.
+    Backward reads the top: dx = (dy − Σ_axis dy·y)·y (softmax_layer.cpp)."""
+
+    # torch's vectorised exp/pow and its scalar loop for a chunk's last values round
+    # differently, and chunks follow the batch: items computed one by one (decaffe.items)
+    item_group = 1
 
     exact_bottoms = 1
     exact_tops = 1
+    backward_reads = "tops"
 
     def setup(self, bottom_shapes):
         self._axis_param = self.lp.softmax_param.axis
@@ -189,10 +195,16 @@ class SoftmaxLayer(Layer):
     def reshape(self, bottom_shapes):
         shape = tuple(bottom_shapes[0])
         self.axis = canonical_axis(self._axis_param, len(shape), self, "softmax_param.axis")
+        if self.axis == 0:
+            self.item_group = 0  # a softmax across the items: no item stands alone
         return [shape]
 
     def forward(self, x):
         return torch.softmax(x, dim=self.axis)
+
+    def backward_from_blobs(self, bottoms, tops, top_diffs, need):
+        y, dy = tops[0], top_diffs[0].reshape(tops[0].shape)
+        return [(dy - (dy * y).sum(dim=self.axis, keepdim=True)) * y]
 
 
 # ------------------------------------------------------------------------------------------

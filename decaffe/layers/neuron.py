@@ -125,18 +125,38 @@ class PReLULayer(ElementwiseLayer):
 
 @register("Sigmoid")
 class SigmoidLayer(ElementwiseLayer):
-    """y = 1 / (1 + exp(−x))."""
+    """y = 1 / (1 + exp(−x)). Backward reads the top: dx = dy·y·(1 − y) (sigmoid_layer.cpp)."""
+
+    # torch's vectorised exp/pow and its scalar loop for a chunk's last values round
+    # differently, and chunks follow the batch: items computed one by one (decaffe.items)
+    item_group = 1
+
+    backward_reads = "tops"
 
     def forward(self, x):
         return torch.sigmoid(x)
 
+    def backward_from_blobs(self, bottoms, tops, top_diffs, need):
+        y = tops[0]
+        return [top_diffs[0] * y * (1.0 - y)]
+
 
 @register("TanH")
 class TanHLayer(ElementwiseLayer):
-    """y = tanh(x)."""
+    """y = tanh(x). Backward reads the top: dx = dy·(1 − y²) (tanh_layer.cpp)."""
+
+    # torch's vectorised exp/pow and its scalar loop for a chunk's last values round
+    # differently, and chunks follow the batch: items computed one by one (decaffe.items)
+    item_group = 1
+
+    backward_reads = "tops"
 
     def forward(self, x):
         return torch.tanh(x)
+
+    def backward_from_blobs(self, bottoms, tops, top_diffs, need):
+        y = tops[0]
+        return [top_diffs[0] * (1 - y * y)]
 
 
 @register("Dropout")
@@ -158,6 +178,9 @@ class DropoutLayer(ElementwiseLayer):
     through the same mask): Bayesian SegNet's Monte Carlo sampling
     (alexgkendall/caffe-segnet src/caffe/layers/dropout_layer.cpp/.cu).
     """
+
+    # Caffe's backward reads its forward's mask: the recorded graph stays exact
+    backward_reads = "kept"
 
     def setup(self, bottom_shapes):
         ratio = float(self.lp.dropout_param.dropout_ratio)
@@ -188,13 +211,25 @@ class DropoutLayer(ElementwiseLayer):
 
 @register("ELU")
 class ELULayer(ElementwiseLayer):
-    """y = x for x > 0, alpha·(exp(x) − 1) otherwise; gradient 1, or y + alpha."""
+    """y = x for x > 0, alpha·(exp(x) − 1) otherwise; gradient 1, or y + alpha. Backward
+    reads the bottom and the top: dx = dy·((x > 0) + (alpha + y)·(x <= 0)) (elu_layer.cpp)."""
+
+    # torch's vectorised exp/pow and its scalar loop for a chunk's last values round
+    # differently, and chunks follow the batch: items computed one by one (decaffe.items)
+    item_group = 1
+
+    backward_reads = "tops"
 
     def setup(self, bottom_shapes):
         self.alpha = float(self.lp.elu_param.alpha)
 
     def forward(self, x):
         return F.elu(x, self.alpha)
+
+    def backward_from_blobs(self, bottoms, tops, top_diffs, need):
+        x, y = bottoms[0], tops[0]
+        pos = (x > 0).to(x.dtype)
+        return [top_diffs[0] * (pos + (self.alpha + y) * (x <= 0).to(x.dtype))]
 
 
 @register("AbsVal")
@@ -216,6 +251,10 @@ class BNLLLayer(ElementwiseLayer):
     """Binomial normal log likelihood, y = log(1 + exp(x)), computed without overflow
     (Caffe: x + log(1 + exp(−x)) for x > 0); gradient sigmoid(x)."""
 
+    # torch's vectorised exp/pow and its scalar loop for a chunk's last values round
+    # differently, and chunks follow the batch: items computed one by one (decaffe.items)
+    item_group = 1
+
     def forward(self, x):
         # softplus switches to y = x above 20, where log(1 + exp(−x)) is below float
         # resolution, and so matches Caffe's overflow-safe form.
@@ -230,7 +269,15 @@ class PowerLayer(ElementwiseLayer):
     shift^power everywhere and the gradient is exactly 0; with power 1 the gradient is
     scale. Elsewhere the gradient is power·scale·(shift + scale·x)^(power−1) (Caffe
     writes it power·y/x when shift is 0, which is the same value where x ≠ 0).
+    Backward from the blobs follows power_layer.cpp, which reads the top: power 2 gives
+    power·scale·(scale·x + shift), shift 0 gives power·y/x, else power·scale·y/(scale·x + shift).
     """
+
+    # torch's vectorised exp/pow and its scalar loop for a chunk's last values round
+    # differently, and chunks follow the batch: items computed one by one (decaffe.items)
+    item_group = 1
+
+    backward_reads = "tops"
 
     def setup(self, bottom_shapes):
         p = self.lp.power_param
@@ -253,11 +300,37 @@ class PowerLayer(ElementwiseLayer):
             y = y.square() if self.power == 2.0 else y.pow(self.power)
         return x.view(x.shape) if y is x else y
 
+    def backward_from_blobs(self, bottoms, tops, top_diffs, need):
+        x, y, dy = bottoms[0], tops[0], top_diffs[0]
+        if self.diff_scale == 0.0:
+            return [torch.zeros_like(x)]
+        if self.power == 1.0:
+            return [dy * self.diff_scale]
+        if self.power == 2.0:
+            g = x * (self.diff_scale * self.scale)
+            if self.shift != 0.0:
+                g = g + self.diff_scale * self.shift
+        elif self.shift == 0.0:
+            g = y / x * self.power
+        else:
+            base = x * self.scale if self.scale != 1.0 else x
+            g = y / (base + self.shift)
+            if self.diff_scale != 1.0:
+                g = g * self.diff_scale
+        return [dy * g]
+
 
 @register("Exp")
 class ExpLayer(ElementwiseLayer):
     """y = base^(shift + scale·x), base −1 meaning e. Caffe computes it as
-    base^shift · exp(ln(base)·scale·x); base must be positive (or −1)."""
+    base^shift · exp(ln(base)·scale·x); base must be positive (or −1). Backward reads the
+    top: dx = y·dy·ln(base)·scale (exp_layer.cpp)."""
+
+    # torch's vectorised exp/pow and its scalar loop for a chunk's last values round
+    # differently, and chunks follow the batch: items computed one by one (decaffe.items)
+    item_group = 1
+
+    backward_reads = "tops"
 
     def setup(self, bottom_shapes):
         p = self.lp.exp_param
@@ -278,6 +351,10 @@ class ExpLayer(ElementwiseLayer):
         y = torch.exp(x) if self.inner_scale == 1.0 else torch.exp(x * self.inner_scale)
         return y if self.outer_scale == 1.0 else y * self.outer_scale
 
+    def backward_from_blobs(self, bottoms, tops, top_diffs, need):
+        g = tops[0] * top_diffs[0]
+        return [g if self.inner_scale == 1.0 else g * self.inner_scale]
+
 
 def _pow(a: float, b: float) -> float:
     """C's pow for finite positive a: overflow gives inf, not an exception."""
@@ -291,6 +368,10 @@ def _pow(a: float, b: float) -> float:
 class LogLayer(ElementwiseLayer):
     """y = log_base(shift + scale·x), base −1 meaning e; base must be positive (or −1)
     and not 1. Gradient scale / ((shift + scale·x)·ln(base))."""
+
+    # torch's vectorised exp/pow and its scalar loop for a chunk's last values round
+    # differently, and chunks follow the batch: items computed one by one (decaffe.items)
+    item_group = 1
 
     def setup(self, bottom_shapes):
         p = self.lp.log_param
@@ -355,10 +436,22 @@ class ClipLayer(ElementwiseLayer):
 
 @register("Swish")
 class SwishLayer(ElementwiseLayer):
-    """y = x·sigmoid(beta·x)."""
+    """y = x·sigmoid(beta·x). Backward reads the top (and the sigmoid of the bottom):
+    dx = dy·(beta·y + sigmoid(beta·x)·(1 − beta·y)) (swish_layer.cpp)."""
+
+    # torch's vectorised exp/pow and its scalar loop for a chunk's last values round
+    # differently, and chunks follow the batch: items computed one by one (decaffe.items)
+    item_group = 1
+
+    backward_reads = "tops"
 
     def setup(self, bottom_shapes):
         self.beta = float(self.lp.swish_param.beta)
+
+    def backward_from_blobs(self, bottoms, tops, top_diffs, need):
+        s = torch.sigmoid(bottoms[0] * self.beta)
+        by = tops[0] * self.beta
+        return [top_diffs[0] * (by + s * (1.0 - by))]
 
     def forward(self, x):
         if self.beta == 1.0:

@@ -33,6 +33,10 @@ class BatchNormLayer(Layer):
     lr_mult is refused (LayerParamError naming the layer and ``param[i].lr_mult``).
     """
 
+    # Caffe's backward reads its forward's normalised values and variance
+    # (batch_norm_layer.cpp): the recorded graph stays exact
+    backward_reads = "kept"
+
     exact_bottoms = 1
     exact_tops = 1
     no_grad_blobs = (0, 1, 2)
@@ -253,10 +257,14 @@ class BiasLayer(_Broadcast):
 @register("MVN")
 class MVNLayer(Layer):
     """Mean-variance normalisation per (num, channel), or per num across channels:
-    y = (x − mean) / (std + eps), or x − mean when normalize_variance is false."""
+    y = (x − mean) / (std + eps), or x − mean when normalize_variance is false.
+    Backward from the blobs follows mvn_layer.cpp, which reads the top: dx = (dy − (Σ y·dy·y +
+    Σ dy)/m) / (std + eps) over each row of m values (std from the bottom, as Caffe's forward
+    keeps it), or dy − mean(dy) without normalize_variance."""
 
     exact_bottoms = 1
     exact_tops = 1
+    backward_reads = "tops"
 
     def setup(self, bottom_shapes):
         p = self.lp.mvn_param
@@ -282,3 +290,19 @@ class MVNLayer(Layer):
             std = centred.pow(2).mean(dim=1, keepdim=True).sqrt()
             centred = centred / (std + self.eps)
         return centred.reshape(shape)
+
+    def _rows(self, t):
+        n = t.shape[0]
+        return t.reshape(n, -1) if self.across_channels else t.reshape(
+            n * (t.shape[1] if t.dim() > 1 else 1), -1)
+
+    def backward_from_blobs(self, bottoms, tops, top_diffs, need):
+        x, y, dy = self._rows(bottoms[0]), self._rows(tops[0]), self._rows(top_diffs[0])
+        m = x.shape[1]
+        if not self.normalize_variance:
+            return [(dy - dy.sum(dim=1, keepdim=True) / m).reshape(bottoms[0].shape)]
+        # Caffe's forward keeps std + eps with std = sqrt(E[x²] − E[x]²)
+        mean = x.sum(dim=1, keepdim=True) / m
+        std = ((x * x).sum(dim=1, keepdim=True) / m - mean * mean).sqrt() + self.eps
+        g = y * (y * dy).sum(dim=1, keepdim=True) + dy.sum(dim=1, keepdim=True)
+        return [((dy - g / m) / std).reshape(bottoms[0].shape)]

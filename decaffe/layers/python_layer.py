@@ -200,6 +200,9 @@ class _PythonFunction(torch.autograd.Function):
 class PythonLayer(_TorchLayer):
     """A layer whose setup/reshape/forward/backward are the user's pycaffe-style Python code."""
 
+    # the user's backward may read the tops' data as well as the bottoms'
+    backward_reads = "tops"
+
     def __init__(self, lp, phase: int):
         super().__init__(lp, phase)
         self.user: Layer | None = None
@@ -357,6 +360,14 @@ class PythonLayer(_TorchLayer):
                                   f"the shape {tuple(hb.shape)}")
             diffs.append(b.tensor("diff").to(hb.dtype))
         return diffs
+
+    def backward_from_blobs(self, bottoms, tops, top_diffs, need):
+        """The user's backward on blobs holding the net's blobs' current data and diffs (as
+        Caffe's PythonLayer hands its backward the net's own blobs)."""
+        host = self._host
+        got = self._run_backward([host(b) for b in bottoms], [host(t) for t in tops],
+                                 top_diffs, need)
+        return [g.to(b.device) if n else None for g, b, n in zip(got, bottoms, need)]
 
     def forward(self, *bottoms):
         params = list(self.blob_params)

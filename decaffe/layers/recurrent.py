@@ -306,10 +306,14 @@ class LSTMUnitLayer(Layer):
 
     Bottoms: c_prev (1×N×H), gate inputs X (1×N×4H, order i, f, o, g), cont (1×N).
     Tops: c (1×N×H), h (1×N×H), computed as in LSTM. No parameters; cont gets no gradient.
+    Backward from the blobs follows lstm_unit_layer.cpp, which reads the top c: with
+    t = tanh(c), dc' = dc + dh·o·(1 − t²), the diffs are dc_prev = dc'·f and, for the gates,
+    dc'·g·i(1 − i), dc'·c_prev·f(1 − f), dh·t·o(1 − o), dc'·i·(1 − g²).
     """
 
     exact_bottoms = 3
     exact_tops = 2
+    backward_reads = "tops"
 
     def allow_force_backward(self, bottom_index: int) -> bool:
         return bottom_index != 2
@@ -332,3 +336,18 @@ class LSTMUnitLayer(Layer):
         ct = cont.detach().to(x.dtype).reshape(n, 1)
         c, h = _LSTMCell.apply(c_prev.reshape(n, hdim), x.reshape(n, 4 * hdim), ct)
         return c.unsqueeze(0), h.unsqueeze(0)
+
+    def backward_from_blobs(self, bottoms, tops, top_diffs, need):
+        c_prev, x, cont = bottoms
+        n, hdim = c_prev.shape[1], c_prev.shape[2]
+        c_prev, x = c_prev.reshape(n, hdim), x.reshape(n, 4 * hdim)
+        ct = cont.reshape(n, 1).to(x.dtype)
+        i, f, o = (torch.sigmoid(x[:, k * hdim:(k + 1) * hdim]) for k in range(3))
+        f = torch.where(ct == 0, torch.zeros_like(f), ct * f)
+        g = torch.tanh(x[:, 3 * hdim:])
+        t = torch.tanh(tops[0].reshape(n, hdim))
+        dc, dh = (d.reshape(n, hdim) for d in top_diffs)
+        term = dc + dh * o * (1 - t * t)
+        dx = torch.cat([term * g * i * (1 - i), term * c_prev * f * (1 - f),
+                        dh * t * o * (1 - o), term * i * (1 - g * g)], dim=1)
+        return [(term * f).reshape(bottoms[0].shape), dx.reshape(bottoms[1].shape), None]

@@ -107,6 +107,12 @@ class EltwiseLayer(_Planned):
                    "coefficients are only taken for SUM", "eltwise_param.coeff")
         self.coeffs = [float(c) for c in p.coeff] if len(p.coeff) else [1.0] * n
         self.stable_prod_grad = p.stable_prod_grad
+        # eltwise_layer.cpp's backward: MAX reads its forward's argmax mask, PROD's quotient
+        # form reads the top, the others the bottoms (SUM: nothing but the top's diff)
+        if self.op == EltwiseOp.MAX:
+            self.backward_reads = "kept"
+        elif self.op == EltwiseOp.PROD and not self.stable_prod_grad:
+            self.backward_reads = "tops"
         ops = {EltwiseOp.SUM: "_sum", EltwiseOp.PROD: "_prod", EltwiseOp.MAX: "_max"}
         self.check(self.op in ops, f"unknown operation {self.op}", "eltwise_param.operation")
         self._op = ops[self.op]  # a name, not a bound method: no module reference cycle
@@ -137,6 +143,11 @@ class EltwiseLayer(_Planned):
         for x in xs[2:]:
             y = y * x
         return y
+
+    def backward_from_blobs(self, bottoms, tops, top_diffs, need):
+        # PROD without stable_prod_grad: dx_i = dy·y/x_i
+        y, dy = tops[0], top_diffs[0]
+        return [dy * (y / x) if n else None for x, n in zip(bottoms, need)]
 
     def _max(self, xs):
         # torch.where routes the gradient to the branch it took: Caffe's argmax mask

@@ -190,6 +190,9 @@ class _ConvolutionBase(Layer):
                    f"{len(self.top_names)} tops)")
         shape = tuple(bottom_shapes[0])
         self.spec = _conv_spec(self, p, shape, 0)
+        # oneDNN picks its algorithm (and so its summation order) from the batch size too,
+        # one item apart: items are computed as in a batch of 2 (decaffe.items)
+        self.item_group = 2 if self.spec.axis >= 1 else 0
         self.num_spatial = len(shape) - self.spec.axis - 1
         self.channels = shape[self.spec.axis]
         self.num_output = p.num_output
@@ -252,40 +255,12 @@ class _ConvolutionBase(Layer):
         top = plan.lead + (self.num_output,) + plan.out
         return [top] * len(bottom_shapes)
 
-    def batch_items(self, bottom_shapes):
-        # oneDNN computes a batch of one with another algorithm than larger batches for some
-        # shapes (small outputs, 1x1 kernels): then a single item runs as two
-        shape = tuple(bottom_shapes[0])
-        if shape[0] != 1 or self.spec.axis == 0:
-            return shape[0]
-        key = (shape, torch.get_num_threads())
-        probes = self.__dict__.setdefault("_single_item_probes", {})
-        if key not in probes:
-            probes[key] = self._single_item_differs(shape)
-        return 2 if probes[key] else 1
-
-    def _single_item_differs(self, shape: tuple[int, ...]) -> bool:
-        """Whether an item computed alone differs from the same item in a batch of two, on
-        random data and weights of the layer's shapes (fixed seed; the global RNG is not
-        touched)."""
-        g = torch.Generator().manual_seed(0)
-        like = self.blob_params[0]
-        x = torch.randn((2,) + shape[1:], generator=g, dtype=like.dtype)
-        w = torch.randn(like.shape, generator=g, dtype=like.dtype)
-        b = torch.randn(self.num_output, generator=g, dtype=like.dtype) if self.bias_term \
-            else None
-        with torch.no_grad():
-            two = self._convolve(x, w, b)
-            one = self._convolve(x[:1], w, b)
-        return not torch.equal(one[0], two[0])
-
-    def _convolve(self, x: torch.Tensor, w=None, b=None) -> torch.Tensor:
+    def _convolve(self, x: torch.Tensor) -> torch.Tensor:
         shape = tuple(x.shape)
         plan = self._plans.get(shape) or self._plan(shape)
         x = x.reshape((plan.num,) + shape[self.spec.axis:])
-        if w is None:
-            w = self.blob_params[0]
-            b = self.blob_params[1] if self.bias_term else None
+        w = self.blob_params[0]
+        b = self.blob_params[1] if self.bias_term else None
         s = self.spec
         if self.transposed:
             fn = _CONV_T_FN.get(self.num_spatial)
@@ -584,6 +559,10 @@ class PoolingLayer(Layer):
     global_pooling makes the kernel the whole plane (pad 0, stride 1 only).
     """
 
+    # Caffe's backward reads its forward's argmax mask (MAX, STOCHASTIC) or nothing but
+    # the top's diff (AVE): the recorded graph stays exact
+    backward_reads = "kept"
+
     exact_bottoms = 1
     min_tops = 1
     max_tops = 2
@@ -668,6 +647,9 @@ class SPPLayer(Layer):
     size rule), flatten each level to (N, C·bins) and concatenate the levels in order. With
     pyramid_height 1 the single level's (N, C, 1, 1) pooling is the top itself."""
 
+    # Caffe's backward reads its pooling layers' masks: the recorded graph stays exact
+    backward_reads = "kept"
+
     exact_bottoms = 1
     exact_tops = 1
 
@@ -727,7 +709,15 @@ class LRNLayer(Layer):
     (zeros past the first and last channel).
     WITHIN_CHANNEL: y = x · (1 + α/n² · Σ x²)^−β, the sum over the n×n square centred on x
     (zeros outside the image); k is not used, as in Caffe.
+
+    Backward from the blobs (ACROSS_CHANNELS) follows lrn_layer.cpp, which reads the top and
+    the bottom: dx = dy·s^−β − 2αβ/n · x · Σ dy·y/s, with s = k + α/n · Σ x² from the bottom
+    (Caffe's forward keeps it) and the sums over the same n channels.
     """
+
+    # torch's vectorised exp/pow and its scalar loop for a chunk's last values round
+    # differently, and chunks follow the batch: items computed one by one (decaffe.items)
+    item_group = 1
 
     exact_bottoms = 1
     exact_tops = 1
@@ -742,6 +732,8 @@ class LRNLayer(Layer):
         self.region = p.norm_region
         self.check(self.region in (_LRN.ACROSS_CHANNELS, _LRN.WITHIN_CHANNEL),
                    f"unknown normalization region {self.region}", "lrn_param.norm_region")
+        if self.region == _LRN.ACROSS_CHANNELS:
+            self.backward_reads = "tops"  # WITHIN_CHANNEL: its inner layers' kept blobs
 
     def reshape(self, bottom_shapes):
         shape = tuple(bottom_shapes[0])
@@ -753,11 +745,31 @@ class LRNLayer(Layer):
 
     def forward(self, x):
         if self.region == _LRN.ACROSS_CHANNELS:
-            return F.local_response_norm(x, self.size, self.alpha, self.beta, self.k)
+            # Caffe's scale = k + α/n · Σ x² over n channels, summed as shifted slices (plain
+            # additions, all threads busy even on one item), and y = x · scale^−β
+            sq = F.pad(x * x, (0, 0, 0, 0, self.pre_pad, self.size - 1 - self.pre_pad))
+            c = x.shape[1]
+            total = sq[:, :c]
+            for i in range(1, self.size):
+                total = total + sq[:, i:i + c]
+            return x * (total * (self.alpha / self.size) + self.k).pow(-self.beta)
         # Caffe composes AVE pooling (pad (n−1)/2, stride 1: always n² in the divisor),
         # then (1 + α·avg)^−β, then the product with x.
         avg = F.avg_pool2d(x * x, self.size, 1, self.pre_pad, count_include_pad=True)
         return x * (1.0 + self.alpha * avg).pow(-self.beta)
+
+    def _channel_sums(self, t):
+        # Σ over the `size` channels centred on each one, zeros past the ends
+        summed = F.avg_pool3d(t.unsqueeze(1), (self.size, 1, 1), 1, (self.pre_pad, 0, 0),
+                              count_include_pad=True)
+        return summed.squeeze(1) * self.size
+
+    def backward_from_blobs(self, bottoms, tops, top_diffs, need):
+        x, y, dy = bottoms[0], tops[0], top_diffs[0]
+        scale = self.k + self._channel_sums(x * x) * (self.alpha / self.size)
+        ratio = self._channel_sums(dy * y / scale)
+        return [dy * scale.pow(-self.beta)
+                - (2.0 * self.alpha * self.beta / self.size) * x * ratio]
 
     def extra_repr(self):
         region = "ACROSS_CHANNELS" if self.region == _LRN.ACROSS_CHANNELS else "WITHIN_CHANNEL"

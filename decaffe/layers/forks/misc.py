@@ -33,6 +33,9 @@ class GuidedDropoutLayer(Layer):
     s_n = 0 is left unscaled. The backward applies the same mask and scale; the guidance gets
     no gradient (as in the fork)."""
 
+    # Caffe's backward reads its forward's mask: the recorded graph stays exact
+    backward_reads = "kept"
+
     exact_bottoms = 2
     exact_tops = 1
 
@@ -147,6 +150,10 @@ class SeLuLayer(ElementwiseLayer):
     """SELU: y = lambda·x for x > 0, lambda·alpha·(exp(x) − 1) otherwise (selu_param lambda
     1.0507, alpha 1.6733)."""
 
+    # torch's vectorised exp and its scalar loop for a chunk's last values round differently,
+    # and chunks follow the batch: items computed one by one (decaffe.items)
+    item_group = 1
+
     def setup(self, bottom_shapes):
         p = self.lp.selu_param
         self.lam = float(getattr(p, "lambda"))
@@ -163,6 +170,9 @@ class SeLuDropoutLayer(ElementwiseLayer):
     y = a·v + b with a = ((1 − q)(1 + q·alpha'²))^−½ and b = −a·q·alpha', which keeps zero mean
     and unit variance; in TEST the identity. The backward passes a·dy where kept, 0 where
     dropped."""
+
+    # Caffe's backward reads its forward's mask: the recorded graph stays exact
+    backward_reads = "kept"
 
     def setup(self, bottom_shapes):
         p = self.lp.selu_dropout_param

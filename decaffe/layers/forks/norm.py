@@ -73,6 +73,10 @@ class BNLayer(Layer):
     tops 1 and 2 the batch mean and variance (1, C, 1, 1). INFERENCE: y = scale·x + shift.
     """
 
+    # Caffe's backward reads its forward's normalised values and variance: the recorded
+    # graph stays exact
+    backward_reads = "kept"
+
     exact_bottoms = 1
     min_tops = 1
     max_tops = 3
@@ -178,6 +182,10 @@ class BatchNormKyleLayer(Layer):
     statistics the backward is alpha·dy/√(var + eps) and alpha/beta get no gradient (the
     fork returns before computing them).
     """
+
+    # Caffe's backward reads its forward's normalised values and variance: the recorded
+    # graph stays exact
+    backward_reads = "kept"
 
     exact_bottoms = 1
     exact_tops = 1

@@ -93,6 +93,9 @@ class ROIPoolingLayer(Layer):
     Source: caffe-fast-rcnn src/caffe/layers/roi_pooling_layer.cpp.
     """
 
+    # Caffe's backward reads its forward's argmax: the recorded graph stays exact
+    backward_reads = "kept"
+
     exact_bottoms = 2
     exact_tops = 1
 
@@ -328,6 +331,9 @@ class PSROIPoolingLayer(Layer):
     bottom must have output_dim·group_size² channels.
     Source: caffe-rfcn src/caffe/layers/psroi_pooling_layer.cpp and .cu.
     """
+
+    # Caffe's backward reads its forward's channel mapping: the recorded graph stays exact
+    backward_reads = "kept"
 
     exact_bottoms = 2
     exact_tops = 1
