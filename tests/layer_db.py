@@ -46,6 +46,8 @@ class LayerInfo:
     distinct_inputs: bool = False
     # the finite-difference step (smaller where the curvature is high: L2 normalisation)
     grad_step: float = 1e-2
+    # the export forms that carry it (torch.export cannot trace a data-dependent box count)
+    export_forms: tuple[str, ...] = ("onnx", "pytorch", "torch")
 
 
 def _s(id: str, net: str, inputs: dict, phase: str = "TRAIN", golden: bool = False) -> Sample:
@@ -469,6 +471,7 @@ LAYERS: dict[str, LayerInfo] = {
         ],
         exports=True,
         shapes_in_forward=True,
+        export_forms=("onnx", "pytorch"),
     ),
     "Dropout": LayerInfo(
         samples=[

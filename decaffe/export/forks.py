@@ -313,7 +313,7 @@ def _separable_matrices(node, in_shape, out_shape):
     hw = (in_shape[2], in_shape[3], out_shape[2], out_shape[3])
     try:
         ah, aw = node.layer._matrices(hw)
-    except TypeError:
+    except (TypeError, ValueError):  # layers whose matrices depend on the input size only
         ah, aw = node.layer._matrices(hw[:2])
     return np.asarray(ah, np.float32), np.asarray(aw, np.float32)
 
