@@ -301,12 +301,13 @@ def test_smooth_l1_gradient_check():
                     step=1e-3)
 
 
-def test_smooth_l1_refuses_three_bottoms_as_both_forks_do():
+def test_smooth_l1_three_bottoms_are_rfcns_weights_form():
+    """caffe-fast-rcnn refuses three bottoms; R-FCN's own SmoothL1Loss takes the third as
+    weights (tests/layers/test_fork_bvlc_variants.py checks its arithmetic)."""
     text = ("".join(inp(k, (2, 3)) for k in "abi")
             + lay("SmoothL1Loss", list("abi"), ["loss"], name="loss_bbox"))
-    with pytest.raises(DecaffeError, match="both inside and outside weights") as e:
-        decaffe.Net(text, decaffe.TRAIN)
-    assert "loss_bbox" in str(e.value)
+    net = decaffe.Net(text, decaffe.TRAIN)
+    assert net.blobs["loss"].data.shape == ()
 
 
 def test_smooth_l1_refuses_mismatched_sizes():
