@@ -1122,15 +1122,16 @@ LAYERS: dict[str, LayerInfo] = {
                'layer { name: "rpn" type: "Proposal" bottom: "score" bottom: "delta" bottom: '
                '"im_info" top: "rois" top: "scores" proposal_param { feat_stride: 16 '
                'base_size: 16 min_size: 16 ratio: 0.5 ratio: 1 ratio: 2 scale: 8 scale: 16 '
-               'pre_nms_topn: 60 post_nms_topn: 12 nms_thresh: 0.7 } }',
-               {'score': (1, 12, 6, 6), 'delta': (1, 24, 6, 6), 'im_info': (1, 3)}, 'TEST',
+               'scale: 32 pre_nms_topn: 200 post_nms_topn: 30 nms_thresh: 0.7 } }',
+               {'score': (1, 18, 10, 12), 'delta': (1, 36, 10, 12), 'im_info': (1, 3)}, 'TEST',
                golden=True),
             _s('fork_proposal_one_top',
                'layer { name: "rpn" type: "Proposal" bottom: "score" bottom: "delta" bottom: '
-               '"im_info" top: "rois" proposal_param { feat_stride: 16 ratio: 0.5 ratio: 1 '
-               'ratio: 2 scale: 8 scale: 16 pre_nms_topn: 300 post_nms_topn: 25 nms_thresh: '
-               '0.5 } }',
-               {'score': (1, 12, 6, 6), 'delta': (1, 24, 6, 6), 'im_info': (1, 3)}, 'TEST',
+               '"im_info" top: "rois" proposal_param { feat_stride: 16 base_size: 16 min_size:'
+               ' 16 ratio: 0.333 ratio: 0.5 ratio: 0.667 ratio: 1 ratio: 1.5 ratio: 2 ratio: 3'
+               ' scale: 2 scale: 3 scale: 5 scale: 9 scale: 16 scale: 32 pre_nms_topn: 300 '
+               'post_nms_topn: 40 nms_thresh: 0.6 } }',
+               {'score': (1, 84, 8, 10), 'delta': (1, 168, 8, 10), 'im_info': (1, 6)}, 'TEST',
                golden=True),
         ],
         backward=False,
