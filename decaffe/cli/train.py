@@ -35,6 +35,7 @@ first layer whose output was not finite; -nan_effect=continue goes on as Caffe w
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 
 from .. import dashboard, log
@@ -43,7 +44,7 @@ from ..errors import DecaffeError
 from ..proto import caffe_pb2
 from . import flags, speed
 from .common import parse_gpus, parse_stages, require_file
-from .flags import FlagParser
+from .flags import FlagParser, at_least, gpu_ids
 
 EFFECTS = ("stop", "snapshot", "none")
 EXIT_PREEMPTED = _mode.EXIT_PREEMPTED  # SIGTERM's exit status (75, EX_TEMPFAIL)
@@ -129,22 +130,29 @@ def batch_size(net) -> int:
 # ----------------------------------------------------------------------------------------------
 def main(argv: list[str]) -> int:
     fp = FlagParser(argv[0], "Train or finetune a model (caffe train).")
-    fp.flag("solver", default="", help="the solver definition protocol buffer text file")
+    fp.flag("solver", default="", required="need a solver definition to train", exists=True,
+            help="the solver definition protocol buffer text file")
     fp.flag("weights", default="", help="optional; the pretrained weights to initialize "
             "finetuning, separated by ','; not together with -snapshot")
-    fp.flag("snapshot", default="", help="optional; the snapshot solver state to resume "
+    fp.flag("snapshot", default="", check=_snapshot_file,
+            help="optional; the snapshot solver state to resume "
             "training; 'auto': the newest complete snapshot under the solver's "
             "snapshot_prefix, or a fresh start when there is none")
-    fp.flag("gpu", default="", help="optional; run in GPU mode on the given device ids, "
+    fp.flag("gpu", default="", check=gpu_ids,
+            help="optional; run in GPU mode on the given device ids, "
             "separated by ',' ('all': every device); several ids train data-parallel, one "
             "worker process per device")
-    fp.flag("workers", type=int, default=0, help="optional; train data-parallel in this many "
+    fp.flag("workers", type=int, default=0, check=at_least(0),
+            help="optional; train data-parallel in this many "
             "CPU worker processes (gloo), as -gpu does on GPUs")
     fp.bool_flag("sync_bn", default=False, help="with several workers, BatchNorm normalises "
                  "with the statistics of the global batch (Caffe: each worker's own)")
-    fp.flag("sigint_effect", default="stop", help="action on SIGINT: snapshot, stop or none")
-    fp.flag("sighup_effect", default="snapshot", help="action on SIGHUP: snapshot, stop or none")
-    fp.flag("sigterm_effect", default="snapshot", help="action on SIGTERM (preemption): "
+    fp.flag("sigint_effect", default="stop", check=_effect,
+            help="action on SIGINT: snapshot, stop or none")
+    fp.flag("sighup_effect", default="snapshot", check=_effect,
+            help="action on SIGHUP: snapshot, stop or none")
+    fp.flag("sigterm_effect", default="snapshot", check=_effect,
+            help="action on SIGTERM (preemption): "
             "snapshot (snapshot, then exit), stop (exit as SIGINT's stop does) or none; the "
             f"command then exits with status {EXIT_PREEMPTED}")
     # a value after a space too (`-record false`), beside gflags' -record=false/-norecord
@@ -167,21 +175,25 @@ def main(argv: list[str]) -> int:
             help="on a NaN or infinite loss: stop with an error naming the layer, or continue")
     fp.bool_flag("progress", default=True, help="show a progress bar when stderr is a terminal")
     speed.add_flags(fp)
+    fp.rule(lambda a: "give a snapshot to resume training (-snapshot) or weights to finetune "
+            "(-weights), but not both" if a.snapshot and a.weights else None)
     args = fp.parse(argv[1:])
 
     with log.python_logging():
         return _train(args, argv)
 
 
+def _snapshot_file(value) -> str | None:
+    if value == "auto" or os.path.exists(value):
+        return None
+    return f"cannot open '{value}': no such file"
+
+
+def _effect(value) -> str | None:
+    return None if value in EFFECTS else f'invalid signal effect "{value}" (stop, snapshot or none)'
+
+
 def _train(args, argv: list[str] | None = None) -> int:
-    if not args.solver:
-        raise DecaffeError("-solver: need a solver definition to train")
-    if args.snapshot and args.weights:
-        raise DecaffeError("give a snapshot to resume training (-snapshot) or weights to "
-                           "finetune (-weights), but not both")
-    require_file(args.solver, "solver")
-    if args.snapshot and args.snapshot != "auto":
-        require_file(args.snapshot, "snapshot")
     signals = SignalHandler(args.sigint_effect, args.sighup_effect, args.sigterm_effect)
     # In place from here, as Caffe installs them before building the solver: a signal while
     # the nets are built or weights load takes effect at the first iteration.
@@ -207,8 +219,6 @@ def _train_with(args, signals, argv: list[str] | None = None) -> int:
         elif param.HasField("solver_mode"):
             log.warning("solver_mode is GPU but no CUDA device is available to PyTorch; "
                         "training on the CPU")
-    if args.workers < 0:
-        raise DecaffeError(f"-workers: must be >= 0, not {args.workers}")
     _mode.set_sync_bn(args.sync_bn)
     worker = None
     from ..distributed import worker as _worker  # after parsing: -help loads no PyTorch
@@ -261,9 +271,6 @@ def _solve(args, param, signals, worker, argv: list[str] | None = None) -> int:
         speed.prepare(net)
     solver.stop_on_nonfinite = args.nan_effect == "stop"
     solver.set_action_function(signals.action)
-    from ..threads import Retuner  # after parsing: -help loads no PyTorch
-
-    solver.add_callback(Retuner().poll, None)  # thread count follows the machine's load
     if worker is not None:
         worker.prepare(solver)
     resume = args.snapshot

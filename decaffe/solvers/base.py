@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from google.protobuf import text_format
 
-from .. import log, precision
+from .. import log, precision, threads
 from .. import mode as _mode
 from ..errors import SolverError, suggest
 from ..formats import prototxt
@@ -474,6 +474,7 @@ class Solver:
             for fn in self._on_update:
                 fn(self)
             self._iter += 1
+            threads.poll()  # the thread count follows the machine's load
             if self.progress is not None:
                 self.progress.update(self._iter, self.smoothed_loss, self.learning_rate)
             request = self._requested_action()

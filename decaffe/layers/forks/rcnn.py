@@ -134,45 +134,181 @@ class ROIPoolingLayer(Layer):
         dt = _np_dtype(x)
         r = _rois_array(self, rois, dt)
         num = r.shape[0]
-        ph_n, pw_n = self.pooled_h, self.pooled_w
         if num == 0:
-            return x.new_zeros((0, c, ph_n, pw_n))
+            return x.new_zeros((0, c, self.pooled_h, self.pooled_w))
         b = _batch_index(self, r, n)
         hs, he, ws, we, malformed = self._bins(r, height, width, dt)
-        flat = torch.zeros((num, c, ph_n, pw_n), dtype=torch.long, device=x.device)
-        xd = x.detach()
-        for i in range(num):
-            h0, h1 = int(hs[i].min()), int(he[i].max())
-            w0, w1 = int(ws[i].min()), int(we[i].max())
-            if h1 <= h0 or w1 <= w0:
-                continue
-            crop = xd[b[i], :, h0:h1, w0:w1].contiguous()  # the cells this ROI's bins touch
-            # max over each bin's columns, then over its rows: the first maximum in row-major
-            # order (smallest row, then smallest column), as Caffe's strict '>' scan keeps;
-            # torch.max returns the first index of equal maxima
-            m1 = torch.full((c, h1 - h0, pw_n), -math.inf, dtype=x.dtype, device=x.device)
-            i1 = torch.zeros((c, h1 - h0, pw_n), dtype=torch.long, device=x.device)
-            for pw in range(pw_n):
-                a, z = int(ws[i, pw]) - w0, int(we[i, pw]) - w0
-                if z > a:
-                    m1[:, :, pw], i1[:, :, pw] = crop[:, :, a:z].max(dim=2)
-                    i1[:, :, pw] += a + w0
-            for ph in range(ph_n):
-                a, z = int(hs[i, ph]) - h0, int(he[i, ph]) - h0
-                if z > a:
-                    _, ih = m1[:, a:z].max(dim=1)  # (C, PW)
-                    ih = ih + a
-                    iw = i1.gather(1, ih[:, None, :])[:, 0]
-                    flat[i, :, ph] = (ih + h0) * width + iw
-        nonempty = (he[:, :, None] > hs[:, :, None]) & (we[:, None, :] > ws[:, None, :])
-        valid = torch.as_tensor(nonempty, device=x.device)[:, None].expand(num, c, ph_n, pw_n)
-        base = (torch.as_tensor(b, device=x.device)[:, None] * c
-                + torch.arange(c, device=x.device)[None]) * (height * width)
-        top = x.reshape(-1)[(base[:, :, None, None] + flat).reshape(-1)].reshape(flat.shape)
-        if malformed.any():
-            dead = torch.as_tensor(malformed, device=x.device)[:, None, None, None]
-            top = torch.where(dead, top.detach(), top)
-        return torch.where(valid, top, torch.zeros((), dtype=x.dtype, device=x.device))
+        dev = x.device
+        return _ROIMaxPool.apply(x, *(torch.as_tensor(a, device=dev)
+                                      for a in (b, hs, he, ws, we, malformed)))
+
+
+# Caffe's scan starts each bin at -FLT_MAX and keeps a cell only when strictly greater: NaN
+# and values <= -FLT_MAX never win (in float64 too: the forks use FLT_MAX for every Dtype)
+_FLT_MAX = float(np.finfo(np.float32).max)
+_CELLS = 1 << 31  # cells h·W + w of one plane, below 2^31
+
+
+def _keys(x: torch.Tensor) -> tuple[torch.Tensor]:
+    """Each cell of x (N, C, H, W) as one int64, channels last (N, H, W, C), ordered as the
+    fork's scan ranks cells: by value, then the first in row-major order. High 32 bits: the
+    float32 bits made order-preserving (negatives flipped; NaN and <= -FLT_MAX as -inf; -0
+    as +0, which Caffe's '>' does not tell apart); then 2^31 - 1 - (h·W + w); the lowest bit
+    keeps the value's sign bit, so that a -0 maximum comes back as -0."""
+    n, c, height, width = x.shape
+    v = x.detach().permute(0, 2, 3, 1).float()
+    sign = torch.signbit(v).long()
+    v = torch.where(v > -_FLT_MAX, v + 0.0, torch.tensor(-math.inf, device=x.device))
+    bits = v.contiguous().view(torch.int32)
+    ordered = torch.where(bits >= 0, bits, bits ^ 0x7FFFFFFF).long()
+    cell = torch.arange(height * width, device=x.device).view(1, height, width, 1)
+    return (ordered * (2 * _CELLS) + (_CELLS - 1 - cell) * 2 + sign,)
+
+
+def _unkey(key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(float32 value, int32 cell) of keys; -inf for a bin where no cell won."""
+    ordered = key >> 32
+    # undo the flip of negatives (branch-free), then put the sign bit back (-0 stays -0)
+    bits = (ordered ^ ((ordered >> 31) & 0x7FFFFFFF)) | ((key & 1) << 31)
+    value = bits.to(torch.int32).view(torch.float32)
+    cell = (_CELLS - 1) - ((key >> 1) & (_CELLS - 1))
+    return value, cell.to(torch.int32)
+
+
+def _max_key(a: tuple, b: tuple) -> tuple:
+    return (torch.maximum(a[0], b[0]),)
+
+
+def _pairs(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """float64 cells (value, h·W + w), channels last: a value that a key cannot hold."""
+    n, c, height, width = x.shape
+    v = x.detach().permute(0, 2, 3, 1)
+    v = torch.where(v > -_FLT_MAX, v, torch.tensor(-math.inf, dtype=v.dtype, device=x.device))
+    i = torch.arange(height * width, dtype=torch.int32, device=x.device)
+    return v.contiguous(), i.view(1, height, width, 1).expand(n, height, width, c).contiguous()
+
+
+def _max_pair(a: tuple, b: tuple) -> tuple:
+    """The larger value; on a tie the smaller cell, the first in row-major order."""
+    take_b = (b[0] > a[0]) | ((b[0] == a[0]) & (b[1] < a[1]))
+    return torch.where(take_b, b[0], a[0]), torch.where(take_b, b[1], a[1])
+
+
+def roi_max_pool(x: torch.Tensor, b: torch.Tensor, hs: torch.Tensor, he: torch.Tensor,
+                 ws: torch.Tensor, we: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Max pooling of every ROI bin, with no loop over ROIs or bins (a 2-d sparse table).
+
+    x: (N, C, H, W); b: (R,) batch indices; hs, he: (R, PH) clipped [start, end) rows;
+    ws, we: (R, PW) clipped [start, end) columns. Returns the top (R, C, PH, PW) in x's dtype
+    and the cell h·W + w each value came from (R, C, PH, PW, int32): the bin's first maximum
+    in row-major order. An empty bin gives 0 and cell −1; a bin with no cell above −FLT_MAX
+    gives −FLT_MAX and cell −1 (the fork's forward: its scan starts at −FLT_MAX).
+
+    Table (kh, kw) holds, for every cell, the best cell of the 2^kh × 2^kw block there; a bin
+    of h × w cells is the union of four such blocks with 2^kh ≤ h < 2^(kh+1) (likewise w), so
+    four lookups answer it exactly. A cell is one int64 key (value, then first cell) for
+    float32 and narrower; float64 keeps (value, cell) pairs. Channels last: a lookup reads C
+    contiguous entries.
+    """
+    n, c, height, width = x.shape
+    num, ph_n = hs.shape
+    pw_n = ws.shape[1]
+    dev = x.device
+    keyed = x.dtype != torch.float64
+    merge = _max_key if keyed else _max_pair
+    lh, lw = he - hs, we - ws  # (R, PH), (R, PW)
+    kh = torch.zeros_like(lh)  # floor(log2(bin height)) of a non-empty bin
+    for k in range(1, max(int(lh.max()), 1).bit_length()):
+        kh += (lh >= (1 << k)).long()
+    kw = torch.zeros_like(lw)
+    for k in range(1, max(int(lw.max()), 1).bit_length()):
+        kw += (lw >= (1 << k)).long()
+    full = (num, ph_n, pw_n)
+
+    def per_bin(t: torch.Tensor, axis: int) -> torch.Tensor:
+        return (t[:, :, None] if axis == 1 else t[:, None, :]).expand(full).reshape(-1)
+
+    valid = ((lh > 0)[:, :, None] & (lw > 0)[:, None, :]).reshape(-1)
+    kh, r0, r1 = per_bin(kh, 1), per_bin(hs, 1), per_bin(he, 1)
+    kw, c0, c1 = per_bin(kw, 2), per_bin(ws, 2), per_bin(we, 2)
+    bb = b[:, None, None].expand(full).reshape(-1)
+    # the bins answered by each table (kw, kh), and their four blocks' cells in that table
+    # (bins, their ROI, their bin within the ROI, cells)
+    groups: dict[tuple[int, int], tuple] = {}
+    for level_w in (range(int(kw[valid].max()) + 1) if bool(valid.any()) else ()):
+        in_w = valid & (kw == level_w)
+        for level_h in (range(int(kh[in_w].max()) + 1) if bool(in_w.any()) else ()):
+            q = torch.nonzero(in_w & (kh == level_h)).reshape(-1)
+            if q.numel():
+                rows, cols = height - (1 << level_h) + 1, width - (1 << level_w) + 1
+                base = bb[q] * rows
+                groups[level_w, level_h] = (q, q // (ph_n * pw_n), q % (ph_n * pw_n), [
+                    (base + rr) * cols + cc for rr in (r0[q], r1[q] - (1 << level_h))
+                    for cc in (c0[q], c1[q] - (1 << level_w))])
+    # written in place through (R, bins, C) views of the (R, C, bins) results: no final copy
+    top = x.new_zeros((num, c, ph_n * pw_n))
+    arg = torch.full((num, c, ph_n * pw_n), -1, dtype=torch.int32, device=dev)
+    top_t, arg_t = top.permute(0, 2, 1), arg.permute(0, 2, 1)
+    top_w = max((lw_ for lw_, _ in groups), default=-1)
+    # channels in blocks, so that each block's tables stay in the CPU's caches
+    for lo in range(0, c if groups else 0, _ROI_CHANNEL_BLOCK):
+        hi = min(c, lo + _ROI_CHANNEL_BLOCK)
+        row_table = _keys(x[:, lo:hi]) if keyed else _pairs(x[:, lo:hi])
+        for level_w in range(top_w + 1):
+            if level_w:
+                s = 1 << (level_w - 1)
+                row_table = merge(tuple(t[:, :, :-s] for t in row_table),
+                                  tuple(t[:, :, s:] for t in row_table))
+            top_h = max((lh_ for lw_, lh_ in groups if lw_ == level_w), default=-1)
+            block = row_table
+            for level_h in range(top_h + 1):
+                if level_h:
+                    s = 1 << (level_h - 1)
+                    block = merge(tuple(t[:, :-s] for t in block),
+                                  tuple(t[:, s:] for t in block))
+                if (level_w, level_h) not in groups:
+                    continue
+                q, roi, bin_in_roi, cells = groups[level_w, level_h]
+                flat = tuple(t.reshape(-1, hi - lo) for t in block)
+                best = None
+                for cell in cells:
+                    cand = tuple(t[cell] for t in flat)
+                    best = cand if best is None else merge(best, cand)
+                value, where = _unkey(best[0]) if keyed else best
+                none = value == -math.inf
+                top_t[roi, bin_in_roi, lo:hi] = torch.where(none, -_FLT_MAX, value).to(top.dtype)
+                arg_t[roi, bin_in_roi, lo:hi] = torch.where(none, -1, where)
+    return top.view(num, c, ph_n, pw_n), arg.view(num, c, ph_n, pw_n)
+
+
+_ROI_CHANNEL_BLOCK = 64
+
+
+class _ROIMaxPool(torch.autograd.Function):
+    """ROIPooling's forward (roi_max_pool) and the fork's backward: each top diff goes to
+    its bin's argmax cell, summed over every bin that chose the cell; bins with no argmax
+    and ROIs that end before they start send nothing."""
+
+    @staticmethod
+    def forward(ctx, x, b, hs, he, ws, we, malformed):
+        top, arg = roi_max_pool(x, b, hs, he, ws, we)
+        ctx.save_for_backward(arg, b, malformed)
+        ctx.x_shape = x.shape
+        return top
+
+    @staticmethod
+    def backward(ctx, grad):
+        arg, b, malformed = ctx.saved_tensors
+        n, c, height, width = ctx.x_shape
+        plane = height * width
+        total = n * c * plane
+        flat = ((b[:, None, None, None] * c
+                 + torch.arange(c, device=grad.device)[None, :, None, None]) * plane + arg)
+        # diffs that go nowhere are summed into one extra slot, then dropped
+        flat = torch.where((arg < 0) | malformed[:, None, None, None], total, flat)
+        gx = grad.new_zeros(total + 1)
+        gx.index_add_(0, flat.reshape(-1), grad.reshape(-1))
+        return gx[:total].view(ctx.x_shape), None, None, None, None, None, None
 
 
 # ------------------------------------------------------------------------------------------
@@ -242,9 +378,6 @@ class PSROIPoolingLayer(Layer):
         we = np.clip(np.ceil((k[None] + dt(1)) * bin_w[:, None] + sw[:, None]), 0,
                      width).astype(np.int64)
         dev = x.device
-        # box sums from a zero-padded 2-d prefix sum (accumulated in float64)
-        s = torch.nn.functional.pad(x.double().cumsum(2).cumsum(3), (1, 0, 1, 0))
-        s = s.reshape(-1)
         hs_t, he_t = torch.as_tensor(hs, device=dev), torch.as_tensor(he, device=dev)
         ws_t, we_t = torch.as_tensor(ws, device=dev), torch.as_tensor(we, device=dev)
         ch = ((torch.arange(d, device=dev)[:, None, None] * g
@@ -255,13 +388,49 @@ class PSROIPoolingLayer(Layer):
         row_s = hs_t[:, None, :, None] * (width + 1)
         row_e = he_t[:, None, :, None] * (width + 1)
         col_s, col_e = ws_t[:, None, None, :], we_t[:, None, None, :]
-        total = (s[plane + row_e + col_e] - s[plane + row_s + col_e]
-                 - s[plane + row_e + col_s] + s[plane + row_s + col_s])
+        # the four corners of each bin in the padded prefix-sum planes: + - - +
+        corners = torch.stack([plane + row_e + col_e, plane + row_s + col_e,
+                               plane + row_e + col_s, plane + row_s + col_s])
         area = ((he_t - hs_t)[:, :, None] * (we_t - ws_t)[:, None, :])[:, None]  # (R,1,G,G)
+        return _PSROIAvgPool.apply(x, corners, area.expand(num, d, g, g))
+
+
+# a box sum from a 2-d prefix sum: S(e, e) - S(s, e) - S(e, s) + S(s, s)
+_SIGNS = (1.0, -1.0, -1.0, 1.0)
+
+
+class _PSROIAvgPool(torch.autograd.Function):
+    """PSROIPooling's average of every bin from box sums of a zero-padded 2-d prefix sum
+    (accumulated in float64), and its adjoint as the backward: each bin's diff / area is
+    added at its four corners (signed) and a reverse 2-d prefix sum spreads it over the
+    bin's cells, as the fork's backward adds diff / bin_area to every cell of the bin.
+
+    corners: (4, R, D, G, G) flat indices into the (N·C, H+1, W+1) padded planes; area:
+    (R, D, G, G) cells per bin (an empty bin gives 0 and no gradient)."""
+
+    @staticmethod
+    def forward(ctx, x, corners, area):
+        s = torch.nn.functional.pad(x.detach().double().cumsum(2).cumsum(3), (1, 0, 1, 0))
+        s = s.reshape(-1)
+        total = sum(sign * s[corner] for sign, corner in zip(_SIGNS, corners))
         empty = area <= 0
-        out = torch.where(empty, torch.zeros((), dtype=total.dtype, device=dev),
-                          total / area.clamp_min(1).to(total.dtype))
+        out = torch.where(empty, 0.0, total / area.clamp_min(1))
+        ctx.save_for_backward(corners, area)
+        ctx.x_shape, ctx.x_dtype = x.shape, x.dtype
         return out.to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        corners, area = ctx.saved_tensors
+        n, c, height, width = ctx.x_shape
+        share = torch.where(area <= 0, 0.0, grad.double() / area.clamp_min(1)).reshape(-1)
+        spread = grad.new_zeros(n * c * (height + 1) * (width + 1), dtype=torch.float64)
+        for sign, corner in zip(_SIGNS, corners):
+            spread.index_add_(0, corner.reshape(-1), share, alpha=sign)
+        spread = spread.view(n, c, height + 1, width + 1)
+        # cell (i, j) gets every corner entry at (a, b) with a > i and b > j (padded indices)
+        gx = spread.flip((2, 3)).cumsum(2).cumsum(3).flip((2, 3))[:, :, 1:, 1:]
+        return gx.to(ctx.x_dtype), None, None
 
 
 # ------------------------------------------------------------------------------------------
