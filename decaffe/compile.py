@@ -52,7 +52,7 @@ def why_not(net) -> str | None:
 class CompiledPasses:
     """A net's forward (training and testing) through torch.compile, with eager fallback."""
 
-    def __init__(self, net, mode: str | None = None):
+    def __init__(self, net, mode: str | None = None) -> None:
         self.net = net
         self.first = sum(1 for layer in net._layers if getattr(layer, "is_data", False)
                          or layer.type == "Input")
@@ -75,7 +75,7 @@ class CompiledPasses:
             self._fns[grad] = fn
         return fn
 
-    def forward(self, grad: bool):
+    def forward(self, grad: bool) -> torch.Tensor | None:
         """The net's loss (a tensor or None) after one pass; grad: build the graph."""
         net = self.net
         last = len(net._layers) - 1

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import fillers
-from ..layer import ElementwiseLayer, Layer, register
+from ..layer import ElementwiseLayer, Layer, Shape, Tops, register
 from ..proto import caffe_pb2
 
 
@@ -36,7 +36,7 @@ class _Refused(torch.autograd.Function):
         raise ctx.layer.error(ctx.message)
 
 
-def no_backward(layer: Layer, message: str, fn: Callable, *inputs: torch.Tensor):
+def no_backward(layer: Layer, message: str, fn: Callable, *inputs: torch.Tensor) -> torch.Tensor:
     """fn(*inputs), such that asking for a gradient through the result raises a
     LayerParamError naming the layer, as Caffe aborts (NOT_IMPLEMENTED / CHECK) when it
     would have to run such a backward. Without a graph, plainly fn(*inputs)."""
@@ -73,10 +73,10 @@ class ReLULayer(ElementwiseLayer):
     """y = max(x, 0) + negative_slope·min(x, 0). The gradient is 1 where x > 0 and
     negative_slope where x <= 0 (so at exactly 0 it is the slope, as in Caffe)."""
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         self.negative_slope = float(self.lp.relu_param.negative_slope)
 
-    def forward(self, x):
+    def forward(self, x) -> Tops:
         if self.negative_slope == 0.0:
             return torch.relu(x)
         return F.leaky_relu(x, self.negative_slope)
@@ -88,7 +88,7 @@ class PReLULayer(ElementwiseLayer):
     all channels (channel_shared: the blob is a scalar with no axes). The slopes are
     filled by prelu_param.filler, default constant 0.25. The bottom needs >= 2 axes."""
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         p = self.lp.prelu_param
         shape = bottom_shapes[0]
         self.check(len(shape) >= 2, f"the bottom must have at least 2 axes, its shape is "
@@ -106,7 +106,7 @@ class PReLULayer(ElementwiseLayer):
                    f"{'channel_shared wants 1' if self.channel_shared else f'{want} channels'}",
                    "prelu_param.channel_shared")
 
-    def reshape(self, bottom_shapes):
+    def reshape(self, bottom_shapes) -> list[Shape]:
         shape = bottom_shapes[0]
         self.check(len(shape) >= 2, f"the bottom must have at least 2 axes, its shape is "
                    f"{tuple(shape)}")
@@ -116,7 +116,7 @@ class PReLULayer(ElementwiseLayer):
                        f"{self.blob_params[0].numel()}")
         return [shape]
 
-    def forward(self, x):
+    def forward(self, x) -> Tops:
         w = self.blob_params[0]
         if x.dim() < 2 or (not self.channel_shared and x.shape[1] != w.numel()):
             self.reshape([tuple(x.shape)])  # raises Caffe's error for these shapes
@@ -127,7 +127,7 @@ class PReLULayer(ElementwiseLayer):
 class SigmoidLayer(ElementwiseLayer):
     """y = 1 / (1 + exp(−x))."""
 
-    def forward(self, x):
+    def forward(self, x) -> Tops:
         return torch.sigmoid(x)
 
 
@@ -135,7 +135,7 @@ class SigmoidLayer(ElementwiseLayer):
 class TanHLayer(ElementwiseLayer):
     """y = tanh(x)."""
 
-    def forward(self, x):
+    def forward(self, x) -> Tops:
         return torch.tanh(x)
 
 
@@ -159,7 +159,7 @@ class DropoutLayer(ElementwiseLayer):
     (alexgkendall/caffe-segnet src/caffe/layers/dropout_layer.cpp/.cu).
     """
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         ratio = float(self.lp.dropout_param.dropout_ratio)
         self.check(0.0 <= ratio < 1.0, f"must be in [0, 1), not {ratio}",
                    "dropout_param.dropout_ratio")
@@ -173,7 +173,7 @@ class DropoutLayer(ElementwiseLayer):
                        "dropout_param.sample_weights_test")
             self.train = True
 
-    def forward(self, x):
+    def forward(self, x) -> Tops:
         if self.scale_train:
             if self.train and self.ratio > 0.0:
                 return F.dropout(x, self.ratio, training=True)
@@ -190,10 +190,10 @@ class DropoutLayer(ElementwiseLayer):
 class ELULayer(ElementwiseLayer):
     """y = x for x > 0, alpha·(exp(x) − 1) otherwise; gradient 1, or y + alpha."""
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         self.alpha = float(self.lp.elu_param.alpha)
 
-    def forward(self, x):
+    def forward(self, x) -> Tops:
         return F.elu(x, self.alpha)
 
 
@@ -202,12 +202,12 @@ class AbsValLayer(ElementwiseLayer):
     """y = |x|; gradient sign(x), which is 0 at 0. Not allowed in place (Caffe 1.0's
     AbsValLayer::LayerSetUp refuses it)."""
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         self.check(self.top_names[0] != self.bottom_names[0],
                    f"AbsVal Layer does not allow in-place computation (top '{self.top_names[0]}' "
                    "is its bottom)")
 
-    def forward(self, x):
+    def forward(self, x) -> Tops:
         return torch.abs(x)
 
 
@@ -216,7 +216,7 @@ class BNLLLayer(ElementwiseLayer):
     """Binomial normal log likelihood, y = log(1 + exp(x)), computed without overflow
     (Caffe: x + log(1 + exp(−x)) for x > 0); gradient sigmoid(x)."""
 
-    def forward(self, x):
+    def forward(self, x) -> Tops:
         # softplus switches to y = x above 20, where log(1 + exp(−x)) is below float
         # resolution, and so matches Caffe's overflow-safe form.
         return F.softplus(x)
@@ -232,7 +232,7 @@ class PowerLayer(ElementwiseLayer):
     writes it power·y/x when shift is 0, which is the same value where x ≠ 0).
     """
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         p = self.lp.power_param
         self.power, self.scale, self.shift = float(p.power), float(p.scale), float(p.shift)
         self.diff_scale = self.power * self.scale
@@ -241,7 +241,7 @@ class PowerLayer(ElementwiseLayer):
             self.value = 1.0 if self.power == 0.0 else float(
                 torch.tensor(self.shift, dtype=torch.float64).pow(self.power))
 
-    def forward(self, x):
+    def forward(self, x) -> Tops:
         if self.diff_scale == 0.0:
             return constant_like(x, self.value)
         y = x
@@ -259,7 +259,7 @@ class ExpLayer(ElementwiseLayer):
     """y = base^(shift + scale·x), base −1 meaning e. Caffe computes it as
     base^shift · exp(ln(base)·scale·x); base must be positive (or −1)."""
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         p = self.lp.exp_param
         base, scale, shift = float(p.base), float(p.scale), float(p.shift)
         if base != -1.0:
@@ -274,7 +274,7 @@ class ExpLayer(ElementwiseLayer):
         else:
             self.outer_scale = math.exp(shift) if base == -1.0 else _pow(base, shift)
 
-    def forward(self, x):
+    def forward(self, x) -> Tops:
         y = torch.exp(x) if self.inner_scale == 1.0 else torch.exp(x * self.inner_scale)
         return y if self.outer_scale == 1.0 else y * self.outer_scale
 
@@ -292,7 +292,7 @@ class LogLayer(ElementwiseLayer):
     """y = log_base(shift + scale·x), base −1 meaning e; base must be positive (or −1)
     and not 1. Gradient scale / ((shift + scale·x)·ln(base))."""
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         p = self.lp.log_param
         base = float(p.base)
         if base != -1.0:
@@ -304,7 +304,7 @@ class LogLayer(ElementwiseLayer):
         self.base_scale = 1.0 / log_base
         self.scale, self.shift = float(p.scale), float(p.shift)
 
-    def forward(self, x):
+    def forward(self, x) -> Tops:
         y = x
         if self.scale != 1.0:
             y = y * self.scale
@@ -324,13 +324,13 @@ class ThresholdLayer(ElementwiseLayer):
     in a net that runs backward.
     """
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         self.threshold = float(self.lp.threshold_param.threshold)
 
     def _step(self, x):
         return (x > self.threshold).to(x.dtype)
 
-    def forward(self, x):
+    def forward(self, x) -> Tops:
         return no_backward(self, "Threshold has no backward (Caffe: NOT_IMPLEMENTED); set "
                            "propagate_down: false on this layer", self._step, x)
 
@@ -341,13 +341,13 @@ class ClipLayer(ElementwiseLayer):
     elsewhere. Both bounds are required. If min > max every output is min (Caffe's
     formula), with zero gradient."""
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         p = self.lp.clip_param
         for f in ("min", "max"):
             self.check(p.HasField(f), "is required", f"clip_param.{f}")
         self.min, self.max = float(p.min), float(p.max)
 
-    def forward(self, x):
+    def forward(self, x) -> Tops:
         if self.min > self.max:
             return constant_like(x, self.min)
         return torch.clamp(x, self.min, self.max)
@@ -357,10 +357,10 @@ class ClipLayer(ElementwiseLayer):
 class SwishLayer(ElementwiseLayer):
     """y = x·sigmoid(beta·x)."""
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         self.beta = float(self.lp.swish_param.beta)
 
-    def forward(self, x):
+    def forward(self, x) -> Tops:
         if self.beta == 1.0:
             return F.silu(x)
         return x * torch.sigmoid(x * self.beta)

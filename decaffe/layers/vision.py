@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import fillers
-from ..layer import Layer, Shape, register
+from ..layer import Layer, Shape, Tops, register
 from ..proto import caffe_pb2
 from .common import canonical_axis
 
@@ -183,7 +183,7 @@ class _ConvolutionBase(Layer):
     min_tops = 1
     transposed = False
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         p = self.lp.convolution_param
         self.check(len(self.top_names) == len(self.bottom_names),
                    f"needs one top per bottom ({len(self.bottom_names)} bottoms, "
@@ -243,7 +243,7 @@ class _ConvolutionBase(Layer):
         self._plans[shape] = plan
         return plan
 
-    def reshape(self, bottom_shapes):
+    def reshape(self, bottom_shapes) -> list[Shape]:
         first = tuple(bottom_shapes[0])
         for i, s in enumerate(bottom_shapes[1:], 1):
             self.check(tuple(s) == first, f"all bottoms must have the same shape: bottom {i} is "
@@ -252,7 +252,7 @@ class _ConvolutionBase(Layer):
         top = plan.lead + (self.num_output,) + plan.out
         return [top] * len(bottom_shapes)
 
-    def batch_items(self, bottom_shapes):
+    def batch_items(self, bottom_shapes) -> int:
         # oneDNN computes a batch of one with another algorithm than larger batches for some
         # shapes (small outputs, 1x1 kernels): then a single item runs as two
         shape = tuple(bottom_shapes[0])
@@ -303,12 +303,12 @@ class _ConvolutionBase(Layer):
                 y = _conv_generic(x, w, b, s, plan.extra, self.group)
         return y.reshape(plan.lead + tuple(y.shape[1:]))
 
-    def forward(self, *bottoms):
+    def forward(self, *bottoms) -> Tops:
         if len(bottoms) == 1:
             return self._convolve(bottoms[0])
         return tuple(self._convolve(x) for x in bottoms)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         s = self.spec
         return (f"name={self.name!r}, {self.channels}->{self.num_output}, kernel={s.kernel}, "
                 f"stride={s.stride}, pad={s.pad}, dilation={s.dilation}, group={self.group}")
@@ -342,7 +342,7 @@ class Im2colLayer(Layer):
     exact_bottoms = 1
     exact_tops = 1
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         shape = tuple(bottom_shapes[0])
         self.spec = _conv_spec(self, self.lp.convolution_param, shape, 1)
         self.num_spatial = len(shape) - self.spec.axis - 1
@@ -361,11 +361,11 @@ class Im2colLayer(Layer):
             self._plans[shape] = plan
         return plan
 
-    def reshape(self, bottom_shapes):
+    def reshape(self, bottom_shapes) -> list[Shape]:
         lead, _, kdim, out, _ = self._plan(tuple(bottom_shapes[0]))
         return [lead + (kdim,) + out]
 
-    def forward(self, x):
+    def forward(self, x) -> Tops:
         shape = tuple(x.shape)
         lead, num, kdim, out, extra = self._plans.get(shape) or self._plan(shape)
         cols = _im2col(x.reshape((num,) + shape[self.spec.axis:]), self.spec, extra)
@@ -428,7 +428,7 @@ def _pool_geom(layer: Layer, size: tuple[int, int], kernel, stride, pad, ceil: b
 class _PoolCache:
     """Small per-geometry tensors (divisors, empty-window masks), kept per device and dtype."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._store: dict = {}
 
     def divisor(self, g: _PoolGeom, ref: torch.Tensor) -> torch.Tensor:
@@ -588,7 +588,7 @@ class PoolingLayer(Layer):
     min_tops = 1
     max_tops = 2
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         p = self.lp.pooling_param
         f = "pooling_param"
         self.method = p.pool
@@ -648,12 +648,12 @@ class PoolingLayer(Layer):
             self._geoms[shape] = g
         return g
 
-    def reshape(self, bottom_shapes):
+    def reshape(self, bottom_shapes) -> list[Shape]:
         shape = tuple(bottom_shapes[0])
         g = self._geom(shape)
         return [shape[:2] + g.out] * len(self.top_names)
 
-    def forward(self, x):
+    def forward(self, x) -> Tops:
         shape = tuple(x.shape)
         g = self._geoms.get(shape) or self._geom(shape)
         want_mask = len(self.top_names) > 1
@@ -671,7 +671,7 @@ class SPPLayer(Layer):
     exact_bottoms = 1
     exact_tops = 1
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         p = self.lp.spp_param
         self.height = p.pyramid_height
         self.method = p.pool
@@ -699,14 +699,14 @@ class SPPLayer(Layer):
             self._levels[shape] = levels
         return levels
 
-    def reshape(self, bottom_shapes):
+    def reshape(self, bottom_shapes) -> list[Shape]:
         shape = tuple(bottom_shapes[0])
         levels = self._geoms(shape)
         if self.height == 1:
             return [shape[:2] + levels[0].out]
         return [(shape[0], shape[1] * sum(g.out[0] * g.out[1] for g in levels))]
 
-    def forward(self, x):
+    def forward(self, x) -> Tops:
         shape = tuple(x.shape)
         levels = self._levels.get(shape) or self._geoms(shape)
         train = self.phase == caffe_pb2.TRAIN
@@ -732,7 +732,7 @@ class LRNLayer(Layer):
     exact_bottoms = 1
     exact_tops = 1
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         p = self.lp.lrn_param
         self.size = p.local_size
         self.check(self.size % 2 == 1, f"LRN only supports odd values, got {self.size}",
@@ -743,7 +743,7 @@ class LRNLayer(Layer):
         self.check(self.region in (_LRN.ACROSS_CHANNELS, _LRN.WITHIN_CHANNEL),
                    f"unknown normalization region {self.region}", "lrn_param.norm_region")
 
-    def reshape(self, bottom_shapes):
+    def reshape(self, bottom_shapes) -> list[Shape]:
         shape = tuple(bottom_shapes[0])
         self.check(len(shape) == 4, f"the bottom must have 4 axes (num, channels, height, "
                    f"width), not shape {shape}")
@@ -751,7 +751,7 @@ class LRNLayer(Layer):
                    "over channels")
         return [shape]
 
-    def forward(self, x):
+    def forward(self, x) -> Tops:
         if self.region == _LRN.ACROSS_CHANNELS:
             return F.local_response_norm(x, self.size, self.alpha, self.beta, self.k)
         # Caffe composes AVE pooling (pad (n−1)/2, stride 1: always n² in the divisor),
@@ -759,7 +759,7 @@ class LRNLayer(Layer):
         avg = F.avg_pool2d(x * x, self.size, 1, self.pre_pad, count_include_pad=True)
         return x * (1.0 + self.alpha * avg).pow(-self.beta)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         region = "ACROSS_CHANNELS" if self.region == _LRN.ACROSS_CHANNELS else "WITHIN_CHANNEL"
         return (f"name={self.name!r}, {region}, local_size={self.size}, alpha={self.alpha}, "
                 f"beta={self.beta}, k={self.k}")
