@@ -45,7 +45,7 @@ class Records:
     and top_ids are the layers' blob indices into blobs."""
 
     def __init__(self, records: Sequence, bottom_ids: Sequence[Sequence[int]],
-                 top_ids: Sequence[Sequence[int]], blobs: Sequence[Blob]):
+                 top_ids: Sequence[Sequence[int]], blobs: Sequence[Blob]) -> None:
         self._records, self._bottom_ids, self._top_ids = records, bottom_ids, top_ids
         self._blobs = blobs
         self._left: dict[int, torch.Tensor] | None = None
@@ -111,10 +111,10 @@ class _Untouched:
     """Puts back what re-running a layer's forward changes besides its outputs: the random
     generators (Dropout's draw) and the blobs no gradient reaches (BatchNorm's statistics)."""
 
-    def __init__(self, layer: Layer):
+    def __init__(self, layer: Layer) -> None:
         self._layer = layer
 
-    def __enter__(self):
+    def __enter__(self) -> _Untouched:
         self._cpu = torch.get_rng_state()
         self._cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
         self._kept = [(t, t.detach().clone()) for t in
@@ -122,7 +122,7 @@ class _Untouched:
                        *self._layer.buffers()]]
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> bool:
         torch.set_rng_state(self._cpu)
         if self._cuda is not None:
             torch.cuda.set_rng_state_all(self._cuda)
@@ -133,7 +133,8 @@ class _Untouched:
 
 
 def rerun_backward(layer: Layer, bottoms: Sequence[torch.Tensor],
-                   top_diffs: Sequence[torch.Tensor], need: Sequence[bool]):
+                   top_diffs: Sequence[torch.Tensor], need: Sequence[bool]
+                   ) -> tuple[list[torch.Tensor | None], list]:
     """(bottom diffs, parameter gradients) of a layer whose Caffe backward reads its bottoms'
     data: its forward re-run on these bottoms under autograd, differentiated with the top
     diffs. Bottom diffs are None where not needed; gradients pair each parameter that

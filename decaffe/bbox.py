@@ -148,7 +148,8 @@ def decode(prior: np.ndarray, var: np.ndarray, code_type: int, variance_in_targe
 
 
 def match(gt: np.ndarray, gt_labels: np.ndarray, preds: np.ndarray, label: int, match_type: int,
-          overlap_threshold: float, ignore_cross_boundary: bool = False):
+          overlap_threshold: float, ignore_cross_boundary: bool = False) -> tuple[np.ndarray,
+          np.ndarray]:
     """MatchBBox: (indices, overlaps) for each prediction.
 
     indices[i] is the index (into gt) of the box prediction i is matched to, -1 for none and
@@ -260,7 +261,7 @@ def nms_fast(boxes: np.ndarray, scores: np.ndarray, score_threshold: float,
     return [int(k) for k in order[keep_all]]
 
 
-def _move_median_to_first(key, idx, result, a, b, c):
+def _move_median_to_first(key, idx, result, a, b, c) -> None:
     """libstdc++'s __move_median_to_first for the comparator key[x] > key[y] (per segment:
     every argument is an array of positions)."""
     ka, kb, kc = key[idx[a]], key[idx[b]], key[idx[c]]
@@ -281,7 +282,7 @@ def _heap_sort_descending(key, idx, first: int, last: int) -> None:
     def less(x, y):
         return key[x] > key[y]
 
-    def adjust(hole, length, value):
+    def adjust(hole, length, value) -> None:
         top = hole
         child = hole
         while child < (length - 1) // 2:
@@ -407,7 +408,7 @@ def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, top_k: int) -> 
     return kept
 
 
-def project(src: np.ndarray, box: np.ndarray):
+def project(src: np.ndarray, box: np.ndarray) -> np.ndarray | None:
     """ProjectBBox: box (4,) in the coordinates of src (4,), clipped; None when outside."""
     s, b = np.asarray(src, F32), np.asarray(box, F32)
     if b[0] >= s[2] or b[2] <= s[0] or b[1] >= s[3] or b[3] <= s[1]:

@@ -107,7 +107,7 @@ class Blob:
     """A named N-d array with a diff of the same shape (Caffe's Blob)."""
 
     def __init__(self, shape=(), *, name: str = "", owner=None,
-                 device: torch.device | None = None, dtype: torch.dtype = torch.float32):
+                 device: torch.device | None = None, dtype: torch.dtype = torch.float32) -> None:
         self.name = name
         self._shape = tuple(int(s) for s in shape)
         self._owner = owner  # the Net whose pass must upload host writes
@@ -349,7 +349,7 @@ class ParamBlob(Blob):
     clears them; autograd's .grad accumulates the same way.
     """
 
-    def __init__(self, param: torch.nn.Parameter, *, name: str = "", owner=None):
+    def __init__(self, param: torch.nn.Parameter, *, name: str = "", owner=None) -> None:
         super().__init__(param.shape, name=name, owner=owner, device=param.device,
                          dtype=param.dtype)
         self.param = param

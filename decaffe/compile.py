@@ -88,7 +88,7 @@ class _Pending:
 
     __slots__ = ("inputs", "rng", "fuse")
 
-    def __init__(self, inputs: list[torch.Tensor], rng: torch.Tensor, fuse: bool):
+    def __init__(self, inputs: list[torch.Tensor], rng: torch.Tensor, fuse: bool) -> None:
         self.inputs, self.rng, self.fuse = inputs, rng, fuse
 
 
@@ -96,7 +96,7 @@ class CompiledPasses:
     """A net's passes through torch.compile, returning only the loss and the outputs; the
     other blobs made on request (see the module docstring)."""
 
-    def __init__(self, net, mode: str | None = None, backend: str | Callable | None = None):
+    def __init__(self, net, mode: str | None = None, backend: str | Callable | None = None) -> None:
         self.net = net
         self.backend = backend if backend is not None else "inductor"
         records = net.layer_records

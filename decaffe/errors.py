@@ -18,7 +18,7 @@ class ParseError(DecaffeError):
     """A text file (prototxt) that does not parse; names file:line:column."""
 
     def __init__(self, message: str, path: str | None = None, line: int | None = None,
-                 column: int | None = None):
+                 column: int | None = None) -> None:
         self.path, self.line, self.column, self.reason = path, line, column, message
         where = path or "<string>"
         if line is not None:
@@ -36,7 +36,7 @@ class FormatError(DecaffeError):
 class NetError(DecaffeError):
     """A net that cannot be built or run: names the layer (and blob) at fault."""
 
-    def __init__(self, message: str, layer: str | None = None, blob: str | None = None):
+    def __init__(self, message: str, layer: str | None = None, blob: str | None = None) -> None:
         self.layer, self.blob = layer, blob
         prefix = ""
         if layer is not None:

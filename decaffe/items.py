@@ -121,7 +121,7 @@ def plan(layer: Layer, shapes: Sequence[Shape], group: int) -> str:
     return got
 
 
-def run(layer: Layer, bottoms: Sequence[torch.Tensor]):
+def run(layer: Layer, bottoms: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     """layer(*bottoms) with each item's outputs (axis 0) computed as in a group of
     layer.item_group items, whatever the batch size (see the module)."""
     group = layer.item_group

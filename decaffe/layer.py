@@ -16,6 +16,7 @@ as Caffe's ExactNumBottomBlobs and friends do.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from typing import ClassVar
 
 import torch
@@ -25,7 +26,7 @@ from .errors import LayerParamError, NetError, suggest
 _REGISTRY: dict[str, type[Layer]] = {}
 
 
-def register(*type_names: str):
+def register(*type_names: str) -> Callable[[type], type]:
     """Class decorator: make the class the implementation of these Caffe layer types."""
 
     def deco(cls):
@@ -57,6 +58,8 @@ def layer_type_list() -> list[str]:
     return sorted(_REGISTRY)
 
 
+# What a layer's forward returns: its top, or its tops in order
+Tops = torch.Tensor | tuple[torch.Tensor, ...]
 Shape = tuple[int, ...]
 
 
@@ -90,7 +93,7 @@ class Layer(torch.nn.Module):
     # each item is computed as in a group of this many items (decaffe.items); 0: not needed.
     item_group: ClassVar[int] = 0
 
-    def __init__(self, lp, phase: int):
+    def __init__(self, lp, phase: int) -> None:
         super().__init__()
         self.lp = lp
         self.name = lp.name
@@ -116,7 +119,7 @@ class Layer(torch.nn.Module):
             out = (out,)
         return [tuple(t.shape) for t in out]
 
-    def forward(self, *bottoms: torch.Tensor):  # pragma: no cover - abstract
+    def forward(self, *bottoms: torch.Tensor) -> Tops:  # pragma: no cover - abstract
         raise NotImplementedError(f"{type(self).__name__}.forward")
 
     def backward_from_blobs(self, bottoms: list[torch.Tensor], tops: list[torch.Tensor],
@@ -170,5 +173,5 @@ class ElementwiseLayer(Layer):
     exact_bottoms = 1
     exact_tops = 1
 
-    def reshape(self, bottom_shapes):
+    def reshape(self, bottom_shapes) -> list[Shape]:
         return [bottom_shapes[0]]

@@ -28,6 +28,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from typing import IO
 
 INFO, WARNING, ERROR, FATAL = 0, 1, 2, 3
@@ -171,7 +172,7 @@ class ProgressBar:
 
     def __init__(self, total: int, start: int = 0, images_per_iter: int = 0,
                  stream: IO[str] | None = None, interval: float = 0.2,
-                 enabled: bool | None = None):
+                 enabled: bool | None = None) -> None:
         self.stream = stream or _state["stream"] or sys.stderr
         if enabled is None:
             enabled = _isatty(self.stream) and os.environ.get("DECAFFE_PROGRESS", "1") != "0"
@@ -300,7 +301,7 @@ def install_python_logging(level: int = logging.INFO) -> GlogHandler:
 
 
 @contextlib.contextmanager
-def python_logging(level: int = logging.INFO):
+def python_logging(level: int = logging.INFO) -> Iterator[None]:
     """Python logging routed through glog-format lines for the duration of a command."""
     handler = install_python_logging(level)
     try:

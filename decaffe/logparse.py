@@ -85,7 +85,7 @@ class GlogReader:
     batch_size) and `layers` the training net's layers as net.json lists them.
     """
 
-    def __init__(self, year: int | None = None):
+    def __init__(self, year: int | None = None) -> None:
         self.year = year or datetime.date.today().year
         self.meta: dict = {}
         self.layers: list[dict] = []

@@ -62,7 +62,7 @@ def state_meets_rule(state, rule) -> bool:
     return True
 
 
-def filter_net(param, state=None):
+def filter_net(param, state=None) -> caffe_pb2.NetParameter:
     """A copy of param keeping only the layers the NetState (default: param.state) includes."""
     state = state if state is not None else param.state
     out = caffe_pb2.NetParameter()
@@ -89,7 +89,7 @@ def _split_blob_name(layer_name: str, blob_name: str, top_index: int, k: int) ->
     return f"{blob_name}_{layer_name}_{top_index}_split_{k}"
 
 
-def insert_splits(param):
+def insert_splits(param) -> caffe_pb2.NetParameter:
     """A copy of param with a Split layer after every top read by more than one consumer.
 
     A top with an explicit non-zero loss_weight counts as one consumer, as in Caffe;
@@ -251,7 +251,7 @@ class LayerView:
     parameter Blobs) and ``setup``/``reshape`` on lists of Blobs (pycaffe's Layer binding);
     ``name`` and ``layer`` (the decaffe Layer) besides."""
 
-    def __init__(self, net: Net, index: int):
+    def __init__(self, net: Net, index: int) -> None:
         self._net, self._index = net, index
 
     @property
@@ -300,7 +300,7 @@ class Net(torch.nn.Module):
     items_apart: bool = True
 
     def __init__(self, network=None, *args, network_file=None, phase=None, weights=None,
-                 level=None, stages=None, dtype: torch.dtype = torch.float32):
+                 level=None, stages=None, dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
         if (network is None) == (network_file is None):
             raise DecaffeError("Net(): give the network (a prototxt path) once, by position or "
@@ -994,7 +994,7 @@ class Net(torch.nn.Module):
     def _backward(self, start: int, end: int) -> None:
         self._backward_range(start, end)
 
-    def forward(self, blobs=None, start=None, end=None, **kwargs):
+    def forward(self, blobs=None, start=None, end=None, **kwargs) -> dict[str, np.ndarray]:
         """pycaffe's Net.forward: optional inputs by name, run layers start..end (names,
         inclusive); returns {name: array} for the net's outputs, or with ``end`` the end
         layer's tops, plus ``blobs`` (BVLC master's pycaffe)."""
@@ -1018,7 +1018,7 @@ class Net(torch.nn.Module):
         self._forward(start_ind, end_ind)
         return {out: self.blobs[out].data for out in outputs}
 
-    def backward(self, diffs=None, start=None, end=None, **kwargs):
+    def backward(self, diffs=None, start=None, end=None, **kwargs) -> dict[str, np.ndarray]:
         """pycaffe's Net.backward: optional output diffs by name, run layers start..end
         backwards (names, inclusive); returns {name: diff} for the net's inputs, or with
         ``end`` the end layer's bottoms, plus ``diffs`` (BVLC master's pycaffe)."""
@@ -1272,7 +1272,7 @@ class Net(torch.nn.Module):
                 if p is old:
                     layer.blob_params[k] = new
 
-    def to_proto(self, write_diff: bool = False):
+    def to_proto(self, write_diff: bool = False) -> tuple[caffe_pb2.NetParameter, dict, dict]:
         """(NetParameter of the layers as built, {layer index: [arrays]}, diffs or None)."""
         data, diffs = {}, ({} if write_diff else None)
         for li, layer in enumerate(self._layers):

@@ -12,13 +12,15 @@ from . import log
 from .errors import DecaffeError
 
 _PATHS = (str, bytes, os.PathLike)
+# (phase, weights, level, stages), each None where not given
+NetArgs = tuple[int | None, str | None, int | None, list[str] | None]
 
 
 def _is_phase(value) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
-def net_init_args(args: tuple, phase=None, weights=None, level=None, stages=None):
+def net_init_args(args: tuple, phase=None, weights=None, level=None, stages=None) -> NetArgs:
     """(phase, weights, level, stages) from the arguments after the network, in pycaffe's
     forms (python/caffe/_caffe.cpp, BVLC master):
 

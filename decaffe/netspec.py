@@ -64,7 +64,7 @@ def assign_proto(proto, name: str, value) -> None:
 class Top:
     """One output of a layer function; what NetSpec attributes hold."""
 
-    def __init__(self, fn: Function, n: int):
+    def __init__(self, fn: Function, n: int) -> None:
         self.fn = fn
         self.n = n
 
@@ -79,7 +79,7 @@ class Top:
 class Function:
     """A layer in the making: its type, bottoms (Tops) and fields."""
 
-    def __init__(self, type_name: str, inputs, params: dict):
+    def __init__(self, type_name: str, inputs, params: dict) -> None:
         self.type_name = type_name
         for i, inp in enumerate(inputs):
             if not isinstance(inp, Top):
@@ -148,13 +148,13 @@ def to_proto(*tops: Top) -> caffe_pb2.NetParameter:
 class NetSpec:
     """Named tops in assignment order; to_proto() names each layer after its first top."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__setattr__("tops", OrderedDict())
 
     def __setattr__(self, name: str, value) -> None:
         self.tops[name] = value
 
-    def __getattr__(self, name: str):
+    def __getattr__(self, name: str) -> object:
         try:
             return self.tops[name]
         except KeyError:
@@ -163,7 +163,7 @@ class NetSpec:
     def __setitem__(self, key: str, value) -> None:
         self.__setattr__(key, value)
 
-    def __getitem__(self, item: str):
+    def __getitem__(self, item: str) -> Top:
         return self.__getattr__(item)
 
     def __delitem__(self, name: str) -> None:
@@ -190,7 +190,7 @@ class Layers:
     """`L.<Type>(*bottoms, **fields)`: one top, a tuple of tops (ntop > 1), or the layer
     (ntop 0)."""
 
-    def __getattr__(self, name: str):
+    def __getattr__(self, name: str) -> object:
         if name.startswith("__"):
             raise AttributeError(name)
 
@@ -208,7 +208,7 @@ class Layers:
 class Parameters:
     """`P.<Type>.<ENUM>`: enum values of <Type>Parameter, e.g. P.Pooling.MAX."""
 
-    def __getattr__(self, name: str):
+    def __getattr__(self, name: str) -> object:
         if name.startswith("__"):
             raise AttributeError(name)
         message = getattr(caffe_pb2, name + "Parameter", None)
@@ -216,7 +216,7 @@ class Parameters:
             raise AttributeError(f"caffe_pb2 has no message {name}Parameter")
 
         class _Param:
-            def __getattr__(self, value_name: str):
+            def __getattr__(self, value_name: str) -> object:
                 try:
                     return getattr(message, value_name)
                 except AttributeError:

@@ -45,12 +45,12 @@ def precision() -> str:
     return _state["precision"]
 
 
-def low_precision_dtype():
+def low_precision_dtype() -> torch.dtype | None:
     """torch.bfloat16 / torch.float16 under bf16 / fp16, else None."""
     return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(_state["precision"])
 
 
-def autocast(device):
+def autocast(device) -> contextlib.AbstractContextManager:
     """The context a pass runs in on ``device`` (a torch.device)."""
     dtype = low_precision_dtype()
     if dtype is None:
@@ -80,7 +80,7 @@ class LossScaler:
     ``interval`` good steps in a row it doubles."""
 
     def __init__(self, init: float = 2.0 ** 16, growth: float = 2.0, backoff: float = 0.5,
-                 interval: int = 2000):
+                 interval: int = 2000) -> None:
         self.scale, self.growth, self.backoff = float(init), growth, backoff
         self.interval = int(interval)
         self._good = 0

@@ -221,7 +221,7 @@ class Retuner:
     thread: the thread count belongs to the thread that sets it) and resizes the intra-op
     pool; does nothing when the count is fixed."""
 
-    def __init__(self, period: float = 20.0):
+    def __init__(self, period: float = 20.0) -> None:
         self.period = float(period)
         self._t0 = time.monotonic()
         self._cpu0 = _cpu_time()

@@ -187,7 +187,7 @@ class FoldResult:
     kept: list[KeptLayer] = field(default_factory=list)
     phase: int = caffe_pb2.TEST
 
-    def build(self, dtype: torch.dtype | None = None):
+    def build(self, dtype: torch.dtype | None = None) -> Net:
         """The folded net, built and loaded with the folded weights."""
         kwargs = {} if dtype is None else {"dtype": dtype}
         net = Net(self.net_param, phase=self.phase, **kwargs)
@@ -442,7 +442,8 @@ def _out_channels(net, index, param, i: int) -> int:
     return layer.N if param.layer[i].type == "InnerProduct" else layer.num_output
 
 
-def fold(net, source: caffe_pb2.NetParameter | None = None, *, report: bool = False):
+def fold(net, source: caffe_pb2.NetParameter | None = None, *,
+         report: bool = False) -> Net | tuple[Net, FoldResult]:
     """The net with every foldable BatchNorm (and its Scale/Bias) folded into the preceding
     Convolution, Deconvolution or InnerProduct; with report=True, (net, FoldResult).
 

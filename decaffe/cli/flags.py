@@ -42,7 +42,7 @@ Check = Callable[[object], "str | None"]
 
 
 class FlagParser(argparse.ArgumentParser):
-    def __init__(self, prog: str, description: str = "", **kw):
+    def __init__(self, prog: str, description: str = "", **kw) -> None:
         kw.setdefault("formatter_class", _DefaultsFormatter)
         super().__init__(prog=f"{COMMAND_NAME} {prog}", description=description,
                          add_help=False, allow_abbrev=False, **kw)
@@ -54,7 +54,7 @@ class FlagParser(argparse.ArgumentParser):
         self._rules: list[Callable[[argparse.Namespace], str | None]] = []
 
     def flag(self, name: str, required: bool | str = False, check: Check | None = None,
-             exists: bool = False, **kw):
+             exists: bool = False, **kw) -> argparse.Action:
         """A valued flag: -name / --name.
 
         ``required``: the flag must be given (a message string replaces "required");
@@ -92,7 +92,7 @@ class FlagParser(argparse.ArgumentParser):
             if exists and not _missing(value) and not os.path.exists(value):
                 raise FlagError(f"-{name}: cannot open '{value}': no such file")
 
-    def bool_flag(self, name: str, default: bool = False, help: str = ""):
+    def bool_flag(self, name: str, default: bool = False, help: str = "") -> None:
         """A boolean flag: -name, -name=true|false, -noname."""
         self._bool_names.add(name)
         self.add_argument(f"-{name}", f"--{name}", dest=name, action="store_true",

@@ -19,7 +19,7 @@ def add_flags(fp: FlagParser) -> None:
 
 def apply(args) -> None:
     """Set threads, precision and compilation for this process from the flags."""
-    # compile, precision and threads import torch: after parsing: -help loads no PyTorch
+    # compile, precision and threads import torch: loaded after parsing, so -help loads none
     from .. import compile as _compile
     from .. import log, precision, threads  # after parsing: -help loads no PyTorch
     n = threads.configure(args.threads)
@@ -33,7 +33,7 @@ def apply(args) -> None:
 
 def prepare(net) -> None:
     """Compile a net when -compile is on."""
-    # compile imports torch: after parsing: -help loads no PyTorch
+    # compile imports torch: loaded after parsing, so -help loads none
     from .. import compile as _compile
 
     if _compile.enabled():

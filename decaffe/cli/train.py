@@ -56,7 +56,7 @@ class SignalHandler:
     is the solver's 'terminate' action (stop with a snapshot), `stop` is 'stop'."""
 
     def __init__(self, sigint_effect: str = "stop", sighup_effect: str = "snapshot",
-                 sigterm_effect: str = "snapshot"):
+                 sigterm_effect: str = "snapshot") -> None:
         for name, value in (("sigint_effect", sigint_effect), ("sighup_effect", sighup_effect),
                             ("sigterm_effect", sigterm_effect)):
             if value not in EFFECTS:

@@ -77,7 +77,7 @@ class Dashboard:
 
     def __init__(self, sources: list[Source], token: str | None = None,
                  loopback: bool = True, poll_interval: float = 0.5,
-                 heartbeat: float = 15.0):
+                 heartbeat: float = 15.0) -> None:
         self.sources = sources
         self.token = token
         self.loopback = loopback
@@ -97,7 +97,7 @@ class Dashboard:
             404: self._not_found, 405: self._not_allowed, 500: self._failed})
 
     # ------------------------------------------------------------------------------------
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope, receive, send) -> None:
         """The guard in front of every request: method, host, token."""
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
@@ -112,7 +112,7 @@ class Dashboard:
             if query.get("token", [""])[0] == self.token:
                 set_cookie = (f"{COOKIE}={self.token}; Path=/; HttpOnly; SameSite=Strict")
 
-        async def send_with_headers(message):
+        async def send_with_headers(message) -> None:
             if message["type"] == "http.response.start":
                 extra = [(k.lower().encode(), v.encode()) for k, v in _HEADERS.items()]
                 if set_cookie:

@@ -52,7 +52,7 @@ class Server:
 
     def __init__(self, sources: list[Source], host: str = "127.0.0.1",
                  port: int = DEFAULT_PORT, token: str | None = None,
-                 poll_interval: float = 0.5):
+                 poll_interval: float = 0.5) -> None:
         self.host = host
         self.loopback = is_loopback(host)
         self.token = None if self.loopback else (token or secrets.token_urlsafe(18))

@@ -60,7 +60,7 @@ class Tail:
     """Follows one append-only text file: `read()` returns the complete lines added since
     the last call, with their 1-based line numbers."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str) -> None:
         self.path = path
         self.offset = 0
         self.line_no = 0
@@ -113,7 +113,7 @@ class Source:
 
     kind = ""
 
-    def __init__(self, path: str, name: str | None = None):
+    def __init__(self, path: str, name: str | None = None) -> None:
         self.path = os.path.abspath(path)
         self.name = name or os.path.basename(self.path.rstrip(os.sep)) or self.path
         self.meta: dict = {}
@@ -210,7 +210,7 @@ class RunFolder(Source):
 
     kind = "run"
 
-    def __init__(self, path: str, name: str | None = None):
+    def __init__(self, path: str, name: str | None = None) -> None:
         super().__init__(path, name)
         if name is None and self.name.endswith(".run"):
             self.name = self.name[:-4]
@@ -336,7 +336,7 @@ class LogSource(Source):
 
     kind = "log"
 
-    def __init__(self, path: str, name: str | None = None):
+    def __init__(self, path: str, name: str | None = None) -> None:
         super().__init__(path, name)
         try:
             year = datetime.datetime.fromtimestamp(os.path.getmtime(self.path)).year

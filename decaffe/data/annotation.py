@@ -151,7 +151,8 @@ def crop_image(img: np.ndarray, box: np.ndarray) -> np.ndarray:
     return img[y0:y0 + ch, x0:x0 + cw].copy()
 
 
-def expand_image(img: np.ndarray, ratio: float, fill, rng: np.random.Generator):
+def expand_image(img: np.ndarray, ratio: float, fill,
+                 rng: np.random.Generator) -> tuple[np.ndarray, list]:
     """ExpandImage: the image placed at a random whole-pixel offset on a canvas ratio times
     its size filled with ``fill`` (per channel); returns (canvas, the canvas as a box in the
     image's normalized coordinates)."""

@@ -65,7 +65,7 @@ class DB:
 
     backend = ""
 
-    def __init__(self, path: str, mode: str):
+    def __init__(self, path: str, mode: str) -> None:
         self.path, self.mode = path, mode
 
     def cursor(self) -> Cursor:
@@ -80,10 +80,10 @@ class DB:
     def __len__(self) -> int:
         raise NotImplementedError
 
-    def __enter__(self):
+    def __enter__(self) -> Cursor:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc) -> bool:
         self.close()
         return False
 
@@ -189,7 +189,7 @@ def _stop_reader(proc) -> None:
 class _Reader:
     """The parent's end of one reader process (lmdb_server.py): framed requests, replies."""
 
-    def __init__(self, path: str, fail):
+    def __init__(self, path: str, fail) -> None:
         self._fail = fail
         self._lock = threading.Lock()
         env = dict(os.environ)
@@ -263,7 +263,7 @@ class LMDB(DB):
     backend = "LMDB"
     _INITIAL_MAP = 1 << 26  # grows by doubling when full, as Caffe's LMDBTransaction does
 
-    def __init__(self, path: str, mode: str = READ):
+    def __init__(self, path: str, mode: str = READ) -> None:
         super().__init__(path, mode)
         self._lmdb = lmdb
         self.env = None
@@ -330,7 +330,7 @@ class LMDB(DB):
             left -= len(chunk)
             yield from chunk
 
-    def __del__(self):
+    def __del__(self) -> None:
         try:
             self.close()
         except Exception:  # interpreter shutdown
@@ -340,7 +340,7 @@ class LMDB(DB):
 class LMDBCursor(Cursor):
     """A cursor kept in the reader process; batches of records cross in one reply."""
 
-    def __init__(self, reader: _Reader):
+    def __init__(self, reader: _Reader) -> None:
         self._reader = reader
         self._next_key = None
         self.seek_to_first()
@@ -411,7 +411,7 @@ class LMDBCursor(Cursor):
 
 
 class LMDBTransaction(Transaction):
-    def __init__(self, db: LMDB):
+    def __init__(self, db: LMDB) -> None:
         self._db = db
         self._items: list[tuple[bytes, bytes]] = []
 
@@ -486,7 +486,7 @@ def _snapshot_copy(path: str) -> str:
 class LevelDB(DB):
     backend = "LevelDB"
 
-    def __init__(self, path: str, mode: str = READ):
+    def __init__(self, path: str, mode: str = READ) -> None:
         super().__init__(path, mode)
         plyvel = _plyvel()
         self._key = None
@@ -563,7 +563,7 @@ class LevelDB(DB):
                         del _shared[self._key]
         self.db = None
 
-    def __del__(self):
+    def __del__(self) -> None:
         try:
             self.close()
         except Exception:
@@ -571,7 +571,7 @@ class LevelDB(DB):
 
 
 class LevelDBCursor(Cursor):
-    def __init__(self, db):
+    def __init__(self, db) -> None:
         self._db = db
         self._it = db.iterator()
         self.seek_to_first()
@@ -606,7 +606,7 @@ class LevelDBCursor(Cursor):
 
 
 class LevelDBTransaction(Transaction):
-    def __init__(self, db):
+    def __init__(self, db) -> None:
         self._db = db
         self._batch = db.write_batch()
 

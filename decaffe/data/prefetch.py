@@ -25,14 +25,15 @@ from ..errors import DataError, DecaffeError
 
 
 class _Failure:
-    def __init__(self, exc: BaseException):
+    def __init__(self, exc: BaseException) -> None:
         self.exc = exc
 
 
 class Prefetcher:
     """Run ``produce`` ahead of the consumer in a daemon thread, ``depth`` batches deep."""
 
-    def __init__(self, produce: Callable[[], tuple], depth: int, name: str = "decaffe-data"):
+    def __init__(self, produce: Callable[[], tuple], depth: int,
+                 name: str = "decaffe-data") -> None:
         self.name = name
         self.pin = False
         self._depth = max(1, int(depth))
@@ -82,7 +83,7 @@ class Prefetcher:
 class SyncLoader:
     """prefetch: 0 — each batch is produced when asked for, in the caller's thread."""
 
-    def __init__(self, produce: Callable[[], tuple], name: str = "decaffe-data"):
+    def __init__(self, produce: Callable[[], tuple], name: str = "decaffe-data") -> None:
         self._produce = produce
         self.name = name
         self.pin = False

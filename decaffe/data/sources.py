@@ -21,6 +21,7 @@ import math
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
+from typing import TextIO
 
 import cv2
 import h5py
@@ -68,7 +69,7 @@ class SolverKeep:
     """Caffe's Skip(): with several solvers each keeps every size-th record (offset counts
     the records passed over); called once per record, says whether to keep it."""
 
-    def __init__(self, size: int, rank: int, offset: int = 0):
+    def __init__(self, size: int, rank: int, offset: int = 0) -> None:
         self.size, self.rank, self.offset = size, rank, offset
 
     def __call__(self) -> bool:
@@ -88,7 +89,7 @@ def _solver_keep(phase: int) -> SolverKeep | None:
 class _CallableSource:
     """A produce() callable as a source that keeps no position and holds no files."""
 
-    def __init__(self, produce):
+    def __init__(self, produce) -> None:
         self.produce = produce
 
     def state(self) -> None:
@@ -158,7 +159,7 @@ def _close_all(loader, source) -> None:
     source.close()
 
 
-def rng_state(rng: np.random.Generator | None):
+def rng_state(rng: np.random.Generator | None) -> dict | None:
     return None if rng is None else rng.bit_generator.state
 
 
@@ -173,7 +174,8 @@ def set_rng_state(rng: np.random.Generator | None, state) -> None:
 class _DatumSource(CursorSource):
     """Reads batches of Datums from a cursor and transforms them (runs in the worker)."""
 
-    def __init__(self, layer_name, db, cursor, transformer, batch_size, labels, phase, color):
+    def __init__(self, layer_name, db, cursor, transformer, batch_size, labels, phase,
+                 color) -> None:
         self.layer_name, self.db, self.cursor = layer_name, db, cursor
         self.transformer, self.batch_size, self.labels = transformer, batch_size, labels
         self.phase, self.color, self.source = phase, color, db.path
@@ -230,7 +232,7 @@ def skip_records(cursor, n: int) -> None:
             cursor.advance()
 
 
-def open_list(path: str):
+def open_list(path: str) -> TextIO:
     """A list file opened as text (undecodable bytes kept as surrogates, so names in any
     encoding survive); a DataError naming the file if it cannot be opened."""
     try:
@@ -269,7 +271,7 @@ class ListSource:
     what = "entries"  # what the list holds, in errors
 
     def __init__(self, layer: str, lines: list, batch_size: int,
-                 shuffle_rng: np.random.Generator | None, start: int):
+                 shuffle_rng: np.random.Generator | None, start: int) -> None:
         self.layer, self.lines, self.batch_size = layer, lines, batch_size
         self.shuffle_rng, self.pos = shuffle_rng, start
         self.base_lines = list(lines)  # the order before the first shuffle
@@ -294,7 +296,7 @@ class ListSource:
             if self.shuffle_rng is not None:
                 self.shuffle()
 
-    def next_item(self):
+    def next_item(self) -> object:
         item = self.lines[self.pos]
         self.advance()
         return item
@@ -335,7 +337,7 @@ class _ImageSource(ListSource):
     what = "images"
 
     def __init__(self, layer_name, lines, root, new_h, new_w, is_color, transformer, batch_size,
-                 shuffle_rng, start, phase=caffe_pb2.TRAIN):
+                 shuffle_rng, start, phase=caffe_pb2.TRAIN) -> None:
         self.root, self.new_h, self.new_w, self.is_color = root, new_h, new_w, is_color
         self.transformer = transformer
         # several solvers: each keeps every solver_count-th image, as the Data layer does
@@ -435,7 +437,8 @@ def load_hdf5_tops(path: str, names: list[str]) -> list[np.ndarray]:
 class _HDF5Source:
     """Rows of the listed files in order (or shuffled), file after file, wrapping around."""
 
-    def __init__(self, layer_name, files, names, batch_size, shuffle_rng, phase, first_arrays):
+    def __init__(self, layer_name, files, names, batch_size, shuffle_rng, phase,
+    first_arrays) -> None:
         self.layer_name, self.files, self.names = layer_name, files, names
         self.batch_size, self.rng, self.phase = batch_size, shuffle_rng, phase
         self.file_perm = np.arange(len(files))
@@ -548,7 +551,7 @@ def _cround(x: float) -> int:
     return int(math.copysign(math.floor(abs(x) + 0.5), x))
 
 
-def read_window_file(path: str, root: str = ""):
+def read_window_file(path: str, root: str = "") -> tuple[list, list]:
     """Parse an R-CNN window file: blocks of '# IMAGE_INDEX', PATH, CHANNELS, HEIGHT, WIDTH,
     NUM_WINDOWS, then NUM_WINDOWS lines 'LABEL OVERLAP X1 Y1 X2 Y2' (whitespace-separated,
     as Caffe reads them). Returns ([(root + path, (c, h, w))], [(image_index, label,
@@ -591,7 +594,7 @@ class _WindowSource:
     """Samples background then foreground windows, warps them to crop×crop (worker)."""
 
     def __init__(self, layer_name, images, fg, bg, p, crop, mirror, scale, mean, mean_values,
-                 channels, rng, cache):
+                 channels, rng, cache) -> None:
         self.layer_name, self.images, self.fg, self.bg = layer_name, images, fg, bg
         self.batch_size, self.context_pad = int(p.batch_size), int(p.context_pad)
         self.fg_fraction, self.square = float(np.float32(p.fg_fraction)), p.crop_mode == "square"

@@ -61,7 +61,8 @@ class DataTransformer:
     ``where`` names the layer in errors; ``rng`` draws the crops and flips.
     """
 
-    def __init__(self, param, phase: int, where: str = "", rng: np.random.Generator | None = None):
+    def __init__(self, param, phase: int, where: str = "",
+                 rng: np.random.Generator | None = None) -> None:
         self.where = where
         self.phase = phase
         self.scale = float(np.float32(param.scale))

@@ -166,7 +166,7 @@ class NCCL:
     and its ``on_gradients_ready`` averages the gradients over the solvers (sum, then
     1/solver_count). ``bcast()`` copies rank 0's weights to every rank."""
 
-    def __init__(self, solver, uid=b"", *, timeout_s: float = 1800.0):
+    def __init__(self, solver, uid=b"", *, timeout_s: float = 1800.0) -> None:
         net = getattr(solver, "net", None)
         if net is None or not hasattr(net, "learnable_params"):
             raise ParallelError("NCCL(solver, uid): the first argument must be a solver")

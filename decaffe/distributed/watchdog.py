@@ -46,7 +46,8 @@ class Watchdog:
     watchdog thread, when some worker is known to have failed (default: print and exit 1)."""
 
     def __init__(self, store, rank: int, world_size: int, *, interval: float = 0.5,
-                 timeout: float | None = None, on_failure: Callable[[str], None] | None = None):
+                 timeout: float | None = None, on_failure: Callable[[str],
+                 None] | None = None) -> None:
         self.store, self.rank, self.world_size = store, int(rank), int(world_size)
         self.interval = float(interval)
         self.timeout = heartbeat_timeout() if timeout is None else float(timeout)

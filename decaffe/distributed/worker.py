@@ -188,7 +188,7 @@ class AgreedActions:
 
     _SLOTS = {"snapshot": 0, "stop": 1, "terminate": 2}
 
-    def __init__(self, local_fn, nccl: NCCL, root: bool, solver=None):
+    def __init__(self, local_fn, nccl: NCCL, root: bool, solver=None) -> None:
         self.local_fn, self.nccl, self.root, self.solver = local_fn, nccl, root, solver
         nccl.control_out = [0.0, 0.0, 0.0]  # requested: [snapshot, stop, terminate]
         self.gathered: dict | None = None  # every worker's data positions, for rank 0

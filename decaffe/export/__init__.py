@@ -248,7 +248,8 @@ def to_onnx(net, path: str, *, opset: int | None = None, dynamic_batch: bool = F
 
 def to_torch_program(net, path: str | None = None, *, dynamic_batch: bool = False,
                      fold_bn: bool = False, input_shapes=None, end: str | None = None,
-                     check: bool = True, tolerance: float = TOLERANCE, seed: int = 0):
+                     check: bool = True, tolerance: float = TOLERANCE,
+                     seed: int = 0) -> torch.export.ExportedProgram:
     """The net as a torch.export ExportedProgram (its weights inside; torch.export.load runs
     it without decaffe), checked against decaffe like to_onnx (ExportError above
     tolerance). With path, also written there (torch.export.save; '.unverified' when the

@@ -85,7 +85,7 @@ class DetectionOutputExport(LayerExport):
     trace greedy NMS and refuses the layer.
     """
 
-    def refuse(self, node, graph):
+    def refuse(self, node, graph) -> str | None:
         layer = node.layer
         if layer.share_location and layer.background == -1:
             return ("background_label_id -1 with share_location: the fork's layer skips the "
@@ -95,7 +95,7 @@ class DetectionOutputExport(LayerExport):
                     "layer; export the net up to DetectionOutput, or " + _end_hint(node, graph))
         return None
 
-    def onnx(self, b, node):
+    def onnx(self, b, node) -> None:
         layer = node.layer
         if layer.eta < 1 and layer.nms_threshold > 0.5:
             raise node.fail(
@@ -235,7 +235,7 @@ class DetectionOutputExport(LayerExport):
         picked = b.op("Greater", [picked, b.scalar(0.0)])
         return b.reshape(b.op("And", [picked, flat_keep]), [0, nc, k])
 
-    def torch(self, s, node):
+    def torch(self, s, node) -> str:
         if s.traced:
             raise node.fail(
                 "the torch.export form (-torch) cannot carry SSD's DetectionOutput: its greedy "
@@ -269,30 +269,30 @@ class PriorBoxExport(LayerExport):
             out = node.layer(*bottoms)
         return out.detach().cpu().float().numpy()
 
-    def refuse(self, node, graph):
+    def refuse(self, node, graph) -> str | None:
         if any(graph.varies(v, a) for v in node.bottoms for a in range(1, len(graph.shape(v)))):
             return "its priors depend on spatial sizes that change with the batch"
         return None
 
-    def onnx(self, b, node):
+    def onnx(self, b, node) -> None:
         b.identity(b.const(self._value(node, b.graph), hint="priors"), node.tops[0])
 
-    def torch(self, s, node):
+    def torch(self, s, node) -> str:
         return s.const(node, self._value(node, s.graph), "priors")
 
 
 @register_export("Permute")
 class PermuteExport(LayerExport):
-    def onnx(self, b, node):
+    def onnx(self, b, node) -> None:
         b.op("Transpose", node.bottoms, node.tops[0], perm=list(node.layer.orders))
 
-    def torch(self, s, node):
+    def torch(self, s, node) -> str:
         return f"{s.v(node.bottoms[0])}.permute{_tuple(node.layer.orders)}"
 
 
 @register_export("Normalize")
 class NormalizeExport(LayerExport):
-    def onnx(self, b, node):
+    def onnx(self, b, node) -> None:
         layer, x = node.layer, node.bottoms[0]
         c = b.shape(x)[1]
         x3 = b.reshape(x, [0, c, -1])
@@ -303,7 +303,7 @@ class NormalizeExport(LayerExport):
         y = b.op("Mul", [b.op("Div", [x3, norm]), b.blob(node, 0, lambda a: a.reshape(shape))])
         b.reshape(y, b.target(node.tops[0]), node.tops[0])
 
-    def torch(self, s, node):
+    def torch(self, s, node) -> str:
         layer = node.layer
         return (f"{s.h('caffe_normalize')}({s.v(node.bottoms[0])}, {s.p(node, 0)}, "
                 f"{layer.across_spatial}, {layer.eps!r})")
@@ -313,7 +313,7 @@ def _separable_matrices(node, in_shape, out_shape):
     hw = (in_shape[2], in_shape[3], out_shape[2], out_shape[3])
     try:
         ah, aw = node.layer._matrices(hw)
-    except TypeError:
+    except (TypeError, ValueError):  # layers whose matrices depend on the input size only
         ah, aw = node.layer._matrices(hw[:2])
     return np.asarray(ah, np.float32), np.asarray(aw, np.float32)
 
@@ -329,7 +329,7 @@ class SeparableResizeExport(LayerExport):
         return (node.type == "Interp" and not getattr(layer, "pad_beg", 0)
                 and not getattr(layer, "pad_end", 0) and out[2] > 1 and out[3] > 1)
 
-    def onnx(self, b, node):
+    def onnx(self, b, node) -> None:
         x = node.bottoms[0]
         out = b.shape(node.tops[0])
         if self._plain_interp(node, b.graph):
@@ -344,7 +344,7 @@ class SeparableResizeExport(LayerExport):
         y = b.op("MatMul", [b.const(ah), x])
         b.op("MatMul", [y, b.const(aw.T)], node.tops[0])
 
-    def torch(self, s, node):
+    def torch(self, s, node) -> str:
         x = node.bottoms[0]
         out = s.shape(node.tops[0])
         if self._plain_interp(node, s.graph):
@@ -359,7 +359,7 @@ class UnpoolExport(LayerExport):
     """SegNet's unpooling (Upsample with a mask bottom, MaxUnPool): each value goes to the
     flat position its MAX pooling's mask gives in a zero (N, C, H·W) top: ScatterElements."""
 
-    def onnx(self, b, node):
+    def onnx(self, b, node) -> None:
         x, mask = node.bottoms[:2]
         n, c = b.shape(x)[:2]
         out = b.shape(node.tops[0])
@@ -372,7 +372,7 @@ class UnpoolExport(LayerExport):
         y = b.op("ScatterElements", [zeros, idx, b.reshape(x, [0, c, -1])], axis=2)
         b.reshape(y, b.target(node.tops[0]), node.tops[0])
 
-    def torch(self, s, node):
+    def torch(self, s, node) -> str:
         x, mask = (s.v(v) for v in node.bottoms[:2])
         c = s.shape(node.bottoms[0])[1]
         out = s.shape(node.tops[0])
@@ -387,7 +387,7 @@ register_export("MaxUnPool")(UnpoolExport)
 
 @register_export("Upsample")
 class UpsampleExport(LayerExport):
-    def onnx(self, b, node):
+    def onnx(self, b, node) -> None:
         if len(node.bottoms) == 2:
             return UnpoolExport().onnx(b, node)
         x = node.bottoms[0]
@@ -399,7 +399,7 @@ class UpsampleExport(LayerExport):
         k = 2 if node.layer.dims_num == 4 else 1
         return [1] * (nd - k) + [node.layer.scale] * k
 
-    def torch(self, s, node):
+    def torch(self, s, node) -> str:
         if len(node.bottoms) == 2:
             return UnpoolExport().torch(s, node)
         x = s.v(node.bottoms[0])
@@ -411,21 +411,21 @@ class UpsampleExport(LayerExport):
 
 @register_export("PixelShuffle")
 class PixelShuffleExport(LayerExport):
-    def onnx(self, b, node):
+    def onnx(self, b, node) -> None:
         b.op("DepthToSpace", node.bottoms, node.tops[0], blocksize=int(node.layer.r), mode="CRD")
 
-    def torch(self, s, node):
+    def torch(self, s, node) -> str:
         return f"F.pixel_shuffle({s.v(node.bottoms[0])}, {node.layer.r})"
 
 
 @register_export("ReLU6")
 class ReLU6Export(LayerExport):
-    def onnx(self, b, node):
+    def onnx(self, b, node) -> None:
         layer, x = node.layer, node.bottoms[0]
         lin = b.op("LeakyRelu", [x], alpha=layer.slope) if layer.slope else b.op("Relu", [x])
         b.op("Min", [lin, b.scalar(layer.threshold)], node.tops[0])
 
-    def torch(self, s, node):
+    def torch(self, s, node) -> str:
         layer, x = node.layer, s.v(node.bottoms[0])
         lin = f"F.leaky_relu({x}, {layer.slope!r})" if layer.slope else f"F.relu({x})"
         return f"torch.clamp({lin}, max={layer.threshold!r})"
@@ -433,24 +433,24 @@ class ReLU6Export(LayerExport):
 
 @register_export("HardSwish")
 class HardSwishExport(LayerExport):
-    def onnx(self, b, node):
+    def onnx(self, b, node) -> None:
         x = node.bottoms[0]
         gate = b.op("Clip", [b.op("Add", [x, b.scalar(3.0)]), b.scalar(0.0), b.scalar(6.0)])
         b.op("Div", [b.op("Mul", [x, gate]), b.scalar(6.0)], node.tops[0])
 
-    def torch(self, s, node):
+    def torch(self, s, node) -> str:
         x = s.v(node.bottoms[0])
         return f"{x} * torch.clamp({x} + 3.0, 0.0, 6.0) / 6.0"
 
 
 @register_export("HardSigmoid")
 class HardSigmoidExport(LayerExport):
-    def onnx(self, b, node):
+    def onnx(self, b, node) -> None:
         layer = node.layer
         lin = b.op("Add", [b.mul_scalar(node.bottoms[0], layer.alpha), b.scalar(layer.beta)])
         b.op("Clip", [lin, b.scalar(0.0), b.scalar(1.0)], node.tops[0])
 
-    def torch(self, s, node):
+    def torch(self, s, node) -> str:
         layer = node.layer
         return (f"torch.clamp({layer.alpha!r} * {s.v(node.bottoms[0])} + {layer.beta!r}, "
                 "0.0, 1.0)")
@@ -458,7 +458,7 @@ class HardSigmoidExport(LayerExport):
 
 @register_export("ShuffleChannel")
 class ShuffleChannelExport(LayerExport):
-    def onnx(self, b, node):
+    def onnx(self, b, node) -> None:
         x = node.bottoms[0]
         shape = b.shape(x)
         g = node.layer.group
@@ -466,7 +466,7 @@ class ShuffleChannelExport(LayerExport):
         y = b.op("Transpose", [y], perm=[0, 2, 1, 3])
         b.reshape(y, b.target(node.tops[0]), node.tops[0])
 
-    def torch(self, s, node):
+    def torch(self, s, node) -> str:
         x = s.v(node.bottoms[0])
         shape = s.shape(node.bottoms[0])
         g = node.layer.group
@@ -476,13 +476,13 @@ class ShuffleChannelExport(LayerExport):
 
 @register_export("Axpy")
 class AxpyExport(LayerExport):
-    def onnx(self, b, node):
+    def onnx(self, b, node) -> None:
         a, x, y = node.bottoms
         nd = len(b.shape(x))
         scale = b.reshape(a, [0, b.shape(x)[1]] + [1] * (nd - 2))
         b.op("Add", [b.op("Mul", [scale, x]), y], node.tops[0])
 
-    def torch(self, s, node):
+    def torch(self, s, node) -> str:
         a, x, y = (s.v(v) for v in node.bottoms)
         nd = len(s.shape(node.bottoms[1]))
         c = s.shape(node.bottoms[1])[1]
@@ -499,11 +499,11 @@ refuse_types("an evaluation or training-only layer (it scores against labels or 
 
 @register_export("SeLu")
 class SeLuExport(LayerExport):
-    def onnx(self, b, node):
+    def onnx(self, b, node) -> None:
         layer = node.layer
         b.op("Selu", node.bottoms, node.tops[0], alpha=layer.alpha, gamma=layer.lam)
 
-    def torch(self, s, node):
+    def torch(self, s, node) -> str:
         layer, x = node.layer, s.v(node.bottoms[0])
         return (f"{layer.lam!r} * torch.where({x} > 0, {x}, {layer.alpha!r} * "
                 f"torch.expm1(torch.clamp({x}, max=0)))")
@@ -511,16 +511,16 @@ class SeLuExport(LayerExport):
 
 @register_export("SeLuDropout")
 class SeLuDropoutExport(LayerExport):
-    def refuse(self, node, graph):
+    def refuse(self, node, graph) -> str | None:
         if node.layer.in_train and node.layer.q > 0:
             return ("a TRAIN-phase SeLuDropout drops random values at every pass; export the "
                     "TEST-phase net, where it is the identity")
         return None
 
-    def onnx(self, b, node):
+    def onnx(self, b, node) -> None:
         b.identity(node.bottoms[0], node.tops[0])
 
-    def torch(self, s, node):
+    def torch(self, s, node) -> str:
         return s.v(node.bottoms[0])
 
 
@@ -536,14 +536,14 @@ class ReorgExport(LayerExport):
             return (n, oc, h, st, w, st), (0, 3, 5, 1, 2, 4)
         return (n, st, st, oc, h, w), (0, 3, 4, 1, 5, 2)
 
-    def onnx(self, b, node):
+    def onnx(self, b, node) -> None:
         x = node.bottoms[0]
         split, perm = self._plan(node, b.shape(x))
         y = b.reshape(x, [0] + list(split[1:]))
         y = b.op("Transpose", [y], perm=list(perm))
         b.reshape(y, b.target(node.tops[0]), node.tops[0])
 
-    def torch(self, s, node):
+    def torch(self, s, node) -> str:
         x = s.v(node.bottoms[0])
         split, perm = self._plan(node, s.shape(node.bottoms[0]))
         return (f"{x}.reshape({x}.shape[0], {', '.join(str(d) for d in split[1:])})"
@@ -554,10 +554,10 @@ class ReorgExport(LayerExport):
 class UnsqueezeExport(LayerExport):
     """A new axis of size 1: a reshape to the top's shape."""
 
-    def onnx(self, b, node):
+    def onnx(self, b, node) -> None:
         b.reshape(node.bottoms[0], b.target(node.tops[0]), node.tops[0])
 
-    def torch(self, s, node):
+    def torch(self, s, node) -> str:
         return f"{s.v(node.bottoms[0])}.reshape({_tuple(s.target(node.tops[0]))})"
 
 
@@ -569,7 +569,7 @@ class PadExport(LayerExport):
     _MODES = {"CONSTANT": ("constant", "constant"), "REPLICATE": ("edge", "replicate"),
               "REFLECT": ("reflect", "reflect")}
 
-    def onnx(self, b, node):
+    def onnx(self, b, node) -> None:
         layer, x = node.layer, node.bottoms[0]
         u, d, left, r = layer.pads
         shape = b.shape(x)
@@ -584,7 +584,7 @@ class PadExport(LayerExport):
             ins.append(b.scalar(layer.value))
         b.op("Pad", ins, node.tops[0], mode=self._MODES[layer.mode][0])
 
-    def torch(self, s, node):
+    def torch(self, s, node) -> str:
         layer, x = node.layer, s.v(node.bottoms[0])
         u, d, left, r = layer.pads
         shape = s.shape(node.bottoms[0])
@@ -608,7 +608,7 @@ class BatchNormKyleExport(LayerExport):
         return (b.blob(node, 3, lambda a: a.reshape(view)),
                 b.blob(node, 4, lambda a: a.reshape(view)))
 
-    def onnx(self, b, node):
+    def onnx(self, b, node) -> None:
         shape = b.shape(node.bottoms[0])
         affine = self._affine(b, node, shape) if len(shape) > 1 else None
         tmp = b.fresh("normalized")
@@ -616,12 +616,12 @@ class BatchNormKyleExport(LayerExport):
         if affine:
             b.op("Add", [b.op("Mul", [tmp, affine[0]]), affine[1]], node.tops[0])
 
-    def refuse(self, node, graph):
+    def refuse(self, node, graph) -> str | None:
         if len(graph.shape(node.bottoms[0])) < 2 and node.layer.alpha_beta:
             return "a one-axis bottom with use_alpha_beta is not exported"
         return None
 
-    def torch(self, s, node):
+    def torch(self, s, node) -> str:
         y = BatchNormExport().torch(s, node)
         if not node.layer.alpha_beta:
             return y
@@ -641,7 +641,7 @@ class BNExport(LayerExport):
     shift, its four blobs of shape (1, C, 1, 1); SegNet/ENet's BN (two blobs): scale·x +
     shift (INFERENCE), or normalised by the batch's mean and E[x²] − mean² first (LEARN)."""
 
-    def refuse(self, node, graph):
+    def refuse(self, node, graph) -> str | None:
         layer = node.layer
         if layer.segnet:
             if layer.learn and len(node.tops) > 1:
@@ -656,7 +656,7 @@ class BNExport(LayerExport):
                     "net")
         return None
 
-    def onnx(self, b, node):
+    def onnx(self, b, node) -> None:
         x = node.bottoms[0]
         nd = len(b.shape(x))
         view = (-1,) + (1,) * (nd - 2)
@@ -676,7 +676,7 @@ class BNExport(LayerExport):
         y = b.op("Mul", [b.op("Mul", [b.op("Sub", [x, mean]), inv]), scale])
         b.op("Add", [y, shift], node.tops[0])
 
-    def torch(self, s, node):
+    def torch(self, s, node) -> str:
         nd = len(s.shape(node.bottoms[0]))
         view = _tuple((1, -1) + (1,) * (nd - 2))
         if node.layer.segnet:
@@ -741,7 +741,7 @@ class ROIPoolingExport(LayerExport):
 
     fixed_batch = "its ROIs' count is the rois input's axis 0, not the batch"
 
-    def onnx(self, b, node):
+    def onnx(self, b, node) -> None:
         layer = node.layer
         x, rois = node.bottoms
         _, _, height, width = b.shape(x)
@@ -761,7 +761,7 @@ class ROIPoolingExport(LayerExport):
         full = b.op("And", [b.reshape(full_h, [-1, 1, ph, 1]), b.reshape(full_w, [-1, 1, 1, pw])])
         b.op("Where", [full, t, b.scalar(0.0)], node.tops[0])
 
-    def torch(self, s, node):
+    def torch(self, s, node) -> str:
         layer = node.layer
         x, rois = (s.v(v) for v in node.bottoms)
         return (f"{s.h('caffe_roi_pool')}({x}, {rois}, {layer.pooled_h}, {layer.pooled_w}, "
@@ -787,7 +787,7 @@ class PSROIPoolingExport(LayerExport):
 
     fixed_batch = "its ROIs' count is the rois input's axis 0, not the batch"
 
-    def onnx(self, b, node):
+    def onnx(self, b, node) -> None:
         layer = node.layer
         x, rois = node.bottoms
         _, _, height, width = b.shape(x)
@@ -811,7 +811,7 @@ class PSROIPoolingExport(LayerExport):
         b.op("Where", [b.op("Greater", [area, b.scalar(0.0)]), avg, b.scalar(0.0)],
              node.tops[0])
 
-    def torch(self, s, node):
+    def torch(self, s, node) -> str:
         layer = node.layer
         x, rois = (s.v(v) for v in node.bottoms)
         return (f"{s.h('caffe_psroi_pool')}({x}, {rois}, {layer.output_dim}, "
@@ -824,13 +824,13 @@ class GuidedDropoutExport(LayerExport):
     the threshold, scaled by C / (number kept) (a sample keeping none is left as 0·x);
     "stochastic" at TEST is the identity."""
 
-    def refuse(self, node, graph):
+    def refuse(self, node, graph) -> str | None:
         if node.layer.kind != "deterministic" and node.layer.in_train:
             return ("a TRAIN-phase stochastic GuidedDropout drops random channels at every "
                     "pass; export the TEST-phase net, where it is the identity")
         return None
 
-    def onnx(self, b, node):
+    def onnx(self, b, node) -> None:
         x, guide = node.bottoms
         if node.layer.kind != "deterministic":
             b.identity(x, node.tops[0])
@@ -846,7 +846,7 @@ class GuidedDropoutExport(LayerExport):
         factor = b.reshape(factor, [0, shape[1]] + [1] * (len(shape) - 2))
         b.op("Mul", [x, factor], node.tops[0])
 
-    def torch(self, s, node):
+    def torch(self, s, node) -> str:
         x, guide = (s.v(v) for v in node.bottoms)
         if node.layer.kind != "deterministic":
             return x

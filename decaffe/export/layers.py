@@ -50,14 +50,14 @@ def _tuple(v) -> str:
 # ----------------------------------------------------------------------------------------------
 @register_export("ReLU")
 class ReLUExport(LayerExport):
-    def onnx(self, b, node):
+    def onnx(self, b, node) -> None:
         slope = node.layer.negative_slope
         if slope == 0.0:
             b.op("Relu", node.bottoms, node.tops[0])
         else:
             b.op("LeakyRelu", node.bottoms, node.tops[0], alpha=slope)
 
-    def torch(self, s, node):
+    def torch(self, s, node) -> str:
         slope = node.layer.negative_slope
         x = s.v(node.bottoms[0])
         return f"F.relu({x})" if slope == 0.0 else f"F.leaky_relu({x}, {slope!r})"
@@ -65,7 +65,7 @@ class ReLUExport(LayerExport):
 
 @register_export("PReLU")
 class PReLUExport(LayerExport):
-    def onnx(self, b, node):
+    def onnx(self, b, node) -> None:
         nd = len(b.shape(node.bottoms[0]))
         if node.layer.channel_shared:
             slope = b.blob(node, 0, lambda a: a.reshape(1))
@@ -73,7 +73,7 @@ class PReLUExport(LayerExport):
             slope = b.blob(node, 0, lambda a: a.reshape((-1,) + (1,) * (nd - 2)))
         b.op("PRelu", [node.bottoms[0], slope], node.tops[0])
 
-    def torch(self, s, node):
+    def torch(self, s, node) -> str:
         return f"F.prelu({s.v(node.bottoms[0])}, {s.p(node, 0)})"
 
 
@@ -81,10 +81,10 @@ class _Unary(LayerExport):
     onnx_op = ""
     torch_fn = ""
 
-    def onnx(self, b, node):
+    def onnx(self, b, node) -> None:
         b.op(self.onnx_op, node.bottoms, node.tops[0])
 
-    def torch(self, s, node):
+    def torch(self, s, node) -> str:
         return f"{self.torch_fn}({s.v(node.bottoms[0])})"
 
 
@@ -110,16 +110,16 @@ class BNLLExport(_Unary):
 
 @register_export("ELU")
 class ELUExport(LayerExport):
-    def onnx(self, b, node):
+    def onnx(self, b, node) -> None:
         b.op("Elu", node.bottoms, node.tops[0], alpha=float(node.layer.alpha))
 
-    def torch(self, s, node):
+    def torch(self, s, node) -> str:
         return f"F.elu({s.v(node.bottoms[0])}, {node.layer.alpha!r})"
 
 
 @register_export("Dropout")
 class DropoutExport(LayerExport):
-    def refuse(self, node, graph):
+    def refuse(self, node, graph) -> str | None:
         if node.layer.train and node.layer.ratio > 0:
             return ("a TRAIN-phase Dropout drops random values at every pass; export the net "
                     "built in the TEST phase, where it is the identity")
@@ -133,13 +133,13 @@ class DropoutExport(LayerExport):
         scale = np.float32(1.0) / (np.float32(1.0) - np.float32(node.layer.ratio))
         return float(np.float32(1.0) / scale)
 
-    def onnx(self, b, node):
+    def onnx(self, b, node) -> None:
         k = self._test_scale(node)
         if k == 1.0:
             return b.identity(node.bottoms[0], node.tops[0])
         b.op("Mul", [node.bottoms[0], b.scalar(k)], node.tops[0])
 
-    def torch(self, s, node):
+    def torch(self, s, node) -> str:
         k = self._test_scale(node)
         return s.v(node.bottoms[0]) if k == 1.0 else f"{s.v(node.bottoms[0])} * {k!r}"
 
@@ -152,7 +152,7 @@ def _constant_onnx(b, x: str, value: float, out: str) -> None:
 
 @register_export("Power")
 class PowerExport(LayerExport):
-    def onnx(self, b, node):
+    def onnx(self, b, node) -> None:
         layer, x = node.layer, node.bottoms[0]
         if layer.diff_scale == 0.0:
             return _constant_onnx(b, x, layer.value, node.tops[0])
@@ -168,7 +168,7 @@ class PowerExport(LayerExport):
         for k, (op, value) in enumerate(steps):
             x = b.op(op, [x, b.scalar(value)], node.tops[0] if k == len(steps) - 1 else None)
 
-    def torch(self, s, node):
+    def torch(self, s, node) -> str:
         layer, x = node.layer, s.v(node.bottoms[0])
         if layer.diff_scale == 0.0:
             return f"torch.full_like({x}, {layer.value!r})"
@@ -183,7 +183,7 @@ class PowerExport(LayerExport):
 
 @register_export("Exp")
 class ExpExport(LayerExport):
-    def onnx(self, b, node):
+    def onnx(self, b, node) -> None:
         layer, x = node.layer, node.bottoms[0]
         outer = layer.outer_scale != 1.0
         if layer.inner_scale != 1.0:
@@ -192,7 +192,7 @@ class ExpExport(LayerExport):
         if outer:
             b.op("Mul", [x, b.scalar(layer.outer_scale)], node.tops[0])
 
-    def torch(self, s, node):
+    def torch(self, s, node) -> str:
         layer, x = node.layer, s.v(node.bottoms[0])
         y = f"torch.exp({x})" if layer.inner_scale == 1.0 else \
             f"torch.exp({x} * {layer.inner_scale!r})"
@@ -201,7 +201,7 @@ class ExpExport(LayerExport):
 
 @register_export("Log")
 class LogExport(LayerExport):
-    def onnx(self, b, node):
+    def onnx(self, b, node) -> None:
         layer, x = node.layer, node.bottoms[0]
         if layer.scale != 1.0:
             x = b.op("Mul", [x, b.scalar(layer.scale)])
@@ -212,7 +212,7 @@ class LogExport(LayerExport):
         if not last:
             b.op("Mul", [x, b.scalar(layer.base_scale)], node.tops[0])
 
-    def torch(self, s, node):
+    def torch(self, s, node) -> str:
         layer, x = node.layer, s.v(node.bottoms[0])
         if layer.scale != 1.0:
             x = f"{x} * {layer.scale!r}"
@@ -224,24 +224,24 @@ class LogExport(LayerExport):
 
 @register_export("Threshold")
 class ThresholdExport(LayerExport):
-    def onnx(self, b, node):
+    def onnx(self, b, node) -> None:
         gt = b.op("Greater", [node.bottoms[0], b.scalar(node.layer.threshold)])
         b.op("Cast", [gt], node.tops[0], to=1)
 
-    def torch(self, s, node):
+    def torch(self, s, node) -> str:
         x = s.v(node.bottoms[0])
         return f"({x} > {node.layer.threshold!r}).to({x}.dtype)"
 
 
 @register_export("Clip")
 class ClipExport(LayerExport):
-    def onnx(self, b, node):
+    def onnx(self, b, node) -> None:
         layer, x = node.layer, node.bottoms[0]
         if layer.min > layer.max:
             return _constant_onnx(b, x, layer.min, node.tops[0])
         b.op("Clip", [x, b.scalar(layer.min), b.scalar(layer.max)], node.tops[0])
 
-    def torch(self, s, node):
+    def torch(self, s, node) -> str:
         layer, x = node.layer, s.v(node.bottoms[0])
         if layer.min > layer.max:
             return f"torch.full_like({x}, {layer.min!r})"
@@ -250,12 +250,12 @@ class ClipExport(LayerExport):
 
 @register_export("Swish")
 class SwishExport(LayerExport):
-    def onnx(self, b, node):
+    def onnx(self, b, node) -> None:
         x = node.bottoms[0]
         z = x if node.layer.beta == 1.0 else b.op("Mul", [x, b.scalar(node.layer.beta)])
         b.op("Mul", [x, b.op("Sigmoid", [z])], node.tops[0])
 
-    def torch(self, s, node):
+    def torch(self, s, node) -> str:
         x = s.v(node.bottoms[0])
         if node.layer.beta == 1.0:
             return f"F.silu({x})"
@@ -267,7 +267,7 @@ class SwishExport(LayerExport):
 # ----------------------------------------------------------------------------------------------
 @register_export("InnerProduct")
 class InnerProductExport(LayerExport):
-    def onnx(self, b, node):
+    def onnx(self, b, node) -> None:
         layer, x = node.layer, node.bottoms[0]
         lead = b.shape(x)[:layer.axis]
         x2 = b.reshape(x, [-1, layer.K])
@@ -282,7 +282,7 @@ class InnerProductExport(LayerExport):
         if not direct:
             b.reshape(y, b.target(node.tops[0]), node.tops[0])
 
-    def torch(self, s, node):
+    def torch(self, s, node) -> str:
         layer, x = node.layer, s.v(node.bottoms[0])
         w = s.p(node, 0)
         bias = s.p(node, 1) if layer.bias_term else "None"
@@ -299,10 +299,10 @@ class InnerProductExport(LayerExport):
 
 @register_export("Softmax")
 class SoftmaxExport(LayerExport):
-    def onnx(self, b, node):
+    def onnx(self, b, node) -> None:
         b.op("Softmax", node.bottoms, node.tops[0], axis=int(node.layer.axis))
 
-    def torch(self, s, node):
+    def torch(self, s, node) -> str:
         return f"torch.softmax({s.v(node.bottoms[0])}, {node.layer.axis})"
 
 
@@ -311,7 +311,7 @@ class SoftmaxExport(LayerExport):
 # ----------------------------------------------------------------------------------------------
 @register_export("Convolution", "Deconvolution")
 class ConvolutionExport(LayerExport):
-    def refuse(self, node, graph):
+    def refuse(self, node, graph) -> str | None:
         layer = node.layer
         if layer.spec.axis != 1:
             return (f"convolution_param.axis {layer.spec.axis}: only the channel axis 1 is "
@@ -323,7 +323,7 @@ class ConvolutionExport(LayerExport):
     def _extra(self, node, shape):
         return node.layer._plan(tuple(shape)).extra
 
-    def onnx(self, b, node):
+    def onnx(self, b, node) -> None:
         layer, spec = node.layer, node.layer.spec
         w = b.blob(node, 0)
         ins_b = [b.blob(node, 1)] if layer.bias_term else []
@@ -337,7 +337,7 @@ class ConvolutionExport(LayerExport):
             pads = list(spec.pad) + [p + e for p, e in zip(spec.pad, extra)]
             b.op("Conv", [x, w] + ins_b, top, pads=pads, **attrs)
 
-    def torch(self, s, node):
+    def torch(self, s, node) -> str:
         layer, spec = node.layer, node.layer.spec
         n = layer.num_spatial
         w = s.p(node, 0)
@@ -372,7 +372,7 @@ def _im2col_weights(channels: int, kernel) -> np.ndarray:
 
 @register_export("Im2col")
 class Im2colExport(LayerExport):
-    def refuse(self, node, graph):
+    def refuse(self, node, graph) -> str | None:
         if node.layer.spec.axis != 1 or node.layer.num_spatial != 2:
             return "only 2-D Im2col on the channel axis 1 is exported"
         return None
@@ -383,7 +383,7 @@ class Im2colExport(LayerExport):
         extra = layer._plan(tuple(shape))[4]
         return spec, extra, _im2col_weights(shape[1], spec.kernel)
 
-    def onnx(self, b, node):
+    def onnx(self, b, node) -> None:
         x = node.bottoms[0]
         spec, extra, w = self._parts(node, b.shape(x))
         pads = list(spec.pad) + [p + e for p, e in zip(spec.pad, extra)]
@@ -391,7 +391,7 @@ class Im2colExport(LayerExport):
              dilations=list(spec.dilation), group=int(b.shape(x)[1]),
              kernel_shape=list(spec.kernel))
 
-    def torch(self, s, node):
+    def torch(self, s, node) -> str:
         x = node.bottoms[0]
         spec, extra, w = self._parts(node, s.shape(x))
         xv = s.v(x)
@@ -494,7 +494,7 @@ def _pool_torch(s, x: str, method: int, g) -> str:
 
 @register_export("Pooling")
 class PoolingExport(LayerExport):
-    def refuse(self, node, graph):
+    def refuse(self, node, graph) -> str | None:
         layer = node.layer
         if layer.method == _POOL.STOCHASTIC and layer.phase == caffe_pb2.TRAIN:
             return ("STOCHASTIC pooling in the TRAIN phase samples at random; export the "
@@ -504,14 +504,14 @@ class PoolingExport(LayerExport):
     def _geom(self, node, shape):
         return node.layer._geom(tuple(shape))
 
-    def onnx(self, b, node):
+    def onnx(self, b, node) -> None:
         x = node.bottoms[0]
         g = self._geom(node, b.shape(x))
         if len(node.tops) > 1:
             return _max_pool_mask_onnx(b, x, g, node.tops)
         _pool_onnx(b, x, node.layer.method, g, node.tops[0])
 
-    def torch(self, s, node):
+    def torch(self, s, node) -> str:
         x = node.bottoms[0]
         g = self._geom(node, s.shape(x))
         if len(node.tops) > 1:
@@ -564,12 +564,12 @@ def _max_pool_mask_onnx(b, x: str, g, tops) -> None:
 
 @register_export("SPP")
 class SPPExport(LayerExport):
-    def refuse(self, node, graph):
+    def refuse(self, node, graph) -> str | None:
         if node.layer.method == _POOL.STOCHASTIC and node.layer.phase == caffe_pb2.TRAIN:
             return "STOCHASTIC pooling in the TRAIN phase samples at random"
         return None
 
-    def onnx(self, b, node):
+    def onnx(self, b, node) -> None:
         x = node.bottoms[0]
         levels = node.layer._geoms(tuple(b.shape(x)))
         if len(levels) == 1:
@@ -582,7 +582,7 @@ class SPPExport(LayerExport):
             flat.append(b.reshape(y, [-1 if b.graph.varies(x, 0) else n, c * g.out[0] * g.out[1]]))
         b.op("Concat", flat, node.tops[0], axis=1)
 
-    def torch(self, s, node):
+    def torch(self, s, node) -> str:
         x = node.bottoms[0]
         levels = node.layer._geoms(tuple(s.shape(x)))
         pools = [_pool_torch(s, s.v(x), node.layer.method, g) for g in levels]
@@ -593,7 +593,7 @@ class SPPExport(LayerExport):
 
 @register_export("LRN")
 class LRNExport(LayerExport):
-    def onnx(self, b, node):
+    def onnx(self, b, node) -> None:
         layer, x = node.layer, node.bottoms[0]
         if layer.region == _LRN.ACROSS_CHANNELS:
             b.op("LRN", [x], node.tops[0], size=int(layer.size), alpha=float(layer.alpha),
@@ -606,7 +606,7 @@ class LRNExport(LayerExport):
         base = b.op("Add", [b.mul_scalar(avg, layer.alpha), b.scalar(1.0)])
         b.op("Mul", [x, b.op("Pow", [base, b.scalar(-layer.beta)])], node.tops[0])
 
-    def torch(self, s, node):
+    def torch(self, s, node) -> str:
         layer, x = node.layer, s.v(node.bottoms[0])
         if layer.region == _LRN.ACROSS_CHANNELS:
             return (f"F.local_response_norm({x}, {layer.size}, {layer.alpha!r}, "
@@ -626,7 +626,7 @@ def _bn_stats(layer) -> tuple[np.ndarray, np.ndarray]:
 
 @register_export("BatchNorm")
 class BatchNormExport(LayerExport):
-    def onnx(self, b, node):
+    def onnx(self, b, node) -> None:
         layer, x = node.layer, node.bottoms[0]
         shape = b.shape(x)
         if not layer.use_global_stats:
@@ -647,7 +647,7 @@ class BatchNormExport(LayerExport):
         if one:
             b.reshape(y, [-1], node.tops[0])
 
-    def torch(self, s, node):
+    def torch(self, s, node) -> str:
         layer, x = node.layer, s.v(node.bottoms[0])
         if not layer.use_global_stats:
             return f"{s.h('caffe_batch_norm_batch')}({x}, {layer.eps!r})"
@@ -688,7 +688,7 @@ class _BroadcastExport(LayerExport):
 
 @register_export("Scale")
 class ScaleExport(_BroadcastExport):
-    def onnx(self, b, node):
+    def onnx(self, b, node) -> None:
         layer = node.layer
         sc = self._operand(b, node, 0, 1)
         y = b.op("Mul", [node.bottoms[0], sc], None if layer.bias_term else node.tops[0])
@@ -702,7 +702,7 @@ class ScaleExport(_BroadcastExport):
         return b.blob(node, 1 if layer._own else 0,
                       lambda a: a.reshape(_span_shape(b, node, span)))
 
-    def torch(self, s, node):
+    def torch(self, s, node) -> str:
         layer = node.layer
         y = f"{s.v(node.bottoms[0])} * {self._operand_torch(s, node, 0, 1)}"
         if layer.bias_term:
@@ -714,16 +714,16 @@ class ScaleExport(_BroadcastExport):
 
 @register_export("Bias")
 class BiasExport(_BroadcastExport):
-    def onnx(self, b, node):
+    def onnx(self, b, node) -> None:
         b.op("Add", [node.bottoms[0], self._operand(b, node, 0, 1)], node.tops[0])
 
-    def torch(self, s, node):
+    def torch(self, s, node) -> str:
         return f"{s.v(node.bottoms[0])} + {self._operand_torch(s, node, 0, 1)}"
 
 
 @register_export("MVN")
 class MVNExport(LayerExport):
-    def onnx(self, b, node):
+    def onnx(self, b, node) -> None:
         layer, x = node.layer, node.bottoms[0]
         shape = b.shape(x)
         per = count(shape[1:]) if layer.across_channels else count(shape[2:])
@@ -736,7 +736,7 @@ class MVNExport(LayerExport):
             centred = b.op("Div", [centred, std])
         b.reshape(centred, b.target(node.tops[0]), node.tops[0])
 
-    def torch(self, s, node):
+    def torch(self, s, node) -> str:
         layer = node.layer
         return (f"{s.h('caffe_mvn')}({s.v(node.bottoms[0])}, {layer.across_channels}, "
                 f"{layer.normalize_variance}, {layer.eps!r})")
@@ -747,7 +747,7 @@ class MVNExport(LayerExport):
 # ----------------------------------------------------------------------------------------------
 @register_export("Eltwise")
 class EltwiseExport(LayerExport):
-    def onnx(self, b, node):
+    def onnx(self, b, node) -> None:
         layer, xs = node.layer, node.bottoms
         if layer.op == _ELT.MAX:
             b.op("Max", xs, node.tops[0])
@@ -763,7 +763,7 @@ class EltwiseExport(LayerExport):
             term = x if ci == 1.0 else b.mul_scalar(x, ci)
             y = b.op("Add", [y, term], node.tops[0] if k == len(xs) - 1 else None)
 
-    def torch(self, s, node):
+    def torch(self, s, node) -> str:
         layer = node.layer
         xs = [s.v(x) for x in node.bottoms]
         if layer.op == _ELT.MAX:
@@ -783,13 +783,13 @@ class ConcatExport(LayerExport):
         node.layer.reshape(shapes)
         return node.layer._plan
 
-    def onnx(self, b, node):
+    def onnx(self, b, node) -> None:
         if len(node.bottoms) == 1:
             return b.identity(node.bottoms[0], node.tops[0])
         axis = self._axis(node, [b.shape(x) for x in node.bottoms])
         b.op("Concat", node.bottoms, node.tops[0], axis=int(axis))
 
-    def torch(self, s, node):
+    def torch(self, s, node) -> str:
         if len(node.bottoms) == 1:
             return s.v(node.bottoms[0])
         axis = self._axis(node, [s.shape(x) for x in node.bottoms])
@@ -802,19 +802,19 @@ class SliceExport(LayerExport):
         node.layer.reshape([graph.shape(node.bottoms[0])])
         return node.layer._plan
 
-    def refuse(self, node, graph):
+    def refuse(self, node, graph) -> str | None:
         axis, _ = self._plan(node, graph)
         if graph.varies(node.bottoms[0], axis):
             return f"it slices axis {axis}, which changes with the batch (-dynamic_batch)"
         return None
 
-    def onnx(self, b, node):
+    def onnx(self, b, node) -> None:
         axis, sizes = self._plan(node, b.graph)
         if len(sizes) == 1:
             return b.identity(node.bottoms[0], node.tops[0])
         b.op("Split", [node.bottoms[0], b.ints(sizes)], list(node.tops), axis=int(axis))
 
-    def torch(self, s, node):
+    def torch(self, s, node) -> str:
         axis, sizes = self._plan(node, s.graph)
         if len(sizes) == 1:
             return s.v(node.bottoms[0])
@@ -823,10 +823,10 @@ class SliceExport(LayerExport):
 
 @register_export("Flatten")
 class FlattenExport(LayerExport):
-    def onnx(self, b, node):
+    def onnx(self, b, node) -> None:
         b.reshape(node.bottoms[0], b.target(node.tops[0]), node.tops[0])
 
-    def torch(self, s, node):
+    def torch(self, s, node) -> str:
         node.layer.reshape([s.shape(node.bottoms[0])])
         start, end = node.layer._plan
         return f"torch.flatten({s.v(node.bottoms[0])}, {start}, {end})"
@@ -834,10 +834,10 @@ class FlattenExport(LayerExport):
 
 @register_export("Reshape")
 class ReshapeExport(LayerExport):
-    def onnx(self, b, node):
+    def onnx(self, b, node) -> None:
         b.reshape(node.bottoms[0], b.target(node.tops[0]), node.tops[0])
 
-    def torch(self, s, node):
+    def torch(self, s, node) -> str:
         return f"{s.v(node.bottoms[0])}.reshape({_tuple(s.target(node.tops[0]))})"
 
 
@@ -847,7 +847,7 @@ class CropExport(LayerExport):
         node.layer.reshape([graph.shape(x) for x in node.bottoms])
         return node.layer._plan
 
-    def refuse(self, node, graph):
+    def refuse(self, node, graph) -> str | None:
         for i, sl in enumerate(self._index(node, graph)):
             full = graph.shape(node.bottoms[0])[i]
             if graph.varies(node.bottoms[0], i) and (sl.start, sl.stop) != (0, full):
@@ -859,14 +859,14 @@ class CropExport(LayerExport):
         return [(i, sl) for i, sl in enumerate(self._index(node, graph))
                 if (sl.start, sl.stop) != (0, shape[i])]
 
-    def onnx(self, b, node):
+    def onnx(self, b, node) -> None:
         cut = self._cropped(node, b.graph)
         if not cut:
             return b.identity(node.bottoms[0], node.tops[0])
         b.slice(node.bottoms[0], [sl.start for _, sl in cut], [sl.stop for _, sl in cut],
                 [i for i, _ in cut], node.tops[0])
 
-    def torch(self, s, node):
+    def torch(self, s, node) -> str:
         cut = dict(self._cropped(node, s.graph))
         if not cut:
             return s.v(node.bottoms[0])
@@ -881,10 +881,10 @@ class TileExport(LayerExport):
         node.layer.reshape([graph.shape(node.bottoms[0])])
         return node.layer._plan
 
-    def onnx(self, b, node):
+    def onnx(self, b, node) -> None:
         b.op("Tile", [node.bottoms[0], b.ints(self._reps(node, b.graph))], node.tops[0])
 
-    def torch(self, s, node):
+    def torch(self, s, node) -> str:
         return f"{s.v(node.bottoms[0])}.repeat({_tuple(self._reps(node, s.graph))})"
 
 
@@ -903,7 +903,7 @@ class ReductionExport(LayerExport):
         rows = list(graph.target_shape(node.tops[0], node)) + [dim] if lead else [-1]
         return lead, dim, coeff, rows
 
-    def onnx(self, b, node):
+    def onnx(self, b, node) -> None:
         lead, dim, coeff, rows = self._parts(node, b.graph)
         x = b.reshape(node.bottoms[0], rows)
         op = node.layer.op
@@ -919,7 +919,7 @@ class ReductionExport(LayerExport):
         if not last:
             b.op("Mul", [y, b.scalar(coeff)], node.tops[0])
 
-    def torch(self, s, node):
+    def torch(self, s, node) -> str:
         lead, dim, coeff, rows = self._parts(node, s.graph)
         x = f"{s.v(node.bottoms[0])}.reshape({_tuple(rows)})"
         op = node.layer.op
@@ -934,7 +934,7 @@ class ReductionExport(LayerExport):
 
 @register_export("ArgMax")
 class ArgMaxExport(LayerExport):
-    def onnx(self, b, node):
+    def onnx(self, b, node) -> None:
         layer, x = node.layer, node.bottoms[0]
         shape = b.shape(x)
         if layer.has_axis:
@@ -961,7 +961,7 @@ class ArgMaxExport(LayerExport):
             if layer.out_max_val else idx
         b.reshape(both, b.target(node.tops[0]), node.tops[0])
 
-    def torch(self, s, node):
+    def torch(self, s, node) -> str:
         layer = node.layer
         axis = layer.axis if layer.has_axis else None
         return (f"{s.h('caffe_argmax')}({s.v(node.bottoms[0])}, {axis}, {layer.top_k}, "
@@ -973,49 +973,49 @@ class ArgMaxExport(LayerExport):
 # ----------------------------------------------------------------------------------------------
 @register_export("Embed")
 class EmbedExport(LayerExport):
-    def onnx(self, b, node):
+    def onnx(self, b, node) -> None:
         idx = b.op("Cast", [node.bottoms[0]], to=7)
         bias = node.layer.bias_term
         y = b.op("Gather", [b.blob(node, 0), idx], None if bias else node.tops[0], axis=0)
         if bias:
             b.op("Add", [y, b.blob(node, 1)], node.tops[0])
 
-    def torch(self, s, node):
+    def torch(self, s, node) -> str:
         y = f"F.embedding({s.v(node.bottoms[0])}.long(), {s.p(node, 0)})"
         return y + (f" + {s.p(node, 1)}" if node.layer.bias_term else "")
 
 
 @register_export("BatchReindex")
 class BatchReindexExport(LayerExport):
-    def onnx(self, b, node):
+    def onnx(self, b, node) -> None:
         idx = b.op("Cast", [node.bottoms[1]], to=7)
         b.op("Gather", [node.bottoms[0], idx], node.tops[0], axis=0)
 
-    def torch(self, s, node):
+    def torch(self, s, node) -> str:
         return f"{s.v(node.bottoms[0])}.index_select(0, {s.v(node.bottoms[1])}.long())"
 
 
 @register_export("Parameter")
 class ParameterExport(LayerExport):
-    def onnx(self, b, node):
+    def onnx(self, b, node) -> None:
         b.identity(b.blob(node, 0), node.tops[0])
 
-    def torch(self, s, node):
+    def torch(self, s, node) -> str:
         return s.p(node, 0)
 
 
 @register_export("Silence")
 class SilenceExport(LayerExport):
-    def onnx(self, b, node):
+    def onnx(self, b, node) -> None:
         return None
 
-    def torch(self, s, node):
+    def torch(self, s, node) -> str:
         return ""
 
 
 @register_export("DummyData")
 class DummyDataExport(LayerExport):
-    def refuse(self, node, graph):
+    def refuse(self, node, graph) -> str | None:
         random = [i for i, fp in enumerate(node.layer.fillers) if fp.type != "constant"]
         if random:
             return (f"top(s) {random} are refilled with random values ("
@@ -1026,11 +1026,11 @@ class DummyDataExport(LayerExport):
     def _value(self, node, i):
         return getattr(node.layer, f"_top{i}").detach().cpu().float().numpy()
 
-    def onnx(self, b, node):
+    def onnx(self, b, node) -> None:
         for i, top in enumerate(node.tops):
             b.identity(b.const(self._value(node, i)), top)
 
-    def torch(self, s, node):
+    def torch(self, s, node) -> str:
         outs = [s.const(node, self._value(node, i), f"top{i}") for i in range(len(node.tops))]
         return outs[0] if len(outs) == 1 else "(" + ", ".join(outs) + ")"
 
@@ -1085,7 +1085,7 @@ class _RecurrentExport(LayerExport):
 
 @register_export("RNN")
 class RNNExport(_RecurrentExport):
-    def onnx(self, b, node):
+    def onnx(self, b, node) -> None:
         layer = node.layer
         (w_xh, b_h, w_hh, w_ho, b_o), static = self._weights(node)
         proj, t, n = self._project(b, node, w_xh, b_h, static)
@@ -1105,7 +1105,7 @@ class RNNExport(_RecurrentExport):
         if layer.expose_hidden:
             b.reshape(h, [1, n, layer.H], node.tops[1])
 
-    def torch(self, s, node):
+    def torch(self, s, node) -> str:
         layer = node.layer
         (w_xh, b_h, w_hh, w_ho, b_o), static = self._weights(node)
         n = s.shape(node.bottoms[0])[1]
@@ -1124,7 +1124,7 @@ class RNNExport(_RecurrentExport):
 
 @register_export("LSTM")
 class LSTMExport(_RecurrentExport):
-    def onnx(self, b, node):
+    def onnx(self, b, node) -> None:
         layer = node.layer
         (w_xc, b_c, w_hc), static = self._weights(node)
         proj, t, n = self._project(b, node, w_xc, b_c, static)
@@ -1143,7 +1143,7 @@ class LSTMExport(_RecurrentExport):
             b.reshape(h, [1, n, layer.H], node.tops[1])
             b.reshape(c, [1, n, layer.H], node.tops[2])
 
-    def torch(self, s, node):
+    def torch(self, s, node) -> str:
         layer = node.layer
         (w_xc, b_c, w_hc), static = self._weights(node)
         n = s.shape(node.bottoms[0])[1]
@@ -1175,7 +1175,7 @@ def _lstm_step_onnx(b, c_prev: str, gates: str, cont: str, hdim: int,
 
 @register_export("LSTMUnit")
 class LSTMUnitExport(LayerExport):
-    def onnx(self, b, node):
+    def onnx(self, b, node) -> None:
         c_prev, x, cont = node.bottoms
         _, n, hdim = b.shape(c_prev)
         c, h = _lstm_step_onnx(b, b.reshape(c_prev, [n, hdim]), b.reshape(x, [n, 4 * hdim]),
@@ -1183,7 +1183,7 @@ class LSTMUnitExport(LayerExport):
         b.reshape(c, [1, n, hdim], node.tops[0])
         b.reshape(h, [1, n, hdim], node.tops[1])
 
-    def torch(self, s, node):
+    def torch(self, s, node) -> str:
         c_prev, x, cont = (s.v(v) for v in node.bottoms)
         _, n, hdim = s.shape(node.bottoms[0])
         call = (f"{s.h('caffe_lstm_step')}({c_prev}.reshape({n}, {hdim}), "

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import os
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -19,6 +20,9 @@ from .. import __version__
 from ..errors import DecaffeError
 from .graph import ExportGraph, Node
 from .registry import ExportError, exporter_for
+
+if TYPE_CHECKING:
+    import onnx  # only for the annotation: onnx is optional
 
 # The lowest opset at which each operator takes the form written here; operators not listed
 # take theirs at MIN_OPSET.
@@ -93,7 +97,7 @@ def default_opset() -> int:
 class OnnxBuilder:
     """What a LayerExport's ``onnx`` method writes through: operators, constants, blobs."""
 
-    def __init__(self, graph: ExportGraph, opset: int):
+    def __init__(self, graph: ExportGraph, opset: int) -> None:
         self.graph = graph
         self.opset = opset
         self.nodes: list = []
@@ -131,7 +135,7 @@ class OnnxBuilder:
                               type=self.node.type if self.node else None)
 
     def op(self, op_type: str, inputs: list[str], out: str | list[str] | int | None = None,
-           **attrs):
+           **attrs) -> str | list[str]:
         """Add one operator; returns its output name (or names when out is a count/list)."""
         from onnx import helper  # onnx is optional (the export extra)
 
@@ -215,7 +219,7 @@ class OnnxBuilder:
         return self.op("Slice", ins, out)
 
 
-def build_model(graph: ExportGraph, opset: int):
+def build_model(graph: ExportGraph, opset: int) -> onnx.ModelProto:
     """The ONNX ModelProto of an export graph at this opset."""
     onnx = _onnx()
     from onnx import TensorProto, helper  # onnx is optional (the export extra)

@@ -47,7 +47,7 @@ def identifier(name: str, taken: set[str] | None = None) -> str:
 class SourceBuilder:
     """What a LayerExport's ``torch`` method writes through: variables, blobs, helpers."""
 
-    def __init__(self, graph: ExportGraph, traced: bool = False):
+    def __init__(self, graph: ExportGraph, traced: bool = False) -> None:
         self.graph = graph
         # the source is traced by torch.export (-torch), not only run eagerly (-pytorch)
         self.traced = traced

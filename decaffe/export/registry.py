@@ -11,6 +11,7 @@ any exporter looks a type up through ``exporter_for``. ``node`` and ``graph`` ar
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from ..errors import DecaffeError, NetError, suggest
@@ -20,7 +21,7 @@ class ExportError(NetError):
     """A net or layer that cannot be exported; names the layer, its type and the reason."""
 
     def __init__(self, message: str, layer: str | None = None, type: str | None = None,
-                 blob: str | None = None):
+                 blob: str | None = None) -> None:
         self.type = type
         if layer is not None and type:
             message = f"({type}) {message}"
@@ -56,7 +57,7 @@ EXPORTS: dict[str, LayerExport] = {}
 NOT_EXPORTED: dict[str, str] = {}
 
 
-def register_export(*type_names: str):
+def register_export(*type_names: str) -> Callable[[type], type]:
     """Class decorator: the LayerExport of these Caffe layer types (one instance each)."""
 
     def deco(cls):

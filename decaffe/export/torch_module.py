@@ -13,7 +13,7 @@ from .pytorch_source import generate, instantiate
 from .registry import ExportError
 
 
-def export_program(graph: ExportGraph):
+def export_program(graph: ExportGraph) -> torch.export.ExportedProgram:
     """The torch.export ExportedProgram of an export graph (axis 0 of every input symbolic
     when graph.dynamic_batch)."""
     source, state = generate(graph, traced=True)

@@ -10,11 +10,19 @@ from a zero hidden state on both sides (the exported graph has no state between 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from .graph import ExportGraph
+
+# run(inputs by name) -> outputs by name, for one exported form
+Runner = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+
+if TYPE_CHECKING:
+    import onnxruntime as ort  # only for the annotation: onnxruntime is optional
 
 
 def random_inputs(graph: ExportGraph, seed: int = 0, batch: int | None = None
@@ -143,7 +151,7 @@ def compare(graph: ExportGraph, run, seed: int = 0, batch: int | None = None
     return {v: relative_difference(ref[v], got[v]) for v in graph.outputs}
 
 
-def torch_runner(module, graph: ExportGraph):
+def torch_runner(module, graph: ExportGraph) -> Runner:
     """run(inputs) for a torch module taking the graph's inputs in order."""
 
     def run(inputs):
@@ -157,7 +165,7 @@ def torch_runner(module, graph: ExportGraph):
     return run
 
 
-def onnxruntime_session(model_bytes_or_path, threads: int = 0):
+def onnxruntime_session(model_bytes_or_path, threads: int = 0) -> ort.InferenceSession:
     import onnxruntime as ort  # onnxruntime is optional (the export extra): loaded to check a graph
 
     so = ort.SessionOptions()
@@ -168,7 +176,7 @@ def onnxruntime_session(model_bytes_or_path, threads: int = 0):
     return ort.InferenceSession(model_bytes_or_path, so, providers=["CPUExecutionProvider"])
 
 
-def onnx_runner(session, graph: ExportGraph):
+def onnx_runner(session, graph: ExportGraph) -> Runner:
     def run(inputs):
         outs = session.run(list(graph.outputs), {v: inputs[v] for v in graph.inputs})
         return dict(zip(graph.outputs, outs))

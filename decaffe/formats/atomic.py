@@ -13,6 +13,9 @@ import contextlib
 import os
 import re
 import tempfile
+from collections.abc import Iterator
+from types import TracebackType
+from typing import IO
 
 from ..errors import FormatError
 
@@ -74,7 +77,7 @@ def remove_orphans(folder: str, name: str) -> list[str]:
 
 
 @contextlib.contextmanager
-def atomic_write(path: str, mode: str = "wb"):
+def atomic_write(path: str, mode: str = "wb") -> Iterator[IO]:
     """Open a temporary file in path's folder; on success it replaces path, else it is removed."""
     path = os.fspath(path)
     fd, tmp = _temporary(path)
@@ -96,14 +99,14 @@ def atomic_write(path: str, mode: str = "wb"):
         raise
 
 
-def atomic_path(path: str):
+def atomic_path(path: str) -> _AtomicPath:
     """A context giving a temporary path in path's folder, renamed onto path on success
     (for libraries such as h5py and lmdb that open files themselves)."""
     return _AtomicPath(os.fspath(path))
 
 
 class _AtomicPath:
-    def __init__(self, path: str):
+    def __init__(self, path: str) -> None:
         self.path = path
 
     def __enter__(self) -> str:
@@ -112,7 +115,8 @@ class _AtomicPath:
         os.chmod(self.tmp, _umask_mode())
         return self.tmp
 
-    def __exit__(self, exc_type, exc, tb):
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> bool:
         if exc_type is None:
             try:
                 os.replace(self.tmp, self.path)

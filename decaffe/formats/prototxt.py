@@ -8,8 +8,10 @@ import math
 import os
 import re
 import struct
+from collections.abc import Iterator
 
 from google.protobuf import descriptor, text_encoding, text_format
+from google.protobuf.message import Message
 
 from ..errors import ParseError, suggest
 from ..proto import caffe_pb2
@@ -57,11 +59,11 @@ class _Lines:
     """The text's lines for protobuf's tokenizer, noting when it has read them all (the
     tokenizer only reads past the last line when it reaches the end of the text)."""
 
-    def __init__(self, text: str):
+    def __init__(self, text: str) -> None:
         self._lines = text.split("\n")
         self.exhausted = False
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator:
         yield from self._lines  # split on newlines, as text_format.Parse does
         self.exhausted = True
 
@@ -69,7 +71,7 @@ class _Lines:
         return len(self._lines), len(self._lines[-1]) + 1
 
 
-def parse_text(text: str, message, path: str | None = None):
+def parse_text(text: str, message, path: str | None = None) -> Message:
     """Parse protobuf text into message (cleared first); a ParseError names path:line:column."""
     message.Clear()
     lines = _Lines(text)
@@ -92,7 +94,7 @@ def parse_text(text: str, message, path: str | None = None):
     return message
 
 
-def read_text(path: str, message):
+def read_text(path: str, message) -> Message:
     """Parse a text file into message."""
     path = os.fspath(path)
     if "\0" in path:

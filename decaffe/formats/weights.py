@@ -86,7 +86,7 @@ class _BlobSpans:
 
     __slots__ = ("legacy", "dims", "data", "diff", "ddata", "ddiff")
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.legacy: dict[int, int] = {}
         self.dims: list[int] = []
         self.data: list[tuple[int, int]] = []
@@ -355,7 +355,7 @@ class RawCaffemodel:
     byte for byte, re-encoding only the layers whose blobs were replaced."""
 
     def __init__(self, data: bytes, header: caffe_pb2.NetParameter, layers: list[RawLayer],
-                 parts: list, source: str):
+                 parts: list, source: str) -> None:
         self._data = data
         self.header = header  # the NetParameter without its layers
         self.layers = layers
@@ -724,7 +724,7 @@ def save_caffemodel(path: str, net_param: caffe_pb2.NetParameter,
 # ---------------------------------------------------------------------------------------------
 # Generic messages (solverstates, NetParameters)
 # ---------------------------------------------------------------------------------------------
-def read_message(path: str, cls):
+def read_message(path: str, cls) -> _pbmessage.Message:
     """Parse a binary protobuf file into a new cls message; FormatError on any failure."""
     path = os.fspath(path)
     data = _read_bytes(path)
@@ -836,7 +836,7 @@ def save_hdf5(path: str, layers: Sequence[tuple[str, Sequence[np.ndarray]]],
     given.  float64 arrays stay float64, anything else is written as float32."""
     import h5py  # h5py loads libhdf5 (only .h5 weights need it)
 
-    def write(group, entries):
+    def write(group, entries) -> None:
         for name, arrays in entries:
             g = group.require_group(name)
             for i, arr in enumerate(arrays):

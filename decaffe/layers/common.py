@@ -7,7 +7,7 @@ import math
 import torch
 
 from .. import fillers
-from ..layer import Layer, register
+from ..layer import Layer, Shape, Tops, register
 
 
 @register("Input")
@@ -18,7 +18,7 @@ class InputLayer(Layer):
     min_tops = 1
     is_data = True
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         shapes = self.lp.input_param.shape
         n = len(self.top_names)
         self.check(len(shapes) in (0, 1, n),
@@ -26,10 +26,10 @@ class InputLayer(Layer):
         self._shapes = [tuple(int(d) for d in shapes[0 if len(shapes) == 1 else i].dim)
                         if len(shapes) else () for i in range(n)]
 
-    def reshape(self, bottom_shapes):
+    def reshape(self, bottom_shapes) -> list[Shape]:
         return list(self._shapes)
 
-    def forward(self):
+    def forward(self) -> Tops:
         # The net binds the user's blobs as this layer's tops; nothing is computed here.
         raise RuntimeError("Input layers are not run")
 
@@ -41,16 +41,16 @@ class SplitLayer(Layer):
     exact_bottoms = 1
     min_tops = 1
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         # Caffe's SplitLayer keeps a diff per top, so no top may be the bottom itself
         self.check(self.top_names[0] != self.bottom_names[0],
                    f"Split Layer does not allow in-place computation (top '{self.top_names[0]}' "
                    "is its bottom)")
 
-    def reshape(self, bottom_shapes):
+    def reshape(self, bottom_shapes) -> list[Shape]:
         return [bottom_shapes[0]] * len(self.top_names)
 
-    def forward(self, x):
+    def forward(self, x) -> Tops:
         # views, so each top is its own autograd node whose gradients are summed into x
         return tuple(x.view(x.shape) for _ in self.top_names)
 
@@ -71,7 +71,7 @@ class InnerProductLayer(Layer):
     max_bottoms = 1
     exact_tops = 1
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         p = self.lp.inner_product_param
         shape = bottom_shapes[0]
         self.check(p.HasField("num_output"), "num_output must be given", "inner_product_param")
@@ -89,14 +89,14 @@ class InnerProductLayer(Layer):
             if self.bias_term:
                 self.add_blob(fillers.fill(p.bias_filler, (self.N,), where=self.name))
 
-    def reshape(self, bottom_shapes):
+    def reshape(self, bottom_shapes) -> list[Shape]:
         shape = bottom_shapes[0]
         k = math.prod(shape[self.axis:])
         self.check(k == self.K, f"input size {k} (shape {shape} from axis {self.axis}) does not "
                    f"match the weights' {self.K}")
         return [tuple(shape[: self.axis]) + (self.N,)]
 
-    def forward(self, x):
+    def forward(self, x) -> Tops:
         lead = x.shape[: self.axis]
         x2 = x.reshape(-1, self.K)
         w = self.blob_params[0]

@@ -47,7 +47,7 @@ from ..data.sources import (
 )
 from ..data.transformer import DataTransformer, load_mean_file
 from ..errors import DataError, DecaffeError
-from ..layer import Layer, register
+from ..layer import Layer, Shape, Tops, register
 from ..proto import caffe_pb2
 
 
@@ -57,7 +57,7 @@ def layer_rng() -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
-def transform_param_of(lp, legacy=None):
+def transform_param_of(lp, legacy=None) -> caffe_pb2.TransformationParameter:
     """The layer's TransformationParameter, with the legacy fields of its data parameter
     (scale, mean_file, crop_size, mirror) moved in where transform_param lacks them, as
     Caffe's upgrade of old data layers does."""
@@ -76,7 +76,7 @@ class _BaseDataLayer(Layer):
     exact_bottoms = 0
     is_data = True
 
-    def __init__(self, lp, phase):
+    def __init__(self, lp, phase) -> None:
         super().__init__(lp, phase)
         # Follows the net's device and dtype (Net moves and casts its layers' buffers).
         self.register_buffer("_where", torch.empty(0), persistent=False)
@@ -87,7 +87,7 @@ class _BaseDataLayer(Layer):
         self._finalizer = None
         self._top_shapes: list[tuple[int, ...]] = []
 
-    def reshape(self, bottom_shapes):
+    def reshape(self, bottom_shapes) -> list[Shape]:
         return list(self._top_shapes)
 
     @contextlib.contextmanager
@@ -157,7 +157,7 @@ class _BaseDataLayer(Layer):
             raise self._error(f"the recorded data position cannot be used ({e})") from None
         self._start(src, self._depth)
 
-    def forward(self):
+    def forward(self) -> Tops:
         if self._loader is None:
             raise self._error("the layer is closed or was never set up")
         dev, dtype = self._where.device, self._where.dtype
@@ -181,7 +181,7 @@ class DataLayer(_BaseDataLayer):
     min_tops = 1
     max_tops = 2
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         p = self.lp.data_param
         self.check(p.batch_size > 0, "must be positive", "data_param.batch_size")
         self.check(bool(p.source), "a database path must be given", "data_param.source")
@@ -239,7 +239,7 @@ class ImageDataLayer(_BaseDataLayer):
 
     exact_tops = 2
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         p = self.lp.image_data_param
         new_h, new_w = int(p.new_height), int(p.new_width)
         self.check((new_h == 0) == (new_w == 0),
@@ -288,7 +288,7 @@ class HDF5DataLayer(_BaseDataLayer):
 
     min_tops = 1
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         p = self.lp.hdf5_data_param
         if self.lp.HasField("transform_param"):
             raise self.error("HDF5Data does not transform data", "transform_param")
@@ -317,7 +317,7 @@ class HDF5OutputLayer(Layer):
     exact_bottoms = 2
     exact_tops = 0
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         name = self.lp.hdf5_output_param.file_name
         self.check(bool(name), "a file name must be given", "hdf5_output_param.file_name")
         self.close()
@@ -332,7 +332,7 @@ class HDF5OutputLayer(Layer):
     def allow_force_backward(self, bottom_index: int) -> bool:
         return False
 
-    def reshape(self, bottom_shapes):
+    def reshape(self, bottom_shapes) -> list[Shape]:
         self.check(bottom_shapes[0][:1] == bottom_shapes[1][:1],
                    f"data and label must have the same batch size ({bottom_shapes[0]} and "
                    f"{bottom_shapes[1]})")
@@ -343,7 +343,7 @@ class HDF5OutputLayer(Layer):
             raise self.error(f"cannot save a {a.ndim}-axis blob (at most 4 axes)")
         return a.reshape(a.shape + (1,) * (4 - a.ndim))
 
-    def forward(self, data, label):
+    def forward(self, data, label) -> Tops:
         if data.shape[0] != label.shape[0]:
             raise self.error(f"data and label must have the same batch size "
                              f"({data.shape[0]} and {label.shape[0]})")
@@ -387,7 +387,7 @@ class MemoryDataLayer(_BaseDataLayer):
 
     exact_tops = 2
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         p = self.lp.memory_data_param
         for f in ("batch_size", "channels", "height", "width"):
             self.check(getattr(p, f) > 0, "batch_size, channels, height and width must be "
@@ -416,7 +416,7 @@ class MemoryDataLayer(_BaseDataLayer):
         self._top_shapes = [(self.batch_size, self.channels, self.height, self.width),
                             (self.batch_size,)]
 
-    def forward(self):
+    def forward(self) -> Tops:
         if self._data is None:
             raise self._error("MemoryData needs its arrays first: call "
                               "net.set_input_arrays(data, labels)")
@@ -474,7 +474,7 @@ class WindowDataLayer(_BaseDataLayer):
 
     exact_tops = 2
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         p = self.lp.window_data_param
         self.check(bool(p.source), "a window file must be given", "window_data_param.source")
         self.check(p.batch_size > 0, "must be positive", "window_data_param.batch_size")

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from ..errors import DecaffeError
 from ..formats.binaryproto import read_blobproto
-from ..layer import Layer, Shape, register
+from ..layer import Layer, Shape, Tops, register
 from ..proto import caffe_pb2
 from .common import canonical_axis
 
@@ -189,20 +189,20 @@ class SoftmaxLayer(Layer):
     exact_tops = 1
     backward_reads = "tops"
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         self._axis_param = self.lp.softmax_param.axis
 
-    def reshape(self, bottom_shapes):
+    def reshape(self, bottom_shapes) -> list[Shape]:
         shape = tuple(bottom_shapes[0])
         self.axis = canonical_axis(self._axis_param, len(shape), self, "softmax_param.axis")
         if self.axis == 0:
             self.item_group = 0  # a softmax across the items: no item stands alone
         return [shape]
 
-    def forward(self, x):
+    def forward(self, x) -> Tops:
         return torch.softmax(x, dim=self.axis)
 
-    def backward_from_blobs(self, bottoms, tops, top_diffs, need):
+    def backward_from_blobs(self, bottoms, tops, top_diffs, need) -> list:
         y, dy = tops[0], top_diffs[0].reshape(tops[0].shape)
         return [(dy - (dy * y).sum(dim=self.axis, keepdim=True)) * y]
 
@@ -230,13 +230,13 @@ class SoftmaxWithLossLayer(_LossLayer):
 
     max_loss_tops = 3
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         self._check_tops()
         self._axis_param = self.lp.softmax_param.axis
         self.ignore = self._ignore_label()
         self.normalization = self._normalization(VALID)
 
-    def reshape(self, bottom_shapes):
+    def reshape(self, bottom_shapes) -> list[Shape]:
         self._check_first_axis(bottom_shapes)
         shape, label = tuple(bottom_shapes[0]), tuple(bottom_shapes[1])
         self.axis = canonical_axis(self._axis_param, len(shape), self, "softmax_param.axis")
@@ -247,7 +247,7 @@ class SoftmaxWithLossLayer(_LossLayer):
                    f"shape {label} has {_prod(label)}")
         return ([(), shape, label])[:self._num_tops()]
 
-    def forward(self, x, label):
+    def forward(self, x, label) -> Tops:
         self._refuse_label_grad(label)
         outer, c, inner = _axis_split(x.shape, self.axis)
         scores = x.reshape(outer, c, inner) if inner != 1 else x.reshape(outer, c)
@@ -294,13 +294,13 @@ class AccuracyLayer(_LabelLayer):
     def allow_force_backward(self, bottom_index: int) -> bool:
         return False
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         p = self.lp.accuracy_param
         self.top_k = int(p.top_k)
         self._axis_param = p.axis
         self.ignore = p.ignore_label if p.HasField("ignore_label") else None
 
-    def reshape(self, bottom_shapes):
+    def reshape(self, bottom_shapes) -> list[Shape]:
         shape, label = tuple(bottom_shapes[0]), tuple(bottom_shapes[1])
         nlabels = _prod(label)
         self.check(nlabels > 0 and self.top_k <= _prod(shape) // nlabels,
@@ -314,7 +314,7 @@ class AccuracyLayer(_LabelLayer):
                    f"shape {label} has {nlabels}")
         return [()] + [(c,)] * (len(self.top_names) - 1)
 
-    def forward(self, x, label):
+    def forward(self, x, label) -> Tops:
         x = x.detach()
         outer, c, inner = _axis_split(x.shape, self.axis)
         scores = x.reshape(outer, c, inner)
@@ -350,10 +350,10 @@ class EuclideanLossLayer(_LossLayer):
     def allow_force_backward(self, bottom_index: int) -> bool:
         return True
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         self._check_tops()
 
-    def reshape(self, bottom_shapes):
+    def reshape(self, bottom_shapes) -> list[Shape]:
         self._check_first_axis(bottom_shapes)
         a, b = tuple(bottom_shapes[0]), tuple(bottom_shapes[1])
         self.check(_prod(a[1:]) == _prod(b[1:]),
@@ -361,7 +361,7 @@ class EuclideanLossLayer(_LossLayer):
                    f"{self._bottom(1)} has shape {b}")
         return [()]
 
-    def forward(self, a, b):
+    def forward(self, a, b) -> Tops:
         total = F.mse_loss(a, b.reshape(a.shape), reduction="sum")
         return total / (2 * a.shape[0])
 
@@ -377,12 +377,12 @@ class SigmoidCrossEntropyLossLayer(_LossLayer):
     loss_param.normalization — BATCH_SIZE (the first axis) when neither normalization nor
     the legacy normalize is given, as in Caffe. Gradient: (sigmoid(x) - t) / normaliser."""
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         self._check_tops()
         self.ignore = self._ignore_label()
         self.normalization = self._normalization(BATCH_SIZE)
 
-    def reshape(self, bottom_shapes):
+    def reshape(self, bottom_shapes) -> list[Shape]:
         self._check_first_axis(bottom_shapes)
         a, b = tuple(bottom_shapes[0]), tuple(bottom_shapes[1])
         self.check(_prod(a) == _prod(b),
@@ -390,7 +390,7 @@ class SigmoidCrossEntropyLossLayer(_LossLayer):
                    f"{self._bottom(1)} has shape {b}")
         return [()]
 
-    def forward(self, x, target):
+    def forward(self, x, target) -> Tops:
         self._refuse_label_grad(target, "target")
         t = target.reshape(x.shape)
         outer = x.shape[0]
@@ -415,18 +415,18 @@ class HingeLossLayer(_LossLayer):
     the label's class and +1 elsewhere, m = max(0, 1 + s·x); loss = Σ m / N (L1, the
     default) or Σ m² / N (hinge_loss_param.norm L2)."""
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         self._check_tops()
         self.norm = self.lp.hinge_loss_param.norm
 
-    def reshape(self, bottom_shapes):
+    def reshape(self, bottom_shapes) -> list[Shape]:
         self._check_first_axis(bottom_shapes)
         a, b = tuple(bottom_shapes[0]), tuple(bottom_shapes[1])
         self.check(_prod(b) == a[0],
                    f"one label per example needed: prediction shape {a}, label shape {b}")
         return [()]
 
-    def forward(self, x, label):
+    def forward(self, x, label) -> Tops:
         self._refuse_label_grad(label)
         n = x.shape[0]
         scores = x.reshape(n, -1)
@@ -449,10 +449,10 @@ class MultinomialLogisticLossLayer(_LossLayer):
     and one label per example. Gradient at the label: -loss_weight / (N·max(p, 1e-20))
     (Caffe's, also where the floor applies); zero elsewhere."""
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         self._check_tops()
 
-    def reshape(self, bottom_shapes):
+    def reshape(self, bottom_shapes) -> list[Shape]:
         self._check_first_axis(bottom_shapes)
         a, b = tuple(bottom_shapes[0]), tuple(bottom_shapes[1])
         self.check(_prod(b) == a[0] and len(b) <= 4,
@@ -460,7 +460,7 @@ class MultinomialLogisticLossLayer(_LossLayer):
                    f"1): prediction shape {a}, label shape {b}")
         return [()]
 
-    def forward(self, p, label):
+    def forward(self, p, label) -> Tops:
         self._refuse_label_grad(label)
         n = p.shape[0]
         probs = p.reshape(n, -1)
@@ -505,7 +505,7 @@ class InfogainLossLayer(_LossLayer):
     def allow_force_backward(self, bottom_index: int) -> bool:
         return bottom_index == 0
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         self._check_tops()
         p = self.lp.infogain_loss_param
         self._axis_param = p.axis
@@ -521,7 +521,7 @@ class InfogainLossLayer(_LossLayer):
             h = _read_infogain(p.source, self, "infogain_loss_param.source")
             self.register_buffer("infogain", h.to(torch.get_default_dtype()), persistent=False)
 
-    def reshape(self, bottom_shapes):
+    def reshape(self, bottom_shapes) -> list[Shape]:
         self._check_first_axis(bottom_shapes)
         shape, label = tuple(bottom_shapes[0]), tuple(bottom_shapes[1])
         self.axis = canonical_axis(self._axis_param, len(shape), self,
@@ -538,7 +538,7 @@ class InfogainLossLayer(_LossLayer):
                    f"{where} has {h_count}")
         return [()] + [shape] * (self._num_tops() - 1)
 
-    def forward(self, x, label, *h_bottom):
+    def forward(self, x, label, *h_bottom) -> Tops:
         self._refuse_label_grad(label)
         if h_bottom:
             self._refuse_label_grad(h_bottom[0], "infogain matrix")
@@ -581,13 +581,13 @@ class ContrastiveLossLayer(_LossLayer):
     def allow_force_backward(self, bottom_index: int) -> bool:
         return bottom_index != 2
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         self._check_tops()
         p = self.lp.contrastive_loss_param
         self.margin = float(p.margin)
         self.legacy = p.legacy_version
 
-    def reshape(self, bottom_shapes):
+    def reshape(self, bottom_shapes) -> list[Shape]:
         self._check_first_axis(bottom_shapes)
         a, b, s = (tuple(x) for x in bottom_shapes)
 
@@ -605,7 +605,7 @@ class ContrastiveLossLayer(_LossLayer):
                    f"{a[0]} pairs")
         return [()]
 
-    def forward(self, a, b, sim):
+    def forward(self, a, b, sim) -> Tops:
         n = a.shape[0]
         diff = (a - b).reshape(n, -1)
         dist_sq = (diff * diff).sum(dim=1)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import fillers
-from ..layer import ElementwiseLayer, Layer, register
+from ..layer import ElementwiseLayer, Layer, Shape, Tops, register
 from ..proto import caffe_pb2
 
 
@@ -36,7 +36,7 @@ class _Refused(torch.autograd.Function):
         raise ctx.layer.error(ctx.message)
 
 
-def no_backward(layer: Layer, message: str, fn: Callable, *inputs: torch.Tensor):
+def no_backward(layer: Layer, message: str, fn: Callable, *inputs: torch.Tensor) -> torch.Tensor:
     """fn(*inputs), such that asking for a gradient through the result raises a
     LayerParamError naming the layer, as Caffe aborts (NOT_IMPLEMENTED / CHECK) when it
     would have to run such a backward. Without a graph, plainly fn(*inputs)."""
@@ -73,10 +73,10 @@ class ReLULayer(ElementwiseLayer):
     """y = max(x, 0) + negative_slope·min(x, 0). The gradient is 1 where x > 0 and
     negative_slope where x <= 0 (so at exactly 0 it is the slope, as in Caffe)."""
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         self.negative_slope = float(self.lp.relu_param.negative_slope)
 
-    def forward(self, x):
+    def forward(self, x) -> Tops:
         if self.negative_slope == 0.0:
             return torch.relu(x)
         return F.leaky_relu(x, self.negative_slope)
@@ -88,7 +88,7 @@ class PReLULayer(ElementwiseLayer):
     all channels (channel_shared: the blob is a scalar with no axes). The slopes are
     filled by prelu_param.filler, default constant 0.25. The bottom needs >= 2 axes."""
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         p = self.lp.prelu_param
         shape = bottom_shapes[0]
         self.check(len(shape) >= 2, f"the bottom must have at least 2 axes, its shape is "
@@ -106,7 +106,7 @@ class PReLULayer(ElementwiseLayer):
                    f"{'channel_shared wants 1' if self.channel_shared else f'{want} channels'}",
                    "prelu_param.channel_shared")
 
-    def reshape(self, bottom_shapes):
+    def reshape(self, bottom_shapes) -> list[Shape]:
         shape = bottom_shapes[0]
         self.check(len(shape) >= 2, f"the bottom must have at least 2 axes, its shape is "
                    f"{tuple(shape)}")
@@ -116,7 +116,7 @@ class PReLULayer(ElementwiseLayer):
                        f"{self.blob_params[0].numel()}")
         return [shape]
 
-    def forward(self, x):
+    def forward(self, x) -> Tops:
         w = self.blob_params[0]
         if x.dim() < 2 or (not self.channel_shared and x.shape[1] != w.numel()):
             self.reshape([tuple(x.shape)])  # raises Caffe's error for these shapes
@@ -133,10 +133,10 @@ class SigmoidLayer(ElementwiseLayer):
 
     backward_reads = "tops"
 
-    def forward(self, x):
+    def forward(self, x) -> Tops:
         return torch.sigmoid(x)
 
-    def backward_from_blobs(self, bottoms, tops, top_diffs, need):
+    def backward_from_blobs(self, bottoms, tops, top_diffs, need) -> list:
         y = tops[0]
         return [top_diffs[0] * y * (1.0 - y)]
 
@@ -151,10 +151,10 @@ class TanHLayer(ElementwiseLayer):
 
     backward_reads = "tops"
 
-    def forward(self, x):
+    def forward(self, x) -> Tops:
         return torch.tanh(x)
 
-    def backward_from_blobs(self, bottoms, tops, top_diffs, need):
+    def backward_from_blobs(self, bottoms, tops, top_diffs, need) -> list:
         y = tops[0]
         return [top_diffs[0] * (1 - y * y)]
 
@@ -182,7 +182,7 @@ class DropoutLayer(ElementwiseLayer):
     # Caffe's backward reads its forward's mask: the recorded graph stays exact
     backward_reads = "kept"
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         ratio = float(self.lp.dropout_param.dropout_ratio)
         self.check(0.0 <= ratio < 1.0, f"must be in [0, 1), not {ratio}",
                    "dropout_param.dropout_ratio")
@@ -196,7 +196,7 @@ class DropoutLayer(ElementwiseLayer):
                        "dropout_param.sample_weights_test")
             self.train = True
 
-    def forward(self, x):
+    def forward(self, x) -> Tops:
         if self.scale_train:
             if self.train and self.ratio > 0.0:
                 return F.dropout(x, self.ratio, training=True)
@@ -220,13 +220,13 @@ class ELULayer(ElementwiseLayer):
 
     backward_reads = "tops"
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         self.alpha = float(self.lp.elu_param.alpha)
 
-    def forward(self, x):
+    def forward(self, x) -> Tops:
         return F.elu(x, self.alpha)
 
-    def backward_from_blobs(self, bottoms, tops, top_diffs, need):
+    def backward_from_blobs(self, bottoms, tops, top_diffs, need) -> list:
         x, y = bottoms[0], tops[0]
         pos = (x > 0).to(x.dtype)
         return [top_diffs[0] * (pos + (self.alpha + y) * (x <= 0).to(x.dtype))]
@@ -237,12 +237,12 @@ class AbsValLayer(ElementwiseLayer):
     """y = |x|; gradient sign(x), which is 0 at 0. Not allowed in place (Caffe 1.0's
     AbsValLayer::LayerSetUp refuses it)."""
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         self.check(self.top_names[0] != self.bottom_names[0],
                    f"AbsVal Layer does not allow in-place computation (top '{self.top_names[0]}' "
                    "is its bottom)")
 
-    def forward(self, x):
+    def forward(self, x) -> Tops:
         return torch.abs(x)
 
 
@@ -255,7 +255,7 @@ class BNLLLayer(ElementwiseLayer):
     # differently, and chunks follow the batch: items computed one by one (decaffe.items)
     item_group = 1
 
-    def forward(self, x):
+    def forward(self, x) -> Tops:
         # softplus switches to y = x above 20, where log(1 + exp(−x)) is below float
         # resolution, and so matches Caffe's overflow-safe form.
         return F.softplus(x)
@@ -279,7 +279,7 @@ class PowerLayer(ElementwiseLayer):
 
     backward_reads = "tops"
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         p = self.lp.power_param
         self.power, self.scale, self.shift = float(p.power), float(p.scale), float(p.shift)
         self.diff_scale = self.power * self.scale
@@ -288,7 +288,7 @@ class PowerLayer(ElementwiseLayer):
             self.value = 1.0 if self.power == 0.0 else float(
                 torch.tensor(self.shift, dtype=torch.float64).pow(self.power))
 
-    def forward(self, x):
+    def forward(self, x) -> Tops:
         if self.diff_scale == 0.0:
             return constant_like(x, self.value)
         y = x
@@ -300,7 +300,7 @@ class PowerLayer(ElementwiseLayer):
             y = y.square() if self.power == 2.0 else y.pow(self.power)
         return x.view(x.shape) if y is x else y
 
-    def backward_from_blobs(self, bottoms, tops, top_diffs, need):
+    def backward_from_blobs(self, bottoms, tops, top_diffs, need) -> list:
         x, y, dy = bottoms[0], tops[0], top_diffs[0]
         if self.diff_scale == 0.0:
             return [torch.zeros_like(x)]
@@ -332,7 +332,7 @@ class ExpLayer(ElementwiseLayer):
 
     backward_reads = "tops"
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         p = self.lp.exp_param
         base, scale, shift = float(p.base), float(p.scale), float(p.shift)
         if base != -1.0:
@@ -347,11 +347,11 @@ class ExpLayer(ElementwiseLayer):
         else:
             self.outer_scale = math.exp(shift) if base == -1.0 else _pow(base, shift)
 
-    def forward(self, x):
+    def forward(self, x) -> Tops:
         y = torch.exp(x) if self.inner_scale == 1.0 else torch.exp(x * self.inner_scale)
         return y if self.outer_scale == 1.0 else y * self.outer_scale
 
-    def backward_from_blobs(self, bottoms, tops, top_diffs, need):
+    def backward_from_blobs(self, bottoms, tops, top_diffs, need) -> list:
         g = tops[0] * top_diffs[0]
         return [g if self.inner_scale == 1.0 else g * self.inner_scale]
 
@@ -373,7 +373,7 @@ class LogLayer(ElementwiseLayer):
     # differently, and chunks follow the batch: items computed one by one (decaffe.items)
     item_group = 1
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         p = self.lp.log_param
         base = float(p.base)
         if base != -1.0:
@@ -385,7 +385,7 @@ class LogLayer(ElementwiseLayer):
         self.base_scale = 1.0 / log_base
         self.scale, self.shift = float(p.scale), float(p.shift)
 
-    def forward(self, x):
+    def forward(self, x) -> Tops:
         y = x
         if self.scale != 1.0:
             y = y * self.scale
@@ -405,13 +405,13 @@ class ThresholdLayer(ElementwiseLayer):
     in a net that runs backward.
     """
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         self.threshold = float(self.lp.threshold_param.threshold)
 
     def _step(self, x):
         return (x > self.threshold).to(x.dtype)
 
-    def forward(self, x):
+    def forward(self, x) -> Tops:
         return no_backward(self, "Threshold has no backward (Caffe: NOT_IMPLEMENTED); set "
                            "propagate_down: false on this layer", self._step, x)
 
@@ -422,13 +422,13 @@ class ClipLayer(ElementwiseLayer):
     elsewhere. Both bounds are required. If min > max every output is min (Caffe's
     formula), with zero gradient."""
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         p = self.lp.clip_param
         for f in ("min", "max"):
             self.check(p.HasField(f), "is required", f"clip_param.{f}")
         self.min, self.max = float(p.min), float(p.max)
 
-    def forward(self, x):
+    def forward(self, x) -> Tops:
         if self.min > self.max:
             return constant_like(x, self.min)
         return torch.clamp(x, self.min, self.max)
@@ -445,15 +445,15 @@ class SwishLayer(ElementwiseLayer):
 
     backward_reads = "tops"
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         self.beta = float(self.lp.swish_param.beta)
 
-    def backward_from_blobs(self, bottoms, tops, top_diffs, need):
+    def backward_from_blobs(self, bottoms, tops, top_diffs, need) -> list:
         s = torch.sigmoid(bottoms[0] * self.beta)
         by = tops[0] * self.beta
         return [top_diffs[0] * (by + s * (1.0 - by))]
 
-    def forward(self, x):
+    def forward(self, x) -> Tops:
         if self.beta == 1.0:
             return F.silu(x)
         return x * torch.sigmoid(x * self.beta)

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from .. import fillers, sync_bn
 from .. import mode as _mode
-from ..layer import Layer, register
+from ..layer import Layer, Shape, Tops, register
 from ..proto import caffe_pb2
 from .common import canonical_axis
 
@@ -41,7 +41,7 @@ class BatchNormLayer(Layer):
     exact_tops = 1
     no_grad_blobs = (0, 1, 2)
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         p = self.lp.batch_norm_param
         shape = bottom_shapes[0]
         # Caffe 1.0 reads the bottom's shape(1) in set-up and reshape: fewer axes are fatal
@@ -68,7 +68,7 @@ class BatchNormLayer(Layer):
                            f"parameters (lr_mult is {self.lp.param[i].lr_mult:g}, must be 0)",
                            f"param[{i}].lr_mult")
 
-    def reshape(self, bottom_shapes):
+    def reshape(self, bottom_shapes) -> list[Shape]:
         shape = bottom_shapes[0]
         self.check(len(shape) >= 2, f"the bottom must have at least 2 axes (num, channels, ...), "
                    f"its shape is {tuple(shape)}")
@@ -79,10 +79,10 @@ class BatchNormLayer(Layer):
                    f"positive, not shape {tuple(shape)} (BatchNorm has nothing to normalize)")
         return [shape]
 
-    def forward(self, x):
+    def forward(self, x) -> Tops:
         return self.normalize(x)
 
-    def normalize(self, x, weight=None, bias=None):
+    def normalize(self, x, weight=None, bias=None) -> torch.Tensor:
         """The layer's output; with weight/bias, also a following per-channel Scale's, fused
         into the same kernel (the net does this where the Scale's input is visible to no one)."""
         shape = x.shape
@@ -141,7 +141,7 @@ class BatchNormLayer(Layer):
         self._keep_batch_stats(mean, var)
         return y
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return (f"name={self.name!r}, channels={self.channels}, eps={self.eps}, "
                 f"fraction={self.fraction}, use_global_stats={self.use_global_stats}")
 
@@ -195,7 +195,7 @@ class ScaleLayer(_Broadcast):
     """y = x · s (+ b): s is a learned blob (one bottom) or the second bottom, spanning axes
     [axis, axis+num_axes) of x and broadcast over the rest; bias_term adds a learned b."""
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         p = self.lp.scale_param
         span = self._setup_axes(bottom_shapes, p, "scale_param")
         self._own = len(bottom_shapes) == 1
@@ -210,7 +210,7 @@ class ScaleLayer(_Broadcast):
                     type="constant", value=0.0)
                 self.add_blob(fillers.fill(fp, span, where=self.name))
 
-    def reshape(self, bottom_shapes):
+    def reshape(self, bottom_shapes) -> list[Shape]:
         shape = bottom_shapes[0]
         span = tuple(shape[self.axis:self.end])
         want = tuple(self.blob_params[0].shape) if self._own else tuple(bottom_shapes[1])
@@ -218,7 +218,7 @@ class ScaleLayer(_Broadcast):
                    f"{want} at axis {self.axis}")
         return [shape]
 
-    def forward(self, x, *rest):
+    def forward(self, x, *rest) -> Tops:
         s = self.blob_params[0] if self._own else rest[0]
         s = self._view(s, x)
         if self.bias_term:
@@ -232,7 +232,7 @@ class BiasLayer(_Broadcast):
     """y = x + b: b is a learned blob (one bottom) or the second bottom, spanning axes
     [axis, axis+num_axes) of x and broadcast over the rest."""
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         p = self.lp.bias_param
         span = self._setup_axes(bottom_shapes, p, "bias_param")
         self._own = len(bottom_shapes) == 1
@@ -241,7 +241,7 @@ class BiasLayer(_Broadcast):
                                                                              value=0.0)
             self.add_blob(fillers.fill(fp, span, where=self.name))
 
-    def reshape(self, bottom_shapes):
+    def reshape(self, bottom_shapes) -> list[Shape]:
         shape = bottom_shapes[0]
         span = tuple(shape[self.axis:self.end])
         want = tuple(self.blob_params[0].shape) if self._own else tuple(bottom_shapes[1])
@@ -249,7 +249,7 @@ class BiasLayer(_Broadcast):
                    f"{want} at axis {self.axis}")
         return [shape]
 
-    def forward(self, x, *rest):
+    def forward(self, x, *rest) -> Tops:
         b = self.blob_params[0] if self._own else rest[0]
         return x + self._view(b, x)
 
@@ -266,13 +266,13 @@ class MVNLayer(Layer):
     exact_tops = 1
     backward_reads = "tops"
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         p = self.lp.mvn_param
         self.normalize_variance = p.normalize_variance
         self.across_channels = p.across_channels
         self.eps = p.eps
 
-    def reshape(self, bottom_shapes):
+    def reshape(self, bottom_shapes) -> list[Shape]:
         shape = tuple(bottom_shapes[0])
         # Caffe divides the count by num (and channels): a crash when either is 0
         self.check(len(shape) >= 1 and all(d > 0 for d in shape[:1 if self.across_channels
@@ -280,7 +280,7 @@ class MVNLayer(Layer):
                    f"an empty batch or zero channels (shape {shape}) has no mean or variance")
         return [bottom_shapes[0]]
 
-    def forward(self, x):
+    def forward(self, x) -> Tops:
         shape = x.shape
         n = shape[0]
         rows = x.reshape(n, -1) if self.across_channels else x.reshape(
@@ -296,7 +296,7 @@ class MVNLayer(Layer):
         return t.reshape(n, -1) if self.across_channels else t.reshape(
             n * (t.shape[1] if t.dim() > 1 else 1), -1)
 
-    def backward_from_blobs(self, bottoms, tops, top_diffs, need):
+    def backward_from_blobs(self, bottoms, tops, top_diffs, need) -> list:
         x, y, dy = self._rows(bottoms[0]), self._rows(tops[0]), self._rows(top_diffs[0])
         m = x.shape[1]
         if not self.normalize_variance:

@@ -35,7 +35,7 @@ import torch
 from ..blob import Blob, ParamBlob
 from ..errors import NetError, suggest
 from ..layer import Layer as _TorchLayer
-from ..layer import register
+from ..layer import Shape, Tops, register
 
 
 class PythonLayerError(NetError):
@@ -67,7 +67,7 @@ class BlobVec:
     parameter replaced by the net (sharing by name) is followed.
     """
 
-    def __init__(self, owner: Layer):
+    def __init__(self, owner: Layer) -> None:
         self._owner = owner
         self._params: list[torch.nn.Parameter] = []  # until the decaffe layer adopts them
         self._views: list[ParamBlob] = []
@@ -132,7 +132,7 @@ class Layer:
     (learnable blobs; add with ``self.blobs.add_blob(*shape)``) and ``type`` ("Python").
     """
 
-    def __init__(self, param=None):
+    def __init__(self, param=None) -> None:
         self._init_base(param)
 
     def _init_base(self, param) -> None:
@@ -203,7 +203,7 @@ class PythonLayer(_TorchLayer):
     # the user's backward may read the tops' data as well as the bottoms'
     backward_reads = "tops"
 
-    def __init__(self, lp, phase: int):
+    def __init__(self, lp, phase: int) -> None:
         super().__init__(lp, phase)
         self.user: Layer | None = None
         self._top_blobs: list[Blob] = []
@@ -277,7 +277,7 @@ class PythonLayer(_TorchLayer):
         return self._with_bottoms(bottoms)
 
     # -- set-up and shapes ----------------------------------------------------------------------
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         if self.user is None:
             cls = self._load_class()
             p = self.lp.python_param
@@ -297,7 +297,7 @@ class PythonLayer(_TorchLayer):
         self._call("setup", self.user.setup, bottoms, tops)
         self.user.blobs._push()
 
-    def reshape(self, bottom_shapes):
+    def reshape(self, bottom_shapes) -> list[Shape]:
         bottoms, tops = self._shape_blobs(bottom_shapes)
         self._call("reshape", self.user.reshape, bottoms, tops)
         self.user.blobs._push()
@@ -361,7 +361,7 @@ class PythonLayer(_TorchLayer):
             diffs.append(b.tensor("diff").to(hb.dtype))
         return diffs
 
-    def backward_from_blobs(self, bottoms, tops, top_diffs, need):
+    def backward_from_blobs(self, bottoms, tops, top_diffs, need) -> list:
         """The user's backward on blobs holding the net's blobs' current data and diffs (as
         Caffe's PythonLayer hands its backward the net's own blobs)."""
         host = self._host
@@ -369,7 +369,7 @@ class PythonLayer(_TorchLayer):
                                  top_diffs, need)
         return [g.to(b.device) if n else None for g, b, n in zip(got, bottoms, need)]
 
-    def forward(self, *bottoms):
+    def forward(self, *bottoms) -> Tops:
         params = list(self.blob_params)
         grad = torch.is_grad_enabled() and (any(b.requires_grad for b in bottoms)
                                             or any(p.requires_grad for p in params))

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import fillers
-from ..layer import Layer, register
+from ..layer import Layer, Shape, Tops, register
 
 log = logging.getLogger("decaffe.recurrent")
 
@@ -72,7 +72,7 @@ class _RecurrentLayer(Layer):
     # names of the recurrent states (h0 → hT, ...), in Caffe's bottom/top order
     state_names: tuple[str, ...] = ()
 
-    def __init__(self, lp, phase: int):
+    def __init__(self, lp, phase: int) -> None:
         super().__init__(lp, phase)
         self.expose_hidden = bool(lp.recurrent_param.expose_hidden)
         exposed = len(self.state_names) * self.expose_hidden
@@ -104,7 +104,7 @@ class _RecurrentLayer(Layer):
             self.check(s[0] == x[1], f"bottom[2] (static input) has {s[0]} streams, bottom[0] "
                        f"has {x[1]}")
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         p = self.lp.recurrent_param
         self.check(p.num_output > 0, "num_output must be positive", "recurrent_param.num_output")
         exposed = len(self.state_names) * self.expose_hidden
@@ -124,7 +124,7 @@ class _RecurrentLayer(Layer):
     def blob_shapes(self) -> list[tuple[tuple[int, ...], object]]:  # pragma: no cover
         raise NotImplementedError
 
-    def reshape(self, bottom_shapes):
+    def reshape(self, bottom_shapes) -> list[Shape]:
         self._check_bottoms(bottom_shapes)
         x = bottom_shapes[0]
         self.check(x[0] == self.T, f"input number of timesteps changed: {x[0]}, the layer was "
@@ -219,7 +219,7 @@ class RNNLayer(_RecurrentLayer):
 
     state_names = ("h",)
 
-    def blob_shapes(self):
+    def blob_shapes(self) -> list[Shape]:
         p, h = self.lp.recurrent_param, self.H
         shapes = [((h, self.D), p.weight_filler), ((h,), p.bias_filler)]
         if self.static_input:
@@ -227,7 +227,7 @@ class RNNLayer(_RecurrentLayer):
         shapes += [((h, h), p.weight_filler), ((h, h), p.weight_filler), ((h,), p.bias_filler)]
         return shapes
 
-    def forward(self, *bottoms):
+    def forward(self, *bottoms) -> Tops:
         x, cont, x_static, hidden = self._split_bottoms(bottoms)
         w = list(self.blob_params)
         w_s = w.pop(2) if self.static_input else None
@@ -267,7 +267,7 @@ class LSTMLayer(_RecurrentLayer):
 
     state_names = ("h", "c")
 
-    def blob_shapes(self):
+    def blob_shapes(self) -> list[Shape]:
         p, g = self.lp.recurrent_param, 4 * self.H
         shapes = [((g, self.D), p.weight_filler), ((g,), p.bias_filler)]
         if self.static_input:
@@ -275,7 +275,7 @@ class LSTMLayer(_RecurrentLayer):
         shapes.append(((g, self.H), p.weight_filler))
         return shapes
 
-    def forward(self, *bottoms):
+    def forward(self, *bottoms) -> Tops:
         x, cont, x_static, hidden = self._split_bottoms(bottoms)
         w = list(self.blob_params)
         w_s = w.pop(2) if self.static_input else None
@@ -318,7 +318,7 @@ class LSTMUnitLayer(Layer):
     def allow_force_backward(self, bottom_index: int) -> bool:
         return bottom_index != 2
 
-    def reshape(self, bottom_shapes):
+    def reshape(self, bottom_shapes) -> list[Shape]:
         c, x, cont = (tuple(s) for s in bottom_shapes)
         n = c[1] if len(c) > 1 else None
         for k, s in enumerate((c, x, cont)):
@@ -331,13 +331,13 @@ class LSTMUnitLayer(Layer):
                    f"per stream, it has {x[2]}")
         return [c, c]
 
-    def forward(self, c_prev, x, cont):
+    def forward(self, c_prev, x, cont) -> Tops:
         n, hdim = c_prev.shape[1], c_prev.shape[2]
         ct = cont.detach().to(x.dtype).reshape(n, 1)
         c, h = _LSTMCell.apply(c_prev.reshape(n, hdim), x.reshape(n, 4 * hdim), ct)
         return c.unsqueeze(0), h.unsqueeze(0)
 
-    def backward_from_blobs(self, bottoms, tops, top_diffs, need):
+    def backward_from_blobs(self, bottoms, tops, top_diffs, need) -> list:
         c_prev, x, cont = bottoms
         n, hdim = c_prev.shape[1], c_prev.shape[2]
         c_prev, x = c_prev.reshape(n, hdim), x.reshape(n, 4 * hdim)

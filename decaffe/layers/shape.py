@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import fillers
-from ..layer import Layer, register
+from ..layer import Layer, Shape, Tops, register
 from ..proto import caffe_pb2
 from .common import canonical_axis
 from .neuron import no_backward
@@ -47,7 +47,7 @@ class _Planned(Layer):
     def plan(self, shapes: list[tuple[int, ...]]) -> tuple[list[tuple[int, ...]], object]:
         raise NotImplementedError
 
-    def reshape(self, bottom_shapes):
+    def reshape(self, bottom_shapes) -> list[Shape]:
         shapes = [_shape(s) for s in bottom_shapes]
         tops, self._plan = self.plan(shapes)
         self._planned_for = tuple(shapes)
@@ -97,7 +97,7 @@ class EltwiseLayer(_Planned):
     min_bottoms = 2
     exact_tops = 1
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         p = self.lp.eltwise_param
         n = len(bottom_shapes)
         self.op = p.operation
@@ -117,14 +117,14 @@ class EltwiseLayer(_Planned):
         self.check(self.op in ops, f"unknown operation {self.op}", "eltwise_param.operation")
         self._op = ops[self.op]  # a name, not a bound method: no module reference cycle
 
-    def plan(self, shapes):
+    def plan(self, shapes) -> tuple[list[Shape], object]:
         first = shapes[0]
         for i, s in enumerate(shapes[1:], 1):
             self.check(s == first, f"bottom {i} has shape {s}, bottom 0 has {first}; all "
                        "bottoms must have the same shape")
         return [first], None
 
-    def forward(self, *xs):
+    def forward(self, *xs) -> Tops:
         self.planned(*xs)  # no silent broadcasting: Caffe requires equal shapes
         return getattr(self, self._op)(xs)
 
@@ -144,7 +144,7 @@ class EltwiseLayer(_Planned):
             y = y * x
         return y
 
-    def backward_from_blobs(self, bottoms, tops, top_diffs, need):
+    def backward_from_blobs(self, bottoms, tops, top_diffs, need) -> list:
         # PROD without stable_prod_grad: dx_i = dy·y/x_i
         y, dy = tops[0], top_diffs[0]
         return [dy * (y / x) if n else None for x, n in zip(bottoms, need)]
@@ -178,12 +178,12 @@ class ConcatLayer(_Planned):
     min_bottoms = 1
     exact_tops = 1
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         p = self.lp.concat_param
         self.check(not (p.HasField("axis") and p.HasField("concat_dim")),
                    "give either axis or concat_dim, not both", "concat_param")
 
-    def plan(self, shapes):
+    def plan(self, shapes) -> tuple[list[Shape], object]:
         n = len(shapes[0])
         axis = _legacy_axis(self, self.lp.concat_param, "concat_dim", n, "concat_param")
         top = list(shapes[0])
@@ -196,7 +196,7 @@ class ConcatLayer(_Planned):
             top[axis] += s[axis]
         return [tuple(top)], axis
 
-    def forward(self, *xs):
+    def forward(self, *xs) -> Tops:
         axis = self.planned(*xs)
         if len(xs) == 1:
             return xs[0].view(xs[0].shape)
@@ -212,13 +212,13 @@ class SliceLayer(_Planned):
     exact_bottoms = 1
     min_tops = 1
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         p = self.lp.slice_param
         self.check(not (p.HasField("axis") and p.HasField("slice_dim")),
                    "give either axis or slice_dim, not both", "slice_param")
         self.points = [int(v) for v in p.slice_point]
 
-    def plan(self, shapes):
+    def plan(self, shapes) -> tuple[list[Shape], object]:
         shape = shapes[0]
         axis = _legacy_axis(self, self.lp.slice_param, "slice_dim", len(shape), "slice_param")
         size = shape[axis]
@@ -249,7 +249,7 @@ class SliceLayer(_Planned):
             tops.append(tuple(t))
         return tops, (axis, sizes)
 
-    def forward(self, x):
+    def forward(self, x) -> Tops:
         axis, sizes = self.planned(x)
         if len(sizes) == 1:
             return x.view(x.shape)
@@ -267,11 +267,11 @@ class FlattenLayer(_Planned):
     exact_bottoms = 1
     exact_tops = 1
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         self.check(self.top_names[0] != self.bottom_names[0],
                    "Flatten does not allow in-place computation")
 
-    def plan(self, shapes):
+    def plan(self, shapes) -> tuple[list[Shape], object]:
         shape = shapes[0]
         p = self.lp.flatten_param
         start = canonical_axis(p.axis, len(shape), self, "flatten_param.axis")
@@ -280,7 +280,7 @@ class FlattenLayer(_Planned):
                    f"{len(shape)}-axis bottom", "flatten_param.end_axis")
         return [shape[:start] + (_count(shape, start, end + 1),) + shape[end + 1:]], (start, end)
 
-    def forward(self, x):
+    def forward(self, x) -> Tops:
         start, end = self.planned(x)
         return torch.flatten(x, start, end)
 
@@ -295,7 +295,7 @@ class ReshapeLayer(_Planned):
     exact_bottoms = 1
     exact_tops = 1
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         self.check(self.top_names[0] != self.bottom_names[0],
                    f"Reshape Layer does not allow in-place computation (top '{self.top_names[0]}' "
                    "is its bottom)")
@@ -341,11 +341,11 @@ class ReshapeLayer(_Planned):
                    f"values, the bottom {shape} has {total}", "reshape_param.shape")
         return tuple(top)
 
-    def plan(self, shapes):
+    def plan(self, shapes) -> tuple[list[Shape], object]:
         top = self._top_shape(shapes[0])
         return [top], top
 
-    def forward(self, x):
+    def forward(self, x) -> Tops:
         return x.reshape(self.planned(x))
 
 
@@ -364,7 +364,7 @@ class CropLayer(_Planned):
     def allow_force_backward(self, bottom_index: int) -> bool:
         return bottom_index == 0
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         p = self.lp.crop_param
         n = len(bottom_shapes[0])
         start = canonical_axis(p.axis, n, self, "crop_param.axis")
@@ -373,7 +373,7 @@ class CropLayer(_Planned):
                        f"{n - start} axes from axis {start} of a {n}-axis bottom; give 1 or "
                        f"{n - start}", "crop_param.offset")
 
-    def plan(self, shapes):
+    def plan(self, shapes) -> tuple[list[Shape], object]:
         p = self.lp.crop_param
         shape, ref = shapes
         n = len(shape)
@@ -395,7 +395,7 @@ class CropLayer(_Planned):
             index.append(slice(off, off + top[i]))
         return [tuple(top)], tuple(index)
 
-    def forward(self, x, ref):
+    def forward(self, x, ref) -> Tops:
         return x[self.planned(x, ref)]
 
 
@@ -407,13 +407,13 @@ class TileLayer(_Planned):
     exact_bottoms = 1
     exact_tops = 1
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         p = self.lp.tile_param
         self.check(p.HasField("tiles"), "the number of tiles must be given", "tile_param.tiles")
         self.check(p.tiles > 0, f"must be positive, not {p.tiles}", "tile_param.tiles")
         self.tiles = int(p.tiles)
 
-    def plan(self, shapes):
+    def plan(self, shapes) -> tuple[list[Shape], object]:
         shape = shapes[0]
         axis = canonical_axis(self.lp.tile_param.axis, len(shape), self, "tile_param.axis")
         top, reps = list(shape), [1] * len(shape)
@@ -421,7 +421,7 @@ class TileLayer(_Planned):
         reps[axis] = self.tiles
         return [tuple(top)], reps
 
-    def forward(self, x):
+    def forward(self, x) -> Tops:
         return x.repeat(self.planned(x))
 
 
@@ -437,7 +437,7 @@ class ReductionLayer(_Planned):
     exact_bottoms = 1
     exact_tops = 1
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         p = self.lp.reduction_param
         self.op = p.operation
         self.check(self.op in (ReductionOp.SUM, ReductionOp.ASUM, ReductionOp.SUMSQ,
@@ -445,13 +445,13 @@ class ReductionLayer(_Planned):
                    "reduction_param.operation")
         self.coeff = float(p.coeff)
 
-    def plan(self, shapes):
+    def plan(self, shapes) -> tuple[list[Shape], object]:
         shape = shapes[0]
         axis = canonical_axis(self.lp.reduction_param.axis, len(shape), self,
                               "reduction_param.axis")
         return [shape[:axis]], (shape[:axis], _count(shape, axis))
 
-    def forward(self, x):
+    def forward(self, x) -> Tops:
         lead, dim = self.planned(x)
         rows = x.reshape(*lead, dim)
         coeff = self.coeff
@@ -482,7 +482,7 @@ class ArgMaxLayer(_Planned):
     exact_bottoms = 1
     exact_tops = 1
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         p = self.lp.argmax_param
         shape = _shape(bottom_shapes[0])
         self.out_max_val = p.out_max_val
@@ -499,7 +499,7 @@ class ArgMaxLayer(_Planned):
                        f"{_count(shape, 1)} values per item (bottom shape {shape})",
                        "argmax_param.top_k")
 
-    def plan(self, shapes):
+    def plan(self, shapes) -> tuple[list[Shape], object]:
         shape = shapes[0]
         if self.has_axis:
             self.check(len(shape) > self.axis and self.top_k <= shape[self.axis],
@@ -538,7 +538,7 @@ class ArgMaxLayer(_Planned):
         out = torch.stack((idx, vals), dim=1) if self.out_max_val else idx.unsqueeze(1)
         return out.reshape(top)
 
-    def forward(self, x):
+    def forward(self, x) -> Tops:
         return no_backward(self, "ArgMax has no backward (Caffe: NOT_IMPLEMENTED); set "
                            "propagate_down: false on this layer", self._compute, x)
 
@@ -578,7 +578,7 @@ class EmbedLayer(Layer):
     def allow_force_backward(self, bottom_index: int) -> bool:
         return False
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         p = self.lp.embed_param
         self.N, self.K = int(p.num_output), int(p.input_dim)
         self.check(self.N > 0, "must be positive", "embed_param.num_output")
@@ -589,7 +589,7 @@ class EmbedLayer(Layer):
             if self.bias_term:
                 self.add_blob(fillers.fill(p.bias_filler, (self.N,), where=self.name))
 
-    def reshape(self, bottom_shapes):
+    def reshape(self, bottom_shapes) -> list[Shape]:
         return [_shape(bottom_shapes[0]) + (self.N,)]
 
     def _lookup(self, x):
@@ -598,7 +598,7 @@ class EmbedLayer(Layer):
         y = F.embedding(idx, self.blob_params[0])
         return y + self.blob_params[1] if self.bias_term else y
 
-    def forward(self, x):
+    def forward(self, x) -> Tops:
         if x.requires_grad:
             return no_backward(self, "cannot backpropagate to the Embed layer's input; set "
                                "propagate_down: false", self._lookup, x)
@@ -624,12 +624,12 @@ class FilterLayer(_Planned):
     def allow_force_backward(self, bottom_index: int) -> bool:
         return bottom_index != len(self.bottom_names) - 1
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         self.check(len(self.top_names) == len(bottom_shapes) - 1,
                    f"{len(bottom_shapes)} bottoms (the last is the selector) need "
                    f"{len(bottom_shapes) - 1} tops, {len(self.top_names)} given")
 
-    def plan(self, shapes):
+    def plan(self, shapes) -> tuple[list[Shape], object]:
         sel = shapes[-1]
         self.check(len(sel) >= 1 and all(d == 1 for d in sel[1:]),
                    f"the selector (last bottom) has shape {sel}; all its axes but the first "
@@ -644,7 +644,7 @@ class FilterLayer(_Planned):
         keep = torch.nonzero(sel.detach().reshape(-1)).reshape(-1)
         return tuple(x.index_select(0, keep) for x in data)
 
-    def forward(self, *xs):
+    def forward(self, *xs) -> Tops:
         self.planned(*xs)
         if xs[-1].requires_grad:
             return no_backward(self, "cannot backpropagate to the selector (last bottom); "
@@ -664,7 +664,7 @@ class BatchReindexLayer(_Planned):
     def allow_force_backward(self, bottom_index: int) -> bool:
         return bottom_index == 0
 
-    def plan(self, shapes):
+    def plan(self, shapes) -> tuple[list[Shape], object]:
         shape, ind = shapes
         self.check(len(ind) == 1, f"the index bottom must have one axis; its shape is {ind}")
         return [(ind[0],) + shape[1:]], None
@@ -674,7 +674,7 @@ class BatchReindexLayer(_Planned):
         _check_range(self, ind, x.shape[0], "batch indices")
         return x.index_select(0, ind.detach().long())
 
-    def forward(self, x, ind):
+    def forward(self, x, ind) -> Tops:
         self.planned(x, ind)
         if ind.requires_grad:
             return no_backward(self, "cannot backpropagate to the index bottom; set its "
@@ -693,7 +693,7 @@ class ParameterLayer(Layer):
     exact_bottoms = 0
     exact_tops = 1
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         dims = _shape(self.lp.parameter_param.shape.dim)
         self.check(all(d >= 0 for d in dims), f"negative dimension in {dims}",
                    "parameter_param.shape")
@@ -701,10 +701,10 @@ class ParameterLayer(Layer):
             self.add_blob(torch.zeros(dims))
         self.dims = dims
 
-    def reshape(self, bottom_shapes):
+    def reshape(self, bottom_shapes) -> list[Shape]:
         return [self.dims]
 
-    def forward(self):
+    def forward(self) -> Tops:
         p = self.blob_params[0]
         return p.view(p.shape)
 
@@ -717,10 +717,10 @@ class SilenceLayer(Layer):
     min_bottoms = 1
     exact_tops = 0
 
-    def reshape(self, bottom_shapes):
+    def reshape(self, bottom_shapes) -> list[Shape]:
         return []
 
-    def forward(self, *xs):
+    def forward(self, *xs) -> Tops:
         return ()
 
 
@@ -743,7 +743,7 @@ class DummyDataLayer(Layer):
     min_tops = 1
     is_data = True
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         p = self.lp.dummy_data_param
         ntop = len(self.top_names)
         nf = len(p.data_filler)
@@ -786,10 +786,10 @@ class DummyDataLayer(Layer):
                                      persistent=False)
                 self._constant.append(i)
 
-    def reshape(self, bottom_shapes):
+    def reshape(self, bottom_shapes) -> list[Shape]:
         return list(self.shapes)
 
-    def forward(self):
+    def forward(self) -> Tops:
         probe = self._probe
         outs = []
         for i, (fp, s) in enumerate(zip(self.fillers, self.shapes)):

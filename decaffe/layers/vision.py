@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import fillers
-from ..layer import Layer, Shape, register
+from ..layer import Layer, Shape, Tops, register
 from ..proto import caffe_pb2
 from .common import canonical_axis
 
@@ -183,7 +183,7 @@ class _ConvolutionBase(Layer):
     min_tops = 1
     transposed = False
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         p = self.lp.convolution_param
         self.check(len(self.top_names) == len(self.bottom_names),
                    f"needs one top per bottom ({len(self.bottom_names)} bottoms, "
@@ -246,7 +246,7 @@ class _ConvolutionBase(Layer):
         self._plans[shape] = plan
         return plan
 
-    def reshape(self, bottom_shapes):
+    def reshape(self, bottom_shapes) -> list[Shape]:
         first = tuple(bottom_shapes[0])
         for i, s in enumerate(bottom_shapes[1:], 1):
             self.check(tuple(s) == first, f"all bottoms must have the same shape: bottom {i} is "
@@ -255,7 +255,7 @@ class _ConvolutionBase(Layer):
         top = plan.lead + (self.num_output,) + plan.out
         return [top] * len(bottom_shapes)
 
-    def _convolve(self, x: torch.Tensor) -> torch.Tensor:
+    def _convolve(self, x: torch.Tensor, w=None, b=None) -> torch.Tensor:
         shape = tuple(x.shape)
         plan = self._plans.get(shape) or self._plan(shape)
         x = x.reshape((plan.num,) + shape[self.spec.axis:])
@@ -278,12 +278,12 @@ class _ConvolutionBase(Layer):
                 y = _conv_generic(x, w, b, s, plan.extra, self.group)
         return y.reshape(plan.lead + tuple(y.shape[1:]))
 
-    def forward(self, *bottoms):
+    def forward(self, *bottoms) -> Tops:
         if len(bottoms) == 1:
             return self._convolve(bottoms[0])
         return tuple(self._convolve(x) for x in bottoms)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         s = self.spec
         return (f"name={self.name!r}, {self.channels}->{self.num_output}, kernel={s.kernel}, "
                 f"stride={s.stride}, pad={s.pad}, dilation={s.dilation}, group={self.group}")
@@ -317,7 +317,7 @@ class Im2colLayer(Layer):
     exact_bottoms = 1
     exact_tops = 1
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         shape = tuple(bottom_shapes[0])
         self.spec = _conv_spec(self, self.lp.convolution_param, shape, 1)
         self.num_spatial = len(shape) - self.spec.axis - 1
@@ -336,11 +336,11 @@ class Im2colLayer(Layer):
             self._plans[shape] = plan
         return plan
 
-    def reshape(self, bottom_shapes):
+    def reshape(self, bottom_shapes) -> list[Shape]:
         lead, _, kdim, out, _ = self._plan(tuple(bottom_shapes[0]))
         return [lead + (kdim,) + out]
 
-    def forward(self, x):
+    def forward(self, x) -> Tops:
         shape = tuple(x.shape)
         lead, num, kdim, out, extra = self._plans.get(shape) or self._plan(shape)
         cols = _im2col(x.reshape((num,) + shape[self.spec.axis:]), self.spec, extra)
@@ -403,7 +403,7 @@ def _pool_geom(layer: Layer, size: tuple[int, int], kernel, stride, pad, ceil: b
 class _PoolCache:
     """Small per-geometry tensors (divisors, empty-window masks), kept per device and dtype."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._store: dict = {}
 
     def divisor(self, g: _PoolGeom, ref: torch.Tensor) -> torch.Tensor:
@@ -567,7 +567,7 @@ class PoolingLayer(Layer):
     min_tops = 1
     max_tops = 2
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         p = self.lp.pooling_param
         f = "pooling_param"
         self.method = p.pool
@@ -627,12 +627,12 @@ class PoolingLayer(Layer):
             self._geoms[shape] = g
         return g
 
-    def reshape(self, bottom_shapes):
+    def reshape(self, bottom_shapes) -> list[Shape]:
         shape = tuple(bottom_shapes[0])
         g = self._geom(shape)
         return [shape[:2] + g.out] * len(self.top_names)
 
-    def forward(self, x):
+    def forward(self, x) -> Tops:
         shape = tuple(x.shape)
         g = self._geoms.get(shape) or self._geom(shape)
         want_mask = len(self.top_names) > 1
@@ -653,7 +653,7 @@ class SPPLayer(Layer):
     exact_bottoms = 1
     exact_tops = 1
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         p = self.lp.spp_param
         self.height = p.pyramid_height
         self.method = p.pool
@@ -681,14 +681,14 @@ class SPPLayer(Layer):
             self._levels[shape] = levels
         return levels
 
-    def reshape(self, bottom_shapes):
+    def reshape(self, bottom_shapes) -> list[Shape]:
         shape = tuple(bottom_shapes[0])
         levels = self._geoms(shape)
         if self.height == 1:
             return [shape[:2] + levels[0].out]
         return [(shape[0], shape[1] * sum(g.out[0] * g.out[1] for g in levels))]
 
-    def forward(self, x):
+    def forward(self, x) -> Tops:
         shape = tuple(x.shape)
         levels = self._levels.get(shape) or self._geoms(shape)
         train = self.phase == caffe_pb2.TRAIN
@@ -722,7 +722,7 @@ class LRNLayer(Layer):
     exact_bottoms = 1
     exact_tops = 1
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         p = self.lp.lrn_param
         self.size = p.local_size
         self.check(self.size % 2 == 1, f"LRN only supports odd values, got {self.size}",
@@ -735,7 +735,7 @@ class LRNLayer(Layer):
         if self.region == _LRN.ACROSS_CHANNELS:
             self.backward_reads = "tops"  # WITHIN_CHANNEL: its inner layers' kept blobs
 
-    def reshape(self, bottom_shapes):
+    def reshape(self, bottom_shapes) -> list[Shape]:
         shape = tuple(bottom_shapes[0])
         self.check(len(shape) == 4, f"the bottom must have 4 axes (num, channels, height, "
                    f"width), not shape {shape}")
@@ -743,7 +743,7 @@ class LRNLayer(Layer):
                    "over channels")
         return [shape]
 
-    def forward(self, x):
+    def forward(self, x) -> Tops:
         if self.region == _LRN.ACROSS_CHANNELS:
             # Caffe's scale = k + α/n · Σ x² over n channels, summed as shifted slices (plain
             # additions, all threads busy even on one item), and y = x · scale^−β
@@ -764,14 +764,14 @@ class LRNLayer(Layer):
                               count_include_pad=True)
         return summed.squeeze(1) * self.size
 
-    def backward_from_blobs(self, bottoms, tops, top_diffs, need):
+    def backward_from_blobs(self, bottoms, tops, top_diffs, need) -> list:
         x, y, dy = bottoms[0], tops[0], top_diffs[0]
         scale = self.k + self._channel_sums(x * x) * (self.alpha / self.size)
         ratio = self._channel_sums(dy * y / scale)
         return [dy * scale.pow(-self.beta)
                 - (2.0 * self.alpha * self.beta / self.size) * x * ratio]
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         region = "ACROSS_CHANNELS" if self.region == _LRN.ACROSS_CHANNELS else "WITHIN_CHANNEL"
         return (f"name={self.name!r}, {region}, local_size={self.size}, alpha={self.alpha}, "
                 f"beta={self.beta}, k={self.k}")

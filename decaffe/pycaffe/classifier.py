@@ -40,7 +40,7 @@ class Classifier(Net):
     output's class scores, one row per image."""
 
     def __init__(self, model_file, pretrained_file, image_dims=None, mean=None,
-                 input_scale=None, raw_scale=None, channel_swap=None):
+                 input_scale=None, raw_scale=None, channel_swap=None) -> None:
         super().__init__(model_file, pretrained_file, TEST)
         in_ = self.inputs[0]
         self.transformer = input_transformer(self, mean, input_scale, raw_scale, channel_swap)

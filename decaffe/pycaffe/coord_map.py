@@ -195,7 +195,7 @@ def coord_map_from_to(top_from, top_to) -> tuple:
                                "by spatial layers?")
 
 
-def crop(top_from, top_to):
+def crop(top_from, top_to) -> object:
     """A Crop layer (a NetSpec top) cutting top_from to line up with top_to.
 
     Its crop_param has axis = map axis + 1 and offset = -shift per spatial axis. Raises

@@ -24,7 +24,7 @@ class Detector(Net):
     channel_swap=None, context_pad=None); ``detect_windows([(filename, windows), ...])``."""
 
     def __init__(self, model_file, pretrained_file, mean=None, input_scale=None,
-                 raw_scale=None, channel_swap=None, context_pad=None):
+                 raw_scale=None, channel_swap=None, context_pad=None) -> None:
         super().__init__(model_file, pretrained_file, TEST)
         self.transformer = input_transformer(self, mean, input_scale, raw_scale, channel_swap)
         self.configure_crop(context_pad)

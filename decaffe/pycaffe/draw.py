@@ -189,7 +189,7 @@ def _pydot():
 
 
 def get_pydot_graph(caffe_net, rankdir: str, label_edges: bool = True, phase=None,
-                    display_lrm: bool = False):
+                    display_lrm: bool = False) -> object:
     """A pydot.Dot graph of the net: layer boxes, blob octagons, bottom->layer->top edges.
 
     phase (caffe.TRAIN / caffe.TEST) keeps only the layers its include/exclude rules admit

@@ -46,7 +46,7 @@ def blobproto_to_array(blob, return_diff: bool = False) -> np.ndarray:
     return data.reshape(shape)
 
 
-def array_to_blobproto(arr: np.ndarray, diff: np.ndarray | None = None):
+def array_to_blobproto(arr: np.ndarray, diff: np.ndarray | None = None) -> caffe_pb2.BlobProto:
     """A BlobProto with ``shape.dim`` = arr.shape and the values as floats (diff likewise)."""
     arr = np.asarray(arr)
     blob = caffe_pb2.BlobProto()
@@ -78,7 +78,7 @@ def blobprotovector_str_to_arraylist(s: bytes) -> list[np.ndarray]:
     return [blobproto_to_array(b) for b in vec.blobs]
 
 
-def array_to_datum(arr: np.ndarray, label: int | None = None):
+def array_to_datum(arr: np.ndarray, label: int | None = None) -> caffe_pb2.Datum:
     """A Datum from a C×H×W array: uint8 arrays as raw bytes in ``data``, others as
     ``float_data``."""
     arr = np.asarray(arr)
@@ -119,7 +119,7 @@ class Transformer:
     undoes them in reverse order.
     """
 
-    def __init__(self, inputs: dict):
+    def __init__(self, inputs: dict) -> None:
         self.inputs = {k: tuple(int(d) for d in v) for k, v in inputs.items()}
         self.transpose: dict = {}
         self.channel_swap: dict = {}

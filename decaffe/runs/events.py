@@ -80,7 +80,7 @@ def encode(record: dict) -> bytes:
 class EventWriter:
     """Appends records to one events file, one ``os.write`` per complete line."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str) -> None:
         self.path = path
         self._fd: int | None = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 

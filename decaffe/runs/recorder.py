@@ -19,6 +19,7 @@ import shlex
 import sys
 import time
 import weakref
+from types import TracebackType
 
 from .. import log
 from ..errors import DecaffeError
@@ -101,7 +102,7 @@ class RunRecorder:
 
     def __init__(self, solver, path: str | None = None, *, record: bool = True,
                  tensorboard: str | None = None, command: list[str] | None = None,
-                 world_size: int = 1, resumed_from: str | None = None):
+                 world_size: int = 1, resumed_from: str | None = None) -> None:
         self.solver = solver
         self.record = bool(record)
         self.path = (path if path is not None else default_run_dir(solver.param.snapshot_prefix)
@@ -331,7 +332,8 @@ class RunRecorder:
     def __enter__(self) -> RunRecorder:
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         if exc_type is None:
             self.close("finished")
         elif issubclass(exc_type, KeyboardInterrupt):

@@ -43,7 +43,7 @@ class _Param:
 class Sampler:
     """Reads a train net's outputs, parameter norms and BatchNorm statistics (see module)."""
 
-    def __init__(self, net, max_channels: int = MAX_CHANNELS):
+    def __init__(self, net, max_channels: int = MAX_CHANNELS) -> None:
         self.net = net
         self.outputs = list(net.outputs)
         self.output_counts = [int(net.blobs[n].count) for n in self.outputs]

@@ -29,7 +29,7 @@ class TensorBoardSink:
     2-core machine, a few % of the step if it happened per record)."""
 
     def __init__(self, log_dir: str, flush_secs: int = 10, bins: int = 64,
-                 handover_secs: float = 5.0):
+                 handover_secs: float = 5.0) -> None:
         try:
             # tensorboard is an optional extra; torch's writer needs it installed
             from torch.utils.tensorboard import SummaryWriter, summary

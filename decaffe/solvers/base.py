@@ -52,7 +52,7 @@ class NonFiniteLossError(SolverError):
     """Training produced a loss that is NaN or infinite; names the iteration and the first
     layer whose output was not finite."""
 
-    def __init__(self, message: str, iteration: int, layer: str | None):
+    def __init__(self, message: str, iteration: int, layer: str | None) -> None:
         self.iteration, self.layer = iteration, layer
         super().__init__(message)
 
@@ -164,7 +164,7 @@ class Solver:
 
     rule_class: type[updates.UpdateRule] = updates.UpdateRule
 
-    def __init__(self, source, *, net_class=None):
+    def __init__(self, source, *, net_class=None) -> None:
         param, path = read_solver_param(source)
         self.param = param
         self.solver_file = path  # the prototxt it came from (None: text or a message)
@@ -384,7 +384,7 @@ class Solver:
                 fn(self, *args)
 
     def record_run(self, path: str | None = None, *, tensorboard: str | None = None,
-                   command: list[str] | None = None):
+                   command: list[str] | None = None) -> RunRecorder:
         """Record this solver's training as a run folder (decaffe.runs): at `path`, or beside
         the snapshots (snapshot_prefix + '.run') when None; with `tensorboard`, also as
         TensorBoard event files in that folder. Returns the RunRecorder (close() it, or let

@@ -53,7 +53,7 @@ def check_policy(param) -> None:
 class LRState:
     """The counters a policy keeps between calls (saved in .solverstate)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.current_step = 0
         self.minimum_loss = float(np.finfo(np.float32).max)  # plateau
         self.iter_last_event = 0  # plateau

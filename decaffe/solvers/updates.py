@@ -47,7 +47,7 @@ def f32(x: float) -> float:
 class Group:
     """Parameters sharing one (lr_mult, decay_mult)."""
 
-    def __init__(self, lr_mult: float, decay_mult: float, indices: list[int]):
+    def __init__(self, lr_mult: float, decay_mult: float, indices: list[int]) -> None:
         self.lr_mult, self.decay_mult, self.indices = lr_mult, decay_mult, indices
 
 
@@ -65,7 +65,7 @@ class UpdateRule:
     histories = 1  # history blobs per parameter (Caffe's history_ holds this many · N)
     temps = 0  # scratch tensors per parameter
 
-    def __init__(self, param):
+    def __init__(self, param) -> None:
         self.param = param
         self.momentum = f32(param.momentum)
 
@@ -85,7 +85,7 @@ class NesterovRule(UpdateRule):
     type = "Nesterov"
     temps = 1
 
-    def compute(self, grads, hist, temp, local_rate, it):
+    def compute(self, grads, hist, temp, local_rate, it) -> None:
         (h,), (old,) = hist, temp
         m = self.momentum
         torch._foreach_copy_(old, h)
@@ -100,16 +100,16 @@ class AdaGradRule(UpdateRule):
     type = "AdaGrad"
     temps = 1
 
-    def __init__(self, param):
+    def __init__(self, param) -> None:
         super().__init__(param)
         self.delta = f32(param.delta)
 
-    def check(self):
+    def check(self) -> None:
         if self.param.momentum != 0:
             raise SolverError("momentum: momentum cannot be used with AdaGrad "
                               f"(momentum is {self.param.momentum})")
 
-    def compute(self, grads, hist, temp, local_rate, it):
+    def compute(self, grads, hist, temp, local_rate, it) -> None:
         (h,), (t,) = hist, temp
         torch._foreach_addcmul_(h, grads, grads)
         torch._foreach_copy_(t, h)
@@ -122,18 +122,18 @@ class AdaGradRule(UpdateRule):
 class RMSPropRule(AdaGradRule):
     type = "RMSProp"
 
-    def __init__(self, param):
+    def __init__(self, param) -> None:
         super().__init__(param)
         self.rms_decay = f32(param.rms_decay)
 
-    def check(self):
+    def check(self) -> None:
         if self.param.momentum != 0:
             raise SolverError("momentum: momentum cannot be used with RMSProp "
                               f"(momentum is {self.param.momentum})")
         if not 0 <= self.param.rms_decay < 1:
             raise SolverError(f"rms_decay: must lie in [0, 1), not {self.param.rms_decay}")
 
-    def compute(self, grads, hist, temp, local_rate, it):
+    def compute(self, grads, hist, temp, local_rate, it) -> None:
         (h,), (t,) = hist, temp
         torch._foreach_mul_(h, self.rms_decay)
         torch._foreach_addcmul_(h, grads, grads, value=f32(1.0 - self.rms_decay))
@@ -149,11 +149,11 @@ class AdaDeltaRule(UpdateRule):
     histories = 2
     temps = 2
 
-    def __init__(self, param):
+    def __init__(self, param) -> None:
         super().__init__(param)
         self.delta = f32(param.delta)
 
-    def compute(self, grads, hist, temp, local_rate, it):
+    def compute(self, grads, hist, temp, local_rate, it) -> None:
         (h, h2), (a, b) = hist, temp
         m = self.momentum
         one_m = f32(1.0 - m)
@@ -176,12 +176,12 @@ class AdamRule(UpdateRule):
     histories = 2
     temps = 1
 
-    def __init__(self, param):
+    def __init__(self, param) -> None:
         super().__init__(param)
         self.beta2 = f32(param.momentum2)
         self.delta = f32(param.delta)
 
-    def check(self):
+    def check(self) -> None:
         # Caffe takes these on trust; outside [0, 1) the bias correction divides by zero
         # (momentum 1) or takes the root of a negative number (momentum2 > 1).
         for name in ("momentum", "momentum2"):
@@ -194,7 +194,7 @@ class AdamRule(UpdateRule):
         t = it + 1
         return f32(math.sqrt(1.0 - self.beta2 ** t) / (1.0 - self.momentum ** t))
 
-    def compute(self, grads, hist, temp, local_rate, it):
+    def compute(self, grads, hist, temp, local_rate, it) -> None:
         (m, v), (t,) = hist, temp
         b1, b2 = self.momentum, self.beta2
         torch._foreach_mul_(m, b1)
@@ -218,7 +218,7 @@ class Updater:
     """Holds the history and applies Caffe's full update to a list of parameters."""
 
     def __init__(self, rule: UpdateRule, params: list[torch.nn.Parameter],
-                 lr_mults: list[float], decay_mults: list[float]):
+                 lr_mults: list[float], decay_mults: list[float]) -> None:
         self.rule = rule
         self.params = list(params)
         self.lr_mults, self.decay_mults = list(lr_mults), list(decay_mults)

@@ -25,17 +25,12 @@ Not carried over, on purpose (documented in docs/compat.md):
 
 from __future__ import annotations
 
+from netbuild import input_layer
+from netbuild import layer as lay
+
 
 def inp(shape, name: str = "data") -> str:
-    dims = " ".join(f"dim: {d}" for d in shape)
-    return (f'layer {{ name: "{name}" type: "Input" top: "{name}" '
-            f'input_param {{ shape {{ {dims} }} }} }}\n')
-
-
-def lay(name: str, type_: str, bottoms, tops, extra: str = "") -> str:
-    b = " ".join(f'bottom: "{x}"' for x in bottoms)
-    t = " ".join(f'top: "{x}"' for x in tops)
-    return f'layer {{ name: "{name}" type: "{type_}" {b} {t} {extra} }}\n'
+    return input_layer(name, shape)
 
 
 D4 = inp((2, 4, 6, 6))

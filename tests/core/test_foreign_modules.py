@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+from netbuild import input_layer as _input
 
 import caffe
 
@@ -41,12 +42,6 @@ def cfg(frcnn):
     for k, v in saved.items():
         cfg[k].clear()
         cfg[k].update(v)
-
-
-def _input(name, shape):
-    dims = " ".join(f"dim: {d}" for d in shape)
-    return (f'layer {{ name: "{name}" type: "Input" top: "{name}" '
-            f'input_param {{ shape {{ {dims} }} }} }}\n')
 
 
 def _python(module, cls, bottoms, tops, param_str):

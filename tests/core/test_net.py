@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from netbuild import input_layer
 
 import caffe
 import decaffe
@@ -18,9 +19,7 @@ def ip(name, bottom, top, n=3, extra=""):
 
 
 def inp(name="data", dims=(2, 4)):
-    d = " ".join(f"dim: {x}" for x in dims)
-    return (f'layer {{ name: "{name}" type: "Input" top: "{name}" '
-            f'input_param {{ shape {{ {d} }} }} }}\n')
+    return input_layer(name, dims)
 
 
 def make(text, phase=caffe.TRAIN, **kw):

@@ -159,3 +159,11 @@ def test_roi_pooling_export_rounds_corners_as_caffe(tmp_path):
         helper = runtime.caffe_roi_pool(torch.from_numpy(x), torch.from_numpy(rois), ph, pw,
                                         scale)
         np.testing.assert_array_equal(helper.numpy(), net.blobs[top].data)
+
+
+def test_bilinear_interpolate_to_a_fixed_size_exports(tmp_path):
+    """BilinearInterpolate with dst_h/dst_w (its matrices depend on the input size only)
+    exports in every form; the table of layers found it raising inside the exporter."""
+    net = _fork_net("BilinearInterpolate", X + 'layer { name: "b" type: "BilinearInterpolate" '
+                    'bottom: "x" top: "b" bilinear_interpolate_param { dst_h: 9 dst_w: 7 } }')
+    export_all(net, str(tmp_path))

@@ -8,15 +8,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from export_helpers import export_all, randomize
+from netbuild import input_layers
 
 import caffe
 from decaffe.formats import prototxt
 
 
 def net_of(text: str, inputs: dict[str, tuple[int, ...]], phase=caffe.TEST):
-    head = "".join(f'layer {{ name: "{n}" type: "Input" top: "{n}" input_param {{ shape {{ '
-                   + " ".join(f"dim: {d}" for d in s) + " } } }\n" for n, s in inputs.items())
-    param = prototxt.read_net(head + text)
+    param = prototxt.read_net(input_layers(inputs) + text)
     net = caffe.Net(param, phase=phase)
     randomize(net, seed=3)
     return net

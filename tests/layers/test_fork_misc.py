@@ -9,6 +9,7 @@ import pytest
 import torch
 from golden_replay import cases, replay_layer_case
 from gradcheck import check_gradients
+from netbuild import input_layers as inputs_text
 
 import decaffe
 from decaffe.errors import DecaffeError
@@ -18,15 +19,6 @@ MINE = ("fork_relu6", "fork_hardswish", "fork_hardsigmoid", "fork_unsqueeze_", "
         "fork_batchnormkyle_")
 GOLDEN = [c for c in cases("layer", fork=True) if c["name"].startswith(MINE)]
 RNG = np.random.default_rng(7)
-
-
-def inputs_text(shapes: dict[str, tuple]) -> str:
-    out = ""
-    for name, shape in shapes.items():
-        dims = " ".join(f"dim: {d}" for d in shape)
-        out += (f'layer {{ name: "{name}" type: "Input" top: "{name}" '
-                f'input_param {{ shape {{ {dims} }} }} }}\n')
-    return out
 
 
 def layer_text(type_: str, body: str = "", bottoms=("x",), tops=("y",), name="l") -> str:

@@ -11,6 +11,8 @@ import pytest
 import torch
 from golden_replay import cases, replay_layer_case
 from gradcheck import check_gradients
+from netbuild import input_layer as inp
+from netbuild import layer as lay
 
 import caffe
 import decaffe
@@ -47,18 +49,6 @@ def test_ssd_golden_on_gpu(case):
 # ------------------------------------------------------------------------------------------
 # helpers
 # ------------------------------------------------------------------------------------------
-def inp(name: str, shape) -> str:
-    dims = " ".join(f"dim: {d}" for d in shape)
-    return (f'layer {{ name: "{name}" type: "Input" top: "{name}" '
-            f'input_param {{ shape {{ {dims} }} }} }}\n')
-
-
-def lay(name, type_, bottoms, tops, extra="") -> str:
-    b = " ".join(f'bottom: "{x}"' for x in bottoms)
-    t = " ".join(f'top: "{x}"' for x in tops)
-    return f'layer {{ name: "{name}" type: "{type_}" {b} {t} {extra} }}\n'
-
-
 def run(text: str, inputs: dict, phase=TRAIN, params=None):
     net = decaffe.Net(text, phase)
     for k, v in inputs.items():

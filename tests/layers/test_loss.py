@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 from gradcheck import check_gradients
+from netbuild import input_layer as inp
+from netbuild import layer as lay
 
 import decaffe
 from decaffe.errors import DecaffeError, LayerParamError, NetError
@@ -22,18 +24,6 @@ TRAIN, TEST = decaffe.TRAIN, decaffe.TEST
 # ------------------------------------------------------------------------------------------
 # helpers
 # ------------------------------------------------------------------------------------------
-def inp(name: str, shape) -> str:
-    dims = " ".join(f"dim: {d}" for d in shape)
-    return (f'layer {{ name: "{name}" type: "Input" top: "{name}" '
-            f'input_param {{ shape {{ {dims} }} }} }}\n')
-
-
-def lay(name: str, type_: str, bottoms, tops, extra: str = "") -> str:
-    b = " ".join(f'bottom: "{x}"' for x in bottoms)
-    t = " ".join(f'top: "{x}"' for x in tops)
-    return f'layer {{ name: "{name}" type: "{type_}" {b} {t} {extra} }}\n'
-
-
 def net_with(inputs: dict, body: str, phase=TRAIN, force_backward=True, dtype=torch.float32):
     text = ("force_backward: true\n" if force_backward else "")
     text += "".join(inp(k, np.shape(v)) for k, v in inputs.items()) + body

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from gradcheck import check_gradients
+from netbuild import input_layer as _input
 
 import caffe
 import decaffe
@@ -24,12 +25,6 @@ RNG = np.random.default_rng(7)
 @pytest.fixture(autouse=True)
 def pylayers_path(monkeypatch):
     monkeypatch.syspath_prepend(PYLAYERS)
-
-
-def _input(name, shape):
-    dims = " ".join(f"dim: {d}" for d in shape)
-    return (f'layer {{ name: "{name}" type: "Input" top: "{name}" '
-            f'input_param {{ shape {{ {dims} }} }} }}\n')
 
 
 def py_layer(name, cls, bottoms=(), tops=(), param_str=None, module=MOD, extra=""):

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from gradcheck import check_gradients
+from netbuild import input_layer as _input
 
 import decaffe
 from decaffe.errors import DecaffeError, NetError
@@ -66,12 +67,6 @@ def np_rnn(x, cont, w_xh, b_h, w_hh, w_ho, b_o, w_s=None, xs=None, h0=None):
 # ----------------------------------------------------------------------------------------------
 # nets
 # ----------------------------------------------------------------------------------------------
-def _input(name, shape):
-    dims = " ".join(f"dim: {d}" for d in shape)
-    return (f'layer {{ name: "{name}" type: "Input" top: "{name}" '
-            f'input_param {{ shape {{ {dims} }} }} }}\n')
-
-
 def recurrent_net_text(kind, x_shape, hidden=3, static_shape=None, expose=False,
                        silence_states=False, extra="", fillers=True):
     t_len, n = x_shape[:2]

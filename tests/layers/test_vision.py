@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from gradcheck import check_gradients
+from netbuild import input_layers as inputs_text
 
 import decaffe
 from decaffe.errors import DecaffeError, LayerParamError
@@ -32,15 +33,6 @@ def _one_thread():
 # ---------------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------------
-def inputs_text(shapes: dict[str, tuple]) -> str:
-    out = ""
-    for name, shape in shapes.items():
-        dims = " ".join(f"dim: {d}" for d in shape)
-        out += (f'layer {{ name: "{name}" type: "Input" top: "{name}" '
-                f'input_param {{ shape {{ {dims} }} }} }}\n')
-    return out
-
-
 def layer_text(type_: str, body: str, bottoms=("x",), tops=("y",), name="l") -> str:
     b = " ".join(f'bottom: "{x}"' for x in bottoms)
     t = " ".join(f'top: "{x}"' for x in tops)

@@ -46,7 +46,7 @@ from ...data.sources import (
 )
 from ...data.transformer import DataTransformer, load_mean_file
 from ...errors import DataError
-from ...layer import register
+from ...layer import Tops, register
 from ...proto import caffe_pb2
 from ..data import _BaseDataLayer, layer_rng, shuffle_and_skip, transform_param_of
 
@@ -66,7 +66,7 @@ class _DenseSource(ListSource):
     """Reads one batch of image/label pairs (runs in the prefetch worker)."""
 
     def __init__(self, layer, lines, new_hw, label_hw, is_color, transformer, batch_size,
-                 shuffle_rng, start):
+                 shuffle_rng, start) -> None:
         self.new_hw, self.label_hw = new_hw, label_hw
         self.is_color, self.transformer = is_color, transformer
         super().__init__(layer, lines, batch_size, shuffle_rng, start)
@@ -112,7 +112,7 @@ class DenseImageDataLayer(_BaseDataLayer):
 
     exact_tops = 2
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         p = self.lp.dense_image_data_param
         f = "dense_image_data_param"
         new_h, new_w = int(p.new_height), int(p.new_width)
@@ -194,7 +194,7 @@ class SegTransformer:
     (pixel − mean_value[c])·scale for the image and the raw values for the label, both
     mirrored together. Draws: mirror, then the scale, then the crop's h_off and w_off."""
 
-    def __init__(self, tp, phase: int, rng: np.random.Generator):
+    def __init__(self, tp, phase: int, rng: np.random.Generator) -> None:
         self.phase, self.rng = phase, rng
         self.scale = np.float32(tp.scale)
         self.mirror = bool(tp.mirror)
@@ -271,7 +271,7 @@ class _SegSource(ListSource):
     """Reads and transforms one batch of ImageSegData entries (runs in the prefetch worker)."""
 
     def __init__(self, layer, lines, new_hw, is_color, label_type, ignore_label, transformer,
-                 out_hw, batch_size, shuffle_rng, start):
+                 out_hw, batch_size, shuffle_rng, start) -> None:
         self.new_hw, self.is_color, self.label_type = new_hw, is_color, label_type
         self.ignore_label, self.transformer, self.out_hw = ignore_label, transformer, out_hw
         super().__init__(layer, lines, batch_size, shuffle_rng, start)
@@ -336,7 +336,7 @@ class ImageSegDataLayer(_BaseDataLayer):
     min_tops = 1
     max_tops = 3
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         p = self.lp.image_data_param
         f = "image_data_param"
         tp = self.lp.transform_param
@@ -385,7 +385,7 @@ class ImageSegDataLayer(_BaseDataLayer):
         self.transformer = tr
         self._start(src, self.lp.data_param.prefetch)
 
-    def forward(self):
+    def forward(self) -> Tops:
         return super().forward()[:self._ntops]
 
 
@@ -470,7 +470,7 @@ class TSNTransformer:
     channel's mean_value, mirrored with probability ½ when `mirror`; with is_flow a mirrored
     even channel (x flow) is read as 255 − x. Draws: mirror, the crop size, the offset."""
 
-    def __init__(self, tp, phase: int, rng: np.random.Generator):
+    def __init__(self, tp, phase: int, rng: np.random.Generator) -> None:
         self.phase, self.rng = phase, rng
         self.crop = int(tp.crop_size)
         self.scale = np.float32(tp.scale)
@@ -552,7 +552,7 @@ class _VideoSource(ListSource):
     """Reads, stacks and transforms one batch of videos (runs in the prefetch worker)."""
 
     def __init__(self, layer, lines, p, pattern, transformer, frame_rng, train, shuffle_rng,
-                 stack_shape):
+                 stack_shape) -> None:
         self.p, self.pattern, self.transformer = p, pattern, transformer
         self.frame_rng, self.train, self.stack_shape = frame_rng, train, stack_shape
         self.flow = p.modality == _P.FLOW
@@ -625,7 +625,7 @@ class VideoDataLayer(_BaseDataLayer):
 
     exact_tops = 2
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         p = self.lp.video_data_param
         f = "video_data_param"
         self.check(not (p.HasField("video_type") or p.HasField("video_file")
@@ -690,7 +690,7 @@ F32 = np.float32
 _RESIZE = caffe_pb2.ResizeParameter
 
 
-def parse_annotated(value: bytes, key=None, source: str | None = None):
+def parse_annotated(value: bytes, key=None, source: str | None = None) -> caffe_pb2.AnnotatedDatum:
     """An AnnotatedDatum from its bytes; a DataError naming the record if they don't parse."""
     ad = caffe_pb2.AnnotatedDatum()
     try:
@@ -705,14 +705,14 @@ class _Example:
 
     kind = None  # the record's AnnotationType, where a source needs it
 
-    def __init__(self, img, boxes, encoded, label):
+    def __init__(self, img, boxes, encoded, label) -> None:
         self.img, self.boxes, self.encoded, self.label = img, boxes, encoded, label
 
 
 class _AnnotatedSource(CursorSource):
     """Reads and transforms batches of AnnotatedDatums (runs in the prefetch worker)."""
 
-    def __init__(self, layer, db, cursor, rng):
+    def __init__(self, layer, db, cursor, rng) -> None:
         self.layer_name = layer.name
         self.db, self.cursor, self.rng = db, cursor, rng
         self.tp, self.samplers = layer.tp, layer.samplers
@@ -972,7 +972,7 @@ class AnnotatedDataLayer(_BaseDataLayer):
     min_tops = 1
     max_tops = 2
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         p, ap = self._setup_transform()
         db, cursor, rng, first = self._open(p)
         try:  # a failure here releases the database at once
@@ -1100,7 +1100,7 @@ _LANE_TYPE = caffe_pb2.AnnotatedDatum.LANE
 class _LaneSource(_AnnotatedSource):
     """Reads and transforms batches of lane records (runs in the prefetch worker)."""
 
-    def __init__(self, layer, db, cursor, rng):
+    def __init__(self, layer, db, cursor, rng) -> None:
         super().__init__(layer, db, cursor, rng)
         self.seg, self.yolo_type, self.jitter = layer.seg, layer.yolo_type, layer.jitter
         self.seg_hw = layer.seg_hw
@@ -1257,7 +1257,7 @@ class LaneDataLayer(AnnotatedDataLayer):
     min_tops = 1
     max_tops = 3
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         p, ap = self._setup_transform()
         tp = self.tp
         self.check(not (tp.HasField("distort_param") and tp.HasField("expand_param")),

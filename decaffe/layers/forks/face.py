@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ... import fillers
-from ...layer import Layer, register
+from ...layer import Layer, Shape, Tops, register
 from ..common import canonical_axis
 
 # ------------------------------------------------------------------------------------------
@@ -109,7 +109,7 @@ class MarginInnerProductLayer(Layer):
     def allow_force_backward(self, bottom_index: int) -> bool:
         return bottom_index == 0
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         p = self.lp.margin_inner_product_param
         f = "margin_inner_product_param"
         self.check(p.num_output > 0, "num_output must be > 0", f"{f}.num_output")
@@ -125,7 +125,7 @@ class MarginInnerProductLayer(Layer):
             k = math.prod(shape[self.axis:])
             self.add_blob(fillers.fill(p.weight_filler, (self.num_output, k), where=self.name))
 
-    def reshape(self, bottom_shapes):
+    def reshape(self, bottom_shapes) -> list[Shape]:
         shape, label = tuple(bottom_shapes[0]), tuple(bottom_shapes[1])
         self.check(label[0] == shape[0], "Number of labels must match number of output; DO "
                    f"NOT support multi-label this version: {label} labels for {shape}")
@@ -137,7 +137,7 @@ class MarginInnerProductLayer(Layer):
             tops.append((1,))
         return tops
 
-    def forward(self, x, label):
+    def forward(self, x, label) -> Tops:
         if torch.is_grad_enabled() and label.requires_grad:
             raise self.error("MarginInnerProduct cannot back-propagate to its labels",
                              "propagate_down")

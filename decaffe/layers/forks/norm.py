@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from ... import fillers
-from ...layer import Layer, register
+from ...layer import Layer, Shape, Tops, register
 from ...proto import caffe_pb2
 from .resize import field, has_field
 from .shape import enum_name
@@ -87,7 +87,7 @@ class BNLayer(Layer):
             return self.num_blobs == 2
         return any(has_field(p, f) for f in ("bn_mode", "scale_filler", "shift_filler"))
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         p = self.lp.bn_param
         shape = tuple(bottom_shapes[0])
         self.check(len(shape) >= 2, f"the bottom must have a channel axis, not shape {shape}")
@@ -126,13 +126,13 @@ class BNLayer(Layer):
                        "the batch mean/variance tops exist only with bn_mode LEARN",
                        "bn_param.bn_mode")
 
-    def reshape(self, bottom_shapes):
+    def reshape(self, bottom_shapes) -> list[Shape]:
         shape = tuple(bottom_shapes[0])
         self.check(len(shape) >= 2 and shape[1] == self.channels,
                    f"bottom shape {shape}; the layer was set up for {self.channels} channels")
         return [shape] + [(1, self.channels, 1, 1)] * (len(self.top_names) - 1)
 
-    def forward(self, x):
+    def forward(self, x) -> Tops:
         if self.segnet:
             return self._forward_segnet(x)
         scale, shift = _per_channel(self.blob(0), x), _per_channel(self.blob(1), x)
@@ -191,7 +191,7 @@ class BatchNormKyleLayer(Layer):
     exact_tops = 1
     no_grad_blobs = (0, 1, 2)
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         p = self.lp.batch_norm_param
         shape = tuple(bottom_shapes[0])
         self.fraction = float(p.moving_average_fraction)
@@ -212,14 +212,14 @@ class BatchNormKyleLayer(Layer):
                    f"(use_alpha_beta: {str(self.alpha_beta).lower()})",
                    "batch_norm_param.use_alpha_beta")
 
-    def reshape(self, bottom_shapes):
+    def reshape(self, bottom_shapes) -> list[Shape]:
         shape = tuple(bottom_shapes[0])
         if len(shape) >= 2:
             self.check(shape[1] == self.channels, f"bottom has {shape[1]} channels, the layer "
                        f"was set up for {self.channels}")
         return [shape]
 
-    def forward(self, x):
+    def forward(self, x) -> Tops:
         shape = x.shape
         x2 = x.reshape(shape[0], 1) if x.dim() == 1 else x
         mean_sum, var_sum, factor = self.blob(0), self.blob(1), self.blob(2)

@@ -20,7 +20,7 @@ import math
 import numpy as np
 import torch
 
-from ...layer import Layer, register
+from ...layer import Layer, Shape, Tops, register
 from ...proto import caffe_pb2
 from ..loss import (
     BATCH_SIZE,
@@ -102,14 +102,14 @@ class ROIPoolingLayer(Layer):
     def allow_force_backward(self, bottom_index: int) -> bool:
         return bottom_index == 0
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         p = self.lp.roi_pooling_param
         self.check(p.pooled_h > 0, "pooled_h must be > 0", "roi_pooling_param.pooled_h")
         self.check(p.pooled_w > 0, "pooled_w must be > 0", "roi_pooling_param.pooled_w")
         self.pooled_h, self.pooled_w = int(p.pooled_h), int(p.pooled_w)
         self.spatial_scale = p.spatial_scale
 
-    def reshape(self, bottom_shapes):
+    def reshape(self, bottom_shapes) -> list[Shape]:
         x, rois = _check_roi_bottoms(self, bottom_shapes)
         return [(rois[0], x[1], self.pooled_h, self.pooled_w)]
 
@@ -132,7 +132,7 @@ class ROIPoolingLayer(Layer):
         malformed = (eh < sh) | (ew < sw)
         return hs, he, ws, we, malformed
 
-    def forward(self, x, rois):
+    def forward(self, x, rois) -> Tops:
         n, c, height, width = x.shape
         dt = _np_dtype(x)
         r = _rois_array(self, rois, dt)
@@ -341,7 +341,7 @@ class PSROIPoolingLayer(Layer):
     def allow_force_backward(self, bottom_index: int) -> bool:
         return bottom_index == 0
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         p = self.lp.psroi_pooling_param
         f = "psroi_pooling_param"
         for name in ("spatial_scale", "output_dim", "group_size"):
@@ -352,7 +352,7 @@ class PSROIPoolingLayer(Layer):
         self.spatial_scale = p.spatial_scale
         self.output_dim, self.group_size = int(p.output_dim), int(p.group_size)
 
-    def reshape(self, bottom_shapes):
+    def reshape(self, bottom_shapes) -> list[Shape]:
         x, rois = _check_roi_bottoms(self, bottom_shapes)
         d, g = self.output_dim, self.group_size
         self.check(x[1] == d * g * g, f"input channel number does not match layer parameters: "
@@ -360,7 +360,7 @@ class PSROIPoolingLayer(Layer):
                    f"group_size² = {d * g * g}")
         return [(rois[0], d, g, g)]
 
-    def forward(self, x, rois):
+    def forward(self, x, rois) -> Tops:
         n, c, height, width = x.shape
         dt = _np_dtype(x)
         r = _rois_array(self, rois, dt)
@@ -634,7 +634,7 @@ class ProposalLayer(Layer):
     def allow_force_backward(self, bottom_index: int) -> bool:
         return False
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         p = self.lp.proposal_param
         self.feat_stride = int(p.feat_stride)
         self.base_size = int(p.base_size)
@@ -652,7 +652,7 @@ class ProposalLayer(Layer):
                    "proposal_param.post_nms_topn")
         self.ratios, self.scales = list(p.ratio), list(p.scale)
 
-    def reshape(self, bottom_shapes):
+    def reshape(self, bottom_shapes) -> list[Shape]:
         s, dlt, info = (tuple(x) for x in bottom_shapes)
         a = len(self.ratios) * len(self.scales)
         self.check(len(s) == 4 and s[1] == 2 * a, f"bottom '{self.bottom_names[0]}' must be "
@@ -700,7 +700,7 @@ class ProposalLayer(Layer):
         score = big.to(dt) * sc[a:].permute(1, 2, 0)
         return boxes.reshape(-1, 4), score.reshape(-1)
 
-    def forward(self, score, delta, im_info):
+    def forward(self, score, delta, im_info) -> Tops:
         dt, dev = score.dtype, score.device
         npdt = _np_dtype(score)
         sc_all, dl_all = score.detach(), delta.detach()
@@ -781,11 +781,11 @@ class SmoothL1LossOHEMLayer(_LossLayer):
     def allow_force_backward(self, bottom_index: int) -> bool:
         return bottom_index < 2
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         self._check_tops()
         self.normalization = self._normalization(VALID)
 
-    def reshape(self, bottom_shapes):
+    def reshape(self, bottom_shapes) -> list[Shape]:
         self._check_first_axis(bottom_shapes)
         a = tuple(bottom_shapes[0])
         self.check(len(a) <= 4, f"{self._bottom(0)} must have at most 4 axes, has shape {a}")
@@ -809,7 +809,7 @@ class SmoothL1LossOHEMLayer(_LossLayer):
             value = 1.0
         return max(1.0, value)
 
-    def forward(self, a, b, *weights):
+    def forward(self, a, b, *weights) -> Tops:
         raw = a - b.reshape(a.shape)
         if weights:
             scaled = raw * weights[0].detach().reshape(a.shape)
@@ -849,7 +849,7 @@ class SmoothL1LossLayer(SmoothL1LossOHEMLayer):
 
     max_bottoms = 4
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         self.rfcn = len(bottom_shapes) == 3 or len(self.top_names) == 2
         if self.rfcn:
             self.check(len(bottom_shapes) <= 3, "R-FCN's SmoothL1Loss (a second top) takes 2 "
@@ -860,7 +860,7 @@ class SmoothL1LossLayer(SmoothL1LossOHEMLayer):
         sigma = float(np.float32(self.lp.smooth_l1_loss_param.sigma))
         self.sigma2 = float(np.float32(sigma * sigma))
 
-    def reshape(self, bottom_shapes):
+    def reshape(self, bottom_shapes) -> list[Shape]:
         if self.rfcn:
             return super().reshape(bottom_shapes)
         a = tuple(bottom_shapes[0])
@@ -870,7 +870,7 @@ class SmoothL1LossLayer(SmoothL1LossOHEMLayer):
                        "they must have the same size")
         return [()]
 
-    def forward(self, a, b, *weights):
+    def forward(self, a, b, *weights) -> Tops:
         if self.rfcn:
             return super().forward(a, b, *weights)
         d = a - b.reshape(a.shape)
@@ -902,7 +902,7 @@ class BoxAnnotatorOHEMLayer(Layer):
     def allow_force_backward(self, bottom_index: int) -> bool:
         return False
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         p = self.lp.box_annotator_ohem_param
         f = "box_annotator_ohem_param.roi_per_img"
         self.check(p.HasField("roi_per_img"), "required field is not set (the fork declares "
@@ -911,7 +911,7 @@ class BoxAnnotatorOHEMLayer(Layer):
         self.roi_per_img = int(p.roi_per_img)
         self.ignore_label = float(p.ignore_label)
 
-    def reshape(self, bottom_shapes):
+    def reshape(self, bottom_shapes) -> list[Shape]:
         shapes = [_legacy_dims(s) for s in bottom_shapes]
         n, _, h, w = shapes[0]
         self.check(shapes[0][1] == 5, f"bottom '{self.bottom_names[0]}' must have 5 channels, "
@@ -924,7 +924,7 @@ class BoxAnnotatorOHEMLayer(Layer):
                    f"{tuple(bottom_shapes[3])}")
         return [(n, 1, h, w), (n, shapes[3][1], h, w)]
 
-    def forward(self, rois, loss, labels, bbox_weights):
+    def forward(self, rois, loss, labels, bbox_weights) -> Tops:
         n, _, h, w = _legacy_dims(rois.shape)
         spatial = h * w
         r = rois.detach().reshape(n, 5, spatial).cpu().numpy()

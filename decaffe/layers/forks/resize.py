@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ...layer import Layer, register
+from ...layer import Layer, Shape, Tops, register
 
 
 def has_field(msg, name: str) -> bool:
@@ -37,7 +37,7 @@ def has_field(msg, name: str) -> bool:
         return False
 
 
-def field(msg, name: str, default):
+def field(msg, name: str, default) -> object:
     """The field's value, or default where the schema has no such field."""
     return getattr(msg, name, default)
 
@@ -102,7 +102,7 @@ class InterpLayer(_Separable):
     min_bottoms = 1
     max_bottoms = 2
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         p = self.lp.interp_param
         self.pad_beg = int(field(p, "pad_beg", 0))
         self.pad_end = int(field(p, "pad_end", 0))
@@ -149,7 +149,7 @@ class InterpLayer(_Separable):
                    "interp_param")
         return h_eff, w_eff, ho, wo
 
-    def reshape(self, bottom_shapes):
+    def reshape(self, bottom_shapes) -> list[Shape]:
         shape = tuple(bottom_shapes[0])
         ref = tuple(bottom_shapes[1]) if self.use_blob else None
         _, _, ho, wo = self._out_size(shape, ref)
@@ -160,7 +160,7 @@ class InterpLayer(_Separable):
         off = -self.pad_beg
         return _interp_axis(h, off, h_eff, ho), _interp_axis(w, off, w_eff, wo)
 
-    def forward(self, x, ref=None):
+    def forward(self, x, ref=None) -> Tops:
         dims = self._out_size(tuple(x.shape), tuple(ref.shape) if ref is not None else None)
         return self._resample(x, (x.shape[2], x.shape[3]) + dims)
 
@@ -205,7 +205,7 @@ class UpsampleLayer(Layer):
     max_bottoms = 2
     exact_tops = 1
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         p = self.lp.upsample_param
         f = "upsample_param"
         self.with_mask = len(self.bottom_names) == 2
@@ -252,13 +252,13 @@ class UpsampleLayer(Layer):
                    f"the bottom has shape {tuple(shape)}")
         return tuple(shape[:-k]) + tuple(d * self.scale for d in shape[-k:])
 
-    def reshape(self, bottom_shapes):
+    def reshape(self, bottom_shapes) -> list[Shape]:
         shape = tuple(bottom_shapes[0])
         if self.with_mask:
             return [shape[:2] + self._mask_size(shape, bottom_shapes[1])]
         return [self._nearest_shape(shape)]
 
-    def forward(self, x, mask=None):
+    def forward(self, x, mask=None) -> Tops:
         if mask is not None:
             h, w = self._mask_size(tuple(x.shape), tuple(mask.shape))
             return _unpool(self, x, mask, h, w)
@@ -283,20 +283,20 @@ class MaxUnPoolLayer(Layer):
     exact_bottoms = 2
     exact_tops = 1
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         p = self.lp.max_unpool_param
         self.check(has_field(p, "dst_h") and has_field(p, "dst_w"),
                    "dst_h and dst_w are required", "max_unpool_param.dst_h")
         self.size = (int(p.dst_h), int(p.dst_w))
 
-    def reshape(self, bottom_shapes):
+    def reshape(self, bottom_shapes) -> list[Shape]:
         shape = tuple(bottom_shapes[0])
         self.check(len(shape) == 4, f"the bottom must have 4 axes, not shape {shape}")
         self.check(tuple(bottom_shapes[1]) == shape, f"the mask (bottom 1) has shape "
                    f"{tuple(bottom_shapes[1])}; it must match bottom 0's {shape}")
         return [shape[:2] + self.size]
 
-    def forward(self, x, mask):
+    def forward(self, x, mask) -> Tops:
         self.reshape([tuple(x.shape), tuple(mask.shape)])
         return _unpool(self, x, mask, *self.size)
 
@@ -333,7 +333,7 @@ class ResizeLayer(_Separable):
 
     exact_bottoms = 1
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         p = self.lp.resize_param
         self.pyramid = bool(field(p, "is_pyramid_test", False))
         if self.pyramid:
@@ -358,7 +358,7 @@ class ResizeLayer(_Separable):
                    "resize_param")
         return ho, wo
 
-    def reshape(self, bottom_shapes):
+    def reshape(self, bottom_shapes) -> list[Shape]:
         shape = tuple(bottom_shapes[0])
         return [shape[:2] + self._out(shape)]
 
@@ -366,7 +366,7 @@ class ResizeLayer(_Separable):
         h, w, ho, wo = key
         return _resize_axis(h, ho), _resize_axis(w, wo)
 
-    def forward(self, x):
+    def forward(self, x) -> Tops:
         ho, wo = self._out(tuple(x.shape))
         return self._resample(x, (x.shape[2], x.shape[3], ho, wo))
 
@@ -400,7 +400,7 @@ class BilinearInterpolateLayer(_Separable):
 
     exact_bottoms = 1
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         p = self.lp.bilinear_interpolate_param
         f = "bilinear_interpolate_param"
         has_size = has_field(p, "dst_h") or has_field(p, "dst_w")
@@ -423,7 +423,7 @@ class BilinearInterpolateLayer(_Separable):
             self.check(self.size[0] > 1 and self.size[1] > 1, f"align_corners needs an output "
                        f"of at least 2x2, not {self.size}", f"{f}.align_corners")
 
-    def reshape(self, bottom_shapes):
+    def reshape(self, bottom_shapes) -> list[Shape]:
         shape = tuple(bottom_shapes[0])
         self._check_4d(shape)
         self.check(shape[2] > 1 and shape[3] > 1, f"the bottom's height and width must be at "
@@ -435,7 +435,7 @@ class BilinearInterpolateLayer(_Separable):
         return (_bilinear_axis(h, self.size[0], self.align),
                 _bilinear_axis(w, self.size[1], self.align))
 
-    def forward(self, x):
+    def forward(self, x) -> Tops:
         self.reshape([tuple(x.shape)])
         return self._resample(x, (x.shape[2], x.shape[3]))
 
@@ -449,12 +449,12 @@ class PixelShuffleLayer(Layer):
     exact_bottoms = 1
     exact_tops = 1
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         self.r = int(field(self.lp.pixelshuffle_param, "upscale_factor", 1))
         self.check(self.r >= 1, f"must be >= 1, not {self.r}",
                    "pixelshuffle_param.upscale_factor")
 
-    def reshape(self, bottom_shapes):
+    def reshape(self, bottom_shapes) -> list[Shape]:
         shape = tuple(bottom_shapes[0])
         self.check(len(shape) == 4, f"the bottom must have 4 axes, not shape {shape}")
         self.check(shape[1] % (self.r * self.r) == 0, f"the bottom's {shape[1]} channels are "
@@ -462,6 +462,6 @@ class PixelShuffleLayer(Layer):
                    "pixelshuffle_param.upscale_factor")
         return [(shape[0], shape[1] // (self.r * self.r), shape[2] * self.r, shape[3] * self.r)]
 
-    def forward(self, x):
+    def forward(self, x) -> Tops:
         self.reshape([tuple(x.shape)])
         return F.pixel_shuffle(x, self.r)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 
-from ...layer import Layer, register
+from ...layer import Layer, Shape, Tops, register
 from .resize import field, has_field
 
 
@@ -33,7 +33,7 @@ class PadLayer(Layer):
     exact_bottoms = 1
     exact_tops = 1
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         p = self.lp.pad_param
         self.check(self.top_names[0] != self.bottom_names[0],
                    "Pad does not allow in-place computation")
@@ -47,7 +47,7 @@ class PadLayer(Layer):
         self.check(self.mode in ("CONSTANT", "REPLICATE", "REFLECT"),
                    f"unknown pad type {self.mode}", "pad_param.pad_type")
 
-    def reshape(self, bottom_shapes):
+    def reshape(self, bottom_shapes) -> list[Shape]:
         shape = tuple(bottom_shapes[0])
         self.check(2 <= len(shape) <= 4, f"the bottom must have 2 to 4 axes, not shape {shape}")
         u, d, l, r = self.pads
@@ -59,7 +59,7 @@ class PadLayer(Layer):
                        f"{shape[-2]}x{shape[-1]}", "pad_param.pad_type")
         return [shape[:-2] + (h, w)]
 
-    def forward(self, x):
+    def forward(self, x) -> Tops:
         self.reshape([tuple(x.shape)])
         u, d, l, r = self.pads
         if self.crop:
@@ -80,7 +80,7 @@ class UnsqueezeLayer(Layer):
     exact_bottoms = 1
     exact_tops = 1
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         p = self.lp.unsqueeze_param
         self.check(has_field(p, "dim"), "dim must be set", "unsqueeze_param.dim")
         self.dim = int(p.dim)
@@ -91,10 +91,10 @@ class UnsqueezeLayer(Layer):
                    f"{len(shape)} axes", "unsqueeze_param.dim")
         return i
 
-    def reshape(self, bottom_shapes):
+    def reshape(self, bottom_shapes) -> list[Shape]:
         shape = tuple(bottom_shapes[0])
         i = self._index(shape)
         return [shape[:i] + (1,) + shape[i:]]
 
-    def forward(self, x):
+    def forward(self, x) -> Tops:
         return x.unsqueeze(self._index(tuple(x.shape)))

@@ -24,7 +24,7 @@ import torch
 from ... import bbox as B
 from ... import fillers
 from ... import log as _log
-from ...layer import Layer, register
+from ...layer import Layer, Shape, Tops, register
 from ...proto import caffe_pb2
 from ..loss import FLT_MIN, VALID, _LossLayer
 
@@ -55,7 +55,7 @@ class PriorBoxLayer(Layer):
     def allow_force_backward(self, bottom_index: int) -> bool:
         return False
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         p = self.lp.prior_box_param
         self.check(len(p.min_size) > 0, "must provide min_size", "prior_box_param.min_size")
         for v in p.min_size:
@@ -115,7 +115,7 @@ class PriorBoxLayer(Layer):
         self.clip = bool(p.clip)
         self._cache: dict[tuple, np.ndarray] = {}
 
-    def reshape(self, bottom_shapes):
+    def reshape(self, bottom_shapes) -> list[Shape]:
         feat = bottom_shapes[0]
         self.check(len(feat) >= 2, f"bottom 0 has shape {tuple(feat)}; PriorBox needs a "
                    "feature map (N, C, H, W)")
@@ -164,7 +164,7 @@ class PriorBoxLayer(Layer):
         self._cache[key] = out
         return out
 
-    def forward(self, feat, img):
+    def forward(self, feat, img) -> Tops:
         lh, lw = _hw(feat.shape)
         ih, iw = _hw(img.shape)
         out = torch.from_numpy(self.priors(lh, lw, ih, iw))
@@ -189,7 +189,7 @@ class PermuteLayer(Layer):
     exact_bottoms = 1
     exact_tops = 1
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         n = len(bottom_shapes[0])
         orders: list[int] = []
         for o in self.lp.permute_param.order:
@@ -201,13 +201,13 @@ class PermuteLayer(Layer):
         orders += [i for i in range(n) if i not in orders]
         self.orders = orders
 
-    def reshape(self, bottom_shapes):
+    def reshape(self, bottom_shapes) -> list[Shape]:
         s = tuple(bottom_shapes[0])
         self.check(len(s) == len(self.orders), f"the bottom has {len(s)} axes; the layer was "
                    f"set up for {len(self.orders)}")
         return [tuple(s[o] for o in self.orders)]
 
-    def forward(self, x):
+    def forward(self, x) -> Tops:
         if self.orders == list(range(x.dim())):
             return x
         return x.permute(*self.orders).contiguous()
@@ -230,7 +230,7 @@ class NormalizeLayer(Layer):
     exact_bottoms = 1
     exact_tops = 1
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         shape = tuple(bottom_shapes[0])
         self.check(2 <= len(shape) <= 4, f"the bottom has shape {shape}; Normalize needs 2 "
                    "to 4 axes")
@@ -250,13 +250,13 @@ class NormalizeLayer(Layer):
                    f"({'channel_shared' if self.channel_shared else f'{c} channels'})",
                    "norm_param.channel_shared")
 
-    def reshape(self, bottom_shapes):
+    def reshape(self, bottom_shapes) -> list[Shape]:
         shape = tuple(bottom_shapes[0])
         self.check(2 <= len(shape) <= 4, f"the bottom has shape {shape}; Normalize needs 2 "
                    "to 4 axes")
         return [shape]
 
-    def forward(self, x):
+    def forward(self, x) -> Tops:
         n, c = x.shape[0], x.shape[1]
         scale = self.blob(0).reshape(1, 1, 1) if self.channel_shared else \
             self.blob(0).reshape(1, c, 1)
@@ -333,7 +333,7 @@ class DetectionOutputLayer(Layer):
     def allow_force_backward(self, bottom_index: int) -> bool:
         return False
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         p = self.lp.detection_output_param
         self.check(p.HasField("num_classes"), "must specify num_classes",
                    "detection_output_param.num_classes")
@@ -358,7 +358,7 @@ class DetectionOutputLayer(Layer):
             _log.warning(f"layer '{self.name}': DetectionOutput's save_output_param and "
                          "visualize are ignored by decaffe (the top is unchanged)")
 
-    def reshape(self, bottom_shapes):
+    def reshape(self, bottom_shapes) -> list[Shape]:
         loc, conf, prior = (tuple(s) for s in bottom_shapes)
         self.check(loc[0] == conf[0], f"loc has {loc[0]} items, conf {conf[0]}")
         self.num_priors = _hw(prior)[0] // 4 if len(prior) > 2 else 0
@@ -372,7 +372,7 @@ class DetectionOutputLayer(Layer):
                    f"predictions ({pconf} = priors x {self.num_classes} expected)")
         return [(1, 1, 1, 7)]
 
-    def forward(self, loc, conf, prior):
+    def forward(self, loc, conf, prior) -> Tops:
         n, p, c, lc = loc.shape[0], self.num_priors, self.num_classes, self.num_loc_classes
         loc_np = loc.detach().to("cpu", torch.float32).numpy().reshape(n, p, lc, 4)
         conf_np = conf.detach().to("cpu", torch.float32).numpy().reshape(n, p, c)
@@ -491,7 +491,7 @@ class MultiBoxLossLayer(_LossLayer):
     def allow_force_backward(self, bottom_index: int) -> bool:
         return bottom_index < 2
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         self._check_tops()
         p = self.lp.multibox_loss_param
         self.p = p
@@ -528,7 +528,7 @@ class MultiBoxLossLayer(_LossLayer):
         pd = list(self.lp.propagate_down)
         self.use_loc, self.use_conf = (pd[0], pd[1]) if pd else (True, True)
 
-    def reshape(self, bottom_shapes):
+    def reshape(self, bottom_shapes) -> list[Shape]:
         loc, conf, prior, _ = (tuple(s) for s in bottom_shapes)
         self.check(loc[0] == conf[0], f"loc has {loc[0]} items, conf {conf[0]}")
         self.num_priors = _hw(prior)[0] // 4 if len(prior) > 2 else 0
@@ -670,7 +670,7 @@ class MultiBoxLossLayer(_LossLayer):
                     m[(m > -1) & ~chosen] = -1
         return negs
 
-    def forward(self, loc, conf, prior, label):
+    def forward(self, loc, conf, prior, label) -> Tops:
         self._refuse_label_grad(prior, "prior")
         self._refuse_label_grad(label, "label")
         p = self.p
@@ -843,7 +843,7 @@ class DetectionEvaluateLayer(Layer):
     def allow_force_backward(self, bottom_index: int) -> bool:
         return False
 
-    def setup(self, bottom_shapes):
+    def setup(self, bottom_shapes) -> None:
         p = self.lp.detection_evaluate_param
         self.check(p.HasField("num_classes"), "must provide num_classes",
                    "detection_evaluate_param.num_classes")
@@ -870,7 +870,7 @@ class DetectionEvaluateLayer(Layer):
         self.resize = p.resize_param if p.HasField("resize_param") else None
         self.count = 0
 
-    def reshape(self, bottom_shapes):
+    def reshape(self, bottom_shapes) -> list[Shape]:
         det, gt = (tuple(s) for s in bottom_shapes)
         self.check(len(det) == 4 and det[:2] == (1, 1) and det[3] == 7,
                    f"detections must be [1, 1, D, 7], not {det}")
@@ -879,7 +879,7 @@ class DetectionEvaluateLayer(Layer):
         k = self.num_classes if self.background == -1 else self.num_classes - 1
         return [(1, 1, k + det[2], 5)]
 
-    def forward(self, det, gt):
+    def forward(self, det, gt) -> Tops:
         d = det.detach().to("cpu", torch.float32).numpy().reshape(-1, 7)
         g = gt.detach().to("cpu", torch.float32).numpy().reshape(-1, 8)
         dets: dict[int, dict[int, list]] = {}

@@ -1,0 +1,1649 @@
+"""The table of layers (issue 19, as PyTorch's ModuleInfo): for every registered Caffe layer
+type, sample nets (the layer behind Input layers, several where parameters change behaviour),
+whether it has a backward, which golden cases (tests/golden) cover it, whether it exports
+(decaffe.export), and, for the types whose samples need files or labelled data (data layers,
+detection losses), the family test module that covers them instead.
+
+tests/layers/test_layer_table.py runs every generic check over this table and fails when a
+registered type is missing from it. The samples come from the golden cases and the export
+case tables (tests/export/test_export_layers.py, test_export_forks.py); a new layer adds one
+row here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One small net: `net` holds the layers (prototxt) behind Input layers of `inputs`
+    (name -> shape); `golden` when it is a golden case, whose recorded inputs it runs on."""
+
+    id: str
+    net: str
+    inputs: dict[str, tuple[int, ...]]
+    phase: str = "TRAIN"
+    golden: bool = False
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """A row: the samples, whether backward is defined (None: no sample to tell), the golden
+    cases naming the type, whether decaffe.export has an entry, and the covering module."""
+
+    samples: list[Sample] = field(default_factory=list)
+    backward: bool | None = None
+    golden: list[str] = field(default_factory=list)
+    exports: bool = False
+    covered_by: str | None = None
+    # Forward sets the top shapes (Caffe's DetectionOutput: one row per detection kept),
+    # so Reshape's shapes are placeholders
+    shapes_in_forward: bool = False
+    # inputs where the layer is not differentiable (Caffe's GradientChecker kinks): the
+    # gradient check keeps its inputs away from them
+    kinks: tuple[float, ...] = ()
+    # the gradient check feeds distinct values (no ties for MAX pooling to break)
+    distinct_inputs: bool = False
+    # the finite-difference step (smaller where the curvature is high: L2 normalisation)
+    grad_step: float = 1e-2
+    # the export forms that carry it (torch.export cannot trace a data-dependent box count)
+    export_forms: tuple[str, ...] = ("onnx", "pytorch", "torch")
+
+
+def _s(id: str, net: str, inputs: dict, phase: str = "TRAIN", golden: bool = False) -> Sample:
+    return Sample(id, net, {k: tuple(v) for k, v in inputs.items()}, phase, golden)
+
+
+LAYERS: dict[str, LayerInfo] = {
+    "AbsVal": LayerInfo(
+        samples=[
+            _s('absval',
+               'layer { name: "a" type: "AbsVal" bottom: "x" top: "y" }',
+               {'x': (2, 3, 7, 7)}, 'TRAIN', golden=True),
+            _s('export_pool_stochastic_test',
+               'layer { name: "a" type: "AbsVal" bottom: "x" top: "a" } layer { name: "p" '
+               'type: "Pooling" bottom: "a" top: "y" pooling_param { pool: STOCHASTIC '
+               'kernel_size: 3 stride: 2 } }',
+               {'x': (2, 4, 9, 11)}, 'TEST'),
+            _s('export_power_exp_log',
+               'layer { name: "a" type: "AbsVal" bottom: "x" top: "a" } layer { name: "pw" '
+               'type: "Power" bottom: "a" top: "pw" power_param { power: 1.5 scale: 2 shift: '
+               '0.5 } } layer { name: "p2" type: "Power" bottom: "x" top: "p2" power_param { '
+               'power: 2 } } layer { name: "pc" type: "Power" bottom: "x" top: "pc" '
+               'power_param { power: 3 scale: 0 shift: 2 } } layer { name: "ex" type: "Exp" '
+               'bottom: "x" top: "ex" exp_param { base: 2 scale: 0.5 shift: 1 } } layer { '
+               'name: "lg" type: "Log" bottom: "pw" top: "lg" log_param { base: 10 scale: 3 '
+               'shift: 1 } } layer { name: "ln" type: "Log" bottom: "a" top: "ln" }',
+               {'x': (2, 4, 9, 11)}, 'TEST'),
+        ],
+        backward=True,
+        golden=['absval'],
+        exports=True,
+        kinks=(0.0,),
+    ),
+    "Accuracy": LayerInfo(
+        samples=[
+            _s('accuracy_top2',
+               'layer { name: "acc" type: "Accuracy" bottom: "x" bottom: "label" top: "acc" '
+               'accuracy_param { top_k: 2 } }',
+               {'x': (8, 5), 'label': (8,)}, 'TRAIN', golden=True),
+        ],
+        backward=False,
+        golden=['accuracy_top2'],
+    ),
+    "AnnotatedData": LayerInfo(
+        golden=['fork_annotated_data_plain', 'fork_annotated_data_crop_test'],
+        covered_by='tests/data/test_annotated_data.py',
+    ),
+    "ArgMax": LayerInfo(
+        samples=[
+            _s('argmax',
+               'layer { name: "a" type: "ArgMax" bottom: "x" top: "y" argmax_param { '
+               'out_max_val: true top_k: 2 } }',
+               {'x': (2, 10)}, 'TRAIN', golden=True),
+            _s('export_argmax_ties',
+               'layer { name: "t" type: "Threshold" bottom: "x" top: "t" } layer { name: "a" '
+               'type: "ArgMax" bottom: "t" top: "a" argmax_param { axis: 1 } } layer { name: '
+               '"a2" type: "ArgMax" bottom: "t" top: "a2" argmax_param { top_k: 2 } }',
+               {'x': (2, 4, 9, 11)}, 'TEST'),
+            _s('export_reduction_argmax',
+               'layer { name: "r" type: "Reduction" bottom: "x" top: "r" reduction_param { '
+               'operation: ASUM axis: 1 coeff: 0.5 } } layer { name: "r2" type: "Reduction" '
+               'bottom: "x" top: "r2" reduction_param { operation: MEAN } } layer { name: "r3"'
+               ' type: "Reduction" bottom: "x" top: "r3" reduction_param { operation: SUMSQ '
+               'axis: 2 } } layer { name: "a" type: "ArgMax" bottom: "x" top: "a" argmax_param'
+               ' { out_max_val: true top_k: 3 } } layer { name: "a2" type: "ArgMax" bottom: '
+               '"x" top: "a2" argmax_param { axis: 1 } } layer { name: "a3" type: "ArgMax" '
+               'bottom: "x" top: "a3" argmax_param { out_max_val: true top_k: 2 axis: 3 } }',
+               {'x': (2, 4, 9, 11)}, 'TEST'),
+        ],
+        backward=False,
+        golden=['argmax'],
+        exports=True,
+    ),
+    "AssistedExcitation": LayerInfo(
+        covered_by='tests/layers/test_fork_detection_yolo.py',
+    ),
+    "Axpy": LayerInfo(
+        samples=[
+            _s('axpy',
+               'layer { name: "a" type: "Axpy" bottom: "s" bottom: "x" bottom: "y" top: "z" }',
+               {'s': (2, 3, 1, 1), 'x': (2, 3, 4, 5), 'y': (2, 3, 4, 5)}),
+        ],
+        backward=True,
+        exports=True,
+    ),
+    "BN": LayerInfo(
+        samples=[
+            _s('export_segnet_bn',
+               'layer { name: "b" type: "BN" bottom: "x" top: "b" bn_param { bn_mode: '
+               'INFERENCE } } layer { name: "l" type: "BN" bottom: "x" top: "l" bn_param { '
+               'bn_mode: LEARN } }',
+               {'x': (2, 4, 6, 5)}, 'TEST'),
+            _s('export_fork_bn',
+               'layer { name: "b" type: "BN" bottom: "x" top: "b" } layer { name: "k" type: '
+               '"BatchNormKyle" bottom: "x" top: "k" batch_norm_param { use_alpha_beta: true }'
+               ' } layer { name: "k2" type: "BatchNormKyle" bottom: "x" top: "k2" }',
+               {'x': (2, 4, 6, 5)}, 'TEST'),
+        ],
+        backward=True,
+        exports=True,
+    ),
+    "BNLL": LayerInfo(
+        samples=[
+            _s('bnll',
+               'layer { name: "b" type: "BNLL" bottom: "x" top: "y" }',
+               {'x': (2, 3, 7, 7)}, 'TRAIN', golden=True),
+            _s('export_neurons',
+               'layer { name: "r" type: "ReLU" bottom: "x" top: "r" relu_param { '
+               'negative_slope: 0.1 } } layer { name: "p" type: "PReLU" bottom: "x" top: "p" }'
+               ' layer { name: "ps" type: "PReLU" bottom: "x" top: "ps" prelu_param { '
+               'channel_shared: true } } layer { name: "s" type: "Sigmoid" bottom: "x" top: '
+               '"s" } layer { name: "t" type: "TanH" bottom: "x" top: "t" } layer { name: "e" '
+               'type: "ELU" bottom: "x" top: "e" elu_param { alpha: 0.5 } } layer { name: "a" '
+               'type: "AbsVal" bottom: "x" top: "a" } layer { name: "b" type: "BNLL" bottom: '
+               '"x" top: "b" } layer { name: "th" type: "Threshold" bottom: "x" top: "th" '
+               'threshold_param { threshold: 0.2 } } layer { name: "cl" type: "Clip" bottom: '
+               '"x" top: "cl" clip_param { min: -0.5 max: 0.7 } } layer { name: "sw" type: '
+               '"Swish" bottom: "x" top: "sw" swish_param { beta: 1.5 } } layer { name: "d" '
+               'type: "Dropout" bottom: "x" top: "d" }',
+               {'x': (2, 4, 9, 11)}, 'TEST'),
+        ],
+        backward=True,
+        golden=['bnll'],
+        exports=True,
+    ),
+    "BatchNorm": LayerInfo(
+        samples=[
+            _s('batchnorm_train_4d',
+               'layer { name: "bn" type: "BatchNorm" bottom: "x" top: "y" batch_norm_param { '
+               'moving_average_fraction: 0.99 } }',
+               {'x': (2, 3, 7, 7)}, 'TRAIN', golden=True),
+            _s('batchnorm_train_2d',
+               'layer { name: "bn" type: "BatchNorm" bottom: "x" top: "y" batch_norm_param { '
+               'moving_average_fraction: 0.99 } }',
+               {'x': (8, 3)}, 'TRAIN', golden=True),
+            _s('batchnorm_train_3d',
+               'layer { name: "bn" type: "BatchNorm" bottom: "x" top: "y" }',
+               {'x': (2, 3, 7)}, 'TRAIN', golden=True),
+        ],
+        backward=True,
+        golden=[
+            'batchnorm_train_4d',
+            'batchnorm_train_2d',
+            'batchnorm_train_3d',
+            'batchnorm_global_test',
+            'batchnorm_global_forced_train',
+            'batchnorm_local_forced_test',
+            'batchnorm_zero_scale_factor',
+            'bn_scale_relu_block',
+        ],
+        exports=True,
+    ),
+    "BatchNormKyle": LayerInfo(
+        samples=[
+            _s('fork_batchnormkyle_train_alpha_beta',
+               'layer { name: "bn" type: "BatchNormKyle" bottom: "x" top: "y" batch_norm_param'
+               ' { moving_average_fraction: 0.99 use_alpha_beta: true } }',
+               {'x': (2, 3, 7, 7)}, 'TRAIN', golden=True),
+            _s('fork_batchnormkyle_global_test',
+               'layer { name: "bn" type: "BatchNormKyle" bottom: "x" top: "y" batch_norm_param'
+               ' { use_alpha_beta: true } }',
+               {'x': (2, 3, 7, 7)}, 'TEST', golden=True),
+            _s('fork_batchnormkyle_plain_train',
+               'layer { name: "bn" type: "BatchNormKyle" bottom: "x" top: "y" }',
+               {'x': (2, 3, 7, 7)}, 'TRAIN', golden=True),
+        ],
+        backward=True,
+        golden=[
+            'fork_batchnormkyle_train_alpha_beta',
+            'fork_batchnormkyle_global_test',
+            'fork_batchnormkyle_plain_train',
+        ],
+        exports=True,
+    ),
+    "BatchReindex": LayerInfo(
+        samples=[
+            _s('export_embed_reindex',
+               'layer { name: "e" type: "Embed" bottom: "i" top: "e" embed_param { num_output:'
+               ' 4 input_dim: 7 } } layer { name: "b" type: "BatchReindex" bottom: "x" bottom:'
+               ' "k" top: "b" }',
+               {'i': (2, 3), 'x': (4, 3, 2), 'k': (5,)}, 'TEST'),
+        ],
+        backward=True,
+        exports=True,
+    ),
+    "Bias": LayerInfo(
+        samples=[
+            _s('bias',
+               'layer { name: "b" type: "Bias" bottom: "x" top: "y" bias_param { filler { '
+               'type: "gaussian" std: 1 } } }',
+               {'x': (2, 3, 7, 7)}, 'TRAIN', golden=True),
+            _s('export_scale_bias_bottoms',
+               'layer { name: "sc" type: "Scale" bottom: "x" bottom: "s" top: "y" scale_param '
+               '{ axis: 1 } } layer { name: "bi" type: "Bias" bottom: "x" bottom: "b" top: "z"'
+               ' bias_param { axis: 2 } }',
+               {'x': (2, 4, 3, 5), 's': (4, 3), 'b': (3, 5)}, 'TEST'),
+            _s('export_batchnorm_scale_bias',
+               'layer { name: "bn" type: "BatchNorm" bottom: "x" top: "x" } layer { name: "sc"'
+               ' type: "Scale" bottom: "x" top: "x" scale_param { bias_term: true } } layer { '
+               'name: "bi" type: "Bias" bottom: "x" top: "y" }',
+               {'x': (2, 4, 9, 11)}, 'TEST'),
+        ],
+        backward=True,
+        golden=['bias', 'fork_multiboxloss_maxneg', 'fork_multiboxloss_l2_logistic'],
+        exports=True,
+    ),
+    "BilinearInterpolate": LayerInfo(
+        samples=[
+            _s('fork_bilinear_dst_align',
+               'layer { name: "b" type: "BilinearInterpolate" bottom: "x" top: "y" '
+               'bilinear_interpolate_param { dst_h: 12 dst_w: 13 } }',
+               {'x': (2, 3, 7, 7)}, 'TRAIN', golden=True),
+            _s('fork_bilinear_scale_noalign',
+               'layer { name: "b" type: "BilinearInterpolate" bottom: "x" top: "y" '
+               'bilinear_interpolate_param { scale_factor: 2 align_corners: false } }',
+               {'x': (2, 3, 7, 7)}, 'TRAIN', golden=True),
+        ],
+        backward=True,
+        golden=['fork_bilinear_dst_align', 'fork_bilinear_scale_noalign'],
+        exports=True,
+    ),
+    "BoxAnnotatorOHEM": LayerInfo(
+        covered_by='tests/layers/test_fork_detection_ohem.py',
+    ),
+    "CenterLoss": LayerInfo(
+        covered_by='tests/layers/test_fork_detection_misc_losses.py',
+    ),
+    "Clip": LayerInfo(
+        samples=[
+            _s('clip',
+               'layer { name: "cl" type: "Clip" bottom: "x" top: "y" clip_param { min: -0.55 '
+               'max: 0.75 } }',
+               {'x': (2, 3, 4, 5)}),
+            _s('export_neurons',
+               'layer { name: "r" type: "ReLU" bottom: "x" top: "r" relu_param { '
+               'negative_slope: 0.1 } } layer { name: "p" type: "PReLU" bottom: "x" top: "p" }'
+               ' layer { name: "ps" type: "PReLU" bottom: "x" top: "ps" prelu_param { '
+               'channel_shared: true } } layer { name: "s" type: "Sigmoid" bottom: "x" top: '
+               '"s" } layer { name: "t" type: "TanH" bottom: "x" top: "t" } layer { name: "e" '
+               'type: "ELU" bottom: "x" top: "e" elu_param { alpha: 0.5 } } layer { name: "a" '
+               'type: "AbsVal" bottom: "x" top: "a" } layer { name: "b" type: "BNLL" bottom: '
+               '"x" top: "b" } layer { name: "th" type: "Threshold" bottom: "x" top: "th" '
+               'threshold_param { threshold: 0.2 } } layer { name: "cl" type: "Clip" bottom: '
+               '"x" top: "cl" clip_param { min: -0.5 max: 0.7 } } layer { name: "sw" type: '
+               '"Swish" bottom: "x" top: "sw" swish_param { beta: 1.5 } } layer { name: "d" '
+               'type: "Dropout" bottom: "x" top: "d" }',
+               {'x': (2, 4, 9, 11)}, 'TEST'),
+        ],
+        backward=True,
+        exports=True,
+        kinks=(-0.55, 0.75),
+    ),
+    "Concat": LayerInfo(
+        samples=[
+            _s('concat_ch',
+               'layer { name: "c" type: "Concat" bottom: "a" bottom: "b" top: "y" }',
+               {'a': (2, 3, 7, 7), 'b': (2, 2, 7, 7)}, 'TRAIN', golden=True),
+            _s('concat_axis0',
+               'layer { name: "c" type: "Concat" bottom: "a" bottom: "b" top: "y" concat_param'
+               ' { axis: 0 } }',
+               {'a': (2, 3, 7, 7), 'b': (1, 3, 7, 7)}, 'TRAIN', golden=True),
+            _s('export_concat_slice',
+               'layer { name: "c" type: "Concat" bottom: "x" bottom: "w" top: "c" concat_param'
+               ' { axis: 2 } } layer { name: "s" type: "Slice" bottom: "c" top: "a" top: "b" '
+               'top: "d" slice_param { slice_point: 1 slice_point: 5 axis: 2 } } layer { name:'
+               ' "s2" type: "Slice" bottom: "x" top: "e" top: "f" }',
+               {'x': (2, 4, 3, 5), 'w': (2, 4, 4, 5)}, 'TEST'),
+        ],
+        backward=True,
+        golden=['concat_ch', 'concat_axis0'],
+        exports=True,
+    ),
+    "ContrastiveLoss": LayerInfo(
+        samples=[
+            _s('contrastive',
+               'layer { name: "loss" type: "ContrastiveLoss" bottom: "a" bottom: "b" bottom: '
+               '"sim" top: "loss" contrastive_loss_param { margin: 2 } }',
+               {'a': (4, 4), 'b': (4, 4), 'sim': (4,)}, 'TRAIN', golden=True),
+        ],
+        backward=True,
+        golden=['contrastive'],
+    ),
+    "Convolution": LayerInfo(
+        samples=[
+            _s('conv_basic',
+               'layer { name: "conv" type: "Convolution" bottom: "x" top: "y" '
+               'convolution_param { num_output: 4 pad: 1 kernel_size: 3 weight_filler { type: '
+               '"gaussian" std: 0.3 } bias_filler { type: "gaussian" std: 0.2 } } }',
+               {'x': (2, 3, 7, 7)}, 'TRAIN', golden=True),
+            _s('conv_stride',
+               'layer { name: "conv" type: "Convolution" bottom: "x" top: "y" '
+               'convolution_param { num_output: 2 kernel_size: 3 stride: 2 weight_filler { '
+               'type: "gaussian" std: 0.3 } bias_filler { type: "gaussian" std: 0.2 } } }',
+               {'x': (2, 3, 7, 7)}, 'TRAIN', golden=True),
+            _s('conv_rect_nobias',
+               'layer { name: "conv" type: "Convolution" bottom: "x" top: "y" '
+               'convolution_param { num_output: 3 bias_term: false weight_filler { type: '
+               '"xavier" } pad_h: 1 pad_w: 0 kernel_h: 3 kernel_w: 1 } }',
+               {'x': (2, 3, 7, 7)}, 'TRAIN', golden=True),
+        ],
+        backward=True,
+        golden=[
+            'conv_basic',
+            'conv_stride',
+            'conv_rect_nobias',
+            'conv_dilated',
+            'conv_group',
+            'relu_inplace',
+            'bn_scale_relu_block',
+        ],
+        exports=True,
+    ),
+    "ConvolutionDepthwise": LayerInfo(
+        samples=[
+            _s('export_mobile',
+               'layer { name: "r" type: "ReLU6" bottom: "x" top: "r" } layer { name: "hs" '
+               'type: "HardSwish" bottom: "x" top: "hs" } layer { name: "hg" type: '
+               '"HardSigmoid" bottom: "x" top: "hg" } layer { name: "sc" type: '
+               '"ShuffleChannel" bottom: "x" top: "sc" shuffle_channel_param { group: 2 } } '
+               'layer { name: "dw" type: "ConvolutionDepthwise" bottom: "x" top: "dw" '
+               'convolution_param { num_output: 4 pad: 1 kernel_size: 3 } }',
+               {'x': (2, 4, 6, 5)}, 'TEST'),
+        ],
+        backward=True,
+        exports=True,
+    ),
+    "Crop": LayerInfo(
+        samples=[
+            _s('crop',
+               'layer { name: "c" type: "Crop" bottom: "x" bottom: "ref" top: "y" crop_param {'
+               ' axis: 2 offset: 1 offset: 2 } }',
+               {'x': (2, 3, 7, 7), 'ref': (2, 3, 5, 4)}, 'TRAIN', golden=True),
+            _s('export_crop_tile',
+               'layer { name: "c" type: "Crop" bottom: "x" bottom: "w" top: "c" crop_param { '
+               'axis: 2 offset: 1 offset: 3 } } layer { name: "t" type: "Tile" bottom: "c" '
+               'top: "t" tile_param { axis: 1 tiles: 3 } }',
+               {'x': (2, 4, 9, 11), 'w': (1, 1, 5, 6)}, 'TEST'),
+        ],
+        backward=True,
+        golden=['crop'],
+        exports=True,
+    ),
+    "Data": LayerInfo(
+        golden=[
+            'data_lmdb_meanfile_crop_test',
+            'data_lmdb_meanvalue_train',
+            'data_lmdb_encoded_gray',
+        ],
+        covered_by='tests/data/test_data_layers.py',
+    ),
+    "Deconvolution": LayerInfo(
+        samples=[
+            _s('deconv',
+               'layer { name: "deconv" type: "Deconvolution" bottom: "x" top: "y" '
+               'convolution_param { num_output: 2 pad: 1 kernel_size: 4 stride: 2 '
+               'weight_filler { type: "gaussian" std: 0.3 } bias_filler { type: "gaussian" '
+               'std: 0.2 } } }',
+               {'x': (2, 3, 7, 7)}, 'TRAIN', golden=True),
+            _s('export_deconv_groups',
+               'layer { name: "d" type: "Deconvolution" bottom: "x" top: "y" convolution_param'
+               ' { num_output: 6 pad: 1 kernel_size: 3 group: 2 stride: 2 dilation: 2 } }',
+               {'x': (2, 4, 9, 11)}, 'TEST'),
+        ],
+        backward=True,
+        golden=['deconv'],
+        exports=True,
+    ),
+    "DenseImageData": LayerInfo(
+        covered_by='tests/layers/test_fork_misc.py',
+    ),
+    "DepthwiseConvolution": LayerInfo(
+        samples=[
+            _s('depthwise',
+               'layer { name: "dw" type: "DepthwiseConvolution" bottom: "x" top: "y" '
+               'convolution_param { num_output: 4 kernel_size: 3 pad: 1 group: 4 weight_filler'
+               ' { type: "gaussian" std: 0.3 } } }',
+               {'x': (2, 4, 5, 6)}),
+        ],
+        backward=True,
+        exports=True,
+    ),
+    "DetectionEvaluate": LayerInfo(
+        samples=[
+            _s('fork_detection_evaluate',
+               'layer { name: "ev" type: "DetectionEvaluate" bottom: "det" bottom: "gt" top: '
+               '"y" detection_evaluate_param { num_classes: 4 background_label_id: 0 '
+               'overlap_threshold: 0.5 evaluate_difficult_gt: true } }',
+               {'det': (1, 1, 12, 7), 'gt': (1, 1, 4, 8)}, 'TEST', golden=True),
+        ],
+        backward=False,
+        golden=['fork_detection_evaluate'],
+    ),
+    "DetectionOutput": LayerInfo(
+        samples=[
+            _s('fork_detection_output_center',
+               'layer { name: "det" type: "DetectionOutput" bottom: "loc" bottom: "conf" '
+               'bottom: "prior" top: "y" detection_output_param { num_classes: 4 '
+               'share_location: true background_label_id: 0 nms_param { nms_threshold: 0.45 '
+               'top_k: 20 } code_type: CENTER_SIZE keep_top_k: 10 confidence_threshold: 0.1 } '
+               '}',
+               {'loc': (2, 192), 'conf': (2, 192), 'prior': (1, 2, 192)}, 'TEST', golden=True),
+            _s('fork_detection_output_noshare_corner',
+               'layer { name: "det" type: "DetectionOutput" bottom: "loc" bottom: "conf" '
+               'bottom: "prior" top: "y" detection_output_param { num_classes: 4 '
+               'share_location: false background_label_id: 0 nms_param { nms_threshold: 0.3 '
+               'top_k: 25 } code_type: CORNER keep_top_k: -1 confidence_threshold: 0.15 } }',
+               {'loc': (2, 768), 'conf': (2, 192), 'prior': (1, 2, 192)}, 'TEST', golden=True),
+            _s('fork_detection_output_variance_in_target',
+               'layer { name: "det" type: "DetectionOutput" bottom: "loc" bottom: "conf" '
+               'bottom: "prior" top: "y" detection_output_param { num_classes: 4 '
+               'share_location: true background_label_id: 0 nms_param { nms_threshold: 0.45 '
+               'top_k: 40 eta: 1 } code_type: CENTER_SIZE keep_top_k: 8 '
+               'variance_encoded_in_target: true confidence_threshold: 0.2 } }',
+               {'loc': (2, 192), 'conf': (2, 192), 'prior': (1, 2, 192)}, 'TEST', golden=True),
+        ],
+        backward=False,
+        golden=[
+            'fork_detection_output_center',
+            'fork_detection_output_noshare_corner',
+            'fork_detection_output_variance_in_target',
+        ],
+        exports=True,
+        shapes_in_forward=True,
+        export_forms=("onnx", "pytorch"),
+    ),
+    "Dropout": LayerInfo(
+        samples=[
+            _s('dropout_test',
+               'layer { name: "d" type: "Dropout" bottom: "x" top: "y" dropout_param { '
+               'dropout_ratio: 0.3 } }',
+               {'x': (2, 3, 7, 7)}, 'TEST', golden=True),
+            _s('export_dropout_scale_train_false',
+               'layer { name: "d" type: "Dropout" bottom: "x" top: "y" dropout_param { '
+               'dropout_ratio: 0.3 scale_train: false } }',
+               {'x': (2, 4, 9, 11)}, 'TEST'),
+            _s('export_neurons',
+               'layer { name: "r" type: "ReLU" bottom: "x" top: "r" relu_param { '
+               'negative_slope: 0.1 } } layer { name: "p" type: "PReLU" bottom: "x" top: "p" }'
+               ' layer { name: "ps" type: "PReLU" bottom: "x" top: "ps" prelu_param { '
+               'channel_shared: true } } layer { name: "s" type: "Sigmoid" bottom: "x" top: '
+               '"s" } layer { name: "t" type: "TanH" bottom: "x" top: "t" } layer { name: "e" '
+               'type: "ELU" bottom: "x" top: "e" elu_param { alpha: 0.5 } } layer { name: "a" '
+               'type: "AbsVal" bottom: "x" top: "a" } layer { name: "b" type: "BNLL" bottom: '
+               '"x" top: "b" } layer { name: "th" type: "Threshold" bottom: "x" top: "th" '
+               'threshold_param { threshold: 0.2 } } layer { name: "cl" type: "Clip" bottom: '
+               '"x" top: "cl" clip_param { min: -0.5 max: 0.7 } } layer { name: "sw" type: '
+               '"Swish" bottom: "x" top: "sw" swish_param { beta: 1.5 } } layer { name: "d" '
+               'type: "Dropout" bottom: "x" top: "d" }',
+               {'x': (2, 4, 9, 11)}, 'TEST'),
+        ],
+        backward=True,
+        golden=['dropout_test'],
+        exports=True,
+    ),
+    "DummyData": LayerInfo(
+        samples=[
+            _s('export_parameter_dummy_silence',
+               'layer { name: "p" type: "Parameter" top: "p" parameter_param { shape { dim: 2 '
+               'dim: 3 } } } layer { name: "d" type: "DummyData" top: "d" dummy_data_param { '
+               'data_filler { type: "constant" value: 1.5 } shape { dim: 2 dim: 3 } } } layer '
+               '{ name: "e" type: "Eltwise" bottom: "x" bottom: "p" bottom: "d" top: "e" } '
+               'layer { name: "s" type: "Silence" bottom: "x" }',
+               {'x': (2, 3)}, 'TEST'),
+        ],
+        backward=True,
+        exports=True,
+    ),
+    "ELU": LayerInfo(
+        samples=[
+            _s('elu',
+               'layer { name: "elu" type: "ELU" bottom: "x" top: "y" elu_param { alpha: 0.7 } '
+               '}',
+               {'x': (2, 3, 7, 7)}, 'TRAIN', golden=True),
+            _s('export_neurons',
+               'layer { name: "r" type: "ReLU" bottom: "x" top: "r" relu_param { '
+               'negative_slope: 0.1 } } layer { name: "p" type: "PReLU" bottom: "x" top: "p" }'
+               ' layer { name: "ps" type: "PReLU" bottom: "x" top: "ps" prelu_param { '
+               'channel_shared: true } } layer { name: "s" type: "Sigmoid" bottom: "x" top: '
+               '"s" } layer { name: "t" type: "TanH" bottom: "x" top: "t" } layer { name: "e" '
+               'type: "ELU" bottom: "x" top: "e" elu_param { alpha: 0.5 } } layer { name: "a" '
+               'type: "AbsVal" bottom: "x" top: "a" } layer { name: "b" type: "BNLL" bottom: '
+               '"x" top: "b" } layer { name: "th" type: "Threshold" bottom: "x" top: "th" '
+               'threshold_param { threshold: 0.2 } } layer { name: "cl" type: "Clip" bottom: '
+               '"x" top: "cl" clip_param { min: -0.5 max: 0.7 } } layer { name: "sw" type: '
+               '"Swish" bottom: "x" top: "sw" swish_param { beta: 1.5 } } layer { name: "d" '
+               'type: "Dropout" bottom: "x" top: "d" }',
+               {'x': (2, 4, 9, 11)}, 'TEST'),
+        ],
+        backward=True,
+        golden=['elu'],
+        exports=True,
+        kinks=(0.0,),
+    ),
+    "Eltwise": LayerInfo(
+        samples=[
+            _s('eltwise_sum_coeff',
+               'layer { name: "e" type: "Eltwise" bottom: "a" bottom: "b" top: "y" '
+               'eltwise_param { operation: SUM coeff: 0.5 coeff: -2 } }',
+               {'a': (2, 3, 7, 7), 'b': (2, 3, 7, 7)}, 'TRAIN', golden=True),
+            _s('eltwise_prod',
+               'layer { name: "e" type: "Eltwise" bottom: "a" bottom: "b" top: "y" '
+               'eltwise_param { operation: PROD } }',
+               {'a': (2, 3, 7, 7), 'b': (2, 3, 7, 7)}, 'TRAIN', golden=True),
+            _s('eltwise_max',
+               'layer { name: "e" type: "Eltwise" bottom: "a" bottom: "b" top: "y" '
+               'eltwise_param { operation: MAX } }',
+               {'a': (2, 3, 7, 7), 'b': (2, 3, 7, 7)}, 'TRAIN', golden=True),
+        ],
+        backward=True,
+        golden=['eltwise_sum_coeff', 'eltwise_prod', 'eltwise_max'],
+        exports=True,
+    ),
+    "Embed": LayerInfo(
+        samples=[
+            _s('embed',
+               'layer { name: "e" type: "Embed" bottom: "x" top: "y" embed_param { num_output:'
+               ' 3 input_dim: 7 weight_filler { type: "gaussian" std: 0.3 } bias_filler { '
+               'type: "gaussian" std: 0.2 } } }',
+               {'x': (2, 4)}, 'TRAIN', golden=True),
+            _s('export_embed_reindex',
+               'layer { name: "e" type: "Embed" bottom: "i" top: "e" embed_param { num_output:'
+               ' 4 input_dim: 7 } } layer { name: "b" type: "BatchReindex" bottom: "x" bottom:'
+               ' "k" top: "b" }',
+               {'i': (2, 3), 'x': (4, 3, 2), 'k': (5,)}, 'TEST'),
+        ],
+        backward=True,
+        golden=['embed'],
+        exports=True,
+    ),
+    "EuclideanLoss": LayerInfo(
+        samples=[
+            _s('euclidean',
+               'layer { name: "loss" type: "EuclideanLoss" bottom: "a" bottom: "b" top: "loss"'
+               ' }',
+               {'a': (2, 6), 'b': (2, 6)}, 'TRAIN', golden=True),
+        ],
+        backward=True,
+        golden=['euclidean'],
+    ),
+    "Exp": LayerInfo(
+        samples=[
+            _s('exp',
+               'layer { name: "e" type: "Exp" bottom: "x" top: "y" exp_param { base: 2 scale: '
+               '0.5 shift: 0.1 } }',
+               {'x': (2, 3, 7, 7)}, 'TRAIN', golden=True),
+            _s('export_power_exp_log',
+               'layer { name: "a" type: "AbsVal" bottom: "x" top: "a" } layer { name: "pw" '
+               'type: "Power" bottom: "a" top: "pw" power_param { power: 1.5 scale: 2 shift: '
+               '0.5 } } layer { name: "p2" type: "Power" bottom: "x" top: "p2" power_param { '
+               'power: 2 } } layer { name: "pc" type: "Power" bottom: "x" top: "pc" '
+               'power_param { power: 3 scale: 0 shift: 2 } } layer { name: "ex" type: "Exp" '
+               'bottom: "x" top: "ex" exp_param { base: 2 scale: 0.5 shift: 1 } } layer { '
+               'name: "lg" type: "Log" bottom: "pw" top: "lg" log_param { base: 10 scale: 3 '
+               'shift: 1 } } layer { name: "ln" type: "Log" bottom: "a" top: "ln" }',
+               {'x': (2, 4, 9, 11)}, 'TEST'),
+        ],
+        backward=True,
+        golden=['exp'],
+        exports=True,
+    ),
+    "Filter": LayerInfo(
+        covered_by='tests/layers/test_shape.py',
+    ),
+    "Flatten": LayerInfo(
+        samples=[
+            _s('flatten',
+               'layer { name: "f" type: "Flatten" bottom: "x" top: "y" }',
+               {'x': (2, 3, 7, 7)}, 'TRAIN', golden=True),
+            _s('export_flatten_reshape',
+               'layer { name: "f" type: "Flatten" bottom: "x" top: "f" flatten_param { axis: 1'
+               ' end_axis: 2 } } layer { name: "r" type: "Reshape" bottom: "x" top: "r" '
+               'reshape_param { shape { dim: 0 dim: -1 dim: 11 } } } layer { name: "r2" type: '
+               '"Reshape" bottom: "x" top: "r2" reshape_param { shape { dim: 3 dim: 3 } axis: '
+               '2 num_axes: 1 } }',
+               {'x': (2, 4, 9, 11)}, 'TEST'),
+        ],
+        backward=True,
+        golden=['flatten'],
+        exports=True,
+    ),
+    "GuidedDropout": LayerInfo(
+        samples=[
+            _s('export_guided_dropout',
+               'layer { name: "d" type: "GuidedDropout" bottom: "x" bottom: "g" top: "d" '
+               'guided_dropout_param { guidance_threshold: 0.3 } } layer { name: "s" type: '
+               '"GuidedDropout" bottom: "x" bottom: "g" top: "s" guided_dropout_param { type: '
+               '"stochastic" } }',
+               {'x': (2, 4, 6, 5), 'g': (2, 4)}, 'TEST'),
+        ],
+        backward=True,
+        exports=True,
+    ),
+    "HDF5Data": LayerInfo(
+        golden=['data_hdf5'],
+        covered_by='tests/data/test_data_layers.py',
+    ),
+    "HDF5Output": LayerInfo(
+        covered_by='tests/data/test_data_layers.py',
+    ),
+    "HardSigmoid": LayerInfo(
+        samples=[
+            _s('fork_hardsigmoid',
+               'layer { name: "h" type: "HardSigmoid" bottom: "x" top: "y" }',
+               {'x': (2, 3, 7, 7)}, 'TRAIN', golden=True),
+            _s('fork_hardsigmoid_alpha_beta',
+               'layer { name: "h" type: "HardSigmoid" bottom: "x" top: "y" hardsigmoid_param {'
+               ' alpha: 0.25 beta: 0.4 } }',
+               {'x': (2, 3, 7, 7)}, 'TRAIN', golden=True),
+            _s('export_mobile',
+               'layer { name: "r" type: "ReLU6" bottom: "x" top: "r" } layer { name: "hs" '
+               'type: "HardSwish" bottom: "x" top: "hs" } layer { name: "hg" type: '
+               '"HardSigmoid" bottom: "x" top: "hg" } layer { name: "sc" type: '
+               '"ShuffleChannel" bottom: "x" top: "sc" shuffle_channel_param { group: 2 } } '
+               'layer { name: "dw" type: "ConvolutionDepthwise" bottom: "x" top: "dw" '
+               'convolution_param { num_output: 4 pad: 1 kernel_size: 3 } }',
+               {'x': (2, 4, 6, 5)}, 'TEST'),
+        ],
+        backward=True,
+        golden=['fork_hardsigmoid', 'fork_hardsigmoid_alpha_beta'],
+        exports=True,
+        kinks=(-3.0, -2.5, 2.5, 3.0),
+    ),
+    "HardSwish": LayerInfo(
+        samples=[
+            _s('fork_hardswish',
+               'layer { name: "h" type: "HardSwish" bottom: "x" top: "y" }',
+               {'x': (2, 3, 7, 7)}, 'TRAIN', golden=True),
+            _s('export_mobile',
+               'layer { name: "r" type: "ReLU6" bottom: "x" top: "r" } layer { name: "hs" '
+               'type: "HardSwish" bottom: "x" top: "hs" } layer { name: "hg" type: '
+               '"HardSigmoid" bottom: "x" top: "hg" } layer { name: "sc" type: '
+               '"ShuffleChannel" bottom: "x" top: "sc" shuffle_channel_param { group: 2 } } '
+               'layer { name: "dw" type: "ConvolutionDepthwise" bottom: "x" top: "dw" '
+               'convolution_param { num_output: 4 pad: 1 kernel_size: 3 } }',
+               {'x': (2, 4, 6, 5)}, 'TEST'),
+        ],
+        backward=True,
+        golden=['fork_hardswish'],
+        exports=True,
+        kinks=(-3.0, 3.0),
+    ),
+    "HingeLoss": LayerInfo(
+        samples=[
+            _s('hinge_l1',
+               'layer { name: "loss" type: "HingeLoss" bottom: "x" bottom: "label" top: "loss"'
+               ' }',
+               {'x': (4, 5), 'label': (4,)}, 'TRAIN', golden=True),
+            _s('hinge_l2',
+               'layer { name: "loss" type: "HingeLoss" bottom: "x" bottom: "label" top: "loss"'
+               ' hinge_loss_param { norm: L2 } }',
+               {'x': (4, 5), 'label': (4,)}, 'TRAIN', golden=True),
+        ],
+        backward=True,
+        golden=['hinge_l1', 'hinge_l2'],
+    ),
+    "Im2col": LayerInfo(
+        samples=[
+            _s('export_im2col',
+               'layer { name: "i" type: "Im2col" bottom: "x" top: "y" convolution_param { pad:'
+               ' 1 kernel_size: 3 stride: 2 } }',
+               {'x': (2, 4, 9, 11)}, 'TEST'),
+        ],
+        backward=True,
+        exports=True,
+    ),
+    "ImageData": LayerInfo(
+        golden=['data_imagedata_resize'],
+        covered_by='tests/data/test_data_layers.py',
+    ),
+    "ImageSegData": LayerInfo(
+        covered_by='tests/data/test_fork_seg_video_data.py',
+    ),
+    "InfogainLoss": LayerInfo(
+        covered_by='tests/layers/test_loss.py',
+    ),
+    "InnerProduct": LayerInfo(
+        samples=[
+            _s('innerproduct',
+               'layer { name: "ip" type: "InnerProduct" bottom: "x" top: "y" '
+               'inner_product_param { num_output: 5 weight_filler { type: "gaussian" std: 0.3 '
+               '} bias_filler { type: "gaussian" std: 0.2 } } }',
+               {'x': (2, 3, 7, 7)}, 'TRAIN', golden=True),
+            _s('innerproduct_transpose',
+               'layer { name: "ip" type: "InnerProduct" bottom: "x" top: "y" '
+               'inner_product_param { num_output: 4 weight_filler { type: "gaussian" std: 0.3 '
+               '} bias_filler { type: "gaussian" std: 0.2 } transpose: true } }',
+               {'x': (2, 6)}, 'TRAIN', golden=True),
+            _s('export_inner_product_axes',
+               'layer { name: "ip" type: "InnerProduct" bottom: "x" top: "y" '
+               'inner_product_param { num_output: 5 axis: 2 } } layer { name: "ipt" type: '
+               '"InnerProduct" bottom: "x" top: "z" inner_product_param { num_output: 3 '
+               'bias_term: false transpose: true } } layer { name: "sm" type: "Softmax" '
+               'bottom: "y" top: "s" softmax_param { axis: 2 } }',
+               {'x': (2, 4, 9, 11)}, 'TEST'),
+        ],
+        backward=True,
+        golden=['innerproduct', 'innerproduct_transpose'],
+        exports=True,
+    ),
+    "Input": LayerInfo(
+        covered_by='tests/core/test_net.py',
+    ),
+    "Interp": LayerInfo(
+        samples=[
+            _s('export_interp',
+               'layer { name: "i" type: "Interp" bottom: "x" top: "i" interp_param { '
+               'zoom_factor: 2 } } layer { name: "i2" type: "Interp" bottom: "x" top: "i2" '
+               'interp_param { height: 4 width: 9 } }',
+               {'x': (2, 4, 6, 5)}, 'TEST'),
+        ],
+        backward=True,
+        exports=True,
+    ),
+    "LRN": LayerInfo(
+        samples=[
+            _s('lrn_across',
+               'layer { name: "lrn" type: "LRN" bottom: "x" top: "y" lrn_param { local_size: 3'
+               ' alpha: 0.5 beta: 0.75 k: 1.5 } }',
+               {'x': (2, 3, 7, 7)}, 'TRAIN', golden=True),
+            _s('lrn_within',
+               'layer { name: "lrn" type: "LRN" bottom: "x" top: "y" lrn_param { local_size: 3'
+               ' alpha: 0.5 beta: 0.75 norm_region: WITHIN_CHANNEL } }',
+               {'x': (2, 3, 7, 7)}, 'TRAIN', golden=True),
+            _s('export_lrn_across',
+               'layer { name: "n" type: "LRN" bottom: "x" top: "y" lrn_param { local_size: 3 '
+               'alpha: 0.5 beta: 0.75 k: 2 } }',
+               {'x': (2, 4, 9, 11)}, 'TEST'),
+        ],
+        backward=True,
+        golden=['lrn_across', 'lrn_within'],
+        exports=True,
+    ),
+    "LSTM": LayerInfo(
+        samples=[
+            _s('lstm',
+               'layer { name: "lstm" type: "LSTM" bottom: "x" bottom: "cont" top: "h" '
+               'recurrent_param { num_output: 3 weight_filler { type: "gaussian" std: 0.3 } '
+               'bias_filler { type: "gaussian" std: 0.2 } } }',
+               {'x': (4, 2, 3), 'cont': (4, 2)}, 'TRAIN', golden=True),
+            _s('export_lstm_static_exposed',
+               'layer { name: "l" type: "LSTM" bottom: "x" bottom: "c" bottom: "s" bottom: '
+               '"h0" bottom: "c0" top: "o" top: "hT" top: "cT" recurrent_param { num_output: 4'
+               ' expose_hidden: true } }',
+               {'x': (3, 2, 5),
+                'c': (3, 2),
+                's': (2,
+               6),
+                'h0': (1, 2, 4),
+                'c0': (1, 2, 4)}, 'TEST'),
+        ],
+        backward=True,
+        golden=['lstm'],
+        exports=True,
+    ),
+    "LSTMUnit": LayerInfo(
+        samples=[
+            _s('export_lstm_unit',
+               'layer { name: "u" type: "LSTMUnit" bottom: "cp" bottom: "g" bottom: "c" top: '
+               '"cn" top: "h" }',
+               {'cp': (1, 3, 4), 'g': (1, 3, 16), 'c': (1, 3)}, 'TEST'),
+        ],
+        backward=True,
+        exports=True,
+    ),
+    "LaneData": LayerInfo(
+        covered_by='tests/data/test_lane_data.py',
+    ),
+    "Log": LayerInfo(
+        samples=[
+            _s('log',
+               'layer { name: "l" type: "Log" bottom: "x" top: "y" log_param { scale: 0.5 '
+               'shift: 0.1 } }',
+               {'x': (2, 3, 7, 7)}, 'TRAIN', golden=True),
+            _s('export_power_exp_log',
+               'layer { name: "a" type: "AbsVal" bottom: "x" top: "a" } layer { name: "pw" '
+               'type: "Power" bottom: "a" top: "pw" power_param { power: 1.5 scale: 2 shift: '
+               '0.5 } } layer { name: "p2" type: "Power" bottom: "x" top: "p2" power_param { '
+               'power: 2 } } layer { name: "pc" type: "Power" bottom: "x" top: "pc" '
+               'power_param { power: 3 scale: 0 shift: 2 } } layer { name: "ex" type: "Exp" '
+               'bottom: "x" top: "ex" exp_param { base: 2 scale: 0.5 shift: 1 } } layer { '
+               'name: "lg" type: "Log" bottom: "pw" top: "lg" log_param { base: 10 scale: 3 '
+               'shift: 1 } } layer { name: "ln" type: "Log" bottom: "a" top: "ln" }',
+               {'x': (2, 4, 9, 11)}, 'TEST'),
+        ],
+        backward=True,
+        golden=['log'],
+        exports=True,
+    ),
+    "MVN": LayerInfo(
+        samples=[
+            _s('mvn',
+               'layer { name: "m" type: "MVN" bottom: "x" top: "y" }',
+               {'x': (2, 3, 7, 7)}, 'TRAIN', golden=True),
+            _s('mvn_across',
+               'layer { name: "m" type: "MVN" bottom: "x" top: "y" mvn_param { '
+               'normalize_variance: true across_channels: true } }',
+               {'x': (2, 3, 7, 7)}, 'TRAIN', golden=True),
+            _s('mvn_meanonly',
+               'layer { name: "m" type: "MVN" bottom: "x" top: "y" mvn_param { '
+               'normalize_variance: false } }',
+               {'x': (2, 3, 7, 7)}, 'TRAIN', golden=True),
+        ],
+        backward=True,
+        golden=['mvn', 'mvn_across', 'mvn_meanonly'],
+        exports=True,
+    ),
+    "MarginInnerProduct": LayerInfo(
+        covered_by='tests/layers/test_fork_detection_misc_losses.py',
+    ),
+    "MaxUnPool": LayerInfo(
+        samples=[
+            _s('fork_maxunpool_mask_input',
+               'layer { name: "unpool" type: "MaxUnPool" bottom: "x" bottom: "mask" top: "y" '
+               'max_unpool_param { dst_h: 6 dst_w: 6 } }',
+               {'x': (2, 3, 3, 3), 'mask': (2, 3, 3, 3)}, 'TRAIN', golden=True),
+            _s('fork_maxunpool_from_pool',
+               'layer { name: "pool" type: "Pooling" bottom: "x" top: "p" top: "mask" '
+               'pooling_param { pool: MAX kernel_size: 2 stride: 2 } } layer { name: "unpool" '
+               'type: "MaxUnPool" bottom: "p" bottom: "mask" top: "y" max_unpool_param { '
+               'dst_h: 8 dst_w: 8 } }',
+               {'x': (2, 3, 7, 7)}, 'TRAIN', golden=True),
+            _s('export_segnet_unpool',
+               'layer { name: "mp" type: "Pooling" bottom: "x" top: "mp" top: "mask" '
+               'pooling_param { pool: MAX kernel_size: 2 stride: 2 } } layer { name: "u" type:'
+               ' "Upsample" bottom: "mp" bottom: "mask" top: "u" upsample_param { scale: 2 '
+               'upsample_h: 6 upsample_w: 5 } } layer { name: "mu" type: "MaxUnPool" bottom: '
+               '"mp" bottom: "mask" top: "mu" max_unpool_param { dst_h: 6 dst_w: 5 } }',
+               {'x': (2, 4, 6, 5)}, 'TEST'),
+        ],
+        backward=True,
+        golden=['fork_maxunpool_from_pool', 'fork_maxunpool_mask_input'],
+        exports=True,
+        distinct_inputs=True,
+    ),
+    "MemoryData": LayerInfo(
+        covered_by='tests/data/test_data_layers.py',
+    ),
+    "MultiBoxLoss": LayerInfo(
+        golden=['fork_multiboxloss_maxneg', 'fork_multiboxloss_l2_logistic'],
+        covered_by='tests/layers/test_fork_ssd.py',
+    ),
+    "MultinomialLogisticLoss": LayerInfo(
+        samples=[
+            _s('multinomial_logistic',
+               'layer { name: "loss" type: "MultinomialLogisticLoss" bottom: "p" bottom: '
+               '"label" top: "loss" }',
+               {'p': (4, 5), 'label': (4,)}, 'TRAIN', golden=True),
+        ],
+        backward=True,
+        golden=['multinomial_logistic'],
+    ),
+    "Normalize": LayerInfo(
+        samples=[
+            _s('fork_normalize_ssd',
+               'layer { name: "n" type: "Normalize" bottom: "x" top: "y" norm_param { '
+               'across_spatial: false scale_filler { type: "constant" value: 20 } '
+               'channel_shared: false } }',
+               {'x': (2, 3, 7, 7)}, 'TRAIN', golden=True),
+            _s('fork_normalize_across_shared',
+               'layer { name: "n" type: "Normalize" bottom: "x" top: "y" norm_param { '
+               'across_spatial: true scale_filler { type: "uniform" min: 0.5 max: 2 } '
+               'channel_shared: true eps: 1e-06 } }',
+               {'x': (2, 3, 7, 7)}, 'TRAIN', golden=True),
+            _s('fork_normalize_spatial_perchannel',
+               'layer { name: "n" type: "Normalize" bottom: "x" top: "y" norm_param { '
+               'across_spatial: true scale_filler { type: "gaussian" mean: 1 std: 0.5 } '
+               'channel_shared: false } }',
+               {'x': (2, 3, 7, 7)}, 'TRAIN', golden=True),
+        ],
+        backward=True,
+        golden=[
+            'fork_normalize_ssd',
+            'fork_normalize_across_shared',
+            'fork_normalize_spatial_perchannel',
+        ],
+        exports=True,
+        grad_step=1e-3,
+    ),
+    "PReLU": LayerInfo(
+        samples=[
+            _s('prelu',
+               'layer { name: "prelu" type: "PReLU" bottom: "x" top: "y" prelu_param { filler '
+               '{ type: "uniform" min: 0.1 max: 0.4 } } }',
+               {'x': (2, 3, 7, 7)}, 'TRAIN', golden=True),
+            _s('prelu_shared',
+               'layer { name: "prelu" type: "PReLU" bottom: "x" top: "y" prelu_param { filler '
+               '{ type: "constant" value: 0.3 } channel_shared: true } }',
+               {'x': (2, 3, 7, 7)}, 'TRAIN', golden=True),
+            _s('export_neurons',
+               'layer { name: "r" type: "ReLU" bottom: "x" top: "r" relu_param { '
+               'negative_slope: 0.1 } } layer { name: "p" type: "PReLU" bottom: "x" top: "p" }'
+               ' layer { name: "ps" type: "PReLU" bottom: "x" top: "ps" prelu_param { '
+               'channel_shared: true } } layer { name: "s" type: "Sigmoid" bottom: "x" top: '
+               '"s" } layer { name: "t" type: "TanH" bottom: "x" top: "t" } layer { name: "e" '
+               'type: "ELU" bottom: "x" top: "e" elu_param { alpha: 0.5 } } layer { name: "a" '
+               'type: "AbsVal" bottom: "x" top: "a" } layer { name: "b" type: "BNLL" bottom: '
+               '"x" top: "b" } layer { name: "th" type: "Threshold" bottom: "x" top: "th" '
+               'threshold_param { threshold: 0.2 } } layer { name: "cl" type: "Clip" bottom: '
+               '"x" top: "cl" clip_param { min: -0.5 max: 0.7 } } layer { name: "sw" type: '
+               '"Swish" bottom: "x" top: "sw" swish_param { beta: 1.5 } } layer { name: "d" '
+               'type: "Dropout" bottom: "x" top: "d" }',
+               {'x': (2, 4, 9, 11)}, 'TEST'),
+        ],
+        backward=True,
+        golden=['prelu', 'prelu_shared'],
+        exports=True,
+        kinks=(0.0,),
+    ),
+    "PSROIPooling": LayerInfo(
+        samples=[
+            _s('export_psroi_pooling',
+               'layer { name: "p" type: "PSROIPooling" bottom: "x" bottom: "r" top: "p" '
+               'psroi_pooling_param { spatial_scale: 0.5 output_dim: 2 group_size: 3 } }',
+               {'x': (2, 18, 6, 4), 'r': (7, 5)}, 'TEST'),
+        ],
+        backward=True,
+        exports=True,
+    ),
+    "Pad": LayerInfo(
+        samples=[
+            _s('fork_pad_constant',
+               'layer { name: "p" type: "Pad" bottom: "x" top: "y" pad_param { pad_type: '
+               'CONSTANT pad_u: 2 pad_d: 1 pad_l: 1 pad_r: 2 pad_value: -0.5 } }',
+               {'x': (2, 3, 7, 7)}, 'TRAIN', golden=True),
+            _s('fork_pad_replicate',
+               'layer { name: "p" type: "Pad" bottom: "x" top: "y" pad_param { pad_type: '
+               'REPLICATE pad_u: 2 pad_d: 1 pad_l: 1 pad_r: 2 } }',
+               {'x': (2, 3, 7, 7)}, 'TRAIN', golden=True),
+            _s('fork_pad_reflect',
+               'layer { name: "p" type: "Pad" bottom: "x" top: "y" pad_param { pad_type: '
+               'REFLECT pad_u: 2 pad_d: 1 pad_l: 1 pad_r: 2 } }',
+               {'x': (2, 3, 7, 7)}, 'TRAIN', golden=True),
+        ],
+        backward=True,
+        golden=[
+            'fork_pad_constant',
+            'fork_pad_replicate',
+            'fork_pad_reflect',
+            'fork_pad_negative_crop',
+        ],
+        exports=True,
+    ),
+    "Parameter": LayerInfo(
+        samples=[
+            _s('export_parameter_dummy_silence',
+               'layer { name: "p" type: "Parameter" top: "p" parameter_param { shape { dim: 2 '
+               'dim: 3 } } } layer { name: "d" type: "DummyData" top: "d" dummy_data_param { '
+               'data_filler { type: "constant" value: 1.5 } shape { dim: 2 dim: 3 } } } layer '
+               '{ name: "e" type: "Eltwise" bottom: "x" bottom: "p" bottom: "d" top: "e" } '
+               'layer { name: "s" type: "Silence" bottom: "x" }',
+               {'x': (2, 3)}, 'TEST'),
+        ],
+        backward=True,
+        exports=True,
+    ),
+    "Permute": LayerInfo(
+        samples=[
+            _s('fork_permute_ssd',
+               'layer { name: "p" type: "Permute" bottom: "x" top: "y" permute_param { order: '
+               '0 order: 2 order: 3 order: 1 } }',
+               {'x': (2, 3, 7, 7)}, 'TRAIN', golden=True),
+            _s('fork_permute_other',
+               'layer { name: "p" type: "Permute" bottom: "x" top: "y" permute_param { order: '
+               '0 order: 3 order: 1 order: 2 } }',
+               {'x': (2, 3, 7, 7)}, 'TRAIN', golden=True),
+            _s('export_priorbox_permute',
+               'layer { name: "pb" type: "PriorBox" bottom: "x" bottom: "img" top: "pb" '
+               'prior_box_param { min_size: 10 max_size: 20 aspect_ratio: 2 flip: true clip: '
+               'true variance: 0.1 variance: 0.1 variance: 0.2 variance: 0.2 } } layer { name:'
+               ' "pm" type: "Permute" bottom: "x" top: "pm" permute_param { order: 0 order: 2 '
+               'order: 3 order: 1 } }',
+               {'img': (2, 3, 60, 50), 'x': (2, 4, 6, 5)}, 'TEST'),
+        ],
+        backward=True,
+        golden=['fork_permute_ssd', 'fork_permute_other'],
+        exports=True,
+    ),
+    "PixelShuffle": LayerInfo(
+        samples=[
+            _s('fork_pixelshuffle',
+               'layer { name: "p" type: "PixelShuffle" bottom: "x" top: "y" pixelshuffle_param'
+               ' { upscale_factor: 2 } }',
+               {'x': (2, 12, 4, 5)}, 'TRAIN', golden=True),
+        ],
+        backward=True,
+        golden=['fork_pixelshuffle'],
+        exports=True,
+    ),
+    "Pooling": LayerInfo(
+        samples=[
+            _s('pool_max_k3s2',
+               'layer { name: "pool" type: "Pooling" bottom: "x" top: "y" pooling_param { '
+               'pool: MAX kernel_size: 3 stride: 2 } }',
+               {'x': (2, 3, 7, 7)}, 'TRAIN', golden=True),
+            _s('pool_max_k3s2p1',
+               'layer { name: "pool" type: "Pooling" bottom: "x" top: "y" pooling_param { '
+               'pool: MAX kernel_size: 3 stride: 2 pad: 1 } }',
+               {'x': (2, 3, 8, 8)}, 'TRAIN', golden=True),
+            _s('pool_max_global',
+               'layer { name: "pool" type: "Pooling" bottom: "x" top: "y" pooling_param { '
+               'pool: MAX global_pooling: true } }',
+               {'x': (2, 3, 7, 7)}, 'TRAIN', golden=True),
+        ],
+        backward=True,
+        golden=[
+            'pool_max_k3s2',
+            'pool_max_k3s2p1',
+            'pool_max_global',
+            'pool_ave_k3s2',
+            'pool_ave_k3s2p1',
+            'pool_ave_global',
+            'pool_max_k2s2_mask',
+            'fork_maxunpool_from_pool',
+        ],
+        exports=True,
+        distinct_inputs=True,
+    ),
+    "Power": LayerInfo(
+        samples=[
+            _s('power',
+               'layer { name: "p" type: "Power" bottom: "x" top: "y" power_param { power: 2 '
+               'scale: 0.5 shift: 1.5 } }',
+               {'x': (2, 3, 7, 7)}, 'TRAIN', golden=True),
+            _s('implicit_fanout',
+               'layer { name: "p1" type: "Power" bottom: "x" top: "y1" power_param { scale: 2 '
+               '} } layer { name: "p2" type: "Power" bottom: "x" top: "y2" power_param { '
+               'power: 2 } }',
+               {'x': (2, 3, 7, 7)}, 'TRAIN', golden=True),
+            _s('export_power_exp_log',
+               'layer { name: "a" type: "AbsVal" bottom: "x" top: "a" } layer { name: "pw" '
+               'type: "Power" bottom: "a" top: "pw" power_param { power: 1.5 scale: 2 shift: '
+               '0.5 } } layer { name: "p2" type: "Power" bottom: "x" top: "p2" power_param { '
+               'power: 2 } } layer { name: "pc" type: "Power" bottom: "x" top: "pc" '
+               'power_param { power: 3 scale: 0 shift: 2 } } layer { name: "ex" type: "Exp" '
+               'bottom: "x" top: "ex" exp_param { base: 2 scale: 0.5 shift: 1 } } layer { '
+               'name: "lg" type: "Log" bottom: "pw" top: "lg" log_param { base: 10 scale: 3 '
+               'shift: 1 } } layer { name: "ln" type: "Log" bottom: "a" top: "ln" }',
+               {'x': (2, 4, 9, 11)}, 'TEST'),
+        ],
+        backward=True,
+        golden=['power', 'split_fanout', 'implicit_fanout'],
+        exports=True,
+    ),
+    "PriorBox": LayerInfo(
+        samples=[
+            _s('fork_priorbox_minmax_flip_clip',
+               'layer { name: "pb" type: "PriorBox" bottom: "feat" bottom: "img" top: "y" '
+               'prior_box_param { min_size: 16 max_size: 40 aspect_ratio: 2 flip: true clip: '
+               'true variance: 0.1 variance: 0.1 variance: 0.2 variance: 0.2 } }',
+               {'feat': (2, 3, 4, 4), 'img': (2, 3, 64, 64)}, 'TRAIN', golden=True),
+            _s('fork_priorbox_step_offset',
+               'layer { name: "pb" type: "PriorBox" bottom: "feat" bottom: "img" top: "y" '
+               'prior_box_param { min_size: 10 min_size: 30 max_size: 24 max_size: 50 '
+               'aspect_ratio: 2 aspect_ratio: 3 flip: true clip: false variance: 0.1 img_size:'
+               ' 70 step: 16 offset: 0.3 } }',
+               {'feat': (2, 3, 4, 4), 'img': (2, 3, 64, 64)}, 'TRAIN', golden=True),
+            _s('export_priorbox_permute',
+               'layer { name: "pb" type: "PriorBox" bottom: "x" bottom: "img" top: "pb" '
+               'prior_box_param { min_size: 10 max_size: 20 aspect_ratio: 2 flip: true clip: '
+               'true variance: 0.1 variance: 0.1 variance: 0.2 variance: 0.2 } } layer { name:'
+               ' "pm" type: "Permute" bottom: "x" top: "pm" permute_param { order: 0 order: 2 '
+               'order: 3 order: 1 } }',
+               {'img': (2, 3, 60, 50), 'x': (2, 4, 6, 5)}, 'TEST'),
+        ],
+        backward=True,
+        golden=['fork_priorbox_minmax_flip_clip', 'fork_priorbox_step_offset'],
+        exports=True,
+    ),
+    "Proposal": LayerInfo(
+        samples=[
+            _s('fork_proposal',
+               'layer { name: "rpn" type: "Proposal" bottom: "score" bottom: "delta" bottom: '
+               '"im_info" top: "rois" top: "scores" proposal_param { feat_stride: 16 '
+               'base_size: 16 min_size: 16 ratio: 0.5 ratio: 1 ratio: 2 scale: 8 scale: 16 '
+               'scale: 32 pre_nms_topn: 200 post_nms_topn: 30 nms_thresh: 0.7 } }',
+               {'score': (1, 18, 10, 12), 'delta': (1, 36, 10, 12), 'im_info': (1, 3)}, 'TEST',
+               golden=True),
+            _s('fork_proposal_one_top',
+               'layer { name: "rpn" type: "Proposal" bottom: "score" bottom: "delta" bottom: '
+               '"im_info" top: "rois" proposal_param { feat_stride: 16 base_size: 16 min_size:'
+               ' 16 ratio: 0.333 ratio: 0.5 ratio: 0.667 ratio: 1 ratio: 1.5 ratio: 2 ratio: 3'
+               ' scale: 2 scale: 3 scale: 5 scale: 9 scale: 16 scale: 32 pre_nms_topn: 300 '
+               'post_nms_topn: 40 nms_thresh: 0.6 } }',
+               {'score': (1, 84, 8, 10), 'delta': (1, 168, 8, 10), 'im_info': (1, 6)}, 'TEST',
+               golden=True),
+        ],
+        backward=False,
+        golden=['fork_proposal', 'fork_proposal_one_top'],
+    ),
+    "Python": LayerInfo(
+        covered_by='tests/layers/test_python_layer.py',
+    ),
+    "RNN": LayerInfo(
+        samples=[
+            _s('rnn',
+               'layer { name: "rnn" type: "RNN" bottom: "x" bottom: "cont" top: "h" '
+               'recurrent_param { num_output: 3 weight_filler { type: "gaussian" std: 0.3 } '
+               'bias_filler { type: "gaussian" std: 0.2 } } }',
+               {'x': (4, 2, 3), 'cont': (4, 2)}, 'TRAIN', golden=True),
+            _s('export_rnn',
+               'layer { name: "r" type: "RNN" bottom: "x" bottom: "c" top: "o" recurrent_param'
+               ' { num_output: 5 weight_filler { type: "gaussian" std: 0.3 } } }',
+               {'x': (4, 2, 3), 'c': (4, 2)}, 'TEST'),
+        ],
+        backward=True,
+        golden=['rnn'],
+        exports=True,
+    ),
+    "ROIPooling": LayerInfo(
+        samples=[
+            _s('export_roi_pooling',
+               'layer { name: "p" type: "ROIPooling" bottom: "x" bottom: "r" top: "p" '
+               'roi_pooling_param { pooled_h: 3 pooled_w: 2 spatial_scale: 0.25 } } layer { '
+               'name: "q" type: "ROIPooling" bottom: "x" bottom: "r" top: "q" '
+               'roi_pooling_param { pooled_h: 4 pooled_w: 7 spatial_scale: 0.5 } }',
+               {'x': (2, 4, 6, 5), 'r': (9, 5)}, 'TEST'),
+        ],
+        backward=True,
+        exports=True,
+    ),
+    "ReLU": LayerInfo(
+        samples=[
+            _s('relu',
+               'layer { name: "relu" type: "ReLU" bottom: "x" top: "y" }',
+               {'x': (2, 3, 7, 7)}, 'TRAIN', golden=True),
+            _s('relu_leaky',
+               'layer { name: "relu" type: "ReLU" bottom: "x" top: "y" relu_param { '
+               'negative_slope: 0.1 } }',
+               {'x': (2, 3, 7, 7)}, 'TRAIN', golden=True),
+            _s('relu_inplace',
+               'layer { name: "conv" type: "Convolution" bottom: "x" top: "c" '
+               'convolution_param { num_output: 2 kernel_size: 1 weight_filler { type: '
+               '"gaussian" std: 0.3 } bias_filler { type: "gaussian" std: 0.2 } } } layer { '
+               'name: "relu" type: "ReLU" bottom: "c" top: "c" }',
+               {'x': (2, 3, 7, 7)}, 'TRAIN', golden=True),
+        ],
+        backward=True,
+        golden=['relu', 'relu_leaky', 'relu_inplace', 'bn_scale_relu_block'],
+        exports=True,
+        kinks=(0.0,),
+    ),
+    "ReLU6": LayerInfo(
+        samples=[
+            _s('fork_relu6',
+               'layer { name: "r" type: "ReLU6" bottom: "x" top: "y" }',
+               {'x': (2, 3, 7, 7)}, 'TRAIN', golden=True),
+            _s('fork_relu6_slope_threshold',
+               'layer { name: "r" type: "ReLU6" bottom: "x" top: "y" relu6_param { '
+               'negative_slope: 0.1 threshold: 3 } }',
+               {'x': (2, 3, 7, 7)}, 'TRAIN', golden=True),
+            _s('export_mobile',
+               'layer { name: "r" type: "ReLU6" bottom: "x" top: "r" } layer { name: "hs" '
+               'type: "HardSwish" bottom: "x" top: "hs" } layer { name: "hg" type: '
+               '"HardSigmoid" bottom: "x" top: "hg" } layer { name: "sc" type: '
+               '"ShuffleChannel" bottom: "x" top: "sc" shuffle_channel_param { group: 2 } } '
+               'layer { name: "dw" type: "ConvolutionDepthwise" bottom: "x" top: "dw" '
+               'convolution_param { num_output: 4 pad: 1 kernel_size: 3 } }',
+               {'x': (2, 4, 6, 5)}, 'TEST'),
+        ],
+        backward=True,
+        golden=['fork_relu6', 'fork_relu6_slope_threshold'],
+        exports=True,
+        kinks=(0.0, 6.0),
+    ),
+    "Reduction": LayerInfo(
+        samples=[
+            _s('reduction_sum',
+               'layer { name: "r" type: "Reduction" bottom: "x" top: "y" reduction_param { '
+               'operation: SUM axis: 1 coeff: 0.5 } }',
+               {'x': (2, 3, 7, 7)}, 'TRAIN', golden=True),
+            _s('reduction_asum',
+               'layer { name: "r" type: "Reduction" bottom: "x" top: "y" reduction_param { '
+               'operation: ASUM axis: 1 coeff: 0.5 } }',
+               {'x': (2, 3, 7, 7)}, 'TRAIN', golden=True),
+            _s('reduction_sumsq',
+               'layer { name: "r" type: "Reduction" bottom: "x" top: "y" reduction_param { '
+               'operation: SUMSQ axis: 1 coeff: 0.5 } }',
+               {'x': (2, 3, 7, 7)}, 'TRAIN', golden=True),
+        ],
+        backward=True,
+        golden=['reduction_sum', 'reduction_asum', 'reduction_sumsq', 'reduction_mean'],
+        exports=True,
+    ),
+    "RegionLoss": LayerInfo(
+        covered_by='tests/layers/test_fork_detection_yolo.py',
+    ),
+    "Reorg": LayerInfo(
+        samples=[
+            _s('export_yolo_misc',
+               'layer { name: "ro" type: "Reorg" bottom: "x" top: "ro" reorg_param { stride: 2'
+               ' } } layer { name: "rr" type: "Reorg" bottom: "x" top: "rr" reorg_param { '
+               'stride: 2 reverse: true } } layer { name: "se" type: "SeLu" bottom: "x" top: '
+               '"se" } layer { name: "sd" type: "SeLuDropout" bottom: "x" top: "sd" } layer { '
+               'name: "u" type: "Unsqueeze" bottom: "x" top: "u" unsqueeze_param { dim: 1 } }',
+               {'x': (2, 8, 6, 4)}, 'TEST'),
+        ],
+        backward=True,
+        exports=True,
+    ),
+    "Reshape": LayerInfo(
+        samples=[
+            _s('reshape',
+               'layer { name: "r" type: "Reshape" bottom: "x" top: "y" reshape_param { shape {'
+               ' dim: 0 dim: -1 dim: 1 } } }',
+               {'x': (2, 3, 7, 7)}, 'TRAIN', golden=True),
+            _s('export_flatten_reshape',
+               'layer { name: "f" type: "Flatten" bottom: "x" top: "f" flatten_param { axis: 1'
+               ' end_axis: 2 } } layer { name: "r" type: "Reshape" bottom: "x" top: "r" '
+               'reshape_param { shape { dim: 0 dim: -1 dim: 11 } } } layer { name: "r2" type: '
+               '"Reshape" bottom: "x" top: "r2" reshape_param { shape { dim: 3 dim: 3 } axis: '
+               '2 num_axes: 1 } }',
+               {'x': (2, 4, 9, 11)}, 'TEST'),
+        ],
+        backward=True,
+        golden=['reshape'],
+        exports=True,
+    ),
+    "Resize": LayerInfo(
+        samples=[
+            _s('fork_resize_fixed',
+               'layer { name: "r" type: "Resize" bottom: "x" top: "y" resize_param { height: '
+               '11 width: 10 } }',
+               {'x': (2, 3, 7, 7)}, 'TRAIN', golden=True),
+            _s('fork_resize_pyramid_scale',
+               'layer { name: "r" type: "Resize" bottom: "x" top: "y" resize_param { '
+               'is_pyramid_test: true out_height_scale: 2 out_width_scale: 0.5 } }',
+               {'x': (2, 3, 7, 7)}, 'TRAIN', golden=True),
+        ],
+        backward=True,
+        golden=['fork_resize_fixed', 'fork_resize_pyramid_scale'],
+        exports=True,
+    ),
+    "SPP": LayerInfo(
+        samples=[
+            _s('spp',
+               'layer { name: "s" type: "SPP" bottom: "x" top: "y" spp_param { pyramid_height:'
+               ' 2 } }',
+               {'x': (2, 3, 7, 7)}, 'TRAIN', golden=True),
+            _s('export_spp',
+               'layer { name: "s" type: "SPP" bottom: "x" top: "y" spp_param { pyramid_height:'
+               ' 3 } }',
+               {'x': (2, 4, 9, 11)}, 'TEST'),
+        ],
+        backward=True,
+        golden=['spp'],
+        exports=True,
+        distinct_inputs=True,
+    ),
+    "Scale": LayerInfo(
+        samples=[
+            _s('scale_bias',
+               'layer { name: "s" type: "Scale" bottom: "x" top: "y" scale_param { filler { '
+               'type: "gaussian" std: 1 } bias_term: true bias_filler { type: "gaussian" std: '
+               '1 } } }',
+               {'x': (2, 3, 7, 7)}, 'TRAIN', golden=True),
+            _s('scale_two_bottoms',
+               'layer { name: "s" type: "Scale" bottom: "x" bottom: "s" top: "y" scale_param {'
+               ' axis: 0 } }',
+               {'x': (2, 3, 7, 7), 's': (2, 3)}, 'TRAIN', golden=True),
+            _s('scale_axis2',
+               'layer { name: "s" type: "Scale" bottom: "x" top: "y" scale_param { axis: 2 '
+               'num_axes: 1 filler { type: "gaussian" std: 1 } } }',
+               {'x': (2, 3, 7, 7)}, 'TRAIN', golden=True),
+        ],
+        backward=True,
+        golden=['bn_scale_relu_block', 'scale_bias', 'scale_two_bottoms', 'scale_axis2'],
+        exports=True,
+    ),
+    "SeLu": LayerInfo(
+        samples=[
+            _s('export_yolo_misc',
+               'layer { name: "ro" type: "Reorg" bottom: "x" top: "ro" reorg_param { stride: 2'
+               ' } } layer { name: "rr" type: "Reorg" bottom: "x" top: "rr" reorg_param { '
+               'stride: 2 reverse: true } } layer { name: "se" type: "SeLu" bottom: "x" top: '
+               '"se" } layer { name: "sd" type: "SeLuDropout" bottom: "x" top: "sd" } layer { '
+               'name: "u" type: "Unsqueeze" bottom: "x" top: "u" unsqueeze_param { dim: 1 } }',
+               {'x': (2, 8, 6, 4)}, 'TEST'),
+        ],
+        backward=True,
+        exports=True,
+        kinks=(0.0,),
+    ),
+    "SeLuDropout": LayerInfo(
+        samples=[
+            _s('export_yolo_misc',
+               'layer { name: "ro" type: "Reorg" bottom: "x" top: "ro" reorg_param { stride: 2'
+               ' } } layer { name: "rr" type: "Reorg" bottom: "x" top: "rr" reorg_param { '
+               'stride: 2 reverse: true } } layer { name: "se" type: "SeLu" bottom: "x" top: '
+               '"se" } layer { name: "sd" type: "SeLuDropout" bottom: "x" top: "sd" } layer { '
+               'name: "u" type: "Unsqueeze" bottom: "x" top: "u" unsqueeze_param { dim: 1 } }',
+               {'x': (2, 8, 6, 4)}, 'TEST'),
+        ],
+        backward=True,
+        exports=True,
+        kinks=(0.0,),
+    ),
+    "SegAccuracy": LayerInfo(
+        covered_by='tests/layers/test_fork_detection_misc_losses.py',
+    ),
+    "SegmentationEvaluate": LayerInfo(
+        covered_by='tests/layers/test_fork_misc.py',
+    ),
+    "ShuffleChannel": LayerInfo(
+        samples=[
+            _s('export_mobile',
+               'layer { name: "r" type: "ReLU6" bottom: "x" top: "r" } layer { name: "hs" '
+               'type: "HardSwish" bottom: "x" top: "hs" } layer { name: "hg" type: '
+               '"HardSigmoid" bottom: "x" top: "hg" } layer { name: "sc" type: '
+               '"ShuffleChannel" bottom: "x" top: "sc" shuffle_channel_param { group: 2 } } '
+               'layer { name: "dw" type: "ConvolutionDepthwise" bottom: "x" top: "dw" '
+               'convolution_param { num_output: 4 pad: 1 kernel_size: 3 } }',
+               {'x': (2, 4, 6, 5)}, 'TEST'),
+        ],
+        backward=True,
+        exports=True,
+    ),
+    "Sigmoid": LayerInfo(
+        samples=[
+            _s('sigmoid',
+               'layer { name: "s" type: "Sigmoid" bottom: "x" top: "y" }',
+               {'x': (2, 3, 7, 7)}, 'TRAIN', golden=True),
+            _s('export_neurons',
+               'layer { name: "r" type: "ReLU" bottom: "x" top: "r" relu_param { '
+               'negative_slope: 0.1 } } layer { name: "p" type: "PReLU" bottom: "x" top: "p" }'
+               ' layer { name: "ps" type: "PReLU" bottom: "x" top: "ps" prelu_param { '
+               'channel_shared: true } } layer { name: "s" type: "Sigmoid" bottom: "x" top: '
+               '"s" } layer { name: "t" type: "TanH" bottom: "x" top: "t" } layer { name: "e" '
+               'type: "ELU" bottom: "x" top: "e" elu_param { alpha: 0.5 } } layer { name: "a" '
+               'type: "AbsVal" bottom: "x" top: "a" } layer { name: "b" type: "BNLL" bottom: '
+               '"x" top: "b" } layer { name: "th" type: "Threshold" bottom: "x" top: "th" '
+               'threshold_param { threshold: 0.2 } } layer { name: "cl" type: "Clip" bottom: '
+               '"x" top: "cl" clip_param { min: -0.5 max: 0.7 } } layer { name: "sw" type: '
+               '"Swish" bottom: "x" top: "sw" swish_param { beta: 1.5 } } layer { name: "d" '
+               'type: "Dropout" bottom: "x" top: "d" }',
+               {'x': (2, 4, 9, 11)}, 'TEST'),
+        ],
+        backward=True,
+        golden=['sigmoid'],
+        exports=True,
+    ),
+    "SigmoidCrossEntropyLoss": LayerInfo(
+        samples=[
+            _s('sigmoid_xent',
+               'layer { name: "loss" type: "SigmoidCrossEntropyLoss" bottom: "x" bottom: "t" '
+               'top: "loss" }',
+               {'x': (2, 6), 't': (2, 6)}, 'TRAIN', golden=True),
+        ],
+        backward=True,
+        golden=['sigmoid_xent'],
+    ),
+    "Silence": LayerInfo(
+        samples=[
+            _s('export_parameter_dummy_silence',
+               'layer { name: "p" type: "Parameter" top: "p" parameter_param { shape { dim: 2 '
+               'dim: 3 } } } layer { name: "d" type: "DummyData" top: "d" dummy_data_param { '
+               'data_filler { type: "constant" value: 1.5 } shape { dim: 2 dim: 3 } } } layer '
+               '{ name: "e" type: "Eltwise" bottom: "x" bottom: "p" bottom: "d" top: "e" } '
+               'layer { name: "s" type: "Silence" bottom: "x" }',
+               {'x': (2, 3)}, 'TEST'),
+        ],
+        backward=False,
+        exports=True,
+    ),
+    "Slice": LayerInfo(
+        samples=[
+            _s('slice',
+               'layer { name: "s" type: "Slice" bottom: "x" top: "y1" top: "y2" top: "y3" '
+               'slice_param { slice_point: 1 slice_point: 4 axis: 1 } }',
+               {'x': (2, 6, 7, 7)}, 'TRAIN', golden=True),
+            _s('export_concat_slice',
+               'layer { name: "c" type: "Concat" bottom: "x" bottom: "w" top: "c" concat_param'
+               ' { axis: 2 } } layer { name: "s" type: "Slice" bottom: "c" top: "a" top: "b" '
+               'top: "d" slice_param { slice_point: 1 slice_point: 5 axis: 2 } } layer { name:'
+               ' "s2" type: "Slice" bottom: "x" top: "e" top: "f" }',
+               {'x': (2, 4, 3, 5), 'w': (2, 4, 4, 5)}, 'TEST'),
+        ],
+        backward=True,
+        golden=['slice'],
+        exports=True,
+    ),
+    "SmoothL1Loss": LayerInfo(
+        samples=[
+            _s('fork_smoothl1',
+               'layer { name: "loss" type: "SmoothL1Loss" bottom: "a" bottom: "b" top: "loss" '
+               '}',
+               {'a': (2, 12, 2, 1), 'b': (2, 12, 2, 1)}, 'TRAIN', golden=True),
+            _s('fork_smoothl1_loss_weight',
+               'layer { name: "loss" type: "SmoothL1Loss" bottom: "a" bottom: "b" top: "loss" '
+               'loss_weight: 2 }',
+               {'a': (8, 4), 'b': (8, 4)}, 'TRAIN', golden=True),
+        ],
+        backward=True,
+        golden=['fork_smoothl1', 'fork_smoothl1_loss_weight'],
+    ),
+    "SmoothL1LossOHEM": LayerInfo(
+        covered_by='tests/layers/test_fork_detection_ohem.py',
+    ),
+    "Softmax": LayerInfo(
+        samples=[
+            _s('softmax',
+               'layer { name: "s" type: "Softmax" bottom: "x" top: "y" }',
+               {'x': (2, 3, 7, 7)}, 'TRAIN', golden=True),
+            _s('softmax_axis2',
+               'layer { name: "s" type: "Softmax" bottom: "x" top: "y" softmax_param { axis: 2'
+               ' } }',
+               {'x': (2, 3, 7, 7)}, 'TRAIN', golden=True),
+            _s('export_inner_product_axes',
+               'layer { name: "ip" type: "InnerProduct" bottom: "x" top: "y" '
+               'inner_product_param { num_output: 5 axis: 2 } } layer { name: "ipt" type: '
+               '"InnerProduct" bottom: "x" top: "z" inner_product_param { num_output: 3 '
+               'bias_term: false transpose: true } } layer { name: "sm" type: "Softmax" '
+               'bottom: "y" top: "s" softmax_param { axis: 2 } }',
+               {'x': (2, 4, 9, 11)}, 'TEST'),
+        ],
+        backward=True,
+        golden=['softmax', 'softmax_axis2'],
+        exports=True,
+    ),
+    "SoftmaxWithLoss": LayerInfo(
+        samples=[
+            _s('softmaxloss',
+               'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "x" bottom: "label" top: '
+               '"loss" }',
+               {'x': (4, 5), 'label': (4,)}, 'TRAIN', golden=True),
+            _s('softmaxloss_spatial_ignore',
+               'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "x" bottom: "label" top: '
+               '"loss" loss_param { ignore_label: 2 normalization: VALID } }',
+               {'x': (2, 5, 3, 2), 'label': (2, 1, 3, 2)}, 'TRAIN', golden=True),
+            _s('softmaxloss_batchnorm_norm',
+               'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "x" bottom: "label" top: '
+               '"loss" loss_weight: 2.5 loss_param { normalization: BATCH_SIZE } }',
+               {'x': (2, 5, 3, 2), 'label': (2, 1, 3, 2)}, 'TRAIN', golden=True),
+        ],
+        backward=True,
+        golden=['softmaxloss', 'softmaxloss_spatial_ignore', 'softmaxloss_batchnorm_norm'],
+    ),
+    "SoftmaxWithLossOHEM": LayerInfo(
+        covered_by='tests/layers/test_fork_detection_ohem.py',
+    ),
+    "Split": LayerInfo(
+        golden=['split_fanout'],
+        covered_by='tests/core/test_net.py',
+    ),
+    "Swish": LayerInfo(
+        samples=[
+            _s('swish',
+               'layer { name: "sw" type: "Swish" bottom: "x" top: "y" swish_param { beta: 1.5 '
+               '} }',
+               {'x': (2, 3, 4, 5)}),
+            _s('export_neurons',
+               'layer { name: "r" type: "ReLU" bottom: "x" top: "r" relu_param { '
+               'negative_slope: 0.1 } } layer { name: "p" type: "PReLU" bottom: "x" top: "p" }'
+               ' layer { name: "ps" type: "PReLU" bottom: "x" top: "ps" prelu_param { '
+               'channel_shared: true } } layer { name: "s" type: "Sigmoid" bottom: "x" top: '
+               '"s" } layer { name: "t" type: "TanH" bottom: "x" top: "t" } layer { name: "e" '
+               'type: "ELU" bottom: "x" top: "e" elu_param { alpha: 0.5 } } layer { name: "a" '
+               'type: "AbsVal" bottom: "x" top: "a" } layer { name: "b" type: "BNLL" bottom: '
+               '"x" top: "b" } layer { name: "th" type: "Threshold" bottom: "x" top: "th" '
+               'threshold_param { threshold: 0.2 } } layer { name: "cl" type: "Clip" bottom: '
+               '"x" top: "cl" clip_param { min: -0.5 max: 0.7 } } layer { name: "sw" type: '
+               '"Swish" bottom: "x" top: "sw" swish_param { beta: 1.5 } } layer { name: "d" '
+               'type: "Dropout" bottom: "x" top: "d" }',
+               {'x': (2, 4, 9, 11)}, 'TEST'),
+        ],
+        backward=True,
+        exports=True,
+    ),
+    "TanH": LayerInfo(
+        samples=[
+            _s('tanh',
+               'layer { name: "t" type: "TanH" bottom: "x" top: "y" }',
+               {'x': (2, 3, 7, 7)}, 'TRAIN', golden=True),
+            _s('export_neurons',
+               'layer { name: "r" type: "ReLU" bottom: "x" top: "r" relu_param { '
+               'negative_slope: 0.1 } } layer { name: "p" type: "PReLU" bottom: "x" top: "p" }'
+               ' layer { name: "ps" type: "PReLU" bottom: "x" top: "ps" prelu_param { '
+               'channel_shared: true } } layer { name: "s" type: "Sigmoid" bottom: "x" top: '
+               '"s" } layer { name: "t" type: "TanH" bottom: "x" top: "t" } layer { name: "e" '
+               'type: "ELU" bottom: "x" top: "e" elu_param { alpha: 0.5 } } layer { name: "a" '
+               'type: "AbsVal" bottom: "x" top: "a" } layer { name: "b" type: "BNLL" bottom: '
+               '"x" top: "b" } layer { name: "th" type: "Threshold" bottom: "x" top: "th" '
+               'threshold_param { threshold: 0.2 } } layer { name: "cl" type: "Clip" bottom: '
+               '"x" top: "cl" clip_param { min: -0.5 max: 0.7 } } layer { name: "sw" type: '
+               '"Swish" bottom: "x" top: "sw" swish_param { beta: 1.5 } } layer { name: "d" '
+               'type: "Dropout" bottom: "x" top: "d" }',
+               {'x': (2, 4, 9, 11)}, 'TEST'),
+        ],
+        backward=True,
+        golden=['tanh'],
+        exports=True,
+    ),
+    "Threshold": LayerInfo(
+        samples=[
+            _s('threshold',
+               'layer { name: "t" type: "Threshold" bottom: "x" top: "y" threshold_param { '
+               'threshold: 0.2 } }',
+               {'x': (2, 3, 7, 7)}, 'TRAIN', golden=True),
+            _s('export_argmax_ties',
+               'layer { name: "t" type: "Threshold" bottom: "x" top: "t" } layer { name: "a" '
+               'type: "ArgMax" bottom: "t" top: "a" argmax_param { axis: 1 } } layer { name: '
+               '"a2" type: "ArgMax" bottom: "t" top: "a2" argmax_param { top_k: 2 } }',
+               {'x': (2, 4, 9, 11)}, 'TEST'),
+            _s('export_neurons',
+               'layer { name: "r" type: "ReLU" bottom: "x" top: "r" relu_param { '
+               'negative_slope: 0.1 } } layer { name: "p" type: "PReLU" bottom: "x" top: "p" }'
+               ' layer { name: "ps" type: "PReLU" bottom: "x" top: "ps" prelu_param { '
+               'channel_shared: true } } layer { name: "s" type: "Sigmoid" bottom: "x" top: '
+               '"s" } layer { name: "t" type: "TanH" bottom: "x" top: "t" } layer { name: "e" '
+               'type: "ELU" bottom: "x" top: "e" elu_param { alpha: 0.5 } } layer { name: "a" '
+               'type: "AbsVal" bottom: "x" top: "a" } layer { name: "b" type: "BNLL" bottom: '
+               '"x" top: "b" } layer { name: "th" type: "Threshold" bottom: "x" top: "th" '
+               'threshold_param { threshold: 0.2 } } layer { name: "cl" type: "Clip" bottom: '
+               '"x" top: "cl" clip_param { min: -0.5 max: 0.7 } } layer { name: "sw" type: '
+               '"Swish" bottom: "x" top: "sw" swish_param { beta: 1.5 } } layer { name: "d" '
+               'type: "Dropout" bottom: "x" top: "d" }',
+               {'x': (2, 4, 9, 11)}, 'TEST'),
+        ],
+        backward=False,
+        golden=['threshold'],
+        exports=True,
+    ),
+    "Tile": LayerInfo(
+        samples=[
+            _s('tile',
+               'layer { name: "t" type: "Tile" bottom: "x" top: "y" tile_param { axis: 1 '
+               'tiles: 2 } }',
+               {'x': (2, 3, 7, 7)}, 'TRAIN', golden=True),
+            _s('export_crop_tile',
+               'layer { name: "c" type: "Crop" bottom: "x" bottom: "w" top: "c" crop_param { '
+               'axis: 2 offset: 1 offset: 3 } } layer { name: "t" type: "Tile" bottom: "c" '
+               'top: "t" tile_param { axis: 1 tiles: 3 } }',
+               {'x': (2, 4, 9, 11), 'w': (1, 1, 5, 6)}, 'TEST'),
+        ],
+        backward=True,
+        golden=['tile'],
+        exports=True,
+    ),
+    "Unsqueeze": LayerInfo(
+        samples=[
+            _s('fork_unsqueeze_dim1',
+               'layer { name: "u" type: "Unsqueeze" bottom: "x" top: "y" unsqueeze_param { '
+               'dim: 1 } }',
+               {'x': (2, 3, 7, 7)}, 'TRAIN', golden=True),
+            _s('fork_unsqueeze_neg',
+               'layer { name: "u" type: "Unsqueeze" bottom: "x" top: "y" unsqueeze_param { '
+               'dim: -1 } }',
+               {'x': (2, 3, 7)}, 'TRAIN', golden=True),
+            _s('export_yolo_misc',
+               'layer { name: "ro" type: "Reorg" bottom: "x" top: "ro" reorg_param { stride: 2'
+               ' } } layer { name: "rr" type: "Reorg" bottom: "x" top: "rr" reorg_param { '
+               'stride: 2 reverse: true } } layer { name: "se" type: "SeLu" bottom: "x" top: '
+               '"se" } layer { name: "sd" type: "SeLuDropout" bottom: "x" top: "sd" } layer { '
+               'name: "u" type: "Unsqueeze" bottom: "x" top: "u" unsqueeze_param { dim: 1 } }',
+               {'x': (2, 8, 6, 4)}, 'TEST'),
+        ],
+        backward=True,
+        golden=['fork_unsqueeze_dim1', 'fork_unsqueeze_neg'],
+        exports=True,
+    ),
+    "Upsample": LayerInfo(
+        samples=[
+            _s('fork_upsample_4d',
+               'layer { name: "u" type: "Upsample" bottom: "x" top: "y" upsample_param { '
+               'scale: 2 } }',
+               {'x': (2, 3, 7, 7)}, 'TRAIN', golden=True),
+            _s('fork_upsample_3d',
+               'layer { name: "u" type: "Upsample" bottom: "x" top: "y" upsample_param { '
+               'scale: 3 dims_num: 3 } }',
+               {'x': (2, 3, 7)}, 'TRAIN', golden=True),
+            _s('export_upsample_nearest',
+               'layer { name: "u" type: "Upsample" bottom: "x" top: "u" upsample_param { '
+               'scale: 2 } }',
+               {'x': (2, 4, 6, 5)}, 'TEST'),
+        ],
+        backward=True,
+        golden=['fork_upsample_4d', 'fork_upsample_3d'],
+        exports=True,
+    ),
+    "VideoData": LayerInfo(
+        covered_by='tests/data/test_fork_seg_video_data.py',
+    ),
+    "WindowData": LayerInfo(
+        covered_by='tests/data/test_data_layers.py',
+    ),
+    "YoloDetectionOutput": LayerInfo(
+        covered_by='tests/layers/test_fork_detection_yolo.py',
+        shapes_in_forward=True,
+    ),
+    "YoloSeg": LayerInfo(
+        covered_by='tests/layers/test_fork_misc.py',
+    ),
+    "Yolov3": LayerInfo(
+        covered_by='tests/layers/test_fork_detection_yolo.py',
+    ),
+    "Yolov3DetectionOutput": LayerInfo(
+        covered_by='tests/layers/test_fork_detection_yolo.py',
+        shapes_in_forward=True,
+    ),
+}
