@@ -4,13 +4,16 @@ program, or to readable PyTorch source (model.py + weights.pth).
 
 The net is built in the TEST phase. Every export is checked before the command returns:
 onnx's checker (ONNX), then the exported form and decaffe run the same random inputs and
-the largest relative difference of each output is printed; above -tolerance (1e-4) the
-command fails (exit status 1) and the file keeps a `.unverified` suffix. `-check false`
-skips the run (not onnx's checker).
+the largest relative difference of each output is printed; above -tolerance (1e-4), or
+with an empty output, the command fails (exit status 1) and the file keeps a `.unverified`
+suffix. The ONNX form runs in onnxruntime, or in the runtimes `-check` names
+(`-check ort,openvino,opencv`, `-check all`); `-check false` skips the run (not onnx's
+checker).
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from ..errors import DecaffeError
@@ -27,15 +30,20 @@ def main(argv: list[str]) -> int:
     fp.flag("onnx", default="", help="write the ONNX model here")
     fp.flag("torch", default="", help="write the torch.export program here (.pt2)")
     fp.flag("pytorch", default="", help="write model.py and weights.pth into this folder")
-    fp.flag("opset", type=int, default=0, help="ONNX opset (default: the highest onnx and "
-            "onnxruntime both support, at least 17)")
+    fp.flag("opset", type=int, default=0, help="ONNX opset (default: the lowest the net's "
+            "layers need, at least 17)")
     fp.bool_flag("dynamic_batch", default=False, help="make axis 0 of every input symbolic")
     fp.bool_flag("fold_bn", default=False, help="fold BatchNorm/Scale into the layer before "
                  "them first (as decaffe fold_bn)")
     fp.flag("input_shape", default="", help="input shapes replacing the prototxt's, e.g. "
             "data:1,3,224,224 (several separated by ';')")
     fp.flag("end", default="", help="export up to and including this layer")
-    fp.bool_flag("check", default=True, help="run the export against decaffe on random inputs")
+    fp.flag("check", nargs="?", const="true", default="true",
+            help="run the export against decaffe on random inputs: true (onnxruntime for "
+            "-onnx), false, all (every installed runtime), or a list of ort, openvino, "
+            "opencv (e.g. ort,openvino,opencv)")
+    fp.add_argument("-nocheck", "--nocheck", dest="check", action="store_const",
+                    const="false", help=argparse.SUPPRESS)
     fp.flag("tolerance", type=float, default=1e-4,
             help="largest relative difference accepted")
     fp.flag("seed", type=int, default=0, help="seed of the random check inputs")
@@ -56,6 +64,9 @@ def _export(args) -> int:
         raise DecaffeError("give at least one of -onnx FILE, -torch FILE.pt2, -pytorch DIR")
     if args.opset and args.opset < 1:
         raise DecaffeError(f"-opset: must be positive, not {args.opset}")
+    from ..export.verify import check_runtimes
+
+    args.check = check_runtimes(args.check)  # an unknown or missing runtime fails first
     require_file(args.model, "model")
     if args.weights:
         require_file(args.weights, "weights")

@@ -305,12 +305,22 @@ class NormalizeExport(LayerExport):
                 f"{layer.across_spatial}, {layer.eps!r})")
 
 
-def _separable_matrices(node, in_shape, out_shape):
-    hw = (in_shape[2], in_shape[3], out_shape[2], out_shape[3])
-    try:
-        ah, aw = node.layer._matrices(hw)
-    except TypeError:
-        ah, aw = node.layer._matrices(hw[:2])
+def _separable_matrices(node, graph) -> tuple[np.ndarray, np.ndarray]:
+    """The layer's own (A_h, A_w) for the node's static shapes: each separable layer keys its
+    matrices differently (Interp by input, effective input and output sides; Resize by input
+    and output sides; BilinearInterpolate by input sides)."""
+    layer = node.layer
+    in_shape = graph.shape(node.bottoms[0])
+    out_shape = graph.shape(node.tops[0])
+    h, w = in_shape[2], in_shape[3]
+    if node.type == "Interp":
+        ref = graph.shape(node.bottoms[1]) if len(node.bottoms) > 1 else None
+        key = (h, w) + tuple(layer._out_size(tuple(in_shape), ref))
+    elif node.type == "Resize":
+        key = (h, w, out_shape[2], out_shape[3])
+    else:
+        key = (h, w)
+    ah, aw = layer._matrices(key)
     return np.asarray(ah, np.float32), np.asarray(aw, np.float32)
 
 
@@ -336,7 +346,7 @@ class SeparableResizeExport(LayerExport):
             b.op("Resize", [x, "", "", sizes], node.tops[0], mode="linear",
                  coordinate_transformation_mode="align_corners")
             return
-        ah, aw = _separable_matrices(node, b.shape(x), out)
+        ah, aw = _separable_matrices(node, b.graph)
         y = b.op("MatMul", [b.const(ah), x])
         b.op("MatMul", [y, b.const(aw.T)], node.tops[0])
 
@@ -346,7 +356,7 @@ class SeparableResizeExport(LayerExport):
         if self._plain_interp(node, s.graph):
             return (f"F.interpolate({s.v(x)}, size={_tuple(out[2:])}, mode='bilinear', "
                     "align_corners=True)")
-        ah, aw = _separable_matrices(node, s.shape(x), out)
+        ah, aw = _separable_matrices(node, s.graph)
         return (f"torch.matmul(torch.matmul({s.const(node, ah, 'rows')}, {s.v(x)}), "
                 f"{s.const(node, aw.T, 'cols')})")
 
@@ -359,7 +369,9 @@ class UnpoolExport(LayerExport):
         x, mask = node.bottoms[:2]
         n, c = b.shape(x)[:2]
         out = b.shape(node.tops[0])
-        idx = b.op("Cast", [b.reshape(mask, [0, c, -1])], to=7)
+        # the pooling's int64 indices where the mask comes from a MAX pooling of the graph
+        idx = b.indices.get(mask) or b.op("Cast", [mask], to=7)
+        idx = b.reshape(idx, [0, c, -1])
         zeros = b.const(np.zeros((n, c, out[2] * out[3]), np.float32), hint="zeros")
         if b.graph.varies(x, 0):
             size = b.op("Concat", [b.slice(b.op("Shape", [idx]), [0], [1], [0]),
