@@ -17,6 +17,9 @@ import argparse
 import sys
 
 from ..errors import DecaffeError
+from ..export.deploy import deploy_form, needs_deploy_form
+from ..export.graph import parse_input_shapes
+from ..formats import prototxt
 from ..proto import caffe_pb2
 from .flags import FlagParser
 from .train import parse_stages, require_file
@@ -70,8 +73,21 @@ def _export(args) -> int:
     require_file(args.model, "model")
     if args.weights:
         require_file(args.weights, "weights")
-    net = Net(args.model, caffe_pb2.TEST, weights=args.weights or None, level=args.level,
-              stages=parse_stages(args.stage))
+    source = prototxt.read_net(args.model)
+    if not args.end and needs_deploy_form(source, caffe_pb2.TEST, args.level,
+                                          parse_stages(args.stage)):
+        # a train_val/train_test net: exported as its deploy form (decaffe deploy_net)
+        form = deploy_form(source, parse_input_shapes(args.input_shape)
+                           if args.input_shape else None, caffe_pb2.TEST, args.level,
+                           parse_stages(args.stage))
+        print(f"'{args.model}' is a training net; exporting its deploy form:")
+        for line in form.changes:
+            print(f"  {line}")
+        net = Net(form.param, caffe_pb2.TEST, weights=args.weights or None)
+        net.source = args.model
+    else:
+        net = Net(args.model, caffe_pb2.TEST, weights=args.weights or None, level=args.level,
+                  stages=parse_stages(args.stage))
     graph, folded = ex.prepare(net, fold_bn=args.fold_bn, input_shapes=args.input_shape or None,
                                end=args.end or None, dynamic_batch=args.dynamic_batch)
     if folded is not None:

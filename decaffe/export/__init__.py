@@ -86,6 +86,8 @@ class ExportReport:
         if self.opset_reason:
             extra += f" ({self.opset_reason})"
         out.append(f"{self.form}: wrote {self.path}{extra}")
+        changes = getattr(self.graph, "deploy_changes", None) or []
+        out.extend(f"  deploy form: {c}" for c in changes)
         if not self.by_runtime:
             out.append(f"  not run (-check false){'; onnx checker: ok' if self.opset else ''}")
         for rt, diffs in self.by_runtime.items():
@@ -108,11 +110,23 @@ def _as_net(net):
 
 def prepare(net, *, fold_bn: bool = False, input_shapes=None, end: str | None = None,
             dynamic_batch: bool = False) -> tuple[ExportGraph, Any]:
-    """(export graph, FoldResult or None) for a net and the export options."""
+    """(export graph, FoldResult or None) for a net and the export options. A net with data
+    or loss/accuracy layers (a train_val net) is exported as its deploy form
+    (decaffe.export.deploy; graph.deploy_changes lists what changed) unless end is given."""
     from .graph import build_graph, parse_input_shapes
 
     net = original = _as_net(net)
     folded = None
+    changes: list[str] = []
+    if end is None:
+        from .deploy import deploy_net_of, net_has_training_layers
+
+        if net_has_training_layers(net):  # a train_val net: its deploy form is exported
+            shapes = parse_input_shapes(input_shapes) if isinstance(input_shapes, str) \
+                else input_shapes
+            net, form = deploy_net_of(net, shapes)
+            original = net
+            changes = form.changes
     if fold_bn:
         from ..bn.fold import fold
 
@@ -127,6 +141,7 @@ def prepare(net, *, fold_bn: bool = False, input_shapes=None, end: str | None = 
     if isinstance(input_shapes, str):
         input_shapes = parse_input_shapes(input_shapes)
     graph = build_graph(net, end=end, input_shapes=input_shapes, dynamic_batch=dynamic_batch)
+    graph.deploy_changes = changes
     if folded is not None:  # the checks compare with the net as it was before folding
         graph.reference = original
         last = net._layer_names[graph.end]

@@ -63,7 +63,7 @@ def _interp_reference(x, ho, wo, pb=0, pe=0):
 def test_interp_with_pads_or_a_side_of_one_exports(spec, size, pads, tmp_path):
     net = _net('layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 1 dim: 2 '
                'dim: 7 dim: 9 } } } layer { name: "interp" type: "Interp" bottom: "x" top: "y" '
-               'interp_param { %s } }' % spec)
+               'interp_param { ' + spec + ' } }')
     report = to_onnx(net, str(tmp_path / "i.onnx"))
     assert report.verified and report.graph.shapes["y"][2:] == size
     assert to_pytorch_source(net, str(tmp_path / "pt")).verified
@@ -216,7 +216,7 @@ def test_every_runtime_checks_the_export(tmp_path, capsys):
     out = capsys.readouterr().out
     assert rc == 0, out
     for name in ("onnxruntime", "OpenVINO (CPU, f32)", "OpenCV dnn"):
-        assert f"output pool: largest relative difference" in out and f"({name}" in out
+        assert "output pool: largest relative difference" in out and f"({name}" in out
     report = to_onnx(_net(text), str(tmp_path / "m.onnx"), check="all")
     assert set(report.by_runtime) == {"ort", "openvino", "opencv"}
     assert main(["export", "-model", str(path), "-onnx", str(tmp_path / "x.onnx"), "-check",
