@@ -120,7 +120,7 @@ class DetectionOutputExport(LayerExport):
             scores = b.op("Gather", [scores, b.ints(classes)], axis=1)  # [N, C', P]
         # NaN scores never pass the threshold: -inf keeps them out of TopK's first places
         scores = b.op("Where", [b.op("IsNaN", [scores]), b.scalar(-np.inf), scores])
-        vals, idx = b.op("TopK", [scores, b.ints([k_top])], 2, axis=2, largest=1, sorted=1)
+        vals, idx = self._stable_top_k(b, scores, p, k_top)
         valid = b.op("Greater", [vals, b.scalar(np.float32(layer.conf_threshold))])
         idx4 = b.op("Expand", [b.reshape(idx, [0, nc, k_top, 1]), b.ints([1, 1, 1, 4])])
         cand = b.op("GatherElements", [boxes, idx4], axis=2)           # [N, C', K, 4]
@@ -144,6 +144,45 @@ class DetectionOutputExport(LayerExport):
         b.reshape(out, [1, 1, -1, 7], top)
 
     # -- parts ----------------------------------------------------------------------------------
+    # above this many candidates per class the pairwise ordering below (K² comparisons per
+    # image and class) is not written and TopK's own tie order is relied on
+    PAIRWISE_LIMIT = 1024
+
+    @classmethod
+    def _stable_top_k(cls, b, scores: str, p: int, k: int) -> tuple[str, str]:
+        """The k best of each (image, class)'s p scores, descending, equal scores in index
+        order (the fork's std::stable_sort), with operators whose result does not depend on
+        a runtime's tie rule: ONNX TopK puts equal values lower index first, but OpenVINO's
+        does not (saturated scores of 1.0 came out in another order). Only TopK's values are
+        used: the k-th value t selects every score > t and the first (by index) of those = t
+        (CumSum); their order is each one's rank among them (pairwise comparisons), and a
+        TopK over distinct ranks. Returns (values, indices) of shape [N, C', k]."""
+        vals, idx = b.op("TopK", [scores, b.ints([k])], 2, axis=2, largest=1, sorted=1)
+        if k > cls.PAIRWISE_LIMIT:
+            return vals, idx
+        t = b.slice(vals, [k - 1], [k], [2])                              # [N, C', 1]
+        greater = b.op("Greater", [scores, t])
+        equal = b.op("Equal", [scores, t])
+        need = b.op("Sub", [b.scalar(float(k)), b.reduce(
+            "ReduceSum", b.op("Cast", [greater], to=1), [2], True)])
+        seen = b.op("CumSum", [b.op("Cast", [equal], to=1), b.ints([2])])
+        first = b.op("And", [equal, b.op("Not", [b.op("Greater", [seen, need])])])
+        chosen = b.op("Or", [greater, first])                             # k per row
+        # the chosen indices in ascending order: TopK over distinct keys p − index
+        key = b.op("Where", [chosen, b.const(np.arange(p, 0, -1, dtype=np.float32)),
+                             b.scalar(0.0)])
+        _, pos = b.op("TopK", [key, b.ints([k])], 2, axis=2, largest=1, sorted=1)
+        v = b.op("GatherElements", [scores, pos], axis=2)                 # [N, C', k]
+        vi = b.reshape(v, [0, 0, k, 1])
+        vj = b.reshape(v, [0, 0, 1, k])
+        lower = b.const(np.triu(np.ones((k, k), dtype=bool), 1), np.bool_)  # i < j
+        ahead = b.op("Or", [b.op("Greater", [vi, vj]),
+                            b.op("And", [b.op("Equal", [vi, vj]), lower])])
+        rank = b.reduce("ReduceSum", b.op("Cast", [ahead], to=1), [2], False)  # [N, C', k]
+        _, order = b.op("TopK", [rank, b.ints([k])], 2, axis=2, largest=0, sorted=1)
+        return (b.op("GatherElements", [v, order], axis=2),
+                b.op("GatherElements", [pos, order], axis=2))
+
     @staticmethod
     def _fallback(b, loc: str) -> str:
         """[N, 7] rows [i, -1, -1, -1, -1, -1, -1] (N from loc, so a symbolic batch holds)."""
@@ -219,16 +258,22 @@ class DetectionOutputExport(LayerExport):
 
     @staticmethod
     def _keep_top_k(b, layer, vals: str, keep: str, nc: int, k: int) -> str:
-        """The keep_top_k best kept detections of each image (ties in label, rank order)."""
+        """The keep_top_k best kept detections of each image (ties in label, rank order):
+        TopK's keep_top_k-th value t, then every kept score > t and the first (in label, rank
+        order, by CumSum) of those = t, so that no runtime's TopK tie rule decides."""
         total = nc * k
         flat_keep = b.reshape(keep, [0, total])
         ms = b.op("Where", [flat_keep, b.reshape(vals, [0, total]), b.scalar(-np.inf)])
-        _, top = b.op("TopK", [ms, b.ints([layer.keep_top_k])], 2, axis=1, largest=1,
+        top, _ = b.op("TopK", [ms, b.ints([layer.keep_top_k])], 2, axis=1, largest=1,
                       sorted=1)
-        ones = _filled(b, b.op("Shape", [top]), 1.0)
-        picked = b.op("ScatterElements", [_filled(b, b.op("Shape", [ms]), 0.0), top, ones],
-                      axis=1)
-        picked = b.op("Greater", [picked, b.scalar(0.0)])
+        t = b.slice(top, [layer.keep_top_k - 1], [layer.keep_top_k], [1])  # [N, 1]
+        greater = b.op("Greater", [ms, t])
+        equal = b.op("Equal", [ms, t])
+        need = b.op("Sub", [b.scalar(float(layer.keep_top_k)), b.reduce(
+            "ReduceSum", b.op("Cast", [greater], to=1), [1], True)])
+        seen = b.op("CumSum", [b.op("Cast", [equal], to=1), b.ints([1])])
+        first = b.op("And", [equal, b.op("Not", [b.op("Greater", [seen, need])])])
+        picked = b.op("Or", [greater, first])
         return b.reshape(b.op("And", [picked, flat_keep]), [0, nc, k])
 
     def torch(self, s, node):

@@ -37,6 +37,7 @@ OP_MIN_OPSET = {
     "ScatterND": 11,
     "ScatterElements": 11,
     "GatherND": 11,
+    "CumSum": 11,
 }
 _OR_EQUAL = {"GreaterOrEqual": "Greater", "LessOrEqual": "Less"}
 # operators whose axes turned from an attribute into an input at opset 18
@@ -142,7 +143,8 @@ class OnnxBuilder:
         """Add one operator; returns its output name (or names when out is a count/list)."""
         from onnx import helper
 
-        self.need(op_type, OP_MIN_OPSET.get(op_type, MIN_OPSET))
+        if not (op_type == "ReduceSum" and "axes" in attrs):  # the attribute form: any opset
+            self.need(op_type, OP_MIN_OPSET.get(op_type, MIN_OPSET))
         if op_type in _OR_EQUAL and self.opset >= 16:
             # GreaterOrEqual/LessOrEqual became version 16 at opset 16 (bfloat16), which
             # converters such as onnx2torch refuse: Or(Greater, Equal) is the same predicate
@@ -210,7 +212,8 @@ class OnnxBuilder:
 
     def reduce(self, op_type: str, x: str, axes, keepdims: bool, out: str | None = None) -> str:
         axes = [int(a) for a in axes]
-        if op_type == "ReduceSum" or (op_type in _REDUCE_AXES_INPUT_18 and self.opset >= 18):
+        if (op_type == "ReduceSum" and self.opset >= 13) or (
+                op_type in _REDUCE_AXES_INPUT_18 and self.opset >= 18):
             return self.op(op_type, [x, self.ints(axes)], out, keepdims=int(keepdims))
         return self.op(op_type, [x], out, axes=axes, keepdims=int(keepdims))
 

@@ -322,3 +322,22 @@ def test_detection_output_needs_opset_11(tmp_path):
         to_onnx(net, str(tmp_path / "det.onnx"), opset=10)
     assert not list(tmp_path.iterdir())
     assert to_onnx(net, str(tmp_path / "det.onnx"), opset=11).verified
+
+
+@pytest.mark.parametrize("setting", ["center_size", "keep_top_k_cuts"])
+def test_tied_scores_keep_index_order_in_every_runtime(setting, tmp_path):
+    """Saturated scores (exactly 1.0) tie: the rows keep the fork's stable order in every
+    runtime (OpenVINO's TopK orders equal values its own way; the graph does not rely on it)."""
+    from decaffe.export.verify import check_runtimes, random_inputs
+
+    net = ssd_net(detection=SETTINGS[setting])
+    for name in ("f1_conf", "f2_conf"):
+        for blob in net.params[name]:
+            blob.data[...] *= 40.0
+    report = to_onnx(net, str(tmp_path / "ssd.onnx"), check="all")
+    assert report.verified and tuple(report.by_runtime) == check_runtimes("all")
+    for k, v in random_inputs(report.graph, 0).items():
+        net.blobs[k].data[...] = v
+    rows = net.forward()["detection_out"].reshape(-1, 7)
+    labels, counts = np.unique(rows[rows[:, 2] == 1.0, 1], return_counts=True)
+    assert counts.max() >= 2  # equal scores within a label: their order is the tie rule
