@@ -776,14 +776,34 @@ def _onnx_roi_features(b, x: str, rois: str) -> tuple[str, str]:
     return r, b.op("Gather", [x, b.reshape(idx, [-1])], axis=0)
 
 
+# ROI extents up to this many times the feature map's side (plus a margin) take their bin
+# size from a table; proposals are clipped to the image, so real ROIs stay far below it
+_ROI_TABLE_SIDES, _ROI_TABLE_MARGIN = 4, 64
+
+
 def _onnx_roi_bins(b, start: str, end: str, pooled: int, size: int):
-    """ONNX form of runtime.caffe_roi_bins: (R, pooled, size) masks, (R, pooled) non-empty."""
+    """ONNX form of runtime.caffe_roi_bins: (R, pooled, size) masks, (R, pooled) non-empty.
+
+    Caffe's bin size is the float32 quotient extent / pooled, and floor/ceil of its
+    multiples decide the bins' edges, so it must be that exact quotient: OpenVINO computes
+    every Div as a multiplication by the reciprocal (one ulp off, and ceil(6 · 7/6) became
+    8, not 7, moving a bin of Fast R-CNN's ROIs). The extent is a whole number, so the
+    quotient comes from a table computed here in float32 for extents 1..E (E four times the
+    side plus 64); only larger extents divide in the graph. Products k · bin are Mul."""
     one = b.scalar(1.0)
-    extent = b.op("Max", [b.op("Add", [b.op("Sub", [end, start]), one]), one])
-    bin_size = b.op("Div", [extent, b.scalar(float(pooled))])  # (R, 1)
+    extent = b.op("Max", [b.op("Add", [b.op("Sub", [end, start]), one]), one])  # (R, 1)
+    top = _ROI_TABLE_SIDES * size + _ROI_TABLE_MARGIN
+    table = b.const(np.arange(1, top + 1, dtype=np.float32) / np.float32(pooled),
+                    hint="bin_sizes")
+    row = b.op("Cast", [b.op("Sub", [b.op("Min", [extent, b.scalar(float(top))]), one])],
+               to=7)
+    looked = b.op("Gather", [table, row], axis=0)                          # (R, 1)
+    bin_size = b.op("Where", [b.op("Greater", [extent, b.scalar(float(top))]),
+                              b.op("Div", [extent, b.scalar(float(pooled))]), looked])
     k = b.const(np.arange(pooled, dtype=np.float32)[None])
+    k1 = b.const(np.arange(1, pooled + 1, dtype=np.float32)[None])
     lo = b.op("Add", [b.op("Floor", [b.op("Mul", [k, bin_size])]), start])
-    hi = b.op("Add", [b.op("Ceil", [b.op("Mul", [b.op("Add", [k, one]), bin_size])]), start])
+    hi = b.op("Add", [b.op("Ceil", [b.op("Mul", [k1, bin_size])]), start])
     lo, hi, mask = _onnx_cell_mask(b, lo, hi, size)
     return mask, b.op("Greater", [hi, lo])
 

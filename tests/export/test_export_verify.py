@@ -222,3 +222,34 @@ def test_every_runtime_checks_the_export(tmp_path, capsys):
     assert main(["export", "-model", str(path), "-onnx", str(tmp_path / "x.onnx"), "-check",
                  "bogus"]) != 0
     assert "-check: unknown runtime 'bogus'" in capsys.readouterr().err
+
+
+ROI_NET = ('layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 2 '
+           'dim: 14 dim: 14 } } } layer { name: "rois" type: "Input" top: "rois" input_param { '
+           'shape { dim: 3 dim: 5 } } } layer { name: "pool" type: "ROIPooling" bottom: "data" '
+           'bottom: "rois" top: "pool" roi_pooling_param { pooled_w: 6 pooled_h: 6 '
+           'spatial_scale: 0.0625 } }')
+
+
+def test_roi_bins_are_caffes_float_quotients_in_every_runtime(tmp_path):
+    """Fast R-CNN's bins: extent 7 over 6 bins puts the last edge at ceil(6 · fl(7/6)) = 7;
+    a runtime dividing by multiplying with the reciprocal (OpenVINO) got 8, so the graph
+    reads the quotient from a table made in float32."""
+    from decaffe.export.verify import RUNTIMES
+
+    net = _net(ROI_NET)
+    report = to_onnx(net, str(tmp_path / "r.onnx"), check="all")
+    assert report.verified
+    x = np.random.default_rng(1).standard_normal((1, 2, 14, 14)).astype(np.float32)
+    # rows 6..12 (extent 7) and 3..5 (extent 3), a wide one, one past the table (extent 200)
+    rois = np.array([[0, 41.774, 98.9489, 78.8455, 197.4059],
+                     [0, 0.0, 0.0, 223.0, 223.0],
+                     [0, -1600.0, -1600.0, 1600.0, 1600.0]], np.float32)
+    net.blobs["data"].data[...] = x
+    net.blobs["rois"].data[...] = rois
+    ref = net.forward()["pool"]
+    for rt in (r for r in RUNTIMES if runtime_installed(r)):
+        got = onnx_runtime_runner(rt, report.path, report.graph)({"data": x, "rois": rois})
+        assert np.array_equal(got["pool"], ref), rt
+    model = onnx.load(report.path)
+    assert any(i.name.startswith("pool/bin_sizes") for i in model.graph.initializer)
