@@ -19,7 +19,10 @@ parameters and shapes:
   its order (DetectionOutputExport; adaptive NMS refused); in the generated PyTorch source an
   eager copy of the layer; the torch.export form refuses it (greedy NMS is not traceable),
   naming -end;
-- YOLO's detection outputs and Proposal are refused with the way out (-end).
+- YOLO's detection outputs (YoloDetectionOutput, Yolov3DetectionOutput): in ONNX, the
+  fork's decoding, a sort and one class-agnostic NonMaxSuppression, row for row
+  (YoloDetectionOutputExport); the torch forms refuse them;
+- Proposal is refused with the way out (-end).
 """
 
 from __future__ import annotations
@@ -542,9 +545,170 @@ class AxpyExport(LayerExport):
         return f"{a}.reshape({a}.shape[0], {c}{', 1' * (nd - 2)}) * {x} + {y}"
 
 
-refuse_types("YOLO's detection output decodes boxes and keeps a data-dependent number of them "
-             "(NMS); export up to its inputs with -end and decode outside the graph",
-             "YoloDetectionOutput", "Yolov3DetectionOutput")
+@register_export("YoloDetectionOutput", "Yolov3DetectionOutput")
+class YoloDetectionOutputExport(LayerExport):
+    """eric612/MobileNet-YOLO's YoloDetectionOutput (YOLOv2) and Yolov3DetectionOutput as ONNX
+    (yolo_detection_output_layer.cpp, yolov3_detection_output_layer.cpp), rows as the fork
+    writes them:
+
+    1. every candidate in the fork's enumeration order (bottom, image, cell row-major,
+       anchor; YOLOv3 also class), decoded as decaffe.layers.yolo does: x = (col + σ(t0))/S,
+       y = (row + σ(t1))/S, w, h = exp(t2|t3)·bias/(S [· anchors_scale]); YOLOv2 scores
+       σ(t4)·max softmax (the first maximum's class), kept at ≥ confidence_threshold;
+       YOLOv3 scores σ(class)·σ(t4), one candidate per class, kept at > threshold;
+    2. all of them sorted by score (equal scores in enumeration order, not left to TopK's
+       tie rule up to DetectionOutputExport.PAIRWISE_LIMIT candidates) and one
+       class-agnostic NonMaxSuppression over every image's candidates together, as the
+       fork does, visiting them in that order (scores replaced by their rank); IoU ≥
+       nms_threshold suppresses (NonMaxSuppression suppresses above a threshold one float
+       below it), center-form boxes;
+    3. rows [0, class + 1, score, x − w/2, y − h/2, x + w/2, y + h/2] of the kept ones in
+       that order (image_id 0, the fork's quirk), or one row [i, −1, …] per image when no
+       candidate passes the threshold.
+
+    The torch forms refuse it (greedy NMS of a data-dependent size), naming -end."""
+
+    def refuse(self, node, graph):
+        if node.tops[0] not in graph.outputs:
+            return ("its top has a data-dependent number of rows and is read by a later "
+                    "layer; " + _end_hint(node, graph))
+        return None
+
+    def onnx(self, b, node):
+        layer = node.layer
+        v3 = node.type == "Yolov3DetectionOutput"
+        parts = [self._candidates_v3(b, layer, x, t) if v3 else self._candidates_v2(b, layer, x)
+                 for t, x in enumerate(node.bottoms)]
+        scores, boxes, labels = (b.op("Concat", [p[i] for p in parts], axis=0)
+                                 if len(parts) > 1 else parts[0][i] for i in range(3))
+        thresh = b.scalar(np.float32(layer.confidence_threshold))
+        valid = b.op("Greater" if v3 else "GreaterOrEqual", [scores, thresh])
+        scores = b.op("Where", [valid, scores, b.scalar(-np.inf)])
+        total = int(sum(self._count(b, layer, x, v3) for x in node.bottoms))
+        # equal scores in enumeration order, whatever the runtime's TopK tie rule
+        vals, order = DetectionOutputExport._stable_top_k(
+            b, b.reshape(scores, [1, 1, total]), total, total)
+        order = b.reshape(order, [total])
+        ok = b.op("Greater", [b.reshape(vals, [total]), b.scalar(-np.inf)])
+        boxes = b.op("Gather", [boxes, order], axis=0)                     # [M, 4] x, y, w, h
+        ranks = b.op("Where", [ok, b.const(np.arange(total, 0, -1, dtype=np.float32)),
+                               b.scalar(0.0)])
+        nms = np.float32(layer.nms_threshold)
+        if nms <= 0:  # every IoU (0 included) is >= the threshold: the best box alone stays
+            first = np.zeros(total, bool)
+            first[0] = True
+            kept = b.op("And", [ok, b.const(first, np.bool_)])
+        elif nms > 1:  # no IoU reaches it: every candidate stays
+            kept = ok
+        else:
+            thr = np.nextafter(nms, np.float32(-np.inf))
+            sel = b.op("NonMaxSuppression", [
+                b.reshape(boxes, [1, total, 4]), b.reshape(ranks, [1, 1, total]),
+                b.ints([total]), b.const(np.array([thr], np.float32)),
+                b.const(np.array([0.5], np.float32))], center_point_box=1)
+            where = b.op("Gather", [sel, b.ints([2])], axis=1)                   # [D, 1]
+            ones = _filled(b, b.slice(b.op("Shape", [sel]), [0], [1], [0]), 1.0)
+            kept = b.op("ScatterND", [_filled(b, b.ints([total]), 0.0), where, ones])
+            kept = b.op("Greater", [kept, b.scalar(0.0)])
+        at = b.reshape(b.op("NonZero", [kept]), [-1])
+        score = b.reshape(b.op("Gather", [b.reshape(vals, [total]), at], axis=0), [-1, 1])
+        label = b.op("Gather", [b.op("Gather", [labels, order], axis=0), at], axis=0)
+        label = b.reshape(b.op("Add", [label, b.scalar(1.0)]), [-1, 1])
+        box = b.op("Gather", [boxes, at], axis=0)
+        xy = b.slice(box, [0], [2], [1])
+        half = b.op("Div", [b.slice(box, [2], [4], [1]), b.scalar(2.0)])
+        zero = b.op("Mul", [score, b.scalar(0.0)])
+        rows = b.op("Concat", [zero, label, score, b.op("Sub", [xy, half]),
+                               b.op("Add", [xy, half])], axis=1)
+        batch_of = node.bottoms[-1] if v3 else node.bottoms[0]
+        fallback = DetectionOutputExport._fallback(b, batch_of)
+        both = b.op("Concat", [rows, fallback], axis=0)
+        count = b.slice(b.op("Shape", [rows]), [0], [1], [0])
+        images = b.slice(b.op("Shape", [fallback]), [0], [1], [0])
+        end = b.op("Where", [b.op("Equal", [count, b.ints([0])]), images, count])
+        top = node.tops[0]
+        b.dims[top] = {2: f"{node.name}_detections"}
+        b.reshape(b.op("Slice", [both, b.ints([0]), end, b.ints([0])]), [1, 1, -1, 7], top)
+
+    @staticmethod
+    def _count(b, layer, x, v3: bool) -> int:
+        n, _, side, _ = b.shape(x)
+        return n * side * side * layer.num_box * (layer.num_classes if v3 else 1)
+
+    @staticmethod
+    def _grid(side: int, num_box: int, classes: int = 0):
+        """col and row of each (row, col, anchor[, class]) position, float32."""
+        shape = (1, side, side, num_box) + ((classes,) if classes else ())
+        row = np.arange(side, dtype=np.float32).reshape((1, side, 1, 1) + (1,) * bool(classes))
+        col = np.arange(side, dtype=np.float32).reshape((1, 1, side, 1) + (1,) * bool(classes))
+        return np.broadcast_to(col, shape).copy(), np.broadcast_to(row, shape).copy()
+
+    def _candidates_v2(self, b, layer, x):
+        """(scores [M], boxes [M, 4], classes [M]) of one YOLOv2 map, enumeration order."""
+        n, c, side, _ = b.shape(x)
+        a, per, k = layer.num_box, c // layer.num_box, layer.num_classes
+        v = b.op("Transpose", [b.reshape(x, [n, a, per, side, side])], perm=[0, 3, 4, 1, 2])
+        t = [b.slice(v, [i], [i + 1], [4]) for i in range(5)]               # [N, S, S, A, 1]
+        logits = b.slice(v, [5], [5 + k], [4])
+        e = b.op("Exp", [b.op("Sub", [logits, b.reduce("ReduceMax", logits, [4], True)])])
+        prob = b.op("Div", [e, b.reduce("ReduceSum", e, [4], True)])
+        best = b.reduce("ReduceMax", prob, [4], True)
+        first = b.op("Where", [b.op("Equal", [prob, best]),
+                               b.const(np.arange(k, dtype=np.float32)), b.scalar(float(k))])
+        label = b.reduce("ReduceMin", first, [4], True)
+        score = b.op("Mul", [b.op("Sigmoid", [t[4]]), best])
+        col, row = self._grid(side, a)
+        biases = np.asarray(layer.biases[:2 * a], np.float32).reshape(a, 2)
+        box = self._box(b, t, col[..., None], row[..., None], side, biases[:, 0], biases[:, 1],
+                        float(side))
+        m = n * side * side * a
+        return b.reshape(score, [m]), b.reshape(box, [m, 4]), b.reshape(label, [m])
+
+    def _candidates_v3(self, b, layer, x, t_index: int):
+        """The same for one YOLOv3 map: a candidate per (cell, anchor, class)."""
+        n, _, side, _ = b.shape(x)
+        a, k = layer.num_box, layer.num_classes
+        length = 5 + k
+        flat = b.slice(b.reshape(x, [n, -1]), [0], [a * length * side * side], [1])
+        v = b.op("Transpose", [b.reshape(flat, [n, a, length, side, side])],
+                 perm=[0, 3, 4, 1, 2])                                         # N, S, S, A, L
+        t = [b.slice(v, [i], [i + 1], [4]) for i in range(5)]
+        cls = b.op("Sigmoid", [b.slice(v, [5], [length], [4])])
+        score = b.op("Mul", [cls, b.op("Sigmoid", [t[4]])])                  # [N, S, S, A, K]
+        col, row = self._grid(side, a)
+        anchors = [layer.mask[i + t_index * layer.groups] for i in range(a)]
+        biases = np.asarray(layer.biases, np.float32).reshape(-1, 2)[anchors]
+        scale = float(np.float32(side * layer.anchors_scale[t_index]))
+        box = self._box(b, t, col[..., None], row[..., None], side, biases[:, 0], biases[:, 1],
+                        scale)                                                 # N, S, S, A, 4
+        box = b.op("Expand", [b.reshape(box, [n, side, side, a, 1, 4]),
+                              b.ints([1, 1, 1, 1, k, 4])])
+        m = n * side * side * a * k
+        label = b.const(np.broadcast_to(np.arange(k, dtype=np.float32),
+                                        (n, side, side, a, k)).reshape(-1))
+        return b.reshape(score, [m]), b.reshape(box, [m, 4]), label
+
+    @staticmethod
+    def _box(b, t, col, row, side, bw, bh, scale):
+        """[x, y, w, h] in the fork's order of float operations: (col + σ)/S, exp·bias/scale."""
+        s = b.scalar(float(side))
+        x = b.op("Div", [b.op("Add", [b.const(col), b.op("Sigmoid", [t[0]])]), s])
+        y = b.op("Div", [b.op("Add", [b.const(row), b.op("Sigmoid", [t[1]])]), s])
+        a = len(bw)
+        w = b.op("Div", [b.op("Mul", [b.op("Exp", [t[2]]),
+                                      b.const(np.asarray(bw, np.float32).reshape(a, 1))]),
+                         b.scalar(scale)])
+        h = b.op("Div", [b.op("Mul", [b.op("Exp", [t[3]]),
+                                      b.const(np.asarray(bh, np.float32).reshape(a, 1))]),
+                         b.scalar(scale)])
+        return b.op("Concat", [x, y, w, h], axis=-1)
+
+    def torch(self, s, node):
+        raise node.fail(f"the torch forms (-torch, -pytorch) cannot carry {node.type}: its "
+                        "greedy NMS keeps a data-dependent number of boxes; the ONNX form "
+                        "(-onnx, NonMaxSuppression) exports it, or " + _end_hint(node, s.graph))
+
+
 refuse_types("an evaluation or training-only layer (it scores against labels or picks training "
              "examples), not part of a deploy graph; stop before it with -end",
              "DetectionEvaluate", "SegAccuracy", "BoxAnnotatorOHEM")

@@ -10,9 +10,9 @@ unit deviation: nets whose BN is merged into their convolutions otherwise reach 
 of 1e7, where no two float32 implementations agree on a final Softmax.
 Layers with a data-dependent output count (DetectionOutput, YOLO's detection outputs,
 Proposal and py-faster-rcnn's Python proposal layer) are refused by the exporter (SSD's
-DetectionOutput by the torch.export form only; tests/export/test_export_detection.py covers
-its ONNX and PyTorch-source forms), so those nets export up to the layer before the first
-of them. A net decaffe cannot build is skipped
+DetectionOutput by the torch.export form only, YOLO's by both torch forms;
+tests/export/test_export_detection.py and test_export_yolo.py cover their ONNX forms), so
+those nets export up to the layer before the first of them. A net decaffe cannot build is skipped
 with the reason; a net that builds and fails to export fails. One net per repository (its
 smallest) runs by default, the rest with DECAFFE_SLOW=1."""
 
