@@ -25,8 +25,9 @@ from decaffe.mode import (  # noqa: F401
                      solver_count,
                      solver_rank,
 )
-from decaffe.parallel import NCCL, has_nccl  # noqa: F401
 from decaffe.precision import set_precision  # noqa: F401  (decaffe's: bf16/fp16/tf32 passes)
+from decaffe.pycaffe.parallel import NCCL, has_nccl  # noqa: F401
+from decaffe.pycaffe.timer import Timer  # noqa: F401
 from decaffe.solvers import (  # noqa: F401
                      AdaDeltaSolver,
                      AdaGradSolver,
@@ -36,7 +37,6 @@ from decaffe.solvers import (  # noqa: F401
                      SGDSolver,
                      get_solver,
 )
-from decaffe.timer import Timer  # noqa: F401
 
 # pycaffe's __init__ imports these submodules, so they are attributes of the package:
 # caffe.proto.caffe_pb2.BlobProto() works after a plain `import caffe`.

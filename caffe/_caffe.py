@@ -21,8 +21,9 @@ from decaffe.mode import (  # noqa: F401
     solver_count,
     solver_rank,
 )
-from decaffe.parallel import NCCL, has_nccl  # noqa: F401
 from decaffe.proto.caffe_pb2 import LayerParameter, SolverParameter  # noqa: F401
+from decaffe.pycaffe.parallel import NCCL, has_nccl  # noqa: F401
+from decaffe.pycaffe.timer import Timer  # noqa: F401
 from decaffe.solvers import (  # noqa: F401
     AdaDeltaSolver,
     AdaGradSolver,
@@ -33,4 +34,3 @@ from decaffe.solvers import (  # noqa: F401
     Solver,
     get_solver,
 )
-from decaffe.timer import Timer  # noqa: F401

@@ -1,3 +1,3 @@
 """pycaffe's caffe.classifier module."""
 
-from decaffe.classifier import Classifier  # noqa: F401
+from decaffe.pycaffe.classifier import Classifier  # noqa: F401

@@ -1,7 +1,7 @@
 """pycaffe's caffe.coord_map: map coordinates between NetSpec tops, and crop by them
-(see decaffe.coord_map)."""
+(see decaffe.pycaffe.coord_map)."""
 
-from decaffe.coord_map import (  # noqa: F401
+from decaffe.pycaffe.coord_map import (  # noqa: F401
     PASS_THROUGH_LAYERS,
     AxisMismatchException,
     CoordMapError,

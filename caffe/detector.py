@@ -1,3 +1,3 @@
 """pycaffe's caffe.detector module."""
 
-from decaffe.detector import Detector  # noqa: F401
+from decaffe.pycaffe.detector import Detector  # noqa: F401

@@ -1,6 +1,6 @@
-"""pycaffe's caffe.draw: draw a NetParameter as a graph (see decaffe.draw)."""
+"""pycaffe's caffe.draw: draw a NetParameter as a graph (see decaffe.pycaffe.draw)."""
 
-from decaffe.draw import (  # noqa: F401
+from decaffe.pycaffe.draw import (  # noqa: F401
     BLOB_STYLE,
     LAYER_STYLE_DEFAULT,
     NEURON_LAYER_STYLE,

@@ -1,4 +1,4 @@
 """pycaffe's caffe.io: image loading, the Transformer, and array/proto conversions."""
 
-from decaffe.pyio import *  # noqa: F401,F403
-from decaffe.pyio import __all__  # noqa: F401
+from decaffe.pycaffe.io import *  # noqa: F401,F403
+from decaffe.pycaffe.io import __all__  # noqa: F401

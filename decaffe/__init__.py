@@ -19,7 +19,7 @@ __version__ = "1.0.0"
 # Names whose modules import torch load on first use, so that tools which only read and
 # write Caffe's files (upgrades, conversions) start in a fraction of a second.
 _LAZY = {
-    "Net": ("net", "Net"),
+    "Net": ("pycaffe.net", "Net"),  # the engine's Net with pycaffe's methods
     "Blob": ("blob", "Blob"),
     "TorchLayer": ("layer", "Layer"),
     "layer_type_list": ("layer", "layer_type_list"),

@@ -4,7 +4,10 @@ and the multi-process solver count and rank."""
 from __future__ import annotations
 
 import operator
+import random
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from .errors import DecaffeError
 
@@ -25,7 +28,7 @@ def set_mode_cpu() -> None:
 
 def set_mode_gpu() -> None:
     """Run every net on the current CUDA device from the next pass on."""
-    import torch
+    import torch  # torch loads on first use: decaffe/__init__ and the file tools import this module
 
     if not torch.cuda.is_available():
         raise DecaffeError("set_mode_gpu: no CUDA device is available to PyTorch")
@@ -34,7 +37,7 @@ def set_mode_gpu() -> None:
 
 def set_device(device_id: int) -> None:
     """Choose the CUDA device used in GPU mode (Caffe's set_device)."""
-    import torch
+    import torch  # torch loads on first use: decaffe/__init__ and the file tools import this module
 
     try:
         device_id = operator.index(device_id)
@@ -54,13 +57,30 @@ def set_device(device_id: int) -> None:
     _state["device_id"] = int(device_id)
 
 
+def use_gpu(device_id: int) -> str:
+    """Switch to GPU mode on device_id (decaffe's -gpu flag); a DecaffeError naming the flag
+    when PyTorch sees no CUDA device or no such device. Returns the device's name."""
+    import torch  # torch loads on first use: decaffe/__init__ and the file tools import this module
+
+    if not torch.cuda.is_available():
+        raise DecaffeError(f"-gpu {device_id}: no CUDA device is available to PyTorch (torch "
+                           f"{torch.__version__}); run without -gpu to use the CPU")
+    count = torch.cuda.device_count()
+    if device_id >= count:
+        raise DecaffeError(f"-gpu {device_id}: no such device ({count} CUDA device"
+                           f"{'s' if count != 1 else ''}: ids 0 to {count - 1})")
+    set_device(device_id)
+    set_mode_gpu()
+    return torch.cuda.get_device_name(device_id)
+
+
 def mode() -> str:
     return _state["mode"]
 
 
 def device() -> torch.device:
     """The torch device the current mode computes on."""
-    import torch
+    import torch  # torch loads on first use: decaffe/__init__ and the file tools import this module
 
     if _state["mode"] == "gpu":
         return torch.device("cuda", _state["device_id"])
@@ -69,12 +89,10 @@ def device() -> torch.device:
 
 def set_random_seed(seed: int) -> None:
     """Seed every random number decaffe draws (fillers, dropout, data shuffling)."""
-    import torch
+    import torch  # torch loads on first use: decaffe/__init__ and the file tools import this module
 
     torch.manual_seed(int(seed))
-    import numpy as np
     np.random.seed(int(seed) % (2**32))
-    import random
     random.seed(int(seed))
 
 
@@ -104,7 +122,7 @@ def set_multiprocess(flag: bool) -> None:
 
 def sync_bn() -> bool:
     """Whether TRAIN-phase BatchNorm takes its batch statistics over every worker's batch
-    (decaffe train -sync_bn; see decaffe.distributed.sync_bn)."""
+    (decaffe train -sync_bn; see decaffe.sync_bn)."""
     return _state["sync_bn"]
 
 

@@ -26,10 +26,15 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from . import log, precision
 from . import mode as _mode
 from .blob import Blob, ParamBlob
 from .errors import DecaffeError, NetError, suggest
+from .formats import prototxt, upgrade
+from .formats import weights as wfmt
+from .formats.weights import blobproto_message_to_record, shapes_match
 from .layer import Layer, layer_class
+from .net_args import net_init_args
 from .proto import caffe_pb2
 
 TRAIN, TEST = _mode.TRAIN, _mode.TEST
@@ -141,11 +146,7 @@ def insert_splits(param):
 
 def load_net_param(source) -> caffe_pb2.NetParameter:
     """A NetParameter from a prototxt path, prototxt text or message, upgraded as Caffe does."""
-    from .formats import prototxt
-
     if isinstance(source, caffe_pb2.NetParameter):
-        from .formats import upgrade
-
         p = caffe_pb2.NetParameter()
         p.CopyFrom(source)
         if upgrade.net_needs_upgrade(p):
@@ -232,8 +233,6 @@ class Net(torch.nn.Module):
             raise DecaffeError("Net(): give the network (a prototxt path) once, by position or "
                                "as network_file=")
         network = network if network is not None else network_file
-        from .pycaffe_net import net_init_args
-
         # pycaffe's forms: (file, phase, level, stages, weights) and (file, weights, phase)
         phase, weights, level, stages = net_init_args(args, phase, weights, level, stages)
         param = load_net_param(network)
@@ -468,8 +467,6 @@ class Net(torch.nn.Module):
         with `blobs`) are its starting values, as Caffe's Layer constructor reads them
         (recurrent layers excepted: Caffe's replaces them with its unrolled net's). A count
         or a shape the layer cannot use is refused, as Caffe's convolution refuses it."""
-        from .formats.weights import blobproto_message_to_record, shapes_match
-
         if len(lp.blobs) != layer.num_blobs:
             raise NetError(f"Incorrect number of weight blobs: the definition gives "
                            f"{len(lp.blobs)}, the layer has {layer.num_blobs}", layer=lp.name)
@@ -616,8 +613,6 @@ class Net(torch.nn.Module):
         for blobs in self._param_blobs:
             for b in blobs:
                 b.to(dev)
-        from . import precision
-
         if precision.channels_last(dev, self._compiled is not None):
             self._to_channels_last()
         self._device = dev
@@ -712,8 +707,6 @@ class Net(torch.nn.Module):
         items = self._batch_item_layers if self.items_apart and self.phase == TEST and \
             self._device.type == "cpu" else ()
         skip = -1
-        from . import precision
-
         low = precision.low_precision_dtype() is not None
         with torch.set_grad_enabled(want_grad), precision.autocast(self._device):
             loss = None
@@ -1086,8 +1079,6 @@ class Net(torch.nn.Module):
     def copy_from(self, path: str) -> None:
         """Load weights by layer name from a .caffemodel or .caffemodel.h5 (Caffe's
         CopyTrainedLayersFrom)."""
-        from .formats import weights as wfmt
-
         self.copy_from_layers(wfmt.load_weights(path), source=path,
                               first_of_name=not os.fspath(path).endswith(".h5"))
 
@@ -1099,9 +1090,6 @@ class Net(torch.nn.Module):
         raises NetError naming the layer. Where several layers share a name, a binary
         caffemodel fills the first (Caffe searches from the start), HDF5 the last (Caffe's
         name index): first_of_name chooses."""
-        from . import log
-        from .formats.weights import shapes_match
-
         names = list(enumerate(self._layer_names))
         index = {n: i for i, n in (reversed(names) if first_of_name else names)}
         for name, records in layers:
@@ -1178,38 +1166,18 @@ class Net(torch.nn.Module):
     def save(self, path: str, write_diff: bool = False) -> None:
         """Write a .caffemodel as Caffe's Net::ToProto would (to a temporary file, then
         renamed into place)."""
-        from .formats import weights as wfmt
-
         param, data, diffs = self.to_proto(write_diff)
         wfmt.save_caffemodel(path, param, data, diffs)
 
     def save_hdf5(self, path: str, write_diff: bool = False) -> None:
-        from .formats import weights as wfmt
-
         _, data, diffs = self.to_proto(write_diff)
         wfmt.save_hdf5(path, [(self._layer_names[li], arrs) for li, arrs in data.items()],
                        None if diffs is None else
                        [(self._layer_names[li], arrs) for li, arrs in diffs.items()])
 
     def load_hdf5(self, path: str) -> None:
-        from .formats import weights as wfmt
-
         self.copy_from_layers(wfmt.load_hdf5(path), source=path, first_of_name=False)
 
     def __repr__(self) -> str:
         return f"<decaffe.Net {self.name!r}: {len(self._layers)} layers, phase " \
                f"{'TRAIN' if self.phase == TRAIN else 'TEST'}>"
-
-
-def _attach_pycaffe_helpers() -> None:
-    # pycaffe defines these in Python on top of the C++ Net; so do we
-    from . import pycaffe_net as _p
-
-    Net.forward_all = _p.forward_all
-    Net.forward_backward_all = _p.forward_backward_all
-    Net._batch = _p._batch
-    Net.set_input_arrays = _p.set_input_arrays
-    Net._set_input_arrays = _p.set_input_arrays
-
-
-_attach_pycaffe_helpers()

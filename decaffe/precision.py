@@ -19,7 +19,10 @@ from __future__ import annotations
 import contextlib
 import math
 
-from .errors import DecaffeError
+import torch
+
+from . import log
+from .errors import DecaffeError, suggest
 
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 _state = {"precision": "fp32", "channels_last": None}
@@ -27,12 +30,8 @@ _state = {"precision": "fp32", "channels_last": None}
 
 def set_precision(name: str) -> None:
     """Use ``name`` (fp32, tf32, bf16, fp16) for every net's passes from now on."""
-    import torch
-
     key = str(name).lower().strip()
     if key not in PRECISIONS:
-        from .errors import suggest
-
         raise DecaffeError(f"precision: unknown precision '{name}'{suggest(key, PRECISIONS)} "
                            f"(known: {', '.join(PRECISIONS)})")
     _state["precision"] = key
@@ -48,8 +47,6 @@ def precision() -> str:
 
 def low_precision_dtype():
     """torch.bfloat16 / torch.float16 under bf16 / fp16, else None."""
-    import torch
-
     return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(_state["precision"])
 
 
@@ -58,8 +55,6 @@ def autocast(device):
     dtype = low_precision_dtype()
     if dtype is None:
         return contextlib.nullcontext()
-    import torch
-
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
@@ -93,8 +88,6 @@ class LossScaler:
 
     def unscale(self, params) -> bool:
         """Divide the gradients by the scale; True when they are finite (update them)."""
-        import torch
-
         grads = [p.grad for p in params if p.grad is not None]
         if not grads:
             return True
@@ -137,8 +130,6 @@ def loss_scaler_for(solver) -> LossScaler | None:
 def unscale_gradients(solver, scaler: LossScaler) -> bool:
     """fp16: gradients ÷ the loss scale; False (skip this update, as AMP does; the
     iteration still counts) when some gradient overflowed."""
-    from . import log
-
     ok = scaler.unscale(solver.net.learnable_params)
     if not ok:
         log.warning(f"Iteration {solver.iter}: fp16 gradients overflowed; update skipped, "

@@ -24,6 +24,8 @@ import math
 import os
 import time
 
+import torch
+
 _state = {"fixed": None, "decode": None, "applied": None}
 
 
@@ -87,8 +89,6 @@ def _fixed_from_env() -> int | None:
 def configure(threads: int = 0) -> int:
     """Set the thread counts for a decaffe command; ``threads`` > 0 fixes the intra-op
     count (-threads N). Returns the intra-op count in use."""
-    import torch
-
     fixed = threads if threads > 0 else _fixed_from_env()
     _state["fixed"] = fixed
     n = fixed if fixed else choose()
@@ -101,8 +101,6 @@ def configure(threads: int = 0) -> int:
 
 
 def _apply(n: int) -> None:
-    import torch
-
     if _state["applied"] != n:
         torch.set_num_threads(n)
         _state["applied"] = n

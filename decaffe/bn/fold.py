@@ -36,11 +36,14 @@ import numpy as np
 import torch
 
 from ..errors import DecaffeError
+from ..formats import prototxt
+from ..formats import weights as wfmt
+from ..net import Net
 from ..proto import caffe_pb2
 
 # Layers whose output channels are a linear function of their weights, per channel.
 ABSORBERS = ("Convolution", "Deconvolution", "InnerProduct")
-# Normalisation layers that fold: BVLC's and the forks' (decaffe.layers.fork_norm).
+# Normalisation layers that fold: BVLC's and the forks' (decaffe.layers.forks.norm).
 NORMS = ("BatchNorm", "BN", "BatchNormKyle")
 
 Version = tuple[int, int]  # (layer index, top index) of one value a blob name holds
@@ -186,8 +189,6 @@ class FoldResult:
 
     def build(self, dtype: torch.dtype | None = None):
         """The folded net, built and loaded with the folded weights."""
-        from ..net import Net
-
         kwargs = {} if dtype is None else {"dtype": dtype}
         net = Net(self.net_param, phase=self.phase, **kwargs)
         net.copy_from_layers(self.weights, source="<folded weights>")
@@ -195,9 +196,6 @@ class FoldResult:
 
     def save(self, model_path: str, weights_path: str) -> None:
         """Write the folded prototxt and a caffemodel with its weights."""
-        from ..formats import prototxt
-        from ..formats import weights as wfmt
-
         prototxt.write_text(self.net_param, model_path)
         index = {lp.name: i for i, lp in enumerate(self.net_param.layer)}
         data = {index[name]: arrays for name, arrays in self.weights if arrays}

@@ -9,7 +9,10 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from importlib import metadata
 
+from .. import __version__
+from ..errors import DecaffeError, suggest
 from . import flags
 
 # verb -> (module, one-line help)
@@ -53,9 +56,6 @@ def _usage(name: str) -> str:
 
 def version_line(name: str) -> str:
     """What --version prints; read from package metadata so that PyTorch is not imported."""
-    from importlib import metadata
-
-    from .. import __version__
 
     try:
         torch_version = metadata.version("torch")
@@ -73,8 +73,6 @@ def _command_name() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one verb: ``main(["train", "-solver", "s.prototxt"])``; returns the exit status."""
-    from ..errors import DecaffeError
-
     name = _command_name()
     flags.COMMAND_NAME = name
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -86,8 +84,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv else 1
     verb = argv[0]
     if verb not in COMMANDS:
-        from ..errors import suggest
-
         print(f"{name}: unknown command '{verb}'{suggest(verb, COMMANDS)}\n", file=sys.stderr)
         print(_usage(name), file=sys.stderr)
         return 1

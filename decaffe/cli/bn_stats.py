@@ -24,8 +24,8 @@ import numpy as np
 
 from ..errors import DecaffeError
 from ..proto import caffe_pb2
+from .common import parse_gpus, parse_phase, parse_stages, require_file, single_device
 from .flags import FlagParser
-from .train import parse_gpus, parse_phase, parse_stages, require_file, single_device
 
 USAGE = ("usage: decaffe bn_stats show -model M [-weights W]\n"
          "       decaffe bn_stats recompute -model M -weights W -iterations N -out O")
@@ -51,7 +51,7 @@ def _common(fp: FlagParser) -> None:
 
 
 def _build(model: str, phase: int, args):
-    from ..net import Net
+    from ..net import Net  # after parsing: -help loads no PyTorch
 
     return Net(model, phase, level=args.level, stages=parse_stages(args.stage))
 

@@ -42,6 +42,7 @@ def main(argv: list[str]) -> int:
 
 def compute_image_mean(db_path: str, backend: str = "lmdb") -> np.ndarray:
     """The C×H×W float32 mean of a database's Datums, as Caffe computes it."""
+    # decaffe.data imports cv2 and torch: loaded when run, not for -help
     from ..data.datum import datum_array, parse_datum
     from ..data.db import READ, open_db
 

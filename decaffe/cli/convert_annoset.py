@@ -113,8 +113,9 @@ def image_datum(path: str, label: int, height: int, width: int, min_dim: int, ma
                 is_color: bool, encoding: str) -> caffe_pb2.Datum | None:
     """The fork's ReadImageToDatum: raw pixels, or the image encoded (the file's own bytes
     when nothing would change them), with channels/height/width recorded either way."""
-    import cv2
+    import cv2  # loaded when converting, not for -help
 
+    # decaffe.data imports cv2 and torch: loaded when run, not for -help
     from ..data.datum import image_to_datum
 
     img = read_image(path, height, width, min_dim, max_dim, is_color)
@@ -249,8 +250,9 @@ def convert_annoset(root_folder: str, listfile: str, db_name: str, *,
                     resize_width: int = 0, check_size: bool = False, encoded: bool = False,
                     encode_type: str = "", seed: int | None = None, log=sys.stderr) -> int:
     """Build the database; returns the number of records stored."""
-    import cv2
+    import cv2  # loaded when converting, not for -help
 
+    # decaffe.data imports cv2 and torch: loaded when run, not for -help
     from ..data.db import NEW, open_db
 
     if anno_type not in ("classification", "detection"):

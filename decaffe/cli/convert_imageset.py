@@ -47,9 +47,10 @@ def convert_imageset(root_folder: str, listfile: str, db_name: str, *, backend: 
                      resize_width: int = 0, check_size: bool = False, encoded: bool = False,
                      encode_type: str = "", log=sys.stderr) -> int:
     """Build the database; returns the number of images stored."""
+    # decaffe.data imports cv2 and torch: loaded when run, not for -help
     from ..data.datum import read_image_to_datum
     from ..data.db import NEW, open_db
-    from ..layers.data import read_image_list
+    from ..data.sources import read_image_list
 
     lines = read_image_list(listfile)
     if shuffle:

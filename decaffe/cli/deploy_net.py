@@ -7,8 +7,9 @@ shapes that only the data layer's source would tell (a database that is not here
 from __future__ import annotations
 
 from ..formats import prototxt
+from ..proto import caffe_pb2
+from .common import parse_phase, parse_stages, require_file
 from .flags import FlagParser
-from .train import parse_phase, parse_stages, require_file
 
 
 def main(argv: list[str]) -> int:
@@ -21,9 +22,8 @@ def main(argv: list[str]) -> int:
     fp.flag("level", type=int, default=0, help="optional; network level")
     fp.flag("stage", default="", help="optional; network stages, separated by ','")
     args = fp.parse(argv[1:])
-    from ..export.deploy import deploy_form
-    from ..export.graph import parse_input_shapes
-    from ..proto import caffe_pb2
+    from ..export.deploy import deploy_form  # after parsing: -help loads no PyTorch
+    from ..export.graph import parse_input_shapes  # after parsing: -help loads no PyTorch
 
     require_file(args.input, "IN")
     param = prototxt.read_net(args.input)

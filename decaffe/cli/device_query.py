@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from .. import log
 from ..errors import DecaffeError
+from .common import parse_gpus
 from .flags import FlagParser
-from .train import parse_gpus
 
 # (label, property name, formatter) in Caffe's DeviceQuery order, where torch reports it
 _FIELDS = (
@@ -31,7 +31,7 @@ _FIELDS = (
 
 def device_lines(device_id: int) -> list[str]:
     """'Label: value' lines for one device, as Caffe's Caffe::DeviceQuery prints them."""
-    import torch
+    import torch  # after parsing: -help loads no PyTorch
 
     props = torch.cuda.get_device_properties(device_id)
     lines = [f"{'Device id:':31s}{device_id}"]

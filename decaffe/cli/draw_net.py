@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from ..errors import DecaffeError
+from ..pycaffe import draw
 from .flags import FlagParser
 
 
@@ -19,9 +21,6 @@ def main(argv: list[str]) -> int:
     p.add_argument("-display_lrm", "--display_lrm", dest="display_lrm", action="store_true",
                    help="show the learning-rate multipliers of learning layers")
     args = p.parse(argv[1:])
-    from .. import draw
-    from ..errors import DecaffeError
-
     phase_name = args.phase.upper()
     if phase_name == "ALL":
         phase = None

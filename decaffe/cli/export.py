@@ -17,12 +17,10 @@ import argparse
 import sys
 
 from ..errors import DecaffeError
-from ..export.deploy import deploy_form, needs_deploy_form
-from ..export.graph import parse_input_shapes
 from ..formats import prototxt
 from ..proto import caffe_pb2
+from .common import parse_stages, require_file
 from .flags import FlagParser
-from .train import parse_stages, require_file
 
 
 def main(argv: list[str]) -> int:
@@ -57,9 +55,9 @@ def main(argv: list[str]) -> int:
 
 
 def _export(args) -> int:
-    from .. import export as ex
-    from ..export.graph import ExportError
-    from ..net import Net
+    from .. import export as ex  # after parsing: -help loads no PyTorch
+    from ..export.registry import ExportError  # after parsing: -help loads no PyTorch
+    from ..net import Net  # after parsing: -help loads no PyTorch
 
     if not args.model:
         raise DecaffeError("-model: required")
@@ -67,7 +65,12 @@ def _export(args) -> int:
         raise DecaffeError("give at least one of -onnx FILE, -torch FILE.pt2, -pytorch DIR")
     if args.opset and args.opset < 1:
         raise DecaffeError(f"-opset: must be positive, not {args.opset}")
-    from ..export.verify import check_runtimes
+    from ..export.deploy import (  # after parsing: -help loads no PyTorch
+        deploy_form,
+        needs_deploy_form,
+    )
+    from ..export.graph import parse_input_shapes  # after parsing: -help loads no PyTorch
+    from ..export.verify import check_runtimes  # after parsing: -help loads no PyTorch
 
     args.check = check_runtimes(args.check)  # an unknown or missing runtime fails first
     require_file(args.model, "model")

@@ -13,6 +13,7 @@ import sys
 
 import numpy as np
 
+from .. import mode
 from ..errors import DecaffeError
 from ..proto import caffe_pb2
 from .flags import FlagParser
@@ -34,16 +35,14 @@ def main(argv: list[str]) -> int:
         positional = rest.pop(0)  # Caffe's sixth argument
         db_type = db_type or positional
     db_type = db_type or "lmdb"
-    import decaffe
-
     if rest and rest[0].upper() == "GPU":
-        decaffe.set_mode_gpu()
+        mode.set_mode_gpu()
         if len(rest) > 1:
-            decaffe.set_device(int(rest[1]))
+            mode.set_device(int(rest[1]))
     elif rest and rest[0].upper() != "CPU":
         raise DecaffeError(f"unexpected argument {rest[0]!r} (expected CPU or GPU)")
     else:
-        decaffe.set_mode_cpu()
+        mode.set_mode_cpu()
     extract_features(args.weights, args.model, args.blobs.split(","), args.dbs.split(","),
                      args.num_batches, db_type)
     return 0
@@ -52,16 +51,16 @@ def main(argv: list[str]) -> int:
 def extract_features(weights: str, model: str, blob_names: list[str], db_names: list[str],
                      num_batches: int, backend: str = "lmdb", log=sys.stderr) -> list[int]:
     """Run the extraction; returns how many examples each database received."""
-    import decaffe
-
+    # decaffe.data imports cv2 and torch: loaded when run, not for -help
     from ..data.db import NEW, open_db
+    from ..net import Net  # after parsing: -help loads no PyTorch
 
     if len(blob_names) != len(db_names):
         raise DecaffeError(f"the number of blob names ({len(blob_names)}) and database names "
                            f"({len(db_names)}) must be equal")
     if num_batches < 0:
         raise DecaffeError(f"the number of mini-batches must not be negative ({num_batches})")
-    net = decaffe.Net(model, decaffe.TEST, weights=weights)
+    net = Net(model, mode.TEST, weights=weights)
     for name in blob_names:
         if name not in net.blobs:
             raise DecaffeError(f"unknown feature blob name '{name}' in the network {model}")

@@ -16,8 +16,8 @@ import sys
 
 from ..errors import DecaffeError
 from ..proto import caffe_pb2
+from .common import parse_gpus, parse_stages, require_file, single_device
 from .flags import FlagParser
-from .train import parse_gpus, parse_stages, require_file, single_device
 
 
 def main(argv: list[str]) -> int:
@@ -40,8 +40,9 @@ def main(argv: list[str]) -> int:
 
 
 def _fold(args) -> int:
+    # after parsing: -help loads no PyTorch
     from ..bn.fold import compare, fold_result, random_inputs, time_forward
-    from ..net import Net, filter_net, load_net_param
+    from ..net import Net, filter_net, load_net_param  # after parsing: -help loads no PyTorch
 
     for flag in ("model", "weights", "out_model", "out_weights"):
         if not getattr(args, flag):

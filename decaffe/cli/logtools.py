@@ -156,10 +156,10 @@ def _series(rows: list[OrderedDict], pick) -> dict[str, tuple[list[float], list[
 
 def plot_log(path: str, out_png: str) -> list[str]:
     """Draw loss, accuracy and learning rate against iterations; returns the panels drawn."""
-    import matplotlib
+    import matplotlib  # matplotlib (a few hundred ms) only for plotting
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # matplotlib, only for plotting
 
     train, test = parse_log(path)
     if not train and not test:

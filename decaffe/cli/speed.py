@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..errors import DecaffeError
 from .flags import FlagParser
 
 
@@ -18,9 +19,9 @@ def add_flags(fp: FlagParser) -> None:
 
 def apply(args) -> None:
     """Set threads, precision and compilation for this process from the flags."""
+    # compile, precision and threads import torch: after parsing: -help loads no PyTorch
     from .. import compile as _compile
-    from .. import log, precision, threads
-    from ..errors import DecaffeError
+    from .. import log, precision, threads  # after parsing: -help loads no PyTorch
 
     if args.threads < 0:
         raise DecaffeError(f"-threads: must be >= 0, not {args.threads}")
@@ -35,6 +36,7 @@ def apply(args) -> None:
 
 def prepare(net) -> None:
     """Compile a net when -compile is on."""
+    # compile imports torch: after parsing: -help loads no PyTorch
     from .. import compile as _compile
 
     if _compile.enabled():

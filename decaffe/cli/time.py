@@ -17,8 +17,8 @@ from .. import log
 from ..errors import DecaffeError
 from ..proto import caffe_pb2
 from . import speed
+from .common import parse_gpus, parse_phase, parse_stages, require_file, single_device
 from .flags import FlagParser, add_net_flags
-from .train import parse_gpus, parse_phase, parse_stages, require_file, single_device
 
 
 def main(argv: list[str]) -> int:
@@ -35,9 +35,9 @@ def _ms(seconds: float) -> str:
 
 
 def _time(args) -> int:
-    import torch
+    import torch  # after parsing: -help loads no PyTorch
 
-    from ..net import Net
+    from ..net import Net  # after parsing: -help loads no PyTorch
 
     if not args.model:
         raise DecaffeError("-model: need a model definition to time")

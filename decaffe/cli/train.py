@@ -19,7 +19,6 @@ first layer whose output was not finite; -nan_effect=continue goes on as Caffe w
 
 from __future__ import annotations
 
-import os
 import signal
 
 from .. import log
@@ -27,83 +26,10 @@ from .. import mode as _mode
 from ..errors import DecaffeError
 from ..proto import caffe_pb2
 from . import speed
+from .common import parse_gpus, parse_stages, require_file
 from .flags import FlagParser
 
 EFFECTS = ("stop", "snapshot", "none")
-
-
-# ----------------------------------------------------------------------------------------------
-# helpers shared by train, test and time
-# ----------------------------------------------------------------------------------------------
-def parse_gpus(flag: str) -> list[int]:
-    """-gpu: '' (none), 'all' (every CUDA device) or comma-separated device ids."""
-    flag = (flag or "").strip()
-    if not flag:
-        return []
-    if flag == "all":
-        import torch
-
-        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if n == 0:
-            raise DecaffeError("-gpu all: no CUDA device is available to PyTorch")
-        return list(range(n))
-    try:
-        ids = [int(s) for s in flag.split(",")]
-    except ValueError:
-        raise DecaffeError(f"-gpu: expected device ids separated by ',' or 'all', not "
-                           f"'{flag}'") from None
-    if any(i < 0 for i in ids):
-        raise DecaffeError(f"-gpu: device ids must be >= 0, not '{flag}'")
-    return ids
-
-
-def use_gpu(device_id: int) -> str:
-    """Switch to GPU mode on a device; a clear error when there is none. Returns its name."""
-    import torch
-
-    if not torch.cuda.is_available():
-        raise DecaffeError(f"-gpu {device_id}: no CUDA device is available to PyTorch (torch "
-                           f"{torch.__version__}); run without -gpu to use the CPU")
-    count = torch.cuda.device_count()
-    if device_id >= count:
-        raise DecaffeError(f"-gpu {device_id}: no such device ({count} CUDA device"
-                           f"{'s' if count != 1 else ''}: ids 0 to {count - 1})")
-    _mode.set_device(device_id)
-    _mode.set_mode_gpu()
-    return torch.cuda.get_device_name(device_id)
-
-
-def single_device(gpus: list[int]) -> None:
-    """test/time: GPU mode on the first device given (Caffe ignores the others), else CPU."""
-    while len(gpus) > 1:
-        log.info(f"Not using GPU #{gpus[-1]} for single-GPU function")
-        gpus.pop()
-    if gpus:
-        log.info(f"Use GPU with device ID {gpus[0]}")
-        name = use_gpu(gpus[0])
-        log.info(f"GPU device name: {name}")
-    else:
-        log.info("Use CPU.")
-        _mode.set_mode_cpu()
-
-
-def parse_stages(flag: str) -> list[str]:
-    return [s for s in (flag or "").split(",") if s]
-
-
-def parse_phase(flag: str, default: int) -> int:
-    if not flag:
-        return default
-    if flag == "TRAIN":
-        return caffe_pb2.TRAIN
-    if flag == "TEST":
-        return caffe_pb2.TEST
-    raise DecaffeError(f'-phase: must be "TRAIN" or "TEST", not "{flag}"')
-
-
-def require_file(path: str, flag: str) -> None:
-    if not os.path.exists(path):
-        raise DecaffeError(f"-{flag}: cannot open '{path}': no such file")
 
 
 class SignalHandler:
@@ -208,9 +134,9 @@ def _train(args, argv: list[str] | None = None) -> int:
 
 
 def _train_with(args, signals, argv: list[str] | None = None) -> int:
-    import torch
+    import torch  # after parsing: -help loads no PyTorch
 
-    from ..solvers import read_solver_param
+    from ..solvers import read_solver_param  # after parsing: -help loads no PyTorch
 
     param, _ = read_solver_param(args.solver)
     param.train_state.level = args.level
@@ -229,7 +155,7 @@ def _train_with(args, signals, argv: list[str] | None = None) -> int:
         raise DecaffeError(f"-workers: must be >= 0, not {args.workers}")
     _mode.set_sync_bn(args.sync_bn)
     worker = None
-    from ..distributed import worker as _worker
+    from ..distributed import worker as _worker  # after parsing: -help loads no PyTorch
 
     if _worker.launched():
         if args.gpu:
@@ -245,14 +171,14 @@ def _train_with(args, signals, argv: list[str] | None = None) -> int:
         if len(set(gpus)) != len(gpus):
             raise DecaffeError(f"-gpu {args.gpu}: a device is named twice")
         if count > 1:
-            from ..distributed import launch
+            from ..distributed import launch  # after parsing: -help loads no PyTorch
 
             for d in (gpus if args.gpu else []):
-                use_gpu(d)  # every device exists, before any worker starts
+                _mode.use_gpu(d)  # every device exists, before any worker starts
             return launch.run(list(argv or ["train"]), count, gpus if args.gpu else None)
         if gpus:
             log.info(f"Using GPUs {gpus[0]}")
-            name = use_gpu(gpus[0])
+            name = _mode.use_gpu(gpus[0])
             log.info(f"GPU {gpus[0]}: {name}")
             param.device_id = gpus[0]
         else:
@@ -271,20 +197,21 @@ def _train_with(args, signals, argv: list[str] | None = None) -> int:
 
 
 def _solve(args, param, signals, worker) -> int:
-    from ..solvers import solver_class
+    from ..solvers import solver_class  # after parsing: -help loads no PyTorch
 
     solver = solver_class(param.type)(param)
     for net in [solver.net, *solver.test_nets]:
         speed.prepare(net)
     solver.stop_on_nonfinite = args.nan_effect == "stop"
     solver.set_action_function(signals.action)
-    from ..threads import Retuner
+    from ..threads import Retuner  # after parsing: -help loads no PyTorch
 
     solver.add_callback(Retuner().poll, None)  # thread count follows the machine's load
     if worker is not None:
         worker.prepare(solver)
     resume = args.snapshot
     if resume == "auto":
+        # after parsing: -help loads no PyTorch
         from ..distributed.resume import newest_complete_snapshot
 
         resume = newest_complete_snapshot(param.snapshot_prefix)

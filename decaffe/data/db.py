@@ -30,6 +30,8 @@ import threading
 import weakref
 from collections.abc import Iterator
 
+import lmdb
+
 from ..errors import DataError
 
 READ, WRITE, NEW = "read", "write", "new"
@@ -263,8 +265,6 @@ class LMDB(DB):
 
     def __init__(self, path: str, mode: str = READ):
         super().__init__(path, mode)
-        import lmdb
-
         self._lmdb = lmdb
         self.env = None
         self._reader = None
@@ -459,7 +459,7 @@ def _leveldb_identity(path: str):
 
 def _plyvel():
     try:
-        import plyvel
+        import plyvel  # plyvel is optional (the leveldb extra)
     except ImportError:
         raise DataError("LevelDB databases need the plyvel package: "
                         "pip install 'decaffe[leveldb]'") from None

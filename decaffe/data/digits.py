@@ -28,6 +28,7 @@ TEST_DB = "digits_test_lmdb"
 def load_digits() -> tuple[np.ndarray, np.ndarray]:
     """(images N×1×8×8 uint8 in 0..255, labels N int64) in scikit-learn's order."""
     try:
+        # scikit-learn is optional (the digits extra)
         from sklearn.datasets import load_digits as _load
     except ImportError:
         raise DecaffeError("the bundled digits need scikit-learn: "

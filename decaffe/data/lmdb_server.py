@@ -29,6 +29,8 @@ import os
 import struct
 import sys
 
+import lmdb
+
 _LEN = struct.Struct("<I")
 _TAKE = struct.Struct("<qqqq")
 _Q = struct.Struct("<q")
@@ -51,8 +53,6 @@ def _send(out, payload: bytes) -> None:
 
 
 def serve(path: str, inp, out) -> int:
-    import lmdb
-
     try:
         env = lmdb.open(path, readonly=True, lock=False, subdir=os.path.isdir(path),
                         readahead=False)

@@ -2,12 +2,13 @@
 solver file on several devices or hosts.
 
 - :mod:`~decaffe.distributed.nccl`: pycaffe's ``caffe.NCCL`` (the gradient exchange) and the
-  process group (``init_group``, ``new_uid``, ``shutdown``); ``decaffe.parallel`` re-exports it.
+  process group (``init_group``, ``new_uid``, ``shutdown``); ``decaffe.pycaffe.parallel``
+  re-exports it.
 - :mod:`~decaffe.distributed.launch`: ``decaffe train -gpu 0,1,...`` / ``-workers N``, one worker
   process per device.
 - :mod:`~decaffe.distributed.worker`: what a worker does under torchrun or that parent.
 - :mod:`~decaffe.distributed.watchdog`: heartbeats, so a dead worker is named, not waited for.
-- :mod:`~decaffe.distributed.sync_bn`: BatchNorm over the global batch (``-sync_bn``).
+- ``-sync_bn``'s BatchNorm over the global batch is engine arithmetic: :mod:`decaffe.sync_bn`.
 - :mod:`~decaffe.distributed.resume`: ``-snapshot auto``.
 """
 

@@ -11,11 +11,14 @@ before terminating them. The exit status is 0 only when every worker succeeded.
 
 from __future__ import annotations
 
+import datetime
 import os
 import signal
 import subprocess
 import sys
 import time
+
+from torch.distributed import TCPStore
 
 from .. import log
 from .watchdog import heartbeat_timeout
@@ -33,9 +36,6 @@ def _describe(code: int) -> str:
 def run(argv: list[str], count: int, devices: list[int] | None = None) -> int:
     """Start `count` workers running `decaffe <argv>` and wait for them; returns the exit
     status (0 when all succeed). ``devices`` names each worker's GPU for the log."""
-    import datetime
-
-    from torch.distributed import TCPStore
 
     store = TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False,
                      timeout=datetime.timedelta(seconds=300))

@@ -33,6 +33,8 @@ import socket
 from collections.abc import Sequence
 
 import torch
+import torch.distributed as dist
+from torch.distributed import PrefixStore, TCPStore
 
 from .. import mode as _mode
 from ..errors import DecaffeError
@@ -45,15 +47,11 @@ class ParallelError(DecaffeError):
 def has_nccl() -> bool:
     """pycaffe's caffe.has_nccl(): whether multi-process training works in this build
     (torch.distributed with gloo, or NCCL for GPUs)."""
-    import torch.distributed as dist
-
     return dist.is_available() and (dist.is_gloo_available() or dist.is_nccl_available())
 
 
 def backend() -> str:
     """The torch.distributed backend for the current mode: nccl on GPUs, else gloo."""
-    import torch.distributed as dist
-
     if _mode.mode() == "gpu" and dist.is_nccl_available():
         return "nccl"
     if not dist.is_gloo_available():
@@ -103,8 +101,6 @@ def init_group(uid=b"", *, timeout_s: float = 1800.0) -> bool:
     torchrun (WORLD_SIZE/RANK/MASTER_ADDR set) joins through env://, taking the count and rank
     from there when they were not set. An empty uid with solver_count() == 1 needs no group.
     Returns whether a group is in use."""
-    import torch.distributed as dist
-
     launched = all(k in os.environ for k in ("WORLD_SIZE", "RANK", "MASTER_ADDR", "MASTER_PORT"))
     if launched and not uid and _mode.solver_count() == 1:
         _mode.set_solver_count(int(os.environ["WORLD_SIZE"]))
@@ -150,8 +146,6 @@ def _attempt_store(timeout):
     """The launcher's store (torchrun's agent, or decaffe train's parent) under a prefix of
     this attempt: after `torchrun --max_restarts` restarts the workers, the store still holds
     the previous attempt's addresses, which a new group must not read."""
-    from torch.distributed import PrefixStore, TCPStore
-
     client = TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]),
                       is_master=False, timeout=timeout)
     attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
@@ -161,8 +155,6 @@ def _attempt_store(timeout):
 
 def shutdown() -> None:
     """Leave the process group (at the end of a solver process)."""
-    import torch.distributed as dist
-
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
@@ -204,8 +196,6 @@ class NCCL:
 
     def _comm_device(self, like: torch.Tensor) -> torch.device:
         """Where the collective runs: NCCL needs the current GPU; gloo takes the params'."""
-        import torch.distributed as dist
-
         if dist.get_backend() == "nccl":
             return torch.device("cuda", torch.cuda.current_device())
         return like.device
@@ -216,8 +206,6 @@ class NCCL:
         params = self._params
         if not self._distributed or not params:
             return
-        import torch.distributed as dist
-
         with torch.no_grad():
             dev = self._comm_device(params[0])
             flat = torch.cat([p.detach().reshape(-1).to(dev) for p in params])
@@ -251,8 +239,6 @@ class NCCL:
             raise
 
     def _reduce(self, params: list[torch.nn.Parameter]) -> None:
-        import torch.distributed as dist
-
         scale = 1.0 / self.solver_count
         k = len(self.control_out)
         with torch.no_grad():
@@ -311,8 +297,6 @@ class NCCL:
     def barrier(self) -> None:
         """Wait until every rank gets here."""
         if self._distributed:
-            import torch.distributed as dist
-
             dist.barrier()
 
     def __repr__(self) -> str:

@@ -17,6 +17,7 @@ import re
 
 from .. import log
 from ..errors import DecaffeError
+from ..solvers import snapshot as snap
 
 
 def snapshot_candidates(prefix: str) -> list[tuple[int, str]]:
@@ -34,8 +35,6 @@ def snapshot_candidates(prefix: str) -> list[tuple[int, str]]:
 def newest_complete_snapshot(prefix: str) -> str | None:
     """The state file of the newest snapshot whose state reads back and whose weights file
     exists, or None."""
-    from ..solvers import snapshot as snap
-
     for iteration, path in snapshot_candidates(prefix):
         try:
             state = snap.read_state(path)

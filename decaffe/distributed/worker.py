@@ -18,16 +18,20 @@ A worker is a `decaffe train` process that finds torchrun's variables in its env
 
 from __future__ import annotations
 
+import datetime
+import hashlib
 import os
 import time
 from dataclasses import dataclass, field
 
 import torch
+import torch.distributed as dist
+from torch.distributed import PrefixStore, TCPStore
 
 from .. import log
 from .. import mode as _mode
 from .nccl import NCCL, ParallelError, init_group, shutdown
-from .watchdog import Watchdog
+from .watchdog import Watchdog, _exit_with
 
 
 def launched() -> bool:
@@ -128,8 +132,6 @@ class Worker:
         if wd is not None:
             wd.mark_done()
         try:
-            import torch.distributed as dist
-
             if dist.is_initialized():
                 try:
                     if solver is not None:
@@ -148,9 +150,6 @@ class Worker:
     def _check_equal_weights(self, solver) -> None:
         """Every worker's trained weights (the blobs the solver updates from gradients; the
         BatchNorm statistics are each worker's own unless -sync_bn) must be bitwise equal."""
-        import hashlib
-
-        import torch.distributed as dist
 
         h = hashlib.sha256()
         for p in solver.net.learnable_params:
@@ -231,8 +230,6 @@ class AgreedActions:
     def _gather_positions(self) -> None:
         """Every worker's data positions (each reads other records) to rank 0, which writes
         them with the snapshot, so a resumed run continues each worker where it was."""
-        import torch.distributed as dist
-
         data_positions = getattr(type(self.solver), "data_positions", None)
         if data_positions is None:
             return
@@ -251,8 +248,6 @@ def sync_state_from_root(solver, nccl: NCCL, positions: dict | None = None) -> d
     """Give every worker rank 0's weights (statistics included), solver history, iteration
     and learning-rate counters, so all start bitwise equal whatever each one loaded; returns
     the data positions rank 0 resumed with (None when it started fresh)."""
-    import torch.distributed as dist
-
     nccl.bcast()
     lr = solver.lr_state
     meta = [solver.iter, lr.current_step, float(lr.minimum_loss), lr.iter_last_event,
@@ -285,8 +280,6 @@ def sync_state_from_root(solver, nccl: NCCL, positions: dict | None = None) -> d
 
 def join(gpus: list[int], *, want_gpu: bool) -> Worker:
     """Join the group described by the environment (see the module docstring)."""
-    from ..cli.train import use_gpu
-
     world = _env_int("WORLD_SIZE")
     rank = _env_int("RANK")
     local_rank = _env_int("LOCAL_RANK", rank)
@@ -298,7 +291,7 @@ def join(gpus: list[int], *, want_gpu: bool) -> Worker:
             raise ParallelError(f"rank {rank}: GPU training was asked for, but no CUDA device "
                                 "is available to PyTorch")
         dev_id = ids[local_rank % len(ids)]
-        use_gpu(dev_id)
+        _mode.use_gpu(dev_id)
         device = f"cuda:{dev_id}"
     else:
         _mode.set_mode_cpu()
@@ -316,21 +309,15 @@ def join(gpus: list[int], *, want_gpu: bool) -> Worker:
 
 
 def _backend_name() -> str:
-    import torch.distributed as dist
-
     return str(dist.get_backend()) if dist.is_initialized() else "none"
 
 
 def _start_watchdog(rank: int, world: int) -> Watchdog | None:
     """A heartbeat on our own client of the rendezvous store (not the process group's: the
     group's client is in use by collectives' set-up on the main thread)."""
-    from torch.distributed import PrefixStore, TCPStore
-
     host, port = os.environ.get("MASTER_ADDR"), os.environ.get("MASTER_PORT")
     if not host or not port:
         return None
-    import datetime
-
     try:
         client = TCPStore(host, int(port), is_master=False,
                           timeout=datetime.timedelta(seconds=30))
@@ -345,8 +332,6 @@ def _start_watchdog(rank: int, world: int) -> Watchdog | None:
     def on_failure(message: str) -> None:
         if hosts_store:
             time.sleep(3.0)  # let the others read the verdict before the store goes
-        from .watchdog import _exit_with
-
         _exit_with(message)
 
     return Watchdog(store, rank, world, on_failure=on_failure).start()

@@ -30,8 +30,24 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
+from ..bn.fold import fold
+from ..net import Net
 from . import forks, layers  # noqa: F401  (fill the EXPORTS table on import)
-from .graph import EXPORTS, ExportError, ExportGraph, LayerExport, register_export  # noqa: F401
+from . import onnx as onnx_export
+from .deploy import deploy_net_of, net_has_training_layers
+from .graph import ExportGraph, build_graph, parse_input_shapes
+from .pytorch_source import generate, instantiate, write
+from .registry import EXPORTS, ExportError, LayerExport, register_export  # noqa: F401
+from .torch_module import export_program
+from .verify import (
+    RUNTIME_NAMES,
+    check_runtimes,
+    compare,
+    onnx_runtime_runner,
+    torch_runner,
+)
 
 TOLERANCE = 1e-4
 
@@ -76,8 +92,6 @@ class ExportReport:
                 + (f"; {'; '.join(diffs)}" if diffs else "") + ")")
 
     def lines(self) -> list[str]:
-        from .verify import RUNTIME_NAMES
-
         what = {"torch": {"torch.export": "torch.export program",
                           "pytorch": "generated model.py"}.get(self.form, "torch"),
                 **RUNTIME_NAMES}
@@ -101,8 +115,6 @@ class ExportReport:
 
 
 def _as_net(net):
-    from ..net import Net
-
     if not isinstance(net, Net):
         raise ExportError(f"expected a decaffe/caffe Net, not {type(net).__name__}")
     return net
@@ -113,14 +125,10 @@ def prepare(net, *, fold_bn: bool = False, input_shapes=None, end: str | None = 
     """(export graph, FoldResult or None) for a net and the export options. A net with data
     or loss/accuracy layers (a train_val net) is exported as its deploy form
     (decaffe.export.deploy; graph.deploy_changes lists what changed) unless end is given."""
-    from .graph import build_graph, parse_input_shapes
-
     net = original = _as_net(net)
     folded = None
     changes: list[str] = []
     if end is None:
-        from .deploy import deploy_net_of, net_has_training_layers
-
         if net_has_training_layers(net):  # a train_val net: its deploy form is exported
             shapes = parse_input_shapes(input_shapes) if isinstance(input_shapes, str) \
                 else input_shapes
@@ -128,8 +136,6 @@ def prepare(net, *, fold_bn: bool = False, input_shapes=None, end: str | None = 
             original = net
             changes = form.changes
     if fold_bn:
-        from ..bn.fold import fold
-
         shapes = {name: tuple(net.blobs[name].shape) for name in net.inputs}
         net, folded = fold(net, report=True)
         # the folded net is built from the prototxt: give it the shapes the net had
@@ -151,8 +157,6 @@ def prepare(net, *, fold_bn: bool = False, input_shapes=None, end: str | None = 
 
 def _comparison(graph: ExportGraph, run, seed: int, tolerance: float | None = None,
                 masks_run=None):
-    from .verify import compare
-
     result = compare(graph, run, seed, tolerance=tolerance, masks_run=masks_run)
     if graph.dynamic_batch:  # the symbolic batch must also hold at another size
         batch = graph.shapes[graph.inputs[0]][0] + 1 if graph.shapes[graph.inputs[0]] else 2
@@ -203,9 +207,6 @@ def _clear(*paths: str) -> None:
 def write_onnx(graph: ExportGraph, path: str, opset: int | None = None, check=True,
                tolerance: float = TOLERANCE, seed: int = 0) -> ExportReport:
     """Write and verify the ONNX form of an export graph (see to_onnx)."""
-    from . import onnx as onnx_export
-    from .verify import check_runtimes
-
     path = os.fspath(path)
     runtimes = check_runtimes(check)
     if opset is None:
@@ -231,8 +232,6 @@ def write_onnx(graph: ExportGraph, path: str, opset: int | None = None, check=Tr
 def _check_in_runtime(report: ExportReport, graph: ExportGraph, runtime: str, tmp: str,
                       tolerance: float, seed: int) -> None:
     """Run the written model in one runtime against decaffe; record the differences."""
-    from .verify import RUNTIME_NAMES, onnx_runtime_runner
-
     name = RUNTIME_NAMES[runtime]
     try:
         run = onnx_runtime_runner(runtime, tmp, graph)
@@ -256,9 +255,6 @@ def _check_in_runtime(report: ExportReport, graph: ExportGraph, runtime: str, tm
 def _runtime_masks(runtime: str, graph: ExportGraph, tmp: str, inputs) -> dict:
     """The runtime's own MAX pooling indices for these inputs: the model written again with
     the integer index values as extra outputs (a copy next to it, removed afterwards)."""
-    from . import onnx as onnx_export
-    from .verify import onnx_runtime_runner
-
     values = getattr(graph, "onnx_indices", {})
     if not values:
         return {}
@@ -275,11 +271,6 @@ def _runtime_masks(runtime: str, graph: ExportGraph, tmp: str, inputs) -> dict:
 def write_torch_program(graph: ExportGraph, path: str, check=True,
                         tolerance: float = TOLERANCE, seed: int = 0) -> ExportReport:
     """Write (torch.export.save) and verify the torch.export form of an export graph."""
-    import torch
-
-    from .torch_module import export_program
-    from .verify import check_runtimes, torch_runner
-
     path = os.fspath(path)
     program = export_program(graph)
     tmp = path + ".unverified"
@@ -302,11 +293,6 @@ def write_torch_program(graph: ExportGraph, path: str, check=True,
 def write_pytorch_source(graph: ExportGraph, out_dir: str, check=True,
                          tolerance: float = TOLERANCE, seed: int = 0) -> ExportReport:
     """Write model.py + weights.pth into out_dir and verify them (see to_pytorch_source)."""
-    import torch
-
-    from .pytorch_source import generate, instantiate, write
-    from .verify import check_runtimes, torch_runner
-
     out_dir = os.fspath(out_dir)
     source, state = generate(graph)
     finals = [os.path.join(out_dir, "model.py"), os.path.join(out_dir, "weights.pth")]
@@ -355,9 +341,6 @@ def to_torch_program(net, path: str | None = None, *, dynamic_batch: bool = Fals
     graph, _ = prepare(net, fold_bn=fold_bn, input_shapes=input_shapes, end=end,
                        dynamic_batch=dynamic_batch)
     if path is None:
-        from .torch_module import export_program
-        from .verify import check_runtimes, torch_runner
-
         program = export_program(graph)
         if check_runtimes(check):
             report = ExportReport("torch.export", "<memory>", tolerance=tolerance, graph=graph)

@@ -27,8 +27,11 @@ import logging
 from dataclasses import dataclass, field
 
 from ..errors import NetError
+from ..formats import prototxt
+from ..layer import layer_class
+from ..net import Net, filter_net
 from ..proto import caffe_pb2
-from .graph import ExportError
+from .registry import ExportError
 
 # layers that score the net against labels: never part of a deploy net
 SCORING_TYPES = {"Accuracy", "DetectionEvaluate", "SegAccuracy", "BoxAnnotatorOHEM"}
@@ -50,14 +53,10 @@ class DeployForm:
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     def text(self) -> str:
-        from ..formats import prototxt
-
         return prototxt.to_text(self.param)
 
 
 def _layer_cls(lp):
-    from ..layer import layer_class
-
     try:
         return layer_class(lp.type, lp.name)
     except NetError:
@@ -85,8 +84,6 @@ def is_data_source(lp) -> bool:
 def needs_deploy_form(param, phase: int = caffe_pb2.TEST, level: int = 0,
                       stages=()) -> bool:
     """Whether the net (in that phase) has data or loss/scoring layers."""
-    from ..net import filter_net
-
     filtered = filter_net(param, _state(phase, level, stages))
     return any(is_data_source(lp) or is_scoring(lp) for lp in filtered.layer)
 
@@ -108,8 +105,6 @@ def deploy_form(param, input_shapes=None, phase: int = caffe_pb2.TEST, level: in
     input_shapes: {top: shape} for data tops; net: a built Net of this param whose blob
     shapes are the data shapes. Raises DeployError for a data top of unknown shape, or when
     nothing but data and scoring layers would remain."""
-    from ..net import filter_net
-
     input_shapes = dict(input_shapes or {})
     filtered = filter_net(param, _state(phase, level, stages))
     form = DeployForm(caffe_pb2.NetParameter())
@@ -200,8 +195,6 @@ def _source_of(lp) -> str:
 def _shape_from_source(lp, k: int) -> list[int] | None:
     """The top's shape with the data layer set up alone (reads its source where it exists);
     None when that fails (a missing database, a Python module not importable)."""
-    from ..net import Net
-
     if lp.type == "Python":
         return None
     one = caffe_pb2.NetParameter(name="data")
@@ -285,8 +278,6 @@ def net_has_training_layers(net) -> bool:
 def deploy_net_of(net, input_shapes=None):
     """(the deploy form of a built net as a new TEST-phase Net sharing its weights' values,
     the DeployForm). Data shapes are the built net's blobs' unless input_shapes gives them."""
-    from ..net import Net
-
     form = deploy_form(without_splits(net.net_param), input_shapes, phase=net.phase,
                        net=net)
     new = Net(form.param, caffe_pb2.TEST)

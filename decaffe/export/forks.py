@@ -27,18 +27,22 @@ parameters and shapes:
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 
 from ..bbox import CENTER_SIZE, CORNER, CORNER_SIZE
-from .graph import LayerExport, count, refuse_types, register_export
+from .graph import count
 from .layers import BatchNormExport, ConvolutionExport, _tuple
+from .registry import LayerExport, refuse_types, register_export
 
 register_export("ConvolutionDepthwise", "DepthwiseConvolution")(ConvolutionExport)
 
 
 def _filled(b, shape: str, value: float) -> str:
     """A float tensor of this (runtime) shape filled with value."""
+    # onnx is optional (the export extra): loaded when an ONNX graph is written
     from onnx import numpy_helper
 
     return b.op("ConstantOfShape", [shape],
@@ -849,8 +853,6 @@ class BatchNormKyleExport(LayerExport):
 
 def _renamed(node, top: str):
     """node with its (single) top value renamed (to write an intermediate value)."""
-    import dataclasses
-
     return dataclasses.replace(node, tops=[top])
 
 

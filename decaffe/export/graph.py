@@ -12,109 +12,21 @@ Every exporter (ONNX, torch.export, generated PyTorch source) walks the same gra
 - the outputs are Caffe's: the blobs written in the range and read by no later layer
   of the range (sorted by name, as the Net's outputs are).
 
-A layer type reaches the exporters through the ``EXPORTS`` table (``register_export``),
-one entry per Caffe type with its ONNX and PyTorch forms, so a new layer (a fork's) joins
-with one class. Types without an entry, and entries that refuse a layer's configuration,
-raise ExportError naming the layer, its type and the reason.
+A layer type reaches the exporters through the ``EXPORTS`` table of
+:mod:`decaffe.export.registry` (``register_export``), one entry per Caffe type with its ONNX
+and PyTorch forms.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
-from ..errors import DecaffeError, NetError, suggest
-
-
-class ExportError(NetError):
-    """A net or layer that cannot be exported; names the layer, its type and the reason."""
-
-    def __init__(self, message: str, layer: str | None = None, type: str | None = None,
-                 blob: str | None = None):
-        self.type = type
-        if layer is not None and type:
-            message = f"({type}) {message}"
-        super().__init__(message, layer=layer, blob=blob)
-
-
-# ----------------------------------------------------------------------------------------------
-# the table of layer exports
-# ----------------------------------------------------------------------------------------------
-class LayerExport:
-    """How one Caffe layer type exports. Subclasses write:
-
-    - ``refuse(node, graph) -> str | None``: why this layer (its parameters, phase or
-      shapes) cannot be exported, or None;
-    - ``onnx(b, node)``: ONNX nodes (through ``b``, an OnnxBuilder) writing node.tops;
-    - ``torch(s, node) -> str``: one Python expression (through ``s``, a SourceBuilder)
-      whose value is the top (a tuple for several tops).
-    """
-
-    # the tops' values may not change with axis 0 of the inputs (-dynamic_batch)
-    fixed_batch: ClassVar[str | None] = None
-
-    def refuse(self, node: Node, graph: ExportGraph) -> str | None:
-        return None
-
-    def onnx(self, b, node: Node) -> None:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def torch(self, s, node: Node) -> str:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-
-EXPORTS: dict[str, LayerExport] = {}
-
-# Types that have no place in a deploy graph, and why (the message names the way out).
-NOT_EXPORTED: dict[str, str] = {}
-
-
-def register_export(*type_names: str):
-    """Class decorator: the LayerExport of these Caffe layer types (one instance each)."""
-
-    def deco(cls):
-        for name in type_names:
-            EXPORTS[name] = cls()
-        return cls
-
-    return deco
-
-
-def refuse_types(reason: str, *type_names: str) -> None:
-    """Layer types that are never exported, with the reason given to the user."""
-    for name in type_names:
-        NOT_EXPORTED[name] = reason
-
-
-def exporter_for(node: Node, graph: ExportGraph, refuse: bool = True) -> LayerExport:
-    """The LayerExport of a node, or an ExportError saying why it has none (refuse: also
-    ask the entry whether it takes this layer's configuration)."""
-    from . import forks, layers  # noqa: F401  (fill EXPORTS)
-
-    ex = EXPORTS.get(node.type)
-    if ex is None:
-        reason = NOT_EXPORTED.get(node.type)
-        if reason is None and getattr(node.layer, "is_loss", False):
-            reason = NOT_EXPORTED.get("SoftmaxWithLoss")
-        elif reason is None and getattr(node.layer, "is_data", False) and node.type != "Input":
-            reason = NOT_EXPORTED.get("Data")
-        if reason is None:
-            reason = (f"no exporter for layer type '{node.type}'"
-                      f"{suggest(node.type, EXPORTS)}; the exportable types are listed in "
-                      "docs/compat.md (## Export)")
-        raise ExportError(reason, layer=node.name, type=node.type)
-    if not refuse:
-        return ex
-    why = ex.refuse(node, graph)
-    if why:
-        raise ExportError(why, layer=node.name, type=node.type)
-    if graph.dynamic_batch and ex.fixed_batch:
-        raise ExportError(f"{ex.fixed_batch}; export without -dynamic_batch",
-                          layer=node.name, type=node.type)
-    return ex
+from ..errors import DecaffeError, suggest
+from .registry import ExportError, exporter_for
 
 
 # ----------------------------------------------------------------------------------------------

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from ..proto import caffe_pb2
-from .graph import LayerExport, Node, count, refuse_types, register_export
+from .graph import Node, count
+from .registry import LayerExport, refuse_types, register_export
 
 _POOL = caffe_pb2.PoolingParameter
 _LRN = caffe_pb2.LRNParameter

@@ -15,7 +15,10 @@ import os
 
 import numpy as np
 
-from .graph import ExportError, ExportGraph, Node, exporter_for
+from .. import __version__
+from ..errors import DecaffeError
+from .graph import ExportGraph, Node
+from .registry import ExportError, exporter_for
 
 # The lowest opset at which each operator takes the form written here; operators not listed
 # take theirs at MIN_OPSET.
@@ -47,10 +50,8 @@ _REDUCE_AXES_INPUT_18 = {"ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "
 
 def _onnx():
     try:
-        import onnx
+        import onnx  # onnx is optional (the export extra): loaded when an ONNX graph is written
     except ImportError:  # pragma: no cover - depends on the installation
-        from ..errors import DecaffeError
-
         raise DecaffeError("ONNX export needs the onnx package: pip install "
                            "'decaffe[export]'") from None
     return onnx
@@ -141,7 +142,7 @@ class OnnxBuilder:
     def op(self, op_type: str, inputs: list[str], out: str | list[str] | int | None = None,
            **attrs):
         """Add one operator; returns its output name (or names when out is a count/list)."""
-        from onnx import helper
+        from onnx import helper  # onnx is optional (the export extra)
 
         if not (op_type == "ReduceSum" and "axes" in attrs):  # the attribute form: any opset
             self.need(op_type, OP_MIN_OPSET.get(op_type, MIN_OPSET))
@@ -167,7 +168,7 @@ class OnnxBuilder:
         return outs[0] if isinstance(out, (str, type(None))) else outs
 
     def const(self, array, dtype=np.float32, hint: str = "c") -> str:
-        from onnx import numpy_helper
+        from onnx import numpy_helper  # onnx is optional (the export extra)
 
         name = self.fresh(hint)
         self.initializers.append(numpy_helper.from_array(np.asarray(array, dtype=dtype), name))
@@ -185,7 +186,7 @@ class OnnxBuilder:
         p = node.layer.blob_params[k]
         arr = p.detach().cpu().float().numpy()
         if transform is not None:  # blob k reshaped or transposed: still named layer/k
-            from onnx import numpy_helper
+            from onnx import numpy_helper  # onnx is optional (the export extra)
 
             name = f"{node.name}/{k}"
             if name in self._names:
@@ -196,7 +197,7 @@ class OnnxBuilder:
             return name
         key = id(p)
         if key not in self._blob_names:
-            from onnx import numpy_helper
+            from onnx import numpy_helper  # onnx is optional (the export extra)
 
             name = f"{node.name}/{k}"
             while name in self._names:
@@ -235,7 +236,7 @@ class OnnxBuilder:
 def build_model(graph: ExportGraph, opset: int):
     """The ONNX ModelProto of an export graph at this opset."""
     onnx = _onnx()
-    from onnx import TensorProto, helper
+    from onnx import TensorProto, helper  # onnx is optional (the export extra)
 
     if opset < MIN_OPSET:
         raise ExportError(f"-opset {opset}: decaffe writes ONNX opset {MIN_OPSET} or newer")
@@ -278,8 +279,6 @@ def build_model(graph: ExportGraph, opset: int):
 
 
 def _version() -> str:
-    from .. import __version__
-
     return __version__
 
 
@@ -289,8 +288,8 @@ def _max_ir_version() -> int:
     onnx = _onnx()
     best = onnx.IR_VERSION
     try:
-        import onnxruntime as ort
-        from onnx import TensorProto, helper
+        import onnxruntime as ort  # onnxruntime is optional (the export extra)
+        from onnx import TensorProto, helper  # onnx is optional (the export extra)
     except ImportError:
         return best
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
@@ -310,7 +309,7 @@ def _max_ir_version() -> int:
 def with_outputs(path: str, values: dict[str, str], graph: ExportGraph):
     """The model at path with these int64 values (of {top: value}) as extra outputs."""
     onnx = _onnx()
-    from onnx import TensorProto, helper
+    from onnx import TensorProto, helper  # onnx is optional (the export extra)
 
     model = onnx.load(path)
     for top, v in values.items():

@@ -19,8 +19,11 @@ import types
 import numpy as np
 import torch
 
+from .. import __version__
+from ..formats.atomic import atomic_write
 from . import runtime
-from .graph import ExportGraph, Node, exporter_for
+from .graph import ExportGraph, Node
+from .registry import exporter_for
 
 _RESERVED = {"torch", "F", "math", "np", "os", "self", "Net", "load", "INPUTS", "OUTPUTS",
              "CAFFE_NAMES"} | set(dir(__builtins__) if isinstance(__builtins__, dict) else
@@ -143,8 +146,6 @@ class SourceBuilder:
 def generate(graph: ExportGraph, traced: bool = False) -> tuple[str, dict[str, torch.Tensor]]:
     """(model.py source, state dict) for an export graph; traced: for torch.export (layers
     that only run eagerly refuse)."""
-    from .. import __version__
-
     s = SourceBuilder(graph, traced)
     last_read: dict[str, int] = {}
     for i, node in enumerate(graph.nodes):
@@ -255,8 +256,6 @@ def instantiate(source: str, state: dict[str, torch.Tensor]) -> torch.nn.Module:
 
 def write(out_dir: str, source: str, state: dict[str, torch.Tensor], suffix: str = "") -> None:
     """Write model.py and weights.pth (each with suffix) into out_dir."""
-    from ..formats.atomic import atomic_write
-
     os.makedirs(out_dir, exist_ok=True)
     with atomic_write(os.path.join(out_dir, "model.py" + suffix), "w") as f:
         f.write(source)

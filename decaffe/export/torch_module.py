@@ -4,10 +4,13 @@ decaffe (the graph holds ATen operators only)."""
 
 from __future__ import annotations
 
+import traceback
+
 import torch
 
-from .graph import ExportError, ExportGraph
+from .graph import ExportGraph
 from .pytorch_source import generate, instantiate
+from .registry import ExportError
 
 
 def export_program(graph: ExportGraph):
@@ -40,8 +43,6 @@ def _first_line(e: Exception) -> str:
 
 def _layer_hint(e: Exception, source: str) -> str:
     """' (at layer X (Type))' from the generated line in the traceback, when there is one."""
-    import traceback
-
     lines = source.splitlines()
     for frame in reversed(traceback.extract_tb(e.__traceback__)):
         if frame.filename == "<decaffe generated model.py>" and 0 < frame.lineno <= len(lines):

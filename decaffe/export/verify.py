@@ -14,6 +14,7 @@ import importlib.util
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 import torch
 
@@ -87,8 +88,6 @@ def runtime_installed(runtime: str) -> bool:
     if importlib.util.find_spec(_RUNTIME_MODULES[runtime]) is None:
         return False
     if runtime == "opencv":
-        import cv2
-
         return hasattr(getattr(cv2, "dnn", None), "readNetFromONNX")
     return True
 
@@ -154,8 +153,6 @@ def onnx_runtime_runner(runtime: str, path: str, graph: ExportGraph,
             res = compiled({v: inputs[v] for v in graph.inputs})
             return {n: np.asarray(res[ports[n]]) for n in names}
     elif runtime == "opencv":
-        import cv2  # a dependency of decaffe; its dnn reads ONNX from OpenCV 4 on
-
         net = cv2.dnn.readNetFromONNX(path)
 
         def run(inputs):
@@ -407,7 +404,7 @@ def torch_runner(module, graph: ExportGraph):
 
 
 def onnxruntime_session(model_bytes_or_path, threads: int = 0):
-    import onnxruntime as ort
+    import onnxruntime as ort  # onnxruntime is optional (the export extra): loaded to check a graph
 
     so = ort.SessionOptions()
     so.log_severity_level = 3

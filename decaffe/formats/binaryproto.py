@@ -13,8 +13,15 @@ import numpy as np
 
 from ..errors import DecaffeError, FormatError
 from ..proto import caffe_pb2
+from . import wire
 from .atomic import atomic_write
-from .weights import _read_bytes, _write_pieces, encode_blob, parse_blob
+from .weights import (
+    _read_bytes,
+    _write_pieces,
+    blobproto_message_to_record,
+    encode_blob,
+    parse_blob,
+)
 
 __all__ = ["read_blobproto", "write_blobproto", "blobproto_to_array", "array_to_blobproto"]
 
@@ -53,11 +60,9 @@ def blobproto_to_array(blob: caffe_pb2.BlobProto, return_diff: bool = False) -> 
     """pycaffe's caffe.io.blobproto_to_array: the blob's data (or diff) reshaped by the
     legacy 4-D fields when any is set, else by ``shape``.  As in pycaffe the result is
     float64 (the float32 values widened exactly)."""
-    from .weights import _Corrupt, blobproto_message_to_record
-
     try:
         rec = blobproto_message_to_record(blob)
-    except _Corrupt as e:
+    except wire.Corrupt as e:
         raise FormatError(f"BlobProto: {e}") from None
     if return_diff:
         if rec.diff is None:

@@ -13,6 +13,8 @@ from google.protobuf import descriptor, text_encoding, text_format
 
 from ..errors import ParseError, suggest
 from ..proto import caffe_pb2
+from . import upgrade as up
+from .atomic import atomic_write
 
 _FIELD_RE = re.compile(r'has no field named "([^"]+)"')
 _TYPE_RE = re.compile(r'Message type "([^"]+)"')
@@ -120,8 +122,6 @@ def read_net(source: str, upgrade: bool = True,
         parse_text(source, param)
         where = None
     if upgrade:
-        from . import upgrade as up
-
         if up.net_needs_upgrade(param):
             up.upgrade_net(param, where, keep_batchnorm_params)
     return param
@@ -137,8 +137,6 @@ def read_solver(source: str, upgrade: bool = True) -> caffe_pb2.SolverParameter:
         parse_text(source, param)
         where = None
     if upgrade:
-        from . import upgrade as up
-
         if up.solver_needs_upgrade(param):
             up.upgrade_solver(param, where)
     return param
@@ -230,7 +228,5 @@ def to_text(message) -> str:
 
 def write_text(message, path: str) -> None:
     """Write message as a prototxt file, atomically (a temporary file renamed into place)."""
-    from .atomic import atomic_write
-
     with atomic_write(path, "w") as f:
         f.write(to_text(message))

@@ -42,7 +42,9 @@ from google.protobuf import message as _pbmessage
 from .. import log
 from ..errors import DecaffeError, FormatError
 from ..proto import caffe_pb2
+from . import upgrade, wire
 from .atomic import atomic_path, atomic_write
+from .upgrade import V1_LAYER_TYPES
 
 __all__ = [
     "BlobRecord", "RawBlob", "RawLayer", "RawCaffemodel", "load_weights", "shapes_match",
@@ -56,9 +58,6 @@ MAX_BLOB_AXES = 32  # Caffe's kMaxBlobAxes
 _F4 = np.dtype("<f4")
 _F8 = np.dtype("<f8")
 _LITTLE = sys.byteorder == "little"
-
-# wire types
-_VARINT, _I64, _LEN, _SGROUP, _EGROUP, _I32 = 0, 1, 2, 3, 4, 5
 
 # field numbers
 _NET_LAYERS_V1, _NET_LAYER = 2, 100
@@ -77,100 +76,6 @@ class BlobRecord:
     array: np.ndarray
     legacy: bool = False
     diff: np.ndarray | None = None
-
-
-class _Unusual(Exception):
-    """An encoding the fast reader leaves to protobuf's parser."""
-
-
-class _Corrupt(Exception):
-    """Bytes that are not valid protobuf (or not a valid blob)."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Wire-format primitives
-# ---------------------------------------------------------------------------------------------
-def _varint(buf, pos: int, end: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if pos >= end:
-            raise _Corrupt("truncated: the file ends inside a number")
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if b < 0x80:
-            return result, pos
-        shift += 7
-        if shift >= 70:
-            raise _Corrupt("corrupt: a number longer than 10 bytes")
-
-
-def _fields(buf, pos: int, end: int):
-    """Yield (field number, wire type, value, start, stop) for each field in buf[pos:end]:
-    value is the integer for varints and the payload span (a, b) for length-delimited
-    fields; start/stop bound the whole field including its tag."""
-    while pos < end:
-        start = pos
-        tag, pos = _varint(buf, pos, end)
-        number, wire = tag >> 3, tag & 7
-        if number == 0:
-            raise _Corrupt(f"corrupt: field number 0 at byte {start}")
-        if wire == _VARINT:
-            value, pos = _varint(buf, pos, end)
-        elif wire == _LEN:
-            length, pos = _varint(buf, pos, end)
-            # never trust a length before checking it against what is left
-            if length > end - pos:
-                raise _Corrupt(f"truncated or corrupt: field {number} at byte {start} claims "
-                               f"{length} bytes but only {end - pos} remain")
-            value = (pos, pos + length)
-            pos += length
-        elif wire == _I32 or wire == _I64:
-            size = 4 if wire == _I32 else 8
-            if size > end - pos:
-                raise _Corrupt(f"truncated: field {number} at byte {start}")
-            value = (pos, pos + size)
-            pos += size
-        elif wire in (_SGROUP, _EGROUP):
-            raise _Unusual("group encoding")
-        else:
-            raise _Corrupt(f"corrupt: invalid wire type {wire} at byte {start}")
-        yield number, wire, value, start, pos
-
-
-def _encode_varint(value: int) -> bytes:
-    if value < 0:
-        value += 1 << 64
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _varint_size(value: int) -> int:
-    if value < 0:
-        return 10
-    size = 1
-    while value >= 0x80:
-        value >>= 7
-        size += 1
-    return size
-
-
-def _tag(number: int, wire: int) -> bytes:
-    return _encode_varint((number << 3) | wire)
-
-
-def _int32(v: int) -> int:
-    v &= 0xFFFFFFFF
-    return v - (1 << 32) if v >= 1 << 31 else v
-
-
-def _int64(v: int) -> int:
-    v &= 0xFFFFFFFFFFFFFFFF
-    return v - (1 << 64) if v >= 1 << 63 else v
 
 
 # ---------------------------------------------------------------------------------------------
@@ -194,36 +99,36 @@ def _scan_blob(buf, pos: int, end: int) -> _BlobSpans:
     s = _BlobSpans()
     packed = {_B_DATA: (s.data, 4), _B_DIFF: (s.diff, 4), _B_DDATA: (s.ddata, 8),
               _B_DDIFF: (s.ddiff, 8)}
-    for number, wire, value, _, _ in _fields(buf, pos, end):
+    for number, wt, value, _, _ in wire.fields(buf, pos, end):
         if number in packed:
             spans, size = packed[number]
-            if wire != _LEN:
-                raise _Unusual("non-packed repeated values")
+            if wt != wire.LEN:
+                raise wire.Unusual("non-packed repeated values")
             a, b = value
             if (b - a) % size:
-                raise _Corrupt(f"corrupt: a packed run of {b - a} bytes is not a whole "
-                               f"number of {size}-byte values")
+                raise wire.Corrupt(f"corrupt: a packed run of {b - a} bytes is not a whole "
+                                    f"number of {size}-byte values")
             spans.append(value)
         elif number in (_B_NUM, _B_CHANNELS, _B_HEIGHT, _B_WIDTH):
-            if wire != _VARINT:
-                raise _Corrupt(f"corrupt: field {number} of a blob has wire type {wire}")
-            s.legacy[number] = _int32(value)  # last one wins, as protobuf does
+            if wt != wire.VARINT:
+                raise wire.Corrupt(f"corrupt: field {number} of a blob has wire type {wt}")
+            s.legacy[number] = wire.int32(value)  # last one wins, as protobuf does
         elif number == _B_SHAPE:
-            if wire != _LEN:
-                raise _Corrupt("corrupt: a blob's shape is not a message")
+            if wt != wire.LEN:
+                raise wire.Corrupt("corrupt: a blob's shape is not a message")
             # a repeated singular message merges: dims accumulate
-            for n2, w2, v2, _, _ in _fields(buf, value[0], value[1]):
+            for n2, w2, v2, _, _ in wire.fields(buf, value[0], value[1]):
                 if n2 != 1:
                     continue
-                if w2 == _VARINT:
-                    s.dims.append(_int64(v2))
-                elif w2 == _LEN:
+                if w2 == wire.VARINT:
+                    s.dims.append(wire.int64(v2))
+                elif w2 == wire.LEN:
                     p, e = v2
                     while p < e:
-                        d, p = _varint(buf, p, e)
-                        s.dims.append(_int64(d))
+                        d, p = wire.decode_varint(buf, p, e)
+                        s.dims.append(wire.int64(d))
                 else:
-                    raise _Corrupt(f"corrupt: a shape dim has wire type {w2}")
+                    raise wire.Corrupt(f"corrupt: a shape dim has wire type {w2}")
     return s
 
 
@@ -254,14 +159,14 @@ def _blob_shape(s: _BlobSpans) -> tuple[tuple[int, ...], bool]:
 
 def _check_shape(shape: tuple[int, ...]) -> int:
     if len(shape) > MAX_BLOB_AXES:
-        raise _Corrupt(f"a blob has {len(shape)} axes; Caffe allows at most {MAX_BLOB_AXES}")
+        raise wire.Corrupt(f"a blob has {len(shape)} axes; Caffe allows at most {MAX_BLOB_AXES}")
     if any(d < 0 for d in shape):
-        raise _Corrupt(f"a blob has a negative dimension in its shape {shape}")
+        raise wire.Corrupt(f"a blob has a negative dimension in its shape {shape}")
     count = 1
     for d in shape:
         count *= d
     if count > 2**31 - 1:  # Caffe's Blob::Reshape refuses it (blob size exceeds INT_MAX)
-        raise _Corrupt(f"a blob's shape {shape} has more than INT_MAX elements")
+        raise wire.Corrupt(f"a blob's shape {shape} has more than INT_MAX elements")
     return count
 
 
@@ -273,15 +178,15 @@ def _blob_from_spans(buf, s: _BlobSpans, copy: bool, cls=BlobRecord):
     else:
         values, what = _gather(buf, s.data, _F4, copy), "data"
     if values.size != count:
-        raise _Corrupt(f"its shape {shape} holds {count} values but it stores {values.size} "
-                       f"{what} values")
+        raise wire.Corrupt(f"its shape {shape} holds {count} values but it stores {values.size} "
+                            f"{what} values")
     diff = None
     if s.ddiff or s.diff:
         diff, what = ((_gather(buf, s.ddiff, _F8, copy), "double_diff") if s.ddiff
                       else (_gather(buf, s.diff, _F4, copy), "diff"))
         if diff.size != count:
-            raise _Corrupt(f"its shape {shape} holds {count} values but it stores "
-                           f"{diff.size} {what} values")
+            raise wire.Corrupt(f"its shape {shape} holds {count} values but it stores "
+                                f"{diff.size} {what} values")
         diff = diff.reshape(shape)
     return cls(values.reshape(shape), legacy, diff)
 
@@ -291,7 +196,7 @@ def _blob_via_protobuf(raw: bytes, copy: bool, cls=BlobRecord):
     try:
         msg = caffe_pb2.BlobProto.FromString(bytes(raw))
     except _pbmessage.DecodeError as e:
-        raise _Corrupt(f"corrupt blob: {e}") from None
+        raise wire.Corrupt(f"corrupt blob: {e}") from None
     return blobproto_message_to_record(msg, cls)
 
 
@@ -309,8 +214,8 @@ def blobproto_message_to_record(msg: caffe_pb2.BlobProto, cls=BlobRecord):
     def arr(values, dtype, what):
         a = np.array(values, dtype=dtype)
         if a.size != count:
-            raise _Corrupt(f"its shape {shape} holds {count} values but it stores {a.size} "
-                           f"{what} values")
+            raise wire.Corrupt(f"its shape {shape} holds {count} values but it stores {a.size} "
+                                f"{what} values")
         return a.reshape(shape)
 
     data = (arr(msg.double_data, np.float64, "double_data") if len(msg.double_data)
@@ -326,7 +231,7 @@ def blobproto_message_to_record(msg: caffe_pb2.BlobProto, cls=BlobRecord):
 def _parse_blob_at(buf, a: int, b: int, copy: bool, cls=BlobRecord):
     try:
         spans = _scan_blob(buf, a, b)
-    except _Unusual:
+    except wire.Unusual:
         return _blob_via_protobuf(buf[a:b], copy, cls)
     return _blob_from_spans(buf, spans, copy, cls)
 
@@ -335,7 +240,7 @@ def parse_blob(data: bytes, where: str = "<blob>") -> BlobRecord:
     """A BlobRecord from a serialized BlobProto (a .binaryproto's contents)."""
     try:
         return _parse_blob_at(data, 0, len(data), copy=True)
-    except _Corrupt as e:
+    except wire.Corrupt as e:
         raise FormatError(f"{where}: {e}") from None
 
 
@@ -356,22 +261,22 @@ def encode_blob(array: np.ndarray, diff: np.ndarray | None = None,
                                f"{array.ndim} axes")
         dims4 = (1,) * (4 - array.ndim) + tuple(shape)
         for number, d in zip((_B_NUM, _B_CHANNELS, _B_HEIGHT, _B_WIDTH), dims4):
-            pieces.append(_tag(number, _VARINT) + _encode_varint(_int32(int(d))))
+            pieces.append(wire.tag(number, wire.VARINT) + wire.encode_varint(wire.int32(int(d))))
     values: list = []
     flat = np.ascontiguousarray(array, dtype=dtype).reshape(-1)
     if flat.size:
-        values += [_tag(data_field, _LEN) + _encode_varint(flat.nbytes), flat]
+        values += [wire.tag(data_field, wire.LEN) + wire.encode_varint(flat.nbytes), flat]
     if diff is not None:
         d = np.ascontiguousarray(diff, dtype=dtype).reshape(-1)
         if d.size != flat.size:
             raise DecaffeError(f"diff has {d.size} values but the data has {flat.size}")
         if d.size:
-            values += [_tag(diff_field, _LEN) + _encode_varint(d.nbytes), d]
+            values += [wire.tag(diff_field, wire.LEN) + wire.encode_varint(d.nbytes), d]
     shape_piece = []
     if not legacy and len(shape):
-        dims = b"".join(_encode_varint(int(x)) for x in shape)
-        inner = _tag(1, _LEN) + _encode_varint(len(dims)) + dims
-        shape_piece = [_tag(_B_SHAPE, _LEN) + _encode_varint(len(inner)) + inner]
+        dims = b"".join(wire.encode_varint(int(x)) for x in shape)
+        inner = wire.tag(1, wire.LEN) + wire.encode_varint(len(dims)) + dims
+        shape_piece = [wire.tag(_B_SHAPE, wire.LEN) + wire.encode_varint(len(inner)) + inner]
     # fields go in number order: data 5, diff 6, shape 7, double_data 8, double_diff 9
     if dtype == _F8:
         return pieces + shape_piece + values
@@ -439,8 +344,6 @@ class RawLayer:
     def type(self) -> str:
         if self.version == 2:
             return self.param.type
-        from .upgrade import V1_LAYER_TYPES
-
         return V1_LAYER_TYPES.get(self.param.type, "")
 
     def changed(self) -> bool:
@@ -483,8 +386,9 @@ def h5_array(ds, path: str, where: str, kinds: str = "fiub",
     """A dataset's values after checking, before reading, that it is a dataset of the
     expected kind whose size Caffe could hold (INT_MAX elements) and memory can; any
     failure is a FormatError naming the file, the dataset and what was expected."""
-    import h5py
+    import h5py  # h5py loads libhdf5: only .h5 weights need it, the file tools start without it
 
+    # blob imports torch: the file tools read caffemodels without it
     from ..blob import check_memory, check_shape
 
     if not isinstance(ds, h5py.Dataset):
@@ -538,32 +442,32 @@ def _scan_layer(buf, a: int, b: int, version: int, index: int, path: str,
     small: list[bytes] = []
     name_field = 1 if version == 2 else 4
     try:
-        for number, wire, value, start, stop in _fields(buf, a, b):
-            if number == blob_field and wire == _LEN:
+        for number, wt, value, start, stop in wire.fields(buf, a, b):
+            if number == blob_field and wt == wire.LEN:
                 parts.append(("blob", len(blob_spans)))
                 blob_spans.append(value)
             else:
                 parts.append(("raw", start, stop))
                 small.append(buf[start:stop])
-                if number == name_field and wire == _LEN:
+                if number == name_field and wt == wire.LEN:
                     # name the layer in errors about the rest of it
                     label = _layer_label(bytes(buf[value[0]:value[1]]).decode(
                         "utf-8", "replace"), index)
-    except _Corrupt as e:
+    except wire.Corrupt as e:
         raise FormatError(f"{path}: {label}: {e}") from None
     try:
         param = cls.FromString(b"".join(small))
     except _pbmessage.DecodeError as e:
         raise FormatError(f"{path}: {label}: corrupt layer parameters: {e}") from None
     if version == 1 and param.HasField("layer"):
-        raise _Unusual("V0 layer")
+        raise wire.Unusual("V0 layer")
     name = param.name
     label = _layer_label(name, index)
     blobs = []
     for k, (p, q) in enumerate(blob_spans):
         try:
             rec = _parse_blob_at(buf, p, q, copy, blob_cls)
-        except _Corrupt as e:
+        except wire.Corrupt as e:
             raise FormatError(f"{path}: {label}, blob {k}: {e}") from None
         if blob_cls is RawBlob:
             rec._span = (p, q)
@@ -579,8 +483,8 @@ def _scan_net(buf, path: str, copy: bool, blob_cls):
     parts: list = []
     header_bytes: list[bytes] = []
     try:
-        for number, wire, value, start, stop in _fields(buf, 0, end):
-            if number in (_NET_LAYER, _NET_LAYERS_V1) and wire == _LEN:
+        for number, wt, value, start, stop in wire.fields(buf, 0, end):
+            if number in (_NET_LAYER, _NET_LAYERS_V1) and wt == wire.LEN:
                 version = 2 if number == _NET_LAYER else 1
                 name, param, blobs, lparts = _scan_layer(buf, value[0], value[1], version,
                                                          len(layers), path, copy, blob_cls)
@@ -589,7 +493,7 @@ def _scan_net(buf, path: str, copy: bool, blob_cls):
             else:
                 parts.append(("raw", start, stop))
                 header_bytes.append(buf[start:stop])
-    except _Corrupt as e:
+    except wire.Corrupt as e:
         where = f", after {len(layers)} layers" if layers else ""
         raise FormatError(f"{path}: not a valid caffemodel{where}: {e}") from None
     try:
@@ -607,7 +511,7 @@ def read_caffemodel_raw(path: str) -> RawCaffemodel:
         raise FormatError(f"{path}: the file is empty")
     try:
         header, layers, parts = _scan_net(data, path, copy=False, blob_cls=RawBlob)
-    except _Unusual:
+    except wire.Unusual:
         raise FormatError(f"{path}: the raw reader does not handle this encoding (V0 "
                           "layers or protobuf groups); use load_weights") from None
     raw_layers = [RawLayer(name, version, param, blobs, span, lparts)
@@ -631,10 +535,10 @@ def _raw_layer_pieces(model: RawCaffemodel, layer: RawLayer) -> list:
             inner = encode_blob(blob.array, blob.diff, blob.legacy)
         else:
             inner = [memoryview(data)[blob._span[0]:blob._span[1]]]
-        body.append(_tag(blob_field, _LEN) + _encode_varint(_pieces_size(inner)))
+        body.append(wire.tag(blob_field, wire.LEN) + wire.encode_varint(_pieces_size(inner)))
         body.extend(inner)
     number = _NET_LAYER if layer.version == 2 else _NET_LAYERS_V1
-    return [_tag(number, _LEN) + _encode_varint(_pieces_size(body))] + body
+    return [wire.tag(number, wire.LEN) + wire.encode_varint(_pieces_size(body))] + body
 
 
 def write_caffemodel_raw(model: RawCaffemodel, path: str) -> None:
@@ -704,8 +608,6 @@ def _upgraded_records(header: caffe_pb2.NetParameter, layers, path: str) -> list
 
 def _load_via_protobuf(buf, path: str) -> list[tuple[str, list[BlobRecord]]]:
     """Generic path: protobuf parses the whole file, Caffe's upgrade runs, numpy converts."""
-    from . import upgrade
-
     try:
         param = caffe_pb2.NetParameter.FromString(bytes(buf))
     except _pbmessage.DecodeError as e:
@@ -720,7 +622,7 @@ def _load_via_protobuf(buf, path: str) -> list[tuple[str, list[BlobRecord]]]:
         for k, b in enumerate(lp.blobs):
             try:
                 blobs.append(blobproto_message_to_record(b))
-            except _Corrupt as e:
+            except wire.Corrupt as e:
                 raise FormatError(f"{path}: {_layer_label(lp.name, i)}, blob {k}: {e}"
                                   ) from None
         out.append((lp.name, blobs))
@@ -742,7 +644,7 @@ def load_weights(path: str) -> list[tuple[str, list[BlobRecord]]]:
             raise FormatError(f"{path}: the file is empty")
         try:
             header, layers, _ = _scan_net(buf, path, copy=True, blob_cls=BlobRecord)
-        except _Unusual:
+        except wire.Unusual:
             return _load_via_protobuf(buf, path)
         return _upgraded_records(header, layers, path)
     finally:
@@ -762,7 +664,7 @@ def _known_numbers(desc) -> set[int]:
 def _split_serialized(data: bytes, known: set[int], before: int) -> int:
     """Offset in a message serialized by protobuf (known fields in number order, then
     unknown ones) where a field numbered `before` belongs."""
-    for number, _, _, start, _ in _fields(data, 0, len(data)):
+    for number, _, _, start, _ in wire.fields(data, 0, len(data)):
         if number not in known or number > before:
             return start
     return len(data)
@@ -796,10 +698,10 @@ def _layer_pieces(lp: caffe_pb2.LayerParameter, arrays: Sequence[np.ndarray] | N
                            f"{len(diffs)} diffs")
     for k, arr in enumerate(arrays):
         inner = encode_blob(arr, None if diffs is None else diffs[k])
-        pieces.append(_tag(_V2_BLOBS, _LEN) + _encode_varint(_pieces_size(inner)))
+        pieces.append(wire.tag(_V2_BLOBS, wire.LEN) + wire.encode_varint(_pieces_size(inner)))
         pieces.extend(inner)
     pieces.append(after)
-    return [_tag(_NET_LAYER, _LEN) + _encode_varint(_pieces_size(pieces))] + pieces
+    return [wire.tag(_NET_LAYER, wire.LEN) + wire.encode_varint(_pieces_size(pieces))] + pieces
 
 
 def save_caffemodel(path: str, net_param: caffe_pb2.NetParameter,
@@ -843,7 +745,7 @@ def write_message(msg, path: str) -> None:
 # ---------------------------------------------------------------------------------------------
 def _h5_layers(group, prefix: str = "") -> list[tuple[str, object]]:
     """(layer name, group) for each layer group; a '/' in a layer name nests groups."""
-    import h5py
+    import h5py  # h5py loads libhdf5 (only .h5 weights need it)
 
     out = []
     for key in group:
@@ -857,7 +759,7 @@ def _h5_layers(group, prefix: str = "") -> list[tuple[str, object]]:
 def _h5_blobs(group, path: str, name: str) -> list[np.ndarray | None]:
     """Datasets "0", "1", ... of a layer group as arrays; a gap (a shared parameter Caffe
     did not save) is None."""
-    import h5py
+    import h5py  # h5py loads libhdf5 (only .h5 weights need it)
 
     indices = {}
     for key in group:
@@ -880,7 +782,7 @@ def load_hdf5(path: str) -> list[tuple[str, list[BlobRecord | None]]]:
     """(layer name, blobs) from Caffe's HDF5 weights: group "data"/<layer>/<i> (and
     "diff"/<layer>/<i> as the records' diffs when present).  A blob Caffe skipped because
     it shares another layer's parameter is None."""
-    import h5py
+    import h5py  # h5py loads libhdf5 (only .h5 weights need it)
 
     path = _no_nul(os.fspath(path))
     if not os.path.exists(path):
@@ -901,7 +803,7 @@ def load_hdf5(path: str) -> list[tuple[str, list[BlobRecord | None]]]:
 
 
 def _load_hdf5_file(f, path: str) -> list[tuple[str, list[BlobRecord | None]]]:
-    import h5py
+    import h5py  # h5py loads libhdf5 (only .h5 weights need it)
 
     if "data" not in f or not isinstance(f["data"], h5py.Group):
         raise FormatError(f"{path}: no 'data' group: not Caffe HDF5 weights")
@@ -932,7 +834,7 @@ def save_hdf5(path: str, layers: Sequence[tuple[str, Sequence[np.ndarray]]],
     """Write weights in Caffe's HDF5 layout (Net::ToHDF5), atomically: group "data" with a
     subgroup per layer holding datasets "0", "1", ...; group "diff" likewise when diffs are
     given.  float64 arrays stay float64, anything else is written as float32."""
-    import h5py
+    import h5py  # h5py loads libhdf5 (only .h5 weights need it)
 
     def write(group, entries):
         for name, arrays in entries:

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import DecaffeError
+from ..formats.binaryproto import read_blobproto
 from ..layer import Layer, Shape, register
 from ..proto import caffe_pb2
 from .common import canonical_axis
@@ -458,8 +459,6 @@ class MultinomialLogisticLossLayer(_LossLayer):
 # ------------------------------------------------------------------------------------------
 def _read_infogain(path: str, layer: Layer, field: str) -> torch.Tensor:
     """The H matrix from a binaryproto file (Caffe reads it once, at set-up), flattened."""
-    from ..formats.binaryproto import read_blobproto
-
     if not os.path.isfile(path):
         raise layer.error(f"infogain matrix file '{path}' not found", field)
     try:

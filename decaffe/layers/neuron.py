@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from .. import fillers
 from ..layer import ElementwiseLayer, Layer, register
+from ..proto import caffe_pb2
 
 
 # ----------------------------------------------------------------------------------------------
@@ -154,8 +155,6 @@ class DropoutLayer(ElementwiseLayer):
     """
 
     def setup(self, bottom_shapes):
-        from ..proto import caffe_pb2
-
         ratio = float(self.lp.dropout_param.dropout_ratio)
         self.check(0.0 <= ratio < 1.0, f"must be in [0, 1), not {ratio}",
                    "dropout_param.dropout_ratio")

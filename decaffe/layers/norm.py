@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .. import fillers
+from .. import fillers, sync_bn
 from .. import mode as _mode
 from ..layer import Layer, register
 from ..proto import caffe_pb2
@@ -90,8 +90,6 @@ class BatchNormLayer(Layer):
                              self.eps)
             return y.reshape(shape)
         if _mode.sync_bn() and self.phase == caffe_pb2.TRAIN and x3.dim() >= 2:
-            from ..distributed import sync_bn
-
             if sync_bn.active():
                 return self._normalize_global_batch(x3, weight, bias).reshape(shape)
         # Batch statistics: the fused kernel with momentum 1 leaves exactly the batch mean
@@ -120,9 +118,7 @@ class BatchNormLayer(Layer):
 
     def _normalize_global_batch(self, x3, weight, bias):
         """-sync_bn with several workers: statistics of the global batch (see
-        decaffe.distributed.sync_bn)."""
-        from ..distributed import sync_bn
-
+        decaffe.sync_bn)."""
         mean_sum, var_sum, factor = self.blob_params[0], self.blob_params[1], self.blob_params[2]
         y, mean, var = sync_bn.normalize(x3, weight, bias, self.eps)
         with torch.no_grad():

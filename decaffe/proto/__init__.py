@@ -1,6 +1,6 @@
 """Caffe's schema: caffe_pb2, generated from caffe.proto by tools/gen_proto.py."""
 
-from google.protobuf import text_format
+from google.protobuf import message_factory, text_format
 
 from . import caffe_pb2
 
@@ -15,8 +15,6 @@ def _use_text_format_for_str(descriptors) -> None:
     for desc in descriptors:
         cls = getattr(desc, "_concrete_class", None)
         if cls is None:
-            from google.protobuf import message_factory
-
             cls = message_factory.GetMessageClass(desc)
         cls.__str__ = _text
         _use_text_format_for_str(desc.nested_types)

@@ -26,10 +26,13 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+from google.protobuf import text_format
 
 from .. import log, precision
 from .. import mode as _mode
 from ..errors import SolverError, suggest
+from ..formats import prototxt
+from ..net import Net, load_net_param
 from ..proto import caffe_pb2
 from . import lr_policy, updates
 from . import snapshot as snap
@@ -51,8 +54,6 @@ def read_solver_param(source) -> tuple[caffe_pb2.SolverParameter, str | None]:
     """(SolverParameter, the file it came from or None) from a path, text or message,
     upgraded as Caffe's ReadSolverParamsFromTextFileOrDie does (legacy solver_type, a
     missing or directory snapshot_prefix)."""
-    from ..formats import prototxt
-
     path = None
     if isinstance(source, caffe_pb2.SolverParameter):
         param = caffe_pb2.SolverParameter()
@@ -98,14 +99,28 @@ def upgrade_snapshot_prefix(param, path: str) -> None:
 
 
 def _read_net(path: str):
-    from ..net import load_net_param
-
     return load_net_param(path)
 
 
 def _first_of(param) -> dict[str, int]:
     return {f: int(param.HasField(f)) for f in ("net", "net_param", "train_net",
                                                 "train_net_param")}
+
+
+# The class solvers build their nets as when the caller names none. decaffe.pycaffe's Net
+# (the engine's Net with pycaffe's Python-side methods) registers itself when imported, as
+# `import caffe` and `decaffe.Net` do, so that solver.net is a caffe.Net as in pycaffe; the
+# engine itself never imports pycaffe.
+_net_class: type | None = None
+
+
+def set_net_class(cls: type) -> None:
+    """The class (the engine's Net or a subclass) solvers build their train and test nets as
+    when no net_class is given; decaffe.pycaffe.net registers pycaffe's Net."""
+    if not (isinstance(cls, type) and issubclass(cls, Net)):
+        raise SolverError(f"set_net_class: {cls!r} is not a subclass of decaffe.net.Net")
+    global _net_class
+    _net_class = cls
 
 
 class Solver:
@@ -121,9 +136,7 @@ class Solver:
         self._check_snapshot_prefix()
         if param.random_seed >= 0:
             _mode.set_random_seed(param.random_seed + _mode.solver_rank())
-        from ..net import Net
-
-        self._net_class = net_class or Net
+        self._net_class = net_class or _net_class or Net
         self._train_param = self._train_net_param()
         self.net = self._net_class(self._train_param)
         self.test_nets = self._init_test_nets()
@@ -663,14 +676,10 @@ class Solver:
 # helpers
 # ----------------------------------------------------------------------------------------------
 def _copy_net(msg) -> caffe_pb2.NetParameter:
-    from ..net import load_net_param
-
     return load_net_param(msg)
 
 
 def _debug_string(param) -> str:
-    from google.protobuf import text_format
-
     return text_format.MessageToString(param)
 
 

@@ -29,10 +29,12 @@ import os
 import re
 from dataclasses import dataclass, field
 
+import h5py
 import numpy as np
 
-from ..errors import FormatError, SolverError
-from ..formats import atomic
+from ..blob import check_memory, check_shape
+from ..errors import DecaffeError, FormatError, SolverError
+from ..formats import atomic, wire
 from ..formats.atomic import atomic_path, atomic_write
 from ..proto import caffe_pb2
 
@@ -92,57 +94,19 @@ def _decode_positions(raw: bytes, path: str) -> dict:
 
 def _field_payload(raw: bytes, number: int) -> bytes | None:
     """The last length-delimited top-level field `number` of a parsed message's bytes."""
-    pos, n, found = 0, len(raw), None
-
-    def varint() -> int:
-        nonlocal pos
-        shift = value = 0
-        while True:
-            b = raw[pos]
-            pos += 1
-            value |= (b & 0x7F) << shift
-            if b < 0x80:
-                return value
-            shift += 7
-
-    while pos < n:
-        tag = varint()
-        wire = tag & 7
-        if wire == 0:
-            varint()
-        elif wire == 1:
-            pos += 8
-        elif wire == 5:
-            pos += 4
-        elif wire == 2:
-            length = varint()
-            if tag >> 3 == number:
-                found = raw[pos:pos + length]
-            pos += length
-        else:  # groups: never in a SolverState
-            return found
+    found = None
+    try:
+        for n, wt, value, _, _ in wire.fields(raw, 0, len(raw)):
+            if n == number and wt == wire.LEN:
+                found = raw[value[0]:value[1]]
+    except wire.Unusual:  # groups: never in a SolverState
+        pass
     return found
 
 
 # ----------------------------------------------------------------------------------------------
 # writing
 # ----------------------------------------------------------------------------------------------
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def _len_field(number: int, payload: bytes) -> bytes:
-    return _varint((number << 3) | 2) + _varint(len(payload)) + payload
-
-
 def _blob_bytes(arr: np.ndarray) -> bytes:
     """A BlobProto as C++ Caffe serializes Blob::ToProto: packed float data (field 5),
     then the shape (field 7). Encoded here directly: protobuf's per-value path is slow
@@ -150,8 +114,8 @@ def _blob_bytes(arr: np.ndarray) -> bytes:
     flat = np.ascontiguousarray(arr, dtype="<f4").reshape(-1)
     shape = caffe_pb2.BlobShape()
     shape.dim.extend(int(d) for d in np.shape(arr))
-    out = _len_field(5, flat.tobytes()) if flat.size else b""
-    return out + _len_field(7, shape.SerializeToString())
+    out = wire.len_field(5, flat.tobytes()) if flat.size else b""
+    return out + wire.len_field(7, shape.SerializeToString())
 
 
 def write_binary(path: str, state: SolverStateData) -> None:
@@ -167,18 +131,16 @@ def write_binary(path: str, state: SolverStateData) -> None:
         tail.iter_last_event = int(state.iter_last_event)
     # fields in number order (iter, learned_net, history, current_step), as C++ writes them
     parts = [head.SerializeToString()]
-    parts.extend(_len_field(3, _blob_bytes(a)) for a in state.history)
+    parts.extend(wire.len_field(3, _blob_bytes(a)) for a in state.history)
     parts.append(tail.SerializeToString())
     if state.positions is not None:
-        parts.append(_len_field(POSITIONS_FIELD, _encode_positions(state.positions)))
+        parts.append(wire.len_field(POSITIONS_FIELD, _encode_positions(state.positions)))
     with atomic_write(path, "wb") as f:
         for part in parts:
             f.write(part)
 
 
 def write_hdf5(path: str, state: SolverStateData) -> None:
-    import h5py
-
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
             f.create_dataset("iter", data=np.int32(state.iter))
@@ -222,9 +184,6 @@ def _blob_array(blob, where: str) -> np.ndarray:
 
 def _check_size(shape, where: str) -> None:
     """Refuse an array over Caffe's INT_MAX elements or the free memory, before reading it."""
-    from ..blob import check_memory, check_shape
-    from ..errors import DecaffeError
-
     try:
         check_memory(check_shape(shape, where), 4, "cpu", where)
     except FormatError:
@@ -281,8 +240,6 @@ _INT, _FLOAT, _TEXT = "an integer scalar", "a float scalar", "a string scalar"
 def _scalar(f, name: str, path: str, kind: str, required: bool = True):
     """Dataset `name` of f, a scalar (shape () or (1,)) of the kind asked for, else a
     FormatError naming the file, the dataset and what was expected."""
-    import h5py
-
     if name not in f:
         if required:
             raise FormatError(f"{path}: no '{name}' dataset in the HDF5 solver state "
@@ -316,8 +273,6 @@ def _scalar(f, name: str, path: str, kind: str, required: bool = True):
 
 
 def read_hdf5(path: str) -> SolverStateData:
-    import h5py
-
     if "\0" in path:
         raise SolverError(f"cannot read solver state {path!r}: the path holds a NUL byte")
     if not os.path.exists(path):

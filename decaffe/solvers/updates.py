@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from .. import log
+from ..errors import SolverError
 
 _f32 = np.float32
 
@@ -104,8 +105,6 @@ class AdaGradRule(UpdateRule):
         self.delta = f32(param.delta)
 
     def check(self):
-        from ..errors import SolverError
-
         if self.param.momentum != 0:
             raise SolverError("momentum: momentum cannot be used with AdaGrad "
                               f"(momentum is {self.param.momentum})")
@@ -128,8 +127,6 @@ class RMSPropRule(AdaGradRule):
         self.rms_decay = f32(param.rms_decay)
 
     def check(self):
-        from ..errors import SolverError
-
         if self.param.momentum != 0:
             raise SolverError("momentum: momentum cannot be used with RMSProp "
                               f"(momentum is {self.param.momentum})")
@@ -185,8 +182,6 @@ class AdamRule(UpdateRule):
         self.delta = f32(param.delta)
 
     def check(self):
-        from ..errors import SolverError
-
         # Caffe takes these on trust; outside [0, 1) the bias correction divides by zero
         # (momentum 1) or takes the root of a negative number (momentum2 > 1).
         for name in ("momentum", "momentum2"):
@@ -288,8 +283,6 @@ class Updater:
                     elif regularization == "L1":
                         torch._foreach_add_(gg, torch._foreach_sign(g.params), alpha=local_decay)
                     else:
-                        from ..errors import SolverError
-
                         raise SolverError("regularization_type: unknown regularization type "
                                           f"'{regularization}' (known: L1, L2)")
                 self.rule.compute(gg, g.hist, g.temp, float(rate32 * _f32(g.lr_mult)), it)

@@ -323,7 +323,7 @@ def test_solver_pass_fuses_batchnorm_scale_with_identical_results(phase):
 def test_close_stops_data_layers(tmp_path):
     import lmdb
 
-    from decaffe.pyio import array_to_datum
+    from decaffe.pycaffe.io import array_to_datum
 
     db = tmp_path / "db"
     env = lmdb.open(str(db), map_size=1 << 20)

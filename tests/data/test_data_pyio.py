@@ -1,4 +1,4 @@
-"""pycaffe's caffe.io (decaffe.pyio), caffe.Classifier and caffe.Detector."""
+"""pycaffe's caffe.io (decaffe.pycaffe.io), caffe.Classifier and caffe.Detector."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import cv2
 import numpy as np
 import pytest
 
-from decaffe import pyio
-from decaffe.classifier import Classifier, forward_all
-from decaffe.detector import Detector
 from decaffe.errors import DecaffeError
 from decaffe.proto import caffe_pb2
+from decaffe.pycaffe import io as pyio
+from decaffe.pycaffe.classifier import Classifier
+from decaffe.pycaffe.detector import Detector
 
 
 def test_datum_round_trips():
@@ -178,7 +178,7 @@ def test_forward_all_pads_the_last_batch(tmp_path):
     proto, weights, _ = _model(tmp_path)
     clf = Classifier(proto, weights)
     x = np.random.default_rng(8).standard_normal((5, 3, 4, 4)).astype(np.float32)
-    out = forward_all(clf, data=x)["ip"]
+    out = clf.forward_all(data=x)["ip"]
     w, b = (p.data for p in clf.params["ip"])
     np.testing.assert_allclose(out, x.reshape(5, -1) @ w.T + b, rtol=1e-4, atol=1e-4)
 

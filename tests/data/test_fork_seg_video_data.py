@@ -17,7 +17,7 @@ import pytest
 
 import decaffe
 from decaffe.errors import DecaffeError
-from decaffe.layers.video_data import _fill_crop_sizes, _fix_offsets
+from decaffe.layers.forks.data import _fill_crop_sizes, _fix_offsets
 
 
 def _batches(net, n: int) -> list:

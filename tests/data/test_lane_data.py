@@ -15,8 +15,8 @@ import pytest
 from data_helpers import write_lmdb
 
 import decaffe
+from decaffe.data.sources import DataLayerError
 from decaffe.errors import DecaffeError
-from decaffe.layers.data import DataLayerError
 from decaffe.proto import caffe_pb2
 from decaffe.solvers import snapshot as snap
 

@@ -11,7 +11,7 @@ from export_helpers import randomize
 
 import caffe
 from decaffe.cli import main
-from decaffe.export.graph import EXPORTS, LayerExport
+from decaffe.export.registry import EXPORTS, LayerExport
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(HERE)), "examples", "batchnorm",

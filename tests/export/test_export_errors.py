@@ -9,8 +9,15 @@ import pytest
 from export_helpers import randomize
 
 import caffe
+from decaffe.errors import DecaffeError
 from decaffe.export import ExportError, to_onnx, to_pytorch_source, to_torch_program
-from decaffe.export.graph import EXPORTS, LayerExport
+from decaffe.export.registry import (
+    EXPORTS,
+    NOT_EXPORTED,
+    LayerExport,
+    refuse_types,
+    register_export,
+)
 from decaffe.formats import prototxt
 
 INPUT = ('layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 '
@@ -148,8 +155,24 @@ def test_any_loss_layer_is_refused_by_its_kind(tmp_path, monkeypatch):
     net = _net(INPUT + 'layer { name: "l" type: "Input" top: "l" input_param { shape { dim: 1 '
                'dim: 1 dim: 6 dim: 6 } } } layer { name: "loss" type: "EuclideanLoss" bottom: '
                '"data" bottom: "l" top: "loss" }')
-    from decaffe.export import graph
-
-    monkeypatch.delitem(graph.NOT_EXPORTED, "EuclideanLoss")
+    monkeypatch.delitem(NOT_EXPORTED, "EuclideanLoss")
     with pytest.raises(ExportError, match=r"layer 'loss': \(EuclideanLoss\) a loss or accuracy"):
         to_onnx(net, str(tmp_path / "n.onnx"), end="loss")
+
+
+def test_registering_a_type_twice_is_an_error():
+    """The registry refuses a second entry for a type (an exporter or a refusal), naming the
+    type and the entry already there, instead of silently replacing it."""
+    class Another(LayerExport):
+        pass
+
+    with pytest.raises(DecaffeError, match=r"layer type 'ReLU' already has an export entry "
+                                           r"\(ReLUExport\); Another would replace it"):
+        register_export("ReLU")(Another)
+    with pytest.raises(DecaffeError, match="'Convolution' already has an export entry"):
+        refuse_types("no reason", "Convolution")
+    with pytest.raises(DecaffeError, match=r"'EuclideanLoss' already has an export entry "
+                                           r"\(refused: "):
+        register_export("EuclideanLoss")(Another)
+    assert type(EXPORTS["ReLU"]).__name__ == "ReLUExport"
+    assert "Convolution" not in NOT_EXPORTED and "EuclideanLoss" not in EXPORTS

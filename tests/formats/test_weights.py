@@ -14,6 +14,8 @@ import pytest
 
 from decaffe.errors import DecaffeError, FormatError
 from decaffe.formats import weights as w
+from decaffe.formats.wire import encode_varint as _varint
+from decaffe.formats.wire import len_field as _field
 from decaffe.proto import caffe_pb2
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -295,19 +297,6 @@ def test_v0_caffemodel_goes_through_protobuf_and_the_upgrade(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # Unusual encodings
 # ---------------------------------------------------------------------------------------------
-def _varint(v: int) -> bytes:
-    out = bytearray()
-    while v >= 0x80:
-        out.append((v & 0x7F) | 0x80)
-        v >>= 7
-    out.append(v)
-    return bytes(out)
-
-
-def _field(number: int, payload: bytes) -> bytes:
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
-
-
 def _model_with_blob(blob: bytes, name: bytes = b"L") -> bytes:
     return _field(100, _field(1, name) + _field(7, blob))
 

@@ -269,9 +269,10 @@ def byte_mutation(data: bytes, r: random.Random) -> bytes:
 
 def _enc_varint(n: int) -> bytes:
     """n as a protobuf varint (negative numbers as their 64-bit two's complement)."""
-    from decaffe.solvers.snapshot import _varint
+    # lazily, as this module's other decaffe imports: its worker starts without decaffe
+    from decaffe.formats.wire import encode_varint
 
-    return _varint(n & ((1 << 64) - 1))
+    return encode_varint(n)
 
 
 def _wire_fields(buf: bytes, start: int = 0, end: int | None = None, depth: int = 0):

@@ -1,5 +1,5 @@
-"""CenterLoss (ydwen/caffe-face) and SegAccuracy (DeepLab), decaffe/layers/fork_misc.py, and
-MarginInnerProduct (sphereface), decaffe/layers/face.py: values from the forks' definitions,
+"""CenterLoss (ydwen/caffe-face) and SegAccuracy (DeepLab), decaffe/layers/forks/misc.py, and
+MarginInnerProduct (sphereface), decaffe/layers/forks/face.py: values from the forks' definitions,
 their own (non-derivative) updates, finite-difference checks where the backward is a
 derivative, and the refusals."""
 

@@ -1,4 +1,4 @@
-"""R-FCN's online hard example mining layers (decaffe/layers/rcnn.py): SoftmaxWithLossOHEM,
+"""R-FCN's online hard example mining layers (decaffe/layers/forks/rcnn.py): SoftmaxWithLossOHEM,
 SmoothL1LossOHEM, BoxAnnotatorOHEM — against references written from the forks' code, their
 gradients, and the OHEM chain of R-FCN's training prototxts."""
 

@@ -1,4 +1,4 @@
-"""The Faster R-CNN / R-FCN fork layers (decaffe/layers/rcnn.py): ROIPooling, PSROIPooling,
+"""The Faster R-CNN / R-FCN fork layers (decaffe/layers/forks/rcnn.py): ROIPooling, PSROIPooling,
 SmoothL1Loss, Proposal — against loop references written from the forks' kernels, golden
 replays where tests/golden has cases, finite-difference checks of every backward, and the
 forks' refusals."""

@@ -1,4 +1,4 @@
-"""eric612/MobileNet-YOLO's layers (decaffe/layers/yolo.py): YoloDetectionOutput,
+"""eric612/MobileNet-YOLO's layers (decaffe/layers/forks/yolo.py): YoloDetectionOutput,
 Yolov3DetectionOutput, Reorg and the Yolov3 loss against loop references written from the
 fork's Forward_cpu/Backward_cpu and darknet's reorg_cpu; Reorg's gradient by finite
 differences (Yolov3's backward is the fork's delta, not a derivative: checked against the
@@ -444,7 +444,7 @@ def region_loss_ref(x, labels, num_class, num, thresh, obj_s, noobj_s, cls_s, co
 @pytest.mark.parametrize("bias_match,rescore,warmup", [(True, True, True), (False, False, False),
                                                         (True, False, False)])
 def test_region_loss_and_the_forks_gradient(bias_match, rescore, warmup, monkeypatch):
-    from decaffe.layers.yolo import RegionLossLayer
+    from decaffe.layers.forks.yolo import RegionLossLayer
 
     monkeypatch.setattr(RegionLossLayer, "passes_run", 0 if warmup else 10 ** 6)
     rng = np.random.default_rng(int(bias_match) + 2 * int(rescore))

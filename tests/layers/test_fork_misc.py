@@ -417,9 +417,9 @@ def test_layer_type_list_lists_them():
 
 
 def test_netspec_builds_and_draw_draws_them():
-    from decaffe import draw
     from decaffe.netspec import NetSpec
     from decaffe.netspec import layers as L
+    from decaffe.pycaffe import draw
 
     n = NetSpec()
     n.data = L.Input(shape=dict(dim=[1, 4, 6, 6]))

@@ -1,4 +1,4 @@
-"""The SSD fork's layers (decaffe.layers.detection_ssd): the fork's golden cases, values
+"""The SSD fork's layers (decaffe.layers.forks.ssd): the fork's golden cases, values
 computed independently from the fork's definitions, finite-difference gradients, and the
 fork's refusals."""
 
@@ -564,7 +564,7 @@ def test_detection_evaluate_in_pixels_with_name_size_file(tmp_path):
 
 
 def test_output_bbox_undoes_the_resize_policies():
-    from decaffe.layers.detection_ssd import output_bbox
+    from decaffe.layers.forks.ssd import output_bbox
     from decaffe.proto import caffe_pb2
 
     box = np.array([0.1, 0.2, 0.5, 1.2], np.float32)

@@ -14,6 +14,9 @@ from fork_corpus import nets
 from google.protobuf import descriptor_pb2, text_format
 
 from decaffe.formats import prototxt
+from decaffe.formats.wire import encode_varint as _varint
+from decaffe.formats.wire import len_field as _len
+from decaffe.formats.wire import tag as _key
 from decaffe.proto import caffe_pb2
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -177,26 +180,6 @@ def test_field_numbers_are_unique_in_every_message():
 
 
 # --- wire compatibility: bytes as the forks wrote them ----------------------------------------
-
-
-def _varint(v: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = v & 0x7F
-        v >>= 7
-        if v:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
-def _key(number: int, wire: int) -> bytes:
-    return _varint(number << 3 | wire)
-
-
-def _len(number: int, payload: bytes) -> bytes:
-    return _key(number, 2) + _varint(len(payload)) + payload
 
 
 def _f32(number: int, v: float) -> bytes:

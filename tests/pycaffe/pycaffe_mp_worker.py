@@ -63,7 +63,7 @@ def main(argv: list[str]) -> None:
                                                 argv[4], int(argv[5]), int(argv[6]), argv[7])
     from decaffe import mode
     from decaffe.layers.data import set_input_arrays
-    from decaffe.parallel import NCCL, init_group, shutdown
+    from decaffe.pycaffe.parallel import NCCL, init_group, shutdown
     from decaffe.solvers import get_solver
 
     if how == "torchrun":

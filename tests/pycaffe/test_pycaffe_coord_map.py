@@ -6,7 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from decaffe.coord_map import (
+from decaffe.errors import DecaffeError
+from decaffe.netspec import NetSpec
+from decaffe.netspec import layers as L
+from decaffe.netspec import params as P
+from decaffe.pycaffe.coord_map import (
     AxisMismatchException,
     CoordMapError,
     CropError,
@@ -17,10 +21,6 @@ from decaffe.coord_map import (
     crop,
     inverse,
 )
-from decaffe.errors import DecaffeError
-from decaffe.netspec import NetSpec
-from decaffe.netspec import layers as L
-from decaffe.netspec import params as P
 
 
 def conv_pool_deconv(ks=3, stride=1, pad=0, pool=2, dstride=2, dpad=0):

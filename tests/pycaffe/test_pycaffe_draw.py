@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from conftest import MODELS
 
-from decaffe import draw
 from decaffe.cli import main as cli_main
 from decaffe.errors import DecaffeError
 from decaffe.proto import caffe_pb2
+from decaffe.pycaffe import draw
 
 pydot = pytest.importorskip("pydot")
 

@@ -18,7 +18,7 @@ import torch
 
 from decaffe import mode
 from decaffe.errors import DecaffeError
-from decaffe.parallel import NCCL, ParallelError, has_nccl, init_group, new_uid
+from decaffe.pycaffe.parallel import NCCL, ParallelError, has_nccl, init_group, new_uid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 STEPS, BATCH = 4, 3
@@ -173,7 +173,7 @@ def test_world_of_one_with_uid_flattens_gradients(tmp_path):
         # a second NCCL in the same process reuses the group
         NCCL(_FakeSolver([a]), b"")
     finally:
-        from decaffe.parallel import shutdown
+        from decaffe.pycaffe.parallel import shutdown
 
         shutdown()
     assert not dist.is_initialized()

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 import decaffe as caffe
-from decaffe import pyio as caffe_io
-from decaffe.classifier import Classifier
 from decaffe.layers.data import set_input_arrays
+from decaffe.pycaffe import io as caffe_io
+from decaffe.pycaffe.classifier import Classifier
 from decaffe.solvers import get_solver
 
 DEPLOY = """

@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from decaffe.timer import Timer
+from decaffe.pycaffe.timer import Timer
 
 
 def test_interval_is_measured():

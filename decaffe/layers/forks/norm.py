@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import torch
 
-from .. import fillers
-from ..layer import Layer, register
-from .fork_shape import enum_name
+from ... import fillers
+from ...layer import Layer, register
+from ...proto import caffe_pb2
 from .resize import field, has_field
+from .shape import enum_name
 
 
 def _filler(p, name: str):
@@ -83,8 +84,6 @@ class BNLayer(Layer):
         return any(has_field(p, f) for f in ("bn_mode", "scale_filler", "shift_filler"))
 
     def setup(self, bottom_shapes):
-        from ..proto import caffe_pb2
-
         p = self.lp.bn_param
         shape = tuple(bottom_shapes[0])
         self.check(len(shape) >= 2, f"the bottom must have a channel axis, not shape {shape}")
@@ -185,8 +184,6 @@ class BatchNormKyleLayer(Layer):
     no_grad_blobs = (0, 1, 2)
 
     def setup(self, bottom_shapes):
-        from ..proto import caffe_pb2
-
         p = self.lp.batch_norm_param
         shape = tuple(bottom_shapes[0])
         self.fraction = float(p.moving_average_fraction)

@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from . import mode as _mode
+from .. import mode as _mode
 
 _log = logging.getLogger("decaffe")
 

@@ -19,22 +19,19 @@ scales them as any parameter's, giving the global batch's gradient.
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 
-from .. import mode as _mode
+from . import mode as _mode
 
 
 def active() -> bool:
     """Whether batch statistics are synchronised now (-sync_bn and a group of > 1)."""
     if not _mode.sync_bn():
         return False
-    import torch.distributed as dist
-
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 def _all_reduce(t: torch.Tensor) -> torch.Tensor:
-    import torch.distributed as dist
-
     if dist.get_backend() == "nccl" and t.device.type != "cuda":
         moved = t.to(torch.device("cuda", torch.cuda.current_device()))
         dist.all_reduce(moved)

@@ -26,7 +26,8 @@ import collections
 
 import numpy as np
 
-from .errors import DecaffeError
+from ..errors import DecaffeError
+from ..netspec import layers as L
 
 # pycaffe's list, plus the element-wise layers Caffe gained after it was written (Clip, Swish)
 PASS_THROUGH_LAYERS = ["AbsVal", "BatchNorm", "Bias", "BNLL", "Dropout", "Eltwise", "ELU", "Log",
@@ -200,8 +201,6 @@ def crop(top_from, top_to):
     Its crop_param has axis = map axis + 1 and offset = -shift per spatial axis. Raises
     CropError (an AssertionError, as pycaffe's asserts) when the scales differ, the shift is
     positive (top_from would have to grow) or not a whole number."""
-    from .netspec import layers as L
-
     ax, a, b = coord_map_from_to(top_from, top_to)
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if not (a == 1).all():

@@ -17,13 +17,16 @@ A ``.raw`` file gets the graph's dot source, which any graphviz reads.
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import subprocess
 import sys
 
-from .errors import DecaffeError
-from .proto import caffe_pb2
+from ..errors import DecaffeError
+from ..formats import prototxt, upgrade
+from ..formats.atomic import atomic_write
+from ..proto import caffe_pb2
 
 # Node styles, as Caffe's draw.py defines them.
 LAYER_STYLE_DEFAULT = {"shape": "record", "fillcolor": "#6495ED", "style": "filled"}
@@ -169,12 +172,8 @@ def _as_net_param(caffe_net) -> caffe_pb2.NetParameter:
     if isinstance(caffe_net, caffe_pb2.NetParameter):
         return caffe_net
     if isinstance(caffe_net, (str, os.PathLike)):
-        from .formats import prototxt
-
         param = prototxt.read_net(os.fspath(caffe_net), upgrade=False)
         if len(param.layers):
-            from .formats import upgrade
-
             upgrade.upgrade_net(param, os.fspath(caffe_net))
         return param
     raise DrawError(f"cannot draw a {type(caffe_net).__name__}: give a NetParameter or a "
@@ -183,7 +182,7 @@ def _as_net_param(caffe_net) -> caffe_pb2.NetParameter:
 
 def _pydot():
     try:
-        import pydot
+        import pydot  # pydot is optional (the draw extra)
     except ImportError:
         raise DrawError("drawing nets needs pydot: pip install pydot (or decaffe[draw])") from None
     return pydot
@@ -272,13 +271,12 @@ def _run(prog: str, fmt: str, source: str) -> bytes:
 
 def _png_to_pdf(png: bytes) -> bytes:
     """Wrap a rendered PNG into a one-page PDF of the same size (72 dpi, as graphviz's)."""
-    import io
 
-    import matplotlib
+    import matplotlib  # matplotlib (a few hundred ms to import) only for PDF output
 
     matplotlib.use("Agg", force=False)
-    import matplotlib.image
-    from matplotlib.figure import Figure
+    import matplotlib.image  # matplotlib, only for PDF output
+    from matplotlib.figure import Figure  # matplotlib, only for PDF output
 
     img = matplotlib.image.imread(io.BytesIO(png), format="png")
     h, w = img.shape[:2]
@@ -317,7 +315,5 @@ def draw_net_to_file(caffe_net, filename: str, rankdir: str = "LR", phase=None,
         raise DrawError(f"{filename}: give the file an extension (.png, .svg, .pdf, ...) to "
                         "choose the image format")
     data = draw_net(caffe_net, rankdir, ext, phase, display_lrm)
-    from .formats.atomic import atomic_write
-
     with atomic_write(filename, "wb") as f:
         f.write(data)

@@ -15,8 +15,8 @@ import os
 import cv2
 import numpy as np
 
-from .errors import DataError, DecaffeError
-from .proto import caffe_pb2
+from ..errors import DataError, DecaffeError
+from ..proto import caffe_pb2
 
 __all__ = ["blobproto_to_array", "array_to_blobproto", "arraylist_to_blobprotovector_str",
            "blobprotovector_str_to_arraylist", "array_to_datum", "datum_to_array",

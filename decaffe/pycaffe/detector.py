@@ -12,10 +12,10 @@ import os
 
 import numpy as np
 
-from . import pyio
-from .classifier import forward_all, input_transformer
-from .errors import DecaffeError
-from .mode import TEST
+from ..errors import DecaffeError
+from ..mode import TEST
+from . import io as pyio
+from .classifier import input_transformer
 from .net import Net
 
 
@@ -44,7 +44,7 @@ class Detector(Net):
                             + tuple(self.blobs[in_].data.shape[2:]), dtype=np.float32)
         for ix, window_in in enumerate(window_inputs):
             caffe_in[ix] = self.transformer.preprocess(in_, window_in)
-        out = forward_all(self, **{in_: caffe_in})
+        out = self.forward_all(**{in_: caffe_in})
         predictions = out[self.outputs[0]]
         detections = []
         ix = 0
@@ -58,6 +58,7 @@ class Detector(Net):
     def detect_selective_search(self, image_fnames) -> list[dict]:
         """Windows proposed by the selective_search_ijcv_with_python package (MATLAB)."""
         try:
+            # optional: R-CNN's selective search, only for this method
             import selective_search_ijcv_with_python as selective_search
         except ImportError:
             raise DecaffeError("detect_selective_search needs the "

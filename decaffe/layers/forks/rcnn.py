@@ -20,9 +20,9 @@ import math
 import numpy as np
 import torch
 
-from ..layer import Layer, register
-from ..proto import caffe_pb2
-from .loss import (
+from ...layer import Layer, register
+from ...proto import caffe_pb2
+from ..loss import (
     BATCH_SIZE,
     FULL,
     LOG_FLT_MIN,

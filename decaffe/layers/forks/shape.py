@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 
-from ..layer import Layer, register
+from ...layer import Layer, register
 from .resize import field, has_field
 
 

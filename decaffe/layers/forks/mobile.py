@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import torch
 
-from ..layer import ElementwiseLayer, Layer, register
+from ...layer import ElementwiseLayer, Layer, register
+from ...proto import caffe_pb2
+from ..vision import ConvolutionLayer
 from .resize import field
-from .vision import ConvolutionLayer
 
 
 @register("ConvolutionDepthwise")
@@ -27,8 +28,6 @@ class ConvolutionDepthwiseLayer(ConvolutionLayer):
     Blobs: weights (channels, 1, kh, kw), bias (channels,)."""
 
     def setup(self, bottom_shapes):
-        from ..proto import caffe_pb2
-
         shape = tuple(bottom_shapes[0])
         self.check(len(shape) >= 2, f"the bottom must have a channel axis, not shape {shape}")
         p = self.lp.convolution_param

@@ -9,9 +9,9 @@ import math
 import numpy as np
 import torch
 
-from .. import fillers
-from ..layer import Layer, register
-from .common import canonical_axis
+from ... import fillers
+from ...layer import Layer, register
+from ..common import canonical_axis
 
 # ------------------------------------------------------------------------------------------
 # MarginInnerProduct (sphereface's A-Softmax)

@@ -21,12 +21,12 @@ import math
 import numpy as np
 import torch
 
-from .. import bbox as B
-from .. import fillers
-from .. import log as _log
-from ..layer import Layer, register
-from ..proto import caffe_pb2
-from .loss import FLT_MIN, VALID, _LossLayer
+from ... import bbox as B
+from ... import fillers
+from ... import log as _log
+from ...layer import Layer, register
+from ...proto import caffe_pb2
+from ..loss import FLT_MIN, VALID, _LossLayer
 
 F32 = np.float32
 _MB = caffe_pb2.MultiBoxLossParameter

@@ -11,34 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import pyio
-from .mode import TEST
+from ..mode import TEST
+from . import io as pyio
 from .net import Net
-
-
-def forward_all(net: Net, blobs=None, **kwargs) -> dict:
-    """pycaffe's Net.forward_all: run all the given inputs through the net, batch by batch
-    (the last batch padded with zeros), and return each output for every input."""
-    own = getattr(type(net), "forward_all", None)
-    if own is not None:
-        return own(net, blobs=blobs, **kwargs)
-    names = list(kwargs)
-    outputs = set(net.outputs + list(blobs or []))
-    num = len(kwargs[names[0]])
-    batch = net.blobs[names[0]].shape[0]
-    collected: dict[str, list] = {o: [] for o in outputs}
-    for start in range(0, num, batch):
-        feed = {}
-        for n in names:
-            part = np.asarray(kwargs[n][start:start + batch])
-            if len(part) < batch:
-                pad = np.zeros((batch - len(part),) + part.shape[1:], part.dtype)
-                part = np.concatenate([part, pad])
-            feed[n] = part
-        outs = net.forward(blobs=blobs, **feed)
-        for o, arr in outs.items():
-            collected[o].extend(np.array(arr, copy=True))
-    return {o: np.asarray(v)[:num] for o, v in collected.items()}
 
 
 def input_transformer(net: Net, mean=None, input_scale=None, raw_scale=None,
@@ -91,7 +66,7 @@ class Classifier(Net):
         caffe_in = np.zeros(np.array(input_.shape)[[0, 3, 1, 2]], dtype=np.float32)
         for ix, in_ in enumerate(input_):
             caffe_in[ix] = self.transformer.preprocess(self.inputs[0], in_)
-        out = forward_all(self, **{self.inputs[0]: caffe_in})
+        out = self.forward_all(**{self.inputs[0]: caffe_in})
         predictions = out[self.outputs[0]]
         if oversample:
             predictions = predictions.reshape((len(predictions) // 10, 10, -1)).mean(1)

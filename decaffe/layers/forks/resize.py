@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..layer import Layer, register
+from ...layer import Layer, register
 
 
 def has_field(msg, name: str) -> bool:

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import math
 
+import cv2
+import numpy as np
 import torch
 
-from .. import fillers
-from ..layer import ElementwiseLayer, Layer, register
-from ..proto import caffe_pb2
-from .fork_shape import enum_name
+from ... import fillers
+from ...layer import ElementwiseLayer, Layer, register
+from ...proto import caffe_pb2
+from .shape import enum_name
 
 
 @register("GuidedDropout")
@@ -325,9 +327,6 @@ class SegmentationEvaluateLayer(Layer):
             if s.shape[1:] == g.shape[1:]:
                 pred = s[c] > self.threshold
             else:
-                import cv2
-                import numpy as np
-
                 img = np.clip(s[c] * 255, 0, 255).astype(np.uint8)
                 img = cv2.resize(img, (g.shape[2], g.shape[1]), interpolation=cv2.INTER_AREA)
                 pred = img > int(self.threshold * 255)

@@ -18,7 +18,7 @@ import math
 import numpy as np
 import torch
 
-from ..layer import Layer, register
+from ...layer import Layer, register
 
 
 def _np_dtype(t: torch.Tensor):
