@@ -14,7 +14,7 @@ import caffe
 from decaffe.cli import main
 from decaffe.errors import DecaffeError
 from decaffe.export import ExportError, to_onnx, to_pytorch_source
-from decaffe.export.graph import EXPORTS
+from decaffe.export.registry import EXPORTS
 from decaffe.export.layers import PoolingExport
 from decaffe.export.verify import (
     check_runtimes,
