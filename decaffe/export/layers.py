@@ -436,7 +436,10 @@ def _pool_onnx(b, x: str, method: int, g, out: str | None) -> str:
         rescale = False
     last = not crop and not fix and not (method == _POOL.AVE and rescale)
     y_out = out if last else None
-    if any(pp >= kk for pp, kk in zip(pads, k + k)):  # onnxruntime wants pads below the kernel
+    uneven = method != _POOL.MAX and pads[:2] != pads[2:]
+    # onnxruntime wants pads below the kernel; converters (onnx2torch) refuse AveragePool with
+    # uneven pads: an explicit Pad of zeros is the same window sums (count_include_pad)
+    if uneven or any(pp >= kk for pp, kk in zip(pads, k + k)):
         fill = -np.inf if method == _POOL.MAX else 0.0
         x = b.op("Pad", [x, b.ints([0, 0] + pads[:2] + [0, 0] + pads[2:]), b.scalar(fill)])
         pads = [0, 0, 0, 0]

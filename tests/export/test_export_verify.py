@@ -14,8 +14,8 @@ import caffe
 from decaffe.cli import main
 from decaffe.errors import DecaffeError
 from decaffe.export import ExportError, to_onnx, to_pytorch_source
-from decaffe.export.registry import EXPORTS
 from decaffe.export.layers import PoolingExport
+from decaffe.export.registry import EXPORTS, LayerExport
 from decaffe.export.verify import (
     check_runtimes,
     compare,
@@ -253,3 +253,44 @@ def test_roi_bins_are_caffes_float_quotients_in_every_runtime(tmp_path):
         assert np.array_equal(got["pool"], ref), rt
     model = onnx.load(report.path)
     assert any(i.name.startswith("pool/bin_sizes") for i in model.graph.initializer)
+
+
+class _NeedsOpset18(LayerExport):
+    """A TanH written with an operator form that exists from opset 18 on."""
+
+    def onnx(self, b, node):
+        b.need("Tanh", 18, "a form from opset 18")
+        b.op("Tanh", node.bottoms, node.tops[0])
+
+    def torch(self, s, node):
+        return f"torch.tanh({s.v(node.bottoms[0])})"
+
+
+def test_the_default_opset_is_the_lowest_the_net_needs(tmp_path, monkeypatch):
+    text = ('layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 1 dim: 2 '
+            'dim: 5 dim: 5 } } } layer { name: "act" type: "TanH" bottom: "x" top: "act" }')
+    assert to_onnx(_net(text), str(tmp_path / "a.onnx")).opset == 17
+    monkeypatch.setitem(EXPORTS, "TanH", _NeedsOpset18())
+    report = to_onnx(_net(text), str(tmp_path / "b.onnx"))
+    assert report.opset == 18 and report.opset_reason == "layer 'act' (TanH) needs opset 18"
+    assert "opset 18 (layer 'act' (TanH) needs opset 18)" in report.lines()[0]
+    assert to_onnx(_net(text), str(tmp_path / "c.onnx"), opset=19).opset == 19  # -opset wins
+    with pytest.raises(ExportError, match=r"\(TanH\) ONNX Tanh \(a form from opset 18\) needs "
+                                          "opset 18 or newer; -opset 17 is too low"):
+        to_onnx(_net(text), str(tmp_path / "d.onnx"), opset=17)
+
+
+def test_operators_are_their_lowest_versions_at_the_default_opset(tmp_path):
+    """At opset 17 no operator of version 16 where an older one says the same: comparisons
+    >= as Or(Greater, Equal) (ROIPooling's rounding and cells), AveragePool's uneven pads as
+    an explicit Pad (converters such as onnx2torch refuse both)."""
+    text = ROI_NET + (' layer { name: "ave" type: "Pooling" bottom: "data" top: "ave" '
+                      'pooling_param { pool: AVE kernel_size: 3 stride: 2 } }')
+    report = to_onnx(_net(text), str(tmp_path / "n.onnx"), check="all")
+    model = onnx.load(report.path)
+    ops = {n.op_type for n in model.graph.node}
+    assert report.opset == 17 and "GreaterOrEqual" not in ops and "Or" in ops
+    for n in model.graph.node:
+        if n.op_type == "AveragePool":
+            pads = next(list(a.ints) for a in n.attribute if a.name == "pads")
+            assert pads[:2] == pads[2:], pads
