@@ -274,7 +274,10 @@ def build_model(graph: ExportGraph, opset: int):
                           initializer=b.initializers)
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)],
                               producer_name="decaffe", producer_version=_version())
-    model.ir_version = min(model.ir_version, _max_ir_version())
+    # the IR version the opset needs (8 for opset 17), not the newest onnx writes: runtimes
+    # that bundle an older onnxruntime (pnnx's) or parser refuse newer IR versions
+    needed = helper.find_min_ir_version_for(list(model.opset_import), True)
+    model.ir_version = min(max(needed, 7), _max_ir_version())
     return model
 
 

@@ -270,6 +270,7 @@ def test_the_default_opset_is_the_lowest_the_net_needs(tmp_path, monkeypatch):
     text = ('layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 1 dim: 2 '
             'dim: 5 dim: 5 } } } layer { name: "act" type: "TanH" bottom: "x" top: "act" }')
     assert to_onnx(_net(text), str(tmp_path / "a.onnx")).opset == 17
+    assert onnx.load(str(tmp_path / "a.onnx")).ir_version == 8  # what opset 17 needs
     monkeypatch.setitem(EXPORTS, "TanH", _NeedsOpset18())
     report = to_onnx(_net(text), str(tmp_path / "b.onnx"))
     assert report.opset == 18 and report.opset_reason == "layer 'act' (TanH) needs opset 18"
