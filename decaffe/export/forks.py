@@ -415,7 +415,9 @@ class SeparableResizeExport(LayerExport):
 
 class UnpoolExport(LayerExport):
     """SegNet's unpooling (Upsample with a mask bottom, MaxUnPool): each value goes to the
-    flat position its MAX pooling's mask gives in a zero (N, C, H·W) top: ScatterElements."""
+    flat position its MAX pooling's mask gives in a zero (N, C, H·W) top. Behind a pooling
+    whose windows tile the plane (SegNet's and ENet's 2×2, stride 2) it is a comparison per
+    window offset; otherwise ScatterElements."""
 
     def onnx(self, b, node):
         x, mask = node.bottoms[:2]
@@ -423,6 +425,9 @@ class UnpoolExport(LayerExport):
         out = b.shape(node.tops[0])
         # the pooling's int64 indices where the mask comes from a MAX pooling of the graph
         idx = b.indices.get(mask) or b.op("Cast", [mask], to=7)
+        g = self._tiling_pool(b.graph, mask, out)
+        if g is not None:
+            return self._tiled(b, node, x, idx, g, out)
         idx = b.reshape(idx, [0, c, -1])
         zeros = b.const(np.zeros((n, c, out[2] * out[3]), np.float32), hint="zeros")
         if b.graph.varies(x, 0):
@@ -430,6 +435,42 @@ class UnpoolExport(LayerExport):
                                    b.ints([c, out[2] * out[3]])], axis=0)
             zeros = b.op("Expand", [b.const(np.zeros((1, c, 1), np.float32)), size])
         y = b.op("ScatterElements", [zeros, idx, b.reshape(x, [0, c, -1])], axis=2)
+        b.reshape(y, b.target(node.tops[0]), node.tops[0])
+
+    @staticmethod
+    def _tiling_pool(graph, mask: str, out) -> object | None:
+        """The geometry of the MAX pooling that wrote the mask when its windows tile the
+        plane (kernel = stride, no padding) and the unpooled plane is its bottom's size:
+        every index then lies in its own cell's window, and the unpooling is a per-window
+        comparison (no ScatterElements, whose version 16 converters refuse)."""
+        for node in graph.nodes:
+            if node.type == "Pooling" and len(node.tops) > 1 and node.tops[1] == mask:
+                shape = graph.shape(node.bottoms[0])
+                g = node.layer._geom(tuple(shape))
+                if (g.kernel == g.stride and g.pad == (0, 0) and tuple(shape[2:]) ==
+                        tuple(out[2:]) and not g.empty):
+                    return g
+        return None
+
+    @staticmethod
+    def _tiled(b, node, x: str, idx: str, g, out) -> None:
+        """top[h, w] = x[h // s, w // s] where that cell's index is h·W + w, else 0: each
+        window offset (dy, dx) compared at once ([N, C, Hp, s, Wp, s]), then cropped or
+        padded to the top's H × W."""
+        (sh, sw), (hp, wp) = g.stride, g.out
+        h, w = out[2], out[3]
+        rows = np.arange(hp)[:, None, None, None] * sh + np.arange(sh)[None, :, None, None]
+        cols = np.arange(wp)[None, None, :, None] * sw + np.arange(sw)[None, None, None, :]
+        where = b.const((rows * w + cols).astype(np.int64), np.int64)        # [Hp, s, Wp, s]
+        i6 = b.reshape(idx, [0, 0, hp, 1, wp, 1])
+        x6 = b.reshape(x, [0, 0, hp, 1, wp, 1])
+        y = b.op("Where", [b.op("Equal", [i6, where]), x6, b.scalar(0.0)])
+        y = b.reshape(y, [0, 0, hp * sh, wp * sw])
+        if (hp * sh, wp * sw) != (h, w):
+            y = b.slice(y, [0, 0], [min(h, hp * sh), min(w, wp * sw)], [2, 3])
+            if hp * sh < h or wp * sw < w:
+                y = b.op("Pad", [y, b.ints([0, 0, 0, 0, 0, 0, max(h - hp * sh, 0),
+                                            max(w - wp * sw, 0)]), b.scalar(0.0)])
         b.reshape(y, b.target(node.tops[0]), node.tops[0])
 
     def torch(self, s, node):

@@ -104,26 +104,41 @@ UNPOOL = ('layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 1
           'upsample_param { scale: 2 } }')
 
 
-def test_pooling_indices_stay_integer_into_unpooling(tmp_path):
-    report = to_onnx(_net(UNPOOL), str(tmp_path / "u.onnx"))
-    model = onnx.load(str(tmp_path / "u.onnx"))
-    casts = [n for n in model.graph.node if n.op_type == "Cast"]
-    assert casts == []  # neither int -> float for the mask nor float -> int for the scatter
-    (scatter,) = [n for n in model.graph.node if n.op_type == "ScatterElements"]
+def _index_chain(model, start: str) -> set[str]:
+    """The operators between MaxPool's indices and an input of the unpooling."""
     producers = {o: n for n in model.graph.node for o in n.output}
-    chain, todo = set(), [scatter.input[1]]
-    while todo:  # the indices come from MaxPool through integer operators only
+    chain, todo = set(), [start]
+    while todo:
         node = producers.get(todo.pop())
         if node is None or node.op_type == "MaxPool":
             continue
         chain.add(node.op_type)
         todo.extend(i for i in node.input[:1])
+    return chain
+
+
+@pytest.mark.parametrize("kernel,stride,unpool", [(2, 2, "Equal"), (3, 2, "ScatterElements")])
+def test_pooling_indices_stay_integer_into_unpooling(kernel, stride, unpool, tmp_path):
+    """Windows that tile the plane unpool by comparing indices per window offset (no
+    ScatterElements, version 16 at opset 17); overlapping ones scatter. Either way the
+    indices stay int64 from MaxPool on (no Cast through float)."""
+    text = UNPOOL.replace("kernel_size: 2 stride: 2", f"kernel_size: {kernel} stride: {stride}")
+    report = to_onnx(_net(text), str(tmp_path / "u.onnx"), check="all")
+    model = onnx.load(str(tmp_path / "u.onnx"))
+    ops = [n.op_type for n in model.graph.node]
+    assert "Cast" not in ops and ops.count(unpool) == 1
+    assert ("ScatterElements" in ops) == (unpool == "ScatterElements")
+    (node,) = [n for n in model.graph.node if n.op_type == unpool]
+    chain = _index_chain(model, node.input[0] if unpool == "Equal" else node.input[1])
     assert chain <= {"Reshape", "Mod", "Identity", "Slice", "Where"}, chain
     assert report.graph.onnx_indices.keys() == {"mask"}
-    # a mask that is an output is still Caffe's float blob
-    net = _net(UNPOOL.replace('bottom: "mask" ', "").replace('upsample_param { scale: 2 }',
-                                                             'upsample_param { scale: 2 }'))
-    assert to_onnx(net, str(tmp_path / "m.onnx")).graph.outputs == ["mask", "up"]
+
+
+def test_a_mask_that_is_an_output_is_caffes_float_blob(tmp_path):
+    net = _net(UNPOOL.replace('bottom: "mask" ', ""))
+    report = to_onnx(net, str(tmp_path / "m.onnx"))
+    assert report.graph.outputs == ["mask", "up"]
+    assert "Cast" in {n.op_type for n in onnx.load(report.path).graph.node}
 
 
 def _tie_inputs():
