@@ -31,6 +31,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
 import decaffe  # noqa: E402
+from decaffe import threads  # noqa: E402
 from decaffe.formats import prototxt  # noqa: E402
 
 CAFFENET = os.path.join(ROOT, "tests", "models", "bvlc", "models", "bvlc_reference_caffenet",
@@ -113,6 +114,7 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, default=227)
     ap.add_argument("--batches", default="1,10")
     args = ap.parse_args(argv)
+    threads.configure(0)  # decaffe's thread policy (the free cores) for every contender
     torch.manual_seed(0)
     print(f"CaffeNet {args.size}x{args.size}, TEST phase, cpu, torch {torch.__version__}, "
           f"threads {torch.get_num_threads()}")

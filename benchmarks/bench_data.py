@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 import decaffe
+from decaffe import threads
 from decaffe.data.db import NEW, open_db
 from decaffe.proto import caffe_pb2
 
@@ -179,6 +180,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--encoded", action="store_true", help="PNG-encoded Datums")
     args = ap.parse_args(argv)
+    threads.configure(0)  # decaffe's thread policy (the free cores) for every contender
     decaffe.set_random_seed(1)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{os.cpu_count()} CPUs")

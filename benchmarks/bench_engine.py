@@ -33,6 +33,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
 import decaffe  # noqa: E402
+from decaffe import threads  # noqa: E402
 from decaffe.formats import prototxt  # noqa: E402
 from decaffe.netspec import NetSpec  # noqa: E402
 from decaffe.netspec import layers as L  # noqa: E402
@@ -211,6 +212,7 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--nets", default="cifar_bn,resnet50")
     args = ap.parse_args(argv)
+    threads.configure(0)  # decaffe's thread policy (the free cores) for every contender
     device = torch.device(args.device)
     if device.type == "cuda":
         decaffe.set_mode_gpu()

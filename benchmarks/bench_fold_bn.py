@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 import decaffe
+from decaffe import threads
 from decaffe.bn import compare, fold_result, time_forward
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -75,6 +76,7 @@ def main(argv=None) -> None:
     ap.add_argument("--nets", default=",".join(NETS))
     ap.add_argument("--gpu", type=int, default=None, help="CUDA device id (default: CPU)")
     args = ap.parse_args(argv)
+    threads.configure(0)  # decaffe's thread policy (the free cores) for every contender
     if args.gpu is not None:
         decaffe.set_device(args.gpu)
         decaffe.set_mode_gpu()

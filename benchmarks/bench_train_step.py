@@ -35,6 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_engine import CifarBN, cifar_bn_param  # noqa: E402  (the same net in both)
 
 import decaffe  # noqa: E402
+from decaffe import threads  # noqa: E402
 from decaffe.proto import caffe_pb2  # noqa: E402
 from decaffe.solvers import SGDSolver  # noqa: E402
 
@@ -82,6 +83,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = ap.parse_args(argv)
+    threads.configure(0)  # decaffe's thread policy (the free cores) for every contender
     os.environ.setdefault("GLOG_minloglevel", "1")
     device = torch.device(args.device)
     if device.type == "cuda":

@@ -37,6 +37,7 @@ from decaffe.solvers import (  # noqa: F401
                      SGDSolver,
                      get_solver,
 )
+from decaffe.threads import set_num_threads  # noqa: F401  (decaffe's: fixes the CPU threads)
 
 # pycaffe's __init__ imports these submodules, so they are attributes of the package:
 # caffe.proto.caffe_pb2.BlobProto() works after a plain `import caffe`.

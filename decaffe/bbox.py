@@ -199,47 +199,188 @@ def _descending(scores: np.ndarray) -> np.ndarray:
     return np.argsort(-np.asarray(scores, np.float64), kind="stable")
 
 
+def _adaptive_thresholds(nms_threshold: float, eta: float, n: int) -> np.ndarray:
+    """The threshold ApplyNMSFast compares with after k kept boxes, k = 0..n: multiplied
+    by eta (in float, one rounding per step) after each kept box while it is above 0.5."""
+    t0 = F32(nms_threshold)
+    if not (eta < 1 and t0 > 0.5):
+        return np.full(n + 1, t0, F32)
+    steps = np.full(n + 1, F32(eta), F32)
+    steps[0] = t0
+    thr = np.multiply.accumulate(steps, dtype=F32)  # sequential float products, as the fork
+    low = np.flatnonzero(thr <= F32(0.5))
+    if low.size:  # the first value at or under 0.5 stays
+        thr[low[0]:] = thr[low[0]]
+    return thr
+
+
 def nms_fast(boxes: np.ndarray, scores: np.ndarray, score_threshold: float,
-             nms_threshold: float, eta: float, top_k: int) -> list[int]:
+             nms_threshold: float, eta: float, top_k: int, block: int = 512) -> list[int]:
     """ApplyNMSFast: indices kept, best first. Candidates score > score_threshold, at most
-    top_k of them (-1: all); a candidate is kept when its overlap with every kept box is at
-    most the (adaptive) threshold, which is multiplied by eta after each kept box while it
-    is above 0.5."""
+    top_k of them (-1: all), equal scores in index order (std::stable_sort); a candidate is
+    kept when its overlap with every kept box is at most the (adaptive) threshold, which is
+    multiplied by eta after each kept box while it is above 0.5 (a NaN overlap is not at
+    most anything: the candidate goes).
+
+    No loop over boxes: the candidates are settled a block at a time. Within a block, keep =
+    (no kept earlier box overlaps more than the threshold after as many kept boxes) is
+    iterated to its fixed point — unique, since a candidate depends on earlier ones only,
+    and reached in at most as many sweeps as the block's longest suppression chain."""
     scores = np.asarray(scores, F32)
     cand = np.nonzero(scores > F32(score_threshold))[0]
     order = cand[_descending(scores[cand])]
     if top_k > -1:
         order = order[:top_k]
-    boxes = as_boxes(boxes)
-    if len(order) == 0:
+    n = len(order)
+    if n == 0:
         return []
-    cand_boxes = boxes[order]
-    # Overlaps among the candidates: all at once when that is small, else row by row.
-    full = jaccard(cand_boxes, cand_boxes) if len(order) <= 2048 else None
+    cand_boxes = as_boxes(boxes)[order]
+    thr = _adaptive_thresholds(nms_threshold, eta, n)
+    inf = F32(np.inf)
+    worst = np.full(n, -inf, F32)  # largest overlap with a kept box of the earlier blocks
+    kept_before = 0
+    keep_all = np.zeros(n, bool)
+    for s in range(0, n, block):
+        e = min(n, s + block)
+        ov = jaccard(cand_boxes[s:e], cand_boxes[s:])  # (b, n - s)
+        ov = np.where(np.isnan(ov), inf, ov)
+        inner = np.where(np.triu(np.ones((e - s, e - s), bool), 1), ov[:, :e - s], -inf)
+        keep = np.ones(e - s, bool)
+        while True:
+            count = kept_before + np.concatenate([[0], np.cumsum(keep)[:-1]])
+            over = np.where(keep[:, None], inner, -inf).max(axis=0) if e > s else worst[s:e]
+            new = np.maximum(over, worst[s:e]) <= thr[count]
+            if np.array_equal(new, keep):
+                break
+            keep = new
+        keep_all[s:e] = keep
+        kept_before += int(keep.sum())
+        if e < n and keep.any():
+            worst[e:] = np.maximum(worst[e:], ov[keep][:, e - s:].max(axis=0))
+    return [int(k) for k in order[keep_all]]
 
-    def row(p, cols=slice(None)):
-        if full is not None:
-            return full[p, cols]
-        return jaccard(cand_boxes[p:p + 1], cand_boxes[cols])[0]
 
-    thr = F32(nms_threshold)
-    if not (eta < 1 and thr > 0.5):
-        # A fixed threshold: each kept box rules out what it overlaps (NaN overlaps too).
-        out = np.zeros(len(order), bool)
-        kept_pos = []
-        for p in range(len(order)):
-            if out[p]:
-                continue
-            kept_pos.append(p)
-            out |= ~(row(p) <= thr)
-        return [int(order[p]) for p in kept_pos]
-    kept_pos = []
-    for p in range(len(order)):
-        if not kept_pos or bool((row(p, kept_pos) <= thr).all()):
-            kept_pos.append(p)
-            if eta < 1 and thr > 0.5:
-                thr = F32(thr * F32(eta))
-    return [int(order[p]) for p in kept_pos]
+def _move_median_to_first(key, idx, result, a, b, c):
+    """libstdc++'s __move_median_to_first for the comparator key[x] > key[y] (per segment:
+    every argument is an array of positions)."""
+    ka, kb, kc = key[idx[a]], key[idx[b]], key[idx[c]]
+    ab, bc, ac = ka > kb, kb > kc, ka > kc
+    pick = np.where(ab, np.where(bc, b, np.where(ac, c, a)),
+                    np.where(ac, a, np.where(bc, c, b)))
+    r_val = idx[result].copy()
+    idx[result] = idx[pick]
+    idx[pick] = r_val
+
+
+def _heap_sort_descending(key, idx, first: int, last: int) -> None:
+    """libstdc++'s __partial_sort(first, last, last) (make_heap, then sort_heap) for the
+    comparator key[x] > key[y]: introsort's fallback once its depth limit is spent."""
+    seg = list(idx[first:last])
+    n = len(seg)
+
+    def less(x, y):
+        return key[x] > key[y]
+
+    def adjust(hole, length, value):
+        top = hole
+        child = hole
+        while child < (length - 1) // 2:
+            child = 2 * (child + 1)
+            if less(seg[child], seg[child - 1]):
+                child -= 1
+            seg[hole] = seg[child]
+            hole = child
+        if (length & 1) == 0 and child == (length - 2) // 2:
+            child = 2 * (child + 1)
+            seg[hole] = seg[child - 1]
+            hole = child - 1
+        parent = (hole - 1) // 2
+        while hole > top and less(seg[parent], value):
+            seg[hole] = seg[parent]
+            hole = parent
+            parent = (hole - 1) // 2
+        seg[hole] = value
+
+    if n >= 2:
+        for parent in range((n - 2) // 2, -1, -1):
+            adjust(parent, n, seg[parent])
+        for last_i in range(n - 1, 0, -1):
+            value = seg[last_i]
+            seg[last_i] = seg[0]
+            adjust(0, last_i, value)
+    idx[first:last] = seg
+
+
+def std_sort_descending(scores: np.ndarray) -> np.ndarray:
+    """The order libstdc++'s std::sort leaves scores in under the comparator a > b
+    (SortScorePairDescend): descending, equal scores where that introsort puts them —
+    median-of-three pivot moved to the front, unguarded partition (equal scores stop both
+    scans and swap), segments of at most 16 left to the final insertion sort (which keeps
+    the order of equal scores). Every partition of one depth runs at once as array
+    operations; a segment that exhausts the depth limit (2·⌊log2 n⌋) is heap-sorted, as
+    introsort does."""
+    key = np.asarray(scores, np.float64)
+    n = key.size
+    idx = np.arange(n)
+    if n <= 1:
+        return idx
+    firsts = np.array([0])
+    lasts = np.array([n])
+    depth = 2 * (int(n).bit_length() - 1)
+    while firsts.size:
+        big = lasts - firsts > 16
+        firsts, lasts = firsts[big], lasts[big]
+        if not firsts.size:
+            break
+        if depth == 0:
+            for f, la in zip(firsts.tolist(), lasts.tolist()):
+                _heap_sort_descending(key, idx, f, la)
+            break
+        depth -= 1
+        mids = firsts + (lasts - firsts) // 2
+        _move_median_to_first(key, idx, firsts, firsts + 1, mids, lasts - 1)
+        lengths = lasts - firsts - 1  # the partition runs over [first + 1, last)
+        seg = np.repeat(np.arange(firsts.size), lengths)
+        start = np.cumsum(lengths) - lengths
+        pos = firsts[seg] + 1 + np.arange(seg.size) - start[seg]
+        v = key[idx[pos]]
+        pv = key[idx[firsts]][seg]
+        stop_left = v <= pv  # the left scan passes scores above the pivot
+        stop_right = v >= pv  # the right scan passes scores below it
+        cl = np.cumsum(stop_left)
+        cl = cl - (cl[start] - stop_left[start])[seg]
+        cr_incl = np.cumsum(stop_right)
+        cr_incl = cr_incl - (cr_incl[start] - stop_right[start])[seg]
+        right_total = np.bincount(seg, stop_right, minlength=firsts.size).astype(np.int64)
+        rank_right = right_total[seg] - cr_incl + stop_right  # 1 = the last stop from the end
+        big_pos = np.iinfo(np.int64).max
+        # the k-th left stop swaps with the k-th right stop while it lies before it
+        left_at_rank = np.full(seg.size, big_pos)
+        sel = stop_left
+        left_at_rank[start[seg[sel]] + cl[sel] - 1] = pos[sel]
+        right_at_rank = np.full(seg.size, -1)
+        sel = stop_right
+        right_at_rank[start[seg[sel]] + rank_right[sel] - 1] = pos[sel]
+        swap = (left_at_rank < right_at_rank) & (left_at_rank != big_pos) & (right_at_rank >= 0)
+        swaps = np.bincount(seg[swap], minlength=firsts.size)
+        a = left_at_rank[swap]
+        b = right_at_rank[swap]
+        va = idx[a].copy()
+        idx[a] = idx[b]
+        idx[b] = va
+        # cut: the left scan's stop after the last swap — the next left stop, or the
+        # position of the last swap's right element (now a score not above the pivot)
+        nxt = np.full(firsts.size, big_pos)
+        has_next = swaps < np.bincount(seg[stop_left], minlength=firsts.size)
+        where_next = start + swaps
+        nxt[has_next] = left_at_rank[where_next[has_next]]
+        last_right = np.full(firsts.size, big_pos)
+        had = swaps > 0
+        last_right[had] = right_at_rank[(start + swaps - 1)[had]]
+        cut = np.minimum(nxt, last_right)
+        firsts, lasts = np.concatenate([cut, firsts]), np.concatenate([lasts, cut])
+    # the final insertion sort: equal scores keep the order the partitions left them in
+    return idx[np.argsort(-key[idx], kind="stable")]
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, top_k: int) -> list[int]:

@@ -180,6 +180,7 @@ class ProgressBar:
         self.images_per_iter = int(images_per_iter)
         self.interval = interval
         self.iter, self.loss, self.lr = start, float("nan"), float("nan")
+        self._loss_known = self._lr_known = False  # shown once an iteration reports them
         self._t0 = time.monotonic()
         self._last_draw = 0.0
         self._text = ""
@@ -191,9 +192,9 @@ class ProgressBar:
         """Record progress; redraws when the last draw is older than the interval."""
         self.iter = iteration
         if loss is not None:
-            self.loss = loss
+            self.loss, self._loss_known = loss, True
         if lr is not None:
-            self.lr = lr
+            self.lr, self._lr_known = lr, True
         if not self.enabled:
             return
         now = time.monotonic()
@@ -215,13 +216,18 @@ class ProgressBar:
             width = 20
             filled = int(frac * width)
             parts.insert(0, "[" + "#" * filled + "." * (width - filled) + f"] {frac * 100:3.0f}%")
-        parts.append(f"loss {fmt(self.loss)}")
-        parts.append(f"lr {fmt(self.lr)}")
+        # what is not known yet is left out (a first frame shows no 'nan'); a loss that
+        # became NaN while training is shown as such
+        if self._loss_known:
+            parts.append(f"loss {fmt(self.loss)}")
+        if self._lr_known:
+            parts.append(f"lr {fmt(self.lr)}")
         if self.images_per_iter and rate == rate:
             parts.append(f"{rate * self.images_per_iter:.1f} img/s")
         elif rate == rate:
             parts.append(f"{rate:.2f} it/s")
-        parts.append(f"left {_hms(left)}")
+        if left == left:
+            parts.append(f"left {_hms(left)}")
         return "  ".join(parts)
 
     def _clear(self) -> None:

@@ -11,6 +11,12 @@ import numpy as np
 
 from .errors import DecaffeError
 
+# The exit status of a process that stopped on SIGTERM with a snapshot (decaffe train, its
+# workers and their parent): sysexits.h's EX_TEMPFAIL, "a temporary failure; retry later".
+# Not 143 (128+15): a shell reports that for a process SIGTERM killed before it could
+# snapshot. Job scripts requeue on it (docs/cluster.md).
+EXIT_PREEMPTED = 75
+
 if TYPE_CHECKING:
     import torch
 

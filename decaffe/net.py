@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from . import log, precision
+from . import log, precision, threads
 from . import mode as _mode
 from .blob import Blob, ParamBlob
 from .errors import DecaffeError, NetError, suggest
@@ -233,6 +233,7 @@ class Net(torch.nn.Module):
             raise DecaffeError("Net(): give the network (a prototxt path) once, by position or "
                                "as network_file=")
         network = network if network is not None else network_file
+        threads.on_first_use()  # the load-aware thread count, unless the user chose one
         # pycaffe's forms: (file, phase, level, stages, weights) and (file, weights, phase)
         phase, weights, level, stages = net_init_args(args, phase, weights, level, stages)
         param = load_net_param(network)

@@ -1,4 +1,4 @@
-"""How many CPU threads decaffe's commands use: intra-op (PyTorch's kernels), inter-op, and
+"""How many CPU threads decaffe uses: intra-op (PyTorch's kernels), inter-op, and
 image decoding.
 
 PyTorch's default (one intra-op thread per core) is the fast choice on an idle machine and
@@ -7,26 +7,42 @@ thread that the scheduler parks behind other processes stalls each of the thousa
 kernels of a training step (7-9× slower on a loaded 2-core machine than with one thread).
 decaffe therefore sizes the intra-op pool to the cores that are free:
 
-    free = cores available to this process − (1-minute load average − this process's share)
+    free = cores available to this process − (load − this process's share)
     threads = clamp(round(free), 1, cores / workers on this host)
 
-(cores from the CPU affinity mask and the cgroup quota), re-checked while training
-(:class:`Retuner`), so a run that starts on an idle machine drops to fewer threads when other
-work arrives and goes back up when it leaves. Inter-op threads are 1 (decaffe issues no
-inter-op parallel work), and image decoding uses at most the same count. ``-threads N`` (or
-``DECAFFE_THREADS``) fixes the intra-op count instead; OMP_NUM_THREADS, when set, is honoured
-as a fixed count too.
+(cores from the CPU affinity mask and the cgroup quota; load: the larger of the 1-minute load
+average and the tasks runnable right now, :func:`load_average`), re-checked while training
+(:class:`Retuner`, polled by every solver's step), so a run that starts on an idle machine
+drops to fewer threads when other work arrives and goes back up when it leaves. Inter-op
+threads are 1 (decaffe issues no inter-op parallel work), and image decoding uses at most the
+same count.
+
+One policy for every entry point: the `decaffe` verbs that run nets set it up front
+(:func:`configure`), and everything else (``import caffe`` scripts, the other verbs,
+benchmarks) gets it when the first Net is built (:func:`on_first_use`; a Solver builds its
+nets). The user's own choice always wins and is never overridden: ``-threads N``,
+``caffe.set_num_threads(n)`` (:func:`set_num_threads`), ``DECAFFE_THREADS``,
+``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` (which PyTorch itself reads), or a
+``torch.set_num_threads`` call — seen as a count that differs from the one PyTorch starts
+with (:func:`torch_start_threads`) before decaffe chose, or from decaffe's choice after.
 """
 
 from __future__ import annotations
 
+import glob
 import math
 import os
+import statistics
 import time
 
 import torch
 
-_state = {"fixed": None, "decode": None, "applied": None}
+from . import log
+from .errors import DecaffeError
+
+# fixed: the count the user fixed (None: decaffe chooses); applied: the count decaffe set
+# last (None: decaffe has not set one); decode: image-decoding threads
+_state = {"fixed": None, "decode": None, "applied": None, "retuner": None}
 
 
 def available_cores() -> int:
@@ -52,11 +68,29 @@ def _workers_on_host() -> int:
         return 1
 
 
+def runnable_now(samples: int = 5, gap: float = 0.002) -> float:
+    """Tasks runnable right now, less the one reading: the running count of /proc/loadavg
+    (median of a few samples; 0 where there is none)."""
+    counts = []
+    for i in range(samples):
+        try:
+            with open("/proc/loadavg") as f:
+                counts.append(int(f.read().split()[3].split("/")[0]))
+        except (OSError, ValueError, IndexError):
+            return 0.0
+        if i + 1 < samples:
+            time.sleep(gap)
+    return max(0.0, statistics.median(counts) - 1)
+
+
 def load_average() -> float:
+    """The load the pool is sized for: the larger of the 1-minute load average and the tasks
+    runnable right now (the average takes a minute to see work that has just started)."""
     try:
-        return os.getloadavg()[0]
+        average = os.getloadavg()[0]
     except (AttributeError, OSError):
-        return 0.0
+        average = 0.0
+    return max(average, runnable_now())
 
 
 def choose(own_share: float = 0.0, cores: int | None = None, load: float | None = None,
@@ -74,7 +108,7 @@ def choose(own_share: float = 0.0, cores: int | None = None, load: float | None 
 
 
 def _fixed_from_env() -> int | None:
-    for name in ("DECAFFE_THREADS", "OMP_NUM_THREADS"):
+    for name in ("DECAFFE_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         value = os.environ.get(name)
         if value:
             try:
@@ -84,6 +118,31 @@ def _fixed_from_env() -> int | None:
             if n > 0:
                 return n
     return None
+
+
+def physical_cores() -> int:
+    """Physical cores of the machine (all of them, as PyTorch's cpuinfo counts: not the
+    affinity mask): distinct (package, core) pairs in sysfs, else the logical CPU count."""
+    pairs = set()
+    for topo in glob.glob("/sys/devices/system/cpu/cpu[0-9]*/topology"):
+        try:
+            with open(os.path.join(topo, "physical_package_id")) as f:
+                package = f.read().strip()
+            with open(os.path.join(topo, "core_id")) as f:
+                pairs.add((package, f.read().strip()))
+        except OSError:
+            continue
+    return len(pairs) or os.cpu_count() or 1
+
+
+def torch_start_threads() -> int:
+    """The intra-op count PyTorch starts a process with: MKL_NUM_THREADS, else
+    OMP_NUM_THREADS, else the physical cores (ATen's intraop_default_num_threads)."""
+    for name in ("MKL_NUM_THREADS", "OMP_NUM_THREADS"):  # ATen lets MKL's override OMP's
+        value = os.environ.get(name, "")
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return physical_cores()
 
 
 def configure(threads: int = 0) -> int:
@@ -98,6 +157,50 @@ def configure(threads: int = 0) -> int:
     except RuntimeError:
         pass  # already fixed by earlier parallel work in this process
     return n
+
+
+def set_num_threads(n: int) -> None:
+    """Fix the intra-op thread count (pycaffe's ``caffe.set_num_threads``): decaffe then
+    never changes it. ``n`` must be >= 1."""
+    if int(n) < 1:
+        raise DecaffeError(f"set_num_threads: need at least 1 thread, not {n}")
+    configure(int(n))
+
+
+def user_fixed() -> bool:
+    """Whether the user chose the thread count (see the module docstring)."""
+    if _state["fixed"] or _fixed_from_env():
+        return True
+    current = torch.get_num_threads()
+    if _state["applied"] is None:
+        return current != torch_start_threads()
+    return current != _state["applied"]
+
+
+def on_first_use() -> None:
+    """Apply the load-aware choice once per process, when a Net is built, unless decaffe
+    already set the threads (a verb's configure) or the user chose a count. Logs the choice."""
+    if _state["applied"] is not None or _state["fixed"]:
+        return
+    if _fixed_from_env():
+        configure(0)  # DECAFFE_THREADS is decaffe's to apply (PyTorch reads only OMP/MKL's)
+        return
+    if user_fixed():
+        _state["fixed"] = torch.get_num_threads()
+        return
+    n = configure(0)
+    log.info(f"Using {n} CPU thread{'s' if n != 1 else ''} for kernels (chosen from the free "
+             f"cores; caffe.set_num_threads(n) or DECAFFE_THREADS=n fixes it)")
+
+
+def poll() -> None:
+    """Re-check the load (cheap: at most every Retuner.period seconds); solvers call it each
+    iteration. Nothing while the count is the user's."""
+    if _state["fixed"] or _state["applied"] is None:
+        return
+    if _state["retuner"] is None:
+        _state["retuner"] = Retuner()
+    _state["retuner"].poll()
 
 
 def _apply(n: int) -> None:
@@ -128,6 +231,9 @@ class Retuner:
             return
         now = time.monotonic()
         if now - self._t0 < self.period:
+            return
+        if _state["applied"] is not None and user_fixed():
+            _state["fixed"] = torch.get_num_threads()  # the user called torch.set_num_threads
             return
         cpu = _cpu_time()
         share = (cpu - self._cpu0) / max(now - self._t0, 1e-6)

@@ -27,3 +27,14 @@ def _cpu_mode_and_seed():
     decaffe.set_random_seed(1701)
     yield
     decaffe.set_mode_cpu()
+
+
+@pytest.fixture(scope="session")
+def digits(tmp_path_factory):
+    """The digits LMDBs (`decaffe prepare_digits`), built once per session in a folder of
+    its own (no race with tests that build the repository's copy)."""
+    from decaffe.data.digits import ensure_digits
+
+    root = tmp_path_factory.mktemp("digits")
+    ensure_digits(str(root))
+    return str(root)

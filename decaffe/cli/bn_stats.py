@@ -24,8 +24,8 @@ import numpy as np
 
 from ..errors import DecaffeError
 from ..proto import caffe_pb2
-from .common import parse_gpus, parse_phase, parse_stages, require_file, single_device
-from .flags import FlagParser
+from .common import parse_gpus, parse_phase, parse_stages, single_device
+from .flags import FlagParser, at_least, gpu_ids, phase_name
 
 USAGE = ("usage: decaffe bn_stats show -model M [-weights W]\n"
          "       decaffe bn_stats recompute -model M -weights W -iterations N -out O")
@@ -44,8 +44,9 @@ def main(argv: list[str]) -> int:
 
 
 def _common(fp: FlagParser) -> None:
-    fp.flag("model", default="", help="the net (prototxt)")
-    fp.flag("gpu", default="", help="optional; run in GPU mode on the given device id")
+    fp.flag("model", default="", required=True, exists=True, help="the net (prototxt)")
+    fp.flag("gpu", default="", check=gpu_ids,
+            help="optional; run in GPU mode on the given device id")
     fp.flag("level", type=int, default=0, help="optional; network level")
     fp.flag("stage", default="", help="optional; network stages, separated by ','")
 
@@ -59,16 +60,12 @@ def _build(model: str, phase: int, args):
 def _show(argv: list[str]) -> int:
     fp = FlagParser(f"{argv[0]} show", "Show BatchNorm statistics and their problems.")
     _common(fp)
-    fp.flag("weights", default="", help="optional; the trained weights")
-    fp.flag("phase", default="", help="optional; network phase (TRAIN or TEST), default TEST")
+    fp.flag("weights", default="", exists=True, help="optional; the trained weights")
+    fp.flag("phase", default="", check=phase_name,
+            help="optional; network phase (TRAIN or TEST), default TEST")
     args = fp.parse(argv[2:])
-    from ..bn import stats  # after parsing: -help needs no PyTorch
+    from ..bn import stats  # after parsing: flag errors and -help need no PyTorch
 
-    if not args.model:
-        raise DecaffeError("-model: required")
-    require_file(args.model, "model")
-    if args.weights:
-        require_file(args.weights, "weights")
     single_device(parse_gpus(args.gpu))
     net = _build(args.model, parse_phase(args.phase, caffe_pb2.TEST), args)
     if args.weights:
@@ -102,28 +99,20 @@ def _recompute(argv: list[str]) -> int:
     fp = FlagParser(f"{argv[0]} recompute",
                     "Recompute BatchNorm statistics as an exact average over N batches.")
     _common(fp)
-    fp.flag("weights", default="", help="the trained weights")
-    fp.flag("iterations", type=int, default=0, help="the number of batches to average over")
-    fp.flag("out", default="", help="where to write the weights with the new statistics")
-    fp.flag("phase", default="", help="optional; phase of the passes (default TRAIN)")
-    fp.flag("test_iterations", type=int, default=0,
+    fp.flag("weights", default="", required=True, exists=True, help="the trained weights")
+    fp.flag("iterations", type=int, default=0, check=at_least(1),
+            help="the number of batches to average over")
+    fp.flag("out", default="", required=True,
+            help="where to write the weights with the new statistics")
+    fp.flag("phase", default="", check=phase_name,
+            help="optional; phase of the passes (default TRAIN)")
+    fp.flag("test_iterations", type=int, default=0, check=at_least(0),
             help="optional; score the TEST-phase net over this many batches before and after")
-    fp.flag("test_model", default="",
+    fp.flag("test_model", default="", exists=True,
             help="optional; the net to score in the TEST phase (default: -model)")
     args = fp.parse(argv[2:])
-    from ..bn import stats  # after parsing: -help needs no PyTorch
+    from ..bn import stats  # after parsing: flag errors and -help need no PyTorch
 
-    for flag in ("model", "weights", "out"):
-        if not getattr(args, flag):
-            raise DecaffeError(f"-{flag}: required")
-    if args.iterations < 1:
-        raise DecaffeError(f"-iterations: must be at least 1, not {args.iterations}")
-    if args.test_iterations < 0:
-        raise DecaffeError(f"-test_iterations: must be >= 0, not {args.test_iterations}")
-    require_file(args.model, "model")
-    require_file(args.weights, "weights")
-    if args.test_model:
-        require_file(args.test_model, "test_model")
     single_device(parse_gpus(args.gpu))
     test_model = args.test_model or args.model
     net = _build(args.model, parse_phase(args.phase, caffe_pb2.TRAIN), args)

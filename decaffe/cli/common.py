@@ -9,6 +9,7 @@ from .. import log
 from .. import mode as _mode
 from ..errors import DecaffeError
 from ..proto import caffe_pb2
+from .flags import gpu_ids, phase_name
 
 
 # ----------------------------------------------------------------------------------------------
@@ -24,14 +25,10 @@ def parse_gpus(flag: str) -> list[int]:
         if n == 0:
             raise DecaffeError("-gpu all: no CUDA device is available to PyTorch")
         return list(range(n))
-    try:
-        ids = [int(s) for s in flag.split(",")]
-    except ValueError:
-        raise DecaffeError(f"-gpu: expected device ids separated by ',' or 'all', not "
-                           f"'{flag}'") from None
-    if any(i < 0 for i in ids):
-        raise DecaffeError(f"-gpu: device ids must be >= 0, not '{flag}'")
-    return ids
+    problem = gpu_ids(flag)
+    if problem:
+        raise DecaffeError(f"-gpu: {problem}")
+    return [int(s) for s in flag.split(",")]
 
 
 def single_device(gpus: list[int]) -> None:
@@ -59,7 +56,7 @@ def parse_phase(flag: str, default: int) -> int:
         return caffe_pb2.TRAIN
     if flag == "TEST":
         return caffe_pb2.TEST
-    raise DecaffeError(f'-phase: must be "TRAIN" or "TEST", not "{flag}"')
+    raise DecaffeError(f"-phase: {phase_name(flag)}")
 
 
 def require_file(path: str, flag: str) -> None:

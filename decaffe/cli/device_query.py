@@ -10,7 +10,7 @@ from __future__ import annotations
 from .. import log
 from ..errors import DecaffeError
 from .common import parse_gpus
-from .flags import FlagParser
+from .flags import FlagParser, gpu_ids
 
 # (label, property name, formatter) in Caffe's DeviceQuery order, where torch reports it
 _FIELDS = (
@@ -44,7 +44,8 @@ def device_lines(device_id: int) -> list[str]:
 def main(argv: list[str]) -> int:
     fp = FlagParser(argv[0], "Show diagnostic information for GPU devices (caffe "
                     "device_query).")
-    fp.flag("gpu", default="", help="device ids separated by ',' or 'all' (default: all)")
+    fp.flag("gpu", default="", check=gpu_ids,
+            help="device ids separated by ',' or 'all' (default: all)")
     args = fp.parse(argv[1:])
     import torch  # after flag parsing: -help answers without loading PyTorch
 

@@ -16,23 +16,23 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..errors import DecaffeError
 from ..formats import prototxt
 from ..proto import caffe_pb2
-from .common import parse_stages, require_file
-from .flags import FlagParser
+from .common import parse_stages
+from .flags import FlagParser, at_least
 
 
 def main(argv: list[str]) -> int:
     fp = FlagParser(argv[0], "Export a Caffe net to ONNX, torch.export or PyTorch source.")
-    fp.flag("model", default="", help="the deploy net (prototxt)")
-    fp.flag("weights", default="", help="its trained weights (.caffemodel or .caffemodel.h5); "
+    fp.flag("model", default="", required=True, exists=True, help="the deploy net (prototxt)")
+    fp.flag("weights", default="", exists=True,
+            help="its trained weights (.caffemodel or .caffemodel.h5); "
             "without it the fillers' values are exported")
     fp.flag("onnx", default="", help="write the ONNX model here")
     fp.flag("torch", default="", help="write the torch.export program here (.pt2)")
     fp.flag("pytorch", default="", help="write model.py and weights.pth into this folder")
-    fp.flag("opset", type=int, default=0, help="ONNX opset (default: the lowest the net's "
-            "layers need, at least 17)")
+    fp.flag("opset", type=int, default=0, check=at_least(0),
+            help="ONNX opset (default: the lowest the net's layers need, at least 17)")
     fp.bool_flag("dynamic_batch", default=False, help="make axis 0 of every input symbolic")
     fp.bool_flag("fold_bn", default=False, help="fold BatchNorm/Scale into the layer before "
                  "them first (as decaffe fold_bn)")
@@ -50,32 +50,24 @@ def main(argv: list[str]) -> int:
     fp.flag("seed", type=int, default=0, help="seed of the random check inputs")
     fp.flag("level", type=int, default=0, help="optional; network level")
     fp.flag("stage", default="", help="optional; network stages, separated by ','")
+    fp.rule(lambda a: None if (a.onnx or a.torch or a.pytorch) else
+            "give at least one of -onnx FILE, -torch FILE.pt2, -pytorch DIR")
     args = fp.parse(argv[1:])
     return _export(args)
 
 
 def _export(args) -> int:
     from .. import export as ex  # after parsing: -help loads no PyTorch
-    from ..export.registry import ExportError  # after parsing: -help loads no PyTorch
-    from ..net import Net  # after parsing: -help loads no PyTorch
-
-    if not args.model:
-        raise DecaffeError("-model: required")
-    if not (args.onnx or args.torch or args.pytorch):
-        raise DecaffeError("give at least one of -onnx FILE, -torch FILE.pt2, -pytorch DIR")
-    if args.opset and args.opset < 1:
-        raise DecaffeError(f"-opset: must be positive, not {args.opset}")
     from ..export.deploy import (  # after parsing: -help loads no PyTorch
         deploy_form,
         needs_deploy_form,
     )
     from ..export.graph import parse_input_shapes  # after parsing: -help loads no PyTorch
+    from ..export.registry import ExportError  # after parsing: -help loads no PyTorch
     from ..export.verify import check_runtimes  # after parsing: -help loads no PyTorch
+    from ..net import Net  # after parsing: -help loads no PyTorch
 
     args.check = check_runtimes(args.check)  # an unknown or missing runtime fails first
-    require_file(args.model, "model")
-    if args.weights:
-        require_file(args.weights, "weights")
     source = prototxt.read_net(args.model)
     if not args.end and needs_deploy_form(source, caffe_pb2.TEST, args.level,
                                           parse_stages(args.stage)):

@@ -14,25 +14,27 @@ from __future__ import annotations
 
 import sys
 
-from ..errors import DecaffeError
 from ..proto import caffe_pb2
-from .common import parse_gpus, parse_stages, require_file, single_device
-from .flags import FlagParser
+from .common import parse_gpus, parse_stages, single_device
+from .flags import FlagParser, at_least, gpu_ids
 
 
 def main(argv: list[str]) -> int:
     fp = FlagParser(argv[0], "Fold BatchNorm/Scale into the preceding layer's weights.")
-    fp.flag("model", default="", help="the deploy net (prototxt)")
-    fp.flag("weights", default="", help="its trained weights (.caffemodel or .caffemodel.h5)")
-    fp.flag("out_model", default="", help="where to write the folded prototxt")
-    fp.flag("out_weights", default="", help="where to write the folded caffemodel")
-    fp.flag("iterations", type=int, default=10,
+    fp.flag("model", default="", required=True, exists=True, help="the deploy net (prototxt)")
+    fp.flag("weights", default="", required=True, exists=True,
+            help="its trained weights (.caffemodel or .caffemodel.h5)")
+    fp.flag("out_model", default="", required=True, help="where to write the folded prototxt")
+    fp.flag("out_weights", default="", required=True,
+            help="where to write the folded caffemodel")
+    fp.flag("iterations", type=int, default=10, check=at_least(0),
             help="forward passes timed for each net (0: do not time)")
     fp.flag("seed", type=int, default=0, help="seed of the random check inputs")
     fp.flag("tolerance", type=float, default=1e-3,
             help="largest relative difference accepted before writing the files")
     fp.bool_flag("verify", default=True, help="compare the nets' outputs on random inputs")
-    fp.flag("gpu", default="", help="optional; run in GPU mode on the given device id")
+    fp.flag("gpu", default="", check=gpu_ids,
+            help="optional; run in GPU mode on the given device id")
     fp.flag("level", type=int, default=0, help="optional; network level")
     fp.flag("stage", default="", help="optional; network stages, separated by ','")
     args = fp.parse(argv[1:])
@@ -44,13 +46,6 @@ def _fold(args) -> int:
     from ..bn.fold import compare, fold_result, random_inputs, time_forward
     from ..net import Net, filter_net, load_net_param  # after parsing: -help loads no PyTorch
 
-    for flag in ("model", "weights", "out_model", "out_weights"):
-        if not getattr(args, flag):
-            raise DecaffeError(f"-{flag}: required")
-    if args.iterations < 0:
-        raise DecaffeError(f"-iterations: must be >= 0, not {args.iterations}")
-    require_file(args.model, "model")
-    require_file(args.weights, "weights")
     single_device(parse_gpus(args.gpu))
     stages = parse_stages(args.stage)
     net = Net(args.model, caffe_pb2.TEST, weights=args.weights, level=args.level,

@@ -11,7 +11,11 @@ Lines that are not glog lines (a progress bar, a Python traceback) are skipped i
 ending the parse.
 
 plot_log draws loss, accuracy and learning-rate curves from the same tables with
-matplotlib into one image.
+matplotlib into one image. The loss panel has a logarithmic axis by default (a loss falls
+over orders of magnitude; on a linear axis everything after the first drop lies flat on
+the floor); `-log_scale` names the panels drawn on a log axis (loss, accuracy, lr; `none`
+for none). The learning rate not named there goes on a log axis when it spans more than a
+factor of 20.
 """
 
 from __future__ import annotations
@@ -20,30 +24,14 @@ import csv
 import datetime
 import math
 import os
-import re
 from collections import OrderedDict
 
-from ..errors import DecaffeError
+from ..errors import DecaffeError, suggest
+from ..logparse import ITERATION, LEARNING_RATE, TEST_OUTPUT, TRAIN_OUTPUT, line_time
 from .flags import FlagParser
 
-_ITERATION = re.compile(r"Iteration (\d+)")
-_TRAIN_OUTPUT = re.compile(r"Train net output #(\d+): (\S+) = ([\.\deE+-]+|[-+]?(?:nan|inf))")
-_TEST_OUTPUT = re.compile(r"Test net output #(\d+): (\S+) = ([\.\deE+-]+|[-+]?(?:nan|inf))")
-_LEARNING_RATE = re.compile(r"lr = ([-+]?[0-9]*\.?[0-9]+([eE]?[-+]?[0-9]+)?)")
-_GLOG = re.compile(r"^\s*[IWEF](\d\d)(\d\d) (\d\d):(\d\d):(\d\d)\.(\d+)\s")
-
-
-def line_time(line: str, year: int) -> datetime.datetime | None:
-    """The timestamp of a glog line, or None for other lines."""
-    m = _GLOG.match(line)
-    if not m:
-        return None
-    month, day, hour, minute, second = (int(m.group(i)) for i in range(1, 6))
-    micro = int(m.group(6)[:6].ljust(6, "0"))
-    try:
-        return datetime.datetime(year, month, day, hour, minute, second, micro)
-    except ValueError:
-        return None
+_ITERATION, _TRAIN_OUTPUT, _TEST_OUTPUT = ITERATION, TRAIN_OUTPUT, TEST_OUTPUT
+_LEARNING_RATE = LEARNING_RATE
 
 
 def parse_log(path: str) -> tuple[list[OrderedDict], list[OrderedDict]]:
@@ -154,8 +142,26 @@ def _series(rows: list[OrderedDict], pick) -> dict[str, tuple[list[float], list[
     return out
 
 
-def plot_log(path: str, out_png: str) -> list[str]:
-    """Draw loss, accuracy and learning rate against iterations; returns the panels drawn."""
+PANELS = ("loss", "accuracy", "lr")
+
+
+def parse_log_scale(flag: str) -> tuple[str, ...]:
+    """-log_scale: panels separated by ',' (loss, accuracy, lr), or 'none'."""
+    names = tuple(n.strip() for n in (flag or "").split(",") if n.strip())
+    if names in ((), ("none",)):
+        return ()
+    for n in names:
+        if n not in PANELS:
+            raise DecaffeError(f"-log_scale: unknown panel '{n}'{suggest(n, PANELS)} (loss, "
+                               "accuracy, lr, or none)")
+    return names
+
+
+def plot_log(path: str, out_png: str, log_scale: tuple[str, ...] | list[str] = ("loss",)
+             ) -> list[str]:
+    """Draw loss, accuracy and learning rate against iterations; returns the panels drawn.
+    Panels named in `log_scale` ('loss', 'accuracy', 'lr') get a logarithmic y axis (values
+    <= 0 are left out there; a panel with no positive value stays linear)."""
     import matplotlib  # matplotlib (a few hundred ms) only for plotting
 
     matplotlib.use("Agg")
@@ -186,17 +192,23 @@ def plot_log(path: str, out_png: str) -> list[str]:
     fig, axes = plt.subplots(len(panels), 1, figsize=(8, 3 * len(panels)), squeeze=False,
                              sharex=True)
     for ax, (title, groups) in zip(axes[:, 0], panels):
+        key = "lr" if groups is None else title
         if groups is None:
             xs, ys = zip(*lr_points)
             ax.plot(xs, ys, color="tab:green")
-            if all(y > 0 for y in ys) and max(ys) / min(ys) > 20:
-                ax.set_yscale("log")
+            values = list(ys)
+            auto = all(y > 0 for y in ys) and max(ys) / min(ys) > 20
         else:
+            values = []
             for phase, series in groups:
                 for name, (xs, ys) in series.items():
                     style = "-" if phase == "train" else "o-"
                     ax.plot(xs, ys, style, label=f"{phase} {name}", markersize=3)
+                    values.extend(ys)
             ax.legend(fontsize="small")
+            auto = False
+        if (key in log_scale and any(v > 0 for v in values)) or auto:
+            ax.set_yscale("log", nonpositive="mask")
         ax.set_ylabel(title)
         ax.grid(True, alpha=0.3)
     axes[-1, 0].set_xlabel("iterations")
@@ -211,8 +223,12 @@ def _plot_log_main(argv: list[str]) -> int:
     fp = FlagParser(argv[0], "Plot loss, accuracy and learning rate from a Caffe training log.")
     fp.add_argument("logfile_path", help="path to the log file")
     fp.add_argument("output", help="the image to write (.png, .pdf, .svg)")
+    fp.flag("log_scale", default="loss", help="panels with a logarithmic y axis, separated "
+            "by ',': loss, accuracy, lr, or none (the lr goes log by itself when it spans "
+            "more than 20x)")
     args = fp.parse(argv[1:])
-    panels = plot_log(args.logfile_path, args.output)
+    scale = parse_log_scale(args.log_scale)
+    panels = plot_log(args.logfile_path, args.output, scale)
     print(f"Wrote {args.output} ({', '.join(panels)})")
     return 0
 

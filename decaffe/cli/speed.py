@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from ..errors import DecaffeError
-from .flags import FlagParser
+from .flags import FlagParser, at_least
 
 
 def add_flags(fp: FlagParser) -> None:
@@ -13,7 +12,8 @@ def add_flags(fp: FlagParser) -> None:
             "statistics, solver history and snapshots stay float32")
     fp.bool_flag("compile", default=False, help="run the net's passes through torch.compile "
                  "(falls back to eager with one warning where it cannot)")
-    fp.flag("threads", type=int, default=0, help="CPU threads for the kernels (0: chosen "
+    fp.flag("threads", type=int, default=0, check=at_least(0),
+            help="CPU threads for the kernels (0: chosen "
             "from the free cores, re-checked while training)")
 
 
@@ -22,9 +22,6 @@ def apply(args) -> None:
     # compile, precision and threads import torch: after parsing: -help loads no PyTorch
     from .. import compile as _compile
     from .. import log, precision, threads  # after parsing: -help loads no PyTorch
-
-    if args.threads < 0:
-        raise DecaffeError(f"-threads: must be >= 0, not {args.threads}")
     n = threads.configure(args.threads)
     log.info(f"Using {n} CPU thread{'s' if n != 1 else ''} for kernels"
              + ("" if args.threads else " (chosen from the free cores)"))

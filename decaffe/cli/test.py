@@ -12,16 +12,17 @@ from __future__ import annotations
 import numpy as np
 
 from .. import log
-from ..errors import DecaffeError
 from ..proto import caffe_pb2
 from . import speed
-from .common import parse_gpus, parse_phase, parse_stages, require_file, single_device
+from .common import parse_gpus, parse_phase, parse_stages, single_device
 from .flags import FlagParser, add_net_flags
 
 
 def main(argv: list[str]) -> int:
     fp = FlagParser(argv[0], "Score a model (caffe test).")
-    add_net_flags(fp, "the trained weights (.caffemodel or .caffemodel.h5)", "TEST")
+    add_net_flags(fp, "the trained weights (.caffemodel or .caffemodel.h5)", "TEST",
+                  model_required="need a model definition to score",
+                  weights_required="need model weights to score")
     speed.add_flags(fp)
     args = fp.parse(argv[1:])
     with log.python_logging():
@@ -31,14 +32,6 @@ def main(argv: list[str]) -> int:
 def _test(args) -> int:
     from ..net import Net  # after parsing: -help loads no PyTorch
 
-    if not args.model:
-        raise DecaffeError("-model: need a model definition to score")
-    if not args.weights:
-        raise DecaffeError("-weights: need model weights to score")
-    if args.iterations < 1:
-        raise DecaffeError(f"-iterations: must be at least 1, not {args.iterations}")
-    require_file(args.model, "model")
-    require_file(args.weights, "weights")
     phase = parse_phase(args.phase, caffe_pb2.TEST)
     single_device(parse_gpus(args.gpu))
     speed.apply(args)

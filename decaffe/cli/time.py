@@ -14,16 +14,16 @@ from __future__ import annotations
 import time
 
 from .. import log
-from ..errors import DecaffeError
 from ..proto import caffe_pb2
 from . import speed
-from .common import parse_gpus, parse_phase, parse_stages, require_file, single_device
+from .common import parse_gpus, parse_phase, parse_stages, single_device
 from .flags import FlagParser, add_net_flags
 
 
 def main(argv: list[str]) -> int:
     fp = FlagParser(argv[0], "Benchmark the execution time of a model (caffe time).")
-    add_net_flags(fp, "optional; weights to load first", "TRAIN")
+    add_net_flags(fp, "optional; weights to load first", "TRAIN",
+                  model_required="need a model definition to time")
     speed.add_flags(fp)
     args = fp.parse(argv[1:])
     with log.python_logging():
@@ -39,13 +39,6 @@ def _time(args) -> int:
 
     from ..net import Net  # after parsing: -help loads no PyTorch
 
-    if not args.model:
-        raise DecaffeError("-model: need a model definition to time")
-    if args.iterations < 1:
-        raise DecaffeError(f"-iterations: must be at least 1, not {args.iterations}")
-    require_file(args.model, "model")
-    if args.weights:
-        require_file(args.weights, "weights")
     phase = parse_phase(args.phase, caffe_pb2.TRAIN)
     single_device(parse_gpus(args.gpu))
     speed.apply(args)

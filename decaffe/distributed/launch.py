@@ -6,7 +6,9 @@ variables (WORLD_SIZE, RANK, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_P
 TORCHELASTIC_USE_AGENT_STORE=True so no worker hosts the store), forwards SIGINT, SIGHUP and
 SIGTERM to them, and waits. When a worker ends with an error or a signal, the parent names it
 and gives the others a grace period to stop by themselves (their heartbeats name it too)
-before terminating them. The exit status is 0 only when every worker succeeded.
+before terminating them. The exit status is 0 only when every worker succeeded; when the
+workers stopped on SIGTERM (status 75, `decaffe train`'s EXIT_PREEMPTED) and none failed, it
+is 75 too, so a job script requeues the whole run.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import time
 from torch.distributed import TCPStore
 
 from .. import log
+from ..mode import EXIT_PREEMPTED
 from .watchdog import heartbeat_timeout
 
 
@@ -78,6 +81,7 @@ def run(argv: list[str], count: int, devices: list[int] | None = None) -> int:
 
 def _wait(procs: list[subprocess.Popen]) -> int:
     status = 0
+    preempted = False
     first_failure: float | None = None
     grace = heartbeat_timeout() + 15.0
     while True:
@@ -87,12 +91,15 @@ def _wait(procs: list[subprocess.Popen]) -> int:
             if code is None:
                 running += 1
                 continue
+            if code == EXIT_PREEMPTED:
+                preempted = True  # stopped on SIGTERM with the others, not a failure
+                continue
             if code != 0 and status == 0:
                 status = code if code > 0 else 128 - code
                 first_failure = time.monotonic()
                 log.error(f"worker rank {rank} (pid {p.pid}) {_describe(code)}")
         if not running:
-            return status
+            return status if status or not preempted else EXIT_PREEMPTED
         if first_failure is not None and time.monotonic() - first_failure > grace:
             for rank, p in enumerate(procs):
                 if p.poll() is None:

@@ -180,14 +180,17 @@ def _leave(wd: Watchdog, rank: int, world_size: int) -> None:
 
 
 class AgreedActions:
-    """Signal actions agreed by all workers: each worker's SIGINT/SIGHUP are polled just
-    before the gradient collective and summed with the gradients; after it every worker
+    """Signal actions agreed by all workers: each worker's SIGINT/SIGHUP/SIGTERM are polled
+    just before the gradient collective and summed with the gradients; after it every worker
     sees the same request. Only rank 0 snapshots on request (the others ignore SNAPSHOT);
-    STOP stops all at the same iteration."""
+    STOP and TERMINATE (stop with a snapshot) stop all at the same iteration, TERMINATE
+    first when both were asked."""
+
+    _SLOTS = {"snapshot": 0, "stop": 1, "terminate": 2}
 
     def __init__(self, local_fn, nccl: NCCL, root: bool, solver=None):
         self.local_fn, self.nccl, self.root, self.solver = local_fn, nccl, root, solver
-        nccl.control_out = [0.0, 0.0]  # [snapshot requested, stop requested]
+        nccl.control_out = [0.0, 0.0, 0.0]  # requested: [snapshot, stop, terminate]
         self.gathered: dict | None = None  # every worker's data positions, for rank 0
 
     def before_reduce(self) -> None:
@@ -200,8 +203,10 @@ class AgreedActions:
         control = self.nccl.control_in
         if control:
             self.nccl.control_in = []
-            self.nccl.control_out = [0.0, 0.0]
-            if control[1] > 0:
+            self.nccl.control_out = [0.0, 0.0, 0.0]
+            if control[2] > 0:
+                agreed = "terminate"
+            elif control[1] > 0:
                 agreed = "stop"
             elif control[0] > 0 and self.root:
                 agreed = "snapshot"
@@ -210,7 +215,7 @@ class AgreedActions:
         if self.local_fn is not None:
             request = self.local_fn()
             while request != "none":
-                slot = {"snapshot": 0, "stop": 1}.get(request)
+                slot = self._SLOTS.get(request)
                 if slot is not None:
                     self.nccl.control_out[slot] = 1.0
                 request = self.local_fn()
@@ -224,8 +229,8 @@ class AgreedActions:
         if s is None:
             return False
         p = s.param
-        return bool((p.snapshot and s.iter % p.snapshot == 0) or control[0] > 0
-                    or control[1] > 0 or (s.iter >= p.max_iter and p.snapshot_after_train))
+        return bool((p.snapshot and s.iter % p.snapshot == 0) or any(c > 0 for c in control)
+                    or (s.iter >= p.max_iter and p.snapshot_after_train))
 
     def _gather_positions(self) -> None:
         """Every worker's data positions (each reads other records) to rank 0, which writes

@@ -209,10 +209,14 @@ class SoftmaxWithLossLayer(_LossLayer):
     never below 1; the legacy loss_param.normalize false means BATCH_SIZE when
     normalization is unset. Gradient: (p - onehot(label)) · loss_weight / normaliser, zero at
     ignored positions. An optional second top gives the probabilities (no gradient flows
-    back through it, as in Caffe).
+    back through it, as in Caffe). An optional third top (R-FCN's caffe-rfcn, whose OHEM
+    nets rank ROIs by it) holds each position's loss −log(max(p[label], FLT_MIN)), 0 where
+    the label is ignored, in the label bottom's shape, with no gradient.
+    Source: BVLC softmax_loss_layer.cpp; the third top daijifeng001/caffe-rfcn
+    softmax_loss_layer.cu.
     """
 
-    max_loss_tops = 2
+    max_loss_tops = 3
 
     def setup(self, bottom_shapes):
         self._check_tops()
@@ -229,7 +233,7 @@ class SoftmaxWithLossLayer(_LossLayer):
                    f"number of labels must match number of predictions: prediction shape "
                    f"{shape} with softmax axis {self.axis} needs {outer * inner} labels, label "
                    f"shape {label} has {_prod(label)}")
-        return [()] + [shape] * (self._num_tops() - 1)
+        return ([(), shape, label])[:self._num_tops()]
 
     def forward(self, x, label):
         self._refuse_label_grad(label)
@@ -250,7 +254,10 @@ class SoftmaxWithLossLayer(_LossLayer):
             return loss
         with torch.no_grad():
             prob = torch.softmax(x, dim=self.axis)
-        return loss, prob
+        if len(self.top_names) < 3:
+            return loss, prob
+        # ignored positions already hold 0 (nll_loss skips them), as the fork's kernel writes
+        return loss, prob, nll.detach().reshape(label.shape)
 
 
 # ------------------------------------------------------------------------------------------

@@ -152,6 +152,11 @@ class DropoutLayer(ElementwiseLayer):
     The Faster R-CNN forks' dropout_param.scale_train: false moves the scaling to TEST:
     TRAIN keeps the values unscaled, TEST multiplies by 1 − dropout_ratio (their
     dropout_layer.cpp); backward follows the same rule.
+
+    SegNet's dropout_param.sample_weights_test: true drops out in TEST exactly as in TRAIN
+    (a fresh mask each forward, kept values scaled by 1/(1 − dropout_ratio), the backward
+    through the same mask): Bayesian SegNet's Monte Carlo sampling
+    (alexgkendall/caffe-segnet src/caffe/layers/dropout_layer.cpp/.cu).
     """
 
     def setup(self, bottom_shapes):
@@ -161,6 +166,12 @@ class DropoutLayer(ElementwiseLayer):
         self.ratio = ratio
         self.train = self.phase == caffe_pb2.TRAIN
         self.scale_train = bool(self.lp.dropout_param.scale_train)
+        # SegNet: `phase_ == TRAIN || sample_weights_test` decides whether to sample
+        if self.lp.dropout_param.sample_weights_test:
+            self.check(self.scale_train, "sample_weights_test (SegNet) and scale_train: false "
+                       "(Faster R-CNN) come from different forks; no fork defines both",
+                       "dropout_param.sample_weights_test")
+            self.train = True
 
     def forward(self, x):
         if self.scale_train:

@@ -48,6 +48,8 @@ class BatchNormLayer(Layer):
             "use_global_stats") else p.use_global_stats
         self.eps = p.eps
         self.channels = shape[1]
+        # (mean, unbiased variance) of the last batch normalised with batch statistics
+        self.batch_stats: tuple[torch.Tensor, torch.Tensor] | None = None
         if self.num_blobs == 0:
             for s in ((self.channels,), (self.channels,), (1,)):
                 self.add_blob(torch.zeros(s), requires_grad=False)
@@ -114,7 +116,14 @@ class BatchNormLayer(Layer):
             factor.mul_(self.fraction).add_(1.0)
             mean_sum.mul_(self.fraction).add_(run_mean)
             var_sum.mul_(self.fraction).add_(run_var)
+        self._keep_batch_stats(run_mean, run_var)
         return y.reshape(shape)
+
+    def _keep_batch_stats(self, mean, var) -> None:
+        # the last batch's mean and unbiased variance, for run recording (decaffe.runs): a
+        # reference to tensors the pass made anyway; not inside a compiled graph
+        if not torch.compiler.is_compiling():
+            self.batch_stats = (mean.detach(), var.detach())
 
     def _normalize_global_batch(self, x3, weight, bias):
         """-sync_bn with several workers: statistics of the global batch (see
@@ -125,6 +134,7 @@ class BatchNormLayer(Layer):
             factor.mul_(self.fraction).add_(1.0)
             mean_sum.mul_(self.fraction).add_(mean.to(mean_sum.dtype))
             var_sum.mul_(self.fraction).add_(var.to(var_sum.dtype))
+        self._keep_batch_stats(mean, var)
         return y
 
     def extra_repr(self):

@@ -88,7 +88,8 @@ def _conv_spec(layer: Layer, p, shape: Shape, min_spatial: int) -> _ConvSpec:
     kernel = _per_axis(layer, p, "kernel_size", n, None, ("kernel_h", "kernel_w"))
     stride = _per_axis(layer, p, "stride", n, 1, ("stride_h", "stride_w"))
     pad = _per_axis(layer, p, "pad", n, 0, ("pad_h", "pad_w"))
-    dilation = _per_axis(layer, p, "dilation", n, 1, None)
+    # yjxiong/caffe's dilation_h/dilation_w pair, read as Caffe reads pad_h/pad_w
+    dilation = _per_axis(layer, p, "dilation", n, 1, ("dilation_h", "dilation_w"))
     layer.check(all(k > 0 for k in kernel), f"filter dimensions must be nonzero, got {kernel}",
                 "convolution_param.kernel_size")
     layer.check(all(s > 0 for s in stride), f"stride dimensions must be nonzero, got {stride}",

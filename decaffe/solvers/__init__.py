@@ -8,13 +8,24 @@ whatever the file's type says, as pycaffe's ``caffe.SGDSolver(path)`` does.
 
 from __future__ import annotations
 
+import os
+
 from ..errors import SolverError, suggest
 from . import updates
-from .base import NONE, SNAPSHOT, STOP, NonFiniteLossError, Solver, read_solver_param
+from .base import (
+    NONE,
+    SNAPSHOT,
+    STOP,
+    TERMINATE,
+    NonFiniteLossError,
+    Solver,
+    SolverObserver,
+    read_solver_param,
+)
 
 __all__ = ["Solver", "SGDSolver", "NesterovSolver", "AdaGradSolver", "RMSPropSolver",
            "AdaDeltaSolver", "AdamSolver", "get_solver", "solver_class", "SOLVERS",
-           "NonFiniteLossError", "NONE", "STOP", "SNAPSHOT"]
+           "NonFiniteLossError", "NONE", "STOP", "SNAPSHOT", "TERMINATE", "SolverObserver"]
 
 
 class SGDSolver(Solver):
@@ -69,8 +80,14 @@ def solver_class(type_name: str) -> type[Solver]:
                           f" (known types: {known})") from None
 
 
-def get_solver(source) -> Solver:
+def get_solver(source, *, record: bool | str = False) -> Solver:
     """The solver a prototxt (path or text) or SolverParameter describes (pycaffe's
-    caffe.get_solver)."""
-    param, _ = read_solver_param(source)
-    return solver_class(param.type)(param)
+    caffe.get_solver). Beyond pycaffe: ``record=True`` records the training as a run folder
+    beside the snapshots (snapshot_prefix + '.run'), ``record="DIR"`` in DIR (see
+    Solver.record_run and decaffe.runs)."""
+    param, path = read_solver_param(source)
+    solver = solver_class(param.type)(param)
+    solver.solver_file = path
+    if record:
+        solver.record_run(None if record is True else os.fspath(record))
+    return solver

@@ -15,6 +15,11 @@ and average their loss; smooth the loss over the last average_loss iterations; e
 `display` iterations log the smoothed loss, the train net's outputs and the learning rate;
 apply the update; count the iteration; snapshot every `snapshot` iterations or when an
 action (a signal, say) asks for one; stop when an action asks to.
+
+Beyond Caffe: an action may also be ``terminate`` (what `decaffe train` makes of SIGTERM): stop
+at the end of the current iteration with a snapshot whatever snapshot_after_train says. Observers
+(`add_observer`, a `SolverObserver`) see each iteration's gradients and update, each test pass
+and each snapshot, for run recording (decaffe.runs) without the loop knowing who listens.
 """
 
 from __future__ import annotations
@@ -28,16 +33,18 @@ import numpy as np
 import torch
 from google.protobuf import text_format
 
-from .. import log, precision
+from .. import log, precision, threads
 from .. import mode as _mode
 from ..errors import SolverError, suggest
 from ..formats import prototxt
 from ..net import Net, load_net_param
 from ..proto import caffe_pb2
+from ..runs import RunRecorder
 from . import lr_policy, updates
 from . import snapshot as snap
 
 NONE, STOP, SNAPSHOT = "none", "stop", "snapshot"  # Caffe's SolverAction values
+TERMINATE = "terminate"  # beyond Caffe: stop now with a snapshot (SIGTERM, preemption)
 _f32 = np.float32
 
 
@@ -123,14 +130,44 @@ def set_net_class(cls: type) -> None:
     _net_class = cls
 
 
+class SolverObserver:
+    """What a solver tells the objects given to `Solver.add_observer`; every method is optional
+    (this base does nothing), and each is called on the training thread, in the process that
+    holds the observer.
+
+    - ``on_gradients(solver)``: each iteration, after the on_gradients_ready callbacks (with
+      several workers: the averaged gradients), before the update. ``solver.iter`` is the
+      iteration being computed.
+    - ``on_update(solver)``: each iteration, after the update (each parameter's diff then
+      holds the update that was subtracted, as in Caffe), before the count advances;
+      ``solver.smoothed_loss`` and ``solver.learning_rate`` are this iteration's.
+    - ``on_test(solver, test_net_id, names, values)``: after a complete test pass, with each
+      output element's name and mean (as logged).
+    - ``on_snapshot(solver, model_path, state_path)``: after both files are in place.
+    """
+
+    def on_gradients(self, solver) -> None:
+        pass
+
+    def on_update(self, solver) -> None:
+        pass
+
+    def on_test(self, solver, test_net_id: int, names: list[str], values: list[float]) -> None:
+        pass
+
+    def on_snapshot(self, solver, model_path: str, state_path: str) -> None:
+        pass
+
+
 class Solver:
     """A Caffe solver; subclasses fix the update rule (SGDSolver, AdamSolver, ...)."""
 
     rule_class: type[updates.UpdateRule] = updates.UpdateRule
 
     def __init__(self, source, *, net_class=None):
-        param, _ = read_solver_param(source)
+        param, path = read_solver_param(source)
         self.param = param
+        self.solver_file = path  # the prototxt it came from (None: text or a message)
         self._check_param()
         log.info("Initializing solver from parameters: \n" + _debug_string(param))
         self._check_snapshot_prefix()
@@ -155,6 +192,11 @@ class Solver:
         self._callbacks: list[tuple[Callable | None, Callable | None]] = []
         self._action: Callable[[], str] | None = None
         self.requested_early_exit = False
+        self.terminate_requested = False  # the last stop was a TERMINATE action
+        self.last_snapshot: tuple[int, str, str] | None = None  # (iter, model, state)
+        self._observers: list[SolverObserver] = []
+        self._on_gradients: list[Callable] = []
+        self._on_update: list[Callable] = []
         self.losses: list = []
         self.smoothed_loss = 0.0
         self.learning_rate = 0.0
@@ -313,9 +355,43 @@ class Solver:
         self._callbacks.append((on_start, on_gradients_ready))
 
     def set_action_function(self, fn: Callable[[], str] | None) -> None:
-        """fn() returns 'none', 'stop' or 'snapshot' (Caffe's SetActionFunction); it is polled
-        after each iteration and during each test pass."""
+        """fn() returns 'none', 'stop', 'snapshot' (Caffe's SetActionFunction) or 'terminate'
+        (stop with a snapshot even when snapshot_after_train is false); it is polled after
+        each iteration and during each test pass."""
         self._action = fn
+
+    def add_observer(self, observer: SolverObserver) -> None:
+        """Tell `observer` about each iteration, test pass and snapshot (see SolverObserver;
+        any object with some of its methods will do)."""
+        self._observers.append(observer)
+        self._observe_lists()
+
+    def remove_observer(self, observer: SolverObserver) -> None:
+        if observer in self._observers:
+            self._observers.remove(observer)
+            self._observe_lists()
+
+    def _observe_lists(self) -> None:
+        # the loop calls these per iteration: bound methods, looked up once
+        self._on_gradients = [o.on_gradients for o in self._observers
+                              if hasattr(o, "on_gradients")]
+        self._on_update = [o.on_update for o in self._observers if hasattr(o, "on_update")]
+
+    def _notify(self, event: str, *args) -> None:
+        for obs in self._observers:
+            fn = getattr(obs, event, None)
+            if fn is not None:
+                fn(self, *args)
+
+    def record_run(self, path: str | None = None, *, tensorboard: str | None = None,
+                   command: list[str] | None = None):
+        """Record this solver's training as a run folder (decaffe.runs): at `path`, or beside
+        the snapshots (snapshot_prefix + '.run') when None; with `tensorboard`, also as
+        TensorBoard event files in that folder. Returns the RunRecorder (close() it, or let
+        the interpreter's exit write the run's end). Nothing is recorded by default."""
+        recorder = RunRecorder(self, path, tensorboard=tensorboard, command=command)
+        recorder.start()
+        return recorder
 
     def load_weights(self, model_list: str) -> None:
         """Copy weights from each comma-separated model file, in turn, into the train net and
@@ -389,18 +465,25 @@ class Solver:
             for _, on_ready in self._callbacks:
                 if on_ready is not None:
                     on_ready()
+            for fn in self._on_gradients:
+                fn(self)
             if scaler is None or precision.unscale_gradients(self, scaler):
                 self.apply_update()
             if display and p.debug_info:
                 self._debug_update()
+            for fn in self._on_update:
+                fn(self)
             self._iter += 1
+            threads.poll()  # the thread count follows the machine's load
             if self.progress is not None:
                 self.progress.update(self._iter, self.smoothed_loss, self.learning_rate)
             request = self._requested_action()
-            if (root and p.snapshot and self._iter % p.snapshot == 0) or request == SNAPSHOT:
+            if ((root and p.snapshot and self._iter % p.snapshot == 0) or request == SNAPSHOT
+                    or (request == TERMINATE and root)):
                 self.snapshot()
-            if request == STOP:
+            if request in (STOP, TERMINATE):
                 self.requested_early_exit = True
+                self.terminate_requested = request == TERMINATE
                 break
 
     def solve(self, resume_file: str | None = None) -> None:
@@ -412,12 +495,14 @@ class Solver:
         log.info(f"Solving {self.net.name}")
         log.info(f"Learning Rate Policy: {p.lr_policy}")
         self.requested_early_exit = False
+        self.terminate_requested = False
         if resume_file is not None:
             log.info(f"Restoring previous solver status from {resume_file}")
             self.restore(resume_file)
         start_iter = self._iter
         self.step(p.max_iter - self._iter)
-        if (root and p.snapshot_after_train
+        # a terminate request has written its snapshot already
+        if (root and p.snapshot_after_train and not self.terminate_requested
                 and (not p.snapshot or self._iter % p.snapshot != 0)):
             self.snapshot()
         if self.requested_early_exit:
@@ -479,8 +564,11 @@ class Solver:
             while request != NONE:
                 if request == SNAPSHOT:
                     self.snapshot()
-                elif request == STOP:
+                elif request in (STOP, TERMINATE):
+                    if request == TERMINATE and not self.terminate_requested:
+                        self.snapshot()  # test passes run on the root solver only
                     self.requested_early_exit = True
+                    self.terminate_requested = self.terminate_requested or request == TERMINATE
                 request = self._requested_action()
             if self.requested_early_exit:
                 break
@@ -506,6 +594,7 @@ class Solver:
             extra = f" (* {log.fmt(weight)} = {log.fmt(_f32(weight) * mean)} loss)" if weight \
                 else ""
             log.info(f"    Test net output #{i}: {name} = {log.fmt(mean)}{extra}")
+        self._notify("on_test", test_net_id, names, means)
         return means
 
     def _log_outputs(self, net, kind: str) -> None:
@@ -583,6 +672,8 @@ class Solver:
             state_path = snap.snapshot_filename(prefix, self._iter, ".solverstate")
             log.info(f"Snapshotting solver state to binary proto file {state_path}")
         snap.write_state(state_path, self.state(model))
+        self.last_snapshot = (self._iter, model, state_path)
+        self._notify("on_snapshot", model, state_path)
         return model, state_path
 
     def state(self, learned_net: str | None = None) -> snap.SolverStateData:

@@ -1,6 +1,6 @@
 """Train the digits CNN with and without batch normalization, and compare.
 
-    python examples/batchnorm/train_both.py
+    python examples/batchnorm/train_both.py [-dashboard [HOST:]PORT]
 
 Four runs of Caffe's SGD solver (solver_plain.prototxt, solver_bn.prototxt) on the bundled
 8x8 digits, read from LMDB by Data layers: the plain and the BN net at the solvers' base_lr,
@@ -13,6 +13,13 @@ decaffe.bn.fold.
 Writes to --out (default examples/batchnorm/output/): bn_vs_plain.png (training loss and
 test accuracy against iteration, all runs), results.md (the tables printed here),
 results.json (every number), the solvers run, and the trained weights.
+
+With -dashboard [HOST:]PORT each run is recorded as a run folder beside its weights
+(cnn_<net>_lr<rate>.run/) and one page shows all four live (decaffe dashboard, from a thread;
+it needs decaffe[dashboard]): losses and test accuracy on shared charts, and each run's
+BatchNorm statistics. The solvers then also test every --test-every iterations themselves, so
+that the page has the test accuracy (the whole test set each time: the numbers written are the
+same). On a terminal the page stays up after training until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 
@@ -47,6 +55,8 @@ def parse_args(argv=None):
     ap.add_argument("--high-lr", type=float, default=0.2, help="the higher base_lr")
     ap.add_argument("--target", type=float, default=0.93, help="target test accuracy")
     ap.add_argument("--out", default=os.path.join(HERE, "output"), help="output folder")
+    ap.add_argument("-dashboard", "--dashboard", default="", metavar="[HOST:]PORT",
+                    help="serve a live page of the four runs (needs decaffe[dashboard])")
     ap.add_argument("--threads", type=int, default=1,
                     help="CPU threads for PyTorch (these nets are too small to gain from more, "
                     "and the numbers then do not depend on the machine's core count)")
@@ -77,14 +87,22 @@ class Progress:
         sys.stderr.flush()
 
 
-def write_solver(kind: str, lr: float, iters: int, out: str) -> str:
-    """The solver file for one run: solver_<kind>.prototxt with base_lr and max_iter set."""
+def snapshot_prefix(kind: str, lr: float, out: str) -> str:
+    return os.path.relpath(os.path.join(out, f"cnn_{kind}_lr{lr:g}"), ROOT)
+
+
+def write_solver(kind: str, lr: float, iters: int, out: str, test_every: int = 0) -> str:
+    """The solver file for one run: solver_<kind>.prototxt with base_lr and max_iter set (and
+    with test_every, the solver's own test interval, for the run folder's test scores)."""
     param = caffe_pb2.SolverParameter()
     with open(os.path.join(HERE, f"solver_{kind}.prototxt")) as f:
         text_format.Merge(f.read(), param)
     param.base_lr = lr
     param.max_iter = iters
-    param.snapshot_prefix = os.path.relpath(os.path.join(out, f"cnn_{kind}_lr{lr:g}"), ROOT)
+    if test_every:
+        param.test_interval = test_every
+        param.test_initialization = True
+    param.snapshot_prefix = snapshot_prefix(kind, lr, out)
     path = os.path.join(out, f"solver_{kind}_lr{lr:g}.prototxt")
     with open(path, "w") as f:
         f.write(text_format.MessageToString(param))
@@ -102,7 +120,9 @@ def train(kind: str, lr: float, args) -> dict:
     """Run one solver; returns its loss and accuracy curves and timing."""
     from decaffe.solvers import NonFiniteLossError
 
-    solver = caffe.get_solver(write_solver(kind, lr, args.iters, args.out))
+    test_every = args.test_every if args.dashboard else 0
+    solver = caffe.get_solver(write_solver(kind, lr, args.iters, args.out, test_every))
+    recorder = solver.record_run() if args.dashboard else None  # PREFIX.run, for the page
     label = f"{kind} lr={lr:g}"
     progress = Progress(label, args.iters)
     losses, tests = [], [(0, test_accuracy(solver))]
@@ -120,6 +140,10 @@ def train(kind: str, lr: float, args) -> dict:
             tests.append((it, test_accuracy(solver)))
         progress.update(it, losses[-1], tests[-1][1])
     seconds = time.perf_counter() - t0
+    if recorder is not None:
+        recorder.close("nonfinite" if diverged is not None else "finished",
+                       f"the loss became non-finite at iteration {diverged}"
+                       if diverged is not None else None)
     if diverged is not None:
         sys.stderr.write(f"\n{label}: the loss became non-finite at iteration {diverged}\n")
     weights = os.path.join(args.out, f"cnn_{kind}_lr{lr:g}.caffemodel")
@@ -295,6 +319,7 @@ def main(argv=None) -> int:
         text_format.Merge(f.read(), base)
     global SEED
     SEED = base.random_seed
+    server = start_dashboard(args, base.base_lr) if args.dashboard else None
     runs = []
     for lr in (base.base_lr, args.high_lr):
         for kind in ("plain", "bn"):
@@ -313,7 +338,37 @@ def main(argv=None) -> int:
                    "iters": args.iters, "seed": SEED}, f, indent=1)
     print(f"\nwrote {os.path.relpath(figure)}, results.md and results.json in "
           f"{os.path.relpath(args.out)} ({time.perf_counter() - started:.0f} s in all)")
+    if server is not None:
+        if sys.stdin.isatty():
+            print(f"The dashboard stays up at {server.url} until Ctrl-C")
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                pass
+        server.stop()
     return 0
+
+
+def start_dashboard(args, base_lr: float):
+    """One page over the four runs' folders (each appears as its run starts)."""
+    from decaffe import dashboard
+
+    dashboard.require()
+    # Starlette and uvicorn come with the optional `dashboard` extra, checked just above
+    from decaffe.dashboard.server import Server, parse_address
+    from decaffe.dashboard.sources import RunFolder
+
+    host, port = parse_address(args.dashboard)
+    folders = [RunFolder(snapshot_prefix(kind, lr, args.out) + ".run")
+               for lr in (base_lr, args.high_lr) for kind in ("plain", "bn")]
+    for folder in folders:  # a run folder left by an earlier run of the example is replaced
+        if os.path.isdir(folder.path):
+            shutil.rmtree(folder.path)
+    server = Server(folders, host, port).start()
+    for line in server.announce():
+        print(line, flush=True)
+    return server
 
 
 if __name__ == "__main__":

@@ -283,11 +283,13 @@ def _bare_net(detection: str, batch: int = 2, priors: int = 60, classes: int = 3
 @pytest.mark.parametrize("share", [True, False])
 def test_detection_output_on_arbitrary_bottoms_and_tied_scores(code, share, tmp_path):
     """Random bottoms (the exporter's check), then scores quantised to a few values so that
-    many tie: TopK and the rank scores keep the fork's stable order, row for row."""
+    many tie: TopK keeps the fork's stable order (its std::stable_sort), row for row. No
+    keep_top_k here: over more than 16 pairs the fork's std::sort leaves equal scores in
+    introsort's order, which the graph's stable ranking does not reproduce."""
     import onnxruntime as ort
 
     classes = 3
-    detection = (f"share_location: {str(share).lower()} code_type: {code} keep_top_k: 25 "
+    detection = (f"share_location: {str(share).lower()} code_type: {code} "
                  "confidence_threshold: 0.1 nms_param { nms_threshold: 0.3 top_k: 40 }")
     net = _bare_net(detection, classes=classes, locs=1 if share else classes)
     report = to_onnx(net, str(tmp_path / "det.onnx"))

@@ -107,8 +107,10 @@ def test_train_log_and_snapshots(job, capsys):
     shots = re.findall(r"Snapshotting to binary proto file (\S+)", err)
     assert shots == ["snap/tiny_iter_8.caffemodel", "snap/tiny_iter_16.caffemodel",
                      "snap/tiny_iter_24.caffemodel"]
+    # the snapshots, and the run folder decaffe train records beside them
     assert sorted(os.listdir("snap")) == sorted(
-        f"tiny_iter_{i}.{ext}" for i in (8, 16, 24) for ext in ("caffemodel", "solverstate"))
+        [f"tiny_iter_{i}.{ext}" for i in (8, 16, 24) for ext in ("caffemodel", "solverstate")]
+        + ["tiny.run"])
     assert lines[-1].endswith("Optimization Done.")
     # the log is what Caffe's parse_log reads
     (job / "log.txt").write_text(err)
@@ -400,7 +402,8 @@ def test_sighup_snapshots_and_sigint_stops_with_one_snapshot(job):
                                         r"(\d+)\.caffemodel", text)]
     assert len(shots) == 2 and shots[0] == first and shots[1] > first + 1
     assert sorted(os.listdir("snap")) == sorted(
-        f"tiny_iter_{i}.{ext}" for i in shots for ext in ("caffemodel", "solverstate"))
+        [f"tiny_iter_{i}.{ext}" for i in shots for ext in ("caffemodel", "solverstate")]
+        + ["tiny.run"])
     state = read_state(f"snap/tiny_iter_{shots[1]}.solverstate")
     assert state.iter == shots[1] and len(state.history) == 9
     assert not [f for f in os.listdir("snap") if f.endswith(".tmp")]

@@ -4,9 +4,9 @@ BoxAnnotatorOHEM).
 
 - ROIPooling and SmoothL1Loss follow rbgirshick/caffe-fast-rcnn (py-faster-rcnn's Caffe).
 - PSROIPooling follows daijifeng001/caffe-rfcn (R-FCN).
-- Proposal is the C++ region proposal layer of sanghoon/pva-faster-rcnn (the one the golden
-  fork build carries), not py-faster-rcnn's Python ``rpn.proposal_layer``, which runs
-  unchanged as a Python layer.
+- Proposal is the C++ region proposal layer of sanghoon/pva-faster-rcnn, which computes
+  py-faster-rcnn's Python ``rpn.proposal_layer`` (that one runs unchanged as a Python layer)
+  with the fork's partial quicksort and NMS.
 
 ROI geometry (rounding of the ROI corners, bin edges) is computed in the bottom's precision
 with C's rounding (half away from zero), floor and ceil, exactly as the forks' kernels do,
@@ -25,10 +25,8 @@ from ...proto import caffe_pb2
 from ..loss import (
     BATCH_SIZE,
     FULL,
-    LOG_FLT_MIN,
     VALID,
     SoftmaxWithLossLayer,
-    _axis_split,
     _LossLayer,
 )
 
@@ -136,45 +134,181 @@ class ROIPoolingLayer(Layer):
         dt = _np_dtype(x)
         r = _rois_array(self, rois, dt)
         num = r.shape[0]
-        ph_n, pw_n = self.pooled_h, self.pooled_w
         if num == 0:
-            return x.new_zeros((0, c, ph_n, pw_n))
+            return x.new_zeros((0, c, self.pooled_h, self.pooled_w))
         b = _batch_index(self, r, n)
         hs, he, ws, we, malformed = self._bins(r, height, width, dt)
-        flat = torch.zeros((num, c, ph_n, pw_n), dtype=torch.long, device=x.device)
-        xd = x.detach()
-        for i in range(num):
-            h0, h1 = int(hs[i].min()), int(he[i].max())
-            w0, w1 = int(ws[i].min()), int(we[i].max())
-            if h1 <= h0 or w1 <= w0:
-                continue
-            crop = xd[b[i], :, h0:h1, w0:w1].contiguous()  # the cells this ROI's bins touch
-            # max over each bin's columns, then over its rows: the first maximum in row-major
-            # order (smallest row, then smallest column), as Caffe's strict '>' scan keeps;
-            # torch.max returns the first index of equal maxima
-            m1 = torch.full((c, h1 - h0, pw_n), -math.inf, dtype=x.dtype, device=x.device)
-            i1 = torch.zeros((c, h1 - h0, pw_n), dtype=torch.long, device=x.device)
-            for pw in range(pw_n):
-                a, z = int(ws[i, pw]) - w0, int(we[i, pw]) - w0
-                if z > a:
-                    m1[:, :, pw], i1[:, :, pw] = crop[:, :, a:z].max(dim=2)
-                    i1[:, :, pw] += a + w0
-            for ph in range(ph_n):
-                a, z = int(hs[i, ph]) - h0, int(he[i, ph]) - h0
-                if z > a:
-                    _, ih = m1[:, a:z].max(dim=1)  # (C, PW)
-                    ih = ih + a
-                    iw = i1.gather(1, ih[:, None, :])[:, 0]
-                    flat[i, :, ph] = (ih + h0) * width + iw
-        nonempty = (he[:, :, None] > hs[:, :, None]) & (we[:, None, :] > ws[:, None, :])
-        valid = torch.as_tensor(nonempty, device=x.device)[:, None].expand(num, c, ph_n, pw_n)
-        base = (torch.as_tensor(b, device=x.device)[:, None] * c
-                + torch.arange(c, device=x.device)[None]) * (height * width)
-        top = x.reshape(-1)[(base[:, :, None, None] + flat).reshape(-1)].reshape(flat.shape)
-        if malformed.any():
-            dead = torch.as_tensor(malformed, device=x.device)[:, None, None, None]
-            top = torch.where(dead, top.detach(), top)
-        return torch.where(valid, top, torch.zeros((), dtype=x.dtype, device=x.device))
+        dev = x.device
+        return _ROIMaxPool.apply(x, *(torch.as_tensor(a, device=dev)
+                                      for a in (b, hs, he, ws, we, malformed)))
+
+
+# Caffe's scan starts each bin at -FLT_MAX and keeps a cell only when strictly greater: NaN
+# and values <= -FLT_MAX never win (in float64 too: the forks use FLT_MAX for every Dtype)
+_FLT_MAX = float(np.finfo(np.float32).max)
+_CELLS = 1 << 31  # cells h·W + w of one plane, below 2^31
+
+
+def _keys(x: torch.Tensor) -> tuple[torch.Tensor]:
+    """Each cell of x (N, C, H, W) as one int64, channels last (N, H, W, C), ordered as the
+    fork's scan ranks cells: by value, then the first in row-major order. High 32 bits: the
+    float32 bits made order-preserving (negatives flipped; NaN and <= -FLT_MAX as -inf; -0
+    as +0, which Caffe's '>' does not tell apart); then 2^31 - 1 - (h·W + w); the lowest bit
+    keeps the value's sign bit, so that a -0 maximum comes back as -0."""
+    n, c, height, width = x.shape
+    v = x.detach().permute(0, 2, 3, 1).float()
+    sign = torch.signbit(v).long()
+    v = torch.where(v > -_FLT_MAX, v + 0.0, torch.tensor(-math.inf, device=x.device))
+    bits = v.contiguous().view(torch.int32)
+    ordered = torch.where(bits >= 0, bits, bits ^ 0x7FFFFFFF).long()
+    cell = torch.arange(height * width, device=x.device).view(1, height, width, 1)
+    return (ordered * (2 * _CELLS) + (_CELLS - 1 - cell) * 2 + sign,)
+
+
+def _unkey(key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(float32 value, int32 cell) of keys; -inf for a bin where no cell won."""
+    ordered = key >> 32
+    # undo the flip of negatives (branch-free), then put the sign bit back (-0 stays -0)
+    bits = (ordered ^ ((ordered >> 31) & 0x7FFFFFFF)) | ((key & 1) << 31)
+    value = bits.to(torch.int32).view(torch.float32)
+    cell = (_CELLS - 1) - ((key >> 1) & (_CELLS - 1))
+    return value, cell.to(torch.int32)
+
+
+def _max_key(a: tuple, b: tuple) -> tuple:
+    return (torch.maximum(a[0], b[0]),)
+
+
+def _pairs(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """float64 cells (value, h·W + w), channels last: a value that a key cannot hold."""
+    n, c, height, width = x.shape
+    v = x.detach().permute(0, 2, 3, 1)
+    v = torch.where(v > -_FLT_MAX, v, torch.tensor(-math.inf, dtype=v.dtype, device=x.device))
+    i = torch.arange(height * width, dtype=torch.int32, device=x.device)
+    return v.contiguous(), i.view(1, height, width, 1).expand(n, height, width, c).contiguous()
+
+
+def _max_pair(a: tuple, b: tuple) -> tuple:
+    """The larger value; on a tie the smaller cell, the first in row-major order."""
+    take_b = (b[0] > a[0]) | ((b[0] == a[0]) & (b[1] < a[1]))
+    return torch.where(take_b, b[0], a[0]), torch.where(take_b, b[1], a[1])
+
+
+def roi_max_pool(x: torch.Tensor, b: torch.Tensor, hs: torch.Tensor, he: torch.Tensor,
+                 ws: torch.Tensor, we: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Max pooling of every ROI bin, with no loop over ROIs or bins (a 2-d sparse table).
+
+    x: (N, C, H, W); b: (R,) batch indices; hs, he: (R, PH) clipped [start, end) rows;
+    ws, we: (R, PW) clipped [start, end) columns. Returns the top (R, C, PH, PW) in x's dtype
+    and the cell h·W + w each value came from (R, C, PH, PW, int32): the bin's first maximum
+    in row-major order. An empty bin gives 0 and cell −1; a bin with no cell above −FLT_MAX
+    gives −FLT_MAX and cell −1 (the fork's forward: its scan starts at −FLT_MAX).
+
+    Table (kh, kw) holds, for every cell, the best cell of the 2^kh × 2^kw block there; a bin
+    of h × w cells is the union of four such blocks with 2^kh ≤ h < 2^(kh+1) (likewise w), so
+    four lookups answer it exactly. A cell is one int64 key (value, then first cell) for
+    float32 and narrower; float64 keeps (value, cell) pairs. Channels last: a lookup reads C
+    contiguous entries.
+    """
+    n, c, height, width = x.shape
+    num, ph_n = hs.shape
+    pw_n = ws.shape[1]
+    dev = x.device
+    keyed = x.dtype != torch.float64
+    merge = _max_key if keyed else _max_pair
+    lh, lw = he - hs, we - ws  # (R, PH), (R, PW)
+    kh = torch.zeros_like(lh)  # floor(log2(bin height)) of a non-empty bin
+    for k in range(1, max(int(lh.max()), 1).bit_length()):
+        kh += (lh >= (1 << k)).long()
+    kw = torch.zeros_like(lw)
+    for k in range(1, max(int(lw.max()), 1).bit_length()):
+        kw += (lw >= (1 << k)).long()
+    full = (num, ph_n, pw_n)
+
+    def per_bin(t: torch.Tensor, axis: int) -> torch.Tensor:
+        return (t[:, :, None] if axis == 1 else t[:, None, :]).expand(full).reshape(-1)
+
+    valid = ((lh > 0)[:, :, None] & (lw > 0)[:, None, :]).reshape(-1)
+    kh, r0, r1 = per_bin(kh, 1), per_bin(hs, 1), per_bin(he, 1)
+    kw, c0, c1 = per_bin(kw, 2), per_bin(ws, 2), per_bin(we, 2)
+    bb = b[:, None, None].expand(full).reshape(-1)
+    # the bins answered by each table (kw, kh), and their four blocks' cells in that table
+    # (bins, their ROI, their bin within the ROI, cells)
+    groups: dict[tuple[int, int], tuple] = {}
+    for level_w in (range(int(kw[valid].max()) + 1) if bool(valid.any()) else ()):
+        in_w = valid & (kw == level_w)
+        for level_h in (range(int(kh[in_w].max()) + 1) if bool(in_w.any()) else ()):
+            q = torch.nonzero(in_w & (kh == level_h)).reshape(-1)
+            if q.numel():
+                rows, cols = height - (1 << level_h) + 1, width - (1 << level_w) + 1
+                base = bb[q] * rows
+                groups[level_w, level_h] = (q, q // (ph_n * pw_n), q % (ph_n * pw_n), [
+                    (base + rr) * cols + cc for rr in (r0[q], r1[q] - (1 << level_h))
+                    for cc in (c0[q], c1[q] - (1 << level_w))])
+    # written in place through (R, bins, C) views of the (R, C, bins) results: no final copy
+    top = x.new_zeros((num, c, ph_n * pw_n))
+    arg = torch.full((num, c, ph_n * pw_n), -1, dtype=torch.int32, device=dev)
+    top_t, arg_t = top.permute(0, 2, 1), arg.permute(0, 2, 1)
+    top_w = max((lw_ for lw_, _ in groups), default=-1)
+    # channels in blocks, so that each block's tables stay in the CPU's caches
+    for lo in range(0, c if groups else 0, _ROI_CHANNEL_BLOCK):
+        hi = min(c, lo + _ROI_CHANNEL_BLOCK)
+        row_table = _keys(x[:, lo:hi]) if keyed else _pairs(x[:, lo:hi])
+        for level_w in range(top_w + 1):
+            if level_w:
+                s = 1 << (level_w - 1)
+                row_table = merge(tuple(t[:, :, :-s] for t in row_table),
+                                  tuple(t[:, :, s:] for t in row_table))
+            top_h = max((lh_ for lw_, lh_ in groups if lw_ == level_w), default=-1)
+            block = row_table
+            for level_h in range(top_h + 1):
+                if level_h:
+                    s = 1 << (level_h - 1)
+                    block = merge(tuple(t[:, :-s] for t in block),
+                                  tuple(t[:, s:] for t in block))
+                if (level_w, level_h) not in groups:
+                    continue
+                q, roi, bin_in_roi, cells = groups[level_w, level_h]
+                flat = tuple(t.reshape(-1, hi - lo) for t in block)
+                best = None
+                for cell in cells:
+                    cand = tuple(t[cell] for t in flat)
+                    best = cand if best is None else merge(best, cand)
+                value, where = _unkey(best[0]) if keyed else best
+                none = value == -math.inf
+                top_t[roi, bin_in_roi, lo:hi] = torch.where(none, -_FLT_MAX, value).to(top.dtype)
+                arg_t[roi, bin_in_roi, lo:hi] = torch.where(none, -1, where)
+    return top.view(num, c, ph_n, pw_n), arg.view(num, c, ph_n, pw_n)
+
+
+_ROI_CHANNEL_BLOCK = 64
+
+
+class _ROIMaxPool(torch.autograd.Function):
+    """ROIPooling's forward (roi_max_pool) and the fork's backward: each top diff goes to
+    its bin's argmax cell, summed over every bin that chose the cell; bins with no argmax
+    and ROIs that end before they start send nothing."""
+
+    @staticmethod
+    def forward(ctx, x, b, hs, he, ws, we, malformed):
+        top, arg = roi_max_pool(x, b, hs, he, ws, we)
+        ctx.save_for_backward(arg, b, malformed)
+        ctx.x_shape = x.shape
+        return top
+
+    @staticmethod
+    def backward(ctx, grad):
+        arg, b, malformed = ctx.saved_tensors
+        n, c, height, width = ctx.x_shape
+        plane = height * width
+        total = n * c * plane
+        flat = ((b[:, None, None, None] * c
+                 + torch.arange(c, device=grad.device)[None, :, None, None]) * plane + arg)
+        # diffs that go nowhere are summed into one extra slot, then dropped
+        flat = torch.where((arg < 0) | malformed[:, None, None, None], total, flat)
+        gx = grad.new_zeros(total + 1)
+        gx.index_add_(0, flat.reshape(-1), grad.reshape(-1))
+        return gx[:total].view(ctx.x_shape), None, None, None, None, None, None
 
 
 # ------------------------------------------------------------------------------------------
@@ -244,9 +378,6 @@ class PSROIPoolingLayer(Layer):
         we = np.clip(np.ceil((k[None] + dt(1)) * bin_w[:, None] + sw[:, None]), 0,
                      width).astype(np.int64)
         dev = x.device
-        # box sums from a zero-padded 2-d prefix sum (accumulated in float64)
-        s = torch.nn.functional.pad(x.double().cumsum(2).cumsum(3), (1, 0, 1, 0))
-        s = s.reshape(-1)
         hs_t, he_t = torch.as_tensor(hs, device=dev), torch.as_tensor(he, device=dev)
         ws_t, we_t = torch.as_tensor(ws, device=dev), torch.as_tensor(we, device=dev)
         ch = ((torch.arange(d, device=dev)[:, None, None] * g
@@ -257,146 +388,237 @@ class PSROIPoolingLayer(Layer):
         row_s = hs_t[:, None, :, None] * (width + 1)
         row_e = he_t[:, None, :, None] * (width + 1)
         col_s, col_e = ws_t[:, None, None, :], we_t[:, None, None, :]
-        total = (s[plane + row_e + col_e] - s[plane + row_s + col_e]
-                 - s[plane + row_e + col_s] + s[plane + row_s + col_s])
+        # the four corners of each bin in the padded prefix-sum planes: + - - +
+        corners = torch.stack([plane + row_e + col_e, plane + row_s + col_e,
+                               plane + row_e + col_s, plane + row_s + col_s])
         area = ((he_t - hs_t)[:, :, None] * (we_t - ws_t)[:, None, :])[:, None]  # (R,1,G,G)
+        return _PSROIAvgPool.apply(x, corners, area.expand(num, d, g, g))
+
+
+# a box sum from a 2-d prefix sum: S(e, e) - S(s, e) - S(e, s) + S(s, s)
+_SIGNS = (1.0, -1.0, -1.0, 1.0)
+
+
+class _PSROIAvgPool(torch.autograd.Function):
+    """PSROIPooling's average of every bin from box sums of a zero-padded 2-d prefix sum
+    (accumulated in float64), and its adjoint as the backward: each bin's diff / area is
+    added at its four corners (signed) and a reverse 2-d prefix sum spreads it over the
+    bin's cells, as the fork's backward adds diff / bin_area to every cell of the bin.
+
+    corners: (4, R, D, G, G) flat indices into the (N·C, H+1, W+1) padded planes; area:
+    (R, D, G, G) cells per bin (an empty bin gives 0 and no gradient)."""
+
+    @staticmethod
+    def forward(ctx, x, corners, area):
+        s = torch.nn.functional.pad(x.detach().double().cumsum(2).cumsum(3), (1, 0, 1, 0))
+        s = s.reshape(-1)
+        total = sum(sign * s[corner] for sign, corner in zip(_SIGNS, corners))
         empty = area <= 0
-        out = torch.where(empty, torch.zeros((), dtype=total.dtype, device=dev),
-                          total / area.clamp_min(1).to(total.dtype))
+        out = torch.where(empty, 0.0, total / area.clamp_min(1))
+        ctx.save_for_backward(corners, area)
+        ctx.x_shape, ctx.x_dtype = x.shape, x.dtype
         return out.to(x.dtype)
 
-
-# ------------------------------------------------------------------------------------------
-# SmoothL1Loss
-# ------------------------------------------------------------------------------------------
-@register("SmoothL1Loss")
-class SmoothL1LossLayer(_LossLayer):
-    """Σ outside · smoothL1(inside · (a − b)) / N, N = a.shape[0] (Faster R-CNN).
-
-    smoothL1(x) = 0.5·σ²·x² if |x| < 1/σ², else |x| − 0.5/σ² (σ = smooth_l1_loss_param.sigma,
-    default 1). Bottoms: predictions, targets, and optionally inside and outside weights —
-    both or neither: three bottoms are refused, as the fork refuses them. All bottoms have
-    a's shape. Gradients go to the predictions and targets (the weights are never
-    back-propagated). With two bottoms and σ = 1 this is also the SSD fork's SmoothL1Loss.
-    Source: caffe-fast-rcnn src/caffe/layers/smooth_L1_loss_layer.cpp/.cu.
-    """
-
-    exact_bottoms = None
-    min_bottoms = 2
-    max_bottoms = 4
-
-    def allow_force_backward(self, bottom_index: int) -> bool:
-        return bottom_index < 2
-
-    def setup(self, bottom_shapes):
-        self._check_tops()
-        self.check(len(bottom_shapes) != 3, "If weights are used, must specify both inside and "
-                   "outside weights (4 bottoms), got 3")
-        sigma = float(np.float32(self.lp.smooth_l1_loss_param.sigma))
-        self.sigma2 = float(np.float32(sigma * sigma))
-
-    def reshape(self, bottom_shapes):
-        a = tuple(bottom_shapes[0])
-        for i, s in enumerate(bottom_shapes[1:], start=1):
-            self.check(math.prod(s) == math.prod(a),
-                       f"{self._bottom(i)} has shape {tuple(s)}, {self._bottom(0)} has {a}: "
-                       "they must have the same size")
-        return [()]
-
-    def forward(self, a, b, *weights):
-        d = a - b.reshape(a.shape)
-        if weights:
-            inside, outside = (w.detach().reshape(a.shape) for w in weights)
-            d = d * inside
-        ad = d.abs()
-        e = torch.where(ad < 1.0 / self.sigma2, 0.5 * self.sigma2 * d * d, ad - 0.5 / self.sigma2)
-        if weights:
-            e = e * outside
-        return e.sum() / a.shape[0]
+    @staticmethod
+    def backward(ctx, grad):
+        corners, area = ctx.saved_tensors
+        n, c, height, width = ctx.x_shape
+        share = torch.where(area <= 0, 0.0, grad.double() / area.clamp_min(1)).reshape(-1)
+        spread = grad.new_zeros(n * c * (height + 1) * (width + 1), dtype=torch.float64)
+        for sign, corner in zip(_SIGNS, corners):
+            spread.index_add_(0, corner.reshape(-1), share, alpha=sign)
+        spread = spread.view(n, c, height + 1, width + 1)
+        # cell (i, j) gets every corner entry at (a, b) with a > i and b > j (padded indices)
+        gx = spread.flip((2, 3)).cumsum(2).cumsum(3).flip((2, 3))[:, :, 1:, 1:]
+        return gx.to(ctx.x_dtype), None, None
 
 
 # ------------------------------------------------------------------------------------------
 # Proposal
 # ------------------------------------------------------------------------------------------
+def _round_half_up(x: np.ndarray, dt) -> np.ndarray:
+    """The fork's ROUND(x) = (int)(x + (Dtype)0.5), for the non-negative sizes it rounds."""
+    return np.trunc((x + dt(0.5)).astype(dt)).astype(dt)
+
+
 def _generate_anchors(base_size: int, ratios, scales, dt) -> np.ndarray:
-    """(A, 4) anchors around the base box's centre, ratios outer, scales inner (the golden
-    fork's variant: a scale is the anchor's size in pixels for base_size pixels)."""
+    """(A, 4) anchors around the base box's centre, ratios outer, scales inner:
+    w = ROUND(√(base_size²/ratio)), h = ROUND(w·ratio), each scaled by `scale` into a
+    w·scale × h·scale box (pva-faster-rcnn's generate_anchors, py-faster-rcnn's anchors)."""
     base_area = dt(base_size * base_size)
     center = dt(0.5) * (dt(base_size) - dt(1))
+    ratios = np.asarray(ratios, dtype=dt)
+    scales = np.asarray(scales, dtype=dt)
+    ratio_w = _round_half_up(np.sqrt((base_area / ratios).astype(dt)).astype(dt), dt)
+    ratio_h = _round_half_up((ratio_w * ratios).astype(dt), dt)
+    half_w = (dt(0.5) * (ratio_w[:, None] * scales[None, :] - dt(1))).astype(dt).reshape(-1)
+    half_h = (dt(0.5) * (ratio_h[:, None] * scales[None, :] - dt(1))).astype(dt).reshape(-1)
+    return np.stack([center - half_w, center - half_h, center + half_w, center + half_h],
+                    axis=1).astype(dt)
+
+
+def _segment_ids(starts: torch.Tensor, ends: torch.Tensor):
+    """Positions of the segments [starts[k], ends[k]] one after the other, each position's
+    segment, and where each segment begins in that flat list."""
+    lengths = ends - starts + 1
+    seg = torch.repeat_interleave(torch.arange(starts.numel(), device=starts.device), lengths)
+    first = torch.cumsum(lengths, 0) - lengths
+    pos = starts[seg] + torch.arange(seg.numel(), device=starts.device) - first[seg]
+    return pos, seg, first
+
+
+def _seg_reduce(values: torch.Tensor, seg: torch.Tensor, count: int, how: str, fill):
+    out = torch.full((count,), fill, dtype=values.dtype, device=values.device)
+    return out.scatter_reduce(0, seg, values, reduce=how, include_self=True)
+
+
+def _sort_box_order(scores: torch.Tensor, num_top: int) -> torch.Tensor:
+    """The permutation the fork's partial quicksort ``sort_box(list, 0, n - 1, num_top)``
+    leaves: its first num_top entries are sorted by score, descending, and equal scores sit
+    exactly where that algorithm puts them. Every partition of one recursion depth runs at
+    once as tensor operations (depth ~ log n on real scores; a run of equal or already
+    descending scores is walked as one step, as the recursion would walk it)."""
+    n = scores.numel()
+    val = scores.clone()
+    perm = torch.arange(n, device=scores.device)
+    dev = scores.device
+    starts = torch.zeros(1, dtype=torch.long, device=dev)
+    ends = torch.full((1,), n - 1, dtype=torch.long, device=dev)
+    keep = ends > starts
+    starts, ends = starts[keep], ends[keep]
+    while starts.numel():
+        g = starts.numel()
+        pos, seg, first = _segment_ids(starts, ends)
+        s = starts[seg]
+        v = val[pos]
+        pivot = val[starts][seg]
+        body = pos > s
+        lt = body & (v < pivot)
+        gt = body & (v > pivot)
+        # left stops at each score below the pivot, right at each above it (from the end):
+        # the k-th of each swap while the k-th left one lies before the k-th right one
+        cl = torch.cumsum(lt.long(), 0)
+        cl = cl - (cl[first] - lt[first].long())[seg]
+        cg_incl = torch.cumsum(gt.long(), 0)
+        cg_incl = cg_incl - (cg_incl[first] - gt[first].long())[seg]
+        gt_total = _seg_reduce(gt.long(), seg, g, "sum", 0)
+        gt_after = gt_total[seg] - cg_incl
+        swaps = _seg_reduce(torch.minimum(cl, gt_after), seg, g, "amax", 0)
+        rank_right = gt_after + 1
+        slot = torch.full((pos.numel(),), -1, dtype=torch.long, device=dev)
+        gsel = gt & (rank_right <= swaps[seg])
+        slot[first[seg[gsel]] + rank_right[gsel] - 1] = pos[gsel]
+        lsel = lt & (cl <= swaps[seg])
+        a = pos[lsel]
+        b = slot[first[seg[lsel]] + cl[lsel] - 1]
+        va, pa = val[a].clone(), perm[a].clone()
+        val[a], perm[a] = val[b], perm[b]
+        val[b], perm[b] = va, pa
+        # right ends on the last score above the pivot (or on start)
+        v = val[pos]
+        above = torch.where(body & (v > pivot), pos, torch.full_like(pos, -1))
+        right = _seg_reduce(above, seg, g, "amax", -1)
+        right = torch.where(right < 0, starts, right)
+        moved = right > starts
+        i, j = starts[moved], right[moved]
+        vi, pi_ = val[i].clone(), perm[i].clone()
+        val[i], perm[i] = val[j], perm[j]
+        val[j], perm[j] = vi, pi_
+        # nothing above the pivot: the recursion steps over the scores equal to it, one
+        # call each, to the first one below it
+        below = torch.where(body & (v < pivot), pos, torch.full_like(pos, n))
+        first_below = _seg_reduce(below, seg, g, "amin", n)
+        nxt = torch.where(moved, right + 1, first_below)
+        left_ok = starts < right - 1
+        right_ok = (nxt < num_top) & (nxt < ends)
+        starts = torch.cat([starts[left_ok], nxt[right_ok]])
+        ends = torch.cat([(right - 1)[left_ok], ends[right_ok]])
+    return perm
+
+
+def _overlaps_above(a: torch.Tensor, b: torch.Tensor, thresh: torch.Tensor) -> torch.Tensor:
+    """(len(a), len(b)) whether the fork's IoU of a box of a and one of b exceeds thresh:
+    boxes apart (by the corner tests) have IoU 0; sizes count +1 pixel."""
+    a = a[:, None, :]
+    b = b[None, :, :]
+    one = torch.ones((), dtype=a.dtype, device=a.device)
+    zero = torch.zeros((), dtype=a.dtype, device=a.device)
+    apart = ((a[..., 0] > b[..., 2]) | (a[..., 1] > b[..., 3]) | (a[..., 2] < b[..., 0])
+             | (a[..., 3] < b[..., 1]))
+    w = torch.maximum(zero, torch.minimum(a[..., 2], b[..., 2])
+                      - torch.maximum(a[..., 0], b[..., 0]) + one)
+    h = torch.maximum(zero, torch.minimum(a[..., 3], b[..., 3])
+                      - torch.maximum(a[..., 1], b[..., 1]) + one)
+    area = w * h
+    area_a = (a[..., 2] - a[..., 0] + one) * (a[..., 3] - a[..., 1] + one)
+    area_b = (b[..., 2] - b[..., 0] + one) * (b[..., 3] - b[..., 1] + one)
+    iou = area / (area_a + area_b - area)
+    return ~apart & (iou > thresh)
+
+
+def _greedy_nms(boxes: torch.Tensor, thresh: torch.Tensor, max_out: int,
+                block: int = 256) -> torch.Tensor:
+    """Indices kept by the fork's nms_cpu over boxes (n, 4) in order: a box is kept unless a
+    kept earlier box overlaps it above thresh; stops at max_out kept. Blocks of boxes are
+    settled at once: inside a block, keep = candidates not overlapped by a kept earlier box
+    of the block is iterated to its fixed point (unique: each box depends on earlier ones
+    only, so each sweep settles at least one more box); the block's kept boxes then rule
+    out the later boxes they overlap."""
+    n = boxes.shape[0]
+    dead = torch.zeros(n, dtype=torch.bool, device=boxes.device)
     out = []
-    for ratio in ratios:
-        ratio = dt(ratio)
-        ratio_w = dt(np.sqrt(base_area / ratio))
-        ratio_h = dt(ratio_w * ratio)
-        for scale in scales:
-            scale = dt(scale)
-            # ROUND(x) = (int)(x + 0.5), evaluated in double as the fork's `* 1.0` makes it
-            sw = dt(0.5 * int(float(ratio_w * scale) / base_size - 1.0 + 0.5))
-            sh = dt(0.5 * int(float(ratio_h * scale) / base_size - 1.0 + 0.5))
-            out.append([center - sw, center - sh, center + sw, center + sh])
-    return np.asarray(out, dtype=dt).reshape(-1, 4)
-
-
-def _sort_box(p: np.ndarray, start: int, end: int, num_top: int) -> None:
-    """The fork's partial quicksort of rows [start, end] by score (column 4), descending:
-    the first num_top rows end sorted; ties land where this exact algorithm puts them."""
-    stack = [(start, end)]
-    while stack:
-        start, end = stack.pop()
-        pivot = p[start, 4]
-        left, right = start + 1, end
-        while left <= right:
-            while left <= end and p[left, 4] >= pivot:
-                left += 1
-            while right > start and p[right, 4] <= pivot:
-                right -= 1
-            if left <= right:
-                p[[left, right]] = p[[right, left]]
-                left += 1
-                right -= 1
-        if right > start:
-            p[[start, right]] = p[[right, start]]
-        # the fork recurses left part first, then the right part; order does not matter
-        # for the result since the parts are disjoint
-        if right + 1 < num_top and right + 1 < end:
-            stack.append((right + 1, end))
-        if start < right - 1:
-            stack.append((start, right - 1))
-
-
-def _iou(a: np.ndarray, b: np.ndarray, dt):
-    if a[0] > b[2] or a[1] > b[3] or a[2] < b[0] or a[3] < b[1]:
-        return dt(0)
-    one = dt(1)
-    w = max(dt(0), min(a[2], b[2]) - max(a[0], b[0]) + one)
-    h = max(dt(0), min(a[3], b[3]) - max(a[1], b[1]) + one)
-    inter = w * h
-    area_a = (a[2] - a[0] + one) * (a[3] - a[1] + one)
-    area_b = (b[2] - b[0] + one) * (b[3] - b[1] + one)
-    return inter / (area_a + area_b - inter)
+    kept = 0
+    for s in range(0, n, block):
+        if kept >= max_out:
+            break
+        e = min(n, s + block)
+        over = _overlaps_above(boxes[s:e], boxes[s:], thresh)
+        inner = torch.triu(over[:, :e - s], diagonal=1).to(boxes.dtype)
+        cand = ~dead[s:e]
+        keep = cand
+        while True:
+            hit = (keep.to(boxes.dtype) @ inner) > 0
+            new = cand & ~hit
+            if torch.equal(new, keep):
+                break
+            keep = new
+        idx = torch.nonzero(keep).reshape(-1) + s
+        idx = idx[:max_out - kept]
+        out.append(idx)
+        kept += idx.numel()
+        if e < n:
+            dead[e:] |= (keep.to(boxes.dtype) @ over[:, e - s:].to(boxes.dtype)) > 0
+    if not out:
+        return torch.zeros(0, dtype=torch.long, device=boxes.device)
+    return torch.cat(out)
 
 
 @register("Proposal")
 class ProposalLayer(Layer):
-    """Region proposals from RPN scores and box deltas: the C++ Proposal layer of the fork
-    build behind tests/golden/fork_proposal* (inisis/caffe, itself pva-faster-rcnn's layer
-    with its own anchors).
+    """Region proposals from RPN scores and box deltas: the C++ Proposal layer of
+    sanghoon/pva-faster-rcnn (its caffe submodule, branch dev_pvanet), which computes
+    py-faster-rcnn's ProposalLayer — the semantics the Faster R-CNN, R-FCN and PVANet models
+    that declare ``type: "Proposal"`` were trained with.
 
     Bottoms: scores (N, 2A, H, W) — background then foreground for the A anchors —, deltas
-    (N, 4A, H, W), im_info [img_h, img_w, ...] (the first image's; its scale entries are not
-    used: min_size is in input pixels). Tops: rois (R, 5) [n, x1, y1, x2, y2] and optionally
-    scores (R,), the images' proposals one after the other.
+    (N, 4A, H, W), im_info [img_h, img_w, scale_h(, scale_w, ...)] (the first image's: with
+    three values the one scale serves both sides, as py-faster-rcnn's im_info has it). Tops:
+    rois (R, 5) [n, x1, y1, x2, y2] and optionally scores (R,), the images' proposals one
+    after the other.
 
-    Anchors: for each ratio (outer) w = √(base_size²/ratio), h = w·ratio; for each scale
-    (inner) the box of half-size ROUND(w·scale/base_size − 1)/2 (likewise h) around
-    ((base_size − 1)/2, (base_size − 1)/2), shifted by feat_stride·(x, y) at every cell
-    (cells row-major outer, anchors inner). Each moves by its deltas (centre + d·size,
-    size·exp(d), sizes with +1), is clipped to the image, and its score becomes 0 unless it is
-    at least min_size wide and high. The fork's partial quicksort brings the pre_nms_topn
-    best first (ties where that algorithm leaves them); greedy NMS (IoU with +1 sizes
-    > nms_thresh suppresses) keeps at most post_nms_topn. R depends on the data. No
-    backward (the fork's is empty).
-    Source: inisis/caffe src/caffe/layers/proposal_layer.cpp.
+    Anchors: for each ratio (outer) w = ROUND(√(base_size²/ratio)), h = ROUND(w·ratio); for
+    each scale (inner) the w·scale × h·scale box centred on ((base_size − 1)/2,
+    (base_size − 1)/2) (scales 8/16/32 at base_size 16 are 128–512 px), shifted by
+    feat_stride·(x, y) at every cell (cells row-major outer, anchors inner). Each moves by
+    its deltas (centre + d·size, size·exp(d), sizes with +1), is clipped to the image, and
+    its score becomes 0 unless it is at least min_size·scale_w wide and min_size·scale_h
+    high. The fork's partial quicksort brings the pre_nms_topn best first (equal scores
+    where that algorithm leaves them); greedy NMS (IoU with +1 sizes > nms_thresh
+    suppresses) keeps at most post_nms_topn. R depends on the data. No backward (the
+    fork's is empty). Computed in the bottoms' precision with tensor operations (no loop
+    over boxes).
+    Source: sanghoon/caffe@6068dd0 (dev_pvanet) src/caffe/layers/proposal_layer.cpp,
+    src/caffe/util/nms.cpp; py-faster-rcnn lib/rpn/proposal_layer.py, generate_anchors.py.
     """
 
     exact_bottoms = 3
@@ -417,6 +639,11 @@ class ProposalLayer(Layer):
         self.check(len(p.ratio) > 0, "at least one ratio is needed", "proposal_param.ratio")
         self.check(len(p.scale) > 0, "at least one scale is needed", "proposal_param.scale")
         self.check(self.base_size > 0, "base_size must be > 0", "proposal_param.base_size")
+        self.check(all(r > 0 for r in p.ratio), "ratios must be > 0", "proposal_param.ratio")
+        # the fork's nms_cpu stops only when the count reaches post_nms_topn, writing past
+        # its post_nms_topn-sized buffers when that is 0
+        self.check(self.post_nms_topn > 0, "post_nms_topn must be > 0",
+                   "proposal_param.post_nms_topn")
         self.ratios, self.scales = list(p.ratio), list(p.scale)
 
     def reshape(self, bottom_shapes):
@@ -427,79 +654,77 @@ class ProposalLayer(Layer):
         self.check(len(dlt) == 4 and dlt[0] == s[0] and dlt[1] == 4 * a and dlt[2:] == s[2:],
                    f"bottom '{self.bottom_names[1]}' must be ({s[0]}, 4·{a}, {s[2]}, {s[3]}), "
                    f"got {dlt}")
-        self.check(math.prod(info) >= 2, f"bottom '{self.bottom_names[2]}' (im_info) needs "
-                   f"the image height and width, has shape {info}")
+        per_image = math.prod(info[1:]) if len(info) > 1 else math.prod(info)
+        self.check(per_image >= 3, f"bottom '{self.bottom_names[2]}' (im_info) needs the "
+                   f"image height, width and scale, has shape {info}")
         rows = s[0] * self.post_nms_topn
         return [(rows, 5), (rows,)][:len(self.top_names)]
 
-    def _proposals(self, sc, dl, anchors, img_h, img_w, dt) -> np.ndarray:
-        """(H·W·A, 5) boxes and scores, in the fork's enumeration order."""
+    def _proposals(self, sc, dl, anchors, img_h, img_w, min_h, min_w):
+        """(H·W·A, 4) boxes and (H·W·A,) scores, in the fork's enumeration order."""
+        dt, dev = sc.dtype, sc.device
         a = anchors.shape[0]
         height, width = sc.shape[1:]
-        one, half = dt(1), dt(0.5)
-        shift_x = (np.arange(width) * self.feat_stride).astype(dt)
-        shift_y = (np.arange(height) * self.feat_stride).astype(dt)
+        one, half = (torch.tensor(v, dtype=dt, device=dev) for v in (1.0, 0.5))
+        zero = torch.zeros((), dtype=dt, device=dev)
+        shift_x = (torch.arange(width, device=dev) * self.feat_stride).to(dt)
+        shift_y = (torch.arange(height, device=dev) * self.feat_stride).to(dt)
         x1 = shift_x[None, :, None] + anchors[None, None, :, 0]
         y1 = shift_y[:, None, None] + anchors[None, None, :, 1]
         x2 = shift_x[None, :, None] + anchors[None, None, :, 2]
         y2 = shift_y[:, None, None] + anchors[None, None, :, 3]
-        d = dl.reshape(a, 4, height, width).transpose(2, 3, 0, 1)  # (H, W, A, 4)
+        d = dl.reshape(a, 4, height, width).permute(2, 3, 0, 1)  # (H, W, A, 4)
         w = x2 - x1 + one
         h = y2 - y1 + one
         cx = x1 + half * w
         cy = y1 + half * h
         pcx = d[..., 0] * w + cx
         pcy = d[..., 1] * h + cy
-        pw = np.exp(d[..., 2]) * w
-        ph = np.exp(d[..., 3]) * h
-        out = np.empty((height, width, a, 5), dt)
-        out[..., 0] = np.maximum(dt(0), np.minimum(pcx - half * pw, img_w - one))
-        out[..., 1] = np.maximum(dt(0), np.minimum(pcy - half * ph, img_h - one))
-        out[..., 2] = np.maximum(dt(0), np.minimum(pcx + half * pw, img_w - one))
-        out[..., 3] = np.maximum(dt(0), np.minimum(pcy + half * ph, img_h - one))
-        bw = out[..., 2] - out[..., 0] + one
-        bh = out[..., 3] - out[..., 1] + one
-        big = (bw >= dt(self.min_size)) & (bh >= dt(self.min_size))
-        out[..., 4] = big.astype(dt) * sc[a:].transpose(1, 2, 0)
-        return np.ascontiguousarray(out.reshape(-1, 5))
-
-    def _nms(self, props: np.ndarray, dt) -> list[int]:
-        pre = min(props.shape[0], self.pre_nms_topn)
-        chosen: list[int] = []
-        dead = np.zeros(pre, bool)
-        thresh = dt(self.nms_thresh)
-        for i in range(pre):
-            if dead[i]:
-                continue
-            chosen.append(i)
-            if len(chosen) == self.post_nms_topn:
-                break
-            for j in range(i + 1, pre):
-                if not dead[j] and _iou(props[i], props[j], dt) > thresh:
-                    dead[j] = True
-        return chosen
+        pw = torch.exp(d[..., 2]) * w
+        ph = torch.exp(d[..., 3]) * h
+        boxes = torch.stack([
+            torch.maximum(zero, torch.minimum(pcx - half * pw, img_w - one)),
+            torch.maximum(zero, torch.minimum(pcy - half * ph, img_h - one)),
+            torch.maximum(zero, torch.minimum(pcx + half * pw, img_w - one)),
+            torch.maximum(zero, torch.minimum(pcy + half * ph, img_h - one))], dim=-1)
+        bw = boxes[..., 2] - boxes[..., 0] + one
+        bh = boxes[..., 3] - boxes[..., 1] + one
+        big = (bw >= min_w) & (bh >= min_h)
+        # (int)(size check) * score, as the fork multiplies (0 · score, not a select)
+        score = big.to(dt) * sc[a:].permute(1, 2, 0)
+        return boxes.reshape(-1, 4), score.reshape(-1)
 
     def forward(self, score, delta, im_info):
-        dt = _np_dtype(score)
-        sc_all = score.detach().cpu().numpy().astype(dt, copy=False)
-        dl_all = delta.detach().cpu().numpy().astype(dt, copy=False)
-        info = im_info.detach().reshape(-1).cpu().numpy().astype(dt, copy=False)
-        anchors = _generate_anchors(self.base_size, self.ratios, self.scales, dt)
+        dt, dev = score.dtype, score.device
+        npdt = _np_dtype(score)
+        sc_all, dl_all = score.detach(), delta.detach()
+        per_image = math.prod(im_info.shape[1:]) if im_info.dim() > 1 else im_info.numel()
+        info = im_info.detach().reshape(-1).to(dt)
+        img_h, img_w = info[0], info[1]
+        scale_h = info[2]
+        scale_w = info[3] if per_image >= 4 else info[2]
+        min_size = torch.tensor(float(self.min_size), dtype=dt, device=dev)
+        min_h, min_w = min_size * scale_h, min_size * scale_w
+        anchors = torch.as_tensor(_generate_anchors(self.base_size, self.ratios, self.scales,
+                                                    npdt), dtype=dt, device=dev)
+        thresh = torch.tensor(float(np.asarray(self.nms_thresh, npdt)), dtype=dt, device=dev)
         rois, scores = [], []
-        for n in range(sc_all.shape[0]):
-            props = self._proposals(sc_all[n], dl_all[n], anchors, info[0], info[1], dt)
-            _sort_box(props, 0, props.shape[0] - 1, self.pre_nms_topn)
-            sel = props[self._nms(props, dt)]
-            r = np.zeros((sel.shape[0], 5), dt)
+        for n in range(sc_all.shape[0]):  # images; the fork takes one
+            boxes, sc = self._proposals(sc_all[n], dl_all[n], anchors, img_h, img_w,
+                                        min_h, min_w)
+            order = _sort_box_order(sc, self.pre_nms_topn)
+            order = order[:min(sc.numel(), self.pre_nms_topn)]
+            boxes, sc = boxes[order], sc[order]
+            keep = _greedy_nms(boxes, thresh, self.post_nms_topn)
+            r = torch.empty((keep.numel(), 5), dtype=dt, device=dev)
             r[:, 0] = n
-            r[:, 1:] = sel[:, :4]
+            r[:, 1:] = boxes[keep]
             rois.append(r)
-            scores.append(sel[:, 4])
-        dev = score.device
-        rois_t = torch.as_tensor(np.concatenate(rois), dtype=score.dtype, device=dev)
+            scores.append(sc[keep])
+        rois_t = torch.cat(rois)
         if len(self.top_names) < 2:
             return rois_t
-        return rois_t, torch.as_tensor(np.concatenate(scores), dtype=score.dtype, device=dev)
+        return rois_t, torch.cat(scores)
 
 
 # ------------------------------------------------------------------------------------------
@@ -516,41 +741,16 @@ def _legacy_dims(shape) -> tuple[int, int, int, int]:
 
 @register("SoftmaxWithLossOHEM")
 class SoftmaxWithLossOHEMLayer(SoftmaxWithLossLayer):
-    """SoftmaxWithLoss with R-FCN's per-instance loss: an optional third top (the label
-    bottom's shape) holds −log(max(p[label], FLT_MIN)) at every position, 0 where the label
-    is ignored, for BoxAnnotatorOHEM to rank; it carries no gradient. The loss and its
-    gradient are SoftmaxWithLoss's, with loss_param.normalization PRE_FIXED dividing by
-    loss_param.pre_fixed_normalizer (at least 1).
+    """SoftmaxWithLoss with R-FCN's per-instance loss as its optional third top (as R-FCN's
+    own SoftmaxWithLoss gives it: see SoftmaxWithLossLayer) and loss_param.normalization
+    PRE_FIXED dividing by loss_param.pre_fixed_normalizer (at least 1).
     Source: caffe-rfcn / soeaver's caffe-priv softmax_loss_ohem_layer.
     """
-
-    max_loss_tops = 3
-
-    def reshape(self, bottom_shapes):
-        shapes = super().reshape(bottom_shapes)
-        if self._num_tops() >= 3:
-            shapes[2] = tuple(bottom_shapes[1])
-        return shapes
 
     def _normalizer(self, mode, outer, inner, valid_count):  # noqa: D401 - Caffe's name
         if mode == _PRE_FIXED:
             return max(1.0, float(np.float32(self.lp.loss_param.pre_fixed_normalizer)))
         return SoftmaxWithLossLayer._normalizer(mode, outer, inner, valid_count)
-
-    def forward(self, x, label):
-        out = super().forward(x, label)
-        if self._num_tops() < 3:
-            return out
-        outer, c, inner = _axis_split(x.shape, self.axis)
-        with torch.no_grad():
-            scores = x.detach().reshape(outer, c, inner)
-            lab = label.detach().reshape(outer, inner)
-            index, keep, _ = self._class_index(lab, c, self.ignore)
-            logp = torch.log_softmax(scores, dim=1).gather(1, index[:, None])[:, 0]
-            nll = (-logp).clamp_max(-LOG_FLT_MIN)
-            if keep is not None:
-                nll = torch.where(keep, nll, torch.zeros((), dtype=nll.dtype))
-        return (*out, nll.reshape(label.shape))
 
 
 @register("SmoothL1LossOHEM")
@@ -618,6 +818,64 @@ class SmoothL1LossOHEMLayer(_LossLayer):
         n, c, h, w = _legacy_dims(a.shape)
         per = e.detach().reshape(n, c, h, w).sum(dim=1, keepdim=True)
         return loss, per
+
+
+# ------------------------------------------------------------------------------------------
+# SmoothL1Loss
+# ------------------------------------------------------------------------------------------
+@register("SmoothL1Loss")
+class SmoothL1LossLayer(SmoothL1LossOHEMLayer):
+    """Σ outside · smoothL1(inside · (a − b)) / N, N = a.shape[0] (Faster R-CNN).
+
+    smoothL1(x) = 0.5·σ²·x² if |x| < 1/σ², else |x| − 0.5/σ² (σ = smooth_l1_loss_param.sigma,
+    default 1). Bottoms: predictions, targets, and optionally inside and outside weights.
+    All bottoms have a's shape. Gradients go to the predictions and targets (the weights are
+    never back-propagated). With two bottoms and σ = 1 this is also the SSD fork's
+    SmoothL1Loss. Source: caffe-fast-rcnn src/caffe/layers/smooth_L1_loss_layer.cpp/.cu.
+
+    Three bottoms (predictions, targets, weights) or a second top are R-FCN's own
+    SmoothL1Loss (daijifeng001/caffe-rfcn smooth_L1_loss_layer.cu, whose OHEM nets pass the
+    bbox weights as a third bottom and read per-ROI losses from the second top): σ = 1,
+    loss_param normalisation, the arithmetic of SmoothL1LossOHEM. caffe-fast-rcnn refuses
+    three bottoms; R-FCN's layer takes at most three, so four bottoms with two tops are
+    refused.
+    """
+
+    max_bottoms = 4
+
+    def setup(self, bottom_shapes):
+        self.rfcn = len(bottom_shapes) == 3 or len(self.top_names) == 2
+        if self.rfcn:
+            self.check(len(bottom_shapes) <= 3, "R-FCN's SmoothL1Loss (a second top) takes 2 "
+                       f"or 3 bottoms, got {len(bottom_shapes)}")
+            super().setup(bottom_shapes)
+            return
+        self._check_tops()
+        sigma = float(np.float32(self.lp.smooth_l1_loss_param.sigma))
+        self.sigma2 = float(np.float32(sigma * sigma))
+
+    def reshape(self, bottom_shapes):
+        if self.rfcn:
+            return super().reshape(bottom_shapes)
+        a = tuple(bottom_shapes[0])
+        for i, s in enumerate(bottom_shapes[1:], start=1):
+            self.check(math.prod(s) == math.prod(a),
+                       f"{self._bottom(i)} has shape {tuple(s)}, {self._bottom(0)} has {a}: "
+                       "they must have the same size")
+        return [()]
+
+    def forward(self, a, b, *weights):
+        if self.rfcn:
+            return super().forward(a, b, *weights)
+        d = a - b.reshape(a.shape)
+        if weights:
+            inside, outside = (w.detach().reshape(a.shape) for w in weights)
+            d = d * inside
+        ad = d.abs()
+        e = torch.where(ad < 1.0 / self.sigma2, 0.5 * self.sigma2 * d * d, ad - 0.5 / self.sigma2)
+        if weights:
+            e = e * outside
+        return e.sum() / a.shape[0]
 
 
 @register("BoxAnnotatorOHEM")

@@ -315,6 +315,14 @@ class DetectionOutputLayer(Layer):
     xmax, ymax] (boxes not clipped), by image, then label, then score; with no detection at
     all, one row [i, -1, -1, -1, -1, -1, -1] per image i. No backward.
 
+    Equal scores keep the fork's order: index order within a class (its std::stable_sort),
+    and over keep_top_k the order libstdc++'s std::sort (introsort) leaves the (score,
+    (label, index)) pairs in — not stable once more than 16 pairs are sorted. NMS and the
+    sort run as array operations (no loop over boxes; see decaffe.bbox.nms_fast and
+    std_sort_descending).
+    Source: weiliu89/caffe (ssd) src/caffe/layers/detection_output_layer.cpp,
+    src/caffe/util/bbox_util.cpp.
+
     ``save_output_param`` (writing VOC/COCO result files) and ``visualize`` are read and
     ignored with a warning; the top is what the fork computes.
     """
@@ -369,8 +377,8 @@ class DetectionOutputLayer(Layer):
         loc_np = loc.detach().to("cpu", torch.float32).numpy().reshape(n, p, lc, 4)
         conf_np = conf.detach().to("cpu", torch.float32).numpy().reshape(n, p, c)
         pboxes, pvar = _prior_arrays(prior, p)
-        rows = []
-        for i in range(n):
+        parts = []
+        for i in range(n):  # images, then classes; no loop over boxes
             decoded = {}
             for k in range(lc):
                 label = -1 if self.share_location else k
@@ -378,30 +386,41 @@ class DetectionOutputLayer(Layer):
                     continue
                 decoded[label] = B.decode(pboxes, pvar, self.code_type,
                                           self.variance_in_target, loc_np[i, :, k])
-            kept: dict[int, list[int]] = {}
-            num_det = 0
+            labels, index = [], []
             for cls in range(c):
                 if cls == self.background:
                     continue
                 boxes = decoded.get(-1 if self.share_location else cls)
                 if boxes is None:
                     raise self.error(f"could not find location predictions for label {cls}")
-                kept[cls] = B.nms_fast(boxes, conf_np[i, :, cls], self.conf_threshold,
-                                       self.nms_threshold, self.eta, self.top_k)
-                num_det += len(kept[cls])
-            if self.keep_top_k > -1 and num_det > self.keep_top_k:
-                pairs = [(conf_np[i, j, cls], cls, j) for cls, idx in kept.items() for j in idx]
-                order = sorted(range(len(pairs)), key=lambda t: -float(pairs[t][0]))
-                top = [pairs[t] for t in order[:self.keep_top_k]]
-                kept = {}
-                for _, cls, j in top:
-                    kept.setdefault(cls, []).append(j)
-            for cls in sorted(kept):
-                boxes = decoded[-1 if self.share_location else cls]
-                for j in kept[cls]:
-                    rows.append([i, cls, conf_np[i, j, cls], *boxes[j]])
-        if rows:
-            out = np.asarray(rows, F32)
+                kept = B.nms_fast(boxes, conf_np[i, :, cls], self.conf_threshold,
+                                  self.nms_threshold, self.eta, self.top_k)
+                labels.append(np.full(len(kept), cls, np.int64))
+                index.append(np.asarray(kept, np.int64))
+            lab = np.concatenate(labels) if labels else np.zeros(0, np.int64)
+            idx = np.concatenate(index) if index else np.zeros(0, np.int64)
+            if self.keep_top_k > -1 and lab.size > self.keep_top_k:
+                # the fork's std::sort of (score, (label, index)) pairs, labels ascending and
+                # each label's NMS order going in: equal scores land where it puts them
+                order = B.std_sort_descending(conf_np[i, idx, lab])[:self.keep_top_k]
+                lab, idx = lab[order], idx[order]
+                # rows by label (the fork's std::map), each label's in that sorted order
+                by_label = np.argsort(lab, kind="stable")
+                lab, idx = lab[by_label], idx[by_label]
+            if lab.size:
+                if self.share_location:
+                    boxes = decoded[-1][idx]
+                else:  # labels ascend: each label's boxes, in its rows' order
+                    boxes = np.concatenate([decoded[int(k)][idx[lab == k]]
+                                            for k in np.unique(lab)])
+                rows = np.empty((lab.size, 7), F32)
+                rows[:, 0] = i
+                rows[:, 1] = lab
+                rows[:, 2] = conf_np[i, idx, lab]
+                rows[:, 3:] = boxes
+                parts.append(rows)
+        if parts:
+            out = np.concatenate(parts)
         else:
             out = np.full((n, 7), -1, F32)
             out[:, 0] = np.arange(n)
