@@ -18,6 +18,7 @@ from __future__ import annotations
 import operator
 import os
 import resource
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -121,6 +122,8 @@ class Blob:
         self._owned = {"data": False, "diff": False}
         self._out = {"data": False, "diff": False}
         self._src: torch.Tensor | None = None  # the engine tensor the data array was copied from
+        # a compiled pass left this blob's data unmade: called to make it when first read
+        self._lazy: Callable[[], None] | None = None
 
     # -- tensors, for the engine -------------------------------------------------------
     def _get(self, which: str) -> torch.Tensor | None:
@@ -136,6 +139,8 @@ class Blob:
 
     def tensor(self, which: str = "data") -> torch.Tensor:
         """The device tensor behind data or diff (allocated as zeros when first needed)."""
+        if self._lazy is not None and which == "data":
+            self._lazy()
         t = self._get(which)
         if t is None or tuple(t.shape) != self._shape:
             t = torch.zeros(self._shape, device=self._device, dtype=self._dtype)
@@ -172,6 +177,7 @@ class Blob:
     def bind(self, t: torch.Tensor, owned: bool = False) -> None:
         """Make t the blob's data (a layer's fresh output): copied into the array handed out,
         if any, else bound as it is (owned: t is memory nothing else uses)."""
+        self._lazy = None
         if self._keep("data", t):
             return
         self._set("data", t, owned)

@@ -63,7 +63,11 @@ class DataError(DecaffeError):
 
 def suggest(word: str, choices: Iterable[str], n: int = 3) -> str:
     """' (did you mean X, Y?)' for close matches of word among choices, else ''."""
-    close = difflib.get_close_matches(word, list(choices), n=n, cutoff=0.6)
+    choices = list(choices)
+    # a match that differs only in case ('ReLu' for 'ReLU') is what the user meant: name it first
+    same = [c for c in choices if c.lower() == word.lower() and c != word]
+    close = difflib.get_close_matches(word, choices, n=n, cutoff=0.6)
+    close = (same + [c for c in close if c not in same])[:n]
     if not close:
         return ""
     return " (did you mean " + ", ".join(repr(c) for c in close) + "?)"

@@ -20,6 +20,7 @@ outputs, so ``net.blobs[name].data`` after a pass is what Caffe would show
 from __future__ import annotations
 
 import collections
+import dataclasses
 import os
 from collections.abc import Sequence
 
@@ -173,6 +174,76 @@ def _naming_layer(e: DecaffeError, layer: str) -> NetError:
     return NetError(msg, layer=layer)
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class LayerRecord:
+    """One layer of a built net, read-only: what Caffe's Net keeps for it across its
+    per-layer vectors (layers_, layer_names_, bottom_id_vecs_, top_id_vecs_, param blobs,
+    loss weights, layer_need_backward_, bottom_need_backward_; net.cpp's Init).
+
+    ``bottoms``/``tops`` index the net's blobs (``net._blobs``, ``net.blobs`` in order; a top
+    equal to a bottom is computed in place), with their names beside them; ``params`` are
+    pycaffe's views of the parameter blobs (``net.params[name]``), ``param_specs`` their
+    ParamSpecs (default ones where the prototxt gives fewer), ``param_ids`` their indices
+    into ``net.learnable_params`` (a shared blob gives its owner's), ``param_need_grad``
+    whether a pass computes their gradient; ``loss_weights`` one per top (0: not a loss);
+    ``need_backward``/``bottom_need_backward`` Caffe's backward decisions (after
+    propagate_down and force_backward); ``is_input`` for Input layers, whose tops the user
+    fills.
+    """
+
+    index: int
+    name: str
+    layer: Layer
+    bottoms: tuple[int, ...]
+    tops: tuple[int, ...]
+    bottom_names: tuple[str, ...]
+    top_names: tuple[str, ...]
+    params: tuple[ParamBlob, ...]
+    param_specs: tuple
+    param_ids: tuple[int, ...]
+    param_need_grad: tuple[bool, ...]
+    loss_weights: tuple[float, ...]
+    need_backward: bool
+    bottom_need_backward: tuple[bool, ...]
+    is_input: bool
+
+    @property
+    def type(self) -> str:
+        """The layer's type name (``Convolution``, ...)."""
+        return self.layer.type
+
+
+@dataclasses.dataclass
+class _Wiring:
+    """A layer's record while Net._build fills it in, step by step as Caffe's Init does."""
+
+    index: int
+    lp: caffe_pb2.LayerParameter
+    layer: Layer
+    bottoms: list[int] = dataclasses.field(default_factory=list)
+    tops: list[int] = dataclasses.field(default_factory=list)
+    bottom_need_backward: list[bool] = dataclasses.field(default_factory=list)
+    need_backward: bool = False
+    loss_weights: list[float] = dataclasses.field(default_factory=list)
+    param_specs: list = dataclasses.field(default_factory=list)
+    param_ids: list[int] = dataclasses.field(default_factory=list)
+    param_need_grad: list[bool] = dataclasses.field(default_factory=list)
+
+    def freeze(self, net: Net) -> LayerRecord:
+        names = net._blob_names
+        return LayerRecord(
+            index=self.index, name=self.lp.name, layer=self.layer, bottoms=tuple(self.bottoms),
+            tops=tuple(self.tops), bottom_names=tuple(names[b] for b in self.bottoms),
+            top_names=tuple(names[t] for t in self.tops),
+            params=tuple(ParamBlob(p, name=f"{self.lp.name}/{k}", owner=net)
+                         for k, p in enumerate(self.layer.blob_params)),
+            param_specs=tuple(self.param_specs), param_ids=tuple(self.param_ids),
+            param_need_grad=tuple(self.param_need_grad), loss_weights=tuple(self.loss_weights),
+            need_backward=self.need_backward,
+            bottom_need_backward=tuple(self.bottom_need_backward),
+            is_input=self.lp.type == "Input")
+
+
 class LayerView:
     """What pycaffe's net.layers[i] gives for a layer written in C++: ``type``, ``blobs`` (its
     parameter Blobs) and ``setup``/``reshape`` on lists of Blobs (pycaffe's Layer binding);
@@ -195,7 +266,7 @@ class LayerView:
 
     @property
     def blobs(self) -> list[ParamBlob]:
-        return self._net._param_blobs[self._index]
+        return list(self._net._records[self._index].params)
 
     def setup(self, bottom: Sequence[Blob], top: Sequence[Blob]) -> None:
         self.layer.setup([b.shape for b in bottom])
@@ -267,8 +338,56 @@ class Net(torch.nn.Module):
         finally:
             self.__dict__.pop("_building", None)
 
-    # -- construction ---------------------------------------------------------------------------
+    # -- construction (Caffe's Net::Init, step by step) -------------------------------------------
     def _build(self, in_param) -> None:
+        """Caffe's Net::Init: filter the layers by the NetState, insert splits, then for each
+        layer create it, append its bottoms and tops, set it up, set its loss weights and
+        append its parameters; finally decide which layers and bottoms need backward."""
+        param = self._init_tables(in_param)
+        available: set[str] = set()  # blobs produced and not yet consumed: the outputs
+        wiring: list[_Wiring] = []
+        for li, lp in enumerate(param.layer):
+            w = self._create_layer(li, lp)
+            for j in range(len(lp.bottom)):
+                self._append_bottom(w, j, available)
+            for j in range(len(lp.top)):
+                self._append_top(w, j, available)
+            self._setup_layer(w)
+            self._set_loss_weights(w)
+            if len(lp.blobs) and lp.type not in ("RNN", "LSTM"):
+                self._load_definition_blobs(w.layer, lp)
+            if self._dtype != torch.float32:
+                w.layer.to(self._dtype)
+            if len(lp.param) > w.layer.num_blobs:
+                raise NetError(f"{len(lp.param)} param specs given for {w.layer.num_blobs} "
+                               "parameter blobs", layer=lp.name)
+            for k in range(w.layer.num_blobs):
+                self._append_param(w, k)
+            self._layers.append(w.layer)
+            self.__dict__.pop("_building", None)
+            wiring.append(w)
+            if w.need_backward:
+                for tid in w.tops:
+                    self._blob_need_backward[tid] = True
+            if lp.type == "Input":
+                self._input_ids.extend(w.tops)
+        self._decide_backward(wiring, param.force_backward)
+        self._records: tuple[LayerRecord, ...] = tuple(w.freeze(self) for w in wiring)
+        self._output_ids = [self._blob_index[n] for n in sorted(available)]
+        self._output_set = set(self._output_ids)
+        self._init_losses()
+        self._fill_loss_diffs()
+        self._set_requires_grad()
+        self._io: list = [None] * len(self._records)
+        self._fused = self._find_fusions()
+        # pycaffe's per-layer callbacks: before/after_forward/backward(fn(layer_index))
+        self._callbacks: dict[str, list] = {"before_forward": [], "after_forward": [],
+                                            "before_backward": [], "after_backward": []}
+        self._needs_graph = any(rec.need_backward for rec in self._records)
+        del self._shapes
+
+    def _init_tables(self, in_param) -> caffe_pb2.NetParameter:
+        """The net's state and empty tables; returns the layers to build (filtered, split)."""
         self.phase = in_param.state.phase
         self.state = caffe_pb2.NetState()
         self.state.CopyFrom(in_param.state)
@@ -277,150 +396,120 @@ class Net(torch.nn.Module):
         self.name = param.name
         self.force_backward = param.force_backward
         self.debug_info = param.debug_info
-
-        self._layers = torch.nn.ModuleList()
-        self._layer_names: list[str] = []
+        self._layers = torch.nn.ModuleList()  # the layers as submodules (state_dict, .to)
+        self._records = ()
+        # blobs, by index
         self._blob_names: list[str] = []
         self._blob_index: dict[str, int] = {}
         self._blob_list: list[Blob] = []
-        self._bottom_idx: list[list[int]] = []
-        self._top_idx: list[list[int]] = []
-        self._bottom_need_backward: list[list[bool]] = []
-        self._layer_need_backward: list[bool] = []
         self._blob_need_backward: list[bool] = []
-        self._loss_weights: list[list[float]] = []  # per layer, per top
         self._input_ids: list[int] = []
-        self._param_blobs: list[list[ParamBlob]] = []
-        self._param_specs: list[list] = []
+        self._shapes: dict[int, tuple] = {}  # blob shapes while building
         # learnable parameters in Caffe's order (owners only), with their multipliers
         self.learnable_params: list[torch.nn.Parameter] = []
         self.params_lr: list[float] = []
         self.params_weight_decay: list[float] = []
         self._has_lr: list[bool] = []
         self._has_decay: list[bool] = []
-        self._param_names_index: dict[str, tuple[int, int]] = {}
-        self._param_owner_learnable: dict[tuple[int, int], int] = {}
+        # a shared parameter's name: its owner (layer, blob index) and learnable index
+        self._param_owners: dict[str, tuple[Layer, int, int]] = {}
+        return param
 
-        available: set[str] = set()
-        shapes: dict[int, tuple] = {}
-        for li, lp in enumerate(param.layer):
-            if not lp.HasField("phase"):
-                lp.phase = self.phase
-            if len(lp.propagate_down) and len(lp.propagate_down) != len(lp.bottom):
-                raise NetError("propagate_down must be given 0 or bottom-count times "
-                               f"({len(lp.propagate_down)} given for {len(lp.bottom)} bottoms)",
-                               layer=lp.name)
-            cls = layer_class(lp.type, lp.name)
-            layer = cls(lp, lp.phase)
-            self._check_counts(layer, lp)
-            bottom_ids, need = [], []
-            layer_needs = False
-            for j, bname in enumerate(lp.bottom):
-                if bname not in available:
-                    raise NetError(f"bottom blob '{bname}' (index {j}) is not produced by any "
-                                   f"earlier layer{suggest(bname, available)}",
-                                   layer=lp.name, blob=bname)
-                bid = self._blob_index[bname]
-                available.discard(bname)
-                bottom_ids.append(bid)
-                pd = lp.propagate_down[j] if len(lp.propagate_down) else True
-                need.append(self._blob_need_backward[bid] and pd)
-                layer_needs |= self._blob_need_backward[bid]
-            top_ids = []
-            for j, tname in enumerate(lp.top):
-                if j < len(lp.bottom) and tname == lp.bottom[j]:
-                    top_ids.append(self._blob_index[tname])  # in place
-                elif tname in self._blob_index:
-                    raise NetError(f"top blob '{tname}' is produced by more than one layer",
-                                   layer=lp.name, blob=tname)
-                else:
-                    top_ids.append(self._new_blob(tname))
-                available.add(tname)
-            bottom_shapes = [shapes[b] for b in bottom_ids]
-            self.__dict__["_building"] = layer  # closed with the others if the build fails
-            try:
+    def _create_layer(self, li: int, lp) -> _Wiring:
+        """Caffe's LayerRegistry::CreateLayer, with the checks Init makes before wiring."""
+        if not lp.HasField("phase"):
+            lp.phase = self.phase
+        if len(lp.propagate_down) and len(lp.propagate_down) != len(lp.bottom):
+            raise NetError("propagate_down must be given 0 or bottom-count times "
+                           f"({len(lp.propagate_down)} given for {len(lp.bottom)} bottoms)",
+                           layer=lp.name)
+        layer = layer_class(lp.type, lp.name)(lp, lp.phase)
+        self.__dict__["_building"] = layer  # closed with the others if the build fails
+        self._check_counts(layer, lp)
+        return _Wiring(li, lp, layer)
+
+    def _append_bottom(self, w: _Wiring, j: int, available: set[str]) -> None:
+        """Caffe's Net::AppendBottom: wire bottom j to the blob of its name, consuming it;
+        the bottom needs backward when its blob does and propagate_down allows."""
+        lp = w.lp
+        bname = lp.bottom[j]
+        if bname not in available:
+            raise NetError(f"bottom blob '{bname}' (index {j}) is not produced by any "
+                           f"earlier layer{suggest(bname, available)}", layer=lp.name, blob=bname)
+        bid = self._blob_index[bname]
+        available.discard(bname)
+        w.bottoms.append(bid)
+        pd = lp.propagate_down[j] if len(lp.propagate_down) else True
+        w.bottom_need_backward.append(self._blob_need_backward[bid] and pd)
+        w.need_backward |= self._blob_need_backward[bid]
+
+    def _append_top(self, w: _Wiring, j: int, available: set[str]) -> None:
+        """Caffe's Net::AppendTop: a new blob, or in place when named like bottom j."""
+        lp = w.lp
+        tname = lp.top[j]
+        if j < len(lp.bottom) and tname == lp.bottom[j]:
+            w.tops.append(self._blob_index[tname])  # in place
+        elif tname in self._blob_index:
+            raise NetError(f"top blob '{tname}' is produced by more than one layer",
+                           layer=lp.name, blob=tname)
+        else:
+            w.tops.append(self._new_blob(tname))
+        available.add(tname)
+
+    def _setup_layer(self, w: _Wiring) -> None:
+        """Caffe's Layer::SetUp: the layer's setup and reshape from its bottoms' shapes, its
+        anonymous extra tops (AutoTopBlobs) made, its top blobs shaped."""
+        name = w.lp.name
+        top_shapes = self._layer_shapes(w.layer, name, [self._shapes[b] for b in w.bottoms],
+                                        setup=True)
+        while len(w.tops) < len(top_shapes):
+            w.tops.append(self._new_blob(f"(automatic {name} {len(w.tops)})"))
+        if len(top_shapes) != len(w.tops):
+            raise NetError(f"layer makes {len(top_shapes)} tops, {len(w.tops)} named", layer=name)
+        for tid, s in zip(w.tops, top_shapes):
+            self._shapes[tid] = tuple(s)
+        self._reshape_tops(name, w.tops, top_shapes)
+
+    def _layer_shapes(self, layer: Layer, name: str, bottom_shapes: list,
+                      setup: bool) -> list:
+        """The layer's top shapes for these bottom shapes (after its setup when setup); the
+        one place a layer's setup or reshape error becomes a NetError naming the layer."""
+        try:
+            if setup:
                 layer.setup(bottom_shapes)
-                top_shapes = layer.reshape(bottom_shapes)
-            except DecaffeError as e:
-                if type(e) is not DecaffeError:
-                    raise  # already names its source (keeps its cause)
-                raise _naming_layer(e, lp.name) from e.__cause__
-            except Exception as e:  # a torch shape error deep inside a layer
-                if hasattr(e, "_decaffe_python_layer"):
-                    raise  # a Python layer's own exception goes on as itself
-                raise NetError(f"cannot set up with bottom shapes {bottom_shapes}: {e}",
-                               layer=lp.name) from e
-            # layers that make anonymous extra tops (AutoTopBlobs)
-            while len(top_ids) < len(top_shapes):
-                top_ids.append(self._new_blob(f"(automatic {lp.name} {len(top_ids)})"))
-            if len(top_shapes) != len(top_ids):
-                raise NetError(f"layer makes {len(top_shapes)} tops, {len(top_ids)} named",
-                               layer=lp.name)
-            for tid, s in zip(top_ids, top_shapes):
-                shapes[tid] = tuple(s)
-                try:
-                    self._blob_list[tid].reshape(*s)
-                except DecaffeError as e:  # a size Caffe refuses, before any allocation
-                    raise NetError(f"top {e}", layer=lp.name) from None
-            if layer.is_loss and not len(lp.loss_weight):
-                lp.loss_weight.append(1.0)
-            if len(lp.loss_weight) and len(lp.loss_weight) != len(top_ids):
-                # Caffe's Layer::SetLossWeights (a loss layer's default counts as one given)
-                default = " (a loss layer's first top gets loss_weight 1 unless given; give " \
-                    "one per top, e.g. loss_weight: 1 loss_weight: 0)" if layer.is_loss else ""
-                raise NetError(f"loss_weight must be unspecified or specified once per top "
-                               f"blob: {len(lp.loss_weight)} given for {len(top_ids)} tops"
-                               f"{default}", layer=lp.name)
-            weights = [lp.loss_weight[j] if j < len(lp.loss_weight) else 0.0
-                       for j in range(len(top_ids))]
-            if len(lp.blobs) and lp.type not in ("RNN", "LSTM"):
-                self._load_definition_blobs(layer, lp)
-            if self._dtype != torch.float32:
-                layer.to(self._dtype)
-            # parameters: multipliers, sharing, gradient needs
-            if len(lp.param) > layer.num_blobs:
-                raise NetError(f"{len(lp.param)} param specs given for {layer.num_blobs} "
-                               "parameter blobs", layer=lp.name)
-            specs = [lp.param[k] if k < len(lp.param) else caffe_pb2.ParamSpec()
-                     for k in range(layer.num_blobs)]
-            if any(spec.lr_mult != 0 for spec in specs):
-                layer_needs = True
-            self._layers.append(layer)
-            self._layer_names.append(lp.name)
-            self._bottom_idx.append(bottom_ids)
-            self._top_idx.append(top_ids)
-            self._bottom_need_backward.append(need)
-            self._loss_weights.append(weights)
-            self._param_specs.append(specs)
-            for k in range(layer.num_blobs):
-                self._append_param(li, k)
-            self._param_blobs.append([ParamBlob(p, name=f"{lp.name}/{k}", owner=self)
-                                      for k, p in enumerate(layer.blob_params)])
-            self._layer_need_backward.append(layer_needs)
-            if layer_needs:
-                for tid in top_ids:
-                    self._blob_need_backward[tid] = True
-            if lp.type == "Input":
-                self._input_ids.extend(top_ids)
-        self._decide_backward(param)
-        self._output_ids = [self._blob_index[n] for n in sorted(available)]
-        self._output_set = set(self._output_ids)
-        self._blob_loss_weight = [0.0] * len(self._blob_list)
-        self._loss_tops: list[tuple[int, int, float]] = []  # (layer, top index, weight)
-        for li, weights in enumerate(self._loss_weights):
-            for j, w in enumerate(weights):
-                self._blob_loss_weight[self._top_idx[li][j]] = w
-                if w:
-                    self._loss_tops.append((li, j, w))
-        self._fill_loss_diffs()
-        self._set_requires_grad()
-        self._io: list = [None] * len(self._layers)
-        self._is_input = [layer.type == "Input" for layer in self._layers]
-        self._fused = self._find_fusions()
-        # pycaffe's per-layer callbacks: before/after_forward/backward(fn(layer_index))
-        self._callbacks: dict[str, list] = {"before_forward": [], "after_forward": [],
-                                            "before_backward": [], "after_backward": []}
-        self._needs_graph = any(self._layer_need_backward)
+            return layer.reshape(bottom_shapes)
+        except DecaffeError as e:
+            if type(e) is not DecaffeError:
+                raise  # already names its source (keeps its cause)
+            raise _naming_layer(e, name) from e.__cause__
+        except Exception as e:  # a torch shape error deep inside a layer
+            if hasattr(e, "_decaffe_python_layer"):
+                raise  # a Python layer's own exception goes on as itself
+            what = "set up with" if setup else "reshape to"
+            raise NetError(f"cannot {what} bottom shapes {bottom_shapes}: {e}",
+                           layer=name) from e
+
+    def _reshape_tops(self, name: str, top_ids: Sequence[int], top_shapes: list) -> None:
+        for tid, s in zip(top_ids, top_shapes):
+            try:
+                self._blob_list[tid].reshape(*s)
+            except DecaffeError as e:  # a size Caffe refuses, before any allocation
+                raise NetError(f"top {e}", layer=name) from None
+
+    def _set_loss_weights(self, w: _Wiring) -> None:
+        """Caffe's Layer::SetLossWeights: one weight per top, a loss layer's first top 1 by
+        default."""
+        lp, layer = w.lp, w.layer
+        if layer.is_loss and not len(lp.loss_weight):
+            lp.loss_weight.append(1.0)
+        if len(lp.loss_weight) and len(lp.loss_weight) != len(w.tops):
+            default = " (a loss layer's first top gets loss_weight 1 unless given; give " \
+                "one per top, e.g. loss_weight: 1 loss_weight: 0)" if layer.is_loss else ""
+            raise NetError(f"loss_weight must be unspecified or specified once per top "
+                           f"blob: {len(lp.loss_weight)} given for {len(w.tops)} tops"
+                           f"{default}", layer=lp.name)
+        w.loss_weights = [lp.loss_weight[j] if j < len(lp.loss_weight) else 0.0
+                          for j in range(len(w.tops))]
 
     def _find_fusions(self) -> dict[int, int]:
         """BatchNorm layers whose output only a per-channel Scale reads, both in place on one
@@ -428,20 +517,21 @@ class Net(torch.nn.Module):
         blobs as its weight and bias. Nothing visible changes (the blob shows the Scale's
         output either way); pycaffe's forward/backward run the layers one by one."""
         fused = {}
-        for i in range(len(self._layers) - 1):
-            bn, sc = self._layers[i], self._layers[i + 1]
-            if bn.type != "BatchNorm" or sc.type != "Scale" or len(self._bottom_idx[i + 1]) != 1:
+        recs = self._records
+        for a, b in zip(recs, recs[1:]):
+            bn, sc = a.layer, b.layer
+            if bn.type != "BatchNorm" or sc.type != "Scale" or len(b.bottoms) != 1:
                 continue
-            blob = self._bottom_idx[i][0]
-            if not (self._top_idx[i] == [blob] and self._bottom_idx[i + 1] == [blob]
-                    and self._top_idx[i + 1] == [blob]):
+            blob = a.bottoms[0]
+            if not (a.tops == (blob,) and b.bottoms == (blob,) and b.tops == (blob,)):
                 continue
             span = tuple(sc.blob_params[0].shape)
-            if sc.axis != 1 or span != (bn.channels,) or any(self._loss_weights[i]) \
-                    or any(self._loss_weights[i + 1]):
+            if sc.axis != 1 or span != (bn.channels,) or any(a.loss_weights) \
+                    or any(b.loss_weights):
                 continue
-            if self._layer_need_backward[i] != self._layer_need_backward[i + 1]:
+            if a.need_backward != b.need_backward:
                 continue
+            i = a.index
             fused[i] = i + 1
         return fused
 
@@ -495,27 +585,33 @@ class Net(torch.nn.Module):
         self._blob_need_backward.append(False)
         return bid
 
-    def _append_param(self, li: int, k: int) -> None:
-        layer, spec = self._layers[li], self._param_specs[li][k]
-        lp = layer.lp
+    def _append_param(self, w: _Wiring, k: int) -> None:
+        """Caffe's Net::AppendParam: parameter blob k of the layer, a new learnable one, or
+        (named like an earlier one) shared with its owner, the multipliers checked."""
+        layer, lp = w.layer, w.lp
+        spec = lp.param[k] if k < len(lp.param) else caffe_pb2.ParamSpec()
+        w.param_specs.append(spec)
+        if spec.lr_mult != 0:
+            w.need_backward = True
         pname = spec.name
-        if not pname or pname not in self._param_names_index:
+        if not pname or pname not in self._param_owners:
+            lid = len(self.learnable_params)
             if pname:
-                self._param_names_index[pname] = (li, k)
-            self._param_owner_learnable[(li, k)] = len(self.learnable_params)
+                self._param_owners[pname] = (layer, k, lid)
+            w.param_ids.append(lid)
             self.learnable_params.append(layer.blob_params[k])
             self._has_lr.append(spec.HasField("lr_mult"))
             self._has_decay.append(spec.HasField("decay_mult"))
             self.params_lr.append(spec.lr_mult)
             self.params_weight_decay.append(spec.decay_mult)
             return
-        oli, ok = self._param_names_index[pname]
-        owner = self._layers[oli].blob_params[ok]
+        owner_layer, ok, lid = self._param_owners[pname]
+        owner = owner_layer.blob_params[ok]
         mine = layer.blob_params[k]
         if spec.share_mode == caffe_pb2.ParamSpec.PERMISSIVE:
             if owner.numel() != mine.numel():
                 raise NetError(f"shared parameter '{pname}' has {mine.numel()} values here and "
-                               f"{owner.numel()} in its owner '{self._layer_names[oli]}'",
+                               f"{owner.numel()} in its owner '{owner_layer.name}'",
                                layer=lp.name)
             if owner.shape != mine.shape:
                 raise NetError(f"shared parameter '{pname}': shapes {tuple(mine.shape)} and "
@@ -523,11 +619,10 @@ class Net(torch.nn.Module):
                                layer=lp.name)
         elif owner.shape != mine.shape:
             raise NetError(f"shared parameter '{pname}' has shape {tuple(mine.shape)} here and "
-                           f"{tuple(owner.shape)} in its owner '{self._layer_names[oli]}'",
+                           f"{tuple(owner.shape)} in its owner '{owner_layer.name}'",
                            layer=lp.name)
         layer.blob_params[k] = owner
-        lid = self._param_owner_learnable[(oli, ok)]
-        self._param_owner_learnable[(li, k)] = lid
+        w.param_ids.append(lid)
         for has, vals, field in ((self._has_lr, self.params_lr, "lr_mult"),
                                  (self._has_decay, self.params_weight_decay, "decay_mult")):
             if spec.HasField(field):
@@ -538,64 +633,75 @@ class Net(torch.nn.Module):
                 has[lid] = True
                 vals[lid] = value
 
-    def _decide_backward(self, param) -> None:
+    def _decide_backward(self, wiring: list[_Wiring], force_backward: bool) -> None:
         """Caffe's pruning: only layers under a loss need backward; force_backward overrides."""
         under_loss: set[int] = set()
         skip: set[int] = set()
-        for li in range(len(self._layers) - 1, -1, -1):
+        for w in reversed(wiring):
             contributes, skip_down = False, True
-            for j, tid in enumerate(self._top_idx[li]):
-                if self._loss_weights[li][j] or tid in under_loss:
+            for j, tid in enumerate(w.tops):
+                if w.loss_weights[j] or tid in under_loss:
                     contributes = True
                 if tid not in skip:
                     skip_down = False
-            if self._layer_need_backward[li] and skip_down:
-                self._layer_need_backward[li] = False
-                self._bottom_need_backward[li] = [False] * len(self._bottom_idx[li])
+            if w.need_backward and skip_down:
+                w.need_backward = False
+                w.bottom_need_backward = [False] * len(w.bottoms)
             if not contributes:
-                self._layer_need_backward[li] = False
-            for j, bid in enumerate(self._bottom_idx[li]):
+                w.need_backward = False
+            for j, bid in enumerate(w.bottoms):
                 if contributes:
                     under_loss.add(bid)
                 else:
-                    self._bottom_need_backward[li][j] = False
-                if not self._bottom_need_backward[li][j]:
+                    w.bottom_need_backward[j] = False
+                if not w.bottom_need_backward[j]:
                     skip.add(bid)
-        self._param_need_grad = [
-            [self._layer_need_backward[li] and spec.lr_mult != 0 and k not in layer.no_grad_blobs
-             for k, spec in enumerate(self._param_specs[li])]
-            for li, layer in enumerate(self._layers)]
-        if param.force_backward:
-            for li, layer in enumerate(self._layers):
-                self._layer_need_backward[li] = True
-                for j, bid in enumerate(self._bottom_idx[li]):
-                    need = self._bottom_need_backward[li][j] or layer.allow_force_backward(j)
-                    self._bottom_need_backward[li][j] = need
+        for w in wiring:
+            w.param_need_grad = [w.need_backward and spec.lr_mult != 0
+                                 and k not in w.layer.no_grad_blobs
+                                 for k, spec in enumerate(w.param_specs)]
+        if force_backward:
+            for w in wiring:
+                w.need_backward = True
+                for j, bid in enumerate(w.bottoms):
+                    need = w.bottom_need_backward[j] or w.layer.allow_force_backward(j)
+                    w.bottom_need_backward[j] = need
                     self._blob_need_backward[bid] = self._blob_need_backward[bid] or need
-                self._param_need_grad[li] = [k not in layer.no_grad_blobs
-                                             for k in range(layer.num_blobs)]
+                w.param_need_grad = [k not in w.layer.no_grad_blobs
+                                     for k in range(w.layer.num_blobs)]
+
+    def _init_losses(self) -> None:
+        """Each blob's loss weight, and the weighted tops in Caffe's summing order."""
+        self._blob_loss_weight = [0.0] * len(self._blob_list)
+        # (layer, top index, blob, weight). A weighted top that a later layer reads goes
+        # through a split, so no later layer writes it: a pass reads its value at the end.
+        self._loss_terms: list[tuple[int, int, int, float]] = []
+        for rec in self._records:
+            for j, w in enumerate(rec.loss_weights):
+                self._blob_loss_weight[rec.tops[j]] = w
+                if w:
+                    self._loss_terms.append((rec.index, j, rec.tops[j], w))
 
     def _set_requires_grad(self) -> None:
         # A shared parameter needs a gradient when any layer using it computes one.
         wanted: dict[int, bool] = {}
-        for li, layer in enumerate(self._layers):
-            for k, p in enumerate(layer.blob_params):
-                wanted[id(p)] = wanted.get(id(p), False) or self._param_need_grad[li][k]
-        for layer in self._layers:
-            for p in layer.blob_params:
+        for rec in self._records:
+            for k, p in enumerate(rec.layer.blob_params):
+                wanted[id(p)] = wanted.get(id(p), False) or rec.param_need_grad[k]
+        for rec in self._records:
+            for p in rec.layer.blob_params:
                 p.requires_grad_(wanted[id(p)])
         # inputs whose gradient some layer asks for (force_backward)
         self._input_needs_grad = {}
-        for li in range(len(self._layers)):
-            for j, bid in enumerate(self._bottom_idx[li]):
-                if self._bottom_need_backward[li][j]:
+        for rec in self._records:
+            for j, bid in enumerate(rec.bottoms):
+                if rec.bottom_need_backward[j]:
                     self._input_needs_grad[bid] = True
 
     def _fill_loss_diffs(self) -> None:
         """Caffe fills a loss top's diff with its loss weight at setup."""
-        for li, j, w in self._loss_tops:
-            blob = self._blob_list[self._top_idx[li][j]]
-            blob.tensor("diff").fill_(w)
+        for _, _, tid, w in self._loss_terms:
+            self._blob_list[tid].tensor("diff").fill_(w)
 
     # -- devices --------------------------------------------------------------------------------
     def _ensure_device(self) -> None:
@@ -605,14 +711,16 @@ class Net(torch.nn.Module):
 
     def to_device(self, dev: torch.device) -> None:
         """Move parameters and blobs to dev (done automatically when the mode changes)."""
-        for blobs in self._param_blobs:
-            for b in blobs:
+        if self._compiled is not None:
+            self._compiled.materialize()  # the last pass's blobs, made where it ran
+        for rec in self._records:
+            for b in rec.params:
                 b.push()
         self._layers.to(dev)
         for b in self._blob_list:
             b.to(dev)
-        for blobs in self._param_blobs:
-            for b in blobs:
+        for rec in self._records:
+            for b in rec.params:
                 b.to(dev)
         if precision.channels_last(dev, self._compiled is not None):
             self._to_channels_last()
@@ -687,61 +795,66 @@ class Net(torch.nn.Module):
         w = self.__dict__.get("_writers_cache")
         if w is None:
             w = collections.defaultdict(list)
-            for li, tops in enumerate(self._top_idx):
-                for tid in tops:
-                    w[tid].append(li)
+            for rec in self._records:
+                for tid in rec.tops:
+                    w[tid].append(rec.index)
             self.__dict__["_writers_cache"] = w
         return w
 
     def _forward_range(self, start: int, end: int, record: bool = True,
-                       grad: bool | None = None, fuse: bool = False) -> torch.Tensor | None:
+                       grad: bool | None = None, fuse: bool = False,
+                       cur: dict[int, torch.Tensor] | None = None,
+                       bind: bool = True) -> torch.Tensor | None:
         """Run layers start..end (inclusive); returns the weighted loss (a tensor) or None.
 
         record keeps each layer's inputs and outputs for pycaffe's layer-by-layer backward;
-        fuse runs BatchNorm+Scale pairs as one kernel (solver passes only)."""
+        fuse runs BatchNorm+Scale pairs as one kernel (solver passes only). cur: tensors to
+        read instead of the blobs of those indices, filled in with every top the pass makes;
+        bind=False leaves the blobs unbound (a compiled pass returns only some tops)."""
         self._ensure_device()
         self._push_host_writes()
         blobs = self._blob_list
-        cur: dict[int, torch.Tensor] = {}
+        cur = {} if cur is None else cur
         want_grad = self._needs_graph if grad is None else grad
         fused = self._fused if fuse else {}
         items = self._batch_item_layers if self.items_apart and self.phase == TEST and \
             self._device.type == "cpu" else ()
         skip = -1
         low = precision.low_precision_dtype() is not None
+        records = self._records
+        before, after = self._callbacks["before_forward"], self._callbacks["after_forward"]
         with torch.set_grad_enabled(want_grad), precision.autocast(self._device):
-            loss = None
             for li in range(start, end + 1):
                 if li == skip:
                     continue
-                for fn in self._callbacks["before_forward"]:
+                for fn in before:
                     fn(li)
-                layer = self._layers[li]
-                bids = self._bottom_idx[li]
+                rec = records[li]
                 bottoms = []
-                for j, bid in enumerate(bids):
+                for j, bid in enumerate(rec.bottoms):
                     t = cur.get(bid)
                     if t is None:
                         t = self._stored(bid, li, end)
                         if want_grad and bid in self._input_needs_grad and not t.requires_grad:
                             t = t.detach().requires_grad_()
                         cur[bid] = t
-                    if t.requires_grad and not self._bottom_need_backward[li][j]:
+                    if t.requires_grad and not rec.bottom_need_backward[j]:
                         t = t.detach()
                     bottoms.append(t)
-                if self._is_input[li]:
+                if rec.is_input:
                     # Input tops are the blobs the user fills; they are never rebound.
                     out = []
-                    for tid in self._top_idx[li]:
+                    for tid in rec.tops:
                         t = self._stored(tid, li + 1, end)
                         if want_grad and tid in self._input_needs_grad:
                             t = t.detach().requires_grad_()
                         cur[tid] = t
                         out.append(t)
                 else:
-                    with torch.set_grad_enabled(want_grad and self._layer_need_backward[li]):
+                    layer = rec.layer
+                    with torch.set_grad_enabled(want_grad and rec.need_backward):
                         if li in fused and fused[li] <= end:
-                            sc = self._layers[fused[li]]
+                            sc = records[fused[li]].layer
                             out = layer.normalize(bottoms[0], sc.blob_params[0],
                                                   sc.blob_params[1] if sc.bias_term else None)
                             skip = fused[li]
@@ -754,18 +867,27 @@ class Net(torch.nn.Module):
                     if low:  # the net's outputs stay float32 under bf16/fp16
                         out = tuple(t.float() if tid in self._output_set and
                                     t.is_floating_point() else t
-                                    for tid, t in zip(self._top_idx[li], out))
-                    for tid, t in zip(self._top_idx[li], out):
+                                    for tid, t in zip(rec.tops, out))
+                    for tid, t in zip(rec.tops, out):
                         cur[tid] = t
-                        blobs[tid].bind(t)
+                        if bind:
+                            blobs[tid].bind(t)
                 if record:
                     self._io[li] = (bottoms, out)
-                for fn in self._callbacks["after_forward"]:
+                for fn in after:
                     fn(li)
-                for j, w in enumerate(self._loss_weights[li]):
-                    if w:
-                        term = out[j].float().sum() * w if out[j].dim() else out[j].float() * w
-                        loss = term if loss is None else loss + term
+            return self._weighted_loss(cur, start, end)
+
+    def _weighted_loss(self, cur: dict[int, torch.Tensor], start: int,
+                       end: int) -> torch.Tensor | None:
+        """The sum of the weighted tops that layers start..end made (Caffe's Layer::Forward
+        adds loss_weight · sum(top) per top, layer by layer); None without one."""
+        loss = None
+        for li, _, tid, w in self._loss_terms:
+            if start <= li <= end:
+                t = cur[tid]
+                term = t.float().sum() * w if t.dim() else t.float() * w
+                loss = term if loss is None else loss + term
         return loss
 
     def forward_backward(self) -> float:
@@ -780,6 +902,8 @@ class Net(torch.nn.Module):
         self._io = [None] * len(self._layers)
         if loss is not None and loss.requires_grad:
             (loss * self._loss_scale if self._loss_scale != 1.0 else loss).backward()
+        if self._compiled is not None:
+            self._compiled.log_compile()  # the first compiled step's time, backward included
         before, after = self._callbacks["before_backward"], self._callbacks["after_backward"]
         if before or after:  # Caffe calls them layer by layer, last layer first
             for li in range(len(self._layers) - 1, -1, -1):
@@ -791,12 +915,17 @@ class Net(torch.nn.Module):
 
     def forward_loss(self) -> float:
         """A forward pass without a graph (test nets); returns the weighted loss."""
-        if self._compiled is not None:
-            loss = self._compiled.forward(grad=False)
-        else:
-            loss = self._forward_range(0, len(self._layers) - 1, record=False, grad=False,
-                                       fuse=True)
+        loss = self._loss_pass(fuse=True)
         return 0.0 if loss is None else float(loss)
+
+    def _loss_pass(self, fuse: bool) -> torch.Tensor | None:
+        """A forward pass without a graph, the weighted loss left a tensor (no host
+        synchronisation; the solver's test passes), compiled under -compile; fuse: run
+        BatchNorm+Scale pairs as one kernel."""
+        if self._compiled is not None:
+            return self._compiled.forward(grad=False, fuse=fuse)
+        return self._forward_range(0, len(self._layers) - 1, record=False, grad=False,
+                                   fuse=fuse)
 
     def _backward_range(self, start: int, end: int) -> None:
         """Caffe's BackwardFromTo: layer by layer, each reading its tops' diffs."""
@@ -810,25 +939,26 @@ class Net(torch.nn.Module):
 
     def _backward_layer(self, li: int) -> None:
         """One layer's backward from its tops' diffs (Caffe's Layer::Backward)."""
-        if not self._layer_need_backward[li] or self._io[li] is None:
+        rec = self._records[li]
+        if not rec.need_backward or self._io[li] is None:
             return
         blobs = self._blob_list
         bottoms, tops = self._io[li]
         if not tops:  # Silence: Caffe zeroes the diffs of the bottoms it swallows
-            for j, bid in enumerate(self._bottom_idx[li]):
-                if self._bottom_need_backward[li][j]:
+            for j, bid in enumerate(rec.bottoms):
+                if rec.bottom_need_backward[j]:
                     blobs[bid].set_diff(torch.zeros_like(bottoms[j]))
             return
         outs, grads = [], []
         for j, t in enumerate(tops):
             if t.requires_grad:
                 outs.append(t)
-                grads.append(blobs[self._top_idx[li][j]].tensor("diff").reshape(t.shape))
+                grads.append(blobs[rec.tops[j]].tensor("diff").reshape(t.shape))
         if not outs:
             return
-        layer = self._layers[li]
+        layer = rec.layer
         want_b = [j for j, b in enumerate(bottoms)
-                  if self._bottom_need_backward[li][j] and b.requires_grad]
+                  if rec.bottom_need_backward[j] and b.requires_grad]
         want_p = [p for p in layer.blob_params if p.requires_grad]
         inputs = [bottoms[j] for j in want_b] + want_p
         if not inputs:
@@ -837,7 +967,7 @@ class Net(torch.nn.Module):
         # a bottom read twice by one layer gets the sum, as Caffe's split would give
         summed: dict[int, torch.Tensor] = {}
         for j, g in zip(want_b, got[:len(want_b)]):
-            bid = self._bottom_idx[li][j]
+            bid = rec.bottoms[j]
             if g is None:
                 g = torch.zeros_like(bottoms[j])
             summed[bid] = summed[bid] + g if bid in summed else g
@@ -862,7 +992,7 @@ class Net(torch.nn.Module):
     def _forward(self, start: int, end: int) -> float:
         if (self._compiled is not None and not self._needs_graph and start == 0
                 and end == len(self._layers) - 1):
-            loss = self._compiled.forward(grad=False)  # a deploy net, compiled
+            loss = self._compiled.forward(grad=False, fuse=False)  # a deploy net, compiled
             return 0.0 if loss is None else float(loss.detach())
         loss = self._forward_range(start, end)
         return 0.0 if loss is None else float(loss.detach())
@@ -878,7 +1008,7 @@ class Net(torch.nn.Module):
         start_ind = self._layer_index(start) if start is not None else 0
         if end is not None:
             end_ind = self._layer_index(end)
-            outputs = set(self._blob_names[i] for i in self._top_idx[end_ind]) | set(blobs)
+            outputs = set(self._records[end_ind].top_names) | set(blobs)
         else:
             end_ind = len(self._layers) - 1
             outputs = set(self.outputs + blobs)
@@ -902,7 +1032,7 @@ class Net(torch.nn.Module):
         start_ind = self._layer_index(start) if start is not None else len(self._layers) - 1
         if end is not None:
             end_ind = self._layer_index(end)
-            outputs = set(self._blob_names[i] for i in self._bottom_idx[end_ind]) | set(diffs)
+            outputs = set(self._records[end_ind].bottom_names) | set(diffs)
         else:
             end_ind = 0
             outputs = set(self.inputs + diffs)
@@ -919,30 +1049,17 @@ class Net(torch.nn.Module):
 
     def reshape(self) -> None:
         """Recompute every blob's shape from the inputs' shapes (Caffe's Net::Reshape)."""
+        if self._compiled is not None:
+            self._compiled.drop()  # the last pass's unmade blobs take the new shapes instead
         shapes = {bid: self._blob_list[bid].shape for bid in self._input_ids}
-        for li, layer in enumerate(self._layers):
-            if layer.type == "Input":
+        for rec in self._records:
+            if rec.is_input:
                 continue
-            bshapes = []
-            for bid in self._bottom_idx[li]:
-                bshapes.append(shapes.get(bid, self._blob_list[bid].shape))
-            try:
-                tshapes = layer.reshape(bshapes)
-            except DecaffeError as e:
-                if type(e) is not DecaffeError:
-                    raise  # already names its source (keeps its cause)
-                raise _naming_layer(e, layer.name) from e.__cause__
-            except Exception as e:
-                if hasattr(e, "_decaffe_python_layer"):
-                    raise  # a Python layer's own exception goes on as itself
-                raise NetError(f"cannot reshape to bottom shapes {bshapes}: {e}",
-                               layer=layer.name) from e
-            for tid, s in zip(self._top_idx[li], tshapes):
+            bshapes = [shapes.get(bid, self._blob_list[bid].shape) for bid in rec.bottoms]
+            tshapes = self._layer_shapes(rec.layer, rec.name, bshapes, setup=False)
+            for tid, s in zip(rec.tops, tshapes):
                 shapes[tid] = tuple(s)
-                try:
-                    self._blob_list[tid].reshape(*s)
-                except DecaffeError as e:  # a size Caffe refuses, before any allocation
-                    raise NetError(f"top {e}", layer=layer.name) from None
+            self._reshape_tops(rec.name, rec.tops, tshapes)
         self._fill_loss_diffs()
 
     def close(self) -> None:
@@ -976,7 +1093,19 @@ class Net(torch.nn.Module):
     @property
     def params(self) -> collections.OrderedDict:
         return collections.OrderedDict(
-            (name, blobs) for name, blobs in zip(self._layer_names, self._param_blobs) if blobs)
+            (rec.name, list(rec.params)) for rec in self._records if rec.params)
+
+    @property
+    def layer_records(self) -> tuple[LayerRecord, ...]:
+        """The built layers in order, one read-only LayerRecord each (layer, bottoms, tops,
+        parameters, loss weights, backward flags): what other modules read of a net's
+        wiring."""
+        return self._records
+
+    @property
+    def _layer_names(self) -> list[str]:
+        """pycaffe's Net._layer_names: the layers' names in order."""
+        return [rec.name for rec in self._records]
 
     @property
     def layers(self) -> list:
@@ -985,9 +1114,9 @@ class Net(torch.nn.Module):
         any other layer a LayerView (type, blobs, setup, reshape); the same objects on every
         call."""
         views = self.__dict__.get("_layer_views")
-        if views is None or len(views) != len(self._layers):
-            views = [layer.user if layer.type == "Python" and getattr(layer, "user", None)
-                     is not None else LayerView(self, i) for i, layer in enumerate(self._layers)]
+        if views is None or len(views) != len(self._records):
+            views = [rec.layer.user if rec.type == "Python" and getattr(rec.layer, "user", None)
+                     is not None else LayerView(self, rec.index) for rec in self._records]
             self.__dict__["_layer_views"] = views
         return list(views)
 
@@ -1021,33 +1150,30 @@ class Net(torch.nn.Module):
 
     @property
     def top_names(self) -> collections.OrderedDict:
-        return collections.OrderedDict(
-            (n, [self._blob_names[i] for i in ids]) for n, ids in zip(self._layer_names,
-                                                                       self._top_idx))
+        return collections.OrderedDict((rec.name, list(rec.top_names)) for rec in self._records)
 
     @property
     def bottom_names(self) -> collections.OrderedDict:
-        return collections.OrderedDict(
-            (n, [self._blob_names[i] for i in ids]) for n, ids in zip(self._layer_names,
-                                                                       self._bottom_idx))
+        return collections.OrderedDict((rec.name, list(rec.bottom_names))
+                                       for rec in self._records)
 
     def layer_need_backward(self, i: int) -> bool:
-        return self._layer_need_backward[i]
+        return self._records[i].need_backward
 
     def bottom_need_backward(self, i: int) -> list[bool]:
-        return list(self._bottom_need_backward[i])
+        return list(self._records[i].bottom_need_backward)
 
     def learnable_param_id(self, layer_index: int, blob_index: int) -> int:
         """Index into learnable_params of a layer's blob (its owner's, when shared)."""
-        return self._param_owner_learnable[(layer_index, blob_index)]
+        return self._records[layer_index].param_ids[blob_index]
 
     def _bottom_ids(self, i: int) -> list[int]:
         """pycaffe's Net._bottom_ids(i): indices into _blobs of layer i's bottoms."""
-        return list(self._bottom_idx[i])
+        return list(self._records[i].bottoms)
 
     def _top_ids(self, i: int) -> list[int]:
         """pycaffe's Net._top_ids(i): indices into _blobs of layer i's tops."""
-        return list(self._top_idx[i])
+        return list(self._records[i].tops)
 
     def _add_callback(self, when: str, fn) -> None:
         # pycaffe takes a callable, or an object with run(layer) (Net::Callback, e.g. NCCL)
@@ -1113,20 +1239,22 @@ class Net(torch.nn.Module):
                                    layer=name)
                 with torch.no_grad():
                     p.data.copy_(torch.from_numpy(np.ascontiguousarray(arr)).reshape(p.shape))
-        for blobs in self._param_blobs:
-            for b in blobs:
+        for rec in self._records:
+            for b in rec.params:
                 b._dirty = {"data": False, "diff": False}
 
     def share_with(self, other: Net) -> None:
         """Use other's parameter blobs for layers of the same name (Caffe's
         ShareTrainedLayersWith)."""
-        index = {n: i for i, n in enumerate(self._layer_names)}
-        for oli, name in enumerate(other._layer_names):
+        index = {rec.name: rec.index for rec in self._records}
+        records = list(self._records)
+        for orec in other.layer_records:
+            name = orec.name
             li = index.get(name)
             if li is None:
                 continue
-            src = other._layers[oli].blob_params
-            dst = self._layers[li].blob_params
+            src = orec.layer.blob_params
+            dst = records[li].layer.blob_params
             if len(src) != len(dst):
                 raise NetError(f"cannot share: {len(src)} blobs in the source layer, "
                                f"{len(dst)} here", layer=name)
@@ -1137,8 +1265,9 @@ class Net(torch.nn.Module):
                 old = dst[k]
                 dst[k] = src[k]
                 self._replace_param(old, src[k])
-            self._param_blobs[li] = [ParamBlob(p, name=f"{name}/{k}", owner=self)
-                                     for k, p in enumerate(dst)]
+            records[li] = dataclasses.replace(records[li], params=tuple(
+                ParamBlob(p, name=f"{name}/{k}", owner=self) for k, p in enumerate(dst)))
+        self._records = tuple(records)
 
     def _replace_param(self, old, new) -> None:
         for i, p in enumerate(self.learnable_params):
@@ -1172,9 +1301,10 @@ class Net(torch.nn.Module):
 
     def save_hdf5(self, path: str, write_diff: bool = False) -> None:
         _, data, diffs = self.to_proto(write_diff)
-        wfmt.save_hdf5(path, [(self._layer_names[li], arrs) for li, arrs in data.items()],
+        names = self._layer_names
+        wfmt.save_hdf5(path, [(names[li], arrs) for li, arrs in data.items()],
                        None if diffs is None else
-                       [(self._layer_names[li], arrs) for li, arrs in diffs.items()])
+                       [(names[li], arrs) for li, arrs in diffs.items()])
 
     def load_hdf5(self, path: str) -> None:
         self.copy_from_layers(wfmt.load_hdf5(path), source=path, first_of_name=False)

@@ -263,7 +263,7 @@ def _chain(param, graph: BlobGraph, net, index: list[int], bn_i: int, channels: 
         lp = param.layer[k]
         if lp.type not in ("Scale", "Bias") or len(lp.bottom) != 1 or len(lp.top) != 1:
             break
-        layer = net._layers[index[k]]
+        layer = net.layer_records[index[k]].layer
         if layer.axis != 1 or tuple(layer.blob_params[0].shape) != (channels,):
             break
         out.append(k)
@@ -310,10 +310,10 @@ def _norm_affine(lp, bn) -> tuple[np.ndarray, np.ndarray]:
 
 def _affine(net, index, param, bn_i: int, chain: list[int]) -> tuple[np.ndarray, np.ndarray]:
     """(a, c) in float64 with chain(x) = a·x + c per channel."""
-    bn = net._layers[index[bn_i]]
+    bn = net.layer_records[index[bn_i]].layer
     a, c = _norm_affine(param.layer[bn_i], bn)
     for k in chain:
-        layer = net._layers[index[k]]
+        layer = net.layer_records[index[k]].layer
         blobs = [p.detach().cpu().double().numpy().reshape(-1) for p in layer.blob_params]
         if param.layer[k].type == "Scale":
             gamma = blobs[0]
@@ -360,7 +360,8 @@ def fold_result(net, source: caffe_pb2.NetParameter | None = None) -> FoldResult
     graph = BlobGraph.of(param)
     shared = _shared_names(param)
     phase = net.phase
-    weights = {i: [p.detach().cpu().numpy().copy() for p in net._layers[index[i]].blob_params]
+    weights = {i: [p.detach().cpu().numpy().copy()
+                   for p in net.layer_records[index[i]].layer.blob_params]
                for i in range(len(param.layer))}
     folded: list[FoldedChain] = []
     kept: list[KeptLayer] = []
@@ -368,7 +369,7 @@ def fold_result(net, source: caffe_pb2.NetParameter | None = None) -> FoldResult
     for i, lp in enumerate(param.layer):
         if lp.type not in NORMS:
             continue
-        bn = net._layers[index[i]]
+        bn = net.layer_records[index[i]].layer
         src = graph.source.get((i, 0))
         producer = param.layer[src[0]] if src is not None else None
         reason = _batch_stats_reason(lp, bn)
@@ -390,7 +391,7 @@ def fold_result(net, source: caffe_pb2.NetParameter | None = None) -> FoldResult
             reason = (f"its input '{lp.bottom[0]}' is {what}, which need the unnormalised "
                       "values")
         else:
-            reason = _absorber_problem(producer, net._layers[index[src[0]]])
+            reason = _absorber_problem(producer, net.layer_records[index[src[0]]].layer)
             if reason is None:
                 for spec in producer.param:
                     if spec.name in shared:
@@ -408,7 +409,7 @@ def fold_result(net, source: caffe_pb2.NetParameter | None = None) -> FoldResult
         p = src[0]
         chain = _chain(param, graph, net, index, i, bn.channels)
         a, c = _affine(net, index, param, i, chain)
-        target_layer = net._layers[index[p]]
+        target_layer = net.layer_records[index[p]].layer
         created = not target_layer.bias_term
         weights[p] = _absorb(producer, target_layer, weights[p], a, c)
         last = chain[-1] if chain else i
@@ -437,7 +438,7 @@ def fold_result(net, source: caffe_pb2.NetParameter | None = None) -> FoldResult
 
 
 def _out_channels(net, index, param, i: int) -> int:
-    layer = net._layers[index[i]]
+    layer = net.layer_records[index[i]].layer
     return layer.N if param.layer[i].type == "InnerProduct" else layer.num_output
 
 

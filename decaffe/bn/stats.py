@@ -70,11 +70,11 @@ def inspect(net) -> list[BNInfo]:
     out = []
     for i, lp in enumerate(param.layer):
         if lp.type == "BN":
-            out.append(_inspect_fork_bn(net, lp, net._layers[index[i]]))
+            out.append(_inspect_fork_bn(net, lp, net.layer_records[index[i]].layer))
             continue
         if lp.type not in ("BatchNorm", "BatchNormKyle"):
             continue
-        layer = net._layers[index[i]]
+        layer = net.layer_records[index[i]].layer
         mean_sum, var_sum, factor = (p.detach().cpu().double().numpy().reshape(-1)
                                      for p in layer.blob_params[:3])
         f = float(factor[0]) if factor.size else 0.0
@@ -201,10 +201,10 @@ def recompute(net, iterations: int, feed: Feed | None = None,
     """
     if iterations < 1:
         raise DecaffeError(f"iterations: must be at least 1, not {iterations}")
-    layers = [(li, layer) for li, layer in enumerate(net._layers)
-              if layer.type in ("BatchNorm", "BatchNormKyle")]
-    fork = [(li, layer) for li, layer in enumerate(net._layers)
-            if layer.type == "BN" and not layer.segnet]
+    layers = [(rec.index, rec.layer) for rec in net.layer_records
+              if rec.type in ("BatchNorm", "BatchNormKyle")]
+    fork = [(rec.index, rec.layer) for rec in net.layer_records
+            if rec.type == "BN" and not rec.layer.segnet]
     if not layers and not fork:
         raise DecaffeError("the net has no BatchNorm layer: nothing to recompute")
     batches = _batches(feed)

@@ -45,8 +45,8 @@ def _time(args) -> int:
     net = Net(args.model, phase, level=args.level, stages=parse_stages(args.stage))
     if args.weights:
         net.copy_from(args.weights)
-    n = len(net._layers)
-    names = list(net._layer_names)
+    names = [rec.name for rec in net.layer_records]
+    n = len(names)
 
     def sync() -> None:
         if net.device.type == "cuda":

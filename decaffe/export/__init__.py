@@ -150,8 +150,8 @@ def prepare(net, *, fold_bn: bool = False, input_shapes=None, end: str | None = 
     graph.deploy_changes = changes
     if folded is not None:  # the checks compare with the net as it was before folding
         graph.reference = original
-        last = net._layer_names[graph.end]
-        graph.reference_end = original._layer_names.index(last)
+        last = net.layer_records[graph.end].name
+        graph.reference_end = [rec.name for rec in original.layer_records].index(last)
     return graph, folded
 
 

@@ -146,30 +146,31 @@ def build_graph(net, end: str | None = None,
     Raises ExportError for a net without inputs, an unknown end layer or input name, and
     for any layer in the range that cannot be exported.
     """
-    names = list(net._layer_names)
+    records = net.layer_records
+    names = [rec.name for rec in records]
     if end is not None:
         if end not in names:
             raise ExportError(f"-end: no layer named '{end}'{suggest(end, names)}")
         last = names.index(end)
     else:
         last = len(names) - 1
-    blob_names = net._blob_names
+    blob_names = list(net.blobs)
+    blob_list = net._blobs
     # the index of each blob's last writer in the range: its value keeps the blob's name
     last_writer: dict[int, int] = {}
-    for li in range(last + 1):
-        for bid in net._top_idx[li]:
-            last_writer[bid] = li
+    for rec in records[:last + 1]:
+        for bid in rec.tops:
+            last_writer[bid] = rec.index
     current: dict[int, str] = {}
     used: set[str] = set()
 
-    input_blobs = {bid for li in range(last + 1) if net._layers[li].type == "Input"
-                   for bid in net._top_idx[li]}
+    input_blobs = {bid for rec in records[:last + 1] if rec.is_input for bid in rec.tops}
 
     def new_value(bid: int, li: int) -> str:
         blob = blob_names[bid]
         # inputs keep their blob's name even when a layer later writes the blob in place
         keep = (li == last_writer.get(bid) and bid not in input_blobs) or \
-            net._layers[li].type == "Input"
+            records[li].is_input
         name = blob if keep else f"{blob}/{names[li]}"
         k = 1
         base = name
@@ -184,29 +185,28 @@ def build_graph(net, end: str | None = None,
     nodes: list[Node] = []
     read_later: set[str] = set()
     blob_of: dict[str, str] = {}
-    for li in range(last + 1):
-        layer = net._layers[li]
+    for rec in records[:last + 1]:
+        li, layer = rec.index, rec.layer
         lp = net.net_param.layer[li]
-        bottoms = [current[bid] for bid in net._bottom_idx[li]]
+        bottoms = [current[bid] for bid in rec.bottoms]
         if layer.type == "Input":
-            for bid in net._top_idx[li]:
+            for bid in rec.tops:
                 v = new_value(bid, li)
                 current[bid] = v
                 blob_of[v] = blob_names[bid]
                 inputs.append(v)
-                input_shape_of[v] = tuple(net._blob_list[bid].shape)
+                input_shape_of[v] = tuple(blob_list[bid].shape)
             continue
         if layer.type == "Split":
-            for bid in net._top_idx[li]:
+            for bid in rec.tops:
                 current[bid] = bottoms[0]
             read_later.update(bottoms)
             continue
-        tops = [new_value(bid, li) for bid in net._top_idx[li]]
+        tops = [new_value(bid, li) for bid in rec.tops]
         read_later.update(bottoms)
         nodes.append(Node(li, lp.name, layer.type, lp, layer, bottoms, tops,
-                          [blob_names[b] for b in net._bottom_idx[li]],
-                          [blob_names[b] for b in net._top_idx[li]]))
-        for bid, v in zip(net._top_idx[li], tops):
+                          list(rec.bottom_names), list(rec.top_names)))
+        for bid, v in zip(rec.tops, tops):
             current[bid] = v
             blob_of[v] = blob_names[bid]
     if input_shapes:

@@ -189,7 +189,7 @@ def relative_difference(ref: np.ndarray, got: np.ndarray) -> float:
 def _zero_recurrent_state(net):
     """Run with every RNN/LSTM layer's carried state zeroed; restore it afterwards."""
     saved = []
-    for layer in net._layers:
+    for layer in (rec.layer for rec in net.layer_records):
         if hasattr(layer, "state_names") and hasattr(layer, "reset"):
             bufs = [getattr(layer, f"_carry{k}") for k in range(len(layer.state_names))]
             saved.append((layer, bufs))

@@ -165,7 +165,7 @@ class NetMixin:
     _set_input_arrays = set_input_arrays
 
     def _layer_checked(self, i: int) -> int:
-        n = len(self._layer_names)
+        n = len(self.layer_records)
         if not isinstance(i, (int, np.integer)) or not -n <= i < n:
             raise NetError(f"layer index {i!r} out of range for a net of {n} layers")
         return int(i) % n

@@ -57,8 +57,8 @@ class Sampler:
         out = []
         owned = {id(p) for p in net.learnable_params}
         seen: set[int] = set()
-        for li, layer in enumerate(net._layers):
-            name = net._layer_names[li]
+        for rec in net.layer_records:
+            name, layer = rec.name, rec.layer
             for k, prm in enumerate(layer.blob_params):
                 if id(prm) not in owned or id(prm) in seen or not prm.requires_grad:
                     continue
@@ -68,8 +68,9 @@ class Sampler:
 
     @staticmethod
     def _batch_norms(net, max_channels: int) -> list[_BNLayer]:
-        layers = [(li, layer) for li, layer in enumerate(net._layers)
-                  if layer.type == "BatchNorm" and layer.num_blobs >= 3]
+        records = net.layer_records
+        layers = [(rec.index, rec.layer) for rec in records
+                  if rec.type == "BatchNorm" and rec.layer.num_blobs >= 3]
         if not layers:
             return []
         # many BN layers (a ResNet): fewer channels each, so one sample stays small
@@ -80,14 +81,14 @@ class Sampler:
             stride = max(1, math.ceil(c / cap))
             index = None if stride == 1 else torch.arange(0, c, stride)
             scale, has_beta = None, False
-            if li + 1 < len(net._layers):
-                nxt = net._layers[li + 1]
-                tops = net._top_idx[li]
-                if (nxt.type == "Scale" and net._bottom_idx[li + 1][:1] == tops[:1]
+            if li + 1 < len(records):
+                nxt = records[li + 1].layer
+                tops = records[li].tops
+                if (nxt.type == "Scale" and records[li + 1].bottoms[:1] == tops[:1]
                         and nxt.num_blobs >= 1 and tuple(nxt.blob_params[0].shape) == (c,)):
                     scale = nxt
                     has_beta = nxt.num_blobs >= 2 and tuple(nxt.blob_params[1].shape) == (c,)
-            out.append(_BNLayer(net._layer_names[li], layer, c, index, stride, scale, has_beta))
+            out.append(_BNLayer(records[li].name, layer, c, index, stride, scale, has_beta))
         return out
 
     # -- on the device --------------------------------------------------------------------

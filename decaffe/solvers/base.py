@@ -625,17 +625,17 @@ class Solver:
     # -- debug info (Caffe's [Forward]/[Backward]/[Update] lines at display iterations) ---------
     def _debug_forward_backward(self) -> None:
         net = self.net
-        for li, layer in enumerate(net._layers):
-            name = net._layer_names[li]
-            for tname in net.top_names[name]:
+        for rec in net.layer_records:
+            name, layer = rec.name, rec.layer
+            for tname in rec.top_names:
                 t = net.blobs[tname].tensor("data")
                 log.info(f"    [Forward] Layer {name}, top blob {tname} data: "
                          f"{log.fmt(_asum_mean(t))}")
             for k, prm in enumerate(layer.blob_params):
                 log.info(f"    [Forward] Layer {name}, param blob {k} data: "
                          f"{log.fmt(_asum_mean(prm))}")
-        for li, layer in reversed(list(enumerate(net._layers))):
-            name = net._layer_names[li]
+        for rec in reversed(net.layer_records):
+            name, layer = rec.name, rec.layer
             for k, prm in enumerate(layer.blob_params):
                 if prm.grad is not None:
                     log.info(f"    [Backward] Layer {name}, param blob {k} diff: "
@@ -643,13 +643,14 @@ class Solver:
 
     def _debug_update(self) -> None:
         net = self.net
-        for (li, k), lid in net._param_owner_learnable.items():
-            prm = net.learnable_params[lid]
-            if net._layers[li].blob_params[k] is not prm:
-                continue
-            diff = _asum_mean(prm.grad) if prm.grad is not None else 0.0
-            log.info(f"    [Update] Layer {net._layer_names[li]}, param {k} data: "
-                     f"{log.fmt(_asum_mean(prm))}; diff: {log.fmt(diff)}")
+        for rec in net.layer_records:
+            for k, lid in enumerate(rec.param_ids):
+                prm = net.learnable_params[lid]
+                if rec.layer.blob_params[k] is not prm:
+                    continue
+                diff = _asum_mean(prm.grad) if prm.grad is not None else 0.0
+                log.info(f"    [Update] Layer {rec.name}, param {k} data: "
+                         f"{log.fmt(_asum_mean(prm))}; diff: {log.fmt(diff)}")
 
     # -- snapshots ----------------------------------------------------------------------------
     def snapshot(self) -> tuple[str, str]:
@@ -776,10 +777,10 @@ def _debug_string(param) -> str:
 
 def _forward_no_sync(net) -> torch.Tensor | None:
     """A forward pass without a graph, returning the weighted loss as a tensor (no host sync)."""
-    fwd = getattr(net, "_forward_range", None)
-    if fwd is None:
+    loss_pass = getattr(net, "_loss_pass", None)
+    if loss_pass is None:
         return torch.tensor(net.forward_loss())
-    return fwd(0, len(net._layers) - 1, record=False, grad=False)
+    return loss_pass(fuse=False)
 
 
 def _flat_outputs(net, outputs: list[str]) -> torch.Tensor:
@@ -812,11 +813,11 @@ def first_nonfinite_layer(net) -> tuple[str, str, str] | None:
     fwd = getattr(net, "_forward_range", None)
     blobs = net.blobs
     with torch.no_grad():
-        for li, layer in enumerate(net._layers):
-            name = net._layer_names[li]
+        for rec in net.layer_records:
+            li, name, layer = rec.index, rec.name, rec.layer
             if not getattr(layer, "is_data", False) and fwd is not None:
                 fwd(li, li, record=False, grad=False)
-            for tname in net.top_names[name]:
+            for tname in rec.top_names:
                 t = blobs[tname].tensor("data").detach()
                 if t.is_floating_point() and not bool(torch.isfinite(t).all()):
                     what = f"top '{tname}' has {_describe_nonfinite(t)}"

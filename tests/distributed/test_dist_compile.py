@@ -116,7 +116,7 @@ layer { name: "id" type: "Python" bottom: "x" top: "y"
 
 def test_a_compiler_failure_falls_back_to_eager_once(monkeypatch, capfd):
     def broken(fn, **kw):
-        def run():
+        def run(*inputs):
             raise RuntimeError("no C++ compiler here")
         return run
 

@@ -216,3 +216,10 @@ def test_read_net_accepts_text_and_upgrades():
 def test_read_solver_upgrades_solver_type():
     s = prototxt.read_solver('base_lr: 0.1\nsolver_type: NESTEROV\n')
     assert s.type == "Nesterov" and not s.HasField("solver_type")
+
+
+def test_a_suggestion_differing_only_in_case_comes_first():
+    from decaffe.errors import suggest
+
+    assert suggest("ReLu", ["SeLu", "ReLU6", "ReLU", "PReLU"]).startswith(" (did you mean 'ReLU', ")
+    assert suggest("Convolution", ["Deconvolution"]) == " (did you mean 'Deconvolution'?)"
