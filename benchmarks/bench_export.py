@@ -7,7 +7,9 @@ same number of threads (default 2). Each contender is warmed up, then the conten
 called in turn (so a machine slowing down affects all alike) and the median per pass is
 reported, with each one's ratio to decaffe eager (above 1: faster than decaffe eager).
 The ONNX export is the verified one of `decaffe export -onnx` (folded with -fold_bn for the
-"onnxruntime folded" column). Run:
+"onnxruntime folded" column). OpenVINO (CPU, f32, the threads given) and OpenCV's dnn
+(`readNetFromONNX`, cv2.setNumThreads) run the same ONNX file where they are installed
+(decaffe export -check ort,openvino,opencv checks them). Run:
 
     python benchmarks/bench_export.py [--iterations 10] [--batches 1,32] [--threads 2]
     python benchmarks/bench_export.py --nets resnet50 --batches 1 --iterations 3
@@ -21,6 +23,7 @@ import statistics
 import tempfile
 import time
 
+import cv2
 import numpy as np
 import torch
 
@@ -28,7 +31,7 @@ import decaffe
 from decaffe import export
 from decaffe.bn import fold
 from decaffe.export.pytorch_source import generate, instantiate
-from decaffe.export.verify import onnxruntime_session
+from decaffe.export.verify import onnxruntime_session, runtime_installed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ZOO = os.path.join(ROOT, "tests", "models", "zoo")
@@ -103,6 +106,21 @@ def bench(name: str, batch: int, iterations: int, threads: int, tmp: str) -> dic
         "onnxruntime": lambda: sess.run(None, {data: x}),
         "onnxruntime folded": lambda: sess_folded.run(None, {data: x}),
     }
+    if runtime_installed("openvino"):
+        import openvino as ov  # optional (the export extra)
+
+        core = ov.Core()
+        compiled = core.compile_model(onnx_path, "CPU", {"INFERENCE_PRECISION_HINT": "f32",
+                                                         "INFERENCE_NUM_THREADS": threads})
+        contenders["OpenVINO"] = lambda: compiled({data: x})
+    cv2.setNumThreads(threads)
+    cvnet = cv2.dnn.readNetFromONNX(onnx_path)
+
+    def run_cv():
+        cvnet.setInput(x, data)
+        cvnet.forward()
+
+    contenders["OpenCV dnn"] = run_cv
     return _median_times(contenders, iterations)
 
 
@@ -117,7 +135,8 @@ def main(argv=None) -> None:
     print(f"forward ms, median of {args.iterations} (CPU, {args.threads} threads; ratio = "
           "decaffe eager time / this time)")
     cols = ["decaffe eager", "decaffe folded", "generated PyTorch", "onnxruntime",
-            "onnxruntime folded"]
+            "onnxruntime folded", "OpenCV dnn"] + (["OpenVINO"] if runtime_installed("openvino")
+                                                 else [])
     print(f"{'net':<13} {'batch':>5} " + " ".join(f"{c:>24}" for c in cols))
     with tempfile.TemporaryDirectory() as tmp:
         for batch in (int(b) for b in args.batches.split(",")):

@@ -89,13 +89,16 @@ def deploy_net(path: str, batch: int | None = None, drop_softmax: bool = True):
     return net
 
 
-def export_all(net, tmp, forms=("onnx", "pytorch", "torch"), **opts) -> dict:
-    """Export net in each form (verified inside, tolerance 1e-4); returns the reports."""
+def export_all(net, tmp, forms=("onnx", "pytorch", "torch"), onnx_check=True, **opts) -> dict:
+    """Export net in each form (verified inside, tolerance 1e-4); returns the reports.
+    onnx_check: the runtimes the ONNX form runs in (to_onnx's check; "all": every
+    installed one of onnxruntime, OpenVINO and OpenCV's dnn)."""
     from decaffe import export
 
     out = {}
     if "onnx" in forms:
-        out["onnx"] = export.to_onnx(net, os.path.join(tmp, "net.onnx"), **opts)
+        out["onnx"] = export.to_onnx(net, os.path.join(tmp, "net.onnx"), check=onnx_check,
+                                     **opts)
     if "pytorch" in forms:
         out["pytorch"] = export.to_pytorch_source(net, os.path.join(tmp, "pt"), **opts)
     if "torch" in forms:

@@ -36,6 +36,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "fold_bn": ("fold_bn", "fold BatchNorm/Scale into the preceding layer's weights"),
     "bn_stats": ("bn_stats", "show or recompute BatchNorm statistics"),
     "export": ("export", "export a net to ONNX, torch.export or PyTorch source, verified"),
+    "deploy_net": ("deploy_net", "write the deploy form of a train_val/train_test prototxt"),
     "dashboard": ("dashboard", "serve a live page over run folders and Caffe training logs"),
 }
 

@@ -19,7 +19,10 @@ parameters and shapes:
   its order (DetectionOutputExport; adaptive NMS refused); in the generated PyTorch source an
   eager copy of the layer; the torch.export form refuses it (greedy NMS is not traceable),
   naming -end;
-- YOLO's detection outputs and Proposal are refused with the way out (-end).
+- YOLO's detection outputs (YoloDetectionOutput, Yolov3DetectionOutput): in ONNX, the
+  fork's decoding, a sort and one class-agnostic NonMaxSuppression, row for row
+  (YoloDetectionOutputExport); the torch forms refuse them;
+- Proposal is refused with the way out (-end).
 """
 
 from __future__ import annotations
@@ -124,7 +127,7 @@ class DetectionOutputExport(LayerExport):
             scores = b.op("Gather", [scores, b.ints(classes)], axis=1)  # [N, C', P]
         # NaN scores never pass the threshold: -inf keeps them out of TopK's first places
         scores = b.op("Where", [b.op("IsNaN", [scores]), b.scalar(-np.inf), scores])
-        vals, idx = b.op("TopK", [scores, b.ints([k_top])], 2, axis=2, largest=1, sorted=1)
+        vals, idx = self._stable_top_k(b, scores, p, k_top)
         valid = b.op("Greater", [vals, b.scalar(np.float32(layer.conf_threshold))])
         idx4 = b.op("Expand", [b.reshape(idx, [0, nc, k_top, 1]), b.ints([1, 1, 1, 4])])
         cand = b.op("GatherElements", [boxes, idx4], axis=2)           # [N, C', K, 4]
@@ -148,6 +151,45 @@ class DetectionOutputExport(LayerExport):
         b.reshape(out, [1, 1, -1, 7], top)
 
     # -- parts ----------------------------------------------------------------------------------
+    # above this many candidates per class the pairwise ordering below (K² comparisons per
+    # image and class) is not written and TopK's own tie order is relied on
+    PAIRWISE_LIMIT = 1024
+
+    @classmethod
+    def _stable_top_k(cls, b, scores: str, p: int, k: int) -> tuple[str, str]:
+        """The k best of each (image, class)'s p scores, descending, equal scores in index
+        order (the fork's std::stable_sort), with operators whose result does not depend on
+        a runtime's tie rule: ONNX TopK puts equal values lower index first, but OpenVINO's
+        does not (saturated scores of 1.0 came out in another order). Only TopK's values are
+        used: the k-th value t selects every score > t and the first (by index) of those = t
+        (CumSum); their order is each one's rank among them (pairwise comparisons), and a
+        TopK over distinct ranks. Returns (values, indices) of shape [N, C', k]."""
+        vals, idx = b.op("TopK", [scores, b.ints([k])], 2, axis=2, largest=1, sorted=1)
+        if k > cls.PAIRWISE_LIMIT:
+            return vals, idx
+        t = b.slice(vals, [k - 1], [k], [2])                              # [N, C', 1]
+        greater = b.op("Greater", [scores, t])
+        equal = b.op("Equal", [scores, t])
+        need = b.op("Sub", [b.scalar(float(k)), b.reduce(
+            "ReduceSum", b.op("Cast", [greater], to=1), [2], True)])
+        seen = b.op("CumSum", [b.op("Cast", [equal], to=1), b.ints([2])])
+        first = b.op("And", [equal, b.op("Not", [b.op("Greater", [seen, need])])])
+        chosen = b.op("Or", [greater, first])                             # k per row
+        # the chosen indices in ascending order: TopK over distinct keys p − index
+        key = b.op("Where", [chosen, b.const(np.arange(p, 0, -1, dtype=np.float32)),
+                             b.scalar(0.0)])
+        _, pos = b.op("TopK", [key, b.ints([k])], 2, axis=2, largest=1, sorted=1)
+        v = b.op("GatherElements", [scores, pos], axis=2)                 # [N, C', k]
+        vi = b.reshape(v, [0, 0, k, 1])
+        vj = b.reshape(v, [0, 0, 1, k])
+        lower = b.const(np.triu(np.ones((k, k), dtype=bool), 1), np.bool_)  # i < j
+        ahead = b.op("Or", [b.op("Greater", [vi, vj]),
+                            b.op("And", [b.op("Equal", [vi, vj]), lower])])
+        rank = b.reduce("ReduceSum", b.op("Cast", [ahead], to=1), [2], False)  # [N, C', k]
+        _, order = b.op("TopK", [rank, b.ints([k])], 2, axis=2, largest=0, sorted=1)
+        return (b.op("GatherElements", [v, order], axis=2),
+                b.op("GatherElements", [pos, order], axis=2))
+
     @staticmethod
     def _fallback(b, loc: str) -> str:
         """[N, 7] rows [i, -1, -1, -1, -1, -1, -1] (N from loc, so a symbolic batch holds)."""
@@ -223,16 +265,22 @@ class DetectionOutputExport(LayerExport):
 
     @staticmethod
     def _keep_top_k(b, layer, vals: str, keep: str, nc: int, k: int) -> str:
-        """The keep_top_k best kept detections of each image (ties in label, rank order)."""
+        """The keep_top_k best kept detections of each image (ties in label, rank order):
+        TopK's keep_top_k-th value t, then every kept score > t and the first (in label, rank
+        order, by CumSum) of those = t, so that no runtime's TopK tie rule decides."""
         total = nc * k
         flat_keep = b.reshape(keep, [0, total])
         ms = b.op("Where", [flat_keep, b.reshape(vals, [0, total]), b.scalar(-np.inf)])
-        _, top = b.op("TopK", [ms, b.ints([layer.keep_top_k])], 2, axis=1, largest=1,
+        top, _ = b.op("TopK", [ms, b.ints([layer.keep_top_k])], 2, axis=1, largest=1,
                       sorted=1)
-        ones = _filled(b, b.op("Shape", [top]), 1.0)
-        picked = b.op("ScatterElements", [_filled(b, b.op("Shape", [ms]), 0.0), top, ones],
-                      axis=1)
-        picked = b.op("Greater", [picked, b.scalar(0.0)])
+        t = b.slice(top, [layer.keep_top_k - 1], [layer.keep_top_k], [1])  # [N, 1]
+        greater = b.op("Greater", [ms, t])
+        equal = b.op("Equal", [ms, t])
+        need = b.op("Sub", [b.scalar(float(layer.keep_top_k)), b.reduce(
+            "ReduceSum", b.op("Cast", [greater], to=1), [1], True)])
+        seen = b.op("CumSum", [b.op("Cast", [equal], to=1), b.ints([1])])
+        first = b.op("And", [equal, b.op("Not", [b.op("Greater", [seen, need])])])
+        picked = b.op("Or", [greater, first])
         return b.reshape(b.op("And", [picked, flat_keep]), [0, nc, k])
 
     def torch(self, s, node) -> str:
@@ -309,12 +357,22 @@ class NormalizeExport(LayerExport):
                 f"{layer.across_spatial}, {layer.eps!r})")
 
 
-def _separable_matrices(node, in_shape, out_shape):
-    hw = (in_shape[2], in_shape[3], out_shape[2], out_shape[3])
-    try:
-        ah, aw = node.layer._matrices(hw)
-    except (TypeError, ValueError):  # layers whose matrices depend on the input size only
-        ah, aw = node.layer._matrices(hw[:2])
+def _separable_matrices(node, graph) -> tuple[np.ndarray, np.ndarray]:
+    """The layer's own (A_h, A_w) for the node's static shapes: each separable layer keys its
+    matrices differently (Interp by input, effective input and output sides; Resize by input
+    and output sides; BilinearInterpolate by input sides)."""
+    layer = node.layer
+    in_shape = graph.shape(node.bottoms[0])
+    out_shape = graph.shape(node.tops[0])
+    h, w = in_shape[2], in_shape[3]
+    if node.type == "Interp":
+        ref = graph.shape(node.bottoms[1]) if len(node.bottoms) > 1 else None
+        key = (h, w) + tuple(layer._out_size(tuple(in_shape), ref))
+    elif node.type == "Resize":
+        key = (h, w, out_shape[2], out_shape[3])
+    else:
+        key = (h, w)
+    ah, aw = layer._matrices(key)
     return np.asarray(ah, np.float32), np.asarray(aw, np.float32)
 
 
@@ -340,7 +398,7 @@ class SeparableResizeExport(LayerExport):
             b.op("Resize", [x, "", "", sizes], node.tops[0], mode="linear",
                  coordinate_transformation_mode="align_corners")
             return
-        ah, aw = _separable_matrices(node, b.shape(x), out)
+        ah, aw = _separable_matrices(node, b.graph)
         y = b.op("MatMul", [b.const(ah), x])
         b.op("MatMul", [y, b.const(aw.T)], node.tops[0])
 
@@ -350,26 +408,69 @@ class SeparableResizeExport(LayerExport):
         if self._plain_interp(node, s.graph):
             return (f"F.interpolate({s.v(x)}, size={_tuple(out[2:])}, mode='bilinear', "
                     "align_corners=True)")
-        ah, aw = _separable_matrices(node, s.shape(x), out)
+        ah, aw = _separable_matrices(node, s.graph)
         return (f"torch.matmul(torch.matmul({s.const(node, ah, 'rows')}, {s.v(x)}), "
                 f"{s.const(node, aw.T, 'cols')})")
 
 
 class UnpoolExport(LayerExport):
     """SegNet's unpooling (Upsample with a mask bottom, MaxUnPool): each value goes to the
-    flat position its MAX pooling's mask gives in a zero (N, C, H·W) top: ScatterElements."""
+    flat position its MAX pooling's mask gives in a zero (N, C, H·W) top. Behind a pooling
+    whose windows tile the plane (SegNet's and ENet's 2×2, stride 2) it is a comparison per
+    window offset; otherwise ScatterElements."""
 
     def onnx(self, b, node) -> None:
         x, mask = node.bottoms[:2]
         n, c = b.shape(x)[:2]
         out = b.shape(node.tops[0])
-        idx = b.op("Cast", [b.reshape(mask, [0, c, -1])], to=7)
+        # the pooling's int64 indices where the mask comes from a MAX pooling of the graph
+        idx = b.indices.get(mask) or b.op("Cast", [mask], to=7)
+        g = self._tiling_pool(b.graph, mask, out)
+        if g is not None:
+            return self._tiled(b, node, x, idx, g, out)
+        idx = b.reshape(idx, [0, c, -1])
         zeros = b.const(np.zeros((n, c, out[2] * out[3]), np.float32), hint="zeros")
         if b.graph.varies(x, 0):
             size = b.op("Concat", [b.slice(b.op("Shape", [idx]), [0], [1], [0]),
                                    b.ints([c, out[2] * out[3]])], axis=0)
             zeros = b.op("Expand", [b.const(np.zeros((1, c, 1), np.float32)), size])
         y = b.op("ScatterElements", [zeros, idx, b.reshape(x, [0, c, -1])], axis=2)
+        b.reshape(y, b.target(node.tops[0]), node.tops[0])
+
+    @staticmethod
+    def _tiling_pool(graph, mask: str, out) -> object | None:
+        """The geometry of the MAX pooling that wrote the mask when its windows tile the
+        plane (kernel = stride, no padding) and the unpooled plane is its bottom's size:
+        every index then lies in its own cell's window, and the unpooling is a per-window
+        comparison (no ScatterElements, whose version 16 converters refuse)."""
+        for node in graph.nodes:
+            if node.type == "Pooling" and len(node.tops) > 1 and node.tops[1] == mask:
+                shape = graph.shape(node.bottoms[0])
+                g = node.layer._geom(tuple(shape))
+                if (g.kernel == g.stride and g.pad == (0, 0) and tuple(shape[2:]) ==
+                        tuple(out[2:]) and not g.empty):
+                    return g
+        return None
+
+    @staticmethod
+    def _tiled(b, node, x: str, idx: str, g, out) -> None:
+        """top[h, w] = x[h // s, w // s] where that cell's index is h·W + w, else 0: each
+        window offset (dy, dx) compared at once ([N, C, Hp, s, Wp, s]), then cropped or
+        padded to the top's H × W."""
+        (sh, sw), (hp, wp) = g.stride, g.out
+        h, w = out[2], out[3]
+        rows = np.arange(hp)[:, None, None, None] * sh + np.arange(sh)[None, :, None, None]
+        cols = np.arange(wp)[None, None, :, None] * sw + np.arange(sw)[None, None, None, :]
+        where = b.const((rows * w + cols).astype(np.int64), np.int64)        # [Hp, s, Wp, s]
+        i6 = b.reshape(idx, [0, 0, hp, 1, wp, 1])
+        x6 = b.reshape(x, [0, 0, hp, 1, wp, 1])
+        y = b.op("Where", [b.op("Equal", [i6, where]), x6, b.scalar(0.0)])
+        y = b.reshape(y, [0, 0, hp * sh, wp * sw])
+        if (hp * sh, wp * sw) != (h, w):
+            y = b.slice(y, [0, 0], [min(h, hp * sh), min(w, wp * sw)], [2, 3])
+            if hp * sh < h or wp * sw < w:
+                y = b.op("Pad", [y, b.ints([0, 0, 0, 0, 0, 0, max(h - hp * sh, 0),
+                                            max(w - wp * sw, 0)]), b.scalar(0.0)])
         b.reshape(y, b.target(node.tops[0]), node.tops[0])
 
     def torch(self, s, node) -> str:
@@ -489,9 +590,170 @@ class AxpyExport(LayerExport):
         return f"{a}.reshape({a}.shape[0], {c}{', 1' * (nd - 2)}) * {x} + {y}"
 
 
-refuse_types("YOLO's detection output decodes boxes and keeps a data-dependent number of them "
-             "(NMS); export up to its inputs with -end and decode outside the graph",
-             "YoloDetectionOutput", "Yolov3DetectionOutput")
+@register_export("YoloDetectionOutput", "Yolov3DetectionOutput")
+class YoloDetectionOutputExport(LayerExport):
+    """eric612/MobileNet-YOLO's YoloDetectionOutput (YOLOv2) and Yolov3DetectionOutput as ONNX
+    (yolo_detection_output_layer.cpp, yolov3_detection_output_layer.cpp), rows as the fork
+    writes them:
+
+    1. every candidate in the fork's enumeration order (bottom, image, cell row-major,
+       anchor; YOLOv3 also class), decoded as decaffe.layers.yolo does: x = (col + σ(t0))/S,
+       y = (row + σ(t1))/S, w, h = exp(t2|t3)·bias/(S [· anchors_scale]); YOLOv2 scores
+       σ(t4)·max softmax (the first maximum's class), kept at ≥ confidence_threshold;
+       YOLOv3 scores σ(class)·σ(t4), one candidate per class, kept at > threshold;
+    2. all of them sorted by score (equal scores in enumeration order, not left to TopK's
+       tie rule up to DetectionOutputExport.PAIRWISE_LIMIT candidates) and one
+       class-agnostic NonMaxSuppression over every image's candidates together, as the
+       fork does, visiting them in that order (scores replaced by their rank); IoU ≥
+       nms_threshold suppresses (NonMaxSuppression suppresses above a threshold one float
+       below it), center-form boxes;
+    3. rows [0, class + 1, score, x − w/2, y − h/2, x + w/2, y + h/2] of the kept ones in
+       that order (image_id 0, the fork's quirk), or one row [i, −1, …] per image when no
+       candidate passes the threshold.
+
+    The torch forms refuse it (greedy NMS of a data-dependent size), naming -end."""
+
+    def refuse(self, node, graph) -> str | None:
+        if node.tops[0] not in graph.outputs:
+            return ("its top has a data-dependent number of rows and is read by a later "
+                    "layer; " + _end_hint(node, graph))
+        return None
+
+    def onnx(self, b, node) -> None:
+        layer = node.layer
+        v3 = node.type == "Yolov3DetectionOutput"
+        parts = [self._candidates_v3(b, layer, x, t) if v3 else self._candidates_v2(b, layer, x)
+                 for t, x in enumerate(node.bottoms)]
+        scores, boxes, labels = (b.op("Concat", [p[i] for p in parts], axis=0)
+                                 if len(parts) > 1 else parts[0][i] for i in range(3))
+        thresh = b.scalar(np.float32(layer.confidence_threshold))
+        valid = b.op("Greater" if v3 else "GreaterOrEqual", [scores, thresh])
+        scores = b.op("Where", [valid, scores, b.scalar(-np.inf)])
+        total = int(sum(self._count(b, layer, x, v3) for x in node.bottoms))
+        # equal scores in enumeration order, whatever the runtime's TopK tie rule
+        vals, order = DetectionOutputExport._stable_top_k(
+            b, b.reshape(scores, [1, 1, total]), total, total)
+        order = b.reshape(order, [total])
+        ok = b.op("Greater", [b.reshape(vals, [total]), b.scalar(-np.inf)])
+        boxes = b.op("Gather", [boxes, order], axis=0)                     # [M, 4] x, y, w, h
+        ranks = b.op("Where", [ok, b.const(np.arange(total, 0, -1, dtype=np.float32)),
+                               b.scalar(0.0)])
+        nms = np.float32(layer.nms_threshold)
+        if nms <= 0:  # every IoU (0 included) is >= the threshold: the best box alone stays
+            first = np.zeros(total, bool)
+            first[0] = True
+            kept = b.op("And", [ok, b.const(first, np.bool_)])
+        elif nms > 1:  # no IoU reaches it: every candidate stays
+            kept = ok
+        else:
+            thr = np.nextafter(nms, np.float32(-np.inf))
+            sel = b.op("NonMaxSuppression", [
+                b.reshape(boxes, [1, total, 4]), b.reshape(ranks, [1, 1, total]),
+                b.ints([total]), b.const(np.array([thr], np.float32)),
+                b.const(np.array([0.5], np.float32))], center_point_box=1)
+            where = b.op("Gather", [sel, b.ints([2])], axis=1)                   # [D, 1]
+            ones = _filled(b, b.slice(b.op("Shape", [sel]), [0], [1], [0]), 1.0)
+            kept = b.op("ScatterND", [_filled(b, b.ints([total]), 0.0), where, ones])
+            kept = b.op("Greater", [kept, b.scalar(0.0)])
+        at = b.reshape(b.op("NonZero", [kept]), [-1])
+        score = b.reshape(b.op("Gather", [b.reshape(vals, [total]), at], axis=0), [-1, 1])
+        label = b.op("Gather", [b.op("Gather", [labels, order], axis=0), at], axis=0)
+        label = b.reshape(b.op("Add", [label, b.scalar(1.0)]), [-1, 1])
+        box = b.op("Gather", [boxes, at], axis=0)
+        xy = b.slice(box, [0], [2], [1])
+        half = b.op("Div", [b.slice(box, [2], [4], [1]), b.scalar(2.0)])
+        zero = b.op("Mul", [score, b.scalar(0.0)])
+        rows = b.op("Concat", [zero, label, score, b.op("Sub", [xy, half]),
+                               b.op("Add", [xy, half])], axis=1)
+        batch_of = node.bottoms[-1] if v3 else node.bottoms[0]
+        fallback = DetectionOutputExport._fallback(b, batch_of)
+        both = b.op("Concat", [rows, fallback], axis=0)
+        count = b.slice(b.op("Shape", [rows]), [0], [1], [0])
+        images = b.slice(b.op("Shape", [fallback]), [0], [1], [0])
+        end = b.op("Where", [b.op("Equal", [count, b.ints([0])]), images, count])
+        top = node.tops[0]
+        b.dims[top] = {2: f"{node.name}_detections"}
+        b.reshape(b.op("Slice", [both, b.ints([0]), end, b.ints([0])]), [1, 1, -1, 7], top)
+
+    @staticmethod
+    def _count(b, layer, x, v3: bool) -> int:
+        n, _, side, _ = b.shape(x)
+        return n * side * side * layer.num_box * (layer.num_classes if v3 else 1)
+
+    @staticmethod
+    def _grid(side: int, num_box: int, classes: int = 0):
+        """col and row of each (row, col, anchor[, class]) position, float32."""
+        shape = (1, side, side, num_box) + ((classes,) if classes else ())
+        row = np.arange(side, dtype=np.float32).reshape((1, side, 1, 1) + (1,) * bool(classes))
+        col = np.arange(side, dtype=np.float32).reshape((1, 1, side, 1) + (1,) * bool(classes))
+        return np.broadcast_to(col, shape).copy(), np.broadcast_to(row, shape).copy()
+
+    def _candidates_v2(self, b, layer, x):
+        """(scores [M], boxes [M, 4], classes [M]) of one YOLOv2 map, enumeration order."""
+        n, c, side, _ = b.shape(x)
+        a, per, k = layer.num_box, c // layer.num_box, layer.num_classes
+        v = b.op("Transpose", [b.reshape(x, [n, a, per, side, side])], perm=[0, 3, 4, 1, 2])
+        t = [b.slice(v, [i], [i + 1], [4]) for i in range(5)]               # [N, S, S, A, 1]
+        logits = b.slice(v, [5], [5 + k], [4])
+        e = b.op("Exp", [b.op("Sub", [logits, b.reduce("ReduceMax", logits, [4], True)])])
+        prob = b.op("Div", [e, b.reduce("ReduceSum", e, [4], True)])
+        best = b.reduce("ReduceMax", prob, [4], True)
+        first = b.op("Where", [b.op("Equal", [prob, best]),
+                               b.const(np.arange(k, dtype=np.float32)), b.scalar(float(k))])
+        label = b.reduce("ReduceMin", first, [4], True)
+        score = b.op("Mul", [b.op("Sigmoid", [t[4]]), best])
+        col, row = self._grid(side, a)
+        biases = np.asarray(layer.biases[:2 * a], np.float32).reshape(a, 2)
+        box = self._box(b, t, col[..., None], row[..., None], side, biases[:, 0], biases[:, 1],
+                        float(side))
+        m = n * side * side * a
+        return b.reshape(score, [m]), b.reshape(box, [m, 4]), b.reshape(label, [m])
+
+    def _candidates_v3(self, b, layer, x, t_index: int):
+        """The same for one YOLOv3 map: a candidate per (cell, anchor, class)."""
+        n, _, side, _ = b.shape(x)
+        a, k = layer.num_box, layer.num_classes
+        length = 5 + k
+        flat = b.slice(b.reshape(x, [n, -1]), [0], [a * length * side * side], [1])
+        v = b.op("Transpose", [b.reshape(flat, [n, a, length, side, side])],
+                 perm=[0, 3, 4, 1, 2])                                         # N, S, S, A, L
+        t = [b.slice(v, [i], [i + 1], [4]) for i in range(5)]
+        cls = b.op("Sigmoid", [b.slice(v, [5], [length], [4])])
+        score = b.op("Mul", [cls, b.op("Sigmoid", [t[4]])])                  # [N, S, S, A, K]
+        col, row = self._grid(side, a)
+        anchors = [layer.mask[i + t_index * layer.groups] for i in range(a)]
+        biases = np.asarray(layer.biases, np.float32).reshape(-1, 2)[anchors]
+        scale = float(np.float32(side * layer.anchors_scale[t_index]))
+        box = self._box(b, t, col[..., None], row[..., None], side, biases[:, 0], biases[:, 1],
+                        scale)                                                 # N, S, S, A, 4
+        box = b.op("Expand", [b.reshape(box, [n, side, side, a, 1, 4]),
+                              b.ints([1, 1, 1, 1, k, 4])])
+        m = n * side * side * a * k
+        label = b.const(np.broadcast_to(np.arange(k, dtype=np.float32),
+                                        (n, side, side, a, k)).reshape(-1))
+        return b.reshape(score, [m]), b.reshape(box, [m, 4]), label
+
+    @staticmethod
+    def _box(b, t, col, row, side, bw, bh, scale):
+        """[x, y, w, h] in the fork's order of float operations: (col + σ)/S, exp·bias/scale."""
+        s = b.scalar(float(side))
+        x = b.op("Div", [b.op("Add", [b.const(col), b.op("Sigmoid", [t[0]])]), s])
+        y = b.op("Div", [b.op("Add", [b.const(row), b.op("Sigmoid", [t[1]])]), s])
+        a = len(bw)
+        w = b.op("Div", [b.op("Mul", [b.op("Exp", [t[2]]),
+                                      b.const(np.asarray(bw, np.float32).reshape(a, 1))]),
+                         b.scalar(scale)])
+        h = b.op("Div", [b.op("Mul", [b.op("Exp", [t[3]]),
+                                      b.const(np.asarray(bh, np.float32).reshape(a, 1))]),
+                         b.scalar(scale)])
+        return b.op("Concat", [x, y, w, h], axis=-1)
+
+    def torch(self, s, node) -> str:
+        raise node.fail(f"the torch forms (-torch, -pytorch) cannot carry {node.type}: its "
+                        "greedy NMS keeps a data-dependent number of boxes; the ONNX form "
+                        "(-onnx, NonMaxSuppression) exports it, or " + _end_hint(node, s.graph))
+
+
 refuse_types("an evaluation or training-only layer (it scores against labels or picks training "
              "examples), not part of a deploy graph; stop before it with -end",
              "DetectionEvaluate", "SegAccuracy", "BoxAnnotatorOHEM")
@@ -721,14 +983,34 @@ def _onnx_roi_features(b, x: str, rois: str) -> tuple[str, str]:
     return r, b.op("Gather", [x, b.reshape(idx, [-1])], axis=0)
 
 
+# ROI extents up to this many times the feature map's side (plus a margin) take their bin
+# size from a table; proposals are clipped to the image, so real ROIs stay far below it
+_ROI_TABLE_SIDES, _ROI_TABLE_MARGIN = 4, 64
+
+
 def _onnx_roi_bins(b, start: str, end: str, pooled: int, size: int):
-    """ONNX form of runtime.caffe_roi_bins: (R, pooled, size) masks, (R, pooled) non-empty."""
+    """ONNX form of runtime.caffe_roi_bins: (R, pooled, size) masks, (R, pooled) non-empty.
+
+    Caffe's bin size is the float32 quotient extent / pooled, and floor/ceil of its
+    multiples decide the bins' edges, so it must be that exact quotient: OpenVINO computes
+    every Div as a multiplication by the reciprocal (one ulp off, and ceil(6 · 7/6) became
+    8, not 7, moving a bin of Fast R-CNN's ROIs). The extent is a whole number, so the
+    quotient comes from a table computed here in float32 for extents 1..E (E four times the
+    side plus 64); only larger extents divide in the graph. Products k · bin are Mul."""
     one = b.scalar(1.0)
-    extent = b.op("Max", [b.op("Add", [b.op("Sub", [end, start]), one]), one])
-    bin_size = b.op("Div", [extent, b.scalar(float(pooled))])  # (R, 1)
+    extent = b.op("Max", [b.op("Add", [b.op("Sub", [end, start]), one]), one])  # (R, 1)
+    top = _ROI_TABLE_SIDES * size + _ROI_TABLE_MARGIN
+    table = b.const(np.arange(1, top + 1, dtype=np.float32) / np.float32(pooled),
+                    hint="bin_sizes")
+    row = b.op("Cast", [b.op("Sub", [b.op("Min", [extent, b.scalar(float(top))]), one])],
+               to=7)
+    looked = b.op("Gather", [table, row], axis=0)                          # (R, 1)
+    bin_size = b.op("Where", [b.op("Greater", [extent, b.scalar(float(top))]),
+                              b.op("Div", [extent, b.scalar(float(pooled))]), looked])
     k = b.const(np.arange(pooled, dtype=np.float32)[None])
+    k1 = b.const(np.arange(1, pooled + 1, dtype=np.float32)[None])
     lo = b.op("Add", [b.op("Floor", [b.op("Mul", [k, bin_size])]), start])
-    hi = b.op("Add", [b.op("Ceil", [b.op("Mul", [b.op("Add", [k, one]), bin_size])]), start])
+    hi = b.op("Add", [b.op("Ceil", [b.op("Mul", [k1, bin_size])]), start])
     lo, hi, mask = _onnx_cell_mask(b, lo, hi, size)
     return mask, b.op("Greater", [hi, lo])
 

@@ -65,6 +65,14 @@ class ExportGraph:
     # the net the checks compare with, and its last layer (the unfolded net with fold_bn)
     reference: Any = None
     reference_end: int = -1
+    # {MAX pooling mask top: the int64 value holding its indices} of the last ONNX model built
+    onnx_indices: dict[str, str] = field(default_factory=dict)
+    # how a train_val net was made its deploy form (decaffe.export.deploy), one line each
+    deploy_changes: list[str] = field(default_factory=list)
+
+    def readers(self, value: str) -> list[tuple[Node, int]]:
+        """The (node, bottom position) pairs that read a value."""
+        return [(n, j) for n in self.nodes for j, b in enumerate(n.bottoms) if b == value]
 
     def shape(self, value: str) -> tuple[int, ...]:
         return self.shapes[value]

@@ -436,7 +436,10 @@ def _pool_onnx(b, x: str, method: int, g, out: str | None) -> str:
         rescale = False
     last = not crop and not fix and not (method == _POOL.AVE and rescale)
     y_out = out if last else None
-    if any(pp >= kk for pp, kk in zip(pads, k + k)):  # onnxruntime wants pads below the kernel
+    uneven = method != _POOL.MAX and pads[:2] != pads[2:]
+    # onnxruntime wants pads below the kernel; converters (onnx2torch) refuse AveragePool with
+    # uneven pads: an explicit Pad of zeros is the same window sums (count_include_pad)
+    if uneven or any(pp >= kk for pp, kk in zip(pads, k + k)):
         fill = -np.inf if method == _POOL.MAX else 0.0
         x = b.op("Pad", [x, b.ints([0, 0] + pads[:2] + [0, 0] + pads[2:]), b.scalar(fill)])
         pads = [0, 0, 0, 0]
@@ -524,7 +527,9 @@ class PoolingExport(LayerExport):
 
 def _max_pool_mask_onnx(b, x: str, g, tops) -> None:
     """MAX pooling with Caffe's argmax mask top: the flat index h·W + w into the bottom's
-    plane (a float), −1 (and −FLT_MAX) where a window holds no image pixel."""
+    plane, −1 (and −FLT_MAX) where a window holds no image pixel. The indices stay int64
+    (b.indices) for unpooling; the float mask Caffe's blob holds is written only where an
+    output or another layer reads it."""
     k, s = list(g.kernel), list(g.stride)
     h, w = g.size
     wp = w + g.pad[1] + max(g.after[1], 0)
@@ -537,29 +542,38 @@ def _max_pool_mask_onnx(b, x: str, g, tops) -> None:
     full = [(n + pp + a - kk) // ss + 1 for n, pp, a, kk, ss in
             zip(g.size, g.pad, [max(a, 0) for a in g.after], k, s)]
     y, idx = b.op("MaxPool", [x], 2, kernel_shape=k, strides=s, pads=pads)
+
+    def i64(v):
+        return b.const(np.int64(v), np.int64)
+
     if explicit:
         hp = h + g.pad[0] + max(g.after[0], 0)
-        plane = b.op("Mod", [idx, b.const(np.int64(hp * wp), np.int64)])
-        row = b.op("Sub", [b.op("Div", [plane, b.const(np.int64(wp), np.int64)]),
-                           b.const(np.int64(g.pad[0]), np.int64)])
-        col = b.op("Sub", [b.op("Mod", [plane, b.const(np.int64(wp), np.int64)]),
-                           b.const(np.int64(g.pad[1]), np.int64)])
-        idx = b.op("Add", [b.op("Mul", [row, b.const(np.int64(w), np.int64)]), col])
+        plane = b.op("Mod", [idx, i64(hp * wp)])
+        row = b.op("Sub", [b.op("Div", [plane, i64(wp)]), i64(g.pad[0])])
+        col = b.op("Sub", [b.op("Mod", [plane, i64(wp)]), i64(g.pad[1])])
+        idx = b.op("Add", [b.op("Mul", [row, i64(w)]), col])
     else:  # onnxruntime counts over the whole (unpadded) tensor
-        idx = b.op("Mod", [idx, b.const(np.int64(h * w), np.int64)])
-    mask = b.op("Cast", [idx], to=1)
+        idx = b.op("Mod", [idx, i64(h * w)])
     if tuple(full) != tuple(g.out):
         y = b.slice(y, [0, 0], list(g.out), [2, 3])
-        mask = b.slice(mask, [0, 0], list(g.out), [2, 3])
+        idx = b.slice(idx, [0, 0], list(g.out), [2, 3])
     rows, cols = _empty(g)
     if rows or cols:
         hole = np.zeros(g.out, dtype=bool)
         hole[rows, :] = True
         hole[:, cols] = True
         y = b.op("Where", [b.const(hole, np.bool_), b.scalar(-FLT_MAX), y])
-        mask = b.op("Where", [b.const(hole, np.bool_), b.scalar(-1.0), mask])
+        idx = b.op("Where", [b.const(hole, np.bool_), i64(-1), idx])
     b.identity(y, tops[0])
-    b.identity(mask, tops[1])
+    b.indices[tops[1]] = idx
+    if tops[1] in b.graph.outputs or any(
+            not _unpools(n, j) for n, j in b.graph.readers(tops[1])):
+        b.op("Cast", [idx], tops[1], to=1)
+
+
+def _unpools(node, position: int) -> bool:
+    """Whether the node reads a MAX pooling mask as unpooling indices (bottom 1)."""
+    return node.type in ("Upsample", "MaxUnPool") and position == 1
 
 
 @register_export("SPP")

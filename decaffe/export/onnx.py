@@ -44,7 +44,9 @@ OP_MIN_OPSET = {
     "ScatterND": 11,
     "ScatterElements": 11,
     "GatherND": 11,
+    "CumSum": 11,
 }
+_OR_EQUAL = {"GreaterOrEqual": "Greater", "LessOrEqual": "Less"}
 # operators whose axes turned from an attribute into an input at opset 18
 _REDUCE_AXES_INPUT_18 = {"ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1",
                          "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare"}
@@ -59,39 +61,43 @@ def _onnx():
     return onnx
 
 
-@functools.lru_cache(maxsize=1)
-def onnxruntime_max_opset() -> int | None:
-    """The highest ai.onnx opset the installed onnxruntime loads (None without onnxruntime)."""
-    try:
-        import onnxruntime as ort  # optional (the export extra)
-    except ImportError:
-        return None
-    onnx = _onnx()
-    from onnx import TensorProto, helper  # onnx is optional (the export extra)
-
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
-    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "probe", [x], [y])
-    for opset in range(onnx.defs.onnx_opset_version(), MIN_OPSET - 1, -1):
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-        try:
-            ort.InferenceSession(model.SerializeToString(),
-                                 providers=["CPUExecutionProvider"])
-        except Exception:
-            continue
-        return opset
-    return None
+# The default opset's floor: opset 17 is what TensorRT 8.6+, OpenVINO, OpenCV 5's dnn and
+# onnx2torch all read, and it has every operator form decaffe writes (LayerNormalization
+# aside); newer opsets only raise operator versions (Conv-22) that older runtimes refuse.
+DEFAULT_OPSET = 17
 
 
 def default_opset() -> int:
-    """The highest opset both onnx and onnxruntime support (onnx's alone without onnxruntime),
-    and at least 17."""
+    """The floor of the default opset (DEFAULT_OPSET); build_default raises it only for a
+    layer whose operators need more."""
+    return DEFAULT_OPSET
+
+
+class OpsetTooLow(ExportError):
+    """A layer's operator needs a newer opset than the one being written."""
+
+    def __init__(self, message: str, needed: int, layer: str | None,
+                 type: str | None) -> None:
+        super().__init__(message, layer=layer, type=type)
+        self.needed = needed
+
+
+def build_default(graph: ExportGraph) -> tuple:
+    """(model, opset, reason) at the default opset: the lowest at least DEFAULT_OPSET at which
+    every layer's operators exist (reason names the layer that needed more, else "")."""
     onnx = _onnx()
-    best = onnx.defs.onnx_opset_version()
-    ort_max = onnxruntime_max_opset()
-    if ort_max is not None:
-        best = min(best, ort_max)
-    return max(best, 17)
+    opset, reason = DEFAULT_OPSET, ""
+    while True:
+        try:
+            model = build_model(graph, opset)
+        except OpsetTooLow as e:
+            if e.needed <= opset or e.needed > onnx.defs.onnx_opset_version():
+                raise
+            opset = e.needed
+            reason = f"layer '{e.layer}' ({e.type}) needs opset {opset}"
+            continue
+        check_model(model)
+        return model, opset, reason
 
 
 class OnnxBuilder:
@@ -108,6 +114,10 @@ class OnnxBuilder:
         self.node: Node | None = None
         # {value: {axis: name}}: output axes whose size the data decides (DetectionOutput)
         self.dims: dict[str, dict[int, str]] = {}
+        # {MAX pooling mask top: its int64 index value}: unpooling reads the indices as
+        # integers (never through float, which bf16 inference rounds), and the check reads
+        # the runtime's choices of near-tied maxima from them
+        self.indices: dict[str, str] = {}
 
     # -- names ----------------------------------------------------------------------------------
     def fresh(self, hint: str = "t") -> str:
@@ -130,8 +140,8 @@ class OnnxBuilder:
     def need(self, op_type: str, opset: int, why: str = "") -> None:
         if self.opset < opset:
             what = f"ONNX {op_type}{' (' + why + ')' if why else ''}"
-            raise ExportError(f"{what} needs opset {opset} or newer; -opset {self.opset} is too "
-                              "low", layer=self.node.name if self.node else None,
+            raise OpsetTooLow(f"{what} needs opset {opset} or newer; -opset {self.opset} is too "
+                              "low", opset, layer=self.node.name if self.node else None,
                               type=self.node.type if self.node else None)
 
     def op(self, op_type: str, inputs: list[str], out: str | list[str] | int | None = None,
@@ -139,7 +149,15 @@ class OnnxBuilder:
         """Add one operator; returns its output name (or names when out is a count/list)."""
         from onnx import helper  # onnx is optional (the export extra)
 
-        self.need(op_type, OP_MIN_OPSET.get(op_type, MIN_OPSET))
+        if not (op_type == "ReduceSum" and "axes" in attrs):  # the attribute form: any opset
+            self.need(op_type, OP_MIN_OPSET.get(op_type, MIN_OPSET))
+        if op_type in _OR_EQUAL and self.opset >= 16:
+            # GreaterOrEqual/LessOrEqual became version 16 at opset 16 (bfloat16), which
+            # converters such as onnx2torch refuse: Or(Greater, Equal) is the same predicate
+            # (NaN included) in operators of version 13
+            a, c = inputs
+            strict = self.op(_OR_EQUAL[op_type], [a, c])
+            return self.op("Or", [strict, self.op("Equal", [a, c])], out)
         if out is None:
             outs = [self.fresh(op_type.lower())]
         elif isinstance(out, int):
@@ -200,7 +218,8 @@ class OnnxBuilder:
 
     def reduce(self, op_type: str, x: str, axes, keepdims: bool, out: str | None = None) -> str:
         axes = [int(a) for a in axes]
-        if op_type == "ReduceSum" or (op_type in _REDUCE_AXES_INPUT_18 and self.opset >= 18):
+        if (op_type == "ReduceSum" and self.opset >= 13) or (
+                op_type in _REDUCE_AXES_INPUT_18 and self.opset >= 18):
             return self.op(op_type, [x, self.ints(axes)], out, keepdims=int(keepdims))
         return self.op(op_type, [x], out, axes=axes, keepdims=int(keepdims))
 
@@ -238,6 +257,7 @@ def build_model(graph: ExportGraph, opset: int) -> onnx.ModelProto:
         b.node = node
         ex.onnx(b, node)
     b.node = None
+    graph.onnx_indices = dict(b.indices)
 
     def info(v: str):
         shape = list(graph.shapes[v])
@@ -259,7 +279,10 @@ def build_model(graph: ExportGraph, opset: int) -> onnx.ModelProto:
                           initializer=b.initializers)
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)],
                               producer_name="decaffe", producer_version=_version())
-    model.ir_version = min(model.ir_version, _max_ir_version())
+    # the IR version the opset needs (8 for opset 17), not the newest onnx writes: runtimes
+    # that bundle an older onnxruntime (pnnx's) or parser refuse newer IR versions
+    needed = helper.find_min_ir_version_for(list(model.opset_import), True)
+    model.ir_version = min(max(needed, 7), _max_ir_version())
     return model
 
 
@@ -289,6 +312,18 @@ def _max_ir_version() -> int:
             continue
         return ir
     return best
+
+
+def with_outputs(path: str, values: dict[str, str], graph: ExportGraph) -> object:
+    """The model at path with these int64 values (of {top: value}) as extra outputs."""
+    onnx = _onnx()
+    from onnx import TensorProto, helper  # onnx is optional (the export extra)
+
+    model = onnx.load(path)
+    for top, v in values.items():
+        model.graph.output.append(helper.make_tensor_value_info(
+            v, TensorProto.INT64, list(graph.shapes[top]) if not graph.dynamic_batch else None))
+    return model
 
 
 def check_model(model, path: str | None = None) -> None:

@@ -324,3 +324,28 @@ def test_detection_output_needs_opset_11(tmp_path):
         to_onnx(net, str(tmp_path / "det.onnx"), opset=10)
     assert not list(tmp_path.iterdir())
     assert to_onnx(net, str(tmp_path / "det.onnx"), opset=11).verified
+
+
+@pytest.mark.parametrize("detection", [
+    NMS + "code_type: CENTER_SIZE keep_top_k: 400 confidence_threshold: 0.3"])
+def test_tied_scores_keep_index_order_in_every_runtime(detection, tmp_path):
+    """Scores of exactly 1.0 tie (a Threshold in place of the Softmax makes them 0 or 1 in
+    every implementation): the rows keep the fork's stable order in every runtime (OpenVINO's
+    TopK orders equal values its own way; the graph does not rely on it). keep_top_k does not
+    cut here: there decaffe follows libstdc++'s std::sort for equal scores, which the graph
+    does not (docs/compat.md)."""
+    from decaffe.export.verify import check_runtimes, random_inputs
+
+    text = ssd_text(detection=detection).replace(
+        'type: "Softmax" bottom: "mbox_conf_reshape" top: "mbox_conf_softmax" softmax_param { '
+        'axis: 2 }', 'type: "Threshold" bottom: "mbox_conf_reshape" top: "mbox_conf_softmax"')
+    assert '"Threshold"' in text
+    net = caffe.Net(prototxt.read_net(text), phase=caffe.TEST)
+    randomize(net, seed=3)
+    report = to_onnx(net, str(tmp_path / "ssd.onnx"), check="all")
+    assert report.verified and tuple(report.by_runtime) == check_runtimes("all")
+    for k, v in random_inputs(report.graph, 0).items():
+        net.blobs[k].data[...] = v
+    rows = net.forward()["detection_out"].reshape(-1, 7)
+    labels, counts = np.unique(rows[rows[:, 2] == 1.0, 1], return_counts=True)
+    assert counts.max() >= 2  # equal scores within a label: their order is the tie rule

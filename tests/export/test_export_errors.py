@@ -61,12 +61,17 @@ def test_loss_and_data_layers_are_refused_with_the_way_out(tmp_path):
                            'bottom: "conv" bottom: "label" top: "loss" } ')
     text = text.replace("dim: 6 dim: 6", "dim: 3 dim: 3")
     net = _net(text)
-    for msg in _every_form(net, tmp_path):
+    for msg in _every_form(net, tmp_path, end="loss"):  # asked to export the loss itself
         assert "layer 'loss': (SoftmaxWithLoss)" in msg and "-end" in msg
     assert _left(tmp_path) == []
     # -end stops before it: the rest exports
     report = to_onnx(net, str(tmp_path / "n.onnx"), end="conv")
     assert report.verified and report.graph.outputs == ["conv"]
+    # without -end the net is exported as its deploy form (the loss dropped)
+    report = to_onnx(net, str(tmp_path / "d.onnx"))
+    assert report.verified and report.graph.outputs == ["conv"]
+    assert report.graph.deploy_changes == ["dropped layer 'loss' (SoftmaxWithLoss): a loss or "
+                                           "scoring layer"]
 
 
 def test_layer_type_without_exporter(tmp_path, monkeypatch):
@@ -152,7 +157,7 @@ def test_any_loss_layer_is_refused_by_its_kind(tmp_path, monkeypatch):
                '"data" bottom: "l" top: "loss" }')
     monkeypatch.delitem(NOT_EXPORTED, "EuclideanLoss")
     with pytest.raises(ExportError, match=r"layer 'loss': \(EuclideanLoss\) a loss or accuracy"):
-        to_onnx(net, str(tmp_path / "n.onnx"))
+        to_onnx(net, str(tmp_path / "n.onnx"), end="loss")
 
 
 def test_registering_a_type_twice_is_an_error():

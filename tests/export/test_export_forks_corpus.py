@@ -1,7 +1,8 @@
 """Every deploy/test net of the forks' corpus (tests/models/forks, read through
 tests/fork_corpus.py) that decaffe builds exports to ONNX, to a torch.export program and to
 PyTorch source, each matching decaffe within 1e-4 relative on random weights and inputs
-(checked inside the exporters; export_all asserts each form was verified).
+(checked inside the exporters; export_all asserts each form was verified). The ONNX form
+runs in every installed runtime of onnxruntime, OpenVINO (f32) and OpenCV's dnn.
 
 Deploy nets are those whose TEST phase has no loss or accuracy layer. Data layers become
 Inputs at the smallest size the net takes (as tests/core/test_fork_corpus.py builds them;
@@ -10,9 +11,9 @@ unit deviation: nets whose BN is merged into their convolutions otherwise reach 
 of 1e7, where no two float32 implementations agree on a final Softmax.
 Layers with a data-dependent output count (DetectionOutput, YOLO's detection outputs,
 Proposal and py-faster-rcnn's Python proposal layer) are refused by the exporter (SSD's
-DetectionOutput by the torch.export form only; tests/export/test_export_detection.py covers
-its ONNX and PyTorch-source forms), so those nets export up to the layer before the first
-of them. A net decaffe cannot build is skipped
+DetectionOutput by the torch.export form only, YOLO's by both torch forms;
+tests/export/test_export_detection.py and test_export_yolo.py cover their ONNX forms), so
+those nets export up to the layer before the first of them. A net decaffe cannot build is skipped
 with the reason; a net that builds and fails to export fails. One net per repository (its
 smallest) runs by default, the rest with DECAFFE_SLOW=1."""
 
@@ -148,7 +149,7 @@ CASES = [pytest.param(p, marks=[] if p in SAMPLE else SLOW, id=p) for p in PATHS
 @pytest.mark.parametrize("path", CASES)
 def test_fork_deploy_net_exports_in_every_form(path, tmp_path):
     net, end = _build(path)
-    reports = export_all(net, str(tmp_path), end=end)
+    reports = export_all(net, str(tmp_path), end=end, onnx_check="all")
     assert set(reports) == {"onnx", "pytorch", "torch"}
     if end is None:
         # an input no layer reads (an unused label) is no output of the exported graph

@@ -1,7 +1,9 @@
 """Every deploy net of the corpus (tests/models: BVLC Caffe's and the model zoo's nets with
 Input layers) that decaffe builds exports to ONNX, to a torch.export program and to PyTorch
 source, each matching decaffe within 1e-4 relative on random weights and inputs (checked
-inside the exporters; export_all asserts each form was verified). Small inputs where the net
+inside the exporters; export_all asserts each form was verified). The ONNX form runs in
+every installed runtime of onnxruntime, OpenVINO (f32) and OpenCV 5's dnn, at the default
+opset (17 for all of them). Small inputs where the net
 allows; the nets whose fully connected layers fix a large input, and the deep ones, are slow
 tests (a sample of every family runs by default)."""
 
@@ -17,6 +19,7 @@ from export_helpers import SLOW as SLOW_MARKS
 from export_helpers import deploy_net, export_all
 
 from decaffe.errors import NetError
+from decaffe.export.verify import check_runtimes
 from decaffe.formats import prototxt
 
 # smaller inputs than the prototxt's where the net's layers allow them
@@ -63,8 +66,11 @@ def test_deploy_net_exports_in_every_form(path, tmp_path):
     types = [ly.type for ly in net.layers]
     # torch.export refuses SSD's DetectionOutput (greedy NMS): all three forms stop before it
     end = names[types.index("DetectionOutput") - 1] if "DetectionOutput" in types else None
-    reports = export_all(net, str(tmp_path), input_shapes=SMALL.get(path), end=end)
+    reports = export_all(net, str(tmp_path), input_shapes=SMALL.get(path), end=end,
+                         onnx_check="all")
     assert set(reports) == {"onnx", "pytorch", "torch"}
+    assert tuple(reports["onnx"].by_runtime) == check_runtimes("all")
+    assert reports["onnx"].opset == 17
     if end is None:
         assert reports["onnx"].graph.outputs == sorted(net.outputs)
     shutil.rmtree(tmp_path, ignore_errors=True)  # a big net's three exports: GBs over a run
