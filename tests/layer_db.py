@@ -1635,6 +1635,7 @@ LAYERS: dict[str, LayerInfo] = {
     "YoloDetectionOutput": LayerInfo(
         covered_by='tests/layers/test_fork_detection_yolo.py',
         shapes_in_forward=True,
+        exports=True,  # ONNX only: tests/export/test_export_yolo.py
     ),
     "YoloSeg": LayerInfo(
         covered_by='tests/layers/test_fork_misc.py',
@@ -1645,5 +1646,6 @@ LAYERS: dict[str, LayerInfo] = {
     "Yolov3DetectionOutput": LayerInfo(
         covered_by='tests/layers/test_fork_detection_yolo.py',
         shapes_in_forward=True,
+        exports=True,  # ONNX only: tests/export/test_export_yolo.py
     ),
 }
