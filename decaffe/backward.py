@@ -29,7 +29,7 @@ current data (Caffe would read the zero-filled state of a layer that never ran).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 
@@ -195,7 +195,13 @@ def from_blobs(layer: Layer, bottoms: Sequence[Blob], tops: Sequence[Blob],
         summed[id(blob)] = (blob, g)
     for blob, g in summed.values():
         blob.set_diff(g)
-    for p, g in grads:
+    add_param_grads(grads)
+
+
+def add_param_grads(pairs: Iterable[tuple[torch.Tensor, torch.Tensor | None]]) -> None:
+    """Accumulate each (parameter, gradient) into parameter.grad, as Caffe adds to a param
+    blob's diff; a None gradient (none reached the parameter) adds nothing."""
+    for p, g in pairs:
         if g is None:
             continue
         if p.grad is None:

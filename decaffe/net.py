@@ -968,13 +968,7 @@ class Net(torch.nn.Module):
         for bid, g in summed.items():
             # may alias the top's diff through a view (Reshape, Flatten): so does Caffe's
             blobs[bid].set_diff(g.detach())
-        for p, g in zip(want_p, got[len(want_b):]):
-            if g is None:
-                continue
-            if p.grad is None:
-                p.grad = g.detach().clone()
-            else:
-                p.grad.add_(g)
+        _backward.add_param_grads(zip(want_p, got[len(want_b):]))
 
     # -- pycaffe: forward / backward ----------------------------------------------------------
     def _layer_index(self, name: str) -> int:
