@@ -85,6 +85,9 @@ class Dashboard:
         self.heartbeat = heartbeat
         self.static = load_static()
         self.streams = 0  # open event streams (a test checks they end with their client)
+        # set when the server stops: open streams end at their next poll instead of being
+        # cancelled by uvicorn's graceful-shutdown timeout (which logs a traceback)
+        self.closing = False
         routes = [
             Route("/", self.page, methods=["GET", "HEAD"]),
             Route("/static/{name}", self.asset, methods=["GET", "HEAD"]),
@@ -226,7 +229,7 @@ class Dashboard:
             quiet = 0.0
             while True:
                 await asyncio.sleep(self.poll_interval)
-                if await request.is_disconnected():
+                if self.closing or await request.is_disconnected():
                     return
                 quiet += self.poll_interval
                 for s in self.sources:

@@ -70,7 +70,7 @@ class Server:
         self.sock.listen(64)
         self.port = self.sock.getsockname()[1]
         config = uvicorn.Config(self.dashboard, log_level="warning", access_log=False,
-                                lifespan="off", timeout_graceful_shutdown=1)
+                                lifespan="off", timeout_graceful_shutdown=2)
         self._server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None
 
@@ -106,6 +106,7 @@ class Server:
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
+        self.dashboard.closing = True
         self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout)

@@ -429,3 +429,19 @@ def test_records_reach_the_page_as_valid_json(tmp_path):
     parsed = [json.loads(r, parse_constant=lambda c: pytest.fail(f"{c} sent")) for r in last]
     assert parsed[0]["loss"] is None and parsed[0]["lr"] is None
     assert parsed[1]["time"] is None
+
+
+def test_stopping_the_server_ends_an_open_stream_without_cancelling_it(runs, capfd):
+    server = Server(runs, "127.0.0.1", 0, poll_interval=0.05).start()
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    conn.request("GET", "/api/stream", headers={"Host": "127.0.0.1"})
+    resp = conn.getresponse()
+    assert resp.status == 200 and resp.read1(65536).startswith(b"event: init")
+    start = time.time()
+    server.stop()
+    # the stream ended at its next poll: no graceful-shutdown timeout, no cancelled task
+    assert time.time() - start < 1.5
+    assert server.dashboard.streams == 0 or not server._thread.is_alive()
+    conn.close()
+    err = capfd.readouterr().err
+    assert "CancelledError" not in err and "graceful shutdown exceeded" not in err
