@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
 import sys
-import time
 
 import numpy as np
 import torch
+
+# the same alternating timer as the batch-items benchmark (this folder is on sys.path)
+from bench_batch_items import timed_interleaved
 
 import decaffe
 from decaffe.threads import configure
@@ -193,15 +194,7 @@ def bench(kind: str, rois_count: int, iters: int, reference: bool) -> dict[str, 
         np.testing.assert_allclose(net.blobs["y"].data, y_ref.numpy(), rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(net.blobs["x"].diff, gx_ref.numpy(), rtol=1e-4, atol=1e-4)
         fns["reference"] = run_reference
-    for fn in fns.values():
-        fn()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(iters):
-        for key, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[key].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
+    return timed_interleaved(fns, iters)[0]
 
 
 def main(argv=None) -> int:
