@@ -35,7 +35,7 @@ from google.protobuf.message import DecodeError
 from ... import bbox as B
 from ...data import annotation as A
 from ...data.datum import decode_image_bytes, hwc_to_chw, read_image, record_name
-from ...data.db import READ, open_db
+from ...data.db import DB, READ, Cursor, open_db
 from ...data.sources import (
     CursorSource,
     DataLayerError,
@@ -46,7 +46,7 @@ from ...data.sources import (
 )
 from ...data.transformer import DataTransformer, load_mean_file
 from ...errors import DataError
-from ...layer import Tops, register
+from ...layer import Shape, Tops, register
 from ...proto import caffe_pb2
 from ..data import _BaseDataLayer, layer_rng, shuffle_and_skip, transform_param_of
 
@@ -65,8 +65,9 @@ def read_pair_list(path: str) -> list[tuple[str, str]]:
 class _DenseSource(ListSource):
     """Reads one batch of image/label pairs (runs in the prefetch worker)."""
 
-    def __init__(self, layer, lines, new_hw, label_hw, is_color, transformer, batch_size,
-                 shuffle_rng, start) -> None:
+    def __init__(self, layer: str, lines: list[tuple[str, str]], new_hw: tuple[int, int],
+                 label_hw: tuple[int, int], is_color: bool, transformer: DataTransformer,
+                 batch_size: int, shuffle_rng: np.random.Generator | None, start: int) -> None:
         self.new_hw, self.label_hw = new_hw, label_hw
         self.is_color, self.transformer = is_color, transformer
         super().__init__(layer, lines, batch_size, shuffle_rng, start)
@@ -112,7 +113,7 @@ class DenseImageDataLayer(_BaseDataLayer):
 
     exact_tops = 2
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.dense_image_data_param
         f = "dense_image_data_param"
         new_h, new_w = int(p.new_height), int(p.new_width)
@@ -194,7 +195,8 @@ class SegTransformer:
     (pixel − mean_value[c])·scale for the image and the raw values for the label, both
     mirrored together. Draws: mirror, then the scale, then the crop's h_off and w_off."""
 
-    def __init__(self, tp, phase: int, rng: np.random.Generator) -> None:
+    def __init__(self, tp: caffe_pb2.TransformationParameter, phase: int,
+                 rng: np.random.Generator) -> None:
         self.phase, self.rng = phase, rng
         self.scale = np.float32(tp.scale)
         self.mirror = bool(tp.mirror)
@@ -270,13 +272,15 @@ class SegTransformer:
 class _SegSource(ListSource):
     """Reads and transforms one batch of ImageSegData entries (runs in the prefetch worker)."""
 
-    def __init__(self, layer, lines, new_hw, is_color, label_type, ignore_label, transformer,
-                 out_hw, batch_size, shuffle_rng, start) -> None:
+    def __init__(self, layer: str, lines: list[tuple[str, str]], new_hw: tuple[int, int],
+                 is_color: bool, label_type: int, ignore_label: int, transformer: SegTransformer,
+                 out_hw: tuple[int, int], batch_size: int, shuffle_rng: np.random.Generator | None,
+                 start: int) -> None:
         self.new_hw, self.is_color, self.label_type = new_hw, is_color, label_type
         self.ignore_label, self.transformer, self.out_hw = ignore_label, transformer, out_hw
         super().__init__(layer, lines, batch_size, shuffle_rng, start)
 
-    def _label(self, item, hw: tuple[int, int]) -> np.ndarray:
+    def _label(self, item: tuple[str, str], hw: tuple[int, int]) -> np.ndarray:
         if self.label_type == caffe_pb2.ImageDataParameter.PIXEL:
             # DeepLab reads the label map with ReadImageToCVMat: gray, resized bilinearly
             seg = read_image(item[1], *self.new_hw, False)
@@ -336,7 +340,7 @@ class ImageSegDataLayer(_BaseDataLayer):
     min_tops = 1
     max_tops = 3
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.image_data_param
         f = "image_data_param"
         tp = self.lp.transform_param
@@ -470,7 +474,8 @@ class TSNTransformer:
     channel's mean_value, mirrored with probability ½ when `mirror`; with is_flow a mirrored
     even channel (x flow) is read as 255 − x. Draws: mirror, the crop size, the offset."""
 
-    def __init__(self, tp, phase: int, rng: np.random.Generator) -> None:
+    def __init__(self, tp: caffe_pb2.TransformationParameter, phase: int,
+                 rng: np.random.Generator) -> None:
         self.phase, self.rng = phase, rng
         self.crop = int(tp.crop_size)
         self.scale = np.float32(tp.scale)
@@ -551,8 +556,11 @@ class TSNTransformer:
 class _VideoSource(ListSource):
     """Reads, stacks and transforms one batch of videos (runs in the prefetch worker)."""
 
-    def __init__(self, layer, lines, p, pattern, transformer, frame_rng, train, shuffle_rng,
-                 stack_shape) -> None:
+    def __init__(self, layer: str, lines: list[tuple[str, int, int]],
+                 p: caffe_pb2.VideoDataParameter, pattern: str, transformer: TSNTransformer,
+                 frame_rng: np.random.Generator, train: bool,
+                 shuffle_rng: np.random.Generator | None,
+                 stack_shape: tuple[int, int, int] | None) -> None:
         self.p, self.pattern, self.transformer = p, pattern, transformer
         self.frame_rng, self.train, self.stack_shape = frame_rng, train, stack_shape
         self.flow = p.modality == _P.FLOW
@@ -625,7 +633,7 @@ class VideoDataLayer(_BaseDataLayer):
 
     exact_tops = 2
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.video_data_param
         f = "video_data_param"
         self.check(not (p.HasField("video_type") or p.HasField("video_file")
@@ -690,7 +698,8 @@ F32 = np.float32
 _RESIZE = caffe_pb2.ResizeParameter
 
 
-def parse_annotated(value: bytes, key=None, source: str | None = None) -> caffe_pb2.AnnotatedDatum:
+def parse_annotated(value: bytes, key: bytes | str | None = None,
+                    source: str | None = None) -> caffe_pb2.AnnotatedDatum:
     """An AnnotatedDatum from its bytes; a DataError naming the record if they don't parse."""
     ad = caffe_pb2.AnnotatedDatum()
     try:
@@ -705,14 +714,15 @@ class _Example:
 
     kind = None  # the record's AnnotationType, where a source needs it
 
-    def __init__(self, img, boxes, encoded, label) -> None:
+    def __init__(self, img: np.ndarray, boxes: list[A.Box], encoded: bool, label: int) -> None:
         self.img, self.boxes, self.encoded, self.label = img, boxes, encoded, label
 
 
 class _AnnotatedSource(CursorSource):
     """Reads and transforms batches of AnnotatedDatums (runs in the prefetch worker)."""
 
-    def __init__(self, layer, db, cursor, rng) -> None:
+    def __init__(self, layer: AnnotatedDataLayer, db: DB, cursor: Cursor,
+                 rng: np.random.Generator) -> None:
         self.layer_name = layer.name
         self.db, self.cursor, self.rng = db, cursor, rng
         self.tp, self.samplers = layer.tp, layer.samplers
@@ -728,10 +738,10 @@ class _AnnotatedSource(CursorSource):
     def _fail(self, msg: str) -> DataLayerError:
         return DataLayerError(msg, layer=self.layer_name)
 
-    def example(self, key, value) -> _Example:
+    def example(self, key: bytes, value: bytes) -> _Example:
         return self._from_datum(parse_annotated(value, key, self.source), key)
 
-    def _from_datum(self, ad, key) -> _Example:
+    def _from_datum(self, ad: caffe_pb2.AnnotatedDatum, key: bytes) -> _Example:
         """The record's image (decoded, or its raw bytes) and boxes."""
         d = ad.datum
         name = record_name(key, self.source)
@@ -812,7 +822,7 @@ class _AnnotatedSource(CursorSource):
             raise self._fail(f"{name}: the sampled crop {box.tolist()} is empty")
         ex.img = _chan(A.reencode_jpg(_squeeze(img))) if ex.encoded else img
 
-    def _fill_mean(self, canvas, box, shape) -> None:
+    def _fill_mean(self, canvas: np.ndarray, box: np.ndarray, shape: tuple[int, ...]) -> None:
         mh, mw = self.mean.shape[1:]
         if (mh, mw) != canvas.shape[:2]:
             raise self._fail(f"the mean file is {mh}x{mw}, the expanded image "
@@ -924,7 +934,7 @@ class _AnnotatedSource(CursorSource):
         return tuple(out)
 
 
-def crop_hw(tp) -> tuple[int, int]:
+def crop_hw(tp: caffe_pb2.TransformationParameter) -> tuple[int, int]:
     """The crop (height, width) of an SSD transform_param: crop_size, when set, overrides
     crop_h and crop_w (the fork's DataTransformer); 0 means no crop."""
     if tp.crop_size:
@@ -932,7 +942,7 @@ def crop_hw(tp) -> tuple[int, int]:
     return int(tp.crop_h), int(tp.crop_w)
 
 
-def resize_policies(tp) -> list:
+def resize_policies(tp: caffe_pb2.TransformationParameter) -> list:
     """transform_param's resize_param entries (one in SSD; several, each with a
     probability, in eric612/MobileNet-YOLO)."""
     if hasattr(tp.resize_param, "add"):  # a repeated field
@@ -972,7 +982,7 @@ class AnnotatedDataLayer(_BaseDataLayer):
     min_tops = 1
     max_tops = 2
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p, ap = self._setup_transform()
         db, cursor, rng, first = self._open(p)
         try:  # a failure here releases the database at once
@@ -1048,7 +1058,7 @@ class AnnotatedDataLayer(_BaseDataLayer):
                        f"{probs.tolist()}", "transform_param.resize_param.prob")
             self.policy_probs = probs / probs.sum()
 
-    def _open(self, p):
+    def _open(self, p: caffe_pb2.DataParameter):
         """The database, its cursor (past rand_skip), the layer's generator and the first
         record; the database is closed again if any of it fails."""
         with self._guard("data_param.source"):
@@ -1067,7 +1077,8 @@ class AnnotatedDataLayer(_BaseDataLayer):
             raise
         return db, cursor, rng, first
 
-    def _probe(self, first, key, source) -> tuple[int, int, int]:
+    def _probe(self, first: caffe_pb2.AnnotatedDatum, key: bytes,
+               source: str) -> tuple[int, int, int]:
         """InferBlobShape from the first record: channels, then the resize / crop size."""
         d = first.datum
         if d.encoded:
@@ -1100,7 +1111,8 @@ _LANE_TYPE = caffe_pb2.AnnotatedDatum.LANE
 class _LaneSource(_AnnotatedSource):
     """Reads and transforms batches of lane records (runs in the prefetch worker)."""
 
-    def __init__(self, layer, db, cursor, rng) -> None:
+    def __init__(self, layer: LaneDataLayer, db: DB, cursor: Cursor,
+                 rng: np.random.Generator) -> None:
         super().__init__(layer, db, cursor, rng)
         self.seg, self.yolo_type, self.jitter = layer.seg, layer.yolo_type, layer.jitter
         self.seg_hw = layer.seg_hw
@@ -1125,7 +1137,7 @@ class _LaneSource(_AnnotatedSource):
                              "TransformAnnotation stops with 'Unknown annotation type')")
         super()._expand_boxes(ex, box, name)
 
-    def _lanes(self, ad, name: str) -> list:
+    def _lanes(self, ad: caffe_pb2.AnnotatedDatum, name: str) -> list:
         lanes = [[(a.lanes.x, a.lanes.y) for a in g.annotation] for g in ad.annotation_group]
         if self.labels:
             if len(lanes) > A.LANES:
@@ -1139,7 +1151,8 @@ class _LaneSource(_AnnotatedSource):
                                      "the rest over the next lane's)")
         return lanes
 
-    def _shape(self, img: np.ndarray, policy) -> tuple[int, int, int]:
+    def _shape(self, img: np.ndarray,
+               policy: caffe_pb2.ResizeParameter | None) -> tuple[int, int, int]:
         """InferBlobShape of the batch's first image under this batch's policy."""
         h, w = img.shape[:2]
         if policy is not None:
@@ -1150,7 +1163,7 @@ class _LaneSource(_AnnotatedSource):
             h, w = ch, cw
         return (img.shape[2], h, w)
 
-    def _sample(self, ex: _Example, name: str, policy):
+    def _sample(self, ex: _Example, name: str, policy: caffe_pb2.ResizeParameter | None):
         """Distortion or (only without it) expansion, then a batch-sampler or jitter box
         cropped out; returns the box (None when nothing was sampled)."""
         tp, rng = self.tp, self.rng
@@ -1257,7 +1270,7 @@ class LaneDataLayer(AnnotatedDataLayer):
     min_tops = 1
     max_tops = 3
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p, ap = self._setup_transform()
         tp = self.tp
         self.check(not (tp.HasField("distort_param") and tp.HasField("expand_param")),

@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import torch
+from torch.autograd.function import FunctionCtx
 
 from ... import fillers
 from ...layer import Layer, Shape, Tops, register
@@ -43,7 +44,8 @@ def _margin_terms(cos: torch.Tensor, margin: str):
 
 class _MarginFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, w, index, lam: float, margin: str):
+    def forward(ctx: FunctionCtx, x: torch.Tensor, w: torch.Tensor, index: torch.Tensor, lam: float,
+                margin: str):
         xw = x @ w.t()
         ctx.save_for_backward(x, w, index)
         ctx.lam, ctx.margin = lam, margin
@@ -58,7 +60,7 @@ class _MarginFn(torch.autograd.Function):
         return (out + lam * xw) / (1 + lam)
 
     @staticmethod
-    def backward(ctx, g):
+    def backward(ctx: FunctionCtx, g: torch.Tensor):
         x, w, index = ctx.saved_tensors
         lam, margin = ctx.lam, ctx.margin
         grad_w = g.t() @ x if ctx.needs_input_grad[1] else None
@@ -109,7 +111,7 @@ class MarginInnerProductLayer(Layer):
     def allow_force_backward(self, bottom_index: int) -> bool:
         return bottom_index == 0
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.margin_inner_product_param
         f = "margin_inner_product_param"
         self.check(p.num_output > 0, "num_output must be > 0", f"{f}.num_output")
@@ -125,7 +127,7 @@ class MarginInnerProductLayer(Layer):
             k = math.prod(shape[self.axis:])
             self.add_blob(fillers.fill(p.weight_filler, (self.num_output, k), where=self.name))
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         shape, label = tuple(bottom_shapes[0]), tuple(bottom_shapes[1])
         self.check(label[0] == shape[0], "Number of labels must match number of output; DO "
                    f"NOT support multi-label this version: {label} labels for {shape}")
@@ -137,7 +139,7 @@ class MarginInnerProductLayer(Layer):
             tops.append((1,))
         return tops
 
-    def forward(self, x, label) -> Tops:
+    def forward(self, x: torch.Tensor, label: torch.Tensor) -> Tops:
         if torch.is_grad_enabled() and label.requires_grad:
             raise self.error("MarginInnerProduct cannot back-propagate to its labels",
                              "propagate_down")

@@ -16,6 +16,7 @@ import math
 import cv2
 import numpy as np
 import torch
+from torch.autograd.function import FunctionCtx
 
 from ... import fillers
 from ...layer import ElementwiseLayer, Layer, Shape, Tops, register
@@ -39,7 +40,7 @@ class GuidedDropoutLayer(Layer):
     exact_bottoms = 2
     exact_tops = 1
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.guided_dropout_param
         self.kind = p.type
         self.check(self.kind in ("deterministic", "stochastic"), f"must be \"deterministic\" or "
@@ -48,7 +49,7 @@ class GuidedDropoutLayer(Layer):
         self.scaler = float(p.sigmoid_scaler)
         self.in_train = self.phase == caffe_pb2.TRAIN
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         x, g = tuple(bottom_shapes[0]), tuple(bottom_shapes[1])
         self.check(len(x) >= 2 and g[:2] == x[:2] and all(d == 1 for d in g[2:]),
                    f"the guidance (bottom 1) {g} must be (num, channels, 1, 1) of bottom 0's {x}")
@@ -57,7 +58,7 @@ class GuidedDropoutLayer(Layer):
     def allow_force_backward(self, bottom_index: int) -> bool:
         return bottom_index == 0
 
-    def forward(self, x, guidance) -> Tops:
+    def forward(self, x: torch.Tensor, guidance: torch.Tensor) -> Tops:
         self.reshape([tuple(x.shape), tuple(guidance.shape)])
         g = guidance.detach().reshape(x.shape[0], x.shape[1])
         if self.kind == "deterministic":
@@ -79,14 +80,14 @@ class _CenterLoss(torch.autograd.Function):
     the fork's update Σ_{y_i = j}(c_j − x_i)/(1 + n_j), independent of the loss weight."""
 
     @staticmethod
-    def forward(ctx, x, centers, label):
+    def forward(ctx: FunctionCtx, x: torch.Tensor, centers: torch.Tensor, label: torch.Tensor):
         diff = x - centers[label]
         ctx.save_for_backward(diff, label)
         ctx.num_centers = centers.shape[0]
         return (diff * diff).sum() / x.shape[0] / 2
 
     @staticmethod
-    def backward(ctx, g):
+    def backward(ctx: FunctionCtx, g: torch.Tensor):
         diff, label = ctx.saved_tensors
         dx = diff * (g / diff.shape[0])
         dc = torch.zeros((ctx.num_centers, diff.shape[1]), dtype=diff.dtype, device=diff.device)
@@ -107,7 +108,7 @@ class CenterLossLayer(Layer):
     exact_tops = 1
     is_loss = True
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.center_loss_param
         shape = tuple(bottom_shapes[0])
         self.check(p.num_output > 0, "must be given and > 0", "center_loss_param.num_output")
@@ -120,7 +121,7 @@ class CenterLossLayer(Layer):
                 type="constant", value=0.0)
             self.add_blob(fillers.fill(fp, (p.num_output, self.k), where=self.name))
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         shape, label = tuple(bottom_shapes[0]), tuple(bottom_shapes[1])
         m = math.prod(shape[:self.axis])
         self.check(math.prod(shape[self.axis:]) == self.k, f"the features have "
@@ -131,7 +132,7 @@ class CenterLossLayer(Layer):
     def allow_force_backward(self, bottom_index: int) -> bool:
         return bottom_index == 0
 
-    def forward(self, x, label) -> Tops:
+    def forward(self, x: torch.Tensor, label: torch.Tensor) -> Tops:
         self.reshape([tuple(x.shape), tuple(label.shape)])
         m = math.prod(x.shape[:self.axis])
         lab = label.detach().reshape(-1).to(torch.int64)
@@ -154,12 +155,12 @@ class SeLuLayer(ElementwiseLayer):
     # and chunks follow the batch: items computed one by one (decaffe.items)
     item_group = 1
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.selu_param
         self.lam = float(getattr(p, "lambda"))
         self.alpha = float(p.alpha)
 
-    def forward(self, x) -> Tops:
+    def forward(self, x: torch.Tensor) -> Tops:
         return self.lam * torch.where(x > 0, x, self.alpha * torch.expm1(torch.clamp(x, max=0)))
 
 
@@ -174,7 +175,7 @@ class SeLuDropoutLayer(ElementwiseLayer):
     # Caffe's backward reads its forward's mask: the recorded graph stays exact
     backward_reads = "kept"
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.selu_dropout_param
         self.q = float(p.dropout_ratio)
         self.check(0.0 <= self.q < 1.0, f"must be in [0, 1), not {self.q}",
@@ -184,7 +185,7 @@ class SeLuDropoutLayer(ElementwiseLayer):
         self.b = -self.a * self.q * self.alpha
         self.in_train = self.phase == caffe_pb2.TRAIN
 
-    def forward(self, x) -> Tops:
+    def forward(self, x: torch.Tensor) -> Tops:
         if not self.in_train or self.q == 0.0:
             return x.view(x.shape)
         keep = (torch.rand_like(x) >= self.q).to(x.dtype)
@@ -205,7 +206,7 @@ class SegAccuracyLayer(Layer):
     exact_bottoms = 2
     exact_tops = 1
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.seg_accuracy_param
         self.ignore = set(int(v) for v in p.ignore_label)
         self.reset = bool(p.reset)
@@ -213,7 +214,7 @@ class SegAccuracyLayer(Layer):
         self.channels = int(bottom_shapes[0][1])
         self.confusion = torch.zeros((self.channels, self.channels), dtype=torch.float64)
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         s, lab = tuple(bottom_shapes[0]), tuple(bottom_shapes[1])
         self.check(len(s) == 4 and lab == (s[0], 1, s[2], s[3]),
                    f"labels {lab} must be (num, 1, height, width) of the scores {s}")
@@ -222,7 +223,7 @@ class SegAccuracyLayer(Layer):
     def allow_force_backward(self, bottom_index: int) -> bool:
         return False
 
-    def forward(self, scores, label) -> Tops:
+    def forward(self, scores: torch.Tensor, label: torch.Tensor) -> Tops:
         self.reshape([tuple(scores.shape), tuple(label.shape)])
         if scores.device.type == "meta":
             return scores.new_empty((1, 1, 1, 3))
@@ -258,13 +259,13 @@ class _YoloSegLoss(torch.autograd.Function):
     sigmoid derivative, no factor 2)."""
 
     @staticmethod
-    def forward(ctx, x, label, scale: float):
+    def forward(ctx: FunctionCtx, x: torch.Tensor, label: torch.Tensor, scale: float):
         diff = (torch.sigmoid(x) - label) * scale
         ctx.save_for_backward(diff)
         return (diff * diff).sum() / x.shape[0]
 
     @staticmethod
-    def backward(ctx, g):
+    def backward(ctx: FunctionCtx, g: torch.Tensor):
         (diff,) = ctx.saved_tensors
         return diff * (g / diff.shape[0]), None, None
 
@@ -281,10 +282,10 @@ class YoloSegLayer(Layer):
     exact_tops = 1
     is_loss = True
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         self.scale = float(self.lp.yolo_seg_param.object_scale)
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         a, b = tuple(bottom_shapes[0]), tuple(bottom_shapes[1])
         self.check(math.prod(a) == math.prod(b), f"the label {b} must have as many values as "
                    f"the prediction {a}")
@@ -293,7 +294,7 @@ class YoloSegLayer(Layer):
     def allow_force_backward(self, bottom_index: int) -> bool:
         return bottom_index == 0
 
-    def forward(self, x, label, *unused) -> Tops:
+    def forward(self, x: torch.Tensor, label: torch.Tensor, *unused: torch.Tensor) -> Tops:
         self.reshape([tuple(x.shape), tuple(label.shape)])
         return _YoloSegLoss.apply(x, label.detach().reshape(x.shape), self.scale)
 
@@ -310,13 +311,13 @@ class SegmentationEvaluateLayer(Layer):
     exact_bottoms = 2
     exact_tops = 1
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.segmentation_evaluate_param
         self.check(p.HasField("num_classes"), "must provide num_classes",
                    "segmentation_evaluate_param.num_classes")
         self.threshold = float(p.threshold)
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         seg, gt = tuple(bottom_shapes[0]), tuple(bottom_shapes[1])
         self.check(len(seg) == 4 and len(gt) == 4 and seg[1] >= gt[1],
                    f"prediction {seg} and ground truth {gt} must be 4-axis, the prediction "
@@ -326,7 +327,7 @@ class SegmentationEvaluateLayer(Layer):
     def allow_force_backward(self, bottom_index: int) -> bool:
         return False
 
-    def forward(self, seg, gt) -> Tops:
+    def forward(self, seg: torch.Tensor, gt: torch.Tensor) -> Tops:
         self.reshape([tuple(seg.shape), tuple(gt.shape)])
         if seg.device.type == "meta":
             return seg.new_empty((1, 1, 1, gt.shape[1]))

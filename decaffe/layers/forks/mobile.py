@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import torch
+from torch.autograd.function import FunctionCtx
 
 from ...layer import ElementwiseLayer, Layer, Shape, Tops, register
 from ...proto import caffe_pb2
@@ -27,7 +28,7 @@ class ConvolutionDepthwiseLayer(ConvolutionLayer):
     given, must equal it (the fork silently ignores a different value; decaffe refuses it).
     Blobs: weights (channels, 1, kh, kw), bias (channels,)."""
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         shape = tuple(bottom_shapes[0])
         self.check(len(shape) >= 2, f"the bottom must have a channel axis, not shape {shape}")
         p = self.lp.convolution_param
@@ -60,12 +61,12 @@ class ReLU6Layer(ElementwiseLayer):
     default 0, threshold default 6). Gradient (x > 0) + negative_slope·(x <= 0), times
     (x < threshold), as inisis/caffe's backward."""
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.relu6_param
         self.slope = float(field(p, "negative_slope", 0.0))
         self.threshold = float(field(p, "threshold", 6.0))
 
-    def forward(self, x) -> Tops:
+    def forward(self, x: torch.Tensor) -> Tops:
         return _ReLU6.apply(x, self.slope, self.threshold)
 
 
@@ -74,14 +75,14 @@ class _ReLU6(torch.autograd.Function):
     ((x > 0) + slope·(x <= 0))·(x < t), which differs from min's where slope·x >= t."""
 
     @staticmethod
-    def forward(ctx, x, slope, threshold):
+    def forward(ctx: FunctionCtx, x: torch.Tensor, slope: float, threshold: float):
         ctx.save_for_backward(x)
         ctx.slope, ctx.threshold = slope, threshold
         lin = torch.clamp(x, min=0) + slope * torch.clamp(x, max=0)
         return torch.clamp(lin, max=threshold)
 
     @staticmethod
-    def backward(ctx, grad):
+    def backward(ctx: FunctionCtx, grad: torch.Tensor):
         (x,) = ctx.saved_tensors
         pos = (x > 0).to(grad.dtype)
         factor = (pos + ctx.slope * (1 - pos)) * (x < ctx.threshold).to(grad.dtype)
@@ -93,7 +94,7 @@ class HardSwishLayer(ElementwiseLayer):
     """y = x·min(max(x + 3, 0), 6)/6 (inisis/caffe). The fork had no backward; decaffe's is
     the exact derivative (docs/compat.md)."""
 
-    def forward(self, x) -> Tops:
+    def forward(self, x: torch.Tensor) -> Tops:
         return x * torch.clamp(x + 3.0, 0.0, 6.0) / 6.0
 
 
@@ -102,12 +103,12 @@ class HardSigmoidLayer(ElementwiseLayer):
     """y = min(max(alpha·x + beta, 0), 1) (hardsigmoid_param: alpha default 0.2, beta 0.5;
     inisis/caffe). The fork had no backward; decaffe's is alpha inside (0, 1), else 0."""
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.hardsigmoid_param
         self.alpha = float(field(p, "alpha", 0.2))
         self.beta = float(field(p, "beta", 0.5))
 
-    def forward(self, x) -> Tops:
+    def forward(self, x: torch.Tensor) -> Tops:
         return torch.clamp(self.alpha * x + self.beta, 0.0, 1.0)
 
 
@@ -120,19 +121,19 @@ class ShuffleChannelLayer(Layer):
     exact_bottoms = 1
     exact_tops = 1
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         self.group = int(field(self.lp.shuffle_channel_param, "group", 1))
         self.check(self.group >= 1, f"must be >= 1, not {self.group}",
                    "shuffle_channel_param.group")
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         shape = tuple(bottom_shapes[0])
         self.check(len(shape) >= 2, f"the bottom must have a channel axis, not shape {shape}")
         self.check(shape[1] % self.group == 0, f"the bottom's {shape[1]} channels are not a "
                    f"multiple of group {self.group}", "shuffle_channel_param.group")
         return [shape]
 
-    def forward(self, x) -> Tops:
+    def forward(self, x: torch.Tensor) -> Tops:
         shape = self.reshape([tuple(x.shape)])[0]
         n, c = shape[0], shape[1]
         y = x.reshape(n, self.group, c // self.group, -1).transpose(1, 2)
@@ -148,7 +149,7 @@ class AxpyLayer(Layer):
     exact_bottoms = 3
     exact_tops = 1
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         a, x, y = (tuple(s) for s in bottom_shapes)
         self.check(len(x) >= 2 and a[:2] == x[:2], f"the scale (bottom 0) {a} must start with "
                    f"x's (num, channels) {x[:2]}")
@@ -156,7 +157,7 @@ class AxpyLayer(Layer):
         self.check(x == y, f"x (bottom 1) {x} and y (bottom 2) {y} must have one shape")
         return [x]
 
-    def forward(self, a, x, y) -> Tops:
+    def forward(self, a: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> Tops:
         self.reshape([tuple(a.shape), tuple(x.shape), tuple(y.shape)])
         scale = a.reshape(a.shape[:2] + (1,) * (x.dim() - 2))
         return scale * x + y

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import torch
+from torch.autograd.function import FunctionCtx
 
 from ... import fillers
 from ...layer import Layer, Shape, Tops, register
@@ -21,7 +22,7 @@ from .resize import field, has_field
 from .shape import enum_name
 
 
-def _filler(p, name: str):
+def _filler(p: caffe_pb2.BNParameter, name: str):
     """bn_param's filler, or Caffe's default FillerParameter (constant 0)."""
     fp = field(p, name, None)
     return fp if fp is not None else fillers.filler_param(type="constant", value=0.0)
@@ -40,13 +41,13 @@ class _TestModeNorm(torch.autograd.Function):
     s·(g − mean(g) − x̂·mean(g·x̂)) (what the fork runs in a TEST-phase backward)."""
 
     @staticmethod
-    def forward(ctx, x, mean, inv_std):
+    def forward(ctx: FunctionCtx, x: torch.Tensor, mean: torch.Tensor, inv_std: torch.Tensor):
         xhat = (x - mean) * inv_std
         ctx.save_for_backward(xhat, inv_std)
         return xhat
 
     @staticmethod
-    def backward(ctx, g):
+    def backward(ctx: FunctionCtx, g: torch.Tensor):
         xhat, inv_std = ctx.saved_tensors
         axes = _reduce_axes(g)
         gx = g - g.mean(axes, keepdim=True) - xhat * (g * xhat).mean(axes, keepdim=True)
@@ -87,7 +88,7 @@ class BNLayer(Layer):
             return self.num_blobs == 2
         return any(has_field(p, f) for f in ("bn_mode", "scale_filler", "shift_filler"))
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.bn_param
         shape = tuple(bottom_shapes[0])
         self.check(len(shape) >= 2, f"the bottom must have a channel axis, not shape {shape}")
@@ -126,13 +127,13 @@ class BNLayer(Layer):
                        "the batch mean/variance tops exist only with bn_mode LEARN",
                        "bn_param.bn_mode")
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         shape = tuple(bottom_shapes[0])
         self.check(len(shape) >= 2 and shape[1] == self.channels,
                    f"bottom shape {shape}; the layer was set up for {self.channels} channels")
         return [shape] + [(1, self.channels, 1, 1)] * (len(self.top_names) - 1)
 
-    def forward(self, x) -> Tops:
+    def forward(self, x: torch.Tensor) -> Tops:
         if self.segnet:
             return self._forward_segnet(x)
         scale, shift = _per_channel(self.blob(0), x), _per_channel(self.blob(1), x)
@@ -157,7 +158,7 @@ class BNLayer(Layer):
             xhat = (x - mean) * inv
         return xhat * scale + shift
 
-    def _forward_segnet(self, x):
+    def _forward_segnet(self, x: torch.Tensor):
         scale, shift = _per_channel(self.blob(0), x), _per_channel(self.blob(1), x)
         if not self.learn:
             return scale * x + shift
@@ -191,7 +192,7 @@ class BatchNormKyleLayer(Layer):
     exact_tops = 1
     no_grad_blobs = (0, 1, 2)
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.batch_norm_param
         shape = tuple(bottom_shapes[0])
         self.fraction = float(p.moving_average_fraction)
@@ -212,14 +213,14 @@ class BatchNormKyleLayer(Layer):
                    f"(use_alpha_beta: {str(self.alpha_beta).lower()})",
                    "batch_norm_param.use_alpha_beta")
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         shape = tuple(bottom_shapes[0])
         if len(shape) >= 2:
             self.check(shape[1] == self.channels, f"bottom has {shape[1]} channels, the layer "
                        f"was set up for {self.channels}")
         return [shape]
 
-    def forward(self, x) -> Tops:
+    def forward(self, x: torch.Tensor) -> Tops:
         shape = x.shape
         x2 = x.reshape(shape[0], 1) if x.dim() == 1 else x
         mean_sum, var_sum, factor = self.blob(0), self.blob(1), self.blob(2)

@@ -442,12 +442,13 @@ class _PSROIAvgPool(torch.autograd.Function):
 # ------------------------------------------------------------------------------------------
 # Proposal
 # ------------------------------------------------------------------------------------------
-def _round_half_up(x: np.ndarray, dt) -> np.ndarray:
+def _round_half_up(x: np.ndarray, dt: type[np.floating]) -> np.ndarray:
     """The fork's ROUND(x) = (int)(x + (Dtype)0.5), for the non-negative sizes it rounds."""
     return np.trunc((x + dt(0.5)).astype(dt)).astype(dt)
 
 
-def _generate_anchors(base_size: int, ratios, scales, dt) -> np.ndarray:
+def _generate_anchors(base_size: int, ratios: list[float], scales: list[float],
+                      dt: type[np.floating]) -> np.ndarray:
     """(A, 4) anchors around the base box's centre, ratios outer, scales inner:
     w = ROUND(√(base_size²/ratio)), h = ROUND(w·ratio), each scaled by `scale` into a
     w·scale × h·scale box (pva-faster-rcnn's generate_anchors, py-faster-rcnn's anchors)."""
@@ -473,7 +474,7 @@ def _segment_ids(starts: torch.Tensor, ends: torch.Tensor):
     return pos, seg, first
 
 
-def _seg_reduce(values: torch.Tensor, seg: torch.Tensor, count: int, how: str, fill):
+def _seg_reduce(values: torch.Tensor, seg: torch.Tensor, count: int, how: str, fill: float):
     out = torch.full((count,), fill, dtype=values.dtype, device=values.device)
     return out.scatter_reduce(0, seg, values, reduce=how, include_self=True)
 
@@ -634,7 +635,7 @@ class ProposalLayer(Layer):
     def allow_force_backward(self, bottom_index: int) -> bool:
         return False
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.proposal_param
         self.feat_stride = int(p.feat_stride)
         self.base_size = int(p.base_size)
@@ -652,7 +653,7 @@ class ProposalLayer(Layer):
                    "proposal_param.post_nms_topn")
         self.ratios, self.scales = list(p.ratio), list(p.scale)
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         s, dlt, info = (tuple(x) for x in bottom_shapes)
         a = len(self.ratios) * len(self.scales)
         self.check(len(s) == 4 and s[1] == 2 * a, f"bottom '{self.bottom_names[0]}' must be "
@@ -666,7 +667,9 @@ class ProposalLayer(Layer):
         rows = s[0] * self.post_nms_topn
         return [(rows, 5), (rows,)][:len(self.top_names)]
 
-    def _proposals(self, sc, dl, anchors, img_h, img_w, min_h, min_w):
+    def _proposals(self, sc: torch.Tensor, dl: torch.Tensor, anchors: torch.Tensor,
+                   img_h: torch.Tensor, img_w: torch.Tensor, min_h: torch.Tensor,
+                   min_w: torch.Tensor):
         """(H·W·A, 4) boxes and (H·W·A,) scores, in the fork's enumeration order."""
         dt, dev = sc.dtype, sc.device
         a = anchors.shape[0]
@@ -700,7 +703,7 @@ class ProposalLayer(Layer):
         score = big.to(dt) * sc[a:].permute(1, 2, 0)
         return boxes.reshape(-1, 4), score.reshape(-1)
 
-    def forward(self, score, delta, im_info) -> Tops:
+    def forward(self, score: torch.Tensor, delta: torch.Tensor, im_info: torch.Tensor) -> Tops:
         dt, dev = score.dtype, score.device
         npdt = _np_dtype(score)
         sc_all, dl_all = score.detach(), delta.detach()
@@ -739,7 +742,7 @@ class ProposalLayer(Layer):
 _PRE_FIXED = _LossParam.PRE_FIXED
 
 
-def _legacy_dims(shape) -> tuple[int, int, int, int]:
+def _legacy_dims(shape: Shape) -> tuple[int, int, int, int]:
     """Caffe's num/channels/height/width of a blob of at most 4 axes (missing ones are 1)."""
     s = tuple(int(v) for v in shape) + (1,) * (4 - len(shape))
     return s[0], s[1], s[2], s[3]
@@ -753,7 +756,7 @@ class SoftmaxWithLossOHEMLayer(SoftmaxWithLossLayer):
     Source: caffe-rfcn / soeaver's caffe-priv softmax_loss_ohem_layer.
     """
 
-    def _normalizer(self, mode, outer, inner, valid_count):  # noqa: D401 - Caffe's name
+    def _normalizer(self, mode: int, outer: int, inner: int, valid_count: torch.Tensor | None):  # noqa: D401 - Caffe's name
         if mode == _PRE_FIXED:
             return max(1.0, float(np.float32(self.lp.loss_param.pre_fixed_normalizer)))
         return SoftmaxWithLossLayer._normalizer(mode, outer, inner, valid_count)
@@ -781,11 +784,11 @@ class SmoothL1LossOHEMLayer(_LossLayer):
     def allow_force_backward(self, bottom_index: int) -> bool:
         return bottom_index < 2
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         self._check_tops()
         self.normalization = self._normalization(VALID)
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         self._check_first_axis(bottom_shapes)
         a = tuple(bottom_shapes[0])
         self.check(len(a) <= 4, f"{self._bottom(0)} must have at most 4 axes, has shape {a}")
@@ -809,7 +812,7 @@ class SmoothL1LossOHEMLayer(_LossLayer):
             value = 1.0
         return max(1.0, value)
 
-    def forward(self, a, b, *weights) -> Tops:
+    def forward(self, a: torch.Tensor, b: torch.Tensor, *weights: torch.Tensor) -> Tops:
         raw = a - b.reshape(a.shape)
         if weights:
             scaled = raw * weights[0].detach().reshape(a.shape)
@@ -849,7 +852,7 @@ class SmoothL1LossLayer(SmoothL1LossOHEMLayer):
 
     max_bottoms = 4
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         self.rfcn = len(bottom_shapes) == 3 or len(self.top_names) == 2
         if self.rfcn:
             self.check(len(bottom_shapes) <= 3, "R-FCN's SmoothL1Loss (a second top) takes 2 "
@@ -860,7 +863,7 @@ class SmoothL1LossLayer(SmoothL1LossOHEMLayer):
         sigma = float(np.float32(self.lp.smooth_l1_loss_param.sigma))
         self.sigma2 = float(np.float32(sigma * sigma))
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         if self.rfcn:
             return super().reshape(bottom_shapes)
         a = tuple(bottom_shapes[0])
@@ -870,7 +873,7 @@ class SmoothL1LossLayer(SmoothL1LossOHEMLayer):
                        "they must have the same size")
         return [()]
 
-    def forward(self, a, b, *weights) -> Tops:
+    def forward(self, a: torch.Tensor, b: torch.Tensor, *weights: torch.Tensor) -> Tops:
         if self.rfcn:
             return super().forward(a, b, *weights)
         d = a - b.reshape(a.shape)
@@ -902,7 +905,7 @@ class BoxAnnotatorOHEMLayer(Layer):
     def allow_force_backward(self, bottom_index: int) -> bool:
         return False
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.box_annotator_ohem_param
         f = "box_annotator_ohem_param.roi_per_img"
         self.check(p.HasField("roi_per_img"), "required field is not set (the fork declares "
@@ -911,7 +914,7 @@ class BoxAnnotatorOHEMLayer(Layer):
         self.roi_per_img = int(p.roi_per_img)
         self.ignore_label = float(p.ignore_label)
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         shapes = [_legacy_dims(s) for s in bottom_shapes]
         n, _, h, w = shapes[0]
         self.check(shapes[0][1] == 5, f"bottom '{self.bottom_names[0]}' must have 5 channels, "
@@ -924,7 +927,8 @@ class BoxAnnotatorOHEMLayer(Layer):
                    f"{tuple(bottom_shapes[3])}")
         return [(n, 1, h, w), (n, shapes[3][1], h, w)]
 
-    def forward(self, rois, loss, labels, bbox_weights) -> Tops:
+    def forward(self, rois: torch.Tensor, loss: torch.Tensor, labels: torch.Tensor,
+                bbox_weights: torch.Tensor) -> Tops:
         n, _, h, w = _legacy_dims(rois.shape)
         spatial = h * w
         r = rois.detach().reshape(n, 5, spatial).cpu().numpy()

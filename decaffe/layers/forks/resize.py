@@ -25,11 +25,12 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
+from google.protobuf.message import Message
 
 from ...layer import Layer, Shape, Tops, register
 
 
-def has_field(msg, name: str) -> bool:
+def has_field(msg: Message, name: str) -> bool:
     """Whether the (fork) field exists in this schema and is set."""
     try:
         return msg.HasField(name)
@@ -37,7 +38,7 @@ def has_field(msg, name: str) -> bool:
         return False
 
 
-def field(msg, name: str, default) -> object:
+def field(msg: Message, name: str, default: object) -> object:
     """The field's value, or default where the schema has no such field."""
     return getattr(msg, name, default)
 
@@ -62,7 +63,7 @@ class _Separable(Layer):
         ah, awt = mats
         return torch.matmul(torch.matmul(ah, x), awt)
 
-    def _check_4d(self, shape) -> None:
+    def _check_4d(self, shape: Shape) -> None:
         self.check(len(shape) == 4, f"the bottom must have 4 axes (num, channels, height, "
                    f"width), not shape {tuple(shape)}")
 
@@ -102,7 +103,7 @@ class InterpLayer(_Separable):
     min_bottoms = 1
     max_bottoms = 2
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.interp_param
         self.pad_beg = int(field(p, "pad_beg", 0))
         self.pad_end = int(field(p, "pad_end", 0))
@@ -115,7 +116,7 @@ class InterpLayer(_Separable):
             self.check(p.use_blob_size, "a second bottom gives the output size only with "
                        "use_blob_size: true", "interp_param.use_blob_size")
 
-    def _out_size(self, shape, ref) -> tuple[int, int, int, int]:
+    def _out_size(self, shape: Shape, ref: Shape | None) -> tuple[int, int, int, int]:
         p = self.lp.interp_param
         self._check_4d(shape)
         h_eff = shape[2] + self.pad_beg + self.pad_end
@@ -149,18 +150,18 @@ class InterpLayer(_Separable):
                    "interp_param")
         return h_eff, w_eff, ho, wo
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         shape = tuple(bottom_shapes[0])
         ref = tuple(bottom_shapes[1]) if self.use_blob else None
         _, _, ho, wo = self._out_size(shape, ref)
         return [shape[:2] + (ho, wo)]
 
-    def _matrices(self, in_hw):
+    def _matrices(self, in_hw: tuple[int, ...]):
         (h, w), (h_eff, w_eff, ho, wo) = in_hw[:2], in_hw[2:]
         off = -self.pad_beg
         return _interp_axis(h, off, h_eff, ho), _interp_axis(w, off, w_eff, wo)
 
-    def forward(self, x, ref=None) -> Tops:
+    def forward(self, x: torch.Tensor, ref: torch.Tensor | None=None) -> Tops:
         dims = self._out_size(tuple(x.shape), tuple(ref.shape) if ref is not None else None)
         return self._resample(x, (x.shape[2], x.shape[3]) + dims)
 
@@ -205,7 +206,7 @@ class UpsampleLayer(Layer):
     max_bottoms = 2
     exact_tops = 1
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.upsample_param
         f = "upsample_param"
         self.with_mask = len(self.bottom_names) == 2
@@ -237,7 +238,7 @@ class UpsampleLayer(Layer):
             self.check(self.dims_num in (3, 4), f"must be 3 or 4, not {self.dims_num}",
                        f"{f}.dims_num")
 
-    def _mask_size(self, shape, mshape) -> tuple[int, int]:
+    def _mask_size(self, shape: Shape, mshape: Shape) -> tuple[int, int]:
         self.check(len(shape) == 4, f"the bottom must have 4 axes, not shape {tuple(shape)}")
         self.check(tuple(mshape) == tuple(shape), f"the mask (bottom 1) has shape "
                    f"{tuple(mshape)}; it must match bottom 0's {tuple(shape)}")
@@ -246,19 +247,19 @@ class UpsampleLayer(Layer):
         return (shape[2] * self.scale[0] - self.pad_out[0],
                 shape[3] * self.scale[1] - self.pad_out[1])
 
-    def _nearest_shape(self, shape) -> tuple[int, ...]:
+    def _nearest_shape(self, shape: Shape) -> tuple[int, ...]:
         k = 2 if self.dims_num == 4 else 1
         self.check(len(shape) >= k, f"dims_num {self.dims_num} needs at least {k} axes, "
                    f"the bottom has shape {tuple(shape)}")
         return tuple(shape[:-k]) + tuple(d * self.scale for d in shape[-k:])
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         shape = tuple(bottom_shapes[0])
         if self.with_mask:
             return [shape[:2] + self._mask_size(shape, bottom_shapes[1])]
         return [self._nearest_shape(shape)]
 
-    def forward(self, x, mask=None) -> Tops:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None=None) -> Tops:
         if mask is not None:
             h, w = self._mask_size(tuple(x.shape), tuple(mask.shape))
             return _unpool(self, x, mask, h, w)
@@ -283,20 +284,20 @@ class MaxUnPoolLayer(Layer):
     exact_bottoms = 2
     exact_tops = 1
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.max_unpool_param
         self.check(has_field(p, "dst_h") and has_field(p, "dst_w"),
                    "dst_h and dst_w are required", "max_unpool_param.dst_h")
         self.size = (int(p.dst_h), int(p.dst_w))
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         shape = tuple(bottom_shapes[0])
         self.check(len(shape) == 4, f"the bottom must have 4 axes, not shape {shape}")
         self.check(tuple(bottom_shapes[1]) == shape, f"the mask (bottom 1) has shape "
                    f"{tuple(bottom_shapes[1])}; it must match bottom 0's {shape}")
         return [shape[:2] + self.size]
 
-    def forward(self, x, mask) -> Tops:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> Tops:
         self.reshape([tuple(x.shape), tuple(mask.shape)])
         return _unpool(self, x, mask, *self.size)
 
@@ -333,7 +334,7 @@ class ResizeLayer(_Separable):
 
     exact_bottoms = 1
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.resize_param
         self.pyramid = bool(field(p, "is_pyramid_test", False))
         if self.pyramid:
@@ -346,7 +347,7 @@ class ResizeLayer(_Separable):
                        "resize_param.height")
             self.check(has_field(p, "width"), "output width is required", "resize_param.width")
 
-    def _out(self, shape) -> tuple[int, int]:
+    def _out(self, shape: Shape) -> tuple[int, int]:
         self._check_4d(shape)
         p = self.lp.resize_param
         if self.pyramid:
@@ -358,15 +359,15 @@ class ResizeLayer(_Separable):
                    "resize_param")
         return ho, wo
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         shape = tuple(bottom_shapes[0])
         return [shape[:2] + self._out(shape)]
 
-    def _matrices(self, key):
+    def _matrices(self, key: tuple[int, int, int, int]):
         h, w, ho, wo = key
         return _resize_axis(h, ho), _resize_axis(w, wo)
 
-    def forward(self, x) -> Tops:
+    def forward(self, x: torch.Tensor) -> Tops:
         ho, wo = self._out(tuple(x.shape))
         return self._resample(x, (x.shape[2], x.shape[3], ho, wo))
 
@@ -400,7 +401,7 @@ class BilinearInterpolateLayer(_Separable):
 
     exact_bottoms = 1
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.bilinear_interpolate_param
         f = "bilinear_interpolate_param"
         has_size = has_field(p, "dst_h") or has_field(p, "dst_w")
@@ -423,19 +424,19 @@ class BilinearInterpolateLayer(_Separable):
             self.check(self.size[0] > 1 and self.size[1] > 1, f"align_corners needs an output "
                        f"of at least 2x2, not {self.size}", f"{f}.align_corners")
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         shape = tuple(bottom_shapes[0])
         self._check_4d(shape)
         self.check(shape[2] > 1 and shape[3] > 1, f"the bottom's height and width must be at "
                    f"least 2 (the fork reads a 2x2 neighbourhood), not {shape[2:]}")
         return [shape[:2] + self.size]
 
-    def _matrices(self, key):
+    def _matrices(self, key: tuple[int, int]):
         h, w = key
         return (_bilinear_axis(h, self.size[0], self.align),
                 _bilinear_axis(w, self.size[1], self.align))
 
-    def forward(self, x) -> Tops:
+    def forward(self, x: torch.Tensor) -> Tops:
         self.reshape([tuple(x.shape)])
         return self._resample(x, (x.shape[2], x.shape[3]))
 
@@ -449,12 +450,12 @@ class PixelShuffleLayer(Layer):
     exact_bottoms = 1
     exact_tops = 1
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         self.r = int(field(self.lp.pixelshuffle_param, "upscale_factor", 1))
         self.check(self.r >= 1, f"must be >= 1, not {self.r}",
                    "pixelshuffle_param.upscale_factor")
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         shape = tuple(bottom_shapes[0])
         self.check(len(shape) == 4, f"the bottom must have 4 axes, not shape {shape}")
         self.check(shape[1] % (self.r * self.r) == 0, f"the bottom's {shape[1]} channels are "
@@ -462,6 +463,6 @@ class PixelShuffleLayer(Layer):
                    "pixelshuffle_param.upscale_factor")
         return [(shape[0], shape[1] // (self.r * self.r), shape[2] * self.r, shape[3] * self.r)]
 
-    def forward(self, x) -> Tops:
+    def forward(self, x: torch.Tensor) -> Tops:
         self.reshape([tuple(x.shape)])
         return F.pixel_shuffle(x, self.r)

@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
+from google.protobuf.message import Message
 
 from ...layer import Layer, Shape, Tops, register
 from .resize import field, has_field
 
 
-def enum_name(msg, name: str, default: str) -> str:
+def enum_name(msg: Message, name: str, default: str) -> str:
     """The symbolic name of an enum field's value (default where the schema lacks it)."""
     fd = msg.DESCRIPTOR.fields_by_name.get(name)
     if fd is None:
@@ -33,7 +35,7 @@ class PadLayer(Layer):
     exact_bottoms = 1
     exact_tops = 1
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.pad_param
         self.check(self.top_names[0] != self.bottom_names[0],
                    "Pad does not allow in-place computation")
@@ -47,7 +49,7 @@ class PadLayer(Layer):
         self.check(self.mode in ("CONSTANT", "REPLICATE", "REFLECT"),
                    f"unknown pad type {self.mode}", "pad_param.pad_type")
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         shape = tuple(bottom_shapes[0])
         self.check(2 <= len(shape) <= 4, f"the bottom must have 2 to 4 axes, not shape {shape}")
         u, d, l, r = self.pads
@@ -59,7 +61,7 @@ class PadLayer(Layer):
                        f"{shape[-2]}x{shape[-1]}", "pad_param.pad_type")
         return [shape[:-2] + (h, w)]
 
-    def forward(self, x) -> Tops:
+    def forward(self, x: torch.Tensor) -> Tops:
         self.reshape([tuple(x.shape)])
         u, d, l, r = self.pads
         if self.crop:
@@ -80,21 +82,21 @@ class UnsqueezeLayer(Layer):
     exact_bottoms = 1
     exact_tops = 1
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.unsqueeze_param
         self.check(has_field(p, "dim"), "dim must be set", "unsqueeze_param.dim")
         self.dim = int(p.dim)
 
-    def _index(self, shape) -> int:
+    def _index(self, shape: Shape) -> int:
         i = self.dim + len(shape) + 1 if self.dim < 0 else self.dim
         self.check(0 <= i <= len(shape), f"dim {self.dim} is outside the bottom's "
                    f"{len(shape)} axes", "unsqueeze_param.dim")
         return i
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         shape = tuple(bottom_shapes[0])
         i = self._index(shape)
         return [shape[:i] + (1,) + shape[i:]]
 
-    def forward(self, x) -> Tops:
+    def forward(self, x: torch.Tensor) -> Tops:
         return x.unsqueeze(self._index(tuple(x.shape)))

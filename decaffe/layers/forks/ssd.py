@@ -20,6 +20,7 @@ import math
 
 import numpy as np
 import torch
+from torch.autograd.function import FunctionCtx
 
 from ... import bbox as B
 from ... import fillers
@@ -55,7 +56,7 @@ class PriorBoxLayer(Layer):
     def allow_force_backward(self, bottom_index: int) -> bool:
         return False
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.prior_box_param
         self.check(len(p.min_size) > 0, "must provide min_size", "prior_box_param.min_size")
         for v in p.min_size:
@@ -115,7 +116,7 @@ class PriorBoxLayer(Layer):
         self.clip = bool(p.clip)
         self._cache: dict[tuple, np.ndarray] = {}
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         feat = bottom_shapes[0]
         self.check(len(feat) >= 2, f"bottom 0 has shape {tuple(feat)}; PriorBox needs a "
                    "feature map (N, C, H, W)")
@@ -164,14 +165,14 @@ class PriorBoxLayer(Layer):
         self._cache[key] = out
         return out
 
-    def forward(self, feat, img) -> Tops:
+    def forward(self, feat: torch.Tensor, img: torch.Tensor) -> Tops:
         lh, lw = _hw(feat.shape)
         ih, iw = _hw(img.shape)
         out = torch.from_numpy(self.priors(lh, lw, ih, iw))
         return out.to(device=feat.device, dtype=feat.dtype).unsqueeze(0)
 
 
-def _hw(shape) -> tuple[int, int]:
+def _hw(shape: Shape) -> tuple[int, int]:
     """Caffe's legacy height()/width(): axes 2 and 3, 1 where missing."""
     shape = tuple(shape)
     return (int(shape[2]) if len(shape) > 2 else 1), (int(shape[3]) if len(shape) > 3 else 1)
@@ -189,7 +190,7 @@ class PermuteLayer(Layer):
     exact_bottoms = 1
     exact_tops = 1
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         n = len(bottom_shapes[0])
         orders: list[int] = []
         for o in self.lp.permute_param.order:
@@ -201,13 +202,13 @@ class PermuteLayer(Layer):
         orders += [i for i in range(n) if i not in orders]
         self.orders = orders
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         s = tuple(bottom_shapes[0])
         self.check(len(s) == len(self.orders), f"the bottom has {len(s)} axes; the layer was "
                    f"set up for {len(self.orders)}")
         return [tuple(s[o] for o in self.orders)]
 
-    def forward(self, x) -> Tops:
+    def forward(self, x: torch.Tensor) -> Tops:
         if self.orders == list(range(x.dim())):
             return x
         return x.permute(*self.orders).contiguous()
@@ -230,7 +231,7 @@ class NormalizeLayer(Layer):
     exact_bottoms = 1
     exact_tops = 1
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         shape = tuple(bottom_shapes[0])
         self.check(2 <= len(shape) <= 4, f"the bottom has shape {shape}; Normalize needs 2 "
                    "to 4 axes")
@@ -250,13 +251,13 @@ class NormalizeLayer(Layer):
                    f"({'channel_shared' if self.channel_shared else f'{c} channels'})",
                    "norm_param.channel_shared")
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         shape = tuple(bottom_shapes[0])
         self.check(2 <= len(shape) <= 4, f"the bottom has shape {shape}; Normalize needs 2 "
                    "to 4 axes")
         return [shape]
 
-    def forward(self, x) -> Tops:
+    def forward(self, x: torch.Tensor) -> Tops:
         n, c = x.shape[0], x.shape[1]
         scale = self.blob(0).reshape(1, 1, 1) if self.channel_shared else \
             self.blob(0).reshape(1, c, 1)
@@ -271,7 +272,8 @@ class _NormalizeFn(torch.autograd.Function):
     Σ(x/norm · g) over everything the scale multiplies."""
 
     @staticmethod
-    def forward(ctx, x3, scale, across_spatial: bool, eps: float):
+    def forward(ctx: FunctionCtx, x3: torch.Tensor, scale: torch.Tensor, across_spatial: bool,
+                eps: float):
         dims = (1, 2) if across_spatial else (1,)
         norm = torch.sqrt((x3 * x3).sum(dim=dims, keepdim=True) + eps)
         xhat = x3 / norm
@@ -280,7 +282,7 @@ class _NormalizeFn(torch.autograd.Function):
         return xhat * scale
 
     @staticmethod
-    def backward(ctx, g):
+    def backward(ctx: FunctionCtx, g: torch.Tensor):
         x3, norm, xhat, scale = ctx.saved_tensors
         gx = gs = None
         if ctx.needs_input_grad[0]:
@@ -333,7 +335,7 @@ class DetectionOutputLayer(Layer):
     def allow_force_backward(self, bottom_index: int) -> bool:
         return False
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.detection_output_param
         self.check(p.HasField("num_classes"), "must specify num_classes",
                    "detection_output_param.num_classes")
@@ -358,7 +360,7 @@ class DetectionOutputLayer(Layer):
             _log.warning(f"layer '{self.name}': DetectionOutput's save_output_param and "
                          "visualize are ignored by decaffe (the top is unchanged)")
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         loc, conf, prior = (tuple(s) for s in bottom_shapes)
         self.check(loc[0] == conf[0], f"loc has {loc[0]} items, conf {conf[0]}")
         self.num_priors = _hw(prior)[0] // 4 if len(prior) > 2 else 0
@@ -372,7 +374,7 @@ class DetectionOutputLayer(Layer):
                    f"predictions ({pconf} = priors x {self.num_classes} expected)")
         return [(1, 1, 1, 7)]
 
-    def forward(self, loc, conf, prior) -> Tops:
+    def forward(self, loc: torch.Tensor, conf: torch.Tensor, prior: torch.Tensor) -> Tops:
         n, p, c, lc = loc.shape[0], self.num_priors, self.num_classes, self.num_loc_classes
         loc_np = loc.detach().to("cpu", torch.float32).numpy().reshape(n, p, lc, 4)
         conf_np = conf.detach().to("cpu", torch.float32).numpy().reshape(n, p, c)
@@ -431,6 +433,10 @@ class DetectionOutputLayer(Layer):
 # ------------------------------------------------------------------------------------------
 # MultiBoxLoss
 # ------------------------------------------------------------------------------------------
+# item id: its (boxes, labels, difficult), as _ground_truth gives them
+_GroundTruth = dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
 def _ground_truth(gt: np.ndarray, background: int, use_difficult: bool, layer: Layer):
     """GetGroundTruth: {item_id: (boxes (G, 4), labels (G,), difficult (G,))}."""
     out: dict[int, list] = {}
@@ -491,7 +497,7 @@ class MultiBoxLossLayer(_LossLayer):
     def allow_force_backward(self, bottom_index: int) -> bool:
         return bottom_index < 2
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         self._check_tops()
         p = self.lp.multibox_loss_param
         self.p = p
@@ -528,7 +534,7 @@ class MultiBoxLossLayer(_LossLayer):
         pd = list(self.lp.propagate_down)
         self.use_loc, self.use_conf = (pd[0], pd[1]) if pd else (True, True)
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         loc, conf, prior, _ = (tuple(s) for s in bottom_shapes)
         self.check(loc[0] == conf[0], f"loc has {loc[0]} items, conf {conf[0]}")
         self.num_priors = _hw(prior)[0] // 4 if len(prior) > 2 else 0
@@ -542,7 +548,8 @@ class MultiBoxLossLayer(_LossLayer):
         return [()]
 
     # -- matching and mining (host side) --------------------------------------------------
-    def _find_matches(self, loc_np, gts, pboxes, pvar):
+    def _find_matches(self, loc_np: np.ndarray, gts: _GroundTruth, pboxes: np.ndarray,
+                      pvar: np.ndarray):
         p = self.p
         all_idx, all_ov = [], []
         for i in range(loc_np.shape[0]):
@@ -578,7 +585,7 @@ class MultiBoxLossLayer(_LossLayer):
             all_ov.append(ov)
         return all_idx, all_ov
 
-    def _prior_labels(self, idx: dict, gts, i: int) -> np.ndarray:
+    def _prior_labels(self, idx: dict, gts: _GroundTruth, i: int) -> np.ndarray:
         """Each prior's target class: the label of its match (first by label), else
         background."""
         labels = np.full(self.num_priors, self.background, np.int64)
@@ -590,7 +597,8 @@ class MultiBoxLossLayer(_LossLayer):
             done |= take
         return labels
 
-    def _encode_loc(self, loc_np, gts, all_idx, pboxes, pvar):
+    def _encode_loc(self, loc_np: np.ndarray, gts: _GroundTruth,
+                    all_idx: list[dict[int, np.ndarray]], pboxes: np.ndarray, pvar: np.ndarray):
         """EncodeLocPrediction: (rows (i, prior, loc class), gt encodings, replaced mask)."""
         p = self.p
         where, targets, keep_pred = [], [], []
@@ -617,7 +625,9 @@ class MultiBoxLossLayer(_LossLayer):
             return [], np.zeros((0, 4), F32), np.zeros((0, 4), bool)
         return where, np.concatenate(targets), np.concatenate(keep_pred)
 
-    def _mine(self, loc_np, conf_np, gts, all_idx, all_ov, pboxes, pvar):
+    def _mine(self, loc_np: np.ndarray, conf_np: np.ndarray, gts: _GroundTruth,
+              all_idx: list[dict[int, np.ndarray]], all_ov: list[dict[int, np.ndarray]],
+              pboxes: np.ndarray, pvar: np.ndarray):
         """MineHardExamples: negatives per image (and, HARD_EXAMPLE, fewer positives)."""
         p = self.p
         n = conf_np.shape[0]
@@ -670,7 +680,8 @@ class MultiBoxLossLayer(_LossLayer):
                     m[(m > -1) & ~chosen] = -1
         return negs
 
-    def forward(self, loc, conf, prior, label) -> Tops:
+    def forward(self, loc: torch.Tensor, conf: torch.Tensor, prior: torch.Tensor,
+                label: torch.Tensor) -> Tops:
         self._refuse_label_grad(prior, "prior")
         self._refuse_label_grad(label, "label")
         p = self.p
@@ -715,7 +726,8 @@ class MultiBoxLossLayer(_LossLayer):
                 total = total + cl / normalizer
         return total
 
-    def _conf_term(self, conf, gts, all_idx, negs):
+    def _conf_term(self, conf: torch.Tensor, gts: _GroundTruth,
+                   all_idx: list[dict[int, np.ndarray]], negs: list[list[int]]):
         p = self.p
         n, np_, c = conf.shape[0], self.num_priors, self.num_classes
         dev, dt = conf.device, conf.dtype
@@ -777,7 +789,7 @@ class MultiBoxLossLayer(_LossLayer):
                               torch.from_numpy(target.reshape(n * np_, c)).to(dev, dt))
 
 
-def _loc_scaled(v: np.ndarray, var: np.ndarray, p) -> np.ndarray:
+def _loc_scaled(v: np.ndarray, var: np.ndarray, p: caffe_pb2.MultiBoxLossParameter) -> np.ndarray:
     return (v / var).astype(F32) if p.encode_variance_in_target else v
 
 
@@ -799,7 +811,8 @@ def _logistic_loss(rows: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------
 # DetectionEvaluate
 # ------------------------------------------------------------------------------------------
-def output_bbox(box: np.ndarray, height: int, width: int, resize) -> np.ndarray:
+def output_bbox(box: np.ndarray, height: int, width: int,
+                resize: caffe_pb2.ResizeParameter | None) -> np.ndarray:
     """OutputBBox: a normalized box (4,) in pixels of an height×width original image, undoing
     the resize_param the data layer applied (None: a plain clip and scale)."""
     box = np.asarray(box, F32)
@@ -843,7 +856,7 @@ class DetectionEvaluateLayer(Layer):
     def allow_force_backward(self, bottom_index: int) -> bool:
         return False
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.detection_evaluate_param
         self.check(p.HasField("num_classes"), "must provide num_classes",
                    "detection_evaluate_param.num_classes")
@@ -870,7 +883,7 @@ class DetectionEvaluateLayer(Layer):
         self.resize = p.resize_param if p.HasField("resize_param") else None
         self.count = 0
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         det, gt = (tuple(s) for s in bottom_shapes)
         self.check(len(det) == 4 and det[:2] == (1, 1) and det[3] == 7,
                    f"detections must be [1, 1, D, 7], not {det}")
@@ -879,7 +892,7 @@ class DetectionEvaluateLayer(Layer):
         k = self.num_classes if self.background == -1 else self.num_classes - 1
         return [(1, 1, k + det[2], 5)]
 
-    def forward(self, det, gt) -> Tops:
+    def forward(self, det: torch.Tensor, gt: torch.Tensor) -> Tops:
         d = det.detach().to("cpu", torch.float32).numpy().reshape(-1, 7)
         g = gt.detach().to("cpu", torch.float32).numpy().reshape(-1, 8)
         dets: dict[int, dict[int, list]] = {}

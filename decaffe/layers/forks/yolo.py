@@ -17,6 +17,7 @@ import math
 
 import numpy as np
 import torch
+from torch.autograd.function import FunctionCtx
 
 from ...layer import Layer, Shape, Tops, register
 
@@ -25,7 +26,7 @@ def _np_dtype(t: torch.Tensor):
     return np.float64 if t.dtype == torch.float64 else np.float32
 
 
-def _sigmoid(x: np.ndarray, dt) -> np.ndarray:
+def _sigmoid(x: np.ndarray, dt: type[np.floating]) -> np.ndarray:
     return (dt(1) / (dt(1) + np.exp(-x))).astype(dt)
 
 
@@ -35,7 +36,7 @@ def _iou_center(a: np.ndarray, b: np.ndarray) -> float:
     ax, ay, aw, ah = (f(v) for v in a)
     bx, by, bw, bh = (f(v) for v in b)
 
-    def overlap(x1, w1, x2, w2):
+    def overlap(x1: np.float32, w1: np.float32, x2: np.float32, w2: np.float32):
         left = max(x1 - w1 / f(2), x2 - w2 / f(2))
         right = min(x1 + w1 / f(2), x2 + w2 / f(2))
         return f(right - left)
@@ -48,7 +49,7 @@ def _iou_center(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _nms_and_rows(boxes: list, conf: list, cls: list, thresh: float, num_images: int,
-                  dt) -> np.ndarray:
+                  dt: type[np.floating]) -> np.ndarray:
     """Sort by confidence (stable), greedy class-agnostic NMS, the fork's output rows."""
     if not boxes:
         out = np.full((num_images, 7), -1, dt)
@@ -81,7 +82,7 @@ class _DetectionOutput(Layer):
     def allow_force_backward(self, bottom_index: int) -> bool:
         return False
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         for i, s in enumerate(bottom_shapes):
             self.check(len(s) == 4 and s[2] == s[3], f"bottom '{self.bottom_names[i]}' must be "
                        f"N x C x S x S (the fork reads a square map), has shape {tuple(s)}")
@@ -105,7 +106,7 @@ class YoloDetectionOutputLayer(_DetectionOutput):
     min_bottoms = 1
     max_bottoms = 2
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.yolo_detection_output_param
         f = "yolo_detection_output_param"
         self.check(p.HasField("num_classes"), "Must specify num_classes", f"{f}.num_classes")
@@ -118,7 +119,7 @@ class YoloDetectionOutputLayer(_DetectionOutput):
                    f"needs 2·num_box = {2 * self.num_box} biases, has {len(self.biases)}",
                    f"{f}.biases")
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         out = super().reshape(bottom_shapes)
         for i, s in enumerate(bottom_shapes):
             self.check(s[1] % self.num_box == 0 and s[1] // self.num_box >= 5 + self.num_classes,
@@ -126,7 +127,7 @@ class YoloDetectionOutputLayer(_DetectionOutput):
                        f"({self.num_box}) × (5 + num_classes ({self.num_classes})) needed")
         return out
 
-    def forward(self, *bottoms) -> Tops:
+    def forward(self, *bottoms: torch.Tensor) -> Tops:
         dt = _np_dtype(bottoms[0])
         boxes, conf, cls = [], [], []
         thresh = dt(self.confidence_threshold)
@@ -174,7 +175,7 @@ class Yolov3DetectionOutputLayer(_DetectionOutput):
 
     min_bottoms = 1
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.yolov3_detection_output_param
         f = "yolov3_detection_output_param"
         self.check(p.HasField("num_classes"), "Must specify num_classes", f"{f}.num_classes")
@@ -200,7 +201,7 @@ class Yolov3DetectionOutputLayer(_DetectionOutput):
         self.check(len(self.biases) >= 2 * (top_anchor + 1), f"mask names anchor "
                    f"{top_anchor}, biases hold {len(self.biases) // 2}", f"{f}.biases")
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         out = super().reshape(bottom_shapes)
         length = 5 + self.num_classes
         for i, s in enumerate(bottom_shapes):
@@ -209,7 +210,7 @@ class Yolov3DetectionOutputLayer(_DetectionOutput):
                        f"({self.num_classes})) = {self.num_box * length} needed")
         return out
 
-    def forward(self, *bottoms) -> Tops:
+    def forward(self, *bottoms: torch.Tensor) -> Tops:
         dt = _np_dtype(bottoms[0])
         length = 5 + self.num_classes
         boxes, conf, cls = [], [], []
@@ -264,14 +265,14 @@ class ReorgLayer(Layer):
     exact_bottoms = 1
     exact_tops = 1
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.reorg_param
         self.check(p.HasField("stride") and p.stride > 0, "stride must be given and > 0",
                    "reorg_param.stride")
         self.stride = int(p.stride)
         self.reverse = bool(p.reverse)
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         shape = tuple(bottom_shapes[0])
         self.check(len(shape) == 4, f"bottom must be N x C x H x W, has shape {shape}")
         n, c, h, w = shape
@@ -284,7 +285,7 @@ class ReorgLayer(Layer):
                    f"of the stride ({s})", "reorg_param.stride")
         return [(n, c * s * s, h // s, w // s)]
 
-    def forward(self, x) -> Tops:
+    def forward(self, x: torch.Tensor) -> Tops:
         n, c, h, w = x.shape
         s = self.stride
         oc = c // (s * s)
@@ -309,7 +310,7 @@ def _iou_center_vec(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     b = b.astype(f)
     two = f(2)
 
-    def overlap(x1, w1, x2, w2):
+    def overlap(x1: np.ndarray, w1: np.ndarray, x2: np.ndarray, w2: np.ndarray):
         left = np.maximum(x1 - w1 / two, x2 - w2 / two)
         right = np.minimum(x1 + w1 / two, x2 + w2 / two)
         return right - left
@@ -339,12 +340,12 @@ class _DeltaLoss(torch.autograd.Function):
     gradient, not the derivative of its loss)."""
 
     @staticmethod
-    def forward(ctx, x, loss, grad):
+    def forward(ctx: FunctionCtx, x: torch.Tensor, loss: torch.Tensor, grad: torch.Tensor):
         ctx.save_for_backward(grad)
         return loss.clone()
 
     @staticmethod
-    def backward(ctx, g):
+    def backward(ctx: FunctionCtx, g: torch.Tensor):
         (grad,) = ctx.saved_tensors
         return g * grad, None, None
 
@@ -375,7 +376,7 @@ class Yolov3Layer(Layer):
     def allow_force_backward(self, bottom_index: int) -> bool:
         return bottom_index == 0
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.yolov3_param
         f = "yolov3_param"
         self.num_class = int(p.num_class)
@@ -396,7 +397,7 @@ class Yolov3Layer(Layer):
                    "biases must hold a (w, h) pair for every anchor the mask names",
                    f"{f}.biases")
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         x, label = tuple(bottom_shapes[0]), tuple(bottom_shapes[1])
         self.check(len(x) == 4 and x[2] == x[3], f"bottom '{self.bottom_names[0]}' must be "
                    f"N x C x S x S, has shape {x}")
@@ -477,7 +478,7 @@ class Yolov3Layer(Layer):
                     delta[b, a, 5:, pos] = -f(self.class_scale) * (onehot - swap[b, a, 5:, pos])
         return delta, swap
 
-    def forward(self, x, label) -> Tops:
+    def forward(self, x: torch.Tensor, label: torch.Tensor) -> Tops:
         if torch.is_grad_enabled() and label.requires_grad:
             raise self.error(f"{self.type} Layer cannot backpropagate to label inputs.",
                              "propagate_down")
@@ -529,7 +530,7 @@ class RegionLossLayer(Layer):
     def allow_force_backward(self, bottom_index: int) -> bool:
         return bottom_index == 0
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.region_loss_param
         f = "region_loss_param"
         self.check(not p.class_map, "class_map files are not supported", f"{f}.class_map")
@@ -549,7 +550,7 @@ class RegionLossLayer(Layer):
         self.check(self.biases.size >= 2 * self.num, f"needs 2·num = {2 * self.num} biases, "
                    f"has {self.biases.size}", f"{f}.biases")
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         x, label = tuple(bottom_shapes[0]), tuple(bottom_shapes[1])
         self.check(len(x) == 4 and x[2] == x[3], f"bottom '{self.bottom_names[0]}' must be "
                    f"N x C x S x S, has shape {x}")
@@ -636,7 +637,7 @@ class RegionLossLayer(Layer):
                 delta[b, a, 5:, pos] = -f(self.class_scale) * (onehot - prob[b, a, :, pos])
         return delta
 
-    def forward(self, x, label) -> Tops:
+    def forward(self, x: torch.Tensor, label: torch.Tensor) -> Tops:
         if torch.is_grad_enabled() and label.requires_grad:
             raise self.error(f"{self.type} Layer cannot backpropagate to label inputs.",
                              "propagate_down")
@@ -691,7 +692,7 @@ class AssistedExcitationLayer(Layer):
     exact_tops = 1
     max_truths = MAX_TRUTHS
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         self._iter, self._max_iter = 0, 0
 
     def set_iter(self, iteration: int, max_iter: int) -> None:
@@ -707,7 +708,7 @@ class AssistedExcitationLayer(Layer):
         frac = float(np.float32(self._iter) / np.float32(self._max_iter))
         return np.float32(math.cos(frac * math.pi / 2.0))
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         x, label, mean = (tuple(s) for s in bottom_shapes)
         self.check(len(x) == 4, f"bottom '{self.bottom_names[0]}' must be N x C x H x W, "
                    f"has shape {x}")
@@ -717,7 +718,7 @@ class AssistedExcitationLayer(Layer):
                    f"image, has shape {mean}")
         return [x]
 
-    def forward(self, x, label, mean) -> Tops:
+    def forward(self, x: torch.Tensor, label: torch.Tensor, mean: torch.Tensor) -> Tops:
         if x.device.type == "meta":
             return x.clone()
         n, _, h, w = x.shape
