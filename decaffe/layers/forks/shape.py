@@ -21,14 +21,20 @@ def enum_name(msg: Message, name: str, default: str) -> str:
 
 @register("Pad")
 class PadLayer(Layer):
-    """inisis/caffe's Pad: pads the last two axes (height, width) of a 2- to 4-axis bottom by
-    pad_param pad_u (top), pad_d (bottom), pad_l (left), pad_r (right).
+    """Pads (or, with negative pads, crops) the last two axes of a 2- to 4-axis bottom.
 
-    pad_type CONSTANT fills with pad_value (default 0); REPLICATE repeats the edge row/column;
-    REFLECT mirrors without repeating the edge (each pad must be < the axis size). Four
-    negative pads crop that many rows/columns instead (decaffe also crops when some pads are
-    0 and the rest negative). Mixing positive and negative pads is refused (the fork writes
-    outside the top), as is in-place use. The fork had no backward; decaffe's is the exact one
+    Bottoms: x, 2 to 4 axes (H×W, C×H×W or N×C×H×W); the last two are padded.
+    Tops: y, x's shape with H + pad_u + pad_d and W + pad_l + pad_r (not in place).
+    Blobs: none.
+    Params: pad_param (PadParameter): pad_type CONSTANT (default), REPLICATE or REFLECT;
+    pad_u, pad_d, pad_l, pad_r (default 0); pad_value (default 0, CONSTANT only).
+    Source: inisis/caffe src/caffe/layers/pad_layer.cpp.
+
+    CONSTANT fills with pad_value; REPLICATE repeats the edge row/column; REFLECT mirrors
+    without repeating the edge (each pad must be < the axis size). Four negative pads crop
+    that many rows/columns instead (decaffe also crops when some pads are 0 and the rest
+    negative). Mixing positive and negative pads is refused (the fork writes outside the
+    top), as is in-place use. The fork had no backward; decaffe's is the exact one
     (docs/compat.md).
     """
 
@@ -76,8 +82,18 @@ class PadLayer(Layer):
 
 @register("Unsqueeze")
 class UnsqueezeLayer(Layer):
-    """inisis/caffe's Unsqueeze: inserts an axis of size 1 at unsqueeze_param.dim (required;
-    negative counts from the end: dim + num_axes + 1). The top shares the bottom's values."""
+    """Inserts an axis of size 1 into the bottom's shape.
+
+    Bottoms: x, any shape with A axes.
+    Tops: x's values with a 1 inserted at axis dim (A + 1 axes), a view of the bottom.
+    Blobs: none.
+    Params: unsqueeze_param (UnsqueezeParameter): dim (required in the fork; refused when
+    unset); a negative dim counts from the end (dim + A + 1); 0 <= dim <= A.
+    Source: inisis/caffe src/caffe/layers/unsqueeze.cpp.
+
+    The fork copies the values and its backward is empty (x gets no gradient there);
+    decaffe's gradient passes the top's diff through unchanged.
+    """
 
     exact_bottoms = 1
     exact_tops = 1
