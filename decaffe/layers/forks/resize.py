@@ -89,15 +89,26 @@ def _interp_axis(n_in: int, offset: int, n_eff: int, n_out: int) -> np.ndarray:
 
 @register("Interp")
 class InterpLayer(_Separable):
-    """PSPNet/DeepLab's Interp: bilinear resize with aligned corners (Caffe's interp2).
+    """Bilinear resize with aligned corners (Caffe's caffe_cpu_interp2), PSPNet/DeepLab's Interp.
 
-    interp_param: pad_beg, pad_end (<= 0: crop the input first; the effective input is
-    in + pad_beg + pad_end, starting at −pad_beg on both axes); the output size is
-    shrink_factor s alone: (in_eff − 1)/s + 1; zoom_factor z alone: in_eff + (in_eff − 1)(z − 1);
-    height and width: those; both factors: shrink then zoom. With a second bottom and
-    use_blob_size (soeaver's fork) the output takes that bottom's height and width.
-    Output position o reads input o·(in_eff − 1)/(out − 1) (float32). Backward: the transpose.
-    Refuses positive pads, factors < 1, no size given, and non-positive sizes (as Caffe).
+    Bottoms: x, N×C×H×W; optionally ref, N'×C'×H_out×W_out, whose height and width the top
+    takes (ref gets no gradient).
+    Tops: y, N×C×H_out×W_out.
+    Blobs: none.
+    Params: interp_param (InterpParameter): pad_beg, pad_end (default 0, must be <= 0: they
+    crop); height, width; zoom_factor, shrink_factor (default 1 each, used when set);
+    use_blob_size (default false; soeaver's, refused set false with a second bottom).
+    Source: DeepLab v2 src/caffe/layers/interp_layer.cpp and src/caffe/util/interp.cpp (as
+    the maweifei/deeplab-ver2 mirror and PSPNet carry them); soeaver's caffe-priv for
+    use_blob_size.
+
+    The effective input is in + pad_beg + pad_end, starting at −pad_beg on both axes; the
+    output size is shrink_factor s alone: (in_eff − 1)/s + 1; zoom_factor z alone:
+    in_eff + (in_eff − 1)(z − 1); height and width: those; both factors: shrink then zoom. A
+    second bottom's height and width win over all of these (DeepLab v2's Interp reads the
+    second bottom only when no factor or size is given). Output position o reads input
+    o·(in_eff − 1)/(out − 1) (float32). Backward: the transpose. Refuses positive pads,
+    factors < 1, no size given, and non-positive sizes (as Caffe).
     """
 
     min_bottoms = 1
@@ -189,17 +200,23 @@ def _unpool(layer: Layer, x: torch.Tensor, mask: torch.Tensor, out_h: int, out_w
 
 @register("Upsample")
 class UpsampleLayer(Layer):
-    """Upsample.
+    """Upsample: SegNet's max-unpooling with two bottoms, nearest-neighbour repetition with one.
 
-    Two bottoms (SegNet, alexgkendall/caffe-segnet): bottom 1 is a MAX Pooling's mask of
-    bottom 0's shape; each value is written at its mask position in a zero top of
-    upsample_h × upsample_w, or (height·scale_h − pad_out_h) × (width·scale_w − pad_out_w)
-    (scale_h/scale_w default to scale). Backward reads the top's gradient at the mask positions.
+    Bottoms: x, N×C×H×W; optionally mask, N×C×H×W, a MAX Pooling's argmax top (flat
+    indices in each out_h×out_w plane; it gets no gradient).
+    Tops: with the mask N×C×out_h×out_w; with one bottom x's shape with the last two axes (or,
+    dims_num 3, the last axis) times scale.
+    Blobs: none.
+    Params: upsample_param (UpsampleParameter): scale (default 2, SegNet's; inisis' is 1),
+    scale_h, scale_w (default scale), pad_out_h, pad_out_w (default false, only for scale 2),
+    upsample_h, upsample_w (with the mask); dims_num (default 4; one bottom only).
+    Source: alexgkendall/caffe-segnet src/caffe/layers/upsample_layer.cpp (two bottoms);
+    inisis/caffe src/caffe/layers/upsample_layer.cpp (one bottom).
 
-    One bottom (inisis/caffe, YOLOv3 forks): nearest-neighbour repetition by the integer
-    `scale`: with dims_num 4 (default) along the last two axes, with dims_num 3 along the
-    last axis only. The fork had no backward; decaffe gives the exact one (the sum over each
-    block), see docs/compat.md.
+    With the mask each value is written at its mask position in a zero top of
+    upsample_h × upsample_w, or (H·scale_h − pad_out_h) × (W·scale_w − pad_out_w); backward
+    reads the top's gradient at the mask positions. With one bottom the fork had no
+    backward; decaffe gives the exact one (the sum over each block), see docs/compat.md.
     """
 
     min_bottoms = 1
@@ -275,11 +292,18 @@ class UpsampleLayer(Layer):
 
 @register("MaxUnPool")
 class MaxUnPoolLayer(Layer):
-    """inisis/caffe's MaxUnPool: bottom 0 (N, C, H, W) values go to the flat positions of
-    bottom 1 (a MAX Pooling's mask, or any index blob) in a zero top (N, C, dst_h, dst_w).
-    max_unpool_param.dst_h and dst_w are required; an index outside the top is refused (the
-    fork aborts). The fork had no backward; decaffe's reads the top's gradient at the mask
-    positions (docs/compat.md)."""
+    """Max-unpooling: each value goes to its index's place in a zero top of dst_h × dst_w.
+
+    Bottoms: x, N×C×H×W; mask, N×C×H×W, a MAX Pooling's argmax top (or any flat index
+    blob into each dst_h×dst_w plane; it gets no gradient).
+    Tops: y, N×C×dst_h×dst_w.
+    Blobs: none.
+    Params: max_unpool_param (MaxUnPoolParameter): dst_h, dst_w (both required).
+    Source: inisis/caffe src/caffe/layers/maxunpool_layer.cpp.
+
+    An index outside the top is refused (the fork aborts). The fork had no backward;
+    decaffe's reads the top's gradient at the mask positions (docs/compat.md).
+    """
 
     exact_bottoms = 2
     exact_tops = 1
@@ -325,12 +349,21 @@ def _resize_axis(n_in: int, n_out: int) -> np.ndarray:
 
 @register("Resize")
 class ResizeLayer(_Separable):
-    """Bilinear Resize (zhujin's util_img): top (N, C, height, width), or with
-    is_pyramid_test the bottom's size times out_height_scale / out_width_scale (truncated).
-    Output (h, w) reads source (h·H/height, w·W/width), anchored at the top-left pixel; a
-    neighbour beyond the last row/column is dropped (its weight is not redistributed).
-    Backward scatters the top's gradient with the same weights. resize_param.height and
-    width are required without is_pyramid_test, both scales with it."""
+    """Bilinear resize anchored at the top-left pixel (zhujin's util_img, as inisis/caffe has it).
+
+    Bottoms: x, N×C×H×W.
+    Tops: y, N×C×height×width, or with is_pyramid_test N×C×int(H·out_height_scale)×
+    int(W·out_width_scale).
+    Blobs: none.
+    Params: resize_param (ResizeLayerParameter, inisis' number 251): height, width (required
+    without is_pyramid_test); is_pyramid_test (default false); out_height_scale,
+    out_width_scale (required with it).
+    Source: inisis/caffe src/caffe/layers/resize_layer.cpp, src/caffe/util/util_img.cpp.
+
+    Output (h, w) reads source (h·H/height, w·W/width); a neighbour beyond the last
+    row/column is dropped (its weight is not redistributed). Backward scatters the top's
+    gradient with the same weights, as the fork's.
+    """
 
     exact_bottoms = 1
 
@@ -391,13 +424,21 @@ def _bilinear_axis(n_in: int, n_out: int, align: bool) -> np.ndarray:
 
 @register("BilinearInterpolate")
 class BilinearInterpolateLayer(_Separable):
-    """inisis/caffe's BilinearInterpolate (ONNX Resize/Upsample bilinear): top (N, C, dst_h,
-    dst_w) from bilinear_interpolate_param dst_h / dst_w (either one; the other keeps the
-    bottom's size) or scale_factor (sizes truncated); align_corners (default true) maps the
-    corners onto each other, otherwise half-pixel centres. The fork had no backward; decaffe's
-    is the transpose of the interpolation (docs/compat.md). Refused: both a size and a
-    scale_factor, neither, a bottom axis of size 1 (the fork reads outside it), and
-    align_corners with an output axis of 1 (the fork divides by zero)."""
+    """Bilinear resize to a fixed size, ONNX Resize/Upsample's bilinear mode.
+
+    Bottoms: x, N×C×H×W with H, W >= 2.
+    Tops: y, N×C×dst_h×dst_w (fixed at setup from the first bottom shape).
+    Blobs: none.
+    Params: bilinear_interpolate_param (BilinearInterpolateParameter): dst_h, dst_w (either
+    one; the other keeps the bottom's size) or scale_factor (default 1; used when set; sizes
+    truncated); align_corners (default true).
+    Source: inisis/caffe src/caffe/layers/bilinear_interpolate_layer.cpp.
+
+    align_corners maps the corners onto each other, otherwise half-pixel centres. The fork's
+    backward is empty; decaffe's is the transpose of the interpolation (docs/compat.md).
+    Refused: both a size and a scale_factor, neither, a bottom axis of size 1 (the fork reads
+    outside it), and align_corners with an output axis of 1 (the fork divides by zero).
+    """
 
     exact_bottoms = 1
 
@@ -443,9 +484,17 @@ class BilinearInterpolateLayer(_Separable):
 
 @register("PixelShuffle")
 class PixelShuffleLayer(Layer):
-    """inisis/caffe's PixelShuffle (PyTorch's pixel_shuffle): (N, C·r², H, W) → (N, C, H·r,
-    W·r) with r = pixelshuffle_param.upscale_factor; top (n, c, h·r + i, w·r + j) is bottom
-    (n, c·r² + i·r + j, h, w). The fork had no backward; decaffe's is the inverse permutation."""
+    """Depth to space (PyTorch's pixel_shuffle): N×C·r²×H×W → N×C×H·r×W·r.
+
+    Bottoms: x, N×C·r²×H×W.
+    Tops: y, N×C×H·r×W·r; top (n, c, h·r + i, w·r + j) is bottom (n, c·r² + i·r + j, h, w).
+    Blobs: none.
+    Params: pixelshuffle_param (PixelShuffleParameter): upscale_factor r (required in the
+    fork; unset reads 0 and is refused, as is any r < 1).
+    Source: inisis/caffe src/caffe/layers/pixelshuffle_layer.cpp.
+
+    The fork had no backward; decaffe's is the inverse permutation.
+    """
 
     exact_bottoms = 1
     exact_tops = 1
