@@ -56,22 +56,35 @@ class _TestModeNorm(torch.autograd.Function):
 
 @register("BN")
 class BNLayer(Layer):
-    """The forks' BN layer (one bottom of (N, C, ...) with statistics over all axes but 1).
+    """The forks' BN: per-channel batch normalisation with a built-in scale and shift.
 
-    yjxiong / Cysu form (the default; bn_param slope_filler, bias_filler, momentum = 0.9,
-    eps = 1e-5, frozen = false). Blobs (1, C, 1, 1): 0 scale, 1 shift, 2 running mean (starts
-    at 0), 3 running inverse standard deviation (starts at 1). TRAIN, not frozen: batch mean μ
-    and biased variance σ², s = (σ² + eps)^−½, y = (x − μ)·s·scale + shift, and
-    run_mean ← (1 − momentum)·μ + momentum·run_mean, run_inv_std likewise with s.
-    TEST or frozen: y = (x − run_mean)·run_inv_std·scale + shift. Frozen: the backward gives
-    only the bottom gradient scale·run_inv_std·dy (no scale/shift gradient, as the fork).
-    A TEST-phase backward (not frozen) uses the training formula around the running
-    statistics, as the fork does.
+    Bottoms: x, N×C×... (statistics over every axis but 1).
+    Tops: y, x's shape; in the SegNet/ENet LEARN form optionally the batch mean and the batch
+    variance, each 1×C×1×1 (they carry no gradient).
+    Blobs: yjxiong/Cysu form: 0 scale, 1 shift, 2 running mean (starts at 0), 3 running
+    inverse standard deviation (starts at 1), each 1×C×1×1; 2 and 3 get no gradient. SegNet/
+    ENet form: 0 scale, 1 shift, each 1×C×1×1.
+    Params: bn_param (BNParameter): yjxiong/Cysu form slope_filler, bias_filler (default
+    constant 0), momentum (default 0.9), eps (default 1e-5), frozen (default false); engine is
+    not read. SegNet/ENet form (chosen when bn_mode, scale_filler or shift_filler is set, or the
+    loaded weights hold two blobs): scale_filler, shift_filler (default constant 0), bn_mode
+    LEARN (default) or INFERENCE.
+    Source: yjxiong/caffe src/caffe/layers/bn_layer.cpp as before its commit 89777d9a
+    (2016-04-27, "Cudnn v5 Support"; from then on blob 3 holds the running variance, which
+    this layer does not read); Cysu/caffe's BN; alexgkendall/caffe-segnet and
+    TimoSaemann/caffe-enet src/caffe/layers/bn_layer.cpp.
 
-    SegNet / ENet form (chosen when bn_param sets bn_mode, scale_filler or shift_filler, or
-    the loaded weights hold two blobs). Blobs (1, C, 1, 1): 0 scale, 1 shift. LEARN: batch
-    mean μ and variance E(x²) − μ², y = (x − μ)/√(σ² + 1e−9)·scale + shift, with optional
-    tops 1 and 2 the batch mean and variance (1, C, 1, 1). INFERENCE: y = scale·x + shift.
+    yjxiong/Cysu form, TRAIN and not frozen: batch mean μ and biased variance σ²,
+    s = (σ² + eps)^−½, y = (x − μ)·s·scale + shift, and run_mean ← (1 − momentum)·μ +
+    momentum·run_mean, run_inv_std likewise with s. TEST or frozen:
+    y = (x − run_mean)·run_inv_std·scale + shift. Frozen: the backward gives only the bottom
+    gradient scale·run_inv_std·dy (no scale/shift gradient, as the fork). A TEST-phase
+    backward (not frozen) uses the training formula around the running statistics, as the
+    fork does. It has one top.
+
+    SegNet/ENet form, LEARN: batch mean μ and variance E(x²) − μ²,
+    y = (x − μ)/√(σ² + 1e−9)·scale + shift. INFERENCE: y = scale·x + shift (the statistics
+    folded in by SegNet's compute_bn_statistics.py); the mean/variance tops need LEARN.
     """
 
     # Caffe's backward reads its forward's normalised values and variance: the recorded
@@ -174,14 +187,24 @@ class BNLayer(Layer):
 
 @register("BatchNormKyle")
 class BatchNormKyleLayer(Layer):
-    """inisis/caffe's BatchNormKyle: BVLC BatchNorm's statistics (blobs 0 mean sum, 1 variance
-    sum, 2 factor; batch_norm_param moving_average_fraction, eps, use_global_stats defaulting
-    to TEST) followed, with use_alpha_beta, by a built-in per-channel scale (blob 3, alpha,
-    starts at 1) and shift (blob 4, beta, starts at 0): y = x̂·alpha + beta.
-    In TRAIN the batch mean and biased variance normalise, and the sums update as BatchNorm's
-    (factor ← λ·factor + 1, mean ← λ·mean + μ, var ← λ·var + m/(m−1)·σ²). With global
-    statistics the backward is alpha·dy/√(var + eps) and alpha/beta get no gradient (the
-    fork returns before computing them).
+    """BVLC BatchNorm's statistics followed, with use_alpha_beta, by a per-channel scale and shift.
+
+    Bottoms: x, N×C×... (or a 1-axis N, one channel).
+    Tops: y, x's shape: x̂ = (x − mean)/√(var + eps), times alpha plus beta with
+    use_alpha_beta.
+    Blobs: 0 mean sum C, 1 variance sum C, 2 factor 1 (all start at 0 and get no gradient);
+    with use_alpha_beta 3 alpha C (starts at 1), 4 beta C (starts at 0).
+    Params: batch_norm_param (BatchNormParameter): use_global_stats (default: true in TEST),
+    moving_average_fraction (default 0.999), eps (default 1e-5), use_alpha_beta (default
+    false); weight_filler, bias_filler and do_all_reduce are not read (the fork sets alpha 1
+    and beta 0 without its fillers).
+    Source: inisis/caffe src/caffe/layers/batch_norm_kyle_layer.cpp.
+
+    In TRAIN the batch mean and biased variance normalise, and the sums update as
+    BatchNorm's (factor ← λ·factor + 1, mean ← λ·mean + μ, var ← λ·var + m/(m−1)·σ²); with
+    global statistics mean and var are the sums over factor. With global statistics the
+    backward is alpha·dy/√(var + eps) and alpha/beta get no gradient (the fork returns before
+    computing them).
     """
 
     # Caffe's backward reads its forward's normalised values and variance: the recorded
