@@ -94,13 +94,25 @@ class _DetectionOutput(Layer):
 # ------------------------------------------------------------------------------------------
 @register("YoloDetectionOutput")
 class YoloDetectionOutputLayer(_DetectionOutput):
-    """YOLOv2 detections from one or two maps (N, num_box·(5 + num_classes), S, S).
+    """YOLOv2 detections from one or two maps, after class-agnostic greedy NMS.
+
+    Bottoms: one or two maps, N×num_box·(5 + num_classes)×S×S (square; per anchor x, y, w,
+    h, objectness, class scores). No gradient (no backward).
+    Tops: 1×1×D×7, rows [image_id, label, score, xmin, ymin, xmax, ymax] (image_id 0 for
+    every detection, label = class + 1, corners normalised and not clipped); with no
+    detection one row [n, −1, −1, −1, −1, −1, −1] per image n. D depends on the data.
+    Blobs: none.
+    Params: yolo_detection_output_param (YoloDetectionOutputParameter): num_classes
+    (required, though the schema's default is 20), num_box (default 5),
+    confidence_threshold (default 0.01), nms_threshold (default 0.45), biases (2·num_box
+    anchor sizes in cells); side, coords and label_map_file are not read.
+    Source: eric612/MobileNet-YOLO src/caffe/layers/yolo_detection_output_layer.cpp.
 
     For anchor n of cell (row j, column i) with values t: x = (i + σ(t0))/S,
     y = (j + σ(t1))/S, w = exp(t2)·biases[2n]/S, h = exp(t3)·biases[2n+1]/S; the class is the
     argmax of softmax(t5...) (first maximum), confidence σ(t4)·its probability, kept when
-    ≥ confidence_threshold. num_classes is required. No backward.
-    Source: eric612/MobileNet-YOLO src/caffe/layers/yolo_detection_output_layer.cpp.
+    ≥ confidence_threshold. Candidates are sorted by confidence (stable: equal ones keep
+    enumeration order) and a box is suppressed by an earlier kept one at IoU ≥ nms_threshold.
     """
 
     min_bottoms = 1
@@ -163,14 +175,25 @@ class YoloDetectionOutputLayer(_DetectionOutput):
 # ------------------------------------------------------------------------------------------
 @register("Yolov3DetectionOutput")
 class Yolov3DetectionOutputLayer(_DetectionOutput):
-    """YOLOv3 detections from mask_group_num maps (N, num_box·(5 + num_classes), S, S).
+    """YOLOv3 detections from mask_group_num maps, after class-agnostic greedy NMS.
+
+    Bottoms: mask_group_num maps, N×C×S×S (square, each its own S) with
+    C >= num_box·(5 + num_classes). No gradient (no backward).
+    Tops: 1×1×D×7 rows as YoloDetectionOutput's (image_id 0, label = class + 1, unclipped
+    corners; one row [n, −1, ...] per image when nothing is detected). D depends on the data.
+    Blobs: none.
+    Params: yolov3_detection_output_param (Yolov3DetectionOutputParameter): num_classes
+    (required, though the schema's default is 20), num_box (default 3),
+    confidence_threshold (default 0.01), nms_threshold (default 0.45), biases (anchor sizes
+    in input pixels), anchors_scale (one stride per map), mask_group_num (default 2; must
+    equal the number of bottoms), mask (anchor indices, mask_group_num groups).
+    Source: eric612/MobileNet-YOLO src/caffe/layers/yolov3_detection_output_layer.cpp.
 
     Map t uses the anchors mask[t·G + n] (G = mask size / mask_group_num) and stride
     anchors_scale[t]: x = (column + σ(t0))/S, y = (row + σ(t1))/S,
     w = exp(t2)·biases[2m]/(S·anchors_scale[t]), likewise h; every class whose
-    σ(class)·σ(t4) exceeds confidence_threshold gives a candidate of that class. The number
-    of bottoms must equal mask_group_num; num_classes is required. No backward.
-    Source: eric612/MobileNet-YOLO src/caffe/layers/yolov3_detection_output_layer.cpp.
+    σ(class)·σ(t4) exceeds confidence_threshold gives a candidate of that class. Candidates
+    are sorted by confidence (stable) and suppressed at IoU ≥ nms_threshold.
     """
 
     min_bottoms = 1
@@ -253,13 +276,17 @@ class Yolov3DetectionOutputLayer(_DetectionOutput):
 class ReorgLayer(Layer):
     """Darknet's reorg (YOLOv2's passthrough), as the fork's reorg_cpu computes it.
 
-    reverse false: (N, C, H, W) → (N, C·s², H/s, W/s). The bottom's memory is read as
-    (N, C/s², H·s, W·s) and output channel k = (dy·s + dx)·C/s² + c2 at (y, x) takes
-    position (c2, y·s + dy, x·s + dx) of it — darknet's layout, not a plain space-to-depth.
-    reverse true is the inverse permutation, (N, C, H, W) → (N, C/s², H·s, W·s). Backward
-    is the inverse permutation of the diff. stride (s) must be > 0; C must divide by s² and
-    H, W by s (reverse false).
-    Source: eric612/MobileNet-YOLO reorg_layer (darknet's reorg_cpu).
+    Bottoms: x, N×C×H×W.
+    Tops: reverse false: N×C·s²×H/s×W/s; reverse true: N×C/s²×H·s×W·s.
+    Blobs: none.
+    Params: reorg_param (ReorgParameter): stride s (required, > 0), reverse (default false).
+    Source: eric612/MobileNet-YOLO src/caffe/layers/reorg_layer.cpp (darknet's reorg_cpu).
+
+    reverse false: the bottom's memory is read as (N, C/s², H·s, W·s) and output channel
+    k = (dy·s + dx)·C/s² + c2 at (y, x) takes position (c2, y·s + dy, x·s + dx) of it —
+    darknet's layout, not a plain space-to-depth. reverse true is the inverse permutation.
+    Backward is the inverse permutation of the diff. C must divide by s² and (reverse false)
+    H, W by s.
     """
 
     exact_bottoms = 1
@@ -352,20 +379,29 @@ class _DeltaLoss(torch.autograd.Function):
 
 @register("Yolov3")
 class Yolov3Layer(Layer):
-    """YOLOv3's training loss for one scale (eric612/MobileNet-YOLO).
+    """YOLOv3's training loss for one scale, with the fork's own gradient.
 
-    Bottoms: predictions (N, num·(5 + num_class), S, S) and labels, per image up to 300 rows
-    [class, x, y, w, h] (normalised centre-size) ended by a row whose x (for the no-object
-    term) or w (for the assignment) is 0. Top: the loss Σ delta² / N, where delta is the
-    fork's: σ(objectness) for every anchor whose best IoU with a truth is ≤ thresh;
-    for each truth, the anchor of the mask whose prior fits its size best at the truth's cell
-    gets −coord_scale·(2 − w·h)·(target − output) on its σ(x), σ(y), raw w, h,
+    Bottoms: predictions, N×num·(5 + num_class)×S×S (square); labels, N×300·5 values: per
+    image up to 300 rows [class, x, y, w, h] (normalised centre-size) ended by a row whose x
+    (for the no-object term) or w (for the assignment) is 0. The labels get no gradient.
+    Tops: loss, a scalar (shape ()): Σ delta² / N; loss_weight 1 by default (a loss layer).
+    Blobs: none.
+    Params: yolov3_param (Yolov3Parameter): num_class (default 20), num (default 5; anchors
+    at this scale), biases (anchor (w, h) pairs in input pixels), mask (the num anchor
+    indices of this scale), anchors_scale (default 32; the stride), object_scale (default 1),
+    class_scale (default 1), coord_scale (default 5), thresh (default 0.2),
+    use_logic_gradient (default false); use_focal_loss is refused; side and noobject_scale
+    are not read.
+    Source: eric612/MobileNet-YOLO src/caffe/layers/yolov3_layer.cpp.
+
+    delta is σ(objectness) for every anchor whose best IoU with a truth is ≤ thresh; for each
+    truth, the anchor of the mask whose prior fits its size best at the truth's cell gets
+    −coord_scale·(2 − w·h)·(target − output) on its σ(x), σ(y), raw w, h,
     −(1 − σ(objectness)) (× object_scale with use_logic_gradient) and −class_scale·(onehot −
     σ(class)) (a second truth on the same anchor only sets 1 − σ of its own class). The
     backward is loss_weight/N · delta, times σ' on the logistic channels with
     use_logic_gradient — the fork's gradient, which is not the derivative of its loss, so
-    there is no finite-difference check of it. The labels get no gradient.
-    Source: eric612/MobileNet-YOLO src/caffe/layers/yolov3_layer.cpp.
+    there is no finite-difference check of it.
     """
 
     exact_bottoms = 2
@@ -504,20 +540,29 @@ class Yolov3Layer(Layer):
 # ------------------------------------------------------------------------------------------
 @register("RegionLoss")
 class RegionLossLayer(Layer):
-    """YOLOv2's training loss (eric612/MobileNet-YOLO's RegionLoss).
+    """YOLOv2's training loss (RegionLoss), with the fork's own gradient.
 
-    Bottoms: predictions (N, num·(5 + num_class), S, S) — per anchor x, y, w, h (raw),
-    objectness (logistic) and class scores (softmax) — and labels as for Yolov3 (300 rows
-    [class, x, y, w, h] per image). Top: Σ delta² / N with the fork's delta:
-    noobject_scale·σo·σo' for anchors whose best IoU with a truth is ≤ thresh; while fewer
-    than 12800/N passes have run (a count shared by every RegionLoss layer of the process,
-    as the fork's global `iter`), 0.01-weighted pulls of every anchor towards its prior at
-    its cell's centre; for each truth, the anchor at its cell whose prior (bias_match) or
-    prediction fits its size best gets coordinate deltas (σ' included for x, y) scaled by
-    coord_scale (× (2 − w·h) unless rescore), objectness object_scale·(IoU or 1 − σo)·σo',
-    and class_scale·(softmax − onehot). The backward is loss_weight/N · delta, the fork's
-    own gradient. class_map files are not supported; the labels get no gradient.
+    Bottoms: predictions, N×num·(5 + num_class)×S×S (square) — per anchor x, y, w, h (raw),
+    objectness (logistic) and class scores (softmax); labels as for Yolov3 (N×300·5: rows
+    [class, x, y, w, h] per image). The labels get no gradient.
+    Tops: loss, a scalar (shape ()): Σ delta² / N; loss_weight 1 by default (a loss layer).
+    Blobs: none.
+    Params: region_loss_param (RegionLossParameter): num_class (default 20), num (default
+    5), biases (anchor sizes in cells; fewer than 10 values read as ten zeros), bias_match
+    (default 1), rescore (default 1), object_scale (default 1), noobject_scale (default 0.5),
+    class_scale (default 1), coord_scale (default 5), thresh (default 0.2), coords (must be
+    4); class_map is refused; side, softmax, jitter, absolute, random and softmax_tree are
+    not read.
     Source: eric612/MobileNet-YOLO src/caffe/layers/region_loss_layer.cpp.
+
+    delta: noobject_scale·σo·σo' for anchors whose best IoU with a truth is ≤ thresh; while
+    fewer than 12800/N passes have run (a count shared by every RegionLoss layer of the
+    process, as the fork's global `iter`), 0.01-weighted pulls of every anchor towards its
+    prior at its cell's centre; for each truth, the anchor at its cell whose prior
+    (bias_match) or prediction fits its size best gets coordinate deltas (σ' included for x,
+    y) scaled by coord_scale (× (2 − w·h) unless rescore), objectness object_scale·(IoU or
+    1 − σo)·σo', and class_scale·(softmax − onehot). The backward is loss_weight/N · delta,
+    the fork's own gradient.
     """
 
     exact_bottoms = 2
@@ -673,19 +718,23 @@ def _bound(a: int, hi: int) -> int:
 
 @register("AssistedExcitation")
 class AssistedExcitationLayer(Layer):
-    """Assisted Excitation (Derakhshani et al. 2019) as eric612/MobileNet-YOLO computes it.
+    """Assisted Excitation (Derakhshani et al. 2019): adds α·map inside the truth boxes.
 
-    Bottoms: features (N, C, H, W); labels as for Yolov3 (N, 300 rows of [class, x, y, w, h],
-    normalised centre-size, ended by a row whose x is 0); a map (N, H, W) of the same
-    spatial size (in the fork's nets the channel mean of the features, from Permute +
-    Reduction). Top: the features plus, inside every truth box (corners
-    (int)((x ∓ w/2)·W + 0.5) and likewise in y, clipped to [0, W] and [0, H]), α times the
-    map, on every channel, with α = cos(iter/max_iter · π/2) from the solver (Layer::set_iter;
-    α = 1 for a net that no solver steps, where the fork reads an unset iteration).
-    As in the fork, only the first image of a batch is excited: both of its kernels add the
-    mask from the buffer's start, which is image 0's region and is zero for images 1..N−1.
-    Backward: the features' gradient is the top's; labels and the map get none.
+    Bottoms: x, N×C×H×W features; labels as for Yolov3 (N×300·5: rows [class, x, y, w, h],
+    normalised centre-size, ended by a row whose x is 0); map, N×H×W (any shape of N·H·W
+    values; in the fork's nets the channel mean of the features, from Permute + Reduction).
+    Labels and the map get no gradient.
+    Tops: y, N×C×H×W.
+    Blobs: none.
+    Params: none (α comes from the solver's iteration, Layer::set_iter).
     Source: eric612/MobileNet-YOLO src/caffe/layers/assisted_excitation_layer.cpp.
+
+    Inside every truth box (corners (int)((x ∓ w/2)·W + 0.5) and likewise in y, clipped to
+    [0, W] and [0, H]) the top is x plus α times the map, on every channel, with
+    α = cos(iter/max_iter · π/2) (α = 1 for a net that no solver steps, where the fork reads
+    an unset iteration). As in the fork, only the first image of a batch is excited: both of
+    its kernels add the mask from the buffer's start, which is image 0's region and is zero
+    for images 1..N−1. Backward: the features' gradient is the top's.
     """
 
     exact_bottoms = 3
