@@ -602,30 +602,36 @@ def _greedy_nms(boxes: torch.Tensor, thresh: torch.Tensor, max_out: int,
 
 @register("Proposal")
 class ProposalLayer(Layer):
-    """Region proposals from RPN scores and box deltas: the C++ Proposal layer of
-    sanghoon/pva-faster-rcnn (its caffe submodule, branch dev_pvanet), which computes
-    py-faster-rcnn's ProposalLayer — the semantics the Faster R-CNN, R-FCN and PVANet models
-    that declare ``type: "Proposal"`` were trained with.
+    """Region proposals from RPN scores and box deltas: anchors moved, clipped, sorted, NMS'd.
 
-    Bottoms: scores (N, 2A, H, W) — background then foreground for the A anchors —, deltas
-    (N, 4A, H, W), im_info [img_h, img_w, scale_h(, scale_w, ...)] (the first image's: with
-    three values the one scale serves both sides, as py-faster-rcnn's im_info has it). Tops:
-    rois (R, 5) [n, x1, y1, x2, y2] and optionally scores (R,), the images' proposals one
-    after the other.
-
-    Anchors: for each ratio (outer) w = ROUND(√(base_size²/ratio)), h = ROUND(w·ratio); for
-    each scale (inner) the w·scale × h·scale box centred on ((base_size − 1)/2,
-    (base_size − 1)/2) (scales 8/16/32 at base_size 16 are 128–512 px), shifted by
-    feat_stride·(x, y) at every cell (cells row-major outer, anchors inner). Each moves by
-    its deltas (centre + d·size, size·exp(d), sizes with +1), is clipped to the image, and
-    its score becomes 0 unless it is at least min_size·scale_w wide and min_size·scale_h
-    high. The fork's partial quicksort brings the pre_nms_topn best first (equal scores
-    where that algorithm leaves them); greedy NMS (IoU with +1 sizes > nms_thresh
-    suppresses) keeps at most post_nms_topn. R depends on the data. No backward (the
-    fork's is empty). Computed in the bottoms' precision with tensor operations (no loop
-    over boxes).
+    Bottoms: scores, N×2A×H×W (background then foreground for the A anchors); deltas,
+    N×4A×H×W; im_info, at least 3 values per image [img_h, img_w, scale_h(, scale_w, ...)],
+    the first image's serving every image (with three values the one scale serves both
+    sides, as py-faster-rcnn's im_info has it). None gets a gradient (the fork's backward is
+    empty).
+    Tops: rois, R×5 [n, x1, y1, x2, y2]; optionally scores, R; the images' proposals one
+    after the other, at most post_nms_topn each. R depends on the data.
+    Blobs: none.
+    Params: proposal_param (ProposalParameter; inisis' number 1000, pva-faster-rcnn's
+    8266713, same fields): feat_stride (default 16), base_size (default 16, > 0), min_size
+    (default 16), ratio (repeated, at least one, > 0), scale (repeated, at least one),
+    pre_nms_topn (default 6000), post_nms_topn (default 300, > 0), nms_thresh (default 0.7).
     Source: sanghoon/caffe@6068dd0 (dev_pvanet) src/caffe/layers/proposal_layer.cpp,
     src/caffe/util/nms.cpp; py-faster-rcnn lib/rpn/proposal_layer.py, generate_anchors.py.
+
+    The C++ Proposal layer of sanghoon/pva-faster-rcnn computes py-faster-rcnn's
+    ProposalLayer — the semantics the Faster R-CNN, R-FCN and PVANet models that declare
+    ``type: "Proposal"`` were trained with. Anchors: for each ratio (outer)
+    w = ROUND(√(base_size²/ratio)), h = ROUND(w·ratio); for each scale (inner) the
+    w·scale × h·scale box centred on ((base_size − 1)/2, (base_size − 1)/2) (scales 8/16/32 at
+    base_size 16 are 128–512 px), shifted by feat_stride·(x, y) at every cell (cells
+    row-major outer, anchors inner). Each moves by its deltas (centre + d·size, size·exp(d),
+    sizes with +1), is clipped to the image, and its score becomes 0 unless it is at least
+    min_size·scale_w wide and min_size·scale_h high. The fork's partial quicksort brings the
+    pre_nms_topn best first (equal scores where that algorithm leaves them); greedy NMS (IoU
+    with +1 sizes > nms_thresh suppresses) keeps at most post_nms_topn. The fork takes one
+    image; decaffe takes N. Computed in the bottoms' precision with tensor operations (no
+    loop over boxes).
     """
 
     exact_bottoms = 3
@@ -750,10 +756,22 @@ def _legacy_dims(shape: Shape) -> tuple[int, int, int, int]:
 
 @register("SoftmaxWithLossOHEM")
 class SoftmaxWithLossOHEMLayer(SoftmaxWithLossLayer):
-    """SoftmaxWithLoss with R-FCN's per-instance loss as its optional third top (as R-FCN's
-    own SoftmaxWithLoss gives it: see SoftmaxWithLossLayer) and loss_param.normalization
-    PRE_FIXED dividing by loss_param.pre_fixed_normalizer (at least 1).
-    Source: caffe-rfcn / soeaver's caffe-priv softmax_loss_ohem_layer.
+    """SoftmaxWithLoss with R-FCN's per-instance loss top and PRE_FIXED normalisation.
+
+    Bottoms: scores, outer×C×inner around softmax_param.axis; labels, outer·inner values in
+    [0, C) or ignore_label (they get no gradient).
+    Tops: loss, a scalar (loss_weight 1 by default); optionally the probabilities (scores'
+    shape) and the per-position losses (the labels' shape, 0 where ignored), neither with a
+    gradient.
+    Blobs: none.
+    Params: softmax_param.axis (default 1); loss_param (LossParameter): ignore_label,
+    normalization (default VALID; PRE_FIXED divides by pre_fixed_normalizer, default 1, at
+    least 1), normalize (legacy).
+    Source: R-FCN's OHEM layers (Yi Li, 2016) as Intel's extendedcaffe/extended-caffe and
+    soeaver's caffe-priv carry them: src/caffe/layers/softmax_loss_ohem_layer.cpp/.cu.
+
+    Everything else is SoftmaxWithLoss's (see SoftmaxWithLossLayer); the loss sums the
+    non-ignored positions as R-FCN's GPU code does.
     """
 
     def _normalizer(self, mode: int, outer: int, inner: int, valid_count: torch.Tensor | None):  # noqa: D401 - Caffe's name
@@ -764,16 +782,22 @@ class SoftmaxWithLossOHEMLayer(SoftmaxWithLossLayer):
 
 @register("SmoothL1LossOHEM")
 class SmoothL1LossOHEMLayer(_LossLayer):
-    """R-FCN's SmoothL1 loss for OHEM (σ = 1): Σ smoothL1(w · (a − b)) / normaliser.
+    """R-FCN's SmoothL1 loss for OHEM (σ = 1): Σ smoothL1(w·(a − b)) / normaliser.
 
-    Bottoms: predictions, targets and optionally weights w (BoxAnnotatorOHEM's bbox loss
-    weights). The normaliser is loss_param.normalization (default VALID; FULL and VALID are
-    num·height·width, BATCH_SIZE num, PRE_FIXED pre_fixed_normalizer, NONE 1; at least 1).
-    An optional second top (num, 1, height, width) holds each instance's loss summed over
-    channels, with no gradient. The fork's backward is smoothL1'(w · (a − b)) · ±loss_weight /
-    normaliser, without the factor w (decaffe keeps it: the same for 0/1 weights); the
-    weights get no gradient.
-    Source: caffe-rfcn / soeaver's caffe-priv smooth_L1_loss_ohem_layer.
+    Bottoms: a, N×C×H×W predictions (at most 4 axes); b, targets, a's count with a's C, H, W;
+    optionally w, weights likewise (BoxAnnotatorOHEM's bbox loss weights). a and b get
+    gradients; w gets none.
+    Tops: loss, a scalar (loss_weight 1 by default); optionally N×1×H×W (4 axes, missing
+    ones 1): each instance's loss summed over the channels, with no gradient.
+    Blobs: none.
+    Params: loss_param (LossParameter): normalization (default VALID; FULL and VALID are
+    N·H·W, BATCH_SIZE N, PRE_FIXED pre_fixed_normalizer (default 1), NONE 1; at least 1).
+    Source: R-FCN's OHEM layers (Yi Li, 2016) as Intel's extendedcaffe/extended-caffe and
+    soeaver's caffe-priv carry them: src/caffe/layers/smooth_L1_loss_ohem_layer.cpp/.cu.
+
+    smoothL1(x) = 0.5·x² if |x| < 1, else |x| − 0.5. The fork's backward is
+    smoothL1'(w·(a − b))·±loss_weight/normaliser, without the factor w (decaffe keeps it:
+    the same for 0/1 weights).
     """
 
     exact_bottoms = None
@@ -834,20 +858,27 @@ class SmoothL1LossOHEMLayer(_LossLayer):
 # ------------------------------------------------------------------------------------------
 @register("SmoothL1Loss")
 class SmoothL1LossLayer(SmoothL1LossOHEMLayer):
-    """Σ outside · smoothL1(inside · (a − b)) / N, N = a.shape[0] (Faster R-CNN).
+    """Faster R-CNN's smooth L1 loss: Σ outside·smoothL1(inside·(a − b)) / N, N = a.shape[0].
 
-    smoothL1(x) = 0.5·σ²·x² if |x| < 1/σ², else |x| − 0.5/σ² (σ = smooth_l1_loss_param.sigma,
-    default 1). Bottoms: predictions, targets, and optionally inside and outside weights.
-    All bottoms have a's shape. Gradients go to the predictions and targets (the weights are
-    never back-propagated). With two bottoms and σ = 1 this is also the SSD fork's
-    SmoothL1Loss. Source: caffe-fast-rcnn src/caffe/layers/smooth_L1_loss_layer.cpp/.cu.
+    Bottoms: a, predictions of any shape; b, targets of a's count; optionally inside and
+    outside weights of a's count. a and b get gradients; the weights never do.
+    Tops: loss, a scalar (loss_weight 1 by default); with R-FCN's form (below) optionally the
+    per-instance losses, N×1×H×W.
+    Blobs: none.
+    Params: smooth_l1_loss_param (SmoothL1LossParameter, caffe-fast-rcnn's number 8266712):
+    sigma (default 1); R-FCN's form reads loss_param's normalization instead (as
+    SmoothL1LossOHEM).
+    Source: rbgirshick/caffe-fast-rcnn src/caffe/layers/smooth_L1_loss_layer.cpp/.cu; the
+    three-bottom or two-top form daijifeng001/caffe-rfcn smooth_L1_loss_layer.cu.
+
+    smoothL1(x) = 0.5·σ²·x² if |x| < 1/σ², else |x| − 0.5/σ². With two bottoms and σ = 1
+    this is also the SSD fork's SmoothL1Loss.
 
     Three bottoms (predictions, targets, weights) or a second top are R-FCN's own
-    SmoothL1Loss (daijifeng001/caffe-rfcn smooth_L1_loss_layer.cu, whose OHEM nets pass the
-    bbox weights as a third bottom and read per-ROI losses from the second top): σ = 1,
-    loss_param normalisation, the arithmetic of SmoothL1LossOHEM. caffe-fast-rcnn refuses
-    three bottoms; R-FCN's layer takes at most three, so four bottoms with two tops are
-    refused.
+    SmoothL1Loss (its OHEM nets pass the bbox weights as a third bottom and read per-ROI
+    losses from the second top): σ = 1, loss_param normalisation, the arithmetic of
+    SmoothL1LossOHEM. caffe-fast-rcnn refuses three bottoms; R-FCN's layer takes at most
+    three, so four bottoms with two tops are refused.
     """
 
     max_bottoms = 4
@@ -891,12 +922,19 @@ class SmoothL1LossLayer(SmoothL1LossOHEMLayer):
 class BoxAnnotatorOHEMLayer(Layer):
     """R-FCN's hard example selection: keeps the roi_per_img highest-loss ROIs of each image.
 
-    Bottoms: ROIs (R, 5, ...), per-ROI loss (R, 1, ...), labels (R, 1, ...), bbox loss
-    weights (R, K, ...). Tops: labels with ignore_label (default −1) everywhere except the
-    kept ROIs, and bbox loss weights zeroed except for the kept ROIs. ROIs are ranked by loss,
-    highest first (equal losses keep their order: the fork's std::sort leaves it unspecified);
-    an image's quota is roi_per_img (required, > 0). No backward.
-    Source: caffe-rfcn src/caffe/layers/box_annotator_ohem_layer.cu.
+    Bottoms: rois, R×5×H×W (legacy 4-axis view; usually R×5, [image, x1, y1, x2, y2]);
+    loss, R×1×H×W per-ROI losses; labels, R×1×H×W; bbox loss weights, R×K×H×W. None gets a
+    gradient (no backward).
+    Tops: labels, R×1×H×W: ignore_label everywhere except the kept ROIs; bbox loss weights,
+    R×K×H×W: zero except for the kept ROIs.
+    Blobs: none.
+    Params: box_annotator_ohem_param (BoxAnnotatorOHEMParameter): roi_per_img (required in
+    the fork; refused unset, > 0), ignore_label (default −1).
+    Source: daijifeng001/caffe-rfcn src/caffe/layers/box_annotator_ohem_layer.cu.
+
+    ROIs are ranked by loss, highest first (equal losses keep their order: the fork's
+    std::sort leaves it unspecified); each image (the ROI's first value, truncated) keeps at
+    most roi_per_img of them.
     """
 
     exact_bottoms = 4
