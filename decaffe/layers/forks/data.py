@@ -101,15 +101,28 @@ def read_label(path: str, hw: tuple[int, int], layer: str) -> np.ndarray:
 
 @register("DenseImageData")
 class DenseImageDataLayer(_BaseDataLayer):
-    """SegNet's DenseImageData: `source` lists 'IMAGE LABEL_IMAGE' pairs (paths after
-    root_folder). Images are read in colour (BGR) or gray (`is_color`) and resized bilinearly
-    to new_height × new_width when both are set, then go through transform_param (mean, scale);
-    label images are read as gray and resized nearest-neighbour to (new_height, new_width)
-    divided by ENet's `label_divide_factor` (default 1), and keep their raw values (no mean,
-    no scale). Tops: data (N, C, H, W) and label (N, 1, H/f, W/f). `shuffle` reshuffles at
-    setup and every wrap-around; `rand_skip` skips a random number of pairs at the start.
-    transform_param's mirror and crop_size are refused (the fork would transform the image
-    and its label differently)."""
+    """SegNet's DenseImageData: batches of images and their per-pixel label images from a list.
+
+    Bottoms: none.
+    Tops: data, N×C×H×W (C = 3 in colour, 1 in gray); label, N×1×H/f×W/f (f =
+    label_divide_factor), the label images' raw values.
+    Blobs: none.
+    Params: dense_image_data_param (DenseImageDataParameter): source (required; 'IMAGE
+    LABEL_IMAGE' pairs), root_folder (default ""), batch_size (required, > 0), new_height,
+    new_width (default 0: keep; set both or neither), is_color (default true), shuffle
+    (default false), rand_skip (default 0), label_divide_factor (ENet's, decaffe's number
+    30101; default 1); transform_param (mean, scale; mirror and crop_size are refused);
+    data_param.prefetch.
+    Source: alexgkendall/caffe-segnet src/caffe/layers/dense_image_data_layer.cpp;
+    TimoSaemann/caffe-enet for label_divide_factor.
+
+    Images are read in colour (BGR) or gray and resized bilinearly to new_height × new_width
+    when both are set, then go through transform_param; label images are read as gray and
+    resized nearest-neighbour to (new_height, new_width) divided by label_divide_factor, and
+    keep their raw values (no mean, no scale). shuffle reshuffles at setup and every
+    wrap-around; rand_skip skips a random number of pairs at the start. mirror and crop_size
+    are refused because the fork would transform the image and its label differently.
+    """
 
     exact_tops = 2
 
@@ -322,20 +335,31 @@ class _SegSource(ListSource):
 
 @register("ImageSegData")
 class ImageSegDataLayer(_BaseDataLayer):
-    """DeepLab v2's ImageSegData (also PSPNet's and soeaver's nets): `image_data_param.source`
-    lists 'IMAGE LABEL' lines read from root_folder; the label is a label image (label_type
-    PIXEL), one class for the whole image (IMAGE, the default) or absent (NONE: every pixel
-    ignore_label). Images are read in colour (BGR) or gray (`is_color`), images and label
-    images resized bilinearly to new_height × new_width when both are set (DeepLab's
-    ReadImageToCVMat, bilinear for the labels too), then go through SegTransformer
-    (scale_factors, padding, crop_size or crop_height/crop_width — PSPNet's crop_h/crop_w —,
-    mirror, mean_value, scale).
-    Tops: data (N, C, H, W), label (N, 1, H, W) and, when named, data_dim (N, 1, 1, 2): each
+    """DeepLab v2's ImageSegData: images with label maps (or classes), transformed together.
+
+    Bottoms: none.
+    Tops: data, N×C×H×W; optionally label, N×1×H×W; optionally data_dim, N×1×1×2: each
     image's (height, width) before the transformer, capped at the data top's. H × W is the
-    crop, else the first image's size. `shuffle` reshuffles at setup and every wrap-around;
-    `rand_skip` skips a random number of entries at the start. transform_param.mean_file is
-    refused, as DeepLab refuses it. Follows src/caffe/layers/image_seg_data_layer.cpp and
-    DataTransformer::TransformImgAndSeg of DeepLab v2."""
+    crop, else the first image's size.
+    Blobs: none.
+    Params: image_data_param (ImageDataParameter): source (required; 'IMAGE LABEL' lines),
+    root_folder (default ""), batch_size (default 1, > 0), label_type (IMAGE, default; PIXEL;
+    NONE), ignore_label (default 255), new_height, new_width (default 0: keep; set both or
+    neither), is_color (default true), shuffle (default false), rand_skip (default 0);
+    transform_param: scale, mirror, mean_value, scale_factors, crop_size or
+    crop_height/crop_width (PSPNet's crop_h/crop_w); mean_file is refused, as DeepLab
+    refuses it; data_param.prefetch.
+    Source: DeepLab v2 src/caffe/layers/image_seg_data_layer.cpp and
+    DataTransformer::TransformImgAndSeg (data_transformer.cpp), as hszhao/PSPNet carries
+    them.
+
+    The label is a label image (PIXEL), one class for the whole image (IMAGE) or absent
+    (NONE: every pixel ignore_label). Images are read in colour (BGR) or gray, images and
+    label images resized bilinearly to new_height × new_width when both are set (DeepLab's
+    ReadImageToCVMat, bilinear for the labels too), then go through SegTransformer
+    (scale_factors, padding, crop, mirror, mean_value, scale). shuffle reshuffles at setup and
+    every wrap-around; rand_skip skips a random number of entries at the start.
+    """
 
     min_tops = 1
     max_tops = 3
@@ -617,19 +641,30 @@ class _VideoSource(ListSource):
 
 @register("VideoData")
 class VideoDataLayer(_BaseDataLayer):
-    """TSN's VideoData (yjxiong/caffe): `video_data_param.source` lists 'FOLDER NUM_FRAMES
-    LABEL' lines (folders as written, relative to the working directory). Each item reads
-    num_segments snippets of new_length frames named by `name_pattern` (printf-style; default
-    'image_%04d.jpg' for RGB, 'flow_%c_%04d.jpg' for FLOW with %c the axis x or y, frames
-    numbered from 1), resized bilinearly to new_height × new_width when both are set; RGB
-    frames are read in colour (BGR) or gray (`grayscale`), flow frames in gray. Tops: data
-    (N, C·new_length·num_segments, H, W) after TSNTransformer (transform_param, with TSN's
-    fix_crop, more_fix_crop, multi_scale, scale_ratios, max_distort, is_flow), and label
-    (N, 1, 1, 1). `shuffle` reshuffles at setup and at every wrap-around. A frame that cannot
-    be read is refused (the fork skips the item, leaving its slot's old data). SSD's
-    VideoData (webcam, video file) shares the type name and is refused. Follows
-    src/caffe/layers/video_data_layer.cpp, util/io.cpp's ReadSegment{RGB,Flow}ToDatum and
-    data_transformer.cpp of yjxiong/caffe."""
+    """TSN's VideoData: snippets of frames sampled from each listed video, stacked as channels.
+
+    Bottoms: none.
+    Tops: data, N×C·new_length·num_segments×H×W (C = 3 for RGB, 1 for grayscale RGB, 2 for
+    FLOW), after TSNTransformer; label, N×1×1×1.
+    Blobs: none.
+    Params: video_data_param (VideoDataParameter, TSN's fields at decaffe's numbers
+    101-116): source (required; 'FOLDER NUM_FRAMES LABEL' lines, folders as written),
+    batch_size (required, > 0), num_segments (default 1), new_length (default 1), modality
+    (FLOW, default; RGB), name_pattern (default 'image_%04d.jpg' for RGB, 'flow_%c_%04d.jpg'
+    for FLOW), new_height, new_width (default 0: keep; set both or neither), grayscale
+    (default false), shuffle (default false); SSD's video_type, device_id, video_file and
+    skip_frames (webcam/video file) are refused; transform_param with TSN's fix_crop,
+    more_fix_crop, multi_scale, scale_ratios, max_distort, is_flow; data_param.prefetch.
+    Source: yjxiong/caffe src/caffe/layers/video_data_layer.cpp, src/caffe/util/io.cpp
+    (ReadSegmentRGBToDatum, ReadSegmentFlowToDatum), src/caffe/data_transformer.cpp.
+
+    Each item reads num_segments snippets of new_length frames (frames numbered from 1; %c
+    of a FLOW pattern is the axis x or y), one from each equal part of the video (at random
+    in TRAIN, in the part's middle in TEST), resized bilinearly to new_height × new_width
+    when both are set; RGB frames are read in colour (BGR) or gray (grayscale), flow frames
+    in gray. shuffle reshuffles at setup and at every wrap-around. A frame that cannot be
+    read is refused (the fork skips the item, leaving its slot's old data).
+    """
 
     exact_tops = 2
 
@@ -960,23 +995,32 @@ def _chan(img: np.ndarray) -> np.ndarray:
 
 @register("AnnotatedData")
 class AnnotatedDataLayer(_BaseDataLayer):
-    """SSD's AnnotatedData layer: AnnotatedDatums from ``data_param.source`` (LMDB or LevelDB,
-    ``backend``), read in key order and wrapping around; tops ``data`` and optionally ``label``.
+    """SSD's AnnotatedData: images with labelled boxes from a database, with SSD's augmentation.
 
-    For each record, in the fork's order: ``distort_param`` (random brightness, contrast,
-    saturation, hue, channel order; encoded images), ``expand_param`` (with probability
-    ``prob`` the image goes on a canvas up to ``max_expand_ratio`` times larger, filled with
-    the mean), each ``annotated_data_param.batch_sampler`` proposes random crops meeting its
-    constraints and one is taken at random (boxes are kept per ``emit_constraint``, projected
-    and clipped), then ``resize_param`` (one policy; several are drawn by their ``prob``),
-    crop_size (random in TRAIN, centred in TEST), mirror (boxes mirrored too), mean and scale.
-    Images re-stored by the fork as JPEG (distorted, expanded or cropped encoded records) go
-    through the same JPEG round trip.
+    Bottoms: none.
+    Tops: data, N×C×H×W; optionally label: 1×1×B×8, one row per box in the batch [item,
+    group_label, instance_id, xmin, ymin, xmax, ymax, difficult] (a single row of −1 when the
+    batch has no box), or, for records without an annotation type (and no anno_type given),
+    the Datum's label, N×1×1×1.
+    Blobs: none.
+    Params: data_param (DataParameter): source (required), backend (LMDB, default; LEVELDB),
+    batch_size (> 0), rand_skip, prefetch; annotated_data_param (AnnotatedDataParameter):
+    batch_sampler (repeated), anno_type (BBOX; default: the records'); transform_param
+    (TransformationParameter): scale, mirror, crop_size or crop_h/crop_w, mean_file or
+    mean_value, force_color, force_gray, resize_param (one policy, or eric612's several
+    drawn by prob), distort_param, expand_param, emit_constraint; noise_param is refused.
+    Source: weiliu89/caffe (ssd) src/caffe/layers/annotated_data_layer.cpp,
+    src/caffe/data_transformer.cpp, src/caffe/util/sampler.cpp, src/caffe/util/im_transforms.cpp.
 
-    The label top is ``[1, 1, B, 8]``, one row per box in the batch: [item, group_label,
-    instance_id, xmin, ymin, xmax, ymax, difficult]; a single row of -1 when the batch has
-    no box. Records without an annotation type (and no ``anno_type`` given) give the Datum's
-    label instead, ``[N, 1, 1, 1]``. Random draws follow decaffe's seed, not Caffe's stream.
+    For each record, in the fork's order: distort_param (random brightness, contrast,
+    saturation, hue, channel order; encoded images), expand_param (with probability prob the
+    image goes on a canvas up to max_expand_ratio times larger, filled with the mean), each
+    batch_sampler proposes random crops meeting its constraints and one is taken at random
+    (boxes are kept per emit_constraint, projected and clipped), then resize_param,
+    crop_size (random in TRAIN, centred in TEST), mirror (boxes mirrored too), mean and
+    scale. Images re-stored by the fork as JPEG (distorted, expanded or cropped encoded
+    records) go through the same JPEG round trip. Random draws follow decaffe's seed, not
+    Caffe's stream.
     """
 
     min_tops = 1
@@ -1243,28 +1287,37 @@ class _LaneSource(_AnnotatedSource):
 
 @register("LaneData")
 class LaneDataLayer(AnnotatedDataLayer):
-    """eric612/MobileNet-YOLO's LaneData layer (lane_data_layer.cpp, tusimple lane nets):
-    AnnotatedDatums whose annotation groups are lanes and whose annotations are lane
-    points (``Annotation.lanes``: normalized x, y), from ``data_param.source``; tops
-    ``data``, optionally ``label`` and ``seg_label``.
+    """MobileNet-YOLO's LaneData: images with lane points and lane masks from a database.
 
-    Per record, in the fork's order: ``distort_param``, or ``expand_param`` only without
-    it; then a crop: one box of the ``annotated_data_param.batch_sampler``s, or with
-    ``yolo_data_type: 1`` a jitter box (sides in [1 - yolo_data_jitter, 1], or
-    [1 - jitter/2, 1], or the whole image, each a third of the time; square when the
-    policy is FIT_LARGE_SIZE_AND_PAD); then ``resize_param`` (one of several policies,
-    drawn by prob every 10 batches), crop_size, mirror, mean and scale as AnnotatedData.
+    Bottoms: none.
+    Tops: data, N×C×H×W; optionally label, N×5×64×3: lane i's points in reverse record order
+    as [x, y, i], x and y relative to the crop box, i = −1 for a point outside the crop,
+    unfilled slots 0; optionally seg_label, N×1×H/seg_scales×W/seg_scales (of the batch's
+    first image's H, W) or N×1×seg_resize_height×seg_resize_width.
+    Blobs: none.
+    Params: as AnnotatedData's (data_param, annotated_data_param.batch_sampler,
+    transform_param with its resize_param policies, distort_param, expand_param), plus
+    annotated_data_param: yolo_data_type (default 0; 1: jitter crops), yolo_data_jitter
+    (default 0.3, in [0, 1)), seg_scales (default 8, > 0), seg_resize_width,
+    seg_resize_height (default 0: use seg_scales). distort_param with expand_param is
+    refused.
+    Source: eric612/MobileNet-YOLO src/caffe/layers/lane_data_layer.cpp (tusimple lane nets).
 
-    ``label`` is (N, 5, 64, 3): lane i's points in reverse record order as [x, y, i],
-    x and y relative to the crop box of the image's own sample (an earlier image's in the
-    batch when none was sampled; an all-zero box before any, which gives inf/nan), i = -1
-    for a point outside the crop; the points are **not mirrored**; unfilled slots are 0.
-    ``seg_label`` is (N, 1, H / seg_scales, W / seg_scales) of the batch's first image's
-    (H, W), or (seg_resize_height, seg_resize_width): 1 on 1-pixel lines joining each
-    lane's consecutive in-crop points, 0 elsewhere, mirrored with the image.
-    Random draws follow decaffe's seed, not Caffe's stream. Errors: DataLayerError naming
-    the record for raw (non-encoded) records, more than 5 lanes or 64 points, and
-    expansion of LANE-typed records.
+    AnnotatedDatums whose annotation groups are lanes and whose annotations are lane points
+    (Annotation.lanes: normalized x, y). Per record, in the fork's order: distort_param, or
+    expand_param only without it; then a crop: one box of the batch_samplers, or with
+    yolo_data_type 1 a jitter box (sides in [1 − yolo_data_jitter, 1], or
+    [1 − jitter/2, 1], or the whole image, each a third of the time; square when the policy
+    is FIT_LARGE_SIZE_AND_PAD); then resize_param (one of several policies, drawn by prob
+    every 10 batches), crop_size, mirror, mean and scale as AnnotatedData.
+
+    The label's points are relative to the crop box of the image's own sample (an earlier
+    image's in the batch when none was sampled; an all-zero box before any, which gives
+    inf/nan) and are **not mirrored**. seg_label is 1 on 1-pixel lines joining each lane's
+    consecutive in-crop points, 0 elsewhere, mirrored with the image. Random draws follow
+    decaffe's seed, not Caffe's stream. Errors: DataLayerError naming the record for raw
+    (non-encoded) records, more than 5 lanes or 64 points, and expansion of LANE-typed
+    records.
     """
 
     min_tops = 1
