@@ -34,7 +34,8 @@ def register(*type_names: str) -> Callable[[type], type]:
             if name in _REGISTRY and _REGISTRY[name] is not cls:
                 raise RuntimeError(f"layer type {name!r} registered twice")
             _REGISTRY[name] = cls
-        if not getattr(cls, "type", None):
+        # its own name, not one inherited from the registered class it extends
+        if "type" not in cls.__dict__:
             cls.type = type_names[0]
         return cls
 
