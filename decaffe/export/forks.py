@@ -451,7 +451,7 @@ class UnpoolExport(LayerExport):
         b.reshape(y, b.target(node.tops[0]), node.tops[0])
 
     @staticmethod
-    def _tiling_pool(graph: ExportGraph, mask: str, out: Sequence[int]) -> object | None:
+    def _tiling_pool(graph: ExportGraph, mask: str, out: Sequence[int]) -> _PoolGeom | None:
         """The geometry of the MAX pooling that wrote the mask when its windows tile the
         plane (kernel = stride, no padding) and the unpooled plane is its bottom's size:
         every index then lies in its own cell's window, and the unpooling is a per-window

@@ -23,6 +23,7 @@ from .graph import ExportGraph, Node, count
 from .registry import LayerExport, refuse_types, register_export
 
 if TYPE_CHECKING:  # for annotations only
+    from ..layers.forks.norm import BatchNormKyleLayer
     from ..layers.norm import BatchNormLayer
     from ..layers.vision import _PoolGeom
     from .onnx import OnnxBuilder
@@ -639,7 +640,7 @@ class LRNExport(LayerExport):
 # ----------------------------------------------------------------------------------------------
 # BatchNorm, Scale, Bias, MVN
 # ----------------------------------------------------------------------------------------------
-def _bn_stats(layer: BatchNormLayer) -> tuple[np.ndarray, np.ndarray]:
+def _bn_stats(layer: BatchNormLayer | BatchNormKyleLayer) -> tuple[np.ndarray, np.ndarray]:
     """mean and variance exactly as the layer computes them (float32)."""
     mean_sum, var_sum, factor = (p.detach().cpu().float() for p in layer.blob_params[:3])
     inv = torch.where(factor == 0, torch.zeros_like(factor), 1.0 / factor)
