@@ -228,7 +228,8 @@ class SoftmaxWithLossLayer(_LossLayer):
     """Multinomial logistic loss of the softmax of the scores along one axis.
 
     Bottoms: scores, outer×C×inner around the softmax axis (e.g. N×C×H×W); labels,
-        outer·inner values in [0, C) (e.g. N×1×H×W), which get no gradient.
+        outer·inner values in [0, C) or the ignore_label (e.g. N×1×H×W), which get no
+        gradient.
     Tops: the loss, shape () (made when the prototxt names none); optionally the
         probabilities, of the scores' shape; optionally (R-FCN) the per-position loss, of the
         labels' shape. The second and third tops pass no gradient back.
@@ -553,7 +554,8 @@ class InfogainLossLayer(_LossLayer):
     """Infogain-weighted log loss of the softmax of the scores, H a C×C matrix.
 
     Bottoms: scores, outer×C×inner around the axis (e.g. N×C×H×W); labels, outer·inner values
-        in [0, C); optionally H, C·C values. Only the scores get a gradient.
+        in [0, C) or the ignore_label; optionally H, C·C values. Only the scores get a
+        gradient.
     Tops: the loss, shape () (made when the prototxt names none); optionally the
         probabilities, of the scores' shape, with no gradient.
     Blobs: none (H from the file is a buffer, not a blob).
