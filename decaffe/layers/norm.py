@@ -211,7 +211,8 @@ class ScaleLayer(_Broadcast):
         which then gets a gradient too.
     Tops: y, of x's shape.
     Blobs: with one bottom, the scale s, of x's shape over axes [axis, axis + num_axes)
-        (num_axes −1: to the end); then, when bias_term, the bias b of the same shape.
+        (num_axes −1: to the end); then, when bias_term, the bias b of s's shape (with two
+        bottoms the bias is the only blob).
     Params: scale_param.axis (default 1, negative counts from the end), num_axes (default 1;
         not read with two bottoms), filler (default constant 1), bias_term (default false),
         bias_filler (default constant 0).
