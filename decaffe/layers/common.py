@@ -49,7 +49,7 @@ class SplitLayer(Layer):
     """One bottom read by several consumers: every top is the bottom, and the diffs add up.
 
     Bottoms: x, any shape.
-    Tops: one or more, each x (of x's shape); the first may not be the bottom (no in place).
+    Tops: one or more, each x (of x's shape); none may be the bottom (no in place).
     Blobs: none.
     Params: none.
     Source: src/caffe/layers/split_layer.cpp.
@@ -64,9 +64,10 @@ class SplitLayer(Layer):
 
     def setup(self, bottom_shapes: list[Shape]) -> None:
         # Caffe's SplitLayer keeps a diff per top, so no top may be the bottom itself
-        self.check(self.top_names[0] != self.bottom_names[0],
-                   f"Split Layer does not allow in-place computation (top '{self.top_names[0]}' "
-                   "is its bottom)")
+        for top in self.top_names:  # split_layer.cpp checks every top, not just the first
+            self.check(top != self.bottom_names[0],
+                       f"Split Layer does not allow in-place computation (top '{top}' is its "
+                       "bottom)")
 
     def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         return [bottom_shapes[0]] * len(self.top_names)

@@ -139,15 +139,32 @@ class _LossLayer(_LabelLayer):
                    f"the data and label should have the same first dimension: "
                    f"{self._bottom(0)} has shape {a}, {self._bottom(1)} has shape {b}")
 
+    # the forks' PRE_FIXED (divide by pre_fixed_normalizer) is theirs: their OHEM losses
+    # set this; BVLC's and caffe-rfcn's SoftmaxWithLoss abort on it ("Unknown normalization")
+    accepts_pre_fixed = False
+
     def _normalization(self, default: int) -> int:
         """Caffe's rule: normalization if given, else the legacy normalize (true: VALID,
         false: BATCH_SIZE), else the layer's default."""
         p = self.lp.loss_param
         if p.HasField("normalization"):
+            self._check_pre_fixed(p.normalization)
             return p.normalization
         if p.HasField("normalize"):
             return VALID if p.normalize else BATCH_SIZE
         return default
+
+    def _check_pre_fixed(self, mode: int) -> None:
+        """PRE_FIXED with pre_fixed_normalizer 1 is NONE (the number R-FCN's binary files
+        give NONE reads as PRE_FIXED, docs/compat.md); another normalizer is refused."""
+        p = self.lp.loss_param
+        if mode != caffe_pb2.LossParameter.PRE_FIXED or self.accepts_pre_fixed:
+            return
+        self.check(p.pre_fixed_normalizer == 1,
+                   f"normalization PRE_FIXED (pre_fixed_normalizer {p.pre_fixed_normalizer:g}) "
+                   f"is the R-FCN forks' SoftmaxWithLossOHEM/SmoothL1LossOHEM mode; Caffe's "
+                   f"{self.type} aborts on it (use FULL, VALID, BATCH_SIZE or NONE)",
+                   "loss_param.normalization")
 
     def _ignore_label(self) -> int | None:
         p = self.lp.loss_param
@@ -586,6 +603,7 @@ class InfogainLossLayer(_LossLayer):
         self.check(not self.lp.loss_param.HasField("normalize"),
                    'normalize is deprecated; use "normalization"', "loss_param.normalize")
         self.normalization = self.lp.loss_param.normalization
+        self._check_pre_fixed(self.normalization)
         self._own_h = len(bottom_shapes) < 3
         if self._own_h:
             self.check(p.HasField("source") and p.source,

@@ -153,6 +153,11 @@ NET_ROWS: list[tuple] = [
     ("split_in_place", "split_layer.cpp Reshape",
      "Split Layer does not allow in-place computation.", "fixed", "LayerParamError", "s",
      "does not allow in-place", D4 + lay("s", "Split", ["data"], ["data", "b"])),
+    # a later top named as the bottom is not in place (only top i = bottom i is): the net
+    # refuses it before Split's own check, which looks at every top
+    ("split_later_top_is_bottom", "net.cpp AppendTop",
+     "Top blob 'data' produced by multiple sources.", "refused", "NetError", "s",
+     "produced by more than one layer", D4 + lay("s", "Split", ["data"], ["b", "data"])),
     # --- layers: parameters and shapes -----------------------------------------------------
     ("accuracy_top_k", "accuracy_layer.cpp Reshape",
      "top_k must be less than or equal to the number of classes.", "refused",

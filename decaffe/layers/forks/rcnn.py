@@ -774,6 +774,8 @@ class SoftmaxWithLossOHEMLayer(SoftmaxWithLossLayer):
     non-ignored positions as R-FCN's GPU code does.
     """
 
+    accepts_pre_fixed = True
+
     def _normalizer(self, mode: int, outer: int, inner: int, valid_count: torch.Tensor | None):  # noqa: D401 - Caffe's name
         if mode == _PRE_FIXED:
             return max(1.0, float(np.float32(self.lp.loss_param.pre_fixed_normalizer)))
@@ -804,6 +806,7 @@ class SmoothL1LossOHEMLayer(_LossLayer):
     min_bottoms = 2
     max_bottoms = 3
     max_loss_tops = 2
+    accepts_pre_fixed = True
 
     def allow_force_backward(self, bottom_index: int) -> bool:
         return bottom_index < 2
