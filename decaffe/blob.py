@@ -18,9 +18,11 @@ from __future__ import annotations
 import operator
 import os
 import resource
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Protocol, SupportsIndex
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from .errors import DecaffeError
@@ -29,7 +31,16 @@ INT_MAX = 2**31 - 1  # Caffe's Blob::Reshape limit on a blob's element count
 _CHECK_MEMORY_FROM = 1 << 24  # bytes; smaller blobs are not worth a look at free memory
 
 
-def check_shape(shape, what: str) -> tuple[int, ...]:
+class BlobOwner(Protocol):
+    """What a blob needs of the net that owns it (decaffe.net.Net, which imports this
+    module): the blobs whose host arrays were written, and a way to upload them."""
+
+    _dirty_blobs: set[Blob]
+
+    def _push_host_writes(self) -> None: ...
+
+
+def check_shape(shape: Sequence[SupportsIndex], what: str) -> tuple[int, ...]:
     """shape as a tuple of ints, refused (DecaffeError naming `what` and the dimension) when a
     dimension is not an integer or is negative, or the element count passes INT_MAX, as
     Caffe's Blob::Reshape checks."""
@@ -88,7 +99,8 @@ def free_memory(device: torch.device | str | None = None) -> int:
     return avail
 
 
-def check_memory(shape, itemsize: int, device, what: str) -> None:
+def check_memory(shape: Sequence[int], itemsize: int, device: torch.device | str | None,
+                 what: str) -> None:
     """Refuse (DecaffeError naming `what` and the shape) a blob whose bytes pass the free
     memory of the device, before anything is allocated."""
     count = 1
@@ -106,7 +118,7 @@ def check_memory(shape, itemsize: int, device, what: str) -> None:
 class Blob:
     """A named N-d array with a diff of the same shape (Caffe's Blob)."""
 
-    def __init__(self, shape=(), *, name: str = "", owner=None,
+    def __init__(self, shape: Sequence[int] = (), *, name: str = "", owner: BlobOwner | None = None,
                  device: torch.device | None = None, dtype: torch.dtype = torch.float32) -> None:
         self.name = name
         self._shape = tuple(int(s) for s in shape)
@@ -241,7 +253,7 @@ class Blob:
             self._owner._dirty_blobs.add(self)
         return host
 
-    def _assign(self, which: str, value) -> None:
+    def _assign(self, which: str, value: npt.ArrayLike) -> None:
         arr = self._array(which)
         arr[...] = value
 
@@ -251,7 +263,7 @@ class Blob:
         return self._array("data")
 
     @data.setter
-    def data(self, value) -> None:
+    def data(self, value: npt.ArrayLike) -> None:
         self._assign("data", value)
 
     @property
@@ -259,7 +271,7 @@ class Blob:
         return self._array("diff")
 
     @diff.setter
-    def diff(self, value) -> None:
+    def diff(self, value: npt.ArrayLike) -> None:
         self._assign("diff", value)
 
     def _gpu_ptr(self, which: str) -> int:
@@ -312,7 +324,7 @@ class Blob:
     def width(self) -> int:
         return self._legacy(3)
 
-    def reshape(self, *shape) -> None:
+    def reshape(self, *shape: SupportsIndex | Sequence[SupportsIndex]) -> None:
         """Change the blob's shape; contents are kept only when the shape is unchanged.
         Dimensions must be non-negative integers with at most INT_MAX elements in all, and
         the blob must fit in the device's free memory (DecaffeError naming the blob)."""
@@ -349,17 +361,18 @@ class ParamBlob(Blob):
     clears them; autograd's .grad accumulates the same way.
     """
 
-    def __init__(self, param: torch.nn.Parameter, *, name: str = "", owner=None) -> None:
+    def __init__(self, param: torch.nn.Parameter, *, name: str = "",
+                 owner: BlobOwner | None = None) -> None:
         super().__init__(param.shape, name=name, owner=owner, device=param.device,
                          dtype=param.dtype)
         self.param = param
         # the parameter and its .grad are the blob's own memory, kept across passes
         self._owned = {"data": True, "diff": True}
 
-    def _get(self, which: str):
+    def _get(self, which: str) -> torch.Tensor | None:
         return self.param.data if which == "data" else self.param.grad
 
-    def _set(self, which: str, t, owned: bool = True) -> None:
+    def _set(self, which: str, t: torch.Tensor | None, owned: bool = True) -> None:
         if which == "data":
             if t is not None:
                 self.param.data = t
@@ -381,7 +394,7 @@ class ParamBlob(Blob):
     def count(self) -> int:
         return self.param.numel()
 
-    def reshape(self, *shape) -> None:
+    def reshape(self, *shape: SupportsIndex | Sequence[SupportsIndex]) -> None:
         if len(shape) == 1 and not isinstance(shape[0], (int, np.integer)):
             shape = tuple(shape[0])
         shape = check_shape(shape, f"blob '{self.name}'")

@@ -17,24 +17,29 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar, TypeVar
 
 import torch
 
 from .errors import LayerParamError, NetError, suggest
 
+if TYPE_CHECKING:
+    from .proto import caffe_pb2
+
 _REGISTRY: dict[str, type[Layer]] = {}
+_L = TypeVar("_L", bound="Layer")
 
 
-def register(*type_names: str) -> Callable[[type], type]:
+def register(*type_names: str) -> Callable[[type[_L]], type[_L]]:
     """Class decorator: make the class the implementation of these Caffe layer types."""
 
-    def deco(cls):
+    def deco(cls: type[_L]) -> type[_L]:
         for name in type_names:
             if name in _REGISTRY and _REGISTRY[name] is not cls:
                 raise RuntimeError(f"layer type {name!r} registered twice")
             _REGISTRY[name] = cls
-        if not getattr(cls, "type", None):
+        # its own name, not one inherited from the registered class it extends
+        if "type" not in cls.__dict__:
             cls.type = type_names[0]
         return cls
 
@@ -93,7 +98,7 @@ class Layer(torch.nn.Module):
     # each item is computed as in a group of this many items (decaffe.items); 0: not needed.
     item_group: ClassVar[int] = 0
 
-    def __init__(self, lp, phase: int) -> None:
+    def __init__(self, lp: caffe_pb2.LayerParameter, phase: int) -> None:
         super().__init__()
         self.lp = lp
         self.name = lp.name
@@ -173,5 +178,5 @@ class ElementwiseLayer(Layer):
     exact_bottoms = 1
     exact_tops = 1
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         return [bottom_shapes[0]]

@@ -30,6 +30,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..bn.fold import fold
@@ -43,6 +44,9 @@ from .registry import EXPORTS, ExportError, LayerExport, register_export  # noqa
 from .torch_module import export_program
 from .verify import (
     RUNTIME_NAMES,
+    Check,
+    Comparison,
+    Runner,
     check_runtimes,
     compare,
     onnx_runtime_runner,
@@ -50,6 +54,8 @@ from .verify import (
 )
 
 TOLERANCE = 1e-4
+# -input_shape as its text ("data:1,3,224,224;im_info:1,3") or parsed ({blob: shape})
+InputShapes = str | dict[str, tuple[int, ...]] | None
 
 __all__ = ["to_onnx", "to_torch_program", "to_pytorch_source", "ExportError", "ExportReport",
            "register_export", "LayerExport", "EXPORTS", "prepare"]
@@ -114,14 +120,14 @@ class ExportReport:
         return out
 
 
-def _as_net(net):
+def _as_net(net: object) -> Net:
     if not isinstance(net, Net):
         raise ExportError(f"expected a decaffe/caffe Net, not {type(net).__name__}")
     return net
 
 
-def prepare(net, *, fold_bn: bool = False, input_shapes=None, end: str | None = None,
-            dynamic_batch: bool = False) -> tuple[ExportGraph, Any]:
+def prepare(net: Net, *, fold_bn: bool = False, input_shapes: InputShapes = None,
+            end: str | None = None, dynamic_batch: bool = False) -> tuple[ExportGraph, Any]:
     """(export graph, FoldResult or None) for a net and the export options. A net with data
     or loss/accuracy layers (a train_val net) is exported as its deploy form
     (decaffe.export.deploy; graph.deploy_changes lists what changed) unless end is given."""
@@ -155,8 +161,8 @@ def prepare(net, *, fold_bn: bool = False, input_shapes=None, end: str | None = 
     return graph, folded
 
 
-def _comparison(graph: ExportGraph, run, seed: int, tolerance: float | None = None,
-                masks_run=None):
+def _comparison(graph: ExportGraph, run: Runner, seed: int, tolerance: float | None = None,
+                masks_run: Runner | None = None):
     result = compare(graph, run, seed, tolerance=tolerance, masks_run=masks_run)
     if graph.dynamic_batch:  # the symbolic batch must also hold at another size
         batch = graph.shapes[graph.inputs[0]][0] + 1 if graph.shapes[graph.inputs[0]] else 2
@@ -165,7 +171,7 @@ def _comparison(graph: ExportGraph, run, seed: int, tolerance: float | None = No
     return result
 
 
-def _record(report: ExportReport, runtime: str, result) -> None:
+def _record(report: ExportReport, runtime: str, result: Comparison) -> None:
     report.by_runtime[runtime] = dict(result.differences)
     for k, v in result.differences.items():
         report.differences[k] = max(v, report.differences.get(k, v))
@@ -204,7 +210,7 @@ def _clear(*paths: str) -> None:
             os.remove(p)
 
 
-def write_onnx(graph: ExportGraph, path: str, opset: int | None = None, check=True,
+def write_onnx(graph: ExportGraph, path: str, opset: int | None = None, check: Check = True,
                tolerance: float = TOLERANCE, seed: int = 0) -> ExportReport:
     """Write and verify the ONNX form of an export graph (see to_onnx)."""
     path = os.fspath(path)
@@ -252,7 +258,8 @@ def _check_in_runtime(report: ExportReport, graph: ExportGraph, runtime: str, tm
     _record(report, runtime, result)
 
 
-def _runtime_masks(runtime: str, graph: ExportGraph, tmp: str, inputs) -> dict:
+def _runtime_masks(runtime: str, graph: ExportGraph, tmp: str, inputs: dict[str, np.ndarray]
+                   ) -> dict:
     """The runtime's own MAX pooling indices for these inputs: the model written again with
     the integer index values as extra outputs (a copy next to it, removed afterwards)."""
     values = getattr(graph, "onnx_indices", {})
@@ -268,7 +275,7 @@ def _runtime_masks(runtime: str, graph: ExportGraph, tmp: str, inputs) -> dict:
     return {top: got[v] for top, v in values.items()}
 
 
-def write_torch_program(graph: ExportGraph, path: str, check=True,
+def write_torch_program(graph: ExportGraph, path: str, check: Check = True,
                         tolerance: float = TOLERANCE, seed: int = 0) -> ExportReport:
     """Write (torch.export.save) and verify the torch.export form of an export graph."""
     path = os.fspath(path)
@@ -290,7 +297,7 @@ def write_torch_program(graph: ExportGraph, path: str, check=True,
     return report
 
 
-def write_pytorch_source(graph: ExportGraph, out_dir: str, check=True,
+def write_pytorch_source(graph: ExportGraph, out_dir: str, check: Check = True,
                          tolerance: float = TOLERANCE, seed: int = 0) -> ExportReport:
     """Write model.py + weights.pth into out_dir and verify them (see to_pytorch_source)."""
     out_dir = os.fspath(out_dir)
@@ -312,9 +319,9 @@ def write_pytorch_source(graph: ExportGraph, out_dir: str, check=True,
     return report
 
 
-def to_onnx(net, path: str, *, opset: int | None = None, dynamic_batch: bool = False,
-            fold_bn: bool = False, input_shapes=None, end: str | None = None,
-            check=True, tolerance: float = TOLERANCE, seed: int = 0) -> ExportReport:
+def to_onnx(net: Net, path: str, *, opset: int | None = None, dynamic_batch: bool = False,
+            fold_bn: bool = False, input_shapes: InputShapes = None, end: str | None = None,
+            check: Check = True, tolerance: float = TOLERANCE, seed: int = 0) -> ExportReport:
     """Write the net as an ONNX model at path and verify it: onnx's checker, then each
     runtime ``check`` names against decaffe on random inputs (True: onnxruntime; "all":
     every installed one of onnxruntime, OpenVINO (f32) and OpenCV's dnn; "ort,openvino";
@@ -331,9 +338,9 @@ def to_onnx(net, path: str, *, opset: int | None = None, dynamic_batch: bool = F
     return report
 
 
-def to_torch_program(net, path: str | None = None, *, dynamic_batch: bool = False,
-                     fold_bn: bool = False, input_shapes=None, end: str | None = None,
-                     check: bool = True, tolerance: float = TOLERANCE,
+def to_torch_program(net: Net, path: str | None = None, *, dynamic_batch: bool = False,
+                     fold_bn: bool = False, input_shapes: InputShapes = None,
+                     end: str | None = None, check: Check = True, tolerance: float = TOLERANCE,
                      seed: int = 0) -> torch.export.ExportedProgram:
     """The net as a torch.export ExportedProgram (its weights inside; torch.export.load runs
     it without decaffe), checked against decaffe like to_onnx (ExportError above
@@ -352,10 +359,10 @@ def to_torch_program(net, path: str | None = None, *, dynamic_batch: bool = Fals
     return write_torch_program(graph, path, check, tolerance, seed).program
 
 
-def to_pytorch_source(net, out_dir: str, *, dynamic_batch: bool = False,
-                      fold_bn: bool = False, input_shapes=None, end: str | None = None,
-                      check=True, tolerance: float = TOLERANCE,
-                      seed: int = 0) -> ExportReport:
+def to_pytorch_source(net: Net, out_dir: str, *, dynamic_batch: bool = False,
+                      fold_bn: bool = False, input_shapes: InputShapes = None,
+                      end: str | None = None, check: Check = True,
+                      tolerance: float = TOLERANCE, seed: int = 0) -> ExportReport:
     """Write out_dir/model.py (one nn.Module, one line per Caffe layer, torch only) and
     out_dir/weights.pth, verified against decaffe like to_onnx (the files keep a
     '.unverified' suffix when the check fails)."""

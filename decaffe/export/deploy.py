@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..errors import NetError
@@ -37,6 +38,8 @@ from .registry import ExportError
 SCORING_TYPES = {"Accuracy", "DetectionEvaluate", "SegAccuracy", "BoxAnnotatorOHEM"}
 # data layers that are part of a deploy graph as they are
 KEPT_SOURCES = {"Input", "DummyData", "Parameter"}
+# {data top: shape} given for the tops whose shapes the net cannot tell
+DataShapes = Mapping[str, Sequence[int]]
 
 
 class DeployError(ExportError):
@@ -56,14 +59,14 @@ class DeployForm:
         return prototxt.to_text(self.param)
 
 
-def _layer_cls(lp):
+def _layer_cls(lp: caffe_pb2.LayerParameter):
     try:
         return layer_class(lp.type, lp.name)
     except NetError:
         return None
 
 
-def is_scoring(lp) -> bool:
+def is_scoring(lp: caffe_pb2.LayerParameter) -> bool:
     """A loss or accuracy-like layer (by decaffe's class, else by its type's name)."""
     cls = _layer_cls(lp)
     if cls is not None and getattr(cls, "is_loss", False):
@@ -71,7 +74,7 @@ def is_scoring(lp) -> bool:
     return lp.type in SCORING_TYPES or lp.type.endswith("Loss")
 
 
-def is_data_source(lp) -> bool:
+def is_data_source(lp: caffe_pb2.LayerParameter) -> bool:
     """A layer that reads its tops from files or a database (not Input/DummyData)."""
     if lp.type in KEPT_SOURCES or len(lp.bottom):
         return False
@@ -81,14 +84,14 @@ def is_data_source(lp) -> bool:
     return bool(cls is not None and getattr(cls, "is_data", False))
 
 
-def needs_deploy_form(param, phase: int = caffe_pb2.TEST, level: int = 0,
-                      stages=()) -> bool:
+def needs_deploy_form(param: caffe_pb2.NetParameter, phase: int = caffe_pb2.TEST, level: int = 0,
+                      stages: Iterable[str] = ()) -> bool:
     """Whether the net (in that phase) has data or loss/scoring layers."""
     filtered = filter_net(param, _state(phase, level, stages))
     return any(is_data_source(lp) or is_scoring(lp) for lp in filtered.layer)
 
 
-def _state(phase, level, stages):
+def _state(phase: int, level: int, stages: Iterable[str]):
     state = caffe_pb2.NetState(phase=phase, level=level)
     state.stage.extend(stages)
     return state
@@ -98,8 +101,9 @@ def _phase_name(phase: int) -> str:
     return caffe_pb2.Phase.Name(phase)
 
 
-def deploy_form(param, input_shapes=None, phase: int = caffe_pb2.TEST, level: int = 0,
-                stages=(), net=None) -> DeployForm:
+def deploy_form(param: caffe_pb2.NetParameter, input_shapes: DataShapes | None = None,
+                phase: int = caffe_pb2.TEST, level: int = 0, stages: Iterable[str] = (),
+                net: Net | None = None) -> DeployForm:
     """The deploy form of a (train_val) NetParameter; see the module docstring.
 
     input_shapes: {top: shape} for data tops; net: a built Net of this param whose blob
@@ -169,7 +173,8 @@ def deploy_form(param, input_shapes=None, phase: int = caffe_pb2.TEST, level: in
     return form
 
 
-def _data_shape(lp, k: int, top: str, given, net) -> list[int]:
+def _data_shape(lp: caffe_pb2.LayerParameter, k: int, top: str, given: DataShapes,
+                net: Net | None) -> list[int]:
     if top in given:
         return [int(d) for d in given[top]]
     if net is not None and top in getattr(net, "blobs", {}):
@@ -185,14 +190,14 @@ def _data_shape(lp, k: int, top: str, given, net) -> list[int]:
     return shape
 
 
-def _source_of(lp) -> str:
+def _source_of(lp: caffe_pb2.LayerParameter) -> str:
     for name in ("data_param", "image_data_param", "hdf5_data_param", "window_data_param"):
         if lp.HasField(name) and getattr(lp, name).source:
             return f" source '{getattr(lp, name).source}'"
     return ""
 
 
-def _shape_from_source(lp, k: int) -> list[int] | None:
+def _shape_from_source(lp: caffe_pb2.LayerParameter, k: int) -> list[int] | None:
     """The top's shape with the data layer set up alone (reads its source where it exists);
     None when that fails (a missing database, a Python module not importable)."""
     if lp.type == "Python":
@@ -219,7 +224,7 @@ def _shape_from_source(lp, k: int) -> list[int] | None:
         quiet.setLevel(level)
 
 
-def _shape_from_params(lp, k: int) -> list[int] | None:
+def _shape_from_params(lp: caffe_pb2.LayerParameter, k: int) -> list[int] | None:
     if lp.type == "MemoryData" and k == 0:
         p = lp.memory_data_param
         return [p.batch_size, p.channels, p.height, p.width]
@@ -250,7 +255,7 @@ def _shape_from_params(lp, k: int) -> list[int] | None:
     return [batch, channels, hw[0], hw[1]]
 
 
-def without_splits(param) -> caffe_pb2.NetParameter:
+def without_splits(param: caffe_pb2.NetParameter) -> caffe_pb2.NetParameter:
     """A built net's NetParameter without the Split layers the net inserted (each consumer
     reads the split blob's source again), as it was written."""
     out = caffe_pb2.NetParameter()
@@ -269,13 +274,13 @@ def without_splits(param) -> caffe_pb2.NetParameter:
     return out
 
 
-def net_has_training_layers(net) -> bool:
+def net_has_training_layers(net: Net) -> bool:
     """Whether a built net has data-source or loss/scoring layers."""
     return any(is_data_source(lp) or is_scoring(lp)
                for lp in without_splits(net.net_param).layer)
 
 
-def deploy_net_of(net, input_shapes=None) -> tuple:
+def deploy_net_of(net: Net, input_shapes: DataShapes | None = None) -> tuple:
     """(the deploy form of a built net as a new TEST-phase Net sharing its weights' values,
     the DeployForm). Data shapes are the built net's blobs' unless input_shapes gives them."""
     form = deploy_form(without_splits(net.net_param), input_shapes, phase=net.phase,

@@ -28,19 +28,30 @@ parameters and shapes:
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from ..bbox import CENTER_SIZE, CORNER, CORNER_SIZE
-from .graph import count
+from .graph import ExportGraph, Node, count
 from .layers import BatchNormExport, ConvolutionExport, _tuple
 from .registry import LayerExport, refuse_types, register_export
+
+if TYPE_CHECKING:  # for annotations only
+    from ..layers.forks.ssd import DetectionOutputLayer
+    from ..layers.forks.yolo import YoloDetectionOutputLayer, Yolov3DetectionOutputLayer
+    from ..layers.vision import _PoolGeom
+    from .onnx import OnnxBuilder
+    from .pytorch_source import SourceBuilder
+
+    YoloLayer = YoloDetectionOutputLayer | Yolov3DetectionOutputLayer
 
 register_export("ConvolutionDepthwise", "DepthwiseConvolution")(ConvolutionExport)
 
 
-def _filled(b, shape: str, value: float) -> str:
+def _filled(b: OnnxBuilder, shape: str, value: float) -> str:
     """A float tensor of this (runtime) shape filled with value."""
     # onnx is optional (the export extra): loaded when an ONNX graph is written
     from onnx import numpy_helper
@@ -49,7 +60,7 @@ def _filled(b, shape: str, value: float) -> str:
                 value=numpy_helper.from_array(np.array([value], np.float32)))
 
 
-def _end_hint(node, graph) -> str:
+def _end_hint(node: Node, graph: ExportGraph) -> str:
     """The way out: -end at the layer before this one (its inputs become outputs)."""
     names = [n.name for n in graph.nodes]
     i = names.index(node.name) if node.name in names else 0
@@ -88,7 +99,7 @@ class DetectionOutputExport(LayerExport):
     trace greedy NMS and refuses the layer.
     """
 
-    def refuse(self, node, graph) -> str | None:
+    def refuse(self, node: Node, graph: ExportGraph) -> str | None:
         layer = node.layer
         if layer.share_location and layer.background == -1:
             return ("background_label_id -1 with share_location: the fork's layer skips the "
@@ -98,7 +109,7 @@ class DetectionOutputExport(LayerExport):
                     "layer; export the net up to DetectionOutput, or " + _end_hint(node, graph))
         return None
 
-    def onnx(self, b, node) -> None:
+    def onnx(self, b: OnnxBuilder, node: Node) -> None:
         layer = node.layer
         if layer.eta < 1 and layer.nms_threshold > 0.5:
             raise node.fail(
@@ -156,7 +167,7 @@ class DetectionOutputExport(LayerExport):
     PAIRWISE_LIMIT = 1024
 
     @classmethod
-    def _stable_top_k(cls, b, scores: str, p: int, k: int) -> tuple[str, str]:
+    def _stable_top_k(cls, b: OnnxBuilder, scores: str, p: int, k: int) -> tuple[str, str]:
         """The k best of each (image, class)'s p scores, descending, equal scores in index
         order (the fork's std::stable_sort), with operators whose result does not depend on
         a runtime's tie rule: ONNX TopK puts equal values lower index first, but OpenVINO's
@@ -191,7 +202,7 @@ class DetectionOutputExport(LayerExport):
                 b.op("GatherElements", [pos, order], axis=2))
 
     @staticmethod
-    def _fallback(b, loc: str) -> str:
+    def _fallback(b: OnnxBuilder, loc: str) -> str:
         """[N, 7] rows [i, -1, -1, -1, -1, -1, -1] (N from loc, so a symbolic batch holds)."""
         n = b.slice(b.op("Shape", [loc]), [0], [1], [0])
         ids = b.op("Range", [b.const(np.int64(0), np.int64), b.reshape(n, []),
@@ -201,7 +212,7 @@ class DetectionOutputExport(LayerExport):
         return b.op("Concat", [ids, minus], axis=1)
 
     @staticmethod
-    def _decode(b, node, loc: str, prior: str) -> str:
+    def _decode(b: OnnxBuilder, node: Node, loc: str, prior: str) -> str:
         """DecodeBBox of every prediction: [N, L, P, 4], in the fork's order of operations."""
         layer = node.layer
         p, lc = layer.num_priors, layer.num_loc_classes
@@ -211,10 +222,10 @@ class DetectionOutputExport(LayerExport):
         pv = b.reshape(b.slice(flat, [p * 4], [p * 8], [0]), [p, 4])
         in_target = layer.variance_in_target
 
-        def col(x, i):
+        def col(x: str, i: int):
             return b.slice(x, [i], [i + 1], [-1])
 
-        def mul(a, c):
+        def mul(a: str, c: str):
             return b.op("Mul", [a, c])
 
         code = layer.code_type
@@ -241,7 +252,8 @@ class DetectionOutputExport(LayerExport):
                                b.op("Add", [cx, hw]), b.op("Add", [cy, hh])], axis=-1)
 
     @staticmethod
-    def _nms(b, layer, cand: str, valid: str, nc: int, k: int) -> str:
+    def _nms(b: OnnxBuilder, layer: DetectionOutputLayer, cand: str, valid: str, nc: int,
+             k: int) -> str:
         """ApplyNMSFast over each (image, class)'s sorted candidates: the kept mask."""
         if layer.nms_threshold > 1:  # no overlap exceeds 1: NMS keeps every candidate
             return valid
@@ -264,7 +276,8 @@ class DetectionOutputExport(LayerExport):
         return b.op("And", [kept, valid])
 
     @staticmethod
-    def _keep_top_k(b, layer, vals: str, keep: str, nc: int, k: int) -> str:
+    def _keep_top_k(b: OnnxBuilder, layer: DetectionOutputLayer, vals: str, keep: str,
+                    nc: int, k: int) -> str:
         """The keep_top_k best kept detections of each image (ties in label, rank order):
         TopK's keep_top_k-th value t, then every kept score > t and the first (in label, rank
         order, by CumSum) of those = t, so that no runtime's TopK tie rule decides."""
@@ -283,7 +296,7 @@ class DetectionOutputExport(LayerExport):
         picked = b.op("Or", [greater, first])
         return b.reshape(b.op("And", [picked, flat_keep]), [0, nc, k])
 
-    def torch(self, s, node) -> str:
+    def torch(self, s: SourceBuilder, node: Node) -> str:
         if s.traced:
             raise node.fail(
                 "the torch.export form (-torch) cannot carry SSD's DetectionOutput: its greedy "
@@ -311,36 +324,36 @@ refuse_types("Proposal decodes anchors and keeps a data-dependent number of boxe
 class PriorBoxExport(LayerExport):
     """A constant: the priors depend on the feature map's and the image's shapes only."""
 
-    def _value(self, node, graph) -> np.ndarray:
+    def _value(self, node: Node, graph: ExportGraph) -> np.ndarray:
         bottoms = [torch.zeros(graph.shape(v)) for v in node.bottoms]
         with torch.no_grad():
             out = node.layer(*bottoms)
         return out.detach().cpu().float().numpy()
 
-    def refuse(self, node, graph) -> str | None:
+    def refuse(self, node: Node, graph: ExportGraph) -> str | None:
         if any(graph.varies(v, a) for v in node.bottoms for a in range(1, len(graph.shape(v)))):
             return "its priors depend on spatial sizes that change with the batch"
         return None
 
-    def onnx(self, b, node) -> None:
+    def onnx(self, b: OnnxBuilder, node: Node) -> None:
         b.identity(b.const(self._value(node, b.graph), hint="priors"), node.tops[0])
 
-    def torch(self, s, node) -> str:
+    def torch(self, s: SourceBuilder, node: Node) -> str:
         return s.const(node, self._value(node, s.graph), "priors")
 
 
 @register_export("Permute")
 class PermuteExport(LayerExport):
-    def onnx(self, b, node) -> None:
+    def onnx(self, b: OnnxBuilder, node: Node) -> None:
         b.op("Transpose", node.bottoms, node.tops[0], perm=list(node.layer.orders))
 
-    def torch(self, s, node) -> str:
+    def torch(self, s: SourceBuilder, node: Node) -> str:
         return f"{s.v(node.bottoms[0])}.permute{_tuple(node.layer.orders)}"
 
 
 @register_export("Normalize")
 class NormalizeExport(LayerExport):
-    def onnx(self, b, node) -> None:
+    def onnx(self, b: OnnxBuilder, node: Node) -> None:
         layer, x = node.layer, node.bottoms[0]
         c = b.shape(x)[1]
         x3 = b.reshape(x, [0, c, -1])
@@ -351,13 +364,13 @@ class NormalizeExport(LayerExport):
         y = b.op("Mul", [b.op("Div", [x3, norm]), b.blob(node, 0, lambda a: a.reshape(shape))])
         b.reshape(y, b.target(node.tops[0]), node.tops[0])
 
-    def torch(self, s, node) -> str:
+    def torch(self, s: SourceBuilder, node: Node) -> str:
         layer = node.layer
         return (f"{s.h('caffe_normalize')}({s.v(node.bottoms[0])}, {s.p(node, 0)}, "
                 f"{layer.across_spatial}, {layer.eps!r})")
 
 
-def _separable_matrices(node, graph) -> tuple[np.ndarray, np.ndarray]:
+def _separable_matrices(node: Node, graph: ExportGraph) -> tuple[np.ndarray, np.ndarray]:
     """The layer's own (A_h, A_w) for the node's static shapes: each separable layer keys its
     matrices differently (Interp by input, effective input and output sides; Resize by input
     and output sides; BilinearInterpolate by input sides)."""
@@ -381,13 +394,13 @@ class SeparableResizeExport(LayerExport):
     """top = A_h · x · A_wᵀ over the last two axes (the layer's own matrices), or ONNX Resize
     for a plain Interp (aligned corners, no padding)."""
 
-    def _plain_interp(self, node, graph) -> bool:
+    def _plain_interp(self, node: Node, graph: ExportGraph) -> bool:
         layer = node.layer
         out = graph.shape(node.tops[0])
         return (node.type == "Interp" and not getattr(layer, "pad_beg", 0)
                 and not getattr(layer, "pad_end", 0) and out[2] > 1 and out[3] > 1)
 
-    def onnx(self, b, node) -> None:
+    def onnx(self, b: OnnxBuilder, node: Node) -> None:
         x = node.bottoms[0]
         out = b.shape(node.tops[0])
         if self._plain_interp(node, b.graph):
@@ -402,7 +415,7 @@ class SeparableResizeExport(LayerExport):
         y = b.op("MatMul", [b.const(ah), x])
         b.op("MatMul", [y, b.const(aw.T)], node.tops[0])
 
-    def torch(self, s, node) -> str:
+    def torch(self, s: SourceBuilder, node: Node) -> str:
         x = node.bottoms[0]
         out = s.shape(node.tops[0])
         if self._plain_interp(node, s.graph):
@@ -419,7 +432,7 @@ class UnpoolExport(LayerExport):
     whose windows tile the plane (SegNet's and ENet's 2×2, stride 2) it is a comparison per
     window offset; otherwise ScatterElements."""
 
-    def onnx(self, b, node) -> None:
+    def onnx(self, b: OnnxBuilder, node: Node) -> None:
         x, mask = node.bottoms[:2]
         n, c = b.shape(x)[:2]
         out = b.shape(node.tops[0])
@@ -438,7 +451,7 @@ class UnpoolExport(LayerExport):
         b.reshape(y, b.target(node.tops[0]), node.tops[0])
 
     @staticmethod
-    def _tiling_pool(graph, mask: str, out) -> object | None:
+    def _tiling_pool(graph: ExportGraph, mask: str, out: Sequence[int]) -> _PoolGeom | None:
         """The geometry of the MAX pooling that wrote the mask when its windows tile the
         plane (kernel = stride, no padding) and the unpooled plane is its bottom's size:
         every index then lies in its own cell's window, and the unpooling is a per-window
@@ -453,7 +466,8 @@ class UnpoolExport(LayerExport):
         return None
 
     @staticmethod
-    def _tiled(b, node, x: str, idx: str, g, out) -> None:
+    def _tiled(b: OnnxBuilder, node: Node, x: str, idx: str, g: _PoolGeom,
+               out: Sequence[int]) -> None:
         """top[h, w] = x[h // s, w // s] where that cell's index is h·W + w, else 0: each
         window offset (dy, dx) compared at once ([N, C, Hp, s, Wp, s]), then cropped or
         padded to the top's H × W."""
@@ -473,7 +487,7 @@ class UnpoolExport(LayerExport):
                                             max(w - wp * sw, 0)]), b.scalar(0.0)])
         b.reshape(y, b.target(node.tops[0]), node.tops[0])
 
-    def torch(self, s, node) -> str:
+    def torch(self, s: SourceBuilder, node: Node) -> str:
         x, mask = (s.v(v) for v in node.bottoms[:2])
         c = s.shape(node.bottoms[0])[1]
         out = s.shape(node.tops[0])
@@ -488,7 +502,7 @@ register_export("MaxUnPool")(UnpoolExport)
 
 @register_export("Upsample")
 class UpsampleExport(LayerExport):
-    def onnx(self, b, node) -> None:
+    def onnx(self, b: OnnxBuilder, node: Node) -> None:
         if len(node.bottoms) == 2:
             return UnpoolExport().onnx(b, node)
         x = node.bottoms[0]
@@ -496,11 +510,11 @@ class UpsampleExport(LayerExport):
         b.op("Resize", [x, "", b.const(np.asarray(scales, np.float32))], node.tops[0],
              mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor")
 
-    def _scales(self, node, nd):
+    def _scales(self, node: Node, nd: int):
         k = 2 if node.layer.dims_num == 4 else 1
         return [1] * (nd - k) + [node.layer.scale] * k
 
-    def torch(self, s, node) -> str:
+    def torch(self, s: SourceBuilder, node: Node) -> str:
         if len(node.bottoms) == 2:
             return UnpoolExport().torch(s, node)
         x = s.v(node.bottoms[0])
@@ -512,21 +526,21 @@ class UpsampleExport(LayerExport):
 
 @register_export("PixelShuffle")
 class PixelShuffleExport(LayerExport):
-    def onnx(self, b, node) -> None:
+    def onnx(self, b: OnnxBuilder, node: Node) -> None:
         b.op("DepthToSpace", node.bottoms, node.tops[0], blocksize=int(node.layer.r), mode="CRD")
 
-    def torch(self, s, node) -> str:
+    def torch(self, s: SourceBuilder, node: Node) -> str:
         return f"F.pixel_shuffle({s.v(node.bottoms[0])}, {node.layer.r})"
 
 
 @register_export("ReLU6")
 class ReLU6Export(LayerExport):
-    def onnx(self, b, node) -> None:
+    def onnx(self, b: OnnxBuilder, node: Node) -> None:
         layer, x = node.layer, node.bottoms[0]
         lin = b.op("LeakyRelu", [x], alpha=layer.slope) if layer.slope else b.op("Relu", [x])
         b.op("Min", [lin, b.scalar(layer.threshold)], node.tops[0])
 
-    def torch(self, s, node) -> str:
+    def torch(self, s: SourceBuilder, node: Node) -> str:
         layer, x = node.layer, s.v(node.bottoms[0])
         lin = f"F.leaky_relu({x}, {layer.slope!r})" if layer.slope else f"F.relu({x})"
         return f"torch.clamp({lin}, max={layer.threshold!r})"
@@ -534,24 +548,24 @@ class ReLU6Export(LayerExport):
 
 @register_export("HardSwish")
 class HardSwishExport(LayerExport):
-    def onnx(self, b, node) -> None:
+    def onnx(self, b: OnnxBuilder, node: Node) -> None:
         x = node.bottoms[0]
         gate = b.op("Clip", [b.op("Add", [x, b.scalar(3.0)]), b.scalar(0.0), b.scalar(6.0)])
         b.op("Div", [b.op("Mul", [x, gate]), b.scalar(6.0)], node.tops[0])
 
-    def torch(self, s, node) -> str:
+    def torch(self, s: SourceBuilder, node: Node) -> str:
         x = s.v(node.bottoms[0])
         return f"{x} * torch.clamp({x} + 3.0, 0.0, 6.0) / 6.0"
 
 
 @register_export("HardSigmoid")
 class HardSigmoidExport(LayerExport):
-    def onnx(self, b, node) -> None:
+    def onnx(self, b: OnnxBuilder, node: Node) -> None:
         layer = node.layer
         lin = b.op("Add", [b.mul_scalar(node.bottoms[0], layer.alpha), b.scalar(layer.beta)])
         b.op("Clip", [lin, b.scalar(0.0), b.scalar(1.0)], node.tops[0])
 
-    def torch(self, s, node) -> str:
+    def torch(self, s: SourceBuilder, node: Node) -> str:
         layer = node.layer
         return (f"torch.clamp({layer.alpha!r} * {s.v(node.bottoms[0])} + {layer.beta!r}, "
                 "0.0, 1.0)")
@@ -559,7 +573,7 @@ class HardSigmoidExport(LayerExport):
 
 @register_export("ShuffleChannel")
 class ShuffleChannelExport(LayerExport):
-    def onnx(self, b, node) -> None:
+    def onnx(self, b: OnnxBuilder, node: Node) -> None:
         x = node.bottoms[0]
         shape = b.shape(x)
         g = node.layer.group
@@ -567,7 +581,7 @@ class ShuffleChannelExport(LayerExport):
         y = b.op("Transpose", [y], perm=[0, 2, 1, 3])
         b.reshape(y, b.target(node.tops[0]), node.tops[0])
 
-    def torch(self, s, node) -> str:
+    def torch(self, s: SourceBuilder, node: Node) -> str:
         x = s.v(node.bottoms[0])
         shape = s.shape(node.bottoms[0])
         g = node.layer.group
@@ -577,13 +591,13 @@ class ShuffleChannelExport(LayerExport):
 
 @register_export("Axpy")
 class AxpyExport(LayerExport):
-    def onnx(self, b, node) -> None:
+    def onnx(self, b: OnnxBuilder, node: Node) -> None:
         a, x, y = node.bottoms
         nd = len(b.shape(x))
         scale = b.reshape(a, [0, b.shape(x)[1]] + [1] * (nd - 2))
         b.op("Add", [b.op("Mul", [scale, x]), y], node.tops[0])
 
-    def torch(self, s, node) -> str:
+    def torch(self, s: SourceBuilder, node: Node) -> str:
         a, x, y = (s.v(v) for v in node.bottoms)
         nd = len(s.shape(node.bottoms[1]))
         c = s.shape(node.bottoms[1])[1]
@@ -613,13 +627,13 @@ class YoloDetectionOutputExport(LayerExport):
 
     The torch forms refuse it (greedy NMS of a data-dependent size), naming -end."""
 
-    def refuse(self, node, graph) -> str | None:
+    def refuse(self, node: Node, graph: ExportGraph) -> str | None:
         if node.tops[0] not in graph.outputs:
             return ("its top has a data-dependent number of rows and is read by a later "
                     "layer; " + _end_hint(node, graph))
         return None
 
-    def onnx(self, b, node) -> None:
+    def onnx(self, b: OnnxBuilder, node: Node) -> None:
         layer = node.layer
         v3 = node.type == "Yolov3DetectionOutput"
         parts = [self._candidates_v3(b, layer, x, t) if v3 else self._candidates_v2(b, layer, x)
@@ -676,7 +690,7 @@ class YoloDetectionOutputExport(LayerExport):
         b.reshape(b.op("Slice", [both, b.ints([0]), end, b.ints([0])]), [1, 1, -1, 7], top)
 
     @staticmethod
-    def _count(b, layer, x, v3: bool) -> int:
+    def _count(b: OnnxBuilder, layer: YoloLayer, x: str, v3: bool) -> int:
         n, _, side, _ = b.shape(x)
         return n * side * side * layer.num_box * (layer.num_classes if v3 else 1)
 
@@ -688,7 +702,7 @@ class YoloDetectionOutputExport(LayerExport):
         col = np.arange(side, dtype=np.float32).reshape((1, 1, side, 1) + (1,) * bool(classes))
         return np.broadcast_to(col, shape).copy(), np.broadcast_to(row, shape).copy()
 
-    def _candidates_v2(self, b, layer, x):
+    def _candidates_v2(self, b: OnnxBuilder, layer: YoloLayer, x: str):
         """(scores [M], boxes [M, 4], classes [M]) of one YOLOv2 map, enumeration order."""
         n, c, side, _ = b.shape(x)
         a, per, k = layer.num_box, c // layer.num_box, layer.num_classes
@@ -709,7 +723,7 @@ class YoloDetectionOutputExport(LayerExport):
         m = n * side * side * a
         return b.reshape(score, [m]), b.reshape(box, [m, 4]), b.reshape(label, [m])
 
-    def _candidates_v3(self, b, layer, x, t_index: int):
+    def _candidates_v3(self, b: OnnxBuilder, layer: YoloLayer, x: str, t_index: int):
         """The same for one YOLOv3 map: a candidate per (cell, anchor, class)."""
         n, _, side, _ = b.shape(x)
         a, k = layer.num_box, layer.num_classes
@@ -734,7 +748,8 @@ class YoloDetectionOutputExport(LayerExport):
         return b.reshape(score, [m]), b.reshape(box, [m, 4]), label
 
     @staticmethod
-    def _box(b, t, col, row, side, bw, bh, scale):
+    def _box(b: OnnxBuilder, t: list[str], col: np.ndarray, row: np.ndarray, side: int,
+             bw: np.ndarray, bh: np.ndarray, scale: float):
         """[x, y, w, h] in the fork's order of float operations: (col + σ)/S, exp·bias/scale."""
         s = b.scalar(float(side))
         x = b.op("Div", [b.op("Add", [b.const(col), b.op("Sigmoid", [t[0]])]), s])
@@ -748,7 +763,7 @@ class YoloDetectionOutputExport(LayerExport):
                          b.scalar(scale)])
         return b.op("Concat", [x, y, w, h], axis=-1)
 
-    def torch(self, s, node) -> str:
+    def torch(self, s: SourceBuilder, node: Node) -> str:
         raise node.fail(f"the torch forms (-torch, -pytorch) cannot carry {node.type}: its "
                         "greedy NMS keeps a data-dependent number of boxes; the ONNX form "
                         "(-onnx, NonMaxSuppression) exports it, or " + _end_hint(node, s.graph))
@@ -761,11 +776,11 @@ refuse_types("an evaluation or training-only layer (it scores against labels or 
 
 @register_export("SeLu")
 class SeLuExport(LayerExport):
-    def onnx(self, b, node) -> None:
+    def onnx(self, b: OnnxBuilder, node: Node) -> None:
         layer = node.layer
         b.op("Selu", node.bottoms, node.tops[0], alpha=layer.alpha, gamma=layer.lam)
 
-    def torch(self, s, node) -> str:
+    def torch(self, s: SourceBuilder, node: Node) -> str:
         layer, x = node.layer, s.v(node.bottoms[0])
         return (f"{layer.lam!r} * torch.where({x} > 0, {x}, {layer.alpha!r} * "
                 f"torch.expm1(torch.clamp({x}, max=0)))")
@@ -773,16 +788,16 @@ class SeLuExport(LayerExport):
 
 @register_export("SeLuDropout")
 class SeLuDropoutExport(LayerExport):
-    def refuse(self, node, graph) -> str | None:
+    def refuse(self, node: Node, graph: ExportGraph) -> str | None:
         if node.layer.in_train and node.layer.q > 0:
             return ("a TRAIN-phase SeLuDropout drops random values at every pass; export the "
                     "TEST-phase net, where it is the identity")
         return None
 
-    def onnx(self, b, node) -> None:
+    def onnx(self, b: OnnxBuilder, node: Node) -> None:
         b.identity(node.bottoms[0], node.tops[0])
 
-    def torch(self, s, node) -> str:
+    def torch(self, s: SourceBuilder, node: Node) -> str:
         return s.v(node.bottoms[0])
 
 
@@ -790,7 +805,7 @@ class SeLuDropoutExport(LayerExport):
 class ReorgExport(LayerExport):
     """darknet's reorg: a reshape, a transpose and a reshape."""
 
-    def _plan(self, node, shape):
+    def _plan(self, node: Node, shape: Sequence[int]):
         n, c, h, w = shape
         st = node.layer.stride
         oc = c // (st * st)
@@ -798,14 +813,14 @@ class ReorgExport(LayerExport):
             return (n, oc, h, st, w, st), (0, 3, 5, 1, 2, 4)
         return (n, st, st, oc, h, w), (0, 3, 4, 1, 5, 2)
 
-    def onnx(self, b, node) -> None:
+    def onnx(self, b: OnnxBuilder, node: Node) -> None:
         x = node.bottoms[0]
         split, perm = self._plan(node, b.shape(x))
         y = b.reshape(x, [0] + list(split[1:]))
         y = b.op("Transpose", [y], perm=list(perm))
         b.reshape(y, b.target(node.tops[0]), node.tops[0])
 
-    def torch(self, s, node) -> str:
+    def torch(self, s: SourceBuilder, node: Node) -> str:
         x = s.v(node.bottoms[0])
         split, perm = self._plan(node, s.shape(node.bottoms[0]))
         return (f"{x}.reshape({x}.shape[0], {', '.join(str(d) for d in split[1:])})"
@@ -816,10 +831,10 @@ class ReorgExport(LayerExport):
 class UnsqueezeExport(LayerExport):
     """A new axis of size 1: a reshape to the top's shape."""
 
-    def onnx(self, b, node) -> None:
+    def onnx(self, b: OnnxBuilder, node: Node) -> None:
         b.reshape(node.bottoms[0], b.target(node.tops[0]), node.tops[0])
 
-    def torch(self, s, node) -> str:
+    def torch(self, s: SourceBuilder, node: Node) -> str:
         return f"{s.v(node.bottoms[0])}.reshape({_tuple(s.target(node.tops[0]))})"
 
 
@@ -831,7 +846,7 @@ class PadExport(LayerExport):
     _MODES = {"CONSTANT": ("constant", "constant"), "REPLICATE": ("edge", "replicate"),
               "REFLECT": ("reflect", "reflect")}
 
-    def onnx(self, b, node) -> None:
+    def onnx(self, b: OnnxBuilder, node: Node) -> None:
         layer, x = node.layer, node.bottoms[0]
         u, d, left, r = layer.pads
         shape = b.shape(x)
@@ -846,7 +861,7 @@ class PadExport(LayerExport):
             ins.append(b.scalar(layer.value))
         b.op("Pad", ins, node.tops[0], mode=self._MODES[layer.mode][0])
 
-    def torch(self, s, node) -> str:
+    def torch(self, s: SourceBuilder, node: Node) -> str:
         layer, x = node.layer, s.v(node.bottoms[0])
         u, d, left, r = layer.pads
         shape = s.shape(node.bottoms[0])
@@ -863,14 +878,14 @@ class PadExport(LayerExport):
 class BatchNormKyleExport(LayerExport):
     """BVLC BatchNorm's normalisation, then (use_alpha_beta) blobs 3 and 4 as scale and shift."""
 
-    def _affine(self, b, node, shape):
+    def _affine(self, b: OnnxBuilder, node: Node, shape: Sequence[int]):
         if not node.layer.alpha_beta:
             return None
         view = (-1,) + (1,) * (len(shape) - 2)
         return (b.blob(node, 3, lambda a: a.reshape(view)),
                 b.blob(node, 4, lambda a: a.reshape(view)))
 
-    def onnx(self, b, node) -> None:
+    def onnx(self, b: OnnxBuilder, node: Node) -> None:
         shape = b.shape(node.bottoms[0])
         affine = self._affine(b, node, shape) if len(shape) > 1 else None
         tmp = b.fresh("normalized")
@@ -878,12 +893,12 @@ class BatchNormKyleExport(LayerExport):
         if affine:
             b.op("Add", [b.op("Mul", [tmp, affine[0]]), affine[1]], node.tops[0])
 
-    def refuse(self, node, graph) -> str | None:
+    def refuse(self, node: Node, graph: ExportGraph) -> str | None:
         if len(graph.shape(node.bottoms[0])) < 2 and node.layer.alpha_beta:
             return "a one-axis bottom with use_alpha_beta is not exported"
         return None
 
-    def torch(self, s, node) -> str:
+    def torch(self, s: SourceBuilder, node: Node) -> str:
         y = BatchNormExport().torch(s, node)
         if not node.layer.alpha_beta:
             return y
@@ -892,7 +907,7 @@ class BatchNormKyleExport(LayerExport):
         return f"({y}) * {s.p(node, 3)}.reshape({view}) + {s.p(node, 4)}.reshape({view})"
 
 
-def _renamed(node, top: str):
+def _renamed(node: Node, top: str):
     """node with its (single) top value renamed (to write an intermediate value)."""
     return dataclasses.replace(node, tops=[top])
 
@@ -903,7 +918,7 @@ class BNExport(LayerExport):
     shift, its four blobs of shape (1, C, 1, 1); SegNet/ENet's BN (two blobs): scale·x +
     shift (INFERENCE), or normalised by the batch's mean and E[x²] − mean² first (LEARN)."""
 
-    def refuse(self, node, graph) -> str | None:
+    def refuse(self, node: Node, graph: ExportGraph) -> str | None:
         layer = node.layer
         if layer.segnet:
             if layer.learn and len(node.tops) > 1:
@@ -918,7 +933,7 @@ class BNExport(LayerExport):
                     "net")
         return None
 
-    def onnx(self, b, node) -> None:
+    def onnx(self, b: OnnxBuilder, node: Node) -> None:
         x = node.bottoms[0]
         nd = len(b.shape(x))
         view = (-1,) + (1,) * (nd - 2)
@@ -938,7 +953,7 @@ class BNExport(LayerExport):
         y = b.op("Mul", [b.op("Mul", [b.op("Sub", [x, mean]), inv]), scale])
         b.op("Add", [y, shift], node.tops[0])
 
-    def torch(self, s, node) -> str:
+    def torch(self, s: SourceBuilder, node: Node) -> str:
         nd = len(s.shape(node.bottoms[0]))
         view = _tuple((1, -1) + (1,) * (nd - 2))
         if node.layer.segnet:
@@ -954,7 +969,7 @@ class BNExport(LayerExport):
         return f"({s.v(node.bottoms[0])} - {p[2]}) * {p[3]} * {p[0]} + {p[1]}"
 
 
-def _onnx_round(b, v: str) -> str:
+def _onnx_round(b: OnnxBuilder, v: str) -> str:
     """C's round() (half away from zero; ONNX Round is half to even)."""
     a = b.op("Abs", [v])
     f = b.op("Floor", [a])
@@ -962,7 +977,7 @@ def _onnx_round(b, v: str) -> str:
     return b.op("Mul", [b.op("Sign", [v]), b.op("Add", [f, up])])
 
 
-def _onnx_cell_mask(b, lo: str, hi: str, size: int):
+def _onnx_cell_mask(b: OnnxBuilder, lo: str, hi: str, size: int):
     """Bin edges (R, bins) clipped to [0, size], and the (R, bins, size) mask of the cells
     each [lo, hi) holds."""
     zero, top = b.scalar(0.0), b.scalar(float(size))
@@ -975,7 +990,7 @@ def _onnx_cell_mask(b, lo: str, hi: str, size: int):
     return lo, hi, mask
 
 
-def _onnx_roi_features(b, x: str, rois: str) -> tuple[str, str]:
+def _onnx_roi_features(b: OnnxBuilder, x: str, rois: str) -> tuple[str, str]:
     """The ROIs as (R, 5) rows and each ROI's image of x, (R, C, H, W); the batch index is
     truncated, as C's int cast does."""
     r = b.reshape(rois, [-1, 5])
@@ -988,7 +1003,7 @@ def _onnx_roi_features(b, x: str, rois: str) -> tuple[str, str]:
 _ROI_TABLE_SIDES, _ROI_TABLE_MARGIN = 4, 64
 
 
-def _onnx_roi_bins(b, start: str, end: str, pooled: int, size: int):
+def _onnx_roi_bins(b: OnnxBuilder, start: str, end: str, pooled: int, size: int):
     """ONNX form of runtime.caffe_roi_bins: (R, pooled, size) masks, (R, pooled) non-empty.
 
     Caffe's bin size is the float32 quotient extent / pooled, and floor/ceil of its
@@ -1023,7 +1038,7 @@ class ROIPoolingExport(LayerExport):
 
     fixed_batch = "its ROIs' count is the rois input's axis 0, not the batch"
 
-    def onnx(self, b, node) -> None:
+    def onnx(self, b: OnnxBuilder, node: Node) -> None:
         layer = node.layer
         x, rois = node.bottoms
         _, _, height, width = b.shape(x)
@@ -1043,14 +1058,14 @@ class ROIPoolingExport(LayerExport):
         full = b.op("And", [b.reshape(full_h, [-1, 1, ph, 1]), b.reshape(full_w, [-1, 1, 1, pw])])
         b.op("Where", [full, t, b.scalar(0.0)], node.tops[0])
 
-    def torch(self, s, node) -> str:
+    def torch(self, s: SourceBuilder, node: Node) -> str:
         layer = node.layer
         x, rois = (s.v(v) for v in node.bottoms)
         return (f"{s.h('caffe_roi_pool')}({x}, {rois}, {layer.pooled_h}, {layer.pooled_w}, "
                 f"{float(layer.spatial_scale)!r})")
 
 
-def _onnx_psroi_bins(b, start: str, end: str, group: int, size: int):
+def _onnx_psroi_bins(b: OnnxBuilder, start: str, end: str, group: int, size: int):
     """ONNX form of runtime.caffe_psroi_bins: (R, group, size) 0/1 masks, (R, group) counts."""
     extent = b.op("Max", [b.op("Sub", [end, start]), b.scalar(0.1)])
     bin_size = b.op("Div", [extent, b.scalar(float(group))])  # (R, 1)
@@ -1069,7 +1084,7 @@ class PSROIPoolingExport(LayerExport):
 
     fixed_batch = "its ROIs' count is the rois input's axis 0, not the batch"
 
-    def onnx(self, b, node) -> None:
+    def onnx(self, b: OnnxBuilder, node: Node) -> None:
         layer = node.layer
         x, rois = node.bottoms
         _, _, height, width = b.shape(x)
@@ -1093,7 +1108,7 @@ class PSROIPoolingExport(LayerExport):
         b.op("Where", [b.op("Greater", [area, b.scalar(0.0)]), avg, b.scalar(0.0)],
              node.tops[0])
 
-    def torch(self, s, node) -> str:
+    def torch(self, s: SourceBuilder, node: Node) -> str:
         layer = node.layer
         x, rois = (s.v(v) for v in node.bottoms)
         return (f"{s.h('caffe_psroi_pool')}({x}, {rois}, {layer.output_dim}, "
@@ -1106,13 +1121,13 @@ class GuidedDropoutExport(LayerExport):
     the threshold, scaled by C / (number kept) (a sample keeping none is left as 0·x);
     "stochastic" at TEST is the identity."""
 
-    def refuse(self, node, graph) -> str | None:
+    def refuse(self, node: Node, graph: ExportGraph) -> str | None:
         if node.layer.kind != "deterministic" and node.layer.in_train:
             return ("a TRAIN-phase stochastic GuidedDropout drops random channels at every "
                     "pass; export the TEST-phase net, where it is the identity")
         return None
 
-    def onnx(self, b, node) -> None:
+    def onnx(self, b: OnnxBuilder, node: Node) -> None:
         x, guide = node.bottoms
         if node.layer.kind != "deterministic":
             b.identity(x, node.tops[0])
@@ -1128,7 +1143,7 @@ class GuidedDropoutExport(LayerExport):
         factor = b.reshape(factor, [0, shape[1]] + [1] * (len(shape) - 2))
         b.op("Mul", [x, factor], node.tops[0])
 
-    def torch(self, s, node) -> str:
+    def torch(self, s: SourceBuilder, node: Node) -> str:
         x, guide = (s.v(v) for v in node.bottoms)
         if node.layer.kind != "deterministic":
             return x

@@ -20,13 +20,17 @@ and PyTorch forms.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import DecaffeError, suggest
 from .registry import ExportError, exporter_for
+
+if TYPE_CHECKING:  # for annotations only
+    from ..net import Net
 
 
 # ----------------------------------------------------------------------------------------------
@@ -98,7 +102,7 @@ class ExportGraph:
         return self.dynamic_batch and axis < len(v) and v[axis]
 
 
-def _infer_shapes(net, nodes: list[Node], inputs: dict[str, tuple[int, ...]]
+def _infer_shapes(net: Net, nodes: list[Node], inputs: dict[str, tuple[int, ...]]
                   ) -> dict[str, tuple[int, ...]]:
     """Each value's shape for these input shapes, by the layers' own Reshape."""
     shapes = dict(inputs)
@@ -136,7 +140,7 @@ def parse_input_shapes(spec: str) -> dict[str, tuple[int, ...]]:
     return out
 
 
-def build_graph(net, end: str | None = None,
+def build_graph(net: Net, end: str | None = None,
                 input_shapes: dict[str, tuple[int, ...]] | None = None,
                 dynamic_batch: bool = False) -> ExportGraph:
     """The export graph of a built net (see the module docstring).
@@ -248,6 +252,6 @@ def blob_arrays(node: Node) -> list[np.ndarray]:
     return [p.detach().cpu().float().numpy() for p in node.layer.blob_params]
 
 
-def count(shape) -> int:
+def count(shape: Iterable[int]) -> int:
     return math.prod(shape)
 

@@ -12,13 +12,22 @@ constants, ArgMax ties by select_last_index, RNN/LSTM unrolled over their fixed 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from ..proto import caffe_pb2
-from .graph import Node, count
+from .graph import ExportGraph, Node, count
 from .registry import LayerExport, refuse_types, register_export
+
+if TYPE_CHECKING:  # for annotations only
+    from ..layers.forks.norm import BatchNormKyleLayer
+    from ..layers.norm import BatchNormLayer
+    from ..layers.vision import _PoolGeom
+    from .onnx import OnnxBuilder
+    from .pytorch_source import SourceBuilder
 
 _POOL = caffe_pb2.PoolingParameter
 _LRN = caffe_pb2.LRNParameter
@@ -41,7 +50,7 @@ refuse_types("Filter's top size depends on its selector's values (a data-depende
              "before it with -end", "Filter")
 
 
-def _tuple(v) -> str:
+def _tuple(v: Iterable[int]) -> str:
     return repr(tuple(int(x) for x in v))
 
 
@@ -50,14 +59,14 @@ def _tuple(v) -> str:
 # ----------------------------------------------------------------------------------------------
 @register_export("ReLU")
 class ReLUExport(LayerExport):
-    def onnx(self, b, node) -> None:
+    def onnx(self, b: OnnxBuilder, node: Node) -> None:
         slope = node.layer.negative_slope
         if slope == 0.0:
             b.op("Relu", node.bottoms, node.tops[0])
         else:
             b.op("LeakyRelu", node.bottoms, node.tops[0], alpha=slope)
 
-    def torch(self, s, node) -> str:
+    def torch(self, s: SourceBuilder, node: Node) -> str:
         slope = node.layer.negative_slope
         x = s.v(node.bottoms[0])
         return f"F.relu({x})" if slope == 0.0 else f"F.leaky_relu({x}, {slope!r})"
@@ -65,7 +74,7 @@ class ReLUExport(LayerExport):
 
 @register_export("PReLU")
 class PReLUExport(LayerExport):
-    def onnx(self, b, node) -> None:
+    def onnx(self, b: OnnxBuilder, node: Node) -> None:
         nd = len(b.shape(node.bottoms[0]))
         if node.layer.channel_shared:
             slope = b.blob(node, 0, lambda a: a.reshape(1))
@@ -73,7 +82,7 @@ class PReLUExport(LayerExport):
             slope = b.blob(node, 0, lambda a: a.reshape((-1,) + (1,) * (nd - 2)))
         b.op("PRelu", [node.bottoms[0], slope], node.tops[0])
 
-    def torch(self, s, node) -> str:
+    def torch(self, s: SourceBuilder, node: Node) -> str:
         return f"F.prelu({s.v(node.bottoms[0])}, {s.p(node, 0)})"
 
 
@@ -81,10 +90,10 @@ class _Unary(LayerExport):
     onnx_op = ""
     torch_fn = ""
 
-    def onnx(self, b, node) -> None:
+    def onnx(self, b: OnnxBuilder, node: Node) -> None:
         b.op(self.onnx_op, node.bottoms, node.tops[0])
 
-    def torch(self, s, node) -> str:
+    def torch(self, s: SourceBuilder, node: Node) -> str:
         return f"{self.torch_fn}({s.v(node.bottoms[0])})"
 
 
@@ -110,22 +119,22 @@ class BNLLExport(_Unary):
 
 @register_export("ELU")
 class ELUExport(LayerExport):
-    def onnx(self, b, node) -> None:
+    def onnx(self, b: OnnxBuilder, node: Node) -> None:
         b.op("Elu", node.bottoms, node.tops[0], alpha=float(node.layer.alpha))
 
-    def torch(self, s, node) -> str:
+    def torch(self, s: SourceBuilder, node: Node) -> str:
         return f"F.elu({s.v(node.bottoms[0])}, {node.layer.alpha!r})"
 
 
 @register_export("Dropout")
 class DropoutExport(LayerExport):
-    def refuse(self, node, graph) -> str | None:
+    def refuse(self, node: Node, graph: ExportGraph) -> str | None:
         if node.layer.train and node.layer.ratio > 0:
             return ("a TRAIN-phase Dropout drops random values at every pass; export the net "
                     "built in the TEST phase, where it is the identity")
         return None
 
-    def _test_scale(self, node) -> float:
+    def _test_scale(self, node: Node) -> float:
         """1, or 1 − ratio for the Faster R-CNN forks' scale_train: false (Caffe's 1/scale_
         in float32, as the layer computes it)."""
         if getattr(node.layer, "scale_train", True):
@@ -133,18 +142,18 @@ class DropoutExport(LayerExport):
         scale = np.float32(1.0) / (np.float32(1.0) - np.float32(node.layer.ratio))
         return float(np.float32(1.0) / scale)
 
-    def onnx(self, b, node) -> None:
+    def onnx(self, b: OnnxBuilder, node: Node) -> None:
         k = self._test_scale(node)
         if k == 1.0:
             return b.identity(node.bottoms[0], node.tops[0])
         b.op("Mul", [node.bottoms[0], b.scalar(k)], node.tops[0])
 
-    def torch(self, s, node) -> str:
+    def torch(self, s: SourceBuilder, node: Node) -> str:
         k = self._test_scale(node)
         return s.v(node.bottoms[0]) if k == 1.0 else f"{s.v(node.bottoms[0])} * {k!r}"
 
 
-def _constant_onnx(b, x: str, value: float, out: str) -> None:
+def _constant_onnx(b: OnnxBuilder, x: str, value: float, out: str) -> None:
     """A tensor of x's shape filled with value (x's values not read)."""
     shape = b.op("Shape", [x])
     b.op("Expand", [b.scalar(value), shape], out)
@@ -152,7 +161,7 @@ def _constant_onnx(b, x: str, value: float, out: str) -> None:
 
 @register_export("Power")
 class PowerExport(LayerExport):
-    def onnx(self, b, node) -> None:
+    def onnx(self, b: OnnxBuilder, node: Node) -> None:
         layer, x = node.layer, node.bottoms[0]
         if layer.diff_scale == 0.0:
             return _constant_onnx(b, x, layer.value, node.tops[0])
@@ -168,7 +177,7 @@ class PowerExport(LayerExport):
         for k, (op, value) in enumerate(steps):
             x = b.op(op, [x, b.scalar(value)], node.tops[0] if k == len(steps) - 1 else None)
 
-    def torch(self, s, node) -> str:
+    def torch(self, s: SourceBuilder, node: Node) -> str:
         layer, x = node.layer, s.v(node.bottoms[0])
         if layer.diff_scale == 0.0:
             return f"torch.full_like({x}, {layer.value!r})"
@@ -183,7 +192,7 @@ class PowerExport(LayerExport):
 
 @register_export("Exp")
 class ExpExport(LayerExport):
-    def onnx(self, b, node) -> None:
+    def onnx(self, b: OnnxBuilder, node: Node) -> None:
         layer, x = node.layer, node.bottoms[0]
         outer = layer.outer_scale != 1.0
         if layer.inner_scale != 1.0:
@@ -192,7 +201,7 @@ class ExpExport(LayerExport):
         if outer:
             b.op("Mul", [x, b.scalar(layer.outer_scale)], node.tops[0])
 
-    def torch(self, s, node) -> str:
+    def torch(self, s: SourceBuilder, node: Node) -> str:
         layer, x = node.layer, s.v(node.bottoms[0])
         y = f"torch.exp({x})" if layer.inner_scale == 1.0 else \
             f"torch.exp({x} * {layer.inner_scale!r})"
@@ -201,7 +210,7 @@ class ExpExport(LayerExport):
 
 @register_export("Log")
 class LogExport(LayerExport):
-    def onnx(self, b, node) -> None:
+    def onnx(self, b: OnnxBuilder, node: Node) -> None:
         layer, x = node.layer, node.bottoms[0]
         if layer.scale != 1.0:
             x = b.op("Mul", [x, b.scalar(layer.scale)])
@@ -212,7 +221,7 @@ class LogExport(LayerExport):
         if not last:
             b.op("Mul", [x, b.scalar(layer.base_scale)], node.tops[0])
 
-    def torch(self, s, node) -> str:
+    def torch(self, s: SourceBuilder, node: Node) -> str:
         layer, x = node.layer, s.v(node.bottoms[0])
         if layer.scale != 1.0:
             x = f"{x} * {layer.scale!r}"
@@ -224,24 +233,24 @@ class LogExport(LayerExport):
 
 @register_export("Threshold")
 class ThresholdExport(LayerExport):
-    def onnx(self, b, node) -> None:
+    def onnx(self, b: OnnxBuilder, node: Node) -> None:
         gt = b.op("Greater", [node.bottoms[0], b.scalar(node.layer.threshold)])
         b.op("Cast", [gt], node.tops[0], to=1)
 
-    def torch(self, s, node) -> str:
+    def torch(self, s: SourceBuilder, node: Node) -> str:
         x = s.v(node.bottoms[0])
         return f"({x} > {node.layer.threshold!r}).to({x}.dtype)"
 
 
 @register_export("Clip")
 class ClipExport(LayerExport):
-    def onnx(self, b, node) -> None:
+    def onnx(self, b: OnnxBuilder, node: Node) -> None:
         layer, x = node.layer, node.bottoms[0]
         if layer.min > layer.max:
             return _constant_onnx(b, x, layer.min, node.tops[0])
         b.op("Clip", [x, b.scalar(layer.min), b.scalar(layer.max)], node.tops[0])
 
-    def torch(self, s, node) -> str:
+    def torch(self, s: SourceBuilder, node: Node) -> str:
         layer, x = node.layer, s.v(node.bottoms[0])
         if layer.min > layer.max:
             return f"torch.full_like({x}, {layer.min!r})"
@@ -250,12 +259,12 @@ class ClipExport(LayerExport):
 
 @register_export("Swish")
 class SwishExport(LayerExport):
-    def onnx(self, b, node) -> None:
+    def onnx(self, b: OnnxBuilder, node: Node) -> None:
         x = node.bottoms[0]
         z = x if node.layer.beta == 1.0 else b.op("Mul", [x, b.scalar(node.layer.beta)])
         b.op("Mul", [x, b.op("Sigmoid", [z])], node.tops[0])
 
-    def torch(self, s, node) -> str:
+    def torch(self, s: SourceBuilder, node: Node) -> str:
         x = s.v(node.bottoms[0])
         if node.layer.beta == 1.0:
             return f"F.silu({x})"
@@ -267,7 +276,7 @@ class SwishExport(LayerExport):
 # ----------------------------------------------------------------------------------------------
 @register_export("InnerProduct")
 class InnerProductExport(LayerExport):
-    def onnx(self, b, node) -> None:
+    def onnx(self, b: OnnxBuilder, node: Node) -> None:
         layer, x = node.layer, node.bottoms[0]
         lead = b.shape(x)[:layer.axis]
         x2 = b.reshape(x, [-1, layer.K])
@@ -282,7 +291,7 @@ class InnerProductExport(LayerExport):
         if not direct:
             b.reshape(y, b.target(node.tops[0]), node.tops[0])
 
-    def torch(self, s, node) -> str:
+    def torch(self, s: SourceBuilder, node: Node) -> str:
         layer, x = node.layer, s.v(node.bottoms[0])
         w = s.p(node, 0)
         bias = s.p(node, 1) if layer.bias_term else "None"
@@ -299,10 +308,10 @@ class InnerProductExport(LayerExport):
 
 @register_export("Softmax")
 class SoftmaxExport(LayerExport):
-    def onnx(self, b, node) -> None:
+    def onnx(self, b: OnnxBuilder, node: Node) -> None:
         b.op("Softmax", node.bottoms, node.tops[0], axis=int(node.layer.axis))
 
-    def torch(self, s, node) -> str:
+    def torch(self, s: SourceBuilder, node: Node) -> str:
         return f"torch.softmax({s.v(node.bottoms[0])}, {node.layer.axis})"
 
 
@@ -311,7 +320,7 @@ class SoftmaxExport(LayerExport):
 # ----------------------------------------------------------------------------------------------
 @register_export("Convolution", "Deconvolution")
 class ConvolutionExport(LayerExport):
-    def refuse(self, node, graph) -> str | None:
+    def refuse(self, node: Node, graph: ExportGraph) -> str | None:
         layer = node.layer
         if layer.spec.axis != 1:
             return (f"convolution_param.axis {layer.spec.axis}: only the channel axis 1 is "
@@ -320,10 +329,10 @@ class ConvolutionExport(LayerExport):
             return f"{layer.num_spatial} spatial axes: ONNX and torch convolve 1 to 3"
         return None
 
-    def _extra(self, node, shape):
+    def _extra(self, node: Node, shape: Sequence[int]):
         return node.layer._plan(tuple(shape)).extra
 
-    def onnx(self, b, node) -> None:
+    def onnx(self, b: OnnxBuilder, node: Node) -> None:
         layer, spec = node.layer, node.layer.spec
         w = b.blob(node, 0)
         ins_b = [b.blob(node, 1)] if layer.bias_term else []
@@ -337,7 +346,7 @@ class ConvolutionExport(LayerExport):
             pads = list(spec.pad) + [p + e for p, e in zip(spec.pad, extra)]
             b.op("Conv", [x, w] + ins_b, top, pads=pads, **attrs)
 
-    def torch(self, s, node) -> str:
+    def torch(self, s: SourceBuilder, node: Node) -> str:
         layer, spec = node.layer, node.layer.spec
         n = layer.num_spatial
         w = s.p(node, 0)
@@ -360,7 +369,7 @@ class ConvolutionExport(LayerExport):
         return outs[0] if len(outs) == 1 else "(" + ", ".join(outs) + ")"
 
 
-def _im2col_weights(channels: int, kernel) -> np.ndarray:
+def _im2col_weights(channels: int, kernel: Sequence[int]) -> np.ndarray:
     """One-hot filters: output channel c·Πk + j copies kernel offset j of channel c."""
     kk = math.prod(kernel)
     w = np.zeros((channels * kk, 1) + tuple(kernel), dtype=np.float32)
@@ -372,18 +381,18 @@ def _im2col_weights(channels: int, kernel) -> np.ndarray:
 
 @register_export("Im2col")
 class Im2colExport(LayerExport):
-    def refuse(self, node, graph) -> str | None:
+    def refuse(self, node: Node, graph: ExportGraph) -> str | None:
         if node.layer.spec.axis != 1 or node.layer.num_spatial != 2:
             return "only 2-D Im2col on the channel axis 1 is exported"
         return None
 
-    def _parts(self, node, shape):
+    def _parts(self, node: Node, shape: Sequence[int]):
         layer = node.layer
         spec = layer.spec
         extra = layer._plan(tuple(shape))[4]
         return spec, extra, _im2col_weights(shape[1], spec.kernel)
 
-    def onnx(self, b, node) -> None:
+    def onnx(self, b: OnnxBuilder, node: Node) -> None:
         x = node.bottoms[0]
         spec, extra, w = self._parts(node, b.shape(x))
         pads = list(spec.pad) + [p + e for p, e in zip(spec.pad, extra)]
@@ -391,7 +400,7 @@ class Im2colExport(LayerExport):
              dilations=list(spec.dilation), group=int(b.shape(x)[1]),
              kernel_shape=list(spec.kernel))
 
-    def torch(self, s, node) -> str:
+    def torch(self, s: SourceBuilder, node: Node) -> str:
         x = node.bottoms[0]
         spec, extra, w = self._parts(node, s.shape(x))
         xv = s.v(x)
@@ -404,7 +413,7 @@ class Im2colExport(LayerExport):
 # ----------------------------------------------------------------------------------------------
 # Pooling, SPP, LRN
 # ----------------------------------------------------------------------------------------------
-def _divisor(g) -> np.ndarray:
+def _divisor(g: _PoolGeom) -> np.ndarray:
     sizes = []
     for n, k, s, p, o in zip(g.size, g.kernel, g.stride, g.pad, g.out):
         start = np.arange(o) * s - p
@@ -412,13 +421,13 @@ def _divisor(g) -> np.ndarray:
     return (sizes[0][:, None] * sizes[1][None, :]).astype(np.float64)
 
 
-def _empty(g) -> tuple[list[int], list[int]]:
+def _empty(g: _PoolGeom) -> tuple[list[int], list[int]]:
     rows = [i for i in range(g.out[0]) if i * g.stride[0] - g.pad[0] >= g.size[0]]
     cols = [j for j in range(g.out[1]) if j * g.stride[1] - g.pad[1] >= g.size[1]]
     return rows, cols
 
 
-def _pool_onnx(b, x: str, method: int, g, out: str | None) -> str:
+def _pool_onnx(b: OnnxBuilder, x: str, method: int, g: _PoolGeom, out: str | None) -> str:
     """Caffe's pooling of x with geometry g as ONNX operators; returns the output name."""
     k, s, p = list(g.kernel), list(g.stride), list(g.pad)
     if method == _POOL.AVE and g.kernel == g.size and g.pad == (0, 0):
@@ -468,7 +477,7 @@ def _pool_onnx(b, x: str, method: int, g, out: str | None) -> str:
     return y
 
 
-def _pool_torch(s, x: str, method: int, g) -> str:
+def _pool_torch(s: SourceBuilder, x: str, method: int, g: _PoolGeom) -> str:
     """Caffe's pooling as a torch expression."""
     k, st, p = _tuple(g.kernel), _tuple(g.stride), _tuple(g.pad)
     if method == _POOL.AVE and g.kernel == g.size and g.pad == (0, 0):
@@ -497,24 +506,24 @@ def _pool_torch(s, x: str, method: int, g) -> str:
 
 @register_export("Pooling")
 class PoolingExport(LayerExport):
-    def refuse(self, node, graph) -> str | None:
+    def refuse(self, node: Node, graph: ExportGraph) -> str | None:
         layer = node.layer
         if layer.method == _POOL.STOCHASTIC and layer.phase == caffe_pb2.TRAIN:
             return ("STOCHASTIC pooling in the TRAIN phase samples at random; export the "
                     "TEST-phase net")
         return None
 
-    def _geom(self, node, shape):
+    def _geom(self, node: Node, shape: Sequence[int]):
         return node.layer._geom(tuple(shape))
 
-    def onnx(self, b, node) -> None:
+    def onnx(self, b: OnnxBuilder, node: Node) -> None:
         x = node.bottoms[0]
         g = self._geom(node, b.shape(x))
         if len(node.tops) > 1:
             return _max_pool_mask_onnx(b, x, g, node.tops)
         _pool_onnx(b, x, node.layer.method, g, node.tops[0])
 
-    def torch(self, s, node) -> str:
+    def torch(self, s: SourceBuilder, node: Node) -> str:
         x = node.bottoms[0]
         g = self._geom(node, s.shape(x))
         if len(node.tops) > 1:
@@ -525,7 +534,7 @@ class PoolingExport(LayerExport):
         return _pool_torch(s, s.v(x), node.layer.method, g)
 
 
-def _max_pool_mask_onnx(b, x: str, g, tops) -> None:
+def _max_pool_mask_onnx(b: OnnxBuilder, x: str, g: _PoolGeom, tops: list[str]) -> None:
     """MAX pooling with Caffe's argmax mask top: the flat index h·W + w into the bottom's
     plane, −1 (and −FLT_MAX) where a window holds no image pixel. The indices stay int64
     (b.indices) for unpooling; the float mask Caffe's blob holds is written only where an
@@ -543,7 +552,7 @@ def _max_pool_mask_onnx(b, x: str, g, tops) -> None:
             zip(g.size, g.pad, [max(a, 0) for a in g.after], k, s)]
     y, idx = b.op("MaxPool", [x], 2, kernel_shape=k, strides=s, pads=pads)
 
-    def i64(v):
+    def i64(v: int):
         return b.const(np.int64(v), np.int64)
 
     if explicit:
@@ -571,19 +580,19 @@ def _max_pool_mask_onnx(b, x: str, g, tops) -> None:
         b.op("Cast", [idx], tops[1], to=1)
 
 
-def _unpools(node, position: int) -> bool:
+def _unpools(node: Node, position: int) -> bool:
     """Whether the node reads a MAX pooling mask as unpooling indices (bottom 1)."""
     return node.type in ("Upsample", "MaxUnPool") and position == 1
 
 
 @register_export("SPP")
 class SPPExport(LayerExport):
-    def refuse(self, node, graph) -> str | None:
+    def refuse(self, node: Node, graph: ExportGraph) -> str | None:
         if node.layer.method == _POOL.STOCHASTIC and node.layer.phase == caffe_pb2.TRAIN:
             return "STOCHASTIC pooling in the TRAIN phase samples at random"
         return None
 
-    def onnx(self, b, node) -> None:
+    def onnx(self, b: OnnxBuilder, node: Node) -> None:
         x = node.bottoms[0]
         levels = node.layer._geoms(tuple(b.shape(x)))
         if len(levels) == 1:
@@ -596,7 +605,7 @@ class SPPExport(LayerExport):
             flat.append(b.reshape(y, [-1 if b.graph.varies(x, 0) else n, c * g.out[0] * g.out[1]]))
         b.op("Concat", flat, node.tops[0], axis=1)
 
-    def torch(self, s, node) -> str:
+    def torch(self, s: SourceBuilder, node: Node) -> str:
         x = node.bottoms[0]
         levels = node.layer._geoms(tuple(s.shape(x)))
         pools = [_pool_torch(s, s.v(x), node.layer.method, g) for g in levels]
@@ -607,7 +616,7 @@ class SPPExport(LayerExport):
 
 @register_export("LRN")
 class LRNExport(LayerExport):
-    def onnx(self, b, node) -> None:
+    def onnx(self, b: OnnxBuilder, node: Node) -> None:
         layer, x = node.layer, node.bottoms[0]
         if layer.region == _LRN.ACROSS_CHANNELS:
             b.op("LRN", [x], node.tops[0], size=int(layer.size), alpha=float(layer.alpha),
@@ -620,7 +629,7 @@ class LRNExport(LayerExport):
         base = b.op("Add", [b.mul_scalar(avg, layer.alpha), b.scalar(1.0)])
         b.op("Mul", [x, b.op("Pow", [base, b.scalar(-layer.beta)])], node.tops[0])
 
-    def torch(self, s, node) -> str:
+    def torch(self, s: SourceBuilder, node: Node) -> str:
         layer, x = node.layer, s.v(node.bottoms[0])
         if layer.region == _LRN.ACROSS_CHANNELS:
             return (f"F.local_response_norm({x}, {layer.size}, {layer.alpha!r}, "
@@ -631,7 +640,7 @@ class LRNExport(LayerExport):
 # ----------------------------------------------------------------------------------------------
 # BatchNorm, Scale, Bias, MVN
 # ----------------------------------------------------------------------------------------------
-def _bn_stats(layer) -> tuple[np.ndarray, np.ndarray]:
+def _bn_stats(layer: BatchNormLayer | BatchNormKyleLayer) -> tuple[np.ndarray, np.ndarray]:
     """mean and variance exactly as the layer computes them (float32)."""
     mean_sum, var_sum, factor = (p.detach().cpu().float() for p in layer.blob_params[:3])
     inv = torch.where(factor == 0, torch.zeros_like(factor), 1.0 / factor)
@@ -640,7 +649,7 @@ def _bn_stats(layer) -> tuple[np.ndarray, np.ndarray]:
 
 @register_export("BatchNorm")
 class BatchNormExport(LayerExport):
-    def onnx(self, b, node) -> None:
+    def onnx(self, b: OnnxBuilder, node: Node) -> None:
         layer, x = node.layer, node.bottoms[0]
         shape = b.shape(x)
         if not layer.use_global_stats:
@@ -661,7 +670,7 @@ class BatchNormExport(LayerExport):
         if one:
             b.reshape(y, [-1], node.tops[0])
 
-    def torch(self, s, node) -> str:
+    def torch(self, s: SourceBuilder, node: Node) -> str:
         layer, x = node.layer, s.v(node.bottoms[0])
         if not layer.use_global_stats:
             return f"{s.h('caffe_batch_norm_batch')}({x}, {layer.eps!r})"
@@ -674,14 +683,15 @@ class BatchNormExport(LayerExport):
         return f"({y}).reshape(-1)" if one else y
 
 
-def _span_shape(b_or_s, node: Node, span) -> tuple[int, ...]:
+def _span_shape(b_or_s: OnnxBuilder | SourceBuilder, node: Node,
+                span: Sequence[int]) -> tuple[int, ...]:
     """span reshaped to broadcast over bottom 0 at axes [axis, end)."""
     nd = len(b_or_s.shape(node.bottoms[0]))
     return tuple(span) + (1,) * (nd - node.layer.end)
 
 
 class _BroadcastExport(LayerExport):
-    def _operand(self, b, node, k_blob: int, k_bottom: int | None) -> str:
+    def _operand(self, b: OnnxBuilder, node: Node, k_blob: int, k_bottom: int | None) -> str:
         layer = node.layer
         if layer._own:
             span = b.shape(node.bottoms[0])[layer.axis:layer.end]
@@ -690,7 +700,8 @@ class _BroadcastExport(LayerExport):
         tgt = b.target(other) + [1] * (len(b.shape(node.bottoms[0])) - layer.end)
         return b.reshape(other, tgt)
 
-    def _operand_torch(self, s, node, k_blob: int, k_bottom: int | None) -> str:
+    def _operand_torch(self, s: SourceBuilder, node: Node, k_blob: int,
+                       k_bottom: int | None) -> str:
         layer = node.layer
         if layer._own:
             span = s.shape(node.bottoms[0])[layer.axis:layer.end]
@@ -702,7 +713,7 @@ class _BroadcastExport(LayerExport):
 
 @register_export("Scale")
 class ScaleExport(_BroadcastExport):
-    def onnx(self, b, node) -> None:
+    def onnx(self, b: OnnxBuilder, node: Node) -> None:
         layer = node.layer
         sc = self._operand(b, node, 0, 1)
         y = b.op("Mul", [node.bottoms[0], sc], None if layer.bias_term else node.tops[0])
@@ -710,13 +721,13 @@ class ScaleExport(_BroadcastExport):
             bias = self._operand_bias(b, node)
             b.op("Add", [y, bias], node.tops[0])
 
-    def _operand_bias(self, b, node):
+    def _operand_bias(self, b: OnnxBuilder, node: Node):
         layer = node.layer
         span = b.shape(node.bottoms[0])[layer.axis:layer.end]
         return b.blob(node, 1 if layer._own else 0,
                       lambda a: a.reshape(_span_shape(b, node, span)))
 
-    def torch(self, s, node) -> str:
+    def torch(self, s: SourceBuilder, node: Node) -> str:
         layer = node.layer
         y = f"{s.v(node.bottoms[0])} * {self._operand_torch(s, node, 0, 1)}"
         if layer.bias_term:
@@ -728,16 +739,16 @@ class ScaleExport(_BroadcastExport):
 
 @register_export("Bias")
 class BiasExport(_BroadcastExport):
-    def onnx(self, b, node) -> None:
+    def onnx(self, b: OnnxBuilder, node: Node) -> None:
         b.op("Add", [node.bottoms[0], self._operand(b, node, 0, 1)], node.tops[0])
 
-    def torch(self, s, node) -> str:
+    def torch(self, s: SourceBuilder, node: Node) -> str:
         return f"{s.v(node.bottoms[0])} + {self._operand_torch(s, node, 0, 1)}"
 
 
 @register_export("MVN")
 class MVNExport(LayerExport):
-    def onnx(self, b, node) -> None:
+    def onnx(self, b: OnnxBuilder, node: Node) -> None:
         layer, x = node.layer, node.bottoms[0]
         shape = b.shape(x)
         per = count(shape[1:]) if layer.across_channels else count(shape[2:])
@@ -750,7 +761,7 @@ class MVNExport(LayerExport):
             centred = b.op("Div", [centred, std])
         b.reshape(centred, b.target(node.tops[0]), node.tops[0])
 
-    def torch(self, s, node) -> str:
+    def torch(self, s: SourceBuilder, node: Node) -> str:
         layer = node.layer
         return (f"{s.h('caffe_mvn')}({s.v(node.bottoms[0])}, {layer.across_channels}, "
                 f"{layer.normalize_variance}, {layer.eps!r})")
@@ -761,7 +772,7 @@ class MVNExport(LayerExport):
 # ----------------------------------------------------------------------------------------------
 @register_export("Eltwise")
 class EltwiseExport(LayerExport):
-    def onnx(self, b, node) -> None:
+    def onnx(self, b: OnnxBuilder, node: Node) -> None:
         layer, xs = node.layer, node.bottoms
         if layer.op == _ELT.MAX:
             b.op("Max", xs, node.tops[0])
@@ -777,7 +788,7 @@ class EltwiseExport(LayerExport):
             term = x if ci == 1.0 else b.mul_scalar(x, ci)
             y = b.op("Add", [y, term], node.tops[0] if k == len(xs) - 1 else None)
 
-    def torch(self, s, node) -> str:
+    def torch(self, s: SourceBuilder, node: Node) -> str:
         layer = node.layer
         xs = [s.v(x) for x in node.bottoms]
         if layer.op == _ELT.MAX:
@@ -793,17 +804,17 @@ class EltwiseExport(LayerExport):
 
 @register_export("Concat")
 class ConcatExport(LayerExport):
-    def _axis(self, node, shapes):
+    def _axis(self, node: Node, shapes: list[tuple[int, ...]]):
         node.layer.reshape(shapes)
         return node.layer._plan
 
-    def onnx(self, b, node) -> None:
+    def onnx(self, b: OnnxBuilder, node: Node) -> None:
         if len(node.bottoms) == 1:
             return b.identity(node.bottoms[0], node.tops[0])
         axis = self._axis(node, [b.shape(x) for x in node.bottoms])
         b.op("Concat", node.bottoms, node.tops[0], axis=int(axis))
 
-    def torch(self, s, node) -> str:
+    def torch(self, s: SourceBuilder, node: Node) -> str:
         if len(node.bottoms) == 1:
             return s.v(node.bottoms[0])
         axis = self._axis(node, [s.shape(x) for x in node.bottoms])
@@ -812,23 +823,23 @@ class ConcatExport(LayerExport):
 
 @register_export("Slice")
 class SliceExport(LayerExport):
-    def _plan(self, node, graph):
+    def _plan(self, node: Node, graph: ExportGraph):
         node.layer.reshape([graph.shape(node.bottoms[0])])
         return node.layer._plan
 
-    def refuse(self, node, graph) -> str | None:
+    def refuse(self, node: Node, graph: ExportGraph) -> str | None:
         axis, _ = self._plan(node, graph)
         if graph.varies(node.bottoms[0], axis):
             return f"it slices axis {axis}, which changes with the batch (-dynamic_batch)"
         return None
 
-    def onnx(self, b, node) -> None:
+    def onnx(self, b: OnnxBuilder, node: Node) -> None:
         axis, sizes = self._plan(node, b.graph)
         if len(sizes) == 1:
             return b.identity(node.bottoms[0], node.tops[0])
         b.op("Split", [node.bottoms[0], b.ints(sizes)], list(node.tops), axis=int(axis))
 
-    def torch(self, s, node) -> str:
+    def torch(self, s: SourceBuilder, node: Node) -> str:
         axis, sizes = self._plan(node, s.graph)
         if len(sizes) == 1:
             return s.v(node.bottoms[0])
@@ -837,10 +848,10 @@ class SliceExport(LayerExport):
 
 @register_export("Flatten")
 class FlattenExport(LayerExport):
-    def onnx(self, b, node) -> None:
+    def onnx(self, b: OnnxBuilder, node: Node) -> None:
         b.reshape(node.bottoms[0], b.target(node.tops[0]), node.tops[0])
 
-    def torch(self, s, node) -> str:
+    def torch(self, s: SourceBuilder, node: Node) -> str:
         node.layer.reshape([s.shape(node.bottoms[0])])
         start, end = node.layer._plan
         return f"torch.flatten({s.v(node.bottoms[0])}, {start}, {end})"
@@ -848,39 +859,39 @@ class FlattenExport(LayerExport):
 
 @register_export("Reshape")
 class ReshapeExport(LayerExport):
-    def onnx(self, b, node) -> None:
+    def onnx(self, b: OnnxBuilder, node: Node) -> None:
         b.reshape(node.bottoms[0], b.target(node.tops[0]), node.tops[0])
 
-    def torch(self, s, node) -> str:
+    def torch(self, s: SourceBuilder, node: Node) -> str:
         return f"{s.v(node.bottoms[0])}.reshape({_tuple(s.target(node.tops[0]))})"
 
 
 @register_export("Crop")
 class CropExport(LayerExport):
-    def _index(self, node, graph):
+    def _index(self, node: Node, graph: ExportGraph):
         node.layer.reshape([graph.shape(x) for x in node.bottoms])
         return node.layer._plan
 
-    def refuse(self, node, graph) -> str | None:
+    def refuse(self, node: Node, graph: ExportGraph) -> str | None:
         for i, sl in enumerate(self._index(node, graph)):
             full = graph.shape(node.bottoms[0])[i]
             if graph.varies(node.bottoms[0], i) and (sl.start, sl.stop) != (0, full):
                 return f"it crops axis {i}, which changes with the batch (-dynamic_batch)"
         return None
 
-    def _cropped(self, node, graph):
+    def _cropped(self, node: Node, graph: ExportGraph):
         shape = graph.shape(node.bottoms[0])
         return [(i, sl) for i, sl in enumerate(self._index(node, graph))
                 if (sl.start, sl.stop) != (0, shape[i])]
 
-    def onnx(self, b, node) -> None:
+    def onnx(self, b: OnnxBuilder, node: Node) -> None:
         cut = self._cropped(node, b.graph)
         if not cut:
             return b.identity(node.bottoms[0], node.tops[0])
         b.slice(node.bottoms[0], [sl.start for _, sl in cut], [sl.stop for _, sl in cut],
                 [i for i, _ in cut], node.tops[0])
 
-    def torch(self, s, node) -> str:
+    def torch(self, s: SourceBuilder, node: Node) -> str:
         cut = dict(self._cropped(node, s.graph))
         if not cut:
             return s.v(node.bottoms[0])
@@ -891,14 +902,14 @@ class CropExport(LayerExport):
 
 @register_export("Tile")
 class TileExport(LayerExport):
-    def _reps(self, node, graph):
+    def _reps(self, node: Node, graph: ExportGraph):
         node.layer.reshape([graph.shape(node.bottoms[0])])
         return node.layer._plan
 
-    def onnx(self, b, node) -> None:
+    def onnx(self, b: OnnxBuilder, node: Node) -> None:
         b.op("Tile", [node.bottoms[0], b.ints(self._reps(node, b.graph))], node.tops[0])
 
-    def torch(self, s, node) -> str:
+    def torch(self, s: SourceBuilder, node: Node) -> str:
         return f"{s.v(node.bottoms[0])}.repeat({_tuple(self._reps(node, s.graph))})"
 
 
@@ -907,7 +918,7 @@ class TileExport(LayerExport):
 # ----------------------------------------------------------------------------------------------
 @register_export("Reduction")
 class ReductionExport(LayerExport):
-    def _parts(self, node, graph):
+    def _parts(self, node: Node, graph: ExportGraph):
         node.layer.reshape([graph.shape(node.bottoms[0])])
         lead, dim = node.layer._plan
         coeff = node.layer.coeff
@@ -917,7 +928,7 @@ class ReductionExport(LayerExport):
         rows = list(graph.target_shape(node.tops[0], node)) + [dim] if lead else [-1]
         return lead, dim, coeff, rows
 
-    def onnx(self, b, node) -> None:
+    def onnx(self, b: OnnxBuilder, node: Node) -> None:
         lead, dim, coeff, rows = self._parts(node, b.graph)
         x = b.reshape(node.bottoms[0], rows)
         op = node.layer.op
@@ -933,7 +944,7 @@ class ReductionExport(LayerExport):
         if not last:
             b.op("Mul", [y, b.scalar(coeff)], node.tops[0])
 
-    def torch(self, s, node) -> str:
+    def torch(self, s: SourceBuilder, node: Node) -> str:
         lead, dim, coeff, rows = self._parts(node, s.graph)
         x = f"{s.v(node.bottoms[0])}.reshape({_tuple(rows)})"
         op = node.layer.op
@@ -948,7 +959,7 @@ class ReductionExport(LayerExport):
 
 @register_export("ArgMax")
 class ArgMaxExport(LayerExport):
-    def onnx(self, b, node) -> None:
+    def onnx(self, b: OnnxBuilder, node: Node) -> None:
         layer, x = node.layer, node.bottoms[0]
         shape = b.shape(x)
         if layer.has_axis:
@@ -975,7 +986,7 @@ class ArgMaxExport(LayerExport):
             if layer.out_max_val else idx
         b.reshape(both, b.target(node.tops[0]), node.tops[0])
 
-    def torch(self, s, node) -> str:
+    def torch(self, s: SourceBuilder, node: Node) -> str:
         layer = node.layer
         axis = layer.axis if layer.has_axis else None
         return (f"{s.h('caffe_argmax')}({s.v(node.bottoms[0])}, {axis}, {layer.top_k}, "
@@ -987,49 +998,49 @@ class ArgMaxExport(LayerExport):
 # ----------------------------------------------------------------------------------------------
 @register_export("Embed")
 class EmbedExport(LayerExport):
-    def onnx(self, b, node) -> None:
+    def onnx(self, b: OnnxBuilder, node: Node) -> None:
         idx = b.op("Cast", [node.bottoms[0]], to=7)
         bias = node.layer.bias_term
         y = b.op("Gather", [b.blob(node, 0), idx], None if bias else node.tops[0], axis=0)
         if bias:
             b.op("Add", [y, b.blob(node, 1)], node.tops[0])
 
-    def torch(self, s, node) -> str:
+    def torch(self, s: SourceBuilder, node: Node) -> str:
         y = f"F.embedding({s.v(node.bottoms[0])}.long(), {s.p(node, 0)})"
         return y + (f" + {s.p(node, 1)}" if node.layer.bias_term else "")
 
 
 @register_export("BatchReindex")
 class BatchReindexExport(LayerExport):
-    def onnx(self, b, node) -> None:
+    def onnx(self, b: OnnxBuilder, node: Node) -> None:
         idx = b.op("Cast", [node.bottoms[1]], to=7)
         b.op("Gather", [node.bottoms[0], idx], node.tops[0], axis=0)
 
-    def torch(self, s, node) -> str:
+    def torch(self, s: SourceBuilder, node: Node) -> str:
         return f"{s.v(node.bottoms[0])}.index_select(0, {s.v(node.bottoms[1])}.long())"
 
 
 @register_export("Parameter")
 class ParameterExport(LayerExport):
-    def onnx(self, b, node) -> None:
+    def onnx(self, b: OnnxBuilder, node: Node) -> None:
         b.identity(b.blob(node, 0), node.tops[0])
 
-    def torch(self, s, node) -> str:
+    def torch(self, s: SourceBuilder, node: Node) -> str:
         return s.p(node, 0)
 
 
 @register_export("Silence")
 class SilenceExport(LayerExport):
-    def onnx(self, b, node) -> None:
+    def onnx(self, b: OnnxBuilder, node: Node) -> None:
         return None
 
-    def torch(self, s, node) -> str:
+    def torch(self, s: SourceBuilder, node: Node) -> str:
         return ""
 
 
 @register_export("DummyData")
 class DummyDataExport(LayerExport):
-    def refuse(self, node, graph) -> str | None:
+    def refuse(self, node: Node, graph: ExportGraph) -> str | None:
         random = [i for i, fp in enumerate(node.layer.fillers) if fp.type != "constant"]
         if random:
             return (f"top(s) {random} are refilled with random values ("
@@ -1037,14 +1048,14 @@ class DummyDataExport(LayerExport):
                     "constant fillers are exported")
         return None
 
-    def _value(self, node, i):
+    def _value(self, node: Node, i: int):
         return getattr(node.layer, f"_top{i}").detach().cpu().float().numpy()
 
-    def onnx(self, b, node) -> None:
+    def onnx(self, b: OnnxBuilder, node: Node) -> None:
         for i, top in enumerate(node.tops):
             b.identity(b.const(self._value(node, i)), top)
 
-    def torch(self, s, node) -> str:
+    def torch(self, s: SourceBuilder, node: Node) -> str:
         outs = [s.const(node, self._value(node, i), f"top{i}") for i in range(len(node.tops))]
         return outs[0] if len(outs) == 1 else "(" + ", ".join(outs) + ")"
 
@@ -1056,12 +1067,12 @@ class _RecurrentExport(LayerExport):
     fixed_batch = ("RNN/LSTM are unrolled over the fixed number of timesteps T on axis 0 of "
                    "their input")
 
-    def _weights(self, node):
+    def _weights(self, node: Node):
         names = list(range(node.layer.num_blobs))
         static = names.pop(2) if node.layer.static_input else None
         return names, static
 
-    def _initial(self, b, node, n: int, hdim: int) -> list[str]:
+    def _initial(self, b: OnnxBuilder, node: Node, n: int, hdim: int) -> list[str]:
         layer = node.layer
         first = 2 + layer.static_input
         if layer.expose_hidden:
@@ -1069,7 +1080,8 @@ class _RecurrentExport(LayerExport):
         zero = b.const(np.zeros((n, hdim), np.float32))
         return [zero] * len(layer.state_names)
 
-    def _project(self, b, node, w: int, bias: int, static: int | None) -> tuple[str, int, int]:
+    def _project(self, b: OnnxBuilder, node: Node, w: int, bias: int,
+                 static: int | None) -> tuple[str, int, int]:
         layer, x = node.layer, node.bottoms[0]
         t, n = b.shape(x)[:2]
         proj = b.op("Gemm", [b.reshape(x, [t * n, layer.D]), b.blob(node, w),
@@ -1081,16 +1093,16 @@ class _RecurrentExport(LayerExport):
             proj = b.op("Add", [proj, sp])
         return proj, t, n
 
-    def _cont(self, b, node, t: int, n: int) -> str:
+    def _cont(self, b: OnnxBuilder, node: Node, t: int, n: int) -> str:
         return b.reshape(node.bottoms[1], [t, n, 1])
 
-    def _step(self, b, seq: str, t: int) -> str:
+    def _step(self, b: OnnxBuilder, seq: str, t: int) -> str:
         return b.op("Gather", [seq, b.const(np.int64(t), np.int64)], axis=0)
 
-    def _stack(self, b, hs: list[str], out: str | None = None) -> str:
+    def _stack(self, b: OnnxBuilder, hs: list[str], out: str | None = None) -> str:
         return b.op("Concat", [b.op("Unsqueeze", [h, b.ints([0])]) for h in hs], out, axis=0)
 
-    def _torch_extra(self, s, node) -> tuple[str, str]:
+    def _torch_extra(self, s: SourceBuilder, node: Node) -> tuple[str, str]:
         layer = node.layer
         if layer.static_input:
             return f", {s.v(node.bottoms[2])}", f", {s.p(node, 2)}"
@@ -1099,7 +1111,7 @@ class _RecurrentExport(LayerExport):
 
 @register_export("RNN")
 class RNNExport(_RecurrentExport):
-    def onnx(self, b, node) -> None:
+    def onnx(self, b: OnnxBuilder, node: Node) -> None:
         layer = node.layer
         (w_xh, b_h, w_hh, w_ho, b_o), static = self._weights(node)
         proj, t, n = self._project(b, node, w_xh, b_h, static)
@@ -1119,7 +1131,7 @@ class RNNExport(_RecurrentExport):
         if layer.expose_hidden:
             b.reshape(h, [1, n, layer.H], node.tops[1])
 
-    def torch(self, s, node) -> str:
+    def torch(self, s: SourceBuilder, node: Node) -> str:
         layer = node.layer
         (w_xh, b_h, w_hh, w_ho, b_o), static = self._weights(node)
         n = s.shape(node.bottoms[0])[1]
@@ -1138,7 +1150,7 @@ class RNNExport(_RecurrentExport):
 
 @register_export("LSTM")
 class LSTMExport(_RecurrentExport):
-    def onnx(self, b, node) -> None:
+    def onnx(self, b: OnnxBuilder, node: Node) -> None:
         layer = node.layer
         (w_xc, b_c, w_hc), static = self._weights(node)
         proj, t, n = self._project(b, node, w_xc, b_c, static)
@@ -1157,7 +1169,7 @@ class LSTMExport(_RecurrentExport):
             b.reshape(h, [1, n, layer.H], node.tops[1])
             b.reshape(c, [1, n, layer.H], node.tops[2])
 
-    def torch(self, s, node) -> str:
+    def torch(self, s: SourceBuilder, node: Node) -> str:
         layer = node.layer
         (w_xc, b_c, w_hc), static = self._weights(node)
         n = s.shape(node.bottoms[0])[1]
@@ -1176,7 +1188,7 @@ class LSTMExport(_RecurrentExport):
         return f"{call}[0]"
 
 
-def _lstm_step_onnx(b, c_prev: str, gates: str, cont: str, hdim: int,
+def _lstm_step_onnx(b: OnnxBuilder, c_prev: str, gates: str, cont: str, hdim: int,
                     outs: tuple[str | None, str | None] = (None, None)) -> tuple[str, str]:
     sig = b.op("Sigmoid", [b.slice(gates, [0], [3 * hdim], [1])])
     i, f, o = b.op("Split", [sig, b.ints([hdim] * 3)], 3, axis=1)
@@ -1189,7 +1201,7 @@ def _lstm_step_onnx(b, c_prev: str, gates: str, cont: str, hdim: int,
 
 @register_export("LSTMUnit")
 class LSTMUnitExport(LayerExport):
-    def onnx(self, b, node) -> None:
+    def onnx(self, b: OnnxBuilder, node: Node) -> None:
         c_prev, x, cont = node.bottoms
         _, n, hdim = b.shape(c_prev)
         c, h = _lstm_step_onnx(b, b.reshape(c_prev, [n, hdim]), b.reshape(x, [n, 4 * hdim]),
@@ -1197,7 +1209,7 @@ class LSTMUnitExport(LayerExport):
         b.reshape(c, [1, n, hdim], node.tops[0])
         b.reshape(h, [1, n, hdim], node.tops[1])
 
-    def torch(self, s, node) -> str:
+    def torch(self, s: SourceBuilder, node: Node) -> str:
         c_prev, x, cont = (s.v(v) for v in node.bottoms)
         _, n, hdim = s.shape(node.bottoms[0])
         call = (f"{s.h('caffe_lstm_step')}({c_prev}.reshape({n}, {hdim}), "

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -22,6 +23,7 @@ from .graph import ExportGraph, Node
 from .registry import ExportError, exporter_for
 
 if TYPE_CHECKING:
+    import numpy.typing as npt
     import onnx  # only for the annotation: onnx is optional
 
 # The lowest opset at which each operator takes the form written here; operators not listed
@@ -145,7 +147,7 @@ class OnnxBuilder:
                               type=self.node.type if self.node else None)
 
     def op(self, op_type: str, inputs: list[str], out: str | list[str] | int | None = None,
-           **attrs) -> str | list[str]:
+           **attrs: object) -> str | list[str]:
         """Add one operator; returns its output name (or names when out is a count/list)."""
         from onnx import helper  # onnx is optional (the export extra)
 
@@ -172,20 +174,22 @@ class OnnxBuilder:
         self.nodes.append(helper.make_node(op_type, list(inputs), outs, name=name, **attrs))
         return outs[0] if isinstance(out, (str, type(None))) else outs
 
-    def const(self, array, dtype=np.float32, hint: str = "c") -> str:
+    def const(self, array: npt.ArrayLike, dtype: npt.DTypeLike = np.float32,
+              hint: str = "c") -> str:
         from onnx import numpy_helper  # onnx is optional (the export extra)
 
         name = self.fresh(hint)
         self.initializers.append(numpy_helper.from_array(np.asarray(array, dtype=dtype), name))
         return name
 
-    def ints(self, values) -> str:
+    def ints(self, values: npt.ArrayLike) -> str:
         return self.const(np.asarray(values, dtype=np.int64).reshape(-1), np.int64, "i")
 
     def scalar(self, value: float) -> str:
         return self.const(np.float32(value), hint="s")
 
-    def blob(self, node: Node, k: int, transform=None) -> str:
+    def blob(self, node: Node, k: int,
+             transform: Callable[[np.ndarray], np.ndarray] | None = None) -> str:
         """Blob k of the node's layer as an initializer named ``layer/k`` (shared parameters
         once); with transform, a new constant transform(array)."""
         p = node.layer.blob_params[k]
@@ -213,10 +217,11 @@ class OnnxBuilder:
         return self._blob_names[key]
 
     # -- common patterns ------------------------------------------------------------------------
-    def reshape(self, x: str, shape, out: str | None = None) -> str:
+    def reshape(self, x: str, shape: Sequence[int], out: str | None = None) -> str:
         return self.op("Reshape", [x, self.ints(shape)], out)
 
-    def reduce(self, op_type: str, x: str, axes, keepdims: bool, out: str | None = None) -> str:
+    def reduce(self, op_type: str, x: str, axes: Iterable[int], keepdims: bool,
+               out: str | None = None) -> str:
         axes = [int(a) for a in axes]
         if (op_type == "ReduceSum" and self.opset >= 13) or (
                 op_type in _REDUCE_AXES_INPUT_18 and self.opset >= 18):
@@ -231,7 +236,8 @@ class OnnxBuilder:
     def identity(self, x: str, out: str) -> str:
         return self.op("Identity", [x], out)
 
-    def slice(self, x: str, starts, ends, axes, out: str | None = None, steps=None) -> str:
+    def slice(self, x: str, starts: Sequence[int], ends: Sequence[int], axes: Sequence[int],
+              out: str | None = None, steps: Sequence[int] | None = None) -> str:
         ins = [x, self.ints(starts), self.ints(ends), self.ints(axes)]
         if steps is not None:
             ins.append(self.ints(steps))
@@ -314,7 +320,7 @@ def _max_ir_version() -> int:
     return best
 
 
-def with_outputs(path: str, values: dict[str, str], graph: ExportGraph) -> object:
+def with_outputs(path: str, values: dict[str, str], graph: ExportGraph) -> onnx.ModelProto:
     """The model at path with these int64 values (of {top: value}) as extra outputs."""
     onnx = _onnx()
     from onnx import TensorProto, helper  # onnx is optional (the export extra)
@@ -326,7 +332,7 @@ def with_outputs(path: str, values: dict[str, str], graph: ExportGraph) -> objec
     return model
 
 
-def check_model(model, path: str | None = None) -> None:
+def check_model(model: onnx.ModelProto, path: str | None = None) -> None:
     """onnx's checker (full check, with shape inference); raises ExportError on a failure."""
     onnx = _onnx()
     try:
@@ -338,7 +344,7 @@ def check_model(model, path: str | None = None) -> None:
         raise ExportError(f"onnx's checker rejects the exported model: {e}") from e
 
 
-def save_model(model, path: str) -> None:
+def save_model(model: onnx.ModelProto, path: str) -> None:
     onnx = _onnx()
     d = os.path.dirname(os.path.abspath(path))
     os.makedirs(d, exist_ok=True)

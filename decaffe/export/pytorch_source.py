@@ -15,6 +15,7 @@ import keyword
 import os
 import re
 import types
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -24,6 +25,9 @@ from ..formats.atomic import atomic_write
 from . import runtime
 from .graph import ExportGraph, Node
 from .registry import exporter_for
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
 
 _RESERVED = {"torch", "F", "math", "np", "os", "self", "Net", "load", "INPUTS", "OUTPUTS",
              "CAFFE_NAMES"} | set(dir(__builtins__) if isinstance(__builtins__, dict) else
@@ -113,7 +117,7 @@ class SourceBuilder:
     def p(self, node: Node, k: int) -> str:
         return self._param_ref[id(node.layer.blob_params[k])]
 
-    def const(self, node: Node, array, tag: str) -> str:
+    def const(self, node: Node, array: npt.ArrayLike, tag: str) -> str:
         """A constant tensor, kept as a buffer `<layer>_<tag>` in weights.pth."""
         name = identifier(f"{self.attr(node)}_{tag}", self._taken_attrs)
         self._taken_attrs.add(name)

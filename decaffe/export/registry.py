@@ -6,13 +6,15 @@ a deploy graph are named with ``refuse_types``. Registering a type twice (or bot
 and refusing it) raises DecaffeError naming the type and the entry already there. This
 module imports no exporter: ``decaffe.export`` imports them, which fills the table before
 any exporter looks a type up through ``exporter_for``. ``node`` and ``graph`` arguments are
-``decaffe.export.graph.Node`` and ``ExportGraph`` (the graph module imports this one).
+``decaffe.export.graph.Node`` and ``ExportGraph``, ``b`` an ``onnx.OnnxBuilder`` and ``s`` a
+``pytorch_source.SourceBuilder``: typed Any here, as those modules import this one (the
+exporters' own methods name them).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from ..errors import DecaffeError, NetError, suggest
 
@@ -44,10 +46,10 @@ class LayerExport:
     def refuse(self, node: Any, graph: Any) -> str | None:
         return None
 
-    def onnx(self, b, node: Any) -> None:  # pragma: no cover - abstract
+    def onnx(self, b: Any, node: Any) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def torch(self, s, node: Any) -> str:  # pragma: no cover - abstract
+    def torch(self, s: Any, node: Any) -> str:  # pragma: no cover - abstract
         raise NotImplementedError
 
 
@@ -57,10 +59,13 @@ EXPORTS: dict[str, LayerExport] = {}
 NOT_EXPORTED: dict[str, str] = {}
 
 
-def register_export(*type_names: str) -> Callable[[type], type]:
+_Export = TypeVar("_Export", bound=type[LayerExport])
+
+
+def register_export(*type_names: str) -> Callable[[_Export], _Export]:
     """Class decorator: the LayerExport of these Caffe layer types (one instance each)."""
 
-    def deco(cls):
+    def deco(cls: _Export) -> _Export:
         for name in type_names:
             if name in EXPORTS or name in NOT_EXPORTED:
                 raise DecaffeError(f"layer type '{name}' already has an export entry "

@@ -2,7 +2,10 @@
 torch call. Each is copied into model.py (by its source) only when a layer uses it, so this
 module imports torch and math only, and every function is traceable by torch.export (all
 shape arithmetic is on Python ints fixed at export time) except SSD's DetectionOutput
-(caffe_detection_output and its parts: greedy NMS, eager only, for the -pytorch form)."""
+(caffe_detection_output and its parts: greedy NMS, eager only, for the -pytorch form).
+
+Their annotations name only torch and builtins: model.py (without this module's
+``from __future__ import annotations``) evaluates them when it defines the functions."""
 
 from __future__ import annotations
 
@@ -10,7 +13,9 @@ import torch
 import torch.nn.functional as F
 
 
-def caffe_pool_divisor(size, kernel, stride, pad, out, like):
+def caffe_pool_divisor(size: tuple[int, int], kernel: tuple[int, int],
+                       stride: tuple[int, int], pad: tuple[int, int], out: tuple[int, int],
+                       like: torch.Tensor) -> torch.Tensor:
     """Caffe's AVE divisor per output position: the window clipped to the image plus pad."""
     sizes = []
     for n, k, s, p, o in zip(size, kernel, stride, pad, out):
@@ -19,20 +24,21 @@ def caffe_pool_divisor(size, kernel, stride, pad, out, like):
     return (sizes[0][:, None] * sizes[1][None, :]).to(like.dtype)
 
 
-def caffe_empty_windows(y, rows, cols, value):
+def caffe_empty_windows(y: torch.Tensor, rows: list[int], cols: list[int],
+                        value: float) -> torch.Tensor:
     """y with value at the output rows/columns whose window holds no pixel of the image."""
     r = torch.tensor([i in rows for i in range(y.shape[2])], device=y.device)
     c = torch.tensor([j in cols for j in range(y.shape[3])], device=y.device)
     return y.masked_fill(r[:, None] | c[None, :], value)
 
 
-def caffe_lrn_within(x, size, alpha, beta):
+def caffe_lrn_within(x: torch.Tensor, size: int, alpha: float, beta: float) -> torch.Tensor:
     """Caffe's WITHIN_CHANNEL LRN: x · (1 + α · mean of x² over the size×size square)^−β."""
     avg = F.avg_pool2d(x * x, size, 1, (size - 1) // 2, count_include_pad=True)
     return x * (1.0 + alpha * avg).pow(-beta)
 
 
-def caffe_batch_norm_batch(x, eps):
+def caffe_batch_norm_batch(x: torch.Tensor, eps: float) -> torch.Tensor:
     """Caffe's BatchNorm with batch statistics (biased variance over all axes but 1)."""
     axes = [0] + list(range(2, x.dim()))
     mean = x.mean(axes, keepdim=True)
@@ -41,7 +47,8 @@ def caffe_batch_norm_batch(x, eps):
     return centred / torch.sqrt(var + eps)
 
 
-def caffe_mvn(x, across_channels, normalize_variance, eps):
+def caffe_mvn(x: torch.Tensor, across_channels: bool, normalize_variance: bool,
+              eps: float) -> torch.Tensor:
     """Caffe's MVN: per (num, channel), or per num across channels, x − mean, then divided by
     std + eps when normalize_variance."""
     shape = x.shape
@@ -54,7 +61,8 @@ def caffe_mvn(x, across_channels, normalize_variance, eps):
     return centred.reshape(shape)
 
 
-def caffe_argmax(x, axis, top_k, out_max_val):
+def caffe_argmax(x: torch.Tensor, axis: int | None, top_k: int,
+                 out_max_val: bool) -> torch.Tensor:
     """Caffe's ArgMax: the top_k indices (ties to the larger index) and optionally values;
     axis None means over each item's values, with Caffe's (N, 1 or 2, top_k, 1) top."""
     if axis is None:
@@ -73,7 +81,10 @@ def caffe_argmax(x, axis, top_k, out_max_val):
                        *([1] * (max(x.dim(), 3) - 3)))
 
 
-def caffe_rnn(x, cont, w_xh, b_h, w_hh, w_ho, b_o, h, x_static=None, w_s=None):
+def caffe_rnn(x: torch.Tensor, cont: torch.Tensor, w_xh: torch.Tensor, b_h: torch.Tensor,
+              w_hh: torch.Tensor, w_ho: torch.Tensor, b_o: torch.Tensor, h: torch.Tensor,
+              x_static: torch.Tensor | None = None, w_s: torch.Tensor | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
     """Caffe's RNN unrolled over T = x.shape[0] steps from hidden state h (N×H):
     h_t = tanh(W_hh·(cont_t·h_{t−1}) + W_xh·x_t + b_h [+ W_s·x_static]),
     o_t = tanh(W_ho·h_t + b_o). Returns (o, h_T)."""
@@ -88,7 +99,10 @@ def caffe_rnn(x, cont, w_xh, b_h, w_hh, w_ho, b_o, h, x_static=None, w_s=None):
     return torch.tanh(F.linear(torch.stack(hs), w_ho, b_o)), h
 
 
-def caffe_lstm(x, cont, w_xc, b_c, w_hc, h, c, x_static=None, w_s=None):
+def caffe_lstm(x: torch.Tensor, cont: torch.Tensor, w_xc: torch.Tensor, b_c: torch.Tensor,
+               w_hc: torch.Tensor, h: torch.Tensor, c: torch.Tensor,
+               x_static: torch.Tensor | None = None, w_s: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Caffe's LSTM unrolled over T = x.shape[0] steps from states h, c (N×H); gates in
     the order i, f, o, g; the forget gate and h_{t−1} are multiplied by cont_t.
     Returns (h sequence, h_T, c_T)."""
@@ -105,7 +119,8 @@ def caffe_lstm(x, cont, w_xc, b_c, w_hc, h, c, x_static=None, w_s=None):
     return torch.stack(hs), h, c
 
 
-def caffe_lstm_step(c_prev, gates, cont, hdim):
+def caffe_lstm_step(c_prev: torch.Tensor, gates: torch.Tensor, cont: torch.Tensor,
+                    hdim: int) -> tuple[torch.Tensor, torch.Tensor]:
     """One LSTM step (Caffe's LSTMUnit) on N×4H gate inputs: returns (c, h)."""
     sig = torch.sigmoid(gates[:, :3 * hdim])
     i, f, o = sig[:, :hdim], sig[:, hdim:2 * hdim] * cont, sig[:, 2 * hdim:]
@@ -114,12 +129,14 @@ def caffe_lstm_step(c_prev, gates, cont, hdim):
     return c, o * torch.tanh(c)
 
 
-def caffe_exp(x, inner_scale, outer_scale):
+def caffe_exp(x: torch.Tensor, inner_scale: float, outer_scale: float) -> torch.Tensor:
     """Caffe's Exp: outer_scale · exp(inner_scale · x) (base^shift · exp(ln(base)·scale·x))."""
     return torch.exp(x * inner_scale) * outer_scale
 
 
-def caffe_max_pool_mask(x, kernel, stride, pad, after, empty_rows, empty_cols):
+def caffe_max_pool_mask(x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int],
+                        pad: tuple[int, int], after: tuple[int, int], empty_rows: list[int],
+                        empty_cols: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Caffe's MAX pooling with its argmax mask: (top, h·W + w of each window's maximum in
     the bottom's plane, as floats); windows with no image pixel give −FLT_MAX and −1."""
     w = x.shape[3]
@@ -142,7 +159,8 @@ HELPER_NEEDS = {"caffe_lstm": ("caffe_lstm_step",),
                 "caffe_max_pool_mask": ("caffe_empty_windows",)}
 
 
-def caffe_normalize(x, scale, across_spatial, eps):
+def caffe_normalize(x: torch.Tensor, scale: torch.Tensor, across_spatial: bool,
+                    eps: float) -> torch.Tensor:
     """SSD's Normalize: x / √(Σx² + eps) over each item (across_spatial) or over the channels
     of each position, times the scale (one value, or one per channel)."""
     n, c = x.shape[0], x.shape[1]
@@ -156,7 +174,8 @@ def caffe_normalize(x, scale, across_spatial, eps):
 HELPERS[caffe_normalize.__name__] = caffe_normalize
 
 
-def caffe_roi_bins(start, end, pooled, size, like):
+def caffe_roi_bins(start: torch.Tensor, end: torch.Tensor, pooled: int, size: int,
+                   like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """rbgirshick's ROIPooling bins along one axis: per ROI, a (R, pooled, size) mask of the
     cells of each bin [floor(k·bin) + start, ceil((k+1)·bin) + start) clipped to [0, size),
     and a (R, pooled) flag of the non-empty bins (bin = max(end − start + 1, 1) / pooled)."""
@@ -168,14 +187,15 @@ def caffe_roi_bins(start, end, pooled, size, like):
     return (cells >= lo[..., None]) & (cells < hi[..., None]), hi > lo
 
 
-def caffe_round(v):
+def caffe_round(v: torch.Tensor) -> torch.Tensor:
     """C's round(): half away from zero (torch.round is half to even)."""
     a = torch.abs(v)
     f = torch.floor(a)
     return torch.sign(v) * (f + (a - f >= 0.5).to(v.dtype))
 
 
-def caffe_roi_pool(x, rois, pooled_h, pooled_w, spatial_scale):
+def caffe_roi_pool(x: torch.Tensor, rois: torch.Tensor, pooled_h: int, pooled_w: int,
+                   spatial_scale: float) -> torch.Tensor:
     """rbgirshick/caffe-fast-rcnn's ROIPooling: (R, C, PH, PW) maxima of the ROIs' bins (corners
     round(coord · spatial_scale), C rounding); an empty bin gives 0."""
     r = rois.reshape(rois.shape[0], 5)
@@ -196,7 +216,8 @@ for _f in (caffe_roi_bins, caffe_round, caffe_roi_pool):
 HELPER_NEEDS["caffe_roi_pool"] = ("caffe_roi_bins", "caffe_round")
 
 
-def caffe_psroi_bins(start, end, group, size, like):
+def caffe_psroi_bins(start: torch.Tensor, end: torch.Tensor, group: int, size: int,
+                     like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """R-FCN's PSROIPooling bins along one axis: per ROI a (R, group, size) 0/1 mask of each
     bin [floor(k·bin + start), ceil((k+1)·bin + start)) clipped to [0, size) and its (R, group)
     cell count (bin = max(end − start, 0.1) / group)."""
@@ -209,7 +230,8 @@ def caffe_psroi_bins(start, end, group, size, like):
     return mask.to(like.dtype), hi - lo
 
 
-def caffe_psroi_pool(x, rois, output_dim, group_size, spatial_scale):
+def caffe_psroi_pool(x: torch.Tensor, rois: torch.Tensor, output_dim: int, group_size: int,
+                     spatial_scale: float) -> torch.Tensor:
     """R-FCN's PSROIPooling: (R, D, G, G) averages of channel (d·G + i)·G + j over bin (i, j)
     (corners round(x1)·scale, (round(x2) + 1)·scale, C rounding); an empty bin gives 0."""
     r = rois.reshape(rois.shape[0], 5)
@@ -234,7 +256,8 @@ HELPER_NEEDS["caffe_psroi_pool"] = ("caffe_psroi_bins", "caffe_round")
 
 # SSD's DetectionOutput, eager only (the -pytorch form): its greedy NMS keeps a data-dependent
 # number of boxes, so torch.export does not trace it and the -torch form refuses the layer.
-def caffe_ssd_decode(prior, var, code_type, variance_in_target, d):
+def caffe_ssd_decode(prior: torch.Tensor, var: torch.Tensor, code_type: int,
+                     variance_in_target: bool, d: torch.Tensor) -> torch.Tensor:
     """The SSD fork's DecodeBBox of predictions d (P, 4) against priors (P, 4) with variances
     (P, 4): code_type 1 CORNER, 2 CENTER_SIZE, 3 CORNER_SIZE; not clipped."""
     if code_type == 1:
@@ -255,7 +278,7 @@ def caffe_ssd_decode(prior, var, code_type, variance_in_target, d):
     return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 1)
 
 
-def caffe_jaccard(a, b):
+def caffe_jaccard(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """The SSD fork's JaccardOverlap of box a (4,) with each box of b (M, 4), normalised
     boxes: intersection / (size_a + size_b − intersection), 0 without overlap, a box with
     xmax < xmin or ymax < ymin of size 0."""
@@ -271,7 +294,8 @@ def caffe_jaccard(a, b):
     return torch.where(~apart & (iw > 0) & (ih > 0), iou, zero)
 
 
-def caffe_nms_fast(boxes, scores, score_threshold, nms_threshold, eta, top_k):
+def caffe_nms_fast(boxes: torch.Tensor, scores: torch.Tensor, score_threshold: torch.Tensor,
+                   nms_threshold: float, eta: float, top_k: int) -> list[int]:
     """The SSD fork's ApplyNMSFast: indices kept, best first (candidates scoring above
     score_threshold, equal scores in index order, at most top_k of them; a candidate is kept
     when no kept box overlaps it by more than the threshold, which shrinks by eta after each
@@ -294,9 +318,11 @@ def caffe_nms_fast(boxes, scores, score_threshold, nms_threshold, eta, top_k):
     return kept
 
 
-def caffe_detection_output(loc, conf, prior, num_priors, num_classes, share_location,
-                           background_label_id, code_type, variance_in_target,
-                           confidence_threshold, nms_threshold, eta, top_k, keep_top_k):
+def caffe_detection_output(loc: torch.Tensor, conf: torch.Tensor, prior: torch.Tensor,
+                           num_priors: int, num_classes: int, share_location: bool,
+                           background_label_id: int, code_type: int, variance_in_target: bool,
+                           confidence_threshold: float, nms_threshold: float, eta: float,
+                           top_k: int, keep_top_k: int) -> torch.Tensor:
     """SSD's DetectionOutput (weiliu89/caffe): rows [image, label, score, xmin, ymin, xmax,
     ymax] as (1, 1, D, 7), by image, then label, then score; keep_top_k best over all
     classes of an image; one row [i, −1, …, −1] per image when nothing is detected."""

@@ -33,9 +33,14 @@ _ALIASES = {"onnxruntime": "ort", "ov": "openvino", "cv2": "opencv", "cv": "open
 
 # run(inputs by name) -> outputs by name, for one exported form
 Runner = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+# which runtimes check an export (check_runtimes): True, False, "all", "ort,openvino", names
+Check = bool | str | Iterable[str] | None
 
 if TYPE_CHECKING:
     import onnxruntime as ort  # only for the annotation: onnxruntime is optional
+
+    from ..layers.vision import _PoolGeom
+    from ..net import Net
 
 
 def random_inputs(graph: ExportGraph, seed: int = 0, batch: int | None = None
@@ -60,7 +65,8 @@ def random_inputs(graph: ExportGraph, seed: int = 0, batch: int | None = None
     return out
 
 
-def _random_rois(rng, shape, batch: int, height: float, width: float) -> np.ndarray:
+def _random_rois(rng: np.random.Generator, shape: tuple[int, ...], batch: int, height: float,
+                 width: float) -> np.ndarray:
     """Valid ROI rows [batch index, x1, y1, x2, y2] inside a height x width image (input
     pixels), some of them crossing its edges as proposals may."""
     num = shape[0]
@@ -99,7 +105,7 @@ def runtime_installed(runtime: str) -> bool:
     return True
 
 
-def check_runtimes(check) -> tuple[str, ...]:
+def check_runtimes(check: Check) -> tuple[str, ...]:
     """The runtimes a ``check`` value names: True/"true" -> onnxruntime; False/"false" ->
     none; "all" -> every installed one of RUNTIMES; "ort,openvino,opencv" (or an iterable)
     -> those, in RUNTIMES order. Raises DecaffeError for an unknown name or, when a named
@@ -137,7 +143,7 @@ def check_runtimes(check) -> tuple[str, ...]:
 
 
 def onnx_runtime_runner(runtime: str, path: str, graph: ExportGraph,
-                        outputs: Iterable[str] | None = None) -> Callable:
+                        outputs: Iterable[str] | None = None) -> Runner:
     """run(inputs) -> {output: array} for the ONNX model at path in one runtime: onnxruntime
     (CPU), OpenVINO (CPU, inference precision f32, as its default would be bf16 on CPUs
     that have it) or OpenCV's dnn (cv2.dnn.readNetFromONNX). outputs: the values fetched
@@ -146,7 +152,7 @@ def onnx_runtime_runner(runtime: str, path: str, graph: ExportGraph,
     if runtime == "ort":
         session = onnxruntime_session(path)
 
-        def run(inputs):
+        def run(inputs: dict[str, np.ndarray]):
             return dict(zip(names, session.run(names, {v: inputs[v] for v in graph.inputs})))
     elif runtime == "openvino":
         import openvino as ov  # optional: only where -check names it
@@ -156,13 +162,13 @@ def onnx_runtime_runner(runtime: str, path: str, graph: ExportGraph,
                                       {"INFERENCE_PRECISION_HINT": "f32"})
         ports = {n: compiled.output(n) for n in names}
 
-        def run(inputs):
+        def run(inputs: dict[str, np.ndarray]):
             res = compiled({v: inputs[v] for v in graph.inputs})
             return {n: np.asarray(res[ports[n]]) for n in names}
     elif runtime == "opencv":
         net = cv2.dnn.readNetFromONNX(path)
 
-        def run(inputs):
+        def run(inputs: dict[str, np.ndarray]):
             for v in graph.inputs:
                 net.setInput(inputs[v], v)
             outs = net.forward(names)
@@ -193,7 +199,7 @@ def relative_difference(ref: np.ndarray, got: np.ndarray) -> float:
 
 
 @contextlib.contextmanager
-def _zero_recurrent_state(net):
+def _zero_recurrent_state(net: Net):
     """Run with every RNN/LSTM layer's carried state zeroed; restore it afterwards."""
     saved = []
     for layer in (rec.layer for rec in net.layer_records):
@@ -209,7 +215,7 @@ def _zero_recurrent_state(net):
                 setattr(layer, f"_carry{k}", b)
 
 
-def _with_inputs(net, graph: ExportGraph, inputs: dict[str, np.ndarray]):
+def _with_inputs(net: Net, graph: ExportGraph, inputs: dict[str, np.ndarray]):
     """Context: the net's input blobs reshaped to and filled with inputs (shapes restored
     afterwards)."""
 
@@ -244,7 +250,7 @@ def _reference_net(graph: ExportGraph):
     return graph.net, graph.end
 
 
-def _outputs_of(net, graph: ExportGraph) -> dict[str, np.ndarray]:
+def _outputs_of(net: Net, graph: ExportGraph) -> dict[str, np.ndarray]:
     return {v: np.array(net.blobs[graph.blob_of.get(v, v)].data, dtype=np.float32, copy=True)
             for v in graph.outputs}
 
@@ -271,7 +277,7 @@ class NotATie(Exception):
     """A runtime's pooling mask differs from decaffe's where the values are no tie."""
 
 
-def _window_holds(g, i: np.ndarray, j: np.ndarray, index: np.ndarray, width: int
+def _window_holds(g: _PoolGeom, i: np.ndarray, j: np.ndarray, index: np.ndarray, width: int
                   ) -> np.ndarray:
     """Whether flat plane index lies inside the pooling window of output (i, j) (Caffe's
     window clipped to the image)."""
@@ -364,8 +370,8 @@ class Comparison:
                           self.notes + [n for n in other.notes if n not in self.notes])
 
 
-def compare(graph: ExportGraph, run, seed: int = 0, batch: int | None = None,
-            tolerance: float | None = None, masks_run=None,
+def compare(graph: ExportGraph, run: Runner, seed: int = 0, batch: int | None = None,
+            tolerance: float | None = None, masks_run: Runner | None = None,
             inputs: dict[str, np.ndarray] | None = None) -> Comparison:
     """run(inputs) -> {output: array} against decaffe on random inputs (or these inputs).
 
@@ -396,10 +402,10 @@ def compare(graph: ExportGraph, run, seed: int = 0, batch: int | None = None,
     return out
 
 
-def torch_runner(module, graph: ExportGraph) -> Runner:
+def torch_runner(module: torch.nn.Module, graph: ExportGraph) -> Runner:
     """run(inputs) for a torch module taking the graph's inputs in order."""
 
-    def run(inputs):
+    def run(inputs: dict[str, np.ndarray]):
         args = [torch.from_numpy(inputs[v]) for v in graph.inputs]
         with torch.no_grad():
             outs = module(*args)
@@ -410,7 +416,8 @@ def torch_runner(module, graph: ExportGraph) -> Runner:
     return run
 
 
-def onnxruntime_session(model_bytes_or_path, threads: int = 0) -> ort.InferenceSession:
+def onnxruntime_session(model_bytes_or_path: bytes | str, threads: int = 0
+                        ) -> ort.InferenceSession:
     import onnxruntime as ort  # onnxruntime is optional (the export extra): loaded to check a graph
 
     so = ort.SessionOptions()
@@ -421,8 +428,8 @@ def onnxruntime_session(model_bytes_or_path, threads: int = 0) -> ort.InferenceS
     return ort.InferenceSession(model_bytes_or_path, so, providers=["CPUExecutionProvider"])
 
 
-def onnx_runner(session, graph: ExportGraph) -> Runner:
-    def run(inputs):
+def onnx_runner(session: ort.InferenceSession, graph: ExportGraph) -> Runner:
+    def run(inputs: dict[str, np.ndarray]):
         outs = session.run(list(graph.outputs), {v: inputs[v] for v in graph.inputs})
         return dict(zip(graph.outputs, outs))
 

@@ -12,13 +12,23 @@ from ..layer import Layer, Shape, Tops, register
 
 @register("Input")
 class InputLayer(Layer):
-    """Net inputs: tops of the shapes in input_param, filled by the user before forward."""
+    """Net inputs: tops of the shapes in input_param, filled by the user before forward.
+
+    Bottoms: none.
+    Tops: one or more, each of its input_param.shape.
+    Blobs: none.
+    Params: input_param.shape (repeated BlobShape): none, one for every top, or one per top.
+    Source: src/caffe/layers/input_layer.cpp.
+
+    The net binds the user's blobs as this layer's tops; the layer itself is never run. With no
+    shape given the tops have shape () (Caffe leaves them unshaped).
+    """
 
     exact_bottoms = 0
     min_tops = 1
     is_data = True
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         shapes = self.lp.input_param.shape
         n = len(self.top_names)
         self.check(len(shapes) in (0, 1, n),
@@ -26,7 +36,7 @@ class InputLayer(Layer):
         self._shapes = [tuple(int(d) for d in shapes[0 if len(shapes) == 1 else i].dim)
                         if len(shapes) else () for i in range(n)]
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         return list(self._shapes)
 
     def forward(self) -> Tops:
@@ -36,21 +46,32 @@ class InputLayer(Layer):
 
 @register("Split")
 class SplitLayer(Layer):
-    """One bottom read by several consumers: every top is the bottom, and diffs add up."""
+    """One bottom read by several consumers: every top is the bottom, and the diffs add up.
+
+    Bottoms: x, any shape.
+    Tops: one or more, each x (of x's shape); the first may not be the bottom (no in place).
+    Blobs: none.
+    Params: none.
+    Source: src/caffe/layers/split_layer.cpp.
+
+    The net inserts Split layers where a blob has several consumers, as Caffe's
+    InsertSplits does. The tops are views of the bottom, each its own autograd node, so their
+    gradients are summed into x.
+    """
 
     exact_bottoms = 1
     min_tops = 1
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         # Caffe's SplitLayer keeps a diff per top, so no top may be the bottom itself
         self.check(self.top_names[0] != self.bottom_names[0],
                    f"Split Layer does not allow in-place computation (top '{self.top_names[0]}' "
                    "is its bottom)")
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         return [bottom_shapes[0]] * len(self.top_names)
 
-    def forward(self, x) -> Tops:
+    def forward(self, x: torch.Tensor) -> Tops:
         # views, so each top is its own autograd node whose gradients are summed into x
         return tuple(x.view(x.shape) for _ in self.top_names)
 
@@ -64,14 +85,25 @@ def canonical_axis(axis: int, num_axes: int, layer: Layer, field: str) -> int:
 
 @register("InnerProduct")
 class InnerProductLayer(Layer):
-    """Fully connected: flattens axes from `axis` on, y = x·Wᵀ + b (W is N×K, or K×N with
-    transpose)."""
+    """Fully connected: flattens the axes from `axis` on into K inputs, y = x·Wᵀ + b.
+
+    Bottoms: x, N×… whose axes from `axis` on hold K values (K fixed at setup).
+    Tops: y, x's axes before `axis` then num_output (N×num_output for the default axis 1).
+    Blobs: the weights W, num_output×K (K×num_output with transpose); the bias b,
+        (num_output,), when bias_term.
+    Params: inner_product_param.num_output (required here; Caffe has no default),
+        bias_term (default true), weight_filler and bias_filler (default constant 0), axis
+        (default 1, negative counts from the end), transpose (default false).
+    Source: src/caffe/layers/inner_product_layer.cpp.
+
+    A bottom whose count from `axis` on differs from the K set up is an error naming the layer.
+    """
 
     min_bottoms = 1
     max_bottoms = 1
     exact_tops = 1
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.inner_product_param
         shape = bottom_shapes[0]
         self.check(p.HasField("num_output"), "num_output must be given", "inner_product_param")
@@ -89,14 +121,14 @@ class InnerProductLayer(Layer):
             if self.bias_term:
                 self.add_blob(fillers.fill(p.bias_filler, (self.N,), where=self.name))
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         shape = bottom_shapes[0]
         k = math.prod(shape[self.axis:])
         self.check(k == self.K, f"input size {k} (shape {shape} from axis {self.axis}) does not "
                    f"match the weights' {self.K}")
         return [tuple(shape[: self.axis]) + (self.N,)]
 
-    def forward(self, x) -> Tops:
+    def forward(self, x: torch.Tensor) -> Tops:
         lead = x.shape[: self.axis]
         x2 = x.reshape(-1, self.K)
         w = self.blob_params[0]

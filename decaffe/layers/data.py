@@ -17,10 +17,13 @@ from __future__ import annotations
 import contextlib
 import os
 import weakref
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
 
 import h5py
 import numpy as np
 import torch
+from google.protobuf.message import Message
 
 from ..blob import check_memory, check_shape
 from ..data.datum import (
@@ -50,6 +53,29 @@ from ..errors import DataError, DecaffeError
 from ..layer import Layer, Shape, Tops, register
 from ..proto import caffe_pb2
 
+if TYPE_CHECKING:
+    from ..net import Net
+
+
+class _Source(Protocol):
+    """What a data layer serves its batches from (decaffe.data.sources): produce() gives
+    the next batch's tensors; state() and restore() its position; close() its files."""
+
+    def produce(self) -> tuple: ...
+
+    def state(self) -> dict | None: ...
+
+    def restore(self, state: dict) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class _ListParam(Protocol):
+    """A list-reading data layer's parameter message (ImageData's and the forks')."""
+
+    shuffle: bool
+    rand_skip: int
+
 
 def layer_rng() -> np.random.Generator:
     """A generator for one layer, seeded from torch's global generator (set_random_seed)."""
@@ -57,7 +83,8 @@ def layer_rng() -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
-def transform_param_of(lp, legacy=None) -> caffe_pb2.TransformationParameter:
+def transform_param_of(lp: caffe_pb2.LayerParameter,
+                       legacy: Message | None = None) -> caffe_pb2.TransformationParameter:
     """The layer's TransformationParameter, with the legacy fields of its data parameter
     (scale, mean_file, crop_size, mirror) moved in where transform_param lacks them, as
     Caffe's upgrade of old data layers does."""
@@ -76,7 +103,7 @@ class _BaseDataLayer(Layer):
     exact_bottoms = 0
     is_data = True
 
-    def __init__(self, lp, phase) -> None:
+    def __init__(self, lp: caffe_pb2.LayerParameter, phase: int) -> None:
         super().__init__(lp, phase)
         # Follows the net's device and dtype (Net moves and casts its layers' buffers).
         self.register_buffer("_where", torch.empty(0), persistent=False)
@@ -87,7 +114,7 @@ class _BaseDataLayer(Layer):
         self._finalizer = None
         self._top_shapes: list[tuple[int, ...]] = []
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         return list(self._top_shapes)
 
     @contextlib.contextmanager
@@ -104,7 +131,7 @@ class _BaseDataLayer(Layer):
     def _error(self, message: str, field: str | None = None) -> DataLayerError:
         return DataLayerError(f"{field}: {message}" if field else message, layer=self.name)
 
-    def _start(self, source, depth: int) -> None:
+    def _start(self, source: _Source | Callable[[], tuple], depth: int) -> None:
         """Serve batches from source.produce(): `depth` ahead in a thread, or inline (0).
         Each batch carries the source's position after it (source.state()), so the layer
         knows where the batches it handed out end, however far the thread has read. A bare
@@ -169,19 +196,28 @@ class _BaseDataLayer(Layer):
 
 @register("Data")
 class DataLayer(_BaseDataLayer):
-    """Caffe's Data layer: Datums from an LMDB or LevelDB (``data_param.backend``, LEVELDB by
-    default), read in key order from the start (after skipping a random number of records below
-    ``rand_skip``),
-    wrapping around at the end; tops ``data`` (transformed) and optionally ``label``.
+    """Caffe's Data layer: batches of Datums from an LMDB or LevelDB, transformed.
 
-    The data top's shape comes from the first record (Caffe reshapes to each batch's first
-    record; a batch whose first record has another size gives a top of that size).
+    Bottoms: none.
+    Tops: data, batch_size×C×H×W (C×H×W: the first record's, after transform_param's crop);
+        optionally label, (batch_size,).
+    Blobs: none.
+    Params: data_param.source (required), batch_size (required, > 0), backend (default
+        LEVELDB), rand_skip (default 0), force_encoded_color (default false), prefetch (default
+        4), and the legacy scale, mean_file, crop_size, mirror (moved into transform_param where
+        it lacks them); transform_param.
+    Source: src/caffe/layers/data_layer.cpp (and base_data_layer.cpp, data_transformer.cpp).
+
+    Records are read in key order from the start (after skipping a random number of records
+    below ``rand_skip``), wrapping around at the end. The data top's shape comes from the first
+    record (Caffe reshapes to each batch's first record; a batch whose first record has another
+    size gives a top of that size).
     """
 
     min_tops = 1
     max_tops = 2
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.data_param
         self.check(p.batch_size > 0, "must be positive", "data_param.batch_size")
         self.check(bool(p.source), "a database path must be given", "data_param.source")
@@ -214,7 +250,7 @@ class DataLayer(_BaseDataLayer):
         self._start(src, p.prefetch)
 
 
-def shuffle_and_skip(layer, p, rng: np.random.Generator, count: int, field: str,
+def shuffle_and_skip(layer: Layer, p: _ListParam, rng: np.random.Generator, count: int, field: str,
                      what: str = "images") -> tuple[np.random.Generator | None, int]:
     """A list-reading data layer's shuffle generator (drawn first from rng when p.shuffle)
     and start position (p.rand_skip: a random skip drawn next, refused past the list's
@@ -232,14 +268,28 @@ def shuffle_and_skip(layer, p, rng: np.random.Generator, count: int, field: str,
 
 @register("ImageData")
 class ImageDataLayer(_BaseDataLayer):
-    """Caffe's ImageData layer: images named in ``source`` ('FILENAME LABEL' lines), read
-    from ``root_folder`` + FILENAME through OpenCV (colour BGR or gray by ``is_color``),
-    resized bilinearly to new_height×new_width when both are set, then transformed.
-    ``shuffle`` shuffles the list at setup and at every wrap-around."""
+    """Caffe's ImageData layer: images named in a list file, with their labels, transformed.
+
+    Bottoms: none.
+    Tops: data, batch_size×C×H×W (C 3 or 1 by is_color; H×W the first image's, or
+        new_height×new_width, after transform_param's crop); label, (batch_size,).
+    Blobs: none.
+    Params: image_data_param.source (required), batch_size (default 1, > 0), rand_skip
+        (default 0), shuffle (default false), new_height and new_width (default 0: no resize;
+        set both or neither), is_color (default true), root_folder (default ""), and the legacy
+        scale, mean_file, crop_size, mirror (moved into transform_param where it lacks them);
+        transform_param; data_param.prefetch (default 4).
+    Source: src/caffe/layers/image_data_layer.cpp.
+
+    ``source`` holds 'FILENAME LABEL' lines; each image is read from ``root_folder`` + FILENAME
+    through OpenCV (colour BGR or gray by ``is_color``), resized bilinearly to
+    new_height×new_width when both are set, then transformed. ``shuffle`` shuffles the list at
+    setup and at every wrap-around.
+    """
 
     exact_tops = 2
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.image_data_param
         new_h, new_w = int(p.new_height), int(p.new_width)
         self.check((new_h == 0) == (new_w == 0),
@@ -280,15 +330,24 @@ class ImageDataLayer(_BaseDataLayer):
 
 @register("HDF5Data")
 class HDF5DataLayer(_BaseDataLayer):
-    """Caffe's HDF5Data layer: each top reads the dataset of its own name (float or integer
-    data, as float) from the HDF5 files listed in ``source`` (whitespace-separated names,
-    relative to the working directory); rows in order (or shuffled, files and rows, with
-    ``shuffle``), file after file, one file in memory at a time, wrapping around. No
-    transformation is allowed. As in Caffe, batches are copied in forward (no thread)."""
+    """Caffe's HDF5Data layer: each top reads the dataset of its own name from a list of HDF5 files.
+
+    Bottoms: none.
+    Tops: one or more, each batch_size × its dataset's row shape (float).
+    Blobs: none.
+    Params: hdf5_data_param.source (required), batch_size (required, > 0), shuffle (default
+        false); a transform_param is refused.
+    Source: src/caffe/layers/hdf5_data_layer.cpp.
+
+    Float or integer data is read as float from the HDF5 files listed in ``source``
+    (whitespace-separated names, relative to the working directory); rows in order (or
+    shuffled, files and rows, with ``shuffle``), file after file, one file in memory at a time,
+    wrapping around. As in Caffe, batches are copied in forward (no thread).
+    """
 
     min_tops = 1
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.hdf5_data_param
         if self.lp.HasField("transform_param"):
             raise self.error("HDF5Data does not transform data", "transform_param")
@@ -309,15 +368,23 @@ class HDF5DataLayer(_BaseDataLayer):
 
 @register("HDF5Output")
 class HDF5OutputLayer(Layer):
-    """Caffe's HDF5Output layer: writes its two bottoms as datasets ``data`` and ``label``
-    (float32, Caffe's legacy 4-axis shapes N×C×H×W) to ``hdf5_output_param.file_name``,
-    created (truncated) at setup. Caffe can write one batch only; here each further forward
-    appends its rows. It computes nothing, and passes no gradient back."""
+    """Caffe's HDF5Output layer: writes its two bottoms to an HDF5 file as ``data`` and ``label``.
+
+    Bottoms: data, N×… ; label, N×… (at most 4 axes each); neither gets a gradient.
+    Tops: none.
+    Blobs: none.
+    Params: hdf5_output_param.file_name (required).
+    Source: src/caffe/layers/hdf5_output_layer.cpp.
+
+    The datasets are float32 in Caffe's legacy 4-axis shapes N×C×H×W, in a file created
+    (truncated) at setup. Caffe can write one batch only; here each further forward appends its
+    rows. It computes nothing, and passes no gradient back.
+    """
 
     exact_bottoms = 2
     exact_tops = 0
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         name = self.lp.hdf5_output_param.file_name
         self.check(bool(name), "a file name must be given", "hdf5_output_param.file_name")
         self.close()
@@ -332,7 +399,7 @@ class HDF5OutputLayer(Layer):
     def allow_force_backward(self, bottom_index: int) -> bool:
         return False
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         self.check(bottom_shapes[0][:1] == bottom_shapes[1][:1],
                    f"data and label must have the same batch size ({bottom_shapes[0]} and "
                    f"{bottom_shapes[1]})")
@@ -343,7 +410,7 @@ class HDF5OutputLayer(Layer):
             raise self.error(f"cannot save a {a.ndim}-axis blob (at most 4 axes)")
         return a.reshape(a.shape + (1,) * (4 - a.ndim))
 
-    def forward(self, data, label) -> Tops:
+    def forward(self, data: torch.Tensor, label: torch.Tensor) -> Tops:
         if data.shape[0] != label.shape[0]:
             raise self.error(f"data and label must have the same batch size "
                              f"({data.shape[0]} and {label.shape[0]})")
@@ -379,15 +446,23 @@ class HDF5OutputLayer(Layer):
 # ----------------------------------------------------------------------------------------------
 @register("MemoryData")
 class MemoryDataLayer(_BaseDataLayer):
-    """Caffe's MemoryData layer: batches of batch_size×channels×height×width data and their
-    labels, taken in turn from arrays given by ``reset`` (pycaffe's
-    ``net.set_input_arrays(data, labels)``), wrapping around. The arrays are not copied
-    (as in Caffe) and not transformed. The label top keeps its setup shape (batch,), where
-    Caffe's forward reshapes it to batch×1×1×1."""
+    """Caffe's MemoryData layer: batches taken in turn from arrays given by pycaffe.
+
+    Bottoms: none.
+    Tops: data, batch_size×channels×height×width; label, (batch_size,).
+    Blobs: none.
+    Params: memory_data_param.batch_size, channels, height, width (all required, > 0; no
+        defaults); transform_param is not read.
+    Source: src/caffe/layers/memory_data_layer.cpp.
+
+    The arrays come from ``reset`` (pycaffe's ``net.set_input_arrays(data, labels)``), wrapping
+    around. They are not copied (as in Caffe) and not transformed. The label top keeps its
+    setup shape (batch_size,), where Caffe's forward reshapes it to batch_size×1×1×1.
+    """
 
     exact_tops = 2
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.memory_data_param
         for f in ("batch_size", "channels", "height", "width"):
             self.check(getattr(p, f) > 0, "batch_size, channels, height and width must be "
@@ -429,7 +504,7 @@ class MemoryDataLayer(_BaseDataLayer):
                 labels.to(device=dev, dtype=dtype, non_blocking=True))
 
 
-def set_input_arrays(net, data: np.ndarray, labels: np.ndarray) -> None:
+def set_input_arrays(net: Net, data: np.ndarray, labels: np.ndarray) -> None:
     """pycaffe's Net.set_input_arrays: feed a net whose first layer is MemoryData.
 
     data: float32, C-contiguous, N×C×H×W matching the layer; labels: float32 with N rows
@@ -464,17 +539,30 @@ def set_input_arrays(net, data: np.ndarray, labels: np.ndarray) -> None:
 
 @register("WindowData")
 class WindowDataLayer(_BaseDataLayer):
-    """Caffe's WindowData layer (R-CNN fine-tuning): windows from a window file, each
-    batch ``batch_size - int(batch_size·fg_fraction)`` background windows (overlap <
+    """Caffe's WindowData layer (R-CNN fine-tuning): warped foreground and background windows.
+
+    Bottoms: none.
+    Tops: data, batch_size×C×crop×crop (C the images' channels); label, (batch_size,).
+    Blobs: none.
+    Params: window_data_param.source (required), batch_size (required, > 0), fg_threshold
+        (default 0.5), bg_threshold (default 0.5), fg_fraction (default 0.25), context_pad
+        (default 0), crop_mode (default "warp"), cache_images (default false), root_folder
+        (default ""), scale (default 1), and the legacy mean_file, crop_size, mirror (moved into
+        transform_param where it lacks them); transform_param.crop_size (required), mirror,
+        mean_file or mean_value; data_param.prefetch (default 4).
+    Source: src/caffe/layers/window_data_layer.cpp.
+
+    Each batch is ``batch_size - int(batch_size·fg_fraction)`` background windows (overlap <
     bg_threshold, label 0) then foreground ones (overlap >= fg_threshold), drawn at random;
-    each warped bilinearly to crop×crop (transform_param.crop_size, required), enlarged by
+    each warped bilinearly to crop×crop (transform_param.crop_size), enlarged by
     ``context_pad`` pixels of context (``crop_mode: "square"`` squares it first) with
     out-of-image parts left zero, mirrored at random with transform_param.mirror, then
-    (pixel − mean) × window_data_param.scale, the mean file read at its centre."""
+    (pixel − mean) × window_data_param.scale, the mean file read at its centre.
+    """
 
     exact_tops = 2
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.window_data_param
         self.check(bool(p.source), "a window file must be given", "window_data_param.source")
         self.check(p.batch_size > 0, "must be positive", "window_data_param.batch_size")

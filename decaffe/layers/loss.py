@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable, Iterable
+from typing import NoReturn
 
 import numpy as np
 import torch
@@ -48,14 +50,14 @@ LOG_THRESHOLD = 1e-20  # Caffe's kLOG_THRESHOLD
 LOG_LOG_THRESHOLD = math.log(LOG_THRESHOLD)
 
 
-def _value_only(t: torch.Tensor, fn) -> torch.Tensor:
+def _value_only(t: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
     """fn(t) in the forward pass with t's gradient unchanged (Caffe's floors on logs)."""
     with torch.no_grad():
         shift = fn(t) - t
     return t + shift
 
 
-def _prod(shape) -> int:
+def _prod(shape: Iterable[int]) -> int:
     return math.prod([int(s) for s in shape])  # a list: torch.compile traces it, not a generator
 
 
@@ -95,7 +97,8 @@ class _LabelLayer(Layer):
         bad = (index < 0) | (index >= num_classes)
         return torch.where(bad, 0, index), keep, bad
 
-    def _out_of_range(self, label, index, num_classes: int, ignore: int | None):
+    def _out_of_range(self, label: torch.Tensor, index: torch.Tensor, num_classes: int,
+                      ignore: int | None) -> NoReturn:
         bad = (index < 0) | (index >= num_classes)
         values = label.detach()[bad].reshape(-1)
         shown = ", ".join(f"{float(v):g}" for v in values[:5].cpu())
@@ -151,7 +154,8 @@ class _LossLayer(_LabelLayer):
         return p.ignore_label if p.HasField("ignore_label") else None
 
     @staticmethod
-    def _normalizer(mode: int, outer: int, inner: int, valid_count):
+    def _normalizer(mode: int, outer: int, inner: int,
+                    valid_count: torch.Tensor | None) -> int | torch.Tensor:
         """Caffe's GetNormalizer, at least 1. valid_count: a tensor, or None for 'all'."""
         if mode == FULL or (mode == VALID and valid_count is None):
             return max(1, outer * inner)
@@ -162,7 +166,7 @@ class _LossLayer(_LabelLayer):
         return 1
 
 
-def _divide(total: torch.Tensor, normalizer) -> torch.Tensor:
+def _divide(total: torch.Tensor, normalizer: int | torch.Tensor) -> torch.Tensor:
     if isinstance(normalizer, torch.Tensor):
         return total / normalizer.to(total.dtype)
     return total / normalizer
@@ -177,9 +181,17 @@ def _axis_split(shape: Shape, axis: int) -> tuple[int, int, int]:
 # ------------------------------------------------------------------------------------------
 @register("Softmax")
 class SoftmaxLayer(Layer):
-    """y = exp(x) / Σ exp(x) along softmax_param.axis (default 1; negative counts from the
-    end), computed with the maximum subtracted, independently for every other position.
-    Backward reads the top: dx = (dy − Σ_axis dy·y)·y (softmax_layer.cpp)."""
+    """Softmax along one axis: y = exp(x) / Σ exp(x), computed with the maximum subtracted.
+
+    Bottoms: x, any shape with the softmax axis (e.g. N×C×H×W).
+    Tops: y, of x's shape.
+    Blobs: none.
+    Params: softmax_param.axis (default 1; negative counts from the end); engine is not read.
+    Source: src/caffe/layers/softmax_layer.cpp.
+
+    Each position off the axis is normalised on its own. Backward reads the top:
+    dx = (dy − Σ_axis dy·y)·y.
+    """
 
     # torch's vectorised exp/pow and its scalar loop for a chunk's last values round
     # differently, and chunks follow the batch: items computed one by one (decaffe.items)
@@ -189,20 +201,21 @@ class SoftmaxLayer(Layer):
     exact_tops = 1
     backward_reads = "tops"
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         self._axis_param = self.lp.softmax_param.axis
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         shape = tuple(bottom_shapes[0])
         self.axis = canonical_axis(self._axis_param, len(shape), self, "softmax_param.axis")
         if self.axis == 0:
             self.item_group = 0  # a softmax across the items: no item stands alone
         return [shape]
 
-    def forward(self, x) -> Tops:
+    def forward(self, x: torch.Tensor) -> Tops:
         return torch.softmax(x, dim=self.axis)
 
-    def backward_from_blobs(self, bottoms, tops, top_diffs, need) -> list:
+    def backward_from_blobs(self, bottoms: list[torch.Tensor], tops: list[torch.Tensor],
+                            top_diffs: list[torch.Tensor], need: list[bool]) -> list:
         y, dy = tops[0], top_diffs[0].reshape(tops[0].shape)
         return [(dy - (dy * y).sum(dim=self.axis, keepdim=True)) * y]
 
@@ -212,31 +225,38 @@ class SoftmaxLayer(Layer):
 # ------------------------------------------------------------------------------------------
 @register("SoftmaxWithLoss")
 class SoftmaxWithLossLayer(_LossLayer):
-    """Multinomial logistic loss of the softmax of bottom 0 along softmax_param.axis.
+    """Multinomial logistic loss of the softmax of the scores along one axis.
 
-    Bottoms: scores (outer × C × inner around the axis) and outer·inner labels in [0, C).
-    loss = -Σ log(max(p[label], FLT_MIN)) / normaliser over the non-ignored positions
-    (loss_param.ignore_label), the normaliser being loss_param.normalization: FULL
-    (outer·inner), VALID (non-ignored count; the default), BATCH_SIZE (outer), NONE (1),
-    never below 1; the legacy loss_param.normalize false means BATCH_SIZE when
-    normalization is unset. Gradient: (p - onehot(label)) · loss_weight / normaliser, zero at
-    ignored positions. An optional second top gives the probabilities (no gradient flows
-    back through it, as in Caffe). An optional third top (R-FCN's caffe-rfcn, whose OHEM
-    nets rank ROIs by it) holds each position's loss −log(max(p[label], FLT_MIN)), 0 where
-    the label is ignored, in the label bottom's shape, with no gradient.
-    Source: BVLC softmax_loss_layer.cpp; the third top daijifeng001/caffe-rfcn
-    softmax_loss_layer.cu.
+    Bottoms: scores, outer×C×inner around the softmax axis (e.g. N×C×H×W); labels,
+        outer·inner values in [0, C) or the ignore_label (e.g. N×1×H×W), which get no
+        gradient.
+    Tops: the loss, shape () (made when the prototxt names none); optionally the
+        probabilities, of the scores' shape; optionally (R-FCN) the per-position loss, of the
+        labels' shape. The second and third tops pass no gradient back.
+    Blobs: none.
+    Params: softmax_param.axis (default 1); loss_param.ignore_label (default: none),
+        normalization (default VALID), the legacy normalize (read when normalization is unset).
+    Source: src/caffe/layers/softmax_loss_layer.cpp; the third top: daijifeng001/caffe-rfcn
+        src/caffe/layers/softmax_loss_layer.cu.
+
+    loss = −Σ log(max(p[label], FLT_MIN)) / normaliser over the non-ignored positions, the
+    normaliser being loss_param.normalization: FULL (outer·inner), VALID (non-ignored count;
+    the default), BATCH_SIZE (outer), NONE (1), never below 1; the legacy loss_param.normalize
+    false means BATCH_SIZE when normalization is unset. Gradient: (p − onehot(label)) ·
+    loss_weight / normaliser, zero at ignored positions. The third top holds each position's
+    loss −log(max(p[label], FLT_MIN)), 0 where the label is ignored (R-FCN's OHEM nets rank
+    ROIs by it).
     """
 
     max_loss_tops = 3
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         self._check_tops()
         self._axis_param = self.lp.softmax_param.axis
         self.ignore = self._ignore_label()
         self.normalization = self._normalization(VALID)
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         self._check_first_axis(bottom_shapes)
         shape, label = tuple(bottom_shapes[0]), tuple(bottom_shapes[1])
         self.axis = canonical_axis(self._axis_param, len(shape), self, "softmax_param.axis")
@@ -247,7 +267,7 @@ class SoftmaxWithLossLayer(_LossLayer):
                    f"shape {label} has {_prod(label)}")
         return ([(), shape, label])[:self._num_tops()]
 
-    def forward(self, x, label) -> Tops:
+    def forward(self, x: torch.Tensor, label: torch.Tensor) -> Tops:
         self._refuse_label_grad(label)
         outer, c, inner = _axis_split(x.shape, self.axis)
         scores = x.reshape(outer, c, inner) if inner != 1 else x.reshape(outer, c)
@@ -277,14 +297,20 @@ class SoftmaxWithLossLayer(_LossLayer):
 # ------------------------------------------------------------------------------------------
 @register("Accuracy")
 class AccuracyLayer(_LabelLayer):
-    """Fraction of non-ignored positions whose label is among the top_k scores along
-    accuracy_param.axis (default 1).
+    """Fraction of the non-ignored positions whose label is among the top_k scores.
+
+    Bottoms: scores, outer×C×inner around the axis (e.g. N×C); labels, outer·inner values;
+        neither gets a gradient.
+    Tops: the accuracy, shape (); optionally the per-class accuracy, (C,).
+    Blobs: none.
+    Params: accuracy_param.top_k (default 1, at most C), axis (default 1), ignore_label
+        (default: none).
+    Source: src/caffe/layers/accuracy_layer.cpp.
 
     Ranking is Caffe 1.0's (a partial sort of (score, class) pairs, largest first): a tie
     with a higher-numbered class ranks that class first. With no counted position the
-    accuracy is 0/0 (NaN), as Caffe 1.0 computes it. The optional second top holds the
-    per-class accuracy: hits / occurrences of each class among the labels, 0 for a class
-    that does not occur. No backward.
+    accuracy is 0/0 (NaN), as Caffe 1.0 computes it. The per-class top holds hits /
+    occurrences of each class among the labels, 0 for a class that does not occur. No backward.
     """
 
     exact_bottoms = 2
@@ -294,13 +320,13 @@ class AccuracyLayer(_LabelLayer):
     def allow_force_backward(self, bottom_index: int) -> bool:
         return False
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.accuracy_param
         self.top_k = int(p.top_k)
         self._axis_param = p.axis
         self.ignore = p.ignore_label if p.HasField("ignore_label") else None
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         shape, label = tuple(bottom_shapes[0]), tuple(bottom_shapes[1])
         nlabels = _prod(label)
         self.check(nlabels > 0 and self.top_k <= _prod(shape) // nlabels,
@@ -314,7 +340,7 @@ class AccuracyLayer(_LabelLayer):
                    f"shape {label} has {nlabels}")
         return [()] + [(c,)] * (len(self.top_names) - 1)
 
-    def forward(self, x, label) -> Tops:
+    def forward(self, x: torch.Tensor, label: torch.Tensor) -> Tops:
         x = x.detach()
         outer, c, inner = _axis_split(x.shape, self.axis)
         scores = x.reshape(outer, c, inner)
@@ -344,16 +370,25 @@ class AccuracyLayer(_LabelLayer):
 # ------------------------------------------------------------------------------------------
 @register("EuclideanLoss")
 class EuclideanLossLayer(_LossLayer):
-    """loss = Σ (a - b)² / (2N), N the first axis; gradients to both bottoms
-    (±(a - b) · loss_weight / N), which force_backward may ask for."""
+    """Half the mean squared distance: loss = Σ (a − b)² / (2N).
+
+    Bottoms: a, N×… ; b, N×… with as many values per item as a. Both get gradients, and
+        force_backward may ask for either.
+    Tops: the loss, shape () (made when the prototxt names none).
+    Blobs: none.
+    Params: none.
+    Source: src/caffe/layers/euclidean_loss_layer.cpp.
+
+    N is the first axis; the gradients are ±(a − b) · loss_weight / N.
+    """
 
     def allow_force_backward(self, bottom_index: int) -> bool:
         return True
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         self._check_tops()
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         self._check_first_axis(bottom_shapes)
         a, b = tuple(bottom_shapes[0]), tuple(bottom_shapes[1])
         self.check(_prod(a[1:]) == _prod(b[1:]),
@@ -361,7 +396,7 @@ class EuclideanLossLayer(_LossLayer):
                    f"{self._bottom(1)} has shape {b}")
         return [()]
 
-    def forward(self, a, b) -> Tops:
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> Tops:
         total = F.mse_loss(a, b.reshape(a.shape), reduction="sum")
         return total / (2 * a.shape[0])
 
@@ -371,18 +406,27 @@ class EuclideanLossLayer(_LossLayer):
 # ------------------------------------------------------------------------------------------
 @register("SigmoidCrossEntropyLoss")
 class SigmoidCrossEntropyLossLayer(_LossLayer):
-    """Cross-entropy of targets t in [0, 1] against sigmoid(x), in the stable form
-    max(x, 0) - x·t + log(1 + exp(-|x|)), summed over non-ignored elements (a target whose
-    int value is loss_param.ignore_label is skipped) and divided by the normaliser of
-    loss_param.normalization — BATCH_SIZE (the first axis) when neither normalization nor
-    the legacy normalize is given, as in Caffe. Gradient: (sigmoid(x) - t) / normaliser."""
+    """Cross-entropy of targets in [0, 1] against sigmoid(x), in a form stable for any x.
 
-    def setup(self, bottom_shapes) -> None:
+    Bottoms: x, N×… ; targets, as many values as x, which get no gradient.
+    Tops: the loss, shape () (made when the prototxt names none).
+    Blobs: none.
+    Params: loss_param.ignore_label (default: none), normalization (here BATCH_SIZE when
+        neither it nor the legacy normalize is given), normalize.
+    Source: src/caffe/layers/sigmoid_cross_entropy_loss_layer.cpp.
+
+    Each element gives max(x, 0) − x·t + log(1 + exp(−|x|)); they are summed over the
+    non-ignored elements (a target whose int value is loss_param.ignore_label is skipped) and
+    divided by the normaliser of loss_param.normalization, as in Caffe. Gradient:
+    (sigmoid(x) − t) / normaliser.
+    """
+
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         self._check_tops()
         self.ignore = self._ignore_label()
         self.normalization = self._normalization(BATCH_SIZE)
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         self._check_first_axis(bottom_shapes)
         a, b = tuple(bottom_shapes[0]), tuple(bottom_shapes[1])
         self.check(_prod(a) == _prod(b),
@@ -390,7 +434,7 @@ class SigmoidCrossEntropyLossLayer(_LossLayer):
                    f"{self._bottom(1)} has shape {b}")
         return [()]
 
-    def forward(self, x, target) -> Tops:
+    def forward(self, x: torch.Tensor, target: torch.Tensor) -> Tops:
         self._refuse_label_grad(target, "target")
         t = target.reshape(x.shape)
         outer = x.shape[0]
@@ -411,22 +455,31 @@ class SigmoidCrossEntropyLossLayer(_LossLayer):
 # ------------------------------------------------------------------------------------------
 @register("HingeLoss")
 class HingeLossLayer(_LossLayer):
-    """One-versus-all hinge loss over the N × K scores (K = count / N): with s = -1 at
-    the label's class and +1 elsewhere, m = max(0, 1 + s·x); loss = Σ m / N (L1, the
-    default) or Σ m² / N (hinge_loss_param.norm L2)."""
+    """One-versus-all hinge loss of N×K scores, L1 or squared (L2).
 
-    def setup(self, bottom_shapes) -> None:
+    Bottoms: scores, N×… (K = count / N classes per item); labels, N values in [0, K), which
+        get no gradient.
+    Tops: the loss, shape () (made when the prototxt names none).
+    Blobs: none.
+    Params: hinge_loss_param.norm (default L1).
+    Source: src/caffe/layers/hinge_loss_layer.cpp.
+
+    With s = −1 at the label's class and +1 elsewhere, m = max(0, 1 + s·x); loss = Σ m / N (L1)
+    or Σ m² / N (L2).
+    """
+
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         self._check_tops()
         self.norm = self.lp.hinge_loss_param.norm
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         self._check_first_axis(bottom_shapes)
         a, b = tuple(bottom_shapes[0]), tuple(bottom_shapes[1])
         self.check(_prod(b) == a[0],
                    f"one label per example needed: prediction shape {a}, label shape {b}")
         return [()]
 
-    def forward(self, x, label) -> Tops:
+    def forward(self, x: torch.Tensor, label: torch.Tensor) -> Tops:
         self._refuse_label_grad(label)
         n = x.shape[0]
         scores = x.reshape(n, -1)
@@ -445,14 +498,23 @@ class HingeLossLayer(_LossLayer):
 # ------------------------------------------------------------------------------------------
 @register("MultinomialLogisticLoss")
 class MultinomialLogisticLossLayer(_LossLayer):
-    """loss = -Σ log(max(p[n, label_n], 1e-20)) / N for probabilities p (N × K, K = count/N)
-    and one label per example. Gradient at the label: -loss_weight / (N·max(p, 1e-20))
-    (Caffe's, also where the floor applies); zero elsewhere."""
+    """Negative log likelihood of given probabilities: loss = −Σ log(max(p[n, label_n], 1e-20)) / N.
 
-    def setup(self, bottom_shapes) -> None:
+    Bottoms: probabilities, N×… (K = count / N per item); labels, N values in [0, K) (at most 4
+        axes), which get no gradient.
+    Tops: the loss, shape () (made when the prototxt names none).
+    Blobs: none.
+    Params: none.
+    Source: src/caffe/layers/multinomial_logistic_loss_layer.cpp.
+
+    Gradient at the label: −loss_weight / (N·max(p, 1e-20)) (Caffe's, also where the floor
+    applies); zero elsewhere.
+    """
+
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         self._check_tops()
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         self._check_first_axis(bottom_shapes)
         a, b = tuple(bottom_shapes[0]), tuple(bottom_shapes[1])
         self.check(_prod(b) == a[0] and len(b) <= 4,
@@ -460,7 +522,7 @@ class MultinomialLogisticLossLayer(_LossLayer):
                    f"1): prediction shape {a}, label shape {b}")
         return [()]
 
-    def forward(self, p, label) -> Tops:
+    def forward(self, p: torch.Tensor, label: torch.Tensor) -> Tops:
         self._refuse_label_grad(label)
         n = p.shape[0]
         probs = p.reshape(n, -1)
@@ -489,12 +551,23 @@ def _read_infogain(path: str, layer: Layer, field: str) -> torch.Tensor:
 
 @register("InfogainLoss")
 class InfogainLossLayer(_LossLayer):
-    """Softmax along infogain_loss_param.axis, then loss = -Σ_n Σ_k H[l_n, k]·log(max(p_nk,
-    1e-20)) / normaliser over the non-ignored positions, H a C × C matrix from the third
-    bottom or from the binaryproto infogain_loss_param.source (read once, at set-up).
-    loss_param.normalization as in SoftmaxWithLoss (default VALID); the legacy normalize is
-    rejected, as in Caffe. Gradient: (p·Σ_k H[l, k] - H[l]) / normaliser; none to the label or
-    to H. An optional second top gives the probabilities.
+    """Infogain-weighted log loss of the softmax of the scores, H a C×C matrix.
+
+    Bottoms: scores, outer×C×inner around the axis (e.g. N×C×H×W); labels, outer·inner values
+        in [0, C) or the ignore_label; optionally H, C·C values. Only the scores get a
+        gradient.
+    Tops: the loss, shape () (made when the prototxt names none); optionally the
+        probabilities, of the scores' shape, with no gradient.
+    Blobs: none (H from the file is a buffer, not a blob).
+    Params: infogain_loss_param.source (a binaryproto holding H; required without a third
+        bottom), axis (default 1); loss_param.ignore_label (default: none), normalization
+        (default VALID; the legacy normalize is refused, as in Caffe).
+    Source: src/caffe/layers/infogain_loss_layer.cpp (the later form, with its own softmax,
+        axis and normalization).
+
+    loss = −Σ_n Σ_k H[l_n, k]·log(max(p_nk, 1e-20)) / normaliser over the non-ignored
+    positions, H from the third bottom or from infogain_loss_param.source (read once, at
+    set-up). Gradient: (p·Σ_k H[l, k] − H[l]) / normaliser; none to the label or to H.
     """
 
     exact_bottoms = None
@@ -505,7 +578,7 @@ class InfogainLossLayer(_LossLayer):
     def allow_force_backward(self, bottom_index: int) -> bool:
         return bottom_index == 0
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         self._check_tops()
         p = self.lp.infogain_loss_param
         self._axis_param = p.axis
@@ -521,7 +594,7 @@ class InfogainLossLayer(_LossLayer):
             h = _read_infogain(p.source, self, "infogain_loss_param.source")
             self.register_buffer("infogain", h.to(torch.get_default_dtype()), persistent=False)
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         self._check_first_axis(bottom_shapes)
         shape, label = tuple(bottom_shapes[0]), tuple(bottom_shapes[1])
         self.axis = canonical_axis(self._axis_param, len(shape), self,
@@ -538,7 +611,7 @@ class InfogainLossLayer(_LossLayer):
                    f"{where} has {h_count}")
         return [()] + [shape] * (self._num_tops() - 1)
 
-    def forward(self, x, label, *h_bottom) -> Tops:
+    def forward(self, x: torch.Tensor, label: torch.Tensor, *h_bottom: torch.Tensor) -> Tops:
         self._refuse_label_grad(label)
         if h_bottom:
             self._refuse_label_grad(h_bottom[0], "infogain matrix")
@@ -568,12 +641,18 @@ class InfogainLossLayer(_LossLayer):
 # ------------------------------------------------------------------------------------------
 @register("ContrastiveLoss")
 class ContrastiveLossLayer(_LossLayer):
-    """Siamese loss over pairs (a_n, b_n) with similarity flags y_n (int value non-zero:
-    similar): with d² = |a_n - b_n|²,
-    loss = Σ [y_n·d² + (1 - y_n)·max(margin - d, 0)²] / 2N, or with
-    contrastive_loss_param.legacy_version max(margin - d², 0) for dissimilar pairs.
-    Gradients to a and b as Caffe computes them (the non-legacy dissimilar term uses
-    -(margin - d)/(d + 1e-4)·(a - b)/N); none to the flags.
+    """Siamese contrastive loss over pairs (a_n, b_n) with similarity flags y_n.
+
+    Bottoms: a, N×C (or N×C×1×1); b, of a's shape; the flags, N values (non-zero int value:
+        similar), which get no gradient.
+    Tops: the loss, shape () (made when the prototxt names none).
+    Blobs: none.
+    Params: contrastive_loss_param.margin (default 1), legacy_version (default false).
+    Source: src/caffe/layers/contrastive_loss_layer.cpp.
+
+    With d² = |a_n − b_n|², loss = Σ [y_n·d² + (1 − y_n)·max(margin − d, 0)²] / 2N, or with
+    legacy_version max(margin − d², 0) for dissimilar pairs. Gradients to a and b as Caffe
+    computes them (the non-legacy dissimilar term uses −(margin − d)/(d + 1e-4)·(a − b)/N).
     """
 
     exact_bottoms = 3
@@ -581,17 +660,18 @@ class ContrastiveLossLayer(_LossLayer):
     def allow_force_backward(self, bottom_index: int) -> bool:
         return bottom_index != 2
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         self._check_tops()
         p = self.lp.contrastive_loss_param
         self.margin = float(p.margin)
         self.legacy = p.legacy_version
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         self._check_first_axis(bottom_shapes)
         a, b, s = (tuple(x) for x in bottom_shapes)
 
-        def legacy(shape, i):  # Caffe's LegacyShape: axes past the end count as 1
+        # Caffe's LegacyShape: axes past the end count as 1
+        def legacy(shape: Shape, i: int) -> int:
             return shape[i] if i < len(shape) else 1
 
         for i, shape in enumerate((a, b, s)):
@@ -605,7 +685,7 @@ class ContrastiveLossLayer(_LossLayer):
                    f"{a[0]} pairs")
         return [()]
 
-    def forward(self, a, b, sim) -> Tops:
+    def forward(self, a: torch.Tensor, b: torch.Tensor, sim: torch.Tensor) -> Tops:
         n = a.shape[0]
         diff = (a - b).reshape(n, -1)
         dist_sq = (diff * diff).sum(dim=1)

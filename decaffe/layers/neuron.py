@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import FunctionCtx
 
 from .. import fillers
 from ..layer import ElementwiseLayer, Layer, Shape, Tops, register
@@ -27,12 +28,13 @@ class _Refused(torch.autograd.Function):
     """Runs fn on the inputs; a backward through the result raises the layer's error."""
 
     @staticmethod
-    def forward(ctx, layer, message, fn, *inputs):
+    def forward(ctx: FunctionCtx, layer: Layer, message: str, fn: Callable,
+                *inputs: torch.Tensor) -> torch.Tensor:
         ctx.layer, ctx.message = layer, message
         return fn(*inputs)
 
     @staticmethod
-    def backward(ctx, *grads):
+    def backward(ctx: FunctionCtx, *grads: torch.Tensor) -> None:
         raise ctx.layer.error(ctx.message)
 
 
@@ -50,11 +52,11 @@ class _ConstantLike(torch.autograd.Function):
     (value + 0·x would be NaN wherever x is not finite)."""
 
     @staticmethod
-    def forward(ctx, x, value):
+    def forward(ctx: FunctionCtx, x: torch.Tensor, value: float) -> torch.Tensor:
         return torch.full_like(x, value)
 
     @staticmethod
-    def backward(ctx, grad):
+    def backward(ctx: FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         return torch.zeros_like(grad), None
 
 
@@ -70,13 +72,22 @@ def constant_like(x: torch.Tensor, value: float) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------
 @register("ReLU")
 class ReLULayer(ElementwiseLayer):
-    """y = max(x, 0) + negative_slope·min(x, 0). The gradient is 1 where x > 0 and
-    negative_slope where x <= 0 (so at exactly 0 it is the slope, as in Caffe)."""
+    """Rectified linear unit: y = max(x, 0) + negative_slope·min(x, 0), elementwise.
 
-    def setup(self, bottom_shapes) -> None:
+    Bottoms: x, any shape.
+    Tops: y, of x's shape.
+    Blobs: none.
+    Params: relu_param.negative_slope (default 0); engine is not read.
+    Source: src/caffe/layers/relu_layer.cpp.
+
+    The gradient is 1 where x > 0 and negative_slope where x <= 0 (so at exactly 0 it is the
+    slope, as in Caffe).
+    """
+
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         self.negative_slope = float(self.lp.relu_param.negative_slope)
 
-    def forward(self, x) -> Tops:
+    def forward(self, x: torch.Tensor) -> Tops:
         if self.negative_slope == 0.0:
             return torch.relu(x)
         return F.leaky_relu(x, self.negative_slope)
@@ -84,11 +95,19 @@ class ReLULayer(ElementwiseLayer):
 
 @register("PReLU")
 class PReLULayer(ElementwiseLayer):
-    """ReLU with a learned negative slope per channel (axis 1), or one slope shared by
-    all channels (channel_shared: the blob is a scalar with no axes). The slopes are
-    filled by prelu_param.filler, default constant 0.25. The bottom needs >= 2 axes."""
+    """Parametric ReLU: y = max(x, 0) + a·min(x, 0) with a learned slope a per channel.
 
-    def setup(self, bottom_shapes) -> None:
+    Bottoms: x, N×C×… (at least 2 axes).
+    Tops: y, of x's shape.
+    Blobs: the slopes, (C,); with channel_shared one slope for all channels, a blob with no axes.
+    Params: prelu_param.filler (default constant 0.25), channel_shared (default false).
+    Source: src/caffe/layers/prelu_layer.cpp.
+
+    The bottom and the slopes both get gradients. A slope blob of the wrong size (from a weight
+    file, or C changed by a reshape) is an error naming the layer.
+    """
+
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.prelu_param
         shape = bottom_shapes[0]
         self.check(len(shape) >= 2, f"the bottom must have at least 2 axes, its shape is "
@@ -106,7 +125,7 @@ class PReLULayer(ElementwiseLayer):
                    f"{'channel_shared wants 1' if self.channel_shared else f'{want} channels'}",
                    "prelu_param.channel_shared")
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         shape = bottom_shapes[0]
         self.check(len(shape) >= 2, f"the bottom must have at least 2 axes, its shape is "
                    f"{tuple(shape)}")
@@ -116,7 +135,7 @@ class PReLULayer(ElementwiseLayer):
                        f"{self.blob_params[0].numel()}")
         return [shape]
 
-    def forward(self, x) -> Tops:
+    def forward(self, x: torch.Tensor) -> Tops:
         w = self.blob_params[0]
         if x.dim() < 2 or (not self.channel_shared and x.shape[1] != w.numel()):
             self.reshape([tuple(x.shape)])  # raises Caffe's error for these shapes
@@ -125,7 +144,16 @@ class PReLULayer(ElementwiseLayer):
 
 @register("Sigmoid")
 class SigmoidLayer(ElementwiseLayer):
-    """y = 1 / (1 + exp(−x)). Backward reads the top: dx = dy·y·(1 − y) (sigmoid_layer.cpp)."""
+    """Logistic sigmoid: y = 1 / (1 + exp(−x)), elementwise.
+
+    Bottoms: x, any shape.
+    Tops: y, of x's shape.
+    Blobs: none.
+    Params: none (sigmoid_param.engine is not read).
+    Source: src/caffe/layers/sigmoid_layer.cpp.
+
+    Backward reads the top: dx = dy·y·(1 − y).
+    """
 
     # torch's vectorised exp/pow and its scalar loop for a chunk's last values round
     # differently, and chunks follow the batch: items computed one by one (decaffe.items)
@@ -133,17 +161,27 @@ class SigmoidLayer(ElementwiseLayer):
 
     backward_reads = "tops"
 
-    def forward(self, x) -> Tops:
+    def forward(self, x: torch.Tensor) -> Tops:
         return torch.sigmoid(x)
 
-    def backward_from_blobs(self, bottoms, tops, top_diffs, need) -> list:
+    def backward_from_blobs(self, bottoms: list[torch.Tensor], tops: list[torch.Tensor],
+                            top_diffs: list[torch.Tensor], need: list[bool]) -> list:
         y = tops[0]
         return [top_diffs[0] * y * (1.0 - y)]
 
 
 @register("TanH")
 class TanHLayer(ElementwiseLayer):
-    """y = tanh(x). Backward reads the top: dx = dy·(1 − y²) (tanh_layer.cpp)."""
+    """Hyperbolic tangent: y = tanh(x), elementwise.
+
+    Bottoms: x, any shape.
+    Tops: y, of x's shape.
+    Blobs: none.
+    Params: none (tanh_param.engine is not read).
+    Source: src/caffe/layers/tanh_layer.cpp.
+
+    Backward reads the top: dx = dy·(1 − y²).
+    """
 
     # torch's vectorised exp/pow and its scalar loop for a chunk's last values round
     # differently, and chunks follow the batch: items computed one by one (decaffe.items)
@@ -151,17 +189,29 @@ class TanHLayer(ElementwiseLayer):
 
     backward_reads = "tops"
 
-    def forward(self, x) -> Tops:
+    def forward(self, x: torch.Tensor) -> Tops:
         return torch.tanh(x)
 
-    def backward_from_blobs(self, bottoms, tops, top_diffs, need) -> list:
+    def backward_from_blobs(self, bottoms: list[torch.Tensor], tops: list[torch.Tensor],
+                            top_diffs: list[torch.Tensor], need: list[bool]) -> list:
         y = tops[0]
         return [top_diffs[0] * (1 - y * y)]
 
 
 @register("Dropout")
 class DropoutLayer(ElementwiseLayer):
-    """TRAIN: keeps each value with probability 1 − dropout_ratio and scales the kept
+    """Dropout: in TRAIN zeroes each value with probability dropout_ratio, scaling the kept ones.
+
+    Bottoms: x, any shape.
+    Tops: y, of x's shape.
+    Blobs: none.
+    Params: dropout_param.dropout_ratio (default 0.5); the forks' scale_train (default true)
+        and sample_weights_test (default false).
+    Source: src/caffe/layers/dropout_layer.cpp; scale_train: caffe-fast-rcnn's
+        dropout_layer.cpp; sample_weights_test: alexgkendall/caffe-segnet
+        src/caffe/layers/dropout_layer.cpp/.cu.
+
+    TRAIN: keeps each value with probability 1 − dropout_ratio and scales the kept
     ones by 1/(1 − dropout_ratio); the backward uses the same mask and scale. The mask
     is drawn from torch's generator, so caffe.set_random_seed makes it reproducible.
     TEST: the identity (the top shares the bottom's memory; Caffe copies the values).
@@ -175,14 +225,14 @@ class DropoutLayer(ElementwiseLayer):
 
     SegNet's dropout_param.sample_weights_test: true drops out in TEST exactly as in TRAIN
     (a fresh mask each forward, kept values scaled by 1/(1 − dropout_ratio), the backward
-    through the same mask): Bayesian SegNet's Monte Carlo sampling
-    (alexgkendall/caffe-segnet src/caffe/layers/dropout_layer.cpp/.cu).
+    through the same mask): Bayesian SegNet's Monte Carlo sampling. Setting it together with
+    scale_train: false is refused (no fork defines both).
     """
 
     # Caffe's backward reads its forward's mask: the recorded graph stays exact
     backward_reads = "kept"
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         ratio = float(self.lp.dropout_param.dropout_ratio)
         self.check(0.0 <= ratio < 1.0, f"must be in [0, 1), not {ratio}",
                    "dropout_param.dropout_ratio")
@@ -196,7 +246,7 @@ class DropoutLayer(ElementwiseLayer):
                        "dropout_param.sample_weights_test")
             self.train = True
 
-    def forward(self, x) -> Tops:
+    def forward(self, x: torch.Tensor) -> Tops:
         if self.scale_train:
             if self.train and self.ratio > 0.0:
                 return F.dropout(x, self.ratio, training=True)
@@ -211,8 +261,17 @@ class DropoutLayer(ElementwiseLayer):
 
 @register("ELU")
 class ELULayer(ElementwiseLayer):
-    """y = x for x > 0, alpha·(exp(x) − 1) otherwise; gradient 1, or y + alpha. Backward
-    reads the bottom and the top: dx = dy·((x > 0) + (alpha + y)·(x <= 0)) (elu_layer.cpp)."""
+    """Exponential linear unit: y = x for x > 0, alpha·(exp(x) − 1) otherwise.
+
+    Bottoms: x, any shape.
+    Tops: y, of x's shape.
+    Blobs: none.
+    Params: elu_param.alpha (default 1).
+    Source: src/caffe/layers/elu_layer.cpp.
+
+    The gradient is 1, or y + alpha. Backward reads the bottom and the top:
+    dx = dy·((x > 0) + (alpha + y)·(x <= 0)).
+    """
 
     # torch's vectorised exp/pow and its scalar loop for a chunk's last values round
     # differently, and chunks follow the batch: items computed one by one (decaffe.items)
@@ -220,13 +279,14 @@ class ELULayer(ElementwiseLayer):
 
     backward_reads = "tops"
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         self.alpha = float(self.lp.elu_param.alpha)
 
-    def forward(self, x) -> Tops:
+    def forward(self, x: torch.Tensor) -> Tops:
         return F.elu(x, self.alpha)
 
-    def backward_from_blobs(self, bottoms, tops, top_diffs, need) -> list:
+    def backward_from_blobs(self, bottoms: list[torch.Tensor], tops: list[torch.Tensor],
+                            top_diffs: list[torch.Tensor], need: list[bool]) -> list:
         x, y = bottoms[0], tops[0]
         pos = (x > 0).to(x.dtype)
         return [top_diffs[0] * (pos + (self.alpha + y) * (x <= 0).to(x.dtype))]
@@ -234,28 +294,45 @@ class ELULayer(ElementwiseLayer):
 
 @register("AbsVal")
 class AbsValLayer(ElementwiseLayer):
-    """y = |x|; gradient sign(x), which is 0 at 0. Not allowed in place (Caffe 1.0's
-    AbsValLayer::LayerSetUp refuses it)."""
+    """Absolute value: y = |x|, elementwise.
 
-    def setup(self, bottom_shapes) -> None:
+    Bottoms: x, any shape.
+    Tops: y, of x's shape; not the bottom itself (no in-place computation).
+    Blobs: none.
+    Params: none.
+    Source: src/caffe/layers/absval_layer.cpp.
+
+    The gradient is sign(x), which is 0 at 0. In place is refused, as Caffe 1.0's
+    AbsValLayer::LayerSetUp does.
+    """
+
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         self.check(self.top_names[0] != self.bottom_names[0],
                    f"AbsVal Layer does not allow in-place computation (top '{self.top_names[0]}' "
                    "is its bottom)")
 
-    def forward(self, x) -> Tops:
+    def forward(self, x: torch.Tensor) -> Tops:
         return torch.abs(x)
 
 
 @register("BNLL")
 class BNLLLayer(ElementwiseLayer):
-    """Binomial normal log likelihood, y = log(1 + exp(x)), computed without overflow
-    (Caffe: x + log(1 + exp(−x)) for x > 0); gradient sigmoid(x)."""
+    """Binomial normal log likelihood: y = log(1 + exp(x)), elementwise, without overflow.
+
+    Bottoms: x, any shape.
+    Tops: y, of x's shape.
+    Blobs: none.
+    Params: none.
+    Source: src/caffe/layers/bnll_layer.cpp.
+
+    Caffe computes x + log(1 + exp(−x)) for x > 0; the gradient is sigmoid(x).
+    """
 
     # torch's vectorised exp/pow and its scalar loop for a chunk's last values round
     # differently, and chunks follow the batch: items computed one by one (decaffe.items)
     item_group = 1
 
-    def forward(self, x) -> Tops:
+    def forward(self, x: torch.Tensor) -> Tops:
         # softplus switches to y = x above 20, where log(1 + exp(−x)) is below float
         # resolution, and so matches Caffe's overflow-safe form.
         return F.softplus(x)
@@ -263,7 +340,13 @@ class BNLLLayer(ElementwiseLayer):
 
 @register("Power")
 class PowerLayer(ElementwiseLayer):
-    """y = (shift + scale·x)^power.
+    """Power: y = (shift + scale·x)^power, elementwise.
+
+    Bottoms: x, any shape.
+    Tops: y, of x's shape.
+    Blobs: none.
+    Params: power_param.power (default 1), scale (default 1), shift (default 0).
+    Source: src/caffe/layers/power_layer.cpp.
 
     As in Caffe, when power·scale is 0 the input is ignored: y is 1 (power 0) or
     shift^power everywhere and the gradient is exactly 0; with power 1 the gradient is
@@ -279,7 +362,7 @@ class PowerLayer(ElementwiseLayer):
 
     backward_reads = "tops"
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.power_param
         self.power, self.scale, self.shift = float(p.power), float(p.scale), float(p.shift)
         self.diff_scale = self.power * self.scale
@@ -288,7 +371,7 @@ class PowerLayer(ElementwiseLayer):
             self.value = 1.0 if self.power == 0.0 else float(
                 torch.tensor(self.shift, dtype=torch.float64).pow(self.power))
 
-    def forward(self, x) -> Tops:
+    def forward(self, x: torch.Tensor) -> Tops:
         if self.diff_scale == 0.0:
             return constant_like(x, self.value)
         y = x
@@ -300,7 +383,8 @@ class PowerLayer(ElementwiseLayer):
             y = y.square() if self.power == 2.0 else y.pow(self.power)
         return x.view(x.shape) if y is x else y
 
-    def backward_from_blobs(self, bottoms, tops, top_diffs, need) -> list:
+    def backward_from_blobs(self, bottoms: list[torch.Tensor], tops: list[torch.Tensor],
+                            top_diffs: list[torch.Tensor], need: list[bool]) -> list:
         x, y, dy = bottoms[0], tops[0], top_diffs[0]
         if self.diff_scale == 0.0:
             return [torch.zeros_like(x)]
@@ -322,9 +406,18 @@ class PowerLayer(ElementwiseLayer):
 
 @register("Exp")
 class ExpLayer(ElementwiseLayer):
-    """y = base^(shift + scale·x), base −1 meaning e. Caffe computes it as
-    base^shift · exp(ln(base)·scale·x); base must be positive (or −1). Backward reads the
-    top: dx = y·dy·ln(base)·scale (exp_layer.cpp)."""
+    """Exponential: y = base^(shift + scale·x), elementwise, base −1 meaning e.
+
+    Bottoms: x, any shape.
+    Tops: y, of x's shape.
+    Blobs: none.
+    Params: exp_param.base (default −1: e; else it must be > 0), scale (default 1), shift
+        (default 0).
+    Source: src/caffe/layers/exp_layer.cpp.
+
+    Caffe computes it as base^shift · exp(ln(base)·scale·x). Backward reads the top:
+    dx = y·dy·ln(base)·scale.
+    """
 
     # torch's vectorised exp/pow and its scalar loop for a chunk's last values round
     # differently, and chunks follow the batch: items computed one by one (decaffe.items)
@@ -332,7 +425,7 @@ class ExpLayer(ElementwiseLayer):
 
     backward_reads = "tops"
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.exp_param
         base, scale, shift = float(p.base), float(p.scale), float(p.shift)
         if base != -1.0:
@@ -347,11 +440,12 @@ class ExpLayer(ElementwiseLayer):
         else:
             self.outer_scale = math.exp(shift) if base == -1.0 else _pow(base, shift)
 
-    def forward(self, x) -> Tops:
+    def forward(self, x: torch.Tensor) -> Tops:
         y = torch.exp(x) if self.inner_scale == 1.0 else torch.exp(x * self.inner_scale)
         return y if self.outer_scale == 1.0 else y * self.outer_scale
 
-    def backward_from_blobs(self, bottoms, tops, top_diffs, need) -> list:
+    def backward_from_blobs(self, bottoms: list[torch.Tensor], tops: list[torch.Tensor],
+                            top_diffs: list[torch.Tensor], need: list[bool]) -> list:
         g = tops[0] * top_diffs[0]
         return [g if self.inner_scale == 1.0 else g * self.inner_scale]
 
@@ -366,14 +460,23 @@ def _pow(a: float, b: float) -> float:
 
 @register("Log")
 class LogLayer(ElementwiseLayer):
-    """y = log_base(shift + scale·x), base −1 meaning e; base must be positive (or −1)
-    and not 1. Gradient scale / ((shift + scale·x)·ln(base))."""
+    """Logarithm: y = log_base(shift + scale·x), elementwise, base −1 meaning e.
+
+    Bottoms: x, any shape.
+    Tops: y, of x's shape.
+    Blobs: none.
+    Params: log_param.base (default −1: e; else it must be > 0 and not 1), scale (default 1),
+        shift (default 0).
+    Source: src/caffe/layers/log_layer.cpp.
+
+    The gradient is scale / ((shift + scale·x)·ln(base)).
+    """
 
     # torch's vectorised exp/pow and its scalar loop for a chunk's last values round
     # differently, and chunks follow the batch: items computed one by one (decaffe.items)
     item_group = 1
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.log_param
         base = float(p.base)
         if base != -1.0:
@@ -385,7 +488,7 @@ class LogLayer(ElementwiseLayer):
         self.base_scale = 1.0 / log_base
         self.scale, self.shift = float(p.scale), float(p.shift)
 
-    def forward(self, x) -> Tops:
+    def forward(self, x: torch.Tensor) -> Tops:
         y = x
         if self.scale != 1.0:
             y = y * self.scale
@@ -397,7 +500,13 @@ class LogLayer(ElementwiseLayer):
 
 @register("Threshold")
 class ThresholdLayer(ElementwiseLayer):
-    """y = 1 where x > threshold, else 0.
+    """Step function: y = 1 where x > threshold, else 0.
+
+    Bottoms: x, any shape; no gradient (see below).
+    Tops: y, of x's shape.
+    Blobs: none.
+    Params: threshold_param.threshold (default 0).
+    Source: src/caffe/layers/threshold_layer.cpp.
 
     Caffe has no backward for this layer (NOT_IMPLEMENTED aborts the process). decaffe
     raises a LayerParamError naming the layer when a gradient must flow through it; set
@@ -405,30 +514,38 @@ class ThresholdLayer(ElementwiseLayer):
     in a net that runs backward.
     """
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         self.threshold = float(self.lp.threshold_param.threshold)
 
-    def _step(self, x):
+    def _step(self, x: torch.Tensor) -> torch.Tensor:
         return (x > self.threshold).to(x.dtype)
 
-    def forward(self, x) -> Tops:
+    def forward(self, x: torch.Tensor) -> Tops:
         return no_backward(self, "Threshold has no backward (Caffe: NOT_IMPLEMENTED); set "
                            "propagate_down: false on this layer", self._step, x)
 
 
 @register("Clip")
 class ClipLayer(ElementwiseLayer):
-    """y = max(min, min(x, max)); the gradient passes where min <= x <= max and is 0
-    elsewhere. Both bounds are required. If min > max every output is min (Caffe's
-    formula), with zero gradient."""
+    """Clip: y = max(min, min(x, max)), elementwise.
 
-    def setup(self, bottom_shapes) -> None:
+    Bottoms: x, any shape.
+    Tops: y, of x's shape.
+    Blobs: none.
+    Params: clip_param.min and clip_param.max, both required (no defaults).
+    Source: src/caffe/layers/clip_layer.cpp.
+
+    The gradient passes where min <= x <= max and is 0 elsewhere. If min > max every output
+    is min (Caffe's formula), with zero gradient.
+    """
+
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.clip_param
         for f in ("min", "max"):
             self.check(p.HasField(f), "is required", f"clip_param.{f}")
         self.min, self.max = float(p.min), float(p.max)
 
-    def forward(self, x) -> Tops:
+    def forward(self, x: torch.Tensor) -> Tops:
         if self.min > self.max:
             return constant_like(x, self.min)
         return torch.clamp(x, self.min, self.max)
@@ -436,8 +553,17 @@ class ClipLayer(ElementwiseLayer):
 
 @register("Swish")
 class SwishLayer(ElementwiseLayer):
-    """y = x·sigmoid(beta·x). Backward reads the top (and the sigmoid of the bottom):
-    dx = dy·(beta·y + sigmoid(beta·x)·(1 − beta·y)) (swish_layer.cpp)."""
+    """Swish: y = x·sigmoid(beta·x), elementwise.
+
+    Bottoms: x, any shape.
+    Tops: y, of x's shape.
+    Blobs: none.
+    Params: swish_param.beta (default 1).
+    Source: src/caffe/layers/swish_layer.cpp.
+
+    Backward reads the top (and the sigmoid of the bottom):
+    dx = dy·(beta·y + sigmoid(beta·x)·(1 − beta·y)).
+    """
 
     # torch's vectorised exp/pow and its scalar loop for a chunk's last values round
     # differently, and chunks follow the batch: items computed one by one (decaffe.items)
@@ -445,15 +571,16 @@ class SwishLayer(ElementwiseLayer):
 
     backward_reads = "tops"
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         self.beta = float(self.lp.swish_param.beta)
 
-    def backward_from_blobs(self, bottoms, tops, top_diffs, need) -> list:
+    def backward_from_blobs(self, bottoms: list[torch.Tensor], tops: list[torch.Tensor],
+                            top_diffs: list[torch.Tensor], need: list[bool]) -> list:
         s = torch.sigmoid(bottoms[0] * self.beta)
         by = tops[0] * self.beta
         return [top_diffs[0] * (by + s * (1.0 - by))]
 
-    def forward(self, x) -> Tops:
+    def forward(self, x: torch.Tensor) -> Tops:
         if self.beta == 1.0:
             return F.silu(x)
         return x * torch.sigmoid(x * self.beta)

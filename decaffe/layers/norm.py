@@ -14,23 +14,32 @@ from .common import canonical_axis
 
 @register("BatchNorm")
 class BatchNormLayer(Layer):
-    """Caffe's BatchNorm: per-channel normalisation, no learned scale or shift.
+    """Batch normalisation per channel (axis 1) with running sums; no learned scale or shift.
 
-    Blobs: 0 = running sum of batch means, 1 = running sum of unbiased batch variances,
-    2 = the scale factor (a one-element running count); all start at zero. With batch
-    statistics (use_global_stats false; Caffe's default in TRAIN) the layer normalises
-    with the batch mean and biased variance and updates
+    Bottoms: x, N×C×… (at least 2 axes; N and C > 0).
+    Tops: y, of x's shape.
+    Blobs: 0, the running sum of batch means, (C,); 1, the running sum of unbiased batch
+        variances, (C,); 2, the scale factor (a running count), (1,). All start at zero and
+        get no gradient.
+    Params: batch_norm_param.use_global_stats (unset: false in TRAIN, true in TEST),
+        moving_average_fraction (default 0.999), eps (default 1e-5); the inisis/caffe fields
+        (weight_filler, bias_filler, use_alpha_beta, do_all_reduce) are not read. Also `param`:
+        an lr_mult 0 entry per blob (see below).
+    Source: src/caffe/layers/batch_norm_layer.cpp.
+
+    With batch statistics (use_global_stats false) the layer normalises with the batch mean and
+    biased variance and updates
 
         factor ← λ·factor + 1,  mean_sum ← λ·mean_sum + μ,  var_sum ← λ·var_sum + m/(m−1)·σ²
 
-    (λ = moving_average_fraction, m = values per channel). With global statistics
-    (TEST's default) it normalises with mean_sum/factor and var_sum/factor (zero when the
-    factor is zero). eps goes inside the square root.
+    (λ = moving_average_fraction, m = values per channel). With global statistics it
+    normalises with mean_sum/factor and var_sum/factor (zero when the factor is zero). eps
+    goes inside the square root.
 
-    The blobs get no gradient, and as in Caffe 1.0's BatchNormLayer::LayerSetUp no solver
-    changes them: each blob without a ``param`` entry gets one with ``lr_mult: 0`` (written
-    into the layer's parameter, so a saved net carries it), and an entry with a non-zero
-    lr_mult is refused (LayerParamError naming the layer and ``param[i].lr_mult``).
+    As in Caffe 1.0's BatchNormLayer::LayerSetUp no solver changes the blobs: each blob
+    without a ``param`` entry gets one with ``lr_mult: 0`` (written into the layer's parameter,
+    so a saved net carries it), and an entry with a non-zero lr_mult is refused
+    (LayerParamError naming the layer and ``param[i].lr_mult``).
     """
 
     # Caffe's backward reads its forward's normalised values and variance
@@ -41,7 +50,7 @@ class BatchNormLayer(Layer):
     exact_tops = 1
     no_grad_blobs = (0, 1, 2)
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.batch_norm_param
         shape = bottom_shapes[0]
         # Caffe 1.0 reads the bottom's shape(1) in set-up and reshape: fewer axes are fatal
@@ -68,7 +77,7 @@ class BatchNormLayer(Layer):
                            f"parameters (lr_mult is {self.lp.param[i].lr_mult:g}, must be 0)",
                            f"param[{i}].lr_mult")
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         shape = bottom_shapes[0]
         self.check(len(shape) >= 2, f"the bottom must have at least 2 axes (num, channels, ...), "
                    f"its shape is {tuple(shape)}")
@@ -79,10 +88,11 @@ class BatchNormLayer(Layer):
                    f"positive, not shape {tuple(shape)} (BatchNorm has nothing to normalize)")
         return [shape]
 
-    def forward(self, x) -> Tops:
+    def forward(self, x: torch.Tensor) -> Tops:
         return self.normalize(x)
 
-    def normalize(self, x, weight=None, bias=None) -> torch.Tensor:
+    def normalize(self, x: torch.Tensor, weight: torch.Tensor | None = None,
+                  bias: torch.Tensor | None = None) -> torch.Tensor:
         """The layer's output; with weight/bias, also a following per-channel Scale's, fused
         into the same kernel (the net does this where the Scale's input is visible to no one)."""
         shape = x.shape
@@ -123,13 +133,14 @@ class BatchNormLayer(Layer):
         self._keep_batch_stats(run_mean, run_var)
         return y.reshape(shape)
 
-    def _keep_batch_stats(self, mean, var) -> None:
+    def _keep_batch_stats(self, mean: torch.Tensor, var: torch.Tensor) -> None:
         # the last batch's mean and unbiased variance, for run recording (decaffe.runs): a
         # reference to tensors the pass made anyway; not inside a compiled graph
         if not torch.compiler.is_compiling():
             self.batch_stats = (mean.detach(), var.detach())
 
-    def _normalize_global_batch(self, x3, weight, bias):
+    def _normalize_global_batch(self, x3: torch.Tensor, weight: torch.Tensor | None,
+                                bias: torch.Tensor | None) -> torch.Tensor:
         """-sync_bn with several workers: statistics of the global batch (see
         decaffe.sync_bn)."""
         mean_sum, var_sum, factor = self.blob_params[0], self.blob_params[1], self.blob_params[2]
@@ -146,7 +157,8 @@ class BatchNormLayer(Layer):
                 f"fraction={self.fraction}, use_global_stats={self.use_global_stats}")
 
 
-def _param_axes(layer: Layer, bottom_shape, axis: int, num_axes: int, field: str):
+def _param_axes(layer: Layer, bottom_shape: Shape, axis: int, num_axes: int,
+                field: str) -> tuple[int, int]:
     """The axes [axis, axis+num_axes) of the bottom that a blob spans (num_axes -1: to the
     end)."""
     n = len(bottom_shape)
@@ -171,7 +183,8 @@ class _Broadcast(Layer):
     max_bottoms = 2
     exact_tops = 1
 
-    def _setup_axes(self, bottom_shapes, p, field):
+    def _setup_axes(self, bottom_shapes: list[Shape],
+                    p: caffe_pb2.ScaleParameter | caffe_pb2.BiasParameter, field: str) -> Shape:
         shape = bottom_shapes[0]
         if len(bottom_shapes) == 2:
             other = bottom_shapes[1]
@@ -192,10 +205,21 @@ class _Broadcast(Layer):
 
 @register("Scale")
 class ScaleLayer(_Broadcast):
-    """y = x · s (+ b): s is a learned blob (one bottom) or the second bottom, spanning axes
-    [axis, axis+num_axes) of x and broadcast over the rest; bias_term adds a learned b."""
+    """Scale: y = x · s (+ b), s spanning some axes of x and broadcast over the rest.
 
-    def setup(self, bottom_shapes) -> None:
+    Bottoms: x, any shape; optionally s, of x's shape over axes [axis, axis + s's axes),
+        which then gets a gradient too.
+    Tops: y, of x's shape.
+    Blobs: with one bottom, the scale s, of x's shape over axes [axis, axis + num_axes)
+        (num_axes −1: to the end); then, when bias_term, the bias b of s's shape (with two
+        bottoms the bias is the only blob).
+    Params: scale_param.axis (default 1, negative counts from the end), num_axes (default 1;
+        not read with two bottoms), filler (default constant 1), bias_term (default false),
+        bias_filler (default constant 0).
+    Source: src/caffe/layers/scale_layer.cpp (its bias: bias_layer.cpp).
+    """
+
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.scale_param
         span = self._setup_axes(bottom_shapes, p, "scale_param")
         self._own = len(bottom_shapes) == 1
@@ -210,7 +234,7 @@ class ScaleLayer(_Broadcast):
                     type="constant", value=0.0)
                 self.add_blob(fillers.fill(fp, span, where=self.name))
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         shape = bottom_shapes[0]
         span = tuple(shape[self.axis:self.end])
         want = tuple(self.blob_params[0].shape) if self._own else tuple(bottom_shapes[1])
@@ -218,7 +242,7 @@ class ScaleLayer(_Broadcast):
                    f"{want} at axis {self.axis}")
         return [shape]
 
-    def forward(self, x, *rest) -> Tops:
+    def forward(self, x: torch.Tensor, *rest: torch.Tensor) -> Tops:
         s = self.blob_params[0] if self._own else rest[0]
         s = self._view(s, x)
         if self.bias_term:
@@ -229,10 +253,19 @@ class ScaleLayer(_Broadcast):
 
 @register("Bias")
 class BiasLayer(_Broadcast):
-    """y = x + b: b is a learned blob (one bottom) or the second bottom, spanning axes
-    [axis, axis+num_axes) of x and broadcast over the rest."""
+    """Bias: y = x + b, b spanning some axes of x and broadcast over the rest.
 
-    def setup(self, bottom_shapes) -> None:
+    Bottoms: x, any shape; optionally b, of x's shape over axes [axis, axis + b's axes),
+        which then gets a gradient too.
+    Tops: y, of x's shape.
+    Blobs: with one bottom, the bias b, of x's shape over axes [axis, axis + num_axes)
+        (num_axes −1: to the end); with two, none.
+    Params: bias_param.axis (default 1, negative counts from the end), num_axes (default 1; not
+        read with two bottoms), filler (default constant 0).
+    Source: src/caffe/layers/bias_layer.cpp.
+    """
+
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.bias_param
         span = self._setup_axes(bottom_shapes, p, "bias_param")
         self._own = len(bottom_shapes) == 1
@@ -241,7 +274,7 @@ class BiasLayer(_Broadcast):
                                                                              value=0.0)
             self.add_blob(fillers.fill(fp, span, where=self.name))
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         shape = bottom_shapes[0]
         span = tuple(shape[self.axis:self.end])
         want = tuple(self.blob_params[0].shape) if self._own else tuple(bottom_shapes[1])
@@ -249,30 +282,39 @@ class BiasLayer(_Broadcast):
                    f"{want} at axis {self.axis}")
         return [shape]
 
-    def forward(self, x, *rest) -> Tops:
+    def forward(self, x: torch.Tensor, *rest: torch.Tensor) -> Tops:
         b = self.blob_params[0] if self._own else rest[0]
         return x + self._view(b, x)
 
 
 @register("MVN")
 class MVNLayer(Layer):
-    """Mean-variance normalisation per (num, channel), or per num across channels:
+    """Mean-variance normalisation per (num, channel), or per num across channels.
+
+    Bottoms: x, N×C×… (N > 0, and C > 0 unless across_channels).
+    Tops: y, of x's shape.
+    Blobs: none.
+    Params: mvn_param.normalize_variance (default true), across_channels (default false), eps
+        (default 1e-9).
+    Source: src/caffe/layers/mvn_layer.cpp.
+
     y = (x − mean) / (std + eps), or x − mean when normalize_variance is false.
     Backward from the blobs follows mvn_layer.cpp, which reads the top: dx = (dy − (Σ y·dy·y +
     Σ dy)/m) / (std + eps) over each row of m values (std from the bottom, as Caffe's forward
-    keeps it), or dy − mean(dy) without normalize_variance."""
+    keeps it), or dy − mean(dy) without normalize_variance.
+    """
 
     exact_bottoms = 1
     exact_tops = 1
     backward_reads = "tops"
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.mvn_param
         self.normalize_variance = p.normalize_variance
         self.across_channels = p.across_channels
         self.eps = p.eps
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         shape = tuple(bottom_shapes[0])
         # Caffe divides the count by num (and channels): a crash when either is 0
         self.check(len(shape) >= 1 and all(d > 0 for d in shape[:1 if self.across_channels
@@ -280,7 +322,7 @@ class MVNLayer(Layer):
                    f"an empty batch or zero channels (shape {shape}) has no mean or variance")
         return [bottom_shapes[0]]
 
-    def forward(self, x) -> Tops:
+    def forward(self, x: torch.Tensor) -> Tops:
         shape = x.shape
         n = shape[0]
         rows = x.reshape(n, -1) if self.across_channels else x.reshape(
@@ -291,12 +333,13 @@ class MVNLayer(Layer):
             centred = centred / (std + self.eps)
         return centred.reshape(shape)
 
-    def _rows(self, t):
+    def _rows(self, t: torch.Tensor) -> torch.Tensor:
         n = t.shape[0]
         return t.reshape(n, -1) if self.across_channels else t.reshape(
             n * (t.shape[1] if t.dim() > 1 else 1), -1)
 
-    def backward_from_blobs(self, bottoms, tops, top_diffs, need) -> list:
+    def backward_from_blobs(self, bottoms: list[torch.Tensor], tops: list[torch.Tensor],
+                            top_diffs: list[torch.Tensor], need: list[bool]) -> list:
         x, y, dy = self._rows(bottoms[0]), self._rows(tops[0]), self._rows(top_diffs[0])
         m = x.shape[1]
         if not self.normalize_variance:

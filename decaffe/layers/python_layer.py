@@ -28,14 +28,19 @@ from __future__ import annotations
 
 import importlib
 import operator
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
+from torch.autograd.function import FunctionCtx
 
 from ..blob import Blob, ParamBlob
 from ..errors import NetError, suggest
 from ..layer import Layer as _TorchLayer
 from ..layer import Shape, Tops, register
+
+if TYPE_CHECKING:
+    from ..proto import caffe_pb2
 
 
 class PythonLayerError(NetError):
@@ -76,7 +81,7 @@ class BlobVec:
         engine = self._owner._decaffe_layer
         return engine.blob_params if engine is not None else self._params
 
-    def add_blob(self, *shape) -> None:
+    def add_blob(self, *shape: int | Sequence[int]) -> None:
         """Append a zero-filled learnable blob of this shape (pycaffe's ``blobs.add_blob``)."""
         if len(shape) == 1 and isinstance(shape[0], (list, tuple)):
             shape = tuple(shape[0])
@@ -96,7 +101,7 @@ class BlobVec:
     def __len__(self) -> int:
         return len(self._param_list())
 
-    def __getitem__(self, i: int) -> ParamBlob:
+    def __getitem__(self, i: int | slice) -> ParamBlob | list[ParamBlob]:
         params = self._param_list()
         if isinstance(i, slice):
             return [self[k] for k in range(*i.indices(len(params)))]
@@ -132,10 +137,10 @@ class Layer:
     (learnable blobs; add with ``self.blobs.add_blob(*shape)``) and ``type`` ("Python").
     """
 
-    def __init__(self, param=None) -> None:
+    def __init__(self, param: caffe_pb2.LayerParameter | None = None) -> None:
         self._init_base(param)
 
-    def _init_base(self, param) -> None:
+    def _init_base(self, param: caffe_pb2.LayerParameter | None) -> None:
         d = self.__dict__
         d.setdefault("_layer_param", param)
         d.setdefault("_decaffe_layer", None)
@@ -172,7 +177,8 @@ class _PythonFunction(torch.autograd.Function):
     """Runs the user's forward; its backward calls the user's backward."""
 
     @staticmethod
-    def forward(ctx, engine: PythonLayer, n_bottoms: int, *inputs):
+    def forward(ctx: FunctionCtx, engine: PythonLayer, n_bottoms: int,
+                *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         bottoms = inputs[:n_bottoms]
         outs, host_bottoms, host_tops = engine._run_forward(bottoms)
         ctx.engine = engine
@@ -183,7 +189,7 @@ class _PythonFunction(torch.autograd.Function):
         return outs
 
     @staticmethod
-    def backward(ctx, *grads):
+    def backward(ctx: FunctionCtx, *grads: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         n = ctx.n_bottoms
         saved = ctx.saved_tensors
         need = list(ctx.needs_input_grad[2: 2 + n])
@@ -198,12 +204,25 @@ class _PythonFunction(torch.autograd.Function):
 
 @register("Python")
 class PythonLayer(_TorchLayer):
-    """A layer whose setup/reshape/forward/backward are the user's pycaffe-style Python code."""
+    """A layer whose setup/reshape/forward/backward are the user's pycaffe-style Python code.
+
+    Bottoms: any number, of any shapes the user's code accepts; each gets the diff the user's
+        backward writes where propagate_down asks for it.
+    Tops: any number, shaped by the user's reshape (or setup); they keep their shapes from call
+        to call.
+    Blobs: those the user's code adds with ``self.blobs.add_blob(*shape)`` (zero-filled), in
+        order; the user's backward writes their diffs.
+    Params: python_param.module and layer (both required), param_str (default ""),
+        share_in_parallel (default false; no effect, as in Caffe 1.0).
+    Source: include/caffe/layers/python_layer.hpp (and python/caffe/_caffe.cpp's Layer).
+
+    The module docstring describes the calls the user's class gets and what it sees.
+    """
 
     # the user's backward may read the tops' data as well as the bottoms'
     backward_reads = "tops"
 
-    def __init__(self, lp, phase: int) -> None:
+    def __init__(self, lp: caffe_pb2.LayerParameter, phase: int) -> None:
         super().__init__(lp, phase)
         self.user: Layer | None = None
         self._top_blobs: list[Blob] = []
@@ -233,7 +252,7 @@ class PythonLayer(_TorchLayer):
     def _error(self, message: str) -> PythonLayerError:
         return PythonLayerError(message, layer=self.name)
 
-    def _call(self, what: str, fn, *args):
+    def _call(self, what: str, fn: Callable[..., Any], *args: Any) -> Any:
         """Run user code; an exception it raises goes on as itself (pycaffe lets the user's
         exception through), with a note naming this layer."""
         try:
@@ -269,7 +288,7 @@ class PythonLayer(_TorchLayer):
         self._top_blobs = tops
         return list(bottoms), list(tops)
 
-    def _shape_blobs(self, bottom_shapes) -> tuple[list[Blob], list[Blob]]:
+    def _shape_blobs(self, bottom_shapes: list[Shape]) -> tuple[list[Blob], list[Blob]]:
         """Bottoms of these shapes (zero data, as Caffe's fresh blobs hold) for set-up/reshape."""
         dtype = self._probe.dtype
         bottoms = [Blob(s, name=self._bottom_name(j), dtype=dtype)
@@ -277,7 +296,7 @@ class PythonLayer(_TorchLayer):
         return self._with_bottoms(bottoms)
 
     # -- set-up and shapes ----------------------------------------------------------------------
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         if self.user is None:
             cls = self._load_class()
             p = self.lp.python_param
@@ -297,7 +316,7 @@ class PythonLayer(_TorchLayer):
         self._call("setup", self.user.setup, bottoms, tops)
         self.user.blobs._push()
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         bottoms, tops = self._shape_blobs(bottom_shapes)
         self._call("reshape", self.user.reshape, bottoms, tops)
         self.user.blobs._push()
@@ -309,7 +328,8 @@ class PythonLayer(_TorchLayer):
         t = t.detach()
         return t if t.device.type == "cpu" else t.cpu()
 
-    def _run_forward(self, bottoms):
+    def _run_forward(self, bottoms: Sequence[torch.Tensor]) -> tuple[
+            tuple[torch.Tensor, ...], list[torch.Tensor], list[torch.Tensor]]:
         """Reshape, then forward, through the user's code.
 
         Returns (tops on the bottoms' device, host bottoms, host tops)."""
@@ -330,7 +350,9 @@ class PythonLayer(_TorchLayer):
         outs = tuple(t.to(device) if t.device != device else t for t in host_tops)
         return outs, host_bottoms, host_tops
 
-    def _run_backward(self, host_bottoms, host_tops, grads, need) -> list[torch.Tensor]:
+    def _run_backward(self, host_bottoms: Sequence[torch.Tensor],
+                      host_tops: Sequence[torch.Tensor], grads: Sequence[torch.Tensor],
+                      need: Sequence[bool]) -> list[torch.Tensor]:
         """The user's backward on blobs holding the pass's data and the tops' diffs."""
         bottoms, tops = [], []
         for j, hb in enumerate(host_bottoms):
@@ -361,7 +383,8 @@ class PythonLayer(_TorchLayer):
             diffs.append(b.tensor("diff").to(hb.dtype))
         return diffs
 
-    def backward_from_blobs(self, bottoms, tops, top_diffs, need) -> list:
+    def backward_from_blobs(self, bottoms: list[torch.Tensor], tops: list[torch.Tensor],
+                            top_diffs: list[torch.Tensor], need: list[bool]) -> list:
         """The user's backward on blobs holding the net's blobs' current data and diffs (as
         Caffe's PythonLayer hands its backward the net's own blobs)."""
         host = self._host
@@ -369,7 +392,7 @@ class PythonLayer(_TorchLayer):
                                  top_diffs, need)
         return [g.to(b.device) if n else None for g, b, n in zip(got, bottoms, need)]
 
-    def forward(self, *bottoms) -> Tops:
+    def forward(self, *bottoms: torch.Tensor) -> Tops:
         params = list(self.blob_params)
         grad = torch.is_grad_enabled() and (any(b.requires_grad for b in bottoms)
                                             or any(p.requires_grad for p in params))

@@ -23,12 +23,15 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import FunctionCtx
 
 from .. import fillers
 from ..layer import Layer, Shape, Tops, register
+from ..proto import caffe_pb2
 
 log = logging.getLogger("decaffe.recurrent")
 
@@ -43,7 +46,8 @@ class _LSTMCell(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, c_prev, gates, cont):
+    def forward(ctx: FunctionCtx, c_prev: torch.Tensor, gates: torch.Tensor,
+                cont: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         hdim = c_prev.shape[-1]
         sig = torch.sigmoid(gates[:, : 3 * hdim])
         i, f, o = sig[:, :hdim], sig[:, hdim: 2 * hdim], sig[:, 2 * hdim:]
@@ -56,7 +60,8 @@ class _LSTMCell(torch.autograd.Function):
         return c, h
 
     @staticmethod
-    def backward(ctx, dc, dh):
+    def backward(ctx: FunctionCtx, dc: torch.Tensor,
+                 dh: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
         c_prev, i, f, o, g, tanh_c = ctx.saved_tensors
         c_term = torch.addcmul(dc, dh * o, 1 - tanh_c * tanh_c)
         d_i = c_term * g * i * (1 - i)
@@ -72,7 +77,7 @@ class _RecurrentLayer(Layer):
     # names of the recurrent states (h0 → hT, ...), in Caffe's bottom/top order
     state_names: tuple[str, ...] = ()
 
-    def __init__(self, lp, phase: int) -> None:
+    def __init__(self, lp: caffe_pb2.LayerParameter, phase: int) -> None:
         super().__init__(lp, phase)
         self.expose_hidden = bool(lp.recurrent_param.expose_hidden)
         exposed = len(self.state_names) * self.expose_hidden
@@ -89,7 +94,7 @@ class _RecurrentLayer(Layer):
         return bottom_index != 1
 
     # -- set-up ---------------------------------------------------------------------------------
-    def _check_bottoms(self, shapes) -> None:
+    def _check_bottoms(self, shapes: list[Shape]) -> None:
         x, cont = shapes[0], shapes[1]
         self.check(len(x) >= 3, f"bottom[0] must have at least 3 axes -- (#timesteps, #streams, "
                    f"input...), its shape is {x}; Caffe projects it from axis 2")
@@ -104,7 +109,7 @@ class _RecurrentLayer(Layer):
             self.check(s[0] == x[1], f"bottom[2] (static input) has {s[0]} streams, bottom[0] "
                        f"has {x[1]}")
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.recurrent_param
         self.check(p.num_output > 0, "num_output must be positive", "recurrent_param.num_output")
         exposed = len(self.state_names) * self.expose_hidden
@@ -121,10 +126,10 @@ class _RecurrentLayer(Layer):
         self.check(self.num_blobs == len(self.blob_shapes()),
                    f"has {self.num_blobs} blobs, expected {len(self.blob_shapes())}")
 
-    def blob_shapes(self) -> list[tuple[tuple[int, ...], object]]:  # pragma: no cover
+    def blob_shapes(self) -> list[tuple[Shape, caffe_pb2.FillerParameter]]:  # pragma: no cover
         raise NotImplementedError
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         self._check_bottoms(bottom_shapes)
         x = bottom_shapes[0]
         self.check(x[0] == self.T, f"input number of timesteps changed: {x[0]}, the layer was "
@@ -156,7 +161,8 @@ class _RecurrentLayer(Layer):
             if buf is not None:
                 setattr(self, f"_carry{k}", torch.zeros_like(buf))
 
-    def _initial_states(self, hidden, n: int, like: torch.Tensor) -> list[torch.Tensor]:
+    def _initial_states(self, hidden: Sequence[torch.Tensor], n: int,
+                        like: torch.Tensor) -> list[torch.Tensor]:
         if self.expose_hidden:
             # Caffe shares only the data of h0/c0: no gradient flows into these bottoms
             return [h.detach().reshape(n, self.H) for h in hidden]
@@ -183,7 +189,8 @@ class _RecurrentLayer(Layer):
             setattr(self, f"_carry{k}", torch.cat((flat, buf[flat.numel():])))
 
     # -- forward --------------------------------------------------------------------------------
-    def _project(self, x: torch.Tensor, x_static: torch.Tensor | None, w_x, b_x, w_s):
+    def _project(self, x: torch.Tensor, x_static: torch.Tensor | None, w_x: torch.Tensor,
+                 b_x: torch.Tensor, w_s: torch.Tensor | None) -> torch.Tensor:
         """W·x_t + b for every timestep in one matmul, plus the static term (T×N×G)."""
         t, n = x.shape[0], x.shape[1]
         proj = F.linear(x.reshape(t * n, self.D), w_x, b_x).view(t, n, -1)
@@ -191,7 +198,8 @@ class _RecurrentLayer(Layer):
             proj = proj + F.linear(x_static.reshape(n, self.Ds), w_s).unsqueeze(0)
         return proj
 
-    def _split_bottoms(self, bottoms):
+    def _split_bottoms(self, bottoms: Sequence[torch.Tensor]) -> tuple[
+            torch.Tensor, torch.Tensor, torch.Tensor | None, Sequence[torch.Tensor]]:
         x, cont = bottoms[0], bottoms[1]
         x_static = bottoms[2] if self.static_input else None
         hidden = bottoms[2 + self.static_input:]
@@ -207,19 +215,28 @@ class _RecurrentLayer(Layer):
 
 @register("RNN")
 class RNNLayer(_RecurrentLayer):
-    """Caffe's RNN (Elman network with an output layer):
+    """Caffe's RNN: an Elman network with an output layer, run over T timesteps.
+
+    Bottoms: x, T×N×… (D values per timestep and stream; T and D fixed at setup); cont, T×N
+        sequence-continuation flags, which get no gradient; optionally x_static, N×… (D_static
+        values per stream); with expose_hidden, h0, 1×N×H, which gets no gradient.
+    Tops: o, T×N×H; with expose_hidden, the final state h_T, 1×N×H.
+    Blobs: in Caffe's order, W_xh H×D, b_h (H,), W_xh_static H×D_static (only with
+        x_static), W_hh H×H, W_ho H×H, b_o (H,).
+    Params: recurrent_param.num_output H (required, > 0), weight_filler (the weights) and
+        bias_filler (the biases) (default constant 0), debug_info (default false),
+        expose_hidden (default false).
+    Source: src/caffe/layers/rnn_layer.cpp and recurrent_layer.cpp.
 
         h_t = tanh(W_hh·(cont_t·h_{t−1}) + W_xh·x_t + b_h [+ W_xh_static·x_static])
         o_t = tanh(W_ho·h_t + b_o)
 
-    Top: o (T×N×H); exposed state: h. Blobs, in Caffe's order: W_xh (H×D), b_h (H),
-    W_xh_static (H×D_static, only with a static input), W_hh (H×H), W_ho (H×H), b_o (H).
-    Weights use recurrent_param.weight_filler, biases bias_filler.
+    The module docstring gives the conventions shared with LSTM (carried state, cont).
     """
 
     state_names = ("h",)
 
-    def blob_shapes(self) -> list[Shape]:
+    def blob_shapes(self) -> list[tuple[Shape, caffe_pb2.FillerParameter]]:
         p, h = self.lp.recurrent_param, self.H
         shapes = [((h, self.D), p.weight_filler), ((h,), p.bias_filler)]
         if self.static_input:
@@ -227,7 +244,7 @@ class RNNLayer(_RecurrentLayer):
         shapes += [((h, h), p.weight_filler), ((h, h), p.weight_filler), ((h,), p.bias_filler)]
         return shapes
 
-    def forward(self, *bottoms) -> Tops:
+    def forward(self, *bottoms: torch.Tensor) -> Tops:
         x, cont, x_static, hidden = self._split_bottoms(bottoms)
         w = list(self.blob_params)
         w_s = w.pop(2) if self.static_input else None
@@ -253,21 +270,30 @@ class RNNLayer(_RecurrentLayer):
 
 @register("LSTM")
 class LSTMLayer(_RecurrentLayer):
-    """Caffe's LSTM:
+    """Caffe's LSTM: a long short-term memory layer run over T timesteps.
+
+    Bottoms: x, T×N×… (D values per timestep and stream; T and D fixed at setup); cont, T×N
+        sequence-continuation flags, which get no gradient; optionally x_static, N×… (D_static
+        values per stream); with expose_hidden, h0 and c0, 1×N×H each, which get no gradient.
+    Tops: h, T×N×H; with expose_hidden, the final states h_T and c_T, 1×N×H each.
+    Blobs: in Caffe's order, W_xc 4H×D, b_c (4H,), W_xc_static 4H×D_static (only with
+        x_static), W_hc 4H×H; gate rows in the order i, f, o, g.
+    Params: recurrent_param.num_output H (required, > 0), weight_filler (the weights) and
+        bias_filler (the bias) (default constant 0), debug_info (default false), expose_hidden
+        (default false).
+    Source: src/caffe/layers/lstm_layer.cpp and recurrent_layer.cpp.
 
         gates_t = W_hc·(cont_t·h_{t−1}) + W_xc·x_t + b_c [+ W_xc_static·x_static]   (N×4H)
         i = σ(gates_t[:H]),  f = cont_t·σ(gates_t[H:2H]),  o = σ(gates_t[2H:3H]),
         g = tanh(gates_t[3H:])
         c_t = f·c_{t−1} + i·g,   h_t = o·tanh(c_t)
 
-    Top: h (T×N×H); exposed states: h then c. Blobs, in Caffe's order: W_xc (4H×D),
-    b_c (4H), W_xc_static (4H×D_static, only with a static input), W_hc (4H×H); gate rows
-    in the order i, f, o, g.
+    The module docstring gives the conventions shared with RNN (carried state, cont).
     """
 
     state_names = ("h", "c")
 
-    def blob_shapes(self) -> list[Shape]:
+    def blob_shapes(self) -> list[tuple[Shape, caffe_pb2.FillerParameter]]:
         p, g = self.lp.recurrent_param, 4 * self.H
         shapes = [((g, self.D), p.weight_filler), ((g,), p.bias_filler)]
         if self.static_input:
@@ -275,7 +301,7 @@ class LSTMLayer(_RecurrentLayer):
         shapes.append(((g, self.H), p.weight_filler))
         return shapes
 
-    def forward(self, *bottoms) -> Tops:
+    def forward(self, *bottoms: torch.Tensor) -> Tops:
         x, cont, x_static, hidden = self._split_bottoms(bottoms)
         w = list(self.blob_params)
         w_s = w.pop(2) if self.static_input else None
@@ -304,8 +330,13 @@ class LSTMLayer(_RecurrentLayer):
 class LSTMUnitLayer(Layer):
     """Caffe's LSTMUnit: one LSTM step on explicit blobs.
 
-    Bottoms: c_prev (1×N×H), gate inputs X (1×N×4H, order i, f, o, g), cont (1×N).
-    Tops: c (1×N×H), h (1×N×H), computed as in LSTM. No parameters; cont gets no gradient.
+    Bottoms: c_prev, 1×N×H; the gate inputs X, 1×N×4H (order i, f, o, g); cont, 1×N, which
+        gets no gradient.
+    Tops: c, 1×N×H; h, 1×N×H; computed as in LSTM.
+    Blobs: none.
+    Params: none.
+    Source: src/caffe/layers/lstm_unit_layer.cpp.
+
     Backward from the blobs follows lstm_unit_layer.cpp, which reads the top c: with
     t = tanh(c), dc' = dc + dh·o·(1 − t²), the diffs are dc_prev = dc'·f and, for the gates,
     dc'·g·i(1 − i), dc'·c_prev·f(1 − f), dh·t·o(1 − o), dc'·i·(1 − g²).
@@ -318,7 +349,7 @@ class LSTMUnitLayer(Layer):
     def allow_force_backward(self, bottom_index: int) -> bool:
         return bottom_index != 2
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         c, x, cont = (tuple(s) for s in bottom_shapes)
         n = c[1] if len(c) > 1 else None
         for k, s in enumerate((c, x, cont)):
@@ -331,13 +362,14 @@ class LSTMUnitLayer(Layer):
                    f"per stream, it has {x[2]}")
         return [c, c]
 
-    def forward(self, c_prev, x, cont) -> Tops:
+    def forward(self, c_prev: torch.Tensor, x: torch.Tensor, cont: torch.Tensor) -> Tops:
         n, hdim = c_prev.shape[1], c_prev.shape[2]
         ct = cont.detach().to(x.dtype).reshape(n, 1)
         c, h = _LSTMCell.apply(c_prev.reshape(n, hdim), x.reshape(n, 4 * hdim), ct)
         return c.unsqueeze(0), h.unsqueeze(0)
 
-    def backward_from_blobs(self, bottoms, tops, top_diffs, need) -> list:
+    def backward_from_blobs(self, bottoms: list[torch.Tensor], tops: list[torch.Tensor],
+                            top_diffs: list[torch.Tensor], need: list[bool]) -> list:
         c_prev, x, cont = bottoms
         n, hdim = c_prev.shape[1], c_prev.shape[2]
         c_prev, x = c_prev.reshape(n, hdim), x.reshape(n, 4 * hdim)

@@ -10,9 +10,11 @@ Reshape, Slice with one top, Concat with one bottom).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import FunctionCtx
 
 from .. import fillers
 from ..layer import Layer, Shape, Tops, register
@@ -24,11 +26,11 @@ EltwiseOp = caffe_pb2.EltwiseParameter
 ReductionOp = caffe_pb2.ReductionParameter
 
 
-def _shape(s) -> tuple[int, ...]:
+def _shape(s: Iterable[int]) -> tuple[int, ...]:
     return tuple(int(d) for d in s)
 
 
-def _count(shape, start: int = 0, end: int | None = None) -> int:
+def _count(shape: Sequence[int], start: int = 0, end: int | None = None) -> int:
     return math.prod(shape[start:end])
 
 
@@ -47,7 +49,7 @@ class _Planned(Layer):
     def plan(self, shapes: list[tuple[int, ...]]) -> tuple[list[tuple[int, ...]], object]:
         raise NotImplementedError
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         shapes = [_shape(s) for s in bottom_shapes]
         tops, self._plan = self.plan(shapes)
         self._planned_for = tuple(shapes)
@@ -68,7 +70,7 @@ class _QuotientProd(torch.autograd.Function):
     """Product of the bottoms whose gradient is Caffe's unstable one: top/bottom_i · dy."""
 
     @staticmethod
-    def forward(ctx, *xs):
+    def forward(ctx: FunctionCtx, *xs: torch.Tensor) -> torch.Tensor:
         y = xs[0] * xs[1]
         for x in xs[2:]:
             y = y * x
@@ -76,7 +78,7 @@ class _QuotientProd(torch.autograd.Function):
         return y
 
     @staticmethod
-    def backward(ctx, grad):
+    def backward(ctx: FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         y, *xs = ctx.saved_tensors
         return tuple((y / x) * grad if need else None
                      for x, need in zip(xs, ctx.needs_input_grad))
@@ -84,9 +86,16 @@ class _QuotientProd(torch.autograd.Function):
 
 @register("Eltwise")
 class EltwiseLayer(_Planned):
-    """Element-wise combination of bottoms of one shape.
+    """Element-wise combination of bottoms of one shape: SUM, PROD or MAX.
 
-    SUM: Σ coeff_i·x_i (coeff: none, or one per bottom; gradient coeff_i·dy).
+    Bottoms: two or more, all of one shape (any); each gets a gradient.
+    Tops: y, of the bottoms' shape.
+    Blobs: none.
+    Params: eltwise_param.operation (default SUM), coeff (SUM only: none, or one per bottom),
+        stable_prod_grad (default true).
+    Source: src/caffe/layers/eltwise_layer.cpp.
+
+    SUM: Σ coeff_i·x_i (gradient coeff_i·dy).
     PROD: Π x_i; the gradient is the product of the other bottoms (stable_prod_grad,
     default) or top/x_i (stable_prod_grad false, Caffe's cheaper form, infinite at 0).
     MAX: the largest value; the gradient goes to the bottom Caffe's forward picked:
@@ -97,7 +106,7 @@ class EltwiseLayer(_Planned):
     min_bottoms = 2
     exact_tops = 1
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.eltwise_param
         n = len(bottom_shapes)
         self.op = p.operation
@@ -117,25 +126,25 @@ class EltwiseLayer(_Planned):
         self.check(self.op in ops, f"unknown operation {self.op}", "eltwise_param.operation")
         self._op = ops[self.op]  # a name, not a bound method: no module reference cycle
 
-    def plan(self, shapes) -> tuple[list[Shape], object]:
+    def plan(self, shapes: list[Shape]) -> tuple[list[Shape], object]:
         first = shapes[0]
         for i, s in enumerate(shapes[1:], 1):
             self.check(s == first, f"bottom {i} has shape {s}, bottom 0 has {first}; all "
                        "bottoms must have the same shape")
         return [first], None
 
-    def forward(self, *xs) -> Tops:
+    def forward(self, *xs: torch.Tensor) -> Tops:
         self.planned(*xs)  # no silent broadcasting: Caffe requires equal shapes
         return getattr(self, self._op)(xs)
 
-    def _sum(self, xs):
+    def _sum(self, xs: Sequence[torch.Tensor]) -> torch.Tensor:
         c = self.coeffs
         y = xs[0] if c[0] == 1.0 else xs[0] * c[0]
         for x, ci in zip(xs[1:], c[1:]):
             y = torch.add(y, x) if ci == 1.0 else torch.add(y, x, alpha=ci)
         return y
 
-    def _prod(self, xs):
+    def _prod(self, xs: Sequence[torch.Tensor]) -> torch.Tensor:
         if not self.stable_prod_grad and torch.is_grad_enabled() and any(
                 x.requires_grad for x in xs):
             return _QuotientProd.apply(*xs)
@@ -144,12 +153,13 @@ class EltwiseLayer(_Planned):
             y = y * x
         return y
 
-    def backward_from_blobs(self, bottoms, tops, top_diffs, need) -> list:
+    def backward_from_blobs(self, bottoms: list[torch.Tensor], tops: list[torch.Tensor],
+                            top_diffs: list[torch.Tensor], need: list[bool]) -> list:
         # PROD without stable_prod_grad: dx_i = dy·y/x_i
         y, dy = tops[0], top_diffs[0]
         return [dy * (y / x) if n else None for x, n in zip(bottoms, need)]
 
-    def _max(self, xs):
+    def _max(self, xs: Sequence[torch.Tensor]) -> torch.Tensor:
         # torch.where routes the gradient to the branch it took: Caffe's argmax mask
         y = torch.where(xs[0] > xs[1], xs[0], xs[1])
         for x in xs[2:]:
@@ -160,7 +170,8 @@ class EltwiseLayer(_Planned):
 # ----------------------------------------------------------------------------------------------
 # Concat, Slice
 # ----------------------------------------------------------------------------------------------
-def _legacy_axis(layer: Layer, p, legacy: str, num_axes: int, field: str) -> int:
+def _legacy_axis(layer: Layer, p: caffe_pb2.ConcatParameter | caffe_pb2.SliceParameter,
+                 legacy: str, num_axes: int, field: str) -> int:
     """The axis from `axis`, or from the legacy non-negative field when that is set."""
     if p.HasField(legacy):
         axis = int(getattr(p, legacy))
@@ -172,18 +183,27 @@ def _legacy_axis(layer: Layer, p, legacy: str, num_axes: int, field: str) -> int
 
 @register("Concat")
 class ConcatLayer(_Planned):
-    """Joins the bottoms along `axis` (default 1; legacy concat_dim). All other axes
-    must agree. One bottom: the top is the bottom."""
+    """Concatenation of the bottoms along one axis.
+
+    Bottoms: one or more, with the same number of axes and equal sizes on every axis but
+        `axis` (e.g. N×C_i×H×W); each gets a gradient.
+    Tops: y, the bottoms' shape with `axis` the sum of theirs (N×ΣC_i×H×W); with one bottom,
+        the bottom itself (a view).
+    Blobs: none.
+    Params: concat_param.axis (default 1, negative counts from the end) or the legacy
+        concat_dim (default 1), not both.
+    Source: src/caffe/layers/concat_layer.cpp.
+    """
 
     min_bottoms = 1
     exact_tops = 1
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.concat_param
         self.check(not (p.HasField("axis") and p.HasField("concat_dim")),
                    "give either axis or concat_dim, not both", "concat_param")
 
-    def plan(self, shapes) -> tuple[list[Shape], object]:
+    def plan(self, shapes: list[Shape]) -> tuple[list[Shape], object]:
         n = len(shapes[0])
         axis = _legacy_axis(self, self.lp.concat_param, "concat_dim", n, "concat_param")
         top = list(shapes[0])
@@ -196,7 +216,7 @@ class ConcatLayer(_Planned):
             top[axis] += s[axis]
         return [tuple(top)], axis
 
-    def forward(self, *xs) -> Tops:
+    def forward(self, *xs: torch.Tensor) -> Tops:
         axis = self.planned(*xs)
         if len(xs) == 1:
             return xs[0].view(xs[0].shape)
@@ -205,20 +225,28 @@ class ConcatLayer(_Planned):
 
 @register("Slice")
 class SliceLayer(_Planned):
-    """Cuts the bottom along `axis` (default 1; legacy slice_dim) at the slice_points
-    (strictly increasing, one fewer than the tops), or into equal parts when none are
-    given. One top: the top is the bottom."""
+    """Slices the bottom along one axis into several tops.
+
+    Bottoms: x, any shape (e.g. N×C×H×W).
+    Tops: one or more, x's shape with `axis` cut at the slice points (or into equal parts);
+        with one top, the bottom itself (a view).
+    Blobs: none.
+    Params: slice_param.axis (default 1, negative counts from the end) or the legacy slice_dim
+        (default 1), not both; slice_point (strictly increasing, one fewer than the tops; none:
+        equal parts).
+    Source: src/caffe/layers/slice_layer.cpp.
+    """
 
     exact_bottoms = 1
     min_tops = 1
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.slice_param
         self.check(not (p.HasField("axis") and p.HasField("slice_dim")),
                    "give either axis or slice_dim, not both", "slice_param")
         self.points = [int(v) for v in p.slice_point]
 
-    def plan(self, shapes) -> tuple[list[Shape], object]:
+    def plan(self, shapes: list[Shape]) -> tuple[list[Shape], object]:
         shape = shapes[0]
         axis = _legacy_axis(self, self.lp.slice_param, "slice_dim", len(shape), "slice_param")
         size = shape[axis]
@@ -249,7 +277,7 @@ class SliceLayer(_Planned):
             tops.append(tuple(t))
         return tops, (axis, sizes)
 
-    def forward(self, x) -> Tops:
+    def forward(self, x: torch.Tensor) -> Tops:
         axis, sizes = self.planned(x)
         if len(sizes) == 1:
             return x.view(x.shape)
@@ -261,17 +289,24 @@ class SliceLayer(_Planned):
 # ----------------------------------------------------------------------------------------------
 @register("Flatten")
 class FlattenLayer(_Planned):
-    """Merges axes axis..end_axis (defaults 1 and −1) into one; the top shares the
-    bottom's memory. Not allowed in place."""
+    """Merges the axes axis..end_axis into one.
+
+    Bottoms: x, any shape (e.g. N×C×H×W).
+    Tops: x's values with axes axis..end_axis merged (N×(C·H·W) by default), sharing the
+        bottom's memory; not the bottom itself (no in-place computation).
+    Blobs: none.
+    Params: flatten_param.axis (default 1), end_axis (default −1); negative counts from the end.
+    Source: src/caffe/layers/flatten_layer.cpp.
+    """
 
     exact_bottoms = 1
     exact_tops = 1
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         self.check(self.top_names[0] != self.bottom_names[0],
                    "Flatten does not allow in-place computation")
 
-    def plan(self, shapes) -> tuple[list[Shape], object]:
+    def plan(self, shapes: list[Shape]) -> tuple[list[Shape], object]:
         shape = shapes[0]
         p = self.lp.flatten_param
         start = canonical_axis(p.axis, len(shape), self, "flatten_param.axis")
@@ -280,22 +315,31 @@ class FlattenLayer(_Planned):
                    f"{len(shape)}-axis bottom", "flatten_param.end_axis")
         return [shape[:start] + (_count(shape, start, end + 1),) + shape[end + 1:]], (start, end)
 
-    def forward(self, x) -> Tops:
+    def forward(self, x: torch.Tensor) -> Tops:
         start, end = self.planned(x)
         return torch.flatten(x, start, end)
 
 
 @register("Reshape")
 class ReshapeLayer(_Planned):
-    """Replaces the bottom's axes [axis, axis + num_axes) (num_axes −1: to the end;
-    a negative axis counts from the end, −1 meaning after the last axis) by
-    reshape_param.shape, where 0 copies the bottom's dimension at that position and
-    one −1 is inferred from the count. The top shares the bottom's memory."""
+    """Gives the bottom's values a new shape (0 copies a dimension, −1 is inferred).
+
+    Bottoms: x, any shape.
+    Tops: x's values in the shape below, sharing the bottom's memory; not the bottom itself
+        (no in-place computation).
+    Blobs: none.
+    Params: reshape_param.shape (0 copies the bottom's dimension at that position; one −1 is
+        inferred from the count), axis (default 0), num_axes (default −1).
+    Source: src/caffe/layers/reshape_layer.cpp.
+
+    The bottom's axes [axis, axis + num_axes) (num_axes −1: to the end; a negative axis counts
+    from the end, −1 meaning after the last axis) are replaced by reshape_param.shape.
+    """
 
     exact_bottoms = 1
     exact_tops = 1
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         self.check(self.top_names[0] != self.bottom_names[0],
                    f"Reshape Layer does not allow in-place computation (top '{self.top_names[0]}' "
                    "is its bottom)")
@@ -341,11 +385,11 @@ class ReshapeLayer(_Planned):
                    f"values, the bottom {shape} has {total}", "reshape_param.shape")
         return tuple(top)
 
-    def plan(self, shapes) -> tuple[list[Shape], object]:
+    def plan(self, shapes: list[Shape]) -> tuple[list[Shape], object]:
         top = self._top_shape(shapes[0])
         return [top], top
 
-    def forward(self, x) -> Tops:
+    def forward(self, x: torch.Tensor) -> Tops:
         return x.reshape(self.planned(x))
 
 
@@ -354,9 +398,16 @@ class ReshapeLayer(_Planned):
 # ----------------------------------------------------------------------------------------------
 @register("Crop")
 class CropLayer(_Planned):
-    """Crops bottom 0 to bottom 1's shape on the axes from `axis` (default 2) on, starting
-    at `offset` (none: 0; one: the same for every cropped axis; else one per cropped
-    axis). Earlier axes are kept. Bottom 1 only gives a shape: it gets no gradient."""
+    """Crops bottom 0 to bottom 1's size on the axes from `axis` on.
+
+    Bottoms: x, the blob to crop (e.g. N×C×H×W); ref, whose shape gives the crop's size (at
+        least x's number of axes); ref gets no gradient.
+    Tops: y, x's shape before `axis`, ref's from `axis` on (e.g. N×C×H_ref×W_ref).
+    Blobs: none.
+    Params: crop_param.axis (default 2, negative counts from the end), offset (none: 0; one:
+        the same for every cropped axis; else one per cropped axis).
+    Source: src/caffe/layers/crop_layer.cpp.
+    """
 
     exact_bottoms = 2
     exact_tops = 1
@@ -364,7 +415,7 @@ class CropLayer(_Planned):
     def allow_force_backward(self, bottom_index: int) -> bool:
         return bottom_index == 0
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.crop_param
         n = len(bottom_shapes[0])
         start = canonical_axis(p.axis, n, self, "crop_param.axis")
@@ -373,7 +424,7 @@ class CropLayer(_Planned):
                        f"{n - start} axes from axis {start} of a {n}-axis bottom; give 1 or "
                        f"{n - start}", "crop_param.offset")
 
-    def plan(self, shapes) -> tuple[list[Shape], object]:
+    def plan(self, shapes: list[Shape]) -> tuple[list[Shape], object]:
         p = self.lp.crop_param
         shape, ref = shapes
         n = len(shape)
@@ -395,25 +446,33 @@ class CropLayer(_Planned):
             index.append(slice(off, off + top[i]))
         return [tuple(top)], tuple(index)
 
-    def forward(self, x, ref) -> Tops:
+    def forward(self, x: torch.Tensor, ref: torch.Tensor) -> Tops:
         return x[self.planned(x, ref)]
 
 
 @register("Tile")
 class TileLayer(_Planned):
-    """Repeats the bottom `tiles` times along `axis` (default 1): each block of axes
-    axis.. is copied tiles times in a row."""
+    """Repeats the bottom `tiles` times along one axis.
+
+    Bottoms: x, any shape (e.g. N×C×H×W).
+    Tops: x's shape with `axis` multiplied by tiles (N×(C·tiles)×H×W by default); each block of
+        axes axis.. is copied tiles times in a row.
+    Blobs: none.
+    Params: tile_param.tiles (required, > 0; no default), axis (default 1, negative counts from
+        the end).
+    Source: src/caffe/layers/tile_layer.cpp.
+    """
 
     exact_bottoms = 1
     exact_tops = 1
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.tile_param
         self.check(p.HasField("tiles"), "the number of tiles must be given", "tile_param.tiles")
         self.check(p.tiles > 0, f"must be positive, not {p.tiles}", "tile_param.tiles")
         self.tiles = int(p.tiles)
 
-    def plan(self, shapes) -> tuple[list[Shape], object]:
+    def plan(self, shapes: list[Shape]) -> tuple[list[Shape], object]:
         shape = shapes[0]
         axis = canonical_axis(self.lp.tile_param.axis, len(shape), self, "tile_param.axis")
         top, reps = list(shape), [1] * len(shape)
@@ -421,7 +480,7 @@ class TileLayer(_Planned):
         reps[axis] = self.tiles
         return [tuple(top)], reps
 
-    def forward(self, x) -> Tops:
+    def forward(self, x: torch.Tensor) -> Tops:
         return x.repeat(self.planned(x))
 
 
@@ -430,14 +489,22 @@ class TileLayer(_Planned):
 # ----------------------------------------------------------------------------------------------
 @register("Reduction")
 class ReductionLayer(_Planned):
-    """Reduces all axes from `axis` (default 0: everything, a scalar top) to one value:
-    SUM Σx, ASUM Σ|x|, SUMSQ Σx², MEAN Σx/n; then multiplies by coeff. The top keeps
-    the axes before `axis`."""
+    """Reduces all axes from `axis` on to one value (SUM, ASUM, SUMSQ or MEAN), times coeff.
+
+    Bottoms: x, any shape.
+    Tops: x's axes before `axis` (default 0: a scalar, shape ()).
+    Blobs: none.
+    Params: reduction_param.operation (default SUM), axis (default 0, negative counts from the
+        end), coeff (default 1).
+    Source: src/caffe/layers/reduction_layer.cpp.
+
+    SUM Σx, ASUM Σ|x|, SUMSQ Σx², MEAN Σx/n; then multiplied by coeff.
+    """
 
     exact_bottoms = 1
     exact_tops = 1
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.reduction_param
         self.op = p.operation
         self.check(self.op in (ReductionOp.SUM, ReductionOp.ASUM, ReductionOp.SUMSQ,
@@ -445,13 +512,13 @@ class ReductionLayer(_Planned):
                    "reduction_param.operation")
         self.coeff = float(p.coeff)
 
-    def plan(self, shapes) -> tuple[list[Shape], object]:
+    def plan(self, shapes: list[Shape]) -> tuple[list[Shape], object]:
         shape = shapes[0]
         axis = canonical_axis(self.lp.reduction_param.axis, len(shape), self,
                               "reduction_param.axis")
         return [shape[:axis]], (shape[:axis], _count(shape, axis))
 
-    def forward(self, x) -> Tops:
+    def forward(self, x: torch.Tensor) -> Tops:
         lead, dim = self.planned(x)
         rows = x.reshape(*lead, dim)
         coeff = self.coeff
@@ -471,18 +538,25 @@ class ReductionLayer(_Planned):
 class ArgMaxLayer(_Planned):
     """Indices (and optionally values) of the top_k largest values.
 
-    Without `axis`: per item over all its values; the top has max(num_axes, 3) axes,
-    (N, 1, top_k, 1...) of indices, or (N, 2, top_k, 1...) with the indices in channel 0
-    and the values in channel 1 when out_max_val. With `axis`: along that axis, whose
-    size becomes top_k; the top holds values if out_max_val, else indices. Ties go to the
-    larger index (Caffe sorts (value, index) pairs in descending order). Indices are
-    stored as floats. Caffe has no backward: a gradient through it raises.
+    Bottoms: x, N×… (e.g. N×C×H×W); no gradient (see below).
+    Tops: without `axis`, N×1×top_k (N×2×top_k with out_max_val), followed by 1s when x has
+        more than 3 axes; with `axis`, x's shape with that axis top_k.
+    Blobs: none.
+    Params: argmax_param.out_max_val (default false), top_k (default 1), axis (unset: per item
+        over all its values).
+    Source: src/caffe/layers/argmax_layer.cpp.
+
+    Without `axis`: per item over all its values; the top holds the indices, or with
+    out_max_val the indices in channel 0 and the values in channel 1. With `axis`: along that
+    axis; the top holds values if out_max_val, else indices. Ties go to the larger index
+    (Caffe sorts (value, index) pairs in descending order). Indices are stored as floats.
+    Caffe has no backward: a gradient through it raises.
     """
 
     exact_bottoms = 1
     exact_tops = 1
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.argmax_param
         shape = _shape(bottom_shapes[0])
         self.out_max_val = p.out_max_val
@@ -499,7 +573,7 @@ class ArgMaxLayer(_Planned):
                        f"{_count(shape, 1)} values per item (bottom shape {shape})",
                        "argmax_param.top_k")
 
-    def plan(self, shapes) -> tuple[list[Shape], object]:
+    def plan(self, shapes: list[Shape]) -> tuple[list[Shape], object]:
         shape = shapes[0]
         if self.has_axis:
             self.check(len(shape) > self.axis and self.top_k <= shape[self.axis],
@@ -517,7 +591,7 @@ class ArgMaxLayer(_Planned):
         top[2] = self.top_k
         return [tuple(top)], tuple(top)
 
-    def _compute(self, x):
+    def _compute(self, x: torch.Tensor) -> torch.Tensor:
         top = self.planned(x)
         if self.has_axis:
             data, d = x, self.axis
@@ -538,7 +612,7 @@ class ArgMaxLayer(_Planned):
         out = torch.stack((idx, vals), dim=1) if self.out_max_val else idx.unsqueeze(1)
         return out.reshape(top)
 
-    def forward(self, x) -> Tops:
+    def forward(self, x: torch.Tensor) -> Tops:
         return no_backward(self, "ArgMax has no backward (Caffe: NOT_IMPLEMENTED); set "
                            "propagate_down: false on this layer", self._compute, x)
 
@@ -565,12 +639,20 @@ def _check_range(layer: Layer, values: torch.Tensor, limit: int, what: str) -> N
 
 @register("Embed")
 class EmbedLayer(Layer):
-    """A lookup table: each bottom value (an index held as a float, truncated to an
-    integer) selects a row of the K×N weight (input_dim × num_output), plus the bias
-    when bias_term. The top is the bottom's shape + (N,). The indices get no gradient:
-    force_backward leaves them out, and a gradient that must flow into them raises (Caffe
-    aborts). Indices outside [0, input_dim) raise for CPU tensors (Caffe only checks them
-    in debug builds)."""
+    """A lookup table: each bottom value selects a row of the weights, plus the bias.
+
+    Bottoms: indices, any shape (floats, truncated to integers, each in [0, input_dim)); no
+        gradient (see below).
+    Tops: the indices' shape + (num_output,).
+    Blobs: the weights, input_dim×num_output; the bias, (num_output,), when bias_term.
+    Params: embed_param.num_output and input_dim (both required, > 0; no defaults), bias_term
+        (default true), weight_filler and bias_filler (default constant 0).
+    Source: src/caffe/layers/embed_layer.cpp.
+
+    The indices get no gradient: force_backward leaves them out, and a gradient that must flow
+    into them raises (Caffe aborts). Indices outside [0, input_dim) raise for CPU tensors (Caffe
+    only checks them in debug builds).
+    """
 
     exact_bottoms = 1
     exact_tops = 1
@@ -578,7 +660,7 @@ class EmbedLayer(Layer):
     def allow_force_backward(self, bottom_index: int) -> bool:
         return False
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.embed_param
         self.N, self.K = int(p.num_output), int(p.input_dim)
         self.check(self.N > 0, "must be positive", "embed_param.num_output")
@@ -589,16 +671,16 @@ class EmbedLayer(Layer):
             if self.bias_term:
                 self.add_blob(fillers.fill(p.bias_filler, (self.N,), where=self.name))
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         return [_shape(bottom_shapes[0]) + (self.N,)]
 
-    def _lookup(self, x):
+    def _lookup(self, x: torch.Tensor) -> torch.Tensor:
         idx = x.detach().long()  # C's cast: truncation toward zero
         _check_range(self, idx, self.K, "embed indices")
         y = F.embedding(idx, self.blob_params[0])
         return y + self.blob_params[1] if self.bias_term else y
 
-    def forward(self, x) -> Tops:
+    def forward(self, x: torch.Tensor) -> Tops:
         if x.requires_grad:
             return no_backward(self, "cannot backpropagate to the Embed layer's input; set "
                                "propagate_down: false", self._lookup, x)
@@ -607,10 +689,18 @@ class EmbedLayer(Layer):
 
 @register("Filter")
 class FilterLayer(_Planned):
-    """Keeps the items (along axis 0) whose selector value is non-zero. The last bottom
-    is the selector (shape (N,) or (N, 1, ...)); every other bottom i gives top i with
-    only the selected items, in order. Unselected items get zero gradient; the selector
-    gets none (Caffe aborts if it needs one; decaffe raises).
+    """Keeps the items (along axis 0) whose selector value is non-zero.
+
+    Bottoms: one or more blobs to filter, each N×…; then the selector, (N,) or N×1×…, the
+        last bottom, which gets no gradient.
+    Tops: one per filtered bottom, its shape with N the number of selected items.
+    Blobs: none.
+    Params: none.
+    Source: src/caffe/layers/filter_layer.cpp.
+
+    Every bottom i but the last gives top i with only the selected items, in order.
+    Unselected items get zero gradient; the selector gets none (Caffe aborts if it needs one;
+    decaffe raises).
 
     The top's first dimension depends on the selector's values, so ``reshape`` (which
     sees only shapes) gives the upper bound N, as Caffe's first Reshape does; forward
@@ -624,12 +714,12 @@ class FilterLayer(_Planned):
     def allow_force_backward(self, bottom_index: int) -> bool:
         return bottom_index != len(self.bottom_names) - 1
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         self.check(len(self.top_names) == len(bottom_shapes) - 1,
                    f"{len(bottom_shapes)} bottoms (the last is the selector) need "
                    f"{len(bottom_shapes) - 1} tops, {len(self.top_names)} given")
 
-    def plan(self, shapes) -> tuple[list[Shape], object]:
+    def plan(self, shapes: list[Shape]) -> tuple[list[Shape], object]:
         sel = shapes[-1]
         self.check(len(sel) >= 1 and all(d == 1 for d in sel[1:]),
                    f"the selector (last bottom) has shape {sel}; all its axes but the first "
@@ -639,12 +729,12 @@ class FilterLayer(_Planned):
                        f"selector has {sel}; their first dimensions must match")
         return list(shapes[:-1]), None
 
-    def _select(self, *xs):
+    def _select(self, *xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         *data, sel = xs
         keep = torch.nonzero(sel.detach().reshape(-1)).reshape(-1)
         return tuple(x.index_select(0, keep) for x in data)
 
-    def forward(self, *xs) -> Tops:
+    def forward(self, *xs: torch.Tensor) -> Tops:
         self.planned(*xs)
         if xs[-1].requires_grad:
             return no_backward(self, "cannot backpropagate to the selector (last bottom); "
@@ -654,9 +744,17 @@ class FilterLayer(_Planned):
 
 @register("BatchReindex")
 class BatchReindexLayer(_Planned):
-    """top[i] = bottom0[index[i]] along axis 0, where bottom 1 holds the indices (one
-    axis, as floats, each in [0, N)). The gradient to bottom 0 adds up over repeated
-    indices; the indices get none (Caffe aborts if asked; decaffe raises)."""
+    """Gathers items along axis 0: top[i] = x[index[i]].
+
+    Bottoms: x, N×…; the indices, (M,) (floats, each in [0, N)), which get no gradient.
+    Tops: M×… (x's shape with M items).
+    Blobs: none.
+    Params: none.
+    Source: src/caffe/layers/batch_reindex_layer.cpp.
+
+    The gradient to x adds up over repeated indices; the indices get none (Caffe aborts if
+    asked; decaffe raises).
+    """
 
     exact_bottoms = 2
     exact_tops = 1
@@ -664,17 +762,17 @@ class BatchReindexLayer(_Planned):
     def allow_force_backward(self, bottom_index: int) -> bool:
         return bottom_index == 0
 
-    def plan(self, shapes) -> tuple[list[Shape], object]:
+    def plan(self, shapes: list[Shape]) -> tuple[list[Shape], object]:
         shape, ind = shapes
         self.check(len(ind) == 1, f"the index bottom must have one axis; its shape is {ind}")
         return [(ind[0],) + shape[1:]], None
 
-    def _gather(self, x, ind):
+    def _gather(self, x: torch.Tensor, ind: torch.Tensor) -> torch.Tensor:
         # Caffe checks the float values, so -0.5 is rejected although it casts to 0.
         _check_range(self, ind, x.shape[0], "batch indices")
         return x.index_select(0, ind.detach().long())
 
-    def forward(self, x, ind) -> Tops:
+    def forward(self, x: torch.Tensor, ind: torch.Tensor) -> Tops:
         self.planned(x, ind)
         if ind.requires_grad:
             return no_backward(self, "cannot backpropagate to the index bottom; set its "
@@ -687,13 +785,20 @@ class BatchReindexLayer(_Planned):
 # ----------------------------------------------------------------------------------------------
 @register("Parameter")
 class ParameterLayer(Layer):
-    """A learnable blob (parameter_param.shape, zeros unless weights are loaded) given
-    out as the top: the top shares the blob's data, and its gradient is the blob's."""
+    """A learnable blob given out as the top.
+
+    Bottoms: none.
+    Tops: the blob, of parameter_param.shape: it shares the blob's data, and its gradient is
+        the blob's.
+    Blobs: one, of parameter_param.shape (zeros unless weights are loaded).
+    Params: parameter_param.shape.
+    Source: src/caffe/layers/parameter_layer.cpp.
+    """
 
     exact_bottoms = 0
     exact_tops = 1
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         dims = _shape(self.lp.parameter_param.shape.dim)
         self.check(all(d >= 0 for d in dims), f"negative dimension in {dims}",
                    "parameter_param.shape")
@@ -701,7 +806,7 @@ class ParameterLayer(Layer):
             self.add_blob(torch.zeros(dims))
         self.dims = dims
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         return [self.dims]
 
     def forward(self) -> Tops:
@@ -711,16 +816,25 @@ class ParameterLayer(Layer):
 
 @register("Silence")
 class SilenceLayer(Layer):
-    """Consumes its bottoms so they are not net outputs; no tops. In Caffe its backward
-    zeroes the bottoms' diffs; here nothing flows back from it, so those diffs stay 0."""
+    """Consumes its bottoms so they are not net outputs.
+
+    Bottoms: one or more, any shapes.
+    Tops: none.
+    Blobs: none.
+    Params: none.
+    Source: src/caffe/layers/silence_layer.cpp.
+
+    In Caffe its backward zeroes the bottoms' diffs; here nothing flows back from it, so those
+    diffs stay 0.
+    """
 
     min_bottoms = 1
     exact_tops = 0
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         return []
 
-    def forward(self, *xs) -> Tops:
+    def forward(self, *xs: torch.Tensor) -> Tops:
         return ()
 
 
@@ -730,9 +844,15 @@ _FILLER_TYPES = ("constant", "uniform", "gaussian", "positive_unitball", "xavier
 
 @register("DummyData")
 class DummyDataLayer(Layer):
-    """Tops of given shapes (dummy_data_param.shape once or once per top, or the legacy
-    num/channels/height/width), filled by data_filler (none: constant 0; one: for every
-    top; else one per top).
+    """Tops of given shapes, filled by fillers: constant ones once, the others every forward.
+
+    Bottoms: none.
+    Tops: one or more, each of its dummy_data_param shape.
+    Blobs: none.
+    Params: dummy_data_param.shape (once or once per top) or the legacy num, channels, height
+        and width (each once or once per top), not both; data_filler (none: constant 0; one: for
+        every top; else one per top).
+    Source: src/caffe/layers/dummy_data_layer.cpp.
 
     As in Caffe, tops with a constant filler are filled once at setup and never again (so
     values written into them stay), while the others are refilled at every forward, from
@@ -743,7 +863,7 @@ class DummyDataLayer(Layer):
     min_tops = 1
     is_data = True
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.dummy_data_param
         ntop = len(self.top_names)
         nf = len(p.data_filler)
@@ -786,7 +906,7 @@ class DummyDataLayer(Layer):
                                      persistent=False)
                 self._constant.append(i)
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         return list(self.shapes)
 
     def forward(self) -> Tops:

@@ -10,6 +10,7 @@ explicitly so that the same kernels do.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -59,8 +60,8 @@ class _ConvSpec:
         return tuple(d * (k - 1) + 1 for k, d in zip(self.kernel, self.dilation))
 
 
-def _per_axis(layer: Layer, p, name: str, n: int, default: int | None,
-              hw: tuple[str, str] | None) -> tuple[int, ...]:
+def _per_axis(layer: Layer, p: caffe_pb2.ConvolutionParameter, name: str, n: int,
+              default: int | None, hw: tuple[str, str] | None) -> tuple[int, ...]:
     """One value per spatial axis from a repeated field or its 2-D `_h`/`_w` pair (Caffe's rules:
     the pair only for 2-D and never with the repeated field; the repeated field given 0 times
     (when it has a default), once, or once per axis)."""
@@ -79,7 +80,8 @@ def _per_axis(layer: Layer, p, name: str, n: int, default: int | None,
     return tuple(values[0 if len(values) == 1 else i] for i in range(n))
 
 
-def _conv_spec(layer: Layer, p, shape: Shape, min_spatial: int) -> _ConvSpec:
+def _conv_spec(layer: Layer, p: caffe_pb2.ConvolutionParameter, shape: Shape,
+               min_spatial: int) -> _ConvSpec:
     """Read and check kernel/stride/pad/dilation for a bottom of this shape."""
     axis = canonical_axis(p.axis, len(shape), layer, "convolution_param.axis")
     n = len(shape) - axis - 1
@@ -143,7 +145,8 @@ def _im2col(x: torch.Tensor, spec: _ConvSpec, extra: tuple[int, ...]) -> torch.T
     return x.reshape(num, c * math.prod(spec.kernel), *out)
 
 
-def _conv_generic(x, w, b, spec: _ConvSpec, extra, groups: int) -> torch.Tensor:
+def _conv_generic(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, spec: _ConvSpec,
+                  extra: tuple[int, ...], groups: int) -> torch.Tensor:
     """Convolution of any number of spatial axes (torch has kernels for 1 to 3): im2col, then
     one batched matrix product per group."""
     num = x.shape[0]
@@ -158,7 +161,8 @@ def _conv_generic(x, w, b, spec: _ConvSpec, extra, groups: int) -> torch.Tensor:
     return y
 
 
-def _deconv_generic(x, w, b, spec: _ConvSpec, groups: int) -> torch.Tensor:
+def _deconv_generic(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, spec: _ConvSpec,
+                    groups: int) -> torch.Tensor:
     """Transposed convolution of any number of spatial axes: spread the input `stride` apart,
     then convolve with the spatially flipped, in/out-swapped weights, padded by extent−1−pad."""
     n = len(spec.kernel)
@@ -183,7 +187,7 @@ class _ConvolutionBase(Layer):
     min_tops = 1
     transposed = False
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.convolution_param
         self.check(len(self.top_names) == len(self.bottom_names),
                    f"needs one top per bottom ({len(self.bottom_names)} bottoms, "
@@ -246,7 +250,7 @@ class _ConvolutionBase(Layer):
         self._plans[shape] = plan
         return plan
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         first = tuple(bottom_shapes[0])
         for i, s in enumerate(bottom_shapes[1:], 1):
             self.check(tuple(s) == first, f"all bottoms must have the same shape: bottom {i} is "
@@ -255,7 +259,8 @@ class _ConvolutionBase(Layer):
         top = plan.lead + (self.num_output,) + plan.out
         return [top] * len(bottom_shapes)
 
-    def _convolve(self, x: torch.Tensor, w=None, b=None) -> torch.Tensor:
+    def _convolve(self, x: torch.Tensor, w: torch.Tensor | None = None,
+                  b: torch.Tensor | None = None) -> torch.Tensor:
         shape = tuple(x.shape)
         plan = self._plans.get(shape) or self._plan(shape)
         x = x.reshape((plan.num,) + shape[self.spec.axis:])
@@ -278,7 +283,7 @@ class _ConvolutionBase(Layer):
                 y = _conv_generic(x, w, b, s, plan.extra, self.group)
         return y.reshape(plan.lead + tuple(y.shape[1:]))
 
-    def forward(self, *bottoms) -> Tops:
+    def forward(self, *bottoms: torch.Tensor) -> Tops:
         if len(bottoms) == 1:
             return self._convolve(bottoms[0])
         return tuple(self._convolve(x) for x in bottoms)
@@ -291,33 +296,71 @@ class _ConvolutionBase(Layer):
 
 @register("Convolution")
 class ConvolutionLayer(_ConvolutionBase):
-    """Caffe's Convolution: num_output filters of shape (channels/group, *kernel) slid over the
-    spatial axes after `axis` (1-D, 2-D, 3-D or more), with per-axis stride, zero pad and
-    dilation; output size (in + 2·pad − dilation·(k−1) − 1) / stride + 1 in C integer division.
-    Blobs: weights (num_output, channels/group, *kernel), then bias (num_output,) if bias_term.
-    Several bottoms are convolved with the same weights into the matching tops."""
+    """Convolution: num_output filters slid over the spatial axes after `axis`, plus a bias.
+
+    Bottoms: one or more, all of one shape N×C×H×W (generally: batch-like axes before
+        `axis`, C at `axis`, then 1, 2, 3 or more spatial axes); C is fixed at setup.
+    Tops: one per bottom, N×num_output×H'×W', each the convolution of its bottom with the same
+        weights; H' = (H + 2·pad − dilation·(k−1) − 1) / stride + 1 in C integer division.
+    Blobs: the weights, num_output×(C/group)×k_h×k_w (one k per spatial axis); the bias,
+        (num_output,), when bias_term.
+    Params: convolution_param.num_output (required, > 0), bias_term (default true),
+        kernel_size (required: once, or once per spatial axis) or kernel_h and kernel_w,
+        stride (default 1) or stride_h and stride_w, pad (default 0) or pad_h and pad_w,
+        dilation (default 1; or yjxiong/caffe's dilation_h and dilation_w), group (default 1;
+        must divide C and num_output), weight_filler and bias_filler (default constant 0), axis
+        (default 1); engine and force_nd_im2col are not read.
+    Source: src/caffe/layers/conv_layer.cpp and base_conv_layer.cpp; dilation_h/dilation_w:
+        yjxiong/caffe.
+
+    Zero padding; the `_h`/`_w` pairs are for 2-D only and never with the repeated field. A zero
+    dilation is refused (Caffe does not check it).
+    """
 
 
 @register("Deconvolution")
 class DeconvolutionLayer(_ConvolutionBase):
-    """Caffe's Deconvolution: the transpose of Convolution (its backward pass run forward).
-    Output size stride·(in−1) + dilation·(k−1) + 1 − 2·pad; weights are stored as Caffe stores
-    them, (channels, num_output/group, *kernel); bias (num_output,)."""
+    """Deconvolution: the transpose of Convolution (Convolution's backward pass, run forward).
+
+    Bottoms: one or more, all of one shape N×C×H×W (generally: batch-like axes before
+        `axis`, C at `axis`, then the spatial axes); C is fixed at setup.
+    Tops: one per bottom, N×num_output×H'×W', H' = stride·(H−1) + dilation·(k−1) + 1 − 2·pad.
+    Blobs: the weights, stored as Caffe stores them, C×(num_output/group)×k_h×k_w; the bias,
+        (num_output,), when bias_term.
+    Params: convolution_param, read as by Convolution: num_output (required, > 0), bias_term
+        (default true), kernel_size or kernel_h/kernel_w, stride (default 1), pad (default 0),
+        dilation (default 1), group (default 1), weight_filler and bias_filler (default constant
+        0), axis (default 1).
+    Source: src/caffe/layers/deconv_layer.cpp and base_conv_layer.cpp.
+
+    An output size below 1 is an error naming the layer.
+    """
 
     transposed = True
 
 
 @register("Im2col")
 class Im2colLayer(Layer):
-    """Caffe's Im2col: every kernel window of the bottom laid out as a column, as Caffe's
-    convolution sees it. Top shape: the bottom's with the channel axis multiplied by Πkernel
-    (rows ordered channel-major, then kernel offsets row-major) and each spatial axis the
-    convolution output size; positions outside the image read as zero."""
+    """Im2col: every kernel window of the bottom laid out as a column, as convolution sees it.
+
+    Bottoms: x, N×C×H×W (generally: batch-like axes before `axis`, C at `axis`, then at least
+        one spatial axis).
+    Tops: N×(C·k_h·k_w)×H'×W': the channel axis multiplied by the kernel's size (rows ordered
+        channel-major, then kernel offsets row-major) and each spatial axis the convolution
+        output size.
+    Blobs: none.
+    Params: convolution_param's kernel_size or kernel_h/kernel_w, stride (default 1) or
+        stride_h/stride_w, pad (default 0) or pad_h/pad_w, dilation (default 1), axis (default
+        1); num_output, group and the fillers are not read.
+    Source: src/caffe/layers/im2col_layer.cpp.
+
+    Positions outside the image read as zero.
+    """
 
     exact_bottoms = 1
     exact_tops = 1
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         shape = tuple(bottom_shapes[0])
         self.spec = _conv_spec(self, self.lp.convolution_param, shape, 1)
         self.num_spatial = len(shape) - self.spec.axis - 1
@@ -336,11 +379,11 @@ class Im2colLayer(Layer):
             self._plans[shape] = plan
         return plan
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         lead, _, kdim, out, _ = self._plan(tuple(bottom_shapes[0]))
         return [lead + (kdim,) + out]
 
-    def forward(self, x) -> Tops:
+    def forward(self, x: torch.Tensor) -> Tops:
         shape = tuple(x.shape)
         lead, num, kdim, out, extra = self._plans.get(shape) or self._plan(shape)
         cols = _im2col(x.reshape((num,) + shape[self.spec.axis:]), self.spec, extra)
@@ -379,7 +422,8 @@ def _torch_pooled(size: int, k: int, s: int, p: int, ceil: bool) -> int:
     return o
 
 
-def _pool_geom(layer: Layer, size: tuple[int, int], kernel, stride, pad, ceil: bool,
+def _pool_geom(layer: Layer, size: tuple[int, int], kernel: Sequence[int], stride: Sequence[int],
+               pad: Sequence[int], ceil: bool,
                where: str = "") -> _PoolGeom:
     clip = bool(pad[0] or pad[1])
     out = tuple(_caffe_pooled(n, k, s, p, ceil, clip)
@@ -429,7 +473,8 @@ class _PoolCache:
         return t
 
 
-def _window_rows(g: _PoolGeom, axis: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+def _window_rows(g: _PoolGeom, axis: int,
+                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Per axis, the input index of each window's k positions, windows one after another
     (o·k of them, clamped into the image), and whether each lies in the image."""
     n, k, st, p, o = (g.size[axis], g.kernel[axis], g.stride[axis], g.pad[axis], g.out[axis])
@@ -534,7 +579,8 @@ def _pool_gathered(x: torch.Tensor, method: int, g: _PoolGeom, train: bool, want
     return _pool(xg, method, gathered, train, want_mask, cache)
 
 
-def _check_pool_method(layer: Layer, method: int, pad, kernel, field: str) -> None:
+def _check_pool_method(layer: Layer, method: int, pad: Sequence[int], kernel: Sequence[int],
+                       field: str) -> None:
     layer.check(method in (_POOL.MAX, _POOL.AVE, _POOL.STOCHASTIC),
                 f"unknown pooling method {method}", field)
     if pad[0] or pad[1]:
@@ -546,13 +592,24 @@ def _check_pool_method(layer: Layer, method: int, pad, kernel, field: str) -> No
 
 @register("Pooling")
 class PoolingLayer(Layer):
-    """Caffe's Pooling over the H×W plane of a (N, C, H, W) bottom.
+    """Pooling (MAX, AVE or STOCHASTIC) over the H×W plane of each channel.
+
+    Bottoms: x, N×C×H×W.
+    Tops: y, N×C×H'×W'; for MAX an optional second top, the argmax mask (N×C×H'×W'): the
+        flat index h·W + w of each window's maximum in the bottom's plane (a float).
+    Blobs: none.
+    Params: pooling_param.pool (default MAX), kernel_size or kernel_h and kernel_w (required
+        unless global_pooling), stride (default 1) or stride_h and stride_w, pad (default 0)
+        or pad_h and pad_w (padding only for MAX and AVE, and smaller than the kernel),
+        global_pooling (default false), round_mode (default CEIL), the forks' ceil_mode
+        (default true); engine is not read.
+    Source: src/caffe/layers/pooling_layer.cpp; ceil_mode: BVLC PR #3057's forks (caffe-priv,
+        DenseNet-Caffe).
 
     Output size ceil((in + 2·pad − k) / stride) + 1 (floor with round_mode FLOOR or the
-    forks' ceil_mode: false); with any
-    padding, a last window that would start at or beyond in + pad is dropped. MAX takes the
-    first maximum in row-major order over the image pixels of the window; its optional second
-    top is the argmax as the flat index h·W + w into the bottom's plane (a float). AVE sums the
+    forks' ceil_mode: false); with any padding, a last window that would start at or beyond
+    in + pad is dropped. MAX takes the first maximum in row-major order over the image pixels
+    of the window (a window holding no image pixel gives −FLT_MAX, its mask −1). AVE sums the
     image pixels and divides by the window clipped to in + pad (so padding counts, but not past
     the padded border). STOCHASTIC (no padding): in TRAIN picks a pixel with probability
     proportional to its value and passes the gradient to it; in TEST gives Σv²/Σv.
@@ -567,7 +624,7 @@ class PoolingLayer(Layer):
     min_tops = 1
     max_tops = 2
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.pooling_param
         f = "pooling_param"
         self.method = p.pool
@@ -627,12 +684,12 @@ class PoolingLayer(Layer):
             self._geoms[shape] = g
         return g
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         shape = tuple(bottom_shapes[0])
         g = self._geom(shape)
         return [shape[:2] + g.out] * len(self.top_names)
 
-    def forward(self, x) -> Tops:
+    def forward(self, x: torch.Tensor) -> Tops:
         shape = tuple(x.shape)
         g = self._geoms.get(shape) or self._geom(shape)
         want_mask = len(self.top_names) > 1
@@ -642,10 +699,20 @@ class PoolingLayer(Layer):
 
 @register("SPP")
 class SPPLayer(Layer):
-    """Caffe's spatial pyramid pooling: for level l < pyramid_height, pool with 2^l bins per
-    side (kernel ceil(in/2^l), stride = kernel, pad (kernel·2^l − in + 1) / 2, Caffe's ceil
-    size rule), flatten each level to (N, C·bins) and concatenate the levels in order. With
-    pyramid_height 1 the single level's (N, C, 1, 1) pooling is the top itself."""
+    """Spatial pyramid pooling: level l pooled into 2^l × 2^l bins, the levels concatenated.
+
+    Bottoms: x, N×C×H×W.
+    Tops: N×(C·Σ_l 4^l) for l < pyramid_height; with pyramid_height 1 the single level's
+        N×C×1×1 pooling.
+    Blobs: none.
+    Params: spp_param.pyramid_height (required, >= 1; no default), pool (default MAX); engine
+        is not read.
+    Source: src/caffe/layers/spp_layer.cpp.
+
+    Level l pools with kernel ceil(in/2^l), stride = kernel and pad (kernel·2^l − in + 1) / 2,
+    under Caffe's ceil size rule; each level is flattened to N×(C·bins) and the levels are
+    concatenated in order.
+    """
 
     # Caffe's backward reads its pooling layers' masks: the recorded graph stays exact
     backward_reads = "kept"
@@ -653,7 +720,7 @@ class SPPLayer(Layer):
     exact_bottoms = 1
     exact_tops = 1
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.spp_param
         self.height = p.pyramid_height
         self.method = p.pool
@@ -681,14 +748,14 @@ class SPPLayer(Layer):
             self._levels[shape] = levels
         return levels
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         shape = tuple(bottom_shapes[0])
         levels = self._geoms(shape)
         if self.height == 1:
             return [shape[:2] + levels[0].out]
         return [(shape[0], shape[1] * sum(g.out[0] * g.out[1] for g in levels))]
 
-    def forward(self, x) -> Tops:
+    def forward(self, x: torch.Tensor) -> Tops:
         shape = tuple(x.shape)
         levels = self._levels.get(shape) or self._geoms(shape)
         train = self.phase == caffe_pb2.TRAIN
@@ -703,10 +770,17 @@ class SPPLayer(Layer):
 # ------------------------------------------------------------------------------------------------
 @register("LRN")
 class LRNLayer(Layer):
-    """Caffe's local response normalisation of a (N, C, H, W) bottom, local_size n odd:
+    """Local response normalisation, across channels or within each channel.
 
-    ACROSS_CHANNELS: y = x · (k + α/n · Σ x²)^−β, the sum over the n channels centred on x
-    (zeros past the first and last channel).
+    Bottoms: x, N×C×H×W (C > 0).
+    Tops: y, of x's shape.
+    Blobs: none.
+    Params: lrn_param.local_size (default 5, odd), alpha (default 1), beta (default 0.75),
+        norm_region (default ACROSS_CHANNELS), k (default 1); engine is not read.
+    Source: src/caffe/layers/lrn_layer.cpp.
+
+    ACROSS_CHANNELS: y = x · (k + α/n · Σ x²)^−β, n = local_size, the sum over the n channels
+    centred on x (zeros past the first and last channel).
     WITHIN_CHANNEL: y = x · (1 + α/n² · Σ x²)^−β, the sum over the n×n square centred on x
     (zeros outside the image); k is not used, as in Caffe.
 
@@ -722,7 +796,7 @@ class LRNLayer(Layer):
     exact_bottoms = 1
     exact_tops = 1
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.lrn_param
         self.size = p.local_size
         self.check(self.size % 2 == 1, f"LRN only supports odd values, got {self.size}",
@@ -735,7 +809,7 @@ class LRNLayer(Layer):
         if self.region == _LRN.ACROSS_CHANNELS:
             self.backward_reads = "tops"  # WITHIN_CHANNEL: its inner layers' kept blobs
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         shape = tuple(bottom_shapes[0])
         self.check(len(shape) == 4, f"the bottom must have 4 axes (num, channels, height, "
                    f"width), not shape {shape}")
@@ -743,7 +817,7 @@ class LRNLayer(Layer):
                    "over channels")
         return [shape]
 
-    def forward(self, x) -> Tops:
+    def forward(self, x: torch.Tensor) -> Tops:
         if self.region == _LRN.ACROSS_CHANNELS:
             # Caffe's scale = k + α/n · Σ x² over n channels, summed as shifted slices (plain
             # additions, all threads busy even on one item), and y = x · scale^−β
@@ -758,13 +832,14 @@ class LRNLayer(Layer):
         avg = F.avg_pool2d(x * x, self.size, 1, self.pre_pad, count_include_pad=True)
         return x * (1.0 + self.alpha * avg).pow(-self.beta)
 
-    def _channel_sums(self, t):
+    def _channel_sums(self, t: torch.Tensor) -> torch.Tensor:
         # Σ over the `size` channels centred on each one, zeros past the ends
         summed = F.avg_pool3d(t.unsqueeze(1), (self.size, 1, 1), 1, (self.pre_pad, 0, 0),
                               count_include_pad=True)
         return summed.squeeze(1) * self.size
 
-    def backward_from_blobs(self, bottoms, tops, top_diffs, need) -> list:
+    def backward_from_blobs(self, bottoms: list[torch.Tensor], tops: list[torch.Tensor],
+                            top_diffs: list[torch.Tensor], need: list[bool]) -> list:
         x, y, dy = bottoms[0], tops[0], top_diffs[0]
         scale = self.k + self._channel_sums(x * x) * (self.alpha / self.size)
         ratio = self._channel_sums(dy * y / scale)

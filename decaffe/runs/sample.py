@@ -34,6 +34,7 @@ class _BNLayer:
     stride: int
     scale: object | None  # the Scale layer right after it
     has_beta: bool
+    top: str = ""  # its top blob: reading it makes a compiled pass's batch statistics
 
 
 @dataclass
@@ -92,7 +93,8 @@ class Sampler:
                         and nxt.num_blobs >= 1 and tuple(nxt.blob_params[0].shape) == (c,)):
                     scale = nxt
                     has_beta = nxt.num_blobs >= 2 and tuple(nxt.blob_params[1].shape) == (c,)
-            out.append(_BNLayer(records[li].name, layer, c, index, stride, scale, has_beta))
+            out.append(_BNLayer(records[li].name, layer, c, index, stride, scale, has_beta,
+                                records[li].top_names[0]))
         return out
 
     # -- on the device --------------------------------------------------------------------
@@ -119,6 +121,12 @@ class Sampler:
         """Each BN layer's vectors, and the layout to read them back: (layer, [(key, n)])."""
         parts: list[torch.Tensor] = []
         layout = []
+        # under -compile the batch statistics stay inside the graph: reading a BN top the
+        # pass left unmade reruns it eagerly (decaffe.compile), which keeps them
+        for b in self.bn:
+            blob = self.net.blobs[b.top]
+            if blob._lazy is not None:
+                blob.tensor("data")
         for b in self.bn:
             blobs = b.layer.blob_params
             mean_sum, var_sum, factor = (blobs[i].detach().float() for i in range(3))

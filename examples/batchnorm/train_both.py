@@ -346,6 +346,11 @@ def main(argv=None) -> int:
                     time.sleep(3600)
             except KeyboardInterrupt:
                 pass
+        else:  # no terminal to hold the page open: say so, and how to see the runs again
+            folders = " ".join(snapshot_prefix(kind, lr, args.out) + ".run"
+                               for lr in (base.base_lr, args.high_lr) for kind in ("plain", "bn"))
+            print(f"The dashboard at {server.url} stops with this script (no terminal); "
+                  f"to see the runs again: decaffe dashboard {folders}")
         server.stop()
     return 0
 

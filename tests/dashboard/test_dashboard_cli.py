@@ -89,6 +89,9 @@ def test_train_both_dashboard_serves_the_four_runs(tmp_path, monkeypatch, capsys
         torch.set_num_threads(threads)
     printed = capsys.readouterr().out
     assert "Dashboard: http://127.0.0.1:" in printed
+    # no terminal holds the page open: the script says it stops and how to reopen the runs
+    assert "stops with this script" in printed
+    assert "decaffe dashboard " in printed and "cnn_bn_lr0.2.run" in printed
     for name in ("cnn_plain_lr0.01", "cnn_bn_lr0.01", "cnn_plain_lr0.2", "cnn_bn_lr0.2"):
         with open(out / f"{name}.run" / "events.jsonl") as f:
             kinds = [json.loads(line)["kind"] for line in f]

@@ -5,6 +5,8 @@ interpreter (-I: no PYTHONPATH, no user site) whose import system refuses `decaf
 from __future__ import annotations
 
 import ast
+import inspect
+import math
 import os
 import subprocess
 import sys
@@ -15,6 +17,7 @@ import torch
 from conftest import MODELS
 from export_helpers import deploy_net, export_all
 
+from decaffe.export import runtime
 from decaffe.export.verify import random_inputs, reference_outputs, relative_difference
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -95,3 +98,12 @@ def test_generated_model_runs_without_decaffe(tmp_path):
         for v, out in zip(graph.outputs, got[form]):
             assert relative_difference(ref[v], out.numpy()) <= 1e-4, (form, v)
     assert np.isfinite(ref[graph.outputs[0]]).all()
+
+
+def test_every_helper_defines_with_only_model_py_imports():
+    """model.py copies a helper's source and evaluates its annotations (it has no
+    `from __future__ import annotations`) with only its own imports in scope."""
+    namespace = {"math": math, "os": os, "torch": torch, "F": torch.nn.functional}
+    for name, f in runtime.HELPERS.items():
+        exec(compile(inspect.getsource(f), f"<{name}>", "exec"), namespace)
+        assert callable(namespace[name]), name

@@ -35,7 +35,7 @@ from google.protobuf.message import DecodeError
 from ... import bbox as B
 from ...data import annotation as A
 from ...data.datum import decode_image_bytes, hwc_to_chw, read_image, record_name
-from ...data.db import READ, open_db
+from ...data.db import DB, READ, Cursor, open_db
 from ...data.sources import (
     CursorSource,
     DataLayerError,
@@ -46,7 +46,7 @@ from ...data.sources import (
 )
 from ...data.transformer import DataTransformer, load_mean_file
 from ...errors import DataError
-from ...layer import Tops, register
+from ...layer import Shape, Tops, register
 from ...proto import caffe_pb2
 from ..data import _BaseDataLayer, layer_rng, shuffle_and_skip, transform_param_of
 
@@ -65,8 +65,9 @@ def read_pair_list(path: str) -> list[tuple[str, str]]:
 class _DenseSource(ListSource):
     """Reads one batch of image/label pairs (runs in the prefetch worker)."""
 
-    def __init__(self, layer, lines, new_hw, label_hw, is_color, transformer, batch_size,
-                 shuffle_rng, start) -> None:
+    def __init__(self, layer: str, lines: list[tuple[str, str]], new_hw: tuple[int, int],
+                 label_hw: tuple[int, int], is_color: bool, transformer: DataTransformer,
+                 batch_size: int, shuffle_rng: np.random.Generator | None, start: int) -> None:
         self.new_hw, self.label_hw = new_hw, label_hw
         self.is_color, self.transformer = is_color, transformer
         super().__init__(layer, lines, batch_size, shuffle_rng, start)
@@ -100,19 +101,32 @@ def read_label(path: str, hw: tuple[int, int], layer: str) -> np.ndarray:
 
 @register("DenseImageData")
 class DenseImageDataLayer(_BaseDataLayer):
-    """SegNet's DenseImageData: `source` lists 'IMAGE LABEL_IMAGE' pairs (paths after
-    root_folder). Images are read in colour (BGR) or gray (`is_color`) and resized bilinearly
-    to new_height × new_width when both are set, then go through transform_param (mean, scale);
-    label images are read as gray and resized nearest-neighbour to (new_height, new_width)
-    divided by ENet's `label_divide_factor` (default 1), and keep their raw values (no mean,
-    no scale). Tops: data (N, C, H, W) and label (N, 1, H/f, W/f). `shuffle` reshuffles at
-    setup and every wrap-around; `rand_skip` skips a random number of pairs at the start.
-    transform_param's mirror and crop_size are refused (the fork would transform the image
-    and its label differently)."""
+    """SegNet's DenseImageData: batches of images and their per-pixel label images from a list.
+
+    Bottoms: none.
+    Tops: data, N×C×H×W (C = 3 in colour, 1 in gray); label, N×1×H/f×W/f (f =
+    label_divide_factor), the label images' raw values.
+    Blobs: none.
+    Params: dense_image_data_param (DenseImageDataParameter): source (required; 'IMAGE
+    LABEL_IMAGE' pairs), root_folder (default ""), batch_size (required, > 0), new_height,
+    new_width (default 0: keep; set both or neither), is_color (default true), shuffle
+    (default false), rand_skip (default 0), label_divide_factor (ENet's, decaffe's number
+    30101; default 1); transform_param (mean, scale; mirror and crop_size are refused);
+    data_param.prefetch.
+    Source: alexgkendall/caffe-segnet src/caffe/layers/dense_image_data_layer.cpp;
+    TimoSaemann/caffe-enet for label_divide_factor.
+
+    Images are read in colour (BGR) or gray and resized bilinearly to new_height × new_width
+    when both are set, then go through transform_param; label images are read as gray and
+    resized nearest-neighbour to (new_height, new_width) divided by label_divide_factor, and
+    keep their raw values (no mean, no scale). shuffle reshuffles at setup and every
+    wrap-around; rand_skip skips a random number of pairs at the start. mirror and crop_size
+    are refused because the fork would transform the image and its label differently.
+    """
 
     exact_tops = 2
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.dense_image_data_param
         f = "dense_image_data_param"
         new_h, new_w = int(p.new_height), int(p.new_width)
@@ -194,7 +208,8 @@ class SegTransformer:
     (pixel − mean_value[c])·scale for the image and the raw values for the label, both
     mirrored together. Draws: mirror, then the scale, then the crop's h_off and w_off."""
 
-    def __init__(self, tp, phase: int, rng: np.random.Generator) -> None:
+    def __init__(self, tp: caffe_pb2.TransformationParameter, phase: int,
+                 rng: np.random.Generator) -> None:
         self.phase, self.rng = phase, rng
         self.scale = np.float32(tp.scale)
         self.mirror = bool(tp.mirror)
@@ -270,13 +285,15 @@ class SegTransformer:
 class _SegSource(ListSource):
     """Reads and transforms one batch of ImageSegData entries (runs in the prefetch worker)."""
 
-    def __init__(self, layer, lines, new_hw, is_color, label_type, ignore_label, transformer,
-                 out_hw, batch_size, shuffle_rng, start) -> None:
+    def __init__(self, layer: str, lines: list[tuple[str, str]], new_hw: tuple[int, int],
+                 is_color: bool, label_type: int, ignore_label: int, transformer: SegTransformer,
+                 out_hw: tuple[int, int], batch_size: int, shuffle_rng: np.random.Generator | None,
+                 start: int) -> None:
         self.new_hw, self.is_color, self.label_type = new_hw, is_color, label_type
         self.ignore_label, self.transformer, self.out_hw = ignore_label, transformer, out_hw
         super().__init__(layer, lines, batch_size, shuffle_rng, start)
 
-    def _label(self, item, hw: tuple[int, int]) -> np.ndarray:
+    def _label(self, item: tuple[str, str], hw: tuple[int, int]) -> np.ndarray:
         if self.label_type == caffe_pb2.ImageDataParameter.PIXEL:
             # DeepLab reads the label map with ReadImageToCVMat: gray, resized bilinearly
             seg = read_image(item[1], *self.new_hw, False)
@@ -318,25 +335,36 @@ class _SegSource(ListSource):
 
 @register("ImageSegData")
 class ImageSegDataLayer(_BaseDataLayer):
-    """DeepLab v2's ImageSegData (also PSPNet's and soeaver's nets): `image_data_param.source`
-    lists 'IMAGE LABEL' lines read from root_folder; the label is a label image (label_type
-    PIXEL), one class for the whole image (IMAGE, the default) or absent (NONE: every pixel
-    ignore_label). Images are read in colour (BGR) or gray (`is_color`), images and label
-    images resized bilinearly to new_height × new_width when both are set (DeepLab's
-    ReadImageToCVMat, bilinear for the labels too), then go through SegTransformer
-    (scale_factors, padding, crop_size or crop_height/crop_width — PSPNet's crop_h/crop_w —,
-    mirror, mean_value, scale).
-    Tops: data (N, C, H, W), label (N, 1, H, W) and, when named, data_dim (N, 1, 1, 2): each
+    """DeepLab v2's ImageSegData: images with label maps (or classes), transformed together.
+
+    Bottoms: none.
+    Tops: data, N×C×H×W; optionally label, N×1×H×W; optionally data_dim, N×1×1×2: each
     image's (height, width) before the transformer, capped at the data top's. H × W is the
-    crop, else the first image's size. `shuffle` reshuffles at setup and every wrap-around;
-    `rand_skip` skips a random number of entries at the start. transform_param.mean_file is
-    refused, as DeepLab refuses it. Follows src/caffe/layers/image_seg_data_layer.cpp and
-    DataTransformer::TransformImgAndSeg of DeepLab v2."""
+    crop, else the first image's size.
+    Blobs: none.
+    Params: image_data_param (ImageDataParameter): source (required; 'IMAGE LABEL' lines),
+    root_folder (default ""), batch_size (default 1, > 0), label_type (IMAGE, default; PIXEL;
+    NONE), ignore_label (default 255), new_height, new_width (default 0: keep; set both or
+    neither), is_color (default true), shuffle (default false), rand_skip (default 0);
+    transform_param: scale, mirror, mean_value, scale_factors, crop_size or
+    crop_height/crop_width (PSPNet's crop_h/crop_w); mean_file is refused, as DeepLab
+    refuses it; data_param.prefetch.
+    Source: DeepLab v2 src/caffe/layers/image_seg_data_layer.cpp and
+    DataTransformer::TransformImgAndSeg (data_transformer.cpp), as hszhao/PSPNet carries
+    them.
+
+    The label is a label image (PIXEL), one class for the whole image (IMAGE) or absent
+    (NONE: every pixel ignore_label). Images are read in colour (BGR) or gray, images and
+    label images resized bilinearly to new_height × new_width when both are set (DeepLab's
+    ReadImageToCVMat, bilinear for the labels too), then go through SegTransformer
+    (scale_factors, padding, crop, mirror, mean_value, scale). shuffle reshuffles at setup and
+    every wrap-around; rand_skip skips a random number of entries at the start.
+    """
 
     min_tops = 1
     max_tops = 3
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.image_data_param
         f = "image_data_param"
         tp = self.lp.transform_param
@@ -470,7 +498,8 @@ class TSNTransformer:
     channel's mean_value, mirrored with probability ½ when `mirror`; with is_flow a mirrored
     even channel (x flow) is read as 255 − x. Draws: mirror, the crop size, the offset."""
 
-    def __init__(self, tp, phase: int, rng: np.random.Generator) -> None:
+    def __init__(self, tp: caffe_pb2.TransformationParameter, phase: int,
+                 rng: np.random.Generator) -> None:
         self.phase, self.rng = phase, rng
         self.crop = int(tp.crop_size)
         self.scale = np.float32(tp.scale)
@@ -551,8 +580,11 @@ class TSNTransformer:
 class _VideoSource(ListSource):
     """Reads, stacks and transforms one batch of videos (runs in the prefetch worker)."""
 
-    def __init__(self, layer, lines, p, pattern, transformer, frame_rng, train, shuffle_rng,
-                 stack_shape) -> None:
+    def __init__(self, layer: str, lines: list[tuple[str, int, int]],
+                 p: caffe_pb2.VideoDataParameter, pattern: str, transformer: TSNTransformer,
+                 frame_rng: np.random.Generator, train: bool,
+                 shuffle_rng: np.random.Generator | None,
+                 stack_shape: tuple[int, int, int] | None) -> None:
         self.p, self.pattern, self.transformer = p, pattern, transformer
         self.frame_rng, self.train, self.stack_shape = frame_rng, train, stack_shape
         self.flow = p.modality == _P.FLOW
@@ -609,23 +641,34 @@ class _VideoSource(ListSource):
 
 @register("VideoData")
 class VideoDataLayer(_BaseDataLayer):
-    """TSN's VideoData (yjxiong/caffe): `video_data_param.source` lists 'FOLDER NUM_FRAMES
-    LABEL' lines (folders as written, relative to the working directory). Each item reads
-    num_segments snippets of new_length frames named by `name_pattern` (printf-style; default
-    'image_%04d.jpg' for RGB, 'flow_%c_%04d.jpg' for FLOW with %c the axis x or y, frames
-    numbered from 1), resized bilinearly to new_height × new_width when both are set; RGB
-    frames are read in colour (BGR) or gray (`grayscale`), flow frames in gray. Tops: data
-    (N, C·new_length·num_segments, H, W) after TSNTransformer (transform_param, with TSN's
-    fix_crop, more_fix_crop, multi_scale, scale_ratios, max_distort, is_flow), and label
-    (N, 1, 1, 1). `shuffle` reshuffles at setup and at every wrap-around. A frame that cannot
-    be read is refused (the fork skips the item, leaving its slot's old data). SSD's
-    VideoData (webcam, video file) shares the type name and is refused. Follows
-    src/caffe/layers/video_data_layer.cpp, util/io.cpp's ReadSegment{RGB,Flow}ToDatum and
-    data_transformer.cpp of yjxiong/caffe."""
+    """TSN's VideoData: snippets of frames sampled from each listed video, stacked as channels.
+
+    Bottoms: none.
+    Tops: data, N×C·new_length·num_segments×H×W (C = 3 for RGB, 1 for grayscale RGB, 2 for
+    FLOW), after TSNTransformer; label, N×1×1×1.
+    Blobs: none.
+    Params: video_data_param (VideoDataParameter, TSN's fields at decaffe's numbers
+    101-116): source (required; 'FOLDER NUM_FRAMES LABEL' lines, folders as written),
+    batch_size (required, > 0), num_segments (default 1), new_length (default 1), modality
+    (FLOW, default; RGB), name_pattern (default 'image_%04d.jpg' for RGB, 'flow_%c_%04d.jpg'
+    for FLOW), new_height, new_width (default 0: keep; set both or neither), grayscale
+    (default false), shuffle (default false); SSD's video_type, device_id, video_file and
+    skip_frames (webcam/video file) are refused; transform_param with TSN's fix_crop,
+    more_fix_crop, multi_scale, scale_ratios, max_distort, is_flow; data_param.prefetch.
+    Source: yjxiong/caffe src/caffe/layers/video_data_layer.cpp, src/caffe/util/io.cpp
+    (ReadSegmentRGBToDatum, ReadSegmentFlowToDatum), src/caffe/data_transformer.cpp.
+
+    Each item reads num_segments snippets of new_length frames (frames numbered from 1; %c
+    of a FLOW pattern is the axis x or y), one from each equal part of the video (at random
+    in TRAIN, in the part's middle in TEST), resized bilinearly to new_height × new_width
+    when both are set; RGB frames are read in colour (BGR) or gray (grayscale), flow frames
+    in gray. shuffle reshuffles at setup and at every wrap-around. A frame that cannot be
+    read is refused (the fork skips the item, leaving its slot's old data).
+    """
 
     exact_tops = 2
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.video_data_param
         f = "video_data_param"
         self.check(not (p.HasField("video_type") or p.HasField("video_file")
@@ -690,7 +733,8 @@ F32 = np.float32
 _RESIZE = caffe_pb2.ResizeParameter
 
 
-def parse_annotated(value: bytes, key=None, source: str | None = None) -> caffe_pb2.AnnotatedDatum:
+def parse_annotated(value: bytes, key: bytes | str | None = None,
+                    source: str | None = None) -> caffe_pb2.AnnotatedDatum:
     """An AnnotatedDatum from its bytes; a DataError naming the record if they don't parse."""
     ad = caffe_pb2.AnnotatedDatum()
     try:
@@ -705,14 +749,15 @@ class _Example:
 
     kind = None  # the record's AnnotationType, where a source needs it
 
-    def __init__(self, img, boxes, encoded, label) -> None:
+    def __init__(self, img: np.ndarray, boxes: list[A.Box], encoded: bool, label: int) -> None:
         self.img, self.boxes, self.encoded, self.label = img, boxes, encoded, label
 
 
 class _AnnotatedSource(CursorSource):
     """Reads and transforms batches of AnnotatedDatums (runs in the prefetch worker)."""
 
-    def __init__(self, layer, db, cursor, rng) -> None:
+    def __init__(self, layer: AnnotatedDataLayer, db: DB, cursor: Cursor,
+                 rng: np.random.Generator) -> None:
         self.layer_name = layer.name
         self.db, self.cursor, self.rng = db, cursor, rng
         self.tp, self.samplers = layer.tp, layer.samplers
@@ -728,10 +773,10 @@ class _AnnotatedSource(CursorSource):
     def _fail(self, msg: str) -> DataLayerError:
         return DataLayerError(msg, layer=self.layer_name)
 
-    def example(self, key, value) -> _Example:
+    def example(self, key: bytes, value: bytes) -> _Example:
         return self._from_datum(parse_annotated(value, key, self.source), key)
 
-    def _from_datum(self, ad, key) -> _Example:
+    def _from_datum(self, ad: caffe_pb2.AnnotatedDatum, key: bytes) -> _Example:
         """The record's image (decoded, or its raw bytes) and boxes."""
         d = ad.datum
         name = record_name(key, self.source)
@@ -812,7 +857,7 @@ class _AnnotatedSource(CursorSource):
             raise self._fail(f"{name}: the sampled crop {box.tolist()} is empty")
         ex.img = _chan(A.reencode_jpg(_squeeze(img))) if ex.encoded else img
 
-    def _fill_mean(self, canvas, box, shape) -> None:
+    def _fill_mean(self, canvas: np.ndarray, box: np.ndarray, shape: tuple[int, ...]) -> None:
         mh, mw = self.mean.shape[1:]
         if (mh, mw) != canvas.shape[:2]:
             raise self._fail(f"the mean file is {mh}x{mw}, the expanded image "
@@ -924,7 +969,7 @@ class _AnnotatedSource(CursorSource):
         return tuple(out)
 
 
-def crop_hw(tp) -> tuple[int, int]:
+def crop_hw(tp: caffe_pb2.TransformationParameter) -> tuple[int, int]:
     """The crop (height, width) of an SSD transform_param: crop_size, when set, overrides
     crop_h and crop_w (the fork's DataTransformer); 0 means no crop."""
     if tp.crop_size:
@@ -932,7 +977,7 @@ def crop_hw(tp) -> tuple[int, int]:
     return int(tp.crop_h), int(tp.crop_w)
 
 
-def resize_policies(tp) -> list:
+def resize_policies(tp: caffe_pb2.TransformationParameter) -> list:
     """transform_param's resize_param entries (one in SSD; several, each with a
     probability, in eric612/MobileNet-YOLO)."""
     if hasattr(tp.resize_param, "add"):  # a repeated field
@@ -950,29 +995,38 @@ def _chan(img: np.ndarray) -> np.ndarray:
 
 @register("AnnotatedData")
 class AnnotatedDataLayer(_BaseDataLayer):
-    """SSD's AnnotatedData layer: AnnotatedDatums from ``data_param.source`` (LMDB or LevelDB,
-    ``backend``), read in key order and wrapping around; tops ``data`` and optionally ``label``.
+    """SSD's AnnotatedData: images with labelled boxes from a database, with SSD's augmentation.
 
-    For each record, in the fork's order: ``distort_param`` (random brightness, contrast,
-    saturation, hue, channel order; encoded images), ``expand_param`` (with probability
-    ``prob`` the image goes on a canvas up to ``max_expand_ratio`` times larger, filled with
-    the mean), each ``annotated_data_param.batch_sampler`` proposes random crops meeting its
-    constraints and one is taken at random (boxes are kept per ``emit_constraint``, projected
-    and clipped), then ``resize_param`` (one policy; several are drawn by their ``prob``),
-    crop_size (random in TRAIN, centred in TEST), mirror (boxes mirrored too), mean and scale.
-    Images re-stored by the fork as JPEG (distorted, expanded or cropped encoded records) go
-    through the same JPEG round trip.
+    Bottoms: none.
+    Tops: data, N×C×H×W; optionally label: 1×1×B×8, one row per box in the batch [item,
+    group_label, instance_id, xmin, ymin, xmax, ymax, difficult] (a single row of −1 when the
+    batch has no box), or, for records without an annotation type (and no anno_type given),
+    the Datum's label, N×1×1×1.
+    Blobs: none.
+    Params: data_param (DataParameter): source (required), backend (LMDB, default; LEVELDB),
+    batch_size (> 0), rand_skip, prefetch; annotated_data_param (AnnotatedDataParameter):
+    batch_sampler (repeated), anno_type (BBOX; default: the records'); transform_param
+    (TransformationParameter): scale, mirror, crop_size or crop_h/crop_w, mean_file or
+    mean_value, force_color, force_gray, resize_param (one policy, or eric612's several
+    drawn by prob), distort_param, expand_param, emit_constraint; noise_param is refused.
+    Source: weiliu89/caffe (ssd) src/caffe/layers/annotated_data_layer.cpp,
+    src/caffe/data_transformer.cpp, src/caffe/util/sampler.cpp, src/caffe/util/im_transforms.cpp.
 
-    The label top is ``[1, 1, B, 8]``, one row per box in the batch: [item, group_label,
-    instance_id, xmin, ymin, xmax, ymax, difficult]; a single row of -1 when the batch has
-    no box. Records without an annotation type (and no ``anno_type`` given) give the Datum's
-    label instead, ``[N, 1, 1, 1]``. Random draws follow decaffe's seed, not Caffe's stream.
+    For each record, in the fork's order: distort_param (random brightness, contrast,
+    saturation, hue, channel order; encoded images), expand_param (with probability prob the
+    image goes on a canvas up to max_expand_ratio times larger, filled with the mean), each
+    batch_sampler proposes random crops meeting its constraints and one is taken at random
+    (boxes are kept per emit_constraint, projected and clipped), then resize_param,
+    crop_size (random in TRAIN, centred in TEST), mirror (boxes mirrored too), mean and
+    scale. Images re-stored by the fork as JPEG (distorted, expanded or cropped encoded
+    records) go through the same JPEG round trip. Random draws follow decaffe's seed, not
+    Caffe's stream.
     """
 
     min_tops = 1
     max_tops = 2
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p, ap = self._setup_transform()
         db, cursor, rng, first = self._open(p)
         try:  # a failure here releases the database at once
@@ -1048,7 +1102,7 @@ class AnnotatedDataLayer(_BaseDataLayer):
                        f"{probs.tolist()}", "transform_param.resize_param.prob")
             self.policy_probs = probs / probs.sum()
 
-    def _open(self, p):
+    def _open(self, p: caffe_pb2.DataParameter):
         """The database, its cursor (past rand_skip), the layer's generator and the first
         record; the database is closed again if any of it fails."""
         with self._guard("data_param.source"):
@@ -1067,7 +1121,8 @@ class AnnotatedDataLayer(_BaseDataLayer):
             raise
         return db, cursor, rng, first
 
-    def _probe(self, first, key, source) -> tuple[int, int, int]:
+    def _probe(self, first: caffe_pb2.AnnotatedDatum, key: bytes,
+               source: str) -> tuple[int, int, int]:
         """InferBlobShape from the first record: channels, then the resize / crop size."""
         d = first.datum
         if d.encoded:
@@ -1100,7 +1155,8 @@ _LANE_TYPE = caffe_pb2.AnnotatedDatum.LANE
 class _LaneSource(_AnnotatedSource):
     """Reads and transforms batches of lane records (runs in the prefetch worker)."""
 
-    def __init__(self, layer, db, cursor, rng) -> None:
+    def __init__(self, layer: LaneDataLayer, db: DB, cursor: Cursor,
+                 rng: np.random.Generator) -> None:
         super().__init__(layer, db, cursor, rng)
         self.seg, self.yolo_type, self.jitter = layer.seg, layer.yolo_type, layer.jitter
         self.seg_hw = layer.seg_hw
@@ -1125,7 +1181,7 @@ class _LaneSource(_AnnotatedSource):
                              "TransformAnnotation stops with 'Unknown annotation type')")
         super()._expand_boxes(ex, box, name)
 
-    def _lanes(self, ad, name: str) -> list:
+    def _lanes(self, ad: caffe_pb2.AnnotatedDatum, name: str) -> list:
         lanes = [[(a.lanes.x, a.lanes.y) for a in g.annotation] for g in ad.annotation_group]
         if self.labels:
             if len(lanes) > A.LANES:
@@ -1139,7 +1195,8 @@ class _LaneSource(_AnnotatedSource):
                                      "the rest over the next lane's)")
         return lanes
 
-    def _shape(self, img: np.ndarray, policy) -> tuple[int, int, int]:
+    def _shape(self, img: np.ndarray,
+               policy: caffe_pb2.ResizeParameter | None) -> tuple[int, int, int]:
         """InferBlobShape of the batch's first image under this batch's policy."""
         h, w = img.shape[:2]
         if policy is not None:
@@ -1150,7 +1207,7 @@ class _LaneSource(_AnnotatedSource):
             h, w = ch, cw
         return (img.shape[2], h, w)
 
-    def _sample(self, ex: _Example, name: str, policy):
+    def _sample(self, ex: _Example, name: str, policy: caffe_pb2.ResizeParameter | None):
         """Distortion or (only without it) expansion, then a batch-sampler or jitter box
         cropped out; returns the box (None when nothing was sampled)."""
         tp, rng = self.tp, self.rng
@@ -1230,34 +1287,43 @@ class _LaneSource(_AnnotatedSource):
 
 @register("LaneData")
 class LaneDataLayer(AnnotatedDataLayer):
-    """eric612/MobileNet-YOLO's LaneData layer (lane_data_layer.cpp, tusimple lane nets):
-    AnnotatedDatums whose annotation groups are lanes and whose annotations are lane
-    points (``Annotation.lanes``: normalized x, y), from ``data_param.source``; tops
-    ``data``, optionally ``label`` and ``seg_label``.
+    """MobileNet-YOLO's LaneData: images with lane points and lane masks from a database.
 
-    Per record, in the fork's order: ``distort_param``, or ``expand_param`` only without
-    it; then a crop: one box of the ``annotated_data_param.batch_sampler``s, or with
-    ``yolo_data_type: 1`` a jitter box (sides in [1 - yolo_data_jitter, 1], or
-    [1 - jitter/2, 1], or the whole image, each a third of the time; square when the
-    policy is FIT_LARGE_SIZE_AND_PAD); then ``resize_param`` (one of several policies,
-    drawn by prob every 10 batches), crop_size, mirror, mean and scale as AnnotatedData.
+    Bottoms: none.
+    Tops: data, N×C×H×W; optionally label, N×5×64×3: lane i's points in reverse record order
+    as [x, y, i], x and y relative to the crop box, i = −1 for a point outside the crop,
+    unfilled slots 0; optionally seg_label, N×1×H/seg_scales×W/seg_scales (of the batch's
+    first image's H, W) or N×1×seg_resize_height×seg_resize_width.
+    Blobs: none.
+    Params: as AnnotatedData's (data_param, annotated_data_param.batch_sampler,
+    transform_param with its resize_param policies, distort_param, expand_param), plus
+    annotated_data_param: yolo_data_type (default 0; 1: jitter crops), yolo_data_jitter
+    (default 0.3, in [0, 1)), seg_scales (default 8, > 0), seg_resize_width,
+    seg_resize_height (default 0: use seg_scales). distort_param with expand_param is
+    refused.
+    Source: eric612/MobileNet-YOLO src/caffe/layers/lane_data_layer.cpp (tusimple lane nets).
 
-    ``label`` is (N, 5, 64, 3): lane i's points in reverse record order as [x, y, i],
-    x and y relative to the crop box of the image's own sample (an earlier image's in the
-    batch when none was sampled; an all-zero box before any, which gives inf/nan), i = -1
-    for a point outside the crop; the points are **not mirrored**; unfilled slots are 0.
-    ``seg_label`` is (N, 1, H / seg_scales, W / seg_scales) of the batch's first image's
-    (H, W), or (seg_resize_height, seg_resize_width): 1 on 1-pixel lines joining each
-    lane's consecutive in-crop points, 0 elsewhere, mirrored with the image.
-    Random draws follow decaffe's seed, not Caffe's stream. Errors: DataLayerError naming
-    the record for raw (non-encoded) records, more than 5 lanes or 64 points, and
-    expansion of LANE-typed records.
+    AnnotatedDatums whose annotation groups are lanes and whose annotations are lane points
+    (Annotation.lanes: normalized x, y). Per record, in the fork's order: distort_param, or
+    expand_param only without it; then a crop: one box of the batch_samplers, or with
+    yolo_data_type 1 a jitter box (sides in [1 − yolo_data_jitter, 1], or
+    [1 − jitter/2, 1], or the whole image, each a third of the time; square when the policy
+    is FIT_LARGE_SIZE_AND_PAD); then resize_param (one of several policies, drawn by prob
+    every 10 batches), crop_size, mirror, mean and scale as AnnotatedData.
+
+    The label's points are relative to the crop box of the image's own sample (an earlier
+    image's in the batch when none was sampled; an all-zero box before any, which gives
+    inf/nan) and are **not mirrored**. seg_label is 1 on 1-pixel lines joining each lane's
+    consecutive in-crop points, 0 elsewhere, mirrored with the image. Random draws follow
+    decaffe's seed, not Caffe's stream. Errors: DataLayerError naming the record for raw
+    (non-encoded) records, more than 5 lanes or 64 points, and expansion of LANE-typed
+    records.
     """
 
     min_tops = 1
     max_tops = 3
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p, ap = self._setup_transform()
         tp = self.tp
         self.check(not (tp.HasField("distort_param") and tp.HasField("expand_param")),

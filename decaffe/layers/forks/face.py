@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import torch
+from torch.autograd.function import FunctionCtx
 
 from ... import fillers
 from ...layer import Layer, Shape, Tops, register
@@ -43,7 +44,8 @@ def _margin_terms(cos: torch.Tensor, margin: str):
 
 class _MarginFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, w, index, lam: float, margin: str):
+    def forward(ctx: FunctionCtx, x: torch.Tensor, w: torch.Tensor, index: torch.Tensor, lam: float,
+                margin: str):
         xw = x @ w.t()
         ctx.save_for_backward(x, w, index)
         ctx.lam, ctx.margin = lam, margin
@@ -58,7 +60,7 @@ class _MarginFn(torch.autograd.Function):
         return (out + lam * xw) / (1 + lam)
 
     @staticmethod
-    def backward(ctx, g):
+    def backward(ctx: FunctionCtx, g: torch.Tensor):
         x, w, index = ctx.saved_tensors
         lam, margin = ctx.lam, ctx.margin
         grad_w = g.t() @ x if ctx.needs_input_grad[1] else None
@@ -85,21 +87,28 @@ class _MarginFn(torch.autograd.Function):
 
 @register("MarginInnerProduct")
 class MarginInnerProductLayer(Layer):
-    """sphereface's A-Softmax inner product: y = x·Wᵀ with the label column replaced by
-    |x|·ψ(θ) (m = 1..4: SINGLE, DOUBLE, TRIPLE, QUADRUPLE), blended as (that + λ·x·Wᵀ)/(1 + λ).
+    """SphereFace's A-Softmax inner product: x·Wᵀ with a margin on the label's column.
 
-    Bottoms: features (flattened from margin_inner_product_param.axis into K values) and
-    their labels. Blob: W (num_output, K), whose rows every forward normalises in place (as
-    the fork does). Tops: the scores (…, num_output) and optionally λ (shape (1,)), where
-    each forward (TRAIN or TEST) advances the iteration counter (starting at `iteration`) and
+    Bottoms: x, N×... flattened from axis into K values per row; label, N values in
+    [0, num_output) (it gets no gradient).
+    Tops: scores, x's shape up to axis then num_output (N×num_output for axis 1); optionally
+    lambda, shape 1.
+    Blobs: W, num_output×K (no bias); every forward normalises its rows in place.
+    Params: margin_inner_product_param (MarginInnerProductParameter): num_output (> 0), type
+    SINGLE (default), DOUBLE, TRIPLE or QUADRUPLE (m = 1..4), weight_filler, axis (default 1),
+    base (default 1), gamma (default 0), power (default 1), lambda_min (default 0), iteration
+    (default 0).
+    Source: wy1iu/sphereface tools/caffe-sphereface/src/caffe/layers/
+    margin_inner_product_layer.cpp.
+
+    The label column becomes |x|·ψ(θ), blended as (that + λ·x·Wᵀ)/(1 + λ); each forward
+    (TRAIN or TEST) advances the iteration counter (starting at `iteration`) and
     λ = max(base·(1 + gamma·iter)^−power, lambda_min). ψ follows the fork's sign tables:
     DOUBLE 2·s0·cos² − 1; TRIPLE s1·(4cos³ − 3cos) + s2; QUADRUPLE s3·(8cos⁴ − 8cos² + 1) +
     s4. Backward is the fork's: W gets top_diffᵀ·x, x gets the plain-product gradient off
     the label column and, on it, (coeff_w·w + coeff_x·x) with the two coefficients
     normalised to unit length — not the derivative of ψ, so only SINGLE has a
-    finite-difference check. The labels get no gradient.
-    Source: wy1iu/sphereface tools/caffe-sphereface/src/caffe/layers/
-    margin_inner_product_layer.cpp.
+    finite-difference check.
     """
 
     exact_bottoms = 2
@@ -109,7 +118,7 @@ class MarginInnerProductLayer(Layer):
     def allow_force_backward(self, bottom_index: int) -> bool:
         return bottom_index == 0
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.margin_inner_product_param
         f = "margin_inner_product_param"
         self.check(p.num_output > 0, "num_output must be > 0", f"{f}.num_output")
@@ -125,7 +134,7 @@ class MarginInnerProductLayer(Layer):
             k = math.prod(shape[self.axis:])
             self.add_blob(fillers.fill(p.weight_filler, (self.num_output, k), where=self.name))
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         shape, label = tuple(bottom_shapes[0]), tuple(bottom_shapes[1])
         self.check(label[0] == shape[0], "Number of labels must match number of output; DO "
                    f"NOT support multi-label this version: {label} labels for {shape}")
@@ -137,7 +146,7 @@ class MarginInnerProductLayer(Layer):
             tops.append((1,))
         return tops
 
-    def forward(self, x, label) -> Tops:
+    def forward(self, x: torch.Tensor, label: torch.Tensor) -> Tops:
         if torch.is_grad_enabled() and label.requires_grad:
             raise self.error("MarginInnerProduct cannot back-propagate to its labels",
                              "propagate_down")

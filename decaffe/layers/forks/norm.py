@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import torch
+from torch.autograd.function import FunctionCtx
 
 from ... import fillers
 from ...layer import Layer, Shape, Tops, register
@@ -21,7 +22,7 @@ from .resize import field, has_field
 from .shape import enum_name
 
 
-def _filler(p, name: str):
+def _filler(p: caffe_pb2.BNParameter, name: str):
     """bn_param's filler, or Caffe's default FillerParameter (constant 0)."""
     fp = field(p, name, None)
     return fp if fp is not None else fillers.filler_param(type="constant", value=0.0)
@@ -40,13 +41,13 @@ class _TestModeNorm(torch.autograd.Function):
     s·(g − mean(g) − x̂·mean(g·x̂)) (what the fork runs in a TEST-phase backward)."""
 
     @staticmethod
-    def forward(ctx, x, mean, inv_std):
+    def forward(ctx: FunctionCtx, x: torch.Tensor, mean: torch.Tensor, inv_std: torch.Tensor):
         xhat = (x - mean) * inv_std
         ctx.save_for_backward(xhat, inv_std)
         return xhat
 
     @staticmethod
-    def backward(ctx, g):
+    def backward(ctx: FunctionCtx, g: torch.Tensor):
         xhat, inv_std = ctx.saved_tensors
         axes = _reduce_axes(g)
         gx = g - g.mean(axes, keepdim=True) - xhat * (g * xhat).mean(axes, keepdim=True)
@@ -55,22 +56,35 @@ class _TestModeNorm(torch.autograd.Function):
 
 @register("BN")
 class BNLayer(Layer):
-    """The forks' BN layer (one bottom of (N, C, ...) with statistics over all axes but 1).
+    """The forks' BN: per-channel batch normalisation with a built-in scale and shift.
 
-    yjxiong / Cysu form (the default; bn_param slope_filler, bias_filler, momentum = 0.9,
-    eps = 1e-5, frozen = false). Blobs (1, C, 1, 1): 0 scale, 1 shift, 2 running mean (starts
-    at 0), 3 running inverse standard deviation (starts at 1). TRAIN, not frozen: batch mean μ
-    and biased variance σ², s = (σ² + eps)^−½, y = (x − μ)·s·scale + shift, and
-    run_mean ← (1 − momentum)·μ + momentum·run_mean, run_inv_std likewise with s.
-    TEST or frozen: y = (x − run_mean)·run_inv_std·scale + shift. Frozen: the backward gives
-    only the bottom gradient scale·run_inv_std·dy (no scale/shift gradient, as the fork).
-    A TEST-phase backward (not frozen) uses the training formula around the running
-    statistics, as the fork does.
+    Bottoms: x, N×C×... (statistics over every axis but 1).
+    Tops: y, x's shape; in the SegNet/ENet LEARN form optionally the batch mean and the batch
+    variance, each 1×C×1×1 (they carry no gradient).
+    Blobs: yjxiong/Cysu form: 0 scale, 1 shift, 2 running mean (starts at 0), 3 running
+    inverse standard deviation (starts at 1), each 1×C×1×1; 2 and 3 get no gradient. SegNet/
+    ENet form: 0 scale, 1 shift, each 1×C×1×1.
+    Params: bn_param (BNParameter): yjxiong/Cysu form slope_filler, bias_filler (default
+    constant 0), momentum (default 0.9), eps (default 1e-5), frozen (default false); engine is
+    not read. SegNet/ENet form (chosen when bn_mode, scale_filler or shift_filler is set, or the
+    loaded weights hold two blobs): scale_filler, shift_filler (default constant 0), bn_mode
+    LEARN (default) or INFERENCE.
+    Source: yjxiong/caffe src/caffe/layers/bn_layer.cpp as before its commit 89777d9a
+    (2016-04-27, "Cudnn v5 Support"; from then on blob 3 holds the running variance, which
+    this layer does not read); Cysu/caffe's BN; alexgkendall/caffe-segnet and
+    TimoSaemann/caffe-enet src/caffe/layers/bn_layer.cpp.
 
-    SegNet / ENet form (chosen when bn_param sets bn_mode, scale_filler or shift_filler, or
-    the loaded weights hold two blobs). Blobs (1, C, 1, 1): 0 scale, 1 shift. LEARN: batch
-    mean μ and variance E(x²) − μ², y = (x − μ)/√(σ² + 1e−9)·scale + shift, with optional
-    tops 1 and 2 the batch mean and variance (1, C, 1, 1). INFERENCE: y = scale·x + shift.
+    yjxiong/Cysu form, TRAIN and not frozen: batch mean μ and biased variance σ²,
+    s = (σ² + eps)^−½, y = (x − μ)·s·scale + shift, and run_mean ← (1 − momentum)·μ +
+    momentum·run_mean, run_inv_std likewise with s. TEST or frozen:
+    y = (x − run_mean)·run_inv_std·scale + shift. Frozen: the backward gives only the bottom
+    gradient scale·run_inv_std·dy (no scale/shift gradient, as the fork). A TEST-phase
+    backward (not frozen) uses the training formula around the running statistics, as the
+    fork does. It has one top.
+
+    SegNet/ENet form, LEARN: batch mean μ and variance E(x²) − μ²,
+    y = (x − μ)/√(σ² + 1e−9)·scale + shift. INFERENCE: y = scale·x + shift (the statistics
+    folded in by SegNet's compute_bn_statistics.py); the mean/variance tops need LEARN.
     """
 
     # Caffe's backward reads its forward's normalised values and variance: the recorded
@@ -87,7 +101,7 @@ class BNLayer(Layer):
             return self.num_blobs == 2
         return any(has_field(p, f) for f in ("bn_mode", "scale_filler", "shift_filler"))
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.bn_param
         shape = tuple(bottom_shapes[0])
         self.check(len(shape) >= 2, f"the bottom must have a channel axis, not shape {shape}")
@@ -126,13 +140,13 @@ class BNLayer(Layer):
                        "the batch mean/variance tops exist only with bn_mode LEARN",
                        "bn_param.bn_mode")
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         shape = tuple(bottom_shapes[0])
         self.check(len(shape) >= 2 and shape[1] == self.channels,
                    f"bottom shape {shape}; the layer was set up for {self.channels} channels")
         return [shape] + [(1, self.channels, 1, 1)] * (len(self.top_names) - 1)
 
-    def forward(self, x) -> Tops:
+    def forward(self, x: torch.Tensor) -> Tops:
         if self.segnet:
             return self._forward_segnet(x)
         scale, shift = _per_channel(self.blob(0), x), _per_channel(self.blob(1), x)
@@ -157,7 +171,7 @@ class BNLayer(Layer):
             xhat = (x - mean) * inv
         return xhat * scale + shift
 
-    def _forward_segnet(self, x):
+    def _forward_segnet(self, x: torch.Tensor):
         scale, shift = _per_channel(self.blob(0), x), _per_channel(self.blob(1), x)
         if not self.learn:
             return scale * x + shift
@@ -173,14 +187,24 @@ class BNLayer(Layer):
 
 @register("BatchNormKyle")
 class BatchNormKyleLayer(Layer):
-    """inisis/caffe's BatchNormKyle: BVLC BatchNorm's statistics (blobs 0 mean sum, 1 variance
-    sum, 2 factor; batch_norm_param moving_average_fraction, eps, use_global_stats defaulting
-    to TEST) followed, with use_alpha_beta, by a built-in per-channel scale (blob 3, alpha,
-    starts at 1) and shift (blob 4, beta, starts at 0): y = x̂·alpha + beta.
-    In TRAIN the batch mean and biased variance normalise, and the sums update as BatchNorm's
-    (factor ← λ·factor + 1, mean ← λ·mean + μ, var ← λ·var + m/(m−1)·σ²). With global
-    statistics the backward is alpha·dy/√(var + eps) and alpha/beta get no gradient (the
-    fork returns before computing them).
+    """BVLC BatchNorm's statistics followed, with use_alpha_beta, by a per-channel scale and shift.
+
+    Bottoms: x, N×C×... (or a 1-axis N, one channel).
+    Tops: y, x's shape: x̂ = (x − mean)/√(var + eps), times alpha plus beta with
+    use_alpha_beta.
+    Blobs: 0 mean sum C, 1 variance sum C, 2 factor 1 (all start at 0 and get no gradient);
+    with use_alpha_beta 3 alpha C (starts at 1), 4 beta C (starts at 0).
+    Params: batch_norm_param (BatchNormParameter): use_global_stats (default: true in TEST),
+    moving_average_fraction (default 0.999), eps (default 1e-5), use_alpha_beta (default
+    false); weight_filler, bias_filler and do_all_reduce are not read (the fork sets alpha 1
+    and beta 0 without its fillers).
+    Source: inisis/caffe src/caffe/layers/batch_norm_kyle_layer.cpp.
+
+    In TRAIN the batch mean and biased variance normalise, and the sums update as
+    BatchNorm's (factor ← λ·factor + 1, mean ← λ·mean + μ, var ← λ·var + m/(m−1)·σ²); with
+    global statistics mean and var are the sums over factor. With global statistics the
+    backward is alpha·dy/√(var + eps) and alpha/beta get no gradient (the fork returns before
+    computing them).
     """
 
     # Caffe's backward reads its forward's normalised values and variance: the recorded
@@ -191,7 +215,7 @@ class BatchNormKyleLayer(Layer):
     exact_tops = 1
     no_grad_blobs = (0, 1, 2)
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.batch_norm_param
         shape = tuple(bottom_shapes[0])
         self.fraction = float(p.moving_average_fraction)
@@ -212,14 +236,14 @@ class BatchNormKyleLayer(Layer):
                    f"(use_alpha_beta: {str(self.alpha_beta).lower()})",
                    "batch_norm_param.use_alpha_beta")
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         shape = tuple(bottom_shapes[0])
         if len(shape) >= 2:
             self.check(shape[1] == self.channels, f"bottom has {shape[1]} channels, the layer "
                        f"was set up for {self.channels}")
         return [shape]
 
-    def forward(self, x) -> Tops:
+    def forward(self, x: torch.Tensor) -> Tops:
         shape = x.shape
         x2 = x.reshape(shape[0], 1) if x.dim() == 1 else x
         mean_sum, var_sum, factor = self.blob(0), self.blob(1), self.blob(2)

@@ -442,12 +442,13 @@ class _PSROIAvgPool(torch.autograd.Function):
 # ------------------------------------------------------------------------------------------
 # Proposal
 # ------------------------------------------------------------------------------------------
-def _round_half_up(x: np.ndarray, dt) -> np.ndarray:
+def _round_half_up(x: np.ndarray, dt: type[np.floating]) -> np.ndarray:
     """The fork's ROUND(x) = (int)(x + (Dtype)0.5), for the non-negative sizes it rounds."""
     return np.trunc((x + dt(0.5)).astype(dt)).astype(dt)
 
 
-def _generate_anchors(base_size: int, ratios, scales, dt) -> np.ndarray:
+def _generate_anchors(base_size: int, ratios: list[float], scales: list[float],
+                      dt: type[np.floating]) -> np.ndarray:
     """(A, 4) anchors around the base box's centre, ratios outer, scales inner:
     w = ROUND(√(base_size²/ratio)), h = ROUND(w·ratio), each scaled by `scale` into a
     w·scale × h·scale box (pva-faster-rcnn's generate_anchors, py-faster-rcnn's anchors)."""
@@ -473,7 +474,7 @@ def _segment_ids(starts: torch.Tensor, ends: torch.Tensor):
     return pos, seg, first
 
 
-def _seg_reduce(values: torch.Tensor, seg: torch.Tensor, count: int, how: str, fill):
+def _seg_reduce(values: torch.Tensor, seg: torch.Tensor, count: int, how: str, fill: float):
     out = torch.full((count,), fill, dtype=values.dtype, device=values.device)
     return out.scatter_reduce(0, seg, values, reduce=how, include_self=True)
 
@@ -601,30 +602,36 @@ def _greedy_nms(boxes: torch.Tensor, thresh: torch.Tensor, max_out: int,
 
 @register("Proposal")
 class ProposalLayer(Layer):
-    """Region proposals from RPN scores and box deltas: the C++ Proposal layer of
-    sanghoon/pva-faster-rcnn (its caffe submodule, branch dev_pvanet), which computes
-    py-faster-rcnn's ProposalLayer — the semantics the Faster R-CNN, R-FCN and PVANet models
-    that declare ``type: "Proposal"`` were trained with.
+    """Region proposals from RPN scores and box deltas: anchors moved, clipped, sorted, NMS'd.
 
-    Bottoms: scores (N, 2A, H, W) — background then foreground for the A anchors —, deltas
-    (N, 4A, H, W), im_info [img_h, img_w, scale_h(, scale_w, ...)] (the first image's: with
-    three values the one scale serves both sides, as py-faster-rcnn's im_info has it). Tops:
-    rois (R, 5) [n, x1, y1, x2, y2] and optionally scores (R,), the images' proposals one
-    after the other.
-
-    Anchors: for each ratio (outer) w = ROUND(√(base_size²/ratio)), h = ROUND(w·ratio); for
-    each scale (inner) the w·scale × h·scale box centred on ((base_size − 1)/2,
-    (base_size − 1)/2) (scales 8/16/32 at base_size 16 are 128–512 px), shifted by
-    feat_stride·(x, y) at every cell (cells row-major outer, anchors inner). Each moves by
-    its deltas (centre + d·size, size·exp(d), sizes with +1), is clipped to the image, and
-    its score becomes 0 unless it is at least min_size·scale_w wide and min_size·scale_h
-    high. The fork's partial quicksort brings the pre_nms_topn best first (equal scores
-    where that algorithm leaves them); greedy NMS (IoU with +1 sizes > nms_thresh
-    suppresses) keeps at most post_nms_topn. R depends on the data. No backward (the
-    fork's is empty). Computed in the bottoms' precision with tensor operations (no loop
-    over boxes).
+    Bottoms: scores, N×2A×H×W (background then foreground for the A anchors); deltas,
+    N×4A×H×W; im_info, at least 3 values per image [img_h, img_w, scale_h(, scale_w, ...)],
+    the first image's serving every image (with three values the one scale serves both
+    sides, as py-faster-rcnn's im_info has it). None gets a gradient (the fork's backward is
+    empty).
+    Tops: rois, R×5 [n, x1, y1, x2, y2]; optionally scores, R; the images' proposals one
+    after the other, at most post_nms_topn each. R depends on the data.
+    Blobs: none.
+    Params: proposal_param (ProposalParameter; inisis' number 1000, pva-faster-rcnn's
+    8266713, same fields): feat_stride (default 16), base_size (default 16, > 0), min_size
+    (default 16), ratio (repeated, at least one, > 0), scale (repeated, at least one),
+    pre_nms_topn (default 6000), post_nms_topn (default 300, > 0), nms_thresh (default 0.7).
     Source: sanghoon/caffe@6068dd0 (dev_pvanet) src/caffe/layers/proposal_layer.cpp,
     src/caffe/util/nms.cpp; py-faster-rcnn lib/rpn/proposal_layer.py, generate_anchors.py.
+
+    The C++ Proposal layer of sanghoon/pva-faster-rcnn computes py-faster-rcnn's
+    ProposalLayer — the semantics the Faster R-CNN, R-FCN and PVANet models that declare
+    ``type: "Proposal"`` were trained with. Anchors: for each ratio (outer)
+    w = ROUND(√(base_size²/ratio)), h = ROUND(w·ratio); for each scale (inner) the
+    w·scale × h·scale box centred on ((base_size − 1)/2, (base_size − 1)/2) (scales 8/16/32 at
+    base_size 16 are 128–512 px), shifted by feat_stride·(x, y) at every cell (cells
+    row-major outer, anchors inner). Each moves by its deltas (centre + d·size, size·exp(d),
+    sizes with +1), is clipped to the image, and its score becomes 0 unless it is at least
+    min_size·scale_w wide and min_size·scale_h high. The fork's partial quicksort brings the
+    pre_nms_topn best first (equal scores where that algorithm leaves them); greedy NMS (IoU
+    with +1 sizes > nms_thresh suppresses) keeps at most post_nms_topn. The fork takes one
+    image; decaffe takes N. Computed in the bottoms' precision with tensor operations (no
+    loop over boxes).
     """
 
     exact_bottoms = 3
@@ -634,7 +641,7 @@ class ProposalLayer(Layer):
     def allow_force_backward(self, bottom_index: int) -> bool:
         return False
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.proposal_param
         self.feat_stride = int(p.feat_stride)
         self.base_size = int(p.base_size)
@@ -652,7 +659,7 @@ class ProposalLayer(Layer):
                    "proposal_param.post_nms_topn")
         self.ratios, self.scales = list(p.ratio), list(p.scale)
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         s, dlt, info = (tuple(x) for x in bottom_shapes)
         a = len(self.ratios) * len(self.scales)
         self.check(len(s) == 4 and s[1] == 2 * a, f"bottom '{self.bottom_names[0]}' must be "
@@ -666,7 +673,9 @@ class ProposalLayer(Layer):
         rows = s[0] * self.post_nms_topn
         return [(rows, 5), (rows,)][:len(self.top_names)]
 
-    def _proposals(self, sc, dl, anchors, img_h, img_w, min_h, min_w):
+    def _proposals(self, sc: torch.Tensor, dl: torch.Tensor, anchors: torch.Tensor,
+                   img_h: torch.Tensor, img_w: torch.Tensor, min_h: torch.Tensor,
+                   min_w: torch.Tensor):
         """(H·W·A, 4) boxes and (H·W·A,) scores, in the fork's enumeration order."""
         dt, dev = sc.dtype, sc.device
         a = anchors.shape[0]
@@ -700,7 +709,7 @@ class ProposalLayer(Layer):
         score = big.to(dt) * sc[a:].permute(1, 2, 0)
         return boxes.reshape(-1, 4), score.reshape(-1)
 
-    def forward(self, score, delta, im_info) -> Tops:
+    def forward(self, score: torch.Tensor, delta: torch.Tensor, im_info: torch.Tensor) -> Tops:
         dt, dev = score.dtype, score.device
         npdt = _np_dtype(score)
         sc_all, dl_all = score.detach(), delta.detach()
@@ -739,7 +748,7 @@ class ProposalLayer(Layer):
 _PRE_FIXED = _LossParam.PRE_FIXED
 
 
-def _legacy_dims(shape) -> tuple[int, int, int, int]:
+def _legacy_dims(shape: Shape) -> tuple[int, int, int, int]:
     """Caffe's num/channels/height/width of a blob of at most 4 axes (missing ones are 1)."""
     s = tuple(int(v) for v in shape) + (1,) * (4 - len(shape))
     return s[0], s[1], s[2], s[3]
@@ -747,13 +756,25 @@ def _legacy_dims(shape) -> tuple[int, int, int, int]:
 
 @register("SoftmaxWithLossOHEM")
 class SoftmaxWithLossOHEMLayer(SoftmaxWithLossLayer):
-    """SoftmaxWithLoss with R-FCN's per-instance loss as its optional third top (as R-FCN's
-    own SoftmaxWithLoss gives it: see SoftmaxWithLossLayer) and loss_param.normalization
-    PRE_FIXED dividing by loss_param.pre_fixed_normalizer (at least 1).
-    Source: caffe-rfcn / soeaver's caffe-priv softmax_loss_ohem_layer.
+    """SoftmaxWithLoss with R-FCN's per-instance loss top and PRE_FIXED normalisation.
+
+    Bottoms: scores, outer×C×inner around softmax_param.axis; labels, outer·inner values in
+    [0, C) or ignore_label (they get no gradient).
+    Tops: loss, a scalar (loss_weight 1 by default); optionally the probabilities (scores'
+    shape) and the per-position losses (the labels' shape, 0 where ignored), neither with a
+    gradient.
+    Blobs: none.
+    Params: softmax_param.axis (default 1); loss_param (LossParameter): ignore_label,
+    normalization (default VALID; PRE_FIXED divides by pre_fixed_normalizer, default 1, at
+    least 1), normalize (legacy).
+    Source: R-FCN's OHEM layers (Yi Li, 2016) as Intel's extendedcaffe/extended-caffe and
+    soeaver's caffe-priv carry them: src/caffe/layers/softmax_loss_ohem_layer.cpp/.cu.
+
+    Everything else is SoftmaxWithLoss's (see SoftmaxWithLossLayer); the loss sums the
+    non-ignored positions as R-FCN's GPU code does.
     """
 
-    def _normalizer(self, mode, outer, inner, valid_count):  # noqa: D401 - Caffe's name
+    def _normalizer(self, mode: int, outer: int, inner: int, valid_count: torch.Tensor | None):  # noqa: D401 - Caffe's name
         if mode == _PRE_FIXED:
             return max(1.0, float(np.float32(self.lp.loss_param.pre_fixed_normalizer)))
         return SoftmaxWithLossLayer._normalizer(mode, outer, inner, valid_count)
@@ -761,16 +782,22 @@ class SoftmaxWithLossOHEMLayer(SoftmaxWithLossLayer):
 
 @register("SmoothL1LossOHEM")
 class SmoothL1LossOHEMLayer(_LossLayer):
-    """R-FCN's SmoothL1 loss for OHEM (σ = 1): Σ smoothL1(w · (a − b)) / normaliser.
+    """R-FCN's SmoothL1 loss for OHEM (σ = 1): Σ smoothL1(w·(a − b)) / normaliser.
 
-    Bottoms: predictions, targets and optionally weights w (BoxAnnotatorOHEM's bbox loss
-    weights). The normaliser is loss_param.normalization (default VALID; FULL and VALID are
-    num·height·width, BATCH_SIZE num, PRE_FIXED pre_fixed_normalizer, NONE 1; at least 1).
-    An optional second top (num, 1, height, width) holds each instance's loss summed over
-    channels, with no gradient. The fork's backward is smoothL1'(w · (a − b)) · ±loss_weight /
-    normaliser, without the factor w (decaffe keeps it: the same for 0/1 weights); the
-    weights get no gradient.
-    Source: caffe-rfcn / soeaver's caffe-priv smooth_L1_loss_ohem_layer.
+    Bottoms: a, N×C×H×W predictions (at most 4 axes); b, targets, a's count with a's C, H, W;
+    optionally w, weights likewise (BoxAnnotatorOHEM's bbox loss weights). a and b get
+    gradients; w gets none.
+    Tops: loss, a scalar (loss_weight 1 by default); optionally N×1×H×W (4 axes, missing
+    ones 1): each instance's loss summed over the channels, with no gradient.
+    Blobs: none.
+    Params: loss_param (LossParameter): normalization (default VALID; FULL and VALID are
+    N·H·W, BATCH_SIZE N, PRE_FIXED pre_fixed_normalizer (default 1), NONE 1; at least 1).
+    Source: R-FCN's OHEM layers (Yi Li, 2016) as Intel's extendedcaffe/extended-caffe and
+    soeaver's caffe-priv carry them: src/caffe/layers/smooth_L1_loss_ohem_layer.cpp/.cu.
+
+    smoothL1(x) = 0.5·x² if |x| < 1, else |x| − 0.5. The fork's backward is
+    smoothL1'(w·(a − b))·±loss_weight/normaliser, without the factor w (decaffe keeps it:
+    the same for 0/1 weights).
     """
 
     exact_bottoms = None
@@ -781,11 +808,11 @@ class SmoothL1LossOHEMLayer(_LossLayer):
     def allow_force_backward(self, bottom_index: int) -> bool:
         return bottom_index < 2
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         self._check_tops()
         self.normalization = self._normalization(VALID)
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         self._check_first_axis(bottom_shapes)
         a = tuple(bottom_shapes[0])
         self.check(len(a) <= 4, f"{self._bottom(0)} must have at most 4 axes, has shape {a}")
@@ -809,7 +836,7 @@ class SmoothL1LossOHEMLayer(_LossLayer):
             value = 1.0
         return max(1.0, value)
 
-    def forward(self, a, b, *weights) -> Tops:
+    def forward(self, a: torch.Tensor, b: torch.Tensor, *weights: torch.Tensor) -> Tops:
         raw = a - b.reshape(a.shape)
         if weights:
             scaled = raw * weights[0].detach().reshape(a.shape)
@@ -831,25 +858,32 @@ class SmoothL1LossOHEMLayer(_LossLayer):
 # ------------------------------------------------------------------------------------------
 @register("SmoothL1Loss")
 class SmoothL1LossLayer(SmoothL1LossOHEMLayer):
-    """Σ outside · smoothL1(inside · (a − b)) / N, N = a.shape[0] (Faster R-CNN).
+    """Faster R-CNN's smooth L1 loss: Σ outside·smoothL1(inside·(a − b)) / N, N = a.shape[0].
 
-    smoothL1(x) = 0.5·σ²·x² if |x| < 1/σ², else |x| − 0.5/σ² (σ = smooth_l1_loss_param.sigma,
-    default 1). Bottoms: predictions, targets, and optionally inside and outside weights.
-    All bottoms have a's shape. Gradients go to the predictions and targets (the weights are
-    never back-propagated). With two bottoms and σ = 1 this is also the SSD fork's
-    SmoothL1Loss. Source: caffe-fast-rcnn src/caffe/layers/smooth_L1_loss_layer.cpp/.cu.
+    Bottoms: a, predictions of any shape; b, targets of a's count; optionally inside and
+    outside weights of a's count. a and b get gradients; the weights never do.
+    Tops: loss, a scalar (loss_weight 1 by default); with R-FCN's form (below) optionally the
+    per-instance losses, N×1×H×W.
+    Blobs: none.
+    Params: smooth_l1_loss_param (SmoothL1LossParameter, caffe-fast-rcnn's number 8266712):
+    sigma (default 1); R-FCN's form reads loss_param's normalization instead (as
+    SmoothL1LossOHEM).
+    Source: rbgirshick/caffe-fast-rcnn src/caffe/layers/smooth_L1_loss_layer.cpp/.cu; the
+    three-bottom or two-top form daijifeng001/caffe-rfcn smooth_L1_loss_layer.cu.
+
+    smoothL1(x) = 0.5·σ²·x² if |x| < 1/σ², else |x| − 0.5/σ². With two bottoms and σ = 1
+    this is also the SSD fork's SmoothL1Loss.
 
     Three bottoms (predictions, targets, weights) or a second top are R-FCN's own
-    SmoothL1Loss (daijifeng001/caffe-rfcn smooth_L1_loss_layer.cu, whose OHEM nets pass the
-    bbox weights as a third bottom and read per-ROI losses from the second top): σ = 1,
-    loss_param normalisation, the arithmetic of SmoothL1LossOHEM. caffe-fast-rcnn refuses
-    three bottoms; R-FCN's layer takes at most three, so four bottoms with two tops are
-    refused.
+    SmoothL1Loss (its OHEM nets pass the bbox weights as a third bottom and read per-ROI
+    losses from the second top): σ = 1, loss_param normalisation, the arithmetic of
+    SmoothL1LossOHEM. caffe-fast-rcnn refuses three bottoms; R-FCN's layer takes at most
+    three, so four bottoms with two tops are refused.
     """
 
     max_bottoms = 4
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         self.rfcn = len(bottom_shapes) == 3 or len(self.top_names) == 2
         if self.rfcn:
             self.check(len(bottom_shapes) <= 3, "R-FCN's SmoothL1Loss (a second top) takes 2 "
@@ -860,7 +894,7 @@ class SmoothL1LossLayer(SmoothL1LossOHEMLayer):
         sigma = float(np.float32(self.lp.smooth_l1_loss_param.sigma))
         self.sigma2 = float(np.float32(sigma * sigma))
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         if self.rfcn:
             return super().reshape(bottom_shapes)
         a = tuple(bottom_shapes[0])
@@ -870,7 +904,7 @@ class SmoothL1LossLayer(SmoothL1LossOHEMLayer):
                        "they must have the same size")
         return [()]
 
-    def forward(self, a, b, *weights) -> Tops:
+    def forward(self, a: torch.Tensor, b: torch.Tensor, *weights: torch.Tensor) -> Tops:
         if self.rfcn:
             return super().forward(a, b, *weights)
         d = a - b.reshape(a.shape)
@@ -888,12 +922,19 @@ class SmoothL1LossLayer(SmoothL1LossOHEMLayer):
 class BoxAnnotatorOHEMLayer(Layer):
     """R-FCN's hard example selection: keeps the roi_per_img highest-loss ROIs of each image.
 
-    Bottoms: ROIs (R, 5, ...), per-ROI loss (R, 1, ...), labels (R, 1, ...), bbox loss
-    weights (R, K, ...). Tops: labels with ignore_label (default −1) everywhere except the
-    kept ROIs, and bbox loss weights zeroed except for the kept ROIs. ROIs are ranked by loss,
-    highest first (equal losses keep their order: the fork's std::sort leaves it unspecified);
-    an image's quota is roi_per_img (required, > 0). No backward.
-    Source: caffe-rfcn src/caffe/layers/box_annotator_ohem_layer.cu.
+    Bottoms: rois, R×5×H×W (legacy 4-axis view; usually R×5, [image, x1, y1, x2, y2]);
+    loss, R×1×H×W per-ROI losses; labels, R×1×H×W; bbox loss weights, R×K×H×W. None gets a
+    gradient (no backward).
+    Tops: labels, R×1×H×W: ignore_label everywhere except the kept ROIs; bbox loss weights,
+    R×K×H×W: zero except for the kept ROIs.
+    Blobs: none.
+    Params: box_annotator_ohem_param (BoxAnnotatorOHEMParameter): roi_per_img (required in
+    the fork; refused unset, > 0), ignore_label (default −1).
+    Source: daijifeng001/caffe-rfcn src/caffe/layers/box_annotator_ohem_layer.cu.
+
+    ROIs are ranked by loss, highest first (equal losses keep their order: the fork's
+    std::sort leaves it unspecified); each image (the ROI's first value, truncated) keeps at
+    most roi_per_img of them.
     """
 
     exact_bottoms = 4
@@ -902,7 +943,7 @@ class BoxAnnotatorOHEMLayer(Layer):
     def allow_force_backward(self, bottom_index: int) -> bool:
         return False
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.box_annotator_ohem_param
         f = "box_annotator_ohem_param.roi_per_img"
         self.check(p.HasField("roi_per_img"), "required field is not set (the fork declares "
@@ -911,7 +952,7 @@ class BoxAnnotatorOHEMLayer(Layer):
         self.roi_per_img = int(p.roi_per_img)
         self.ignore_label = float(p.ignore_label)
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         shapes = [_legacy_dims(s) for s in bottom_shapes]
         n, _, h, w = shapes[0]
         self.check(shapes[0][1] == 5, f"bottom '{self.bottom_names[0]}' must have 5 channels, "
@@ -924,7 +965,8 @@ class BoxAnnotatorOHEMLayer(Layer):
                    f"{tuple(bottom_shapes[3])}")
         return [(n, 1, h, w), (n, shapes[3][1], h, w)]
 
-    def forward(self, rois, loss, labels, bbox_weights) -> Tops:
+    def forward(self, rois: torch.Tensor, loss: torch.Tensor, labels: torch.Tensor,
+                bbox_weights: torch.Tensor) -> Tops:
         n, _, h, w = _legacy_dims(rois.shape)
         spatial = h * w
         r = rois.detach().reshape(n, 5, spatial).cpu().numpy()

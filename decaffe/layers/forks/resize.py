@@ -25,11 +25,12 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
+from google.protobuf.message import Message
 
 from ...layer import Layer, Shape, Tops, register
 
 
-def has_field(msg, name: str) -> bool:
+def has_field(msg: Message, name: str) -> bool:
     """Whether the (fork) field exists in this schema and is set."""
     try:
         return msg.HasField(name)
@@ -37,7 +38,7 @@ def has_field(msg, name: str) -> bool:
         return False
 
 
-def field(msg, name: str, default) -> object:
+def field(msg: Message, name: str, default: object) -> object:
     """The field's value, or default where the schema has no such field."""
     return getattr(msg, name, default)
 
@@ -62,7 +63,7 @@ class _Separable(Layer):
         ah, awt = mats
         return torch.matmul(torch.matmul(ah, x), awt)
 
-    def _check_4d(self, shape) -> None:
+    def _check_4d(self, shape: Shape) -> None:
         self.check(len(shape) == 4, f"the bottom must have 4 axes (num, channels, height, "
                    f"width), not shape {tuple(shape)}")
 
@@ -88,21 +89,32 @@ def _interp_axis(n_in: int, offset: int, n_eff: int, n_out: int) -> np.ndarray:
 
 @register("Interp")
 class InterpLayer(_Separable):
-    """PSPNet/DeepLab's Interp: bilinear resize with aligned corners (Caffe's interp2).
+    """Bilinear resize with aligned corners (Caffe's caffe_cpu_interp2), PSPNet/DeepLab's Interp.
 
-    interp_param: pad_beg, pad_end (<= 0: crop the input first; the effective input is
-    in + pad_beg + pad_end, starting at −pad_beg on both axes); the output size is
-    shrink_factor s alone: (in_eff − 1)/s + 1; zoom_factor z alone: in_eff + (in_eff − 1)(z − 1);
-    height and width: those; both factors: shrink then zoom. With a second bottom and
-    use_blob_size (soeaver's fork) the output takes that bottom's height and width.
-    Output position o reads input o·(in_eff − 1)/(out − 1) (float32). Backward: the transpose.
-    Refuses positive pads, factors < 1, no size given, and non-positive sizes (as Caffe).
+    Bottoms: x, N×C×H×W; optionally ref, N'×C'×H_out×W_out, whose height and width the top
+    takes (ref gets no gradient).
+    Tops: y, N×C×H_out×W_out.
+    Blobs: none.
+    Params: interp_param (InterpParameter): pad_beg, pad_end (default 0, must be <= 0: they
+    crop); height, width; zoom_factor, shrink_factor (default 1 each, used when set);
+    use_blob_size (default false; soeaver's, refused set false with a second bottom).
+    Source: DeepLab v2 src/caffe/layers/interp_layer.cpp and src/caffe/util/interp.cpp (as
+    the maweifei/deeplab-ver2 mirror and PSPNet carry them); soeaver's caffe-priv for
+    use_blob_size.
+
+    The effective input is in + pad_beg + pad_end, starting at −pad_beg on both axes; the
+    output size is shrink_factor s alone: (in_eff − 1)/s + 1; zoom_factor z alone:
+    in_eff + (in_eff − 1)(z − 1); height and width: those; both factors: shrink then zoom. A
+    second bottom's height and width win over all of these (DeepLab v2's Interp reads the
+    second bottom only when no factor or size is given). Output position o reads input
+    o·(in_eff − 1)/(out − 1) (float32). Backward: the transpose. Refuses positive pads,
+    factors < 1, no size given, and non-positive sizes (as Caffe).
     """
 
     min_bottoms = 1
     max_bottoms = 2
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.interp_param
         self.pad_beg = int(field(p, "pad_beg", 0))
         self.pad_end = int(field(p, "pad_end", 0))
@@ -115,7 +127,7 @@ class InterpLayer(_Separable):
             self.check(p.use_blob_size, "a second bottom gives the output size only with "
                        "use_blob_size: true", "interp_param.use_blob_size")
 
-    def _out_size(self, shape, ref) -> tuple[int, int, int, int]:
+    def _out_size(self, shape: Shape, ref: Shape | None) -> tuple[int, int, int, int]:
         p = self.lp.interp_param
         self._check_4d(shape)
         h_eff = shape[2] + self.pad_beg + self.pad_end
@@ -149,18 +161,18 @@ class InterpLayer(_Separable):
                    "interp_param")
         return h_eff, w_eff, ho, wo
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         shape = tuple(bottom_shapes[0])
         ref = tuple(bottom_shapes[1]) if self.use_blob else None
         _, _, ho, wo = self._out_size(shape, ref)
         return [shape[:2] + (ho, wo)]
 
-    def _matrices(self, in_hw):
+    def _matrices(self, in_hw: tuple[int, ...]):
         (h, w), (h_eff, w_eff, ho, wo) = in_hw[:2], in_hw[2:]
         off = -self.pad_beg
         return _interp_axis(h, off, h_eff, ho), _interp_axis(w, off, w_eff, wo)
 
-    def forward(self, x, ref=None) -> Tops:
+    def forward(self, x: torch.Tensor, ref: torch.Tensor | None=None) -> Tops:
         dims = self._out_size(tuple(x.shape), tuple(ref.shape) if ref is not None else None)
         return self._resample(x, (x.shape[2], x.shape[3]) + dims)
 
@@ -188,24 +200,30 @@ def _unpool(layer: Layer, x: torch.Tensor, mask: torch.Tensor, out_h: int, out_w
 
 @register("Upsample")
 class UpsampleLayer(Layer):
-    """Upsample.
+    """Upsample: SegNet's max-unpooling with two bottoms, nearest-neighbour repetition with one.
 
-    Two bottoms (SegNet, alexgkendall/caffe-segnet): bottom 1 is a MAX Pooling's mask of
-    bottom 0's shape; each value is written at its mask position in a zero top of
-    upsample_h × upsample_w, or (height·scale_h − pad_out_h) × (width·scale_w − pad_out_w)
-    (scale_h/scale_w default to scale). Backward reads the top's gradient at the mask positions.
+    Bottoms: x, N×C×H×W; optionally mask, N×C×H×W, a MAX Pooling's argmax top (flat
+    indices in each out_h×out_w plane; it gets no gradient).
+    Tops: with the mask N×C×out_h×out_w; with one bottom x's shape with the last two axes (or,
+    dims_num 3, the last axis) times scale.
+    Blobs: none.
+    Params: upsample_param (UpsampleParameter): scale (default 2, SegNet's; inisis' is 1),
+    scale_h, scale_w (default scale), pad_out_h, pad_out_w (default false, only for scale 2),
+    upsample_h, upsample_w (with the mask); dims_num (default 4; one bottom only).
+    Source: alexgkendall/caffe-segnet src/caffe/layers/upsample_layer.cpp (two bottoms);
+    inisis/caffe src/caffe/layers/upsample_layer.cpp (one bottom).
 
-    One bottom (inisis/caffe, YOLOv3 forks): nearest-neighbour repetition by the integer
-    `scale`: with dims_num 4 (default) along the last two axes, with dims_num 3 along the
-    last axis only. The fork had no backward; decaffe gives the exact one (the sum over each
-    block), see docs/compat.md.
+    With the mask each value is written at its mask position in a zero top of
+    upsample_h × upsample_w, or (H·scale_h − pad_out_h) × (W·scale_w − pad_out_w); backward
+    reads the top's gradient at the mask positions. With one bottom the fork had no
+    backward; decaffe gives the exact one (the sum over each block), see docs/compat.md.
     """
 
     min_bottoms = 1
     max_bottoms = 2
     exact_tops = 1
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.upsample_param
         f = "upsample_param"
         self.with_mask = len(self.bottom_names) == 2
@@ -237,7 +255,7 @@ class UpsampleLayer(Layer):
             self.check(self.dims_num in (3, 4), f"must be 3 or 4, not {self.dims_num}",
                        f"{f}.dims_num")
 
-    def _mask_size(self, shape, mshape) -> tuple[int, int]:
+    def _mask_size(self, shape: Shape, mshape: Shape) -> tuple[int, int]:
         self.check(len(shape) == 4, f"the bottom must have 4 axes, not shape {tuple(shape)}")
         self.check(tuple(mshape) == tuple(shape), f"the mask (bottom 1) has shape "
                    f"{tuple(mshape)}; it must match bottom 0's {tuple(shape)}")
@@ -246,19 +264,19 @@ class UpsampleLayer(Layer):
         return (shape[2] * self.scale[0] - self.pad_out[0],
                 shape[3] * self.scale[1] - self.pad_out[1])
 
-    def _nearest_shape(self, shape) -> tuple[int, ...]:
+    def _nearest_shape(self, shape: Shape) -> tuple[int, ...]:
         k = 2 if self.dims_num == 4 else 1
         self.check(len(shape) >= k, f"dims_num {self.dims_num} needs at least {k} axes, "
                    f"the bottom has shape {tuple(shape)}")
         return tuple(shape[:-k]) + tuple(d * self.scale for d in shape[-k:])
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         shape = tuple(bottom_shapes[0])
         if self.with_mask:
             return [shape[:2] + self._mask_size(shape, bottom_shapes[1])]
         return [self._nearest_shape(shape)]
 
-    def forward(self, x, mask=None) -> Tops:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None=None) -> Tops:
         if mask is not None:
             h, w = self._mask_size(tuple(x.shape), tuple(mask.shape))
             return _unpool(self, x, mask, h, w)
@@ -274,29 +292,36 @@ class UpsampleLayer(Layer):
 
 @register("MaxUnPool")
 class MaxUnPoolLayer(Layer):
-    """inisis/caffe's MaxUnPool: bottom 0 (N, C, H, W) values go to the flat positions of
-    bottom 1 (a MAX Pooling's mask, or any index blob) in a zero top (N, C, dst_h, dst_w).
-    max_unpool_param.dst_h and dst_w are required; an index outside the top is refused (the
-    fork aborts). The fork had no backward; decaffe's reads the top's gradient at the mask
-    positions (docs/compat.md)."""
+    """Max-unpooling: each value goes to its index's place in a zero top of dst_h × dst_w.
+
+    Bottoms: x, N×C×H×W; mask, N×C×H×W, a MAX Pooling's argmax top (or any flat index
+    blob into each dst_h×dst_w plane; it gets no gradient).
+    Tops: y, N×C×dst_h×dst_w.
+    Blobs: none.
+    Params: max_unpool_param (MaxUnPoolParameter): dst_h, dst_w (both required).
+    Source: inisis/caffe src/caffe/layers/maxunpool_layer.cpp.
+
+    An index outside the top is refused (the fork aborts). The fork had no backward;
+    decaffe's reads the top's gradient at the mask positions (docs/compat.md).
+    """
 
     exact_bottoms = 2
     exact_tops = 1
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.max_unpool_param
         self.check(has_field(p, "dst_h") and has_field(p, "dst_w"),
                    "dst_h and dst_w are required", "max_unpool_param.dst_h")
         self.size = (int(p.dst_h), int(p.dst_w))
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         shape = tuple(bottom_shapes[0])
         self.check(len(shape) == 4, f"the bottom must have 4 axes, not shape {shape}")
         self.check(tuple(bottom_shapes[1]) == shape, f"the mask (bottom 1) has shape "
                    f"{tuple(bottom_shapes[1])}; it must match bottom 0's {shape}")
         return [shape[:2] + self.size]
 
-    def forward(self, x, mask) -> Tops:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> Tops:
         self.reshape([tuple(x.shape), tuple(mask.shape)])
         return _unpool(self, x, mask, *self.size)
 
@@ -324,16 +349,25 @@ def _resize_axis(n_in: int, n_out: int) -> np.ndarray:
 
 @register("Resize")
 class ResizeLayer(_Separable):
-    """Bilinear Resize (zhujin's util_img): top (N, C, height, width), or with
-    is_pyramid_test the bottom's size times out_height_scale / out_width_scale (truncated).
-    Output (h, w) reads source (h·H/height, w·W/width), anchored at the top-left pixel; a
-    neighbour beyond the last row/column is dropped (its weight is not redistributed).
-    Backward scatters the top's gradient with the same weights. resize_param.height and
-    width are required without is_pyramid_test, both scales with it."""
+    """Bilinear resize anchored at the top-left pixel (zhujin's util_img, as inisis/caffe has it).
+
+    Bottoms: x, N×C×H×W.
+    Tops: y, N×C×height×width, or with is_pyramid_test N×C×int(H·out_height_scale)×
+    int(W·out_width_scale).
+    Blobs: none.
+    Params: resize_param (ResizeLayerParameter, inisis' number 251): height, width (required
+    without is_pyramid_test); is_pyramid_test (default false); out_height_scale,
+    out_width_scale (required with it).
+    Source: inisis/caffe src/caffe/layers/resize_layer.cpp, src/caffe/util/util_img.cpp.
+
+    Output (h, w) reads source (h·H/height, w·W/width); a neighbour beyond the last
+    row/column is dropped (its weight is not redistributed). Backward scatters the top's
+    gradient with the same weights, as the fork's.
+    """
 
     exact_bottoms = 1
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.resize_param
         self.pyramid = bool(field(p, "is_pyramid_test", False))
         if self.pyramid:
@@ -346,7 +380,7 @@ class ResizeLayer(_Separable):
                        "resize_param.height")
             self.check(has_field(p, "width"), "output width is required", "resize_param.width")
 
-    def _out(self, shape) -> tuple[int, int]:
+    def _out(self, shape: Shape) -> tuple[int, int]:
         self._check_4d(shape)
         p = self.lp.resize_param
         if self.pyramid:
@@ -358,15 +392,15 @@ class ResizeLayer(_Separable):
                    "resize_param")
         return ho, wo
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         shape = tuple(bottom_shapes[0])
         return [shape[:2] + self._out(shape)]
 
-    def _matrices(self, key):
+    def _matrices(self, key: tuple[int, int, int, int]):
         h, w, ho, wo = key
         return _resize_axis(h, ho), _resize_axis(w, wo)
 
-    def forward(self, x) -> Tops:
+    def forward(self, x: torch.Tensor) -> Tops:
         ho, wo = self._out(tuple(x.shape))
         return self._resample(x, (x.shape[2], x.shape[3], ho, wo))
 
@@ -390,17 +424,25 @@ def _bilinear_axis(n_in: int, n_out: int, align: bool) -> np.ndarray:
 
 @register("BilinearInterpolate")
 class BilinearInterpolateLayer(_Separable):
-    """inisis/caffe's BilinearInterpolate (ONNX Resize/Upsample bilinear): top (N, C, dst_h,
-    dst_w) from bilinear_interpolate_param dst_h / dst_w (either one; the other keeps the
-    bottom's size) or scale_factor (sizes truncated); align_corners (default true) maps the
-    corners onto each other, otherwise half-pixel centres. The fork had no backward; decaffe's
-    is the transpose of the interpolation (docs/compat.md). Refused: both a size and a
-    scale_factor, neither, a bottom axis of size 1 (the fork reads outside it), and
-    align_corners with an output axis of 1 (the fork divides by zero)."""
+    """Bilinear resize to a fixed size, ONNX Resize/Upsample's bilinear mode.
+
+    Bottoms: x, N×C×H×W with H, W >= 2.
+    Tops: y, N×C×dst_h×dst_w (fixed at setup from the first bottom shape).
+    Blobs: none.
+    Params: bilinear_interpolate_param (BilinearInterpolateParameter): dst_h, dst_w (either
+    one; the other keeps the bottom's size) or scale_factor (default 1; used when set; sizes
+    truncated); align_corners (default true).
+    Source: inisis/caffe src/caffe/layers/bilinear_interpolate_layer.cpp.
+
+    align_corners maps the corners onto each other, otherwise half-pixel centres. The fork's
+    backward is empty; decaffe's is the transpose of the interpolation (docs/compat.md).
+    Refused: both a size and a scale_factor, neither, a bottom axis of size 1 (the fork reads
+    outside it), and align_corners with an output axis of 1 (the fork divides by zero).
+    """
 
     exact_bottoms = 1
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.bilinear_interpolate_param
         f = "bilinear_interpolate_param"
         has_size = has_field(p, "dst_h") or has_field(p, "dst_w")
@@ -423,38 +465,46 @@ class BilinearInterpolateLayer(_Separable):
             self.check(self.size[0] > 1 and self.size[1] > 1, f"align_corners needs an output "
                        f"of at least 2x2, not {self.size}", f"{f}.align_corners")
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         shape = tuple(bottom_shapes[0])
         self._check_4d(shape)
         self.check(shape[2] > 1 and shape[3] > 1, f"the bottom's height and width must be at "
                    f"least 2 (the fork reads a 2x2 neighbourhood), not {shape[2:]}")
         return [shape[:2] + self.size]
 
-    def _matrices(self, key):
+    def _matrices(self, key: tuple[int, int]):
         h, w = key
         return (_bilinear_axis(h, self.size[0], self.align),
                 _bilinear_axis(w, self.size[1], self.align))
 
-    def forward(self, x) -> Tops:
+    def forward(self, x: torch.Tensor) -> Tops:
         self.reshape([tuple(x.shape)])
         return self._resample(x, (x.shape[2], x.shape[3]))
 
 
 @register("PixelShuffle")
 class PixelShuffleLayer(Layer):
-    """inisis/caffe's PixelShuffle (PyTorch's pixel_shuffle): (N, C·r², H, W) → (N, C, H·r,
-    W·r) with r = pixelshuffle_param.upscale_factor; top (n, c, h·r + i, w·r + j) is bottom
-    (n, c·r² + i·r + j, h, w). The fork had no backward; decaffe's is the inverse permutation."""
+    """Depth to space (PyTorch's pixel_shuffle): N×C·r²×H×W → N×C×H·r×W·r.
+
+    Bottoms: x, N×C·r²×H×W.
+    Tops: y, N×C×H·r×W·r; top (n, c, h·r + i, w·r + j) is bottom (n, c·r² + i·r + j, h, w).
+    Blobs: none.
+    Params: pixelshuffle_param (PixelShuffleParameter): upscale_factor r (required in the
+    fork; unset reads 0 and is refused, as is any r < 1).
+    Source: inisis/caffe src/caffe/layers/pixelshuffle_layer.cpp.
+
+    The fork had no backward; decaffe's is the inverse permutation.
+    """
 
     exact_bottoms = 1
     exact_tops = 1
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         self.r = int(field(self.lp.pixelshuffle_param, "upscale_factor", 1))
         self.check(self.r >= 1, f"must be >= 1, not {self.r}",
                    "pixelshuffle_param.upscale_factor")
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         shape = tuple(bottom_shapes[0])
         self.check(len(shape) == 4, f"the bottom must have 4 axes, not shape {shape}")
         self.check(shape[1] % (self.r * self.r) == 0, f"the bottom's {shape[1]} channels are "
@@ -462,6 +512,6 @@ class PixelShuffleLayer(Layer):
                    "pixelshuffle_param.upscale_factor")
         return [(shape[0], shape[1] // (self.r * self.r), shape[2] * self.r, shape[3] * self.r)]
 
-    def forward(self, x) -> Tops:
+    def forward(self, x: torch.Tensor) -> Tops:
         self.reshape([tuple(x.shape)])
         return F.pixel_shuffle(x, self.r)

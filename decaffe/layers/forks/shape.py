@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
+from google.protobuf.message import Message
 
 from ...layer import Layer, Shape, Tops, register
 from .resize import field, has_field
 
 
-def enum_name(msg, name: str, default: str) -> str:
+def enum_name(msg: Message, name: str, default: str) -> str:
     """The symbolic name of an enum field's value (default where the schema lacks it)."""
     fd = msg.DESCRIPTOR.fields_by_name.get(name)
     if fd is None:
@@ -19,21 +21,27 @@ def enum_name(msg, name: str, default: str) -> str:
 
 @register("Pad")
 class PadLayer(Layer):
-    """inisis/caffe's Pad: pads the last two axes (height, width) of a 2- to 4-axis bottom by
-    pad_param pad_u (top), pad_d (bottom), pad_l (left), pad_r (right).
+    """Pads (or, with negative pads, crops) the last two axes of a 2- to 4-axis bottom.
 
-    pad_type CONSTANT fills with pad_value (default 0); REPLICATE repeats the edge row/column;
-    REFLECT mirrors without repeating the edge (each pad must be < the axis size). Four
-    negative pads crop that many rows/columns instead (decaffe also crops when some pads are
-    0 and the rest negative). Mixing positive and negative pads is refused (the fork writes
-    outside the top), as is in-place use. The fork had no backward; decaffe's is the exact one
+    Bottoms: x, 2 to 4 axes (H×W, C×H×W or N×C×H×W); the last two are padded.
+    Tops: y, x's shape with H + pad_u + pad_d and W + pad_l + pad_r (not in place).
+    Blobs: none.
+    Params: pad_param (PadParameter): pad_type CONSTANT (default), REPLICATE or REFLECT;
+    pad_u, pad_d, pad_l, pad_r (default 0); pad_value (default 0, CONSTANT only).
+    Source: inisis/caffe src/caffe/layers/pad_layer.cpp.
+
+    CONSTANT fills with pad_value; REPLICATE repeats the edge row/column; REFLECT mirrors
+    without repeating the edge (each pad must be < the axis size). Four negative pads crop
+    that many rows/columns instead (decaffe also crops when some pads are 0 and the rest
+    negative). Mixing positive and negative pads is refused (the fork writes outside the
+    top), as is in-place use. The fork had no backward; decaffe's is the exact one
     (docs/compat.md).
     """
 
     exact_bottoms = 1
     exact_tops = 1
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.pad_param
         self.check(self.top_names[0] != self.bottom_names[0],
                    "Pad does not allow in-place computation")
@@ -47,7 +55,7 @@ class PadLayer(Layer):
         self.check(self.mode in ("CONSTANT", "REPLICATE", "REFLECT"),
                    f"unknown pad type {self.mode}", "pad_param.pad_type")
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         shape = tuple(bottom_shapes[0])
         self.check(2 <= len(shape) <= 4, f"the bottom must have 2 to 4 axes, not shape {shape}")
         u, d, l, r = self.pads
@@ -59,7 +67,7 @@ class PadLayer(Layer):
                        f"{shape[-2]}x{shape[-1]}", "pad_param.pad_type")
         return [shape[:-2] + (h, w)]
 
-    def forward(self, x) -> Tops:
+    def forward(self, x: torch.Tensor) -> Tops:
         self.reshape([tuple(x.shape)])
         u, d, l, r = self.pads
         if self.crop:
@@ -74,27 +82,37 @@ class PadLayer(Layer):
 
 @register("Unsqueeze")
 class UnsqueezeLayer(Layer):
-    """inisis/caffe's Unsqueeze: inserts an axis of size 1 at unsqueeze_param.dim (required;
-    negative counts from the end: dim + num_axes + 1). The top shares the bottom's values."""
+    """Inserts an axis of size 1 into the bottom's shape.
+
+    Bottoms: x, any shape with A axes.
+    Tops: x's values with a 1 inserted at axis dim (A + 1 axes), a view of the bottom.
+    Blobs: none.
+    Params: unsqueeze_param (UnsqueezeParameter): dim (required in the fork; refused when
+    unset); a negative dim counts from the end (dim + A + 1); 0 <= dim <= A.
+    Source: inisis/caffe src/caffe/layers/unsqueeze.cpp.
+
+    The fork copies the values and its backward is empty (x gets no gradient there);
+    decaffe's gradient passes the top's diff through unchanged.
+    """
 
     exact_bottoms = 1
     exact_tops = 1
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.unsqueeze_param
         self.check(has_field(p, "dim"), "dim must be set", "unsqueeze_param.dim")
         self.dim = int(p.dim)
 
-    def _index(self, shape) -> int:
+    def _index(self, shape: Shape) -> int:
         i = self.dim + len(shape) + 1 if self.dim < 0 else self.dim
         self.check(0 <= i <= len(shape), f"dim {self.dim} is outside the bottom's "
                    f"{len(shape)} axes", "unsqueeze_param.dim")
         return i
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         shape = tuple(bottom_shapes[0])
         i = self._index(shape)
         return [shape[:i] + (1,) + shape[i:]]
 
-    def forward(self, x) -> Tops:
+    def forward(self, x: torch.Tensor) -> Tops:
         return x.unsqueeze(self._index(tuple(x.shape)))

@@ -20,6 +20,7 @@ import math
 
 import numpy as np
 import torch
+from torch.autograd.function import FunctionCtx
 
 from ... import bbox as B
 from ... import fillers
@@ -38,15 +39,24 @@ _RESIZE = caffe_pb2.ResizeParameter
 # ------------------------------------------------------------------------------------------
 @register("PriorBox")
 class PriorBoxLayer(Layer):
-    """Default boxes for every cell of a feature map (bottom 0), relative to the image
-    (bottom 1, or img_size / img_h, img_w).
+    """SSD's default boxes for every cell of a feature map, normalised to the image.
 
-    At cell (h, w) the centre is ((w + offset)·step_w, (h + offset)·step_h), step defaulting
-    to image size / feature size. For each min_size (truncated to an integer, as the fork
-    does): a min_size square, then (with max_size) a √(min·max) square, then a box of each
-    aspect ratio r ≠ 1 (width min·√r, height min/√r);
-    ``flip`` adds 1/r for each given r. ``clip`` clamps to [0, 1]. Top ``[1, 2, H·W·K·4]``:
-    the boxes, then one variance (default 0.1) or four per box. No backward.
+    Bottoms: feat, N×C×H×W (the feature map; only its H, W are read); image, N×C'×H_img×W_img
+    (its size, unless img_size or img_h/img_w is given). Neither gets a gradient.
+    Tops: 1×2×H·W·K·4: the K boxes [xmin, ymin, xmax, ymax] of every cell (row-major cells,
+    then the priors), then one variance row of the same length.
+    Blobs: none.
+    Params: prior_box_param (PriorBoxParameter): min_size (required, repeated, > 0),
+    max_size (one per min_size, each > it), aspect_ratio (repeated; 1 is always included),
+    flip (default true: adds 1/r), clip (default false), variance (1 or 4 values; default
+    0.1), img_size or img_h/img_w (default: bottom 1's size), step or step_h/step_w (default:
+    image size / feature size), offset (default 0.5).
+    Source: weiliu89/caffe (ssd) src/caffe/layers/prior_box_layer.cpp.
+
+    At cell (h, w) the centre is ((w + offset)·step_w, (h + offset)·step_h). For each
+    min_size (truncated to an integer, as the fork does): a min_size square, then (with
+    max_size) a √(min·max) square, then a box of each aspect ratio r ≠ 1 (width min·√r,
+    height min/√r). clip clamps to [0, 1]. No backward.
     """
 
     exact_bottoms = 2
@@ -55,7 +65,7 @@ class PriorBoxLayer(Layer):
     def allow_force_backward(self, bottom_index: int) -> bool:
         return False
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.prior_box_param
         self.check(len(p.min_size) > 0, "must provide min_size", "prior_box_param.min_size")
         for v in p.min_size:
@@ -115,7 +125,7 @@ class PriorBoxLayer(Layer):
         self.clip = bool(p.clip)
         self._cache: dict[tuple, np.ndarray] = {}
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         feat = bottom_shapes[0]
         self.check(len(feat) >= 2, f"bottom 0 has shape {tuple(feat)}; PriorBox needs a "
                    "feature map (N, C, H, W)")
@@ -164,14 +174,14 @@ class PriorBoxLayer(Layer):
         self._cache[key] = out
         return out
 
-    def forward(self, feat, img) -> Tops:
+    def forward(self, feat: torch.Tensor, img: torch.Tensor) -> Tops:
         lh, lw = _hw(feat.shape)
         ih, iw = _hw(img.shape)
         out = torch.from_numpy(self.priors(lh, lw, ih, iw))
         return out.to(device=feat.device, dtype=feat.dtype).unsqueeze(0)
 
 
-def _hw(shape) -> tuple[int, int]:
+def _hw(shape: Shape) -> tuple[int, int]:
     """Caffe's legacy height()/width(): axes 2 and 3, 1 where missing."""
     shape = tuple(shape)
     return (int(shape[2]) if len(shape) > 2 else 1), (int(shape[3]) if len(shape) > 3 else 1)
@@ -182,14 +192,22 @@ def _hw(shape) -> tuple[int, int]:
 # ------------------------------------------------------------------------------------------
 @register("Permute")
 class PermuteLayer(Layer):
-    """Reorder the axes: ``permute_param.order`` lists the new axes' old indices (each
-    once, below the number of axes), the axes not listed follow in their old order. SSD
-    uses order 0, 2, 3, 1 (NCHW to NHWC). The backward permutes the diff back."""
+    """Reorders the axes: permute_param.order lists the new axes' old indices.
+
+    Bottoms: x, any shape with A axes.
+    Tops: x's values with the axes reordered (shape [x.shape[o] for o in the full order]).
+    Blobs: none.
+    Params: permute_param (PermuteParameter): order (repeated; each once and below A; the
+    axes not listed follow in their old order).
+    Source: weiliu89/caffe (ssd) src/caffe/layers/permute_layer.cpp.
+
+    SSD uses order 0, 2, 3, 1 (N×C×H×W to N×H×W×C). The backward permutes the diff back.
+    """
 
     exact_bottoms = 1
     exact_tops = 1
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         n = len(bottom_shapes[0])
         orders: list[int] = []
         for o in self.lp.permute_param.order:
@@ -201,13 +219,13 @@ class PermuteLayer(Layer):
         orders += [i for i in range(n) if i not in orders]
         self.orders = orders
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         s = tuple(bottom_shapes[0])
         self.check(len(s) == len(self.orders), f"the bottom has {len(s)} axes; the layer was "
                    f"set up for {len(self.orders)}")
         return [tuple(s[o] for o in self.orders)]
 
-    def forward(self, x) -> Tops:
+    def forward(self, x: torch.Tensor) -> Tops:
         if self.orders == list(range(x.dim())):
             return x
         return x.permute(*self.orders).contiguous()
@@ -218,19 +236,25 @@ class PermuteLayer(Layer):
 # ------------------------------------------------------------------------------------------
 @register("Normalize")
 class NormalizeLayer(Layer):
-    """L2 normalization with a learned scale (ParseNet, SSD's conv4_3_norm).
+    """L2 normalisation with a learned scale (ParseNet, SSD's conv4_3_norm).
 
-    across_spatial (default): each example x is divided by √(Σx² + eps) over all its
-    values; otherwise each position (h, w) by √(Σ_c x² + eps) over the channels. Then
-    y = scale·x̂, one scale (channel_shared, default; a blob of shape ()) or one per channel
-    (shape (C,)), filled by scale_filler (default constant 1). eps defaults to 1e-10.
-    Bottoms of 2 to 4 axes (N, C, H, W; missing spatial axes count as 1).
+    Bottoms: x, N×C, N×C×H or N×C×H×W (missing spatial axes count as 1).
+    Tops: y, x's shape.
+    Blobs: scale, shape () with channel_shared, else C.
+    Params: norm_param (NormalizeParameter): across_spatial (default true), channel_shared
+    (default true), scale_filler (default constant 1), eps (default 1e-10).
+    Source: weiliu89/caffe (ssd) src/caffe/layers/normalize_layer.cpp.
+
+    across_spatial: each example is divided by √(Σx² + eps) over all its values; otherwise
+    each position (h, w) by √(Σ_c x² + eps) over the channels. Then y = scale·x̂. The backward
+    is the fork's: the bottom diff is scale_c·(g − x·Σ(x·g)/norm²)/norm, which is the true
+    gradient only when the scale is one value (docs/compat.md).
     """
 
     exact_bottoms = 1
     exact_tops = 1
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         shape = tuple(bottom_shapes[0])
         self.check(2 <= len(shape) <= 4, f"the bottom has shape {shape}; Normalize needs 2 "
                    "to 4 axes")
@@ -250,13 +274,13 @@ class NormalizeLayer(Layer):
                    f"({'channel_shared' if self.channel_shared else f'{c} channels'})",
                    "norm_param.channel_shared")
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         shape = tuple(bottom_shapes[0])
         self.check(2 <= len(shape) <= 4, f"the bottom has shape {shape}; Normalize needs 2 "
                    "to 4 axes")
         return [shape]
 
-    def forward(self, x) -> Tops:
+    def forward(self, x: torch.Tensor) -> Tops:
         n, c = x.shape[0], x.shape[1]
         scale = self.blob(0).reshape(1, 1, 1) if self.channel_shared else \
             self.blob(0).reshape(1, c, 1)
@@ -271,7 +295,8 @@ class _NormalizeFn(torch.autograd.Function):
     Σ(x/norm · g) over everything the scale multiplies."""
 
     @staticmethod
-    def forward(ctx, x3, scale, across_spatial: bool, eps: float):
+    def forward(ctx: FunctionCtx, x3: torch.Tensor, scale: torch.Tensor, across_spatial: bool,
+                eps: float):
         dims = (1, 2) if across_spatial else (1,)
         norm = torch.sqrt((x3 * x3).sum(dim=dims, keepdim=True) + eps)
         xhat = x3 / norm
@@ -280,7 +305,7 @@ class _NormalizeFn(torch.autograd.Function):
         return xhat * scale
 
     @staticmethod
-    def backward(ctx, g):
+    def backward(ctx: FunctionCtx, g: torch.Tensor):
         x3, norm, xhat, scale = ctx.saved_tensors
         gx = gs = None
         if ctx.needs_input_grad[0]:
@@ -307,24 +332,30 @@ def _prior_arrays(prior: torch.Tensor, num_priors: int):
 
 @register("DetectionOutput")
 class DetectionOutputLayer(Layer):
-    """SSD's detections: decode loc (bottom 0) against the priors (bottom 2), then per image
-    and per class other than background_label_id, the boxes scoring above
-    confidence_threshold (conf, bottom 1, usually softmax scores) go through non-maximum
-    suppression (nms_param: nms_threshold, top_k, adaptive eta); keep_top_k keeps the best
-    over all classes of an image. Top ``[1, 1, D, 7]`` rows [image, label, score, xmin, ymin,
-    xmax, ymax] (boxes not clipped), by image, then label, then score; with no detection at
-    all, one row [i, -1, -1, -1, -1, -1, -1] per image i. No backward.
+    """SSD's detections: decoded boxes, per-class NMS, then the keep_top_k best per image.
+
+    Bottoms: loc, N×P·L·4 (any shape of that count; L = 1 with share_location, else
+    num_classes); conf, N×P·num_classes (usually softmax scores); prior, 1×2×P·4 (PriorBox's
+    top). None gets a gradient (no backward).
+    Tops: 1×1×D×7 rows [image, label, score, xmin, ymin, xmax, ymax] (boxes not clipped), by
+    image, then label, then score; with no detection at all one row [i, −1, −1, −1, −1, −1,
+    −1] per image i. D depends on the data.
+    Blobs: none.
+    Params: detection_output_param (DetectionOutputParameter): num_classes (required),
+    share_location (default true), background_label_id (default 0; −1: none), code_type
+    (default CORNER; CENTER_SIZE, CORNER_SIZE), variance_encoded_in_target (default false),
+    keep_top_k (default −1: all), confidence_threshold (unset: −FLT_MAX; kept strictly
+    above), nms_param (NonMaximumSuppressionParameter): nms_threshold (default 0.3, >= 0),
+    top_k (unset: all), eta (default 1, in (0, 1]). save_output_param and visualize are read
+    and ignored with a warning; the top is what the fork computes.
+    Source: weiliu89/caffe (ssd) src/caffe/layers/detection_output_layer.cpp,
+    src/caffe/util/bbox_util.cpp.
 
     Equal scores keep the fork's order: index order within a class (its std::stable_sort),
     and over keep_top_k the order libstdc++'s std::sort (introsort) leaves the (score,
     (label, index)) pairs in — not stable once more than 16 pairs are sorted. NMS and the
     sort run as array operations (no loop over boxes; see decaffe.bbox.nms_fast and
     std_sort_descending).
-    Source: weiliu89/caffe (ssd) src/caffe/layers/detection_output_layer.cpp,
-    src/caffe/util/bbox_util.cpp.
-
-    ``save_output_param`` (writing VOC/COCO result files) and ``visualize`` are read and
-    ignored with a warning; the top is what the fork computes.
     """
 
     exact_bottoms = 3
@@ -333,7 +364,7 @@ class DetectionOutputLayer(Layer):
     def allow_force_backward(self, bottom_index: int) -> bool:
         return False
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.detection_output_param
         self.check(p.HasField("num_classes"), "must specify num_classes",
                    "detection_output_param.num_classes")
@@ -358,7 +389,7 @@ class DetectionOutputLayer(Layer):
             _log.warning(f"layer '{self.name}': DetectionOutput's save_output_param and "
                          "visualize are ignored by decaffe (the top is unchanged)")
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         loc, conf, prior = (tuple(s) for s in bottom_shapes)
         self.check(loc[0] == conf[0], f"loc has {loc[0]} items, conf {conf[0]}")
         self.num_priors = _hw(prior)[0] // 4 if len(prior) > 2 else 0
@@ -372,7 +403,7 @@ class DetectionOutputLayer(Layer):
                    f"predictions ({pconf} = priors x {self.num_classes} expected)")
         return [(1, 1, 1, 7)]
 
-    def forward(self, loc, conf, prior) -> Tops:
+    def forward(self, loc: torch.Tensor, conf: torch.Tensor, prior: torch.Tensor) -> Tops:
         n, p, c, lc = loc.shape[0], self.num_priors, self.num_classes, self.num_loc_classes
         loc_np = loc.detach().to("cpu", torch.float32).numpy().reshape(n, p, lc, 4)
         conf_np = conf.detach().to("cpu", torch.float32).numpy().reshape(n, p, c)
@@ -431,6 +462,10 @@ class DetectionOutputLayer(Layer):
 # ------------------------------------------------------------------------------------------
 # MultiBoxLoss
 # ------------------------------------------------------------------------------------------
+# item id: its (boxes, labels, difficult), as _ground_truth gives them
+_GroundTruth = dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
 def _ground_truth(gt: np.ndarray, background: int, use_difficult: bool, layer: Layer):
     """GetGroundTruth: {item_id: (boxes (G, 4), labels (G,), difficult (G,))}."""
     out: dict[int, list] = {}
@@ -467,23 +502,42 @@ def _conf_loss_np(conf: np.ndarray, labels: np.ndarray, logistic: bool) -> np.nd
 
 @register("MultiBoxLoss")
 class MultiBoxLossLayer(_LossLayer):
-    """SSD's training loss over loc (bottom 0), conf (1), priors (2) and ground truth (3).
+    """SSD's training loss: localisation of matched priors plus confidence of matches and negatives.
 
-    Each image's ground-truth boxes are matched to the priors (use_prior_for_matching,
-    default) or to the decoded predictions: bipartite, then (PER_PREDICTION, default) every
-    prediction overlapping a box by ≥ overlap_threshold. Negatives are mined: MAX_NEGATIVE
-    (default) takes the unmatched priors with overlap < neg_overlap and the highest
-    confidence loss, at most neg_pos_ratio × positives; HARD_EXAMPLE ranks all priors by
-    confidence + localization loss and keeps sample_size of them (positives not kept are
-    dropped); NONE uses every prior. Optional NMS among the candidates (nms_param).
+    Bottoms: loc, N×P·L·4 (L = 1 with share_location, else num_classes); conf,
+    N×P·num_classes; prior, 1×2×P·4 (PriorBox's); label, 1×1×G×8 ground-truth rows [item,
+    label, instance, xmin, ymin, xmax, ymax, difficult]. prior and label get no gradient
+    (the layer refuses one); loc and conf get theirs unless propagate_down says false.
+    Tops: loss, a scalar (shape ()); loss_weight 1 by default (a loss layer).
+    Blobs: none.
+    Params: multibox_loss_param (MultiBoxLossParameter): num_classes (required, >= 1),
+    share_location (default true), background_label_id (default 0), loc_loss_type
+    (SMOOTH_L1, default; L2), conf_loss_type (SOFTMAX, default; LOGISTIC), loc_weight
+    (default 1), match_type (PER_PREDICTION, default; BIPARTITE), overlap_threshold (default
+    0.5), use_prior_for_matching (default true), use_difficult_gt (default true),
+    mining_type (MAX_NEGATIVE, default; HARD_EXAMPLE; NONE) or the old do_neg_mining,
+    neg_pos_ratio (default 3), neg_overlap (default 0.5), sample_size (default 64), nms_param,
+    code_type (default CORNER), encode_variance_in_target (default false),
+    map_object_to_agnostic (default false), ignore_cross_boundary_bbox (default false),
+    use_prior_for_nms (default false), bp_inside (default false); loss_param.normalization
+    (default VALID).
+    Source: weiliu89/caffe (ssd) src/caffe/layers/multibox_loss_layer.cpp,
+    src/caffe/util/bbox_util.cpp.
+
+    Each image's ground-truth boxes are matched to the priors (use_prior_for_matching) or to
+    the decoded predictions: bipartite, then (PER_PREDICTION) every prediction overlapping a
+    box by ≥ overlap_threshold. Negatives are mined: MAX_NEGATIVE takes the unmatched priors
+    with overlap < neg_overlap and the highest confidence loss, at most neg_pos_ratio ×
+    positives; HARD_EXAMPLE ranks all priors by confidence + localization loss and keeps
+    sample_size of them (positives not kept are dropped); NONE uses every prior. Optional
+    NMS among the candidates (nms_param).
 
     loss = loc_weight · Σ loc loss(matched loc, encoded gt) / n + Σ conf loss / n, with
-    SMOOTH_L1 (default) or L2 (½ diff²) localization, SOFTMAX (default; background as the
-    negatives' class) or LOGISTIC confidence loss, and n from loss_param.normalization
-    (VALID, default: the number of matches; FULL: N·P; BATCH_SIZE: N; NONE: 1; at least
-    1). A term is left out when propagate_down says false for its bottom (the fork's
-    default is true, true, false, false). Backward into loc and conf only: the layer
-    refuses gradients for the priors and the labels.
+    SMOOTH_L1 or L2 (½ diff²) localization, SOFTMAX (background as the negatives' class) or
+    LOGISTIC confidence loss, and n from loss_param.normalization (VALID: the number of
+    matches; FULL: N·P; BATCH_SIZE: N; NONE: 1; at least 1). A term is left out when
+    propagate_down says false for its bottom (the fork's default is true, true, false,
+    false).
     """
 
     exact_bottoms = 4
@@ -491,7 +545,7 @@ class MultiBoxLossLayer(_LossLayer):
     def allow_force_backward(self, bottom_index: int) -> bool:
         return bottom_index < 2
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         self._check_tops()
         p = self.lp.multibox_loss_param
         self.p = p
@@ -528,7 +582,7 @@ class MultiBoxLossLayer(_LossLayer):
         pd = list(self.lp.propagate_down)
         self.use_loc, self.use_conf = (pd[0], pd[1]) if pd else (True, True)
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         loc, conf, prior, _ = (tuple(s) for s in bottom_shapes)
         self.check(loc[0] == conf[0], f"loc has {loc[0]} items, conf {conf[0]}")
         self.num_priors = _hw(prior)[0] // 4 if len(prior) > 2 else 0
@@ -542,7 +596,8 @@ class MultiBoxLossLayer(_LossLayer):
         return [()]
 
     # -- matching and mining (host side) --------------------------------------------------
-    def _find_matches(self, loc_np, gts, pboxes, pvar):
+    def _find_matches(self, loc_np: np.ndarray, gts: _GroundTruth, pboxes: np.ndarray,
+                      pvar: np.ndarray):
         p = self.p
         all_idx, all_ov = [], []
         for i in range(loc_np.shape[0]):
@@ -578,7 +633,7 @@ class MultiBoxLossLayer(_LossLayer):
             all_ov.append(ov)
         return all_idx, all_ov
 
-    def _prior_labels(self, idx: dict, gts, i: int) -> np.ndarray:
+    def _prior_labels(self, idx: dict, gts: _GroundTruth, i: int) -> np.ndarray:
         """Each prior's target class: the label of its match (first by label), else
         background."""
         labels = np.full(self.num_priors, self.background, np.int64)
@@ -590,7 +645,8 @@ class MultiBoxLossLayer(_LossLayer):
             done |= take
         return labels
 
-    def _encode_loc(self, loc_np, gts, all_idx, pboxes, pvar):
+    def _encode_loc(self, loc_np: np.ndarray, gts: _GroundTruth,
+                    all_idx: list[dict[int, np.ndarray]], pboxes: np.ndarray, pvar: np.ndarray):
         """EncodeLocPrediction: (rows (i, prior, loc class), gt encodings, replaced mask)."""
         p = self.p
         where, targets, keep_pred = [], [], []
@@ -617,7 +673,9 @@ class MultiBoxLossLayer(_LossLayer):
             return [], np.zeros((0, 4), F32), np.zeros((0, 4), bool)
         return where, np.concatenate(targets), np.concatenate(keep_pred)
 
-    def _mine(self, loc_np, conf_np, gts, all_idx, all_ov, pboxes, pvar):
+    def _mine(self, loc_np: np.ndarray, conf_np: np.ndarray, gts: _GroundTruth,
+              all_idx: list[dict[int, np.ndarray]], all_ov: list[dict[int, np.ndarray]],
+              pboxes: np.ndarray, pvar: np.ndarray):
         """MineHardExamples: negatives per image (and, HARD_EXAMPLE, fewer positives)."""
         p = self.p
         n = conf_np.shape[0]
@@ -670,7 +728,8 @@ class MultiBoxLossLayer(_LossLayer):
                     m[(m > -1) & ~chosen] = -1
         return negs
 
-    def forward(self, loc, conf, prior, label) -> Tops:
+    def forward(self, loc: torch.Tensor, conf: torch.Tensor, prior: torch.Tensor,
+                label: torch.Tensor) -> Tops:
         self._refuse_label_grad(prior, "prior")
         self._refuse_label_grad(label, "label")
         p = self.p
@@ -715,7 +774,8 @@ class MultiBoxLossLayer(_LossLayer):
                 total = total + cl / normalizer
         return total
 
-    def _conf_term(self, conf, gts, all_idx, negs):
+    def _conf_term(self, conf: torch.Tensor, gts: _GroundTruth,
+                   all_idx: list[dict[int, np.ndarray]], negs: list[list[int]]):
         p = self.p
         n, np_, c = conf.shape[0], self.num_priors, self.num_classes
         dev, dt = conf.device, conf.dtype
@@ -777,7 +837,7 @@ class MultiBoxLossLayer(_LossLayer):
                               torch.from_numpy(target.reshape(n * np_, c)).to(dev, dt))
 
 
-def _loc_scaled(v: np.ndarray, var: np.ndarray, p) -> np.ndarray:
+def _loc_scaled(v: np.ndarray, var: np.ndarray, p: caffe_pb2.MultiBoxLossParameter) -> np.ndarray:
     return (v / var).astype(F32) if p.encode_variance_in_target else v
 
 
@@ -799,7 +859,8 @@ def _logistic_loss(rows: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------
 # DetectionEvaluate
 # ------------------------------------------------------------------------------------------
-def output_bbox(box: np.ndarray, height: int, width: int, resize) -> np.ndarray:
+def output_bbox(box: np.ndarray, height: int, width: int,
+                resize: caffe_pb2.ResizeParameter | None) -> np.ndarray:
     """OutputBBox: a normalized box (4,) in pixels of an height×width original image, undoing
     the resize_param the data layer applied (None: a plain clip and scale)."""
     box = np.asarray(box, F32)
@@ -826,15 +887,26 @@ def output_bbox(box: np.ndarray, height: int, width: int, resize) -> np.ndarray:
 
 @register("DetectionEvaluate")
 class DetectionEvaluateLayer(Layer):
-    """Scores detections (bottom 0, DetectionOutput's [1, 1, D, 7]) against the ground truth
-    (bottom 1, [1, 1, G, 8]). Top ``[1, 1, K + D', 5]``: first, for each of the K classes
-    other than background_label_id, a row [-1, class, number of ground-truth boxes (not
-    counting difficult ones unless evaluate_difficult_gt), -1, -1]; then, per image and
-    label, each detection by descending score: [image, label, score, true_pos, false_pos]
-    — true when it overlaps an unclaimed ground-truth box of its label by ≥
-    overlap_threshold; a match with a difficult box counts as neither when difficult boxes
-    are not evaluated. With ``name_size_file`` (lines "name height width") boxes are compared
-    in pixels of the original sizes (resize_param undone). No backward.
+    """Scores detections against the ground truth: per-class positives, then true/false positives.
+
+    Bottoms: det, 1×1×D×7 (DetectionOutput's rows); gt, 1×1×G×8 (AnnotatedData's rows).
+    Neither gets a gradient (no backward).
+    Tops: 1×1×(K + D)×5, K the classes other than background_label_id: first one row [−1,
+    class, number of ground-truth boxes, −1, −1] per class, then per image and label each
+    detection by descending score: [image, label, score, true_pos, false_pos].
+    Blobs: none.
+    Params: detection_evaluate_param (DetectionEvaluateParameter): num_classes (required),
+    background_label_id (default 0), overlap_threshold (default 0.5, > 0),
+    evaluate_difficult_gt (default true), name_size_file (lines "name height width", one per
+    test image in order), resize_param (undone with name_size_file).
+    Source: weiliu89/caffe (ssd) src/caffe/layers/detection_evaluate_layer.cpp,
+    src/caffe/util/bbox_util.cpp (OutputBBox).
+
+    A detection is a true positive when it overlaps an unclaimed ground-truth box of its
+    label by ≥ overlap_threshold; a match with a difficult box counts as neither when
+    difficult boxes are not evaluated (nor are they counted among the positives). With
+    name_size_file, boxes are compared in pixels of the original sizes, the data layer's
+    resize_param (WARP, FIT_SMALL_SIZE, FIT_LARGE_SIZE_AND_PAD) undone.
     """
 
     exact_bottoms = 2
@@ -843,7 +915,7 @@ class DetectionEvaluateLayer(Layer):
     def allow_force_backward(self, bottom_index: int) -> bool:
         return False
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.detection_evaluate_param
         self.check(p.HasField("num_classes"), "must provide num_classes",
                    "detection_evaluate_param.num_classes")
@@ -870,7 +942,7 @@ class DetectionEvaluateLayer(Layer):
         self.resize = p.resize_param if p.HasField("resize_param") else None
         self.count = 0
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         det, gt = (tuple(s) for s in bottom_shapes)
         self.check(len(det) == 4 and det[:2] == (1, 1) and det[3] == 7,
                    f"detections must be [1, 1, D, 7], not {det}")
@@ -879,7 +951,7 @@ class DetectionEvaluateLayer(Layer):
         k = self.num_classes if self.background == -1 else self.num_classes - 1
         return [(1, 1, k + det[2], 5)]
 
-    def forward(self, det, gt) -> Tops:
+    def forward(self, det: torch.Tensor, gt: torch.Tensor) -> Tops:
         d = det.detach().to("cpu", torch.float32).numpy().reshape(-1, 7)
         g = gt.detach().to("cpu", torch.float32).numpy().reshape(-1, 8)
         dets: dict[int, dict[int, list]] = {}

@@ -17,6 +17,7 @@ import math
 
 import numpy as np
 import torch
+from torch.autograd.function import FunctionCtx
 
 from ...layer import Layer, Shape, Tops, register
 
@@ -25,7 +26,7 @@ def _np_dtype(t: torch.Tensor):
     return np.float64 if t.dtype == torch.float64 else np.float32
 
 
-def _sigmoid(x: np.ndarray, dt) -> np.ndarray:
+def _sigmoid(x: np.ndarray, dt: type[np.floating]) -> np.ndarray:
     return (dt(1) / (dt(1) + np.exp(-x))).astype(dt)
 
 
@@ -35,7 +36,7 @@ def _iou_center(a: np.ndarray, b: np.ndarray) -> float:
     ax, ay, aw, ah = (f(v) for v in a)
     bx, by, bw, bh = (f(v) for v in b)
 
-    def overlap(x1, w1, x2, w2):
+    def overlap(x1: np.float32, w1: np.float32, x2: np.float32, w2: np.float32):
         left = max(x1 - w1 / f(2), x2 - w2 / f(2))
         right = min(x1 + w1 / f(2), x2 + w2 / f(2))
         return f(right - left)
@@ -48,7 +49,7 @@ def _iou_center(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _nms_and_rows(boxes: list, conf: list, cls: list, thresh: float, num_images: int,
-                  dt) -> np.ndarray:
+                  dt: type[np.floating]) -> np.ndarray:
     """Sort by confidence (stable), greedy class-agnostic NMS, the fork's output rows."""
     if not boxes:
         out = np.full((num_images, 7), -1, dt)
@@ -81,7 +82,7 @@ class _DetectionOutput(Layer):
     def allow_force_backward(self, bottom_index: int) -> bool:
         return False
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         for i, s in enumerate(bottom_shapes):
             self.check(len(s) == 4 and s[2] == s[3], f"bottom '{self.bottom_names[i]}' must be "
                        f"N x C x S x S (the fork reads a square map), has shape {tuple(s)}")
@@ -93,19 +94,31 @@ class _DetectionOutput(Layer):
 # ------------------------------------------------------------------------------------------
 @register("YoloDetectionOutput")
 class YoloDetectionOutputLayer(_DetectionOutput):
-    """YOLOv2 detections from one or two maps (N, num_box·(5 + num_classes), S, S).
+    """YOLOv2 detections from one or two maps, after class-agnostic greedy NMS.
+
+    Bottoms: one or two maps, N×num_box·(5 + num_classes)×S×S (square; per anchor x, y, w,
+    h, objectness, class scores). No gradient (no backward).
+    Tops: 1×1×D×7, rows [image_id, label, score, xmin, ymin, xmax, ymax] (image_id 0 for
+    every detection, label = class + 1, corners normalised and not clipped); with no
+    detection one row [n, −1, −1, −1, −1, −1, −1] per image n. D depends on the data.
+    Blobs: none.
+    Params: yolo_detection_output_param (YoloDetectionOutputParameter): num_classes
+    (required, though the schema's default is 20), num_box (default 5),
+    confidence_threshold (default 0.01), nms_threshold (default 0.45), biases (2·num_box
+    anchor sizes in cells); side, coords and label_map_file are not read.
+    Source: eric612/MobileNet-YOLO src/caffe/layers/yolo_detection_output_layer.cpp.
 
     For anchor n of cell (row j, column i) with values t: x = (i + σ(t0))/S,
     y = (j + σ(t1))/S, w = exp(t2)·biases[2n]/S, h = exp(t3)·biases[2n+1]/S; the class is the
     argmax of softmax(t5...) (first maximum), confidence σ(t4)·its probability, kept when
-    ≥ confidence_threshold. num_classes is required. No backward.
-    Source: eric612/MobileNet-YOLO src/caffe/layers/yolo_detection_output_layer.cpp.
+    ≥ confidence_threshold. Candidates are sorted by confidence (stable: equal ones keep
+    enumeration order) and a box is suppressed by an earlier kept one at IoU ≥ nms_threshold.
     """
 
     min_bottoms = 1
     max_bottoms = 2
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.yolo_detection_output_param
         f = "yolo_detection_output_param"
         self.check(p.HasField("num_classes"), "Must specify num_classes", f"{f}.num_classes")
@@ -118,7 +131,7 @@ class YoloDetectionOutputLayer(_DetectionOutput):
                    f"needs 2·num_box = {2 * self.num_box} biases, has {len(self.biases)}",
                    f"{f}.biases")
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         out = super().reshape(bottom_shapes)
         for i, s in enumerate(bottom_shapes):
             self.check(s[1] % self.num_box == 0 and s[1] // self.num_box >= 5 + self.num_classes,
@@ -126,7 +139,7 @@ class YoloDetectionOutputLayer(_DetectionOutput):
                        f"({self.num_box}) × (5 + num_classes ({self.num_classes})) needed")
         return out
 
-    def forward(self, *bottoms) -> Tops:
+    def forward(self, *bottoms: torch.Tensor) -> Tops:
         dt = _np_dtype(bottoms[0])
         boxes, conf, cls = [], [], []
         thresh = dt(self.confidence_threshold)
@@ -162,19 +175,30 @@ class YoloDetectionOutputLayer(_DetectionOutput):
 # ------------------------------------------------------------------------------------------
 @register("Yolov3DetectionOutput")
 class Yolov3DetectionOutputLayer(_DetectionOutput):
-    """YOLOv3 detections from mask_group_num maps (N, num_box·(5 + num_classes), S, S).
+    """YOLOv3 detections from mask_group_num maps, after class-agnostic greedy NMS.
+
+    Bottoms: mask_group_num maps, N×C×S×S (square, each its own S) with
+    C >= num_box·(5 + num_classes). No gradient (no backward).
+    Tops: 1×1×D×7 rows as YoloDetectionOutput's (image_id 0, label = class + 1, unclipped
+    corners; one row [n, −1, ...] per image when nothing is detected). D depends on the data.
+    Blobs: none.
+    Params: yolov3_detection_output_param (Yolov3DetectionOutputParameter): num_classes
+    (required, though the schema's default is 20), num_box (default 3),
+    confidence_threshold (default 0.01), nms_threshold (default 0.45), biases (anchor sizes
+    in input pixels), anchors_scale (one stride per map), mask_group_num (default 2; must
+    equal the number of bottoms), mask (anchor indices, mask_group_num groups).
+    Source: eric612/MobileNet-YOLO src/caffe/layers/yolov3_detection_output_layer.cpp.
 
     Map t uses the anchors mask[t·G + n] (G = mask size / mask_group_num) and stride
     anchors_scale[t]: x = (column + σ(t0))/S, y = (row + σ(t1))/S,
     w = exp(t2)·biases[2m]/(S·anchors_scale[t]), likewise h; every class whose
-    σ(class)·σ(t4) exceeds confidence_threshold gives a candidate of that class. The number
-    of bottoms must equal mask_group_num; num_classes is required. No backward.
-    Source: eric612/MobileNet-YOLO src/caffe/layers/yolov3_detection_output_layer.cpp.
+    σ(class)·σ(t4) exceeds confidence_threshold gives a candidate of that class. Candidates
+    are sorted by confidence (stable) and suppressed at IoU ≥ nms_threshold.
     """
 
     min_bottoms = 1
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.yolov3_detection_output_param
         f = "yolov3_detection_output_param"
         self.check(p.HasField("num_classes"), "Must specify num_classes", f"{f}.num_classes")
@@ -200,7 +224,7 @@ class Yolov3DetectionOutputLayer(_DetectionOutput):
         self.check(len(self.biases) >= 2 * (top_anchor + 1), f"mask names anchor "
                    f"{top_anchor}, biases hold {len(self.biases) // 2}", f"{f}.biases")
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         out = super().reshape(bottom_shapes)
         length = 5 + self.num_classes
         for i, s in enumerate(bottom_shapes):
@@ -209,7 +233,7 @@ class Yolov3DetectionOutputLayer(_DetectionOutput):
                        f"({self.num_classes})) = {self.num_box * length} needed")
         return out
 
-    def forward(self, *bottoms) -> Tops:
+    def forward(self, *bottoms: torch.Tensor) -> Tops:
         dt = _np_dtype(bottoms[0])
         length = 5 + self.num_classes
         boxes, conf, cls = [], [], []
@@ -252,26 +276,30 @@ class Yolov3DetectionOutputLayer(_DetectionOutput):
 class ReorgLayer(Layer):
     """Darknet's reorg (YOLOv2's passthrough), as the fork's reorg_cpu computes it.
 
-    reverse false: (N, C, H, W) → (N, C·s², H/s, W/s). The bottom's memory is read as
-    (N, C/s², H·s, W·s) and output channel k = (dy·s + dx)·C/s² + c2 at (y, x) takes
-    position (c2, y·s + dy, x·s + dx) of it — darknet's layout, not a plain space-to-depth.
-    reverse true is the inverse permutation, (N, C, H, W) → (N, C/s², H·s, W·s). Backward
-    is the inverse permutation of the diff. stride (s) must be > 0; C must divide by s² and
-    H, W by s (reverse false).
-    Source: eric612/MobileNet-YOLO reorg_layer (darknet's reorg_cpu).
+    Bottoms: x, N×C×H×W.
+    Tops: reverse false: N×C·s²×H/s×W/s; reverse true: N×C/s²×H·s×W·s.
+    Blobs: none.
+    Params: reorg_param (ReorgParameter): stride s (required, > 0), reverse (default false).
+    Source: eric612/MobileNet-YOLO src/caffe/layers/reorg_layer.cpp (darknet's reorg_cpu).
+
+    reverse false: the bottom's memory is read as (N, C/s², H·s, W·s) and output channel
+    k = (dy·s + dx)·C/s² + c2 at (y, x) takes position (c2, y·s + dy, x·s + dx) of it —
+    darknet's layout, not a plain space-to-depth. reverse true is the inverse permutation.
+    Backward is the inverse permutation of the diff. C must divide by s² and (reverse false)
+    H, W by s.
     """
 
     exact_bottoms = 1
     exact_tops = 1
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.reorg_param
         self.check(p.HasField("stride") and p.stride > 0, "stride must be given and > 0",
                    "reorg_param.stride")
         self.stride = int(p.stride)
         self.reverse = bool(p.reverse)
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         shape = tuple(bottom_shapes[0])
         self.check(len(shape) == 4, f"bottom must be N x C x H x W, has shape {shape}")
         n, c, h, w = shape
@@ -284,7 +312,7 @@ class ReorgLayer(Layer):
                    f"of the stride ({s})", "reorg_param.stride")
         return [(n, c * s * s, h // s, w // s)]
 
-    def forward(self, x) -> Tops:
+    def forward(self, x: torch.Tensor) -> Tops:
         n, c, h, w = x.shape
         s = self.stride
         oc = c // (s * s)
@@ -309,7 +337,7 @@ def _iou_center_vec(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     b = b.astype(f)
     two = f(2)
 
-    def overlap(x1, w1, x2, w2):
+    def overlap(x1: np.ndarray, w1: np.ndarray, x2: np.ndarray, w2: np.ndarray):
         left = np.maximum(x1 - w1 / two, x2 - w2 / two)
         right = np.minimum(x1 + w1 / two, x2 + w2 / two)
         return right - left
@@ -339,32 +367,41 @@ class _DeltaLoss(torch.autograd.Function):
     gradient, not the derivative of its loss)."""
 
     @staticmethod
-    def forward(ctx, x, loss, grad):
+    def forward(ctx: FunctionCtx, x: torch.Tensor, loss: torch.Tensor, grad: torch.Tensor):
         ctx.save_for_backward(grad)
         return loss.clone()
 
     @staticmethod
-    def backward(ctx, g):
+    def backward(ctx: FunctionCtx, g: torch.Tensor):
         (grad,) = ctx.saved_tensors
         return g * grad, None, None
 
 
 @register("Yolov3")
 class Yolov3Layer(Layer):
-    """YOLOv3's training loss for one scale (eric612/MobileNet-YOLO).
+    """YOLOv3's training loss for one scale, with the fork's own gradient.
 
-    Bottoms: predictions (N, num·(5 + num_class), S, S) and labels, per image up to 300 rows
-    [class, x, y, w, h] (normalised centre-size) ended by a row whose x (for the no-object
-    term) or w (for the assignment) is 0. Top: the loss Σ delta² / N, where delta is the
-    fork's: σ(objectness) for every anchor whose best IoU with a truth is ≤ thresh;
-    for each truth, the anchor of the mask whose prior fits its size best at the truth's cell
-    gets −coord_scale·(2 − w·h)·(target − output) on its σ(x), σ(y), raw w, h,
+    Bottoms: predictions, N×num·(5 + num_class)×S×S (square); labels, N×300·5 values: per
+    image up to 300 rows [class, x, y, w, h] (normalised centre-size) ended by a row whose x
+    (for the no-object term) or w (for the assignment) is 0. The labels get no gradient.
+    Tops: loss, a scalar (shape ()): Σ delta² / N; loss_weight 1 by default (a loss layer).
+    Blobs: none.
+    Params: yolov3_param (Yolov3Parameter): num_class (default 20), num (default 5; anchors
+    at this scale), biases (anchor (w, h) pairs in input pixels), mask (the num anchor
+    indices of this scale), anchors_scale (default 32; the stride), object_scale (default 1),
+    class_scale (default 1), coord_scale (default 5), thresh (default 0.2),
+    use_logic_gradient (default false); use_focal_loss is refused; side and noobject_scale
+    are not read.
+    Source: eric612/MobileNet-YOLO src/caffe/layers/yolov3_layer.cpp.
+
+    delta is σ(objectness) for every anchor whose best IoU with a truth is ≤ thresh; for each
+    truth, the anchor of the mask whose prior fits its size best at the truth's cell gets
+    −coord_scale·(2 − w·h)·(target − output) on its σ(x), σ(y), raw w, h,
     −(1 − σ(objectness)) (× object_scale with use_logic_gradient) and −class_scale·(onehot −
     σ(class)) (a second truth on the same anchor only sets 1 − σ of its own class). The
     backward is loss_weight/N · delta, times σ' on the logistic channels with
     use_logic_gradient — the fork's gradient, which is not the derivative of its loss, so
-    there is no finite-difference check of it. The labels get no gradient.
-    Source: eric612/MobileNet-YOLO src/caffe/layers/yolov3_layer.cpp.
+    there is no finite-difference check of it.
     """
 
     exact_bottoms = 2
@@ -375,7 +412,7 @@ class Yolov3Layer(Layer):
     def allow_force_backward(self, bottom_index: int) -> bool:
         return bottom_index == 0
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.yolov3_param
         f = "yolov3_param"
         self.num_class = int(p.num_class)
@@ -396,7 +433,7 @@ class Yolov3Layer(Layer):
                    "biases must hold a (w, h) pair for every anchor the mask names",
                    f"{f}.biases")
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         x, label = tuple(bottom_shapes[0]), tuple(bottom_shapes[1])
         self.check(len(x) == 4 and x[2] == x[3], f"bottom '{self.bottom_names[0]}' must be "
                    f"N x C x S x S, has shape {x}")
@@ -477,7 +514,7 @@ class Yolov3Layer(Layer):
                     delta[b, a, 5:, pos] = -f(self.class_scale) * (onehot - swap[b, a, 5:, pos])
         return delta, swap
 
-    def forward(self, x, label) -> Tops:
+    def forward(self, x: torch.Tensor, label: torch.Tensor) -> Tops:
         if torch.is_grad_enabled() and label.requires_grad:
             raise self.error(f"{self.type} Layer cannot backpropagate to label inputs.",
                              "propagate_down")
@@ -503,20 +540,29 @@ class Yolov3Layer(Layer):
 # ------------------------------------------------------------------------------------------
 @register("RegionLoss")
 class RegionLossLayer(Layer):
-    """YOLOv2's training loss (eric612/MobileNet-YOLO's RegionLoss).
+    """YOLOv2's training loss (RegionLoss), with the fork's own gradient.
 
-    Bottoms: predictions (N, num·(5 + num_class), S, S) — per anchor x, y, w, h (raw),
-    objectness (logistic) and class scores (softmax) — and labels as for Yolov3 (300 rows
-    [class, x, y, w, h] per image). Top: Σ delta² / N with the fork's delta:
-    noobject_scale·σo·σo' for anchors whose best IoU with a truth is ≤ thresh; while fewer
-    than 12800/N passes have run (a count shared by every RegionLoss layer of the process,
-    as the fork's global `iter`), 0.01-weighted pulls of every anchor towards its prior at
-    its cell's centre; for each truth, the anchor at its cell whose prior (bias_match) or
-    prediction fits its size best gets coordinate deltas (σ' included for x, y) scaled by
-    coord_scale (× (2 − w·h) unless rescore), objectness object_scale·(IoU or 1 − σo)·σo',
-    and class_scale·(softmax − onehot). The backward is loss_weight/N · delta, the fork's
-    own gradient. class_map files are not supported; the labels get no gradient.
+    Bottoms: predictions, N×num·(5 + num_class)×S×S (square) — per anchor x, y, w, h (raw),
+    objectness (logistic) and class scores (softmax); labels as for Yolov3 (N×300·5: rows
+    [class, x, y, w, h] per image). The labels get no gradient.
+    Tops: loss, a scalar (shape ()): Σ delta² / N; loss_weight 1 by default (a loss layer).
+    Blobs: none.
+    Params: region_loss_param (RegionLossParameter): num_class (default 20), num (default
+    5), biases (anchor sizes in cells; fewer than 10 values read as ten zeros), bias_match
+    (default 1), rescore (default 1), object_scale (default 1), noobject_scale (default 0.5),
+    class_scale (default 1), coord_scale (default 5), thresh (default 0.2), coords (must be
+    4); class_map is refused; side, softmax, jitter, absolute, random and softmax_tree are
+    not read.
     Source: eric612/MobileNet-YOLO src/caffe/layers/region_loss_layer.cpp.
+
+    delta: noobject_scale·σo·σo' for anchors whose best IoU with a truth is ≤ thresh; while
+    fewer than 12800/N passes have run (a count shared by every RegionLoss layer of the
+    process, as the fork's global `iter`), 0.01-weighted pulls of every anchor towards its
+    prior at its cell's centre; for each truth, the anchor at its cell whose prior
+    (bias_match) or prediction fits its size best gets coordinate deltas (σ' included for x,
+    y) scaled by coord_scale (× (2 − w·h) unless rescore), objectness object_scale·(IoU or
+    1 − σo)·σo', and class_scale·(softmax − onehot). The backward is loss_weight/N · delta,
+    the fork's own gradient.
     """
 
     exact_bottoms = 2
@@ -529,7 +575,7 @@ class RegionLossLayer(Layer):
     def allow_force_backward(self, bottom_index: int) -> bool:
         return bottom_index == 0
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.region_loss_param
         f = "region_loss_param"
         self.check(not p.class_map, "class_map files are not supported", f"{f}.class_map")
@@ -549,7 +595,7 @@ class RegionLossLayer(Layer):
         self.check(self.biases.size >= 2 * self.num, f"needs 2·num = {2 * self.num} biases, "
                    f"has {self.biases.size}", f"{f}.biases")
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         x, label = tuple(bottom_shapes[0]), tuple(bottom_shapes[1])
         self.check(len(x) == 4 and x[2] == x[3], f"bottom '{self.bottom_names[0]}' must be "
                    f"N x C x S x S, has shape {x}")
@@ -636,7 +682,7 @@ class RegionLossLayer(Layer):
                 delta[b, a, 5:, pos] = -f(self.class_scale) * (onehot - prob[b, a, :, pos])
         return delta
 
-    def forward(self, x, label) -> Tops:
+    def forward(self, x: torch.Tensor, label: torch.Tensor) -> Tops:
         if torch.is_grad_enabled() and label.requires_grad:
             raise self.error(f"{self.type} Layer cannot backpropagate to label inputs.",
                              "propagate_down")
@@ -672,26 +718,30 @@ def _bound(a: int, hi: int) -> int:
 
 @register("AssistedExcitation")
 class AssistedExcitationLayer(Layer):
-    """Assisted Excitation (Derakhshani et al. 2019) as eric612/MobileNet-YOLO computes it.
+    """Assisted Excitation (Derakhshani et al. 2019): adds α·map inside the truth boxes.
 
-    Bottoms: features (N, C, H, W); labels as for Yolov3 (N, 300 rows of [class, x, y, w, h],
-    normalised centre-size, ended by a row whose x is 0); a map (N, H, W) of the same
-    spatial size (in the fork's nets the channel mean of the features, from Permute +
-    Reduction). Top: the features plus, inside every truth box (corners
-    (int)((x ∓ w/2)·W + 0.5) and likewise in y, clipped to [0, W] and [0, H]), α times the
-    map, on every channel, with α = cos(iter/max_iter · π/2) from the solver (Layer::set_iter;
-    α = 1 for a net that no solver steps, where the fork reads an unset iteration).
-    As in the fork, only the first image of a batch is excited: both of its kernels add the
-    mask from the buffer's start, which is image 0's region and is zero for images 1..N−1.
-    Backward: the features' gradient is the top's; labels and the map get none.
+    Bottoms: x, N×C×H×W features; labels as for Yolov3 (N×300·5: rows [class, x, y, w, h],
+    normalised centre-size, ended by a row whose x is 0); map, N×H×W (any shape of N·H·W
+    values; in the fork's nets the channel mean of the features, from Permute + Reduction).
+    Labels and the map get no gradient.
+    Tops: y, N×C×H×W.
+    Blobs: none.
+    Params: none (α comes from the solver's iteration, Layer::set_iter).
     Source: eric612/MobileNet-YOLO src/caffe/layers/assisted_excitation_layer.cpp.
+
+    Inside every truth box (corners (int)((x ∓ w/2)·W + 0.5) and likewise in y, clipped to
+    [0, W] and [0, H]) the top is x plus α times the map, on every channel, with
+    α = cos(iter/max_iter · π/2) (α = 1 for a net that no solver steps, where the fork reads
+    an unset iteration). As in the fork, only the first image of a batch is excited: both of
+    its kernels add the mask from the buffer's start, which is image 0's region and is zero
+    for images 1..N−1. Backward: the features' gradient is the top's.
     """
 
     exact_bottoms = 3
     exact_tops = 1
     max_truths = MAX_TRUTHS
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         self._iter, self._max_iter = 0, 0
 
     def set_iter(self, iteration: int, max_iter: int) -> None:
@@ -707,7 +757,7 @@ class AssistedExcitationLayer(Layer):
         frac = float(np.float32(self._iter) / np.float32(self._max_iter))
         return np.float32(math.cos(frac * math.pi / 2.0))
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         x, label, mean = (tuple(s) for s in bottom_shapes)
         self.check(len(x) == 4, f"bottom '{self.bottom_names[0]}' must be N x C x H x W, "
                    f"has shape {x}")
@@ -717,7 +767,7 @@ class AssistedExcitationLayer(Layer):
                    f"image, has shape {mean}")
         return [x]
 
-    def forward(self, x, label, mean) -> Tops:
+    def forward(self, x: torch.Tensor, label: torch.Tensor, mean: torch.Tensor) -> Tops:
         if x.device.type == "meta":
             return x.clone()
         n, _, h, w = x.shape
