@@ -58,11 +58,13 @@ Window = tuple[int, int, float, int, int, int, int]
 
 class Source(Protocol):
     """What a data layer reads batches from (_start): produce() a batch, state() its position
-    after the batches produced so far, close() its files."""
+    after the batches produced so far, restore() a recorded one, close() its files."""
 
     def produce(self) -> tuple: ...
 
     def state(self) -> dict | None: ...
+
+    def restore(self, state: dict) -> None: ...
 
     def close(self) -> None: ...
 
