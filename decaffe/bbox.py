@@ -18,6 +18,7 @@ order the fork computes it, so that thresholds (overlaps, scores) decide exactly
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 
 from .proto import caffe_pb2
 
@@ -29,7 +30,7 @@ BIPARTITE = caffe_pb2.MultiBoxLossParameter.BIPARTITE
 PER_PREDICTION = caffe_pb2.MultiBoxLossParameter.PER_PREDICTION
 
 
-def as_boxes(a) -> np.ndarray:
+def as_boxes(a: npt.ArrayLike) -> np.ndarray:
     """A float32 (N, 4) array."""
     return np.asarray(a, F32).reshape(-1, 4)
 
@@ -261,7 +262,8 @@ def nms_fast(boxes: np.ndarray, scores: np.ndarray, score_threshold: float,
     return [int(k) for k in order[keep_all]]
 
 
-def _move_median_to_first(key, idx, result, a, b, c) -> None:
+def _move_median_to_first(key: np.ndarray, idx: np.ndarray, result: np.ndarray, a: np.ndarray,
+                          b: np.ndarray, c: np.ndarray) -> None:
     """libstdc++'s __move_median_to_first for the comparator key[x] > key[y] (per segment:
     every argument is an array of positions)."""
     ka, kb, kc = key[idx[a]], key[idx[b]], key[idx[c]]
@@ -273,16 +275,16 @@ def _move_median_to_first(key, idx, result, a, b, c) -> None:
     idx[pick] = r_val
 
 
-def _heap_sort_descending(key, idx, first: int, last: int) -> None:
+def _heap_sort_descending(key: np.ndarray, idx: np.ndarray, first: int, last: int) -> None:
     """libstdc++'s __partial_sort(first, last, last) (make_heap, then sort_heap) for the
     comparator key[x] > key[y]: introsort's fallback once its depth limit is spent."""
     seg = list(idx[first:last])
     n = len(seg)
 
-    def less(x, y):
+    def less(x: int, y: int):
         return key[x] > key[y]
 
-    def adjust(hole, length, value) -> None:
+    def adjust(hole: int, length: int, value: int) -> None:
         top = hole
         child = hole
         while child < (length - 1) // 2:

@@ -65,7 +65,9 @@ def _warn_once(key: str, message: str) -> None:
         log.warning(message)
 
 
-def why_not(net) -> str | None:
+# A net here is a decaffe.net.Net, named as torch.nn.Module: the engine imports this module,
+# so naming Net would be an import cycle (tests/test_layout.py).
+def why_not(net: torch.nn.Module) -> str | None:
     """Why this net cannot be compiled, or None."""
     if not hasattr(torch, "compile"):
         return f"torch {torch.__version__} has no torch.compile"
@@ -96,7 +98,8 @@ class CompiledPasses:
     """A net's passes through torch.compile, returning only the loss and the outputs; the
     other blobs made on request (see the module docstring)."""
 
-    def __init__(self, net, mode: str | None = None, backend: str | Callable | None = None) -> None:
+    def __init__(self, net: torch.nn.Module, mode: str | None = None,
+                 backend: str | Callable | None = None) -> None:
         self.net = net
         self.backend = backend if backend is not None else "inductor"
         records = net.layer_records
@@ -134,7 +137,7 @@ class CompiledPasses:
             names = self.inputs
             needs_grad = net._input_needs_grad
 
-            def body(*inputs):
+            def body(*inputs: torch.Tensor) -> tuple:
                 cur = {}
                 for bid, t in zip(names, inputs):
                     if grad and bid in needs_grad:
@@ -288,7 +291,8 @@ def _cache_dir() -> str:
     return cache_dir()
 
 
-def compile_net(net, mode: str | None = None, backend: str | Callable | None = None) -> bool:
+def compile_net(net: torch.nn.Module, mode: str | None = None,
+                backend: str | Callable | None = None) -> bool:
     """Run this net's solver/test passes and a deploy net's forward compiled (see the module
     docstring); returns False, with one warning, where it cannot be. mode: torch.compile's
     mode; backend: its backend (default inductor; a callable backend sees the captured

@@ -5,6 +5,7 @@ caffe.set_random_seed and the solver's random_seed)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 
@@ -24,7 +25,7 @@ def _fans(shape: tuple[int, ...]) -> tuple[int, int]:
     return fan_in, fan_out
 
 
-def _norm_count(fp, shape) -> float:
+def _norm_count(fp: caffe_pb2.FillerParameter, shape: tuple[int, ...]) -> float:
     fan_in, fan_out = _fans(shape)
     if fp.variance_norm == AVERAGE:
         return (fan_in + fan_out) / 2.0
@@ -33,7 +34,8 @@ def _norm_count(fp, shape) -> float:
     return float(fan_in)
 
 
-def fill(fp, shape, dtype: torch.dtype = torch.float32, where: str = "") -> torch.Tensor:
+def fill(fp: caffe_pb2.FillerParameter, shape: Sequence[int], dtype: torch.dtype = torch.float32,
+         where: str = "") -> torch.Tensor:
     """A new tensor of this shape filled as the FillerParameter fp says."""
     what = f"layer '{where}', parameter blob" if where else "filler"
     shape = check_shape(shape, what)
@@ -77,7 +79,7 @@ def fill(fp, shape, dtype: torch.dtype = torch.float32, where: str = "") -> torc
                        "gaussian, positive_unitball, xavier, msra, bilinear)")
 
 
-def filler_param(**kw) -> caffe_pb2.FillerParameter:
+def filler_param(**kw: str | float) -> caffe_pb2.FillerParameter:
     """A FillerParameter from keyword fields (for layers' defaults)."""
     fp = caffe_pb2.FillerParameter()
     for k, v in kw.items():

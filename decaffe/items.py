@@ -51,7 +51,7 @@ def _pad(x: torch.Tensor, num: int) -> torch.Tensor:
     return torch.cat([x, x.new_zeros((num - x.shape[0],) + tuple(x.shape[1:]))])
 
 
-def _tuple(out) -> tuple[torch.Tensor, ...]:
+def _tuple(out: torch.Tensor | Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
     return (out,) if isinstance(out, torch.Tensor) else tuple(out)
 
 
@@ -71,7 +71,7 @@ def probe(layer: Layer, shapes: Sequence[Shape], group: int) -> str:
     num = -(-shapes[0][0] // group) * group
     xs = [torch.randn((num,) + tuple(s[1:]), generator=gen, dtype=like) for s in shapes]
 
-    def call(*bottoms):
+    def call(*bottoms: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return _tuple(torch.func.functional_call(layer, params, tuple(bottoms)))
 
     with torch.no_grad():

@@ -253,7 +253,7 @@ class ProgressBar:
         self.enabled = False
 
 
-def _isatty(stream) -> bool:
+def _isatty(stream: IO[str]) -> bool:
     try:
         return bool(stream.isatty())
     except (AttributeError, ValueError):

@@ -22,9 +22,11 @@ from __future__ import annotations
 import collections
 import dataclasses
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Protocol
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from . import backward as _backward
@@ -42,11 +44,22 @@ from .proto import caffe_pb2
 
 TRAIN, TEST = _mode.TRAIN, _mode.TEST
 
+# What Net() builds from: a prototxt path (str, bytes or path-like) or a NetParameter
+NetSource = str | bytes | os.PathLike[str] | caffe_pb2.NetParameter
+
+
+class _Runner(Protocol):
+    def run(self, layer: int) -> object: ...
+
+
+# A layer callback: fn(layer_index), or an object with run(layer_index) (Net::Callback, NCCL)
+LayerCallback = Callable[[int], object] | _Runner
+
 
 # ----------------------------------------------------------------------------------------------
 # NetState filtering and split insertion (Caffe's FilterNet / InsertSplits)
 # ----------------------------------------------------------------------------------------------
-def state_meets_rule(state, rule) -> bool:
+def state_meets_rule(state: caffe_pb2.NetState, rule: caffe_pb2.NetStateRule) -> bool:
     """Whether a NetState satisfies one include/exclude NetStateRule."""
     if rule.HasField("phase") and rule.phase != state.phase:
         return False
@@ -62,7 +75,8 @@ def state_meets_rule(state, rule) -> bool:
     return True
 
 
-def filter_net(param, state=None) -> caffe_pb2.NetParameter:
+def filter_net(param: caffe_pb2.NetParameter,
+               state: caffe_pb2.NetState | None = None) -> caffe_pb2.NetParameter:
     """A copy of param keeping only the layers the NetState (default: param.state) includes."""
     state = state if state is not None else param.state
     out = caffe_pb2.NetParameter()
@@ -89,7 +103,7 @@ def _split_blob_name(layer_name: str, blob_name: str, top_index: int, k: int) ->
     return f"{blob_name}_{layer_name}_{top_index}_split_{k}"
 
 
-def insert_splits(param) -> caffe_pb2.NetParameter:
+def insert_splits(param: caffe_pb2.NetParameter) -> caffe_pb2.NetParameter:
     """A copy of param with a Split layer after every top read by more than one consumer.
 
     A top with an explicit non-zero loss_weight counts as one consumer, as in Caffe;
@@ -147,7 +161,7 @@ def insert_splits(param) -> caffe_pb2.NetParameter:
     return out
 
 
-def load_net_param(source) -> caffe_pb2.NetParameter:
+def load_net_param(source: NetSource) -> caffe_pb2.NetParameter:
     """A NetParameter from a prototxt path, prototxt text or message, upgraded as Caffe does."""
     if isinstance(source, caffe_pb2.NetParameter):
         p = caffe_pb2.NetParameter()
@@ -299,8 +313,11 @@ class Net(torch.nn.Module):
     # items of the batch, as Caffe's per-image computation gives (False: a little faster)
     items_apart: bool = True
 
-    def __init__(self, network=None, *args, network_file=None, phase=None, weights=None,
-                 level=None, stages=None, dtype: torch.dtype = torch.float32) -> None:
+    def __init__(self, network: NetSource | None = None, *args: object,
+                 network_file: NetSource | None = None, phase: int | None = None,
+                 weights: str | os.PathLike[str] | None = None, level: int | None = None,
+                 stages: Sequence[str] | None = None,
+                 dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
         if (network is None) == (network_file is None):
             raise DecaffeError("Net(): give the network (a prototxt path) once, by position or "
@@ -341,7 +358,7 @@ class Net(torch.nn.Module):
             self.__dict__.pop("_building", None)
 
     # -- construction (Caffe's Net::Init, step by step) -------------------------------------------
-    def _build(self, in_param) -> None:
+    def _build(self, in_param: caffe_pb2.NetParameter) -> None:
         """Caffe's Net::Init: filter the layers by the NetState, insert splits, then for each
         layer create it, append its bottoms and tops, set it up, set its loss weights and
         append its parameters; finally decide which layers and bottoms need backward."""
@@ -388,7 +405,7 @@ class Net(torch.nn.Module):
         self._needs_graph = any(rec.need_backward for rec in self._records)
         del self._shapes
 
-    def _init_tables(self, in_param) -> caffe_pb2.NetParameter:
+    def _init_tables(self, in_param: caffe_pb2.NetParameter) -> caffe_pb2.NetParameter:
         """The net's state and empty tables; returns the layers to build (filtered, split)."""
         self.phase = in_param.state.phase
         self.state = caffe_pb2.NetState()
@@ -417,7 +434,7 @@ class Net(torch.nn.Module):
         self._param_owners: dict[str, tuple[Layer, int, int]] = {}
         return param
 
-    def _create_layer(self, li: int, lp) -> _Wiring:
+    def _create_layer(self, li: int, lp: caffe_pb2.LayerParameter) -> _Wiring:
         """Caffe's LayerRegistry::CreateLayer, with the checks Init makes before wiring."""
         if not lp.HasField("phase"):
             lp.phase = self.phase
@@ -537,7 +554,7 @@ class Net(torch.nn.Module):
             fused[i] = i + 1
         return fused
 
-    def _check_counts(self, layer: Layer, lp) -> None:
+    def _check_counts(self, layer: Layer, lp: caffe_pb2.LayerParameter) -> None:
         nb, nt = len(lp.bottom), len(lp.top)
         for what, n, exact, lo, hi in (("bottom", nb, layer.exact_bottoms, layer.min_bottoms,
                                         layer.max_bottoms),
@@ -555,7 +572,7 @@ class Net(torch.nn.Module):
                 raise NetError(f"{layer.type} takes at most {hi} {what} blob(s), {n} given",
                                layer=lp.name)
 
-    def _load_definition_blobs(self, layer: Layer, lp) -> None:
+    def _load_definition_blobs(self, layer: Layer, lp: caffe_pb2.LayerParameter) -> None:
         """Blobs written in the layer's definition (a caffemodel's NetParameter, a prototxt
         with `blobs`) are its starting values, as Caffe's Layer constructor reads them
         (recurrent layers excepted: Caffe's replaces them with its unrolled net's). A count
@@ -988,7 +1005,8 @@ class Net(torch.nn.Module):
     def _backward(self, start: int, end: int) -> None:
         self._backward_range(start, end)
 
-    def forward(self, blobs=None, start=None, end=None, **kwargs) -> dict[str, np.ndarray]:
+    def forward(self, blobs: Iterable[str] | None = None, start: str | None = None,
+                end: str | None = None, **kwargs: npt.ArrayLike) -> dict[str, np.ndarray]:
         """pycaffe's Net.forward: optional inputs by name, run layers start..end (names,
         inclusive); returns {name: array} for the net's outputs, or with ``end`` the end
         layer's tops, plus ``blobs`` (BVLC master's pycaffe)."""
@@ -1012,7 +1030,8 @@ class Net(torch.nn.Module):
         self._forward(start_ind, end_ind)
         return {out: self.blobs[out].data for out in outputs}
 
-    def backward(self, diffs=None, start=None, end=None, **kwargs) -> dict[str, np.ndarray]:
+    def backward(self, diffs: Iterable[str] | None = None, start: str | None = None,
+                 end: str | None = None, **kwargs: npt.ArrayLike) -> dict[str, np.ndarray]:
         """pycaffe's Net.backward: optional output diffs by name, run layers start..end
         backwards (names, inclusive); returns {name: diff} for the net's inputs, or with
         ``end`` the end layer's bottoms, plus ``diffs`` (BVLC master's pycaffe)."""
@@ -1163,29 +1182,29 @@ class Net(torch.nn.Module):
         """pycaffe's Net._top_ids(i): indices into _blobs of layer i's tops."""
         return list(self._records[i].tops)
 
-    def _add_callback(self, when: str, fn) -> None:
+    def _add_callback(self, when: str, fn: LayerCallback) -> None:
         # pycaffe takes a callable, or an object with run(layer) (Net::Callback, e.g. NCCL)
         run = fn if callable(fn) else getattr(fn, "run", None)
         if not callable(run):
             raise DecaffeError(f"Net.{when}: {fn!r} is neither callable nor has run(layer)")
         self._callbacks[when].append(run)
 
-    def before_forward(self, fn) -> None:
+    def before_forward(self, fn: LayerCallback) -> None:
         """Call fn(layer_index) before each layer's forward (pycaffe); fn may also be an
         object with a run(layer_index) method."""
         self._add_callback("before_forward", fn)
 
-    def after_forward(self, fn) -> None:
+    def after_forward(self, fn: LayerCallback) -> None:
         """Call fn(layer_index) after each layer's forward (pycaffe)."""
         self._add_callback("after_forward", fn)
 
-    def before_backward(self, fn) -> None:
+    def before_backward(self, fn: LayerCallback) -> None:
         """Call fn(layer_index) before each layer's backward (pycaffe). On the solver's path,
         where one autograd pass computes every layer, the backward callbacks run after it,
         last layer first."""
         self._add_callback("before_backward", fn)
 
-    def after_backward(self, fn) -> None:
+    def after_backward(self, fn: LayerCallback) -> None:
         """Call fn(layer_index) after each layer's backward (pycaffe; see before_backward);
         pycaffe's train.py passes its NCCL object here."""
         self._add_callback("after_backward", fn)
@@ -1197,7 +1216,10 @@ class Net(torch.nn.Module):
         self.copy_from_layers(wfmt.load_weights(path), source=path,
                               first_of_name=not os.fspath(path).endswith(".h5"))
 
-    def copy_from_layers(self, layers, source: str = "<weights>",
+    def copy_from_layers(self,
+                         layers: Iterable[tuple[str, Sequence[wfmt.BlobRecord | np.ndarray
+                                                              | None]]],
+                         source: str = "<weights>",
                          first_of_name: bool = True) -> None:
         """Copy from [(layer name, [BlobRecord or array, ...]), ...] (Caffe's
         CopyTrainedLayersFrom): a layer the net lacks is skipped and logged at INFO as
@@ -1257,7 +1279,7 @@ class Net(torch.nn.Module):
                 ParamBlob(p, name=f"{name}/{k}", owner=self) for k, p in enumerate(dst)))
         self._records = tuple(records)
 
-    def _replace_param(self, old, new) -> None:
+    def _replace_param(self, old: torch.nn.Parameter, new: torch.nn.Parameter) -> None:
         for i, p in enumerate(self.learnable_params):
             if p is old:
                 self.learnable_params[i] = new

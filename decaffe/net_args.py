@@ -5,6 +5,7 @@ the legacy ``Net(network_file, weights, phase)``."""
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -16,11 +17,13 @@ _PATHS = (str, bytes, os.PathLike)
 NetArgs = tuple[int | None, str | None, int | None, list[str] | None]
 
 
-def _is_phase(value) -> bool:
+def _is_phase(value: object) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
-def net_init_args(args: tuple, phase=None, weights=None, level=None, stages=None) -> NetArgs:
+def net_init_args(args: tuple, phase: int | None = None,
+                  weights: str | bytes | os.PathLike[str] | None = None,
+                  level: int | None = None, stages: Sequence[str] | None = None) -> NetArgs:
     """(phase, weights, level, stages) from the arguments after the network, in pycaffe's
     forms (python/caffe/_caffe.cpp, BVLC master):
 

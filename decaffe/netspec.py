@@ -19,6 +19,9 @@ Layers and tops without a NetSpec name get ``<Type><n>`` names, counted per type
 from __future__ import annotations
 
 from collections import Counter, OrderedDict
+from collections.abc import Sequence
+
+from google.protobuf.message import Message
 
 from .proto import caffe_pb2
 
@@ -39,7 +42,7 @@ def param_name_dict() -> dict[str, str]:
     return _PARAM_NAMES
 
 
-def assign_proto(proto, name: str, value) -> None:
+def assign_proto(proto: Message, name: str, value: object) -> None:
     """Set field `name` of proto from a Python value: scalars, lists, dicts (sub-messages)
     and lists of dicts (repeated sub-messages); a scalar given to a repeated field is appended."""
     field = getattr(proto, name)
@@ -72,14 +75,15 @@ class Top:
         """The net needed to compute this top."""
         return to_proto(self)
 
-    def _to_proto(self, layers, names, autonames):
+    def _to_proto(self, layers: dict[Function, caffe_pb2.LayerParameter],
+                  names: dict[Top | Function, str], autonames: Counter[str]) -> None:
         return self.fn._to_proto(layers, names, autonames)
 
 
 class Function:
     """A layer in the making: its type, bottoms (Tops) and fields."""
 
-    def __init__(self, type_name: str, inputs, params: dict) -> None:
+    def __init__(self, type_name: str, inputs: Sequence[Top], params: dict) -> None:
         self.type_name = type_name
         for i, inp in enumerate(inputs):
             if not isinstance(inp, Top):
@@ -90,7 +94,7 @@ class Function:
         self.in_place = self.params.pop("in_place", False)
         self.tops = tuple(Top(self, n) for n in range(self.ntop))
 
-    def _get_name(self, names, autonames) -> str:
+    def _get_name(self, names: dict[Top | Function, str], autonames: Counter[str]) -> str:
         if self not in names and self.ntop > 0:
             names[self] = self._get_top_name(self.tops[0], names, autonames)
         elif self not in names:
@@ -98,13 +102,15 @@ class Function:
             names[self] = self.type_name + str(autonames[self.type_name])
         return names[self]
 
-    def _get_top_name(self, top: Top, names, autonames) -> str:
+    def _get_top_name(self, top: Top, names: dict[Top | Function, str],
+                      autonames: Counter[str]) -> str:
         if top not in names:
             autonames[top.fn.type_name] += 1
             names[top] = top.fn.type_name + str(autonames[top.fn.type_name])
         return names[top]
 
-    def _to_proto(self, layers, names, autonames) -> None:
+    def _to_proto(self, layers: dict[Function, caffe_pb2.LayerParameter],
+                  names: dict[Top | Function, str], autonames: Counter[str]) -> None:
         if self in layers:
             return
         bottoms = []
@@ -151,7 +157,7 @@ class NetSpec:
     def __init__(self) -> None:
         super().__setattr__("tops", OrderedDict())
 
-    def __setattr__(self, name: str, value) -> None:
+    def __setattr__(self, name: str, value: Top | Function) -> None:
         self.tops[name] = value
 
     def __getattr__(self, name: str) -> object:
@@ -160,7 +166,7 @@ class NetSpec:
         except KeyError:
             raise AttributeError(f"NetSpec has no top named '{name}'") from None
 
-    def __setitem__(self, key: str, value) -> None:
+    def __setitem__(self, key: str, value: Top | Function) -> None:
         self.__setattr__(key, value)
 
     def __getitem__(self, item: str) -> Top:
@@ -194,7 +200,7 @@ class Layers:
         if name.startswith("__"):
             raise AttributeError(name)
 
-        def layer_fn(*args, **kwargs):
+        def layer_fn(*args: Top, **kwargs: object) -> Top | tuple[Top, ...] | Function:
             fn = Function(name, args, kwargs)
             if fn.ntop == 0:
                 return fn

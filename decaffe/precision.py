@@ -18,11 +18,22 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Iterable
+from typing import Protocol
 
 import torch
 
 from . import log
 from .errors import DecaffeError, suggest
+
+
+class _Solver(Protocol):
+    """What loss scaling reads of a decaffe Solver (named by its fields: the engine imports
+    this module, so naming its Solver would be an import cycle, tests/test_layout.py)."""
+
+    iter: int
+    net: torch.nn.Module
+
 
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 _state = {"precision": "fp32", "channels_last": None}
@@ -50,7 +61,7 @@ def low_precision_dtype() -> torch.dtype | None:
     return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(_state["precision"])
 
 
-def autocast(device) -> contextlib.AbstractContextManager:
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
     """The context a pass runs in on ``device`` (a torch.device)."""
     dtype = low_precision_dtype()
     if dtype is None:
@@ -64,7 +75,7 @@ def set_channels_last(flag: bool | None) -> None:
     _state["channels_last"] = flag
 
 
-def channels_last(device, compiled: bool = False) -> bool:
+def channels_last(device: torch.device, compiled: bool = False) -> bool:
     if device.type != "cuda":
         return False
     forced = _state["channels_last"]
@@ -86,7 +97,7 @@ class LossScaler:
         self._good = 0
         self.skipped = 0
 
-    def unscale(self, params) -> bool:
+    def unscale(self, params: Iterable[torch.Tensor]) -> bool:
         """Divide the gradients by the scale; True when they are finite (update them)."""
         grads = [p.grad for p in params if p.grad is not None]
         if not grads:
@@ -113,7 +124,7 @@ class LossScaler:
         return True
 
 
-def loss_scaler_for(solver) -> LossScaler | None:
+def loss_scaler_for(solver: _Solver) -> LossScaler | None:
     """The solver's loss scaler under fp16 (made on first use and kept), else None; sets the
     factor its train net multiplies the loss by before backward."""
     net = solver.net
@@ -127,7 +138,7 @@ def loss_scaler_for(solver) -> LossScaler | None:
     return scaler
 
 
-def unscale_gradients(solver, scaler: LossScaler) -> bool:
+def unscale_gradients(solver: _Solver, scaler: LossScaler) -> bool:
     """fp16: gradients ÷ the loss scale; False (skip this update, as AMP does; the
     iteration still counts) when some gradient overflowed."""
     ok = scaler.unscale(solver.net.learnable_params)

@@ -42,7 +42,9 @@ def _all_reduce(t: torch.Tensor) -> torch.Tensor:
 
 class _SyncBatchNorm(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, eps):
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor,
+                weight: torch.Tensor | None, bias: torch.Tensor | None,
+                eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         c = x.shape[1]
         dims = [d for d in range(x.dim()) if d != 1]
         xf = x.float()
@@ -72,7 +74,9 @@ class _SyncBatchNorm(torch.autograd.Function):
         return y.to(x.dtype) if x.dtype != torch.float32 else y, mean, unbiased
 
     @staticmethod
-    def backward(ctx, dy, _dmean, _dvar):
+    def backward(ctx: torch.autograd.function.FunctionCtx, dy: torch.Tensor,
+                 _dmean: torch.Tensor, _dvar: torch.Tensor,
+                 ) -> tuple[torch.Tensor | None, ...]:
         xhat, invstd, weight = ctx.saved_tensors
         c = xhat.shape[1]
         dims = [d for d in range(xhat.dim()) if d != 1]

@@ -38,6 +38,7 @@ import torch
 from ..errors import DecaffeError
 from ..formats import prototxt
 from ..formats import weights as wfmt
+from ..layer import Layer
 from ..net import Net
 from ..proto import caffe_pb2
 
@@ -107,14 +108,14 @@ def unsplit(param: caffe_pb2.NetParameter) -> caffe_pb2.NetParameter:
     return out
 
 
-def _is_inserted_split(lp) -> bool:
+def _is_inserted_split(lp: caffe_pb2.LayerParameter) -> bool:
     if lp.type != "Split" or len(lp.bottom) != 1 or not lp.name.endswith("_split"):
         return False
     return lp.name.startswith(lp.bottom[0] + "_") and all(
         t == f"{lp.name}_{k}" for k, t in enumerate(lp.top))
 
 
-def _match_layers(net, param: caffe_pb2.NetParameter) -> list[int]:
+def _match_layers(net: Net, param: caffe_pb2.NetParameter) -> list[int]:
     """For each layer of param (the net's layers without inserted splits), its index in net."""
     built = net.net_param.layer
     out, k = [], 0
@@ -132,7 +133,7 @@ def _match_layers(net, param: caffe_pb2.NetParameter) -> list[int]:
     return out
 
 
-def source_param(net) -> caffe_pb2.NetParameter:
+def source_param(net: Net) -> caffe_pb2.NetParameter:
     """The NetParameter a built net came from, as near as it can be recovered: the layers as
     built minus inserted splits, and minus the `phase` the net stamps on every layer."""
     param = unsplit(net.net_param)
@@ -149,7 +150,7 @@ def source_param(net) -> caffe_pb2.NetParameter:
     return param
 
 
-def uses_global_stats(lp, phase: int) -> bool:
+def uses_global_stats(lp: caffe_pb2.LayerParameter, phase: int) -> bool:
     """Caffe's rule: use_global_stats when given, else true exactly in the TEST phase."""
     p = lp.batch_norm_param
     return p.use_global_stats if p.HasField("use_global_stats") else phase == caffe_pb2.TEST
@@ -217,7 +218,7 @@ class FoldResult:
 # ----------------------------------------------------------------------------------------------
 # Folding
 # ----------------------------------------------------------------------------------------------
-def _shared_names(param) -> dict[str, list[str]]:
+def _shared_names(param: caffe_pb2.NetParameter) -> dict[str, list[str]]:
     """param name -> layers that use it (only names used by more than one layer)."""
     users: dict[str, list[str]] = collections.defaultdict(list)
     for lp in param.layer:
@@ -227,11 +228,11 @@ def _shared_names(param) -> dict[str, list[str]]:
     return {k: v for k, v in users.items() if len(v) > 1}
 
 
-def _names(param, refs) -> str:
+def _names(param: caffe_pb2.NetParameter, refs: list[tuple[int, int]]) -> str:
     return ", ".join(f"'{param.layer[i].name}'" for i, _ in refs)
 
 
-def _absorber_problem(lp, layer) -> str | None:
+def _absorber_problem(lp: caffe_pb2.LayerParameter, layer: Layer) -> str | None:
     """Why this Convolution/Deconvolution/InnerProduct cannot absorb a per-channel map on
     axis 1 of its top, or None."""
     if lp.type == "InnerProduct":
@@ -247,7 +248,8 @@ def _absorber_problem(lp, layer) -> str | None:
     return None
 
 
-def _chain(param, graph: BlobGraph, net, index: list[int], bn_i: int, channels: int
+def _chain(param: caffe_pb2.NetParameter, graph: BlobGraph, net: Net, index: list[int], bn_i: int,
+           channels: int
            ) -> list[int]:
     """The Scale/Bias layers that follow BatchNorm bn_i one after another, each the only
     reader of the value before it, per-channel on axis 1 with their own blobs."""
@@ -274,7 +276,7 @@ def _chain(param, graph: BlobGraph, net, index: list[int], bn_i: int, channels: 
     return out
 
 
-def _batch_stats_reason(lp, bn) -> str | None:
+def _batch_stats_reason(lp: caffe_pb2.LayerParameter, bn: Layer) -> str | None:
     """Why this normalisation layer is no fixed per-channel map, or None."""
     if lp.type == "BN":
         if bn.segnet:
@@ -289,7 +291,7 @@ def _batch_stats_reason(lp, bn) -> str | None:
     return None
 
 
-def _norm_affine(lp, bn) -> tuple[np.ndarray, np.ndarray]:
+def _norm_affine(lp: caffe_pb2.LayerParameter, bn: Layer) -> tuple[np.ndarray, np.ndarray]:
     """(a, c) in float64 with layer(x) = a·x + c per channel, for a fixed normalisation."""
     blobs = [p.detach().cpu().double().numpy().reshape(-1) for p in bn.blob_params]
     if lp.type == "BN":
@@ -308,7 +310,8 @@ def _norm_affine(lp, bn) -> tuple[np.ndarray, np.ndarray]:
     return a, c
 
 
-def _affine(net, index, param, bn_i: int, chain: list[int]) -> tuple[np.ndarray, np.ndarray]:
+def _affine(net: Net, index: list[int], param: caffe_pb2.NetParameter, bn_i: int,
+            chain: list[int]) -> tuple[np.ndarray, np.ndarray]:
     """(a, c) in float64 with chain(x) = a·x + c per channel."""
     bn = net.layer_records[index[bn_i]].layer
     a, c = _norm_affine(param.layer[bn_i], bn)
@@ -325,7 +328,8 @@ def _affine(net, index, param, bn_i: int, chain: list[int]) -> tuple[np.ndarray,
     return a, c
 
 
-def _absorb(lp, layer, weights: list[np.ndarray], a: np.ndarray, c: np.ndarray
+def _absorb(lp: caffe_pb2.LayerParameter, layer: Layer, weights: list[np.ndarray], a: np.ndarray,
+            c: np.ndarray
             ) -> list[np.ndarray]:
     """The absorbing layer's new [weights, bias] after following it with a·y + c."""
     w = weights[0].astype(np.float64)
@@ -348,7 +352,7 @@ def _absorb(lp, layer, weights: list[np.ndarray], a: np.ndarray, c: np.ndarray
     return [w2.astype(dtype), b2.astype(dtype).reshape((n,))]
 
 
-def fold_result(net, source: caffe_pb2.NetParameter | None = None) -> FoldResult:
+def fold_result(net: Net, source: caffe_pb2.NetParameter | None = None) -> FoldResult:
     """Work out and compute the fold of every foldable BatchNorm of a built net.
 
     source: the NetParameter the net was built from, filtered to the net's state and without
@@ -437,12 +441,12 @@ def fold_result(net, source: caffe_pb2.NetParameter | None = None) -> FoldResult
     return FoldResult(out, new_weights, folded, kept, phase)
 
 
-def _out_channels(net, index, param, i: int) -> int:
+def _out_channels(net: Net, index: list[int], param: caffe_pb2.NetParameter, i: int) -> int:
     layer = net.layer_records[index[i]].layer
     return layer.N if param.layer[i].type == "InnerProduct" else layer.num_output
 
 
-def fold(net, source: caffe_pb2.NetParameter | None = None, *,
+def fold(net: Net, source: caffe_pb2.NetParameter | None = None, *,
          report: bool = False) -> Net | tuple[Net, FoldResult]:
     """The net with every foldable BatchNorm (and its Scale/Bias) folded into the preceding
     Convolution, Deconvolution or InnerProduct; with report=True, (net, FoldResult).
@@ -457,14 +461,14 @@ def fold(net, source: caffe_pb2.NetParameter | None = None, *,
 # ----------------------------------------------------------------------------------------------
 # Checking a fold: same outputs, and how long a forward pass takes
 # ----------------------------------------------------------------------------------------------
-def random_inputs(net, seed: int = 0) -> dict[str, np.ndarray]:
+def random_inputs(net: Net, seed: int = 0) -> dict[str, np.ndarray]:
     """Standard-normal arrays for each of the net's input blobs, at their current shapes."""
     rng = np.random.default_rng(seed)
     return {name: rng.standard_normal(net.blobs[name].shape).astype(np.float32)
             for name in net.inputs}
 
 
-def _run(net, inputs: dict[str, np.ndarray], names: list[str] | None) -> dict[str, np.ndarray]:
+def _run(net: Net, inputs: dict[str, np.ndarray], names: list[str] | None) -> dict[str, np.ndarray]:
     for name, arr in inputs.items():
         if net.blobs[name].shape != arr.shape:
             net.blobs[name].reshape(*arr.shape)
@@ -484,7 +488,7 @@ def relative_difference(a: np.ndarray, b: np.ndarray) -> float:
     return err / scale if scale > 0 else err
 
 
-def compare(before, after, inputs: dict[str, np.ndarray] | None = None, seed: int = 0,
+def compare(before: Net, after: Net, inputs: dict[str, np.ndarray] | None = None, seed: int = 0,
             blobs: str = "outputs") -> dict[str, float]:
     """The relative difference (see relative_difference) of each output of two nets fed the
     same inputs (random ones by default); blobs="all" also compares every other blob both

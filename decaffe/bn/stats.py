@@ -29,6 +29,8 @@ import numpy as np
 import torch
 
 from ..errors import DecaffeError
+from ..layer import Layer
+from ..net import Net
 from ..proto import caffe_pb2
 from .fold import BlobGraph, _match_layers, source_param
 
@@ -52,7 +54,7 @@ class BNInfo:
     warnings: list[str] = field(default_factory=list)
 
 
-def inspect(net) -> list[BNInfo]:
+def inspect(net: Net) -> list[BNInfo]:
     """Every BatchNorm layer of a built net, with warnings for:
 
     - a scale factor of 0 (no statistics: the global forward divides by sqrt(eps) alone);
@@ -119,7 +121,7 @@ def inspect(net) -> list[BNInfo]:
     return out
 
 
-def _inspect_fork_bn(net, lp, layer) -> BNInfo:
+def _inspect_fork_bn(net: Net, lp: caffe_pb2.LayerParameter, layer: Layer) -> BNInfo:
     """A fork BN's row: yjxiong/Cysu's running mean and inverse std, or SegNet's note."""
     if layer.segnet:
         info = BNInfo(lp.name, int(layer.channels), float("nan"), float("nan"), float("nan"),
@@ -187,7 +189,7 @@ def _count():
         i += 1
 
 
-def recompute(net, iterations: int, feed: Feed | None = None,
+def recompute(net: Net, iterations: int, feed: Feed | None = None,
               progress: Callable[[int, int], None] | None = None) -> list[str]:
     """Zero every BatchNorm's statistics, run `iterations` forward passes with batch
     statistics and λ = 1 (an exact average), and leave the result in the net's blobs.
@@ -251,7 +253,7 @@ def recompute(net, iterations: int, feed: Feed | None = None,
     return [layer.name for _, layer in sorted(layers + fork, key=lambda t: t[0])]
 
 
-def _set_inputs(net, batch: Mapping[str, np.ndarray]) -> None:
+def _set_inputs(net: Net, batch: Mapping[str, np.ndarray]) -> None:
     reshaped = False
     for name, arr in batch.items():
         if name not in net.inputs:

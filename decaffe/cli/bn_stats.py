@@ -18,7 +18,9 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -26,6 +28,9 @@ from ..errors import DecaffeError
 from ..proto import caffe_pb2
 from .common import parse_gpus, parse_phase, parse_stages, single_device
 from .flags import FlagParser, at_least, gpu_ids, phase_name
+
+if TYPE_CHECKING:  # no import at run time: the engine loads after the flags are parsed
+    from ..net import Net
 
 USAGE = ("usage: decaffe bn_stats show -model M [-weights W]\n"
          "       decaffe bn_stats recompute -model M -weights W -iterations N -out O")
@@ -51,7 +56,7 @@ def _common(fp: FlagParser) -> None:
     fp.flag("stage", default="", help="optional; network stages, separated by ','")
 
 
-def _build(model: str, phase: int, args):
+def _build(model: str, phase: int, args: argparse.Namespace) -> Net:
     from ..net import Net  # after parsing: -help loads no PyTorch
 
     return Net(model, phase, level=args.level, stages=parse_stages(args.stage))
@@ -79,7 +84,7 @@ def _show(argv: list[str]) -> int:
     return 0
 
 
-def score(net, iterations: int) -> dict[str, float]:
+def score(net: Net, iterations: int) -> dict[str, float]:
     """Each scalar output's mean over `iterations` forward passes (as `caffe test` reports)."""
     sums: dict[str, float] = {}
     for _ in range(iterations):
@@ -141,7 +146,7 @@ def _recompute(argv: list[str]) -> int:
     return 0
 
 
-def _score_file(model: str, args, weights: str) -> dict[str, float]:
+def _score_file(model: str, args: argparse.Namespace, weights: str) -> dict[str, float]:
     net = _build(model, caffe_pb2.TEST, args)
     try:
         net.copy_from(weights)

@@ -21,6 +21,8 @@ from __future__ import annotations
 import os
 import sys
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from typing import TextIO
 
 import numpy as np
 
@@ -141,7 +143,8 @@ def image_datum(path: str, label: int, height: int, width: int, min_dim: int, ma
     return d
 
 
-def _add_box(ad: caffe_pb2.AnnotatedDatum, label: int, box, difficult: bool) -> None:
+def _add_box(ad: caffe_pb2.AnnotatedDatum, label: int, box: Sequence[float],
+             difficult: bool) -> None:
     """Append a box to its label's group (created on first use), instance ids counting up."""
     group = next((g for g in ad.annotation_group if g.group_label == label), None)
     if group is None:
@@ -165,7 +168,7 @@ def _int(text: str | None) -> int:
 
 
 def read_xml(path: str, img_h: int, img_w: int, labels: dict[str, int],
-             ad: caffe_pb2.AnnotatedDatum, log=sys.stderr) -> None:
+             ad: caffe_pb2.AnnotatedDatum, log: TextIO = sys.stderr) -> None:
     """ReadXMLToAnnotatedDatum: VOC objects (name, difficult, bndbox in pixels)."""
     try:
         root = ET.parse(path).getroot()
@@ -248,7 +251,8 @@ def convert_annoset(root_folder: str, listfile: str, db_name: str, *,
                     backend: str = "lmdb", gray: bool = False, shuffle: bool = False,
                     min_dim: int = 0, max_dim: int = 0, resize_height: int = 0,
                     resize_width: int = 0, check_size: bool = False, encoded: bool = False,
-                    encode_type: str = "", seed: int | None = None, log=sys.stderr) -> int:
+                    encode_type: str = "", seed: int | None = None,
+                    log: TextIO = sys.stderr) -> int:
     """Build the database; returns the number of records stored."""
     import cv2  # loaded when converting, not for -help
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import TextIO
 
 import numpy as np
 
@@ -45,7 +46,7 @@ def main(argv: list[str]) -> int:
 def convert_imageset(root_folder: str, listfile: str, db_name: str, *, backend: str = "lmdb",
                      gray: bool = False, shuffle: bool = False, resize_height: int = 0,
                      resize_width: int = 0, check_size: bool = False, encoded: bool = False,
-                     encode_type: str = "", log=sys.stderr) -> int:
+                     encode_type: str = "", log: TextIO = sys.stderr) -> int:
     """Build the database; returns the number of images stored."""
     # decaffe.data imports cv2 and torch: loaded when run, not for -help
     from ..data.datum import read_image_to_datum

@@ -56,7 +56,7 @@ def main(argv: list[str]) -> int:
     return _export(args)
 
 
-def _export(args) -> int:
+def _export(args: argparse.Namespace) -> int:
     from .. import export as ex  # after parsing: -help loads no PyTorch
     from ..export.deploy import (  # after parsing: -help loads no PyTorch
         deploy_form,

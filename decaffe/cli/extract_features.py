@@ -10,6 +10,7 @@ index per blob) in a new database per blob. DB_TYPE (or -backend) is lmdb or lev
 from __future__ import annotations
 
 import sys
+from typing import TextIO
 
 import numpy as np
 
@@ -49,7 +50,8 @@ def main(argv: list[str]) -> int:
 
 
 def extract_features(weights: str, model: str, blob_names: list[str], db_names: list[str],
-                     num_batches: int, backend: str = "lmdb", log=sys.stderr) -> list[int]:
+                     num_batches: int, backend: str = "lmdb",
+                     log: TextIO = sys.stderr) -> list[int]:
     """Run the extraction; returns how many examples each database received."""
     # decaffe.data imports cv2 and torch: loaded when run, not for -help
     from ..data.db import NEW, open_db

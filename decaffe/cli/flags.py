@@ -42,7 +42,7 @@ Check = Callable[[object], "str | None"]
 
 
 class FlagParser(argparse.ArgumentParser):
-    def __init__(self, prog: str, description: str = "", **kw) -> None:
+    def __init__(self, prog: str, description: str = "", **kw: object) -> None:
         kw.setdefault("formatter_class", _DefaultsFormatter)
         super().__init__(prog=f"{COMMAND_NAME} {prog}", description=description,
                          add_help=False, allow_abbrev=False, **kw)
@@ -54,7 +54,7 @@ class FlagParser(argparse.ArgumentParser):
         self._rules: list[Callable[[argparse.Namespace], str | None]] = []
 
     def flag(self, name: str, required: bool | str = False, check: Check | None = None,
-             exists: bool = False, **kw) -> argparse.Action:
+             exists: bool = False, **kw: object) -> argparse.Action:
         """A valued flag: -name / --name.
 
         ``required``: the flag must be given (a message string replaces "required");
@@ -119,20 +119,20 @@ class FlagParser(argparse.ArgumentParser):
         return f"{dashes}{name}" if _boolstr(value) else f"{dashes}no{name}"
 
 
-def _missing(value) -> bool:
+def _missing(value: object) -> bool:
     return value is None or value == ""
 
 
 def at_least(low: int) -> Check:
     """A check that a number is >= low."""
-    def check(value) -> str | None:
+    def check(value: float) -> str | None:
         if value >= low:
             return None
         return f"must be >= 0, not {value}" if low == 0 else f"must be at least {low}, not {value}"
     return check
 
 
-def gpu_ids(value) -> str | None:
+def gpu_ids(value: object) -> str | None:
     """-gpu's syntax: 'all' or device ids >= 0 separated by ','."""
     text = str(value).strip()
     if text == "all":
@@ -146,7 +146,7 @@ def gpu_ids(value) -> str | None:
     return None
 
 
-def phase_name(value) -> str | None:
+def phase_name(value: object) -> str | None:
     return None if value in ("TRAIN", "TEST") else f'must be "TRAIN" or "TEST", not "{value}"'
 
 

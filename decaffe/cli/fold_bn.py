@@ -12,6 +12,7 @@ difference is within -tolerance (exit status 1 otherwise).
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from ..proto import caffe_pb2
@@ -41,7 +42,7 @@ def main(argv: list[str]) -> int:
     return _fold(args)
 
 
-def _fold(args) -> int:
+def _fold(args: argparse.Namespace) -> int:
     # after parsing: -help loads no PyTorch
     from ..bn.fold import compare, fold_result, random_inputs, time_forward
     from ..net import Net, filter_net, load_net_param  # after parsing: -help loads no PyTorch

@@ -24,7 +24,9 @@ import csv
 import datetime
 import math
 import os
+import re
 from collections import OrderedDict
+from collections.abc import Callable
 
 from ..errors import DecaffeError, suggest
 from ..logparse import ITERATION, LEARNING_RATE, TEST_OUTPUT, TRAIN_OUTPUT, line_time
@@ -80,7 +82,8 @@ def parse_log(path: str) -> tuple[list[OrderedDict], list[OrderedDict]]:
     return train_rows, test_rows
 
 
-def _output_row(regex, row, rows, line, iteration, seconds, lr):
+def _output_row(regex: re.Pattern[str], row: OrderedDict | None, rows: list[OrderedDict],
+                line: str, iteration: float, seconds: float, lr: float) -> OrderedDict | None:
     m = regex.search(line)
     if m:
         if row is None or row["NumIters"] != iteration:
@@ -130,7 +133,8 @@ def _parse_log_main(argv: list[str]) -> int:
 
 
 # ----------------------------------------------------------------------------------------------
-def _series(rows: list[OrderedDict], pick) -> dict[str, tuple[list[float], list[float]]]:
+def _series(rows: list[OrderedDict], pick: Callable[[str], bool]) -> dict[str,
+            tuple[list[float], list[float]]]:
     out: dict[str, tuple[list[float], list[float]]] = {}
     for r in rows:
         for k, v in r.items():

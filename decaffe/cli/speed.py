@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
+from typing import TYPE_CHECKING
+
 from .flags import FlagParser, at_least
+
+if TYPE_CHECKING:  # no import at run time: the engine loads after the flags are parsed
+    from ..net import Net
 
 
 def add_flags(fp: FlagParser) -> None:
@@ -17,7 +23,7 @@ def add_flags(fp: FlagParser) -> None:
             "from the free cores, re-checked while training)")
 
 
-def apply(args) -> None:
+def apply(args: argparse.Namespace) -> None:
     """Set threads, precision and compilation for this process from the flags."""
     # compile, precision and threads import torch: loaded after parsing, so -help loads none
     from .. import compile as _compile
@@ -31,7 +37,7 @@ def apply(args) -> None:
     _compile.set_compile(args.compile)
 
 
-def prepare(net) -> None:
+def prepare(net: Net) -> None:
     """Compile a net when -compile is on."""
     # compile imports torch: loaded after parsing, so -help loads none
     from .. import compile as _compile

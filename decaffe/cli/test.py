@@ -9,6 +9,8 @@ loss outputs ("NAME = mean (* weight = weighted loss)"), in glog's line format o
 
 from __future__ import annotations
 
+import argparse
+
 import numpy as np
 
 from .. import log
@@ -29,7 +31,7 @@ def main(argv: list[str]) -> int:
         return _test(args)
 
 
-def _test(args) -> int:
+def _test(args: argparse.Namespace) -> int:
     from ..net import Net  # after parsing: -help loads no PyTorch
 
     phase = parse_phase(args.phase, caffe_pb2.TEST)

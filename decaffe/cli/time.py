@@ -11,13 +11,19 @@ pass", "Average Forward-Backward" and "Total Time" lines.
 
 from __future__ import annotations
 
+import argparse
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from .. import log
 from ..proto import caffe_pb2
 from . import speed
 from .common import parse_gpus, parse_phase, parse_stages, single_device
 from .flags import FlagParser, add_net_flags
+
+if TYPE_CHECKING:  # no import at run time: the engine loads after the flags are parsed
+    from ..net import Net
 
 
 def main(argv: list[str]) -> int:
@@ -34,7 +40,7 @@ def _ms(seconds: float) -> str:
     return log.fmt(seconds * 1000.0)
 
 
-def _time(args) -> int:
+def _time(args: argparse.Namespace) -> int:
     import torch  # after parsing: -help loads no PyTorch
 
     from ..net import Net  # after parsing: -help loads no PyTorch
@@ -97,7 +103,7 @@ def _time(args) -> int:
     return 0
 
 
-def _whole_step(net, args, sync) -> None:
+def _whole_step(net: Net, args: argparse.Namespace, sync: Callable[[], object]) -> None:
     """The whole pass as the solver runs it (one forward+backward, no per-layer timing or
     synchronisation), at the chosen precision, compiled with -compile: the figure that
     per-layer timing cannot give (a compiled net has no layers to time one by one)."""

@@ -37,6 +37,8 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+from types import FrameType
+from typing import TYPE_CHECKING
 
 from .. import dashboard, log
 from .. import mode as _mode
@@ -45,6 +47,13 @@ from ..proto import caffe_pb2
 from . import flags, speed
 from .common import parse_gpus, parse_stages, require_file
 from .flags import FlagParser, at_least, gpu_ids
+
+if TYPE_CHECKING:  # no import at run time: the engine loads after the flags are parsed
+    from ..dashboard.server import Server
+    from ..distributed.worker import Worker
+    from ..net import Net
+    from ..runs import RunRecorder
+    from ..solvers import Solver
 
 EFFECTS = ("stop", "snapshot", "none")
 EXIT_PREEMPTED = _mode.EXIT_PREEMPTED  # SIGTERM's exit status (75, EX_TEMPFAIL)
@@ -76,12 +85,12 @@ class SignalHandler:
         self._previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._handle)
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         for sig, prev in self._previous.items():
             signal.signal(sig, prev)
         self._previous.clear()
 
-    def _handle(self, signum, frame) -> None:
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
         if signum == signal.SIGINT:
             if self.sigint_effect == "stop" and self._stop_pending:
                 raise KeyboardInterrupt  # a second Ctrl-C: stop now, without a snapshot
@@ -118,7 +127,7 @@ def _bool_value(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
 
 
-def batch_size(net) -> int:
+def batch_size(net: Net) -> int:
     """The first data blob's first dimension (for images/s)."""
     for tops in net.top_names.values():
         for t in tops:
@@ -183,17 +192,17 @@ def main(argv: list[str]) -> int:
         return _train(args, argv)
 
 
-def _snapshot_file(value) -> str | None:
+def _snapshot_file(value: str) -> str | None:
     if value == "auto" or os.path.exists(value):
         return None
     return f"cannot open '{value}': no such file"
 
 
-def _effect(value) -> str | None:
+def _effect(value: str) -> str | None:
     return None if value in EFFECTS else f'invalid signal effect "{value}" (stop, snapshot or none)'
 
 
-def _train(args, argv: list[str] | None = None) -> int:
+def _train(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     signals = SignalHandler(args.sigint_effect, args.sighup_effect, args.sigterm_effect)
     # In place from here, as Caffe installs them before building the solver: a signal while
     # the nets are built or weights load takes effect at the first iteration.
@@ -201,7 +210,8 @@ def _train(args, argv: list[str] | None = None) -> int:
         return _train_with(args, signals, argv)
 
 
-def _train_with(args, signals, argv: list[str] | None = None) -> int:
+def _train_with(args: argparse.Namespace, signals: SignalHandler,
+                argv: list[str] | None = None) -> int:
     import torch  # after parsing: -help loads no PyTorch
 
     from ..solvers import read_solver_param  # after parsing: -help loads no PyTorch
@@ -262,7 +272,8 @@ def _train_with(args, signals, argv: list[str] | None = None) -> int:
         raise
 
 
-def _solve(args, param, signals, worker, argv: list[str] | None = None) -> int:
+def _solve(args: argparse.Namespace, param: caffe_pb2.SolverParameter, signals: SignalHandler,
+           worker: Worker | None, argv: list[str] | None = None) -> int:
     from ..solvers import solver_class  # after parsing: -help loads no PyTorch
 
     solver = solver_class(param.type)(param)
@@ -348,7 +359,7 @@ def _solve(args, param, signals, worker, argv: list[str] | None = None) -> int:
     return status
 
 
-def _start_dashboard(address: str, recorder):
+def _start_dashboard(address: str, recorder: RunRecorder | None) -> Server:
     """-dashboard [HOST:]PORT: the run folder's page, served from a daemon thread beside
     training; its URL is a log line of its own."""
     dashboard.require()
@@ -366,7 +377,8 @@ def _start_dashboard(address: str, recorder):
     return server
 
 
-def _start_recording(args, solver, argv, worker, resumed_from):
+def _start_recording(args: argparse.Namespace, solver: Solver, argv: list[str] | None,
+                     worker: Worker | None, resumed_from: str | None) -> RunRecorder | None:
     """The run folder (and TensorBoard files) for this run, on rank 0; a default run folder
     that cannot be written is warned about and skipped, never fatal."""
     from .. import runs  # after parsing: -help loads no PyTorch

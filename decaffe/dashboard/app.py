@@ -32,6 +32,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import Message, Receive, Scope, Send
 
 from .sources import Source, dumps
 
@@ -100,7 +101,7 @@ class Dashboard:
             404: self._not_found, 405: self._not_allowed, 500: self._failed})
 
     # ------------------------------------------------------------------------------------
-    async def __call__(self, scope, receive, send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The guard in front of every request: method, host, token."""
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
@@ -115,7 +116,7 @@ class Dashboard:
             if query.get("token", [""])[0] == self.token:
                 set_cookie = (f"{COOKIE}={self.token}; Path=/; HttpOnly; SameSite=Strict")
 
-        async def send_with_headers(message) -> None:
+        async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 extra = [(k.lower().encode(), v.encode()) for k, v in _HEADERS.items()]
                 if set_cookie:
@@ -125,7 +126,7 @@ class Dashboard:
 
         await self.app(scope, receive, send_with_headers)
 
-    def _refusal(self, scope, headers: dict[str, str]):
+    def _refusal(self, scope: Scope, headers: dict[str, str]) -> Response | None:
         if scope["method"] not in ("GET", "HEAD"):
             return PlainTextResponse("the dashboard is read-only\n", status_code=405,
                                      headers=dict(_HEADERS, Allow="GET, HEAD"))
@@ -141,7 +142,7 @@ class Dashboard:
                                      headers=_HEADERS)
         return None
 
-    def _has_token(self, scope, headers: dict[str, str]) -> bool:
+    def _has_token(self, scope: Scope, headers: dict[str, str]) -> bool:
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         given = query.get("token", [""])[0]
         if not given and "cookie" in headers:
@@ -258,13 +259,13 @@ class Dashboard:
     def _missing(self, why: str) -> Response:
         return PlainTextResponse(f"404 not found: {why}\n", status_code=404)
 
-    async def _not_found(self, request: Request, exc) -> Response:
+    async def _not_found(self, request: Request, exc: Exception) -> Response:
         return self._missing(request.url.path)
 
-    async def _not_allowed(self, request: Request, exc) -> Response:
+    async def _not_allowed(self, request: Request, exc: Exception) -> Response:
         return PlainTextResponse("the dashboard is read-only\n", status_code=405)
 
-    async def _failed(self, request: Request, exc) -> Response:
+    async def _failed(self, request: Request, exc: Exception) -> Response:
         # a named error, never a stack trace
         return PlainTextResponse(f"dashboard error: {type(exc).__name__}: {exc}\n",
                                  status_code=500)

@@ -38,7 +38,7 @@ HEAVY = ("bn", "params")
 HEAVY_KEEP = 100
 
 
-def dumps(value) -> str:
+def dumps(value: object) -> str:
     """Compact JSON with NaN and infinities as null (a browser's JSON.parse rejects NaN)."""
     try:
         return json.dumps(value, allow_nan=False, separators=(",", ":"))
@@ -46,7 +46,7 @@ def dumps(value) -> str:
         return json.dumps(_finite(value), allow_nan=False, separators=(",", ":"))
 
 
-def _finite(value):
+def _finite(value: object) -> object:
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):

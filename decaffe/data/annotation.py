@@ -9,8 +9,11 @@ decaffe's seed), so a seeded run repeats exactly; they are not Caffe's random nu
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import cv2
 import numpy as np
+import numpy.typing as npt
 
 from .. import bbox as B
 from ..errors import DataError
@@ -27,7 +30,7 @@ UNIT = np.array([0, 0, 1, 1], F32)
 Box = tuple[int, int, np.ndarray, bool]  # (group_label, instance_id, box, difficult)
 
 
-def datum_boxes(ad) -> list[Box]:
+def datum_boxes(ad: caffe_pb2.AnnotatedDatum) -> list[Box]:
     """The boxes of an AnnotatedDatum, group by group."""
     out = []
     for g in ad.annotation_group:
@@ -38,7 +41,7 @@ def datum_boxes(ad) -> list[Box]:
     return out
 
 
-def meets_emit(src: np.ndarray, box: np.ndarray, emit) -> bool:
+def meets_emit(src: np.ndarray, box: np.ndarray, emit: caffe_pb2.EmitConstraint) -> bool:
     """MeetEmitConstraint: CENTER — the box's centre lies in src; MIN_OVERLAP — more than
     emit_overlap of the box lies in src."""
     if emit.emit_type == _EMIT.CENTER:
@@ -47,8 +50,10 @@ def meets_emit(src: np.ndarray, box: np.ndarray, emit) -> bool:
     return bool(B.coverage(box[None], src[None])[0, 0] > F32(emit.emit_overlap))
 
 
-def transform_boxes(boxes: list[Box], crop: np.ndarray, mirror: bool, emit=None,
-                    resize=None, size: tuple[int, int] = (0, 0)) -> list[Box]:
+def transform_boxes(boxes: list[Box], crop: np.ndarray, mirror: bool,
+                    emit: caffe_pb2.EmitConstraint | None = None,
+                    resize: caffe_pb2.ResizeParameter | None = None,
+                    size: tuple[int, int] = (0, 0)) -> list[Box]:
     """TransformAnnotation: the boxes (first moved by resize_param's policy on an image of
     size (height, width), when given) that meet the emit constraint (when given), projected
     into crop (and dropped when nothing is left), then mirrored left-right."""
@@ -68,7 +73,7 @@ def transform_boxes(boxes: list[Box], crop: np.ndarray, mirror: bool, emit=None,
 
 
 # -- batch sampling (sampler.cpp) ---------------------------------------------------------------
-def sample_bbox(sampler, rng: np.random.Generator) -> np.ndarray:
+def sample_bbox(sampler: caffe_pb2.Sampler, rng: np.random.Generator) -> np.ndarray:
     """SampleBBox: a random box of scale in [min_scale, max_scale] and aspect ratio in
     [min_aspect_ratio, max_aspect_ratio] (clamped so the box fits), placed uniformly."""
     scale = F32(rng.uniform(sampler.min_scale, sampler.max_scale))
@@ -81,7 +86,7 @@ def sample_bbox(sampler, rng: np.random.Generator) -> np.ndarray:
     return np.array([x0, y0, x0 + w, y0 + h], F32)
 
 
-def satisfies(sample: np.ndarray, objects: np.ndarray, c) -> bool:
+def satisfies(sample: np.ndarray, objects: np.ndarray, c: caffe_pb2.SampleConstraint) -> bool:
     """SatisfySampleConstraint: with no constraint, always; else some object box has its
     Jaccard overlap / sample coverage / object coverage within the given bounds."""
     has_j = c.HasField("min_jaccard_overlap") or c.HasField("max_jaccard_overlap")
@@ -111,7 +116,8 @@ def satisfies(sample: np.ndarray, objects: np.ndarray, c) -> bool:
     return found
 
 
-def generate_samples(boxes: list[Box], samplers, rng: np.random.Generator) -> list[np.ndarray]:
+def generate_samples(boxes: list[Box], samplers: Iterable[caffe_pb2.BatchSampler],
+                     rng: np.random.Generator) -> list[np.ndarray]:
     """GenerateBatchSamples: for each batch_sampler (with use_original_image), up to
     max_trials random boxes, keeping those that satisfy its constraint, at most max_sample."""
     objects = np.array([b[2] for b in boxes], F32).reshape(-1, 4)
@@ -130,7 +136,7 @@ def generate_samples(boxes: list[Box], samplers, rng: np.random.Generator) -> li
     return out
 
 
-def check_sampler(bs, where: str) -> None:
+def check_sampler(bs: caffe_pb2.BatchSampler, where: str) -> None:
     """The fork's CHECKs on a batch_sampler's ranges."""
     s = bs.sampler
     if not (0 < s.min_scale <= s.max_scale <= 1):
@@ -151,7 +157,7 @@ def crop_image(img: np.ndarray, box: np.ndarray) -> np.ndarray:
     return img[y0:y0 + ch, x0:x0 + cw].copy()
 
 
-def expand_image(img: np.ndarray, ratio: float, fill,
+def expand_image(img: np.ndarray, ratio: float, fill: npt.ArrayLike,
                  rng: np.random.Generator) -> tuple[np.ndarray, list]:
     """ExpandImage: the image placed at a random whole-pixel offset on a canvas ratio times
     its size filled with ``fill`` (per channel); returns (canvas, the canvas as a box in the
@@ -175,48 +181,49 @@ def _convert(img: np.ndarray, alpha: float, beta: float) -> np.ndarray:
         np.clip(np.rint(img.astype(np.float32) * alpha + beta), 0, 255).astype(np.uint8)
 
 
-def distort_image(img: np.ndarray, p, rng: np.random.Generator) -> np.ndarray:
+def distort_image(img: np.ndarray, p: caffe_pb2.DistortionParameter,
+                  rng: np.random.Generator) -> np.ndarray:
     """ApplyDistort: random brightness, contrast, saturation and hue changes (contrast
     first or after hue, at random) and a random channel order, each with its probability."""
     def u():
         return float(rng.uniform(0, 1))
 
-    def brightness(im):
+    def brightness(im: np.ndarray) -> np.ndarray:
         if u() < p.brightness_prob:
             d = float(rng.uniform(-p.brightness_delta, p.brightness_delta))
             if abs(d) > 0:
                 return _convert(im, 1.0, d)
         return im
 
-    def contrast(im):
+    def contrast(im: np.ndarray) -> np.ndarray:
         if u() < p.contrast_prob:
             d = float(rng.uniform(p.contrast_lower, p.contrast_upper))
             if abs(d - 1) > 1e-3:
                 return _convert(im, d, 0.0)
         return im
 
-    def hsv(im, channel, alpha, beta):
+    def hsv(im: np.ndarray, channel: int, alpha: float, beta: float) -> np.ndarray:
         if im.ndim != 3 or im.shape[2] != 3:
             return im
         x = cv2.cvtColor(im, cv2.COLOR_BGR2HSV)
         x[..., channel] = _convert(x[..., channel], alpha, beta)
         return cv2.cvtColor(x, cv2.COLOR_HSV2BGR)
 
-    def saturation(im):
+    def saturation(im: np.ndarray) -> np.ndarray:
         if u() < p.saturation_prob:
             d = float(rng.uniform(p.saturation_lower, p.saturation_upper))
             if abs(d - 1) != 1e-3:  # the fork's comparison, kept as written
                 return hsv(im, 1, d, 0.0)
         return im
 
-    def hue(im):
+    def hue(im: np.ndarray) -> np.ndarray:
         if u() < p.hue_prob:
             d = float(rng.uniform(-p.hue_delta, p.hue_delta))
             if abs(d) > 0:
                 return hsv(im, 0, 1.0, d)
         return im
 
-    def order(im):
+    def order(im: np.ndarray) -> np.ndarray:
         if u() < p.random_order_prob and im.ndim == 3:
             perm = rng.permutation(im.shape[2])
             return np.ascontiguousarray(im[..., perm])
@@ -244,7 +251,7 @@ _PAD = {_RESIZE.CONSTANT: cv2.BORDER_CONSTANT, _RESIZE.MIRRORED: cv2.BORDER_REFL
         _RESIZE.REPEAT_NEAREST: cv2.BORDER_REPLICATE}
 
 
-def resized_size(p, height: int, width: int) -> tuple[int, int]:
+def resized_size(p: caffe_pb2.ResizeParameter, height: int, width: int) -> tuple[int, int]:
     """InferNewSize: the (height, width) resize_param gives an image of this size."""
     if p.resize_mode != _RESIZE.FIT_SMALL_SIZE:
         return int(p.height), int(p.width)
@@ -254,7 +261,8 @@ def resized_size(p, height: int, width: int) -> tuple[int, int]:
     return int(p.height), int(np.floor(aspect * F32(p.height)))
 
 
-def resize_image(img: np.ndarray, p, rng: np.random.Generator) -> np.ndarray:
+def resize_image(img: np.ndarray, p: caffe_pb2.ResizeParameter,
+                 rng: np.random.Generator) -> np.ndarray:
     """ApplyResize: WARP (cv::resize to width×height), FIT_SMALL_SIZE (keep the aspect ratio,
     the short side reaching its target) or FIT_LARGE_SIZE_AND_PAD (keep the aspect ratio
     inside width×height, pad the rest by pad_mode / pad_value), with one of interp_mode
@@ -286,7 +294,8 @@ def resize_image(img: np.ndarray, p, rng: np.random.Generator) -> np.ndarray:
     return out if out.ndim == img.ndim else out[..., None]
 
 
-def resize_box(box: np.ndarray, p, width: int, height: int) -> np.ndarray:
+def resize_box(box: np.ndarray, p: caffe_pb2.ResizeParameter, width: int,
+               height: int) -> np.ndarray:
     """UpdateBBoxByResizePolicy: a normalized box of a width×height image, in the image
     resize_param makes (padding included for FIT_LARGE_SIZE_AND_PAD)."""
     nh, nw = F32(p.height), F32(p.width)

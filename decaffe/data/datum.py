@@ -67,7 +67,7 @@ def _check_depth(img: np.ndarray, what: str) -> None:
                         f"{img.dtype}")
 
 
-def datum_array(d: Datum, key=None, source: str | None = None,
+def datum_array(d: Datum, key: bytes | str | None = None, source: str | None = None,
                 color: bool | None = None) -> np.ndarray:
     """The C×H×W array a Datum holds: uint8 for raw or encoded data, float32 for float_data.
 

@@ -28,9 +28,13 @@ import sys
 import tempfile
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Protocol
 
 import lmdb
+
+if TYPE_CHECKING:
+    import plyvel
 
 from ..errors import DataError
 
@@ -38,7 +42,7 @@ READ, WRITE, NEW = "read", "write", "new"
 _BACKENDS = {"lmdb": "lmdb", "leveldb": "leveldb", 0: "leveldb", 1: "lmdb"}
 
 
-def backend_name(backend) -> str:
+def backend_name(backend: str | int) -> str:
     """'lmdb' or 'leveldb' from a name (any case) or DataParameter.DB value (0/1)."""
     key = backend.lower() if isinstance(backend, str) else backend
     try:
@@ -47,7 +51,7 @@ def backend_name(backend) -> str:
         raise DataError(f"unknown database backend {backend!r} (use lmdb or leveldb)") from None
 
 
-def open_db(path: str, backend="lmdb", mode: str = READ) -> DB:
+def open_db(path: str, backend: str | int = "lmdb", mode: str = READ) -> DB:
     """Open a database (Caffe's db::GetDB + Open)."""
     name = backend_name(backend)
     path = os.fspath(path)
@@ -58,6 +62,21 @@ def open_db(path: str, backend="lmdb", mode: str = READ) -> DB:
     if name == "lmdb":
         return LMDB(path, mode)
     return LevelDB(path, mode)
+
+
+class RecordKeep(Protocol):
+    """A solver's record filter (data.sources.SolverKeep): called once per record passed
+    over, says whether to keep it; every size-th record from rank on, offset counting."""
+
+    size: int
+    rank: int
+    offset: int
+
+    def __call__(self) -> bool: ...
+
+
+# Makes the error for a database that cannot be used: (what went wrong, the cause)
+Fail = Callable[[str, Exception | str], DataError]
 
 
 class DB:
@@ -83,7 +102,7 @@ class DB:
     def __enter__(self) -> Cursor:
         return self
 
-    def __exit__(self, *exc) -> bool:
+    def __exit__(self, *exc: object) -> bool:
         self.close()
         return False
 
@@ -97,7 +116,7 @@ class DB:
         finally:
             cur.close()
 
-    def _missing(self, what: str, err) -> DataError:
+    def _missing(self, what: str, err: Exception | str) -> DataError:
         return DataError(f"cannot open {self.backend} database '{self.path}': {what} ({err})")
 
 
@@ -133,7 +152,7 @@ class Cursor:
             return True
         return False
 
-    def take(self, n: int, keep=None) -> list[tuple[bytes, bytes]]:
+    def take(self, n: int, keep: RecordKeep | None = None) -> list[tuple[bytes, bytes]]:
         """The next n records (wrapping around), leaving the cursor after the last one.
 
         keep() -> bool, when given, is asked once for every record passed over and says
@@ -157,7 +176,7 @@ class Transaction:
         raise NotImplementedError
 
 
-def _bytes(key) -> bytes:
+def _bytes(key: bytes | str) -> bytes:
     return key.encode() if isinstance(key, str) else bytes(key)
 
 
@@ -171,7 +190,7 @@ _Q = struct.Struct("<q")
 _SERVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lmdb_server.py")
 
 
-def _stop_reader(proc) -> None:
+def _stop_reader(proc: subprocess.Popen[bytes]) -> None:
     """End a reader process: close its input (it exits at end of input), then wait."""
     if proc.poll() is None:
         with contextlib.suppress(OSError):
@@ -189,7 +208,7 @@ def _stop_reader(proc) -> None:
 class _Reader:
     """The parent's end of one reader process (lmdb_server.py): framed requests, replies."""
 
-    def __init__(self, path: str, fail) -> None:
+    def __init__(self, path: str, fail: Fail) -> None:
         self._fail = fail
         self._lock = threading.Lock()
         env = dict(os.environ)
@@ -395,7 +414,7 @@ class LMDBCursor(Cursor):
     def value(self) -> bytes:
         return self._current()[1]
 
-    def take(self, n: int, keep=None) -> list[tuple[bytes, bytes]]:
+    def take(self, n: int, keep: RecordKeep | None = None) -> list[tuple[bytes, bytes]]:
         size, rank, offset = (1, 0, 0) if keep is None else (keep.size, keep.rank, keep.offset)
         payload = self._reader.ask(b"T", _TAKE.pack(int(n), size, rank, offset))
         if keep is not None:
@@ -415,7 +434,7 @@ class LMDBTransaction(Transaction):
         self._db = db
         self._items: list[tuple[bytes, bytes]] = []
 
-    def put(self, key, value: bytes) -> None:
+    def put(self, key: bytes | str, value: bytes) -> None:
         self._items.append((_bytes(key), bytes(value)))
 
     def commit(self) -> None:
@@ -571,7 +590,7 @@ class LevelDB(DB):
 
 
 class LevelDBCursor(Cursor):
-    def __init__(self, db) -> None:
+    def __init__(self, db: plyvel.DB) -> None:
         self._db = db
         self._it = db.iterator()
         self.seek_to_first()
@@ -606,11 +625,11 @@ class LevelDBCursor(Cursor):
 
 
 class LevelDBTransaction(Transaction):
-    def __init__(self, db) -> None:
+    def __init__(self, db: plyvel.DB) -> None:
         self._db = db
         self._batch = db.write_batch()
 
-    def put(self, key, value: bytes) -> None:
+    def put(self, key: bytes | str, value: bytes) -> None:
         self._batch.put(_bytes(key), bytes(value))
 
     def commit(self) -> None:

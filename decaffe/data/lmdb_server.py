@@ -28,6 +28,7 @@ from __future__ import annotations
 import os
 import struct
 import sys
+from typing import BinaryIO
 
 import lmdb
 
@@ -36,7 +37,7 @@ _TAKE = struct.Struct("<qqqq")
 _Q = struct.Struct("<q")
 
 
-def _read_exact(f, n: int) -> bytes | None:
+def _read_exact(f: BinaryIO, n: int) -> bytes | None:
     buf = bytearray()
     while len(buf) < n:
         chunk = f.read(n - len(buf))
@@ -46,13 +47,13 @@ def _read_exact(f, n: int) -> bytes | None:
     return bytes(buf)
 
 
-def _send(out, payload: bytes) -> None:
+def _send(out: BinaryIO, payload: bytes) -> None:
     out.write(_LEN.pack(len(payload)))
     out.write(payload)
     out.flush()
 
 
-def serve(path: str, inp, out) -> int:
+def serve(path: str, inp: BinaryIO, out: BinaryIO) -> int:
     try:
         env = lmdb.open(path, readonly=True, lock=False, subdir=os.path.isdir(path),
                         readahead=False)

@@ -100,7 +100,8 @@ def _pinned(batch: tuple) -> tuple:
     return tuple(t.pin_memory() if isinstance(t, torch.Tensor) else t for t in batch)
 
 
-def _work(produce, q: queue.Queue, stop: threading.Event, owner: Prefetcher) -> None:
+def _work(produce: Callable[[], tuple], q: queue.Queue, stop: threading.Event,
+          owner: Prefetcher) -> None:
     # `owner` is the Prefetcher (not the layer): read for its pin flag only.
     while not stop.is_set():
         try:
@@ -118,7 +119,7 @@ def _work(produce, q: queue.Queue, stop: threading.Event, owner: Prefetcher) -> 
             return
 
 
-def _put(q: queue.Queue, item, stop: threading.Event) -> bool:
+def _put(q: queue.Queue, item: tuple | _Failure, stop: threading.Event) -> bool:
     while not stop.is_set():
         try:
             q.put(item, timeout=0.1)

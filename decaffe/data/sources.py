@@ -20,8 +20,9 @@ import contextlib
 import math
 import os
 import re
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TextIO
+from typing import Protocol, TextIO, TypeVar
 
 import cv2
 import h5py
@@ -41,6 +42,31 @@ from .datum import (
     read_image,
     record_name,
 )
+from .db import DB, Cursor
+from .prefetch import Prefetcher, SyncLoader
+from .transformer import DataTransformer
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+# An image list's entry: (name as listed, label, absolute path)
+ImageLine = tuple[str, int, str]
+# A window file's image: (root + path, (channels, height, width))
+WindowImage = tuple[str, tuple[int, int, int]]
+# A window: (image index, label, overlap, x1, y1, x2, y2)
+Window = tuple[int, int, float, int, int, int, int]
+
+
+class Source(Protocol):
+    """What a data layer reads batches from (_start): produce() a batch, state() its position
+    after the batches produced so far, restore() a recorded one, close() its files."""
+
+    def produce(self) -> tuple: ...
+
+    def state(self) -> dict | None: ...
+
+    def restore(self, state: dict) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class DataLayerError(DataError, LayerParamError):
@@ -59,7 +85,7 @@ def _pool() -> ThreadPoolExecutor:
     return _POOL
 
 
-def _parallel_map(fn, items: list) -> list:
+def _parallel_map(fn: Callable[[_T], _R], items: list[_T]) -> list[_R]:
     if len(items) < 4:
         return [fn(x) for x in items]
     return list(_pool().map(fn, items))
@@ -89,13 +115,13 @@ def _solver_keep(phase: int) -> SolverKeep | None:
 class _CallableSource:
     """A produce() callable as a source that keeps no position and holds no files."""
 
-    def __init__(self, produce) -> None:
+    def __init__(self, produce: Callable[[], tuple]) -> None:
         self.produce = produce
 
     def state(self) -> None:
         return None
 
-    def restore(self, state) -> None:
+    def restore(self, state: dict) -> None:
         raise ValueError("this layer records no position")
 
     def close(self) -> None:
@@ -142,7 +168,7 @@ class CursorSource:
         self.db.close()
 
 
-def _with_state(source):
+def _with_state(source: Source) -> Callable[[], tuple]:
     """produce() that appends the source's state to each batch and releases the source's
     files as soon as it fails (the failure is final)."""
     def produce() -> tuple:
@@ -154,7 +180,7 @@ def _with_state(source):
     return produce
 
 
-def _close_all(loader, source) -> None:
+def _close_all(loader: Prefetcher | SyncLoader, source: Source) -> None:
     loader.close()
     source.close()
 
@@ -163,7 +189,7 @@ def rng_state(rng: np.random.Generator | None) -> dict | None:
     return None if rng is None else rng.bit_generator.state
 
 
-def set_rng_state(rng: np.random.Generator | None, state) -> None:
+def set_rng_state(rng: np.random.Generator | None, state: dict | None) -> None:
     if rng is not None and state is not None:
         rng.bit_generator.state = state
 
@@ -174,8 +200,8 @@ def set_rng_state(rng: np.random.Generator | None, state) -> None:
 class _DatumSource(CursorSource):
     """Reads batches of Datums from a cursor and transforms them (runs in the worker)."""
 
-    def __init__(self, layer_name, db, cursor, transformer, batch_size, labels, phase,
-                 color) -> None:
+    def __init__(self, layer_name: str, db: DB, cursor: Cursor, transformer: DataTransformer,
+                 batch_size: int, labels: bool, phase: int, color: bool | None) -> None:
         self.layer_name, self.db, self.cursor = layer_name, db, cursor
         self.transformer, self.batch_size, self.labels = transformer, batch_size, labels
         self.phase, self.color, self.source = phase, color, db.path
@@ -197,7 +223,8 @@ class _DatumSource(CursorSource):
             return (data,)
         return data, torch.tensor([d.label for d in datums], dtype=torch.float32)
 
-    def _pixels(self, recs, datums) -> torch.Tensor:
+    def _pixels(self, recs: Sequence[tuple[bytes, bytes]],
+                datums: Sequence[caffe_pb2.Datum]) -> torch.Tensor:
         d0 = datums[0]
         shape = (d0.channels, d0.height, d0.width)
         n = shape[0] * shape[1] * shape[2]
@@ -222,7 +249,7 @@ class _DatumSource(CursorSource):
 _LABEL = re.compile(r"[+-]?\d+")
 
 
-def skip_records(cursor, n: int) -> None:
+def skip_records(cursor: Cursor, n: int) -> None:
     """Move a database cursor n records on (rand_skip), wrapping as the cursor does; the
     reader process's single skip where the cursor has one, else n steps."""
     if hasattr(cursor, "skip"):
@@ -336,8 +363,10 @@ class _ImageSource(ListSource):
 
     what = "images"
 
-    def __init__(self, layer_name, lines, root, new_h, new_w, is_color, transformer, batch_size,
-                 shuffle_rng, start, phase=caffe_pb2.TRAIN) -> None:
+    def __init__(self, layer_name: str, lines: list[ImageLine], root: str, new_h: int,
+                 new_w: int, is_color: bool, transformer: DataTransformer, batch_size: int,
+                 shuffle_rng: np.random.Generator | None, start: int,
+                 phase: int = caffe_pb2.TRAIN) -> None:
         self.root, self.new_h, self.new_w, self.is_color = root, new_h, new_w, is_color
         self.transformer = transformer
         # several solvers: each keeps every solver_count-th image, as the Data layer does
@@ -360,7 +389,7 @@ class _ImageSource(ListSource):
         if self.keep is not None and state.get("offset") is not None:
             self.keep.offset = int(state["offset"])
 
-    def _load(self, item):
+    def _load(self, item: ImageLine) -> np.ndarray:
         name = self.root + item[0]
         img = read_image(item[2], self.new_h, self.new_w, self.is_color)
         if img is None:
@@ -437,8 +466,9 @@ def load_hdf5_tops(path: str, names: list[str]) -> list[np.ndarray]:
 class _HDF5Source:
     """Rows of the listed files in order (or shuffled), file after file, wrapping around."""
 
-    def __init__(self, layer_name, files, names, batch_size, shuffle_rng, phase,
-    first_arrays) -> None:
+    def __init__(self, layer_name: str, files: list[str], names: list[str], batch_size: int,
+                 shuffle_rng: np.random.Generator | None, phase: int,
+                 first_arrays: list[np.ndarray] | None) -> None:
         self.layer_name, self.files, self.names = layer_name, files, names
         self.batch_size, self.rng, self.phase = batch_size, shuffle_rng, phase
         self.file_perm = np.arange(len(files))
@@ -563,7 +593,7 @@ def read_window_file(path: str, root: str = "") -> tuple[list, list]:
         raise DataError(f"cannot open the window file '{path}': {e.strerror or e}") from None
     pos = 0
 
-    def take(kind, what):
+    def take(kind: Callable[[str], _T], what: str) -> _T:
         nonlocal pos
         if pos >= len(tokens):
             raise DataError(f"{path}: the file ends where {what} was expected")
@@ -593,8 +623,10 @@ def read_window_file(path: str, root: str = "") -> tuple[list, list]:
 class _WindowSource:
     """Samples background then foreground windows, warps them to crop×crop (worker)."""
 
-    def __init__(self, layer_name, images, fg, bg, p, crop, mirror, scale, mean, mean_values,
-                 channels, rng, cache) -> None:
+    def __init__(self, layer_name: str, images: list[WindowImage], fg: list[Window],
+                 bg: list[Window], p: caffe_pb2.WindowDataParameter, crop: int, mirror: bool,
+                 scale: float, mean: np.ndarray | None, mean_values: np.ndarray | None,
+                 channels: int, rng: np.random.Generator, cache: list[bytes] | None) -> None:
         self.layer_name, self.images, self.fg, self.bg = layer_name, images, fg, bg
         self.batch_size, self.context_pad = int(p.batch_size), int(p.context_pad)
         self.fg_fraction, self.square = float(np.float32(p.fg_fraction)), p.crop_mode == "square"
@@ -621,7 +653,8 @@ class _WindowSource:
             raise DataLayerError(f"could not load image '{path}'", layer=self.layer_name)
         return img
 
-    def _warp(self, img, window, do_mirror):
+    def _warp(self, img: np.ndarray, window: Window,
+              do_mirror: bool) -> tuple[np.ndarray, int, int]:
         # Caffe's arithmetic, in single precision like its Dtype.
         f32 = np.float32
         crop, pad = self.crop, self.context_pad

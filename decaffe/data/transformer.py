@@ -15,6 +15,8 @@ come from the transformer's own numpy Generator, so a run seeded alike repeats e
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 
@@ -51,7 +53,7 @@ def load_mean_file(path: str) -> np.ndarray:
                     f"{shape}")
 
 
-def _shape_str(s) -> str:
+def _shape_str(s: Sequence[int]) -> str:
     return "x".join(str(int(d)) for d in s)
 
 
@@ -61,7 +63,7 @@ class DataTransformer:
     ``where`` names the layer in errors; ``rng`` draws the crops and flips.
     """
 
-    def __init__(self, param, phase: int, where: str = "",
+    def __init__(self, param: caffe_pb2.TransformationParameter, phase: int, where: str = "",
                  rng: np.random.Generator | None = None) -> None:
         self.where = where
         self.phase = phase
@@ -104,7 +106,7 @@ class DataTransformer:
         return self.mirror or (self.phase == caffe_pb2.TRAIN and bool(self.crop_h))
 
     # -- shapes ---------------------------------------------------------------------------
-    def check_input(self, shape, what: str = "the data") -> None:
+    def check_input(self, shape: Sequence[int], what: str = "the data") -> None:
         """Errors Caffe's CHECKs would raise for an example of this C×H×W shape."""
         c, h, w = (int(s) for s in shape)
         if c <= 0:
@@ -121,7 +123,7 @@ class DataTransformer:
                             f"mean_value or as many as channels ({c}), not "
                             f"{len(self.mean_values)}")
 
-    def output_shape(self, shape) -> tuple[int, int, int]:
+    def output_shape(self, shape: Sequence[int]) -> tuple[int, int, int]:
         """Caffe's InferBlobShape for one C×H×W example (checked)."""
         self.check_input(shape)
         c, h, w = (int(s) for s in shape)
@@ -130,7 +132,8 @@ class DataTransformer:
         return c, h, w
 
     # -- the transformation -----------------------------------------------------------------
-    def transform_list(self, arrays: list[np.ndarray], names=None) -> torch.Tensor:
+    def transform_list(self, arrays: list[np.ndarray],
+                       names: Sequence[str] | None = None) -> torch.Tensor:
         """Transform C×H×W examples of possibly different sizes into one N×C×h×w batch.
 
         Examples of one size go through together; otherwise each is transformed alone,
@@ -150,7 +153,7 @@ class DataTransformer:
             outs.append(o)
         return torch.cat(outs)
 
-    def transform(self, batch: np.ndarray, names=None) -> torch.Tensor:
+    def transform(self, batch: np.ndarray, names: Sequence[str] | None = None) -> torch.Tensor:
         """Transform an N×C×H×W uint8 or float32 batch; returns float32 N×C×h×w.
 
         Single-threaded numpy (which releases the GIL), so that a prefetch thread neither

@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import time
+from types import FrameType
 
 from torch.distributed import TCPStore
 
@@ -55,7 +56,7 @@ def run(argv: list[str], count: int, devices: list[int] | None = None) -> int:
                    DECAFFE_RUN_ID=run_id)
         procs.append(subprocess.Popen([sys.executable, "-m", "decaffe", *argv], env=env))
 
-    def forward(signum, frame) -> None:
+    def forward(signum: int, frame: FrameType | None) -> None:
         for p in procs:
             if p.poll() is None:
                 try:

@@ -31,6 +31,7 @@ import datetime
 import os
 import socket
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
@@ -38,6 +39,12 @@ from torch.distributed import PrefixStore, TCPStore
 
 from .. import mode as _mode
 from ..errors import DecaffeError
+
+if TYPE_CHECKING:
+    from ..solvers import Solver
+
+# A group's address as NCCL.new_uid() makes it (b'tcp://host:port'), or empty for torchrun's
+Uid = bytes | bytearray | str | None
 
 
 class ParallelError(DecaffeError):
@@ -74,7 +81,7 @@ def new_uid() -> bytes:
     return f"tcp://{host}:{_free_port(host)}".encode("ascii")
 
 
-def _init_method(uid) -> str | None:
+def _init_method(uid: Uid) -> str | None:
     if isinstance(uid, (bytes, bytearray)):
         try:
             uid = bytes(uid).decode("ascii")
@@ -94,7 +101,7 @@ def _init_method(uid) -> str | None:
     return uid
 
 
-def init_group(uid=b"", *, timeout_s: float = 1800.0) -> bool:
+def init_group(uid: Uid = b"", *, timeout_s: float = 1800.0) -> bool:
     """Join the process group of solver_count() processes as solver_rank().
 
     Reuses a group that is already initialised after checking its size. An empty uid under
@@ -142,7 +149,7 @@ def init_group(uid=b"", *, timeout_s: float = 1800.0) -> bool:
     return True
 
 
-def _attempt_store(timeout):
+def _attempt_store(timeout: datetime.timedelta) -> PrefixStore:
     """The launcher's store (torchrun's agent, or decaffe train's parent) under a prefix of
     this attempt: after `torchrun --max_restarts` restarts the workers, the store still holds
     the previous attempt's addresses, which a new group must not read."""
@@ -166,7 +173,7 @@ class NCCL:
     and its ``on_gradients_ready`` averages the gradients over the solvers (sum, then
     1/solver_count). ``bcast()`` copies rank 0's weights to every rank."""
 
-    def __init__(self, solver, uid=b"", *, timeout_s: float = 1800.0) -> None:
+    def __init__(self, solver: Solver, uid: Uid = b"", *, timeout_s: float = 1800.0) -> None:
         net = getattr(solver, "net", None)
         if net is None or not hasattr(net, "learnable_params"):
             raise ParallelError("NCCL(solver, uid): the first argument must be a solver")

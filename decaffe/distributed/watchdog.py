@@ -27,8 +27,12 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from .nccl import ParallelError
+
+if TYPE_CHECKING:
+    from torch.distributed import Store
 
 
 def heartbeat_timeout() -> float:
@@ -45,7 +49,7 @@ class Watchdog:
     Store (keys are prefixed by the caller); ``on_failure(message)`` is called once, from the
     watchdog thread, when some worker is known to have failed (default: print and exit 1)."""
 
-    def __init__(self, store, rank: int, world_size: int, *, interval: float = 0.5,
+    def __init__(self, store: Store, rank: int, world_size: int, *, interval: float = 0.5,
                  timeout: float | None = None, on_failure: Callable[[str],
                  None] | None = None) -> None:
         self.store, self.rank, self.world_size = store, int(rank), int(world_size)

@@ -22,7 +22,9 @@ import datetime
 import hashlib
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
@@ -32,6 +34,9 @@ from .. import log
 from .. import mode as _mode
 from .nccl import NCCL, ParallelError, init_group, shutdown
 from .watchdog import Watchdog, _exit_with
+
+if TYPE_CHECKING:
+    from ..solvers import Solver
 
 
 def launched() -> bool:
@@ -74,7 +79,7 @@ class Worker:
         return self.rank == 0
 
     # -- the solver -------------------------------------------------------------------------
-    def prepare(self, solver) -> None:
+    def prepare(self, solver: Solver) -> None:
         """Before a resume: each worker takes its own data positions from a snapshot (rank 0
         writes every worker's; see AgreedActions), and rank 0 writes them all."""
         rank, own_set, own_get = self.rank, solver.set_data_positions, solver.data_positions
@@ -96,7 +101,7 @@ class Worker:
         if self.root:
             solver.data_positions = get_positions
 
-    def attach(self, solver, action_fn) -> None:
+    def attach(self, solver: Solver, action_fn: Callable[[], str] | None) -> None:
         """Link the solver to the others: rank 0's state everywhere, gradients averaged, the
         signal actions agreed."""
         nccl = NCCL(solver)
@@ -112,7 +117,8 @@ class Worker:
         solver.set_action_function(self._actions.action)
         non_finite = getattr(solver, "_non_finite", None)
         if non_finite is not None:
-            def local_diagnosis(loss, _orig=non_finite):
+            def local_diagnosis(loss: float,
+                                _orig: Callable[[float], None] = non_finite) -> None:
                 # the failing worker re-runs its layers alone: no collective may run there
                 _mode.set_sync_bn(False)
                 return _orig(loss)
@@ -125,7 +131,7 @@ class Worker:
             self.watchdog.report_failure(str(error) or type(error).__name__)
             self.watchdog.stop()
 
-    def finish(self, solver=None) -> None:
+    def finish(self, solver: Solver | None = None) -> None:
         """Leave the group after a normal end: check that every worker holds the same
         weights, wait for every worker, then close."""
         wd = self.watchdog
@@ -147,7 +153,7 @@ class Worker:
             shutdown()
 
 
-    def _check_equal_weights(self, solver) -> None:
+    def _check_equal_weights(self, solver: Solver) -> None:
         """Every worker's trained weights (the blobs the solver updates from gradients; the
         BatchNorm statistics are each worker's own unless -sync_bn) must be bitwise equal."""
 
@@ -188,7 +194,8 @@ class AgreedActions:
 
     _SLOTS = {"snapshot": 0, "stop": 1, "terminate": 2}
 
-    def __init__(self, local_fn, nccl: NCCL, root: bool, solver=None) -> None:
+    def __init__(self, local_fn: Callable[[], str] | None, nccl: NCCL, root: bool,
+                 solver: Solver | None = None) -> None:
         self.local_fn, self.nccl, self.root, self.solver = local_fn, nccl, root, solver
         nccl.control_out = [0.0, 0.0, 0.0]  # requested: [snapshot, stop, terminate]
         self.gathered: dict | None = None  # every worker's data positions, for rank 0
@@ -249,7 +256,7 @@ class AgreedActions:
         self.gathered = {str(r): pos for r, pos in enumerate(everyone)}
 
 
-def sync_state_from_root(solver, nccl: NCCL, positions: dict | None = None) -> dict | None:
+def sync_state_from_root(solver: Solver, nccl: NCCL, positions: dict | None = None) -> dict | None:
     """Give every worker rank 0's weights (statistics included), solver history, iteration
     and learning-rate counters, so all start bitwise equal whatever each one loaded; returns
     the data positions rank 0 resumed with (None when it started fresh)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import numpy.typing as npt
 
 from ..errors import DecaffeError, FormatError
 from ..proto import caffe_pb2
@@ -42,7 +43,8 @@ def read_blobproto(path: str, return_diff: bool = False) -> np.ndarray:
     return rec.array
 
 
-def write_blobproto(array, path: str, diff=None, legacy: bool = False) -> None:
+def write_blobproto(array: npt.ArrayLike, path: str, diff: npt.ArrayLike | None = None,
+                    legacy: bool = False) -> None:
     """Write array as a BlobProto file, atomically: ``shape`` and float32 ``data`` as
     pycaffe writes it, or with legacy=True the num/channels/height/width fields Caffe's
     compute_image_mean writes (fewer than 4 axes are padded with leading 1s)."""
@@ -74,7 +76,8 @@ def blobproto_to_array(blob: caffe_pb2.BlobProto, return_diff: bool = False) -> 
     return rec.array.astype(np.float64)
 
 
-def array_to_blobproto(arr, diff=None) -> caffe_pb2.BlobProto:
+def array_to_blobproto(arr: npt.ArrayLike,
+                       diff: npt.ArrayLike | None = None) -> caffe_pb2.BlobProto:
     """pycaffe's caffe.io.array_to_blobproto: a BlobProto with ``shape`` = arr.shape and the
     values as float ``data`` (and ``diff`` when given, which must have as many values)."""
     a = np.asarray(arr)

@@ -71,7 +71,7 @@ class _Lines:
         return len(self._lines), len(self._lines[-1]) + 1
 
 
-def parse_text(text: str, message, path: str | None = None) -> Message:
+def parse_text(text: str, message: Message, path: str | None = None) -> Message:
     """Parse protobuf text into message (cleared first); a ParseError names path:line:column."""
     message.Clear()
     lines = _Lines(text)
@@ -94,7 +94,7 @@ def parse_text(text: str, message, path: str | None = None) -> Message:
     return message
 
 
-def read_text(path: str, message) -> Message:
+def read_text(path: str, message: Message) -> Message:
     """Parse a text file into message."""
     path = os.fspath(path)
     if "\0" in path:
@@ -180,7 +180,7 @@ def format_double(v: float) -> str:
     return s
 
 
-def _scalar(field, value) -> str:
+def _scalar(field: descriptor.FieldDescriptor, value: str | bytes | bool | int | float) -> str:
     t = field.type
     FD = descriptor.FieldDescriptor
     if t == FD.TYPE_STRING:
@@ -199,7 +199,7 @@ def _scalar(field, value) -> str:
     return str(value)
 
 
-def _is_repeated(field) -> bool:
+def _is_repeated(field: descriptor.FieldDescriptor) -> bool:
     # recent protobuf (7.x here) has is_repeated and no longer has `label`
     flag = getattr(field, "is_repeated", None)
     if flag is not None:
@@ -207,7 +207,7 @@ def _is_repeated(field) -> bool:
     return field.label == descriptor.FieldDescriptor.LABEL_REPEATED
 
 
-def _print(message, indent: int, out: list[str]) -> None:
+def _print(message: Message, indent: int, out: list[str]) -> None:
     pad = "  " * indent
     for field, value in message.ListFields():
         repeated = _is_repeated(field)
@@ -221,14 +221,14 @@ def _print(message, indent: int, out: list[str]) -> None:
                 out.append(f"{pad}{field.name}: {_scalar(field, v)}\n")
 
 
-def to_text(message) -> str:
+def to_text(message: Message) -> str:
     """The message as Caffe writes prototxt files."""
     out: list[str] = []
     _print(message, 0, out)
     return "".join(out)
 
 
-def write_text(message, path: str) -> None:
+def write_text(message: Message, path: str) -> None:
     """Write message as a prototxt file, atomically (a temporary file renamed into place)."""
     with atomic_write(path, "w") as f:
         f.write(to_text(message))

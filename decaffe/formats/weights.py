@@ -35,8 +35,11 @@ import os
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
+import numpy.typing as npt
+from google.protobuf import descriptor as _pbdescriptor
 from google.protobuf import message as _pbmessage
 
 from .. import log
@@ -45,6 +48,12 @@ from ..proto import caffe_pb2
 from . import upgrade, wire
 from .atomic import atomic_path, atomic_write
 from .upgrade import V1_LAYER_TYPES
+
+if TYPE_CHECKING:
+    import h5py
+
+# A file's bytes as read: bytes, or a read-only mmap of it (_map_file), or a view
+Buffer = bytes | bytearray | memoryview | mmap.mmap
 
 __all__ = [
     "BlobRecord", "RawBlob", "RawLayer", "RawCaffemodel", "load_weights", "shapes_match",
@@ -95,7 +104,7 @@ class _BlobSpans:
         self.ddiff: list[tuple[int, int]] = []
 
 
-def _scan_blob(buf, pos: int, end: int) -> _BlobSpans:
+def _scan_blob(buf: Buffer, pos: int, end: int) -> _BlobSpans:
     s = _BlobSpans()
     packed = {_B_DATA: (s.data, 4), _B_DIFF: (s.diff, 4), _B_DDATA: (s.ddata, 8),
               _B_DDIFF: (s.ddiff, 8)}
@@ -132,7 +141,7 @@ def _scan_blob(buf, pos: int, end: int) -> _BlobSpans:
     return s
 
 
-def _gather(buf, spans: list[tuple[int, int]], dtype: np.dtype, copy: bool) -> np.ndarray:
+def _gather(buf: Buffer, spans: list[tuple[int, int]], dtype: np.dtype, copy: bool) -> np.ndarray:
     itemsize = dtype.itemsize
     if len(spans) == 1:
         a, b = spans[0]
@@ -170,7 +179,8 @@ def _check_shape(shape: tuple[int, ...]) -> int:
     return count
 
 
-def _blob_from_spans(buf, s: _BlobSpans, copy: bool, cls=BlobRecord):
+def _blob_from_spans(buf: Buffer, s: _BlobSpans, copy: bool,
+                     cls: type[BlobRecord] = BlobRecord) -> BlobRecord:
     shape, legacy = _blob_shape(s)
     count = _check_shape(shape)
     if s.ddata:
@@ -191,7 +201,8 @@ def _blob_from_spans(buf, s: _BlobSpans, copy: bool, cls=BlobRecord):
     return cls(values.reshape(shape), legacy, diff)
 
 
-def _blob_via_protobuf(raw: bytes, copy: bool, cls=BlobRecord):
+def _blob_via_protobuf(raw: bytes, copy: bool,
+                       cls: type[BlobRecord] = BlobRecord) -> BlobRecord:
     """Slow path for blobs in unusual encodings: protobuf parses, numpy converts."""
     try:
         msg = caffe_pb2.BlobProto.FromString(bytes(raw))
@@ -200,7 +211,8 @@ def _blob_via_protobuf(raw: bytes, copy: bool, cls=BlobRecord):
     return blobproto_message_to_record(msg, cls)
 
 
-def blobproto_message_to_record(msg: caffe_pb2.BlobProto, cls=BlobRecord):
+def blobproto_message_to_record(msg: caffe_pb2.BlobProto,
+                                cls: type[BlobRecord] = BlobRecord) -> BlobRecord:
     """A BlobRecord from a parsed BlobProto message (Blob::FromProto's shape rules)."""
     s = _BlobSpans()
     for k, name in ((_B_NUM, "num"), (_B_CHANNELS, "channels"), (_B_HEIGHT, "height"),
@@ -211,7 +223,7 @@ def blobproto_message_to_record(msg: caffe_pb2.BlobProto, cls=BlobRecord):
     shape, legacy = _blob_shape(s)
     count = _check_shape(shape)
 
-    def arr(values, dtype, what):
+    def arr(values: Sequence[float], dtype: npt.DTypeLike, what: str) -> np.ndarray:
         a = np.array(values, dtype=dtype)
         if a.size != count:
             raise wire.Corrupt(f"its shape {shape} holds {count} values but it stores {a.size} "
@@ -228,7 +240,8 @@ def blobproto_message_to_record(msg: caffe_pb2.BlobProto, cls=BlobRecord):
     return cls(data, legacy, diff)
 
 
-def _parse_blob_at(buf, a: int, b: int, copy: bool, cls=BlobRecord):
+def _parse_blob_at(buf: Buffer, a: int, b: int, copy: bool,
+                   cls: type[BlobRecord] = BlobRecord) -> BlobRecord:
     try:
         spans = _scan_blob(buf, a, b)
     except wire.Unusual:
@@ -287,7 +300,7 @@ def _pieces_size(pieces: Iterable) -> int:
     return sum(p.nbytes if isinstance(p, np.ndarray) else len(p) for p in pieces)
 
 
-def _write_pieces(f, pieces: Iterable) -> None:
+def _write_pieces(f: BinaryIO, pieces: Iterable) -> None:
     for p in pieces:
         if isinstance(p, np.ndarray):
             f.write(memoryview(p).cast("B"))
@@ -381,7 +394,7 @@ _H5_ERRORS = (KeyError, RuntimeError, TypeError, ValueError, OSError, AttributeE
               IndexError, OverflowError)  # what h5py raises on a damaged file
 
 
-def h5_array(ds, path: str, where: str, kinds: str = "fiub",
+def h5_array(ds: h5py.Dataset | h5py.Group, path: str, where: str, kinds: str = "fiub",
              expected: str = "a float or integer array") -> np.ndarray:
     """A dataset's values after checking, before reading, that it is a dataset of the
     expected kind whose size Caffe could hold (INT_MAX elements) and memory can; any
@@ -431,8 +444,8 @@ def _layer_label(name: str | None, index: int) -> str:
     return f"layer '{name}' (#{index})" if name else f"layer #{index}"
 
 
-def _scan_layer(buf, a: int, b: int, version: int, index: int, path: str,
-                copy: bool, blob_cls) -> tuple[str, object, list, list]:
+def _scan_layer(buf: Buffer, a: int, b: int, version: int, index: int, path: str,
+                copy: bool, blob_cls: type[BlobRecord]) -> tuple[str, object, list, list]:
     """Split a layer into its small fields (parsed by protobuf) and its blobs (read fast)."""
     blob_field = _V2_BLOBS if version == 2 else _V1_BLOBS
     cls = caffe_pb2.LayerParameter if version == 2 else caffe_pb2.V1LayerParameter
@@ -476,7 +489,7 @@ def _scan_layer(buf, a: int, b: int, version: int, index: int, path: str,
     return name, param, blobs, parts
 
 
-def _scan_net(buf, path: str, copy: bool, blob_cls):
+def _scan_net(buf: Buffer, path: str, copy: bool, blob_cls: type[BlobRecord]):
     """(header NetParameter, [(version, name, param, blobs, span, parts)], top-level parts)."""
     end = len(buf)
     layers = []
@@ -571,7 +584,7 @@ def _map_file(path: str):
         raise FormatError(f"{path}: cannot read: {e.strerror}") from None
 
 
-def _upgraded_records(header: caffe_pb2.NetParameter, layers, path: str) -> list:
+def _upgraded_records(header: caffe_pb2.NetParameter, layers: Sequence[tuple], path: str) -> list:
     """(name, blobs) after Caffe's upgrade: V1 layers become layers (a file that has both
     kinds is refused, as Caffe 1.0's UpgradeV1Net refuses it); old input fields add a
     blob-less Input layer named "input" first."""
@@ -606,7 +619,7 @@ def _upgraded_records(header: caffe_pb2.NetParameter, layers, path: str) -> list
     return out
 
 
-def _load_via_protobuf(buf, path: str) -> list[tuple[str, list[BlobRecord]]]:
+def _load_via_protobuf(buf: Buffer, path: str) -> list[tuple[str, list[BlobRecord]]]:
     """Generic path: protobuf parses the whole file, Caffe's upgrade runs, numpy converts."""
     try:
         param = caffe_pb2.NetParameter.FromString(bytes(buf))
@@ -657,7 +670,7 @@ def load_weights(path: str) -> list[tuple[str, list[BlobRecord]]]:
 # ---------------------------------------------------------------------------------------------
 # Writing a caffemodel
 # ---------------------------------------------------------------------------------------------
-def _known_numbers(desc) -> set[int]:
+def _known_numbers(desc: _pbdescriptor.Descriptor) -> set[int]:
     return {f.number for f in desc.fields}
 
 
@@ -674,7 +687,8 @@ _LAYER_KNOWN = _known_numbers(caffe_pb2.LayerParameter.DESCRIPTOR)
 _NET_KNOWN = _known_numbers(caffe_pb2.NetParameter.DESCRIPTOR)
 
 
-def _serialized_around(message, field: str, number: int, known) -> tuple[bytes, bytes]:
+def _serialized_around(message: _pbmessage.Message, field: str, number: int,
+                       known: set[int]) -> tuple[bytes, bytes]:
     """message serialized without its repeated `field`, split where that field's records
     (field number `number`) belong, so the caller can write them in between."""
     if len(getattr(message, field)):
@@ -724,7 +738,7 @@ def save_caffemodel(path: str, net_param: caffe_pb2.NetParameter,
 # ---------------------------------------------------------------------------------------------
 # Generic messages (solverstates, NetParameters)
 # ---------------------------------------------------------------------------------------------
-def read_message(path: str, cls) -> _pbmessage.Message:
+def read_message(path: str, cls: type[_pbmessage.Message]) -> _pbmessage.Message:
     """Parse a binary protobuf file into a new cls message; FormatError on any failure."""
     path = os.fspath(path)
     data = _read_bytes(path)
@@ -734,7 +748,7 @@ def read_message(path: str, cls) -> _pbmessage.Message:
         raise FormatError(f"{path}: not a valid {cls.DESCRIPTOR.name} file: {e}") from None
 
 
-def write_message(msg, path: str) -> None:
+def write_message(msg: _pbmessage.Message, path: str) -> None:
     """Serialize msg to path atomically (protobuf's serialization is deterministic)."""
     with atomic_write(os.fspath(path), "wb") as f:
         f.write(msg.SerializeToString())
@@ -743,7 +757,7 @@ def write_message(msg, path: str) -> None:
 # ---------------------------------------------------------------------------------------------
 # HDF5 (Net::ToHDF5 / CopyTrainedLayersFromHDF5)
 # ---------------------------------------------------------------------------------------------
-def _h5_layers(group, prefix: str = "") -> list[tuple[str, object]]:
+def _h5_layers(group: h5py.Group, prefix: str = "") -> list[tuple[str, object]]:
     """(layer name, group) for each layer group; a '/' in a layer name nests groups."""
     import h5py  # h5py loads libhdf5 (only .h5 weights need it)
 
@@ -756,7 +770,7 @@ def _h5_layers(group, prefix: str = "") -> list[tuple[str, object]]:
     return out
 
 
-def _h5_blobs(group, path: str, name: str) -> list[np.ndarray | None]:
+def _h5_blobs(group: h5py.Group, path: str, name: str) -> list[np.ndarray | None]:
     """Datasets "0", "1", ... of a layer group as arrays; a gap (a shared parameter Caffe
     did not save) is None."""
     import h5py  # h5py loads libhdf5 (only .h5 weights need it)
@@ -802,7 +816,7 @@ def load_hdf5(path: str) -> list[tuple[str, list[BlobRecord | None]]]:
             from None
 
 
-def _load_hdf5_file(f, path: str) -> list[tuple[str, list[BlobRecord | None]]]:
+def _load_hdf5_file(f: h5py.File, path: str) -> list[tuple[str, list[BlobRecord | None]]]:
     import h5py  # h5py loads libhdf5 (only .h5 weights need it)
 
     if "data" not in f or not isinstance(f["data"], h5py.Group):
@@ -836,7 +850,8 @@ def save_hdf5(path: str, layers: Sequence[tuple[str, Sequence[np.ndarray]]],
     given.  float64 arrays stay float64, anything else is written as float32."""
     import h5py  # h5py loads libhdf5 (only .h5 weights need it)
 
-    def write(group, entries) -> None:
+    def write(group: h5py.Group,
+              entries: Sequence[tuple[str, Sequence[np.ndarray | None]]]) -> None:
         for name, arrays in entries:
             g = group.require_group(name)
             for i, arr in enumerate(arrays):

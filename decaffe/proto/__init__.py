@@ -1,15 +1,20 @@
 """Caffe's schema: caffe_pb2, generated from caffe.proto by tools/gen_proto.py."""
 
-from google.protobuf import message_factory, text_format
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from google.protobuf import descriptor, message_factory, text_format
+from google.protobuf.message import Message
 
 from . import caffe_pb2
 
 
-def _text(message) -> str:
+def _text(message: Message) -> str:
     return text_format.MessageToString(message)
 
 
-def _use_text_format_for_str(descriptors) -> None:
+def _use_text_format_for_str(descriptors: Iterable[descriptor.Descriptor]) -> None:
     # protobuf's C (upb) backend prints floats with 9 significant digits in str(message);
     # pycaffe users (and NetSpec goldens) see text_format's shortest form: 0.003921569.
     for desc in descriptors:

@@ -9,6 +9,9 @@ input_scale) and run through the net in batches of its input's size.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
+
 import numpy as np
 
 from ..mode import TEST
@@ -16,8 +19,9 @@ from . import io as pyio
 from .net import Net
 
 
-def input_transformer(net: Net, mean=None, input_scale=None, raw_scale=None,
-                      channel_swap=None) -> pyio.Transformer:
+def input_transformer(net: Net, mean: np.ndarray | None = None, input_scale: float | None = None,
+                      raw_scale: float | None = None,
+                      channel_swap: Sequence[int] | None = None) -> pyio.Transformer:
     """The caffe.io.Transformer pycaffe's Classifier and Detector set up for the net's first
     input: H×W×K images in, K×H×W out, with the optional mean, scales and channel order."""
     in_ = net.inputs[0]
@@ -39,8 +43,11 @@ class Classifier(Net):
     raw_scale=None, channel_swap=None); ``predict(images, oversample=True)`` gives the first
     output's class scores, one row per image."""
 
-    def __init__(self, model_file, pretrained_file, image_dims=None, mean=None,
-                 input_scale=None, raw_scale=None, channel_swap=None) -> None:
+    def __init__(self, model_file: str | os.PathLike[str],
+                 pretrained_file: str | os.PathLike[str] | None,
+                 image_dims: Sequence[int] | None = None, mean: np.ndarray | None = None,
+                 input_scale: float | None = None, raw_scale: float | None = None,
+                 channel_swap: Sequence[int] | None = None) -> None:
         super().__init__(model_file, pretrained_file, TEST)
         in_ = self.inputs[0]
         self.transformer = input_transformer(self, mean, input_scale, raw_scale, channel_swap)
@@ -49,7 +56,7 @@ class Classifier(Net):
             image_dims = self.crop_dims
         self.image_dims = image_dims
 
-    def predict(self, inputs, oversample: bool = True) -> np.ndarray:
+    def predict(self, inputs: Sequence[np.ndarray], oversample: bool = True) -> np.ndarray:
         """Class scores for each H×W×K image in inputs."""
         input_ = np.zeros((len(inputs), self.image_dims[0], self.image_dims[1],
                            inputs[0].shape[2]), dtype=np.float32)

@@ -27,6 +27,7 @@ import collections
 import numpy as np
 
 from ..errors import DecaffeError
+from ..netspec import Function, Top
 from ..netspec import layers as L
 
 # pycaffe's list, plus the element-wise layers Caffe gained after it was written (Clip, Swish)
@@ -55,7 +56,7 @@ class CropError(CoordMapError, AssertionError):
     """The map does not describe a crop (pycaffe signalled these with assert)."""
 
 
-def _fn_params(fn, message: str) -> dict:
+def _fn_params(fn: Function, message: str) -> dict:
     """The layer's fields, with those given inside `<message>` dict taking precedence."""
     params = dict(fn.params)
     inner = params.get(message)
@@ -64,7 +65,8 @@ def _fn_params(fn, message: str) -> dict:
     return params
 
 
-def _axis_values(params: dict, name: str, legacy: str, default, fn) -> np.ndarray:
+def _axis_values(params: dict, name: str, legacy: str, default: float | None,
+                 fn: Function) -> np.ndarray:
     """One value per spatial axis, from `name` or from the legacy `<legacy>_h`/`_w` pair."""
     h, w = params.get(legacy + "_h"), params.get(legacy + "_w")
     if h is not None or w is not None:
@@ -82,7 +84,7 @@ def _axis_values(params: dict, name: str, legacy: str, default, fn) -> np.ndarra
     return np.array(value, dtype=np.float64, ndmin=1)
 
 
-def conv_params(fn) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+def conv_params(fn: Function) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
     """(axis, stride, effective kernel extent, pad) of a Convolution/Deconvolution/Im2col/Pooling.
 
     Pooling's fields live in pooling_param (no dilation, axis 1); the others' in
@@ -105,7 +107,7 @@ def conv_params(fn) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
     return axis, stride, (ks - 1) * dilation + 1, pad
 
 
-def crop_params(fn) -> tuple[int, np.ndarray]:
+def crop_params(fn: Function) -> tuple[int, np.ndarray]:
     """(axis, offset) of a Crop layer; axis defaults to 2 (crop H and W of N×C×H×W)."""
     params = _fn_params(fn, "crop_param")
     axis = int(params.get("axis", 2))
@@ -113,7 +115,7 @@ def crop_params(fn) -> tuple[int, np.ndarray]:
     return axis, offset
 
 
-def coord_map(fn) -> tuple:
+def coord_map(fn: Function) -> tuple:
     """The (axis, scale, shift) map of one layer function, bottom to top."""
     if fn.type_name in ("Convolution", "Pooling", "Im2col"):
         axis, stride, ks, pad = conv_params(fn)
@@ -149,7 +151,7 @@ def inverse(coord_map: tuple) -> tuple:
     return ax, 1 / a, -b / a
 
 
-def _mappable_bottoms(top) -> list:
+def _mappable_bottoms(top: Top) -> list:
     # a Crop's second bottom only gives the output size; its coordinates are not carried over
     bottoms = list(top.fn.inputs)
     if top.fn.type_name == "Crop":
@@ -157,7 +159,7 @@ def _mappable_bottoms(top) -> list:
     return bottoms
 
 
-def coord_map_from_to(top_from, top_to) -> tuple:
+def coord_map_from_to(top_from: Top, top_to: Top) -> tuple:
     """The map from top_from's coordinates into top_to's, through their nearest shared blob.
 
     Walks back from top_from composing layer maps (stopping at layers without one), then
@@ -195,7 +197,7 @@ def coord_map_from_to(top_from, top_to) -> tuple:
                                "by spatial layers?")
 
 
-def crop(top_from, top_to) -> object:
+def crop(top_from: Top, top_to: Top) -> object:
     """A Crop layer (a NetSpec top) cutting top_from to line up with top_to.
 
     Its crop_param has axis = map axis + 1 and offset = -shift per spatial axis. Raises

@@ -9,8 +9,10 @@ like the Classifier's inputs.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Sequence
 
 import numpy as np
+import numpy.typing as npt
 
 from ..errors import DecaffeError
 from ..mode import TEST
@@ -23,13 +25,17 @@ class Detector(Net):
     """Detector(model_file, pretrained_file, mean=None, input_scale=None, raw_scale=None,
     channel_swap=None, context_pad=None); ``detect_windows([(filename, windows), ...])``."""
 
-    def __init__(self, model_file, pretrained_file, mean=None, input_scale=None,
-                 raw_scale=None, channel_swap=None, context_pad=None) -> None:
+    def __init__(self, model_file: str | os.PathLike[str],
+                 pretrained_file: str | os.PathLike[str] | None,
+                 mean: np.ndarray | None = None, input_scale: float | None = None,
+                 raw_scale: float | None = None, channel_swap: Sequence[int] | None = None,
+                 context_pad: int | None = None) -> None:
         super().__init__(model_file, pretrained_file, TEST)
         self.transformer = input_transformer(self, mean, input_scale, raw_scale, channel_swap)
         self.configure_crop(context_pad)
 
-    def detect_windows(self, images_windows) -> list[dict]:
+    def detect_windows(self, images_windows: Iterable[tuple[str, Iterable[npt.ArrayLike]]]
+                       ) -> list[dict]:
         """[{'window', 'prediction', 'filename'}] for every window of every image."""
         images_windows = list(images_windows)
         window_inputs = []
@@ -55,7 +61,7 @@ class Detector(Net):
                 ix += 1
         return detections
 
-    def detect_selective_search(self, image_fnames) -> list[dict]:
+    def detect_selective_search(self, image_fnames: Iterable[str]) -> list[dict]:
         """Windows proposed by the selective_search_ijcv_with_python package (MATLAB)."""
         try:
             # optional: R-CNN's selective search, only for this method
@@ -67,7 +73,7 @@ class Detector(Net):
         windows_list = selective_search.get_windows(image_fnames, cmd="selective_search_rcnn")
         return self.detect_windows(zip(image_fnames, windows_list))
 
-    def crop(self, im: np.ndarray, window) -> np.ndarray:
+    def crop(self, im: np.ndarray, window: npt.ArrayLike) -> np.ndarray:
         """The window (ymin, xmin, ymax, xmax) of im, with context padding if configured."""
         window = np.asarray(window)
         crop = im[int(window[0]):int(window[2]), int(window[1]):int(window[3])]
@@ -104,7 +110,7 @@ class Detector(Net):
             crop[pad_y:(pad_y + crop_h), pad_x:(pad_x + crop_w)] = context_crop
         return crop
 
-    def configure_crop(self, context_pad) -> None:
+    def configure_crop(self, context_pad: int | None) -> None:
         """The crop size from the input blob, and the mean in image space for context padding."""
         in_ = self.inputs[0]
         tpose = self.transformer.transpose[in_]

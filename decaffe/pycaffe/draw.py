@@ -22,11 +22,18 @@ import os
 import shutil
 import subprocess
 import sys
+from typing import TYPE_CHECKING
 
 from ..errors import DecaffeError
 from ..formats import prototxt, upgrade
 from ..formats.atomic import atomic_write
 from ..proto import caffe_pb2
+
+if TYPE_CHECKING:
+    import pydot
+
+# What the draw functions take: a NetParameter or a prototxt path
+NetLike = caffe_pb2.NetParameter | str | os.PathLike[str]
 
 # Node styles, as Caffe's draw.py defines them.
 LAYER_STYLE_DEFAULT = {"shape": "record", "fillcolor": "#6495ED", "style": "filled"}
@@ -48,7 +55,7 @@ def get_pooling_types_dict() -> dict[int, str]:
     return {v.number: name for name, v in desc.values_by_name.items()}
 
 
-def get_edge_label(layer) -> str:
+def get_edge_label(layer: caffe_pb2.LayerParameter) -> str:
     """The label of the edges out of a layer: its batch size or output count, else empty."""
     if layer.type == "Data":
         return "Batch " + str(layer.data_param.batch_size)
@@ -59,7 +66,7 @@ def get_edge_label(layer) -> str:
     return '""'
 
 
-def get_layer_lr_mult(layer) -> tuple[float, float]:
+def get_layer_lr_mult(layer: caffe_pb2.LayerParameter) -> tuple[float, float]:
     """The (weights, bias) learning-rate multipliers of a Convolution/Deconvolution/InnerProduct
     layer; an absent ParamSpec counts as 1."""
     if layer.type not in _LRM_TYPES:
@@ -79,7 +86,7 @@ def _record_escape(text: str) -> str:
     return text.replace('"', '\\"')
 
 
-def _spatial(layer) -> tuple[str, str, str]:
+def _spatial(layer: caffe_pb2.LayerParameter) -> tuple[str, str, str]:
     """kernel, stride and pad as Caffe's draw.py reports them (the first value of each).
 
     Rectangular kernels given as kernel_h/kernel_w (or pad_h.., stride_h..) are shown as HxW,
@@ -107,7 +114,8 @@ def _spatial(layer) -> tuple[str, str, str]:
     return kernel, stride, pad
 
 
-def get_layer_label(layer, rankdir: str, display_lrm: bool = False) -> str:
+def get_layer_label(layer: caffe_pb2.LayerParameter, rankdir: str,
+                    display_lrm: bool = False) -> str:
     """A layer's node label (quoted for dot): name, (Type), spatial parameters, lr mults."""
     # vertical layouts have room across, horizontal ones have room down
     separator = " " if rankdir in ("TB", "BT") else r"\n"
@@ -139,7 +147,7 @@ def choose_color_by_layertype(layertype: str) -> str:
     return "#6495ED"
 
 
-def _phase_value(phase):
+def _phase_value(phase: int | str | None) -> int | None:
     if phase is None:
         return None
     if isinstance(phase, str):
@@ -152,7 +160,7 @@ def _phase_value(phase):
     return phase
 
 
-def _included(layer, phase) -> bool:
+def _included(layer: caffe_pb2.LayerParameter, phase: int) -> bool:
     """Caffe's draw.py phase test: include rules admit, exclude rules remove, by phase only."""
     if len(layer.include) and len(layer.exclude):
         raise DrawError(f"layer '{layer.name}' has both include and exclude specified")
@@ -164,7 +172,7 @@ def _included(layer, phase) -> bool:
     return included
 
 
-def _as_net_param(caffe_net) -> caffe_pb2.NetParameter:
+def _as_net_param(caffe_net: NetLike) -> caffe_pb2.NetParameter:
     """A NetParameter from a message or a prototxt path.
 
     Files are drawn as written (an old-style `input:` stays a blob, as in Caffe's picture);
@@ -188,7 +196,8 @@ def _pydot():
     return pydot
 
 
-def get_pydot_graph(caffe_net, rankdir: str, label_edges: bool = True, phase=None,
+def get_pydot_graph(caffe_net: NetLike, rankdir: str, label_edges: bool = True,
+                    phase: int | str | None = None,
                     display_lrm: bool = False) -> object:
     """A pydot.Dot graph of the net: layer boxes, blob octagons, bottom->layer->top edges.
 
@@ -288,7 +297,7 @@ def _png_to_pdf(png: bytes) -> bytes:
     return out.getvalue()
 
 
-def render(graph, ext: str = "png") -> bytes:
+def render(graph: pydot.Dot, ext: str = "png") -> bytes:
     """The graph rendered in format ext; 'raw' gives its dot source."""
     ext = ext.lower()
     source = graph.to_string()
@@ -300,13 +309,15 @@ def render(graph, ext: str = "png") -> bytes:
     return _run(prog, ext, source)
 
 
-def draw_net(caffe_net, rankdir: str = "LR", ext: str = "png", phase=None,
+def draw_net(caffe_net: NetLike, rankdir: str = "LR", ext: str = "png",
+             phase: int | str | None = None,
              display_lrm: bool = False) -> bytes:
     """The net drawn as an image in format ext ('png', 'svg', 'pdf', 'jpg', 'dot', 'raw'...)."""
     return render(get_pydot_graph(caffe_net, rankdir, phase=phase, display_lrm=display_lrm), ext)
 
 
-def draw_net_to_file(caffe_net, filename: str, rankdir: str = "LR", phase=None,
+def draw_net_to_file(caffe_net: NetLike, filename: str, rankdir: str = "LR",
+                     phase: int | str | None = None,
                      display_lrm: bool = False) -> None:
     """Draw the net into filename, in the format its extension names (.raw: dot source)."""
     filename = os.fspath(filename)

@@ -11,12 +11,20 @@ values can differ from scikit-image's in the last bits and at the borders.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Sequence
+from typing import Protocol
 
 import cv2
 import numpy as np
 
 from ..errors import DataError, DecaffeError
 from ..proto import caffe_pb2
+
+
+class _Readable(Protocol):
+    """A binary file-like object: what load_image reads besides paths."""
+
+    def read(self) -> bytes: ...
 
 __all__ = ["blobproto_to_array", "array_to_blobproto", "arraylist_to_blobprotovector_str",
            "blobprotovector_str_to_arraylist", "array_to_datum", "datum_to_array",
@@ -30,7 +38,7 @@ class IOValueError(DecaffeError, ValueError):
 # ----------------------------------------------------------------------------------------------
 # proto / datum / ndarray conversion
 # ----------------------------------------------------------------------------------------------
-def blobproto_to_array(blob, return_diff: bool = False) -> np.ndarray:
+def blobproto_to_array(blob: caffe_pb2.BlobProto, return_diff: bool = False) -> np.ndarray:
     """A BlobProto's data (or diff) as a float64 array of its shape (legacy 4-D N×C×H×W
     when any legacy dimension is set, else ``shape.dim``)."""
     values = blob.diff if return_diff else blob.data
@@ -57,7 +65,7 @@ def array_to_blobproto(arr: np.ndarray, diff: np.ndarray | None = None) -> caffe
     return blob
 
 
-def arraylist_to_blobprotovector_str(arraylist) -> bytes:
+def arraylist_to_blobprotovector_str(arraylist: Iterable[np.ndarray]) -> bytes:
     """A serialized BlobProtoVector of the arrays."""
     vec = caffe_pb2.BlobProtoVector()
     vec.blobs.extend([array_to_blobproto(a) for a in arraylist])
@@ -95,7 +103,7 @@ def array_to_datum(arr: np.ndarray, label: int | None = None) -> caffe_pb2.Datum
     return datum
 
 
-def datum_to_array(datum) -> np.ndarray:
+def datum_to_array(datum: caffe_pb2.Datum) -> np.ndarray:
     """A Datum's C×H×W array: uint8 from ``data``, float64 from ``float_data`` (the label is
     ``datum.label``)."""
     shape = (datum.channels, datum.height, datum.width)
@@ -127,7 +135,7 @@ class Transformer:
         self.mean: dict = {}
         self.input_scale: dict = {}
 
-    def __check_input(self, in_) -> None:
+    def __check_input(self, in_: str) -> None:
         if in_ not in self.inputs:
             raise IOValueError(f"{in_} is not one of the net inputs: {self.inputs}")
 
@@ -176,7 +184,7 @@ class Transformer:
             decaf_in = decaf_in.transpose(np.argsort(transpose))
         return decaf_in
 
-    def set_transpose(self, in_: str, order) -> None:
+    def set_transpose(self, in_: str, order: Sequence[int]) -> None:
         """The axis order taking an image to the input's layout, e.g. (2, 0, 1) for H×W×K."""
         self.__check_input(in_)
         if len(order) != len(self.inputs[in_]) - 1:
@@ -184,7 +192,7 @@ class Transformer:
                                "as the input.")
         self.transpose[in_] = order
 
-    def set_channel_swap(self, in_: str, order) -> None:
+    def set_channel_swap(self, in_: str, order: Sequence[int]) -> None:
         """The channel order after transposing, e.g. (2, 1, 0) for RGB to BGR."""
         self.__check_input(in_)
         if len(order) != self.inputs[in_][1]:
@@ -229,7 +237,7 @@ class Transformer:
         self.input_scale[in_] = scale
 
 
-def _resize_mean(mean: np.ndarray, new_dims) -> np.ndarray:
+def _resize_mean(mean: np.ndarray, new_dims: Sequence[int]) -> np.ndarray:
     """A K×H'×W' mean resized to K×new_dims as BVLC master's set_mean does: scaled to [0, 1]
     by its own min and max, resized as an image, scaled back."""
     m_min, m_max = float(mean.min()), float(mean.max())
@@ -246,7 +254,8 @@ def _resize_mean(mean: np.ndarray, new_dims) -> np.ndarray:
 _GRAY = np.array([0.2125, 0.7154, 0.0721], np.float64)  # pycaffe's gray (R, G, B weights)
 
 
-def load_image(filename, color: bool = True) -> np.ndarray:
+def load_image(filename: str | bytes | os.PathLike[str] | _Readable,
+               color: bool = True) -> np.ndarray:
     """An image as float32 in [0, 1]: H×W×3 RGB (color) or H×W×1 intensity.
 
     filename is a path (str or os.PathLike) or a binary file-like object (anything with
@@ -271,12 +280,12 @@ def load_image(filename, color: bool = True) -> np.ndarray:
     return _decoded(img, color)
 
 
-def _describe(f) -> str:
+def _describe(f: _Readable) -> str:
     name = getattr(f, "name", None)
     return f"'{name}'" if isinstance(name, str) else f"from a {type(f).__name__}"
 
 
-def _decode(data, where: str) -> np.ndarray:
+def _decode(data: object, where: str) -> np.ndarray:
     if isinstance(data, str):
         raise IOValueError(f"cannot read image {where}: the file-like object gives text; "
                            "open it in binary mode")
@@ -317,7 +326,7 @@ _INTERP = {0: cv2.INTER_NEAREST, 1: cv2.INTER_LINEAR, 2: cv2.INTER_CUBIC, 3: cv2
            4: cv2.INTER_LANCZOS4, 5: cv2.INTER_LANCZOS4}
 
 
-def resize_image(im: np.ndarray, new_dims, interp_order: int = 1) -> np.ndarray:
+def resize_image(im: np.ndarray, new_dims: Sequence[int], interp_order: int = 1) -> np.ndarray:
     """An H×W×K image resized to new_dims = (height, width), keeping K; float32."""
     h, w = (int(d) for d in new_dims[:2])
     im = np.asarray(im)
@@ -341,7 +350,7 @@ def resize_image(im: np.ndarray, new_dims, interp_order: int = 1) -> np.ndarray:
     return out.reshape(h, w, k).astype(np.float32, copy=False)
 
 
-def oversample(images, crop_dims) -> np.ndarray:
+def oversample(images: Sequence[np.ndarray] | np.ndarray, crop_dims: Sequence[int]) -> np.ndarray:
     """The four corner crops and the centre crop of each H×W×K image, then their mirror
     images: 10·N crops, float32 (pycaffe's oversample)."""
     im_shape = np.array(images[0].shape)

@@ -24,7 +24,7 @@ imported (it registers itself with ``decaffe.solvers.base.set_net_class``), so
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 import numpy as np
 
@@ -38,7 +38,7 @@ def _first(mapping: Mapping):
     return next(iter(mapping.values()))
 
 
-def _batch_size(net) -> int:
+def _batch_size(net: _EngineNet) -> int:
     blobs = net.blobs
     if not blobs:
         raise NetError("the net has no blobs to take a batch size from")
@@ -48,7 +48,7 @@ def _batch_size(net) -> int:
     return int(shape[0])
 
 
-def _batches(net, blobs: Mapping[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
+def _batches(net: _EngineNet, blobs: Mapping[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
     """Split {name: array of N rows} into batches of the net's batch size.
 
     Full batches are slices; a last partial batch is completed with rows of zeros (as
@@ -72,7 +72,8 @@ def _batches(net, blobs: Mapping[str, np.ndarray]) -> Iterator[dict[str, np.ndar
         yield padded
 
 
-def _forward_all(net, blobs=None, **kwargs) -> dict[str, np.ndarray]:
+def _forward_all(net: _EngineNet, blobs: Iterable[str] | None = None,
+                 **kwargs: np.ndarray) -> dict[str, np.ndarray]:
     """Forward every row of the given inputs, a batch at a time (pycaffe's Net.forward_all).
 
     Returns {name: array} for the net's outputs and `blobs`, with one row per input row
@@ -101,7 +102,9 @@ def _stack(parts: list[np.ndarray], num: int | None) -> np.ndarray:
     return out if num is None else out[:num]
 
 
-def _forward_backward_all(net, blobs=None, diffs=None, **kwargs):
+def _forward_backward_all(net: _EngineNet, blobs: Iterable[str] | None = None,
+                          diffs: Iterable[str] | None = None, **kwargs: np.ndarray
+                          ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Forward and backward over inputs and output diffs of any length, a batch at a time
     (pycaffe's Net.forward_backward_all).
 

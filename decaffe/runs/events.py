@@ -17,20 +17,21 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 _fmt = "%.7g".__mod__  # float32 values: 7 significant digits, half json.dumps' length
 _dump_str = json.JSONEncoder(ensure_ascii=False).encode
 
 
-def _float_text(values) -> str:
+def _float_text(values: Sequence[float]) -> str:
     text = ",".join(map(_fmt, values))
     if "n" in text:  # 'nan' or 'inf' (digits and exponents have no n): those become null
         text = ",".join(_fmt(v) if math.isfinite(v) else "null" for v in values)
     return text
 
 
-def _encode(value, out: list[str]) -> None:
+def _encode(value: object, out: list[str]) -> None:
     if isinstance(value, float):
         out.append(_fmt(value) if math.isfinite(value) else "null")
     elif value is None:

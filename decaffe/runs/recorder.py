@@ -20,11 +20,12 @@ import sys
 import time
 import weakref
 from types import TracebackType
+from typing import Protocol
 
 from .. import log
 from ..errors import DecaffeError
 from ..formats import prototxt
-from ..net import filter_net
+from ..net import Net, filter_net
 from ..proto import caffe_pb2
 from .events import EventWriter
 from .sample import Sampler
@@ -35,6 +36,23 @@ END_REASONS = ("finished", "sigint", "sigterm", "error")
 HEAVY_TIME_FRACTION = 0.01  # bn/params samples may take this share of the training time
 HEAVY_SAMPLES = 500  # about this many bn/params samples in a whole run, at most
 UNDISPLAYED_RECORDS = 200  # train records in a run whose solver displays nothing
+
+
+class RecordedSolver(Protocol):
+    """What a RunRecorder reads of the solver it records (a decaffe.solvers.Solver, named by
+    its fields: the solvers import this package, so naming Solver would be an import cycle,
+    tests/test_layout.py)."""
+
+    param: caffe_pb2.SolverParameter
+    net: Net
+    iter: int
+    learning_rate: float
+    smoothed_loss: float
+    _train_param: caffe_pb2.NetParameter
+
+    def add_observer(self, observer: RunRecorder) -> None: ...
+
+    def remove_observer(self, observer: RunRecorder) -> None: ...
 
 
 class RunError(DecaffeError):
@@ -81,7 +99,7 @@ def resume_command(command: list[str] | None, state_path: str,
     return f"solver.restore({state_path!r})"
 
 
-def net_graph(net_param) -> dict:
+def net_graph(net_param: caffe_pb2.NetParameter) -> dict:
     """net.json: the layers as drawn (name, type, bottoms, tops, phase)."""
     filtered = filter_net(net_param)
     phase = caffe_pb2.Phase.Name(filtered.state.phase)
@@ -100,7 +118,7 @@ class RunRecorder:
     run folder is continued; a fresh start moves an existing one aside).
     """
 
-    def __init__(self, solver, path: str | None = None, *, record: bool = True,
+    def __init__(self, solver: RecordedSolver, path: str | None = None, *, record: bool = True,
                  tensorboard: str | None = None, command: list[str] | None = None,
                  world_size: int = 1, resumed_from: str | None = None) -> None:
         self.solver = solver
@@ -197,7 +215,7 @@ class RunRecorder:
     def _records_now(self, it: int) -> bool:
         return it % self.every == 0
 
-    def on_gradients(self, solver) -> None:
+    def on_gradients(self, solver: RecordedSolver) -> None:
         it = solver.iter
         self._pending = None
         if self.closed or not self._records_now(it):
@@ -216,7 +234,7 @@ class RunRecorder:
             return False
         return time.perf_counter() - self._last_heavy_t >= self._heavy_cost / HEAVY_TIME_FRACTION
 
-    def on_update(self, solver) -> None:
+    def on_update(self, solver: RecordedSolver) -> None:
         it = solver.iter
         if self.closed or not self._records_now(it):
             return
@@ -271,7 +289,8 @@ class RunRecorder:
             self._last_heavy_t = done
             self._last_heavy_iter = it
 
-    def on_test(self, solver, test_net_id: int, names: list[str], values: list[float]) -> None:
+    def on_test(self, solver: RecordedSolver, test_net_id: int, names: list[str],
+                values: list[float]) -> None:
         if self.closed:
             return
         scores: dict = {}
@@ -289,7 +308,7 @@ class RunRecorder:
         self._emit({"kind": "test", "iter": int(solver.iter), "time": time.time() - self.started,
                     "net": int(test_net_id), "scores": scores})
 
-    def on_snapshot(self, solver, model_path: str, state_path: str) -> None:
+    def on_snapshot(self, solver: RecordedSolver, model_path: str, state_path: str) -> None:
         if self.closed:
             return
         self._emit({"kind": "snapshot", "iter": int(solver.iter),
@@ -342,13 +361,13 @@ class RunRecorder:
             self.close("error", f"{exc_type.__name__}: {exc}")
 
 
-def _close_at_exit(ref) -> None:
+def _close_at_exit(ref: weakref.ref[RunRecorder]) -> None:
     rec = ref()
     if rec is not None and not rec.closed:
         rec.close("finished")
 
 
-def _first_batch(net) -> int:
+def _first_batch(net: Net) -> int:
     """The first blob's first dimension (the train net's batch), 0 when unknown."""
     for tops in net.top_names.values():
         for t in tops:

@@ -14,8 +14,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from ..net import Net
 
 MAX_CHANNELS = 512  # per BatchNorm layer and sample (the run folder format's limit)
 MAX_BN_VALUES = 16384  # channels per sample over all BatchNorm layers, before the 6 vectors
@@ -44,7 +48,7 @@ class _Param:
 class Sampler:
     """Reads a train net's outputs, parameter norms and BatchNorm statistics (see module)."""
 
-    def __init__(self, net, max_channels: int = MAX_CHANNELS) -> None:
+    def __init__(self, net: Net, max_channels: int = MAX_CHANNELS) -> None:
         self.net = net
         self.outputs = list(net.outputs)
         self.output_counts = [int(net.blobs[n].count) for n in self.outputs]
@@ -53,7 +57,7 @@ class Sampler:
 
     # -- structure ------------------------------------------------------------------------
     @staticmethod
-    def _learnable(net) -> list[_Param]:
+    def _learnable(net: Net) -> list[_Param]:
         """Each layer's parameter blobs that the solver updates (owners of shared blobs)."""
         out = []
         owned = {id(p) for p in net.learnable_params}
@@ -68,7 +72,7 @@ class Sampler:
         return out
 
     @staticmethod
-    def _batch_norms(net, max_channels: int) -> list[_BNLayer]:
+    def _batch_norms(net: Net, max_channels: int) -> list[_BNLayer]:
         records = net.layer_records
         layers = [(rec.index, rec.layer) for rec in records
                   if rec.type == "BatchNorm" and rec.layer.num_blobs >= 3]

@@ -105,7 +105,7 @@ class TensorBoardSink:
                               bucket_limit=edges[1:].tolist(), bucket=counts.tolist())
         return Summary.Value(tag=tag, histo=hist)
 
-    def _scalar(self, out: list, tag: str, value) -> None:
+    def _scalar(self, out: list, tag: str, value: object) -> None:
         if isinstance(value, (int, float)) and math.isfinite(float(value)):
             out.extend(self._summary.scalar(tag, float(value)).value)
 

@@ -20,6 +20,7 @@ from .base import (
     NonFiniteLossError,
     Solver,
     SolverObserver,
+    SolverSource,
     read_solver_param,
 )
 
@@ -80,7 +81,7 @@ def solver_class(type_name: str) -> type[Solver]:
                           f" (known types: {known})") from None
 
 
-def get_solver(source, *, record: bool | str = False) -> Solver:
+def get_solver(source: SolverSource, *, record: bool | str = False) -> Solver:
     """The solver a prototxt (path or text) or SolverParameter describes (pycaffe's
     caffe.get_solver). Beyond pycaffe: ``record=True`` records the training as a run folder
     beside the snapshots (snapshot_prefix + '.run'), ``record="DIR"`` in DIR (see

@@ -28,6 +28,7 @@ import math
 import os
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -46,6 +47,15 @@ from . import snapshot as snap
 NONE, STOP, SNAPSHOT = "none", "stop", "snapshot"  # Caffe's SolverAction values
 TERMINATE = "terminate"  # beyond Caffe: stop now with a snapshot (SIGTERM, preemption)
 _f32 = np.float32
+# What a solver is made from: a solver prototxt's path (or its text) or a SolverParameter
+SolverSource = str | bytes | os.PathLike[str] | caffe_pb2.SolverParameter
+
+
+class SolverCallbacks(Protocol):
+    """One object giving both of add_callback's functions (pycaffe's NCCL); on_start is
+    optional."""
+
+    def on_gradients_ready(self) -> object: ...
 
 
 class NonFiniteLossError(SolverError):
@@ -57,7 +67,7 @@ class NonFiniteLossError(SolverError):
         super().__init__(message)
 
 
-def read_solver_param(source) -> tuple[caffe_pb2.SolverParameter, str | None]:
+def read_solver_param(source: SolverSource) -> tuple[caffe_pb2.SolverParameter, str | None]:
     """(SolverParameter, the file it came from or None) from a path, text or message,
     upgraded as Caffe's ReadSolverParamsFromTextFileOrDie does (legacy solver_type, a
     missing or directory snapshot_prefix)."""
@@ -82,7 +92,7 @@ def read_solver_param(source) -> tuple[caffe_pb2.SolverParameter, str | None]:
 _LEGACY_TYPES = {0: "SGD", 1: "Nesterov", 2: "AdaGrad", 3: "RMSProp", 4: "AdaDelta", 5: "Adam"}
 
 
-def upgrade_solver_type(param, path: str | None = None) -> None:
+def upgrade_solver_type(param: caffe_pb2.SolverParameter, path: str | None = None) -> None:
     """The legacy enum solver_type becomes the string type (Caffe's UpgradeSolverType)."""
     if not param.HasField("solver_type"):
         return
@@ -93,7 +103,7 @@ def upgrade_solver_type(param, path: str | None = None) -> None:
     param.ClearField("solver_type")
 
 
-def upgrade_snapshot_prefix(param, path: str) -> None:
+def upgrade_snapshot_prefix(param: caffe_pb2.SolverParameter, path: str) -> None:
     """No snapshot_prefix: the solver file's path without extension; a directory: the solver
     file's name inside it (Caffe's UpgradeSnapshotPrefixProperty)."""
     stem_path = os.path.splitext(path)[0]
@@ -109,7 +119,7 @@ def _read_net(path: str):
     return load_net_param(path)
 
 
-def _first_of(param) -> dict[str, int]:
+def _first_of(param: caffe_pb2.SolverParameter) -> dict[str, int]:
     return {f: int(param.HasField(f)) for f in ("net", "net_param", "train_net",
                                                 "train_net_param")}
 
@@ -146,16 +156,17 @@ class SolverObserver:
     - ``on_snapshot(solver, model_path, state_path)``: after both files are in place.
     """
 
-    def on_gradients(self, solver) -> None:
+    def on_gradients(self, solver: Solver) -> None:
         pass
 
-    def on_update(self, solver) -> None:
+    def on_update(self, solver: Solver) -> None:
         pass
 
-    def on_test(self, solver, test_net_id: int, names: list[str], values: list[float]) -> None:
+    def on_test(self, solver: Solver, test_net_id: int, names: list[str],
+                values: list[float]) -> None:
         pass
 
-    def on_snapshot(self, solver, model_path: str, state_path: str) -> None:
+    def on_snapshot(self, solver: Solver, model_path: str, state_path: str) -> None:
         pass
 
 
@@ -164,7 +175,7 @@ class Solver:
 
     rule_class: type[updates.UpdateRule] = updates.UpdateRule
 
-    def __init__(self, source, *, net_class=None) -> None:
+    def __init__(self, source: SolverSource, *, net_class: type[Net] | None = None) -> None:
         param, path = read_solver_param(source)
         self.param = param
         self.solver_file = path  # the prototxt it came from (None: text or a message)
@@ -342,7 +353,8 @@ class Solver:
     def iter(self, value: int) -> None:
         self._iter = int(value)
 
-    def add_callback(self, on_start=None, on_gradients_ready: Callable | None = None) -> None:
+    def add_callback(self, on_start: Callable[[], object] | SolverCallbacks | None = None,
+                     on_gradients_ready: Callable | None = None) -> None:
         """Call on_start at the start of each iteration and on_gradients_ready before each
         update (pycaffe's solver.add_callback). One object with on_start and
         on_gradients_ready methods (pycaffe's NCCL) may be given instead of the two."""
@@ -377,7 +389,7 @@ class Solver:
                               if hasattr(o, "on_gradients")]
         self._on_update = [o.on_update for o in self._observers if hasattr(o, "on_update")]
 
-    def _notify(self, event: str, *args) -> None:
+    def _notify(self, event: str, *args: object) -> None:
         for obs in self._observers:
             fn = getattr(obs, event, None)
             if fn is not None:
@@ -406,7 +418,7 @@ class Solver:
             for net in self.test_nets:
                 net.copy_from(name)
 
-    def share_weights(self, net) -> None:
+    def share_weights(self, net: Net) -> None:
         """Make net use this solver's train-net parameters (pycaffe's share_weights)."""
         net.share_with(self.net)
 
@@ -597,7 +609,7 @@ class Solver:
         self._notify("on_test", test_net_id, names, means)
         return means
 
-    def _log_outputs(self, net, kind: str) -> None:
+    def _log_outputs(self, net: Net, kind: str) -> None:
         outputs = net.outputs
         if not outputs:
             return
@@ -767,15 +779,15 @@ class Solver:
 # ----------------------------------------------------------------------------------------------
 # helpers
 # ----------------------------------------------------------------------------------------------
-def _copy_net(msg) -> caffe_pb2.NetParameter:
+def _copy_net(msg: caffe_pb2.NetParameter) -> caffe_pb2.NetParameter:
     return load_net_param(msg)
 
 
-def _debug_string(param) -> str:
+def _debug_string(param: caffe_pb2.SolverParameter) -> str:
     return text_format.MessageToString(param)
 
 
-def _forward_no_sync(net) -> torch.Tensor | None:
+def _forward_no_sync(net: Net) -> torch.Tensor | None:
     """A forward pass without a graph, returning the weighted loss as a tensor (no host sync)."""
     loss_pass = getattr(net, "_loss_pass", None)
     if loss_pass is None:
@@ -783,7 +795,7 @@ def _forward_no_sync(net) -> torch.Tensor | None:
     return loss_pass(fuse=False)
 
 
-def _flat_outputs(net, outputs: list[str]) -> torch.Tensor:
+def _flat_outputs(net: Net, outputs: list[str]) -> torch.Tensor:
     blobs = net.blobs
     parts = [blobs[n].tensor("data").detach().reshape(-1) for n in outputs]
     if not parts:
@@ -791,7 +803,7 @@ def _flat_outputs(net, outputs: list[str]) -> torch.Tensor:
     return torch.cat(parts) if len(parts) > 1 else parts[0]
 
 
-def _output_elements(net, outputs: list[str]) -> tuple[list[str], list[float]]:
+def _output_elements(net: Net, outputs: list[str]) -> tuple[list[str], list[float]]:
     names, weights = [], []
     lw = net.blob_loss_weights
     blobs = net.blobs
@@ -807,7 +819,7 @@ def _asum_mean(t: torch.Tensor) -> float:
     return float(t.abs().sum() / max(t.numel(), 1)) if t.numel() else 0.0
 
 
-def first_nonfinite_layer(net) -> tuple[str, str, str] | None:
+def first_nonfinite_layer(net: Net) -> tuple[str, str, str] | None:
     """Re-run the net's last pass layer by layer (data layers keep their outputs) and return
     (layer, blob, description) for the first layer with a non-finite output, or None."""
     fwd = getattr(net, "_forward_range", None)

@@ -26,13 +26,14 @@ import numpy as np
 
 from .. import log
 from ..errors import SolverError, suggest
+from ..proto import caffe_pb2
 
 POLICIES = ("fixed", "step", "exp", "inv", "multistep", "poly", "sigmoid", "plateau")
 
 _f32 = np.float32
 
 
-def check_policy(param) -> None:
+def check_policy(param: caffe_pb2.SolverParameter) -> None:
     """Reject an unknown policy or parameters Caffe's policy code would fail on."""
     policy = param.lr_policy
     if policy not in POLICIES:
@@ -59,13 +60,14 @@ class LRState:
         self.iter_last_event = 0  # plateau
 
 
-def learning_rate(param, it: int, state: LRState, smoothed_loss: float = 0.0) -> float:
+def learning_rate(param: caffe_pb2.SolverParameter, it: int, state: LRState,
+                  smoothed_loss: float = 0.0) -> float:
     """The rate for iteration `it` (updating state.current_step as Caffe does)."""
     with np.errstate(all="ignore"):  # Caffe lets inf/nan through; so do we
         return float(_f32(_rate(param, it, state, smoothed_loss)))
 
 
-def _rate(param, it: int, state: LRState, smoothed_loss: float):
+def _rate(param: caffe_pb2.SolverParameter, it: int, state: LRState, smoothed_loss: float):
     policy = param.lr_policy
     base = _f32(param.base_lr)
     gamma = _f32(param.gamma)
@@ -107,7 +109,8 @@ def _pow(x: float, n: int) -> float:
         return math.inf
 
 
-def _plateau(param, it: int, state: LRState, smoothed_loss: float) -> float:
+def _plateau(param: caffe_pb2.SolverParameter, it: int, state: LRState,
+             smoothed_loss: float) -> float:
     if smoothed_loss < state.minimum_loss:
         state.minimum_loss = smoothed_loss
         state.iter_last_event = it

@@ -166,7 +166,7 @@ def write_state(path: str, state: SolverStateData) -> None:
 # ----------------------------------------------------------------------------------------------
 # reading
 # ----------------------------------------------------------------------------------------------
-def _blob_array(blob, where: str) -> np.ndarray:
+def _blob_array(blob: caffe_pb2.BlobProto, where: str) -> np.ndarray:
     if blob.HasField("shape"):
         shape = tuple(int(d) for d in blob.shape.dim)
     else:  # legacy 4-D fields
@@ -182,7 +182,7 @@ def _blob_array(blob, where: str) -> np.ndarray:
     return arr.reshape(shape)
 
 
-def _check_size(shape, where: str) -> None:
+def _check_size(shape: tuple[int, ...], where: str) -> None:
     """Refuse an array over Caffe's INT_MAX elements or the free memory, before reading it."""
     try:
         check_memory(check_shape(shape, where), 4, "cpu", where)
@@ -237,7 +237,7 @@ def read_binary(path: str) -> SolverStateData:
 _INT, _FLOAT, _TEXT = "an integer scalar", "a float scalar", "a string scalar"
 
 
-def _scalar(f, name: str, path: str, kind: str, required: bool = True):
+def _scalar(f: h5py.Group, name: str, path: str, kind: str, required: bool = True):
     """Dataset `name` of f, a scalar (shape () or (1,)) of the kind asked for, else a
     FormatError naming the file, the dataset and what was expected."""
     if name not in f:

@@ -35,6 +35,7 @@ import torch
 
 from .. import log
 from ..errors import SolverError
+from ..proto import caffe_pb2
 
 _f32 = np.float32
 
@@ -65,7 +66,7 @@ class UpdateRule:
     histories = 1  # history blobs per parameter (Caffe's history_ holds this many · N)
     temps = 0  # scratch tensors per parameter
 
-    def __init__(self, param) -> None:
+    def __init__(self, param: caffe_pb2.SolverParameter) -> None:
         self.param = param
         self.momentum = f32(param.momentum)
 
@@ -85,7 +86,8 @@ class NesterovRule(UpdateRule):
     type = "Nesterov"
     temps = 1
 
-    def compute(self, grads, hist, temp, local_rate, it) -> None:
+    def compute(self, grads: list[torch.Tensor], hist: list[list[torch.Tensor]],
+                temp: list[list[torch.Tensor]], local_rate: float, it: int) -> None:
         (h,), (old,) = hist, temp
         m = self.momentum
         torch._foreach_copy_(old, h)
@@ -100,7 +102,7 @@ class AdaGradRule(UpdateRule):
     type = "AdaGrad"
     temps = 1
 
-    def __init__(self, param) -> None:
+    def __init__(self, param: caffe_pb2.SolverParameter) -> None:
         super().__init__(param)
         self.delta = f32(param.delta)
 
@@ -109,7 +111,8 @@ class AdaGradRule(UpdateRule):
             raise SolverError("momentum: momentum cannot be used with AdaGrad "
                               f"(momentum is {self.param.momentum})")
 
-    def compute(self, grads, hist, temp, local_rate, it) -> None:
+    def compute(self, grads: list[torch.Tensor], hist: list[list[torch.Tensor]],
+                temp: list[list[torch.Tensor]], local_rate: float, it: int) -> None:
         (h,), (t,) = hist, temp
         torch._foreach_addcmul_(h, grads, grads)
         torch._foreach_copy_(t, h)
@@ -122,7 +125,7 @@ class AdaGradRule(UpdateRule):
 class RMSPropRule(AdaGradRule):
     type = "RMSProp"
 
-    def __init__(self, param) -> None:
+    def __init__(self, param: caffe_pb2.SolverParameter) -> None:
         super().__init__(param)
         self.rms_decay = f32(param.rms_decay)
 
@@ -133,7 +136,8 @@ class RMSPropRule(AdaGradRule):
         if not 0 <= self.param.rms_decay < 1:
             raise SolverError(f"rms_decay: must lie in [0, 1), not {self.param.rms_decay}")
 
-    def compute(self, grads, hist, temp, local_rate, it) -> None:
+    def compute(self, grads: list[torch.Tensor], hist: list[list[torch.Tensor]],
+                temp: list[list[torch.Tensor]], local_rate: float, it: int) -> None:
         (h,), (t,) = hist, temp
         torch._foreach_mul_(h, self.rms_decay)
         torch._foreach_addcmul_(h, grads, grads, value=f32(1.0 - self.rms_decay))
@@ -149,11 +153,12 @@ class AdaDeltaRule(UpdateRule):
     histories = 2
     temps = 2
 
-    def __init__(self, param) -> None:
+    def __init__(self, param: caffe_pb2.SolverParameter) -> None:
         super().__init__(param)
         self.delta = f32(param.delta)
 
-    def compute(self, grads, hist, temp, local_rate, it) -> None:
+    def compute(self, grads: list[torch.Tensor], hist: list[list[torch.Tensor]],
+                temp: list[list[torch.Tensor]], local_rate: float, it: int) -> None:
         (h, h2), (a, b) = hist, temp
         m = self.momentum
         one_m = f32(1.0 - m)
@@ -176,7 +181,7 @@ class AdamRule(UpdateRule):
     histories = 2
     temps = 1
 
-    def __init__(self, param) -> None:
+    def __init__(self, param: caffe_pb2.SolverParameter) -> None:
         super().__init__(param)
         self.beta2 = f32(param.momentum2)
         self.delta = f32(param.delta)
@@ -194,7 +199,8 @@ class AdamRule(UpdateRule):
         t = it + 1
         return f32(math.sqrt(1.0 - self.beta2 ** t) / (1.0 - self.momentum ** t))
 
-    def compute(self, grads, hist, temp, local_rate, it) -> None:
+    def compute(self, grads: list[torch.Tensor], hist: list[list[torch.Tensor]],
+                temp: list[list[torch.Tensor]], local_rate: float, it: int) -> None:
         (m, v), (t,) = hist, temp
         b1, b2 = self.momentum, self.beta2
         torch._foreach_mul_(m, b1)
