@@ -36,6 +36,7 @@ from ..data.db import READ, open_db
 from ..data.prefetch import Prefetcher, SyncLoader
 from ..data.sources import (
     DataLayerError,
+    Source,
     _CallableSource,
     _close_all,
     _DatumSource,
@@ -55,19 +56,6 @@ from ..proto import caffe_pb2
 
 if TYPE_CHECKING:
     from ..net import Net
-
-
-class _Source(Protocol):
-    """What a data layer serves its batches from (decaffe.data.sources): produce() gives
-    the next batch's tensors; state() and restore() its position; close() its files."""
-
-    def produce(self) -> tuple: ...
-
-    def state(self) -> dict | None: ...
-
-    def restore(self, state: dict) -> None: ...
-
-    def close(self) -> None: ...
 
 
 class _ListParam(Protocol):
@@ -131,7 +119,7 @@ class _BaseDataLayer(Layer):
     def _error(self, message: str, field: str | None = None) -> DataLayerError:
         return DataLayerError(f"{field}: {message}" if field else message, layer=self.name)
 
-    def _start(self, source: _Source | Callable[[], tuple], depth: int) -> None:
+    def _start(self, source: Source | Callable[[], tuple], depth: int) -> None:
         """Serve batches from source.produce(): `depth` ahead in a thread, or inline (0).
         Each batch carries the source's position after it (source.state()), so the layer
         knows where the batches it handed out end, however far the thread has read. A bare
