@@ -129,11 +129,6 @@ def caffe_lstm_step(c_prev: torch.Tensor, gates: torch.Tensor, cont: torch.Tenso
     return c, o * torch.tanh(c)
 
 
-def caffe_exp(x: torch.Tensor, inner_scale: float, outer_scale: float) -> torch.Tensor:
-    """Caffe's Exp: outer_scale · exp(inner_scale · x) (base^shift · exp(ln(base)·scale·x))."""
-    return torch.exp(x * inner_scale) * outer_scale
-
-
 def caffe_max_pool_mask(x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int],
                         pad: tuple[int, int], after: tuple[int, int], empty_rows: list[int],
                         empty_cols: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -152,7 +147,7 @@ def caffe_max_pool_mask(x: torch.Tensor, kernel: tuple[int, int], stride: tuple[
 
 HELPERS = {f.__name__: f for f in (caffe_pool_divisor, caffe_empty_windows, caffe_lrn_within,
                                    caffe_batch_norm_batch, caffe_mvn, caffe_argmax, caffe_rnn,
-                                   caffe_lstm, caffe_lstm_step, caffe_exp,
+                                   caffe_lstm, caffe_lstm_step,
                                    caffe_max_pool_mask)}
 # helpers that call other helpers
 HELPER_NEEDS = {"caffe_lstm": ("caffe_lstm_step",),
