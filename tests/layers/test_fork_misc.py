@@ -315,22 +315,35 @@ BN_YJ = ('bn_param { slope_filler { type: "gaussian" } bias_filler { type: "gaus
 
 
 def test_bn_yjxiong_train_test_and_frozen():
+    # blob 3 is the running variance (yjxiong/caffe since 89777d9a, TSN's public models)
     x = RNG.standard_normal((3, 2, 4, 5)) * 2 + 1
     scale, shift = RNG.standard_normal((1, 2, 1, 1)), RNG.standard_normal((1, 2, 1, 1))
-    mean0, inv0 = RNG.standard_normal((1, 2, 1, 1)), np.abs(RNG.standard_normal((1, 2, 1, 1)))
-    net = run("BN", BN_YJ, {"x": x}, params=[scale, shift, mean0, inv0])
+    mean0, var0 = RNG.standard_normal((1, 2, 1, 1)), np.abs(RNG.standard_normal((1, 2, 1, 1)))
+    net = run("BN", BN_YJ, {"x": x}, params=[scale, shift, mean0, var0])
     mu = x.mean((0, 2, 3), keepdims=True)
-    inv = 1 / np.sqrt(x.var((0, 2, 3), keepdims=True) + 0.01)
+    var = x.var((0, 2, 3), keepdims=True)  # biased, as the fork's E[(x − μ)²]
+    eps = float(np.float32(0.01))  # bn_param.eps is a float
+    inv = 1 / np.sqrt(var + eps)
     np.testing.assert_allclose(net.blobs["y"].data, (x - mu) * inv * scale + shift, atol=1e-10)
     m = float(np.float32(0.8))  # bn_param.momentum is a float
     np.testing.assert_allclose(net.params["l"][2].data, (1 - m) * mu + m * mean0, atol=1e-12)
-    np.testing.assert_allclose(net.params["l"][3].data, (1 - m) * inv + m * inv0, atol=1e-12)
+    np.testing.assert_allclose(net.params["l"][3].data, (1 - m) * var + m * var0, atol=1e-12)
     frozen = BN_YJ.replace("momentum", "frozen: true momentum")
     for phase, body in ((decaffe.TEST, BN_YJ), (decaffe.TRAIN, frozen)):
-        net = run("BN", body, {"x": x}, phase=phase, params=[scale, shift, mean0, inv0])
-        np.testing.assert_allclose(net.blobs["y"].data, (x - mean0) * inv0 * scale + shift,
-                                   atol=1e-10)
+        net = run("BN", body, {"x": x}, phase=phase, params=[scale, shift, mean0, var0])
+        want = (x - mean0) / np.sqrt(var0 + eps) * scale + shift
+        np.testing.assert_allclose(net.blobs["y"].data, want, atol=1e-10)
         np.testing.assert_array_equal(net.params["l"][2].data, mean0)
+        np.testing.assert_array_equal(net.params["l"][3].data, var0)
+
+
+def test_bn_yjxiong_initial_statistics():
+    # the fork starts the running variance at 0, or at 1 for a frozen layer
+    text = inputs_text({"x": (2, 3, 2, 2)}) + layer_text("BN", BN_YJ)
+    net = decaffe.Net(text, decaffe.TEST)
+    assert not net.params["l"][2].data.any() and not net.params["l"][3].data.any()
+    net = decaffe.Net(text.replace("momentum", "frozen: true momentum"), decaffe.TEST)
+    np.testing.assert_array_equal(net.params["l"][3].data, np.ones((1, 3, 1, 1)))
 
 
 def test_bn_yjxiong_gradients():
@@ -343,11 +356,12 @@ def test_bn_frozen_gives_no_parameter_gradient_and_test_backward_is_the_forks():
     x = RNG.standard_normal((2, 2, 3, 3))
     scale, shift = np.array([2.0, -1.0]).reshape(1, 2, 1, 1), np.zeros((1, 2, 1, 1))
     mean0 = np.array([0.5, -0.5]).reshape(1, 2, 1, 1)
-    inv0 = np.array([2.0, 0.5]).reshape(1, 2, 1, 1)
+    var0 = np.array([0.25, 4.0]).reshape(1, 2, 1, 1)
+    inv0 = 1 / np.sqrt(var0 + float(np.float32(0.01)))
     g = RNG.standard_normal(x.shape)
     frozen = BN_YJ.replace("momentum", "frozen: true momentum")
     net = run("BN", frozen, {"x": x},
-              params=[scale, shift, mean0, inv0])
+              params=[scale, shift, mean0, var0])
     net.blobs["y"].diff[...] = g
     net.backward()
     np.testing.assert_allclose(net.blobs["x"].diff, g * scale * inv0)
@@ -355,7 +369,7 @@ def test_bn_frozen_gives_no_parameter_gradient_and_test_backward_is_the_forks():
     text = "force_backward: true\n" + inputs_text({"x": x.shape}) + layer_text("BN", BN_YJ)
     net = decaffe.Net(text, decaffe.TEST, dtype=torch.float64)
     net.blobs["x"].data[...] = x
-    for i, a in enumerate([scale, shift, mean0, inv0]):
+    for i, a in enumerate([scale, shift, mean0, var0]):
         net.params["l"][i].data[...] = a
     net.forward()
     net.blobs["y"].diff[...] = g
