@@ -101,10 +101,31 @@ def test_interp_values(body, size):
     np.testing.assert_allclose(net.blobs["y"].data, want, rtol=1e-6, atol=1e-6)
 
 
-def test_interp_takes_the_second_bottoms_size():
+@pytest.mark.parametrize("body,size", [
+    # caffe-priv: use_blob_size is checked first, over any factor or size
+    ("use_blob_size: true", (7, 6)),
+    ("use_blob_size: true zoom_factor: 2 height: 2 width: 2", (7, 6)),
+    # maweifei/deeplab-ver2: the second bottom only when no factor or size is given
+    ("", (7, 6)),
+    # a factor or size with a second bottom wins, in both forks that take two bottoms
+    ("zoom_factor: 2", (7, 5)),
+    ("height: 2 width: 5", (2, 5)),
+    ("use_blob_size: false shrink_factor: 2", (2, 2)),
+])
+def test_interp_second_bottom_precedence(body, size):
     x, ref = RNG.standard_normal((1, 2, 4, 3)), np.zeros((1, 5, 7, 6))
-    net = run("Interp", "interp_param { use_blob_size: true }", {"x": x, "ref": ref})
-    np.testing.assert_allclose(net.blobs["y"].data, interp_ref(x, 0, 4, 3, 7, 6), atol=1e-6)
+    net = run("Interp", f"interp_param {{ {body} }}", {"x": x, "ref": ref})
+    np.testing.assert_allclose(net.blobs["y"].data, interp_ref(x, 0, 4, 3, *size), atol=1e-6)
+
+
+@pytest.mark.parametrize("body,bottoms", [
+    ("use_blob_size: true", ("x",)),  # caffe-priv: CHECK_GT(bottom.size(), 1)
+    ("use_blob_size: false", ("x", "ref")),  # told not to use it, and no size given
+])
+def test_interp_use_blob_size_refusals(body, bottoms):
+    blobs = {"x": np.zeros((1, 1, 3, 3)), "ref": np.zeros((1, 1, 5, 5))}
+    with pytest.raises(DecaffeError, match="interp_param"):
+        run("Interp", f"interp_param {{ {body} }}", {k: blobs[k] for k in bottoms})
 
 
 @pytest.mark.parametrize("body", ["interp_param { zoom_factor: 2 pad_end: -1 }",
