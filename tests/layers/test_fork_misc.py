@@ -186,6 +186,15 @@ def test_upsample_pad_out_and_scale_hw():
     assert net.blobs["y"].data.shape == (1, 1, 3, 9)
 
 
+def test_upsample_default_scale_is_the_forms_forks():
+    # SegNet's unpooling (two bottoms) defaults to scale 2; the one-bottom nearest
+    # upsampling of eric612/MobileNet-YOLO and inisis/caffe to 1 (their UpsampleParameter)
+    x, m = np.ones((1, 1, 2, 3)), np.zeros((1, 1, 2, 3))
+    assert run("Upsample", "", {"x": x, "m": m}).blobs["y"].data.shape == (1, 1, 4, 6)
+    net = run("Upsample", "", {"x": RNG.standard_normal((1, 2, 2, 3))})
+    np.testing.assert_array_equal(net.blobs["y"].data, net.blobs["x"].data)
+
+
 def test_unpooling_refuses_an_index_outside_the_top():
     x, m = np.ones((1, 1, 2, 2)), np.array([[[[0, 1], [2, 16]]]], float)
     with pytest.raises(DecaffeError, match="outside"):

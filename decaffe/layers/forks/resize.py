@@ -212,7 +212,8 @@ class UpsampleLayer(Layer):
     Tops: with the mask N×C×out_h×out_w; with one bottom x's shape with the last two axes (or,
     dims_num 3, the last axis) times scale.
     Blobs: none.
-    Params: upsample_param (UpsampleParameter): scale (default 2, SegNet's; inisis' is 1),
+    Params: upsample_param (UpsampleParameter): scale (default 2 with the mask, SegNet's; 1
+    with one bottom, eric612's and inisis'),
     scale_h, scale_w (default scale), pad_out_h, pad_out_w (default false, only for scale 2),
     upsample_h, upsample_w (with the mask); dims_num (default 4; one bottom only).
     Source: alexgkendall/caffe-segnet src/caffe/layers/upsample_layer.cpp (two bottoms);
@@ -232,7 +233,9 @@ class UpsampleLayer(Layer):
         p = self.lp.upsample_param
         f = "upsample_param"
         self.with_mask = len(self.bottom_names) == 2
-        scale = int(field(p, "scale", 2))
+        # the schema's default 2 is SegNet's (two bottoms); the one-bottom form's forks
+        # (eric612/MobileNet-YOLO, inisis/caffe) default to 1
+        scale = int(p.scale) if has_field(p, "scale") else (2 if self.with_mask else 1)
         if self.with_mask:
             if has_field(p, "upsample_h") and has_field(p, "upsample_w"):
                 self.size = (int(p.upsample_h), int(p.upsample_w))
