@@ -31,7 +31,7 @@ def randomize(net, seed: int = 0) -> None:
                     b.data[...] = rng.uniform(0.5, 1.5, b.shape)
                 else:
                     b.data[...] = 1.0
-            elif kind == "BN" and i == 3:  # a running inverse standard deviation
+            elif kind == "BN" and i == 3:  # a running variance
                 b.data[...] = rng.uniform(0.5, 1.5, b.shape)
             elif kind == "Scale":
                 b.data[...] = rng.uniform(0.5, 1.5, b.shape) if i == 0 else \

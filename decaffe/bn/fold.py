@@ -20,10 +20,11 @@ uses batch statistics (``use_global_stats: false``), or when the absorbing layer
 weights or normalises a different axis.
 
 The forks' normalisation layers fold the same way (with any Scale/Bias after them):
-``BN`` of yjxiong/Cysu in its fixed form (TEST phase or ``frozen``),
-y = (x − mean)·inv_std·scale + shift, so a = inv_std·scale, c = shift − mean·a; ``BN`` of
-SegNet/ENet with ``bn_mode: INFERENCE``, y = scale·x + shift; and ``BatchNormKyle`` with
-global statistics (BatchNorm's map, then its alpha and beta when use_alpha_beta).
+``BN`` of yjxiong/Cysu in its fixed form (TEST phase or ``frozen``), blob 3 the running
+variance: y = (x − mean)·(var + eps)^−½·scale + shift, so a = (var + eps)^−½·scale,
+c = shift − mean·a; ``BN`` of SegNet/ENet with ``bn_mode: INFERENCE``, y = scale·x + shift;
+and ``BatchNormKyle`` with global statistics (BatchNorm's map, then its alpha and beta when
+use_alpha_beta).
 """
 
 from __future__ import annotations
@@ -297,8 +298,8 @@ def _norm_affine(lp: caffe_pb2.LayerParameter, bn: Layer) -> tuple[np.ndarray, n
     if lp.type == "BN":
         if bn.segnet:  # INFERENCE: scale·x + shift
             return blobs[0], blobs[1]
-        scale, shift, mean, inv_std = blobs
-        a = inv_std * scale
+        scale, shift, mean, var = blobs
+        a = scale / np.sqrt(var + bn.eps)
         return a, shift - mean * a
     mean_sum, var_sum, factor = blobs[:3]
     s = 0.0 if factor[0] == 0 else 1.0 / factor[0]

@@ -13,10 +13,10 @@ quotients are the exact averages of the batch means and unbiased batch variances
 fine-tuning with frozen statistics, pruning, or a changed input distribution).
 
 The forks' layers take part too: ``BatchNormKyle`` keeps BatchNorm's three blobs (and is
-treated exactly like it); yjxiong/Cysu's ``BN`` keeps a running mean and a running *inverse
-standard deviation* s (blobs 2 and 3), shown here as variance 1/s² − eps, and recomputed as
-the exact average of the batch means and batch inverse standard deviations (the quantity
-its momentum average estimates). SegNet's ``BN`` keeps no statistics (bn_mode LEARN uses
+treated exactly like it); yjxiong/Cysu's ``BN`` keeps a running mean and a running
+(biased) variance (blobs 2 and 3, as yjxiong/caffe since 2016-04), shown as they are, and
+recomputed as the exact average of the batch means and batch variances (the quantities its
+momentum average estimates). SegNet's ``BN`` keeps no statistics (bn_mode LEARN uses
 the batch's, INFERENCE has them folded into its scale and shift): it is listed with a note.
 """
 
@@ -122,7 +122,7 @@ def inspect(net: Net) -> list[BNInfo]:
 
 
 def _inspect_fork_bn(net: Net, lp: caffe_pb2.LayerParameter, layer: Layer) -> BNInfo:
-    """A fork BN's row: yjxiong/Cysu's running mean and inverse std, or SegNet's note."""
+    """A fork BN's row: yjxiong/Cysu's running mean and variance, or SegNet's note."""
     if layer.segnet:
         info = BNInfo(lp.name, int(layer.channels), float("nan"), float("nan"), float("nan"),
                       float("nan"), float("nan"), 1e-9, not layer.learn)
@@ -132,20 +132,18 @@ def _inspect_fork_bn(net: Net, lp: caffe_pb2.LayerParameter, layer: Layer) -> BN
             "SegNet BN in bn_mode INFERENCE: y = scale·x + shift, statistics folded in")
         return info
     mean = layer.blob(2).detach().cpu().double().numpy().reshape(-1)
-    inv = layer.blob(3).detach().cpu().double().numpy().reshape(-1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        var = 1.0 / (inv * inv) - layer.eps
+    var = layer.blob(3).detach().cpu().double().numpy().reshape(-1)
     info = BNInfo(lp.name, int(layer.channels), float("nan"), float(mean.min()),
                   float(mean.max()), float(var.min()), float(var.max()), float(layer.eps),
                   not layer.batch_stats)
-    bad = ~np.isfinite(mean) | ~np.isfinite(inv)
+    bad = ~np.isfinite(mean) | ~np.isfinite(var)
     if bad.any():
-        info.warnings.append(f"{int(bad.sum())} of {inv.size} channels have non-finite "
+        info.warnings.append(f"{int(bad.sum())} of {var.size} channels have non-finite "
                              "statistics")
-    nonpos = np.isfinite(inv) & (inv <= 0)
-    if nonpos.any():
-        info.warnings.append(f"{int(nonpos.sum())} of {inv.size} channels have an inverse "
-                             "standard deviation <= 0: the normalisation flips or zeroes them")
+    low = np.isfinite(var) & (var + layer.eps <= 0)
+    if low.any():
+        info.warnings.append(f"{int(low.sum())} of {var.size} channels have variance + eps "
+                             "<= 0: their normalised values are inf or NaN")
     if layer.frozen:
         info.warnings.append("frozen: the statistics, scale and shift never change in "
                              "training")

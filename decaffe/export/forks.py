@@ -914,8 +914,8 @@ def _renamed(node: Node, top: str):
 
 @register_export("BN")
 class BNExport(LayerExport):
-    """yjxiong/Cysu's BN at TEST (or frozen): (x − running mean)·running inverse std·scale +
-    shift, its four blobs of shape (1, C, 1, 1); SegNet/ENet's BN (two blobs): scale·x +
+    """yjxiong/Cysu's BN at TEST (or frozen): (x − running mean)·(running variance + eps)^−½·
+    scale + shift, its four blobs of shape (1, C, 1, 1); SegNet/ENet's BN (two blobs): scale·x +
     shift (INFERENCE), or normalised by the batch's mean and E[x²] − mean² first (LEARN)."""
 
     def refuse(self, node: Node, graph: ExportGraph) -> str | None:
@@ -948,8 +948,9 @@ class BNExport(LayerExport):
                                  b.op("Sqrt", [b.op("Add", [var, b.scalar(1e-9)])])])
             b.op("Add", [b.op("Mul", [x, scale]), shift], node.tops[0])
             return
-        mean, inv, scale, shift = (b.blob(node, k, lambda a: a.reshape(view))
+        mean, var, scale, shift = (b.blob(node, k, lambda a: a.reshape(view))
                                    for k in (2, 3, 0, 1))
+        inv = b.op("Reciprocal", [b.op("Sqrt", [b.op("Add", [var, b.scalar(node.layer.eps)])])])
         y = b.op("Mul", [b.op("Mul", [b.op("Sub", [x, mean]), inv]), scale])
         b.op("Add", [y, shift], node.tops[0])
 
@@ -966,7 +967,8 @@ class BNExport(LayerExport):
                 x = f"({x} - {mean}) / torch.sqrt({var} + 1e-9)"
             return f"{x} * {scale} + {shift}"
         p = [f"{s.p(node, k)}.reshape({view})" for k in range(4)]
-        return f"({s.v(node.bottoms[0])} - {p[2]}) * {p[3]} * {p[0]} + {p[1]}"
+        inv = f"torch.rsqrt({p[3]} + {node.layer.eps!r})"
+        return f"({s.v(node.bottoms[0])} - {p[2]}) * {inv} * {p[0]} + {p[1]}"
 
 
 def _onnx_round(b: OnnxBuilder, v: str) -> str:

@@ -96,6 +96,8 @@ def test_smooth_l1_ohem_with_weights(norm, normaliser):
     e = smooth(d)
     assert net.blobs["loss"].data == pytest.approx(e.sum() / normaliser, rel=1e-12)
     np.testing.assert_allclose(net.blobs["per"].data.reshape(6), e.sum(1), rtol=1e-12)
+    # caffe-priv (fec9ec1) and R-FCN's SmoothL1Loss: top[1]->Reshape(num, 1, height, width),
+    # four axes whatever the bottom's (Intel extendedcaffe's R×1 is a later port)
     assert net.blobs["per"].data.shape == (6, 1, 1, 1)
     # the fork's gradient: smoothL1'(w·(a−b)), not multiplied by w
     g = np.where(np.abs(d) < 1, d, np.sign(d)) / normaliser

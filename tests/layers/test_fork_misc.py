@@ -101,10 +101,31 @@ def test_interp_values(body, size):
     np.testing.assert_allclose(net.blobs["y"].data, want, rtol=1e-6, atol=1e-6)
 
 
-def test_interp_takes_the_second_bottoms_size():
+@pytest.mark.parametrize("body,size", [
+    # caffe-priv: use_blob_size is checked first, over any factor or size
+    ("use_blob_size: true", (7, 6)),
+    ("use_blob_size: true zoom_factor: 2 height: 2 width: 2", (7, 6)),
+    # maweifei/deeplab-ver2: the second bottom only when no factor or size is given
+    ("", (7, 6)),
+    # a factor or size with a second bottom wins, in both forks that take two bottoms
+    ("zoom_factor: 2", (7, 5)),
+    ("height: 2 width: 5", (2, 5)),
+    ("use_blob_size: false shrink_factor: 2", (2, 2)),
+])
+def test_interp_second_bottom_precedence(body, size):
     x, ref = RNG.standard_normal((1, 2, 4, 3)), np.zeros((1, 5, 7, 6))
-    net = run("Interp", "interp_param { use_blob_size: true }", {"x": x, "ref": ref})
-    np.testing.assert_allclose(net.blobs["y"].data, interp_ref(x, 0, 4, 3, 7, 6), atol=1e-6)
+    net = run("Interp", f"interp_param {{ {body} }}", {"x": x, "ref": ref})
+    np.testing.assert_allclose(net.blobs["y"].data, interp_ref(x, 0, 4, 3, *size), atol=1e-6)
+
+
+@pytest.mark.parametrize("body,bottoms", [
+    ("use_blob_size: true", ("x",)),  # caffe-priv: CHECK_GT(bottom.size(), 1)
+    ("use_blob_size: false", ("x", "ref")),  # told not to use it, and no size given
+])
+def test_interp_use_blob_size_refusals(body, bottoms):
+    blobs = {"x": np.zeros((1, 1, 3, 3)), "ref": np.zeros((1, 1, 5, 5))}
+    with pytest.raises(DecaffeError, match="interp_param"):
+        run("Interp", f"interp_param {{ {body} }}", {k: blobs[k] for k in bottoms})
 
 
 @pytest.mark.parametrize("body", ["interp_param { zoom_factor: 2 pad_end: -1 }",
@@ -163,6 +184,15 @@ def test_upsample_pad_out_and_scale_hw():
     net = run("Upsample", "upsample_param { scale_h: 2 scale_w: 3 pad_out_h: true }",
               {"x": x, "m": m})
     assert net.blobs["y"].data.shape == (1, 1, 3, 9)
+
+
+def test_upsample_default_scale_is_the_forms_forks():
+    # SegNet's unpooling (two bottoms) defaults to scale 2; the one-bottom nearest
+    # upsampling of eric612/MobileNet-YOLO and inisis/caffe to 1 (their UpsampleParameter)
+    x, m = np.ones((1, 1, 2, 3)), np.zeros((1, 1, 2, 3))
+    assert run("Upsample", "", {"x": x, "m": m}).blobs["y"].data.shape == (1, 1, 4, 6)
+    net = run("Upsample", "", {"x": RNG.standard_normal((1, 2, 2, 3))})
+    np.testing.assert_array_equal(net.blobs["y"].data, net.blobs["x"].data)
 
 
 def test_unpooling_refuses_an_index_outside_the_top():
@@ -315,22 +345,35 @@ BN_YJ = ('bn_param { slope_filler { type: "gaussian" } bias_filler { type: "gaus
 
 
 def test_bn_yjxiong_train_test_and_frozen():
+    # blob 3 is the running variance (yjxiong/caffe since 89777d9a, TSN's public models)
     x = RNG.standard_normal((3, 2, 4, 5)) * 2 + 1
     scale, shift = RNG.standard_normal((1, 2, 1, 1)), RNG.standard_normal((1, 2, 1, 1))
-    mean0, inv0 = RNG.standard_normal((1, 2, 1, 1)), np.abs(RNG.standard_normal((1, 2, 1, 1)))
-    net = run("BN", BN_YJ, {"x": x}, params=[scale, shift, mean0, inv0])
+    mean0, var0 = RNG.standard_normal((1, 2, 1, 1)), np.abs(RNG.standard_normal((1, 2, 1, 1)))
+    net = run("BN", BN_YJ, {"x": x}, params=[scale, shift, mean0, var0])
     mu = x.mean((0, 2, 3), keepdims=True)
-    inv = 1 / np.sqrt(x.var((0, 2, 3), keepdims=True) + 0.01)
+    var = x.var((0, 2, 3), keepdims=True)  # biased, as the fork's E[(x − μ)²]
+    eps = float(np.float32(0.01))  # bn_param.eps is a float
+    inv = 1 / np.sqrt(var + eps)
     np.testing.assert_allclose(net.blobs["y"].data, (x - mu) * inv * scale + shift, atol=1e-10)
     m = float(np.float32(0.8))  # bn_param.momentum is a float
     np.testing.assert_allclose(net.params["l"][2].data, (1 - m) * mu + m * mean0, atol=1e-12)
-    np.testing.assert_allclose(net.params["l"][3].data, (1 - m) * inv + m * inv0, atol=1e-12)
+    np.testing.assert_allclose(net.params["l"][3].data, (1 - m) * var + m * var0, atol=1e-12)
     frozen = BN_YJ.replace("momentum", "frozen: true momentum")
     for phase, body in ((decaffe.TEST, BN_YJ), (decaffe.TRAIN, frozen)):
-        net = run("BN", body, {"x": x}, phase=phase, params=[scale, shift, mean0, inv0])
-        np.testing.assert_allclose(net.blobs["y"].data, (x - mean0) * inv0 * scale + shift,
-                                   atol=1e-10)
+        net = run("BN", body, {"x": x}, phase=phase, params=[scale, shift, mean0, var0])
+        want = (x - mean0) / np.sqrt(var0 + eps) * scale + shift
+        np.testing.assert_allclose(net.blobs["y"].data, want, atol=1e-10)
         np.testing.assert_array_equal(net.params["l"][2].data, mean0)
+        np.testing.assert_array_equal(net.params["l"][3].data, var0)
+
+
+def test_bn_yjxiong_initial_statistics():
+    # the fork starts the running variance at 0, or at 1 for a frozen layer
+    text = inputs_text({"x": (2, 3, 2, 2)}) + layer_text("BN", BN_YJ)
+    net = decaffe.Net(text, decaffe.TEST)
+    assert not net.params["l"][2].data.any() and not net.params["l"][3].data.any()
+    net = decaffe.Net(text.replace("momentum", "frozen: true momentum"), decaffe.TEST)
+    np.testing.assert_array_equal(net.params["l"][3].data, np.ones((1, 3, 1, 1)))
 
 
 def test_bn_yjxiong_gradients():
@@ -343,11 +386,12 @@ def test_bn_frozen_gives_no_parameter_gradient_and_test_backward_is_the_forks():
     x = RNG.standard_normal((2, 2, 3, 3))
     scale, shift = np.array([2.0, -1.0]).reshape(1, 2, 1, 1), np.zeros((1, 2, 1, 1))
     mean0 = np.array([0.5, -0.5]).reshape(1, 2, 1, 1)
-    inv0 = np.array([2.0, 0.5]).reshape(1, 2, 1, 1)
+    var0 = np.array([0.25, 4.0]).reshape(1, 2, 1, 1)
+    inv0 = 1 / np.sqrt(var0 + float(np.float32(0.01)))
     g = RNG.standard_normal(x.shape)
     frozen = BN_YJ.replace("momentum", "frozen: true momentum")
     net = run("BN", frozen, {"x": x},
-              params=[scale, shift, mean0, inv0])
+              params=[scale, shift, mean0, var0])
     net.blobs["y"].diff[...] = g
     net.backward()
     np.testing.assert_allclose(net.blobs["x"].diff, g * scale * inv0)
@@ -355,7 +399,7 @@ def test_bn_frozen_gives_no_parameter_gradient_and_test_backward_is_the_forks():
     text = "force_backward: true\n" + inputs_text({"x": x.shape}) + layer_text("BN", BN_YJ)
     net = decaffe.Net(text, decaffe.TEST, dtype=torch.float64)
     net.blobs["x"].data[...] = x
-    for i, a in enumerate([scale, shift, mean0, inv0]):
+    for i, a in enumerate([scale, shift, mean0, var0]):
         net.params["l"][i].data[...] = a
     net.forward()
     net.blobs["y"].diff[...] = g

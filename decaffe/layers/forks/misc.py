@@ -238,11 +238,12 @@ class SegAccuracyLayer(Layer):
     IoU over all C classes.
     Blobs: none.
     Params: seg_accuracy_param (SegAccuracyParameter): ignore_label (repeated; those pixels
-    are skipped), reset (default true; caffe-priv's: clear the matrix every pass); metric
-    (default PixelAccuracy) is read but the top always holds all three values.
+    are skipped), reset (default true: clear the matrix every pass); metric (default
+    PixelAccuracy) is declared in DeepLab v2's schema but read by no code there, so the top
+    always holds all three values.
     Source: DeepLab v2 src/caffe/layers/seg_accuracy_layer.cpp and
-    src/caffe/util/confusion_matrix.cpp (as hszhao/PSPNet carries them); reset from soeaver's
-    caffe-priv.
+    src/caffe/util/confusion_matrix.cpp (xmyqsh/deeplab-v2 cb3479b3; hszhao/PSPNet carries
+    the same, and soeaver's caffe-priv).
 
     The prediction is the argmax over C, a tie going to the higher class (DeepLab ranks
     (score, class) pairs with std::greater). The C×C confusion matrix accumulates over passes

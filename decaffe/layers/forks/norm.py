@@ -2,7 +2,8 @@
 
 - ``BN`` in its two public forms, both configured by ``bn_param``:
   yjxiong/caffe (TSN) and Cysu/caffe (dgd_person_reid): four blobs scale, shift, running
-  mean, running inverse std, with ``frozen`` and ``momentum``; and SegNet/ENet
+  mean, running variance (yjxiong's form since 2016-04; Cysu's fork and older yjxiong
+  weights hold an inverse std there), with ``frozen`` and ``momentum``; and SegNet/ENet
   (alexgkendall/caffe-segnet, TimoSaemann/caffe-enet): two blobs scale, shift, with
   ``bn_mode`` LEARN (batch statistics) or INFERENCE (y = scale·x + shift, the statistics
   folded in by SegNet's compute_bn_statistics.py).
@@ -62,25 +63,26 @@ class BNLayer(Layer):
     Tops: y, x's shape; in the SegNet/ENet LEARN form optionally the batch mean and the batch
     variance, each 1×C×1×1 (they carry no gradient).
     Blobs: yjxiong/Cysu form: 0 scale, 1 shift, 2 running mean (starts at 0), 3 running
-    inverse standard deviation (starts at 1), each 1×C×1×1; 2 and 3 get no gradient. SegNet/
-    ENet form: 0 scale, 1 shift, each 1×C×1×1.
+    variance (starts at 0, or 1 when frozen), each 1×C×1×1; 2 and 3 get no gradient.
+    SegNet/ENet form: 0 scale, 1 shift, each 1×C×1×1.
     Params: bn_param (BNParameter): yjxiong/Cysu form slope_filler, bias_filler (default
     constant 0), momentum (default 0.9), eps (default 1e-5), frozen (default false); engine is
-    not read. SegNet/ENet form (chosen when bn_mode, scale_filler or shift_filler is set, or the
-    loaded weights hold two blobs): scale_filler, shift_filler (default constant 0), bn_mode
-    LEARN (default) or INFERENCE.
-    Source: yjxiong/caffe src/caffe/layers/bn_layer.cpp as before its commit 89777d9a
-    (2016-04-27, "Cudnn v5 Support"; from then on blob 3 holds the running variance, which
-    this layer does not read); Cysu/caffe's BN; alexgkendall/caffe-segnet and
-    TimoSaemann/caffe-enet src/caffe/layers/bn_layer.cpp.
+    not read (the CAFFE engine's arithmetic is used). SegNet/ENet form (chosen when bn_mode,
+    scale_filler or shift_filler is set, or the loaded weights hold two blobs): scale_filler,
+    shift_filler (default constant 0), bn_mode LEARN (default) or INFERENCE.
+    Source: yjxiong/caffe src/caffe/layers/bn_layer.cpp from its commit 89777d9a (2016-04-27,
+    "Cudnn v5 Support") on, the version TSN pins and its public models hold (blob 3 the
+    running variance; before 89777d9a, and in Cysu/caffe, it held the running inverse
+    standard deviation: see docs/compat.md for converting such weights);
+    alexgkendall/caffe-segnet and TimoSaemann/caffe-enet src/caffe/layers/bn_layer.cpp.
 
     yjxiong/Cysu form, TRAIN and not frozen: batch mean μ and biased variance σ²,
-    s = (σ² + eps)^−½, y = (x − μ)·s·scale + shift, and run_mean ← (1 − momentum)·μ +
-    momentum·run_mean, run_inv_std likewise with s. TEST or frozen:
-    y = (x − run_mean)·run_inv_std·scale + shift. Frozen: the backward gives only the bottom
-    gradient scale·run_inv_std·dy (no scale/shift gradient, as the fork). A TEST-phase
-    backward (not frozen) uses the training formula around the running statistics, as the
-    fork does. It has one top.
+    y = (x − μ)·(σ² + eps)^−½·scale + shift, and run_mean ← (1 − momentum)·μ +
+    momentum·run_mean, run_var ← (1 − momentum)·σ² + momentum·run_var. TEST or frozen:
+    y = (x − run_mean)·(run_var + eps)^−½·scale + shift. Frozen: the backward gives only the
+    bottom gradient scale·(run_var + eps)^−½·dy (no scale/shift gradient, as the fork). A
+    TEST-phase backward (not frozen) uses the training formula around the running
+    statistics, as the fork does. It has one top.
 
     SegNet/ENet form, LEARN: batch mean μ and variance E(x²) − μ²,
     y = (x − μ)/√(σ² + 1e−9)·scale + shift. INFERENCE: y = scale·x + shift (the statistics
@@ -127,9 +129,11 @@ class BNLayer(Layer):
                 self.add_blob(fillers.fill(_filler(p, "bias_filler"), bshape,
                                            where=self.name))
                 self.add_blob(torch.zeros(bshape), requires_grad=False)
-                self.add_blob(torch.ones(bshape), requires_grad=False)
+                # the fork starts the variance at 0, or 1 for a frozen layer
+                self.add_blob(torch.full(bshape, 1.0 if self.frozen else 0.0),
+                              requires_grad=False)
             self.check(self.num_blobs == 4, f"has {self.num_blobs} blobs; the yjxiong/Cysu BN "
-                       "keeps 4 (scale, shift, mean, inverse std)")
+                       "keeps 4 (scale, shift, mean, variance)")
         for i in range(self.num_blobs):
             self.check(self.blob(i).numel() == self.channels, f"blob {i} has "
                        f"{self.blob(i).numel()} values for {self.channels} channels")
@@ -150,19 +154,19 @@ class BNLayer(Layer):
         if self.segnet:
             return self._forward_segnet(x)
         scale, shift = _per_channel(self.blob(0), x), _per_channel(self.blob(1), x)
-        run_mean, run_inv = self.blob(2), self.blob(3)
+        run_mean, run_var = self.blob(2), self.blob(3)
         if self.batch_stats:
             axes = _reduce_axes(x)
             mean = x.mean(axes, keepdim=True)
             var = ((x - mean) ** 2).mean(axes, keepdim=True)
-            inv = (var + self.eps).rsqrt()
             with torch.no_grad():
                 run_mean.mul_(self.momentum).add_((1 - self.momentum) * mean.reshape(
                     run_mean.shape))
-                run_inv.mul_(self.momentum).add_((1 - self.momentum) * inv.reshape(
-                    run_inv.shape))
-            return (x - mean) * inv * scale + shift
-        mean, inv = _per_channel(run_mean.detach(), x), _per_channel(run_inv.detach(), x)
+                run_var.mul_(self.momentum).add_((1 - self.momentum) * var.reshape(
+                    run_var.shape))
+            return (x - mean) * (var + self.eps).rsqrt() * scale + shift
+        mean = _per_channel(run_mean.detach(), x)
+        inv = (_per_channel(run_var.detach(), x) + self.eps).rsqrt()
         if self.frozen:
             return (x - mean) * inv * scale.detach() + shift.detach()
         if torch.is_grad_enabled() and x.requires_grad:

@@ -789,8 +789,10 @@ class SmoothL1LossOHEMLayer(_LossLayer):
     Bottoms: a, N×C×H×W predictions (at most 4 axes); b, targets, a's count with a's C, H, W;
     optionally w, weights likewise (BoxAnnotatorOHEM's bbox loss weights). a and b get
     gradients; w gets none.
-    Tops: loss, a scalar (loss_weight 1 by default); optionally N×1×H×W (4 axes, missing
-    ones 1): each instance's loss summed over the channels, with no gradient.
+    Tops: loss, a scalar (loss_weight 1 by default); optionally N×1×H×W, always 4 axes (an
+    R×4 bottom gives R×1×1×1, as the fork's four-argument Blob::Reshape(num, 1, height,
+    width); Intel's port keeps the bottom's axes, R×1): each instance's loss summed over
+    the channels, with no gradient.
     Blobs: none.
     Params: loss_param (LossParameter): normalization (default VALID; FULL and VALID are
     N·H·W, BATCH_SIZE N, PRE_FIXED pre_fixed_normalizer (default 1), NONE 1; at least 1).

@@ -92,23 +92,26 @@ class InterpLayer(_Separable):
     """Bilinear resize with aligned corners (Caffe's caffe_cpu_interp2), PSPNet/DeepLab's Interp.
 
     Bottoms: x, N×C×H×W; optionally ref, N'×C'×H_out×W_out, whose height and width the top
-    takes (ref gets no gradient).
+    takes with use_blob_size, or when no factor or size is given (ref gets no gradient).
     Tops: y, N×C×H_out×W_out.
     Blobs: none.
     Params: interp_param (InterpParameter): pad_beg, pad_end (default 0, must be <= 0: they
     crop); height, width; zoom_factor, shrink_factor (default 1 each, used when set);
-    use_blob_size (default false; soeaver's, refused set false with a second bottom).
+    use_blob_size (default false; soeaver's caffe-priv: the second bottom's size).
     Source: DeepLab v2 src/caffe/layers/interp_layer.cpp and src/caffe/util/interp.cpp (as
-    the maweifei/deeplab-ver2 mirror and PSPNet carry them); soeaver's caffe-priv for
-    use_blob_size.
+    the xmyqsh/deeplab-v2 mirror and hszhao/PSPNet carry them, one bottom); soeaver's
+    caffe-priv for use_blob_size; maweifei/deeplab-ver2 for a second bottom without it.
 
-    The effective input is in + pad_beg + pad_end, starting at −pad_beg on both axes; the
-    output size is shrink_factor s alone: (in_eff − 1)/s + 1; zoom_factor z alone:
-    in_eff + (in_eff − 1)(z − 1); height and width: those; both factors: shrink then zoom. A
-    second bottom's height and width win over all of these (DeepLab v2's Interp reads the
-    second bottom only when no factor or size is given). Output position o reads input
+    The effective input is in + pad_beg + pad_end, starting at −pad_beg on both axes. The
+    output size, in DeepLab v2's order: use_blob_size: the second bottom's height and width
+    (caffe-priv checks it first); else shrink_factor s alone: (in_eff − 1)/s + 1;
+    zoom_factor z alone: in_eff + (in_eff − 1)(z − 1); else height and width; else both
+    factors: shrink then zoom; else a second bottom's height and width (maweifei's
+    deeplab-ver2 reads it last). So a factor or size given with a second bottom wins over it,
+    as in both forks that take two bottoms. Output position o reads input
     o·(in_eff − 1)/(out − 1) (float32). Backward: the transpose. Refuses positive pads,
-    factors < 1, no size given, and non-positive sizes (as Caffe).
+    factors < 1, no size given, use_blob_size without a second bottom, and non-positive
+    sizes (as Caffe).
     """
 
     min_bottoms = 1
@@ -122,10 +125,9 @@ class InterpLayer(_Separable):
                    "interp_param.pad_beg")
         self.check(self.pad_end <= 0, "only non-positive padding (cropping) is supported",
                    "interp_param.pad_end")
-        self.use_blob = len(self.bottom_names) == 2
-        if self.use_blob and has_field(p, "use_blob_size"):
-            self.check(p.use_blob_size, "a second bottom gives the output size only with "
-                       "use_blob_size: true", "interp_param.use_blob_size")
+        self.use_blob = bool(field(p, "use_blob_size", False))
+        self.check(not self.use_blob or len(self.bottom_names) == 2, "use_blob_size: true "
+                   "needs a second bottom to give the output size", "interp_param.use_blob_size")
 
     def _out_size(self, shape: Shape, ref: Shape | None) -> tuple[int, int, int, int]:
         p = self.lp.interp_param
@@ -135,6 +137,7 @@ class InterpLayer(_Separable):
         has_z, has_s = has_field(p, "zoom_factor"), has_field(p, "shrink_factor")
         if ref is not None:
             self._check_4d(ref)
+        if self.use_blob:
             ho, wo = ref[2], ref[3]
         elif has_s and not has_z:
             s = p.shrink_factor
@@ -152,9 +155,11 @@ class InterpLayer(_Separable):
             self.check(z >= 1, "zoom factor must be positive", "interp_param.zoom_factor")
             ho, wo = (h_eff - 1) // s + 1, (w_eff - 1) // s + 1
             ho, wo = ho + (ho - 1) * (z - 1), wo + (wo - 1) * (z - 1)
+        elif ref is not None and not has_field(p, "use_blob_size"):
+            ho, wo = ref[2], ref[3]
         else:
-            raise self.error("give the output size: zoom_factor, shrink_factor, or height and "
-                             "width", "interp_param")
+            raise self.error("give the output size: zoom_factor, shrink_factor, height and "
+                             "width, or a second bottom", "interp_param")
         self.check(h_eff > 0 and w_eff > 0, f"the cropped input {h_eff}x{w_eff} is empty",
                    "interp_param.pad_end")
         self.check(ho > 0 and wo > 0, f"the output size {ho}x{wo} is not positive",
@@ -163,7 +168,7 @@ class InterpLayer(_Separable):
 
     def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         shape = tuple(bottom_shapes[0])
-        ref = tuple(bottom_shapes[1]) if self.use_blob else None
+        ref = tuple(bottom_shapes[1]) if len(bottom_shapes) > 1 else None
         _, _, ho, wo = self._out_size(shape, ref)
         return [shape[:2] + (ho, wo)]
 
@@ -207,7 +212,8 @@ class UpsampleLayer(Layer):
     Tops: with the mask N×C×out_h×out_w; with one bottom x's shape with the last two axes (or,
     dims_num 3, the last axis) times scale.
     Blobs: none.
-    Params: upsample_param (UpsampleParameter): scale (default 2, SegNet's; inisis' is 1),
+    Params: upsample_param (UpsampleParameter): scale (default 2 with the mask, SegNet's; 1
+    with one bottom, eric612's and inisis'),
     scale_h, scale_w (default scale), pad_out_h, pad_out_w (default false, only for scale 2),
     upsample_h, upsample_w (with the mask); dims_num (default 4; one bottom only).
     Source: alexgkendall/caffe-segnet src/caffe/layers/upsample_layer.cpp (two bottoms);
@@ -227,7 +233,9 @@ class UpsampleLayer(Layer):
         p = self.lp.upsample_param
         f = "upsample_param"
         self.with_mask = len(self.bottom_names) == 2
-        scale = int(field(p, "scale", 2))
+        # the schema's default 2 is SegNet's (two bottoms); the one-bottom form's forks
+        # (eric612/MobileNet-YOLO, inisis/caffe) default to 1
+        scale = int(p.scale) if has_field(p, "scale") else (2 if self.with_mask else 1)
         if self.with_mask:
             if has_field(p, "upsample_h") and has_field(p, "upsample_w"):
                 self.size = (int(p.upsample_h), int(p.upsample_w))
