@@ -147,7 +147,7 @@ def torch_step(net: str, device, xt, yt, compiled: bool):
     fwd = torch.compile(model) if compiled else model
 
     def step():
-        model.zero_grad(set_to_none=False)
+        model.zero_grad()  # PyTorch's default: set_to_none, autograd writes .grad afresh
         loss = F.cross_entropy(fwd(xt), yt)
         loss.backward()
         loss.item()

@@ -366,6 +366,18 @@ class ParamBlob(Blob):
         else:
             self.param.grad = t
 
+    def _array(self, which: str) -> np.ndarray:
+        arr = super()._array(which)
+        if which == "diff" and self._out["diff"]:
+            # the array is the diff's memory from now on: the solver zeroes it in place
+            self.param._decaffe_diff_out = True
+        return arr
+
+    def _gpu_ptr(self, which: str) -> int:
+        if which == "diff":
+            self.param._decaffe_diff_out = True  # the address must stay the diff's
+        return super()._gpu_ptr(which)
+
     def tensor(self, which: str = "data") -> torch.Tensor:
         if which == "data":
             return self.param.data

@@ -165,6 +165,13 @@ def load_net_param(source) -> caffe_pb2.NetParameter:
 # ----------------------------------------------------------------------------------------------
 # pycaffe's view of a layer
 # ----------------------------------------------------------------------------------------------
+def _diff_droppable(p: torch.nn.Parameter, g: torch.Tensor) -> bool:
+    """Whether clear_param_diffs may let p's diff g go instead of zeroing it: p gets
+    gradients, g is memory of its own (not a view into a bucket), and no array or device
+    pointer of it was handed out (ParamBlob marks the parameter when one is)."""
+    return p.requires_grad and g._base is None and not getattr(p, "_decaffe_diff_out", False)
+
+
 def _naming_layer(e: DecaffeError, layer: str) -> NetError:
     """A helper's bare DecaffeError (a filler, a blob-size check) raised while a layer sets
     up, as a NetError naming that layer."""
@@ -888,6 +895,7 @@ class Net(torch.nn.Module):
         self._io = [None] * len(self._layers)
         if loss is not None and loss.requires_grad:
             (loss * self._loss_scale if self._loss_scale != 1.0 else loss).backward()
+        self._restore_dropped_diffs()
         if self._compiled is not None:
             self._compiled.log_compile()  # the first compiled step's time, backward included
         before, after = self._callbacks["before_backward"], self._callbacks["after_backward"]
@@ -1065,9 +1073,30 @@ class Net(torch.nn.Module):
             layer.set_iter(int(iteration), int(max_iter))
 
     def clear_param_diffs(self) -> None:
+        # A diff nobody can see is let go rather than zeroed: the next backward then hands
+        # its gradient to .grad as it is (no fill, no add; Caffe's 0 + g is g). One whose
+        # array was handed out, or a view into a shared buffer (NCCL's), is zeroed in place.
+        dropped = []
         for p in self.learnable_params:
-            if p.grad is not None:
-                p.grad.zero_()
+            g = p.grad
+            if g is None:
+                continue
+            if _diff_droppable(p, g):
+                p.grad = None
+                dropped.append((p, g))
+            else:
+                g.zero_()
+        self.__dict__["_dropped_diffs"] = dropped
+
+    def _restore_dropped_diffs(self) -> None:
+        """The diffs clear_param_diffs let go that no gradient reached since: zeros again,
+        in their old memory (as if they had been zeroed)."""
+        dropped = self.__dict__.pop("_dropped_diffs", None)
+        if dropped:
+            for p, g in dropped:
+                if p.grad is None:
+                    g.zero_()
+                    p.grad = g
 
     # -- pycaffe: attributes ----------------------------------------------------------------
     @property
