@@ -31,7 +31,7 @@ from . import backward as _backward
 from . import items as _items
 from . import log, precision, threads
 from . import mode as _mode
-from .blob import Blob, ParamBlob
+from .blob import Blob, ParamBlob, diff_is_private, own_diff
 from .errors import DecaffeError, NetError, suggest
 from .formats import prototxt, upgrade
 from .formats import weights as wfmt
@@ -165,13 +165,6 @@ def load_net_param(source) -> caffe_pb2.NetParameter:
 # ----------------------------------------------------------------------------------------------
 # pycaffe's view of a layer
 # ----------------------------------------------------------------------------------------------
-def _diff_droppable(p: torch.nn.Parameter, g: torch.Tensor) -> bool:
-    """Whether clear_param_diffs may let p's diff g go instead of zeroing it: p gets
-    gradients, g is memory of its own (not a view into a bucket), and no array or device
-    pointer of it was handed out (ParamBlob marks the parameter when one is)."""
-    return p.requires_grad and g._base is None and not getattr(p, "_decaffe_diff_out", False)
-
-
 def _naming_layer(e: DecaffeError, layer: str) -> NetError:
     """A helper's bare DecaffeError (a filler, a blob-size check) raised while a layer sets
     up, as a NetError naming that layer."""
@@ -888,6 +881,8 @@ class Net(torch.nn.Module):
 
         Gradients accumulate into the parameters (Caffe's param diffs); no blob diffs are kept.
         """
+        for p in self.learnable_params:
+            own_diff(p)  # backward adds into the diffs: not into the solver's history
         if self._compiled is not None:
             loss = self._compiled.forward(grad=True)
         else:
@@ -923,6 +918,8 @@ class Net(torch.nn.Module):
 
     def _backward_range(self, start: int, end: int) -> None:
         """Caffe's BackwardFromTo: layer by layer, each reading its tops' diffs."""
+        for p in self.learnable_params:
+            own_diff(p)  # parameter diffs accumulate: not into the solver's history
         self._push_host_writes()
         records = _backward.Records(self._io, [r.bottoms for r in self._records],
                                     [r.tops for r in self._records], self._blob_list)
@@ -1081,9 +1078,11 @@ class Net(torch.nn.Module):
             g = p.grad
             if g is None:
                 continue
-            if _diff_droppable(p, g):
+            if diff_is_private(p, g):
                 p.grad = None
                 dropped.append((p, g))
+            elif getattr(g, "_decaffe_history", False):
+                p.grad = torch.zeros_like(g)  # the solver's history: not to be zeroed
             else:
                 g.zero_()
         self.__dict__["_dropped_diffs"] = dropped
@@ -1095,8 +1094,11 @@ class Net(torch.nn.Module):
         if dropped:
             for p, g in dropped:
                 if p.grad is None:
-                    g.zero_()
-                    p.grad = g
+                    if getattr(g, "_decaffe_history", False):
+                        p.grad = torch.zeros_like(g)  # the solver's history stays as it is
+                    else:
+                        g.zero_()
+                        p.grad = g
 
     # -- pycaffe: attributes ----------------------------------------------------------------
     @property
