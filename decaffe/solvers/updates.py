@@ -235,6 +235,10 @@ class Updater:
         self._temp = [[torch.empty_like(p.detach()) for p in self.params]
                       for _ in range(rule.temps)]
         self._n = n
+        # the diffs the last SGD update replaced by history tensors, kept until the next
+        # update so that their memory is reused, not handed back to the system and faulted in
+        # again by the next backward
+        self._spare: list[torch.Tensor] = []
         self._index_lists()
 
     def _index_lists(self) -> None:
@@ -287,6 +291,7 @@ class Updater:
             share = type(self.rule).compute is UpdateRule.compute
             upd = list(grads)
             seen: set[int] = set()
+            spare: list[torch.Tensor] = []
             for g in self.groups:
                 gg = [grads[i] for i in g.indices]
                 local_decay = float(wd * _f32(g.decay_mult))
@@ -300,13 +305,15 @@ class Updater:
                                           f"'{regularization}' (known: L1, L2)")
                 local_rate = float(rate32 * _f32(g.lr_mult))
                 if share:
-                    self._sgd_into_history(g, gg, grads, upd, seen, local_rate)
+                    self._sgd_into_history(g, gg, grads, upd, seen, local_rate, spare)
                 else:
                     self.rule.compute(gg, g.hist, g.temp, local_rate, it)
             torch._foreach_sub_(self.params, upd)
+            self._spare = spare
 
     def _sgd_into_history(self, g: Group, gg: list[torch.Tensor], grads: list[torch.Tensor],
-                          upd: list[torch.Tensor], seen: set[int], local_rate: float) -> None:
+                          upd: list[torch.Tensor], seen: set[int], local_rate: float,
+                          spare: list[torch.Tensor]) -> None:
         """SGD's rule for one group, the update left in the diff as Caffe leaves it: a
         private diff (decaffe.blob.diff_is_private) is replaced by the history tensor, which
         holds the update; any other diff gets a copy of it."""
@@ -317,6 +324,7 @@ class Updater:
             p = self.params[i]
             if id(p) not in seen and diff_is_private(p, grads[i]):
                 hi._decaffe_history = True
+                spare.append(grads[i])
                 p.grad = hi
                 upd[i] = hi
             else:
