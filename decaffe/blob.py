@@ -354,6 +354,22 @@ class Blob:
         return f"<Blob {self.name!r} shape={self._shape}>"
 
 
+def diff_is_private(p: torch.nn.Parameter, g: torch.Tensor) -> bool:
+    """Whether p's diff g is memory only the engine sees: p gets gradients, g is not a view
+    into a bucket (NCCL's), and no array or device pointer of it was handed out (ParamBlob
+    marks the parameter when one is). Such a diff may be let go rather than zeroed, and may
+    be the solver's history tensor itself after an update."""
+    return p.requires_grad and g._base is None and not getattr(p, "_decaffe_diff_out", False)
+
+
+def own_diff(p: torch.nn.Parameter) -> None:
+    """Give p a diff of its own memory where its diff is the solver's history tensor (an SGD
+    update leaves it so rather than copying): before anything writes into the diff."""
+    g = p.grad
+    if g is not None and getattr(g, "_decaffe_history", False):
+        p.grad = g.clone()
+
+
 class ParamBlob(Blob):
     """A layer's parameter blob: data is the torch Parameter, diff its .grad.
 
@@ -378,6 +394,21 @@ class ParamBlob(Blob):
                 self.param.data = t
         else:
             self.param.grad = t
+
+    def _array(self, which: str) -> np.ndarray:
+        if which == "diff":
+            own_diff(self.param)  # writes into the array must not reach the solver's history
+        arr = super()._array(which)
+        if which == "diff" and self._out["diff"]:
+            # the array is the diff's memory from now on: the solver zeroes it in place
+            self.param._decaffe_diff_out = True
+        return arr
+
+    def _gpu_ptr(self, which: str) -> int:
+        if which == "diff":
+            own_diff(self.param)
+            self.param._decaffe_diff_out = True  # the address must stay the diff's
+        return super()._gpu_ptr(which)
 
     def tensor(self, which: str = "data") -> torch.Tensor:
         if which == "data":

@@ -33,7 +33,7 @@ from . import backward as _backward
 from . import items as _items
 from . import log, precision, threads
 from . import mode as _mode
-from .blob import Blob, ParamBlob
+from .blob import Blob, ParamBlob, diff_is_private, own_diff
 from .errors import DecaffeError, NetError, suggest
 from .formats import prototxt, upgrade
 from .formats import weights as wfmt
@@ -898,6 +898,8 @@ class Net(torch.nn.Module):
 
         Gradients accumulate into the parameters (Caffe's param diffs); no blob diffs are kept.
         """
+        for p in self.learnable_params:
+            own_diff(p)  # backward adds into the diffs: not into the solver's history
         if self._compiled is not None:
             loss = self._compiled.forward(grad=True)
         else:
@@ -905,6 +907,7 @@ class Net(torch.nn.Module):
         self._io = [None] * len(self._layers)
         if loss is not None and loss.requires_grad:
             (loss * self._loss_scale if self._loss_scale != 1.0 else loss).backward()
+        self._restore_dropped_diffs()
         if self._compiled is not None:
             self._compiled.log_compile()  # the first compiled step's time, backward included
         before, after = self._callbacks["before_backward"], self._callbacks["after_backward"]
@@ -932,6 +935,8 @@ class Net(torch.nn.Module):
 
     def _backward_range(self, start: int, end: int) -> None:
         """Caffe's BackwardFromTo: layer by layer, each reading its tops' diffs."""
+        for p in self.learnable_params:
+            own_diff(p)  # parameter diffs accumulate: not into the solver's history
         self._push_host_writes()
         records = _backward.Records(self._io, [r.bottoms for r in self._records],
                                     [r.tops for r in self._records], self._blob_list)
@@ -1084,9 +1089,35 @@ class Net(torch.nn.Module):
             layer.set_iter(int(iteration), int(max_iter))
 
     def clear_param_diffs(self) -> None:
+        # A diff nobody can see is let go rather than zeroed: the next backward then hands
+        # its gradient to .grad as it is (no fill, no add; Caffe's 0 + g is g). One whose
+        # array was handed out, or a view into a shared buffer (NCCL's), is zeroed in place.
+        dropped = []
         for p in self.learnable_params:
-            if p.grad is not None:
-                p.grad.zero_()
+            g = p.grad
+            if g is None:
+                continue
+            if diff_is_private(p, g):
+                p.grad = None
+                dropped.append((p, g))
+            elif getattr(g, "_decaffe_history", False):
+                p.grad = torch.zeros_like(g)  # the solver's history: not to be zeroed
+            else:
+                g.zero_()
+        self.__dict__["_dropped_diffs"] = dropped
+
+    def _restore_dropped_diffs(self) -> None:
+        """The diffs clear_param_diffs let go that no gradient reached since: zeros again,
+        in their old memory (as if they had been zeroed)."""
+        dropped = self.__dict__.pop("_dropped_diffs", None)
+        if dropped:
+            for p, g in dropped:
+                if p.grad is None:
+                    if getattr(g, "_decaffe_history", False):
+                        p.grad = torch.zeros_like(g)  # the solver's history stays as it is
+                    else:
+                        g.zero_()
+                        p.grad = g
 
     # -- pycaffe: attributes ----------------------------------------------------------------
     @property

@@ -131,7 +131,7 @@ class BatchNormLayer(Layer):
             mean_sum.mul_(self.fraction).add_(run_mean)
             var_sum.mul_(self.fraction).add_(run_var)
         self._keep_batch_stats(run_mean, run_var)
-        return y.reshape(shape)
+        return y if x3 is x else y.reshape(shape)
 
     def _keep_batch_stats(self, mean: torch.Tensor, var: torch.Tensor) -> None:
         # the last batch's mean and unbiased variance, for run recording (decaffe.runs): a

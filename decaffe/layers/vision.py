@@ -263,7 +263,8 @@ class _ConvolutionBase(Layer):
                   b: torch.Tensor | None = None) -> torch.Tensor:
         shape = tuple(x.shape)
         plan = self._plans.get(shape) or self._plan(shape)
-        x = x.reshape((plan.num,) + shape[self.spec.axis:])
+        if self.spec.axis != 1:  # (axis 1: already (num, C, ...); a reshape would add a view
+            x = x.reshape((plan.num,) + shape[self.spec.axis:])  # node to the graph)
         w = self.blob_params[0]
         b = self.blob_params[1] if self.bias_term else None
         s = self.spec
@@ -281,6 +282,8 @@ class _ConvolutionBase(Layer):
                 y = fn(x, w, b, s.stride, s.pad, s.dilation, self.group)
             else:
                 y = _conv_generic(x, w, b, s, plan.extra, self.group)
+        if self.spec.axis == 1:
+            return y
         return y.reshape(plan.lead + tuple(y.shape[1:]))
 
     def forward(self, *bottoms: torch.Tensor) -> Tops:

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from .. import log
+from ..blob import diff_is_private, own_diff
 from ..errors import SolverError
 from ..proto import caffe_pb2
 
@@ -77,9 +78,14 @@ class UpdateRule:
                 temp: list[list[torch.Tensor]], local_rate: float, it: int) -> None:
         """Turn the (regularized) gradients into the updates, in place."""
         (h,) = hist
+        self._momentum(grads, h, local_rate)
+        torch._foreach_copy_(grads, h)
+
+    def _momentum(self, grads: list[torch.Tensor], h: list[torch.Tensor],
+                  local_rate: float) -> None:
+        """h = momentum·h + local_rate·g: the history, which is also the update."""
         torch._foreach_mul_(h, self.momentum)
         torch._foreach_add_(h, grads, alpha=local_rate)
-        torch._foreach_copy_(grads, h)
 
 
 class NesterovRule(UpdateRule):
@@ -235,6 +241,10 @@ class Updater:
         self._temp = [[torch.empty_like(p.detach()) for p in self.params]
                       for _ in range(rule.temps)]
         self._n = n
+        # the diffs the last SGD update replaced by history tensors, kept until the next
+        # update so that their memory is reused, not handed back to the system and faulted in
+        # again by the next backward
+        self._spare: list[torch.Tensor] = []
         self._index_lists()
 
     def _index_lists(self) -> None:
@@ -273,6 +283,8 @@ class Updater:
         if self.history and self.history[0].device != dev:
             self.to(dev)
         with torch.no_grad():
+            for p in self.params:
+                own_diff(p)  # the last update's diff may be the history: not to be added to
             grads = self._grads()
             if clip >= 0:
                 clip_gradients(grads, clip)
@@ -280,6 +292,12 @@ class Updater:
                 torch._foreach_mul_(grads, f32(1.0 / iter_size))
             rate32 = _f32(rate)
             wd = _f32(weight_decay)
+            # SGD's update is its new history: a diff nobody sees becomes the history tensor
+            # itself (until the next clear) rather than a copy of it
+            share = type(self.rule).compute is UpdateRule.compute
+            upd = list(grads)
+            seen: set[int] = set()
+            spare: list[torch.Tensor] = []
             for g in self.groups:
                 gg = [grads[i] for i in g.indices]
                 local_decay = float(wd * _f32(g.decay_mult))
@@ -291,8 +309,36 @@ class Updater:
                     else:
                         raise SolverError("regularization_type: unknown regularization type "
                                           f"'{regularization}' (known: L1, L2)")
-                self.rule.compute(gg, g.hist, g.temp, float(rate32 * _f32(g.lr_mult)), it)
-            torch._foreach_sub_(self.params, grads)
+                local_rate = float(rate32 * _f32(g.lr_mult))
+                if share:
+                    self._sgd_into_history(g, gg, grads, upd, seen, local_rate, spare)
+                else:
+                    self.rule.compute(gg, g.hist, g.temp, local_rate, it)
+            torch._foreach_sub_(self.params, upd)
+            self._spare = spare
+
+    def _sgd_into_history(self, g: Group, gg: list[torch.Tensor], grads: list[torch.Tensor],
+                          upd: list[torch.Tensor], seen: set[int], local_rate: float,
+                          spare: list[torch.Tensor]) -> None:
+        """SGD's rule for one group, the update left in the diff as Caffe leaves it: a
+        private diff (decaffe.blob.diff_is_private) is replaced by the history tensor, which
+        holds the update; any other diff gets a copy of it."""
+        (h,) = g.hist
+        self.rule._momentum(gg, h, local_rate)
+        dst, src = [], []
+        for i, hi in zip(g.indices, h):
+            p = self.params[i]
+            if id(p) not in seen and diff_is_private(p, grads[i]):
+                hi._decaffe_history = True
+                spare.append(grads[i])
+                p.grad = hi
+                upd[i] = hi
+            else:
+                dst.append(grads[i])
+                src.append(hi)
+            seen.add(id(p))
+        if dst:
+            torch._foreach_copy_(dst, src)
 
 
 def clip_gradients(grads: list[torch.Tensor], clip: float) -> None:
