@@ -108,6 +108,7 @@ class ROIPoolingLayer(Layer):
         self.check(p.pooled_w > 0, "pooled_w must be > 0", "roi_pooling_param.pooled_w")
         self.pooled_h, self.pooled_w = int(p.pooled_h), int(p.pooled_w)
         self.spatial_scale = p.spatial_scale
+        self._scratch = _Scratch()
 
     def reshape(self, bottom_shapes) -> list[Shape]:
         x, rois = _check_roi_bottoms(self, bottom_shapes)
@@ -141,177 +142,320 @@ class ROIPoolingLayer(Layer):
             return x.new_zeros((0, c, self.pooled_h, self.pooled_w))
         b = _batch_index(self, r, n)
         hs, he, ws, we, malformed = self._bins(r, height, width, dt)
-        dev = x.device
-        return _ROIMaxPool.apply(x, *(torch.as_tensor(a, device=dev)
-                                      for a in (b, hs, he, ws, we, malformed)))
+        bins = _ROIBins(b, hs, he, ws, we, malformed, x.shape)
+        return _ROIMaxPool.apply(x, bins, self._scratch)
+
+
+_use_count = getattr(torch._C, "_storage_Use_Count", None)
+
+
+class _Scratch:
+    """CPU memory a layer reuses from pass to pass. Fresh pages cost a kernel fault each: a
+    60 MB top took longer to fault in than to compute. A buffer is handed out again only when
+    nothing else holds its storage (no tensor, view or array of an earlier pass), so reuse is
+    never visible; elsewhere (GPUs: a caching allocator) each request is fresh memory."""
+
+    def __init__(self) -> None:
+        self._held: dict[str, list[torch.Tensor]] = {}
+
+    def take(self, tag: str, shape: tuple, dtype: torch.dtype,
+             device: torch.device) -> torch.Tensor:
+        """An uninitialised tensor of this shape, its own tensor (not a view) over memory
+        that nothing else uses now."""
+        numel = math.prod(shape)
+        if device.type != "cpu" or _use_count is None:
+            return torch.empty(shape, dtype=dtype, device=device)
+        held = self._held.setdefault(tag, [])
+        for base in held:
+            # 2: the base tensor and the storage object asked about
+            if base.dtype == dtype and base.numel() >= numel and \
+                    _use_count(base.untyped_storage()._cdata) <= 2:
+                break
+        else:
+            base = torch.empty(max(numel, 1), dtype=dtype)
+            held.append(base)
+            if len(held) > 3:  # the oldest goes when its holders let it go
+                held.pop(0)
+        return torch.empty(0, dtype=dtype).set_(base.untyped_storage(), 0, shape)
 
 
 # Caffe's scan starts each bin at -FLT_MAX and keeps a cell only when strictly greater: NaN
 # and values <= -FLT_MAX never win (in float64 too: the forks use FLT_MAX for every Dtype)
 _FLT_MAX = float(np.finfo(np.float32).max)
-_CELLS = 1 << 31  # cells h·W + w of one plane, below 2^31
+_FIELD = (1 << 30) - 1  # cell numbers n·H·W + h·W + w stay below this
+# the order-preserving bits of -FLT_MAX (negatives have their magnitude bits flipped)
+_ORDERED_LOSER = int(np.array(-_FLT_MAX, np.float32).view(np.int32)) ^ 0x7FFFFFFF
 
 
-def _keys(x: torch.Tensor) -> tuple[torch.Tensor]:
-    """Each cell of x (N, C, H, W) as one int64, channels last (N, H, W, C), ordered as the
-    fork's scan ranks cells: by value, then the first in row-major order. High 32 bits: the
-    float32 bits made order-preserving (negatives flipped; NaN and <= -FLT_MAX as -inf; -0
-    as +0, which Caffe's '>' does not tell apart); then 2^31 - 1 - (h·W + w); the lowest bit
-    keeps the value's sign bit, so that a -0 maximum comes back as -0."""
-    n, c, height, width = x.shape
-    v = x.detach().permute(0, 2, 3, 1).float()
-    sign = torch.signbit(v).long()
-    v = torch.where(v > -_FLT_MAX, v + 0.0, torch.tensor(-math.inf, device=x.device))
-    bits = v.contiguous().view(torch.int32)
-    ordered = torch.where(bits >= 0, bits, bits ^ 0x7FFFFFFF).long()
-    cell = torch.arange(height * width, device=x.device).view(1, height, width, 1)
-    return (ordered * (2 * _CELLS) + (_CELLS - 1 - cell) * 2 + sign,)
+def _key(ordered: int, cell: int, sign: int = 0) -> int:
+    """One table entry: ordered value bits (high 32), then _FIELD − cell, then the sign bit
+    of a −0 (lowest), so that int64 max ranks by value, then by the first cell."""
+    return (ordered << 32) | ((_FIELD - cell) << 1) | sign
 
 
-def _unkey(key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(float32 value, int32 cell) of keys; -inf for a bin where no cell won."""
-    ordered = key >> 32
-    # undo the flip of negatives (branch-free), then put the sign bit back (-0 stays -0)
-    bits = (ordered ^ ((ordered >> 31) & 0x7FFFFFFF)) | ((key & 1) << 31)
-    value = bits.to(torch.int32).view(torch.float32)
-    cell = (_CELLS - 1) - ((key >> 1) & (_CELLS - 1))
-    return value, cell.to(torch.int32)
+class _ROIBins:
+    """Where every ROI bin reads the 2-d sparse tables, computed once per forward.
+
+    Table (kh, kw) holds, for every position, the best cell of the 2^kh × 2^kw block there;
+    a bin of h × w cells is the union of four such blocks with 2^kh ≤ h < 2^(kh+1) (likewise
+    w), so four lookups answer it exactly. The tables needed are stacked, one row per
+    position, then one sentinel row that an empty bin reads (value 0, no cell)."""
+
+    def __init__(self, b: np.ndarray, hs: np.ndarray, he: np.ndarray, ws: np.ndarray,
+                 we: np.ndarray, malformed: np.ndarray, shape: tuple) -> None:
+        n, _, height, width = shape
+        self.shape = tuple(shape)
+        self.num, self.ph, self.pw = hs.shape[0], hs.shape[1], ws.shape[1]
+        self.dump = n * height * width  # the cell number of "no cell": no gradient
+        self.malformed = np.flatnonzero(malformed)
+        lh, lw = he - hs, we - ws
+        kh = np.where(lh > 1, np.floor(np.log2(np.maximum(lh, 1))), 0).astype(np.int64)
+        kw = np.where(lw > 1, np.floor(np.log2(np.maximum(lw, 1))), 0).astype(np.int64)
+        full = (self.num, self.ph, self.pw)
+        valid = ((lh > 0)[:, :, None] & (lw > 0)[:, None, :])
+        bkh = np.broadcast_to(kh[:, :, None], full)
+        bkw = np.broadcast_to(kw[:, None, :], full)
+        # the tables, kw outer (each row table grows from the one before), kh inner
+        top_kw = int(bkw[valid].max()) if valid.any() else -1
+        self.levels: list[tuple[int, int]] = []
+        offset = {}
+        total = 0
+        for level_w in range(top_kw + 1):
+            at_w = valid & (bkw == level_w)
+            top_kh = int(bkh[at_w].max()) if at_w.any() else 0
+            for level_h in range(top_kh + 1):
+                self.levels.append((level_h, level_w))
+                offset[level_h, level_w] = total
+                total += n * (height - (1 << level_h) + 1) * (width - (1 << level_w) + 1)
+        self.rows = total  # the sentinel's row
+        self.offsets = offset
+        look = np.full((4, *full), total, np.int64)
+        if valid.any():
+            rows_l = height - (1 << bkh) + 1
+            cols_l = width - (1 << bkw) + 1
+            off = np.zeros(full, np.int64)
+            for (level_h, level_w), o in offset.items():
+                off[(bkh == level_h) & (bkw == level_w)] = o
+            base = off + b[:, None, None] * rows_l * cols_l
+            r0 = np.broadcast_to(hs[:, :, None], full)
+            r1 = np.broadcast_to((he - (1 << kh))[:, :, None], full)
+            c0 = np.broadcast_to(ws[:, None, :], full)
+            c1 = np.broadcast_to((we - (1 << kw))[:, None, :], full)
+            for i, (rr, cc) in enumerate(((r0, c0), (r0, c1), (r1, c0), (r1, c1))):
+                look[i] = np.where(valid, base + rr * cols_l + cc, total)
+        self.lookups = torch.from_numpy(look.reshape(4, -1))
 
 
-def _max_key(a: tuple, b: tuple) -> tuple:
-    return (torch.maximum(a[0], b[0]),)
+def _table_keys(xb: torch.Tensor, cells: torch.Tensor, dump: int, out: torch.Tensor,
+                scratch: _Scratch) -> bool:
+    """Level (0, 0) of the tables for a block of channels: each cell of xb (N, Cb, H, W) as
+    one int64 key (see _key), channels last, into out (N, H, W, Cb). NaN and values <=
+    −FLT_MAX become the loser's key (−FLT_MAX, no cell); −0 ranks as +0. Returns whether a
+    −0 is there (its sign bit then has to be restored)."""
+    n, cb, height, width = xb.shape
+    v = scratch.take("keys_f", (n, height, width, cb), torch.float32, xb.device)
+    v.copy_(xb.permute(0, 2, 3, 1))
+    bits = v.view(torch.int32)
+    flip = scratch.take("keys_i", bits.shape, torch.int32, xb.device)
+    torch.bitwise_right_shift(bits, 31, out=flip)
+    flip.bitwise_and_(0x7FFFFFFF)
+    flip.bitwise_xor_(bits)  # the order-preserving bits
+    out.copy_(flip)
+    out.bitwise_left_shift_(32)
+    out.bitwise_or_(cells)
+    negative_zero = bits == -(1 << 31)
+    has_negative_zero = bool(negative_zero.any())
+    if has_negative_zero:
+        # ranked as +0 (Caffe's '>' does not tell them apart), the sign kept in bit 0
+        out.masked_fill_(negative_zero, 0)
+        out.bitwise_or_(cells)
+        out.bitwise_or_(negative_zero.long())
+    loser = ~(v > -_FLT_MAX)
+    if bool(loser.any()):
+        # every loser the same key: whichever wins, the bin gets −FLT_MAX and no cell
+        out.masked_fill_(loser, _key(_ORDERED_LOSER, dump))
+    return has_negative_zero
 
 
-def _pairs(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """float64 cells (value, h·W + w), channels last: a value that a key cannot hold."""
-    n, c, height, width = x.shape
-    v = x.detach().permute(0, 2, 3, 1)
-    v = torch.where(v > -_FLT_MAX, v, torch.tensor(-math.inf, dtype=v.dtype, device=x.device))
-    i = torch.arange(height * width, dtype=torch.int32, device=x.device)
-    return v.contiguous(), i.view(1, height, width, 1).expand(n, height, width, c).contiguous()
-
-
-def _max_pair(a: tuple, b: tuple) -> tuple:
-    """The larger value; on a tie the smaller cell, the first in row-major order."""
+def _merge_pairs(a: tuple, b: tuple, out: tuple) -> None:
+    """(value, cell) pairs: the larger value; on a tie the smaller cell, the first in
+    row-major order (float64, whose values a key cannot hold)."""
     take_b = (b[0] > a[0]) | ((b[0] == a[0]) & (b[1] < a[1]))
-    return torch.where(take_b, b[0], a[0]), torch.where(take_b, b[1], a[1])
+    torch.where(take_b, b[0], a[0], out=out[0])
+    torch.where(take_b, b[1], a[1], out=out[1])
 
 
-def roi_max_pool(x: torch.Tensor, b: torch.Tensor, hs: torch.Tensor, he: torch.Tensor,
-                 ws: torch.Tensor, we: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _merge_keys(a: tuple, b: tuple, out: tuple) -> None:
+    torch.maximum(a[0], b[0], out=out[0])
+
+
+def _grow_tables(tables: tuple, bins: _ROIBins, cb: int, merge) -> None:
+    """Every table level after (0, 0) from the one before it: (0, kw) from (0, kw − 1) by
+    columns, (kh, kw) from (kh − 1, kw) by rows."""
+    n, _, height, width = bins.shape
+
+    def level(key: tuple[int, int]) -> tuple:
+        rows = height - (1 << key[0]) + 1
+        cols = width - (1 << key[1]) + 1
+        o = bins.offsets[key]
+        return tuple(t[o:o + n * rows * cols].view(n, rows, cols, cb) for t in tables)
+
+    for level_h, level_w in bins.levels:
+        if level_h == 0 and level_w == 0:
+            continue
+        dst = level((level_h, level_w))
+        if level_h == 0:
+            src, s = level((0, level_w - 1)), 1 << (level_w - 1)
+            merge(tuple(t[:, :, :-s] for t in src), tuple(t[:, :, s:] for t in src), dst)
+        else:
+            src, s = level((level_h - 1, level_w)), 1 << (level_h - 1)
+            merge(tuple(t[:, :-s] for t in src), tuple(t[:, s:] for t in src), dst)
+
+
+def roi_max_pool(x: torch.Tensor, bins: _ROIBins,
+                 scratch: _Scratch | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Max pooling of every ROI bin, with no loop over ROIs or bins (a 2-d sparse table).
 
-    x: (N, C, H, W); b: (R,) batch indices; hs, he: (R, PH) clipped [start, end) rows;
-    ws, we: (R, PW) clipped [start, end) columns. Returns the top (R, C, PH, PW) in x's dtype
-    and the cell h·W + w each value came from (R, C, PH, PW, int32): the bin's first maximum
-    in row-major order. An empty bin gives 0 and cell −1; a bin with no cell above −FLT_MAX
-    gives −FLT_MAX and cell −1 (the fork's forward: its scan starts at −FLT_MAX).
+    x: (N, C, H, W); bins: the ROIs' bins (_ROIBins). Returns the top (R, C, PH, PW) in x's
+    dtype and, for the backward, the cell n·H·W + h·W + w each value came from, channels
+    last (R·PH·PW, C, int32): the bin's first maximum in row-major order. An empty bin gives 0, a
+    bin with no cell above −FLT_MAX gives −FLT_MAX (the fork's scan starts there), and both,
+    like every bin of a ROI that ends before it starts, get the cell N·H·W: no gradient.
 
-    Table (kh, kw) holds, for every cell, the best cell of the 2^kh × 2^kw block there; a bin
-    of h × w cells is the union of four such blocks with 2^kh ≤ h < 2^(kh+1) (likewise w), so
-    four lookups answer it exactly. A cell is one int64 key (value, then first cell) for
-    float32 and narrower; float64 keeps (value, cell) pairs. Channels last: a lookup reads C
-    contiguous entries.
+    Float32 and narrower: a cell is one int64 key (value, then first cell), so the tables
+    are elementwise maxima and the winner's value and cell come back from its key; float64
+    keeps (value, cell) pairs. Channels last, in blocks of _ROI_CHANNEL_BLOCK: a lookup reads
+    a block's contiguous entries, and a block's tables stay in the CPU's caches.
     """
+    scratch = scratch if scratch is not None else _Scratch()
     n, c, height, width = x.shape
-    num, ph_n = hs.shape
-    pw_n = ws.shape[1]
+    num, nb = bins.num, bins.ph * bins.pw
     dev = x.device
-    keyed = x.dtype != torch.float64
-    merge = _max_key if keyed else _max_pair
-    lh, lw = he - hs, we - ws  # (R, PH), (R, PW)
-    kh = torch.zeros_like(lh)  # floor(log2(bin height)) of a non-empty bin
-    for k in range(1, max(int(lh.max()), 1).bit_length()):
-        kh += (lh >= (1 << k)).long()
-    kw = torch.zeros_like(lw)
-    for k in range(1, max(int(lw.max()), 1).bit_length()):
-        kw += (lw >= (1 << k)).long()
-    full = (num, ph_n, pw_n)
-
-    def per_bin(t: torch.Tensor, axis: int) -> torch.Tensor:
-        return (t[:, :, None] if axis == 1 else t[:, None, :]).expand(full).reshape(-1)
-
-    valid = ((lh > 0)[:, :, None] & (lw > 0)[:, None, :]).reshape(-1)
-    kh, r0, r1 = per_bin(kh, 1), per_bin(hs, 1), per_bin(he, 1)
-    kw, c0, c1 = per_bin(kw, 2), per_bin(ws, 2), per_bin(we, 2)
-    bb = b[:, None, None].expand(full).reshape(-1)
-    # the bins answered by each table (kw, kh), and their four blocks' cells in that table
-    # (bins, their ROI, their bin within the ROI, cells)
-    groups: dict[tuple[int, int], tuple] = {}
-    for level_w in (range(int(kw[valid].max()) + 1) if bool(valid.any()) else ()):
-        in_w = valid & (kw == level_w)
-        for level_h in (range(int(kh[in_w].max()) + 1) if bool(in_w.any()) else ()):
-            q = torch.nonzero(in_w & (kh == level_h)).reshape(-1)
-            if q.numel():
-                rows, cols = height - (1 << level_h) + 1, width - (1 << level_w) + 1
-                base = bb[q] * rows
-                groups[level_w, level_h] = (q, q // (ph_n * pw_n), q % (ph_n * pw_n), [
-                    (base + rr) * cols + cc for rr in (r0[q], r1[q] - (1 << level_h))
-                    for cc in (c0[q], c1[q] - (1 << level_w))])
-    # written in place through (R, bins, C) views of the (R, C, bins) results: no final copy
-    top = x.new_zeros((num, c, ph_n * pw_n))
-    arg = torch.full((num, c, ph_n * pw_n), -1, dtype=torch.int32, device=dev)
-    top_t, arg_t = top.permute(0, 2, 1), arg.permute(0, 2, 1)
-    top_w = max((lw_ for lw_, _ in groups), default=-1)
-    # channels in blocks, so that each block's tables stay in the CPU's caches
-    for lo in range(0, c if groups else 0, _ROI_CHANNEL_BLOCK):
+    keyed = x.dtype != torch.float64 and bins.dump <= _FIELD
+    top = scratch.take("top", (num, c, bins.ph, bins.pw),
+                       torch.float32 if keyed else x.dtype, dev)
+    index = scratch.take("index", (num * nb, c), torch.int32, dev)
+    top3, index3 = top.view(num, c, nb), index.view(num, nb, c)
+    lookups = bins.lookups.to(dev)
+    cells = torch.arange(n * height * width, device=dev).view(n, height, width, 1)
+    if keyed:
+        cells = (_FIELD - cells) << 1
+    merge = _merge_keys if keyed else _merge_pairs
+    per_chunk = max(1, _ROI_BIN_CHUNK // nb)  # ROIs whose lookups are gathered at once
+    plane = n * height * width
+    for lo in range(0, c, _ROI_CHANNEL_BLOCK):
         hi = min(c, lo + _ROI_CHANNEL_BLOCK)
-        row_table = _keys(x[:, lo:hi]) if keyed else _pairs(x[:, lo:hi])
-        for level_w in range(top_w + 1):
-            if level_w:
-                s = 1 << (level_w - 1)
-                row_table = merge(tuple(t[:, :, :-s] for t in row_table),
-                                  tuple(t[:, :, s:] for t in row_table))
-            top_h = max((lh_ for lw_, lh_ in groups if lw_ == level_w), default=-1)
-            block = row_table
-            for level_h in range(top_h + 1):
-                if level_h:
-                    s = 1 << (level_h - 1)
-                    block = merge(tuple(t[:, :-s] for t in block),
-                                  tuple(t[:, s:] for t in block))
-                if (level_w, level_h) not in groups:
-                    continue
-                q, roi, bin_in_roi, cells = groups[level_w, level_h]
-                flat = tuple(t.reshape(-1, hi - lo) for t in block)
-                best = None
-                for cell in cells:
-                    cand = tuple(t[cell] for t in flat)
-                    best = cand if best is None else merge(best, cand)
-                value, where = _unkey(best[0]) if keyed else best
-                none = value == -math.inf
-                top_t[roi, bin_in_roi, lo:hi] = torch.where(none, -_FLT_MAX, value).to(top.dtype)
-                arg_t[roi, bin_in_roi, lo:hi] = torch.where(none, -1, where)
-    return top.view(num, c, ph_n, pw_n), arg.view(num, c, ph_n, pw_n)
+        cb = hi - lo
+        negative_zero = False
+        if keyed:
+            table = scratch.take("table", (bins.rows + 1, cb), torch.long, dev)
+            negative_zero = _table_keys(x[:, lo:hi], cells, bins.dump,
+                                        table[:plane].view(n, height, width, cb), scratch)
+            table[bins.rows] = _key(0, bins.dump)
+            tables = (table,)
+        else:
+            values = scratch.take("table_v", (bins.rows + 1, cb), x.dtype, dev)
+            where = scratch.take("table_c", (bins.rows + 1, cb), torch.long, dev)
+            v0 = values[:plane].view(n, height, width, cb)
+            v0.copy_(x[:, lo:hi].permute(0, 2, 3, 1))
+            where[:plane].view(n, height, width, cb).copy_(cells.expand(v0.shape))
+            loser = ~(v0 > -_FLT_MAX)
+            v0.masked_fill_(loser, -_FLT_MAX)
+            where[:plane].view(n, height, width, cb).masked_fill_(loser, bins.dump)
+            values[bins.rows] = 0
+            where[bins.rows] = bins.dump
+            tables = (values, where)
+        _grow_tables(tables, bins, cb, merge)
+        for r0 in range(0, num, per_chunk):
+            r1 = min(num, r0 + per_chunk)
+            rows = (r1 - r0) * nb
+            look = lookups[:, r0 * nb:r1 * nb].reshape(-1)
+            got = []
+            for k, t in enumerate(tables):
+                g = scratch.take(f"got{k}", (4, rows, cb), t.dtype, dev)
+                torch.index_select(t, 0, look, out=g.view(4 * rows, cb))
+                got.append(g)
+            best = tuple(g[0] for g in got)
+            for i in (1, 2, 3):
+                merge(best, tuple(g[i] for g in got), best)
+            shape = (r1 - r0, nb, cb)
+            out_index = index3[r0:r1, :, lo:hi]
+            if keyed:
+                key = best[0].view(shape)
+                high = scratch.take("high", shape, torch.long, dev)
+                flip = scratch.take("flip", shape, torch.long, dev)
+                out_bits = top3.view(torch.int32)[r0:r1, lo:hi].permute(0, 2, 1)
+                # undo the order-preserving flip of negatives: the float32 bits
+                torch.bitwise_right_shift(key, 32, out=high)
+                torch.bitwise_right_shift(key, 63, out=flip)
+                flip.bitwise_and_(0x7FFFFFFF)
+                torch.bitwise_xor(high, flip, out=out_bits)
+                if negative_zero:
+                    torch.bitwise_and(key, 1, out=flip)
+                    flip.mul_(-(1 << 31))
+                    out_bits.bitwise_or_(flip)
+                # the cell: _FIELD − field, with field = (key >> 1) & _FIELD
+                torch.bitwise_not(key, out=high)
+                high.bitwise_right_shift_(1)
+                torch.bitwise_and(high, _FIELD, out=out_index)
+            else:
+                top3[r0:r1, lo:hi].permute(0, 2, 1).copy_(best[0].view(shape))
+                out_index.copy_(best[1].view(shape))
+    if len(bins.malformed):
+        index3[torch.from_numpy(bins.malformed).to(dev)] = bins.dump
+    if top.dtype != x.dtype:
+        top = top.to(x.dtype)
+    return top, index
 
 
-_ROI_CHANNEL_BLOCK = 64
+def _roi_max_unpool(grad: torch.Tensor, index: torch.Tensor, bins: _ROIBins,
+                    scratch: _Scratch) -> torch.Tensor:
+    """The fork's ROIPooling backward: each top diff (R, C, PH, PW) added at its bin's
+    argmax cell (index (R·PH·PW, C), from roi_max_pool), summed over every bin that chose
+    the cell; the diffs of cell N·H·W go nowhere. Channel blocks, channel-major: each
+    block's sums stay in the caches."""
+    n, c, height, width = bins.shape
+    num, nb = bins.num, bins.ph * bins.pw
+    plane = n * height * width
+    dev = grad.device
+    acc = torch.float32 if grad.dtype != torch.float64 else torch.float64
+    work = scratch.take("unpool", (c, plane + 1), acc, dev)
+    work.zero_()
+    g3 = grad.reshape(num, c, nb)
+    # channel-major (one blocked transpose), so that each scatter runs along a channel
+    by_channel = scratch.take("unpool_cells", (c, num * nb), torch.int32, dev)
+    by_channel.copy_(index.t())
+    for lo in range(0, c, _ROI_CHANNEL_BLOCK):
+        hi = min(c, lo + _ROI_CHANNEL_BLOCK)
+        cb = hi - lo
+        where = scratch.take("unpool_index", (cb, num * nb), torch.long, dev)
+        where.copy_(by_channel[lo:hi])
+        diff = scratch.take("unpool_diff", (cb, num, nb), acc, dev)
+        diff.copy_(g3[:, lo:hi].permute(1, 0, 2))
+        work[lo:hi].scatter_add_(1, where, diff.view(cb, num * nb))
+    gx = scratch.take("gx", (n, c, height, width), grad.dtype, dev)
+    gx.view(n, c, height * width).copy_(
+        work[:, :plane].view(c, n, height * width).permute(1, 0, 2))
+    return gx
+
+
+_ROI_CHANNEL_BLOCK = 32
+_ROI_BIN_CHUNK = 1 << 14  # bins whose four lookups are gathered at once
 
 
 class _ROIMaxPool(torch.autograd.Function):
-    """ROIPooling's forward (roi_max_pool) and the fork's backward: each top diff goes to
-    its bin's argmax cell, summed over every bin that chose the cell; bins with no argmax
-    and ROIs that end before they start send nothing."""
+    """ROIPooling's forward (roi_max_pool) and the fork's backward (_roi_max_unpool): the
+    argmax cells the forward found are kept for it."""
 
     @staticmethod
-    def forward(ctx, x, b, hs, he, ws, we, malformed):
-        top, arg = roi_max_pool(x, b, hs, he, ws, we)
-        ctx.save_for_backward(arg, b, malformed)
-        ctx.x_shape = x.shape
+    def forward(ctx, x: torch.Tensor, bins: _ROIBins, scratch: _Scratch) -> torch.Tensor:
+        top, index = roi_max_pool(x, bins, scratch)
+        ctx.index, ctx.bins, ctx.scratch = index, bins, scratch
         return top
 
     @staticmethod
-    def backward(ctx, grad):
-        arg, b, malformed = ctx.saved_tensors
-        n, c, height, width = ctx.x_shape
-        plane = height * width
-        total = n * c * plane
-        flat = ((b[:, None, None, None] * c
-                 + torch.arange(c, device=grad.device)[None, :, None, None]) * plane + arg)
-        # diffs that go nowhere are summed into one extra slot, then dropped
-        flat = torch.where((arg < 0) | malformed[:, None, None, None], total, flat)
-        gx = grad.new_zeros(total + 1)
-        gx.index_add_(0, flat.reshape(-1), grad.reshape(-1))
-        return gx[:total].view(ctx.x_shape), None, None, None, None, None, None
+    def backward(ctx, grad: torch.Tensor) -> tuple:
+        return _roi_max_unpool(grad, ctx.index, ctx.bins, ctx.scratch), None, None
 
 
 # ------------------------------------------------------------------------------------------
