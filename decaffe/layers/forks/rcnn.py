@@ -197,9 +197,13 @@ class _ROIBins:
     """Where every ROI bin reads the 2-d sparse tables, computed once per forward.
 
     Table (kh, kw) holds, for every position, the best cell of the 2^kh × 2^kw block there;
-    a bin of h × w cells is the union of four such blocks with 2^kh ≤ h < 2^(kh+1) (likewise
-    w), so four lookups answer it exactly. The tables needed are stacked, one row per
-    position, then one sentinel row that an empty bin reads (value 0, no cell)."""
+    a bin of h × w cells is the union of at most four such blocks with 2^kh ≤ h < 2^(kh+1)
+    (likewise w): one block when h and w are powers of 2, two when one of them is. The
+    tables needed are stacked, one row per position, then one sentinel row that an empty bin
+    reads (value 0, no cell). Bins covering the same cells of the same image (small ROIs
+    repeat cells across bins; neighbouring ROIs share bins) are pooled once: the rects,
+    sorted by how many blocks they need (4, 2, then 1), so that each merge runs on a
+    prefix."""
 
     def __init__(self, b: np.ndarray, hs: np.ndarray, he: np.ndarray, ws: np.ndarray,
                  we: np.ndarray, malformed: np.ndarray, shape: tuple) -> None:
@@ -207,43 +211,65 @@ class _ROIBins:
         self.shape = tuple(shape)
         self.num, self.ph, self.pw = hs.shape[0], hs.shape[1], ws.shape[1]
         self.dump = n * height * width  # the cell number of "no cell": no gradient
-        self.malformed = np.flatnonzero(malformed)
-        lh, lw = he - hs, we - ws
-        kh = np.where(lh > 1, np.floor(np.log2(np.maximum(lh, 1))), 0).astype(np.int64)
-        kw = np.where(lw > 1, np.floor(np.log2(np.maximum(lw, 1))), 0).astype(np.int64)
         full = (self.num, self.ph, self.pw)
-        valid = ((lh > 0)[:, :, None] & (lw > 0)[:, None, :])
-        bkh = np.broadcast_to(kh[:, :, None], full)
-        bkw = np.broadcast_to(kw[:, None, :], full)
+        rs, re = np.broadcast_to(hs[:, :, None], full), np.broadcast_to(he[:, :, None], full)
+        cs, ce = np.broadcast_to(ws[:, None, :], full), np.broadcast_to(we[:, None, :], full)
+        h1, w1 = height + 1, width + 1
+        code = (((b[:, None, None] * h1 + rs) * h1 + re) * w1 + cs) * w1 + ce
+        code = np.where((re > rs) & (ce > cs), code, -1).reshape(-1)  # -1: an empty bin
+        rects, rect_of_bin = np.unique(code, return_inverse=True)
+        valid = rects >= 0
+        q = np.maximum(rects, 0)
+        q, c1 = np.divmod(q, w1)
+        q, c0 = np.divmod(q, w1)
+        q, r1 = np.divmod(q, h1)
+        rb, r0 = np.divmod(q, h1)
+        lh, lw = r1 - r0, c1 - c0
+        kh = np.where(valid, np.floor(np.log2(np.maximum(lh, 1))), 0).astype(np.int64)
+        kw = np.where(valid, np.floor(np.log2(np.maximum(lw, 1))), 0).astype(np.int64)
+        two_rows = valid & (lh != (1 << kh))
+        two_cols = valid & (lw != (1 << kw))
+        blocks = (1 + two_rows) * (1 + two_cols)
+        order = np.argsort(-blocks, kind="stable")
+        rank = np.empty_like(order)
+        rank[order] = np.arange(len(order))
+        valid, rb, r0, r1, c0, c1, kh, kw, two_cols, blocks = (
+            a[order] for a in (valid, rb, r0, r1, c0, c1, kh, kw, two_cols, blocks))
+        self.rects = len(rects)
+        self.rect_of_bin = torch.from_numpy(rank[rect_of_bin])
+        # the backward's: a ROI that ends before its start sends nothing (row `rects`)
+        grad_rect = rank[rect_of_bin].reshape(self.num, -1).copy()
+        grad_rect[malformed] = self.rects
+        self.grad_rect = torch.from_numpy(grad_rect.reshape(-1))
         # the tables, kw outer (each row table grows from the one before), kh inner
-        top_kw = int(bkw[valid].max()) if valid.any() else -1
+        top_kw = int(kw[valid].max()) if valid.any() else -1
         self.levels: list[tuple[int, int]] = []
-        offset = {}
+        self.offsets: dict[tuple[int, int], int] = {}
         total = 0
         for level_w in range(top_kw + 1):
-            at_w = valid & (bkw == level_w)
-            top_kh = int(bkh[at_w].max()) if at_w.any() else 0
+            at_w = valid & (kw == level_w)
+            top_kh = int(kh[at_w].max()) if at_w.any() else 0
             for level_h in range(top_kh + 1):
                 self.levels.append((level_h, level_w))
-                offset[level_h, level_w] = total
+                self.offsets[level_h, level_w] = total
                 total += n * (height - (1 << level_h) + 1) * (width - (1 << level_w) + 1)
         self.rows = total  # the sentinel's row
-        self.offsets = offset
-        look = np.full((4, *full), total, np.int64)
-        if valid.any():
-            rows_l = height - (1 << bkh) + 1
-            cols_l = width - (1 << bkw) + 1
-            off = np.zeros(full, np.int64)
-            for (level_h, level_w), o in offset.items():
-                off[(bkh == level_h) & (bkw == level_w)] = o
-            base = off + b[:, None, None] * rows_l * cols_l
-            r0 = np.broadcast_to(hs[:, :, None], full)
-            r1 = np.broadcast_to((he - (1 << kh))[:, :, None], full)
-            c0 = np.broadcast_to(ws[:, None, :], full)
-            c1 = np.broadcast_to((we - (1 << kw))[:, None, :], full)
-            for i, (rr, cc) in enumerate(((r0, c0), (r0, c1), (r1, c0), (r1, c1))):
-                look[i] = np.where(valid, base + rr * cols_l + cc, total)
-        self.lookups = torch.from_numpy(look.reshape(4, -1))
+        rows_l = height - (1 << kh) + 1
+        cols_l = width - (1 << kw) + 1
+        off = np.zeros(len(kh), np.int64)
+        for (level_h, level_w), o in self.offsets.items():
+            off[(kh == level_h) & (kw == level_w)] = o
+        base = off + rb * rows_l * cols_l
+        r1, c1 = r1 - (1 << kh), c1 - (1 << kw)
+
+        def at(rr: np.ndarray, cc: np.ndarray) -> np.ndarray:
+            return np.where(valid, base + rr * cols_l + cc, total)
+
+        self.two = int((blocks >= 2).sum())
+        self.four = int((blocks == 4).sum())
+        second = np.where(two_cols, at(r0, c1), at(r1, c0))[:self.two]
+        self.lookups = torch.from_numpy(np.concatenate(
+            [at(r0, c0), second, at(r1, c0)[:self.four], at(r1, c1)[:self.four]]))
 
 
 def _table_keys(xb: torch.Tensor, cells: torch.Tensor, dump: int, out: torch.Tensor,
@@ -317,32 +343,34 @@ def roi_max_pool(x: torch.Tensor, bins: _ROIBins,
     """Max pooling of every ROI bin, with no loop over ROIs or bins (a 2-d sparse table).
 
     x: (N, C, H, W); bins: the ROIs' bins (_ROIBins). Returns the top (R, C, PH, PW) in x's
-    dtype and, for the backward, the cell n·H·W + h·W + w each value came from, channels
-    last (R·PH·PW, C, int32): the bin's first maximum in row-major order. An empty bin gives 0, a
-    bin with no cell above −FLT_MAX gives −FLT_MAX (the fork's scan starts there), and both,
-    like every bin of a ROI that ends before it starts, get the cell N·H·W: no gradient.
+    dtype and, for the backward, per distinct bin (bins.rects) and channel the cell
+    n·H·W + h·W + w its value came from (int32): the bin's first maximum in row-major
+    order. An empty bin gives 0, a bin with no cell above −FLT_MAX gives −FLT_MAX (the
+    fork's scan starts there); both get the cell N·H·W: no gradient.
 
     Float32 and narrower: a cell is one int64 key (value, then first cell), so the tables
-    are elementwise maxima and the winner's value and cell come back from its key; float64
-    keeps (value, cell) pairs. Channels last, in blocks of _ROI_CHANNEL_BLOCK: a lookup reads
-    a block's contiguous entries, and a block's tables stay in the CPU's caches.
+    are elementwise maxima and the winner's value and cell come back from its key's two
+    halves; float64 keeps (value, cell) pairs. Channels last, in blocks of
+    _ROI_CHANNEL_BLOCK: a lookup reads a block's contiguous entries, and a block's tables
+    stay in the CPU's caches.
     """
     scratch = scratch if scratch is not None else _Scratch()
     n, c, height, width = x.shape
-    num, nb = bins.num, bins.ph * bins.pw
+    num, nb, rects = bins.num, bins.ph * bins.pw, bins.rects
     dev = x.device
     keyed = x.dtype != torch.float64 and bins.dump <= _FIELD
-    top = scratch.take("top", (num, c, bins.ph, bins.pw),
-                       torch.float32 if keyed else x.dtype, dev)
-    index = scratch.take("index", (num * nb, c), torch.int32, dev)
-    top3, index3 = top.view(num, c, nb), index.view(num, nb, c)
+    vdt = torch.float32 if keyed else x.dtype
+    top = scratch.take("top", (num, c, bins.ph, bins.pw), vdt, dev)
+    top3 = top.view(num, c, nb)
+    where = scratch.take("where", (rects, c), torch.int32, dev)
+    rect_of_bin = bins.rect_of_bin.to(dev)
     lookups = bins.lookups.to(dev)
     cells = torch.arange(n * height * width, device=dev).view(n, height, width, 1)
     if keyed:
         cells = (_FIELD - cells) << 1
     merge = _merge_keys if keyed else _merge_pairs
-    per_chunk = max(1, _ROI_BIN_CHUNK // nb)  # ROIs whose lookups are gathered at once
     plane = n * height * width
+    two, four = bins.two, bins.four
     for lo in range(0, c, _ROI_CHANNEL_BLOCK):
         hi = min(c, lo + _ROI_CHANNEL_BLOCK)
         cb = hi - lo
@@ -354,93 +382,98 @@ def roi_max_pool(x: torch.Tensor, bins: _ROIBins,
             table[bins.rows] = _key(0, bins.dump)
             tables = (table,)
         else:
-            values = scratch.take("table_v", (bins.rows + 1, cb), x.dtype, dev)
-            where = scratch.take("table_c", (bins.rows + 1, cb), torch.long, dev)
-            v0 = values[:plane].view(n, height, width, cb)
+            tv = scratch.take("table_v", (bins.rows + 1, cb), x.dtype, dev)
+            tc = scratch.take("table_c", (bins.rows + 1, cb), torch.long, dev)
+            v0 = tv[:plane].view(n, height, width, cb)
             v0.copy_(x[:, lo:hi].permute(0, 2, 3, 1))
-            where[:plane].view(n, height, width, cb).copy_(cells.expand(v0.shape))
+            tc[:plane].view(n, height, width, cb).copy_(cells.expand(v0.shape))
             loser = ~(v0 > -_FLT_MAX)
             v0.masked_fill_(loser, -_FLT_MAX)
-            where[:plane].view(n, height, width, cb).masked_fill_(loser, bins.dump)
-            values[bins.rows] = 0
-            where[bins.rows] = bins.dump
-            tables = (values, where)
+            tc[:plane].view(n, height, width, cb).masked_fill_(loser, bins.dump)
+            tv[bins.rows] = 0
+            tc[bins.rows] = bins.dump
+            tables = (tv, tc)
         _grow_tables(tables, bins, cb, merge)
-        for r0 in range(0, num, per_chunk):
-            r1 = min(num, r0 + per_chunk)
-            rows = (r1 - r0) * nb
-            look = lookups[:, r0 * nb:r1 * nb].reshape(-1)
-            got = []
-            for k, t in enumerate(tables):
-                g = scratch.take(f"got{k}", (4, rows, cb), t.dtype, dev)
-                torch.index_select(t, 0, look, out=g.view(4 * rows, cb))
-                got.append(g)
-            best = tuple(g[0] for g in got)
-            for i in (1, 2, 3):
-                merge(best, tuple(g[i] for g in got), best)
-            shape = (r1 - r0, nb, cb)
-            out_index = index3[r0:r1, :, lo:hi]
-            if keyed:
-                key = best[0].view(shape)
-                high = scratch.take("high", shape, torch.long, dev)
-                flip = scratch.take("flip", shape, torch.long, dev)
-                out_bits = top3.view(torch.int32)[r0:r1, lo:hi].permute(0, 2, 1)
-                # undo the order-preserving flip of negatives: the float32 bits
-                torch.bitwise_right_shift(key, 32, out=high)
-                torch.bitwise_right_shift(key, 63, out=flip)
-                flip.bitwise_and_(0x7FFFFFFF)
-                torch.bitwise_xor(high, flip, out=out_bits)
-                if negative_zero:
-                    torch.bitwise_and(key, 1, out=flip)
-                    flip.mul_(-(1 << 31))
-                    out_bits.bitwise_or_(flip)
-                # the cell: _FIELD − field, with field = (key >> 1) & _FIELD
-                torch.bitwise_not(key, out=high)
-                high.bitwise_right_shift_(1)
-                torch.bitwise_and(high, _FIELD, out=out_index)
-            else:
-                top3[r0:r1, lo:hi].permute(0, 2, 1).copy_(best[0].view(shape))
-                out_index.copy_(best[1].view(shape))
-    if len(bins.malformed):
-        index3[torch.from_numpy(bins.malformed).to(dev)] = bins.dump
+        got = []
+        for k, t in enumerate(tables):
+            g = scratch.take(f"got{k}", (lookups.numel(), cb), t.dtype, dev)
+            torch.index_select(t, 0, lookups, out=g)
+            got.append(g)
+        # first block of every rect, then the second of the first `two`, the third and
+        # fourth of the first `four`
+        best = tuple(g[:rects] for g in got)
+        for start, count in ((rects, two), (rects + two, four), (rects + two + four, four)):
+            if count:
+                head = tuple(t[:count] for t in best)
+                merge(head, tuple(g[start:start + count] for g in got), head)
+        out_where = where[:, lo:hi]
+        if keyed:
+            # the key's two halves, each contiguous (little-endian: low, then high)
+            halves = scratch.take("halves", (2, rects, cb), torch.int32, dev)
+            halves.copy_(best[0].view(torch.int32).view(rects, cb, 2).permute(2, 0, 1))
+            low, high = halves[0], halves[1]
+            value = scratch.take("value", (rects, cb), torch.int32, dev)
+            # undo the order-preserving flip of negatives: the float32 bits
+            torch.bitwise_right_shift(high, 31, out=value)
+            value.bitwise_and_(0x7FFFFFFF)
+            value.bitwise_xor_(high)
+            if negative_zero:
+                high.copy_(low)
+                high.bitwise_and_(1)
+                high.mul_(-(1 << 31))
+                value.bitwise_or_(high)
+            value = value.view(torch.float32)
+            # the cell: low = (_FIELD − cell) << 1 | sign
+            torch.bitwise_right_shift(low, 1, out=out_where)
+            out_where.bitwise_xor_(_FIELD)
+        else:
+            value = best[0]
+            out_where.copy_(best[1])
+        # every bin's value from its rect's, into the top's (R, C_block, PH·PW) slice
+        spread = scratch.take("spread", (num * nb, cb), vdt, dev)
+        torch.index_select(value, 0, rect_of_bin, out=spread)
+        top3[:, lo:hi].copy_(spread.view(num, nb, cb).permute(0, 2, 1))
     if top.dtype != x.dtype:
         top = top.to(x.dtype)
-    return top, index
+    return top, where
 
 
-def _roi_max_unpool(grad: torch.Tensor, index: torch.Tensor, bins: _ROIBins,
+def _roi_max_unpool(grad: torch.Tensor, where: torch.Tensor, bins: _ROIBins,
                     scratch: _Scratch) -> torch.Tensor:
     """The fork's ROIPooling backward: each top diff (R, C, PH, PW) added at its bin's
-    argmax cell (index (R·PH·PW, C), from roi_max_pool), summed over every bin that chose
-    the cell; the diffs of cell N·H·W go nowhere. Channel blocks, channel-major: each
-    block's sums stay in the caches."""
+    argmax cell (where (rects, C), from roi_max_pool), summed over every bin that chose
+    the cell; cell N·H·W and the bins of ROIs that end before they start send nothing.
+    Channels last, in blocks of channels that stay in the CPU's caches: the diffs of the
+    bins of one rect are summed, then added at the rect's cells."""
     n, c, height, width = bins.shape
-    num, nb = bins.num, bins.ph * bins.pw
+    num, nb, rects = bins.num, bins.ph * bins.pw, bins.rects
     plane = n * height * width
     dev = grad.device
     acc = torch.float32 if grad.dtype != torch.float64 else torch.float64
-    work = scratch.take("unpool", (c, plane + 1), acc, dev)
-    work.zero_()
     g3 = grad.reshape(num, c, nb)
-    # channel-major (one blocked transpose), so that each scatter runs along a channel
-    by_channel = scratch.take("unpool_cells", (c, num * nb), torch.int32, dev)
-    by_channel.copy_(index.t())
-    for lo in range(0, c, _ROI_CHANNEL_BLOCK):
-        hi = min(c, lo + _ROI_CHANNEL_BLOCK)
+    total = scratch.take("unpool", (plane + 1, c), acc, dev)  # the last row: nowhere
+    total.zero_()
+    block = _ROI_UNPOOL_BLOCK
+    grad_rect = bins.grad_rect.to(dev).view(-1, 1)
+    for lo in range(0, c, block):
+        hi = min(c, lo + block)
         cb = hi - lo
-        where = scratch.take("unpool_index", (cb, num * nb), torch.long, dev)
-        where.copy_(by_channel[lo:hi])
-        diff = scratch.take("unpool_diff", (cb, num, nb), acc, dev)
-        diff.copy_(g3[:, lo:hi].permute(1, 0, 2))
-        work[lo:hi].scatter_add_(1, where, diff.view(cb, num * nb))
+        diff = scratch.take("unpool_diff", (num, nb, cb), acc, dev)
+        diff.copy_(g3[:, lo:hi].permute(0, 2, 1))
+        per_rect = scratch.take("unpool_rects", (rects + 1, cb), acc, dev)
+        per_rect.zero_()
+        per_rect.scatter_add_(0, grad_rect.expand(num * nb, cb), diff.view(num * nb, cb))
+        cell = scratch.take("unpool_cells", (rects, cb), torch.long, dev)
+        cell.copy_(where[:, lo:hi])
+        total[:, lo:hi].scatter_add_(0, cell, per_rect[:rects])
     gx = scratch.take("gx", (n, c, height, width), grad.dtype, dev)
-    gx.view(n, c, height * width).copy_(
-        work[:, :plane].view(c, n, height * width).permute(1, 0, 2))
+    gx.view(n, c, height * width).copy_(total[:plane].view(n, height * width, c)
+                                        .permute(0, 2, 1))
     return gx
 
 
 _ROI_CHANNEL_BLOCK = 32
-_ROI_BIN_CHUNK = 1 << 14  # bins whose four lookups are gathered at once
+_ROI_UNPOOL_BLOCK = 16
 
 
 class _ROIMaxPool(torch.autograd.Function):
@@ -449,13 +482,13 @@ class _ROIMaxPool(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, bins: _ROIBins, scratch: _Scratch) -> torch.Tensor:
-        top, index = roi_max_pool(x, bins, scratch)
-        ctx.index, ctx.bins, ctx.scratch = index, bins, scratch
+        top, where = roi_max_pool(x, bins, scratch)
+        ctx.where, ctx.bins, ctx.scratch = where, bins, scratch
         return top
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple:
-        return _roi_max_unpool(grad, ctx.index, ctx.bins, ctx.scratch), None, None
+        return _roi_max_unpool(grad, ctx.where, ctx.bins, ctx.scratch), None, None
 
 
 # ------------------------------------------------------------------------------------------
