@@ -528,6 +528,7 @@ class PSROIPoolingLayer(Layer):
         self.check(p.group_size > 0, "group_size must be > 0", f"{f}.group_size")
         self.spatial_scale = p.spatial_scale
         self.output_dim, self.group_size = int(p.output_dim), int(p.group_size)
+        self._scratch = _Scratch()
 
     def reshape(self, bottom_shapes) -> list[Shape]:
         x, rois = _check_roi_bottoms(self, bottom_shapes)
@@ -560,60 +561,95 @@ class PSROIPoolingLayer(Layer):
         ws = np.clip(np.floor(k[None] * bin_w[:, None] + sw[:, None]), 0, width).astype(np.int64)
         we = np.clip(np.ceil((k[None] + dt(1)) * bin_w[:, None] + sw[:, None]), 0,
                      width).astype(np.int64)
-        dev = x.device
-        hs_t, he_t = torch.as_tensor(hs, device=dev), torch.as_tensor(he, device=dev)
-        ws_t, we_t = torch.as_tensor(ws, device=dev), torch.as_tensor(we, device=dev)
-        ch = ((torch.arange(d, device=dev)[:, None, None] * g
-               + torch.arange(g, device=dev)[None, :, None]) * g
-              + torch.arange(g, device=dev)[None, None, :])  # (D, G, G)
-        plane = (torch.as_tensor(b, device=dev)[:, None, None, None] * c + ch[None]) \
-            * ((height + 1) * (width + 1))  # (R, D, G, G)
-        row_s = hs_t[:, None, :, None] * (width + 1)
-        row_e = he_t[:, None, :, None] * (width + 1)
-        col_s, col_e = ws_t[:, None, None, :], we_t[:, None, None, :]
-        # the four corners of each bin in the padded prefix-sum planes: + - - +
-        corners = torch.stack([plane + row_e + col_e, plane + row_s + col_e,
-                               plane + row_e + col_s, plane + row_s + col_s])
-        area = ((he_t - hs_t)[:, :, None] * (we_t - ws_t)[:, None, :])[:, None]  # (R,1,G,G)
-        return _PSROIAvgPool.apply(x, corners, area.expand(num, d, g, g))
+        # rows of the (N, H+1, W+1, G, G, D) prefix sums: (cell, bin position) holds D sums
+        slot = np.arange(g * g).reshape(1, g, g)
+
+        def rows(h: np.ndarray, w: np.ndarray) -> np.ndarray:
+            cell = (b[:, None, None] * (height + 1) + h[:, :, None]) * (width + 1) + w[:, None, :]
+            return (cell * (g * g) + slot).reshape(-1)
+
+        # a box sum from a 2-d prefix sum: S(e, e) − S(s, e) − S(e, s) + S(s, s)
+        corners = torch.from_numpy(np.concatenate([rows(he, we), rows(hs, ws), rows(hs, we),
+                                                   rows(he, ws)]))
+        area = ((he - hs)[:, :, None] * (we - ws)[:, None, :]).astype(np.float64)
+        geometry = (corners, torch.from_numpy(np.maximum(area, 1.0)).reshape(num, g, g, 1))
+        return _PSROIAvgPool.apply(x, geometry, (d, g), self._scratch)
 
 
-# a box sum from a 2-d prefix sum: S(e, e) - S(s, e) - S(e, s) + S(s, s)
-_SIGNS = (1.0, -1.0, -1.0, 1.0)
+def _prefix_sum_2d(t: torch.Tensor) -> None:
+    """In place, the running sums of t (N, H, W, ...) along H, then along W: one add of
+    whole contiguous rows per step (torch.cumsum walks a non-last axis one strided element
+    at a time)."""
+    for h in range(1, t.shape[1]):
+        t[:, h].add_(t[:, h - 1])
+    for w in range(1, t.shape[2]):
+        t[:, :, w].add_(t[:, :, w - 1])
 
 
 class _PSROIAvgPool(torch.autograd.Function):
     """PSROIPooling's average of every bin from box sums of a zero-padded 2-d prefix sum
     (accumulated in float64), and its adjoint as the backward: each bin's diff / area is
-    added at its four corners (signed) and a reverse 2-d prefix sum spreads it over the
-    bin's cells, as the fork's backward adds diff / bin_area to every cell of the bin.
+    added at its four corners of a difference array (+ at (hs, ws) and (he, we), − at
+    (hs, we) and (he, ws)), whose 2-d prefix sum is the sum over the bins holding a cell, as
+    the fork's backward adds diff / bin_area to every cell of the bin.
 
-    corners: (4, R, D, G, G) flat indices into the (N·C, H+1, W+1) padded planes; area:
-    (R, D, G, G) cells per bin (an empty bin gives 0 and no gradient)."""
-
-    @staticmethod
-    def forward(ctx, x, corners, area):
-        s = torch.nn.functional.pad(x.detach().double().cumsum(2).cumsum(3), (1, 0, 1, 0))
-        s = s.reshape(-1)
-        total = sum(sign * s[corner] for sign, corner in zip(_SIGNS, corners))
-        empty = area <= 0
-        out = torch.where(empty, 0.0, total / area.clamp_min(1))
-        ctx.save_for_backward(corners, area)
-        ctx.x_shape, ctx.x_dtype = x.shape, x.dtype
-        return out.to(x.dtype)
+    Sums are kept (N, H+1, W+1, G, G, D): a bin's D channels are one contiguous row.
+    geometry: corners (4·R·G·G) rows of that table, in the order (e, e), (s, s), (s, e),
+    (e, s); area (R, G, G, 1) cells per bin, at least 1 (an empty bin's corners cancel: 0,
+    and no gradient)."""
 
     @staticmethod
-    def backward(ctx, grad):
-        corners, area = ctx.saved_tensors
+    def forward(ctx, x: torch.Tensor, geometry: tuple, dg: tuple[int, int],
+                scratch: _Scratch) -> torch.Tensor:
+        corners, area = (t.to(x.device) for t in geometry)
+        d, g = dg
+        n, c, height, width = x.shape
+        num = area.shape[0]
+        dev, f64 = x.device, torch.float64
+        sums = scratch.take("sums", (n, height + 1, width + 1, g, g, d), f64, dev)
+        sums[:, 0].zero_()
+        sums[:, 1:, 0].zero_()
+        # (N, D·G·G, H·W) -> (N, H·W, D·G·G): a blocked 2-d transpose per image; then each
+        # cell's D x G·G block turned to G·G x D
+        flat = scratch.take("cells", (n, height * width, c), x.dtype, dev)
+        for i in range(n):
+            flat[i].copy_(x[i].detach().view(c, height * width).t())
+        sums[:, 1:, 1:].copy_(flat.view(n, height, width, d, g, g).permute(0, 1, 2, 4, 5, 3))
+        _prefix_sum_2d(sums)
+        got = scratch.take("corners", (4, num, g, g, d), f64, dev)
+        torch.index_select(sums.view(-1, d), 0, corners, out=got.view(-1, d))
+        total = got[0]
+        total.add_(got[1]).sub_(got[2]).sub_(got[3])
+        total.div_(area)
+        top = scratch.take("top", (num, d, g, g), x.dtype, dev)
+        top.copy_(total.permute(0, 3, 1, 2))
+        ctx.geometry, ctx.scratch, ctx.x_shape, ctx.dg = (corners, area), scratch, x.shape, dg
+        return top
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple:
+        corners, area = ctx.geometry
+        scratch, (d, g) = ctx.scratch, ctx.dg
         n, c, height, width = ctx.x_shape
-        share = torch.where(area <= 0, 0.0, grad.double() / area.clamp_min(1)).reshape(-1)
-        spread = grad.new_zeros(n * c * (height + 1) * (width + 1), dtype=torch.float64)
-        for sign, corner in zip(_SIGNS, corners):
-            spread.index_add_(0, corner.reshape(-1), share, alpha=sign)
-        spread = spread.view(n, c, height + 1, width + 1)
-        # cell (i, j) gets every corner entry at (a, b) with a > i and b > j (padded indices)
-        gx = spread.flip((2, 3)).cumsum(2).cumsum(3).flip((2, 3))[:, :, 1:, 1:]
-        return gx.to(ctx.x_dtype), None, None
+        num = area.shape[0]
+        dev, f64 = grad.device, torch.float64
+        share = scratch.take("share", (4, num, g, g, d), f64, dev)
+        share[0].copy_(grad.permute(0, 2, 3, 1))
+        share[0].div_(area)
+        share[1].copy_(share[0])
+        torch.neg(share[0], out=share[2])
+        share[3].copy_(share[2])
+        spread = scratch.take("spread", (n, height + 1, width + 1, g, g, d), f64, dev)
+        spread.zero_()
+        spread.view(-1, d).index_add_(0, corners, share.view(-1, d))
+        _prefix_sum_2d(spread)
+        # back to (N, D·G·G, H·W), as the forward came: each cell's block, then a transpose
+        flat = scratch.take("cells", (n, height, width, d, g, g), grad.dtype, dev)
+        flat.copy_(spread[:, :height, :width].permute(0, 1, 2, 5, 3, 4))
+        gx = scratch.take("gx", (n, c, height, width), grad.dtype, dev)
+        for i in range(n):
+            gx[i].view(c, height * width).copy_(flat[i].view(height * width, c).t())
+        return gx, None, None, None
 
 
 # ------------------------------------------------------------------------------------------
