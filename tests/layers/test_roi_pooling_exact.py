@@ -164,6 +164,14 @@ def test_empty_bins_rois_past_the_map_and_reversed_rois(dtype):
         check_roi(x, rois, pooled, scale, dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_every_bin_empty(dtype):
+    x = np.ones((1, 2, 5, 5), np.float32)
+    rois = np.array([[0, 50, 50, 80, 80], [0, 90, -40, 99, -20]], np.float32)
+    top = check_roi(x, rois, (2, 3), 1.0, dtype)
+    assert not top.any()
+
+
 @pytest.mark.parametrize("block", [1, 3, 64])
 def test_channel_blocks(block, monkeypatch):
     """The channels go through the tables in blocks of _ROI_CHANNEL_BLOCK (and the

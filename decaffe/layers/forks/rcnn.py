@@ -16,9 +16,11 @@ so the pooled cells are the same cells.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
+from torch.autograd.function import FunctionCtx
 
 from ...layer import Layer, Shape, Tops, register
 from ...proto import caffe_pb2
@@ -40,11 +42,11 @@ def _c_round(v: np.ndarray) -> np.ndarray:
     return np.sign(v) * (f + (a - f >= 0.5))
 
 
-def _np_dtype(t: torch.Tensor):
+def _np_dtype(t: torch.Tensor) -> type[np.floating]:
     return np.float64 if t.dtype == torch.float64 else np.float32
 
 
-def _rois_array(layer: Layer, rois: torch.Tensor, dt) -> np.ndarray:
+def _rois_array(layer: Layer, rois: torch.Tensor, dt: type[np.floating]) -> np.ndarray:
     """The (R, 5) ROI table [batch_index, x1, y1, x2, y2] in the bottom's precision."""
     per_roi = math.prod(rois.shape[1:])
     r = rois.detach().reshape(rois.shape[0], per_roi).cpu().numpy().astype(dt, copy=False)
@@ -63,7 +65,7 @@ def _batch_index(layer: Layer, r: np.ndarray, batch: int) -> np.ndarray:
     return b
 
 
-def _check_roi_bottoms(layer: Layer, bottom_shapes) -> tuple:
+def _check_roi_bottoms(layer: Layer, bottom_shapes: list[Shape]) -> tuple:
     x, rois = tuple(bottom_shapes[0]), tuple(bottom_shapes[1])
     layer.check(len(x) == 4, f"bottom '{layer.bottom_names[0]}' must be N x C x H x W, "
                 f"got shape {x}")
@@ -80,16 +82,20 @@ def _check_roi_bottoms(layer: Layer, bottom_shapes) -> tuple:
 class ROIPoolingLayer(Layer):
     """Max pooling of each ROI into a pooled_h × pooled_w grid (Fast R-CNN).
 
-    Bottoms: features (N, C, H, W) and ROIs (R, 5) — [batch index, x1, y1, x2, y2] in image
-    coordinates. Top: (R, C, pooled_h, pooled_w).
+    Bottoms: features (N, C, H, W); ROIs (R, 5) — [batch index, x1, y1, x2, y2] in image
+    coordinates (any shape of R·5 values). Tops: (R, C, pooled_h, pooled_w). Blobs: none.
+    Params (roi_pooling_param): pooled_h (default 0, must be > 0), pooled_w (default 0,
+    must be > 0), spatial_scale (default 1). Batch indices must be in [0, N).
 
     Each corner is round(coord · spatial_scale) (C rounding); the ROI spans
     max(end − start + 1, 1) cells; bin (ph, pw) covers rows [floor(ph·bh), ceil((ph+1)·bh))
-    shifted by the start and clipped to the map, bh = roi_height / pooled_h (likewise for
-    columns). A bin's value is its first maximum in row-major order; an empty bin gives 0.
-    Backward sends each top diff to its bin's argmax; a ROI whose end lies before its start
-    (pooled as a 1×1 cell) gets no gradient, as the fork's backward skips it. The ROIs get
-    no gradient. pooled_h and pooled_w must be > 0; batch indices must be in [0, N).
+    shifted by the start and clipped to the map, bh = roi_height / pooled_h in the bottom's
+    precision (likewise for columns). A bin's value is its first maximum in row-major order
+    under the fork's scan: it starts at −FLT_MAX and keeps strictly greater cells, so NaN
+    and values ≤ −FLT_MAX never win and a bin of nothing else gives −FLT_MAX; −0 and +0 tie
+    (the first is kept); an empty bin gives 0. Backward sends each top diff to its bin's
+    argmax (none from such bins); a ROI whose end lies before its start (pooled as a 1×1
+    cell) gets no gradient, as the fork's backward skips it. The ROIs get no gradient.
     Source: caffe-fast-rcnn src/caffe/layers/roi_pooling_layer.cpp.
     """
 
@@ -102,7 +108,7 @@ class ROIPoolingLayer(Layer):
     def allow_force_backward(self, bottom_index: int) -> bool:
         return bottom_index == 0
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.roi_pooling_param
         self.check(p.pooled_h > 0, "pooled_h must be > 0", "roi_pooling_param.pooled_h")
         self.check(p.pooled_w > 0, "pooled_w must be > 0", "roi_pooling_param.pooled_w")
@@ -110,11 +116,11 @@ class ROIPoolingLayer(Layer):
         self.spatial_scale = p.spatial_scale
         self._scratch = _Scratch()
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         x, rois = _check_roi_bottoms(self, bottom_shapes)
         return [(rois[0], x[1], self.pooled_h, self.pooled_w)]
 
-    def _bins(self, r: np.ndarray, height: int, width: int, dt):
+    def _bins(self, r: np.ndarray, height: int, width: int, dt: type[np.floating]) -> tuple:
         """Per ROI: clipped [start, end) rows (R, PH) and columns (R, PW); malformed flags."""
         scale = dt(self.spatial_scale)
         sw, sh, ew, eh = (_c_round(r[:, i] * scale).astype(np.int64) for i in (1, 2, 3, 4))
@@ -133,7 +139,7 @@ class ROIPoolingLayer(Layer):
         malformed = (eh < sh) | (ew < sw)
         return hs, he, ws, we, malformed
 
-    def forward(self, x, rois) -> Tops:
+    def forward(self, x: torch.Tensor, rois: torch.Tensor) -> Tops:
         n, c, height, width = x.shape
         dt = _np_dtype(x)
         r = _rois_array(self, rois, dt)
@@ -242,7 +248,7 @@ class _ROIBins:
         grad_rect[malformed] = self.rects
         self.grad_rect = torch.from_numpy(grad_rect.reshape(-1))
         # the tables, kw outer (each row table grows from the one before), kh inner
-        top_kw = int(kw[valid].max()) if valid.any() else -1
+        top_kw = int(kw[valid].max()) if valid.any() else 0  # (0, 0): the cells' keys
         self.levels: list[tuple[int, int]] = []
         self.offsets: dict[tuple[int, int], int] = {}
         total = 0
@@ -315,7 +321,7 @@ def _merge_keys(a: tuple, b: tuple, out: tuple) -> None:
     torch.maximum(a[0], b[0], out=out[0])
 
 
-def _grow_tables(tables: tuple, bins: _ROIBins, cb: int, merge) -> None:
+def _grow_tables(tables: tuple, bins: _ROIBins, cb: int, merge: Callable) -> None:
     """Every table level after (0, 0) from the one before it: (0, kw) from (0, kw − 1) by
     columns, (kh, kw) from (kh − 1, kw) by rows."""
     n, _, height, width = bins.shape
@@ -481,13 +487,14 @@ class _ROIMaxPool(torch.autograd.Function):
     argmax cells the forward found are kept for it."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, bins: _ROIBins, scratch: _Scratch) -> torch.Tensor:
+    def forward(ctx: FunctionCtx, x: torch.Tensor, bins: _ROIBins,
+                scratch: _Scratch) -> torch.Tensor:
         top, where = roi_max_pool(x, bins, scratch)
         ctx.where, ctx.bins, ctx.scratch = where, bins, scratch
         return top
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple:
+    def backward(ctx: FunctionCtx, grad: torch.Tensor) -> tuple:
         return _roi_max_unpool(grad, ctx.where, ctx.bins, ctx.scratch), None, None
 
 
@@ -498,14 +505,17 @@ class _ROIMaxPool(torch.autograd.Function):
 class PSROIPoolingLayer(Layer):
     """Position-sensitive average ROI pooling (R-FCN).
 
-    Bottoms: score maps (N, output_dim·group_size², H, W) and ROIs (R, 5). Top:
-    (R, output_dim, group_size, group_size). Cell (d, ph, pw) averages channel
-    (d·G + ph)·G + pw over its bin; an empty bin gives 0. ROI corners: round(x1)·scale,
-    (round(x2) + 1)·scale (C rounding, bottom precision); the ROI is at least 0.1 wide and
-    high; bin [floor(ph·bh + y1), ceil((ph+1)·bh + y1)) clipped to the map. Backward spreads
-    each top diff evenly over its bin; the ROIs get no gradient. spatial_scale, output_dim
-    and group_size must be given (the fork's `required`); output_dim and group_size > 0; the
-    bottom must have output_dim·group_size² channels.
+    Bottoms: score maps (N, output_dim·group_size², H, W); ROIs (R, 5) — [batch index, x1,
+    y1, x2, y2] in image coordinates. Tops: (R, output_dim, group_size, group_size).
+    Blobs: none. Params (psroi_pooling_param): spatial_scale, output_dim, group_size — all
+    required (the fork declares them `required`), output_dim and group_size > 0; the bottom
+    must have output_dim·group_size² channels. Batch indices must be in [0, N).
+
+    Cell (d, ph, pw) averages channel (d·G + ph)·G + pw over its bin; an empty bin gives 0.
+    ROI corners: round(x1)·scale, (round(x2) + 1)·scale (C rounding, bottom precision); the
+    ROI is at least 0.1 wide and high; bin [floor(ph·bh + y1), ceil((ph+1)·bh + y1)) clipped
+    to the map. Sums are accumulated in float64. Backward spreads each top diff evenly over
+    its bin; the ROIs get no gradient.
     Source: caffe-rfcn src/caffe/layers/psroi_pooling_layer.cpp and .cu.
     """
 
@@ -518,7 +528,7 @@ class PSROIPoolingLayer(Layer):
     def allow_force_backward(self, bottom_index: int) -> bool:
         return bottom_index == 0
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.psroi_pooling_param
         f = "psroi_pooling_param"
         for name in ("spatial_scale", "output_dim", "group_size"):
@@ -530,7 +540,7 @@ class PSROIPoolingLayer(Layer):
         self.output_dim, self.group_size = int(p.output_dim), int(p.group_size)
         self._scratch = _Scratch()
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         x, rois = _check_roi_bottoms(self, bottom_shapes)
         d, g = self.output_dim, self.group_size
         self.check(x[1] == d * g * g, f"input channel number does not match layer parameters: "
@@ -538,7 +548,7 @@ class PSROIPoolingLayer(Layer):
                    f"group_size² = {d * g * g}")
         return [(rois[0], d, g, g)]
 
-    def forward(self, x, rois) -> Tops:
+    def forward(self, x: torch.Tensor, rois: torch.Tensor) -> Tops:
         n, c, height, width = x.shape
         dt = _np_dtype(x)
         r = _rois_array(self, rois, dt)
@@ -599,7 +609,7 @@ class _PSROIAvgPool(torch.autograd.Function):
     and no gradient)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, geometry: tuple, dg: tuple[int, int],
+    def forward(ctx: FunctionCtx, x: torch.Tensor, geometry: tuple, dg: tuple[int, int],
                 scratch: _Scratch) -> torch.Tensor:
         corners, area = (t.to(x.device) for t in geometry)
         d, g = dg
@@ -627,7 +637,7 @@ class _PSROIAvgPool(torch.autograd.Function):
         return top
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple:
+    def backward(ctx: FunctionCtx, grad: torch.Tensor) -> tuple:
         corners, area = ctx.geometry
         scratch, (d, g) = ctx.scratch, ctx.dg
         n, c, height, width = ctx.x_shape
