@@ -243,10 +243,8 @@ class _ROIBins:
             a[order] for a in (valid, rb, r0, r1, c0, c1, kh, kw, two_cols, blocks))
         self.rects = len(rects)
         self.rect_of_bin = torch.from_numpy(rank[rect_of_bin])
-        # the backward's: a ROI that ends before its start sends nothing (row `rects`)
-        grad_rect = rank[rect_of_bin].reshape(self.num, -1).copy()
-        grad_rect[malformed] = self.rects
-        self.grad_rect = torch.from_numpy(grad_rect.reshape(-1))
+        # the bins whose diffs go nowhere: those of ROIs that end before they start
+        self.silent = torch.from_numpy(np.flatnonzero(np.repeat(malformed, self.ph * self.pw)))
         # the tables, kw outer (each row table grows from the one before), kh inner
         top_kw = int(kw[valid].max()) if valid.any() else 0  # (0, 0): the cells' keys
         self.levels: list[tuple[int, int]] = []
@@ -449,37 +447,38 @@ def _roi_max_unpool(grad: torch.Tensor, where: torch.Tensor, bins: _ROIBins,
     """The fork's ROIPooling backward: each top diff (R, C, PH, PW) added at its bin's
     argmax cell (where (rects, C), from roi_max_pool), summed over every bin that chose
     the cell; cell N·H·W and the bins of ROIs that end before they start send nothing.
-    Channels last, in blocks of channels that stay in the CPU's caches: the diffs of the
-    bins of one rect are summed, then added at the rect's cells."""
+    Channel-major (one blocked transpose of the bins' cells), in blocks of channels whose
+    sums stay in the CPU's caches: each scatter runs along a channel's contiguous row."""
     n, c, height, width = bins.shape
-    num, nb, rects = bins.num, bins.ph * bins.pw, bins.rects
+    num, nb = bins.num, bins.ph * bins.pw
     plane = n * height * width
     dev = grad.device
     acc = torch.float32 if grad.dtype != torch.float64 else torch.float64
-    g3 = grad.reshape(num, c, nb)
-    total = scratch.take("unpool", (plane + 1, c), acc, dev)  # the last row: nowhere
+    per_bin = scratch.take("unpool_bins", (num * nb, c), torch.int32, dev)
+    torch.index_select(where, 0, bins.rect_of_bin.to(dev), out=per_bin)
+    if bins.silent.numel():
+        per_bin[bins.silent.to(dev)] = bins.dump
+    by_channel = scratch.take("unpool_cells", (c, num * nb), torch.int32, dev)
+    by_channel.copy_(per_bin.t())
+    total = scratch.take("unpool", (c, plane + 1), acc, dev)  # the last column: nowhere
     total.zero_()
-    block = _ROI_UNPOOL_BLOCK
-    grad_rect = bins.grad_rect.to(dev).view(-1, 1)
-    for lo in range(0, c, block):
-        hi = min(c, lo + block)
+    g3 = grad.reshape(num, c, nb)
+    for lo in range(0, c, _ROI_UNPOOL_BLOCK):
+        hi = min(c, lo + _ROI_UNPOOL_BLOCK)
         cb = hi - lo
-        diff = scratch.take("unpool_diff", (num, nb, cb), acc, dev)
-        diff.copy_(g3[:, lo:hi].permute(0, 2, 1))
-        per_rect = scratch.take("unpool_rects", (rects + 1, cb), acc, dev)
-        per_rect.zero_()
-        per_rect.scatter_add_(0, grad_rect.expand(num * nb, cb), diff.view(num * nb, cb))
-        cell = scratch.take("unpool_cells", (rects, cb), torch.long, dev)
-        cell.copy_(where[:, lo:hi])
-        total[:, lo:hi].scatter_add_(0, cell, per_rect[:rects])
+        index = scratch.take("unpool_index", (cb, num * nb), torch.long, dev)
+        index.copy_(by_channel[lo:hi])
+        diff = scratch.take("unpool_diff", (cb, num, nb), acc, dev)
+        diff.copy_(g3[:, lo:hi].permute(1, 0, 2))
+        total[lo:hi].scatter_add_(1, index, diff.view(cb, num * nb))
     gx = scratch.take("gx", (n, c, height, width), grad.dtype, dev)
-    gx.view(n, c, height * width).copy_(total[:plane].view(n, height * width, c)
-                                        .permute(0, 2, 1))
+    gx.view(n, c, height * width).copy_(total[:, :plane].view(c, n, height * width)
+                                        .permute(1, 0, 2))
     return gx
 
 
 _ROI_CHANNEL_BLOCK = 32
-_ROI_UNPOOL_BLOCK = 16
+_ROI_UNPOOL_BLOCK = 32
 
 
 class _ROIMaxPool(torch.autograd.Function):
