@@ -347,7 +347,7 @@ def roi_max_pool(x: torch.Tensor, bins: _ROIBins,
     """Max pooling of every ROI bin, with no loop over ROIs or bins (a 2-d sparse table).
 
     x: (N, C, H, W); bins: the ROIs' bins (_ROIBins). Returns the top (R, C, PH, PW) in x's
-    dtype and, for the backward, per distinct bin (bins.rects) and channel the cell
+    dtype and, for the backward, per channel and distinct bin (C, bins.rects) the cell
     n·H·W + h·W + w its value came from (int32): the bin's first maximum in row-major
     order. An empty bin gives 0, a bin with no cell above −FLT_MAX gives −FLT_MAX (the
     fork's scan starts there); both get the cell N·H·W: no gradient.
@@ -366,7 +366,7 @@ def roi_max_pool(x: torch.Tensor, bins: _ROIBins,
     vdt = torch.float32 if keyed else x.dtype
     top = scratch.take("top", (num, c, bins.ph, bins.pw), vdt, dev)
     top3 = top.view(num, c, nb)
-    where = scratch.take("where", (rects, c), torch.int32, dev)
+    where = scratch.take("where", (c, rects), torch.int32, dev)
     rect_of_bin = bins.rect_of_bin.to(dev)
     lookups = bins.lookups.to(dev)
     cells = torch.arange(n * height * width, device=dev).view(n, height, width, 1)
@@ -410,7 +410,7 @@ def roi_max_pool(x: torch.Tensor, bins: _ROIBins,
             if count:
                 head = tuple(t[:count] for t in best)
                 merge(head, tuple(g[start:start + count] for g in got), head)
-        out_where = where[:, lo:hi]
+        out_where = where[lo:hi].t()
         if keyed:
             # the key's two halves, each contiguous (little-endian: low, then high)
             halves = scratch.take("halves", (2, rects, cb), torch.int32, dev)
@@ -445,29 +445,29 @@ def roi_max_pool(x: torch.Tensor, bins: _ROIBins,
 def _roi_max_unpool(grad: torch.Tensor, where: torch.Tensor, bins: _ROIBins,
                     scratch: _Scratch) -> torch.Tensor:
     """The fork's ROIPooling backward: each top diff (R, C, PH, PW) added at its bin's
-    argmax cell (where (rects, C), from roi_max_pool), summed over every bin that chose
+    argmax cell (where (C, rects), from roi_max_pool), summed over every bin that chose
     the cell; cell N·H·W and the bins of ROIs that end before they start send nothing.
-    Channel-major (one blocked transpose of the bins' cells), in blocks of channels whose
-    sums stay in the CPU's caches: each scatter runs along a channel's contiguous row."""
+    Channel-major, in blocks of channels whose sums stay in the CPU's caches: each block
+    gathers its bins' cells from their rects', then scatters along contiguous rows."""
     n, c, height, width = bins.shape
     num, nb = bins.num, bins.ph * bins.pw
     plane = n * height * width
     dev = grad.device
     acc = torch.float32 if grad.dtype != torch.float64 else torch.float64
-    per_bin = scratch.take("unpool_bins", (num * nb, c), torch.int32, dev)
-    torch.index_select(where, 0, bins.rect_of_bin.to(dev), out=per_bin)
-    if bins.silent.numel():
-        per_bin[bins.silent.to(dev)] = bins.dump
-    by_channel = scratch.take("unpool_cells", (c, num * nb), torch.int32, dev)
-    by_channel.copy_(per_bin.t())
     total = scratch.take("unpool", (c, plane + 1), acc, dev)  # the last column: nowhere
     total.zero_()
     g3 = grad.reshape(num, c, nb)
+    rect_of_bin = bins.rect_of_bin.to(dev).view(1, -1)
+    silent = bins.silent.to(dev)
     for lo in range(0, c, _ROI_UNPOOL_BLOCK):
         hi = min(c, lo + _ROI_UNPOOL_BLOCK)
         cb = hi - lo
+        cells = scratch.take("unpool_cells", (cb, num * nb), torch.int32, dev)
+        torch.gather(where[lo:hi], 1, rect_of_bin.expand(cb, num * nb), out=cells)
         index = scratch.take("unpool_index", (cb, num * nb), torch.long, dev)
-        index.copy_(by_channel[lo:hi])
+        index.copy_(cells)
+        if silent.numel():
+            index.index_fill_(1, silent, plane)
         diff = scratch.take("unpool_diff", (cb, num, nb), acc, dev)
         diff.copy_(g3[:, lo:hi].permute(1, 0, 2))
         total[lo:hi].scatter_add_(1, index, diff.view(cb, num * nb))
