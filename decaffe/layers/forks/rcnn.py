@@ -193,10 +193,11 @@ _FIELD = (1 << 30) - 1  # cell numbers n·H·W + h·W + w stay below this
 _ORDERED_LOSER = int(np.array(-_FLT_MAX, np.float32).view(np.int32)) ^ 0x7FFFFFFF
 
 
-def _key(ordered: int, cell: int, sign: int = 0) -> int:
-    """One table entry: ordered value bits (high 32), then _FIELD − cell, then the sign bit
-    of a −0 (lowest), so that int64 max ranks by value, then by the first cell."""
-    return (ordered << 32) | ((_FIELD - cell) << 1) | sign
+def _key(ordered: int, cell: int, signed: bool = False) -> int:
+    """One table entry: ordered value bits (high 32), then _FIELD − cell, so that int64 max
+    ranks by value, then by the first cell. signed: a block with a −0 keeps each value's
+    −0 flag in bit 0, below the cell (shifted left by one)."""
+    return (ordered << 32) | ((_FIELD - cell) << 1 if signed else _FIELD - cell)
 
 
 class _ROIBins:
@@ -279,32 +280,34 @@ class _ROIBins:
 def _table_keys(xb: torch.Tensor, cells: torch.Tensor, dump: int, out: torch.Tensor,
                 scratch: _Scratch) -> bool:
     """Level (0, 0) of the tables for a block of channels: each cell of xb (N, Cb, H, W) as
-    one int64 key (see _key), channels last, into out (N, H, W, Cb). NaN and values <=
-    −FLT_MAX become the loser's key (−FLT_MAX, no cell); −0 ranks as +0. Returns whether a
-    −0 is there (its sign bit then has to be restored)."""
+    one int64 key (see _key), channels last, into out (N, H, W, Cb); cells: _FIELD − cell
+    number, (N, H, W, 1). NaN and values <= −FLT_MAX become the loser's key (−FLT_MAX, no
+    cell); −0 ranks as +0. Returns whether a −0 is there: the keys are then signed (its
+    sign has to be restored)."""
     n, cb, height, width = xb.shape
     v = scratch.take("keys_f", (n, height, width, cb), torch.float32, xb.device)
     v.copy_(xb.permute(0, 2, 3, 1))
     bits = v.view(torch.int32)
+    negative_zero = bits == -(1 << 31)
+    signed = bool(negative_zero.any())
     flip = scratch.take("keys_i", bits.shape, torch.int32, xb.device)
     torch.bitwise_right_shift(bits, 31, out=flip)
     flip.bitwise_and_(0x7FFFFFFF)
     flip.bitwise_xor_(bits)  # the order-preserving bits
+    if signed:
+        flip.masked_fill_(negative_zero, 0)  # ranked as +0: Caffe's '>' cannot tell them
     out.copy_(flip)
     out.bitwise_left_shift_(32)
-    out.bitwise_or_(cells)
-    negative_zero = bits == -(1 << 31)
-    has_negative_zero = bool(negative_zero.any())
-    if has_negative_zero:
-        # ranked as +0 (Caffe's '>' does not tell them apart), the sign kept in bit 0
-        out.masked_fill_(negative_zero, 0)
+    if signed:
+        out.bitwise_or_(cells << 1)
+        out.bitwise_or_(negative_zero)
+    else:
         out.bitwise_or_(cells)
-        out.bitwise_or_(negative_zero.long())
     loser = ~(v > -_FLT_MAX)
     if bool(loser.any()):
         # every loser the same key: whichever wins, the bin gets −FLT_MAX and no cell
-        out.masked_fill_(loser, _key(_ORDERED_LOSER, dump))
-    return has_negative_zero
+        out.masked_fill_(loser, _key(_ORDERED_LOSER, dump, signed))
+    return signed
 
 
 def _merge_pairs(a: tuple, b: tuple, out: tuple) -> None:
@@ -371,7 +374,7 @@ def roi_max_pool(x: torch.Tensor, bins: _ROIBins,
     lookups = bins.lookups.to(dev)
     cells = torch.arange(n * height * width, device=dev).view(n, height, width, 1)
     if keyed:
-        cells = (_FIELD - cells) << 1
+        cells = _FIELD - cells
     merge = _merge_keys if keyed else _merge_pairs
     plane = n * height * width
     two, four = bins.two, bins.four
@@ -383,7 +386,7 @@ def roi_max_pool(x: torch.Tensor, bins: _ROIBins,
             table = scratch.take("table", (bins.rows + 1, cb), torch.long, dev)
             negative_zero = _table_keys(x[:, lo:hi], cells, bins.dump,
                                         table[:plane].view(n, height, width, cb), scratch)
-            table[bins.rows] = _key(0, bins.dump)
+            table[bins.rows] = _key(0, bins.dump, negative_zero)
             tables = (table,)
         else:
             tv = scratch.take("table_v", (bins.rows + 1, cb), x.dtype, dev)
@@ -427,9 +430,12 @@ def roi_max_pool(x: torch.Tensor, bins: _ROIBins,
                 high.mul_(-(1 << 31))
                 value.bitwise_or_(high)
             value = value.view(torch.float32)
-            # the cell: low = (_FIELD − cell) << 1 | sign
-            torch.bitwise_right_shift(low, 1, out=out_where)
-            out_where.bitwise_xor_(_FIELD)
+            # the cell: low = _FIELD − cell, or (_FIELD − cell) << 1 | sign
+            if negative_zero:
+                torch.bitwise_right_shift(low, 1, out=out_where)
+                out_where.bitwise_xor_(_FIELD)
+            else:
+                torch.bitwise_xor(low, _FIELD, out=out_where)
         else:
             value = best[0]
             out_where.copy_(best[1])
