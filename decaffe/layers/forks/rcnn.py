@@ -576,12 +576,11 @@ class PSROIPoolingLayer(Layer):
         ws = np.clip(np.floor(k[None] * bin_w[:, None] + sw[:, None]), 0, width).astype(np.int64)
         we = np.clip(np.ceil((k[None] + dt(1)) * bin_w[:, None] + sw[:, None]), 0,
                      width).astype(np.int64)
-        # rows of the (N, H+1, W+1, G, G, D) prefix sums: (cell, bin position) holds D sums
-        slot = np.arange(g * g).reshape(1, g, g)
+        # rows of the (N·G·G, H+1, W+1, D) prefix sums: (bin position, cell) holds D sums
+        plane = (b[:, None, None] * (g * g) + np.arange(g * g).reshape(1, g, g)) * (height + 1)
 
         def rows(h: np.ndarray, w: np.ndarray) -> np.ndarray:
-            cell = (b[:, None, None] * (height + 1) + h[:, :, None]) * (width + 1) + w[:, None, :]
-            return (cell * (g * g) + slot).reshape(-1)
+            return ((plane + h[:, :, None]) * (width + 1) + w[:, None, :]).reshape(-1)
 
         # a box sum from a 2-d prefix sum: S(e, e) − S(s, e) − S(e, s) + S(s, s)
         corners = torch.from_numpy(np.concatenate([rows(he, we), rows(hs, ws), rows(hs, we),
@@ -608,7 +607,9 @@ class _PSROIAvgPool(torch.autograd.Function):
     (hs, we) and (he, ws)), whose 2-d prefix sum is the sum over the bins holding a cell, as
     the fork's backward adds diff / bin_area to every cell of the bin.
 
-    Sums are kept (N, H+1, W+1, G, G, D): a bin's D channels are one contiguous row.
+    Sums are kept (N·G·G, H+1, W+1, D): a bin's D channels are one contiguous row, and the
+    map comes in and the gradient goes out through one blocked 2-d transpose per image, as
+    channel (d·G + ph)·G + pw is row d, column (ph·G + pw)·H·W + h·W + w of (D, G·G·H·W).
     geometry: corners (4·R·G·G) rows of that table, in the order (e, e), (s, s), (s, e),
     (e, s); area (R, G, G, 1) cells per bin, at least 1 (an empty bin's corners cancel: 0,
     and no gradient)."""
@@ -621,15 +622,14 @@ class _PSROIAvgPool(torch.autograd.Function):
         n, c, height, width = x.shape
         num = area.shape[0]
         dev, f64 = x.device, torch.float64
-        sums = scratch.take("sums", (n, height + 1, width + 1, g, g, d), f64, dev)
+        sums = scratch.take("sums", (n * g * g, height + 1, width + 1, d), f64, dev)
         sums[:, 0].zero_()
         sums[:, 1:, 0].zero_()
-        # (N, D·G·G, H·W) -> (N, H·W, D·G·G): a blocked 2-d transpose per image; then each
-        # cell's D x G·G block turned to G·G x D
-        flat = scratch.take("cells", (n, height * width, c), x.dtype, dev)
+        flat = scratch.take("cells", (g * g * height * width, d), x.dtype, dev)
+        inner = sums.view(n, g * g, height + 1, width + 1, d)[:, :, 1:, 1:]
         for i in range(n):
-            flat[i].copy_(x[i].detach().view(c, height * width).t())
-        sums[:, 1:, 1:].copy_(flat.view(n, height, width, d, g, g).permute(0, 1, 2, 4, 5, 3))
+            flat.copy_(x[i].detach().view(d, -1).t())
+            inner[i].copy_(flat.view(g * g, height, width, d))
         _prefix_sum_2d(sums)
         got = scratch.take("corners", (4, num, g, g, d), f64, dev)
         torch.index_select(sums.view(-1, d), 0, corners, out=got.view(-1, d))
@@ -654,16 +654,17 @@ class _PSROIAvgPool(torch.autograd.Function):
         share[1].copy_(share[0])
         torch.neg(share[0], out=share[2])
         share[3].copy_(share[2])
-        spread = scratch.take("spread", (n, height + 1, width + 1, g, g, d), f64, dev)
+        spread = scratch.take("spread", (n * g * g, height + 1, width + 1, d), f64, dev)
         spread.zero_()
         spread.view(-1, d).index_add_(0, corners, share.view(-1, d))
         _prefix_sum_2d(spread)
-        # back to (N, D·G·G, H·W), as the forward came: each cell's block, then a transpose
-        flat = scratch.take("cells", (n, height, width, d, g, g), grad.dtype, dev)
-        flat.copy_(spread[:, :height, :width].permute(0, 1, 2, 5, 3, 4))
+        # back to (N, D·G·G, H·W), as the forward came
+        flat = scratch.take("cells", (g * g * height * width, d), grad.dtype, dev)
+        inner = spread.view(n, g * g, height + 1, width + 1, d)[:, :, :height, :width]
         gx = scratch.take("gx", (n, c, height, width), grad.dtype, dev)
         for i in range(n):
-            gx[i].view(c, height * width).copy_(flat[i].view(height * width, c).t())
+            flat.view(g * g, height, width, d).copy_(inner[i])
+            gx[i].view(d, -1).copy_(flat.t())
         return gx, None, None, None
 
 
