@@ -576,11 +576,15 @@ class PSROIPoolingLayer(Layer):
         ws = np.clip(np.floor(k[None] * bin_w[:, None] + sw[:, None]), 0, width).astype(np.int64)
         we = np.clip(np.ceil((k[None] + dt(1)) * bin_w[:, None] + sw[:, None]), 0,
                      width).astype(np.int64)
-        # rows of the (N·G·G, H+1, W+1, D) prefix sums: (bin position, cell) holds D sums
-        plane = (b[:, None, None] * (g * g) + np.arange(g * g).reshape(1, g, g)) * (height + 1)
+        # rows of the (N·G·G·H·(W+1) + W+1, D) prefix sums: (bin position, row h − 1,
+        # column w) holds the D sums S(h, w) over rows < h and columns < w; S(0, w) = 0 is
+        # the zero rows at the end
+        plane = (b[:, None, None] * (g * g) + np.arange(g * g).reshape(1, g, g)) * height
+        zero = n * g * g * height * (width + 1)
 
         def rows(h: np.ndarray, w: np.ndarray) -> np.ndarray:
-            return ((plane + h[:, :, None]) * (width + 1) + w[:, None, :]).reshape(-1)
+            hh, ww = h[:, :, None], w[:, None, :]
+            return np.where(hh > 0, (plane + hh - 1) * (width + 1) + ww, zero + ww).reshape(-1)
 
         # a box sum from a 2-d prefix sum: S(e, e) − S(s, e) − S(e, s) + S(s, s)
         corners = torch.from_numpy(np.concatenate([rows(he, we), rows(hs, ws), rows(hs, we),
@@ -607,9 +611,11 @@ class _PSROIAvgPool(torch.autograd.Function):
     (hs, we) and (he, ws)), whose 2-d prefix sum is the sum over the bins holding a cell, as
     the fork's backward adds diff / bin_area to every cell of the bin.
 
-    Sums are kept (N·G·G, H+1, W+1, D): a bin's D channels are one contiguous row, and the
-    map comes in and the gradient goes out through one blocked 2-d transpose per image, as
-    channel (d·G + ph)·G + pw is row d, column (ph·G + pw)·H·W + h·W + w of (D, G·G·H·W).
+    Sums are kept (N·G·G·H·(W+1) + W+1, D): a bin's D channels are one contiguous row.
+    Channel (d·G + ph)·G + pw is row d of (D, G·G·H·(W+1)), so the running sums along W
+    are taken channel-major (the last axis) and one blocked 2-d transpose per image turns
+    them into rows, where the sums along H are row adds; the backward runs the same way
+    back, its sums running the other way (the adjoint of a prefix sum is a suffix sum).
     geometry: corners (4·R·G·G) rows of that table, in the order (e, e), (s, s), (s, e),
     (e, s); area (R, G, G, 1) cells per bin, at least 1 (an empty bin's corners cancel: 0,
     and no gradient)."""
@@ -622,17 +628,20 @@ class _PSROIAvgPool(torch.autograd.Function):
         n, c, height, width = x.shape
         num = area.shape[0]
         dev, f64 = x.device, torch.float64
-        sums = scratch.take("sums", (n * g * g, height + 1, width + 1, d), f64, dev)
-        sums[:, 0].zero_()
-        sums[:, 1:, 0].zero_()
-        flat = scratch.take("cells", (g * g * height * width, d), x.dtype, dev)
-        inner = sums.view(n, g * g, height + 1, width + 1, d)[:, :, 1:, 1:]
+        per_image = g * g * height * (width + 1)
+        sums = scratch.take("sums", (n * per_image + width + 1, d), f64, dev)
+        sums[n * per_image:].zero_()
+        padded = scratch.take("padded", (c, height, width + 1), f64, dev)
+        padded[:, :, 0].zero_()
         for i in range(n):
-            flat.copy_(x[i].detach().view(d, -1).t())
-            inner[i].copy_(flat.view(g * g, height, width, d))
-        _prefix_sum_2d(sums)
+            padded[:, :, 1:].copy_(x[i].detach())
+            torch.cumsum(padded, 2, out=padded)
+            sums[i * per_image:(i + 1) * per_image].copy_(padded.view(d, per_image).t())
+        by_row = sums[:n * per_image].view(n * g * g, height, (width + 1) * d)
+        for h in range(1, height):
+            by_row[:, h].add_(by_row[:, h - 1])
         got = scratch.take("corners", (4, num, g, g, d), f64, dev)
-        torch.index_select(sums.view(-1, d), 0, corners, out=got.view(-1, d))
+        torch.index_select(sums, 0, corners, out=got.view(-1, d))
         total = got[0]
         total.add_(got[1]).sub_(got[2]).sub_(got[3])
         total.div_(area)
@@ -648,23 +657,27 @@ class _PSROIAvgPool(torch.autograd.Function):
         n, c, height, width = ctx.x_shape
         num = area.shape[0]
         dev, f64 = grad.device, torch.float64
+        per_image = g * g * height * (width + 1)
         share = scratch.take("share", (4, num, g, g, d), f64, dev)
         share[0].copy_(grad.permute(0, 2, 3, 1))
         share[0].div_(area)
         share[1].copy_(share[0])
         torch.neg(share[0], out=share[2])
         share[3].copy_(share[2])
-        spread = scratch.take("spread", (n * g * g, height + 1, width + 1, d), f64, dev)
+        # a corner at (h, w) reaches the cells above and left of it: suffix sums
+        spread = scratch.take("spread", (n * per_image + width + 1, d), f64, dev)
         spread.zero_()
-        spread.view(-1, d).index_add_(0, corners, share.view(-1, d))
-        _prefix_sum_2d(spread)
-        # back to (N, D·G·G, H·W), as the forward came
-        flat = scratch.take("cells", (g * g * height * width, d), grad.dtype, dev)
-        inner = spread.view(n, g * g, height + 1, width + 1, d)[:, :, :height, :width]
+        spread.index_add_(0, corners, share.view(-1, d))  # the zero rows: reach nothing
+        by_row = spread[:n * per_image].view(n * g * g, height, (width + 1) * d)
+        for h in range(height - 2, -1, -1):
+            by_row[:, h].add_(by_row[:, h + 1])
+        padded = scratch.take("padded", (c, height, width + 1), f64, dev)
         gx = scratch.take("gx", (n, c, height, width), grad.dtype, dev)
         for i in range(n):
-            flat.view(g * g, height, width, d).copy_(inner[i])
-            gx[i].view(d, -1).copy_(flat.t())
+            padded.view(d, per_image).copy_(spread[i * per_image:(i + 1) * per_image].t())
+            torch.cumsum(padded, 2, out=padded)
+            # the suffix sum past column j: the row's total less the prefix through j
+            torch.sub(padded[:, :, width:], padded[:, :, :width], out=gx[i])
         return gx, None, None, None
 
 
