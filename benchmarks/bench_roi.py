@@ -196,11 +196,13 @@ def decaffe_step(kind: str, rois_count: int):
 class Before:
     """An older decaffe (the checkout at DIR) timing the same case in a worker process."""
 
-    def __init__(self, root: str, kind: str, rois_count: int, threads: int) -> None:
+    def __init__(self, root: str, kind: str, rois_count: int, threads: int,
+                 reference: bool) -> None:
         env = dict(os.environ, PYTHONPATH=os.path.abspath(root))
         self.proc = subprocess.Popen(
             [sys.executable, os.path.abspath(__file__), "--worker", "--layers", kind,
-             "--rois", str(rois_count), "--threads", str(threads)],
+             "--rois", str(rois_count), "--threads", str(threads)]
+            + ([] if reference else ["--skip-reference"]),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
             cwd=os.path.abspath(root))
         self.where = self.proc.stdout.readline().strip()  # the decaffe it imported
@@ -216,10 +218,13 @@ class Before:
         self.proc.wait()
 
 
-def worker(kind: str, rois_count: int) -> int:
+def worker(kind: str, rois_count: int, reference: bool) -> int:
     """--worker: one timed forward+backward per 'run' line on stdin, seconds on stdout."""
     print(os.path.dirname(decaffe.__file__), flush=True)
-    _, run = decaffe_step(kind, rois_count)
+    net, run = decaffe_step(kind, rois_count)
+    if reference:  # the parent reads the top once to compare: the same net state here
+        run()
+        net.blobs["y"].data  # noqa: B018
     for _ in sys.stdin:
         t0 = time.perf_counter()
         run()
@@ -276,11 +281,12 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     configure(args.threads)
     if args.worker:
-        return worker(args.layers, args.rois)
+        return worker(args.layers, args.rois, not args.skip_reference)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {args.rois} ROIs "
           f"on a 40x40 map, 7x7 bins; forward+backward, median of {args.iters} (ms)")
     for kind in args.layers.split(","):
-        before = Before(args.before, kind, args.rois, args.threads) if args.before else None
+        before = (Before(args.before, kind, args.rois, args.threads, not args.skip_reference)
+                  if args.before else None)
         before_where = before.where if before else None
         try:
             t = bench(kind, args.rois, args.iters, not args.skip_reference, before)
