@@ -2,6 +2,7 @@
 layers against a vectorised reference written here, in the same run.
 
     python benchmarks/bench_roi.py [--rois 300] [--iters 5] [--threads 0] [--skip-reference]
+                                   [--before DIR]
 
 Input: one 40×40 feature map (a 640×640 image at stride 16, spatial_scale 1/16) and --rois
 random boxes in image coordinates (sides 8 to 640 pixels). ROIPooling: 1024 channels, 7×7
@@ -16,19 +17,25 @@ order; or mean), over chunks of ROIs of similar sizes (sorted by bin size, each 
 padded to its own largest bin) that bound its memory. Reported: median ms per
 forward+backward of each, alternated (A B A B ...), and decaffe / reference.
 Threads: decaffe's choice for the free cores (decaffe.threads.configure), or --threads N.
+
+--before DIR times an older decaffe (a checkout at DIR) in the same run: a worker process
+importing DIR's decaffe builds the same net and input and runs one forward+backward per
+request, alternated with the others (its time is measured in the worker, so the requests
+cost nothing); reported as decaffe/before.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
+import statistics
+import subprocess
 import sys
+import time
 
 import numpy as np
 import torch
-
-# the same alternating timer as the batch-items benchmark (this folder is on sys.path)
-from bench_batch_items import timed_interleaved
 
 import decaffe
 from decaffe.threads import configure
@@ -160,21 +167,79 @@ def decaffe_net(kind: str, x_shape, rois_count: int) -> decaffe.Net:
     return decaffe.Net(text, decaffe.TEST)
 
 
-def bench(kind: str, rois_count: int, iters: int, reference: bool) -> dict[str, float]:
+def problem(kind: str, rois_count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The input map, ROIs and top diff of one benchmark case."""
     channels = 1024 if kind == "ROIPooling" else 21 * 49
     rng = np.random.default_rng(1)
     x = rng.standard_normal((1, channels, 40, 40)).astype(np.float32)
     rois = random_rois(rois_count)
+    top_shape = (rois_count, 1024, 7, 7) if kind == "ROIPooling" else (rois_count, 21, 7, 7)
+    dy = rng.standard_normal(top_shape).astype(np.float32)
+    return x, rois, dy
+
+
+def decaffe_step(kind: str, rois_count: int):
+    """A Net of the case and a function running its forward+backward."""
+    x, rois, dy = problem(kind, rois_count)
     net = decaffe_net(kind, x.shape, rois_count)
     net.blobs["x"].data[...] = x
     net.blobs["rois"].data[...] = rois
-    top_shape = (rois_count, 1024, 7, 7) if kind == "ROIPooling" else (rois_count, 21, 7, 7)
-    dy = rng.standard_normal(top_shape).astype(np.float32)
 
-    def run_decaffe():
+    def run():
         net.forward()
         net.blobs["y"].diff[...] = dy
         net.backward()
+
+    return net, run
+
+
+class Before:
+    """An older decaffe (the checkout at DIR) timing the same case in a worker process."""
+
+    def __init__(self, root: str, kind: str, rois_count: int, threads: int,
+                 reference: bool) -> None:
+        env = dict(os.environ, PYTHONPATH=os.path.abspath(root))
+        self.proc = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "--worker", "--layers", kind,
+             "--rois", str(rois_count), "--threads", str(threads)]
+            + ([] if reference else ["--skip-reference"]),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+            cwd=os.path.abspath(root))
+        self.where = self.proc.stdout.readline().strip()  # the decaffe it imported
+        self.seconds: list[float] = []
+
+    def __call__(self) -> None:
+        self.proc.stdin.write("run\n")
+        self.proc.stdin.flush()
+        self.seconds.append(float(self.proc.stdout.readline()))
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
+def worker(kind: str, rois_count: int, reference: bool) -> int:
+    """--worker: one timed forward+backward per 'run' line on stdin, seconds on stdout."""
+    print(os.path.dirname(decaffe.__file__), flush=True)
+    net, run = decaffe_step(kind, rois_count)
+    if reference:  # the parent reads the top once to compare: the same net state here
+        run()
+        net.blobs["y"].data  # noqa: B018
+    for _ in sys.stdin:
+        t0 = time.perf_counter()
+        run()
+        print(time.perf_counter() - t0, flush=True)
+    return 0
+
+
+def bench(kind: str, rois_count: int, iters: int, reference: bool,
+          before: Before | None = None) -> dict[str, float]:
+    # the same alternating timer as the batch-items benchmark (this folder is on sys.path);
+    # imported here: it puts this checkout first on sys.path, which --worker must not do
+    from bench_batch_items import timed_interleaved
+
+    x, rois, dy = problem(kind, rois_count)
+    net, run_decaffe = decaffe_step(kind, rois_count)
 
     xt, rt, dyt = torch.from_numpy(x), torch.from_numpy(rois), torch.from_numpy(dy)
 
@@ -194,7 +259,12 @@ def bench(kind: str, rois_count: int, iters: int, reference: bool) -> dict[str, 
         np.testing.assert_allclose(net.blobs["y"].data, y_ref.numpy(), rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(net.blobs["x"].diff, gx_ref.numpy(), rtol=1e-4, atol=1e-4)
         fns["reference"] = run_reference
-    return timed_interleaved(fns, iters)[0]
+    if before is not None:
+        fns["before"] = before
+    t = timed_interleaved(fns, iters)[0]
+    if before is not None:  # the worker's own time of each call (after its warm-up)
+        t["before"] = statistics.median(before.seconds[1:])
+    return t
 
 
 def main(argv=None) -> int:
@@ -205,18 +275,35 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-reference", action="store_true",
                     help="time decaffe only (e.g. an older decaffe, for the speed-up)")
     ap.add_argument("--layers", default="ROIPooling,PSROIPooling")
+    ap.add_argument("--before", metavar="DIR",
+                    help="also time the decaffe of the checkout at DIR (decaffe/before)")
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     configure(args.threads)
+    if args.worker:
+        return worker(args.layers, args.rois, not args.skip_reference)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {args.rois} ROIs "
           f"on a 40x40 map, 7x7 bins; forward+backward, median of {args.iters} (ms)")
     for kind in args.layers.split(","):
-        t = bench(kind, args.rois, args.iters, not args.skip_reference)
+        before = (Before(args.before, kind, args.rois, args.threads, not args.skip_reference)
+                  if args.before else None)
+        before_where = before.where if before else None
+        try:
+            t = bench(kind, args.rois, args.iters, not args.skip_reference, before)
+        finally:
+            if before is not None:
+                before.close()
         shape = "1x1024x40x40" if kind == "ROIPooling" else "1x1029x40x40 (21·7·7)"
         line = f"{kind:13s} {shape:24s} decaffe {t['decaffe'] * 1e3:9.1f}"
         if "reference" in t:
             line += (f"   reference {t['reference'] * 1e3:9.1f}   decaffe/reference "
                      f"{t['decaffe'] / t['reference']:.2f}")
+        if "before" in t:
+            line += (f"   before {t['before'] * 1e3:9.1f}   decaffe/before "
+                     f"{t['decaffe'] / t['before']:.3f} ({t['before'] / t['decaffe']:.1f}x)")
         print(line, flush=True)
+    if args.before:
+        print(f"before: the decaffe in {before_where}")
     return 0
 
 

@@ -16,9 +16,11 @@ so the pooled cells are the same cells.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
+from torch.autograd.function import FunctionCtx
 
 from ...layer import Layer, Shape, Tops, register
 from ...proto import caffe_pb2
@@ -40,11 +42,11 @@ def _c_round(v: np.ndarray) -> np.ndarray:
     return np.sign(v) * (f + (a - f >= 0.5))
 
 
-def _np_dtype(t: torch.Tensor):
+def _np_dtype(t: torch.Tensor) -> type[np.floating]:
     return np.float64 if t.dtype == torch.float64 else np.float32
 
 
-def _rois_array(layer: Layer, rois: torch.Tensor, dt) -> np.ndarray:
+def _rois_array(layer: Layer, rois: torch.Tensor, dt: type[np.floating]) -> np.ndarray:
     """The (R, 5) ROI table [batch_index, x1, y1, x2, y2] in the bottom's precision."""
     per_roi = math.prod(rois.shape[1:])
     r = rois.detach().reshape(rois.shape[0], per_roi).cpu().numpy().astype(dt, copy=False)
@@ -63,7 +65,7 @@ def _batch_index(layer: Layer, r: np.ndarray, batch: int) -> np.ndarray:
     return b
 
 
-def _check_roi_bottoms(layer: Layer, bottom_shapes) -> tuple:
+def _check_roi_bottoms(layer: Layer, bottom_shapes: list[Shape]) -> tuple:
     x, rois = tuple(bottom_shapes[0]), tuple(bottom_shapes[1])
     layer.check(len(x) == 4, f"bottom '{layer.bottom_names[0]}' must be N x C x H x W, "
                 f"got shape {x}")
@@ -80,16 +82,20 @@ def _check_roi_bottoms(layer: Layer, bottom_shapes) -> tuple:
 class ROIPoolingLayer(Layer):
     """Max pooling of each ROI into a pooled_h × pooled_w grid (Fast R-CNN).
 
-    Bottoms: features (N, C, H, W) and ROIs (R, 5) — [batch index, x1, y1, x2, y2] in image
-    coordinates. Top: (R, C, pooled_h, pooled_w).
+    Bottoms: features (N, C, H, W); ROIs (R, 5) — [batch index, x1, y1, x2, y2] in image
+    coordinates (any shape of R·5 values). Tops: (R, C, pooled_h, pooled_w). Blobs: none.
+    Params (roi_pooling_param): pooled_h (default 0, must be > 0), pooled_w (default 0,
+    must be > 0), spatial_scale (default 1). Batch indices must be in [0, N).
 
     Each corner is round(coord · spatial_scale) (C rounding); the ROI spans
     max(end − start + 1, 1) cells; bin (ph, pw) covers rows [floor(ph·bh), ceil((ph+1)·bh))
-    shifted by the start and clipped to the map, bh = roi_height / pooled_h (likewise for
-    columns). A bin's value is its first maximum in row-major order; an empty bin gives 0.
-    Backward sends each top diff to its bin's argmax; a ROI whose end lies before its start
-    (pooled as a 1×1 cell) gets no gradient, as the fork's backward skips it. The ROIs get
-    no gradient. pooled_h and pooled_w must be > 0; batch indices must be in [0, N).
+    shifted by the start and clipped to the map, bh = roi_height / pooled_h in the bottom's
+    precision (likewise for columns). A bin's value is its first maximum in row-major order
+    under the fork's scan: it starts at −FLT_MAX and keeps strictly greater cells, so NaN
+    and values ≤ −FLT_MAX never win and a bin of nothing else gives −FLT_MAX; −0 and +0 tie
+    (the first is kept); an empty bin gives 0. Backward sends each top diff to its bin's
+    argmax (none from such bins); a ROI whose end lies before its start (pooled as a 1×1
+    cell) gets no gradient, as the fork's backward skips it. The ROIs get no gradient.
     Source: caffe-fast-rcnn src/caffe/layers/roi_pooling_layer.cpp.
     """
 
@@ -102,18 +108,19 @@ class ROIPoolingLayer(Layer):
     def allow_force_backward(self, bottom_index: int) -> bool:
         return bottom_index == 0
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.roi_pooling_param
         self.check(p.pooled_h > 0, "pooled_h must be > 0", "roi_pooling_param.pooled_h")
         self.check(p.pooled_w > 0, "pooled_w must be > 0", "roi_pooling_param.pooled_w")
         self.pooled_h, self.pooled_w = int(p.pooled_h), int(p.pooled_w)
         self.spatial_scale = p.spatial_scale
+        self._scratch = _Scratch()
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         x, rois = _check_roi_bottoms(self, bottom_shapes)
         return [(rois[0], x[1], self.pooled_h, self.pooled_w)]
 
-    def _bins(self, r: np.ndarray, height: int, width: int, dt):
+    def _bins(self, r: np.ndarray, height: int, width: int, dt: type[np.floating]) -> tuple:
         """Per ROI: clipped [start, end) rows (R, PH) and columns (R, PW); malformed flags."""
         scale = dt(self.spatial_scale)
         sw, sh, ew, eh = (_c_round(r[:, i] * scale).astype(np.int64) for i in (1, 2, 3, 4))
@@ -132,7 +139,7 @@ class ROIPoolingLayer(Layer):
         malformed = (eh < sh) | (ew < sw)
         return hs, he, ws, we, malformed
 
-    def forward(self, x, rois) -> Tops:
+    def forward(self, x: torch.Tensor, rois: torch.Tensor) -> Tops:
         n, c, height, width = x.shape
         dt = _np_dtype(x)
         r = _rois_array(self, rois, dt)
@@ -141,177 +148,359 @@ class ROIPoolingLayer(Layer):
             return x.new_zeros((0, c, self.pooled_h, self.pooled_w))
         b = _batch_index(self, r, n)
         hs, he, ws, we, malformed = self._bins(r, height, width, dt)
-        dev = x.device
-        return _ROIMaxPool.apply(x, *(torch.as_tensor(a, device=dev)
-                                      for a in (b, hs, he, ws, we, malformed)))
+        bins = _ROIBins(b, hs, he, ws, we, malformed, x.shape)
+        return _ROIMaxPool.apply(x, bins, self._scratch)
+
+
+_use_count = getattr(torch._C, "_storage_Use_Count", None)
+
+
+class _Scratch:
+    """CPU memory a layer reuses from pass to pass. Fresh pages cost a kernel fault each: a
+    60 MB top took longer to fault in than to compute. A buffer is handed out again only when
+    nothing else holds its storage (no tensor, view or array of an earlier pass), so reuse is
+    never visible; elsewhere (GPUs: a caching allocator) each request is fresh memory."""
+
+    def __init__(self) -> None:
+        self._held: dict[str, list[torch.Tensor]] = {}
+
+    def take(self, tag: str, shape: tuple, dtype: torch.dtype,
+             device: torch.device) -> torch.Tensor:
+        """An uninitialised tensor of this shape, its own tensor (not a view) over memory
+        that nothing else uses now."""
+        numel = math.prod(shape)
+        if device.type != "cpu" or _use_count is None:
+            return torch.empty(shape, dtype=dtype, device=device)
+        held = self._held.setdefault(tag, [])
+        for base in held:
+            # 2: the base tensor and the storage object asked about
+            if base.dtype == dtype and base.numel() >= numel and \
+                    _use_count(base.untyped_storage()._cdata) <= 2:
+                break
+        else:
+            base = torch.empty(max(numel, 1), dtype=dtype)
+            held.append(base)
+            if len(held) > 3:  # the oldest goes when its holders let it go
+                held.pop(0)
+        return torch.empty(0, dtype=dtype).set_(base.untyped_storage(), 0, shape)
 
 
 # Caffe's scan starts each bin at -FLT_MAX and keeps a cell only when strictly greater: NaN
 # and values <= -FLT_MAX never win (in float64 too: the forks use FLT_MAX for every Dtype)
 _FLT_MAX = float(np.finfo(np.float32).max)
-_CELLS = 1 << 31  # cells h·W + w of one plane, below 2^31
+_FIELD = (1 << 30) - 1  # cell numbers n·H·W + h·W + w stay below this
+# the order-preserving bits of -FLT_MAX (negatives have their magnitude bits flipped)
+_ORDERED_LOSER = int(np.array(-_FLT_MAX, np.float32).view(np.int32)) ^ 0x7FFFFFFF
 
 
-def _keys(x: torch.Tensor) -> tuple[torch.Tensor]:
-    """Each cell of x (N, C, H, W) as one int64, channels last (N, H, W, C), ordered as the
-    fork's scan ranks cells: by value, then the first in row-major order. High 32 bits: the
-    float32 bits made order-preserving (negatives flipped; NaN and <= -FLT_MAX as -inf; -0
-    as +0, which Caffe's '>' does not tell apart); then 2^31 - 1 - (h·W + w); the lowest bit
-    keeps the value's sign bit, so that a -0 maximum comes back as -0."""
-    n, c, height, width = x.shape
-    v = x.detach().permute(0, 2, 3, 1).float()
-    sign = torch.signbit(v).long()
-    v = torch.where(v > -_FLT_MAX, v + 0.0, torch.tensor(-math.inf, device=x.device))
-    bits = v.contiguous().view(torch.int32)
-    ordered = torch.where(bits >= 0, bits, bits ^ 0x7FFFFFFF).long()
-    cell = torch.arange(height * width, device=x.device).view(1, height, width, 1)
-    return (ordered * (2 * _CELLS) + (_CELLS - 1 - cell) * 2 + sign,)
+def _key(ordered: int, cell: int, signed: bool = False) -> int:
+    """One table entry: ordered value bits (high 32), then _FIELD − cell, so that int64 max
+    ranks by value, then by the first cell. signed: a block with a −0 keeps each value's
+    −0 flag in bit 0, below the cell (shifted left by one)."""
+    return (ordered << 32) | ((_FIELD - cell) << 1 if signed else _FIELD - cell)
 
 
-def _unkey(key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(float32 value, int32 cell) of keys; -inf for a bin where no cell won."""
-    ordered = key >> 32
-    # undo the flip of negatives (branch-free), then put the sign bit back (-0 stays -0)
-    bits = (ordered ^ ((ordered >> 31) & 0x7FFFFFFF)) | ((key & 1) << 31)
-    value = bits.to(torch.int32).view(torch.float32)
-    cell = (_CELLS - 1) - ((key >> 1) & (_CELLS - 1))
-    return value, cell.to(torch.int32)
+class _ROIBins:
+    """Where every ROI bin reads the 2-d sparse tables, computed once per forward.
+
+    Table (kh, kw) holds, for every position, the best cell of the 2^kh × 2^kw block there;
+    a bin of h × w cells is the union of at most four such blocks with 2^kh ≤ h < 2^(kh+1)
+    (likewise w): one block when h and w are powers of 2, two when one of them is. The
+    tables needed are stacked, one row per position, then one sentinel row that an empty bin
+    reads (value 0, no cell). Bins covering the same cells of the same image (small ROIs
+    repeat cells across bins; neighbouring ROIs share bins) are pooled once: the rects,
+    sorted by how many blocks they need (4, 2, then 1), so that each merge runs on a
+    prefix."""
+
+    def __init__(self, b: np.ndarray, hs: np.ndarray, he: np.ndarray, ws: np.ndarray,
+                 we: np.ndarray, malformed: np.ndarray, shape: tuple) -> None:
+        n, _, height, width = shape
+        self.shape = tuple(shape)
+        self.num, self.ph, self.pw = hs.shape[0], hs.shape[1], ws.shape[1]
+        self.dump = n * height * width  # the cell number of "no cell": no gradient
+        full = (self.num, self.ph, self.pw)
+        rs, re = np.broadcast_to(hs[:, :, None], full), np.broadcast_to(he[:, :, None], full)
+        cs, ce = np.broadcast_to(ws[:, None, :], full), np.broadcast_to(we[:, None, :], full)
+        h1, w1 = height + 1, width + 1
+        code = (((b[:, None, None] * h1 + rs) * h1 + re) * w1 + cs) * w1 + ce
+        code = np.where((re > rs) & (ce > cs), code, -1).reshape(-1)  # -1: an empty bin
+        rects, rect_of_bin = np.unique(code, return_inverse=True)
+        valid = rects >= 0
+        q = np.maximum(rects, 0)
+        q, c1 = np.divmod(q, w1)
+        q, c0 = np.divmod(q, w1)
+        q, r1 = np.divmod(q, h1)
+        rb, r0 = np.divmod(q, h1)
+        lh, lw = r1 - r0, c1 - c0
+        kh = np.where(valid, np.floor(np.log2(np.maximum(lh, 1))), 0).astype(np.int64)
+        kw = np.where(valid, np.floor(np.log2(np.maximum(lw, 1))), 0).astype(np.int64)
+        two_rows = valid & (lh != (1 << kh))
+        two_cols = valid & (lw != (1 << kw))
+        blocks = (1 + two_rows) * (1 + two_cols)
+        order = np.argsort(-blocks, kind="stable")
+        rank = np.empty_like(order)
+        rank[order] = np.arange(len(order))
+        valid, rb, r0, r1, c0, c1, kh, kw, two_cols, blocks = (
+            a[order] for a in (valid, rb, r0, r1, c0, c1, kh, kw, two_cols, blocks))
+        self.rects = len(rects)
+        self.rect_of_bin = torch.from_numpy(rank[rect_of_bin])
+        # the bins whose diffs go nowhere: those of ROIs that end before they start
+        self.silent = torch.from_numpy(np.flatnonzero(np.repeat(malformed, self.ph * self.pw)))
+        # the tables, kw outer (each row table grows from the one before), kh inner
+        top_kw = int(kw[valid].max()) if valid.any() else 0  # (0, 0): the cells' keys
+        self.levels: list[tuple[int, int]] = []
+        self.offsets: dict[tuple[int, int], int] = {}
+        total = 0
+        for level_w in range(top_kw + 1):
+            at_w = valid & (kw == level_w)
+            top_kh = int(kh[at_w].max()) if at_w.any() else 0
+            for level_h in range(top_kh + 1):
+                self.levels.append((level_h, level_w))
+                self.offsets[level_h, level_w] = total
+                total += n * (height - (1 << level_h) + 1) * (width - (1 << level_w) + 1)
+        self.rows = total  # the sentinel's row
+        rows_l = height - (1 << kh) + 1
+        cols_l = width - (1 << kw) + 1
+        off = np.zeros(len(kh), np.int64)
+        for (level_h, level_w), o in self.offsets.items():
+            off[(kh == level_h) & (kw == level_w)] = o
+        base = off + rb * rows_l * cols_l
+        r1, c1 = r1 - (1 << kh), c1 - (1 << kw)
+
+        def at(rr: np.ndarray, cc: np.ndarray) -> np.ndarray:
+            return np.where(valid, base + rr * cols_l + cc, total)
+
+        self.two = int((blocks >= 2).sum())
+        self.four = int((blocks == 4).sum())
+        second = np.where(two_cols, at(r0, c1), at(r1, c0))[:self.two]
+        self.lookups = torch.from_numpy(np.concatenate(
+            [at(r0, c0), second, at(r1, c0)[:self.four], at(r1, c1)[:self.four]]))
 
 
-def _max_key(a: tuple, b: tuple) -> tuple:
-    return (torch.maximum(a[0], b[0]),)
+def _table_keys(xb: torch.Tensor, cells: torch.Tensor, dump: int, out: torch.Tensor,
+                scratch: _Scratch) -> bool:
+    """Level (0, 0) of the tables for a block of channels: each cell of xb (N, Cb, H, W) as
+    one int64 key (see _key), channels last, into out (N, H, W, Cb); cells: _FIELD − cell
+    number, (N, H, W, 1). NaN and values <= −FLT_MAX become the loser's key (−FLT_MAX, no
+    cell); −0 ranks as +0. Returns whether a −0 is there: the keys are then signed (its
+    sign has to be restored)."""
+    n, cb, height, width = xb.shape
+    v = scratch.take("keys_f", (n, height, width, cb), torch.float32, xb.device)
+    v.copy_(xb.permute(0, 2, 3, 1))
+    bits = v.view(torch.int32)
+    negative_zero = bits == -(1 << 31)
+    signed = bool(negative_zero.any())
+    flip = scratch.take("keys_i", bits.shape, torch.int32, xb.device)
+    torch.bitwise_right_shift(bits, 31, out=flip)
+    flip.bitwise_and_(0x7FFFFFFF)
+    flip.bitwise_xor_(bits)  # the order-preserving bits
+    if signed:
+        flip.masked_fill_(negative_zero, 0)  # ranked as +0: Caffe's '>' cannot tell them
+    out.copy_(flip)
+    out.bitwise_left_shift_(32)
+    if signed:
+        out.bitwise_or_(cells << 1)
+        out.bitwise_or_(negative_zero)
+    else:
+        out.bitwise_or_(cells)
+    loser = ~(v > -_FLT_MAX)
+    if bool(loser.any()):
+        # every loser the same key: whichever wins, the bin gets −FLT_MAX and no cell
+        out.masked_fill_(loser, _key(_ORDERED_LOSER, dump, signed))
+    return signed
 
 
-def _pairs(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """float64 cells (value, h·W + w), channels last: a value that a key cannot hold."""
-    n, c, height, width = x.shape
-    v = x.detach().permute(0, 2, 3, 1)
-    v = torch.where(v > -_FLT_MAX, v, torch.tensor(-math.inf, dtype=v.dtype, device=x.device))
-    i = torch.arange(height * width, dtype=torch.int32, device=x.device)
-    return v.contiguous(), i.view(1, height, width, 1).expand(n, height, width, c).contiguous()
-
-
-def _max_pair(a: tuple, b: tuple) -> tuple:
-    """The larger value; on a tie the smaller cell, the first in row-major order."""
+def _merge_pairs(a: tuple, b: tuple, out: tuple) -> None:
+    """(value, cell) pairs: the larger value; on a tie the smaller cell, the first in
+    row-major order (float64, whose values a key cannot hold)."""
     take_b = (b[0] > a[0]) | ((b[0] == a[0]) & (b[1] < a[1]))
-    return torch.where(take_b, b[0], a[0]), torch.where(take_b, b[1], a[1])
+    torch.where(take_b, b[0], a[0], out=out[0])
+    torch.where(take_b, b[1], a[1], out=out[1])
 
 
-def roi_max_pool(x: torch.Tensor, b: torch.Tensor, hs: torch.Tensor, he: torch.Tensor,
-                 ws: torch.Tensor, we: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _merge_keys(a: tuple, b: tuple, out: tuple) -> None:
+    torch.maximum(a[0], b[0], out=out[0])
+
+
+def _grow_tables(tables: tuple, bins: _ROIBins, cb: int, merge: Callable) -> None:
+    """Every table level after (0, 0) from the one before it: (0, kw) from (0, kw − 1) by
+    columns, (kh, kw) from (kh − 1, kw) by rows."""
+    n, _, height, width = bins.shape
+
+    def level(key: tuple[int, int]) -> tuple:
+        rows = height - (1 << key[0]) + 1
+        cols = width - (1 << key[1]) + 1
+        o = bins.offsets[key]
+        return tuple(t[o:o + n * rows * cols].view(n, rows, cols, cb) for t in tables)
+
+    for level_h, level_w in bins.levels:
+        if level_h == 0 and level_w == 0:
+            continue
+        dst = level((level_h, level_w))
+        if level_h == 0:
+            src, s = level((0, level_w - 1)), 1 << (level_w - 1)
+            merge(tuple(t[:, :, :-s] for t in src), tuple(t[:, :, s:] for t in src), dst)
+        else:
+            src, s = level((level_h - 1, level_w)), 1 << (level_h - 1)
+            merge(tuple(t[:, :-s] for t in src), tuple(t[:, s:] for t in src), dst)
+
+
+def roi_max_pool(x: torch.Tensor, bins: _ROIBins,
+                 scratch: _Scratch | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Max pooling of every ROI bin, with no loop over ROIs or bins (a 2-d sparse table).
 
-    x: (N, C, H, W); b: (R,) batch indices; hs, he: (R, PH) clipped [start, end) rows;
-    ws, we: (R, PW) clipped [start, end) columns. Returns the top (R, C, PH, PW) in x's dtype
-    and the cell h·W + w each value came from (R, C, PH, PW, int32): the bin's first maximum
-    in row-major order. An empty bin gives 0 and cell −1; a bin with no cell above −FLT_MAX
-    gives −FLT_MAX and cell −1 (the fork's forward: its scan starts at −FLT_MAX).
+    x: (N, C, H, W); bins: the ROIs' bins (_ROIBins). Returns the top (R, C, PH, PW) in x's
+    dtype and, for the backward, per channel and distinct bin (C, bins.rects) the cell
+    n·H·W + h·W + w its value came from (int32): the bin's first maximum in row-major
+    order. An empty bin gives 0, a bin with no cell above −FLT_MAX gives −FLT_MAX (the
+    fork's scan starts there); both get the cell N·H·W: no gradient.
 
-    Table (kh, kw) holds, for every cell, the best cell of the 2^kh × 2^kw block there; a bin
-    of h × w cells is the union of four such blocks with 2^kh ≤ h < 2^(kh+1) (likewise w), so
-    four lookups answer it exactly. A cell is one int64 key (value, then first cell) for
-    float32 and narrower; float64 keeps (value, cell) pairs. Channels last: a lookup reads C
-    contiguous entries.
+    Float32 and narrower: a cell is one int64 key (value, then first cell), so the tables
+    are elementwise maxima and the winner's value and cell come back from its key's two
+    halves; float64 keeps (value, cell) pairs. Channels last, in blocks of
+    _ROI_CHANNEL_BLOCK: a lookup reads a block's contiguous entries, and a block's tables
+    stay in the CPU's caches.
     """
+    scratch = scratch if scratch is not None else _Scratch()
     n, c, height, width = x.shape
-    num, ph_n = hs.shape
-    pw_n = ws.shape[1]
+    num, nb, rects = bins.num, bins.ph * bins.pw, bins.rects
     dev = x.device
-    keyed = x.dtype != torch.float64
-    merge = _max_key if keyed else _max_pair
-    lh, lw = he - hs, we - ws  # (R, PH), (R, PW)
-    kh = torch.zeros_like(lh)  # floor(log2(bin height)) of a non-empty bin
-    for k in range(1, max(int(lh.max()), 1).bit_length()):
-        kh += (lh >= (1 << k)).long()
-    kw = torch.zeros_like(lw)
-    for k in range(1, max(int(lw.max()), 1).bit_length()):
-        kw += (lw >= (1 << k)).long()
-    full = (num, ph_n, pw_n)
-
-    def per_bin(t: torch.Tensor, axis: int) -> torch.Tensor:
-        return (t[:, :, None] if axis == 1 else t[:, None, :]).expand(full).reshape(-1)
-
-    valid = ((lh > 0)[:, :, None] & (lw > 0)[:, None, :]).reshape(-1)
-    kh, r0, r1 = per_bin(kh, 1), per_bin(hs, 1), per_bin(he, 1)
-    kw, c0, c1 = per_bin(kw, 2), per_bin(ws, 2), per_bin(we, 2)
-    bb = b[:, None, None].expand(full).reshape(-1)
-    # the bins answered by each table (kw, kh), and their four blocks' cells in that table
-    # (bins, their ROI, their bin within the ROI, cells)
-    groups: dict[tuple[int, int], tuple] = {}
-    for level_w in (range(int(kw[valid].max()) + 1) if bool(valid.any()) else ()):
-        in_w = valid & (kw == level_w)
-        for level_h in (range(int(kh[in_w].max()) + 1) if bool(in_w.any()) else ()):
-            q = torch.nonzero(in_w & (kh == level_h)).reshape(-1)
-            if q.numel():
-                rows, cols = height - (1 << level_h) + 1, width - (1 << level_w) + 1
-                base = bb[q] * rows
-                groups[level_w, level_h] = (q, q // (ph_n * pw_n), q % (ph_n * pw_n), [
-                    (base + rr) * cols + cc for rr in (r0[q], r1[q] - (1 << level_h))
-                    for cc in (c0[q], c1[q] - (1 << level_w))])
-    # written in place through (R, bins, C) views of the (R, C, bins) results: no final copy
-    top = x.new_zeros((num, c, ph_n * pw_n))
-    arg = torch.full((num, c, ph_n * pw_n), -1, dtype=torch.int32, device=dev)
-    top_t, arg_t = top.permute(0, 2, 1), arg.permute(0, 2, 1)
-    top_w = max((lw_ for lw_, _ in groups), default=-1)
-    # channels in blocks, so that each block's tables stay in the CPU's caches
-    for lo in range(0, c if groups else 0, _ROI_CHANNEL_BLOCK):
+    keyed = x.dtype != torch.float64 and bins.dump <= _FIELD
+    vdt = torch.float32 if keyed else x.dtype
+    top = scratch.take("top", (num, c, bins.ph, bins.pw), vdt, dev)
+    top3 = top.view(num, c, nb)
+    where = scratch.take("where", (c, rects), torch.int32, dev)
+    rect_of_bin = bins.rect_of_bin.to(dev)
+    lookups = bins.lookups.to(dev)
+    cells = torch.arange(n * height * width, device=dev).view(n, height, width, 1)
+    if keyed:
+        cells = _FIELD - cells
+    merge = _merge_keys if keyed else _merge_pairs
+    plane = n * height * width
+    two, four = bins.two, bins.four
+    for lo in range(0, c, _ROI_CHANNEL_BLOCK):
         hi = min(c, lo + _ROI_CHANNEL_BLOCK)
-        row_table = _keys(x[:, lo:hi]) if keyed else _pairs(x[:, lo:hi])
-        for level_w in range(top_w + 1):
-            if level_w:
-                s = 1 << (level_w - 1)
-                row_table = merge(tuple(t[:, :, :-s] for t in row_table),
-                                  tuple(t[:, :, s:] for t in row_table))
-            top_h = max((lh_ for lw_, lh_ in groups if lw_ == level_w), default=-1)
-            block = row_table
-            for level_h in range(top_h + 1):
-                if level_h:
-                    s = 1 << (level_h - 1)
-                    block = merge(tuple(t[:, :-s] for t in block),
-                                  tuple(t[:, s:] for t in block))
-                if (level_w, level_h) not in groups:
-                    continue
-                q, roi, bin_in_roi, cells = groups[level_w, level_h]
-                flat = tuple(t.reshape(-1, hi - lo) for t in block)
-                best = None
-                for cell in cells:
-                    cand = tuple(t[cell] for t in flat)
-                    best = cand if best is None else merge(best, cand)
-                value, where = _unkey(best[0]) if keyed else best
-                none = value == -math.inf
-                top_t[roi, bin_in_roi, lo:hi] = torch.where(none, -_FLT_MAX, value).to(top.dtype)
-                arg_t[roi, bin_in_roi, lo:hi] = torch.where(none, -1, where)
-    return top.view(num, c, ph_n, pw_n), arg.view(num, c, ph_n, pw_n)
+        cb = hi - lo
+        negative_zero = False
+        if keyed:
+            table = scratch.take("table", (bins.rows + 1, cb), torch.long, dev)
+            negative_zero = _table_keys(x[:, lo:hi], cells, bins.dump,
+                                        table[:plane].view(n, height, width, cb), scratch)
+            table[bins.rows] = _key(0, bins.dump, negative_zero)
+            tables = (table,)
+        else:
+            tv = scratch.take("table_v", (bins.rows + 1, cb), x.dtype, dev)
+            tc = scratch.take("table_c", (bins.rows + 1, cb), torch.long, dev)
+            v0 = tv[:plane].view(n, height, width, cb)
+            v0.copy_(x[:, lo:hi].permute(0, 2, 3, 1))
+            tc[:plane].view(n, height, width, cb).copy_(cells.expand(v0.shape))
+            loser = ~(v0 > -_FLT_MAX)
+            v0.masked_fill_(loser, -_FLT_MAX)
+            tc[:plane].view(n, height, width, cb).masked_fill_(loser, bins.dump)
+            tv[bins.rows] = 0
+            tc[bins.rows] = bins.dump
+            tables = (tv, tc)
+        _grow_tables(tables, bins, cb, merge)
+        got = []
+        for k, t in enumerate(tables):
+            g = scratch.take(f"got{k}", (lookups.numel(), cb), t.dtype, dev)
+            torch.index_select(t, 0, lookups, out=g)
+            got.append(g)
+        # first block of every rect, then the second of the first `two`, the third and
+        # fourth of the first `four`
+        best = tuple(g[:rects] for g in got)
+        for start, count in ((rects, two), (rects + two, four), (rects + two + four, four)):
+            if count:
+                head = tuple(t[:count] for t in best)
+                merge(head, tuple(g[start:start + count] for g in got), head)
+        out_where = where[lo:hi].t()
+        if keyed:
+            # the key's two halves, each contiguous (little-endian: low, then high)
+            halves = scratch.take("halves", (2, rects, cb), torch.int32, dev)
+            halves.copy_(best[0].view(torch.int32).view(rects, cb, 2).permute(2, 0, 1))
+            low, high = halves[0], halves[1]
+            value = scratch.take("value", (rects, cb), torch.int32, dev)
+            # undo the order-preserving flip of negatives: the float32 bits
+            torch.bitwise_right_shift(high, 31, out=value)
+            value.bitwise_and_(0x7FFFFFFF)
+            value.bitwise_xor_(high)
+            if negative_zero:
+                high.copy_(low)
+                high.bitwise_and_(1)
+                high.mul_(-(1 << 31))
+                value.bitwise_or_(high)
+            value = value.view(torch.float32)
+            # the cell: low = _FIELD − cell, or (_FIELD − cell) << 1 | sign
+            if negative_zero:
+                torch.bitwise_right_shift(low, 1, out=out_where)
+                out_where.bitwise_xor_(_FIELD)
+            else:
+                torch.bitwise_xor(low, _FIELD, out=out_where)
+        else:
+            value = best[0]
+            out_where.copy_(best[1])
+        # every bin's value from its rect's, into the top's (R, C_block, PH·PW) slice
+        spread = scratch.take("spread", (num * nb, cb), vdt, dev)
+        torch.index_select(value, 0, rect_of_bin, out=spread)
+        top3[:, lo:hi].copy_(spread.view(num, nb, cb).permute(0, 2, 1))
+    if top.dtype != x.dtype:
+        top = top.to(x.dtype)
+    return top, where
 
 
-_ROI_CHANNEL_BLOCK = 64
+def _roi_max_unpool(grad: torch.Tensor, where: torch.Tensor, bins: _ROIBins,
+                    scratch: _Scratch) -> torch.Tensor:
+    """The fork's ROIPooling backward: each top diff (R, C, PH, PW) added at its bin's
+    argmax cell (where (C, rects), from roi_max_pool), summed over every bin that chose
+    the cell; cell N·H·W and the bins of ROIs that end before they start send nothing.
+    Channel-major, in blocks of channels whose sums stay in the CPU's caches: each block
+    gathers its bins' cells from their rects', then scatters along contiguous rows."""
+    n, c, height, width = bins.shape
+    num, nb = bins.num, bins.ph * bins.pw
+    plane = n * height * width
+    dev = grad.device
+    acc = torch.float32 if grad.dtype != torch.float64 else torch.float64
+    total = scratch.take("unpool", (c, plane + 1), acc, dev)  # the last column: nowhere
+    total.zero_()
+    g3 = grad.reshape(num, c, nb)
+    rect_of_bin = bins.rect_of_bin.to(dev).view(1, -1)
+    silent = bins.silent.to(dev)
+    for lo in range(0, c, _ROI_UNPOOL_BLOCK):
+        hi = min(c, lo + _ROI_UNPOOL_BLOCK)
+        cb = hi - lo
+        cells = scratch.take("unpool_cells", (cb, num * nb), torch.int32, dev)
+        torch.gather(where[lo:hi], 1, rect_of_bin.expand(cb, num * nb), out=cells)
+        index = scratch.take("unpool_index", (cb, num * nb), torch.long, dev)
+        index.copy_(cells)
+        if silent.numel():
+            index.index_fill_(1, silent, plane)
+        diff = scratch.take("unpool_diff", (cb, num, nb), acc, dev)
+        diff.copy_(g3[:, lo:hi].permute(1, 0, 2))
+        total[lo:hi].scatter_add_(1, index, diff.view(cb, num * nb))
+    gx = scratch.take("gx", (n, c, height, width), grad.dtype, dev)
+    gx.view(n, c, height * width).copy_(total[:, :plane].view(c, n, height * width)
+                                        .permute(1, 0, 2))
+    return gx
+
+
+_ROI_CHANNEL_BLOCK = 32
+_ROI_UNPOOL_BLOCK = 32
 
 
 class _ROIMaxPool(torch.autograd.Function):
-    """ROIPooling's forward (roi_max_pool) and the fork's backward: each top diff goes to
-    its bin's argmax cell, summed over every bin that chose the cell; bins with no argmax
-    and ROIs that end before they start send nothing."""
+    """ROIPooling's forward (roi_max_pool) and the fork's backward (_roi_max_unpool): the
+    argmax cells the forward found are kept for it."""
 
     @staticmethod
-    def forward(ctx, x, b, hs, he, ws, we, malformed):
-        top, arg = roi_max_pool(x, b, hs, he, ws, we)
-        ctx.save_for_backward(arg, b, malformed)
-        ctx.x_shape = x.shape
+    def forward(ctx: FunctionCtx, x: torch.Tensor, bins: _ROIBins,
+                scratch: _Scratch) -> torch.Tensor:
+        top, where = roi_max_pool(x, bins, scratch)
+        ctx.where, ctx.bins, ctx.scratch = where, bins, scratch
         return top
 
     @staticmethod
-    def backward(ctx, grad):
-        arg, b, malformed = ctx.saved_tensors
-        n, c, height, width = ctx.x_shape
-        plane = height * width
-        total = n * c * plane
-        flat = ((b[:, None, None, None] * c
-                 + torch.arange(c, device=grad.device)[None, :, None, None]) * plane + arg)
-        # diffs that go nowhere are summed into one extra slot, then dropped
-        flat = torch.where((arg < 0) | malformed[:, None, None, None], total, flat)
-        gx = grad.new_zeros(total + 1)
-        gx.index_add_(0, flat.reshape(-1), grad.reshape(-1))
-        return gx[:total].view(ctx.x_shape), None, None, None, None, None, None
+    def backward(ctx: FunctionCtx, grad: torch.Tensor) -> tuple:
+        return _roi_max_unpool(grad, ctx.where, ctx.bins, ctx.scratch), None, None
 
 
 # ------------------------------------------------------------------------------------------
@@ -321,14 +510,17 @@ class _ROIMaxPool(torch.autograd.Function):
 class PSROIPoolingLayer(Layer):
     """Position-sensitive average ROI pooling (R-FCN).
 
-    Bottoms: score maps (N, output_dim·group_size², H, W) and ROIs (R, 5). Top:
-    (R, output_dim, group_size, group_size). Cell (d, ph, pw) averages channel
-    (d·G + ph)·G + pw over its bin; an empty bin gives 0. ROI corners: round(x1)·scale,
-    (round(x2) + 1)·scale (C rounding, bottom precision); the ROI is at least 0.1 wide and
-    high; bin [floor(ph·bh + y1), ceil((ph+1)·bh + y1)) clipped to the map. Backward spreads
-    each top diff evenly over its bin; the ROIs get no gradient. spatial_scale, output_dim
-    and group_size must be given (the fork's `required`); output_dim and group_size > 0; the
-    bottom must have output_dim·group_size² channels.
+    Bottoms: score maps (N, output_dim·group_size², H, W); ROIs (R, 5) — [batch index, x1,
+    y1, x2, y2] in image coordinates. Tops: (R, output_dim, group_size, group_size).
+    Blobs: none. Params (psroi_pooling_param): spatial_scale, output_dim, group_size — all
+    required (the fork declares them `required`), output_dim and group_size > 0; the bottom
+    must have output_dim·group_size² channels. Batch indices must be in [0, N).
+
+    Cell (d, ph, pw) averages channel (d·G + ph)·G + pw over its bin; an empty bin gives 0.
+    ROI corners: round(x1)·scale, (round(x2) + 1)·scale (C rounding, bottom precision); the
+    ROI is at least 0.1 wide and high; bin [floor(ph·bh + y1), ceil((ph+1)·bh + y1)) clipped
+    to the map. Sums are accumulated in float64. Backward spreads each top diff evenly over
+    its bin; the ROIs get no gradient.
     Source: caffe-rfcn src/caffe/layers/psroi_pooling_layer.cpp and .cu.
     """
 
@@ -341,7 +533,7 @@ class PSROIPoolingLayer(Layer):
     def allow_force_backward(self, bottom_index: int) -> bool:
         return bottom_index == 0
 
-    def setup(self, bottom_shapes) -> None:
+    def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.psroi_pooling_param
         f = "psroi_pooling_param"
         for name in ("spatial_scale", "output_dim", "group_size"):
@@ -351,8 +543,9 @@ class PSROIPoolingLayer(Layer):
         self.check(p.group_size > 0, "group_size must be > 0", f"{f}.group_size")
         self.spatial_scale = p.spatial_scale
         self.output_dim, self.group_size = int(p.output_dim), int(p.group_size)
+        self._scratch = _Scratch()
 
-    def reshape(self, bottom_shapes) -> list[Shape]:
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         x, rois = _check_roi_bottoms(self, bottom_shapes)
         d, g = self.output_dim, self.group_size
         self.check(x[1] == d * g * g, f"input channel number does not match layer parameters: "
@@ -360,7 +553,7 @@ class PSROIPoolingLayer(Layer):
                    f"group_size² = {d * g * g}")
         return [(rois[0], d, g, g)]
 
-    def forward(self, x, rois) -> Tops:
+    def forward(self, x: torch.Tensor, rois: torch.Tensor) -> Tops:
         n, c, height, width = x.shape
         dt = _np_dtype(x)
         r = _rois_array(self, rois, dt)
@@ -383,60 +576,109 @@ class PSROIPoolingLayer(Layer):
         ws = np.clip(np.floor(k[None] * bin_w[:, None] + sw[:, None]), 0, width).astype(np.int64)
         we = np.clip(np.ceil((k[None] + dt(1)) * bin_w[:, None] + sw[:, None]), 0,
                      width).astype(np.int64)
-        dev = x.device
-        hs_t, he_t = torch.as_tensor(hs, device=dev), torch.as_tensor(he, device=dev)
-        ws_t, we_t = torch.as_tensor(ws, device=dev), torch.as_tensor(we, device=dev)
-        ch = ((torch.arange(d, device=dev)[:, None, None] * g
-               + torch.arange(g, device=dev)[None, :, None]) * g
-              + torch.arange(g, device=dev)[None, None, :])  # (D, G, G)
-        plane = (torch.as_tensor(b, device=dev)[:, None, None, None] * c + ch[None]) \
-            * ((height + 1) * (width + 1))  # (R, D, G, G)
-        row_s = hs_t[:, None, :, None] * (width + 1)
-        row_e = he_t[:, None, :, None] * (width + 1)
-        col_s, col_e = ws_t[:, None, None, :], we_t[:, None, None, :]
-        # the four corners of each bin in the padded prefix-sum planes: + - - +
-        corners = torch.stack([plane + row_e + col_e, plane + row_s + col_e,
-                               plane + row_e + col_s, plane + row_s + col_s])
-        area = ((he_t - hs_t)[:, :, None] * (we_t - ws_t)[:, None, :])[:, None]  # (R,1,G,G)
-        return _PSROIAvgPool.apply(x, corners, area.expand(num, d, g, g))
+        # rows of the (N·G·G·H·(W+1) + W+1, D) prefix sums: (bin position, row h − 1,
+        # column w) holds the D sums S(h, w) over rows < h and columns < w; S(0, w) = 0 is
+        # the zero rows at the end
+        plane = (b[:, None, None] * (g * g) + np.arange(g * g).reshape(1, g, g)) * height
+        zero = n * g * g * height * (width + 1)
+
+        def rows(h: np.ndarray, w: np.ndarray) -> np.ndarray:
+            hh, ww = h[:, :, None], w[:, None, :]
+            return np.where(hh > 0, (plane + hh - 1) * (width + 1) + ww, zero + ww).reshape(-1)
+
+        # a box sum from a 2-d prefix sum: S(e, e) − S(s, e) − S(e, s) + S(s, s)
+        corners = torch.from_numpy(np.concatenate([rows(he, we), rows(hs, ws), rows(hs, we),
+                                                   rows(he, ws)]))
+        area = ((he - hs)[:, :, None] * (we - ws)[:, None, :]).astype(np.float64)
+        geometry = (corners, torch.from_numpy(np.maximum(area, 1.0)).reshape(num, g, g, 1))
+        return _PSROIAvgPool.apply(x, geometry, (d, g), self._scratch)
 
 
-# a box sum from a 2-d prefix sum: S(e, e) - S(s, e) - S(e, s) + S(s, s)
-_SIGNS = (1.0, -1.0, -1.0, 1.0)
+def _prefix_sum_2d(t: torch.Tensor) -> None:
+    """In place, the running sums of t (N, H, W, ...) along H, then along W: one add of
+    whole contiguous rows per step (torch.cumsum walks a non-last axis one strided element
+    at a time)."""
+    for h in range(1, t.shape[1]):
+        t[:, h].add_(t[:, h - 1])
+    for w in range(1, t.shape[2]):
+        t[:, :, w].add_(t[:, :, w - 1])
 
 
 class _PSROIAvgPool(torch.autograd.Function):
     """PSROIPooling's average of every bin from box sums of a zero-padded 2-d prefix sum
     (accumulated in float64), and its adjoint as the backward: each bin's diff / area is
-    added at its four corners (signed) and a reverse 2-d prefix sum spreads it over the
-    bin's cells, as the fork's backward adds diff / bin_area to every cell of the bin.
+    added at its four corners of a difference array (+ at (hs, ws) and (he, we), − at
+    (hs, we) and (he, ws)), whose 2-d prefix sum is the sum over the bins holding a cell, as
+    the fork's backward adds diff / bin_area to every cell of the bin.
 
-    corners: (4, R, D, G, G) flat indices into the (N·C, H+1, W+1) padded planes; area:
-    (R, D, G, G) cells per bin (an empty bin gives 0 and no gradient)."""
-
-    @staticmethod
-    def forward(ctx, x, corners, area):
-        s = torch.nn.functional.pad(x.detach().double().cumsum(2).cumsum(3), (1, 0, 1, 0))
-        s = s.reshape(-1)
-        total = sum(sign * s[corner] for sign, corner in zip(_SIGNS, corners))
-        empty = area <= 0
-        out = torch.where(empty, 0.0, total / area.clamp_min(1))
-        ctx.save_for_backward(corners, area)
-        ctx.x_shape, ctx.x_dtype = x.shape, x.dtype
-        return out.to(x.dtype)
+    Sums are kept (N·G·G·H·(W+1) + W+1, D): a bin's D channels are one contiguous row.
+    Channel (d·G + ph)·G + pw is row d of (D, G·G·H·(W+1)), so the running sums along W
+    are taken channel-major (the last axis) and one blocked 2-d transpose per image turns
+    them into rows, where the sums along H are row adds; the backward runs the same way
+    back, its sums running the other way (the adjoint of a prefix sum is a suffix sum).
+    geometry: corners (4·R·G·G) rows of that table, in the order (e, e), (s, s), (s, e),
+    (e, s); area (R, G, G, 1) cells per bin, at least 1 (an empty bin's corners cancel: 0,
+    and no gradient)."""
 
     @staticmethod
-    def backward(ctx, grad):
-        corners, area = ctx.saved_tensors
+    def forward(ctx: FunctionCtx, x: torch.Tensor, geometry: tuple, dg: tuple[int, int],
+                scratch: _Scratch) -> torch.Tensor:
+        corners, area = (t.to(x.device) for t in geometry)
+        d, g = dg
+        n, c, height, width = x.shape
+        num = area.shape[0]
+        dev, f64 = x.device, torch.float64
+        per_image = g * g * height * (width + 1)
+        sums = scratch.take("sums", (n * per_image + width + 1, d), f64, dev)
+        sums[n * per_image:].zero_()
+        padded = scratch.take("padded", (c, height, width + 1), f64, dev)
+        padded[:, :, 0].zero_()
+        for i in range(n):
+            padded[:, :, 1:].copy_(x[i].detach())
+            torch.cumsum(padded, 2, out=padded)
+            sums[i * per_image:(i + 1) * per_image].copy_(padded.view(d, per_image).t())
+        by_row = sums[:n * per_image].view(n * g * g, height, (width + 1) * d)
+        for h in range(1, height):
+            by_row[:, h].add_(by_row[:, h - 1])
+        got = scratch.take("corners", (4, num, g, g, d), f64, dev)
+        torch.index_select(sums, 0, corners, out=got.view(-1, d))
+        total = got[0]
+        total.add_(got[1]).sub_(got[2]).sub_(got[3])
+        total.div_(area)
+        top = scratch.take("top", (num, d, g, g), x.dtype, dev)
+        top.copy_(total.permute(0, 3, 1, 2))
+        ctx.geometry, ctx.scratch, ctx.x_shape, ctx.dg = (corners, area), scratch, x.shape, dg
+        return top
+
+    @staticmethod
+    def backward(ctx: FunctionCtx, grad: torch.Tensor) -> tuple:
+        corners, area = ctx.geometry
+        scratch, (d, g) = ctx.scratch, ctx.dg
         n, c, height, width = ctx.x_shape
-        share = torch.where(area <= 0, 0.0, grad.double() / area.clamp_min(1)).reshape(-1)
-        spread = grad.new_zeros(n * c * (height + 1) * (width + 1), dtype=torch.float64)
-        for sign, corner in zip(_SIGNS, corners):
-            spread.index_add_(0, corner.reshape(-1), share, alpha=sign)
-        spread = spread.view(n, c, height + 1, width + 1)
-        # cell (i, j) gets every corner entry at (a, b) with a > i and b > j (padded indices)
-        gx = spread.flip((2, 3)).cumsum(2).cumsum(3).flip((2, 3))[:, :, 1:, 1:]
-        return gx.to(ctx.x_dtype), None, None
+        num = area.shape[0]
+        dev, f64 = grad.device, torch.float64
+        per_image = g * g * height * (width + 1)
+        share = scratch.take("share", (4, num, g, g, d), f64, dev)
+        share[0].copy_(grad.permute(0, 2, 3, 1))
+        share[0].div_(area)
+        share[1].copy_(share[0])
+        torch.neg(share[0], out=share[2])
+        share[3].copy_(share[2])
+        # a corner at (h, w) reaches the cells above and left of it: suffix sums
+        spread = scratch.take("spread", (n * per_image + width + 1, d), f64, dev)
+        spread.zero_()
+        spread.index_add_(0, corners, share.view(-1, d))  # the zero rows: reach nothing
+        by_row = spread[:n * per_image].view(n * g * g, height, (width + 1) * d)
+        for h in range(height - 2, -1, -1):
+            by_row[:, h].add_(by_row[:, h + 1])
+        padded = scratch.take("padded", (c, height, width + 1), f64, dev)
+        gx = scratch.take("gx", (n, c, height, width), grad.dtype, dev)
+        for i in range(n):
+            padded.view(d, per_image).copy_(spread[i * per_image:(i + 1) * per_image].t())
+            torch.cumsum(padded, 2, out=padded)
+            # the suffix sum past column j: the row's total less the prefix through j
+            torch.sub(padded[:, :, width:], padded[:, :, :width], out=gx[i])
+        return gx, None, None, None
 
 
 # ------------------------------------------------------------------------------------------
