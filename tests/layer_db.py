@@ -24,6 +24,15 @@ class Sample:
     inputs: dict[str, tuple[int, ...]]
     phase: str = "TRAIN"
     golden: bool = False
+    # where its parameters need a domain (STOCHASTIC pooling's non-negative values, a Power's
+    # base): the range the checks draw its float inputs from, uniformly
+    values: tuple[float, float] | None = None
+    # inputs where this sample's parameters make the layer not differentiable (a Clip's
+    # bounds), besides its row's kinks
+    kinks: tuple[float, ...] = ()
+    # why the finite-difference check leaves this sample out ("" : it checks it); "xfail: ..."
+    # for a disagreement not yet explained, which the check expects until it is fixed
+    grad: str = ""
 
 
 @dataclass(frozen=True)
@@ -50,8 +59,33 @@ class LayerInfo:
     export_forms: tuple[str, ...] = ("onnx", "pytorch", "torch")
 
 
-def _s(id: str, net: str, inputs: dict, phase: str = "TRAIN", golden: bool = False) -> Sample:
-    return Sample(id, net, {k: tuple(v) for k, v in inputs.items()}, phase, golden)
+def _s(id: str, net: str, inputs: dict, phase: str = "TRAIN", golden: bool = False,
+       **kw) -> Sample:
+    return Sample(id, net, {k: tuple(v) for k, v in inputs.items()}, phase, golden, **kw)
+
+
+def _one(id: str, type_: str, params: str, inputs: dict, phase: str = "TRAIN",
+         tops: tuple[str, ...] = ("y",), **kw) -> Sample:
+    """A sample of one layer "l" of `type_` reading `inputs` in order, with `params` (its
+    parameter messages) and `tops`."""
+    bottoms = " ".join(f'bottom: "{b}"' for b in inputs)
+    t = " ".join(f'top: "{x}"' for x in tops)
+    return _s(id, f'layer {{ name: "l" type: "{type_}" {bottoms} {t} {params} }}', inputs,
+              phase, **kw)
+
+
+# why a sample leaves the gradient check (Sample.grad)
+_STEEP_LOG = ("skip: Log of |x| near AbsVal's kink curves too fast for step 1e-2 (agrees at "
+              "1e-4)")
+_STATS = ("skip: TEST phase reads the running statistics, which have no gradient (Caffe's "
+          "param_propagate_down false)")
+_IN_PLACE_INPUT = "skip: its layers run in place on the input the check perturbs"
+_INNER_KINK = ("skip: the ReLU's kink lies at convolution outputs, which the input kinks do "
+               "not keep away (agrees at step 1e-4)")
+_LSTM_STATIC_EXPOSED = ("xfail: a static input with expose_hidden: weight gradients differ "
+                        "from finite differences at every step 1e-2..1e-4")
+_NORMALIZE_SPATIAL = ("xfail: across_spatial with per-channel scale: input gradients differ "
+                      "by up to 40% at every step 1e-2..1e-4")
 
 
 LAYERS: dict[str, LayerInfo] = {
@@ -74,7 +108,8 @@ LAYERS: dict[str, LayerInfo] = {
                'bottom: "x" top: "ex" exp_param { base: 2 scale: 0.5 shift: 1 } } layer { '
                'name: "lg" type: "Log" bottom: "pw" top: "lg" log_param { base: 10 scale: 3 '
                'shift: 1 } } layer { name: "ln" type: "Log" bottom: "a" top: "ln" }',
-               {'x': (2, 4, 9, 11)}, 'TEST'),
+               {'x': (2, 4, 9, 11)}, 'TEST',
+               grad=_STEEP_LOG),
         ],
         backward=True,
         golden=['absval'],
@@ -144,7 +179,8 @@ LAYERS: dict[str, LayerInfo] = {
                'layer { name: "b" type: "BN" bottom: "x" top: "b" } layer { name: "k" type: '
                '"BatchNormKyle" bottom: "x" top: "k" batch_norm_param { use_alpha_beta: true }'
                ' } layer { name: "k2" type: "BatchNormKyle" bottom: "x" top: "k2" }',
-               {'x': (2, 4, 6, 5)}, 'TEST'),
+               {'x': (2, 4, 6, 5)}, 'TEST',
+               grad=_STATS),
         ],
         backward=True,
         exports=True,
@@ -209,7 +245,8 @@ LAYERS: dict[str, LayerInfo] = {
             _s('fork_batchnormkyle_global_test',
                'layer { name: "bn" type: "BatchNormKyle" bottom: "x" top: "y" batch_norm_param'
                ' { use_alpha_beta: true } }',
-               {'x': (2, 3, 7, 7)}, 'TEST', golden=True),
+               {'x': (2, 3, 7, 7)}, 'TEST', golden=True,
+               grad=_STATS),
             _s('fork_batchnormkyle_plain_train',
                'layer { name: "bn" type: "BatchNormKyle" bottom: "x" top: "y" }',
                {'x': (2, 3, 7, 7)}, 'TRAIN', golden=True),
@@ -248,7 +285,8 @@ LAYERS: dict[str, LayerInfo] = {
                'layer { name: "bn" type: "BatchNorm" bottom: "x" top: "x" } layer { name: "sc"'
                ' type: "Scale" bottom: "x" top: "x" scale_param { bias_term: true } } layer { '
                'name: "bi" type: "Bias" bottom: "x" top: "y" }',
-               {'x': (2, 4, 9, 11)}, 'TEST'),
+               {'x': (2, 4, 9, 11)}, 'TEST',
+               grad=_IN_PLACE_INPUT),
         ],
         backward=True,
         golden=['bias', 'fork_multiboxloss_maxneg', 'fork_multiboxloss_l2_logistic'],
@@ -602,7 +640,8 @@ LAYERS: dict[str, LayerInfo] = {
                'bottom: "x" top: "ex" exp_param { base: 2 scale: 0.5 shift: 1 } } layer { '
                'name: "lg" type: "Log" bottom: "pw" top: "lg" log_param { base: 10 scale: 3 '
                'shift: 1 } } layer { name: "ln" type: "Log" bottom: "a" top: "ln" }',
-               {'x': (2, 4, 9, 11)}, 'TEST'),
+               {'x': (2, 4, 9, 11)}, 'TEST',
+               grad=_STEEP_LOG),
         ],
         backward=True,
         golden=['exp'],
@@ -796,7 +835,8 @@ LAYERS: dict[str, LayerInfo] = {
                 's': (2,
                6),
                 'h0': (1, 2, 4),
-                'c0': (1, 2, 4)}, 'TEST'),
+                'c0': (1, 2, 4)}, 'TEST',
+               grad=_LSTM_STATIC_EXPOSED),
         ],
         backward=True,
         golden=['lstm'],
@@ -830,7 +870,8 @@ LAYERS: dict[str, LayerInfo] = {
                'bottom: "x" top: "ex" exp_param { base: 2 scale: 0.5 shift: 1 } } layer { '
                'name: "lg" type: "Log" bottom: "pw" top: "lg" log_param { base: 10 scale: 3 '
                'shift: 1 } } layer { name: "ln" type: "Log" bottom: "a" top: "ln" }',
-               {'x': (2, 4, 9, 11)}, 'TEST'),
+               {'x': (2, 4, 9, 11)}, 'TEST',
+               grad=_STEEP_LOG),
         ],
         backward=True,
         golden=['log'],
@@ -915,7 +956,8 @@ LAYERS: dict[str, LayerInfo] = {
                'layer { name: "n" type: "Normalize" bottom: "x" top: "y" norm_param { '
                'across_spatial: true scale_filler { type: "gaussian" mean: 1 std: 0.5 } '
                'channel_shared: false } }',
-               {'x': (2, 3, 7, 7)}, 'TRAIN', golden=True),
+               {'x': (2, 3, 7, 7)}, 'TRAIN', golden=True,
+               grad=_NORMALIZE_SPATIAL),
         ],
         backward=True,
         golden=[
@@ -1085,7 +1127,8 @@ LAYERS: dict[str, LayerInfo] = {
                'bottom: "x" top: "ex" exp_param { base: 2 scale: 0.5 shift: 1 } } layer { '
                'name: "lg" type: "Log" bottom: "pw" top: "lg" log_param { base: 10 scale: 3 '
                'shift: 1 } } layer { name: "ln" type: "Log" bottom: "a" top: "ln" }',
-               {'x': (2, 4, 9, 11)}, 'TEST'),
+               {'x': (2, 4, 9, 11)}, 'TEST',
+               grad=_STEEP_LOG),
         ],
         backward=True,
         golden=['power', 'split_fanout', 'implicit_fanout'],
@@ -1182,7 +1225,8 @@ LAYERS: dict[str, LayerInfo] = {
                'convolution_param { num_output: 2 kernel_size: 1 weight_filler { type: '
                '"gaussian" std: 0.3 } bias_filler { type: "gaussian" std: 0.2 } } } layer { '
                'name: "relu" type: "ReLU" bottom: "c" top: "c" }',
-               {'x': (2, 3, 7, 7)}, 'TRAIN', golden=True),
+               {'x': (2, 3, 7, 7)}, 'TRAIN', golden=True,
+               grad=_INNER_KINK),
         ],
         backward=True,
         golden=['relu', 'relu_leaky', 'relu_inplace', 'bn_scale_relu_block'],
