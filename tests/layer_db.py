@@ -74,6 +74,8 @@ def _one(id: str, type_: str, params: str, inputs: dict, phase: str = "TRAIN",
               phase, **kw)
 
 
+_X4 = {"x": (2, 3, 4, 5)}  # the one input of most one-layer samples
+
 # why a sample leaves the gradient check (Sample.grad)
 _STEEP_LOG = ("skip: Log of |x| near AbsVal's kink curves too fast for step 1e-2 (agrees at "
               "1e-4)")
@@ -333,6 +335,10 @@ LAYERS: dict[str, LayerInfo] = {
                '"Swish" bottom: "x" top: "sw" swish_param { beta: 1.5 } } layer { name: "d" '
                'type: "Dropout" bottom: "x" top: "d" }',
                {'x': (2, 4, 9, 11)}, 'TEST'),
+            _one('clip_straddle', 'Clip', 'clip_param { min: -1 max: 0.5 }', _X4,
+                 kinks=(-1.0, 0.5)),
+            _one('clip_positive', 'Clip', 'clip_param { min: 0.25 max: 3 }', _X4,
+                 kinks=(0.25, 3.0)),
         ],
         backward=True,
         exports=True,
@@ -535,6 +541,9 @@ LAYERS: dict[str, LayerInfo] = {
                '"Swish" bottom: "x" top: "sw" swish_param { beta: 1.5 } } layer { name: "d" '
                'type: "Dropout" bottom: "x" top: "d" }',
                {'x': (2, 4, 9, 11)}, 'TEST'),
+            _one('dropout_train', 'Dropout', 'dropout_param { dropout_ratio: 0.3 }', _X4),
+            _one('dropout_test_06', 'Dropout', 'dropout_param { dropout_ratio: 0.6 }', _X4,
+                 'TEST'),
         ],
         backward=True,
         golden=['dropout_test'],
@@ -573,6 +582,8 @@ LAYERS: dict[str, LayerInfo] = {
                '"Swish" bottom: "x" top: "sw" swish_param { beta: 1.5 } } layer { name: "d" '
                'type: "Dropout" bottom: "x" top: "d" }',
                {'x': (2, 4, 9, 11)}, 'TEST'),
+            _one('elu_default', 'ELU', '', _X4),
+            _one('elu_alpha03', 'ELU', 'elu_param { alpha: 0.3 }', _X4),
         ],
         backward=True,
         golden=['elu'],
@@ -642,6 +653,8 @@ LAYERS: dict[str, LayerInfo] = {
                'shift: 1 } } layer { name: "ln" type: "Log" bottom: "a" top: "ln" }',
                {'x': (2, 4, 9, 11)}, 'TEST',
                grad=_STEEP_LOG),
+            _one('exp_default', 'Exp', '', _X4),
+            _one('exp_base3', 'Exp', 'exp_param { base: 3 scale: 0.4 shift: -0.5 }', _X4),
         ],
         backward=True,
         golden=['exp'],
@@ -872,6 +885,9 @@ LAYERS: dict[str, LayerInfo] = {
                'shift: 1 } } layer { name: "ln" type: "Log" bottom: "a" top: "ln" }',
                {'x': (2, 4, 9, 11)}, 'TEST',
                grad=_STEEP_LOG),
+            _one('log_shift3', 'Log', 'log_param { shift: 3 }', _X4, values=(-2, 2)),
+            _one('log_base2', 'Log', 'log_param { base: 2 scale: 0.5 shift: 2 }', _X4,
+                 values=(-2, 2)),
         ],
         backward=True,
         golden=['log'],
@@ -992,6 +1008,18 @@ LAYERS: dict[str, LayerInfo] = {
                '"Swish" bottom: "x" top: "sw" swish_param { beta: 1.5 } } layer { name: "d" '
                'type: "Dropout" bottom: "x" top: "d" }',
                {'x': (2, 4, 9, 11)}, 'TEST'),
+            _one('prelu_4d', 'PReLU', 'prelu_param { channel_shared: false }',
+                 _X4),
+            _one('prelu_4d_shared', 'PReLU', 'prelu_param { channel_shared: true }',
+                 _X4),
+            _one('prelu_2d', 'PReLU', 'prelu_param { channel_shared: false }',
+                 {'x': (4, 3)}),
+            _one('prelu_2d_shared', 'PReLU', 'prelu_param { channel_shared: true }',
+                 {'x': (4, 3)}),
+            _one('prelu_3d', 'PReLU', 'prelu_param { channel_shared: false }',
+                 {'x': (2, 3, 5)}),
+            _one('prelu_3d_shared', 'PReLU', 'prelu_param { channel_shared: true }',
+                 {'x': (2, 3, 5)}),
         ],
         backward=True,
         golden=['prelu', 'prelu_shared'],
@@ -1129,6 +1157,12 @@ LAYERS: dict[str, LayerInfo] = {
                'shift: 1 } } layer { name: "ln" type: "Log" bottom: "a" top: "ln" }',
                {'x': (2, 4, 9, 11)}, 'TEST',
                grad=_STEEP_LOG),
+            _one('power_sq', 'Power', 'power_param { power: 2 scale: 0.5 shift: 1.5 }', _X4),
+            _one('power_cube', 'Power', 'power_param { power: 3 scale: -0.7 shift: 0.2 }', _X4),
+            _one('power_neg', 'Power', 'power_param { power: -1.5 scale: 0.5 shift: 3 }', _X4,
+                 values=(-2, 2)),
+            _one('power_one', 'Power', 'power_param { power: 1 scale: 2.5 shift: -1 }', _X4),
+            _one('power_zero', 'Power', 'power_param { power: 0 }', _X4),
         ],
         backward=True,
         golden=['power', 'split_fanout', 'implicit_fanout'],
@@ -1227,6 +1261,7 @@ LAYERS: dict[str, LayerInfo] = {
                'name: "relu" type: "ReLU" bottom: "c" top: "c" }',
                {'x': (2, 3, 7, 7)}, 'TRAIN', golden=True,
                grad=_INNER_KINK),
+            _one('relu_slope_neg', 'ReLU', 'relu_param { negative_slope: -0.5 }', _X4),
         ],
         backward=True,
         golden=['relu', 'relu_leaky', 'relu_inplace', 'bn_scale_relu_block'],
@@ -1555,6 +1590,8 @@ LAYERS: dict[str, LayerInfo] = {
                '"Swish" bottom: "x" top: "sw" swish_param { beta: 1.5 } } layer { name: "d" '
                'type: "Dropout" bottom: "x" top: "d" }',
                {'x': (2, 4, 9, 11)}, 'TEST'),
+            _one('swish_default', 'Swish', '', _X4),
+            _one('swish_beta2', 'Swish', 'swish_param { beta: 2 }', _X4),
         ],
         backward=True,
         exports=True,
