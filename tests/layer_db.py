@@ -76,6 +76,14 @@ def _one(id: str, type_: str, params: str, inputs: dict, phase: str = "TRAIN",
 
 _X4 = {"x": (2, 3, 4, 5)}  # the one input of most one-layer samples
 
+
+def _conv(id: str, type_: str, nout: int, geometry: str, shape: tuple) -> Sample:
+    """A Convolution-like layer of `nout` outputs and that geometry, Gaussian weights and
+    biases, reading "x" of `shape`."""
+    return _one(id, type_, f"convolution_param {{ num_output: {nout} {geometry} weight_filler "
+                f'{{ type: "gaussian" std: 0.5 }} bias_filler {{ type: "gaussian" std: 0.5 }} }}',
+                {"x": shape})
+
 # why a sample leaves the gradient check (Sample.grad)
 _STEEP_LOG = ("skip: Log of |x| near AbsVal's kink curves too fast for step 1e-2 (agrees at "
               "1e-4)")
@@ -391,6 +399,24 @@ LAYERS: dict[str, LayerInfo] = {
                'convolution_param { num_output: 3 bias_term: false weight_filler { type: '
                '"xavier" } pad_h: 1 pad_w: 0 kernel_h: 3 kernel_w: 1 } }',
                {'x': (2, 3, 7, 7)}, 'TRAIN', golden=True),
+            _conv('conv_group_stride', 'Convolution', 4, 'kernel_size: 3 stride: 2 pad: 1 group: 2',
+                  (2, 4, 6, 5)),
+            _conv('conv_rect_dilated', 'Convolution', 3, 'kernel_h: 3 kernel_w: 2 dilation: 2 '
+                  'pad_h: 2 pad_w: 1',
+                  (1, 2, 7, 6)),
+            _conv('conv_1d', 'Convolution', 2, 'kernel_size: 3 stride: 2 pad: 1',
+                  (2, 3, 9)),
+            _conv('conv_3d', 'Convolution', 2, 'kernel_size: 2 stride: 2 pad: 1',
+                  (1, 2, 4, 5, 4)),
+            _conv('conv_4d', 'Convolution', 2, 'kernel_size: 2',
+                  (1, 2, 3, 3, 2, 3)),
+            _conv('conv_one_row', 'Convolution', 2, 'kernel_size: 3 stride: 2',
+                  (1, 2, 2, 5)),
+            _s('conv_two_bottoms', 'layer { name: "l" type: "Convolution" bottom: "a" bottom: "b" '
+               'top: "ya" top: "yb" convolution_param { num_output: 2 kernel_size: 3 pad: 1 '
+               'weight_filler { type: "gaussian" std: 0.5 } bias_filler { type: "gaussian" std: '
+               '0.5 } } }',
+               {'a': (1, 2, 4, 4), 'b': (1, 2, 4, 4)}),
         ],
         backward=True,
         golden=[
@@ -454,6 +480,17 @@ LAYERS: dict[str, LayerInfo] = {
                'layer { name: "d" type: "Deconvolution" bottom: "x" top: "y" convolution_param'
                ' { num_output: 6 pad: 1 kernel_size: 3 group: 2 stride: 2 dilation: 2 } }',
                {'x': (2, 4, 9, 11)}, 'TEST'),
+            _conv('deconv_group', 'Deconvolution', 2, 'kernel_size: 4 stride: 2 pad: 1 group: 2',
+                  (2, 4, 4, 3)),
+            _conv('deconv_dilated', 'Deconvolution', 3, 'kernel_size: 3 stride: 2 dilation: 2 '
+                  'pad: 2',
+                  (1, 2, 3, 4)),
+            _conv('deconv_1d', 'Deconvolution', 2, 'kernel_size: 3 stride: 3',
+                  (1, 2, 5)),
+            _conv('deconv_3d', 'Deconvolution', 2, 'kernel_size: 2 stride: 2 pad: 1',
+                  (1, 2, 3, 2, 3)),
+            _conv('deconv_4d', 'Deconvolution', 1, 'kernel_size: 2 stride: 2',
+                  (1, 2, 2, 2, 2, 2)),
         ],
         backward=True,
         golden=['deconv'],
@@ -761,6 +798,12 @@ LAYERS: dict[str, LayerInfo] = {
                'layer { name: "i" type: "Im2col" bottom: "x" top: "y" convolution_param { pad:'
                ' 1 kernel_size: 3 stride: 2 } }',
                {'x': (2, 4, 9, 11)}, 'TEST'),
+            _one('im2col_stride', 'Im2col', 'convolution_param { kernel_size: 3 pad: 1 stride: 2 }',
+                 {'x': (1, 2, 5, 4)}),
+            _one('im2col_1d_dilated', 'Im2col', 'convolution_param { kernel_size: 3 dilation: 2 }',
+                 {'x': (2, 2, 7)}),
+            _one('im2col_3d', 'Im2col', 'convolution_param { kernel_size: 2 pad: 1 }',
+                 {'x': (1, 2, 3, 4, 3)}),
         ],
         backward=True,
         exports=True,
@@ -827,6 +870,16 @@ LAYERS: dict[str, LayerInfo] = {
                'layer { name: "n" type: "LRN" bottom: "x" top: "y" lrn_param { local_size: 3 '
                'alpha: 0.5 beta: 0.75 k: 2 } }',
                {'x': (2, 4, 9, 11)}, 'TEST'),
+            _one('lrn_across0', 'LRN', 'lrn_param { local_size: 5 alpha: 0.1 beta: 0.75 '
+                 'k: 1.0 norm_region: ACROSS_CHANNELS }', {'x': (2, 7, 3, 4)}),
+            _one('lrn_across1', 'LRN', 'lrn_param { local_size: 3 alpha: 0.5 beta: 0.6 '
+                 'k: 2.0 norm_region: ACROSS_CHANNELS }', {'x': (1, 2, 4, 3)}),
+            _one('lrn_across2', 'LRN', 'lrn_param { local_size: 1 alpha: 2.0 beta: 1.3 '
+                 'k: 1.5 norm_region: ACROSS_CHANNELS }', {'x': (2, 3, 2, 2)}),
+            _one('lrn_within3', 'LRN', 'lrn_param { local_size: 3 alpha: 0.5 beta: 0.75 '
+                 'k: 9.0 norm_region: WITHIN_CHANNEL }', {'x': (2, 3, 5, 6)}),
+            _one('lrn_within4', 'LRN', 'lrn_param { local_size: 5 alpha: 2.0 beta: 0.4 '
+                 'k: 1.0 norm_region: WITHIN_CHANNEL }', {'x': (1, 2, 3, 7)}),
         ],
         backward=True,
         golden=['lrn_across', 'lrn_within'],
@@ -1120,6 +1173,46 @@ LAYERS: dict[str, LayerInfo] = {
                'layer { name: "pool" type: "Pooling" bottom: "x" top: "y" pooling_param { '
                'pool: MAX global_pooling: true } }',
                {'x': (2, 3, 7, 7)}, 'TRAIN', golden=True),
+            _one('pool_max0', 'Pooling', 'pooling_param { pool: MAX kernel_size: 3 stride: 2 }',
+                 {'x': (2, 2, 7, 6)}),
+            _one('pool_max1', 'Pooling', 'pooling_param { pool: MAX kernel_size: 3 stride: 2 pad: '
+                 '1 }',
+                 {'x': (2, 2, 7, 6)}),
+            _one('pool_max2', 'Pooling', 'pooling_param { pool: MAX kernel_h: 3 kernel_w: 2 '
+                 'stride_h: 2 stride_w: 1 pad_h: 1 pad_w: 0 }',
+                 {'x': (2, 2, 7, 6)}),
+            _one('pool_max3', 'Pooling', 'pooling_param { pool: MAX kernel_size: 3 stride: 3 pad: '
+                 '2 }',
+                 {'x': (2, 2, 7, 6)}),
+            _one('pool_max4', 'Pooling', 'pooling_param { pool: MAX kernel_size: 3 stride: 2 pad: '
+                 '1 round_mode: FLOOR }',
+                 {'x': (2, 2, 7, 6)}),
+            _one('pool_ave5', 'Pooling', 'pooling_param { pool: AVE kernel_size: 3 stride: 2 }',
+                 {'x': (2, 2, 7, 6)}),
+            _one('pool_ave6', 'Pooling', 'pooling_param { pool: AVE kernel_size: 3 stride: 2 pad: '
+                 '1 }',
+                 {'x': (2, 2, 7, 6)}),
+            _one('pool_ave7', 'Pooling', 'pooling_param { pool: AVE kernel_size: 3 stride: 3 pad: '
+                 '2 }',
+                 {'x': (2, 2, 7, 6)}),
+            _one('pool_ave8', 'Pooling', 'pooling_param { pool: AVE kernel_h: 2 kernel_w: 3 '
+                 'stride_h: 2 stride_w: 2 pad_h: 1 pad_w: 2 }',
+                 {'x': (2, 2, 7, 6)}),
+            _one('pool_ave9', 'Pooling', 'pooling_param { pool: AVE kernel_size: 3 stride: 2 pad: '
+                 '1 round_mode: FLOOR }',
+                 {'x': (2, 2, 7, 6)}),
+            _one('pool_ave10', 'Pooling', 'pooling_param { pool: AVE kernel_size: 1 stride: 3 }',
+                 {'x': (2, 2, 7, 6)}),
+            _one('pool_ave_global', 'Pooling', 'pooling_param { pool: AVE global_pooling: true }',
+                 {'x': (2, 3, 4, 5)}),
+            _one('pool_max_mask', 'Pooling', 'pooling_param { pool: MAX kernel_size: 2 stride: 2 }',
+                 {'x': (1, 2, 6, 6)}, tops=('y', 'mask')),
+            _one('pool_stochastic_train', 'Pooling', 'pooling_param { pool: STOCHASTIC '
+                 'kernel_size: 3 '
+                 'stride: 2 }', {'x': (1, 2, 5, 5)}, values=(1.0, 2.0)),
+            _one('pool_stochastic_test', 'Pooling', 'pooling_param { pool: STOCHASTIC '
+                 'kernel_size: 3 '
+                 'stride: 2 }', {'x': (1, 2, 5, 5)}, 'TEST', values=(1.0, 2.0)),
         ],
         backward=True,
         golden=[
@@ -1369,6 +1462,12 @@ LAYERS: dict[str, LayerInfo] = {
                'layer { name: "s" type: "SPP" bottom: "x" top: "y" spp_param { pyramid_height:'
                ' 3 } }',
                {'x': (2, 4, 9, 11)}, 'TEST'),
+            _one('spp_1_ave', 'SPP', 'spp_param { pyramid_height: 1 pool: AVE }',
+                 {'x': (1, 2, 7, 6)}),
+            _one('spp_2_max', 'SPP', 'spp_param { pyramid_height: 2 pool: MAX }',
+                 {'x': (1, 2, 7, 6)}),
+            _one('spp_3_ave', 'SPP', 'spp_param { pyramid_height: 3 pool: AVE }',
+                 {'x': (1, 2, 7, 6)}),
         ],
         backward=True,
         golden=['spp'],

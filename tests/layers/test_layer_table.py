@@ -177,6 +177,9 @@ def _grad_inputs(sample, seed: int) -> tuple[dict[str, np.ndarray], list[str]]:
         if any(LAYERS[t].distinct_inputs for t in types):
             n = int(np.prod(shape))
             x = (rng.permutation(n) - n / 2) * 0.05 + 0.025
+            if sample.values:  # spread over the range instead, as far apart as it allows
+                lo, hi = sample.values
+                x = lo + (rng.permutation(n) + 0.5) * (hi - lo) / n
         else:
             x = rng.uniform(*sample.values, shape) if sample.values else rng.standard_normal(shape)
             for k in kinks:
