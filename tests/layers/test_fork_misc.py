@@ -1,23 +1,18 @@
-"""The segmentation, mobile and conversion forks' layers: golden replays of the fork cases
-(made with a Caffe build carrying inisis/caffe's layers), values computed independently from
-each fork's definition, refusals, and finite-difference gradients."""
+"""The segmentation, mobile and conversion forks' layers: values computed independently from
+each fork's definition, refusals, and finite-difference gradients. Their golden cases (made
+with a Caffe build carrying inisis/caffe's layers) replay in tests/layers/test_layer_table.py."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from golden_replay import cases, replay_layer_case
 from gradcheck import check_gradients
 from netbuild import input_layers as inputs_text
 
 import decaffe
 from decaffe.errors import DecaffeError
 
-MINE = ("fork_relu6", "fork_hardswish", "fork_hardsigmoid", "fork_unsqueeze_", "fork_pixelshuffle",
-        "fork_upsample_", "fork_maxunpool_", "fork_pad_", "fork_resize_", "fork_bilinear_",
-        "fork_batchnormkyle_")
-GOLDEN = [c for c in cases("layer", fork=True) if c["name"].startswith(MINE)]
 RNG = np.random.default_rng(7)
 
 
@@ -47,15 +42,6 @@ def grad(type_, body, inputs, bottoms=None, check_inputs=None, phase=decaffe.TRA
     check_gradients(inputs_text({k: v.shape for k, v in inputs.items()})
                     + layer_text(type_, body, bottoms), inputs, check_inputs=check_inputs,
                     phase=phase, **kw)
-
-
-def test_every_golden_case_of_these_layers_is_replayed():
-    assert len(GOLDEN) == 23
-
-
-@pytest.mark.parametrize("case", GOLDEN, ids=[c["name"] for c in GOLDEN])
-def test_golden(case):
-    replay_layer_case(decaffe, case["name"], case["phase"])
 
 
 # ----------------------------------------------------------------------------------------------

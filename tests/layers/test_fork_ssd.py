@@ -1,6 +1,6 @@
-"""The SSD fork's layers (decaffe.layers.forks.ssd): the fork's golden cases, values
-computed independently from the fork's definitions, finite-difference gradients, and the
-fork's refusals."""
+"""The SSD fork's layers (decaffe.layers.forks.ssd): values computed independently from the
+fork's definitions, finite-difference gradients, and the fork's refusals. The fork's golden
+cases replay in tests/layers/test_layer_table.py."""
 
 from __future__ import annotations
 
@@ -8,8 +8,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
-from golden_replay import cases, replay_layer_case
 from gradcheck import check_gradients
 from netbuild import input_layer as inp
 from netbuild import layer as lay
@@ -20,30 +18,6 @@ from decaffe import bbox as B
 from decaffe.errors import DecaffeError
 
 TRAIN, TEST = decaffe.TRAIN, decaffe.TEST
-SSD_PREFIXES = ("fork_priorbox", "fork_permute", "fork_normalize", "fork_detection_output",
-                "fork_multiboxloss", "fork_detection_evaluate")
-SSD_CASES = [c for c in cases("layer", fork=True) if c["name"].startswith(SSD_PREFIXES)]
-
-
-def test_every_ssd_layer_case_is_replayed():
-    names = {c["name"] for c in SSD_CASES}
-    for prefix in SSD_PREFIXES:
-        assert any(n.startswith(prefix) for n in names), prefix
-
-
-@pytest.mark.parametrize("case", SSD_CASES, ids=[c["name"] for c in SSD_CASES])
-def test_ssd_golden(case):
-    replay_layer_case(caffe, case["name"], case["phase"])
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("case", SSD_CASES, ids=[c["name"] for c in SSD_CASES])
-def test_ssd_golden_on_gpu(case):
-    caffe.set_mode_gpu()
-    try:
-        replay_layer_case(caffe, case["name"], case["phase"])
-    finally:
-        caffe.set_mode_cpu()
 
 
 # ------------------------------------------------------------------------------------------

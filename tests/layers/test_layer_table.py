@@ -1,9 +1,10 @@
 """Every generic check over the table of layers (tests/layer_db.py), for every registered
 layer type: the table lists each type; each sample builds in both phases; the layer's Reshape
 predicts the shapes its forward makes; forward is deterministic; backward agrees with finite
-differences (tests/gradcheck.py); the golden cases it names replay; the types that export
-export to ONNX and PyTorch and back within 1e-4; fuzzed parameters give errors that name the
-layer. Family test modules keep only what is special to their family.
+differences (tests/gradcheck.py); every golden case it names replays (on the CPU, and on a
+GPU where PyTorch sees one); the types that export export to ONNX and PyTorch and back within
+1e-4; fuzzed parameters give errors that name the layer. Family test modules keep only what
+is special to their family.
 
 The gradient check runs every sample, at most 24 elements a blob by default and 400 with
 DECAFFE_SLOW=1; the export and fuzz checks run a small sample by default (the first sample of
@@ -196,14 +197,46 @@ def test_backward_agrees_with_finite_differences(type_, sample):
                     max_checks=400 if SLOW else 24)
 
 
-GOLDEN_ROWS = sorted((t, r.golden[0]) for t, r in LAYERS.items()
-                     if any(s.golden for s in r.samples))
+def _golden_cases() -> list[dict]:
+    """The `layer` golden cases the golden column names (every one: the column is checked
+    against INDEX.json above), each once; the `data` ones replay in tests/data."""
+    with open(os.path.join(GOLDEN, "INDEX.json")) as f:
+        index = {c["name"]: c for c in json.load(f)["cases"]}
+    names = sorted({n for r in LAYERS.values() for n in r.golden})
+    return [index[n] for n in names if index[n]["kind"] == "layer"]
 
 
-@pytest.mark.parametrize("type_, case", GOLDEN_ROWS, ids=[t for t, _ in GOLDEN_ROWS])
-def test_a_golden_case_of_each_type_replays(type_, case):
-    sample = next(s for s in LAYERS[type_].samples if s.golden)
-    replay_layer_case(caffe, sample.id, sample.phase)
+GOLDEN_CASES = _golden_cases()
+# the cases replayed on a GPU so far (BVLC's and SSD's); the other forks' are CPU-only here
+GPU_CASES = [c for c in GOLDEN_CASES if not c["name"].startswith("fork_") or c["name"].startswith(
+    ("fork_priorbox", "fork_permute", "fork_normalize", "fork_detection_output",
+     "fork_multiboxloss", "fork_detection_evaluate"))]
+
+
+def test_every_golden_case_is_replayed():
+    """The `layer` cases here; the `data` ones by tests/data/test_data_golden.py (BVLC's) and
+    test_annotated_data.py (the SSD fork's AnnotatedData, the one fork data layer)."""
+    with open(os.path.join(GOLDEN, "INDEX.json")) as f:
+        index = json.load(f)["cases"]
+    assert {c["name"] for c in index if c["kind"] == "layer"} == {c["name"] for c in GOLDEN_CASES}
+    data = [c["name"] for c in index if c["kind"] == "data"]
+    assert [n for n in data if n.startswith("fork_") and not n.startswith("fork_annotated")] == []
+
+
+@pytest.mark.parametrize("case", GOLDEN_CASES, ids=[c["name"] for c in GOLDEN_CASES])
+def test_every_golden_case_replays(case):
+    """Forward and backward within the goldens' tolerances (tests/golden/README.md)."""
+    replay_layer_case(caffe, case["name"], case["phase"])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("case", GPU_CASES, ids=[c["name"] for c in GPU_CASES])
+def test_every_golden_case_replays_on_gpu(case):
+    caffe.set_mode_gpu()
+    try:
+        replay_layer_case(caffe, case["name"], case["phase"])
+    finally:
+        caffe.set_mode_cpu()
 
 
 # each exporting type on its first sample whose inputs the exporter's checks can draw (not
