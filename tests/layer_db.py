@@ -367,6 +367,14 @@ LAYERS: dict[str, LayerInfo] = {
                'top: "d" slice_param { slice_point: 1 slice_point: 5 axis: 2 } } layer { name:'
                ' "s2" type: "Slice" bottom: "x" top: "e" top: "f" }',
                {'x': (2, 4, 3, 5), 'w': (2, 4, 4, 5)}, 'TEST'),
+            _one('concat_default', 'Concat', '',
+                 {'a': (2, 3, 4), 'b': (2, 5, 4)}),
+            _one('concat_axis0_3d', 'Concat', 'concat_param { axis: 0 }',
+                 {'a': (2, 3, 4), 'b': (1, 3, 4)}),
+            _one('concat_last_three', 'Concat', 'concat_param { axis: -1 }',
+                 {'a': (2, 3, 4), 'b': (2, 3, 2), 'c': (2, 3, 1)}),
+            _one('concat_dim2', 'Concat', 'concat_param { concat_dim: 2 }',
+                 {'a': (2, 3, 4), 'b': (2, 3, 6)}),
         ],
         backward=True,
         golden=['concat_ch', 'concat_axis0'],
@@ -455,6 +463,16 @@ LAYERS: dict[str, LayerInfo] = {
                'axis: 2 offset: 1 offset: 3 } } layer { name: "t" type: "Tile" bottom: "c" '
                'top: "t" tile_param { axis: 1 tiles: 3 } }',
                {'x': (2, 4, 9, 11), 'w': (1, 1, 5, 6)}, 'TEST'),
+            _one('crop0', 'Crop', 'crop_param { axis: 2 offset: 1 offset: 2 }',
+                 {'x': (2, 4, 7, 7), 'r': (2, 2, 3, 3)}),
+            _one('crop1', 'Crop', '',
+                 {'x': (2, 4, 7, 7), 'r': (2, 2, 3, 3)}),
+            _one('crop2', 'Crop', 'crop_param { offset: 2 }',
+                 {'x': (2, 4, 7, 7), 'r': (2, 2, 3, 3)}),
+            _one('crop3', 'Crop', 'crop_param { axis: 1 offset: 1 }',
+                 {'x': (2, 4, 7, 7), 'r': (2, 2, 3, 3)}),
+            _one('crop4', 'Crop', 'crop_param { axis: -1 offset: 4 }',
+                 {'x': (2, 4, 7, 7), 'r': (2, 2, 3, 3)}),
         ],
         backward=True,
         golden=['crop'],
@@ -641,10 +659,29 @@ LAYERS: dict[str, LayerInfo] = {
                'layer { name: "e" type: "Eltwise" bottom: "a" bottom: "b" top: "y" '
                'eltwise_param { operation: MAX } }',
                {'a': (2, 3, 7, 7), 'b': (2, 3, 7, 7)}, 'TRAIN', golden=True),
+            _one('eltwise3_sum', 'Eltwise', '',
+                 {'a': (2, 3, 4), 'b': (2, 3, 4), 'c': (2, 3, 4)}),
+            _one('eltwise3_coeff', 'Eltwise', 'eltwise_param { coeff: 0.5 coeff: -2 coeff: 1.5 }',
+                 {'a': (2, 3, 4), 'b': (2, 3, 4), 'c': (2, 3, 4)}),
+            _one('eltwise3_prod', 'Eltwise', 'eltwise_param { operation: PROD }',
+                 {'a': (2, 3, 4), 'b': (2, 3, 4), 'c': (2, 3, 4)}),
+            _one('eltwise3_prod_unstable', 'Eltwise', 'eltwise_param { operation: PROD '
+                 'stable_prod_grad: false }',
+                 {'a': (2, 3, 4), 'b': (2, 3, 4), 'c': (2, 3, 4)}),
+            _one('eltwise3_max', 'Eltwise', 'eltwise_param { operation: MAX }',
+                 {'a': (2, 3, 4), 'b': (2, 3, 4), 'c': (2, 3, 4)}),
+            _one('eltwise2_max', 'Eltwise', 'eltwise_param { operation: MAX }',
+                 {'a': (2, 3, 4), 'b': (2, 3, 4)}),
+            _one('eltwise2_prod', 'Eltwise', 'eltwise_param { operation: PROD }',
+                 {'a': (2, 3, 4), 'b': (2, 3, 4)}),
+            _one('eltwise2_coeff', 'Eltwise', 'eltwise_param { coeff: -1 coeff: 2 }',
+                 {'a': (2, 3, 4), 'b': (2, 3, 4)}),
         ],
         backward=True,
         golden=['eltwise_sum_coeff', 'eltwise_prod', 'eltwise_max'],
         exports=True,
+        # no two bottoms tie (MAX) nor cross under the finite-difference step
+        distinct_inputs=True,
     ),
     "Embed": LayerInfo(
         samples=[
@@ -658,6 +695,8 @@ LAYERS: dict[str, LayerInfo] = {
                ' 4 input_dim: 7 } } layer { name: "b" type: "BatchReindex" bottom: "x" bottom:'
                ' "k" top: "b" }',
                {'i': (2, 3), 'x': (4, 3, 2), 'k': (5,)}, 'TEST'),
+            _one('embed_nobias', 'Embed', 'embed_param { input_dim: 4 num_output: 3 '
+                 'bias_term: false weight_filler { type: "uniform" } }', {'x': (2, 2)}),
         ],
         backward=True,
         golden=['embed'],
@@ -712,6 +751,18 @@ LAYERS: dict[str, LayerInfo] = {
                '"Reshape" bottom: "x" top: "r2" reshape_param { shape { dim: 3 dim: 3 } axis: '
                '2 num_axes: 1 } }',
                {'x': (2, 4, 9, 11)}, 'TEST'),
+            _one('flatten0', 'Flatten', '',
+                 _X4),
+            _one('flatten1', 'Flatten', 'flatten_param { axis: 0 }',
+                 _X4),
+            _one('flatten2', 'Flatten', 'flatten_param { axis: 2 }',
+                 _X4),
+            _one('flatten3', 'Flatten', 'flatten_param { axis: 1 end_axis: 2 }',
+                 _X4),
+            _one('flatten4', 'Flatten', 'flatten_param { axis: -3 end_axis: -2 }',
+                 _X4),
+            _one('flatten5', 'Flatten', 'flatten_param { axis: 3 end_axis: 3 }',
+                 _X4),
         ],
         backward=True,
         golden=['flatten'],
@@ -1398,10 +1449,59 @@ LAYERS: dict[str, LayerInfo] = {
                'layer { name: "r" type: "Reduction" bottom: "x" top: "y" reduction_param { '
                'operation: SUMSQ axis: 1 coeff: 0.5 } }',
                {'x': (2, 3, 7, 7)}, 'TRAIN', golden=True),
+            _one('reduction_sum_0_1.0', 'Reduction', 'reduction_param { operation: SUM axis: 0 '
+                 'coeff: 1.0 }',
+                 {'x': (2, 3, 4)}),
+            _one('reduction_sum_1_0.5', 'Reduction', 'reduction_param { operation: SUM axis: 1 '
+                 'coeff: 0.5 }',
+                 {'x': (2, 3, 4)}),
+            _one('reduction_sum_-1_-2.0', 'Reduction', 'reduction_param { operation: SUM axis: -1 '
+                 'coeff: -2.0 }',
+                 {'x': (2, 3, 4)}),
+            _one('reduction_sum_2_1.0', 'Reduction', 'reduction_param { operation: SUM axis: 2 '
+                 'coeff: 1.0 }',
+                 {'x': (2, 3, 4)}),
+            _one('reduction_asum_0_1.0', 'Reduction', 'reduction_param { operation: ASUM axis: 0 '
+                 'coeff: 1.0 }',
+                 {'x': (2, 3, 4)}),
+            _one('reduction_asum_1_0.5', 'Reduction', 'reduction_param { operation: ASUM axis: 1 '
+                 'coeff: 0.5 }',
+                 {'x': (2, 3, 4)}),
+            _one('reduction_asum_-1_-2.0', 'Reduction', 'reduction_param { operation: ASUM axis: '
+                 '-1 coeff: -2.0 }',
+                 {'x': (2, 3, 4)}),
+            _one('reduction_asum_2_1.0', 'Reduction', 'reduction_param { operation: ASUM axis: 2 '
+                 'coeff: 1.0 }',
+                 {'x': (2, 3, 4)}),
+            _one('reduction_sumsq_0_1.0', 'Reduction', 'reduction_param { operation: SUMSQ axis: '
+                 '0 coeff: 1.0 }',
+                 {'x': (2, 3, 4)}),
+            _one('reduction_sumsq_1_0.5', 'Reduction', 'reduction_param { operation: SUMSQ axis: '
+                 '1 coeff: 0.5 }',
+                 {'x': (2, 3, 4)}),
+            _one('reduction_sumsq_-1_-2.0', 'Reduction', 'reduction_param { operation: SUMSQ '
+                 'axis: -1 coeff: -2.0 }',
+                 {'x': (2, 3, 4)}),
+            _one('reduction_sumsq_2_1.0', 'Reduction', 'reduction_param { operation: SUMSQ axis: '
+                 '2 coeff: 1.0 }',
+                 {'x': (2, 3, 4)}),
+            _one('reduction_mean_0_1.0', 'Reduction', 'reduction_param { operation: MEAN axis: 0 '
+                 'coeff: 1.0 }',
+                 {'x': (2, 3, 4)}),
+            _one('reduction_mean_1_0.5', 'Reduction', 'reduction_param { operation: MEAN axis: 1 '
+                 'coeff: 0.5 }',
+                 {'x': (2, 3, 4)}),
+            _one('reduction_mean_-1_-2.0', 'Reduction', 'reduction_param { operation: MEAN axis: '
+                 '-1 coeff: -2.0 }',
+                 {'x': (2, 3, 4)}),
+            _one('reduction_mean_2_1.0', 'Reduction', 'reduction_param { operation: MEAN axis: 2 '
+                 'coeff: 1.0 }',
+                 {'x': (2, 3, 4)}),
         ],
         backward=True,
         golden=['reduction_sum', 'reduction_asum', 'reduction_sumsq', 'reduction_mean'],
         exports=True,
+        kinks=(0.0,),  # ASUM's
     ),
     "RegionLoss": LayerInfo(
         covered_by='tests/layers/test_fork_detection_yolo.py',
@@ -1432,6 +1532,37 @@ LAYERS: dict[str, LayerInfo] = {
                '"Reshape" bottom: "x" top: "r2" reshape_param { shape { dim: 3 dim: 3 } axis: '
                '2 num_axes: 1 } }',
                {'x': (2, 4, 9, 11)}, 'TEST'),
+            _one('reshape0', 'Reshape', 'reshape_param { shape { dim: 0 dim: -1 dim: 1 } }',
+                 _X4),
+            _one('reshape1', 'Reshape', 'reshape_param { shape { dim: 6 dim: 4 dim: 5 } }',
+                 _X4),
+            _one('reshape2', 'Reshape', 'reshape_param { shape { dim: -1 } }',
+                 _X4),
+            _one('reshape3', 'Reshape', 'reshape_param { shape { dim: 0 dim: 0 dim: 0 dim: 0 } }',
+                 _X4),
+            _one('reshape4', 'Reshape', 'reshape_param { shape { dim: 1 dim: 1 dim: 1 } axis: 0 '
+                 'num_axes: 0 }',
+                 _X4),
+            _one('reshape5', 'Reshape', 'reshape_param { shape { dim: 1 dim: 1 dim: 1 } axis: 2 '
+                 'num_axes: 0 }',
+                 _X4),
+            _one('reshape6', 'Reshape', 'reshape_param { shape { dim: 1 dim: 1 dim: 1 } axis: -1 '
+                 'num_axes: 0 }',
+                 _X4),
+            _one('reshape7', 'Reshape', 'reshape_param { shape { dim: -1 } axis: 1 num_axes: 2 }',
+                 _X4),
+            _one('reshape8', 'Reshape', 'reshape_param { shape { dim: 2 dim: -1 } axis: 1 '
+                 'num_axes: -1 }',
+                 _X4),
+            _one('reshape9', 'Reshape', 'reshape_param { shape { dim: 0 dim: 2 dim: -1 } axis: 1 '
+                 'num_axes: 2 }',
+                 _X4),
+            _one('reshape10', 'Reshape', 'reshape_param { shape {  } axis: 1 num_axes: 0 }',
+                 _X4),
+            _one('reshape11', 'Reshape', 'reshape_param { shape { dim: 1 } axis: 4 num_axes: 0 }',
+                 _X4),
+            _one('reshape_3d', 'Reshape', 'reshape_param { shape { dim: 0 dim: -1 } }',
+                 {'x': (2, 3, 4)}),
         ],
         backward=True,
         golden=['reshape'],
@@ -1601,6 +1732,16 @@ LAYERS: dict[str, LayerInfo] = {
                'top: "d" slice_param { slice_point: 1 slice_point: 5 axis: 2 } } layer { name:'
                ' "s2" type: "Slice" bottom: "x" top: "e" top: "f" }',
                {'x': (2, 4, 3, 5), 'w': (2, 4, 4, 5)}, 'TEST'),
+            _one('slice_points', 'Slice', 'slice_param { slice_point: 1 slice_point: 4 }',
+                 {'x': (4, 6, 5)}, tops=('y0', 'y1', 'y2')),
+            _one('slice_axis0', 'Slice', 'slice_param { axis: 0 }',
+                 {'x': (4, 6, 5)}, tops=('y0', 'y1')),
+            _one('slice_last', 'Slice', 'slice_param { axis: -1 slice_point: 2 }',
+                 {'x': (4, 6, 5)}, tops=('y0', 'y1')),
+            _one('slice_dim2', 'Slice', 'slice_param { slice_dim: 2 }',
+                 {'x': (4, 6, 5)}, tops=('y0', 'y1', 'y2', 'y3', 'y4')),
+            _one('slice_even', 'Slice', '',
+                 {'x': (4, 6, 5)}, tops=('y0', 'y1', 'y2')),
         ],
         backward=True,
         golden=['slice'],
@@ -1760,6 +1901,12 @@ LAYERS: dict[str, LayerInfo] = {
                'axis: 2 offset: 1 offset: 3 } } layer { name: "t" type: "Tile" bottom: "c" '
                'top: "t" tile_param { axis: 1 tiles: 3 } }',
                {'x': (2, 4, 9, 11), 'w': (1, 1, 5, 6)}, 'TEST'),
+            _one('tile2', 'Tile', 'tile_param { tiles: 2 }',
+                 {'x': (2, 3, 4)}),
+            _one('tile_axis0', 'Tile', 'tile_param { axis: 0 tiles: 3 }',
+                 {'x': (2, 3, 4)}),
+            _one('tile_last', 'Tile', 'tile_param { axis: -1 tiles: 2 }',
+                 {'x': (2, 3, 4)}),
         ],
         backward=True,
         golden=['tile'],

@@ -166,21 +166,25 @@ GRAD = [pytest.param(t, s, id=f"{t}-{s.id}", marks=[pytest.mark.xfail(reason=s.g
 def _grad_inputs(sample, seed: int) -> tuple[dict[str, np.ndarray], list[str]]:
     """The inputs of a gradient check and the names of those to check: the sample's own
     values for labels, indices and flags; random values for the rest, moved 0.1 past any kink
-    they fall within 0.05 of, or distinct values 0.05 apart (no ties) where the layers ask."""
+    they fall within 0.05 of, or distinct values 0.05 apart over all the inputs together (no
+    ties) where the layers ask."""
     kinds = input_kinds(sample.net)
     values = _inputs(sample, seed)
     rng = np.random.default_rng(seed)
     types = _types(sample)
     kinks = [k for t in types for k in LAYERS[t].kinks] + list(sample.kinks)
     floats = [n for n in sample.inputs if n not in kinds]
-    for name in floats:
-        shape = np.shape(values[name])
+    shapes = [np.shape(values[name]) for name in floats]
+    if any(LAYERS[t].distinct_inputs for t in types):  # distinct over all inputs together
+        n = sum(int(np.prod(s)) for s in shapes)
+        flat = (rng.permutation(n) - n / 2) * 0.05 + 0.025
+        if sample.values:  # spread over the range instead, as far apart as it allows
+            lo, hi = sample.values
+            flat = lo + (rng.permutation(n) + 0.5) * (hi - lo) / n
+        parts = np.split(flat, np.cumsum([int(np.prod(s)) for s in shapes])[:-1])
+    for i, (name, shape) in enumerate(zip(floats, shapes)):
         if any(LAYERS[t].distinct_inputs for t in types):
-            n = int(np.prod(shape))
-            x = (rng.permutation(n) - n / 2) * 0.05 + 0.025
-            if sample.values:  # spread over the range instead, as far apart as it allows
-                lo, hi = sample.values
-                x = lo + (rng.permutation(n) + 0.5) * (hi - lo) / n
+            x = parts[i]
         else:
             x = rng.uniform(*sample.values, shape) if sample.values else rng.standard_normal(shape)
             for k in kinks:

@@ -1,6 +1,8 @@
 """Shape and routing layers (decaffe/layers/shape.py): top shapes by Caffe's rules,
-forward against numpy, gradients (finite differences and Caffe's exact routing), and the
-errors Caffe raises for bad configurations."""
+forward against numpy, Caffe's exact gradient routing, and the errors Caffe raises for bad
+configurations. The finite-difference checks of each parameter variant are tests/layer_db.py's
+samples; those left here need inputs a sample cannot draw (Filter's selector, BatchReindex's
+repeated indices, a Parameter's loaded values)."""
 
 import numpy as np
 import pytest
@@ -90,26 +92,6 @@ def test_eltwise_forward_ops():
         np.testing.assert_allclose(net.blobs["y"].data, want, rtol=1e-6, atol=1e-12)
 
 
-@pytest.mark.parametrize("params", [
-    "", "eltwise_param { coeff: 0.5 coeff: -2 coeff: 1.5 }",
-    "eltwise_param { operation: PROD }",
-    "eltwise_param { operation: PROD stable_prod_grad: false }",
-    "eltwise_param { operation: MAX }"])
-def test_eltwise_gradients(params):
-    # one set of distinct values shared out, so no two bottoms tie anywhere
-    v = distinct((3, 2, 3, 4), 4)
-    ins = {k: v[i] for i, k in enumerate(ABC)}
-    check_gradients(net_text(layer("Eltwise", params, ("a", "b", "c")), ABC), ins)
-
-
-def test_eltwise_two_bottom_gradients():
-    v = distinct((2, 2, 3, 4), 5)
-    ins = {k: v[i] for i, k in enumerate(AB)}
-    for params in ("eltwise_param { operation: MAX }", "eltwise_param { operation: PROD }",
-                   "eltwise_param { coeff: -1 coeff: 2 }"):
-        check_gradients(net_text(layer("Eltwise", params, ("a", "b")), AB), ins)
-
-
 def test_eltwise_max_ties_route_as_caffe():
     # bottom 1 wins a tie with bottom 0; later bottoms must be strictly larger
     a = np.array([[1.0, 2.0, 5.0, 0.0]])
@@ -158,7 +140,7 @@ def test_eltwise_errors():
     ("concat_param { axis: -1 }", {"a": (2, 3, 4), "b": (2, 3, 2), "c": (2, 3, 1)}, 2),
     ("concat_param { concat_dim: 2 }", {"a": (2, 3, 4), "b": (2, 3, 6)}, 2),
 ])
-def test_concat_forward_and_gradients(params, shapes, axis):
+def test_concat_forward_and_backward(params, shapes, axis):
     ins = {k: rand(s, i) for i, (k, s) in enumerate(shapes.items())}
     body = layer("Concat", params, tuple(shapes))
     net = run(body, ins)
@@ -167,7 +149,6 @@ def test_concat_forward_and_gradients(params, shapes, axis):
     backward(net, {"y": want * 2})
     for k, v in ins.items():
         np.testing.assert_array_equal(net.blobs[k].diff, v * 2)
-    check_gradients(net_text(body, shapes), ins)
 
 
 def test_concat_single_bottom_is_identity():
@@ -196,7 +177,7 @@ def test_concat_errors():
     ("slice_param { slice_dim: 2 }", 5, 2, [1] * 5),
     ("", 3, 1, [2, 2, 2]),
 ])
-def test_slice_forward_and_gradients(params, ntop, axis, sizes):
+def test_slice_forward_and_backward(params, ntop, axis, sizes):
     x = rand((4, 6, 5))
     tops = tuple(f"y{i}" for i in range(ntop))
     body = layer("Slice", params, ("x",), tops)
@@ -206,7 +187,6 @@ def test_slice_forward_and_gradients(params, ntop, axis, sizes):
         np.testing.assert_array_equal(net.blobs[t].data, p)
     backward(net, {t: p * 3 for t, p in zip(tops, parts)})
     np.testing.assert_array_equal(net.blobs["x"].diff, x * 3)
-    check_gradients(net_text(body, {"x": (4, 6, 5)}), {"x": x})
 
 
 def test_slice_single_top_is_identity():
@@ -245,7 +225,6 @@ def test_flatten(params, want):
     body = layer("Flatten", params)
     net = run(body, {"x": x})
     np.testing.assert_array_equal(net.blobs["y"].data, x.reshape(want))
-    check_gradients(net_text(body, {"x": x.shape}), {"x": x})
 
 
 def test_flatten_errors():
@@ -284,13 +263,10 @@ def test_reshape(dims, axis, num_axes, want):
     body = layer("Reshape", reshape_params(dims, axis, num_axes))
     net = run(body, {"x": x})
     np.testing.assert_array_equal(net.blobs["y"].data, x.reshape(want))
-    check_gradients(net_text(body, {"x": x.shape}), {"x": x}, max_checks=30)
 
 
-def test_reshape_gradients_and_batch_change():
-    x = rand((2, 3, 4))
+def test_reshape_follows_a_batch_change():
     body = layer("Reshape", reshape_params([0, -1]))
-    check_gradients(net_text(body, {"x": x.shape}), {"x": x})
     net = build(body, {"x": (2, 3, 4)})
     net.blobs["x"].reshape(5, 3, 4)
     net.reshape()
@@ -335,8 +311,6 @@ def test_crop(params, index):
     want[index] = dy
     np.testing.assert_array_equal(net.blobs["x"].diff, want)
     np.testing.assert_array_equal(net.blobs["r"].diff, 0)
-    check_gradients(net_text(body, {"x": x.shape, "r": ref_shape}),
-                    {"x": x, "r": np.zeros(ref_shape)}, check_inputs=["x"])
 
 
 def test_crop_errors():
@@ -359,7 +333,6 @@ def test_tile(params, reps):
     body = layer("Tile", params)
     net = run(body, {"x": x})
     np.testing.assert_array_equal(net.blobs["y"].data, np.tile(x, reps))
-    check_gradients(net_text(body, {"x": x.shape}), {"x": x})
 
 
 def test_tile_errors():
@@ -387,7 +360,6 @@ def test_reduction(op, axis, coeff):
     want = coeff * REDUCE[op](x.reshape(x.shape[:a] + (-1,)))
     assert net.blobs["y"].shape == x.shape[:a]
     np.testing.assert_allclose(net.blobs["y"].data, want, rtol=1e-6, atol=1e-12)
-    check_gradients(net_text(body, {"x": x.shape}), {"x": x})
 
 
 def test_reduction_default_is_sum_to_a_scalar():
@@ -477,8 +449,6 @@ def test_embed_forward_and_parameter_gradients():
     np.testing.assert_allclose(net.params["e"][0].diff, want)
     np.testing.assert_allclose(net.params["e"][1].diff, dy.sum(axis=(0, 1)))
     np.testing.assert_array_equal(net.blobs["x"].diff, 0)  # no gradient to indices
-    check_gradients(net_text(layer("Embed", EMBED, name="e"), {"x": x.shape}), {"x": x},
-                    check_inputs=[])
 
 
 def test_embed_without_bias():
@@ -488,13 +458,6 @@ def test_embed_without_bias():
     net = run(body, {"x": x})
     assert len(net.params["e"]) == 1
     np.testing.assert_array_equal(net.blobs["y"].data, net.params["e"][0].data[[1, 3]])
-
-
-def test_embed_without_bias_gradients():
-    x = np.array([[3.0, 1.0], [1.0, 0.0]])
-    body = layer("Embed", "embed_param { input_dim: 4 num_output: 3 bias_term: false "
-                 "weight_filler { type: 'uniform' } }", name="e")
-    check_gradients(net_text(body, {"x": x.shape}), {"x": x}, check_inputs=[])
 
 
 def test_embed_errors():
