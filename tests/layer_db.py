@@ -30,8 +30,7 @@ class Sample:
     # inputs where this sample's parameters make the layer not differentiable (a Clip's
     # bounds), besides its row's kinks
     kinks: tuple[float, ...] = ()
-    # why the finite-difference check leaves this sample out ("" : it checks it); "xfail: ..."
-    # for a disagreement not yet explained, which the check expects until it is fixed
+    # why the finite-difference check leaves this sample out ("": it checks it)
     grad: str = ""
 
 
@@ -92,10 +91,11 @@ _STATS = ("skip: TEST phase reads the running statistics, which have no gradient
 _IN_PLACE_INPUT = "skip: its layers run in place on the input the check perturbs"
 _INNER_KINK = ("skip: the ReLU's kink lies at convolution outputs, which the input kinks do "
                "not keep away (agrees at step 1e-4)")
-_LSTM_STATIC_EXPOSED = ("xfail: a static input with expose_hidden: weight gradients differ "
-                        "from finite differences at every step 1e-2..1e-4")
-_NORMALIZE_SPATIAL = ("xfail: across_spatial with per-channel scale: input gradients differ "
-                      "by up to 40% at every step 1e-2..1e-4")
+_LSTM_STATIC_EXPOSED = ("skip: hT and cT are outputs here, and Caffe sends no gradient back "
+                        "through them (test_recurrent's test_expose_hidden_passes_no_gradient)")
+_NORMALIZE_SPATIAL = ("skip: with unequal channel scales the SSD fork's backward is not the "
+                      "true gradient (test_fork_ssd's "
+                      "test_normalize_backward_is_the_forks_with_unequal_scales)")
 
 
 LAYERS: dict[str, LayerInfo] = {
@@ -1078,6 +1078,18 @@ LAYERS: dict[str, LayerInfo] = {
                'channel_shared: false } }',
                {'x': (2, 3, 7, 7)}, 'TRAIN', golden=True,
                grad=_NORMALIZE_SPATIAL),
+            _one('normalize_shared_across_true', 'Normalize', 'norm_param { across_spatial: true '
+                 'channel_shared: true scale_filler { type: "constant" value: 1.7 } }',
+                 {'x': (2, 3, 2, 2)}),
+            _one('normalize_equal_scales_across_true', 'Normalize', 'norm_param { '
+                 'across_spatial: true channel_shared: false scale_filler { type: "constant" '
+                 'value: 0.8 } }', {'x': (2, 3, 2, 2)}),
+            _one('normalize_shared_across_false', 'Normalize', 'norm_param { across_spatial: false '
+                 'channel_shared: true scale_filler { type: "constant" value: 1.7 } }',
+                 {'x': (2, 3, 2, 2)}),
+            _one('normalize_equal_scales_across_false', 'Normalize', 'norm_param { '
+                 'across_spatial: false channel_shared: false scale_filler { type: "constant" '
+                 'value: 0.8 } }', {'x': (2, 3, 2, 2)}),
         ],
         backward=True,
         golden=[
@@ -1194,6 +1206,8 @@ LAYERS: dict[str, LayerInfo] = {
                ' "pm" type: "Permute" bottom: "x" top: "pm" permute_param { order: 0 order: 2 '
                'order: 3 order: 1 } }',
                {'img': (2, 3, 60, 50), 'x': (2, 4, 6, 5)}, 'TEST'),
+            _one('permute_0231', 'Permute', 'permute_param { order: 0 order: 2 order: 3 order: 1 }',
+                 {'x': (2, 3, 2, 4)}),
         ],
         backward=True,
         golden=['fork_permute_ssd', 'fork_permute_other'],

@@ -1,6 +1,7 @@
 """The SSD fork's layers (decaffe.layers.forks.ssd): values computed independently from the
-fork's definitions, finite-difference gradients, and the fork's refusals. The fork's golden
-cases replay in tests/layers/test_layer_table.py."""
+fork's definitions, MultiBoxLoss's finite-difference gradients, and the fork's refusals. The
+fork's golden cases and the other layers' finite-difference checks are tests/layer_db.py's
+samples, run by tests/layers/test_layer_table.py."""
 
 from __future__ import annotations
 
@@ -114,13 +115,6 @@ def test_permute_refuses_bad_orders():
                                     "permute_param { order: 2 }"), {})
 
 
-def test_permute_gradient():
-    x = np.random.default_rng(1).normal(size=(2, 3, 2, 4))
-    check_gradients(inp("x", x.shape) + lay("p", "Permute", ["x"], ["y"],
-                                            "permute_param { order: 0 order: 2 order: 3 "
-                                            "order: 1 }"), {"x": x})
-
-
 # ------------------------------------------------------------------------------------------
 # Normalize
 # ------------------------------------------------------------------------------------------
@@ -151,21 +145,6 @@ def test_normalize_defaults_and_blob_shapes():
     assert net.params["n"][0].data.shape == (3,)
     with pytest.raises(DecaffeError, match="axes"):
         decaffe.Net(normalize_text("", shape=(6,)), TRAIN)
-
-
-@pytest.mark.parametrize("across", ["true", "false"])
-def test_normalize_gradient_shared_scale(across):
-    x = np.random.default_rng(3).normal(size=(2, 3, 2, 2))
-    check_gradients(normalize_text(f"across_spatial: {across} channel_shared: true "
-                                   "scale_filler { type: 'constant' value: 1.7 }"), {"x": x})
-
-
-@pytest.mark.parametrize("across", ["true", "false"])
-def test_normalize_gradient_equal_channel_scales(across):
-    # Per-channel scales, all equal: the fork's backward is then the true gradient.
-    x = np.random.default_rng(4).normal(size=(2, 3, 2, 2))
-    check_gradients(normalize_text(f"across_spatial: {across} channel_shared: false "
-                                   "scale_filler { type: 'constant' value: 0.8 }"), {"x": x})
 
 
 def test_normalize_backward_is_the_forks_with_unequal_scales():

@@ -151,16 +151,13 @@ def _types(sample) -> set[str]:
 
 
 def _gradable(t: str, s) -> bool:
-    return (bool(LAYERS[t].backward) and all(LAYERS[x].backward for x in _types(s))
-            and not s.grad.startswith("skip"))
+    return bool(LAYERS[t].backward) and all(LAYERS[x].backward for x in _types(s)) and not s.grad
 
 
 # every sample whose layers all have a backward, once (under the first type listing it); all
 # of them by default (each checks at most 24 elements a blob, about 0.05 s), 400 when slow
 GRAD = [(t, s) for t, s in SAMPLES if _gradable(t, s)]
-GRAD = [pytest.param(t, s, id=f"{t}-{s.id}", marks=[pytest.mark.xfail(reason=s.grad, strict=True)]
-                     if s.grad else [])
-        for i, (t, s) in enumerate(GRAD) if s.id not in {x.id for _, x in GRAD[:i]}]
+GRAD = [(t, s) for i, (t, s) in enumerate(GRAD) if s.id not in {x.id for _, x in GRAD[:i]}]
 
 
 def _grad_inputs(sample, seed: int) -> tuple[dict[str, np.ndarray], list[str]]:
@@ -193,7 +190,7 @@ def _grad_inputs(sample, seed: int) -> tuple[dict[str, np.ndarray], list[str]]:
     return values, floats
 
 
-@pytest.mark.parametrize("type_, sample", GRAD)
+@pytest.mark.parametrize("type_, sample", GRAD, ids=_ids(GRAD))
 def test_backward_agrees_with_finite_differences(type_, sample):
     inputs, floats = _grad_inputs(sample, seed=1)
     check_gradients(net_text(sample.net, sample.inputs), inputs, phase=_phase(sample),
