@@ -191,6 +191,15 @@ LAYERS: dict[str, LayerInfo] = {
                ' } layer { name: "k2" type: "BatchNormKyle" bottom: "x" top: "k2" }',
                {'x': (2, 4, 6, 5)}, 'TEST',
                grad=_STATS),
+            _one('bn_yjxiong', 'BN', 'bn_param { slope_filler { type: "gaussian" } bias_filler { '
+                 'type: "gaussian" } momentum: 0.8 eps: 0.01 }',
+                 {'x': (2, 3, 3, 2)}),
+            _one('bn_segnet_learn', 'BN', 'bn_param { scale_filler { type: "constant" value: 1.5 '
+                 '} shift_filler { type: "constant" value: 0.25 } }',
+                 {'x': (2, 2, 3, 3)}),
+            _one('bn_segnet_inference', 'BN', 'bn_param { scale_filler { type: "constant" value: '
+                 '1.5 } shift_filler { type: "constant" value: 0.25 } bn_mode: INFERENCE }',
+                 {'x': (2, 2, 3, 3)}),
         ],
         backward=True,
         exports=True,
@@ -312,6 +321,12 @@ LAYERS: dict[str, LayerInfo] = {
                'layer { name: "b" type: "BilinearInterpolate" bottom: "x" top: "y" '
                'bilinear_interpolate_param { scale_factor: 2 align_corners: false } }',
                {'x': (2, 3, 7, 7)}, 'TRAIN', golden=True),
+            _one('bilinear_7x3', 'BilinearInterpolate', 'bilinear_interpolate_param { dst_h: 7 '
+                 'dst_w: 3 }',
+                 {'x': (1, 4, 4, 3)}),
+            _one('bilinear_scale_noalign', 'BilinearInterpolate', 'bilinear_interpolate_param { '
+                 'scale_factor: 1.5 align_corners: false }',
+                 {'x': (1, 4, 4, 3)}),
         ],
         backward=True,
         golden=['fork_bilinear_dst_align', 'fork_bilinear_scale_noalign'],
@@ -448,6 +463,10 @@ LAYERS: dict[str, LayerInfo] = {
                'layer { name: "dw" type: "ConvolutionDepthwise" bottom: "x" top: "dw" '
                'convolution_param { num_output: 4 pad: 1 kernel_size: 3 } }',
                {'x': (2, 4, 6, 5)}, 'TEST'),
+            _one('convdw_stride2', 'ConvolutionDepthwise', 'convolution_param { num_output: 4 '
+                 'kernel_size: 3 stride: 2 pad: 1 weight_filler { type: "gaussian" std: 1 } '
+                 'bias_filler { type: "gaussian" } }',
+                 {'x': (1, 4, 4, 4)}),
         ],
         backward=True,
         exports=True,
@@ -804,6 +823,8 @@ LAYERS: dict[str, LayerInfo] = {
                'layer { name: "dw" type: "ConvolutionDepthwise" bottom: "x" top: "dw" '
                'convolution_param { num_output: 4 pad: 1 kernel_size: 3 } }',
                {'x': (2, 4, 6, 5)}, 'TEST'),
+            _one('hardsigmoid_04_03', 'HardSigmoid', 'hardsigmoid_param { alpha: 0.4 beta: 0.3 }',
+                 _X4, kinks=(-0.75, 1.75)),
         ],
         backward=True,
         golden=['fork_hardsigmoid', 'fork_hardsigmoid_alpha_beta'],
@@ -903,6 +924,10 @@ LAYERS: dict[str, LayerInfo] = {
                'zoom_factor: 2 } } layer { name: "i2" type: "Interp" bottom: "x" top: "i2" '
                'interp_param { height: 4 width: 9 } }',
                {'x': (2, 4, 6, 5)}, 'TEST'),
+            _one('interp_zoom_pad_end', 'Interp', 'interp_param { zoom_factor: 2 pad_end: -1 }',
+                 {'x': (2, 2, 4, 5)}),
+            _one('interp_size', 'Interp', 'interp_param { height: 3 width: 7 }',
+                 {'x': (2, 2, 4, 5)}),
         ],
         backward=True,
         exports=True,
@@ -1166,6 +1191,16 @@ LAYERS: dict[str, LayerInfo] = {
                'layer { name: "p" type: "Pad" bottom: "x" top: "y" pad_param { pad_type: '
                'REFLECT pad_u: 2 pad_d: 1 pad_l: 1 pad_r: 2 } }',
                {'x': (2, 3, 7, 7)}, 'TRAIN', golden=True),
+            _one('pad_reflect_uneven', 'Pad', 'pad_param { pad_type: REFLECT pad_u: 1 pad_d: 2 '
+                 'pad_l: 2 pad_r: 0 }',
+                 {'x': (1, 4, 4, 3)}),
+            _one('pad_replicate_two_sides', 'Pad', 'pad_param { pad_type: REPLICATE pad_u: 2 '
+                 'pad_r: 1 }',
+                 {'x': (1, 4, 4, 3)}),
+            _one('pad_value2', 'Pad', 'pad_param { pad_value: 2 pad_u: 1 pad_l: 1 }',
+                 {'x': (1, 4, 4, 3)}),
+            _one('pad_negative', 'Pad', 'pad_param { pad_u: -1 pad_r: -2 }',
+                 {'x': (1, 4, 4, 3)}),
         ],
         backward=True,
         golden=[
@@ -1219,6 +1254,8 @@ LAYERS: dict[str, LayerInfo] = {
                'layer { name: "p" type: "PixelShuffle" bottom: "x" top: "y" pixelshuffle_param'
                ' { upscale_factor: 2 } }',
                {'x': (2, 12, 4, 5)}, 'TRAIN', golden=True),
+            _one('pixelshuffle_2', 'PixelShuffle', 'pixelshuffle_param { upscale_factor: 2 }',
+                 {'x': (1, 4, 4, 3)}),
         ],
         backward=True,
         golden=['fork_pixelshuffle'],
@@ -1592,6 +1629,11 @@ LAYERS: dict[str, LayerInfo] = {
                'layer { name: "r" type: "Resize" bottom: "x" top: "y" resize_param { '
                'is_pyramid_test: true out_height_scale: 2 out_width_scale: 0.5 } }',
                {'x': (2, 3, 7, 7)}, 'TRAIN', golden=True),
+            _one('resize_5x3', 'Resize', 'resize_param { height: 5 width: 3 }',
+                 {'x': (1, 4, 4, 3)}),
+            _one('resize_pyramid', 'Resize', 'resize_param { is_pyramid_test: true '
+                 'out_height_scale: 1.5 out_width_scale: 2 }',
+                 {'x': (1, 4, 4, 3)}),
         ],
         backward=True,
         golden=['fork_resize_fixed', 'fork_resize_pyramid_scale'],
@@ -1943,6 +1985,8 @@ LAYERS: dict[str, LayerInfo] = {
                '"se" } layer { name: "sd" type: "SeLuDropout" bottom: "x" top: "sd" } layer { '
                'name: "u" type: "Unsqueeze" bottom: "x" top: "u" unsqueeze_param { dim: 1 } }',
                {'x': (2, 8, 6, 4)}, 'TEST'),
+            _one('unsqueeze_dim2', 'Unsqueeze', 'unsqueeze_param { dim: 2 }',
+                 {'x': (1, 4, 4, 3)}),
         ],
         backward=True,
         golden=['fork_unsqueeze_dim1', 'fork_unsqueeze_neg'],
@@ -1962,6 +2006,10 @@ LAYERS: dict[str, LayerInfo] = {
                'layer { name: "u" type: "Upsample" bottom: "x" top: "u" upsample_param { '
                'scale: 2 } }',
                {'x': (2, 4, 6, 5)}, 'TEST'),
+            _one('upsample_scale3', 'Upsample', 'upsample_param { scale: 3 }',
+                 {'x': (1, 2, 3, 2)}),
+            _one('upsample_3d_scale2', 'Upsample', 'upsample_param { scale: 2 dims_num: 3 }',
+                 {'x': (2, 2, 3)}),
         ],
         backward=True,
         golden=['fork_upsample_4d', 'fork_upsample_3d'],

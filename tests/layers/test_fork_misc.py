@@ -1,6 +1,8 @@
 """The segmentation, mobile and conversion forks' layers: values computed independently from
-each fork's definition, refusals, and finite-difference gradients. Their golden cases (made
-with a Caffe build carrying inisis/caffe's layers) replay in tests/layers/test_layer_table.py."""
+each fork's definition, refusals, and the finite-difference gradients a table sample cannot
+express (given masks and guidance, frozen statistics). Their golden cases (made with a Caffe
+build carrying inisis/caffe's layers) and the other gradient checks are tests/layer_db.py's
+samples, run by tests/layers/test_layer_table.py."""
 
 from __future__ import annotations
 
@@ -189,12 +191,6 @@ def test_unpooling_refuses_an_index_outside_the_top():
         run("MaxUnPool", "max_unpool_param { dst_h: 4 }", {"x": x, "m": m})
 
 
-@pytest.mark.parametrize("body,shape", [("upsample_param { scale: 3 }", (1, 2, 3, 2)),
-                                        ("upsample_param { scale: 2 dims_num: 3 }", (2, 2, 3))])
-def test_nearest_upsample_gradient(body, shape):
-    grad("Upsample", body, {"x": RNG.standard_normal(shape)})
-
-
 def test_unpool_gradient():
     x = RNG.standard_normal((1, 2, 2, 2))
     m = np.array([[[[0, 3], [9, 14]], [[5, 2], [8, 15]]]], float)
@@ -205,31 +201,15 @@ def test_unpool_gradient():
 # ----------------------------------------------------------------------------------------------
 # Resize, BilinearInterpolate, PixelShuffle, Pad, Unsqueeze
 # ----------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("type_,body", [
-    ("Resize", "resize_param { height: 5 width: 3 }"),
-    ("Resize", "resize_param { is_pyramid_test: true out_height_scale: 1.5 out_width_scale: 2 }"),
-    ("BilinearInterpolate", "bilinear_interpolate_param { dst_h: 7 dst_w: 3 }"),
-    ("BilinearInterpolate",
-     "bilinear_interpolate_param { scale_factor: 1.5 align_corners: false }"),
-    ("PixelShuffle", "pixelshuffle_param { upscale_factor: 2 }"),
-    ("Pad", "pad_param { pad_type: REFLECT pad_u: 1 pad_d: 2 pad_l: 2 pad_r: 0 }"),
-    ("Pad", "pad_param { pad_type: REPLICATE pad_u: 2 pad_r: 1 }"),
-    ("Pad", "pad_param { pad_value: 2 pad_u: 1 pad_l: 1 }"),
-    ("Pad", "pad_param { pad_u: -1 pad_r: -2 }"),
-    ("Unsqueeze", "unsqueeze_param { dim: 2 }"),
-])
-def test_resampling_gradients(type_, body):
-    grad(type_, body, {"x": RNG.standard_normal((1, 4, 4, 3))})
-
-
 def test_bilinear_matches_torch_interpolate():
-    x = RNG.standard_normal((2, 3, 5, 4))
+    x = np.random.default_rng(11).standard_normal((2, 3, 5, 4))
     for align in (True, False):
         net = run("BilinearInterpolate", f"bilinear_interpolate_param {{ dst_h: 9 dst_w: 7 "
                   f"align_corners: {str(align).lower()} }}", {"x": x})
         want = torch.nn.functional.interpolate(torch.tensor(x), (9, 7), mode="bilinear",
                                                align_corners=align).numpy()
-        np.testing.assert_allclose(net.blobs["y"].data, want, atol=1e-6)
+        # the fork's source coordinates are float32: up to 1.5e-6 off torch's (40 seeds)
+        np.testing.assert_allclose(net.blobs["y"].data, want, atol=1e-5)
 
 
 def test_resize_drops_the_missing_neighbours():
@@ -276,17 +256,13 @@ def test_pixelshuffle_and_bilinear_refusals():
 # ----------------------------------------------------------------------------------------------
 # mobile layers
 # ----------------------------------------------------------------------------------------------
-def test_relu6_hardswish_hardsigmoid_values_and_gradients():
+def test_relu6_values_and_gradients():
     x = np.array([[-7.0, -1.5, 0.5, 2.5, 5.0, 8.0]])
     net = run("ReLU6", "relu6_param { negative_slope: 0.5 threshold: 2 }", {"x": x})
     np.testing.assert_allclose(net.blobs["y"].data, [[-3.5, -0.75, 0.5, 2, 2, 2]])
     net.blobs["y"].diff[...] = 1
     net.backward()
     np.testing.assert_allclose(net.blobs["x"].diff, [[0.5, 0.5, 1, 0, 0, 0]])
-    xs = {"x": np.array([[-3.7, -2.2, -0.4, 0.3, 1.9, 2.6, 4.1]])}
-    grad("ReLU6", "", {"x": np.array([[-3.0, -0.4, 0.3, 2.6, 5.7, 6.4]])})
-    grad("HardSwish", "", xs)
-    grad("HardSigmoid", "hardsigmoid_param { alpha: 0.4 beta: 0.3 }", xs)
 
 
 def test_depthwise_convolutions_are_grouped_convolutions():
@@ -304,7 +280,6 @@ def test_depthwise_convolutions_are_grouped_convolutions():
     np.testing.assert_allclose(net2.blobs["y"].data, want.numpy(), atol=1e-10)
     with pytest.raises(DecaffeError, match="num_output"):
         run("ConvolutionDepthwise", body.replace("num_output: 4", "num_output: 8"), {"x": x})
-    grad("ConvolutionDepthwise", body, {"x": RNG.standard_normal((1, 4, 4, 4))})
 
 
 def test_shuffle_channel_and_axpy():
@@ -312,13 +287,11 @@ def test_shuffle_channel_and_axpy():
     net = run("ShuffleChannel", "shuffle_channel_param { group: 3 }", {"x": x})
     # group 3 of 2 channels each: order 0, 2, 4, 1, 3, 5
     np.testing.assert_array_equal(net.blobs["y"].data, x[:, [0, 2, 4, 1, 3, 5]])
-    grad("ShuffleChannel", "shuffle_channel_param { group: 2 }", {"x": x})
     with pytest.raises(DecaffeError, match="group"):
         run("ShuffleChannel", "shuffle_channel_param { group: 4 }", {"x": x})
     a, y = RNG.standard_normal((2, 6, 1, 1)), RNG.standard_normal(x.shape)
     net = run("Axpy", "", {"a": a, "x": x, "z": y})
     np.testing.assert_allclose(net.blobs["y"].data, a * x + y)
-    grad("Axpy", "", {"a": a, "x": x, "z": y})
     with pytest.raises(DecaffeError, match="scale"):
         run("Axpy", "", {"a": np.zeros((2, 6, 2, 1)), "x": x, "z": y})
 
@@ -360,12 +333,6 @@ def test_bn_yjxiong_initial_statistics():
     assert not net.params["l"][2].data.any() and not net.params["l"][3].data.any()
     net = decaffe.Net(text.replace("momentum", "frozen: true momentum"), decaffe.TEST)
     np.testing.assert_array_equal(net.params["l"][3].data, np.ones((1, 3, 1, 1)))
-
-
-def test_bn_yjxiong_gradients():
-    x = {"x": RNG.standard_normal((2, 3, 3, 2))}
-    grad("BN", BN_YJ, x)
-    grad("BN", BN_YJ.replace("momentum", "frozen: true momentum"), x, check_params=False)
 
 
 def test_bn_frozen_gives_no_parameter_gradient_and_test_backward_is_the_forks():
@@ -415,15 +382,20 @@ def test_bn_segnet_learn_inference_and_tops():
     inf = BN_SEG.replace("} }", "} bn_mode: INFERENCE }")
     net = run("BN", inf, {"x": x}, phase=decaffe.TEST)
     np.testing.assert_allclose(net.blobs["y"].data, 1.5 * x + 0.25)
-    grad("BN", BN_SEG, {"x": RNG.standard_normal((2, 2, 3, 3))})
-    grad("BN", inf, {"x": RNG.standard_normal((2, 2, 3, 3))})
 
 
-def test_batchnormkyle_gradients():
-    grad("BatchNormKyle", "batch_norm_param { use_alpha_beta: true }",
-         {"x": RNG.standard_normal((3, 2, 2, 2))})
-    grad("BatchNormKyle", "batch_norm_param { use_alpha_beta: true }",
-         {"x": RNG.standard_normal((3, 2, 2, 2))}, phase=decaffe.TEST, check_params=False)
+# (type, params, phase): the input gradients where the running statistics are read, which
+# take no gradient (the table's samples check the rest, parameters included)
+STATS_GRAD_CASES = [
+    ("BN", BN_YJ.replace("momentum", "frozen: true momentum"), decaffe.TRAIN),
+    ("BatchNormKyle", "batch_norm_param { use_alpha_beta: true }", decaffe.TEST),
+]
+
+
+@pytest.mark.parametrize("type_,body,phase", STATS_GRAD_CASES,
+                         ids=[f"{c[0]}-{i}" for i, c in enumerate(STATS_GRAD_CASES)])
+def test_gradients_through_running_statistics(type_, body, phase):
+    grad(type_, body, {"x": RNG.standard_normal((3, 2, 2, 2))}, phase=phase, check_params=False)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -518,8 +490,6 @@ def test_selu_and_selu_dropout():
     lam, alpha = np.float32(1.050700987), np.float32(1.67326324)
     np.testing.assert_allclose(net.blobs["y"].data,
                                lam * np.where(x > 0, x, alpha * (np.exp(x) - 1)), rtol=1e-7)
-    xs = x[:, :8]
-    grad("SeLu", "", {"x": xs + np.sign(xs) * 0.05})  # away from the kink at 0
     body = "selu_dropout_param { dropout_ratio: 0.2 }"
     net = run("SeLuDropout", body, {"x": x}, phase=decaffe.TEST)
     np.testing.assert_array_equal(net.blobs["y"].data, x)
