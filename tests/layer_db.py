@@ -727,6 +727,8 @@ LAYERS: dict[str, LayerInfo] = {
                'layer { name: "loss" type: "EuclideanLoss" bottom: "a" bottom: "b" top: "loss"'
                ' }',
                {'a': (2, 6), 'b': (2, 6)}, 'TRAIN', golden=True),
+            _one('euclidean_reshaped', 'EuclideanLoss', '', {'a': (3, 2, 2), 'b': (3, 4)},
+                 tops=('loss',)),
         ],
         backward=True,
         golden=['euclidean'],
@@ -863,6 +865,7 @@ LAYERS: dict[str, LayerInfo] = {
         ],
         backward=True,
         golden=['hinge_l1', 'hinge_l2'],
+        kinks=(-1.0, 1.0),  # the margin, either sign
     ),
     "Im2col": LayerInfo(
         samples=[
@@ -1080,7 +1083,7 @@ LAYERS: dict[str, LayerInfo] = {
             _s('multinomial_logistic',
                'layer { name: "loss" type: "MultinomialLogisticLoss" bottom: "p" bottom: '
                '"label" top: "loss" }',
-               {'p': (4, 5), 'label': (4,)}, 'TRAIN', golden=True),
+               {'p': (4, 5), 'label': (4,)}, 'TRAIN', golden=True, values=(0.2, 1.0)),
         ],
         backward=True,
         golden=['multinomial_logistic'],
@@ -1855,6 +1858,15 @@ LAYERS: dict[str, LayerInfo] = {
                'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "x" bottom: "label" top: '
                '"loss" loss_weight: 2.5 loss_param { normalization: BATCH_SIZE } }',
                {'x': (2, 5, 3, 2), 'label': (2, 1, 3, 2)}, 'TRAIN', golden=True),
+            _one('softmaxloss_ignore_full', 'SoftmaxWithLoss', 'loss_param { ignore_label: 2 '
+                 'normalization: FULL }', {'x': (2, 5, 3, 2), 'label': (2, 1, 3, 2)},
+                 tops=('loss',)),
+            _one('softmaxloss_ignore0_none', 'SoftmaxWithLoss', 'loss_param { ignore_label: 0 '
+                 'normalization: NONE }', {'x': (2, 5, 3, 2), 'label': (2, 1, 3, 2)},
+                 tops=('loss',)),
+            _one('softmaxloss_axis2_ignore', 'SoftmaxWithLoss', 'softmax_param { axis: 2 } '
+                 'loss_param { ignore_label: 1 }', {'x': (2, 3, 4, 2), 'label': (2, 3, 2)},
+                 tops=('loss',)),
         ],
         backward=True,
         golden=['softmaxloss', 'softmaxloss_spatial_ignore', 'softmaxloss_batchnorm_norm'],
