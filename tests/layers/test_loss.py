@@ -773,12 +773,7 @@ def test_label_bottoms_never_forced_backward():
     assert net.bottom_need_backward(2) == [True, True]
 
 
-def test_losses_are_scalars_and_registered():
-    types = set(decaffe.layer.layer_type_list())
-    for t in ("Softmax", "SoftmaxWithLoss", "Accuracy", "EuclideanLoss",
-              "SigmoidCrossEntropyLoss", "HingeLoss", "MultinomialLogisticLoss", "InfogainLoss",
-              "ContrastiveLoss"):
-        assert t in types
+def test_losses_are_scalars_of_the_nets_dtype():
     net = net_with({"a": np.ones((2, 3)), "b": np.zeros((2, 3))},
                    lay("L", "EuclideanLoss", ["a", "b"], ["t"]), dtype=torch.float64)
     net.forward()
