@@ -119,18 +119,6 @@ def test_eltwise_prod_unstable_gradient_is_top_over_bottom():
     assert unstable.blobs["a"].diff[0, 0] == 3.0 and np.isnan(unstable.blobs["a"].diff[0, 1])
 
 
-def test_eltwise_errors():
-    e = expect_error(layer("Eltwise", "", ("a", "b")), {"a": (2, 3), "b": (3, 2)},
-                     "'l'", "(3, 2)", "(2, 3)")
-    assert "same shape" in str(e)
-    expect_error(layer("Eltwise", "eltwise_param { coeff: 1 }", ("a", "b")), AB,
-                 "eltwise_param.coeff", "one coefficient per bottom")
-    expect_error(layer("Eltwise", "eltwise_param { operation: PROD coeff: 1 coeff: 2 }",
-                       ("a", "b")), AB, "eltwise_param.coeff", "SUM")
-    expect_error(layer("Eltwise", "", ("a",)), {"a": (2, 3)}, "'l'", "at least 2",
-                 error=DecaffeError)
-
-
 # ----------------------------------------------------------------------------------------------
 # Concat, Slice
 # ----------------------------------------------------------------------------------------------
@@ -155,19 +143,6 @@ def test_concat_single_bottom_is_identity():
     x = rand((2, 3))
     net = run(layer("Concat", "", ("x",)), {"x": x})
     np.testing.assert_array_equal(net.blobs["y"].data, x)
-
-
-def test_concat_errors():
-    expect_error(layer("Concat", "", ("a", "b")), {"a": (2, 3, 4), "b": (2, 3, 5)},
-                 "'l'", "(2, 3, 4)", "(2, 3, 5)", "concat axis 1")
-    expect_error(layer("Concat", "", ("a", "b")), {"a": (2, 3, 4), "b": (2, 3)},
-                 "number of axes")
-    expect_error(layer("Concat", "concat_param { axis: 1 concat_dim: 1 }", ("a", "b")), AB,
-                 "concat_param", "not both")
-    expect_error(layer("Concat", "concat_param { axis: 3 }", ("a", "b")), AB,
-                 "concat_param.axis", "out of range")
-    expect_error(layer("Concat", "concat_param { concat_dim: 3 }", ("a", "b")), AB,
-                 "concat_param.concat_dim")
 
 
 @pytest.mark.parametrize("params,ntop,axis,sizes", [
@@ -195,20 +170,6 @@ def test_slice_single_top_is_identity():
     np.testing.assert_array_equal(net.blobs["y"].data, x)
 
 
-def test_slice_errors():
-    shapes = {"x": (2, 6)}
-    expect_error(layer("Slice", "slice_param { slice_point: 4 slice_point: 2 }", ("x",),
-                       ("a", "b", "c")), shapes, "slice_param.slice_point", "increasing")
-    expect_error(layer("Slice", "slice_param { slice_point: 2 slice_point: 7 }", ("x",),
-                       ("a", "b", "c")), shapes, "slice_param.slice_point", "exceeds")
-    expect_error(layer("Slice", "slice_param { slice_point: 2 }", ("x",), ("a", "b", "c")),
-                 shapes, "slice_param.slice_point", "give 2")
-    expect_error(layer("Slice", "", ("x",), ("a", "b", "c", "d")), shapes,
-                 "evenly", "(2, 6)")
-    expect_error(layer("Slice", "slice_param { axis: 1 slice_dim: 1 }", ("x",), ("a", "b")),
-                 shapes, "not both")
-
-
 # ----------------------------------------------------------------------------------------------
 # Flatten, Reshape
 # ----------------------------------------------------------------------------------------------
@@ -225,14 +186,6 @@ def test_flatten(params, want):
     body = layer("Flatten", params)
     net = run(body, {"x": x})
     np.testing.assert_array_equal(net.blobs["y"].data, x.reshape(want))
-
-
-def test_flatten_errors():
-    expect_error(layer("Flatten", "", tops=("x",)), {"x": (2, 3)}, "in-place")
-    expect_error(layer("Flatten", "flatten_param { axis: 2 end_axis: 1 }"), {"x": (2, 3, 4)},
-                 "flatten_param.end_axis")
-    expect_error(layer("Flatten", "flatten_param { axis: 4 }"), {"x": (2, 3, 4)},
-                 "flatten_param.axis", "out of range")
 
 
 def reshape_params(dims, axis=None, num_axes=None):
@@ -313,16 +266,6 @@ def test_crop(params, index):
     np.testing.assert_array_equal(net.blobs["r"].diff, 0)
 
 
-def test_crop_errors():
-    shapes = {"x": (2, 3, 7, 7), "r": (2, 3, 5, 5)}
-    expect_error(layer("Crop", "crop_param { offset: 3 }", ("x", "r")), shapes,
-                 "crop_param.offset", "out of bounds", "axis 2")
-    expect_error(layer("Crop", "crop_param { axis: 1 offset: 1 offset: 1 }", ("x", "r")),
-                 shapes, "crop_param.offset", "give 1 or 3")
-    expect_error(layer("Crop", "", ("x", "r")), {"x": (2, 3, 7, 7), "r": (2, 3)},
-                 "bottom 1")
-
-
 @pytest.mark.parametrize("params,reps", [
     ("tile_param { tiles: 2 }", (1, 2, 1)),
     ("tile_param { axis: 0 tiles: 3 }", (3, 1, 1)),
@@ -333,13 +276,6 @@ def test_tile(params, reps):
     body = layer("Tile", params)
     net = run(body, {"x": x})
     np.testing.assert_array_equal(net.blobs["y"].data, np.tile(x, reps))
-
-
-def test_tile_errors():
-    expect_error(layer("Tile", "tile_param { axis: 1 }"), {"x": (2, 3)}, "tile_param.tiles",
-                 "must be given")
-    expect_error(layer("Tile", "tile_param { tiles: 0 }"), {"x": (2, 3)}, "tile_param.tiles",
-                 "positive")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -460,11 +396,7 @@ def test_embed_without_bias():
     np.testing.assert_array_equal(net.blobs["y"].data, net.params["e"][0].data[[1, 3]])
 
 
-def test_embed_errors():
-    expect_error(layer("Embed", "embed_param { input_dim: 5 }"), {"x": (2,)},
-                 "embed_param.num_output")
-    expect_error(layer("Embed", "embed_param { num_output: 5 }"), {"x": (2,)},
-                 "embed_param.input_dim")
+def test_embed_index_out_of_range():
     net = build(layer("Embed", EMBED, name="e"), {"x": (3,)})
     net.blobs["x"].data[...] = [0, 5, 1]
     with pytest.raises(LayerParamError, match="'e'.*\\[0, 5\\)"):
@@ -493,15 +425,6 @@ def test_filter_selects_items_and_routes_gradients():
     check_gradients(net_text(layer("Filter", "", ("x", "s"), ("fx",)),
                              {"x": x.shape, "s": (5, 1, 1)}),
                     {"x": x, "s": sel.reshape(5, 1, 1)}, check_inputs=["x"])
-
-
-def test_filter_errors():
-    expect_error(layer("Filter", "", ("x", "s"), ("a",)), {"x": (5, 2), "s": (5, 2)},
-                 "selector", "(5, 2)")
-    expect_error(layer("Filter", "", ("x", "s"), ("a",)), {"x": (4, 2), "s": (5,)},
-                 "first dimensions", "(4, 2)", "(5,)")
-    expect_error(layer("Filter", "", ("x", "z", "s"), ("a",)),
-                 {"x": (5, 2), "z": (5, 2), "s": (5,)}, "need 2 tops")
 
 
 def test_batch_reindex_forward_and_accumulating_gradient():
@@ -711,3 +634,59 @@ def test_gradient_into_an_index_bottom_raises():
                     {"x": (2, 1)}, force_backward=False)
         net.forward()
         net.backward()
+
+
+# ----------------------------------------------------------------------------------------------
+# the errors a bad configuration gets: (type, params, bottom shapes, tops, words it must hold)
+# ----------------------------------------------------------------------------------------------
+AB2 = {"a": (2, 3, 4), "b": (2, 3, 4)}
+ERROR_CASES = [
+    ("Eltwise", "", {"a": (2, 3), "b": (3, 2)}, ("y",), ("'l'", "(3, 2)", "(2, 3)", "same shape")),
+    ("Eltwise", "eltwise_param { coeff: 1 }", AB2, ("y",),
+     ("eltwise_param.coeff", "one coefficient per bottom")),
+    ("Eltwise", "eltwise_param { operation: PROD coeff: 1 coeff: 2 }", AB2, ("y",),
+     ("eltwise_param.coeff", "SUM")),
+    ("Concat", "", {"a": (2, 3, 4), "b": (2, 3, 5)}, ("y",),
+     ("'l'", "(2, 3, 4)", "(2, 3, 5)", "concat axis 1")),
+    ("Concat", "", {"a": (2, 3, 4), "b": (2, 3)}, ("y",), ("number of axes",)),
+    ("Concat", "concat_param { axis: 1 concat_dim: 1 }", AB2, ("y",), ("concat_param", "not both")),
+    ("Concat", "concat_param { axis: 3 }", AB2, ("y",), ("concat_param.axis", "out of range")),
+    ("Concat", "concat_param { concat_dim: 3 }", AB2, ("y",), ("concat_param.concat_dim",)),
+    ("Slice", "slice_param { slice_point: 4 slice_point: 2 }", {"x": (2, 6)}, ("a", "b", "c"),
+     ("slice_param.slice_point", "increasing")),
+    ("Slice", "slice_param { slice_point: 2 slice_point: 7 }", {"x": (2, 6)}, ("a", "b", "c"),
+     ("slice_param.slice_point", "exceeds")),
+    ("Slice", "slice_param { slice_point: 2 }", {"x": (2, 6)}, ("a", "b", "c"),
+     ("slice_param.slice_point", "give 2")),
+    ("Slice", "", {"x": (2, 6)}, ("a", "b", "c", "d"), ("evenly", "(2, 6)")),
+    ("Slice", "slice_param { axis: 1 slice_dim: 1 }", {"x": (2, 6)}, ("a", "b"), ("not both",)),
+    ("Flatten", "", {"x": (2, 3)}, ("x",), ("in-place",)),
+    ("Flatten", "flatten_param { axis: 2 end_axis: 1 }", {"x": (2, 3, 4)}, ("y",),
+     ("flatten_param.end_axis",)),
+    ("Flatten", "flatten_param { axis: 4 }", {"x": (2, 3, 4)}, ("y",),
+     ("flatten_param.axis", "out of range")),
+    ("Crop", "crop_param { offset: 3 }", {"x": (2, 3, 7, 7), "r": (2, 3, 5, 5)}, ("y",),
+     ("crop_param.offset", "out of bounds", "axis 2")),
+    ("Crop", "crop_param { axis: 1 offset: 1 offset: 1 }", {"x": (2, 3, 7, 7), "r": (2, 3, 5, 5)},
+     ("y",), ("crop_param.offset", "give 1 or 3")),
+    ("Crop", "", {"x": (2, 3, 7, 7), "r": (2, 3)}, ("y",), ("bottom 1",)),
+    ("Tile", "tile_param { axis: 1 }", {"x": (2, 3)}, ("y",),
+     ("tile_param.tiles", "must be given")),
+    ("Tile", "tile_param { tiles: 0 }", {"x": (2, 3)}, ("y",), ("tile_param.tiles", "positive")),
+    ("Embed", "embed_param { input_dim: 5 }", {"x": (2,)}, ("y",), ("embed_param.num_output",)),
+    ("Embed", "embed_param { num_output: 5 }", {"x": (2,)}, ("y",), ("embed_param.input_dim",)),
+    ("Filter", "", {"x": (5, 2), "s": (5, 2)}, ("a",), ("selector", "(5, 2)")),
+    ("Filter", "", {"x": (4, 2), "s": (5,)}, ("a",), ("first dimensions", "(4, 2)", "(5,)")),
+    ("Filter", "", {"x": (5, 2), "z": (5, 2), "s": (5,)}, ("a",), ("need 2 tops",)),
+]
+
+
+@pytest.mark.parametrize("type_,params,shapes,tops,needles", ERROR_CASES,
+                         ids=[f"{c[0]}-{i}" for i, c in enumerate(ERROR_CASES)])
+def test_errors_name_the_layer_and_field(type_, params, shapes, tops, needles):
+    expect_error(layer(type_, params, tuple(shapes), tops), shapes, *needles)
+
+
+def test_eltwise_needs_two_bottoms():  # a count check, not a parameter's: a DecaffeError
+    expect_error(layer("Eltwise", "", ("a",)), {"a": (2, 3)}, "'l'", "at least 2",
+                 error=DecaffeError)
