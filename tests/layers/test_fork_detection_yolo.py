@@ -1,8 +1,8 @@
 """eric612/MobileNet-YOLO's layers (decaffe/layers/forks/yolo.py): YoloDetectionOutput,
 Yolov3DetectionOutput, Reorg and the Yolov3 loss against loop references written from the
-fork's Forward_cpu/Backward_cpu and darknet's reorg_cpu; Reorg's gradient by finite
-differences (Yolov3's backward is the fork's delta, not a derivative: checked against the
-reference instead); the fork's refusals."""
+fork's Forward_cpu/Backward_cpu and darknet's reorg_cpu (Yolov3's backward is the fork's
+delta, not a derivative: checked against the reference); the fork's refusals. Reorg's
+finite-difference check is tests/layer_db.py's export_yolo_misc sample."""
 
 from __future__ import annotations
 
@@ -218,14 +218,6 @@ def test_reorg_matches_darknet(reverse, shape, stride):
     else:
         assert y.shape == (n, c * stride ** 2, h // stride, w // stride)
     np.testing.assert_array_equal(y.reshape(-1), want)
-
-
-@pytest.mark.parametrize("reverse", [False, True])
-def test_reorg_gradient_check(reverse):
-    x = np.random.default_rng(2).standard_normal((1, 4, 4, 2))
-    check_gradients(inp("x", x.shape) + lay("Reorg", ["x"], ["y"],
-                                            f"reorg_param {{ stride: 2 reverse: "
-                                            f"{'true' if reverse else 'false'} }}"), {"x": x})
 
 
 @pytest.mark.parametrize("shape,body,msg", [

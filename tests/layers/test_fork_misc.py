@@ -1,23 +1,20 @@
-"""The segmentation, mobile and conversion forks' layers: golden replays of the fork cases
-(made with a Caffe build carrying inisis/caffe's layers), values computed independently from
-each fork's definition, refusals, and finite-difference gradients."""
+"""The segmentation, mobile and conversion forks' layers: values computed independently from
+each fork's definition, refusals, and the finite-difference gradients a table sample cannot
+express (given masks and guidance, frozen statistics). Their golden cases (made with a Caffe
+build carrying inisis/caffe's layers) and the other gradient checks are tests/layer_db.py's
+samples, run by tests/layers/test_layer_table.py."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from golden_replay import cases, replay_layer_case
 from gradcheck import check_gradients
 from netbuild import input_layers as inputs_text
 
 import decaffe
 from decaffe.errors import DecaffeError
 
-MINE = ("fork_relu6", "fork_hardswish", "fork_hardsigmoid", "fork_unsqueeze_", "fork_pixelshuffle",
-        "fork_upsample_", "fork_maxunpool_", "fork_pad_", "fork_resize_", "fork_bilinear_",
-        "fork_batchnormkyle_")
-GOLDEN = [c for c in cases("layer", fork=True) if c["name"].startswith(MINE)]
 RNG = np.random.default_rng(7)
 
 
@@ -47,15 +44,6 @@ def grad(type_, body, inputs, bottoms=None, check_inputs=None, phase=decaffe.TRA
     check_gradients(inputs_text({k: v.shape for k, v in inputs.items()})
                     + layer_text(type_, body, bottoms), inputs, check_inputs=check_inputs,
                     phase=phase, **kw)
-
-
-def test_every_golden_case_of_these_layers_is_replayed():
-    assert len(GOLDEN) == 23
-
-
-@pytest.mark.parametrize("case", GOLDEN, ids=[c["name"] for c in GOLDEN])
-def test_golden(case):
-    replay_layer_case(decaffe, case["name"], case["phase"])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -199,14 +187,6 @@ def test_unpooling_refuses_an_index_outside_the_top():
     x, m = np.ones((1, 1, 2, 2)), np.array([[[[0, 1], [2, 16]]]], float)
     with pytest.raises(DecaffeError, match="outside"):
         run("MaxUnPool", "max_unpool_param { dst_h: 4 dst_w: 4 }", {"x": x, "m": m})
-    with pytest.raises(DecaffeError, match="dst_h"):
-        run("MaxUnPool", "max_unpool_param { dst_h: 4 }", {"x": x, "m": m})
-
-
-@pytest.mark.parametrize("body,shape", [("upsample_param { scale: 3 }", (1, 2, 3, 2)),
-                                        ("upsample_param { scale: 2 dims_num: 3 }", (2, 2, 3))])
-def test_nearest_upsample_gradient(body, shape):
-    grad("Upsample", body, {"x": RNG.standard_normal(shape)})
 
 
 def test_unpool_gradient():
@@ -219,31 +199,15 @@ def test_unpool_gradient():
 # ----------------------------------------------------------------------------------------------
 # Resize, BilinearInterpolate, PixelShuffle, Pad, Unsqueeze
 # ----------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("type_,body", [
-    ("Resize", "resize_param { height: 5 width: 3 }"),
-    ("Resize", "resize_param { is_pyramid_test: true out_height_scale: 1.5 out_width_scale: 2 }"),
-    ("BilinearInterpolate", "bilinear_interpolate_param { dst_h: 7 dst_w: 3 }"),
-    ("BilinearInterpolate",
-     "bilinear_interpolate_param { scale_factor: 1.5 align_corners: false }"),
-    ("PixelShuffle", "pixelshuffle_param { upscale_factor: 2 }"),
-    ("Pad", "pad_param { pad_type: REFLECT pad_u: 1 pad_d: 2 pad_l: 2 pad_r: 0 }"),
-    ("Pad", "pad_param { pad_type: REPLICATE pad_u: 2 pad_r: 1 }"),
-    ("Pad", "pad_param { pad_value: 2 pad_u: 1 pad_l: 1 }"),
-    ("Pad", "pad_param { pad_u: -1 pad_r: -2 }"),
-    ("Unsqueeze", "unsqueeze_param { dim: 2 }"),
-])
-def test_resampling_gradients(type_, body):
-    grad(type_, body, {"x": RNG.standard_normal((1, 4, 4, 3))})
-
-
 def test_bilinear_matches_torch_interpolate():
-    x = RNG.standard_normal((2, 3, 5, 4))
+    x = np.random.default_rng(11).standard_normal((2, 3, 5, 4))
     for align in (True, False):
         net = run("BilinearInterpolate", f"bilinear_interpolate_param {{ dst_h: 9 dst_w: 7 "
                   f"align_corners: {str(align).lower()} }}", {"x": x})
         want = torch.nn.functional.interpolate(torch.tensor(x), (9, 7), mode="bilinear",
                                                align_corners=align).numpy()
-        np.testing.assert_allclose(net.blobs["y"].data, want, atol=1e-6)
+        # the fork's source coordinates are float32: up to 1.5e-6 off torch's (40 seeds)
+        np.testing.assert_allclose(net.blobs["y"].data, want, atol=1e-5)
 
 
 def test_resize_drops_the_missing_neighbours():
@@ -264,43 +228,16 @@ def test_pad_modes_match_numpy():
     np.testing.assert_array_equal(net.blobs["y"].data, x[:, :, 1:2, 1:4])
 
 
-@pytest.mark.parametrize("body,field", [("pad_param { pad_u: 1 pad_d: -1 }", "pad_u"),
-                                        ("pad_param { pad_type: REFLECT pad_u: 4 }", "pad_type")])
-def test_pad_refusals(body, field):
-    with pytest.raises(DecaffeError, match=field):
-        run("Pad", body, {"x": np.zeros((1, 1, 4, 4))})
-    with pytest.raises(DecaffeError, match="in-place"):
-        run("Pad", "pad_param { pad_u: 1 }", {"x": np.zeros((1, 1, 4, 4))}, tops=("x",))
-
-
-def test_pixelshuffle_and_bilinear_refusals():
-    with pytest.raises(DecaffeError, match="upscale_factor"):
-        run("PixelShuffle", "pixelshuffle_param { upscale_factor: 2 }",
-            {"x": np.zeros((1, 6, 2, 2))})
-    with pytest.raises(DecaffeError, match="at least 2"):
-        run("BilinearInterpolate", "bilinear_interpolate_param { dst_h: 4 dst_w: 4 }",
-            {"x": np.zeros((1, 1, 1, 3))})
-    with pytest.raises(DecaffeError, match="scale_factor"):
-        run("BilinearInterpolate", "bilinear_interpolate_param { dst_h: 4 scale_factor: 2 }",
-            {"x": np.zeros((1, 1, 3, 3))})
-    with pytest.raises(DecaffeError, match="dim"):
-        run("Unsqueeze", "unsqueeze_param { dim: 5 }", {"x": np.zeros((1, 1, 3))})
-
-
 # ----------------------------------------------------------------------------------------------
 # mobile layers
 # ----------------------------------------------------------------------------------------------
-def test_relu6_hardswish_hardsigmoid_values_and_gradients():
+def test_relu6_values_and_gradients():
     x = np.array([[-7.0, -1.5, 0.5, 2.5, 5.0, 8.0]])
     net = run("ReLU6", "relu6_param { negative_slope: 0.5 threshold: 2 }", {"x": x})
     np.testing.assert_allclose(net.blobs["y"].data, [[-3.5, -0.75, 0.5, 2, 2, 2]])
     net.blobs["y"].diff[...] = 1
     net.backward()
     np.testing.assert_allclose(net.blobs["x"].diff, [[0.5, 0.5, 1, 0, 0, 0]])
-    xs = {"x": np.array([[-3.7, -2.2, -0.4, 0.3, 1.9, 2.6, 4.1]])}
-    grad("ReLU6", "", {"x": np.array([[-3.0, -0.4, 0.3, 2.6, 5.7, 6.4]])})
-    grad("HardSwish", "", xs)
-    grad("HardSigmoid", "hardsigmoid_param { alpha: 0.4 beta: 0.3 }", xs)
 
 
 def test_depthwise_convolutions_are_grouped_convolutions():
@@ -316,25 +253,16 @@ def test_depthwise_convolutions_are_grouped_convolutions():
     net2 = run("DepthwiseConvolution", body.replace("stride", "group: 4 stride"), {"x": x},
                params=[w, b])
     np.testing.assert_allclose(net2.blobs["y"].data, want.numpy(), atol=1e-10)
-    with pytest.raises(DecaffeError, match="num_output"):
-        run("ConvolutionDepthwise", body.replace("num_output: 4", "num_output: 8"), {"x": x})
-    grad("ConvolutionDepthwise", body, {"x": RNG.standard_normal((1, 4, 4, 4))})
 
 
-def test_shuffle_channel_and_axpy():
+def test_shuffle_channel_and_axpy_values():
     x = RNG.standard_normal((2, 6, 2, 3))
     net = run("ShuffleChannel", "shuffle_channel_param { group: 3 }", {"x": x})
     # group 3 of 2 channels each: order 0, 2, 4, 1, 3, 5
     np.testing.assert_array_equal(net.blobs["y"].data, x[:, [0, 2, 4, 1, 3, 5]])
-    grad("ShuffleChannel", "shuffle_channel_param { group: 2 }", {"x": x})
-    with pytest.raises(DecaffeError, match="group"):
-        run("ShuffleChannel", "shuffle_channel_param { group: 4 }", {"x": x})
     a, y = RNG.standard_normal((2, 6, 1, 1)), RNG.standard_normal(x.shape)
     net = run("Axpy", "", {"a": a, "x": x, "z": y})
     np.testing.assert_allclose(net.blobs["y"].data, a * x + y)
-    grad("Axpy", "", {"a": a, "x": x, "z": y})
-    with pytest.raises(DecaffeError, match="scale"):
-        run("Axpy", "", {"a": np.zeros((2, 6, 2, 1)), "x": x, "z": y})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -374,12 +302,6 @@ def test_bn_yjxiong_initial_statistics():
     assert not net.params["l"][2].data.any() and not net.params["l"][3].data.any()
     net = decaffe.Net(text.replace("momentum", "frozen: true momentum"), decaffe.TEST)
     np.testing.assert_array_equal(net.params["l"][3].data, np.ones((1, 3, 1, 1)))
-
-
-def test_bn_yjxiong_gradients():
-    x = {"x": RNG.standard_normal((2, 3, 3, 2))}
-    grad("BN", BN_YJ, x)
-    grad("BN", BN_YJ.replace("momentum", "frozen: true momentum"), x, check_params=False)
 
 
 def test_bn_frozen_gives_no_parameter_gradient_and_test_backward_is_the_forks():
@@ -429,29 +351,25 @@ def test_bn_segnet_learn_inference_and_tops():
     inf = BN_SEG.replace("} }", "} bn_mode: INFERENCE }")
     net = run("BN", inf, {"x": x}, phase=decaffe.TEST)
     np.testing.assert_allclose(net.blobs["y"].data, 1.5 * x + 0.25)
-    grad("BN", BN_SEG, {"x": RNG.standard_normal((2, 2, 3, 3))})
-    grad("BN", inf, {"x": RNG.standard_normal((2, 2, 3, 3))})
 
 
-def test_batchnormkyle_gradients():
-    grad("BatchNormKyle", "batch_norm_param { use_alpha_beta: true }",
-         {"x": RNG.standard_normal((3, 2, 2, 2))})
-    grad("BatchNormKyle", "batch_norm_param { use_alpha_beta: true }",
-         {"x": RNG.standard_normal((3, 2, 2, 2))}, phase=decaffe.TEST, check_params=False)
+# (type, params, phase): the input gradients where the running statistics are read, which
+# take no gradient (the table's samples check the rest, parameters included)
+STATS_GRAD_CASES = [
+    ("BN", BN_YJ.replace("momentum", "frozen: true momentum"), decaffe.TRAIN),
+    ("BatchNormKyle", "batch_norm_param { use_alpha_beta: true }", decaffe.TEST),
+]
+
+
+@pytest.mark.parametrize("type_,body,phase", STATS_GRAD_CASES,
+                         ids=[f"{c[0]}-{i}" for i, c in enumerate(STATS_GRAD_CASES)])
+def test_gradients_through_running_statistics(type_, body, phase):
+    grad(type_, body, {"x": RNG.standard_normal((3, 2, 2, 2))}, phase=phase, check_params=False)
 
 
 # ----------------------------------------------------------------------------------------------
-# registry, NetSpec, draw
+# NetSpec, draw (the registry's list is the table's: tests/layers/test_layer_table.py)
 # ----------------------------------------------------------------------------------------------
-TYPES = ["Interp", "Upsample", "MaxUnPool", "Resize", "BilinearInterpolate", "PixelShuffle",
-         "ConvolutionDepthwise", "DepthwiseConvolution", "ReLU6", "HardSwish", "HardSigmoid",
-         "ShuffleChannel", "Axpy", "Pad", "Unsqueeze", "BN", "BatchNormKyle"]
-
-
-def test_layer_type_list_lists_them():
-    assert set(TYPES) <= set(decaffe.layer_type_list())
-
-
 def test_netspec_builds_and_draw_draws_them():
     from decaffe.netspec import NetSpec
     from decaffe.netspec import layers as L
@@ -504,8 +422,6 @@ def test_guided_dropout():
     kept = np.isclose(y, x * scale[:, :, None]).all(2)
     dropped = (y == 0).all(2)
     assert (kept | dropped).all() and kept.any()
-    with pytest.raises(DecaffeError, match="type"):
-        run("GuidedDropout", 'guided_dropout_param { type: "random" }', {"x": x, "g": g})
 
 
 def test_center_loss():
@@ -532,8 +448,6 @@ def test_selu_and_selu_dropout():
     lam, alpha = np.float32(1.050700987), np.float32(1.67326324)
     np.testing.assert_allclose(net.blobs["y"].data,
                                lam * np.where(x > 0, x, alpha * (np.exp(x) - 1)), rtol=1e-7)
-    xs = x[:, :8]
-    grad("SeLu", "", {"x": xs + np.sign(xs) * 0.05})  # away from the kink at 0
     body = "selu_dropout_param { dropout_ratio: 0.2 }"
     net = run("SeLuDropout", body, {"x": x}, phase=decaffe.TEST)
     np.testing.assert_array_equal(net.blobs["y"].data, x)
@@ -672,3 +586,41 @@ def test_dense_image_data(tmp_path):
         np.testing.assert_array_equal(net.blobs["label"].data[k, 0], lab)
     with pytest.raises(DecaffeError, match="mirror"):
         decaffe.Net(text.replace("scale: 0.5", "scale: 0.5 mirror: true"), decaffe.TRAIN)
+
+
+# ----------------------------------------------------------------------------------------------
+# refusals: (type, params, bottom shapes, tops, what the error must say)
+# ----------------------------------------------------------------------------------------------
+X33 = {"x": (1, 1, 3, 3)}
+REFUSAL_CASES = [
+    ("Interp", "interp_param { pad_beg: 1 zoom_factor: 2 }", X33, ("y",), "pad_beg"),
+    ("Interp", "interp_param { }", X33, ("y",), "interp_param"),
+    ("Interp", "interp_param { zoom_factor: 0 }", X33, ("y",), "zoom_factor"),
+    ("Interp", "interp_param { height: 4 }", X33, ("y",), "interp_param"),
+    ("MaxUnPool", "max_unpool_param { dst_h: 4 }", {"x": (1, 1, 2, 2), "m": (1, 1, 2, 2)},
+     ("y",), "dst_h"),
+    ("Pad", "pad_param { pad_u: 1 pad_d: -1 }", {"x": (1, 1, 4, 4)}, ("y",), "pad_u"),
+    ("Pad", "pad_param { pad_type: REFLECT pad_u: 4 }", {"x": (1, 1, 4, 4)}, ("y",), "pad_type"),
+    ("Pad", "pad_param { pad_u: 1 }", {"x": (1, 1, 4, 4)}, ("x",), "in-place"),
+    ("PixelShuffle", "pixelshuffle_param { upscale_factor: 2 }", {"x": (1, 6, 2, 2)}, ("y",),
+     "upscale_factor"),
+    ("BilinearInterpolate", "bilinear_interpolate_param { dst_h: 4 dst_w: 4 }",
+     {"x": (1, 1, 1, 3)}, ("y",), "at least 2"),
+    ("BilinearInterpolate", "bilinear_interpolate_param { dst_h: 4 scale_factor: 2 }", X33,
+     ("y",), "scale_factor"),
+    ("Unsqueeze", "unsqueeze_param { dim: 5 }", {"x": (1, 1, 3)}, ("y",), "dim"),
+    ("ConvolutionDepthwise", "convolution_param { num_output: 8 kernel_size: 3 }",
+     {"x": (2, 4, 6, 5)}, ("y",), "num_output"),
+    ("ShuffleChannel", "shuffle_channel_param { group: 4 }", {"x": (2, 6, 2, 3)}, ("y",),
+     "group"),
+    ("Axpy", "", {"a": (2, 6, 2, 1), "x": (2, 6, 2, 3), "z": (2, 6, 2, 3)}, ("y",), "scale"),
+    ("GuidedDropout", 'guided_dropout_param { type: "random" }', {"x": (2, 4, 3), "g": (2, 4)},
+     ("y",), "type"),
+]
+
+
+@pytest.mark.parametrize("type_,params,shapes,tops,match", REFUSAL_CASES,
+                         ids=[f"{c[0]}-{i}" for i, c in enumerate(REFUSAL_CASES)])
+def test_refusals(type_, params, shapes, tops, match):
+    with pytest.raises(DecaffeError, match=match):
+        run(type_, params, {k: np.zeros(v) for k, v in shapes.items()}, tops=tops)

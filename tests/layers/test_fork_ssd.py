@@ -1,6 +1,7 @@
-"""The SSD fork's layers (decaffe.layers.forks.ssd): the fork's golden cases, values
-computed independently from the fork's definitions, finite-difference gradients, and the
-fork's refusals."""
+"""The SSD fork's layers (decaffe.layers.forks.ssd): values computed independently from the
+fork's definitions, MultiBoxLoss's finite-difference gradients, and the fork's refusals. The
+fork's golden cases and the other layers' finite-difference checks are tests/layer_db.py's
+samples, run by tests/layers/test_layer_table.py."""
 
 from __future__ import annotations
 
@@ -8,8 +9,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
-from golden_replay import cases, replay_layer_case
 from gradcheck import check_gradients
 from netbuild import input_layer as inp
 from netbuild import layer as lay
@@ -20,30 +19,6 @@ from decaffe import bbox as B
 from decaffe.errors import DecaffeError
 
 TRAIN, TEST = decaffe.TRAIN, decaffe.TEST
-SSD_PREFIXES = ("fork_priorbox", "fork_permute", "fork_normalize", "fork_detection_output",
-                "fork_multiboxloss", "fork_detection_evaluate")
-SSD_CASES = [c for c in cases("layer", fork=True) if c["name"].startswith(SSD_PREFIXES)]
-
-
-def test_every_ssd_layer_case_is_replayed():
-    names = {c["name"] for c in SSD_CASES}
-    for prefix in SSD_PREFIXES:
-        assert any(n.startswith(prefix) for n in names), prefix
-
-
-@pytest.mark.parametrize("case", SSD_CASES, ids=[c["name"] for c in SSD_CASES])
-def test_ssd_golden(case):
-    replay_layer_case(caffe, case["name"], case["phase"])
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("case", SSD_CASES, ids=[c["name"] for c in SSD_CASES])
-def test_ssd_golden_on_gpu(case):
-    caffe.set_mode_gpu()
-    try:
-        replay_layer_case(caffe, case["name"], case["phase"])
-    finally:
-        caffe.set_mode_cpu()
 
 
 # ------------------------------------------------------------------------------------------
@@ -140,13 +115,6 @@ def test_permute_refuses_bad_orders():
                                     "permute_param { order: 2 }"), {})
 
 
-def test_permute_gradient():
-    x = np.random.default_rng(1).normal(size=(2, 3, 2, 4))
-    check_gradients(inp("x", x.shape) + lay("p", "Permute", ["x"], ["y"],
-                                            "permute_param { order: 0 order: 2 order: 3 "
-                                            "order: 1 }"), {"x": x})
-
-
 # ------------------------------------------------------------------------------------------
 # Normalize
 # ------------------------------------------------------------------------------------------
@@ -177,21 +145,6 @@ def test_normalize_defaults_and_blob_shapes():
     assert net.params["n"][0].data.shape == (3,)
     with pytest.raises(DecaffeError, match="axes"):
         decaffe.Net(normalize_text("", shape=(6,)), TRAIN)
-
-
-@pytest.mark.parametrize("across", ["true", "false"])
-def test_normalize_gradient_shared_scale(across):
-    x = np.random.default_rng(3).normal(size=(2, 3, 2, 2))
-    check_gradients(normalize_text(f"across_spatial: {across} channel_shared: true "
-                                   "scale_filler { type: 'constant' value: 1.7 }"), {"x": x})
-
-
-@pytest.mark.parametrize("across", ["true", "false"])
-def test_normalize_gradient_equal_channel_scales(across):
-    # Per-channel scales, all equal: the fork's backward is then the true gradient.
-    x = np.random.default_rng(4).normal(size=(2, 3, 2, 2))
-    check_gradients(normalize_text(f"across_spatial: {across} channel_shared: false "
-                                   "scale_filler { type: 'constant' value: 0.8 }"), {"x": x})
 
 
 def test_normalize_backward_is_the_forks_with_unequal_scales():
@@ -439,17 +392,8 @@ def test_detection_evaluate_by_hand():
 
 
 # ------------------------------------------------------------------------------------------
-# layer_type_list, NetSpec, draw
+# NetSpec, draw (the registry's list is the table's: tests/layers/test_layer_table.py)
 # ------------------------------------------------------------------------------------------
-SSD_TYPES = ("PriorBox", "Permute", "Normalize", "DetectionOutput", "MultiBoxLoss",
-             "DetectionEvaluate", "AnnotatedData")
-
-
-def test_layer_type_list_names_the_ssd_layers():
-    listed = caffe.layer_type_list()
-    assert all(t in listed for t in SSD_TYPES)
-
-
 def ssd_netspec():
     from caffe import layers as L
     from caffe import params as P

@@ -1,12 +1,14 @@
 """Every generic check over the table of layers (tests/layer_db.py), for every registered
 layer type: the table lists each type; each sample builds in both phases; the layer's Reshape
 predicts the shapes its forward makes; forward is deterministic; backward agrees with finite
-differences (tests/gradcheck.py); the golden cases it names replay; the types that export
-export to ONNX and PyTorch and back within 1e-4; fuzzed parameters give errors that name the
-layer. Family test modules keep only what is special to their family.
+differences (tests/gradcheck.py); every golden case it names replays (on the CPU, and on a
+GPU where PyTorch sees one); the types that export export to ONNX and PyTorch and back within
+1e-4; fuzzed parameters give errors that name the layer. Family test modules keep only what
+is special to their family.
 
-The gradient, export and fuzz checks run a small sample by default (the first sample of every
-tenth type); DECAFFE_SLOW=1 runs them over the whole table (marked slow)."""
+The gradient and export checks run on every sample (the gradient check on at most 24
+elements a blob by default, 400 with DECAFFE_SLOW=1); the fuzz check runs on a small sample by
+default (the first sample of every tenth type) and on the whole table with DECAFFE_SLOW=1."""
 
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ from netbuild import build, input_kinds, net_text, random_inputs
 import caffe
 import decaffe.export
 from decaffe.errors import DecaffeError
-from decaffe.export.registry import EXPORTS
+from decaffe.export.registry import EXPORTS, ExportError
 from decaffe.formats import prototxt
 from decaffe.layer import layer_type_list
 from decaffe.proto import caffe_pb2
@@ -54,7 +56,14 @@ def _phase(sample) -> int:
 def _inputs(sample, seed: int = 0) -> dict[str, np.ndarray]:
     """The golden case's recorded inputs (its first pass), else values its layers accept."""
     if not sample.golden:
-        return random_inputs(sample.net, sample.inputs, seed)
+        got = random_inputs(sample.net, sample.inputs, seed)
+        if sample.values:
+            rng = np.random.default_rng(seed)
+            kinds = input_kinds(sample.net)
+            for n in got:
+                if n not in kinds:
+                    got[n] = rng.uniform(*sample.values, np.shape(got[n])).astype(np.float32)
+        return got
     z = np.load(os.path.join(GOLDEN, sample.id + ".npz"))
     got = {k[len("input/"):]: z[k] for k in z.files if k.startswith("input/")}
     if any("/" in k for k in got):
@@ -141,36 +150,47 @@ def _types(sample) -> set[str]:
     return {lp.type for lp in prototxt.parse_text(sample.net, caffe_pb2.NetParameter()).layer}
 
 
-# each type with a backward, on its first sample whose layers all have one
-GRAD = [(t, next(s for s in row.samples if all(LAYERS[x].backward for x in _types(s))))
-        for t, row in sorted(LAYERS.items())
-        if row.backward and any(all(LAYERS[x].backward for x in _types(s)) for s in row.samples)]
+def _gradable(t: str, s) -> bool:
+    return bool(LAYERS[t].backward) and all(LAYERS[x].backward for x in _types(s)) and not s.grad
+
+
+# every sample whose layers all have a backward, once (under the first type listing it); all
+# of them by default (each checks at most 24 elements a blob, about 0.05 s), 400 when slow
+GRAD = [(t, s) for t, s in SAMPLES if _gradable(t, s)]
+GRAD = [(t, s) for i, (t, s) in enumerate(GRAD) if s.id not in {x.id for _, x in GRAD[:i]}]
 
 
 def _grad_inputs(sample, seed: int) -> tuple[dict[str, np.ndarray], list[str]]:
     """The inputs of a gradient check and the names of those to check: the sample's own
     values for labels, indices and flags; random values for the rest, moved 0.1 past any kink
-    they fall within 0.05 of, or distinct values 0.05 apart (no ties) where the layers ask."""
+    they fall within 0.05 of, or distinct values 0.05 apart over all the inputs together (no
+    ties) where the layers ask."""
     kinds = input_kinds(sample.net)
     values = _inputs(sample, seed)
     rng = np.random.default_rng(seed)
     types = _types(sample)
-    kinks = [k for t in types for k in LAYERS[t].kinks]
+    kinks = [k for t in types for k in LAYERS[t].kinks] + list(sample.kinks)
     floats = [n for n in sample.inputs if n not in kinds]
-    for name in floats:
-        shape = np.shape(values[name])
+    shapes = [np.shape(values[name]) for name in floats]
+    if any(LAYERS[t].distinct_inputs for t in types):  # distinct over all inputs together
+        n = sum(int(np.prod(s)) for s in shapes)
+        flat = (rng.permutation(n) - n / 2) * 0.05 + 0.025
+        if sample.values:  # spread over the range instead, as far apart as it allows
+            lo, hi = sample.values
+            flat = lo + (rng.permutation(n) + 0.5) * (hi - lo) / n
+        parts = np.split(flat, np.cumsum([int(np.prod(s)) for s in shapes])[:-1])
+    for i, (name, shape) in enumerate(zip(floats, shapes)):
         if any(LAYERS[t].distinct_inputs for t in types):
-            n = int(np.prod(shape))
-            x = (rng.permutation(n) - n / 2) * 0.05 + 0.025
+            x = parts[i]
         else:
-            x = rng.standard_normal(shape)
+            x = rng.uniform(*sample.values, shape) if sample.values else rng.standard_normal(shape)
             for k in kinks:
                 x = np.where(np.abs(x - k) < 0.05, k + 0.1, x)
         values[name] = np.asarray(x, np.float64).reshape(shape)
     return values, floats
 
 
-@pytest.mark.parametrize("type_, sample", _subset(GRAD), ids=_ids(_subset(GRAD)))
+@pytest.mark.parametrize("type_, sample", GRAD, ids=_ids(GRAD))
 def test_backward_agrees_with_finite_differences(type_, sample):
     inputs, floats = _grad_inputs(sample, seed=1)
     check_gradients(net_text(sample.net, sample.inputs), inputs, phase=_phase(sample),
@@ -178,32 +198,72 @@ def test_backward_agrees_with_finite_differences(type_, sample):
                     max_checks=400 if SLOW else 24)
 
 
-GOLDEN_ROWS = sorted((t, r.golden[0]) for t, r in LAYERS.items()
-                     if any(s.golden for s in r.samples))
+def _golden_cases() -> list[dict]:
+    """The `layer` golden cases the golden column names (every one: the column is checked
+    against INDEX.json above), each once; the `data` ones replay in tests/data."""
+    with open(os.path.join(GOLDEN, "INDEX.json")) as f:
+        index = {c["name"]: c for c in json.load(f)["cases"]}
+    names = sorted({n for r in LAYERS.values() for n in r.golden})
+    return [index[n] for n in names if index[n]["kind"] == "layer"]
 
 
-@pytest.mark.parametrize("type_, case", GOLDEN_ROWS, ids=[t for t, _ in GOLDEN_ROWS])
-def test_a_golden_case_of_each_type_replays(type_, case):
-    sample = next(s for s in LAYERS[type_].samples if s.golden)
-    replay_layer_case(caffe, sample.id, sample.phase)
+GOLDEN_CASES = _golden_cases()
+# the cases replayed on a GPU so far (BVLC's and SSD's); the other forks' are CPU-only here
+GPU_CASES = [c for c in GOLDEN_CASES if not c["name"].startswith("fork_") or c["name"].startswith(
+    ("fork_priorbox", "fork_permute", "fork_normalize", "fork_detection_output",
+     "fork_multiboxloss", "fork_detection_evaluate"))]
 
 
-# each exporting type on its first sample whose inputs the exporter's checks can draw (not
+def test_every_golden_case_is_replayed():
+    """The `layer` cases here; the `data` ones by tests/data/test_data_golden.py (BVLC's) and
+    test_annotated_data.py (the SSD fork's AnnotatedData, the one fork data layer)."""
+    with open(os.path.join(GOLDEN, "INDEX.json")) as f:
+        index = json.load(f)["cases"]
+    assert {c["name"] for c in index if c["kind"] == "layer"} == {c["name"] for c in GOLDEN_CASES}
+    data = [c["name"] for c in index if c["kind"] == "data"]
+    assert [n for n in data if n.startswith("fork_") and not n.startswith("fork_annotated")] == []
+
+
+@pytest.mark.parametrize("case", GOLDEN_CASES, ids=[c["name"] for c in GOLDEN_CASES])
+def test_every_golden_case_replays(case):
+    """Forward and backward within the goldens' tolerances (tests/golden/README.md)."""
+    replay_layer_case(caffe, case["name"], case["phase"])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("case", GPU_CASES, ids=[c["name"] for c in GPU_CASES])
+def test_every_golden_case_replays_on_gpu(case):
+    caffe.set_mode_gpu()
+    try:
+        replay_layer_case(caffe, case["name"], case["phase"])
+    finally:
+        caffe.set_mode_cpu()
+
+
+# every sample whose layers all export, once, whose inputs the exporter's checks can draw (not
 # MaxUnPool's positions, which only a Pooling in the net makes valid)
 def _drawable(sample) -> bool:
     kinds = input_kinds(sample.net)
     return all(kinds.get(n, ("normal",))[0] != "fixed" for n in sample.inputs)
 
 
-EXPORTING = [(t, next(s for s in row.samples if _drawable(s)))
-             for t, row in sorted(LAYERS.items()) if row.exports and row.samples]
+EXPORTING = [(t, s) for t, s in SAMPLES
+             if all(LAYERS[x].exports for x in _types(s)) and _drawable(s)]
+EXPORTING = [(t, s) for i, (t, s) in enumerate(EXPORTING)
+             if s.id not in {x.id for _, x in EXPORTING[:i]}]
 
 
-@pytest.mark.parametrize("type_, sample", _subset(EXPORTING), ids=_ids(_subset(EXPORTING)))
+@pytest.mark.parametrize("type_, sample", EXPORTING, ids=_ids(EXPORTING))
 def test_exports_and_comes_back(type_, sample, tmp_path):
     net = build(sample.net, sample.inputs, caffe.TEST)
     randomize(net, seed=3)
-    export_all(net, str(tmp_path), forms=LAYERS[type_].export_forms)
+    forms = [f for f in LAYERS[type_].export_forms
+             if all(f in LAYERS[x].export_forms for x in _types(sample))]
+    if sample.export_error:  # a refusal that names the layer and says why
+        with pytest.raises(ExportError, match=f"layer '.*'.*{re.escape(sample.export_error)}"):
+            export_all(net, str(tmp_path), forms=tuple(forms))
+    else:
+        export_all(net, str(tmp_path), forms=tuple(forms))
 
 
 def _mutants(sample):

@@ -1,10 +1,10 @@
-"""Neuron layers (decaffe/layers/neuron.py): forward against numpy, Caffe's gradients
-(finite differences and the exact special cases), parameter checks and errors."""
+"""Neuron layers (decaffe/layers/neuron.py): forward against numpy, Caffe's gradients at its
+special cases (kinks, constants), parameter checks and errors. The finite-difference checks
+of every parameter variant are tests/layer_db.py's samples."""
 
 import numpy as np
 import pytest
 import torch
-from gradcheck import check_gradients
 
 import decaffe
 from decaffe.errors import DecaffeError, LayerParamError
@@ -35,16 +35,6 @@ def run(body: str, inputs: dict, phase=decaffe.TRAIN, dtype=torch.float64, extra
         net.blobs[k].data[...] = v
     net.forward()
     return net
-
-
-def away_from_zero(shape, seed=0, low=0.1, high=2.0):
-    """Random values with |x| in [low, high]: finite differences never cross a kink."""
-    rng = np.random.default_rng(seed)
-    return rng.uniform(low, high, size=shape) * rng.choice([-1.0, 1.0], size=shape)
-
-
-def grad_net(body, shapes):
-    return net_text(body, shapes)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -119,85 +109,33 @@ def test_power_zero_scale_constant_and_nan_base():
 
 
 # ----------------------------------------------------------------------------------------------
-# gradients
+# gradients at Caffe's special cases
 # ----------------------------------------------------------------------------------------------
-GRAD_CASES = [
-    ("ReLU", "", None),
-    ("ReLU", "relu_param { negative_slope: 0.1 }", None),
-    ("ReLU", "relu_param { negative_slope: -0.5 }", None),
-    ("Sigmoid", "", None),
-    ("TanH", "", None),
-    ("ELU", "", None),
-    ("ELU", "elu_param { alpha: 0.3 }", None),
-    ("AbsVal", "", None),
-    ("BNLL", "", None),
-    ("Power", "power_param { power: 2 scale: 0.5 shift: 1.5 }", None),
-    ("Power", "power_param { power: 3 scale: -0.7 shift: 0.2 }", None),
-    ("Power", "power_param { power: -1.5 scale: 0.5 shift: 3 }", None),
-    ("Power", "power_param { power: 1 scale: 2.5 shift: -1 }", None),
-    ("Power", "power_param { power: 0 }", None),
-    ("Exp", "", None),
-    ("Exp", "exp_param { base: 3 scale: 0.4 shift: -0.5 }", None),
-    ("Log", "log_param { shift: 3 }", None),
-    ("Log", "log_param { base: 2 scale: 0.5 shift: 2 }", None),
-    ("Clip", "clip_param { min: -1 max: 0.5 }", None),
-    ("Clip", "clip_param { min: 0.25 max: 3 }", None),
-    ("Swish", "", None),
-    ("Swish", "swish_param { beta: 2 }", None),
-    ("Dropout", "dropout_param { dropout_ratio: 0.3 }", decaffe.TRAIN),
-    ("Dropout", "dropout_param { dropout_ratio: 0.6 }", decaffe.TEST),
-]
-
-
-@pytest.mark.parametrize("kind,params,phase", GRAD_CASES,
-                         ids=[f"{k}-{p or 'default'}" for k, p, _ in GRAD_CASES])
-def test_gradients(kind, params, phase):
-    x = away_from_zero(SHAPE, seed=3)
-    if kind == "Clip":  # keep clear of the bounds
-        for bound in (-1.0, 0.25, 0.5):
-            x = np.where(np.abs(x - bound) < 0.05, x + 0.1, x)
-    check_gradients(grad_net(layer(kind, params), {"x": SHAPE}), {"x": x},
-                    phase=decaffe.TRAIN if phase is None else phase)
-
-
-@pytest.mark.parametrize("shared", [False, True])
-@pytest.mark.parametrize("shape", [(2, 3, 4, 5), (4, 3), (2, 3, 5)])
-def test_prelu_gradients(shared, shape):
-    rng = np.random.default_rng(4)
-    slopes = rng.uniform(-0.5, 0.8, size=() if shared else (shape[1],))
-    body = layer("PReLU", f"prelu_param {{ channel_shared: {str(shared).lower()} }}",
-                 name="p")
-    check_gradients(grad_net(body, {"x": shape}), {"x": away_from_zero(shape, 5)},
-                    params={"p": [slopes]})
-
-
 def backward(net, top_diff: dict):
     for k, v in top_diff.items():
         net.blobs[k].diff[...] = v
     net.backward()
 
 
-def test_relu_gradient_at_zero_is_the_slope():
-    x = np.array([[-1.0, 0.0, 2.0]])
-    net = run(layer("ReLU", "relu_param { negative_slope: 0.25 }"), {"x": x},
-              extra="force_backward: true\n")
-    backward(net, {"y": np.ones((1, 3))})
-    np.testing.assert_array_equal(net.blobs["x"].diff, [[0.25, 0.25, 1.0]])
+# (type, params, x, top diff, bottom diff Caffe gives): the kinks take the slope Caffe's
+# backward picks; Power 1's gradient is its scale wherever x is
+EXACT_GRAD_CASES = [
+    ("ReLU", "relu_param { negative_slope: 0.25 }", [-1.0, 0.0, 2.0], [1, 1, 1],
+     [0.25, 0.25, 1.0]),
+    ("AbsVal", "", [-1.0, 0.0, 2.0], [3, 3, 3], [-3.0, 0.0, 3.0]),
+    ("Clip", "clip_param { min: -1 max: 0.5 }", [-2.0, -1.0, 0.0, 0.5, 1.0], [2, 2, 2, 2, 2],
+     [0.0, 2.0, 2.0, 2.0, 0.0]),
+    ("Power", "power_param { power: 1 scale: -2 shift: 4 }", [0.0, -3.0, 7.0], [1, 2, 3],
+     [-2.0, -4.0, -6.0]),
+]
 
 
-def test_absval_gradient_at_zero_is_zero():
-    x = np.array([[-1.0, 0.0, 2.0]])
-    net = run(layer("AbsVal"), {"x": x}, extra="force_backward: true\n")
-    backward(net, {"y": np.full((1, 3), 3.0)})
-    np.testing.assert_array_equal(net.blobs["x"].diff, [[-3.0, 0.0, 3.0]])
-
-
-def test_clip_gradient_passes_at_the_bounds():
-    x = np.array([[-2.0, -1.0, 0.0, 0.5, 1.0]])
-    net = run(layer("Clip", "clip_param { min: -1 max: 0.5 }"), {"x": x},
-              extra="force_backward: true\n")
-    backward(net, {"y": np.full((1, 5), 2.0)})
-    np.testing.assert_array_equal(net.blobs["x"].diff, [[0.0, 2.0, 2.0, 2.0, 0.0]])
+@pytest.mark.parametrize("kind,params,x,dy,want", EXACT_GRAD_CASES,
+                         ids=[c[0] for c in EXACT_GRAD_CASES])
+def test_gradient_at_the_special_points(kind, params, x, dy, want):
+    net = run(layer(kind, params), {"x": np.array([x])}, extra="force_backward: true\n")
+    backward(net, {"y": np.array([dy], np.float64)})
+    np.testing.assert_array_equal(net.blobs["x"].diff, [want])
 
 
 @pytest.mark.parametrize("params,value", [("power_param { power: 0 shift: -1 }", 1.0),
@@ -208,14 +146,6 @@ def test_power_constant_case_ignores_the_input(params, value):
     np.testing.assert_array_equal(net.blobs["y"].data, np.full((1, 4), value))
     backward(net, {"y": np.ones((1, 4))})
     np.testing.assert_array_equal(net.blobs["x"].diff, np.zeros((1, 4)))
-
-
-def test_power_one_gradient_is_scale():
-    x = np.array([[0.0, -3.0, 7.0]])
-    net = run(layer("Power", "power_param { power: 1 scale: -2 shift: 4 }"), {"x": x},
-              extra="force_backward: true\n")
-    backward(net, {"y": np.array([[1.0, 2.0, 3.0]])})
-    np.testing.assert_array_equal(net.blobs["x"].diff, [[-2.0, -4.0, -6.0]])
 
 
 def test_prelu_default_filler_and_blob_shapes():

@@ -1,6 +1,7 @@
 """Vision layers (Convolution, Deconvolution, Im2col, Pooling, SPP, LRN) against independent
-numpy computations of Caffe's definitions, finite-difference gradients, and Caffe's errors.
-The golden cases made by C++ Caffe replay in tests/test_golden_layers.py."""
+numpy computations of Caffe's definitions, and Caffe's errors. Their finite-difference
+gradients (every geometry, group, dilation and pooling method) and golden replays are
+tests/layer_db.py's samples, run by tests/layers/test_layer_table.py."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from gradcheck import check_gradients
 from netbuild import input_layers as inputs_text
 
 import decaffe
@@ -23,7 +23,7 @@ FLT_MAX = float(np.finfo(np.float32).max)
 @pytest.fixture(autouse=True)
 def _one_thread():
     """These nets are tiny: torch's thread pool only adds wake-up latency (badly, on a busy
-    machine), and the finite-difference checks run thousands of passes."""
+    machine), and the random-geometry checks run hundreds of passes."""
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -334,38 +334,6 @@ def test_generic_paths_match_torch_kernels(monkeypatch):
         np.testing.assert_allclose(slow, fast, rtol=1e-10, atol=1e-12)
 
 
-CONV_GRAD_CASES = [
-    ("Convolution", (2, 4, 6, 5), "kernel_size: 3 stride: 2 pad: 1 dilation: 1 group: 2", 4),
-    ("Convolution", (1, 2, 7, 6), "kernel_h: 3 kernel_w: 2 dilation: 2 pad_h: 2 pad_w: 1", 3),
-    ("Convolution", (2, 3, 9), "kernel_size: 3 stride: 2 pad: 1", 2),
-    ("Convolution", (1, 2, 4, 5, 4), "kernel_size: 2 stride: 2 pad: 1", 2),
-    ("Convolution", (1, 2, 3, 3, 2, 3), "kernel_size: 2", 2),
-    ("Convolution", (1, 2, 2, 5), "kernel_size: 3 stride: 2", 2),
-    ("Deconvolution", (2, 4, 4, 3), "kernel_size: 4 stride: 2 pad: 1 group: 2", 2),
-    ("Deconvolution", (1, 2, 3, 4), "kernel_size: 3 stride: 2 dilation: 2 pad: 2", 3),
-    ("Deconvolution", (1, 2, 5), "kernel_size: 3 stride: 3", 2),
-    ("Deconvolution", (1, 2, 3, 2, 3), "kernel_size: 2 stride: 2 pad: 1", 2),
-    ("Deconvolution", (1, 2, 2, 2, 2, 2), "kernel_size: 2 stride: 2", 1),
-]
-
-
-@pytest.mark.parametrize("case", CONV_GRAD_CASES,
-                         ids=[f"{c[0]}{i}" for i, c in enumerate(CONV_GRAD_CASES)])
-def test_convolution_gradients(case):
-    type_, shape, extra, nout = case
-    x = np.random.default_rng(7).normal(size=shape)
-    check_gradients(inputs_text({"x": shape}) + layer_text(type_, conv_text(nout, extra)),
-                    {"x": x})
-
-
-def test_convolution_gradients_two_bottoms():
-    rng = np.random.default_rng(8)
-    shapes = {"a": (1, 2, 4, 4), "b": (1, 2, 4, 4)}
-    check_gradients(inputs_text(shapes) + layer_text(
-        "Convolution", conv_text(2, "kernel_size: 3 pad: 1"), ("a", "b"), ("ya", "yb")),
-        {k: rng.normal(size=s) for k, s in shapes.items()})
-
-
 # ---------------------------------------------------------------------------------------------
 # Deconvolution
 # ---------------------------------------------------------------------------------------------
@@ -454,15 +422,6 @@ def test_im2col_1d_3d_and_axis():
     assert y.shape == (3, 2, 12, 3)
     for a in range(3):
         np.testing.assert_array_equal(y[:, :, a::3], x1[:, :, :, a:a + 5:2])
-
-
-@pytest.mark.parametrize("shape,extra", [((1, 2, 5, 4), "kernel_size: 3 pad: 1 stride: 2"),
-                                         ((2, 2, 7), "kernel_size: 3 dilation: 2"),
-                                         ((1, 2, 3, 4, 3), "kernel_size: 2 pad: 1")])
-def test_im2col_gradients(shape, extra):
-    x = np.random.default_rng(12).normal(size=shape)
-    check_gradients(inputs_text({"x": shape}) + layer_text(
-        "Im2col", f"convolution_param {{ {extra} }}"), {"x": x})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -614,38 +573,6 @@ def test_pooling_mask_follows_bottom_index_and_carries_no_gradient():
     assert np.all(net.blobs["x"].diff == 0)
 
 
-POOL_GRAD_CASES = [
-    ("MAX", 3, 2, None, ""), ("MAX", 3, 2, 1, ""), ("MAX", (3, 2), (2, 1), (1, 0), ""),
-    ("MAX", 3, 3, 2, ""), ("MAX", 3, 2, 1, "round_mode: FLOOR"),
-    ("AVE", 3, 2, None, ""), ("AVE", 3, 2, 1, ""), ("AVE", 3, 3, 2, ""),
-    ("AVE", (2, 3), (2, 2), (1, 2), ""), ("AVE", 3, 2, 1, "round_mode: FLOOR"),
-    ("AVE", 1, 3, None, ""),
-]
-
-
-@pytest.mark.parametrize("case", POOL_GRAD_CASES,
-                         ids=[f"{c[0]}{i}" for i, c in enumerate(POOL_GRAD_CASES)])
-def test_pooling_gradients(case):
-    method, k, s, p, extra = case
-    shape = (2, 2, 7, 6)
-    check_gradients(inputs_text({"x": shape}) + layer_text(
-        "Pooling", pool_text(method, k, s, p, extra)), {"x": distinct(shape)})
-
-
-@pytest.mark.parametrize("method", ["MAX", "AVE"])
-def test_pooling_global_gradients(method):
-    shape = (2, 3, 4, 5)
-    check_gradients(inputs_text({"x": shape}) + layer_text(
-        "Pooling", f"pooling_param {{ pool: {method} global_pooling: true }}"),
-        {"x": distinct(shape)})
-
-
-def test_pooling_max_with_mask_gradients():
-    shape = (1, 2, 6, 6)
-    check_gradients(inputs_text({"x": shape}) + layer_text(
-        "Pooling", pool_text("MAX", 2, 2), tops=("y", "mask")), {"x": distinct(shape)})
-
-
 def test_stochastic_pooling_test_phase_is_weighted_average():
     x = np.random.default_rng(16).uniform(0.1, 2, size=(2, 3, 7, 6))
     net = run("Pooling", pool_text("STOCHASTIC", 3, 2), {"x": x}, phase=decaffe.TEST)
@@ -680,14 +607,6 @@ def test_stochastic_pooling_train_gradient_goes_to_the_pick():
                                                                  2 * j:2 * j + 2]
         assert gwin.sum() == 1 and (gwin == 1).sum() == 1
         assert win[gwin == 1][0] == y[0, c, i, j]
-
-
-@pytest.mark.parametrize("phase", [decaffe.TRAIN, decaffe.TEST])
-def test_stochastic_pooling_gradients(phase):
-    shape = (1, 2, 5, 5)
-    x = np.random.default_rng(18).uniform(1.0, 2.0, size=shape)
-    check_gradients(inputs_text({"x": shape}) + layer_text(
-        "Pooling", pool_text("STOCHASTIC", 3, 2)), {"x": x}, phase=phase)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -729,14 +648,6 @@ def test_spp_reshape_keeps_output_length():
     np.testing.assert_allclose(net.blobs["y"].data, ref_spp(x, 3, "MAX"))
 
 
-@pytest.mark.parametrize("height,method", [(1, "AVE"), (2, "MAX"), (3, "AVE")])
-def test_spp_gradients(height, method):
-    shape = (1, 2, 7, 6)
-    check_gradients(inputs_text({"x": shape}) + layer_text(
-        "SPP", f"spp_param {{ pyramid_height: {height} pool: {method} }}"),
-        {"x": distinct(shape)})
-
-
 # ---------------------------------------------------------------------------------------------
 # LRN
 # ---------------------------------------------------------------------------------------------
@@ -763,15 +674,6 @@ def test_lrn_defaults():
     x = np.random.default_rng(22).normal(size=(1, 6, 2, 2))
     net = run("LRN", "", {"x": x})
     np.testing.assert_allclose(net.blobs["y"].data, ref_lrn(x, 5, 1.0, 0.75, 1.0), rtol=1e-10)
-
-
-@pytest.mark.parametrize("case", LRN_CASES, ids=[f"lrn{i}" for i in range(len(LRN_CASES))])
-def test_lrn_gradients(case):
-    region, size, alpha, beta, k, shape = case
-    x = np.random.default_rng(23).normal(size=shape)
-    check_gradients(inputs_text({"x": shape}) + layer_text(
-        "LRN", f"lrn_param {{ local_size: {size} alpha: {alpha} beta: {beta} k: {k} "
-        f"norm_region: {region} }}"), {"x": x})
 
 
 # ---------------------------------------------------------------------------------------------
