@@ -1,7 +1,7 @@
 """The Faster R-CNN / R-FCN fork layers (decaffe/layers/forks/rcnn.py): ROIPooling, PSROIPooling,
-SmoothL1Loss, Proposal — against loop references written from the forks' kernels, golden
-replays where tests/golden has cases, finite-difference checks of every backward, and the
-forks' refusals."""
+SmoothL1Loss, Proposal — against loop references written from the forks' kernels,
+finite-difference checks of every backward, and the forks' refusals. Their golden cases
+replay in tests/layers/test_layer_table.py."""
 
 from __future__ import annotations
 
@@ -10,11 +10,9 @@ import math
 import numpy as np
 import pytest
 import torch
-from golden_replay import replay_layer_case
 from gradcheck import check_gradients
 from prototxt_text import inp, lay
 
-import caffe
 import decaffe
 from decaffe.errors import DecaffeError
 from decaffe.layers.forks import rcnn
@@ -293,11 +291,6 @@ def test_psroi_pooling_refusals(body, channels, msg):
 # ------------------------------------------------------------------------------------------
 # SmoothL1Loss
 # ------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["fork_smoothl1", "fork_smoothl1_loss_weight"])
-def test_smooth_l1_golden(name):
-    replay_layer_case(caffe, name, "TRAIN")
-
-
 def smooth_l1_ref(a, b, sigma, inside=None, outside=None):
     s2 = sigma * sigma
     d = a - b
@@ -368,11 +361,6 @@ def test_smooth_l1_refuses_mismatched_sizes():
 # ------------------------------------------------------------------------------------------
 # Proposal
 # ------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["fork_proposal", "fork_proposal_one_top"])
-def test_proposal_golden(name):
-    replay_layer_case(caffe, name, "TEST")
-
-
 PROPOSAL = ("proposal_param { feat_stride: 16 base_size: 16 min_size: 16 ratio: 0.5 ratio: 1 "
             "ratio: 2 scale: 8 scale: 16 pre_nms_topn: 60 post_nms_topn: 12 "
             "nms_thresh: 0.7 }")
