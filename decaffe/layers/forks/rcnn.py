@@ -83,9 +83,11 @@ class ROIPoolingLayer(Layer):
     """Max pooling of each ROI into a pooled_h × pooled_w grid (Fast R-CNN).
 
     Bottoms: features (N, C, H, W); ROIs (R, 5) — [batch index, x1, y1, x2, y2] in image
-    coordinates (any shape of R·5 values). Tops: (R, C, pooled_h, pooled_w). Blobs: none.
-    Params (roi_pooling_param): pooled_h (default 0, must be > 0), pooled_w (default 0,
-    must be > 0), spatial_scale (default 1). Batch indices must be in [0, N).
+    coordinates (any shape of R·5 values). Batch indices must be in [0, N).
+    Tops: (R, C, pooled_h, pooled_w).
+    Blobs: none.
+    Params: roi_pooling_param.pooled_h (default 0, must be > 0), pooled_w (default 0, must
+    be > 0), spatial_scale (default 1).
 
     Each corner is round(coord · spatial_scale) (C rounding); the ROI spans
     max(end − start + 1, 1) cells; bin (ph, pw) covers rows [floor(ph·bh), ceil((ph+1)·bh))
@@ -96,6 +98,7 @@ class ROIPoolingLayer(Layer):
     (the first is kept); an empty bin gives 0. Backward sends each top diff to its bin's
     argmax (none from such bins); a ROI whose end lies before its start (pooled as a 1×1
     cell) gets no gradient, as the fork's backward skips it. The ROIs get no gradient.
+
     Source: caffe-fast-rcnn src/caffe/layers/roi_pooling_layer.cpp.
     """
 
@@ -511,16 +514,19 @@ class PSROIPoolingLayer(Layer):
     """Position-sensitive average ROI pooling (R-FCN).
 
     Bottoms: score maps (N, output_dim·group_size², H, W); ROIs (R, 5) — [batch index, x1,
-    y1, x2, y2] in image coordinates. Tops: (R, output_dim, group_size, group_size).
-    Blobs: none. Params (psroi_pooling_param): spatial_scale, output_dim, group_size — all
-    required (the fork declares them `required`), output_dim and group_size > 0; the bottom
-    must have output_dim·group_size² channels. Batch indices must be in [0, N).
+    y1, x2, y2] in image coordinates. Batch indices must be in [0, N).
+    Tops: (R, output_dim, group_size, group_size).
+    Blobs: none.
+    Params: psroi_pooling_param.spatial_scale, output_dim, group_size — all required (the
+    fork declares them `required`), output_dim and group_size > 0; the bottom must have
+    output_dim·group_size² channels.
 
     Cell (d, ph, pw) averages channel (d·G + ph)·G + pw over its bin; an empty bin gives 0.
     ROI corners: round(x1)·scale, (round(x2) + 1)·scale (C rounding, bottom precision); the
     ROI is at least 0.1 wide and high; bin [floor(ph·bh + y1), ceil((ph+1)·bh + y1)) clipped
     to the map. Sums are accumulated in float64. Backward spreads each top diff evenly over
     its bin; the ROIs get no gradient.
+
     Source: caffe-rfcn src/caffe/layers/psroi_pooling_layer.cpp and .cu.
     """
 
