@@ -5,13 +5,12 @@ replay in tests/layers/test_layer_table.py."""
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import torch
 from gradcheck import check_gradients
 from prototxt_text import inp, lay
+from roi_loops import psroi_loops, roi_loops
 
 import decaffe
 from decaffe.errors import DecaffeError
@@ -26,10 +25,6 @@ def forward(text, inputs, phase=decaffe.TEST, dtype=torch.float32):
     return net
 
 
-def c_round(v):
-    return math.floor(v + 0.5) if v >= 0 else -math.floor(-v + 0.5)
-
-
 def distinct(shape, seed, spacing=0.05):
     """Values no two closer than spacing (max-pooling argmaxes stay put under ±1e-2)."""
     n = int(np.prod(shape))
@@ -40,35 +35,6 @@ def distinct(shape, seed, spacing=0.05):
 # ------------------------------------------------------------------------------------------
 # ROIPooling
 # ------------------------------------------------------------------------------------------
-def roi_pool_ref(x, rois, ph_n, pw_n, scale):
-    """caffe-fast-rcnn's Forward_cpu, loop for loop, in float32; plus its argmax."""
-    f = np.float32
-    n_rois = rois.shape[0]
-    _, c, height, width = x.shape
-    top = np.full((n_rois, c, ph_n, pw_n), -np.finfo(np.float32).max, np.float32)
-    arg = np.full(top.shape, -1, np.int64)
-    for n in range(n_rois):
-        b = int(rois[n, 0])
-        sw, sh, ew, eh = (c_round(float(f(rois[n, i]) * f(scale))) for i in (1, 2, 3, 4))
-        rh, rw = max(eh - sh + 1, 1), max(ew - sw + 1, 1)
-        bh, bw = f(rh) / f(ph_n), f(rw) / f(pw_n)
-        for ch in range(c):
-            for ph in range(ph_n):
-                for pw in range(pw_n):
-                    hs = min(max(int(math.floor(f(ph) * bh)) + sh, 0), height)
-                    he = min(max(int(math.ceil(f(ph + 1) * bh)) + sh, 0), height)
-                    ws = min(max(int(math.floor(f(pw) * bw)) + sw, 0), width)
-                    we = min(max(int(math.ceil(f(pw + 1) * bw)) + sw, 0), width)
-                    if he <= hs or we <= ws:
-                        top[n, ch, ph, pw] = 0
-                    for h in range(hs, he):
-                        for w in range(ws, we):
-                            if x[b, ch, h, w] > top[n, ch, ph, pw]:
-                                top[n, ch, ph, pw] = x[b, ch, h, w]
-                                arg[n, ch, ph, pw] = h * width + w
-    return top, arg
-
-
 ROIS = np.array([
     [0, 0, 0, 31, 31],        # the whole map at scale 1/4
     [1, 4.4, 6.6, 20.5, 14],  # C rounding of .5 and fractional corners
@@ -88,7 +54,7 @@ def test_roi_pooling_matches_the_fork_loops(pooled, scale):
                   f"roi_pooling_param {{ pooled_h: {pooled[0]} pooled_w: {pooled[1]} "
                   f"spatial_scale: {scale} }}"))
     net = forward(text, {"x": x, "rois": ROIS})
-    want, _ = roi_pool_ref(x, ROIS, *pooled, scale)
+    want, _ = roi_loops(x, ROIS, *pooled, scale, np.zeros((len(ROIS), 3, *pooled), np.float32))
     assert net.blobs["y"].data.shape == (len(ROIS), 3, *pooled)
     np.testing.assert_array_equal(net.blobs["y"].data, want)
 
@@ -103,18 +69,7 @@ def test_roi_pooling_backward_goes_to_the_argmax():
     dy = np.random.default_rng(4).standard_normal(net.blobs["y"].data.shape).astype(np.float32)
     net.blobs["y"].diff[...] = dy
     net.backward()
-    _, arg = roi_pool_ref(x, ROIS, 3, 3, 0.25)
-    want = np.zeros_like(x)
-    for n in range(len(ROIS)):
-        b = int(ROIS[n, 0])
-        sw, sh, ew, eh = (c_round(float(np.float32(ROIS[n, i]) * np.float32(0.25)))
-                          for i in (1, 2, 3, 4))
-        if ew < sw or eh < sh:  # the fork's backward skips ROIs that end before they start
-            continue
-        for ch in range(x.shape[1]):
-            for i, a in np.ndenumerate(arg[n, ch]):
-                if a >= 0:
-                    want[b, ch].reshape(-1)[a] += dy[n, ch][i]
+    _, want = roi_loops(x, ROIS, 3, 3, 0.25, dy)
     np.testing.assert_allclose(net.blobs["x"].diff, want, rtol=1e-6, atol=1e-6)
     assert not net.blobs["rois"].diff.any()
 
@@ -149,21 +104,11 @@ def test_roi_pooling_random_rois_match_the_fork_loops_forward_and_backward(poole
                   f"roi_pooling_param {{ pooled_h: {pooled[0]} pooled_w: {pooled[1]} "
                   f"spatial_scale: {scale} }}"))
     net = forward(text, {"x": x, "rois": rois})
-    want, arg = roi_pool_ref(x, rois, *pooled, scale)
+    dy = rng.standard_normal(net.blobs["y"].data.shape).astype(np.float32)
+    want, grad = roi_loops(x, rois, *pooled, scale, dy)
     np.testing.assert_array_equal(net.blobs["y"].data, want)
-    dy = rng.standard_normal(want.shape).astype(np.float32)
     net.blobs["y"].diff[...] = dy
     net.backward()
-    grad = np.zeros(x.shape, np.float64)
-    for n in range(len(rois)):
-        sw, sh, ew, eh = (c_round(float(np.float32(rois[n, i]) * np.float32(scale)))
-                          for i in (1, 2, 3, 4))
-        if ew < sw or eh < sh:
-            continue
-        for ch in range(x.shape[1]):
-            for i, a in np.ndenumerate(arg[n, ch]):
-                if a >= 0:
-                    grad[int(rois[n, 0]), ch].reshape(-1)[a] += dy[n, ch][i]
     np.testing.assert_allclose(net.blobs["x"].diff, grad, rtol=1e-5, atol=1e-5)
 
 
@@ -216,37 +161,6 @@ def test_roi_pooling_refuses_rois_without_5_values():
 # ------------------------------------------------------------------------------------------
 # PSROIPooling
 # ------------------------------------------------------------------------------------------
-def psroi_ref(x, rois, output_dim, g, scale):
-    """caffe-rfcn's PSROIPoolingForward_cpu, loop for loop, in float32."""
-    f = np.float32
-    _, channels, height, width = x.shape
-    top = np.zeros((rois.shape[0], output_dim, g, g), np.float32)
-    for n in range(rois.shape[0]):
-        b = int(rois[n, 0])
-        sw = f(c_round(float(rois[n, 1]))) * f(scale)
-        sh = f(c_round(float(rois[n, 2]))) * f(scale)
-        ew = f(c_round(float(rois[n, 3])) + 1.0) * f(scale)
-        eh = f(c_round(float(rois[n, 4])) + 1.0) * f(scale)
-        rw, rh = max(ew - sw, f(0.1)), max(eh - sh, f(0.1))
-        bh, bw = rh / f(g), rw / f(g)
-        for ct in range(output_dim):
-            for ph in range(g):
-                for pw in range(g):
-                    hs = min(max(int(math.floor(f(ph) * bh + sh)), 0), height)
-                    ws = min(max(int(math.floor(f(pw) * bw + sw)), 0), width)
-                    he = min(max(int(math.ceil(f(ph + 1) * bh + sh)), 0), height)
-                    we = min(max(int(math.ceil(f(pw + 1) * bw + sw)), 0), width)
-                    c = (ct * g + ph) * g + pw
-                    if he <= hs or we <= ws:
-                        continue
-                    s = f(0)
-                    for h in range(hs, he):
-                        for w in range(ws, we):
-                            s = f(s + x[b, c, h, w])
-                    top[n, ct, ph, pw] = s / f((he - hs) * (we - ws))
-    return top
-
-
 PS_ROIS = np.array([
     [0, 0, 0, 47, 47], [1, 7.5, 3.2, 30.4, 21], [0, 16, 16, 16, 16],
     [1, 30, 30, 10, 10], [0, -20, -9, 90, 80], [1, 40, 2, 44, 60],
@@ -261,8 +175,8 @@ def test_psroi_pooling_matches_the_fork_loops(dim, g, scale):
                   f"psroi_pooling_param {{ spatial_scale: {scale} output_dim: {dim} "
                   f"group_size: {g} }}"))
     net = forward(text, {"x": x, "rois": PS_ROIS})
-    np.testing.assert_allclose(net.blobs["y"].data, psroi_ref(x, PS_ROIS, dim, g, scale),
-                               rtol=1e-5, atol=1e-6)
+    want, _ = psroi_loops(x, PS_ROIS, dim, g, scale, np.zeros((len(PS_ROIS), dim, g, g)))
+    np.testing.assert_allclose(net.blobs["y"].data, want, rtol=1e-5, atol=1e-6)
 
 
 def test_psroi_pooling_gradient_check():
