@@ -75,11 +75,33 @@ def _check_roi_bottoms(layer: Layer, bottom_shapes: list[Shape]) -> tuple:
     return x, rois
 
 
+class _ROIPool(Layer):
+    """What ROIPooling and PSROIPooling share: features and ROIs in, one top; the features
+    get the gradient (through the bins the forward chose), the ROIs none."""
+
+    # Caffe's backward reads its forward's choices (argmax cells, channel mapping): the
+    # recorded graph stays exact
+    backward_reads = "kept"
+
+    exact_bottoms = 2
+    exact_tops = 1
+
+    def allow_force_backward(self, bottom_index: int) -> bool:
+        return bottom_index == 0
+
+    def _read_rois(self, x: torch.Tensor,
+                   rois: torch.Tensor) -> tuple[type[np.floating], np.ndarray, np.ndarray]:
+        """The bottom's precision, the (R, 5) ROI table in it, and each ROI's image."""
+        dt = _np_dtype(x)
+        r = _rois_array(self, rois, dt)
+        return dt, r, _batch_index(self, r, x.shape[0])
+
+
 # ------------------------------------------------------------------------------------------
 # ROIPooling
 # ------------------------------------------------------------------------------------------
 @register("ROIPooling")
-class ROIPoolingLayer(Layer):
+class ROIPoolingLayer(_ROIPool):
     """Max pooling of each ROI into a pooled_h × pooled_w grid (Fast R-CNN).
 
     Bottoms: features (N, C, H, W); ROIs (R, 5) — [batch index, x1, y1, x2, y2] in image
@@ -101,15 +123,6 @@ class ROIPoolingLayer(Layer):
 
     Source: caffe-fast-rcnn src/caffe/layers/roi_pooling_layer.cpp.
     """
-
-    # Caffe's backward reads its forward's argmax: the recorded graph stays exact
-    backward_reads = "kept"
-
-    exact_bottoms = 2
-    exact_tops = 1
-
-    def allow_force_backward(self, bottom_index: int) -> bool:
-        return bottom_index == 0
 
     def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.roi_pooling_param
@@ -144,12 +157,10 @@ class ROIPoolingLayer(Layer):
 
     def forward(self, x: torch.Tensor, rois: torch.Tensor) -> Tops:
         n, c, height, width = x.shape
-        dt = _np_dtype(x)
-        r = _rois_array(self, rois, dt)
+        dt, r, b = self._read_rois(x, rois)
         num = r.shape[0]
         if num == 0:
             return x.new_zeros((0, c, self.pooled_h, self.pooled_w))
-        b = _batch_index(self, r, n)
         hs, he, ws, we, malformed = self._bins(r, height, width, dt)
         bins = _ROIBins(b, hs, he, ws, we, malformed, x.shape)
         return _ROIMaxPool.apply(x, bins, self._scratch)
@@ -510,7 +521,7 @@ class _ROIMaxPool(torch.autograd.Function):
 # PSROIPooling
 # ------------------------------------------------------------------------------------------
 @register("PSROIPooling")
-class PSROIPoolingLayer(Layer):
+class PSROIPoolingLayer(_ROIPool):
     """Position-sensitive average ROI pooling (R-FCN).
 
     Bottoms: score maps (N, output_dim·group_size², H, W); ROIs (R, 5) — [batch index, x1,
@@ -529,15 +540,6 @@ class PSROIPoolingLayer(Layer):
 
     Source: caffe-rfcn src/caffe/layers/psroi_pooling_layer.cpp and .cu.
     """
-
-    # Caffe's backward reads its forward's channel mapping: the recorded graph stays exact
-    backward_reads = "kept"
-
-    exact_bottoms = 2
-    exact_tops = 1
-
-    def allow_force_backward(self, bottom_index: int) -> bool:
-        return bottom_index == 0
 
     def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.psroi_pooling_param
@@ -561,12 +563,10 @@ class PSROIPoolingLayer(Layer):
 
     def forward(self, x: torch.Tensor, rois: torch.Tensor) -> Tops:
         n, c, height, width = x.shape
-        dt = _np_dtype(x)
-        r = _rois_array(self, rois, dt)
+        dt, r, b = self._read_rois(x, rois)
         num, d, g = r.shape[0], self.output_dim, self.group_size
         if num == 0:
             return x.new_zeros((0, d, g, g))
-        b = _batch_index(self, r, n)
         scale = dt(self.spatial_scale)
         sw = _c_round(r[:, 1]).astype(dt) * scale
         sh = _c_round(r[:, 2]).astype(dt) * scale
@@ -598,16 +598,6 @@ class PSROIPoolingLayer(Layer):
         area = ((he - hs)[:, :, None] * (we - ws)[:, None, :]).astype(np.float64)
         geometry = (corners, torch.from_numpy(np.maximum(area, 1.0)).reshape(num, g, g, 1))
         return _PSROIAvgPool.apply(x, geometry, (d, g), self._scratch)
-
-
-def _prefix_sum_2d(t: torch.Tensor) -> None:
-    """In place, the running sums of t (N, H, W, ...) along H, then along W: one add of
-    whole contiguous rows per step (torch.cumsum walks a non-last axis one strided element
-    at a time)."""
-    for h in range(1, t.shape[1]):
-        t[:, h].add_(t[:, h - 1])
-    for w in range(1, t.shape[2]):
-        t[:, :, w].add_(t[:, :, w - 1])
 
 
 class _PSROIAvgPool(torch.autograd.Function):
