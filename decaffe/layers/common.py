@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from .. import fillers
@@ -75,6 +76,12 @@ class SplitLayer(Layer):
     def forward(self, x: torch.Tensor) -> Tops:
         # views, so each top is its own autograd node whose gradients are summed into x
         return tuple(x.view(x.shape) for _ in self.top_names)
+
+
+def numpy_dtype(t: torch.Tensor) -> type[np.floating]:
+    """Caffe's Dtype for host-side arithmetic on t's values: float64 for a float64 tensor,
+    else float32 (the forks' layers compute their geometry on the host in it)."""
+    return np.float64 if t.dtype == torch.float64 else np.float32
 
 
 def canonical_axis(axis: int, num_axes: int, layer: Layer, field: str) -> int:

@@ -24,6 +24,7 @@ from torch.autograd.function import FunctionCtx
 
 from ...layer import Layer, Shape, Tops, register
 from ...proto import caffe_pb2
+from ..common import numpy_dtype
 from ..loss import (
     BATCH_SIZE,
     FULL,
@@ -40,10 +41,6 @@ def _c_round(v: np.ndarray) -> np.ndarray:
     a = np.abs(v)
     f = np.floor(a)
     return np.sign(v) * (f + (a - f >= 0.5))
-
-
-def _np_dtype(t: torch.Tensor) -> type[np.floating]:
-    return np.float64 if t.dtype == torch.float64 else np.float32
 
 
 def _rois_array(layer: Layer, rois: torch.Tensor, dt: type[np.floating]) -> np.ndarray:
@@ -92,7 +89,7 @@ class _ROIPool(Layer):
     def _read_rois(self, x: torch.Tensor,
                    rois: torch.Tensor) -> tuple[type[np.floating], np.ndarray, np.ndarray]:
         """The bottom's precision, the (R, 5) ROI table in it, and each ROI's image."""
-        dt = _np_dtype(x)
+        dt = numpy_dtype(x)
         r = _rois_array(self, rois, dt)
         return dt, r, _batch_index(self, r, x.shape[0])
 
@@ -949,7 +946,7 @@ class ProposalLayer(Layer):
 
     def forward(self, score: torch.Tensor, delta: torch.Tensor, im_info: torch.Tensor) -> Tops:
         dt, dev = score.dtype, score.device
-        npdt = _np_dtype(score)
+        npdt = numpy_dtype(score)
         sc_all, dl_all = score.detach(), delta.detach()
         per_image = math.prod(im_info.shape[1:]) if im_info.dim() > 1 else im_info.numel()
         info = im_info.detach().reshape(-1).to(dt)

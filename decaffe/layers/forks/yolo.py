@@ -17,13 +17,11 @@ import math
 
 import numpy as np
 import torch
+from google.protobuf.message import Message
 from torch.autograd.function import FunctionCtx
 
 from ...layer import Layer, Shape, Tops, register
-
-
-def _np_dtype(t: torch.Tensor):
-    return np.float64 if t.dtype == torch.float64 else np.float32
+from ..common import numpy_dtype
 
 
 def _sigmoid(x: np.ndarray, dt: type[np.floating]) -> np.ndarray:
@@ -82,6 +80,15 @@ class _DetectionOutput(Layer):
     def allow_force_backward(self, bottom_index: int) -> bool:
         return False
 
+    def _read_common(self, p: Message, f: str) -> None:
+        """The fields both YOLO detection outputs read alike (f: the message's name)."""
+        self.check(p.HasField("num_classes"), "Must specify num_classes", f"{f}.num_classes")
+        self.num_classes = int(p.num_classes)
+        self.num_box = int(p.num_box)
+        self.confidence_threshold = p.confidence_threshold
+        self.nms_threshold = p.nms_threshold
+        self.biases = list(p.biases)
+
     def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         for i, s in enumerate(bottom_shapes):
             self.check(len(s) == 4 and s[2] == s[3], f"bottom '{self.bottom_names[i]}' must be "
@@ -121,12 +128,7 @@ class YoloDetectionOutputLayer(_DetectionOutput):
     def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.yolo_detection_output_param
         f = "yolo_detection_output_param"
-        self.check(p.HasField("num_classes"), "Must specify num_classes", f"{f}.num_classes")
-        self.num_classes = int(p.num_classes)
-        self.num_box = int(p.num_box)
-        self.confidence_threshold = p.confidence_threshold
-        self.nms_threshold = p.nms_threshold
-        self.biases = list(p.biases)
+        self._read_common(p, f)
         self.check(len(self.biases) >= 2 * self.num_box,
                    f"needs 2·num_box = {2 * self.num_box} biases, has {len(self.biases)}",
                    f"{f}.biases")
@@ -140,7 +142,7 @@ class YoloDetectionOutputLayer(_DetectionOutput):
         return out
 
     def forward(self, *bottoms: torch.Tensor) -> Tops:
-        dt = _np_dtype(bottoms[0])
+        dt = numpy_dtype(bottoms[0])
         boxes, conf, cls = [], [], []
         thresh = dt(self.confidence_threshold)
         for bottom in bottoms:
@@ -201,12 +203,7 @@ class Yolov3DetectionOutputLayer(_DetectionOutput):
     def setup(self, bottom_shapes: list[Shape]) -> None:
         p = self.lp.yolov3_detection_output_param
         f = "yolov3_detection_output_param"
-        self.check(p.HasField("num_classes"), "Must specify num_classes", f"{f}.num_classes")
-        self.num_classes = int(p.num_classes)
-        self.num_box = int(p.num_box)
-        self.confidence_threshold = p.confidence_threshold
-        self.nms_threshold = p.nms_threshold
-        self.biases = list(p.biases)
+        self._read_common(p, f)
         self.mask = [int(m) for m in p.mask]
         self.anchors_scale = [int(s) for s in p.anchors_scale]
         group_num = int(p.mask_group_num)
@@ -234,7 +231,7 @@ class Yolov3DetectionOutputLayer(_DetectionOutput):
         return out
 
     def forward(self, *bottoms: torch.Tensor) -> Tops:
-        dt = _np_dtype(bottoms[0])
+        dt = numpy_dtype(bottoms[0])
         length = 5 + self.num_classes
         boxes, conf, cls = [], [], []
         thresh = dt(self.confidence_threshold)
@@ -518,7 +515,7 @@ class Yolov3Layer(Layer):
         if torch.is_grad_enabled() and label.requires_grad:
             raise self.error(f"{self.type} Layer cannot backpropagate to label inputs.",
                              "propagate_down")
-        dt = np.float64 if x.dtype == torch.float64 else np.float32
+        dt = numpy_dtype(x)
         xs = x.detach().cpu().numpy().astype(np.float32)
         labels = label.detach().reshape(x.shape[0], -1).cpu().numpy().astype(np.float32)
         delta, swap = self._delta(xs, labels)
@@ -692,7 +689,7 @@ class RegionLossLayer(Layer):
         labels = label.detach().reshape(n, -1).cpu().numpy().astype(np.float32)
         delta = self._delta(xs, labels, warmup)
         RegionLossLayer.passes_run += 1
-        dt = np.float64 if x.dtype == torch.float64 else np.float32
+        dt = numpy_dtype(x)
         loss = torch.as_tensor(np.sum(delta.astype(dt) ** 2) / n, dtype=x.dtype, device=x.device)
         grad = torch.as_tensor(delta.reshape(x.shape) / n, dtype=x.dtype, device=x.device)
         if torch.is_grad_enabled() and x.requires_grad:
@@ -771,7 +768,7 @@ class AssistedExcitationLayer(Layer):
         if x.device.type == "meta":
             return x.clone()
         n, _, h, w = x.shape
-        dt = _np_dtype(x)
+        dt = numpy_dtype(x)
         mask = np.zeros((h, w), dt)
         if n:
             lab = label[0].detach().cpu().numpy().astype(dt, copy=False).reshape(
