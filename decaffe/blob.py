@@ -18,7 +18,7 @@ from __future__ import annotations
 import operator
 import os
 import resource
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol, SupportsIndex
 
 import numpy as np
@@ -368,6 +368,13 @@ def own_diff(p: torch.nn.Parameter) -> None:
     g = p.grad
     if g is not None and getattr(g, "_decaffe_history", False):
         p.grad = g.clone()
+
+
+def own_diffs(params: Iterable[torch.nn.Parameter]) -> None:
+    """own_diff for each parameter: before a pass or an update adds into their diffs, or a
+    restore writes them."""
+    for p in params:
+        own_diff(p)
 
 
 class ParamBlob(Blob):

@@ -33,7 +33,7 @@ from . import backward as _backward
 from . import items as _items
 from . import log, precision, threads
 from . import mode as _mode
-from .blob import Blob, ParamBlob, diff_is_private, own_diff
+from .blob import Blob, ParamBlob, diff_is_private, own_diffs
 from .errors import DecaffeError, NetError, suggest
 from .formats import prototxt, upgrade
 from .formats import weights as wfmt
@@ -898,8 +898,8 @@ class Net(torch.nn.Module):
 
         Gradients accumulate into the parameters (Caffe's param diffs); no blob diffs are kept.
         """
-        for p in self.learnable_params:
-            own_diff(p)  # backward adds into the diffs: not into the solver's history
+        # backward adds into the diffs: not into the solver's history
+        own_diffs(self.learnable_params)
         if self._compiled is not None:
             loss = self._compiled.forward(grad=True)
         else:
@@ -935,8 +935,8 @@ class Net(torch.nn.Module):
 
     def _backward_range(self, start: int, end: int) -> None:
         """Caffe's BackwardFromTo: layer by layer, each reading its tops' diffs."""
-        for p in self.learnable_params:
-            own_diff(p)  # parameter diffs accumulate: not into the solver's history
+        # parameter diffs accumulate: not into the solver's history
+        own_diffs(self.learnable_params)
         self._push_host_writes()
         records = _backward.Records(self._io, [r.bottoms for r in self._records],
                                     [r.tops for r in self._records], self._blob_list)

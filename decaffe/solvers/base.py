@@ -36,7 +36,7 @@ from google.protobuf import text_format
 
 from .. import log, precision, threads
 from .. import mode as _mode
-from ..blob import own_diff
+from ..blob import own_diffs
 from ..errors import SolverError, suggest
 from ..formats import prototxt
 from ..net import Net, load_net_param
@@ -767,8 +767,8 @@ class Solver:
         if state.iter_last_event is not None:
             self.lr_state.iter_last_event = int(state.iter_last_event)
         log.info(f"{self.type}Solver: restoring history")
-        for prm in self.net.learnable_params:
-            own_diff(prm)  # a diff that is the history tensor keeps its values
+        # a diff that is the history tensor keeps its values
+        own_diffs(self.net.learnable_params)
         with torch.no_grad():
             for arr, h in zip(state.history, history):
                 h.copy_(torch.from_numpy(np.ascontiguousarray(arr)).reshape(h.shape))

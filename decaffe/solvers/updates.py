@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from .. import log
-from ..blob import diff_is_private, own_diff
+from ..blob import diff_is_private, own_diffs
 from ..errors import SolverError
 from ..proto import caffe_pb2
 
@@ -283,8 +283,8 @@ class Updater:
         if self.history and self.history[0].device != dev:
             self.to(dev)
         with torch.no_grad():
-            for p in self.params:
-                own_diff(p)  # the last update's diff may be the history: not to be added to
+            # the last update's diff may be the history: not to be added to
+            own_diffs(self.params)
             grads = self._grads()
             if clip >= 0:
                 clip_gradients(grads, clip)
