@@ -602,8 +602,7 @@ class InfogainLossLayer(_LossLayer):
         self.ignore = self._ignore_label()
         self.check(not self.lp.loss_param.HasField("normalize"),
                    'normalize is deprecated; use "normalization"', "loss_param.normalize")
-        self.normalization = self.lp.loss_param.normalization
-        self._check_pre_fixed(self.normalization)
+        self.normalization = self._normalization(VALID)
         self._own_h = len(bottom_shapes) < 3
         if self._own_h:
             self.check(p.HasField("source") and p.source,
